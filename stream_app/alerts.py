@@ -1,0 +1,94 @@
+"""Alerts for the call centre: who to call, why, at which level, and what to offer."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from .events import Alert, AlertReason
+from .rules import LEVELS, Evaluation, Ruleset, render
+from .windows import Windows
+
+__all__ = ["AlertPolicy", "alert_id", "build_alerts", "suggested_action"]
+
+#: Churn probability assumed per level until the model provides a score.
+_LEVEL_RISK = {1: 0.15, 2: 0.35, 3: 0.6}
+
+_ACTIONS = {
+    205: "technical follow-up: check coverage and dropped calls at the customer's cells",
+    101: "plan offer: a cheaper or better-fitting plan",
+    102: "match the competitor's promotion",
+    103: "service recovery call: resolve the open complaint first",
+    207: "billing review: explain or correct the bill",
+    380: "reactivation offer",
+}
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    min_level: int = 2  # index into LEVELS: medium and high go to the call queue
+    cooldown_days: int = 14
+    expiry_days: int = 7
+    lifetime_months: float = 24.0
+
+
+def alert_id(customer: str, level: str, period: str) -> str:
+    """Deterministic, so that re-processing the same events yields the same id.
+
+    >>> alert_id("8613800000001", "high", "2026-03") == alert_id("8613800000001", "high", "2026-03")
+    True
+    """
+    return hashlib.sha256(f"{customer}|{level}|{period}".encode()).hexdigest()[:24]
+
+
+def suggested_action(reason_code: int | None, mid_high_end: bool) -> str:
+    action = _ACTIONS.get(reason_code or 0, "retention call: ask about their experience")
+    return f"account manager: {action}" if mid_high_end else action
+
+
+def build_alerts(
+    w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset,
+    rows: list[int], now_day: np.ndarray, zone: ZoneInfo, policy: AlertPolicy, created_at: datetime,
+) -> list[Alert]:
+    """Alerts for the given rows whose level reaches the policy, honouring cooldown."""
+    alerts = []
+    for i in rows:
+        level, state, day = int(ev.level[i]), w.states[i], int(now_day[i])
+        if level < policy.min_level or state.exit is not None:
+            continue
+        if state.alerted_level >= level and day - state.alerted_day < policy.cooldown_days:
+            continue
+        state.alerted_level, state.alerted_day = level, day
+        period = date.fromordinal(day).strftime("%Y-%m")
+        # The newest event behind the alert: the start of event-to-alert latency.
+        event_time = datetime.fromtimestamp(max(state.last_seen), zone)
+        alerts.append(_alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at))
+    return alerts
+
+
+def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
+           period: str, event_time: datetime, policy: AlertPolicy, created_at: datetime) -> Alert:
+    values = {name: float(col[i]) for name, col in features.items()}
+    reasons = [
+        AlertReason(c.rule.id, c.rule.labels.reason_code, c.rule.importance,
+                    {n: values[n] for n in c.names}, render(c.rule, values))
+        for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
+    ]
+    top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
+    profile = w.states[i].profile
+    arpu = values["arpu_m1"]
+    return Alert(
+        alert_id=alert_id(w.customers[i], LEVELS[level], period),
+        customer_id=w.customers[i], level=LEVELS[level], period=period,  # type: ignore[arg-type]
+        created_at=created_at, expires_at=created_at + timedelta(days=policy.expiry_days),
+        event_time=event_time, reasons=reasons, reason_code=top,
+        segment="mid_high_end" if values["mid_high_end"] else
+        ("potential_mid_high_end" if values["potential_mid_high_end"] else "mass"),
+        vip_tier=profile.vip_tier if profile else "none", arpu=round(arpu, 2),
+        value_at_risk=round(_LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
+        suggested_action=suggested_action(top, bool(values["mid_high_end"])),
+    )

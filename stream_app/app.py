@@ -1,0 +1,79 @@
+"""The faust app: agents that take batches from the input topics and hand them to the pipeline.
+
+Agents stay thin. Each batch is processed under one lock, so the CDR and billing agents
+never read-modify-write the same customer at once; across workers, co-partitioned topics
+give each customer one owner, and the state's compare-and-set catches a stale owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import faust
+import msgspec
+
+from .pipeline import BatchOutput, BatchProcessor, RawRecord
+from .metrics import Metrics
+from .rules_watch import RulesWatch
+from .settings import Settings
+from .store import RedisWindowStore, connect_redis
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
+
+
+def create_app(settings: Settings, metrics: Metrics) -> faust.App:
+    """A faust app wired to Kafka, Redis and the rules in `settings.rules_dir`."""
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise ValueError("KAFKA_BOOTSTRAP and REDIS_URL must be set for the worker")
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+    )
+    t = settings.topics
+    alerts = app.topic(t.alerts, key_serializer="raw", value_serializer="raw")
+    deadletter = app.topic(t.deadletter, key_serializer="raw", value_serializer="raw")
+    rules = RulesWatch([Path(settings.rules_dir)], metrics)
+    rules.reload()
+    lock = asyncio.Lock()
+    processor: list[BatchProcessor] = []
+
+    def get_processor() -> BatchProcessor:
+        if not processor:
+            client = connect_redis(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+            store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
+            processor.append(BatchProcessor(settings, store, rules.current, metrics))
+        return processor[0]
+
+    async def send(out: BatchOutput) -> None:
+        futures = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a)) for a in out.alerts]
+        futures += [await deadletter.send(key=(d.key or "").encode(), value=_json.encode(d)) for d in out.deadletters]
+        # Wait for the broker to have them before the state (and so the offsets) moves on.
+        await asyncio.gather(*futures)
+
+    async def consume(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                 e.message.value) for e in events]
+            async with lock:
+                await get_processor().run(records, send)
+
+    for name in t.inputs():
+        topic = app.topic(name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+        app.agent(topic, name=f"ingest-{name}")(consume)
+
+    @app.timer(interval=2.0)
+    async def watch_rules() -> None:
+        rules.reload_if_changed()
+
+    return app

@@ -1,0 +1,152 @@
+"""The `churnwatch` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import msgspec
+from pydantic import ValidationError
+
+from .events import CONTRACTS, json_schema
+from .features import FEATURES
+from .rules import check_files
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+
+def _settings():
+    from .settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@click.group()
+def main() -> None:
+    """churnwatch: real-time churn early warning for mobile operators."""
+
+
+@main.command()
+def worker() -> None:
+    """Consume CDR, billing, profile and outcome topics; emit alerts. Needs KAFKA_BOOTSTRAP and REDIS_URL."""
+    from faust.worker import Worker
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from .app import create_app
+    from .metrics import Metrics
+    from .topics import ensure_topics
+
+    settings = _settings()
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL (or run `churnwatch demo`)")
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    ensure_topics(settings, settings.kafka_bootstrap)
+    app = create_app(settings, metrics)
+    start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+    Worker(app, loglevel="INFO").execute_from_commandline()
+
+
+@main.command()
+@click.option("--customers", default=300, show_default=True, help="simulated customers")
+@click.option("--days", default=120, show_default=True, help="simulated days of traffic")
+@click.option("--seconds", type=float, default=None, help="stop by itself after this many seconds")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True, help="share of customers churning per month")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_churn: float, as_json: bool) -> None:
+    """Run the whole service on an embedded broker and Redis, fed by the simulator."""
+    from .demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    summary = run_demo(_settings(), customers, days, seconds, lambda line: click.echo(line, err=as_json),
+                       seed=seed, monthly_churn=monthly_churn)
+    report = asdict(summary)
+    click.echo(f"churners warned before they churned: {summary.churners_warned_before_churn} of {summary.churners}"
+               f" ({summary.churners_with_signs} showed signs); alerts by level: {summary.alerts_by_level}",
+               err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@main.command()
+@click.option("--customers", default=1000, show_default=True)
+@click.option("--days", default=120, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="write records as JSON lines here instead of producing to KAFKA_BOOTSTRAP")
+@click.option("--truth", type=click.Path(path_type=Path), required=True, help="ground-truth file (JSON lines)")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def simulate(customers: int, days: int, seed: int, monthly_churn: float, out: Path | None, truth: Path,
+             as_json: bool) -> None:
+    """Produce realistic synthetic traffic; write who really churned to --truth."""
+    import threading
+
+    from .demo import produce_simulation
+    from .simulator import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn))
+    if out is not None:
+        counts: dict[str, int] = {}
+        with out.open("wb") as f:
+            for rec in sim.records():
+                f.write(msgspec.json.encode({"topic": rec.topic, "key": rec.key.decode(), "value": rec.value.decode()}))
+                f.write(b"\n")
+                counts[rec.topic] = counts.get(rec.topic, 0) + 1
+    else:
+        settings = _settings()
+        if not settings.kafka_bootstrap:
+            raise click.ClickException("set KAFKA_BOOTSTRAP, or pass --out FILE")
+        counts = produce_simulation(sim, settings.kafka_bootstrap, settings, threading.Event())
+    truth.write_bytes(b"".join(line + b"\n" for line in sim.truth_lines()))
+    churners = sum(1 for t in sim.truth if t.churn_date)
+    click.echo(f"records by topic: {counts}; churners: {churners} of {customers}", err=as_json)
+    if as_json:
+        click.echo(json.dumps({"events_by_topic": counts, "customers": customers, "churners": churners}))
+
+
+@main.group()
+def rules() -> None:
+    """Check alert rule files."""
+
+
+@rules.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_check(paths: tuple[Path, ...]) -> None:
+    """Report every problem in the rule files (default: alert_rules/) and exit 1 if any."""
+    problems = check_files(list(paths) or [Path("alert_rules")])
+    for p in problems:
+        click.echo(str(p), err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("rules OK")
+
+
+@main.command()
+def features() -> None:
+    """List the features that rules and the model can use."""
+    for name, f in FEATURES.items():
+        click.echo(f"{name:24} {f.unit:8} {f.description}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=SCHEMA_DIR, show_default=True)
+def schemas(out: Path) -> None:
+    """Write the JSON Schema of every event contract."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, kind in CONTRACTS.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(json_schema(kind), indent=2, sort_keys=True) + "\n")
+    click.echo(f"wrote {len(CONTRACTS)} schemas to {out}")
+
+
+if __name__ == "__main__":
+    main()

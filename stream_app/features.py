@@ -1,0 +1,145 @@
+"""Features derived from the windows: pure, vectorised over the customers of a batch.
+
+Every feature is in `FEATURES` with its unit and meaning; rules and the model use these
+names, and `churnwatch features` lists them. Months are calendar months in the
+operator's zone: `m1` is the last complete month, `m2` the one before, `m0` the current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from .windows import C, N_DAYS, N_MONTHS, Windows, month_index
+
+__all__ = ["FEATURES", "Feature", "derive", "month_of", "ratio_change"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    unit: str
+    description: str
+
+
+FEATURES: dict[str, Feature] = {
+    "tenure_days": Feature("days", "days since activation"),
+    "vip": Feature("tier", "VIP tier: 0 none, 1 silver, 2 gold, 3 diamond"),
+    "arpu_m1": Feature("yuan", "spend (bills and top-ups) in the last complete month"),
+    "arpu_m2": Feature("yuan", "spend in the month before that"),
+    "arpu_3m": Feature("yuan", "average monthly spend over the last 3 complete months"),
+    "arpu_mom": Feature("ratio", "month-over-month change of spend, m1 vs m2 (-0.4 = down 40%)"),
+    "mou_out_m0": Feature("minutes", "outgoing minutes so far this month"),
+    "mou_out_m1": Feature("minutes", "outgoing minutes in the last complete month"),
+    "mou_out_m2": Feature("minutes", "outgoing minutes in the month before that"),
+    "mou_out_mom": Feature("ratio", "month-over-month change of outgoing minutes, m1 vs m2"),
+    "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
+    "mou_out_30d_vs_m2": Feature("ratio", "change of outgoing minutes, last 30 days vs month m2"),
+    "mou_out_14d": Feature("minutes", "outgoing minutes in the last 14 days"),
+    "mou_out_prev_14d": Feature("minutes", "outgoing minutes in the 14 days before that"),
+    "mou_out_14d_trend": Feature("ratio", "change of outgoing minutes, last 14 days vs the 14 before"),
+    "calls_out_30d": Feature("calls", "outgoing calls in the last 30 days"),
+    "cs_calls_30d": Feature("calls", "calls to customer service in the last 30 days"),
+    "cs_calls_prev": Feature("calls", "calls to customer service in the last complete month"),
+    "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
+    "offnet_share_30d": Feature("share", "off-net outgoing minutes / outgoing minutes, last 30 days"),
+    "offnet_share_m2": Feature("share", "off-net share of outgoing minutes in month m2"),
+    "data_mb_30d": Feature("MB", "data volume in the last 30 days"),
+    "days_since_active": Feature("days", "days since the last voice, SMS or data record"),
+    "mid_high_end": Feature("flag", "spend >= 120 yuan and outgoing minutes >= 100 in m1 or in m2 (DOMAIN.md)"),
+    "potential_mid_high_end": Feature("flag", "3-month average spend between 100 and 120 yuan"),
+    "revenue_churn": Feature("flag", "spend under 50 yuan in each of the last 3 complete months, after a month at 50 or more"),
+    "dormant": Feature("flag", "no usage for 30 days or more"),
+    "exited": Feature("flag", "disconnected or ported out"),
+}
+
+_VIP = {"none": 0, "silver": 1, "gold": 2, "diamond": 3}
+
+
+def ratio_change(now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """`now / before - 1`, and 0 where there is nothing to compare with.
+
+    >>> ratio_change(np.array([50.0, 10.0]), np.array([100.0, 0.0])).tolist()
+    [-0.5, 0.0]
+    """
+    out = np.zeros(np.broadcast(now, before).shape)
+    np.divide(now, before, out=out, where=before > 0)
+    return np.where(before > 0, out - 1.0, 0.0)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(whole, dtype=np.float64)
+    np.divide(part, whole, out=out, where=whole > 0)
+    return out
+
+
+def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
+    """Sum of a counter over days aged [start, stop) before `now_day`."""
+    ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
+    mask = (ages >= start) & (ages < stop) & (w.day0[:, None] > 0)
+    return (w.daily[:, :, C[counter]] * mask).sum(axis=1, dtype=np.float64)
+
+
+def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndarray:
+    """A counter in the month `age` months before `now_month` (0 = this month)."""
+    idx = age - (now_month - w.month0)
+    ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0 > 0)
+    rows = np.arange(len(idx))
+    return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0.0)
+
+
+def month_of(ordinals: np.ndarray) -> np.ndarray:
+    """`month_index` of each day ordinal."""
+    days = [date.fromordinal(int(d)) if d > 0 else date(1, 1, 1) for d in ordinals]
+    return np.array([month_index(d.year, d.month) for d in days], np.int64)
+
+
+def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
+    """Every feature in `FEATURES` for every customer of `w`, as of each one's event-time day `now_day`."""
+    now_month = month_of(now_day)
+    spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(4)]
+    mou = [_month(w, now_month, "out_min", a) for a in range(3)]
+    mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
+    calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
+    out_30 = _days(w, now_day, "out_min", 0, 30)
+    last_use = np.array([max(s.last_seen[:3]) for s in w.states], np.float64)
+    last_use_day = np.where(last_use > 0, last_use / 86400.0 + 719163, 0)  # unix epoch -> ordinal
+    activation = np.array([s.profile.activation_day if s.profile else 0 for s in w.states], np.float64)
+    arpu_3m = (spend[1] + spend[2] + spend[3]) / 3.0
+    history = w.month0 > 0
+    return {
+        "tenure_days": np.where(activation > 0, now_day - activation, 0.0),
+        "vip": np.array([_VIP.get(s.profile.vip_tier, 0) if s.profile else 0 for s in w.states], np.float64),
+        "arpu_m1": spend[1],
+        "arpu_m2": spend[2],
+        "arpu_3m": arpu_3m,
+        "arpu_mom": ratio_change(spend[1], spend[2]),
+        "mou_out_m0": mou[0],
+        "mou_out_m1": mou[1],
+        "mou_out_m2": mou[2],
+        "mou_out_mom": ratio_change(mou[1], mou[2]),
+        "mou_out_30d": out_30,
+        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, mou[2]),
+        "mou_out_14d": mou_14,
+        "mou_out_prev_14d": mou_prev_14,
+        "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
+        "calls_out_30d": _days(w, now_day, "out_calls", 0, 30),
+        "cs_calls_30d": _days(w, now_day, "cs_calls", 0, 30),
+        "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
+        "dropped_rate_30d": _share(_days(w, now_day, "dropped_calls", 0, 30), calls_30),
+        "offnet_share_30d": _share(_days(w, now_day, "offnet_min", 0, 30), out_30),
+        "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
+        "data_mb_30d": _days(w, now_day, "data_mb", 0, 30),
+        "days_since_active": np.where(last_use_day > 0, now_day - np.floor(last_use_day), 0.0),
+        # Judged on either of the last two complete months, so that a customer who is
+        # slipping away is still treated as the mid/high-end customer they were.
+        "mid_high_end": (((spend[1] >= 120) & (mou[1] >= 100)) | ((spend[2] >= 120) & (mou[2] >= 100))
+                         ).astype(np.float64),
+        "potential_mid_high_end": ((arpu_3m >= 100) & (arpu_3m < 120)).astype(np.float64),
+        "revenue_churn": (history & (spend[1] < 50) & (spend[2] < 50) & (spend[3] < 50)
+                          & (_month(w, now_month, "spend", 4) + _month(w, now_month, "topup", 4) >= 50)
+                          ).astype(np.float64),
+        "dormant": ((last_use_day > 0) & (now_day - last_use_day >= 30)).astype(np.float64),
+        "exited": np.array([s.exit is not None for s in w.states], np.float64),
+    }

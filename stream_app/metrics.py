@@ -1,0 +1,39 @@
+"""Prometheus metrics, built against a registry that is passed in (no hidden globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Every metric the worker exports. Labels are bounded: topic, reason, level, rule."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter("churnwatch_events_consumed_total", "Events consumed, by topic", ["topic"], registry=registry)
+        self.replayed = Counter(
+            "churnwatch_events_replayed_total", "Events skipped because their offset was already applied",
+            registry=registry)
+        self.deadletters = Counter(
+            "churnwatch_deadletters_total", "Events sent to dead letter, by reason", ["reason"], registry=registry)
+        self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level", ["level"], registry=registry)
+        self.rule_fired = Counter(
+            "churnwatch_rule_fired_total", "Customers for whom a rule fired", ["rule"], registry=registry)
+        self.batch_seconds = Histogram(
+            "churnwatch_batch_processing_seconds", "Time to process one batch", registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.batch_size = Histogram(
+            "churnwatch_batch_size_events", "Events per batch", registry=registry,
+            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+        self.redis_errors = Counter(
+            "churnwatch_redis_errors_total", "Failed Redis calls (retried)", registry=registry)
+        self.redis_conflicts = Counter(
+            "churnwatch_redis_write_conflicts_total", "State writes refused because another writer got there first",
+            registry=registry)
+        self.rules_loaded = Gauge("churnwatch_rules_loaded", "Rules in force", registry=registry)
+        self.rules_reload_success = Gauge(
+            "churnwatch_rules_last_reload_success", "1 if the last rule reload succeeded", registry=registry)
+        self.rules_reloads = Counter(
+            "churnwatch_rules_reloads_total", "Rule reloads, by result", ["result"], registry=registry)

@@ -1,0 +1,175 @@
+"""One batch from raw records to alerts and dead letters: decode, window, derive, rule.
+
+Transport-free: the faust agents hand it raw records and send what it returns. The order
+that keeps Redis exactly-once in effect is: compute, send alerts and dead letters (ids are
+deterministic, so a resend after a crash is a duplicate the queue can drop), write state
+with the offsets in it, and only then let the consumer commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Awaitable, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from .alerts import AlertPolicy, build_alerts
+from .errors import InvalidEvent
+from .events import Alert, DeadLetter, decode_billing, decode_cdr, decode_outcome, decode_profile
+from .features import derive
+from .metrics import Metrics
+from .rules import Ruleset, evaluate
+from .settings import Settings
+from .store import WindowStore, retry_forever
+from .windows import CustomerState, Envelope, Windows, apply
+
+__all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
+
+
+class RawRecord(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchOutput:
+    alerts: list[Alert] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    applied: int = 0
+    replayed: int = 0
+
+
+Sender = Callable[[BatchOutput], Awaitable[None]]
+
+
+def dead_letter(rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
+    return DeadLetter(
+        topic=rec.topic, partition=rec.partition, offset=rec.offset, reason=err.reason, field=err.field,
+        detail=err.detail, key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        value_b64=base64.b64encode(rec.value).decode(), at=now,
+    )
+
+
+class BatchProcessor:
+    """Turns a batch of raw records into state writes, alerts and dead letters."""
+
+    def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
+                 policy: AlertPolicy = AlertPolicy(), clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = rules
+        self.metrics = metrics
+        self.policy = policy
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        inputs = settings.topics.inputs()
+        self._topic_index = {t: i for i, t in enumerate(inputs)}
+        self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
+        # Event-time clock per partition: the newest day reached by any customer in it. Per
+        # partition, because partitions progress at their own pace and a lagging one must
+        # not make its customers look inactive.
+        self.watermarks: dict[int, int] = {}
+
+    def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
+        decoded = []
+        now = self.clock()
+        for rec in records:
+            self.metrics.events.labels(rec.topic).inc()
+            try:
+                if rec.key is None:
+                    raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
+                event = self._decoders[rec.topic](rec.value)
+                if rec.key.decode("utf-8", "replace") != event.customer_id:
+                    raise InvalidEvent("key_mismatch", "customer_id",
+                                       f"got {event.customer_id!r} under key {rec.key!r}; topics are keyed by customer")
+            except InvalidEvent as err:
+                out.deadletters.append(dead_letter(rec, err, now))
+                continue
+            decoded.append((event.customer_id, Envelope(self._topic_index[rec.topic], rec.partition, rec.offset, event)))
+        return decoded
+
+    async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
+        """Everything a batch produces, without writing anything yet."""
+        out = BatchOutput()
+        decoded = self.decode(records, out)
+        customers = list(dict.fromkeys(c for c, _ in decoded))
+        if not customers:
+            return out
+        raws = await retry_forever("redis load", lambda: self.store.load(customers),
+                                   self.settings.redis_retry_max_s, lambda _: self.metrics.redis_errors.inc())
+        w = Windows.load(customers, raws)
+        row = {c: i for i, c in enumerate(customers)}
+        result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
+        out.applied, out.replayed = result.applied, result.replayed
+        now = self.clock()
+        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
+        inputs = self.settings.topics.inputs()
+        for env, why in result.late:
+            rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
+            out.deadletters.append(dead_letter(rec, InvalidEvent("late", "ts", why), now))
+        now_day = self._advance_clock(w, decoded, row)
+        changed = sorted(result.changed)
+        if result.applied:
+            out.alerts = self._alert(w, changed, now_day, now)
+        states = w.dump()
+        out.states = {customers[i]: states[i] for i in changed}
+        return out
+
+    def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
+        partition = np.zeros(len(w.customers), np.int64)
+        for c, env in decoded:
+            partition[row[c]] = env.partition
+        for p in np.unique(partition):
+            self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
+        clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
+        return np.maximum(clock, w.day0)
+
+    def _alert(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime) -> list[Alert]:
+        ruleset = self.rules()
+        features = derive(w, now_day)
+        ev = evaluate(ruleset, features)
+        for j, rule_id in enumerate(ruleset.ids):
+            fired = int(ev.fired[rows, j].sum())
+            if fired:
+                self.metrics.rule_fired.labels(rule_id).inc(fired)
+        return build_alerts(w, features, ev, ruleset, rows, now_day, self.settings.zone, self.policy, now)
+
+    async def run(self, records: Sequence[RawRecord], send: Sender) -> BatchOutput:
+        """Process a batch end to end: prepare, send, write; retry customers that conflicted."""
+        started = time.perf_counter()
+        pending = list(records)
+        for _attempt in range(5):
+            out = await self.prepare(pending)
+            await send(out)
+            conflicts = await retry_forever("redis save", lambda: self.store.save(out.states),
+                                            self.settings.redis_retry_max_s, lambda _: self.metrics.redis_errors.inc())
+            self._count(out)
+            if not conflicts:
+                break
+            # Another writer moved these customers on: re-read them and apply again (offsets skip what it did).
+            self.metrics.redis_conflicts.inc(len(conflicts))
+            lost = set(conflicts)
+            pending = [r for r in pending if _customer_of(r) in lost]
+        else:
+            raise RuntimeError(f"state of {len(lost)} customers kept changing under this worker")
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return out
+
+    def _count(self, out: BatchOutput) -> None:
+        for d in out.deadletters:
+            self.metrics.deadletters.labels(d.reason).inc()
+        for a in out.alerts:
+            self.metrics.alerts.labels(a.level).inc()
+        self.metrics.replayed.inc(out.replayed)
+
+
+def _customer_of(rec: RawRecord) -> str | None:
+    return rec.key.decode("utf-8", "replace") if rec.key is not None else None
+

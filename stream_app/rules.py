@@ -1,0 +1,305 @@
+"""Alert rules that managers write in YAML, modelled on Prometheus rule files.
+
+A rule file has `groups` of `rules` (an expression over named features, an importance,
+a reason code and an annotation) and `levels`: per segment, the summed importance of
+fired rules needed for high / medium / low. Expressions are parsed once, checked against
+the feature registry at load time, and evaluated over a whole batch at once.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from simpleeval import InvalidExpression, SimpleEval
+
+from .errors import RuleError, RuleFileError
+from .events import REASON_CODES
+from .features import FEATURES
+
+__all__ = ["Rule", "Group", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files"]
+
+LEVELS = ("none", "low", "medium", "high")
+_FUNCTIONS = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Labels(_Frozen):
+    reason_code: int
+
+    @field_validator("reason_code")
+    @classmethod
+    def _known(cls, value: int) -> int:
+        if value not in REASON_CODES:
+            raise ValueError(f"got {value!r}; expected one of {sorted(REASON_CODES)}")
+        return value
+
+
+class Annotations(_Frozen):
+    summary: str
+
+
+class Rule(_Frozen):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    expr: str
+    importance: float = Field(gt=0, le=100)
+    labels: Labels
+    annotations: Annotations
+
+
+class Group(_Frozen):
+    name: str
+    segment: str | None = None
+    cadence: Literal["daily", "monthly"] = "daily"
+    rules: list[Rule]
+
+
+class Thresholds(_Frozen):
+    high: float
+    medium: float
+    low: float
+
+
+class RuleFile(_Frozen):
+    levels: dict[str, Thresholds] = Field(default_factory=dict)
+    groups: list[Group] = Field(default_factory=list)
+
+
+class _VectorEval(SimpleEval):
+    """simpleeval with `and` / `or` / `not` / chained comparisons over numpy arrays."""
+
+    def __init__(self, names: dict[str, Any]) -> None:
+        super().__init__(functions=_FUNCTIONS, names=names)
+        self.operators[ast.Not] = np.logical_not
+
+    def _eval_boolop(self, node: ast.BoolOp) -> Any:
+        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        values = [self._eval(v) for v in node.values]
+        out = values[0]
+        for v in values[1:]:
+            out = combine(out, v)
+        return out
+
+    def _eval_compare(self, node: ast.Compare) -> Any:
+        left, out = self._eval(node.left), True
+        for op, comparator in zip(node.ops, node.comparators):
+            right = self._eval(comparator)
+            out = np.logical_and(out, self.operators[type(op)](left, right))
+            left = right
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    group: Group
+    tree: ast.AST  # as simpleeval parses it, so it is parsed once per load
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    rules: tuple[CompiledRule, ...]
+    levels: dict[str, Thresholds]
+    sources: tuple[str, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.rule.id for r in self.rules]
+
+
+@dataclass
+class Evaluation:
+    fired: np.ndarray  # (customers, rules) bool
+    score: np.ndarray  # summed importance of fired rules
+    level: np.ndarray  # index into LEVELS
+
+
+def _names_in(tree: ast.AST) -> tuple[str, ...]:
+    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(_FUNCTIONS)))
+
+
+def _check_expr(expr: str, summary: str | None) -> ast.AST:
+    """Parse an expression and prove it on the feature registry; raise on any problem."""
+    tree = SimpleEval.parse(expr)
+    unknown = [n for n in _names_in(tree) if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(FEATURES))}")
+    probe = {name: np.zeros(2) for name in FEATURES}
+    result = np.asarray(_VectorEval(probe).eval(expr, previously_parsed=tree))
+    if result.dtype != np.bool_:
+        raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
+    if summary is not None:
+        summary.format(**{n: 0.0 for n in FEATURES})
+    return tree
+
+
+def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
+    """Expression and annotation problems, found even when other fields are wrong."""
+    problems = []
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for gi, group in enumerate(groups if isinstance(groups, list) else []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+            if not isinstance(rule, dict) or not isinstance(rule.get("expr"), str):
+                continue
+            annotations = rule.get("annotations")
+            summary = annotations.get("summary") if isinstance(annotations, dict) else None
+            try:
+                _check_expr(rule["expr"], summary if isinstance(summary, str) else None)
+            except (SyntaxError, ValueError, KeyError, TypeError, IndexError, InvalidExpression) as exc:
+                field = "annotations.summary" if isinstance(exc, (KeyError, IndexError)) else "expr"
+                loc = ("groups", gi, "rules", ri, *field.split("."))
+                problems.append(RuleError(str(path), lines.get(loc), _where(data, loc), field, str(exc)))
+    return problems
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """(path...) -> 1-based line of every node in a YAML document."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(data: Any, loc: tuple) -> str:
+    if len(loc) >= 2 and loc[0] == "groups" and isinstance(loc[1], int):
+        try:
+            group = data["groups"][loc[1]]
+            name = group.get("name", f"group {loc[1]}")
+            if len(loc) >= 4 and loc[2] == "rules" and isinstance(loc[3], int):
+                return f"{name}/{group['rules'][loc[3]].get('id', f'rule {loc[3]}')}"
+            return str(name)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+    return "-"
+
+
+def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[RuleError]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return None, [], [RuleError(str(path), mark.line + 1 if mark else None, "-", "yaml", str(exc).splitlines()[0])]
+    errors = _expr_problems(path, data, lines)
+    try:
+        parsed = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+            field = ".".join(str(p) for p in loc[-2:] if not isinstance(p, int)) or "-"
+            got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+            errors.append(RuleError(str(path), line, _where(data, loc), field, err["msg"] + got))
+        return None, [], errors
+    for gi, group in enumerate(parsed.groups):
+        if group.segment is not None and group.segment not in FEATURES:
+            errors.append(RuleError(str(path), lines.get(("groups", gi, "segment")), group.name, "segment",
+                                    f"unknown segment {group.segment!r}; expected a flag feature such as 'mid_high_end'"))
+    if errors:
+        return None, [], errors
+    compiled = [CompiledRule(r, g, SimpleEval.parse(r.expr), _names_in(SimpleEval.parse(r.expr)))
+                for g in parsed.groups for r in g.rules]
+    return parsed, compiled, []
+
+
+def rule_files(paths: list[Path]) -> list[Path]:
+    """Rule files named or found in folders (`*.yaml` / `*.yml`, not `*.test.yaml`)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and ".test." not in f.name)
+        else:
+            found.append(p)
+    return found
+
+
+def check_files(paths: list[Path]) -> list[RuleError]:
+    """Every problem in the rule files, not just the first."""
+    problems: list[RuleError] = []
+    seen: dict[str, str] = {}
+    files = rule_files(paths)
+    for f in files:
+        parsed, compiled, errors = _check_file(f)
+        problems += errors
+        for c in compiled:
+            if c.rule.id in seen:
+                problems.append(RuleError(str(f), None, f"{c.group.name}/{c.rule.id}", "id",
+                                          f"duplicate rule id, also in {seen[c.rule.id]}"))
+            seen[c.rule.id] = str(f)
+    if not files:
+        problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
+    return problems
+
+
+def load_rules(paths: list[Path]) -> Ruleset:
+    """Load and compile rule files; any problem rejects the set whole."""
+    problems = check_files(paths)
+    if problems:
+        raise RuleFileError(problems)
+    rules: list[CompiledRule] = []
+    levels: dict[str, Thresholds] = {}
+    files = rule_files(paths)
+    for f in files:
+        parsed, compiled, _ = _check_file(f)
+        assert parsed is not None
+        rules += compiled
+        levels.update(parsed.levels)
+    if "default" not in levels:
+        raise RuleFileError([RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required")])
+    return Ruleset(tuple(rules), levels, tuple(str(f) for f in files))
+
+
+def evaluate(ruleset: Ruleset, features: dict[str, np.ndarray]) -> Evaluation:
+    """Fire every rule over every customer of the batch, then map scores to levels."""
+    n = len(next(iter(features.values()))) if features else 0
+    evaluator = _VectorEval(features)
+    fired = np.zeros((n, len(ruleset.rules)), np.bool_)
+    importance = np.array([r.rule.importance for r in ruleset.rules], np.float64)
+    for j, c in enumerate(ruleset.rules):
+        hit = np.broadcast_to(evaluator.eval(c.rule.expr, previously_parsed=c.tree), (n,))
+        if c.group.segment is not None:
+            hit = hit & (features[c.group.segment] > 0)
+        fired[:, j] = hit
+    score = fired.astype(np.float64) @ importance if len(ruleset.rules) else np.zeros(n)
+    return Evaluation(fired, score, _levels(ruleset, features, score))
+
+
+def _levels(ruleset: Ruleset, features: dict[str, np.ndarray], score: np.ndarray) -> np.ndarray:
+    level = np.zeros(len(score), np.int8)
+    segment_of = np.full(len(score), "default", dtype=object)
+    for name in ruleset.levels:
+        if name != "default" and name in features:
+            segment_of[features[name] > 0] = name
+    for name, t in ruleset.levels.items():
+        mine = segment_of == name
+        for value, threshold in ((1, t.low), (2, t.medium), (3, t.high)):
+            level[mine & (score >= threshold)] = value
+    return level
+
+
+def render(rule: Rule, values: dict[str, float]) -> str:
+    """The rule's annotation with the customer's feature values filled in."""
+    return rule.annotations.summary.format(**values)
+

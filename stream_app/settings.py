@@ -1,0 +1,66 @@
+"""The one settings object, read from the environment once at start and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "Topics"]
+
+
+class Topics(BaseSettings):
+    """Topic names. All input topics are keyed by customer id and co-partitioned."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_TOPIC_", frozen=True, extra="forbid")
+
+    cdr: str = "cdr"
+    billing: str = "billing"
+    customers: str = "customers"
+    outcomes: str = "retention.outcomes"
+    alerts: str = "churn.alerts"
+    deadletter: str = "deadletter"
+
+    def inputs(self) -> tuple[str, ...]:
+        """The topics that update customer state, in the order their offsets are stored."""
+        return (self.cdr, self.billing, self.customers, self.outcomes)
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads. Environment names are `CHURNWATCH_<FIELD>`,
+    except `KAFKA_BOOTSTRAP` and `REDIS_URL`, which follow common practice."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CHURNWATCH_KAFKA_BOOTSTRAP")
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "CHURNWATCH_REDIS_URL")
+    )
+    app_id: str = "churnwatch"
+    partitions: int = Field(default=4, ge=1)
+    timezone: str = "Asia/Shanghai"
+    rules_dir: Path = Path("alert_rules")
+    batch_size: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.5, gt=0)
+    late_grace_days: int = Field(default=3, ge=0, le=30)
+    idle_expiry_days: int = Field(default=120, ge=1)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    redis_retry_max_s: float = Field(default=10.0, gt=0)
+    topics: Topics = Field(default_factory=Topics)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone, got {value!r}; expected an IANA name such as 'Asia/Shanghai'") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

@@ -1,0 +1,236 @@
+"""Synthetic CDR, billing and profile traffic that looks like a real base (DOMAIN.md).
+
+Heavy-tailed usage, weekly cycles and day-to-day noise; holidays that move everyone at
+once; customers who dip for a while and come back; churners who decline for one to three
+months first (fewer minutes, more off-net calls, complaints or dropped calls, lower
+spend) and churners who leave with no warning at all; monthly bills; duplicated and late
+records from mediation. The ground truth goes to a separate file, never on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterator, NamedTuple
+
+import msgspec
+import numpy as np
+
+__all__ = ["SimConfig", "SimRecord", "Truth", "Simulator"]
+
+TZ = timezone(timedelta(hours=8))
+#: Public holidays that move the whole base (month, first day, days): national day, May day.
+HOLIDAYS = ((10, 1, 7), (5, 1, 5), (1, 1, 1))
+DECLINE_REASONS = (205, 101, 102, 103)
+SILENT_REASONS = (210, 210, 335, 345)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    customers: int = 1000
+    days: int = 120
+    start: date = date(2026, 8, 1)
+    seed: int = 7
+    monthly_churn: float = 0.02
+    warmup_days: int = 70
+    silent_share: float = 0.3  # churners with no warning signs
+    dip_share: float = 0.06  # customers who dip for a while and recover
+    duplicate_rate: float = 0.003
+    late_rate: float = 0.01  # delivered 1-2 days late, within the default grace
+    very_late_rate: float = 0.0005  # delivered 6-10 days late: dead letter
+
+
+class SimRecord(NamedTuple):
+    topic: str  # "cdr", "billing" or "customers"
+    key: bytes
+    value: bytes
+    day: int  # simulated day of delivery
+
+
+@dataclass
+class Truth:
+    customer_id: str
+    pattern: str  # stable, dipper, decliner, silent_churner
+    churn_date: str | None = None
+    churn_kind: str | None = None
+    reason_code: int | None = None
+    decline_start: str | None = None
+    dip: list[str] = field(default_factory=list)
+
+
+class Simulator:
+    """Generates `SimConfig.days` of traffic for `SimConfig.customers` customers, day by day."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        n, rng = cfg.customers, np.random.default_rng(cfg.seed)
+        self.rng = rng
+        self.ids = [f"86138{i:08d}" for i in range(n)]
+        self.mo_rate = rng.lognormal(np.log(3.0), 0.9, n)
+        self.mt_rate = self.mo_rate * rng.uniform(0.6, 1.2, n)
+        self.duration = rng.lognormal(np.log(90), 0.5, n)
+        self.sms_rate = rng.lognormal(np.log(0.8), 1.0, n)
+        self.data_mb = rng.lognormal(np.log(40), 1.2, n)
+        self.offnet = rng.beta(2, 6, n)
+        self.dropped = rng.uniform(0.005, 0.03, n)
+        self.cs_rate = np.full(n, 0.01)
+        self.fee = rng.lognormal(np.log(60), 0.6, n)
+        self.prepaid = rng.random(n) < 0.4
+        self.balance = np.full(n, 50.0)
+        self.accrued = np.zeros(n)
+        self.mult = np.ones((n, cfg.days))
+        self.offnet_extra = np.zeros((n, cfg.days))
+        self.cs_mult = np.ones((n, cfg.days))
+        self.drop_mult = np.ones((n, cfg.days))
+        self.exit_day = np.full(n, cfg.days + 1)
+        self.truth = [Truth(c, "stable") for c in self.ids]
+        self._plan_patterns()
+        self._delayed: dict[int, list[SimRecord]] = {}
+        self._seq = 0
+
+    def _plan_patterns(self) -> None:
+        cfg, rng, n = self.cfg, self.rng, self.cfg.customers
+        p_churn = 1 - (1 - cfg.monthly_churn) ** (cfg.days / 30)
+        churners = np.nonzero(rng.random(n) < p_churn)[0]
+        for i in churners:
+            # After a warm-up, so that every churner has months of history to be judged on.
+            day = int(rng.integers(min(cfg.warmup_days, cfg.days - 1), cfg.days))
+            self.exit_day[i] = day
+            t = self.truth[i]
+            t.churn_date = str(cfg.start + timedelta(days=day))
+            if rng.random() < cfg.silent_share:
+                t.pattern, t.reason_code = "silent_churner", int(rng.choice(SILENT_REASONS))
+                t.churn_kind = "disconnect" if t.reason_code in (335, 345) else "port_out"
+                continue
+            t.pattern, t.churn_kind = "decliner", "port_out"
+            t.reason_code = int(rng.choice(DECLINE_REASONS))
+            start = max(0, day - int(rng.integers(30, 90)))
+            t.decline_start = str(cfg.start + timedelta(days=start))
+            ramp = np.linspace(1.0, rng.uniform(0.15, 0.5), day - start)
+            self.mult[i, start:day] = ramp
+            self.offnet_extra[i, start:day] = (1 - ramp) * rng.uniform(0.3, 0.6) * (t.reason_code == 102)
+            self.cs_mult[i, start:day] = 1 + 20 * (1 - ramp) * (t.reason_code == 103) + 4 * (1 - ramp)
+            self.drop_mult[i, start:day] = 1 + 8 * (1 - ramp) * (t.reason_code == 205)
+        others = np.setdiff1d(np.arange(n), churners)
+        for i in others[rng.random(len(others)) < cfg.dip_share]:
+            start, length = int(rng.integers(0, cfg.days)), int(rng.integers(7, 26))
+            self.mult[i, start:start + length] *= rng.uniform(0.05, 0.4)
+            self.truth[i].pattern = "dipper"
+            self.truth[i].dip = [str(cfg.start + timedelta(days=start)),
+                                 str(cfg.start + timedelta(days=min(start + length, cfg.days)))]
+        for d in range(cfg.days):
+            day = cfg.start + timedelta(days=d)
+            if any(day.month == m and first <= day.day < first + k for m, first, k in HOLIDAYS):
+                self.mult[:, d] *= 0.6
+
+    def records(self) -> Iterator[SimRecord]:
+        """Every record, in delivery order."""
+        yield from self._profiles()
+        for d in range(self.cfg.days):
+            today = self._day(d)
+            today += self._delayed.pop(d, [])
+            yield from today
+
+    def _event_id(self) -> str:
+        self._seq += 1
+        return f"sim-{self.cfg.seed}-{self._seq}"
+
+    def _emit(self, out: list[SimRecord], topic: str, customer: str, body: dict, d: int) -> None:
+        rec = SimRecord(topic, customer.encode(), msgspec.json.encode(body), d)
+        r = self.rng.random()
+        if topic == "cdr" and r < self.cfg.very_late_rate:
+            self._delayed.setdefault(d + int(self.rng.integers(6, 11)), []).append(rec)
+        elif topic == "cdr" and r < self.cfg.late_rate:
+            self._delayed.setdefault(d + int(self.rng.integers(1, 3)), []).append(rec)
+        else:
+            out.append(rec)
+        if topic == "cdr" and self.rng.random() < self.cfg.duplicate_rate:
+            out.append(rec)  # mediation re-sent the same record
+
+    def _profiles(self) -> Iterator[SimRecord]:
+        ts = datetime.combine(self.cfg.start, datetime.min.time(), TZ).isoformat()
+        for i, c in enumerate(self.ids):
+            tier = "diamond" if self.fee[i] > 200 else "gold" if self.fee[i] > 130 else "silver" if self.fee[i] > 90 else "none"
+            body = {
+                "event_id": self._event_id(), "customer_id": c, "ts": ts,
+                "activation_date": str(self.cfg.start - timedelta(days=int(self.rng.integers(30, 3000)))),
+                "plan": "prepaid-basic" if self.prepaid[i] else f"postpaid-{int(self.fee[i] // 10 * 10)}",
+                "region": f"region-{i % 7}", "vip_tier": tier, "prepaid": bool(self.prepaid[i]),
+                "age": int(self.rng.integers(18, 80)),
+            }
+            yield SimRecord("customers", c.encode(), msgspec.json.encode(body), 0)
+
+    def _day(self, d: int) -> list[SimRecord]:
+        cfg, rng = self.cfg, self.rng
+        day = cfg.start + timedelta(days=d)
+        weekend = day.weekday() >= 5
+        noise = rng.gamma(4.0, 0.25, cfg.customers)
+        active = self.exit_day > d
+        level = self.mult[:, d] * noise * active * (0.85 if weekend else 1.0)
+        out: list[SimRecord] = []
+        if day.day == 1:
+            self._bills(out, d, day)
+        counts = {
+            "mo": rng.poisson(self.mo_rate * level), "mt": rng.poisson(self.mt_rate * level),
+            "sms": rng.poisson(self.sms_rate * level), "data": rng.poisson(2 * np.minimum(level, 3) * (self.data_mb > 0)),
+            "cs": rng.poisson(self.cs_rate * self.cs_mult[:, d] * active),
+        }
+        midnight = datetime.combine(day, datetime.min.time(), TZ)
+        for i in np.nonzero(active)[0]:
+            self._customer_day(out, i, d, midnight, {k: int(v[i]) for k, v in counts.items()})
+        for i in np.nonzero(self.exit_day == d)[0]:
+            t = self.truth[i]
+            self._billing(out, i, d, midnight + timedelta(hours=12), t.churn_kind or "port_out",
+                          reason_code=t.reason_code, voluntary=t.reason_code not in (335, 345, 380))
+        return out
+
+    def _customer_day(self, out: list[SimRecord], i: int, d: int, midnight: datetime, n: dict[str, int]) -> None:
+        rng, c = self.rng, self.ids[i]
+        minutes = 0.0
+        for kind, count in (("MO", n["mo"]), ("MT", n["mt"])):
+            for _ in range(count):
+                secs = int(rng.exponential(self.duration[i]))
+                off = rng.random() < min(0.95, self.offnet[i] + self.offnet_extra[i, d])
+                body = self._cdr(c, midnight, "voice", kind, duration_s=secs,
+                                 peer_network="off_net" if off else "on_net",
+                                 termination="dropped" if rng.random() < self.dropped[i] * self.drop_mult[i, d] else "normal",
+                                 long_distance=bool(rng.random() < 0.1), roaming=bool(rng.random() < 0.02))
+                if off:
+                    body["competitor"] = "op-b" if rng.random() < 0.6 else "op-c"
+                self._emit(out, "cdr", c, body, d)
+                minutes += secs / 60 if kind == "MO" else 0
+        for _ in range(n["cs"]):
+            self._emit(out, "cdr", c, self._cdr(c, midnight, "voice", "MO", duration_s=int(rng.integers(60, 900)),
+                                                 peer_network="on_net", customer_service=True), d)
+        for _ in range(n["sms"]):
+            self._emit(out, "cdr", c, self._cdr(c, midnight, "sms", "MO" if rng.random() < 0.5 else "MT"), d)
+        for _ in range(n["data"]):
+            self._emit(out, "cdr", c, self._cdr(c, midnight, "data", "MO",
+                                                 data_bytes=int(rng.exponential(self.data_mb[i] / 2) * 1e6)), d)
+        self.accrued[i] += self.fee[i] / 30 * self.mult[i, d] + 0.05 * minutes
+        if self.prepaid[i]:
+            self.balance[i] -= self.fee[i] / 30 * self.mult[i, d] + 0.05 * minutes
+            if self.balance[i] < 10:
+                amount = float(rng.choice([30, 50, 100]) * max(1, round(self.fee[i] / 60)))
+                self.balance[i] += amount
+                self._billing(out, i, d, midnight + timedelta(hours=int(rng.integers(8, 22))), "recharge", amount=amount)
+
+    def _cdr(self, c: str, midnight: datetime, kind: str, direction: str, **extra: object) -> dict:
+        ts = midnight + timedelta(seconds=int(self.rng.integers(6 * 3600, 86400)))
+        return {"event_id": self._event_id(), "customer_id": c, "ts": ts.isoformat(), "kind": kind,
+                "direction": direction, "cell_id": f"cell-{int(self.rng.integers(0, 500))}", **extra}
+
+    def _billing(self, out: list[SimRecord], i: int, d: int, ts: datetime, kind: str, **extra: object) -> None:
+        body = {"event_id": self._event_id(), "customer_id": self.ids[i], "ts": ts.isoformat(), "kind": kind, **extra}
+        self._emit(out, "billing", self.ids[i], body, d)
+
+    def _bills(self, out: list[SimRecord], d: int, day: date) -> None:
+        last_month = (day - timedelta(days=1)).strftime("%Y-%m")
+        ts = datetime.combine(day, datetime.min.time(), TZ) + timedelta(hours=2)
+        for i in np.nonzero((~self.prepaid) & (self.exit_day > d) & (self.accrued > 0))[0]:
+            self._billing(out, i, d, ts, "bill", amount=round(float(self.accrued[i]), 2), period=last_month)
+        self.accrued[~self.prepaid] = 0.0
+
+    def truth_lines(self) -> Iterator[bytes]:
+        for t in self.truth:
+            yield msgspec.json.encode(asdict(t))

@@ -1,0 +1,112 @@
+"""Events in, alerts and dead letters out: a real worker on a real broker and a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import msgspec
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream_app.demo import scrape
+from stream_app.embedded.process import free_port
+from stream_app.events import Alert, DeadLetter
+from stream_app.windows import decode_state
+from tests.factories import Log, cdr, decliner
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter")
+
+
+@pytest.fixture
+def worker(bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[dict]:
+    names = {t: f"{t}-{unique}" for t in TOPICS}
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=f"cw-{unique}",
+               CHURNWATCH_METRICS_PORT=str(port), CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"),
+               CHURNWATCH_BATCH_WITHIN_S="0.2",
+               **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in names.items()})
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    try:
+        yield {"topics": names, "metrics_port": port, "proc": proc, "log": log, "bootstrap": bootstrap}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def consume_until(w: dict, want_alerts: int, want_dead: int, timeout_s: float) -> tuple[list[Alert], list[DeadLetter]]:
+    t = w["topics"]
+    consumer = KafkaConsumer(t["alerts"], t["deadletter"], bootstrap_servers=w["bootstrap"],
+                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    alerts: list[Alert] = []
+    dead: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and (len(alerts) < want_alerts or len(dead) < want_dead):
+            assert w["proc"].poll() is None, w["log"].read_text()[-3000:]
+            for msg in consumer:
+                if msg.topic == t["alerts"]:
+                    alerts.append(msgspec.json.decode(msg.value, type=Alert))
+                else:
+                    dead.append(msgspec.json.decode(msg.value, type=DeadLetter))
+    finally:
+        consumer.close()
+    return alerts, dead
+
+
+def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> None:
+    t = worker["topics"]
+    log = Log()
+    decliner(log, "8613800000001")
+    decliner(log, "8613800000002", minutes=(300, 300, 300))
+    c = "8613800000002"
+    bad = [b"not json at all", cdr(c, "2026-06-02T10:00:00+08:00", duration_s="x"),
+           b'{"event_id":"e","ts":"2026-06-02T10:00:00+08:00","kind":"voice"}',
+           cdr(c, "2026-06-02T10:00:00+08:00", duration_s=-30), cdr(c, "2026-06-02T10:00:00+08:00", kind="fax")]
+    producer = KafkaProducer(bootstrap_servers=worker["bootstrap"])
+    topic_of = {"cdr": t["cdr"], "billing": t["billing"], "customers": t["customers"]}
+    records = list(log.records)
+    middle = len(records) // 2
+    for rec in records[:middle]:
+        producer.send(topic_of[rec.topic], key=rec.key, value=rec.value)
+    for raw in bad:
+        producer.send(t["cdr"], key=c.encode(), value=raw)
+    for rec in records[middle:]:
+        producer.send(topic_of[rec.topic], key=rec.key, value=rec.value)
+    producer.flush()
+    producer.close()
+
+    alerts, dead = consume_until(worker, want_alerts=1, want_dead=len(bad), timeout_s=120)
+
+    assert [a.customer_id for a in alerts] == ["8613800000001"], worker["log"].read_text()[-3000:]
+    assert "mou_out_drop_mom" in {r.rule_id for r in alerts[0].reasons}
+    assert sorted((d.reason, d.field) for d in dead) == sorted([
+        ("not_json", None), ("invalid_field", "duration_s"), ("invalid_field", "customer_id"),
+        ("invalid_field", "duration_s"), ("invalid_field", "kind")])
+    assert all(d.topic == t["cdr"] and d.value_b64 for d in dead)
+    # Every good event was applied: the state holds the offset of the customer's last record.
+    client = redis.Redis.from_url(redis_url)
+    last_cdr = max(r for r in range(len(records)) if records[r].topic == "cdr" and records[r].key == c.encode())
+    state = decode_state(client.hget(f"cw:{{{c}}}:s", "s"))
+    assert state.day0 > 0
+    samples = scrape(worker["metrics_port"])
+    consumed = sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total"))
+    assert consumed == len(records) + len(bad)
+    assert samples["churnwatch_deadletters_total{reason=invalid_field}"] == 4
+    assert samples["churnwatch_alerts_total{level=%s}" % alerts[0].level] == 1
+    assert last_cdr >= 0

@@ -1,0 +1,64 @@
+import json
+from pathlib import Path
+
+import jsonschema
+import msgspec
+import pytest
+
+from stream_app.errors import InvalidEvent
+from stream_app.events import CONTRACTS, decode_billing, decode_cdr, decode_profile, json_schema
+from stream_app.simulator import SimConfig, Simulator
+from tests.factories import billing, cdr
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "stream_app" / "schemas"
+TS = "2026-03-01T10:00:00+08:00"
+
+
+@pytest.mark.parametrize(("raw", "reason", "field"), [
+    (b"{not json", "not_json", None),
+    (cdr("8613800000001", TS, duration_s=-5), "invalid_field", "duration_s"),
+    (cdr("8613800000001", TS, duration_s="60"), "invalid_field", "duration_s"),
+    (b'{"event_id":"e","ts":"2026-03-01T10:00:00+08:00","kind":"voice"}', "invalid_field", "customer_id"),
+    (cdr("8613800000001", "2026-03-01T10:00:00"), "invalid_field", "ts"),
+    (cdr("8613800000001", TS, kind="fax"), "invalid_field", "kind"),
+    (cdr("8613800000001", TS, colour="red"), "invalid_field", "colour"),
+])
+def test_bad_cdr_names_the_field(raw: bytes, reason: str, field: str | None) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_cdr(raw)
+    assert err.value.reason == reason
+    assert err.value.field == field
+
+
+def test_exit_needs_a_known_reason_code() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_billing(billing("8613800000001", TS, kind="port_out"))
+    assert err.value.field == "reason_code"
+    with pytest.raises(InvalidEvent, match="999"):
+        decode_billing(billing("8613800000001", TS, kind="port_out", reason_code=999))
+    assert decode_billing(billing("8613800000001", TS, kind="port_out", reason_code=205)).reason_code == 205
+
+
+def test_schema_files_match_the_contracts() -> None:
+    for name, kind in CONTRACTS.items():
+        on_disk = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+        assert on_disk == json.loads(json.dumps(json_schema(kind))), f"{name}: run `churnwatch schemas`"
+
+
+def test_simulated_traffic_validates_against_the_schemas() -> None:
+    validators = {t: jsonschema.Draft202012Validator(json.loads((SCHEMAS / f"{f}.schema.json").read_text()))
+                  for t, f in (("cdr", "cdr"), ("billing", "billing"), ("customers", "customer_profile"))}
+    decoders = {"cdr": decode_cdr, "billing": decode_billing, "customers": decode_profile}
+    sim = Simulator(SimConfig(customers=30, days=40, monthly_churn=0.2))
+    seen = set()
+    for rec in sim.records():
+        validators[rec.topic].validate(msgspec.json.decode(rec.value))
+        decoders[rec.topic](rec.value)
+        seen.add(rec.topic)
+    assert seen == {"cdr", "billing", "customers"}
+
+
+def test_schema_rejects_what_the_decoder_rejects() -> None:
+    schema = json.loads((SCHEMAS / "cdr.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(msgspec.json.decode(cdr("8613800000001", TS, duration_s=-1)), schema)

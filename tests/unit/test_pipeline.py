@@ -1,0 +1,94 @@
+import asyncio
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from stream_app.metrics import Metrics
+from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
+from stream_app.rules import load_rules
+from stream_app.settings import Settings
+from stream_app.store import MemoryWindowStore
+from tests.factories import Log, cdr, decliner
+
+RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
+CLOCK = datetime(2026, 6, 21, tzinfo=timezone.utc)
+
+
+def processor(store: MemoryWindowStore | None = None) -> BatchProcessor:
+    return BatchProcessor(Settings(), store or MemoryWindowStore(), lambda: RULES, Metrics(CollectorRegistry()),
+                          clock=lambda: CLOCK)
+
+
+def run(proc: BatchProcessor, records: list[RawRecord], size: int = 50) -> BatchOutput:
+    total = BatchOutput()
+
+    async def send(out: BatchOutput) -> None:
+        total.alerts += out.alerts
+        total.deadletters += out.deadletters
+
+    async def go() -> None:
+        for k in range(0, len(records), size):
+            out = await proc.run(records[k:k + size], send)
+            total.applied += out.applied
+            total.replayed += out.replayed
+
+    asyncio.run(go())
+    return total
+
+
+def test_a_decliner_is_alerted_and_a_steady_customer_is_not() -> None:
+    log = Log()
+    decliner(log, "8613800000001")
+    decliner(log, "8613800000002", minutes=(300, 300, 300))
+    out = run(processor(), log.records)
+    assert [a.customer_id for a in out.alerts] == ["8613800000001"]
+    alert = out.alerts[0]
+    assert alert.segment == "mid_high_end" and alert.level in ("medium", "high")
+    assert {r.rule_id for r in alert.reasons} >= {"mou_out_drop_mom"}
+    assert "vs 300 the month before (-80%)" in next(r.text for r in alert.reasons if r.rule_id == "mou_out_drop_mom")
+
+
+def test_bad_events_go_to_dead_letter_and_their_neighbours_are_processed() -> None:
+    log = Log()
+    good = "8613800000003"
+    log.add("cdr", good, cdr(good, "2026-03-01T10:00:00+08:00"))
+    bad = [
+        log.add("cdr", good, b'{"oops'),
+        log.add("cdr", good, cdr(good, "2026-03-01T10:00:00+08:00", duration_s="long")),
+        log.add("cdr", good, b'{"event_id":"x","ts":"2026-03-01T10:00:00+08:00","kind":"voice"}'),
+        log.add("cdr", good, cdr(good, "2026-03-01T10:00:00+08:00", duration_s=-1)),
+        log.add("cdr", good, cdr("8613800000999", "2026-03-01T10:00:00+08:00")),
+    ]
+    log.add("cdr", good, cdr(good, "2026-03-01T11:00:00+08:00"))
+    store = MemoryWindowStore()
+    out = run(processor(store), log.records)
+    assert [(d.offset, d.reason, d.field) for d in out.deadletters] == [
+        (bad[0].offset, "not_json", None), (bad[1].offset, "invalid_field", "duration_s"),
+        (bad[2].offset, "invalid_field", "customer_id"), (bad[3].offset, "invalid_field", "duration_s"),
+        (bad[4].offset, "key_mismatch", "customer_id")]
+    assert out.applied == 2
+    state = asyncio.run(store.load([good]))[0]
+    assert state is not None and state.offsets[1] == log.offsets["cdr"] - 1
+
+
+def test_reprocessing_the_same_records_changes_nothing_and_repeats_no_alert() -> None:
+    log = Log()
+    decliner(log, "8613800000004")
+    store = MemoryWindowStore()
+    first = run(processor(store), log.records)
+    snapshot = dict(store.data)
+    again = run(processor(store), log.records, size=7)
+    assert again.applied == 0 and again.replayed == first.applied
+    assert again.alerts == [] and store.data == snapshot
+
+
+def test_batch_boundaries_do_not_change_the_state() -> None:
+    log = Log()
+    for i in range(5):
+        decliner(log, f"861380000010{i}")
+    stores = [MemoryWindowStore(), MemoryWindowStore()]
+    run(processor(stores[0]), log.records, size=1000)
+    run(processor(stores[1]), log.records, size=3)
+    a, b = (asyncio.run(s.load(sorted(s.data))) for s in stores)
+    assert [(x.daily, x.monthly, x.offsets) for x in a] == [(y.daily, y.monthly, y.offsets) for y in b]
