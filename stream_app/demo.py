@@ -31,7 +31,7 @@ from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .topics import ensure_topics
 
-__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape"]
+__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "stop_worker"]
 
 
 @dataclass
@@ -104,7 +104,7 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
         worker = _start_worker(settings, bootstrap, redis_url, metrics_port, workdir)
-        stack.callback(_stop_worker, worker)
+        stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
         produced: dict[str, int] = {}
         producer = threading.Thread(target=lambda: produced.update(produce_simulation(sim, bootstrap, settings, stop)),
@@ -128,7 +128,7 @@ def _start_worker(settings: Settings, bootstrap: str, redis_url: str, port: int,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop_worker(worker: subprocess.Popen) -> None:
+def stop_worker(worker: subprocess.Popen) -> None:
     if worker.poll() is None:
         worker.send_signal(signal.SIGTERM)
         try:
