@@ -11,7 +11,7 @@ import numpy as np
 
 from .events import Alert, AlertReason
 from .rules import LEVELS, Evaluation, Ruleset, render
-from .windows import Windows
+from .windows import CustomerState, Windows
 
 __all__ = ["AlertPolicy", "alert_id", "build_alerts", "suggested_action"]
 
@@ -58,16 +58,23 @@ def build_alerts(
     alerts = []
     for i in rows:
         level, state, day = int(ev.level[i]), w.states[i], int(now_day[i])
-        if level < policy.min_level or state.exit is not None:
+        if level < policy.min_level or _gone_by(state, day, zone):
             continue
         if state.alerted_level >= level and day - state.alerted_day < policy.cooldown_days:
             continue
         state.alerted_level, state.alerted_day = level, day
         period = date.fromordinal(day).strftime("%Y-%m")
-        # The newest event behind the alert: the start of event-to-alert latency.
-        event_time = datetime.fromtimestamp(max(state.last_seen), zone)
+        # The newest usage behind the alert: the start of event-to-alert latency. Billing
+        # is left out because in a catch-up it can be read months ahead of the usage.
+        event_time = datetime.fromtimestamp(max(state.last_seen[:3]) or max(state.last_seen), zone)
         alerts.append(_alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at))
     return alerts
+
+
+def _gone_by(state: CustomerState, day: int, zone: ZoneInfo) -> bool:
+    """Has the customer left by `day`? An exit read ahead of the usage (a billing topic that
+    runs ahead in a catch-up) must not silence warnings about the months before it."""
+    return state.exit is not None and datetime.fromtimestamp(state.exit.ts, zone).toordinal() <= day
 
 
 def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,

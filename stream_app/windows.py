@@ -238,7 +238,9 @@ def _rows_of(cust: int, e: Event, day: int, month: int, state: CustomerState) ->
         counter = _BILLING_COUNTER.get(e.kind)
         if counter is None:
             return []
-        return [_Row(cust, day, _bill_month(e, month), C[counter], e.amount)]
+        # Billing counts in months only: bills are monthly, and a billing topic that runs
+        # ahead of the CDRs (a catch-up after downtime) must not roll the usage days forward.
+        return [_Row(cust, 0, _bill_month(e, month), C[counter], e.amount)]
     if isinstance(e, Profile) and (state.profile is None or state.profile.ts <= ts):
         state.profile = ProfileState(
             ts, e.activation_date.toordinal(), e.plan, e.region, e.vip_tier, e.segment,
@@ -253,14 +255,14 @@ def _add(w: Windows, rows: list[_Row]) -> None:
         return
     cust, day, month, counter, value = (np.array(col) for col in zip(*rows))
     new_day0 = w.day0.copy()
-    np.maximum.at(new_day0, cust, day)
+    np.maximum.at(new_day0, cust, day)  # day 0: a row for the monthly buckets only
     new_month0 = w.month0.copy()
     np.maximum.at(new_month0, cust, month)
     _roll(w.daily, w.day0, new_day0)
     _roll(w.monthly, w.month0, new_month0)
     w.day0, w.month0 = new_day0, new_month0
     d_age = new_day0[cust] - day
-    keep = d_age < N_DAYS
+    keep = (day > 0) & (d_age < N_DAYS)
     np.add.at(w.daily, (cust[keep], d_age[keep], counter[keep]), value[keep])
     m_age = new_month0[cust] - month
     keep = (m_age >= 0) & (m_age < N_MONTHS)

@@ -9,7 +9,7 @@ from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
 from stream_app.rules import load_rules
 from stream_app.settings import Settings
 from stream_app.store import MemoryWindowStore
-from tests.factories import Log, cdr, decliner
+from tests.factories import Log, billing, cdr, decliner
 
 RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
 CLOCK = datetime(2026, 6, 21, tzinfo=timezone.utc)
@@ -92,3 +92,12 @@ def test_batch_boundaries_do_not_change_the_state() -> None:
     run(processor(stores[1]), log.records, size=3)
     a, b = (asyncio.run(s.load(sorted(s.data))) for s in stores)
     assert [(x.daily, x.monthly, x.offsets) for x in a] == [(y.daily, y.monthly, y.offsets) for y in b]
+
+
+def test_an_exit_read_before_the_usage_does_not_silence_the_warning() -> None:
+    log = Log()
+    decliner(log, "8613800000005")
+    exit_event = billing("8613800000005", "2026-07-15T09:00:00+08:00", kind="port_out", reason_code=102)
+    catch_up = [r for r in log.records if r.topic != "cdr"] + [log.add("billing", "8613800000005", exit_event)]
+    out = run(processor(), catch_up + [r for r in log.records if r.topic == "cdr"])
+    assert [a.customer_id for a in out.alerts] == ["8613800000005"]
