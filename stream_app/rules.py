@@ -235,9 +235,11 @@ def rule_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def check_files(paths: list[Path]) -> list[RuleError]:
-    """Every problem in the rule files, not just the first."""
+def _read(paths: list[Path]) -> tuple[list[RuleError], list[CompiledRule], dict[str, Thresholds], list[Path]]:
+    """Read every rule file once: its problems, compiled rules and levels."""
     problems: list[RuleError] = []
+    rules: list[CompiledRule] = []
+    levels: dict[str, Thresholds] = {}
     seen: dict[str, str] = {}
     files = rule_files(paths)
     for f in files:
@@ -248,26 +250,26 @@ def check_files(paths: list[Path]) -> list[RuleError]:
                 problems.append(RuleError(str(f), None, f"{c.group.name}/{c.rule.id}", "id",
                                           f"duplicate rule id, also in {seen[c.rule.id]}"))
             seen[c.rule.id] = str(f)
+        if parsed is not None:
+            rules += compiled
+            levels.update(parsed.levels)
     if not files:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
-    return problems
+    elif not problems and "default" not in levels:
+        problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
+    return problems, rules, levels, files
+
+
+def check_files(paths: list[Path]) -> list[RuleError]:
+    """Every problem in the rule files, not just the first."""
+    return _read(paths)[0]
 
 
 def load_rules(paths: list[Path]) -> Ruleset:
     """Load and compile rule files; any problem rejects the set whole."""
-    problems = check_files(paths)
+    problems, rules, levels, files = _read(paths)
     if problems:
         raise RuleFileError(problems)
-    rules: list[CompiledRule] = []
-    levels: dict[str, Thresholds] = {}
-    files = rule_files(paths)
-    for f in files:
-        parsed, compiled, _ = _check_file(f)
-        assert parsed is not None
-        rules += compiled
-        levels.update(parsed.levels)
-    if "default" not in levels:
-        raise RuleFileError([RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required")])
     return Ruleset(tuple(rules), levels, tuple(str(f) for f in files))
 
 
