@@ -11,7 +11,7 @@ import numpy as np
 
 from .events import Alert, AlertReason
 from .rules import LEVELS, Evaluation, Ruleset, render
-from .windows import CustomerState, Windows
+from .windows import VIP_TIERS, Windows
 
 __all__ = ["AlertPolicy", "alert_id", "build_alerts", "suggested_action"]
 
@@ -56,25 +56,23 @@ def build_alerts(
 ) -> list[Alert]:
     """Alerts for the given rows whose level reaches the policy, honouring cooldown."""
     alerts = []
+    rec = w.rec
     for i in rows:
-        level, state, day = int(ev.level[i]), w.states[i], int(now_day[i])
-        if level < policy.min_level or _gone_by(state, day, zone):
+        level, day = int(ev.level[i]), int(now_day[i])
+        # `exited` counts an exit from its own day on: one read ahead of the usage (a billing
+        # topic that runs ahead in a catch-up) must not silence warnings about the months before.
+        if level < policy.min_level or features["exited"][i]:
             continue
-        if state.alerted_level >= level and day - state.alerted_day < policy.cooldown_days:
+        if rec["alerted_level"][i] >= level and day - int(rec["alerted_day"][i]) < policy.cooldown_days:
             continue
-        state.alerted_level, state.alerted_day = level, day
+        rec["alerted_level"][i], rec["alerted_day"][i] = level, day
         period = date.fromordinal(day).strftime("%Y-%m")
         # The newest usage behind the alert: the start of event-to-alert latency. Billing
         # is left out because in a catch-up it can be read months ahead of the usage.
-        event_time = datetime.fromtimestamp(max(state.last_seen[:3]) or max(state.last_seen), zone)
+        seen = rec["last_seen"][i]
+        event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
         alerts.append(_alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at))
     return alerts
-
-
-def _gone_by(state: CustomerState, day: int, zone: ZoneInfo) -> bool:
-    """Has the customer left by `day`? An exit read ahead of the usage (a billing topic that
-    runs ahead in a catch-up) must not silence warnings about the months before it."""
-    return state.exit is not None and datetime.fromtimestamp(state.exit.ts, zone).toordinal() <= day
 
 
 def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
@@ -86,7 +84,6 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
     ]
     top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
-    profile = w.states[i].profile
     arpu = values["arpu_m1"]
     return Alert(
         alert_id=alert_id(w.customers[i], LEVELS[level], period),
@@ -95,7 +92,7 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         event_time=event_time, reasons=reasons, reason_code=top,
         segment="mid_high_end" if values["mid_high_end"] else
         ("potential_mid_high_end" if values["potential_mid_high_end"] else "mass"),
-        vip_tier=profile.vip_tier if profile else "none", arpu=round(arpu, 2),
+        vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
         value_at_risk=round(_LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
         suggested_action=suggested_action(top, bool(values["mid_high_end"])),
     )

@@ -7,12 +7,13 @@ operator's zone: `m1` is the last complete month, `m2` the one before, `m0` the 
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 
-from .windows import C, N_DAYS, N_MONTHS, Windows, month_index
+from .windows import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
 __all__ = ["FEATURES", "Feature", "derive", "month_of", "ratio_change"]
 
@@ -34,7 +35,10 @@ FEATURES: dict[str, Feature] = {
     "mou_out_m1": Feature("minutes", "outgoing minutes in the last complete month"),
     "mou_out_m2": Feature("minutes", "outgoing minutes in the month before that"),
     "mou_out_mom": Feature("ratio", "month-over-month change of outgoing minutes, m1 vs m2"),
+    "arpu_cv_6m": Feature("ratio", "spend fluctuation: standard deviation / mean over the last 6 complete months"),
     "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
+    "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days 36-59 spread from months)"),
+    "mou_out_30d_mom": Feature("ratio", "change of outgoing minutes, last 30 days vs the 30 before"),
     "mou_out_30d_vs_m2": Feature("ratio", "change of outgoing minutes, last 30 days vs month m2"),
     "mou_out_14d": Feature("minutes", "outgoing minutes in the last 14 days"),
     "mou_out_prev_14d": Feature("minutes", "outgoing minutes in the 14 days before that"),
@@ -45,16 +49,26 @@ FEATURES: dict[str, Feature] = {
     "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
     "offnet_share_30d": Feature("share", "off-net outgoing minutes / outgoing minutes, last 30 days"),
     "offnet_share_m2": Feature("share", "off-net share of outgoing minutes in month m2"),
-    "data_mb_30d": Feature("MB", "data volume in the last 30 days"),
+    "roam_share_m1": Feature("share", "roaming minutes / all minutes in m1"),
+    "ld_share_m1": Feature("share", "long-distance minutes / all minutes in m1"),
+    "fwd_share_m1": Feature("share", "forwarded calls / incoming calls in m1"),
+    "out_share_m1": Feature("share", "outgoing minutes / all minutes in m1"),
+    "data_mb_m1": Feature("MB", "data volume in m1"),
+    "data_mom": Feature("ratio", "month-over-month change of data volume, m1 vs m2"),
+    "contacts_m1": Feature("people", "distinct numbers called or texted in m1 (linear counting, about 7% error)"),
+    "contacts_m2": Feature("people", "distinct numbers called or texted in m2"),
+    "contacts_mom": Feature("ratio", "change of distinct contacts, m1 vs m2 (a shrinking circle is negative)"),
     "days_since_active": Feature("days", "days since the last voice, SMS or data record"),
     "mid_high_end": Feature("flag", "spend >= 120 yuan and outgoing minutes >= 100 in m1 or in m2 (DOMAIN.md)"),
     "potential_mid_high_end": Feature("flag", "3-month average spend between 100 and 120 yuan"),
     "revenue_churn": Feature("flag", "spend under 50 yuan in each of the last 3 complete months, after a month at 50 or more"),
     "dormant": Feature("flag", "no usage for 30 days or more"),
     "exited": Feature("flag", "disconnected or ported out"),
+    "lifecycle": Feature("stage", "1 A acquisition (< 90 days), 2 B build-up (< 1 year), 3 C mature, 4 D decline "
+                                  "(minutes or spend down 30% or more), 5 E exit"),
 }
 
-_VIP = {"none": 0, "silver": 1, "gold": 2, "diamond": 3}
+_EPOCH = date(1970, 1, 1).toordinal()
 
 
 def ratio_change(now: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -75,18 +89,33 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 
 def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
-    """Sum of a counter over days aged [start, stop) before `now_day`."""
+    """Sum of a daily counter over days aged [start, stop) before `now_day`, in its unit."""
     ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
     mask = (ages >= start) & (ages < stop) & (w.day0[:, None] > 0)
-    return (w.daily[:, :, C[counter]] * mask).sum(axis=1, dtype=np.float64)
+    return (w.daily[:, :, D[counter]] * mask).sum(axis=1) / SCALE.get(counter, 1.0)
 
 
 def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndarray:
-    """A counter in the month `age` months before `now_month` (0 = this month)."""
+    """A counter in the month `age` months before `now_month` (0 = this month), in its unit."""
     idx = age - (now_month - w.month0)
     ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0 > 0)
     rows = np.arange(len(idx))
-    return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0.0)
+    return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) / SCALE.get(counter, 1.0)
+
+
+def _prev_30d(w: Windows, now_day: np.ndarray, counter: str) -> np.ndarray:
+    """Days aged 30-59: the last daily buckets, then the months spread evenly over their days."""
+    total = _days(w, now_day, counter, 30, N_DAYS)
+    for day in np.unique(now_day):
+        rows = np.nonzero(now_day == day)[0]
+        dates = [date.fromordinal(int(day) - age) for age in range(N_DAYS, 60)]
+        for d in dates:
+            share = 1.0 / calendar.monthrange(d.year, d.month)[1]
+            idx = w.month0[rows] - month_index(d.year, d.month)
+            ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0[rows] > 0)
+            total[rows] += np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) * share \
+                / SCALE.get(counter, 1.0)
+    return total
 
 
 def month_of(ordinals: np.ndarray) -> np.ndarray:
@@ -95,31 +124,52 @@ def month_of(ordinals: np.ndarray) -> np.ndarray:
     return np.array([month_index(d.year, d.month) for d in days], np.int64)
 
 
+def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) -> np.ndarray:
+    """A acquisition (first 90 days) -> B build-up (first year) -> C mature -> D decline -> E exit, as 1..5."""
+    stage = np.where(tenure < 90, 1, np.where(tenure < 365, 2, 3))
+    stage = np.where(declining & (tenure >= 90), 4, stage)
+    return np.where(exited, 5, stage).astype(np.float64)
+
+
 def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     """Every feature in `FEATURES` for every customer of `w`, as of each one's event-time day `now_day`."""
     now_month = month_of(now_day)
-    spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(4)]
+    rec = w.rec
+    spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
     mou = [_month(w, now_month, "out_min", a) for a in range(3)]
+    in_m1 = _month(w, now_month, "in_min", 1)
     mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
     calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
     out_30 = _days(w, now_day, "out_min", 0, 30)
-    last_use = np.array([max(s.last_seen[:3]) for s in w.states], np.float64)
-    last_use_day = np.where(last_use > 0, last_use / 86400.0 + 719163, 0)  # unix epoch -> ordinal
-    activation = np.array([s.profile.activation_day if s.profile else 0 for s in w.states], np.float64)
+    out_prev_30 = _prev_30d(w, now_day, "out_min")
+    last_use = rec["last_seen"][:, :3].max(axis=1).astype(np.float64)
+    last_use_day = np.where(last_use > 0, np.floor(last_use / 86400.0) + _EPOCH, 0)
+    exit_day = np.where(rec["exit_ts"] > 0, np.floor(rec["exit_ts"] / 86400.0) + _EPOCH, 0)
+    exited = (exit_day > 0) & (exit_day <= now_day)
+    activation = rec["activation"].astype(np.float64)
+    tenure = np.where(activation > 0, now_day - activation, 0.0)
     arpu_3m = (spend[1] + spend[2] + spend[3]) / 3.0
+    six = np.stack(spend[1:7], axis=1)
+    contacts = [_month(w, now_month, "contacts", a) for a in (1, 2)]
+    mou_mom = ratio_change(mou[1], mou[2])
+    mou_30_mom = ratio_change(out_30, out_prev_30)
+    arpu_mom = ratio_change(spend[1], spend[2])
     history = w.month0 > 0
     return {
-        "tenure_days": np.where(activation > 0, now_day - activation, 0.0),
-        "vip": np.array([_VIP.get(s.profile.vip_tier, 0) if s.profile else 0 for s in w.states], np.float64),
+        "tenure_days": tenure,
+        "vip": rec["vip"].astype(np.float64),
         "arpu_m1": spend[1],
         "arpu_m2": spend[2],
         "arpu_3m": arpu_3m,
-        "arpu_mom": ratio_change(spend[1], spend[2]),
+        "arpu_mom": arpu_mom,
+        "arpu_cv_6m": _share(six.std(axis=1), six.mean(axis=1)),
         "mou_out_m0": mou[0],
         "mou_out_m1": mou[1],
         "mou_out_m2": mou[2],
-        "mou_out_mom": ratio_change(mou[1], mou[2]),
+        "mou_out_mom": mou_mom,
         "mou_out_30d": out_30,
+        "mou_out_prev_30d": out_prev_30,
+        "mou_out_30d_mom": mou_30_mom,
         "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, mou[2]),
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
@@ -130,16 +180,22 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "dropped_rate_30d": _share(_days(w, now_day, "dropped_calls", 0, 30), calls_30),
         "offnet_share_30d": _share(_days(w, now_day, "offnet_min", 0, 30), out_30),
         "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
-        "data_mb_30d": _days(w, now_day, "data_mb", 0, 30),
-        "days_since_active": np.where(last_use_day > 0, now_day - np.floor(last_use_day), 0.0),
-        # Judged on either of the last two complete months, so that a customer who is
-        # slipping away is still treated as the mid/high-end customer they were.
+        "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
+        "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),
+        "fwd_share_m1": _share(_month(w, now_month, "fwd_calls", 1), _month(w, now_month, "in_calls", 1)),
+        "out_share_m1": _share(mou[1], mou[1] + in_m1),
+        "data_mb_m1": _month(w, now_month, "data_mb", 1),
+        "data_mom": ratio_change(_month(w, now_month, "data_mb", 1), _month(w, now_month, "data_mb", 2)),
+        "contacts_m1": contacts[0],
+        "contacts_m2": contacts[1],
+        "contacts_mom": ratio_change(contacts[0], contacts[1]),
+        "days_since_active": np.where(last_use_day > 0, now_day - last_use_day, 0.0),
         "mid_high_end": (((spend[1] >= 120) & (mou[1] >= 100)) | ((spend[2] >= 120) & (mou[2] >= 100))
                          ).astype(np.float64),
         "potential_mid_high_end": ((arpu_3m >= 100) & (arpu_3m < 120)).astype(np.float64),
-        "revenue_churn": (history & (spend[1] < 50) & (spend[2] < 50) & (spend[3] < 50)
-                          & (_month(w, now_month, "spend", 4) + _month(w, now_month, "topup", 4) >= 50)
+        "revenue_churn": (history & (spend[1] < 50) & (spend[2] < 50) & (spend[3] < 50) & (spend[4] >= 50)
                           ).astype(np.float64),
         "dormant": ((last_use_day > 0) & (now_day - last_use_day >= 30)).astype(np.float64),
-        "exited": np.array([s.exit is not None for s in w.states], np.float64),
+        "exited": exited.astype(np.float64),
+        "lifecycle": _lifecycle(tenure, exited, (mou_mom <= -0.3) | (mou_30_mom <= -0.3) | (arpu_mom <= -0.3)),
     }

@@ -9,7 +9,7 @@ PREFIX = "cw"
 
 
 def customer_state(customer: str) -> str:
-    """The customer's windows, offsets and profile (a hash: `s` state, `q` write counter)."""
+    """The customer's windows, offsets and profile (one string, see `windows.STATE`)."""
     return f"{PREFIX}:{{{customer}}}:s"
 
 

@@ -16,6 +16,9 @@ class Metrics:
         self.replayed = Counter(
             "churnwatch_events_replayed_total", "Events skipped because their offset was already applied",
             registry=registry)
+        self.duplicates = Counter(
+            "churnwatch_events_duplicate_total", "Events skipped because the customer had just seen their event id",
+            registry=registry)
         self.deadletters = Counter(
             "churnwatch_deadletters_total", "Events sent to dead letter, by reason", ["reason"], registry=registry)
         self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level", ["level"], registry=registry)

@@ -23,8 +23,8 @@ from .features import derive
 from .metrics import Metrics
 from .rules import Ruleset, evaluate
 from .settings import Settings
-from .store import WindowStore, retry_forever
-from .windows import CustomerState, Envelope, Windows, apply
+from .store import WindowStore, Write, retry_forever
+from .windows import Envelope, Windows, apply
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
 
@@ -41,9 +41,10 @@ class RawRecord(NamedTuple):
 class BatchOutput:
     alerts: list[Alert] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
-    states: dict[str, CustomerState] = field(default_factory=dict)
+    writes: dict[str, Write] = field(default_factory=dict)
     applied: int = 0
     replayed: int = 0
+    duplicates: int = 0
 
 
 Sender = Callable[[BatchOutput], Awaitable[None]]
@@ -106,7 +107,7 @@ class BatchProcessor:
         w = Windows.load(customers, raws)
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
-        out.applied, out.replayed = result.applied, result.replayed
+        out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
         now = self.clock()
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         inputs = self.settings.topics.inputs()
@@ -117,8 +118,7 @@ class BatchProcessor:
         changed = sorted(result.changed)
         if result.applied:
             out.alerts = self._alert(w, changed, now_day, now)
-        states = w.dump()
-        out.states = {customers[i]: states[i] for i in changed}
+        out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
 
     def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
@@ -147,7 +147,7 @@ class BatchProcessor:
         for _attempt in range(5):
             out = await self.prepare(pending)
             await send(out)
-            conflicts = await retry_forever("redis save", lambda: self.store.save(out.states),
+            conflicts = await retry_forever("redis save", lambda: self.store.save(out.writes),
                                             self.settings.redis_retry_max_s, lambda _: self.metrics.redis_errors.inc())
             self._count(out)
             if not conflicts:
@@ -168,6 +168,7 @@ class BatchProcessor:
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
         self.metrics.replayed.inc(out.replayed)
+        self.metrics.duplicates.inc(out.duplicates)
 
 
 def _customer_of(rec: RawRecord) -> str | None:

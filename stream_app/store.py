@@ -20,22 +20,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
-from .windows import CustomerState, decode_state, encode_state
+from .windows import SEQ_OFFSET
 
-__all__ = ["WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "retry_forever"]
+__all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "retry_forever"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: state keys. ARGV[1]: TTL in ms; then per key: expected write counter, new state, new counter.
+# KEYS: state keys. ARGV[1]: TTL in ms, ARGV[2]: where the 8-byte write counter starts (1-based);
+# then per key: the counter the writer read, and the new state (which carries the next counter).
 _CAS = """
-local ttl = ARGV[1]
+local ttl, at = ARGV[1], tonumber(ARGV[2])
 local conflicts = {}
 for i, key in ipairs(KEYS) do
-  local expected = ARGV[3 * i - 1]
-  local current = redis.call('HGET', key, 'q') or '0'
-  if current == expected then
-    redis.call('HSET', key, 's', ARGV[3 * i], 'q', ARGV[3 * i + 1])
-    redis.call('PEXPIRE', key, ttl)
+  local current = redis.call('GET', key)
+  local seq = current and string.sub(current, at, at + 7) or string.rep('\\0', 8)
+  if seq == ARGV[2 * i + 1] then
+    redis.call('SET', key, ARGV[2 * i + 2], 'PX', ttl)
   else
     conflicts[#conflicts + 1] = i - 1
   end
@@ -43,12 +43,19 @@ end
 return conflicts
 """
 
+#: What a batch writes per customer: the write counter it read, and the new state.
+Write = tuple[int, bytes]
+
+
+def _seq_of(raw: bytes) -> int:
+    return int.from_bytes(raw[SEQ_OFFSET:SEQ_OFFSET + 8], "little")
+
 
 class WindowStore(Protocol):
-    async def load(self, customers: Sequence[str]) -> list[CustomerState | None]: ...
+    async def load(self, customers: Sequence[str]) -> list[bytes | None]: ...
 
-    async def save(self, states: dict[str, CustomerState]) -> list[str]:
-        """Write states whose `seq` is one past the stored one; return the customers that conflicted."""
+    async def save(self, writes: dict[str, Write]) -> list[str]:
+        """Write each state whose stored counter is still the one read; return the customers that conflicted."""
         ...
 
     async def close(self) -> None: ...
@@ -60,17 +67,17 @@ class MemoryWindowStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    async def load(self, customers: Sequence[str]) -> list[CustomerState | None]:
-        return [decode_state(self.data[c]) if c in self.data else None for c in customers]
+    async def load(self, customers: Sequence[str]) -> list[bytes | None]:
+        return [self.data.get(c) for c in customers]
 
-    async def save(self, states: dict[str, CustomerState]) -> list[str]:
+    async def save(self, writes: dict[str, Write]) -> list[str]:
         conflicts = []
-        for customer, state in states.items():
-            stored = decode_state(self.data[customer]).seq if customer in self.data else 0
-            if stored != state.seq - 1:
+        for customer, (expected, blob) in writes.items():
+            stored = _seq_of(self.data[customer]) if customer in self.data else 0
+            if stored != expected:
                 conflicts.append(customer)
             else:
-                self.data[customer] = encode_state(state)
+                self.data[customer] = blob
         return conflicts
 
     async def close(self) -> None:
@@ -85,7 +92,7 @@ def connect_redis(url: str, cluster: bool = False) -> aioredis.Redis | RedisClus
 
 
 class RedisWindowStore:
-    """Customer state in Redis, one hash per customer."""
+    """Customer state in Redis, one string per customer."""
 
     def __init__(self, client: aioredis.Redis | RedisCluster, ttl_s: int) -> None:
         self.client = client
@@ -93,33 +100,32 @@ class RedisWindowStore:
         self.ttl_ms = ttl_s * 1000
         self._cas = client.register_script(_CAS)
 
-    async def load(self, customers: Sequence[str]) -> list[CustomerState | None]:
+    async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         pipe = self.client.pipeline(transaction=False)
         for c in customers:
-            pipe.hget(keys.customer_state(c), "s")
-        raws = await pipe.execute()
-        return [decode_state(r) if r is not None else None for r in raws]
+            pipe.get(keys.customer_state(c))
+        return await pipe.execute()
 
-    async def save(self, states: dict[str, CustomerState]) -> list[str]:
-        if not states:
+    async def save(self, writes: dict[str, Write]) -> list[str]:
+        if not writes:
             return []
-        groups = self._by_slot(states)
+        groups = self._by_slot(writes)
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
-            argv: list[bytes | int | str] = [self.ttl_ms]
+            argv: list[bytes | int] = [self.ttl_ms, SEQ_OFFSET + 1]
             for c in group:
-                s = states[c]
-                argv += [str(s.seq - 1), encode_state(s), str(s.seq)]
+                expected, blob = writes[c]
+                argv += [expected.to_bytes(8, "little"), blob]
             # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
             await self._cas(keys=[keys.customer_state(c) for c in group], args=argv, client=pipe)
         replies = await pipe.execute()
         return [group[i] for group, conflicts in zip(groups, replies) for i in conflicts]
 
-    def _by_slot(self, states: dict[str, CustomerState]) -> list[list[str]]:
+    def _by_slot(self, writes: dict[str, Write]) -> list[list[str]]:
         if not self.cluster:
-            return [list(states)]
+            return [list(writes)]
         slots: dict[int, list[str]] = defaultdict(list)
-        for c in states:
+        for c in writes:
             slots[key_slot(keys.customer_state(c).encode())].append(c)
         return list(slots.values())
 

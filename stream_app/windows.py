@@ -1,14 +1,20 @@
 """Per-customer rolling usage windows: pure functions over a batch, no I/O.
 
 A customer's state holds daily buckets for the last `N_DAYS` days and calendar-month
-buckets for the last `N_MONTHS` months, one row of counters each, by event time in the
-operator's zone. Adding is commutative and buckets roll off as a function of the newest
-day seen, so the state does not depend on how topics interleave or where batches split;
-that is what lets a replay after a crash give the same state as an uninterrupted run.
+buckets for the last `N_MONTHS` months, by event time in the operator's zone. Counters are
+integers in fixed units (tenths of a minute, 64 KiB of data, fen), so sums do not depend on
+the order events are added in; bills count in months only; buckets roll off as a function
+of the newest usage day. Together that makes the state independent of how topics
+interleave and where batches split, which is what lets a replay after a crash give the
+same state as an uninterrupted run.
+
+The state is one fixed-size record (`STATE`) followed by a short msgpack tail for the
+profile's text fields, so a whole batch decodes and encodes with a few numpy calls.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, Sequence, Union
@@ -20,22 +26,56 @@ import numpy as np
 from .events import Billing, Cdr, Outcome, Profile
 
 __all__ = [
-    "COUNTERS", "N_DAYS", "N_MONTHS", "C", "CustomerState", "Envelope", "Windows",
-    "ApplyResult", "apply", "month_index", "encode_state", "decode_state",
+    "COUNTERS", "DAILY", "SCALE", "N_DAYS", "N_MONTHS", "STATE", "STATE_VERSION", "Envelope", "Windows",
+    "ApplyResult", "ProfileText", "SEQ_OFFSET", "apply", "month_index", "contacts_estimate", "usage_fingerprint",
 ]
 
-COUNTERS: tuple[str, ...] = (
-    "out_min", "out_calls", "in_min", "in_calls", "sms_out", "sms_in", "data_mb",
-    "spend", "topup", "cs_calls", "dropped_calls", "offnet_calls", "offnet_min",
-    "roam_min", "ld_min", "fwd_calls", "arrears",
-)
-#: Counter name -> column index.
-C: dict[str, int] = {name: i for i, name in enumerate(COUNTERS)}
 N_DAYS = 35
-N_MONTHS = 7
+N_MONTHS = 7  # the current month and six complete ones
 N_TOPICS = 4
+DEDUP = 8  # event-id hashes remembered per customer
+CONTACT_BITS = 128  # linear-counting bitmap per month (about 7% error at 100 contacts)
 LAST_SEEN_KINDS = ("voice", "sms", "data", "billing")
-STATE_VERSION = 1
+VIP_TIERS = ("none", "silver", "gold", "diamond")
+STATE_VERSION = 2
+
+# Counters in months, in column order, grouped by storage width.
+_M_COUNTS = ("out_calls", "in_calls", "sms_out", "sms_in", "cs_calls", "dropped_calls", "offnet_calls",
+             "fwd_calls", "contacts")
+_M_MINUTES = ("out_min", "in_min", "offnet_min")
+_M_RARE_MINUTES = ("roam_min", "ld_min")  # 16 bits: saturate at 6,553 minutes a month
+_M_MONEY = ("spend", "topup", "arrears")
+COUNTERS: tuple[str, ...] = _M_COUNTS + _M_MINUTES + _M_RARE_MINUTES + ("data_mb",) + _M_MONEY
+# The subset also kept by day: what daily and rolling features need.
+_D_COUNTS = ("out_calls", "in_calls", "cs_calls", "dropped_calls")
+_D_MINUTES = ("out_min", "offnet_min")
+DAILY: tuple[str, ...] = _D_COUNTS + _D_MINUTES
+C = {name: i for i, name in enumerate(COUNTERS)}
+D = {name: i for i, name in enumerate(DAILY)}
+#: Stored units per unit of the counter's name: 10 per minute, 16 per MB, 100 per yuan.
+SCALE = {name: 10.0 for name in _M_MINUTES + _M_RARE_MINUTES} | {"data_mb": 16.0} | {name: 100.0 for name in _M_MONEY}
+
+STATE = np.dtype([
+    ("version", "u1"), ("flags", "u1"), ("seq", "<u8"),
+    ("day0", "<i4"), ("month0", "<i4"),
+    ("part", "<i4", (N_TOPICS,)), ("offset", "<i8", (N_TOPICS,)), ("newest", "<i4", (N_TOPICS,)),
+    ("last_seen", "<u4", (len(LAST_SEEN_KINDS),)),
+    ("activation", "<i4"), ("profile_ts", "<u4"), ("vip", "u1"), ("prepaid", "u1"), ("age", "u1"),
+    ("value_level", "u1"),
+    ("exit_ts", "<u4"), ("exit_reason", "<u2"), ("exit_kind", "u1"),
+    ("alerted_level", "u1"), ("alerted_day", "<i4"),
+    ("contacts", "u1", (2, CONTACT_BITS // 8)),
+    ("dedup", "<u4", (DEDUP,)), ("dedup_pos", "u1"),
+    ("d_counts", "u1", (N_DAYS, len(_D_COUNTS))), ("d_minutes", "<u2", (N_DAYS, len(_D_MINUTES))),
+    ("m_counts", "<u2", (N_MONTHS, len(_M_COUNTS))), ("m_minutes", "<u4", (N_MONTHS, len(_M_MINUTES))),
+    ("m_rare_minutes", "<u2", (N_MONTHS, len(_M_RARE_MINUTES))),
+    ("m_data", "<u4", (N_MONTHS,)), ("m_money", "<u4", (N_MONTHS, len(_M_MONEY))),
+])
+SEQ_OFFSET = STATE.fields["seq"][1]  # where the write counter sits, for the store's compare-and-set
+_D_BLOCKS = (("d_counts", _D_COUNTS), ("d_minutes", _D_MINUTES))
+_M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minutes", _M_RARE_MINUTES),
+             ("m_data", ("data_mb",)), ("m_money", _M_MONEY))
+_EXIT_KINDS = ("", "disconnect", "port_out")
 
 Event = Union[Cdr, Billing, Profile, Outcome]
 
@@ -49,52 +89,16 @@ class Envelope(NamedTuple):
     event: Event
 
 
-class ProfileState(msgspec.Struct, array_like=True, frozen=True):
-    ts: int
-    activation_day: int
-    plan: str
-    region: str
-    vip_tier: str
-    segment: str
-    age: int
-    value_level: int
-    prepaid: bool
+class ProfileText(msgspec.Struct, array_like=True, frozen=True):
+    """The profile's text fields, kept after the fixed record."""
+
+    plan: str = ""
+    region: str = ""
+    segment: str = ""
 
 
-class ExitState(msgspec.Struct, array_like=True, frozen=True):
-    ts: int
-    kind: str
-    reason_code: int
-
-
-class CustomerState(msgspec.Struct, array_like=True):
-    """What Redis stores per customer, msgpack-encoded (see `encode_state`)."""
-
-    v: int = STATE_VERSION
-    seq: int = 0
-    day0: int = 0  # ordinal of the newest daily bucket; 0 before any usage
-    month0: int = 0  # month_index of the newest monthly bucket
-    daily: bytes = b""
-    monthly: bytes = b""
-    # Per input topic: partition, last applied offset, newest day seen (for lateness).
-    offsets: list[int] = msgspec.field(default_factory=lambda: [-1, -1, 0] * N_TOPICS)
-    last_seen: list[int] = msgspec.field(default_factory=lambda: [0] * len(LAST_SEEN_KINDS))
-    profile: ProfileState | None = None
-    exit: ExitState | None = None
-    alerted_level: int = 0
-    alerted_day: int = 0
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(CustomerState)
-
-
-def encode_state(state: CustomerState) -> bytes:
-    return _encoder.encode(state)
-
-
-def decode_state(raw: bytes) -> CustomerState:
-    return _decoder.decode(raw)
+_tail_encoder = msgspec.msgpack.Encoder()
+_tail_decoder = msgspec.msgpack.Decoder(ProfileText)
 
 
 def month_index(year: int, month: int) -> int:
@@ -106,48 +110,83 @@ def month_index(year: int, month: int) -> int:
     return year * 12 + month - 1
 
 
+def contacts_estimate(bitmaps: np.ndarray) -> np.ndarray:
+    """Distinct contacts from linear-counting bitmaps (..., CONTACT_BITS // 8) uint8."""
+    ones = np.unpackbits(bitmaps, axis=-1).sum(axis=-1)
+    zeros = np.maximum(CONTACT_BITS - ones, 1)  # saturates near m ln m
+    return np.round(-CONTACT_BITS * np.log(zeros / CONTACT_BITS)).astype(np.int64)
+
+
 @dataclass
 class Windows:
-    """The states of the customers in one batch, as arrays (row i = customer i)."""
+    """The states of the customers in one batch (row i = customer i)."""
 
     customers: list[str]
-    states: list[CustomerState]
-    daily: np.ndarray  # (n, N_DAYS, len(COUNTERS)) float32, index 0 = day0
-    monthly: np.ndarray  # (n, N_MONTHS, len(COUNTERS)) float64, index 0 = month0
-    day0: np.ndarray
-    month0: np.ndarray
+    rec: np.ndarray  # (n,) STATE records
+    daily: np.ndarray  # (n, N_DAYS, len(DAILY)) int64, index 0 = day0
+    monthly: np.ndarray  # (n, N_MONTHS, len(COUNTERS)) int64, index 0 = month0
+    text: list[ProfileText | None]
+
+    @property
+    def day0(self) -> np.ndarray:
+        return self.rec["day0"]
+
+    @property
+    def month0(self) -> np.ndarray:
+        return self.rec["month0"]
 
     @classmethod
-    def load(cls, customers: list[str], raws: Sequence[CustomerState | None]) -> "Windows":
-        n, k = len(customers), len(COUNTERS)
-        daily = np.zeros((n, N_DAYS, k), np.float32)
-        monthly = np.zeros((n, N_MONTHS, k), np.float64)
-        states = [s if s is not None else CustomerState() for s in raws]
-        for i, s in enumerate(states):
-            if s.daily:
-                daily[i] = np.frombuffer(s.daily, np.float32).reshape(N_DAYS, k)
-            if s.monthly:
-                monthly[i] = np.frombuffer(s.monthly, np.float64).reshape(N_MONTHS, k)
-        day0 = np.array([s.day0 for s in states], np.int64)
-        month0 = np.array([s.month0 for s in states], np.int64)
-        return cls(customers, states, daily, monthly, day0, month0)
+    def load(cls, customers: list[str], raws: Sequence[bytes | None]) -> "Windows":
+        empty = bytes(STATE.itemsize)
+        fixed = b"".join(r[:STATE.itemsize] if r is not None else empty for r in raws)
+        rec = np.frombuffer(fixed, STATE).copy()
+        rec["version"] = STATE_VERSION
+        text = [_tail_decoder.decode(r[STATE.itemsize:]) if r is not None and len(r) > STATE.itemsize else None
+                for r in raws]
+        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2).astype(np.int64)
+        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
+        return cls(customers, rec, daily, monthly.astype(np.int64), text)
 
-    def dump(self) -> list[CustomerState]:
-        """States with the arrays written back and the write counter advanced."""
-        for i, s in enumerate(self.states):
-            s.daily = self.daily[i].tobytes()
-            s.monthly = self.monthly[i].tobytes()
-            s.day0, s.month0 = int(self.day0[i]), int(self.month0[i])
-            s.seq += 1
-        return self.states
+    def dump(self, rows: Sequence[int]) -> list[tuple[int, bytes]]:
+        """(expected write counter, new state) for each row, counters saturated to their widths."""
+        start = 0
+        for f, names in _D_BLOCKS:
+            self.rec[f] = _saturate(self.daily[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
+                self.rec[f].shape)
+            start += len(names)
+        start = 0
+        for f, names in _M_BLOCKS:
+            self.rec[f] = _saturate(self.monthly[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
+                self.rec[f].shape)
+            start += len(names)
+        out = []
+        for i in rows:
+            expected = int(self.rec["seq"][i])
+            self.rec["seq"][i] = expected + 1
+            tail = _tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""
+            out.append((expected, self.rec[i:i + 1].tobytes() + tail))
+        return out
+
+
+def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.clip(values, 0, np.iinfo(dtype).max).astype(dtype)
 
 
 @dataclass
 class ApplyResult:
     applied: int = 0
     replayed: int = 0  # at or below the stored offset: already in the state
+    duplicates: int = 0  # an event id this customer had just seen
     late: list[tuple[Envelope, str]] = field(default_factory=list)
     changed: set[int] = field(default_factory=set)  # rows whose state changed
+
+
+class _Row(NamedTuple):
+    cust: int
+    day: int  # 0: the row counts in months only
+    month: int
+    counter: int
+    value: int
 
 
 def _local(ts: datetime, zone: ZoneInfo) -> tuple[int, int]:
@@ -155,26 +194,30 @@ def _local(ts: datetime, zone: ZoneInfo) -> tuple[int, int]:
     return local.toordinal(), month_index(local.year, local.month)
 
 
-def _cdr_rows(e: Cdr) -> list[tuple[int, float]]:
+def _tenths(seconds: int) -> int:
+    return (seconds + 3) // 6
+
+
+def _cdr_rows(e: Cdr) -> list[tuple[str, int]]:
     if e.kind == "sms":
-        return [(C["sms_out"] if e.direction == "MO" else C["sms_in"], 1.0)]
+        return [("sms_out" if e.direction == "MO" else "sms_in", 1)]
     if e.kind == "data":
-        return [(C["data_mb"], e.data_bytes / 1e6)]
-    minutes = e.duration_s / 60.0
-    rows = [(C["out_min"], minutes), (C["out_calls"], 1.0)] if e.direction == "MO" else \
-        [(C["in_min"], minutes), (C["in_calls"], 1.0)]
-    if e.direction == "MO" and e.peer_network == "off_net":
-        rows += [(C["offnet_calls"], 1.0), (C["offnet_min"], minutes)]
+        return [("data_mb", -(-e.data_bytes // 65536))]  # started 64 KiB blocks, as operators charge
+    tenths = _tenths(e.duration_s)
+    mo = e.direction == "MO"
+    rows = [("out_min", tenths), ("out_calls", 1)] if mo else [("in_min", tenths), ("in_calls", 1)]
+    if mo and e.peer_network == "off_net":
+        rows += [("offnet_calls", 1), ("offnet_min", tenths)]
     if e.roaming:
-        rows.append((C["roam_min"], minutes))
+        rows.append(("roam_min", tenths))
     if e.long_distance:
-        rows.append((C["ld_min"], minutes))
+        rows.append(("ld_min", tenths))
     if e.forwarded:
-        rows.append((C["fwd_calls"], 1.0))
+        rows.append(("fwd_calls", 1))
     if e.customer_service:
-        rows.append((C["cs_calls"], 1.0))
+        rows.append(("cs_calls", 1))
     if e.termination == "dropped":
-        rows.append((C["dropped_calls"], 1.0))
+        rows.append(("dropped_calls", 1))
     return rows
 
 
@@ -189,84 +232,135 @@ def _bill_month(e: Billing, default: int) -> int:
     return month_index(int(year), int(month))
 
 
-class _Row(NamedTuple):
-    cust: int
-    day: int
-    month: int
-    counter: int
-    value: float
+@dataclass
+class _Scratch:
+    """Per-batch Python copies of the header fields `apply` reads per event (numpy scalars are slow)."""
+
+    part: list[list[int]]
+    offset: list[list[int]]
+    newest: list[list[int]]
+    dedup: list[list[int]]
+    dedup_pos: list[int]
+
+    @classmethod
+    def of(cls, rec: np.ndarray) -> "_Scratch":
+        return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["dedup"].tolist(),
+                   rec["dedup_pos"].tolist())
+
+    def store(self, rec: np.ndarray) -> None:
+        rec["part"], rec["offset"], rec["newest"] = self.part, self.offset, self.newest
+        rec["dedup"], rec["dedup_pos"] = self.dedup, self.dedup_pos
 
 
 def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grace_days: int) -> ApplyResult:
     """Apply a batch of (row, envelope) pairs, in offset order, to the windows `w`.
 
-    Events at or below a customer's stored offset are skipped; events older than the
-    topic's newest day for that customer minus `grace_days` are returned as late.
+    Skipped: events at or below a customer's stored offset (a replay) and event ids the
+    customer has just seen (a producer's resend). Returned as late: events older than the
+    topic's newest day for that customer minus `grace_days`.
     """
     result = ApplyResult()
+    s = _Scratch.of(w.rec)
     rows: list[_Row] = []
+    contacts: list[tuple[int, int, int]] = []
     for cust, env in batch:
-        state = w.states[cust]
-        base = env.topic * 3
-        part, last, newest = state.offsets[base:base + 3]
-        if part == env.partition and env.offset <= last:
+        t = env.topic
+        if s.part[cust][t] == env.partition and env.offset <= s.offset[cust][t] and s.newest[cust][t]:
             result.replayed += 1
             continue
-        state.offsets[base], state.offsets[base + 1] = env.partition, env.offset
+        s.part[cust][t], s.offset[cust][t] = env.partition, env.offset
         result.changed.add(cust)
         day, month = _local(env.event.ts, zone)
+        newest = s.newest[cust][t]
         if newest and day < newest - grace_days:
             result.late.append((env, f"event day is {newest - day} days before the newest seen, grace is {grace_days}"))
             continue
-        state.offsets[base + 2] = max(newest, day)
+        digest = zlib.crc32(env.event.event_id.encode()) or 1
+        if digest in s.dedup[cust]:
+            result.duplicates += 1
+            continue
+        s.dedup[cust][s.dedup_pos[cust]] = digest
+        s.dedup_pos[cust] = (s.dedup_pos[cust] + 1) % DEDUP
+        s.newest[cust][t] = max(newest, day)
         result.applied += 1
-        rows.extend(_rows_of(cust, env.event, day, month, state))
-    _add(w, rows)
+        rows.extend(_rows_of(w, cust, env.event, day, month, contacts))
+    s.store(w.rec)
+    _add(w, rows, contacts)
     return result
 
 
-def _rows_of(cust: int, e: Event, day: int, month: int, state: CustomerState) -> list[_Row]:
+def _bit_of(peer: str) -> int:
+    # crc32 is linear, so its low bits repeat over sequential numbers; a multiplicative
+    # (Fibonacci) hash spreads them over the bitmap.
+    return ((zlib.crc32(peer.encode()) * 2654435761) & 0xFFFFFFFF) >> (32 - CONTACT_BITS.bit_length() + 1)
+
+
+def usage_fingerprint(raw: bytes) -> bytes:
+    """The state without its write counter and alert bookkeeping, which depend on how
+    often and when it was written: equal fingerprints mean the same events were counted."""
+    rec = np.frombuffer(raw[:STATE.itemsize], STATE).copy()
+    rec["seq"], rec["alerted_level"], rec["alerted_day"] = 0, 0, 0
+    return rec.tobytes() + raw[STATE.itemsize:]
+
+
+def _rows_of(w: Windows, cust: int, e: Event, day: int, month: int, contacts: list) -> list[_Row]:
     ts = int(e.ts.timestamp())
+    rec = w.rec
     if isinstance(e, Cdr):
         kind = LAST_SEEN_KINDS.index(e.kind)
-        state.last_seen[kind] = max(state.last_seen[kind], ts)
-        return [_Row(cust, day, month, c, v) for c, v in _cdr_rows(e)]
+        rec["last_seen"][cust, kind] = max(int(rec["last_seen"][cust, kind]), ts)
+        if e.peer_id and e.kind != "data" and not e.customer_service:
+            contacts.append((cust, month, _bit_of(e.peer_id)))
+        return [_Row(cust, day if name in D else 0, month, C[name], v) for name, v in _cdr_rows(e)]
     if isinstance(e, Billing):
-        state.last_seen[3] = max(state.last_seen[3], ts)
-        if e.kind in ("disconnect", "port_out") and (state.exit is None or state.exit.ts < ts):
-            state.exit = ExitState(ts, e.kind, e.reason_code or 0)
+        rec["last_seen"][cust, 3] = max(int(rec["last_seen"][cust, 3]), ts)
+        if e.kind in ("disconnect", "port_out") and int(rec["exit_ts"][cust]) < ts:
+            rec["exit_ts"][cust], rec["exit_reason"][cust] = ts, e.reason_code or 0
+            rec["exit_kind"][cust] = _EXIT_KINDS.index(e.kind)
         counter = _BILLING_COUNTER.get(e.kind)
-        if counter is None:
-            return []
         # Billing counts in months only: bills are monthly, and a billing topic that runs
         # ahead of the CDRs (a catch-up after downtime) must not roll the usage days forward.
-        return [_Row(cust, 0, _bill_month(e, month), C[counter], e.amount)]
-    if isinstance(e, Profile) and (state.profile is None or state.profile.ts <= ts):
-        state.profile = ProfileState(
-            ts, e.activation_date.toordinal(), e.plan, e.region, e.vip_tier, e.segment,
-            e.age or 0, e.value_level or 0, e.prepaid,
-        )
+        return [_Row(cust, 0, _bill_month(e, month), C[counter], round(e.amount * 100))] if counter else []
+    if isinstance(e, Profile) and int(rec["profile_ts"][cust]) <= ts:
+        rec["profile_ts"][cust], rec["activation"][cust] = ts, e.activation_date.toordinal()
+        rec["vip"][cust], rec["prepaid"][cust] = VIP_TIERS.index(e.vip_tier), e.prepaid
+        rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0
+        w.text[cust] = ProfileText(e.plan, e.region, e.segment)
     return []
 
 
-def _add(w: Windows, rows: list[_Row]) -> None:
+def _add(w: Windows, rows: list[_Row], contacts: list[tuple[int, int, int]]) -> None:
     """Roll each touched customer's buckets forward, then scatter-add every row."""
-    if not rows:
+    if not rows and not contacts:
         return
-    cust, day, month, counter, value = (np.array(col) for col in zip(*rows))
-    new_day0 = w.day0.copy()
-    np.maximum.at(new_day0, cust, day)  # day 0: a row for the monthly buckets only
-    new_month0 = w.month0.copy()
+    cust, day, month, counter, value = (np.array(col, np.int64) for col in zip(*rows)) if rows else \
+        (np.zeros(0, np.int64),) * 5
+    new_day0 = w.rec["day0"].astype(np.int64)
+    np.maximum.at(new_day0, cust, day)
+    new_month0 = w.rec["month0"].astype(np.int64)
     np.maximum.at(new_month0, cust, month)
-    _roll(w.daily, w.day0, new_day0)
-    _roll(w.monthly, w.month0, new_month0)
-    w.day0, w.month0 = new_day0, new_month0
+    _roll(w.daily, w.rec["day0"], new_day0)
+    _roll(w.monthly, w.rec["month0"], new_month0)
+    _roll(w.rec["contacts"], w.rec["month0"], new_month0)
+    w.rec["day0"], w.rec["month0"] = new_day0, new_month0
     d_age = new_day0[cust] - day
     keep = (day > 0) & (d_age < N_DAYS)
-    np.add.at(w.daily, (cust[keep], d_age[keep], counter[keep]), value[keep])
+    daily_col = np.array([D.get(COUNTERS[c], -1) for c in range(len(COUNTERS))])[counter]
+    np.add.at(w.daily, (cust[keep], d_age[keep], daily_col[keep]), value[keep])
     m_age = new_month0[cust] - month
     keep = (m_age >= 0) & (m_age < N_MONTHS)
     np.add.at(w.monthly, (cust[keep], m_age[keep], counter[keep]), value[keep])
+    if contacts:
+        _count_contacts(w, np.array(contacts, np.int64), new_month0)
+
+
+def _count_contacts(w: Windows, contacts: np.ndarray, month0: np.ndarray) -> None:
+    cust, month, bit = contacts.T
+    slot = month0[cust] - month
+    keep = (slot >= 0) & (slot < 2)
+    np.bitwise_or.at(w.rec["contacts"], (cust[keep], slot[keep], bit[keep] // 8), (1 << (bit[keep] % 8)).astype(np.uint8))
+    touched = np.unique(cust)
+    w.monthly[touched, :2, C["contacts"]] = contacts_estimate(w.rec["contacts"][touched])
 
 
 def _roll(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:

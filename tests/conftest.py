@@ -52,8 +52,25 @@ def kafka_bootstrap(workdir: Path) -> Iterator[str]:
     if missing and not IN_CI:
         pytest.skip(f"Apache Kafka tests need {' and '.join(missing)} on PATH")
     libs = ensure_kafka_jars(KAFKA_CACHE)
-    with ApacheKafka(libs, workdir / "kafka", num_partitions=4) as broker:
-        yield broker.bootstrap
+    yield from _started(lambda attempt: ApacheKafka(libs, workdir / f"kafka-{attempt}", num_partitions=4))
+
+
+def _started(make, attempts: int = 3) -> Iterator[str]:
+    """Start a server, trying again on fresh ports if another process took one meanwhile."""
+    for attempt in range(attempts):
+        server = make(attempt)
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError) as exc:
+            if attempt == attempts - 1:
+                raise
+            print(f"server start failed, retrying on new ports: {exc}")
+            continue
+        try:
+            yield server.bootstrap
+        finally:
+            server.stop()
+        return
 
 
 @pytest.fixture(params=["tansu", pytest.param("apache_kafka", marks=pytest.mark.apache_kafka)])

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from stream_app.demo import scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Alert, DeadLetter
-from stream_app.windows import C, Windows, decode_state
+from stream_app.windows import C, Windows
 from tests.factories import Log, cdr, decliner
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
     # Every good call around the bad ones was counted, once.
     client = redis.Redis.from_url(redis_url)
     calls = sum(1 for r in records if r.topic == "cdr" and r.key == c.encode())
-    windows = Windows.load([c], [decode_state(client.hget(f"cw:{{{c}}}:s", "s"))])
+    windows = Windows.load([c], [client.get(f"cw:{{{c}}}:s")])
     assert windows.monthly[0, :, C["out_calls"]].sum() == calls
     samples = scrape(worker["metrics_port"])
     consumed = sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total"))

@@ -6,9 +6,16 @@ from typing import Callable
 import pytest
 
 from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
-from stream_app.windows import CustomerState
+from stream_app.windows import Windows
 
 pytestmark = pytest.mark.integration
+
+
+def state(customer: str, seq: int, day0: int) -> bytes:
+    """A state whose stored write counter is `seq`."""
+    w = Windows.load([customer], [None])
+    w.rec["seq"], w.rec["day0"] = seq - 1, day0
+    return w.dump([0])[0][1]
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -24,10 +31,9 @@ def test_a_new_customer_loads_as_none_and_saves(make_store: Callable[[], WindowS
     async def go() -> None:
         store = make_store()
         assert await store.load(["8613800000001"]) == [None]
-        state = CustomerState(seq=1, day0=5, daily=b"\x01" * 8)
-        assert await store.save({"8613800000001": state}) == []
-        [back] = await store.load(["8613800000001"])
-        assert back == state
+        blob = state("8613800000001", 1, 5)
+        assert await store.save({"8613800000001": (0, blob)}) == []
+        assert await store.load(["8613800000001"]) == [blob]
         await store.close()
 
     asyncio.run(go())
@@ -36,13 +42,12 @@ def test_a_new_customer_loads_as_none_and_saves(make_store: Callable[[], WindowS
 def test_a_stale_writer_is_refused(make_store: Callable[[], WindowStore]) -> None:
     async def go() -> None:
         store = make_store()
-        await store.save({"a1234": CustomerState(seq=1), "b1234": CustomerState(seq=1)})
-        owner, stale = CustomerState(seq=2, day0=10), CustomerState(seq=2, day0=99)
-        assert await store.save({"a1234": owner}) == []
-        # The stale writer read seq 1 too; its write must not land.
-        assert await store.save({"a1234": stale, "b1234": CustomerState(seq=2)}) == ["a1234"]
-        a, b = await store.load(["a1234", "b1234"])
-        assert a is not None and a.day0 == 10 and b is not None and b.seq == 2
+        await store.save({"a1234": (0, state("a1234", 1, 1)), "b1234": (0, state("b1234", 1, 1))})
+        assert await store.save({"a1234": (1, state("a1234", 2, 10))}) == []
+        # The stale writer read counter 1 too; its write must not land, the other one must.
+        assert await store.save({"a1234": (1, state("a1234", 2, 99)), "b1234": (1, state("b1234", 2, 7))}) == ["a1234"]
+        a, b = Windows.load(["a1234", "b1234"], await store.load(["a1234", "b1234"])).rec[["day0", "seq"]].tolist()
+        assert a == (10, 2) and b == (7, 2)
         await store.close()
 
     asyncio.run(go())
@@ -53,7 +58,7 @@ def test_state_keys_share_a_hash_tag_and_expire(redis_url: str) -> None:
 
     async def go() -> None:
         store = RedisWindowStore(connect_redis(redis_url), ttl_s=3600)
-        await store.save({"8613800000007": CustomerState(seq=1)})
+        await store.save({"8613800000007": (0, state("8613800000007", 1, 1))})
         await store.close()
 
     asyncio.run(go())

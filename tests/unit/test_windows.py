@@ -1,11 +1,11 @@
 import random
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from stream_app.events import decode_billing, decode_cdr
-from stream_app.windows import C, CustomerState, Envelope, Windows, apply, decode_state, encode_state, month_index
+from stream_app.windows import C, D, STATE, Envelope, Windows, apply, contacts_estimate, month_index
 from tests.factories import billing, cdr
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -27,7 +27,7 @@ def test_month_boundary_follows_the_operator_zone() -> None:
     # 16:30 UTC on 31 March is 00:30 on 1 April in Shanghai.
     apply(w, [(0, env(cdr(CUST, "2026-03-31T16:30:00+00:00", duration_s=120), 0))], SH, 3)
     assert w.month0[0] == month_index(2026, 4)
-    assert w.monthly[0, 0, C["out_min"]] == 2.0
+    assert w.monthly[0, 0, C["out_min"]] == 20  # tenths of a minute
     assert w.day0[0] == datetime(2026, 4, 1).toordinal()
 
 
@@ -37,7 +37,7 @@ def test_dst_change_lands_in_the_right_local_day() -> None:
     batch = [(0, env(cdr(CUST, "2026-03-08T06:30:00+00:00"), 0)), (0, env(cdr(CUST, "2026-03-09T03:59:00+00:00"), 1))]
     apply(w, batch, NY, 3)
     assert w.day0[0] == datetime(2026, 3, 8).toordinal()  # 23:59 EDT on the 8th
-    assert w.daily[0, 0, C["out_calls"]] == 2
+    assert w.daily[0, 0, D["out_calls"]] == 2
 
 
 def test_replayed_offsets_are_skipped() -> None:
@@ -58,14 +58,14 @@ def test_late_events_within_grace_land_and_later_ones_are_refused() -> None:
     ]
     result = apply(w, batch, SH, 3)
     assert result.applied == 2 and len(result.late) == 1 and result.late[0][0].offset == 2
-    assert w.daily[0, 2, C["out_calls"]] == 1  # day0 is the 10th, the 8th is two buckets back
+    assert w.daily[0, 2, D["out_calls"]] == 1  # day0 is the 10th, the 8th is two buckets back
 
 
 def test_buckets_roll_off() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-01-05T10:00:00+08:00"), 0))], SH, 3)
     apply(w, [(0, env(cdr(CUST, "2026-03-20T10:00:00+08:00"), 1))], SH, 3)
-    assert w.daily[0, :, C["out_calls"]].sum() == 1  # January's day fell off the daily window
+    assert w.daily[0, :, D["out_calls"]].sum() == 1  # January's day fell off the daily window
     assert w.monthly[0, 2, C["out_calls"]] == 1 and w.monthly[0, 0, C["out_calls"]] == 1
 
 
@@ -74,8 +74,8 @@ def test_bills_count_in_the_month_they_charge_for() -> None:
     raw = billing(CUST, "2026-04-01T02:00:00+08:00", amount=150.0, period="2026-03")
     apply(w, [(0, env(raw, 0, topic=1))], SH, 3)
     march = w.month0[0] - month_index(2026, 3)
-    assert w.monthly[0, march, C["spend"]] == 150.0
-    assert w.daily[0, :, C["spend"]].sum() == 0 and w.day0[0] == 0  # bills do not move the usage days
+    assert w.monthly[0, march, C["spend"]] == 15000  # fen
+    assert w.day0[0] == 0  # bills do not move the usage days
 
 
 def test_state_does_not_depend_on_how_topics_interleave() -> None:
@@ -100,18 +100,29 @@ def test_state_does_not_depend_on_how_topics_interleave() -> None:
 
 def test_state_round_trips_through_its_encoding() -> None:
     w = fresh()
-    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00"), 0))], SH, 3)
-    state = w.dump()[0]
-    back = decode_state(encode_state(state))
-    assert back == state and back.seq == 1
-    again = Windows.load([CUST], [back])
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
+    [(expected, blob)] = w.dump([0])
+    assert expected == 0 and len(blob) == STATE.itemsize
+    again = Windows.load([CUST], [blob])
     np.testing.assert_array_equal(again.monthly, w.monthly)
-    assert isinstance(back, CustomerState) and datetime.now(timezone.utc)
+    np.testing.assert_array_equal(again.daily, w.daily)
+    assert int(again.rec["seq"][0]) == 1 and again.rec["offset"][0, 0] == 0
 
 
-def test_billing_running_ahead_does_not_push_usage_out_of_the_days() -> None:
+def test_a_resent_event_id_counts_once() -> None:
     w = fresh()
-    bill = billing(CUST, "2026-06-01T02:00:00+08:00", amount=150.0, period="2026-05")
-    apply(w, [(0, env(bill, 0, topic=1))], SH, 3)  # a catch-up: billing read first
-    apply(w, [(0, env(cdr(CUST, "2026-03-10T10:00:00+08:00"), 0))], SH, 3)
-    assert w.daily[0, 0, C["out_calls"]] == 1 and w.day0[0] == datetime(2026, 3, 10).toordinal()
+    raw = cdr(CUST, "2026-03-01T10:00:00+08:00")
+    result = apply(w, [(0, env(raw, 0)), (0, env(raw, 1))], SH, 3)
+    assert (result.applied, result.duplicates) == (1, 1)
+    assert w.monthly[0, 0, C["out_calls"]] == 1
+
+
+def test_distinct_contacts_are_estimated_per_month() -> None:
+    w = fresh()
+    batch = [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", peer_id=f"86139{k % 40:08d}"), k)) for k in range(200)]
+    apply(w, batch, SH, 3)
+    assert 34 <= w.monthly[0, 0, C["contacts"]] <= 46  # 40 distinct numbers
+    april = [(0, env(cdr(CUST, "2026-04-02T10:00:00+08:00", peer_id=f"86139{k:08d}"), 200 + k)) for k in range(5)]
+    apply(w, april, SH, 3)
+    assert 34 <= w.monthly[0, 1, C["contacts"]] <= 46 and 4 <= w.monthly[0, 0, C["contacts"]] <= 6
+    assert contacts_estimate(np.zeros((1, 16), np.uint8))[0] == 0
