@@ -39,6 +39,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
     )
     t = settings.topics
     alerts = app.topic(t.alerts, key_serializer="raw", value_serializer="raw")

@@ -139,6 +139,29 @@ def features() -> None:
 
 
 @main.command()
+@click.argument("customer")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="evaluate features as of this day (default: the customer's newest usage day)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def inspect(customer: str, as_of, as_json: bool) -> None:
+    """Show a customer's windows and features (needs REDIS_URL)."""
+    import redis
+
+    from . import keys
+    from .inspection import describe, render
+
+    settings = _settings()
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL")
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    raw = client.get(keys.customer_state(customer))
+    if raw is None:
+        raise click.ClickException(f"no state for customer {customer!r} (unknown, or expired after idling)")
+    report = describe(customer, raw, as_of.date() if as_of else None)
+    click.echo(json.dumps(report) if as_json else render(report))
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=SCHEMA_DIR, show_default=True)
 def schemas(out: Path) -> None:
     """Write the JSON Schema of every event contract."""

@@ -123,9 +123,9 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
 def _start_worker(settings: Settings, bootstrap: str, redis_url: str, port: int, workdir: Path) -> subprocess.Popen:
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_METRICS_PORT=str(port),
                CHURNWATCH_RULES_DIR=str(Path(settings.rules_dir).resolve()))
-    log = open(workdir / "worker.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(workdir / "worker.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_worker(worker: subprocess.Popen) -> None:

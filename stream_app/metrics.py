@@ -32,6 +32,8 @@ class Metrics:
             buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
         self.redis_errors = Counter(
             "churnwatch_redis_errors_total", "Failed Redis calls (retried)", registry=registry)
+        self.redis_up = Gauge(
+            "churnwatch_redis_up", "0 while Redis calls fail and consumption waits for Redis", registry=registry)
         self.redis_conflicts = Counter(
             "churnwatch_redis_write_conflicts_total", "State writes refused because another writer got there first",
             registry=registry)

@@ -12,7 +12,7 @@ import base64
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, NamedTuple, Sequence
+from typing import Awaitable, Callable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class BatchOutput:
 
 
 Sender = Callable[[BatchOutput], Awaitable[None]]
+R = TypeVar("R")
 
 
 def dead_letter(rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
@@ -102,8 +103,7 @@ class BatchProcessor:
         customers = list(dict.fromkeys(c for c, _ in decoded))
         if not customers:
             return out
-        raws = await retry_forever("redis load", lambda: self.store.load(customers),
-                                   self.settings.redis_retry_max_s, lambda _: self.metrics.redis_errors.inc())
+        raws = await self._redis("redis load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
@@ -147,8 +147,7 @@ class BatchProcessor:
         for _attempt in range(5):
             out = await self.prepare(pending)
             await send(out)
-            conflicts = await retry_forever("redis save", lambda: self.store.save(out.writes),
-                                            self.settings.redis_retry_max_s, lambda _: self.metrics.redis_errors.inc())
+            conflicts = await self._redis("redis save", lambda: self.store.save(out.writes))
             self._count(out)
             if not conflicts:
                 break
@@ -161,6 +160,17 @@ class BatchProcessor:
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out
+
+    async def _redis(self, what: str, call: Callable[[], Awaitable[R]]) -> R:
+        """A Redis call that waits out an outage: the batch, and so consumption, stops here."""
+
+        def failed(_: BaseException) -> None:
+            self.metrics.redis_errors.inc()
+            self.metrics.redis_up.set(0)
+
+        result = await retry_forever(what, call, self.settings.redis_retry_max_s, failed)
+        self.metrics.redis_up.set(1)
+        return result
 
     def _count(self, out: BatchOutput) -> None:
         for d in out.deadletters:

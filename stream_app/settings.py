@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     idle_expiry_days: int = Field(default=120, ge=1)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     redis_retry_max_s: float = Field(default=10.0, gt=0)
+    # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
+    kafka_session_timeout_s: float = Field(default=10.0, ge=3)
     topics: Topics = Field(default_factory=Topics)
 
     @field_validator("timezone")

@@ -74,6 +74,7 @@ class Simulator:
         self.offnet = rng.beta(2, 6, n)
         self.dropped = rng.uniform(0.005, 0.03, n)
         self.cs_rate = np.full(n, 0.01)
+        self.circle = rng.lognormal(np.log(25), 0.6, n)
         self.fee = rng.lognormal(np.log(60), 0.6, n)
         self.prepaid = rng.random(n) < 0.4
         self.balance = np.full(n, 50.0)
@@ -191,7 +192,7 @@ class Simulator:
             for _ in range(count):
                 secs = int(rng.exponential(self.duration[i]))
                 off = rng.random() < min(0.95, self.offnet[i] + self.offnet_extra[i, d])
-                body = self._cdr(c, midnight, "voice", kind, duration_s=secs,
+                body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=self._peer(i, d),
                                  peer_network="off_net" if off else "on_net",
                                  termination="dropped" if rng.random() < self.dropped[i] * self.drop_mult[i, d] else "normal",
                                  long_distance=bool(rng.random() < 0.1), roaming=bool(rng.random() < 0.02))
@@ -203,7 +204,8 @@ class Simulator:
             self._emit(out, "cdr", c, self._cdr(c, midnight, "voice", "MO", duration_s=int(rng.integers(60, 900)),
                                                  peer_network="on_net", customer_service=True), d)
         for _ in range(n["sms"]):
-            self._emit(out, "cdr", c, self._cdr(c, midnight, "sms", "MO" if rng.random() < 0.5 else "MT"), d)
+            self._emit(out, "cdr", c, self._cdr(c, midnight, "sms", "MO" if rng.random() < 0.5 else "MT",
+                                                 peer_id=self._peer(i, d)), d)
         for _ in range(n["data"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "data", "MO",
                                                  data_bytes=int(rng.exponential(self.data_mb[i] / 2) * 1e6)), d)
@@ -214,6 +216,13 @@ class Simulator:
                 amount = float(rng.choice([30, 50, 100]) * max(1, round(self.fee[i] / 60)))
                 self.balance[i] += amount
                 self._billing(out, i, d, midnight + timedelta(hours=int(rng.integers(8, 22))), "recharge", amount=amount)
+
+    def _peer(self, i: int, d: int) -> str:
+        """Someone from the customer's circle: a few close contacts get most calls; a
+        customer in decline keeps only the closest."""
+        size = max(1, int(self.circle[i] * min(1.0, 0.3 + self.mult[i, d])))
+        k = min(int(self.rng.zipf(1.6)) - 1, size - 1)
+        return f"86139{(i * 7919 + k * 104729) % 10**8:08d}"
 
     def _cdr(self, c: str, midnight: datetime, kind: str, direction: str, **extra: object) -> dict:
         ts = midnight + timedelta(seconds=int(self.rng.integers(6 * 3600, 86400)))

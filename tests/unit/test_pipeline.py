@@ -4,6 +4,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from stream_app.inspection import describe, render
 from stream_app.metrics import Metrics
 from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
 from stream_app.rules import load_rules
@@ -102,3 +103,16 @@ def test_an_exit_read_before_the_usage_does_not_silence_the_warning() -> None:
     catch_up = [r for r in log.records if r.topic != "cdr"] + [log.add("billing", "8613800000005", exit_event)]
     out = run(processor(), catch_up + [r for r in log.records if r.topic == "cdr"])
     assert [a.customer_id for a in out.alerts] == ["8613800000005"]
+
+
+def test_inspect_shows_what_made_the_alert() -> None:
+    log = Log()
+    decliner(log, "8613800000006")
+    store = MemoryWindowStore()
+    run(processor(store), log.records)
+    report = describe("8613800000006", store.data["8613800000006"])
+    assert report["as_of"] == "2026-06-19"
+    assert report["features"]["mou_out_m2"] == 300 and report["features"]["mou_out_mom"] == -0.8
+    assert report["months"]["2026-05"]["out_min"] == 60 and report["months"]["2026-05"]["spend"] == 150
+    assert report["profile"]["region"] == "north" and report["profile"]["vip_tier"] == "gold"
+    assert "mou_out_mom" in render(report)

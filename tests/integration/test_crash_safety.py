@@ -1,0 +1,173 @@
+"""Exactly-once effect on Redis: kill -9 the worker, or restart Redis, mid-stream; the final
+state of every customer equals an uninterrupted run over the same events."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from stream_app.demo import stop_worker
+from stream_app.embedded.process import ServerProcess, free_port
+from stream_app.embedded.servers import redis_server
+from stream_app.settings import Settings, Topics
+from stream_app.simulator import SimConfig, Simulator
+from stream_app.topics import ensure_topics
+from stream_app.windows import Windows, usage_fingerprint
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+EVENTS = 200_000
+TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter")
+
+
+class Run:
+    """One worker's topics, consumer group and Redis database, fed the same simulated events."""
+
+    def __init__(self, bootstrap: str, redis_url: str, name: str, workdir: Path) -> None:
+        self.bootstrap, self.redis_url, self.name, self.workdir = bootstrap, redis_url, name, workdir
+        self.topics = {t: f"{t}-{name}" for t in TOPICS}
+        self.expected: dict[str, tuple[int, ...]] = {}
+        self.proc: subprocess.Popen | None = None
+
+    def produce(self, records: list) -> None:
+        ensure_topics(Settings(topics=Topics(**self.topics)), self.bootstrap)
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, batch_size=256 * 1024)
+        futures = [(r.key.decode(), r.topic, producer.send(self.topics[r.topic], key=r.key, value=r.value))
+                   for r in records]
+        producer.flush()
+        index = {"cdr": 0, "billing": 1, "customers": 2}
+        last: dict[str, list[int]] = {}
+        for customer, topic, future in futures:
+            meta = future.get(timeout=30)
+            last.setdefault(customer, [-1, -1, -1, -1])[index[topic]] = meta.offset
+        producer.close()
+        self.expected = {c: tuple(v) for c, v in last.items()}
+
+    def start(self) -> None:
+        env = dict(os.environ, KAFKA_BOOTSTRAP=self.bootstrap, REDIS_URL=self.redis_url,
+                   CHURNWATCH_APP_ID=f"cw-{self.name}", CHURNWATCH_METRICS_PORT=str(free_port()),
+                   CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_KAFKA_SESSION_TIMEOUT_S="6",
+                   CHURNWATCH_REDIS_RETRY_MAX_S="1",
+                   **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in self.topics.items()})
+        with open(self.workdir / f"worker-{self.name}.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_worker(self.proc)
+
+    def log_tail(self) -> str:
+        return (self.workdir / f"worker-{self.name}.log").read_text(errors="replace")[-3000:]
+
+    def state(self) -> dict[str, bytes]:
+        client = redis.Redis.from_url(self.redis_url)
+        keys = [k for k in client.scan_iter("cw:*", count=1000)]
+        values = client.mget(keys) if keys else []
+        return {k.decode().split("{")[1].split("}")[0]: v for k, v in zip(keys, values) if v is not None}
+
+    def done(self) -> bool:
+        """Every customer's state holds the offset of its last record on every topic."""
+        state = self.state()
+        if len(state) < len(self.expected):
+            return False
+        customers = sorted(self.expected)
+        w = Windows.load(customers, [state[c] for c in customers])
+        offsets = w.rec["offset"].tolist()
+        return all(tuple(max(o, -1) if e >= 0 else -1 for o, e in zip(offsets[i], self.expected[c])) ==
+                   self.expected[c] for i, c in enumerate(customers))
+
+    def wait_done(self, timeout_s: float, tick: Callable[[], None] = lambda: None) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.done():
+            assert time.monotonic() < deadline, f"{self.name} did not finish:\n{self.log_tail()}"
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            tick()
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def records() -> list:
+    sim = Simulator(SimConfig(customers=400, days=60, seed=11))
+    out = []
+    for rec in sim.records():
+        out.append(rec)
+        if len(out) == EVENTS:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tansu_bootstrap: str, redis_port: int, records: list, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[str, bytes]]:
+    """The state after an uninterrupted run."""
+    run = Run(tansu_bootstrap, f"redis://127.0.0.1:{redis_port}/1", "reference",
+              tmp_path_factory.mktemp("reference"))
+    redis.Redis(port=redis_port, db=1).flushdb()
+    run.produce(records)
+    run.start()
+    try:
+        run.wait_done(300)
+    finally:
+        run.stop()
+    yield {c: usage_fingerprint(v) for c, v in run.state().items()}
+
+
+def test_kill_9_three_times_changes_nothing(tansu_bootstrap: str, redis_port: int, records: list,
+                                            reference: dict[str, bytes], tmp_path: Path) -> None:
+    redis.Redis(port=redis_port, db=2).flushdb()
+    run = Run(tansu_bootstrap, f"redis://127.0.0.1:{redis_port}/2", f"crash-{tmp_path.name[-6:]}", tmp_path)
+    run.produce(records)
+    rng = random.Random(5)
+    run.start()
+    try:
+        for _ in range(3):
+            time.sleep(rng.uniform(4, 12))
+            assert not run.done(), "finished before the crash: the test would prove nothing"
+            run.kill9()
+            run.start()
+        run.wait_done(300)
+    finally:
+        run.stop()
+    state = {c: usage_fingerprint(v) for c, v in run.state().items()}
+    assert state.keys() == reference.keys()
+    differing = [c for c in reference if state[c] != reference[c]]
+    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+
+
+def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: dict[str, bytes],
+                                                tmp_path: Path) -> None:
+    port = free_port()
+    persistent = ["--appendonly", "yes", "--appendfsync", "always"]
+    server: ServerProcess = redis_server(tmp_path / "redis", port, persistent).start()
+    run = Run(tansu_bootstrap, f"redis://127.0.0.1:{port}/0", f"redis-{tmp_path.name[-6:]}", tmp_path)
+    run.produce(records)
+    run.start()
+    try:
+        time.sleep(8)
+        assert not run.done()
+        server.stop()
+        time.sleep(4)  # the worker retries meanwhile; nothing may be acked
+        server = redis_server(tmp_path / "redis", port, persistent).start()
+        run.wait_done(300)
+        state = {c: usage_fingerprint(v) for c, v in run.state().items()}
+    finally:
+        run.stop()
+        server.stop()
+    differing = [c for c in reference if state.get(c) != reference[c]]
+    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
