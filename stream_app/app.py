@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import faust
@@ -52,7 +53,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
 
     def get_processor() -> BatchProcessor:
         if not processor:
-            client = connect_redis(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+            client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
             store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
             processor.append(BatchProcessor(settings, store, rules.current, metrics))
         return processor[0]
@@ -68,7 +69,14 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                  e.message.value) for e in events]
             async with lock:
-                await get_processor().run(records, send)
+                try:
+                    await get_processor().run(records, send)
+                except Exception:
+                    # Bad input never gets here (it goes to dead letter) and Redis outages
+                    # are waited out, so this is a bug. faust would ack the batch and move
+                    # on, losing it; exiting before the ack keeps it for the next start.
+                    log.critical("batch processing failed; exiting without acknowledging it", exc_info=True)
+                    os._exit(70)
 
     for name in t.inputs():
         topic = app.topic(name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)

@@ -114,6 +114,21 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, out: Pa
         click.echo(json.dumps({"events_by_topic": counts, "customers": customers, "churners": churners}))
 
 
+@main.command()
+@click.option("--customers", default=10_000, show_default=True)
+@click.option("--days", default=31, show_default=True, help="simulated days before memory is measured")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def bench(customers: int, days: int, as_json: bool) -> None:
+    """Measure the state: pipeline events/s into Redis and Redis bytes per customer."""
+    from .bench import bench_state
+
+    result = asdict(bench_state(_settings(), customers, days))
+    for name, value in result.items():
+        click.echo(f"{name:32} {value:>14,}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+
+
 @main.group()
 def rules() -> None:
     """Check alert rule files."""

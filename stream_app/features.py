@@ -106,7 +106,7 @@ def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndar
 def _prev_30d(w: Windows, now_day: np.ndarray, counter: str) -> np.ndarray:
     """Days aged 30-59: the last daily buckets, then the months spread evenly over their days."""
     total = _days(w, now_day, counter, 30, N_DAYS)
-    for day in np.unique(now_day):
+    for day in np.unique(now_day[now_day > 60]):  # 0: no usage yet, nothing to spread
         rows = np.nonzero(now_day == day)[0]
         dates = [date.fromordinal(int(day) - age) for age in range(N_DAYS, 60)]
         for d in dates:
@@ -120,7 +120,7 @@ def _prev_30d(w: Windows, now_day: np.ndarray, counter: str) -> np.ndarray:
 
 def month_of(ordinals: np.ndarray) -> np.ndarray:
     """`month_index` of each day ordinal."""
-    days = [date.fromordinal(int(d)) if d > 0 else date(1, 1, 1) for d in ordinals]
+    days = [date.fromordinal(int(d)) if d > 0 else date(1, 1, 1) for d in ordinals]  # 0: no usage yet
     return np.array([month_index(d.year, d.month) for d in days], np.int64)
 
 

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "CHURNWATCH_REDIS_URL")
     )
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
     app_id: str = "churnwatch"
     partitions: int = Field(default=4, ge=1)
     timezone: str = "Asia/Shanghai"

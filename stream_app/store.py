@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -26,21 +26,32 @@ __all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "con
 
 log = logging.getLogger(__name__)
 
-# KEYS: state keys. ARGV[1]: TTL in ms, ARGV[2]: where the 8-byte write counter starts (1-based);
+# keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based);
 # then per key: the counter the writer read, and the new state (which carries the next counter).
-_CAS = """
-local ttl, at = ARGV[1], tonumber(ARGV[2])
-local conflicts = {}
-for i, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
-  local seq = current and string.sub(current, at, at + 7) or string.rep('\\0', 8)
-  if seq == ARGV[2 * i + 1] then
-    redis.call('SET', key, ARGV[2 * i + 2], 'PX', ttl)
-  else
-    conflicts[#conflicts + 1] = i - 1
+_CAS_FUNCTION = """
+local function cas(keys, argv)
+  local ttl, at = argv[1], tonumber(argv[2])
+  local conflicts = {}
+  for i, key in ipairs(keys) do
+    local current = redis.call('GET', key)
+    local seq = current and string.sub(current, at, at + 7) or string.rep('\\0', 8)
+    if seq == argv[2 * i + 1] then
+      redis.call('SET', key, argv[2 * i + 2], 'PX', ttl)
+    else
+      conflicts[#conflicts + 1] = i - 1
+    end
   end
+  return conflicts
 end
-return conflicts
+"""
+_CAS = _CAS_FUNCTION + "return cas(KEYS, ARGV)"
+# On a cluster the keys of one call share a node, not a slot. Redis refuses declared keys of
+# several slots, so they travel in ARGV, counted by ARGV[1] (Redis 7 reads the flag).
+_CLUSTER_CAS = "#!lua flags=allow-cross-slot-keys\n" + _CAS_FUNCTION + """
+local n, keys, rest = tonumber(ARGV[1]), {}, {}
+for i = 1, n do keys[i] = ARGV[i + 1] end
+for i = n + 2, #ARGV do rest[#rest + 1] = ARGV[i] end
+return cas(keys, rest)
 """
 
 #: What a batch writes per customer: the write counter it read, and the new state.
@@ -99,6 +110,8 @@ class RedisWindowStore:
         self.cluster = isinstance(client, RedisCluster)
         self.ttl_ms = ttl_s * 1000
         self._cas = client.register_script(_CAS)
+        self._nodes: list = []
+        self._nodes_known = False
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         pipe = self.client.pipeline(transaction=False)
@@ -109,31 +122,51 @@ class RedisWindowStore:
     async def save(self, writes: dict[str, Write]) -> list[str]:
         if not writes:
             return []
+        if self.cluster and not self._nodes_known:
+            await self.client.initialize()  # the slot map, to group customers by node
+            self._nodes_known = True
         groups = self._by_slot(writes)
-        pipe = self.client.pipeline(transaction=False)
-        for group in groups:
-            argv: list[bytes | int] = [self.ttl_ms, SEQ_OFFSET + 1]
-            for c in group:
-                expected, blob = writes[c]
-                argv += [expected.to_bytes(8, "little"), blob]
-            # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
-            await self._cas(keys=[keys.customer_state(c) for c in group], args=argv, client=pipe)
-        replies = await pipe.execute()
+        calls = [([keys.customer_state(c) for c in group], self._argv(group, writes)) for group in groups]
+        if self.cluster:
+            # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
+            replies = await asyncio.gather(*(
+                self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(k), *k, *a, target_nodes=node)
+                for node, (k, a) in zip(self._nodes, calls)))
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for k, a in calls:
+                # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
+                await self._cas(keys=k, args=a, client=pipe)
+            replies = await pipe.execute()
         return [group[i] for group, conflicts in zip(groups, replies) for i in conflicts]
 
+    def _argv(self, group: list[str], writes: dict[str, Write]) -> list[bytes | int]:
+        argv: list[bytes | int] = [self.ttl_ms, SEQ_OFFSET + 1]
+        for c in group:
+            expected, blob = writes[c]
+            argv += [expected.to_bytes(8, "little"), blob]
+        return argv
+
     def _by_slot(self, writes: dict[str, Write]) -> list[list[str]]:
+        """All customers in one group, or on a cluster one group per node (kept in `_nodes`)."""
         if not self.cluster:
             return [list(writes)]
-        slots: dict[int, list[str]] = defaultdict(list)
+        by_node: dict[str, list[str]] = defaultdict(list)
+        nodes = {}
         for c in writes:
-            slots[key_slot(keys.customer_state(c).encode())].append(c)
-        return list(slots.values())
+            node = self.client.get_node_from_key(keys.customer_state(c))
+            by_node[node.name].append(c)
+            nodes[node.name] = node
+        self._nodes = [nodes[name] for name in by_node]
+        return list(by_node.values())
 
     async def close(self) -> None:
         await self.client.aclose()
 
 
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
+# Including a cluster's slots moving between nodes: the next try groups customers afresh.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError,
+             MovedError, AskError, TryAgainError, ClusterDownError)
 
 
 R = TypeVar("R")

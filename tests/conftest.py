@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from stream_app.embedded.kafka_jvm import ApacheKafka, ensure_kafka_jars
-from stream_app.embedded.servers import redis_server, tansu
+from stream_app.embedded.servers import RedisCluster, redis_server, tansu
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +37,27 @@ def redis_url(redis_port: int) -> Iterator[str]:
     client.flushall()
     client.close()
     yield f"redis://127.0.0.1:{redis_port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(workdir: Path) -> Iterator[str]:
+    """A 3-master Redis Cluster on loopback."""
+    with RedisCluster(workdir / "cluster") as cluster:
+        yield cluster.url
+
+
+def flush(url: str, cluster: bool) -> None:
+    """Empty a Redis database, or every node of a cluster."""
+    import redis
+    from redis.cluster import RedisCluster as ClusterClient
+
+    if cluster:
+        client = ClusterClient.from_url(url)
+        client.flushall(target_nodes=ClusterClient.PRIMARIES)
+    else:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import pytest
 import redis
 from kafka import KafkaProducer
+from redis.cluster import RedisCluster as ClusterClient
 
 from stream_app.demo import stop_worker
 from stream_app.embedded.process import ServerProcess, free_port
@@ -23,6 +24,7 @@ from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.topics import ensure_topics
 from stream_app.windows import Windows, usage_fingerprint
+from tests.conftest import flush
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -33,8 +35,9 @@ TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter")
 class Run:
     """One worker's topics, consumer group and Redis database, fed the same simulated events."""
 
-    def __init__(self, bootstrap: str, redis_url: str, name: str, workdir: Path) -> None:
+    def __init__(self, bootstrap: str, redis_url: str, name: str, workdir: Path, cluster: bool = False) -> None:
         self.bootstrap, self.redis_url, self.name, self.workdir = bootstrap, redis_url, name, workdir
+        self.cluster = cluster
         self.topics = {t: f"{t}-{name}" for t in TOPICS}
         self.expected: dict[str, tuple[int, ...]] = {}
         self.proc: subprocess.Popen | None = None
@@ -57,7 +60,7 @@ class Run:
         env = dict(os.environ, KAFKA_BOOTSTRAP=self.bootstrap, REDIS_URL=self.redis_url,
                    CHURNWATCH_APP_ID=f"cw-{self.name}", CHURNWATCH_METRICS_PORT=str(free_port()),
                    CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_KAFKA_SESSION_TIMEOUT_S="6",
-                   CHURNWATCH_REDIS_RETRY_MAX_S="1",
+                   CHURNWATCH_REDIS_RETRY_MAX_S="1", CHURNWATCH_REDIS_CLUSTER=str(self.cluster).lower(),
                    **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in self.topics.items()})
         with open(self.workdir / f"worker-{self.name}.log", "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
@@ -76,9 +79,16 @@ class Run:
         return (self.workdir / f"worker-{self.name}.log").read_text(errors="replace")[-3000:]
 
     def state(self) -> dict[str, bytes]:
-        client = redis.Redis.from_url(self.redis_url)
-        keys = [k for k in client.scan_iter("cw:*", count=1000)]
-        values = client.mget(keys) if keys else []
+        if self.cluster:
+            cluster = ClusterClient.from_url(self.redis_url)
+            keys = list(cluster.scan_iter("cw:*", count=1000))
+            values = cluster.mget_nonatomic(keys) if keys else []
+            cluster.close()
+        else:
+            client = redis.Redis.from_url(self.redis_url)
+            keys = list(client.scan_iter("cw:*", count=1000))
+            values = client.mget(keys) if keys else []
+            client.close()
         return {k.decode().split("{")[1].split("}")[0]: v for k, v in zip(keys, values) if v is not None}
 
     def done(self) -> bool:
@@ -128,10 +138,14 @@ def reference(tansu_bootstrap: str, redis_port: int, records: list, tmp_path_fac
     yield {c: usage_fingerprint(v) for c, v in run.state().items()}
 
 
-def test_kill_9_three_times_changes_nothing(tansu_bootstrap: str, redis_port: int, records: list,
-                                            reference: dict[str, bytes], tmp_path: Path) -> None:
-    redis.Redis(port=redis_port, db=2).flushdb()
-    run = Run(tansu_bootstrap, f"redis://127.0.0.1:{redis_port}/2", f"crash-{tmp_path.name[-6:]}", tmp_path)
+@pytest.mark.parametrize("backend", ["redis", "redis_cluster"])
+def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, redis_port: int, records: list,
+                                            reference: dict[str, bytes], tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    cluster = backend == "redis_cluster"
+    url = request.getfixturevalue("redis_cluster_url") if cluster else f"redis://127.0.0.1:{redis_port}/2"
+    flush(url, cluster)
+    run = Run(tansu_bootstrap, url, f"crash-{backend}-{tmp_path.name[-6:]}", tmp_path, cluster)
     run.produce(records)
     rng = random.Random(5)
     run.start()

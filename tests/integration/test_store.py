@@ -7,6 +7,7 @@ import pytest
 
 from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
 from stream_app.windows import Windows
+from tests.conftest import flush
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +19,15 @@ def state(customer: str, seq: int, day0: int) -> bytes:
     return w.dump([0])[0][1]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis_cluster"])
 def make_store(request: pytest.FixtureRequest) -> Callable[[], WindowStore]:
     if request.param == "memory":
         shared = MemoryWindowStore()
         return lambda: shared
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisWindowStore(connect_redis(url), ttl_s=3600)
+    cluster = request.param == "redis_cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    flush(url, cluster)
+    return lambda: RedisWindowStore(connect_redis(url, cluster), ttl_s=3600)
 
 
 def test_a_new_customer_loads_as_none_and_saves(make_store: Callable[[], WindowStore]) -> None:

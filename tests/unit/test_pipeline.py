@@ -11,7 +11,7 @@ from stream_app.rules import load_rules
 from stream_app.settings import Settings
 from stream_app.store import MemoryWindowStore
 from stream_app.windows import C, Windows, usage_fingerprint
-from tests.factories import Log, billing, cdr, decliner
+from tests.factories import Log, billing, cdr, decliner, profile
 
 RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
 CLOCK = datetime(2026, 6, 21, tzinfo=timezone.utc)
@@ -116,3 +116,12 @@ def test_inspect_shows_what_made_the_alert() -> None:
     assert report["months"]["2026-05"]["out_min"] == 60 and report["months"]["2026-05"]["spend"] == 150
     assert report["profile"]["region"] == "north" and report["profile"]["vip_tier"] == "gold"
     assert "mou_out_mom" in render(report)
+
+
+def test_customers_with_only_a_profile_or_bills_are_processed() -> None:
+    log = Log()
+    log.add("customers", "8613800000008", profile("8613800000008"))
+    log.add("billing", "8613800000008", billing("8613800000008", "2026-04-01T02:00:00+08:00", amount=80.0,
+                                                period="2026-03"))
+    out = run(processor(), log.records)
+    assert out.applied == 2 and out.alerts == []

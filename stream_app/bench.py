@@ -1,0 +1,84 @@
+"""`churnwatch bench`: what the state costs, measured on a real Redis.
+
+The state phase feeds simulated traffic straight into the batch pipeline (decode, windows,
+features, rules, alerts, one pipelined read and one Lua write per batch) against a real
+Redis, then samples `MEMORY USAGE` of the customers' keys. The phases through a broker
+(the bare-consumer ceiling and the full worker) build on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from .embedded.servers import redis_server
+from .metrics import Metrics
+from .pipeline import BatchOutput, BatchProcessor, RawRecord
+from .rules import load_rules
+from .settings import Settings
+from .simulator import SimConfig, Simulator
+from .store import RedisWindowStore, connect_redis
+
+__all__ = ["StateBench", "bench_state"]
+
+
+@dataclass
+class StateBench:
+    events: int
+    customers: int
+    days: int
+    pipeline_events_per_s: float
+    redis_bytes_per_customer: float
+    redis_used_memory_per_customer: float
+    state_record_bytes: int
+
+
+def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
+    """Run `days` of traffic for `customers` through the pipeline into Redis and measure it."""
+    from .windows import STATE
+
+    records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed)).records())
+    with ExitStack() as stack:
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        if url is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
+            url = f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
+        client = redis.Redis.from_url(url)
+        before = client.info("memory")["used_memory"]
+        seconds = asyncio.run(_feed(settings, url, records, batch))
+        sample = random.Random(seed).sample(list(client.scan_iter("cw:*", count=1000)), k=min(2000, customers))
+        per_key = sum(client.memory_usage(k, samples=0) or 0 for k in sample) / max(len(sample), 1)
+        used = (client.info("memory")["used_memory"] - before) / customers
+        client.close()
+    return StateBench(len(records), customers, days, round(len(records) / seconds), round(per_key, 1),
+                      round(used, 1), STATE.itemsize)
+
+
+async def _feed(settings: Settings, url: str, records: list, batch: int) -> float:
+    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), settings.idle_expiry_days * 86400)
+    rules = load_rules([Path(settings.rules_dir)])
+    processor = BatchProcessor(settings, store, lambda: rules, Metrics(CollectorRegistry()))
+    offsets: dict[str, int] = {}
+
+    async def discard(out: BatchOutput) -> None:
+        return None
+
+    started = time.perf_counter()
+    for k in range(0, len(records), batch):
+        raws = []
+        for r in records[k:k + batch]:
+            topic = getattr(settings.topics, r.topic)
+            raws.append(RawRecord(topic, 0, offsets.setdefault(topic, 0), r.key, r.value))
+            offsets[topic] += 1
+        await processor.run(raws, discard)
+    elapsed = time.perf_counter() - started
+    await store.close()
+    return elapsed

@@ -1,0 +1,20 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from stream_app.cli import main
+from stream_app.windows import STATE
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["bench", "--customers", "150", "--days", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["customers"] == 150 and figures["events"] > 150 * 20
+    assert figures["pipeline_events_per_s"] > 0
+    # MEMORY USAGE counts the record, its tail and Redis's own overhead for the key.
+    assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
