@@ -80,7 +80,7 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
     values = {name: float(col[i]) for name, col in features.items()}
     reasons = [
         AlertReason(c.rule.id, c.rule.labels.reason_code, c.rule.importance,
-                    {n: values[n] for n in c.names}, render(c.rule, values))
+                    {n: values[n] for n in c.names}, c.thresholds, render(c.rule, values))
         for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
     ]
     top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None

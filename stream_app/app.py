@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from pathlib import Path
 
 import faust
@@ -85,5 +86,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.timer(interval=2.0)
     async def watch_rules() -> None:
         rules.reload_if_changed()
+
+    @app.task
+    async def reload_on_sighup() -> None:
+        # SREs' habit from Prometheus: `kill -HUP` makes the worker read its rule files now.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rules.reload)
 
     return app

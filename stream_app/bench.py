@@ -27,7 +27,7 @@ from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .store import RedisWindowStore, connect_redis
 
-__all__ = ["StateBench", "bench_state"]
+__all__ = ["StateBench", "bench_state", "bench_rules"]
 
 
 @dataclass
@@ -39,6 +39,8 @@ class StateBench:
     redis_bytes_per_customer: float
     redis_used_memory_per_customer: float
     state_record_bytes: int
+    rules: int = 0
+    rules_us_per_customer: float = 0.0
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
@@ -82,3 +84,25 @@ async def _feed(settings: Settings, url: str, records: list, batch: int) -> floa
     elapsed = time.perf_counter() - started
     await store.close()
     return elapsed
+
+
+def bench_rules(settings: Settings, customers: int = 10_000, rules: int = 20, rounds: int = 5) -> tuple[int, float]:
+    """Microseconds per customer to evaluate `rules` rules (the default pack, repeated) over one batch."""
+    import dataclasses
+
+    import numpy as np
+
+    from .features import FEATURES
+    from .rule_eval import Streaks, evaluate
+
+    base = load_rules([Path(settings.rules_dir)])
+    pack = [dataclasses.replace(c, rule=c.rule.model_copy(update={"id": f"{c.rule.id}_{k}"}))
+            for k in range(rules // len(base.rules) + 1) for c in base.rules][:rules]
+    ruleset = dataclasses.replace(base, rules=tuple(pack), combinations=())
+    rng = np.random.default_rng(0)
+    features = {name: rng.normal(0, 100, customers) for name in FEATURES}
+    periods = {"daily": np.full(customers, 1), "monthly": np.full(customers, 1)}
+    started = time.perf_counter()
+    for _ in range(rounds):
+        evaluate(ruleset, features, Streaks.empty(customers, len(pack)), periods)
+    return len(pack), round((time.perf_counter() - started) / rounds / customers * 1e6, 3)

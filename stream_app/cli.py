@@ -120,9 +120,12 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, out: Pa
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def bench(customers: int, days: int, as_json: bool) -> None:
     """Measure the state: pipeline events/s into Redis and Redis bytes per customer."""
-    from .bench import bench_state
+    from .bench import bench_rules, bench_state
 
-    result = asdict(bench_state(_settings(), customers, days))
+    settings = _settings()
+    state = bench_state(settings, customers, days)
+    state.rules, state.rules_us_per_customer = bench_rules(settings)
+    result = asdict(state)
     for name, value in result.items():
         click.echo(f"{name:32} {value:>14,}", err=as_json)
     if as_json:
@@ -144,6 +147,21 @@ def rules_check(paths: tuple[Path, ...]) -> None:
     if problems:
         sys.exit(1)
     click.echo("rules OK")
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_test(files: tuple[Path, ...]) -> None:
+    """Run rule test files (default: alert_rules/*.test.yaml); exit 1 if any case fails."""
+    from .rule_tests import run_rule_tests
+
+    outcomes = [o for f in (files or sorted(Path("alert_rules").glob("*.test.yaml"))) for o in run_rule_tests(f)]
+    for o in outcomes:
+        click.echo(str(o), err=o.problem is not None)
+    failed = sum(o.problem is not None for o in outcomes)
+    click.echo(f"rule tests: {len(outcomes) - failed} passed, {failed} failed")
+    if failed or not outcomes:
+        sys.exit(1)
 
 
 @main.command()

@@ -110,6 +110,7 @@ class AlertReason(Struct, frozen=True):
     reason_code: int | None
     importance: float
     values: dict[str, float]
+    thresholds: dict[str, float]
     text: str
 
 

@@ -19,12 +19,13 @@ import numpy as np
 from .alerts import AlertPolicy, build_alerts
 from .errors import InvalidEvent
 from .events import Alert, DeadLetter, decode_billing, decode_cdr, decode_outcome, decode_profile
-from .features import derive
+from .features import derive, month_of
 from .metrics import Metrics
-from .rules import Ruleset, evaluate
+from .rule_eval import Evaluation, Streaks, evaluate
+from .rules import Ruleset
 from .settings import Settings
 from .store import WindowStore, Write, retry_forever
-from .windows import Envelope, Windows, apply
+from .windows import Envelope, Windows, apply, rule_key
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
 
@@ -133,12 +134,24 @@ class BatchProcessor:
     def _alert(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime) -> list[Alert]:
         ruleset = self.rules()
         features = derive(w, now_day)
-        ev = evaluate(ruleset, features)
+        ev = self._evaluate(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
         return build_alerts(w, features, ev, ruleset, rows, now_day, self.settings.zone, self.policy, now)
+
+    def _evaluate(self, w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
+                  rows: list[int]) -> Evaluation:
+        """Evaluate the rules, carrying the streaks of rules with `for` in the customers' state."""
+        lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
+        keys = [rule_key(ruleset.ids[j]) for j in lasting]
+        streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
+        streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
+        periods = {"daily": now_day, "monthly": month_of(now_day)}
+        ev = evaluate(ruleset, features, streaks, periods)
+        w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
+        return ev
 
     async def run(self, records: Sequence[RawRecord], send: Sender) -> BatchOutput:
         """Process a batch end to end: prepare, send, write; retry customers that conflicted."""

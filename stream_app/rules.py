@@ -15,17 +15,17 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from simpleeval import InvalidExpression, SimpleEval
 
 from .errors import RuleError, RuleFileError
 from .events import REASON_CODES
 from .features import FEATURES
+from .rule_eval import FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
 
-__all__ = ["Rule", "Group", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files"]
+__all__ = ["Rule", "Group", "Combination", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
+           "thresholds_of"]
 
-LEVELS = ("none", "low", "medium", "high")
-_FUNCTIONS = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
 
 
 class _Frozen(BaseModel):
@@ -48,9 +48,12 @@ class Annotations(_Frozen):
 
 
 class Rule(_Frozen):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     expr: str
     importance: float = Field(gt=0, le=100)
+    for_: int = Field(default=1, ge=1, le=366, alias="for")  # consecutive evaluations (days or months)
     labels: Labels
     annotations: Annotations
 
@@ -68,33 +71,26 @@ class Thresholds(_Frozen):
     low: float
 
 
+class Combination(_Frozen):
+    """A level reached by a combination of indicators, whatever their summed importance."""
+
+    level: Literal["low", "medium", "high"]
+    segment: str | None = None
+    any_of: list[str] | None = None
+    all_of: list[str] | None = None
+    expr: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "Combination":
+        if not (self.any_of or self.all_of or self.expr):
+            raise ValueError("needs any_of, all_of or expr")
+        return self
+
+
 class RuleFile(_Frozen):
     levels: dict[str, Thresholds] = Field(default_factory=dict)
+    combinations: list[Combination] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
-
-
-class _VectorEval(SimpleEval):
-    """simpleeval with `and` / `or` / `not` / chained comparisons over numpy arrays."""
-
-    def __init__(self, names: dict[str, Any]) -> None:
-        super().__init__(functions=_FUNCTIONS, names=names)
-        self.operators[ast.Not] = np.logical_not
-
-    def _eval_boolop(self, node: ast.BoolOp) -> Any:
-        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-        values = [self._eval(v) for v in node.values]
-        out = values[0]
-        for v in values[1:]:
-            out = combine(out, v)
-        return out
-
-    def _eval_compare(self, node: ast.Compare) -> Any:
-        left, out = self._eval(node.left), True
-        for op, comparator in zip(node.ops, node.comparators):
-            right = self._eval(comparator)
-            out = np.logical_and(out, self.operators[type(op)](left, right))
-            left = right
-        return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,7 @@ class CompiledRule:
     group: Group
     tree: ast.AST  # as simpleeval parses it, so it is parsed once per load
     names: tuple[str, ...]
+    thresholds: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -110,21 +107,15 @@ class Ruleset:
     rules: tuple[CompiledRule, ...]
     levels: dict[str, Thresholds]
     sources: tuple[str, ...]
+    combinations: tuple[tuple[Combination, ast.AST | None], ...] = ()
 
     @property
     def ids(self) -> list[str]:
         return [r.rule.id for r in self.rules]
 
 
-@dataclass
-class Evaluation:
-    fired: np.ndarray  # (customers, rules) bool
-    score: np.ndarray  # summed importance of fired rules
-    level: np.ndarray  # index into LEVELS
-
-
 def _names_in(tree: ast.AST) -> tuple[str, ...]:
-    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(_FUNCTIONS)))
+    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS)))
 
 
 def _check_expr(expr: str, summary: str | None) -> ast.AST:
@@ -134,7 +125,7 @@ def _check_expr(expr: str, summary: str | None) -> ast.AST:
     if unknown:
         raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(FEATURES))}")
     probe = {name: np.zeros(2) for name in FEATURES}
-    result = np.asarray(_VectorEval(probe).eval(expr, previously_parsed=tree))
+    result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
     if result.dtype != np.bool_:
         raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
     if summary is not None:
@@ -217,10 +208,23 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
         if group.segment is not None and group.segment not in FEATURES:
             errors.append(RuleError(str(path), lines.get(("groups", gi, "segment")), group.name, "segment",
                                     f"unknown segment {group.segment!r}; expected a flag feature such as 'mid_high_end'"))
+    for ci, combo in enumerate(parsed.combinations):
+        where = f"combinations/{ci}"
+        if combo.segment is not None and combo.segment not in FEATURES:
+            errors.append(RuleError(str(path), lines.get(("combinations", ci, "segment")), where, "segment",
+                                    f"unknown segment {combo.segment!r}"))
+        if combo.expr is not None:
+            try:
+                _check_expr(combo.expr, None)
+            except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
+                errors.append(RuleError(str(path), lines.get(("combinations", ci, "expr")), where, "expr", str(exc)))
     if errors:
         return None, [], errors
-    compiled = [CompiledRule(r, g, SimpleEval.parse(r.expr), _names_in(SimpleEval.parse(r.expr)))
-                for g in parsed.groups for r in g.rules]
+    compiled = []
+    for g in parsed.groups:
+        for r in g.rules:
+            tree = SimpleEval.parse(r.expr)
+            compiled.append(CompiledRule(r, g, tree, _names_in(tree), thresholds_of(tree)))
     return parsed, compiled, []
 
 
@@ -235,11 +239,22 @@ def rule_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _read(paths: list[Path]) -> tuple[list[RuleError], list[CompiledRule], dict[str, Thresholds], list[Path]]:
-    """Read every rule file once: its problems, compiled rules and levels."""
+@dataclass
+class _Read:
+    problems: list[RuleError]
+    rules: list[CompiledRule]
+    levels: dict[str, Thresholds]
+    combinations: list[tuple[Combination, ast.AST | None]]
+    files: list[Path]
+
+
+def _read(paths: list[Path]) -> _Read:
+    """Read every rule file once: its problems, compiled rules, levels and combinations."""
     problems: list[RuleError] = []
     rules: list[CompiledRule] = []
     levels: dict[str, Thresholds] = {}
+    combinations: list[tuple[Combination, ast.AST | None]] = []
+    combination_files: list[Path] = []
     seen: dict[str, str] = {}
     files = rule_files(paths)
     for f in files:
@@ -253,52 +268,32 @@ def _read(paths: list[Path]) -> tuple[list[RuleError], list[CompiledRule], dict[
         if parsed is not None:
             rules += compiled
             levels.update(parsed.levels)
+            for combo in parsed.combinations:
+                combinations.append((combo, SimpleEval.parse(combo.expr) if combo.expr else None))
+                combination_files.append(f)
+    for (combo, _), f in zip(combinations, combination_files):
+        unknown = [r for r in (combo.any_of or []) + (combo.all_of or []) if r not in seen]
+        if unknown:
+            problems.append(RuleError(str(f), None, "combinations", "any_of/all_of",
+                                      f"unknown rule {', '.join(unknown)}; rules: {', '.join(sorted(seen))}"))
     if not files:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
     elif not problems and "default" not in levels:
         problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
-    return problems, rules, levels, files
+    return _Read(problems, rules, levels, combinations, files)
 
 
 def check_files(paths: list[Path]) -> list[RuleError]:
     """Every problem in the rule files, not just the first."""
-    return _read(paths)[0]
+    return _read(paths).problems
 
 
 def load_rules(paths: list[Path]) -> Ruleset:
     """Load and compile rule files; any problem rejects the set whole."""
-    problems, rules, levels, files = _read(paths)
-    if problems:
-        raise RuleFileError(problems)
-    return Ruleset(tuple(rules), levels, tuple(str(f) for f in files))
-
-
-def evaluate(ruleset: Ruleset, features: dict[str, np.ndarray]) -> Evaluation:
-    """Fire every rule over every customer of the batch, then map scores to levels."""
-    n = len(next(iter(features.values()))) if features else 0
-    evaluator = _VectorEval(features)
-    fired = np.zeros((n, len(ruleset.rules)), np.bool_)
-    importance = np.array([r.rule.importance for r in ruleset.rules], np.float64)
-    for j, c in enumerate(ruleset.rules):
-        hit = np.broadcast_to(evaluator.eval(c.rule.expr, previously_parsed=c.tree), (n,))
-        if c.group.segment is not None:
-            hit = hit & (features[c.group.segment] > 0)
-        fired[:, j] = hit
-    score = fired.astype(np.float64) @ importance if len(ruleset.rules) else np.zeros(n)
-    return Evaluation(fired, score, _levels(ruleset, features, score))
-
-
-def _levels(ruleset: Ruleset, features: dict[str, np.ndarray], score: np.ndarray) -> np.ndarray:
-    level = np.zeros(len(score), np.int8)
-    segment_of = np.full(len(score), "default", dtype=object)
-    for name in ruleset.levels:
-        if name != "default" and name in features:
-            segment_of[features[name] > 0] = name
-    for name, t in ruleset.levels.items():
-        mine = segment_of == name
-        for value, threshold in ((1, t.low), (2, t.medium), (3, t.high)):
-            level[mine & (score >= threshold)] = value
-    return level
+    read = _read(paths)
+    if read.problems:
+        raise RuleFileError(read.problems)
+    return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations))
 
 
 def render(rule: Rule, values: dict[str, float]) -> str:

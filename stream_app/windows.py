@@ -27,7 +27,7 @@ from .events import Billing, Cdr, Outcome, Profile
 
 __all__ = [
     "COUNTERS", "DAILY", "SCALE", "N_DAYS", "N_MONTHS", "STATE", "STATE_VERSION", "Envelope", "Windows",
-    "ApplyResult", "ProfileText", "SEQ_OFFSET", "apply", "month_index", "contacts_estimate", "usage_fingerprint",
+    "ApplyResult", "StateTail", "rule_key", "SEQ_OFFSET", "apply", "month_index", "contacts_estimate", "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -89,16 +89,23 @@ class Envelope(NamedTuple):
     event: Event
 
 
-class ProfileText(msgspec.Struct, array_like=True, frozen=True):
-    """The profile's text fields, kept after the fixed record."""
+class StateTail(msgspec.Struct, array_like=True, frozen=True):
+    """What does not fit a fixed record, kept after it: the profile's text fields, and the
+    streaks of rules with `for` (rule key -> (evaluations in a row, period of the last))."""
 
     plan: str = ""
     region: str = ""
     segment: str = ""
+    streaks: dict[int, tuple[int, int]] = {}
 
 
 _tail_encoder = msgspec.msgpack.Encoder()
-_tail_decoder = msgspec.msgpack.Decoder(ProfileText)
+_tail_decoder = msgspec.msgpack.Decoder(StateTail)
+
+
+def rule_key(rule_id: str) -> int:
+    """How a rule is named in the state's streaks: short, and stable across reloads."""
+    return zlib.crc32(rule_id.encode())
 
 
 def month_index(year: int, month: int) -> int:
@@ -125,7 +132,7 @@ class Windows:
     rec: np.ndarray  # (n,) STATE records
     daily: np.ndarray  # (n, N_DAYS, len(DAILY)) int64, index 0 = day0
     monthly: np.ndarray  # (n, N_MONTHS, len(COUNTERS)) int64, index 0 = month0
-    text: list[ProfileText | None]
+    text: list[StateTail | None]
 
     @property
     def day0(self) -> np.ndarray:
@@ -146,6 +153,26 @@ class Windows:
         daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2).astype(np.int64)
         monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
         return cls(customers, rec, daily, monthly.astype(np.int64), text)
+
+    def streaks(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(count, period) arrays (customers, rules) of the given rules' streaks; period -1: none."""
+        count = np.zeros((len(self.customers), len(keys)), np.int64)
+        period = np.full((len(self.customers), len(keys)), -1, np.int64)
+        for i, tail in enumerate(self.text):
+            if tail is None or not tail.streaks:
+                continue
+            for j, key in enumerate(keys):
+                if key in tail.streaks:
+                    count[i, j], period[i, j] = tail.streaks[key]
+        return count, period
+
+    def set_streaks(self, keys: Sequence[int], count: np.ndarray, period: np.ndarray, rows: Sequence[int]) -> None:
+        """Keep the running streaks of `rows`; a broken one is dropped (tails stay small)."""
+        for i in rows:
+            old = self.text[i] or StateTail()
+            running = {key: (int(count[i, j]), int(period[i, j])) for j, key in enumerate(keys) if count[i, j] > 0}
+            if running or old.streaks:
+                self.text[i] = msgspec.structs.replace(old, streaks=running)
 
     def dump(self, rows: Sequence[int]) -> list[tuple[int, bytes]]:
         """(expected write counter, new state) for each row, counters saturated to their widths."""
@@ -296,11 +323,13 @@ def _bit_of(peer: str) -> int:
 
 
 def usage_fingerprint(raw: bytes) -> bytes:
-    """The state without its write counter and alert bookkeeping, which depend on how
-    often and when it was written: equal fingerprints mean the same events were counted."""
+    """The state without its write counter and evaluation bookkeeping (alert cooldown, rule
+    streaks), which depend on how often and when it was written and evaluated: equal
+    fingerprints mean the same events were counted."""
     rec = np.frombuffer(raw[:STATE.itemsize], STATE).copy()
     rec["seq"], rec["alerted_level"], rec["alerted_day"] = 0, 0, 0
-    return rec.tobytes() + raw[STATE.itemsize:]
+    tail = _tail_decoder.decode(raw[STATE.itemsize:]) if len(raw) > STATE.itemsize else StateTail()
+    return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(tail, streaks={}))
 
 
 def _rows_of(w: Windows, cust: int, e: Event, day: int, month: int, contacts: list) -> list[_Row]:
@@ -325,7 +354,8 @@ def _rows_of(w: Windows, cust: int, e: Event, day: int, month: int, contacts: li
         rec["profile_ts"][cust], rec["activation"][cust] = ts, e.activation_date.toordinal()
         rec["vip"][cust], rec["prepaid"][cust] = VIP_TIERS.index(e.vip_tier), e.prepaid
         rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0
-        w.text[cust] = ProfileText(e.plan, e.region, e.segment)
+        old = w.text[cust]
+        w.text[cust] = StateTail(e.plan, e.region, e.segment, old.streaks if old else {})
     return []
 
 

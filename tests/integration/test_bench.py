@@ -18,3 +18,4 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert figures["pipeline_events_per_s"] > 0
     # MEMORY USAGE counts the record, its tail and Redis's own overhead for the key.
     assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
+    assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0

@@ -125,3 +125,38 @@ def test_customers_with_only_a_profile_or_bills_are_processed() -> None:
                                                 period="2026-03"))
     out = run(processor(), log.records)
     assert out.applied == 2 and out.alerts == []
+
+
+def test_a_rule_with_for_counts_days_across_batches_through_the_state() -> None:
+    c = "8613800000009"
+    log = Log()
+    log.add("customers", c, profile(c))
+    for day in (3, 4):
+        for k in range(4):  # complaints on consecutive days, each day its own batch below
+            log.add("cdr", c, cdr(c, f"2026-05-{day:02d}T1{k}:00:00+08:00", customer_service=True))
+    store = MemoryWindowStore()
+    proc = processor(store)
+    seen = []
+
+    async def send(out: BatchOutput) -> None:
+        seen.append(sorted({r.rule_id for a in out.alerts for r in a.reasons}))
+
+    async def go() -> None:
+        await proc.run(log.records[:5], send)  # profile + day 3
+        w = Windows.load([c], await store.load([c]))
+        assert w.text[0] is not None and len(w.text[0].streaks) == 1  # the streak is in the state
+        await proc.run(log.records[5:], send)  # day 4
+
+    asyncio.run(go())
+    assert seen == [[], []]  # fired on day 4, but 1.5 alone stays under the default low level
+    w = Windows.load([c], asyncio.run(store.load([c])))
+    assert list(w.text[0].streaks.values())[0][0] == 2  # two days in a row
+
+
+def test_alert_reasons_carry_values_and_thresholds() -> None:
+    log = Log()
+    decliner(log, "8613800000010")
+    [alert] = run(processor(), log.records).alerts
+    drop = next(r for r in alert.reasons if r.rule_id == "mou_out_drop_mom")
+    assert drop.thresholds == {"mou_out_mom": -0.3, "mou_out_m2": 100.0}
+    assert drop.values["mou_out_mom"] == -0.8 and drop.reason_code == 205

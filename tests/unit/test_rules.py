@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from stream_app.cli import main
 from stream_app.errors import RuleFileError
 from stream_app.features import FEATURES
+from stream_app.rule_tests import run_rule_tests
 from stream_app.rules import check_files, evaluate, load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "alert_rules"
@@ -106,3 +107,52 @@ def test_expressions_cannot_reach_python(tmp_path: Path) -> None:
 def test_cli_check_passes_on_the_default_pack() -> None:
     result = CliRunner().invoke(main, ["rules", "check", str(RULES)])
     assert result.exit_code == 0, result.output
+
+
+def test_rule_tests_pass_on_the_default_pack_and_catch_a_wrong_expectation(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["rules", "test", str(RULES / "churn.test.yaml")])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "r.yaml").write_text(GOOD)
+    (tmp_path / "r.test.yaml").write_text(
+        "rule_files: [r.yaml]\n"
+        "tests:\n"
+        "  - {name: right, features: {cs_calls_30d: 4}, fired: [complaints], level: low}\n"
+        "  - {name: wrong, features: {cs_calls_30d: 4}, fired: [drop], level: high}\n")
+    outcomes = run_rule_tests(tmp_path / "r.test.yaml")
+    assert [o.problem is None for o in outcomes] == [True, False]
+    assert "expected fired ['drop'], got ['complaints']" in str(outcomes[1])
+    assert CliRunner().invoke(main, ["rules", "test", str(tmp_path / "r.test.yaml")]).exit_code == 1
+
+
+def test_for_needs_consecutive_periods() -> None:
+    rules = load_rules([RULES])
+    j = rules.ids.index("customer_service_calls")
+    f = features(1)
+    f["cs_calls_30d"][:] = 5
+    streaks = None
+    fired = []
+    for period in (10, 10, 11, 12):  # two evaluations on day 10 count once
+        ev = evaluate(rules, f, streaks, {"daily": np.array([period]), "monthly": np.array([0])})
+        streaks = ev.streaks
+        fired.append(bool(ev.fired[0, j]))
+    assert fired == [False, False, True, True]
+
+
+def test_combinations_name_a_level_and_must_name_real_rules(tmp_path: Path) -> None:
+    combos = GOOD.replace("groups:", "combinations:\n  - {level: high, all_of: [drop, complaints]}\ngroups:")
+    (tmp_path / "r.yaml").write_text(combos)
+    rules = load_rules([tmp_path])
+    f = features(2)
+    f["mou_out_mom"][:] = -0.5
+    f["mou_out_m2"][:] = 200
+    f["cs_calls_30d"][:] = [4, 0]
+    assert evaluate(rules, f).level.tolist() == [3, 2]
+    (tmp_path / "r.yaml").write_text(combos.replace("[drop, complaints]", "[drop, nope]"))
+    [problem] = check_files([tmp_path])
+    assert "unknown rule nope" in str(problem)
+
+
+def test_thresholds_are_read_from_the_expression() -> None:
+    rules = load_rules([RULES])
+    drop = next(c for c in rules.rules if c.rule.id == "mou_out_drop_mom")
+    assert drop.thresholds == {"mou_out_mom": -0.3, "mou_out_m2": 100.0}
