@@ -139,7 +139,7 @@ class BatchProcessor:
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
-        return build_alerts(w, features, ev, ruleset, rows, now_day, self.settings.zone, self.policy, now)
+        return build_alerts(w, ev.features, ev, ruleset, rows, now_day, self.settings.zone, self.policy, now)
 
     def _evaluate(self, w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
                   rows: list[int]) -> Evaluation:

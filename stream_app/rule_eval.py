@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from simpleeval import SimpleEval
 
-__all__ = ["LEVELS", "FUNCTIONS", "VectorEval", "Evaluation", "Streaks", "evaluate", "thresholds_of"]
+__all__ = ["LEVELS", "FUNCTIONS", "VectorEval", "Evaluation", "Streaks", "evaluate", "thresholds_of", "with_segments"]
 
 LEVELS = ("none", "low", "medium", "high")
 FUNCTIONS = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
@@ -87,6 +87,7 @@ class Streaks:
 
 @dataclass
 class Evaluation:
+    features: dict[str, np.ndarray]  # the features with the rule files' segments applied
     holds: np.ndarray  # (customers, rules) bool: the condition, now
     fired: np.ndarray  # (customers, rules) bool: held for the rule's `for` evaluations
     score: np.ndarray  # summed importance of fired rules
@@ -102,6 +103,7 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
     `monthly`: the month); a condition counts once per period towards its rule's `for`.
     """
     n = len(next(iter(features.values()))) if features else 0
+    features = with_segments(ruleset, features)
     rules = ruleset.rules
     evaluator = VectorEval(features)
     holds = np.zeros((n, len(rules)), np.bool_)
@@ -122,7 +124,19 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
     importance = np.array([c.rule.importance for c in rules], np.float64)
     score = fired.astype(np.float64) @ importance if len(rules) else np.zeros(n)
     level = np.maximum(_by_score(ruleset, features, score), _by_combination(ruleset, features, fired, evaluator))
-    return Evaluation(holds, fired, score, level, after)
+    return Evaluation(features, holds, fired, score, level, after)
+
+
+def with_segments(ruleset: Any, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The features plus the segment flags the rule files define (replacing same-named ones)."""
+    if not ruleset.segments:
+        return features
+    out = dict(features)
+    evaluator = VectorEval(features)
+    n = len(next(iter(features.values())))
+    for name, tree in ruleset.segments:
+        out[name] = np.broadcast_to(evaluator.eval("", previously_parsed=tree), (n,)).astype(np.float64)
+    return out
 
 
 def _segment_of(names: Any, features: dict[str, np.ndarray], n: int) -> np.ndarray:

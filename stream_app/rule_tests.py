@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import RuleFileError
 from .features import FEATURES
 from .rule_eval import LEVELS, Streaks, evaluate
-from .rules import load_rules
+from .rules import load_rules, load_yaml
 
 __all__ = ["TestOutcome", "run_rule_tests"]
 
@@ -75,7 +75,7 @@ class TestOutcome:
 def run_rule_tests(path: Path) -> list[TestOutcome]:
     """Run every case of a test file; a file that cannot be read is one failed outcome."""
     try:
-        spec = _TestFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        spec = _TestFile.model_validate(load_yaml(path.read_text(encoding="utf-8")) or {})
         ruleset = load_rules([path.parent / f for f in spec.rule_files])
     except (yaml.YAMLError, ValidationError, RuleFileError, OSError) as exc:
         return [TestOutcome(str(path), "-", str(exc))]

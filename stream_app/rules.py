@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import yaml
@@ -88,6 +88,9 @@ class Combination(_Frozen):
 
 
 class RuleFile(_Frozen):
+    # Named flags computed before the rules, e.g. the operator's mid/high-end definition; a
+    # segment named like a feature replaces it for rules, levels and alerts.
+    segments: dict[str, str] = Field(default_factory=dict)
     levels: dict[str, Thresholds] = Field(default_factory=dict)
     combinations: list[Combination] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
@@ -108,6 +111,7 @@ class Ruleset:
     levels: dict[str, Thresholds]
     sources: tuple[str, ...]
     combinations: tuple[tuple[Combination, ast.AST | None], ...] = ()
+    segments: tuple[tuple[str, ast.AST], ...] = ()
 
     @property
     def ids(self) -> list[str]:
@@ -118,24 +122,33 @@ def _names_in(tree: ast.AST) -> tuple[str, ...]:
     return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS)))
 
 
-def _check_expr(expr: str, summary: str | None) -> ast.AST:
-    """Parse an expression and prove it on the feature registry; raise on any problem."""
+def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) -> ast.AST:
+    """Parse an expression and prove it on the feature registry (and the file's segments);
+    raise on any problem."""
+    known = set(FEATURES) | set(segments)
     tree = SimpleEval.parse(expr)
-    unknown = [n for n in _names_in(tree) if n not in FEATURES]
+    unknown = [n for n in _names_in(tree) if n not in known]
     if unknown:
-        raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(FEATURES))}")
-    probe = {name: np.zeros(2) for name in FEATURES}
+        raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(known))}")
+    probe = {name: np.zeros(2) for name in known}
     result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
     if result.dtype != np.bool_:
         raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
     if summary is not None:
-        summary.format(**{n: 0.0 for n in FEATURES})
+        summary.format(**{n: 0.0 for n in known})
     return tree
 
 
 def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
     """Expression and annotation problems, found even when other fields are wrong."""
     problems = []
+    segments = data.get("segments") if isinstance(data, dict) else None
+    segments = segments if isinstance(segments, dict) else {}
+    for name, expr in segments.items():
+        try:
+            _check_expr(str(expr), None)
+        except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
+            problems.append(RuleError(str(path), lines.get(("segments", name)), f"segments/{name}", "expr", str(exc)))
     groups = data.get("groups") if isinstance(data, dict) else None
     for gi, group in enumerate(groups if isinstance(groups, list) else []):
         rules = group.get("rules") if isinstance(group, dict) else None
@@ -145,12 +158,30 @@ def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleE
             annotations = rule.get("annotations")
             summary = annotations.get("summary") if isinstance(annotations, dict) else None
             try:
-                _check_expr(rule["expr"], summary if isinstance(summary, str) else None)
+                _check_expr(rule["expr"], summary if isinstance(summary, str) else None, segments)
             except (SyntaxError, ValueError, KeyError, TypeError, IndexError, InvalidExpression) as exc:
                 field = "annotations.summary" if isinstance(exc, (KeyError, IndexError)) else "expr"
                 loc = ("groups", gi, "rules", ri, *field.split("."))
                 problems.append(RuleError(str(path), lines.get(loc), _where(data, loc), field, str(exc)))
     return problems
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _line_map(text: str) -> dict[tuple, int]:
@@ -188,7 +219,7 @@ def _where(data: Any, loc: tuple) -> str:
 def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[RuleError]]:
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
         lines = _line_map(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -204,18 +235,19 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
             got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
             errors.append(RuleError(str(path), line, _where(data, loc), field, err["msg"] + got))
         return None, [], errors
+    known = set(FEATURES) | set(parsed.segments)
     for gi, group in enumerate(parsed.groups):
-        if group.segment is not None and group.segment not in FEATURES:
+        if group.segment is not None and group.segment not in known:
             errors.append(RuleError(str(path), lines.get(("groups", gi, "segment")), group.name, "segment",
                                     f"unknown segment {group.segment!r}; expected a flag feature such as 'mid_high_end'"))
     for ci, combo in enumerate(parsed.combinations):
         where = f"combinations/{ci}"
-        if combo.segment is not None and combo.segment not in FEATURES:
+        if combo.segment is not None and combo.segment not in known:
             errors.append(RuleError(str(path), lines.get(("combinations", ci, "segment")), where, "segment",
                                     f"unknown segment {combo.segment!r}"))
         if combo.expr is not None:
             try:
-                _check_expr(combo.expr, None)
+                _check_expr(combo.expr, None, parsed.segments)
             except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
                 errors.append(RuleError(str(path), lines.get(("combinations", ci, "expr")), where, "expr", str(exc)))
     if errors:
@@ -245,6 +277,7 @@ class _Read:
     rules: list[CompiledRule]
     levels: dict[str, Thresholds]
     combinations: list[tuple[Combination, ast.AST | None]]
+    segments: dict[str, ast.AST]
     files: list[Path]
 
 
@@ -255,6 +288,7 @@ def _read(paths: list[Path]) -> _Read:
     levels: dict[str, Thresholds] = {}
     combinations: list[tuple[Combination, ast.AST | None]] = []
     combination_files: list[Path] = []
+    segments: dict[str, ast.AST] = {}
     seen: dict[str, str] = {}
     files = rule_files(paths)
     for f in files:
@@ -268,6 +302,7 @@ def _read(paths: list[Path]) -> _Read:
         if parsed is not None:
             rules += compiled
             levels.update(parsed.levels)
+            segments.update({name: SimpleEval.parse(expr) for name, expr in parsed.segments.items()})
             for combo in parsed.combinations:
                 combinations.append((combo, SimpleEval.parse(combo.expr) if combo.expr else None))
                 combination_files.append(f)
@@ -280,7 +315,7 @@ def _read(paths: list[Path]) -> _Read:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
     elif not problems and "default" not in levels:
         problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
-    return _Read(problems, rules, levels, combinations, files)
+    return _Read(problems, rules, levels, combinations, segments, files)
 
 
 def check_files(paths: list[Path]) -> list[RuleError]:
@@ -293,7 +328,8 @@ def load_rules(paths: list[Path]) -> Ruleset:
     read = _read(paths)
     if read.problems:
         raise RuleFileError(read.problems)
-    return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations))
+    return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations),
+                   tuple(read.segments.items()))
 
 
 def render(rule: Rule, values: dict[str, float]) -> str:

@@ -156,3 +156,22 @@ def test_thresholds_are_read_from_the_expression() -> None:
     rules = load_rules([RULES])
     drop = next(c for c in rules.rules if c.rule.id == "mou_out_drop_mom")
     assert drop.thresholds == {"mou_out_mom": -0.3, "mou_out_m2": 100.0}
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(GOOD.replace("importance: 2\n", "importance: 2\n        importance: 5\n"))
+    [problem] = check_files([tmp_path])
+    assert "key 'importance' given twice" in str(problem) and str(problem).split(":")[1] == "10"
+
+
+def test_segments_defined_in_rule_files_replace_the_built_in_flags(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("segments:\n  mid_high_end: arpu_m1 >= 300\n" + GOOD.replace(
+        "  - name: g\n", "  - name: g\n    segment: mid_high_end\n"))
+    rules = load_rules([tmp_path])
+    f = features(2)
+    f["mou_out_mom"][:] = -0.5
+    f["mou_out_m2"][:] = 200
+    f["arpu_m1"][:] = [400, 150]
+    f["mid_high_end"][:] = 1  # the built-in definition says both are
+    ev = evaluate(rules, f)
+    assert ev.fired[:, 0].tolist() == [True, False] and ev.features["mid_high_end"].tolist() == [1.0, 0.0]
