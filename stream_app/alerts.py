@@ -11,7 +11,7 @@ import numpy as np
 
 from .events import Alert, AlertReason
 from .rules import LEVELS, Evaluation, Ruleset, render
-from .windows import VIP_TIERS, Windows
+from .state import VIP_TIERS, Windows
 
 __all__ = ["AlertPolicy", "alert_id", "build_alerts", "suggested_action"]
 

@@ -45,7 +45,7 @@ class StateBench:
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
     """Run `days` of traffic for `customers` through the pipeline into Redis and measure it."""
-    from .windows import STATE
+    from .state import STATE
 
     records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed)).records())
     with ExitStack() as stack:

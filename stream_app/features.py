@@ -13,7 +13,7 @@ from datetime import date
 
 import numpy as np
 
-from .windows import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
+from .state import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
 __all__ = ["FEATURES", "Feature", "derive", "month_of", "ratio_change"]
 

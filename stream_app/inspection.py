@@ -8,7 +8,7 @@ from datetime import date
 import numpy as np
 
 from .features import FEATURES, derive
-from .windows import COUNTERS, DAILY, LAST_SEEN_KINDS, SCALE, VIP_TIERS, Windows
+from .state import COUNTERS, DAILY, LAST_SEEN_KINDS, SCALE, VIP_TIERS, Windows
 
 __all__ = ["describe", "render"]
 

@@ -9,7 +9,7 @@ PREFIX = "cw"
 
 
 def customer_state(customer: str) -> str:
-    """The customer's windows, offsets and profile (one string, see `windows.STATE`)."""
+    """The customer's windows, offsets and profile (one string, see `state.STATE`)."""
     return f"{PREFIX}:{{{customer}}}:s"
 
 

@@ -25,7 +25,8 @@ from .rule_eval import Evaluation, Streaks, evaluate
 from .rules import Ruleset
 from .settings import Settings
 from .store import WindowStore, Write, retry_forever
-from .windows import Envelope, Windows, apply, rule_key
+from .state import Windows, rule_key
+from .windows import Envelope, apply
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
 

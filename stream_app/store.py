@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
-from .windows import SEQ_OFFSET
+from .state import SEQ_OFFSET
 
 __all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "retry_forever"]
 

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.cli import main
-from stream_app.windows import STATE
+from stream_app.state import STATE
 
 pytestmark = pytest.mark.integration
 

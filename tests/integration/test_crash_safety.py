@@ -23,7 +23,7 @@ from stream_app.embedded.servers import redis_server
 from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.topics import ensure_topics
-from stream_app.windows import Windows, usage_fingerprint
+from stream_app.state import Windows, usage_fingerprint
 from tests.conftest import flush
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from stream_app.demo import scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Alert, DeadLetter
-from stream_app.windows import C, Windows
+from stream_app.state import C, Windows
 from tests.factories import Log, cdr, decliner
 
 pytestmark = pytest.mark.integration

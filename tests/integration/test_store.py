@@ -6,7 +6,7 @@ from typing import Callable
 import pytest
 
 from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
-from stream_app.windows import Windows
+from stream_app.state import Windows
 from tests.conftest import flush
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
 from stream_app.rules import load_rules
 from stream_app.settings import Settings
 from stream_app.store import MemoryWindowStore
-from stream_app.windows import C, Windows, usage_fingerprint
+from stream_app.state import C, Windows, usage_fingerprint
 from tests.factories import Log, billing, cdr, decliner, profile
 
 RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])

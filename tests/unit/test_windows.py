@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from stream_app.events import decode_billing, decode_cdr
-from stream_app.windows import C, D, STATE, Envelope, Windows, apply, contacts_estimate, month_index
+from stream_app.state import C, D, STATE, Windows, contacts_estimate, month_index
+from stream_app.windows import Envelope, apply
 from tests.factories import billing, cdr
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -1,0 +1,188 @@
+"""The per-customer state record: its layout, and loading and dumping a batch of them.
+
+One fixed-size numpy record per customer (`STATE`) followed by a short msgpack tail
+(`StateTail`), so a whole batch decodes and encodes with a few numpy calls. Counters are
+integers in fixed units (tenths of a minute, 64 KiB of data, fen): sums are exact and do
+not depend on the order events are added in. `windows.apply` is what changes them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import msgspec
+import numpy as np
+
+__all__ = [
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "DEDUP", "CONTACT_BITS",
+    "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "StateTail", "Windows", "rule_key",
+    "month_index", "contacts_estimate", "usage_fingerprint",
+]
+
+N_DAYS = 35
+N_MONTHS = 7  # the current month and six complete ones
+N_TOPICS = 4
+DEDUP = 16  # event-id hashes remembered per customer: about a day of an average customer's events
+CONTACT_BITS = 128  # linear-counting bitmap per month (about 7% error at 100 contacts)
+LAST_SEEN_KINDS = ("voice", "sms", "data", "billing")
+VIP_TIERS = ("none", "silver", "gold", "diamond")
+STATE_VERSION = 2
+
+# Counters in months, in column order, grouped by storage width.
+_M_COUNTS = ("out_calls", "in_calls", "sms_out", "sms_in", "cs_calls", "dropped_calls", "offnet_calls",
+             "fwd_calls", "contacts")
+_M_MINUTES = ("out_min", "in_min", "offnet_min")
+_M_RARE_MINUTES = ("roam_min", "ld_min")  # 16 bits: saturate at 6,553 minutes a month
+_M_MONEY = ("spend", "topup", "arrears")
+COUNTERS: tuple[str, ...] = _M_COUNTS + _M_MINUTES + _M_RARE_MINUTES + ("data_mb",) + _M_MONEY
+# The subset also kept by day: what daily and rolling features need.
+_D_COUNTS = ("out_calls", "in_calls", "cs_calls", "dropped_calls")
+_D_MINUTES = ("out_min", "offnet_min")
+DAILY: tuple[str, ...] = _D_COUNTS + _D_MINUTES
+C = {name: i for i, name in enumerate(COUNTERS)}
+D = {name: i for i, name in enumerate(DAILY)}
+#: Stored units per unit of the counter's name: 10 per minute, 16 per MB, 100 per yuan.
+SCALE = {name: 10.0 for name in _M_MINUTES + _M_RARE_MINUTES} | {"data_mb": 16.0} | {name: 100.0 for name in _M_MONEY}
+
+STATE = np.dtype([
+    ("version", "u1"), ("flags", "u1"), ("seq", "<u8"),
+    ("day0", "<i4"), ("month0", "<i4"),
+    ("part", "<i4", (N_TOPICS,)), ("offset", "<i8", (N_TOPICS,)), ("newest", "<i4", (N_TOPICS,)),
+    ("last_seen", "<u4", (len(LAST_SEEN_KINDS),)),
+    ("activation", "<i4"), ("profile_ts", "<u4"), ("vip", "u1"), ("prepaid", "u1"), ("age", "u1"),
+    ("value_level", "u1"),
+    ("exit_ts", "<u4"), ("exit_reason", "<u2"), ("exit_kind", "u1"),
+    ("alerted_level", "u1"), ("alerted_day", "<i4"),
+    ("contacts", "u1", (2, CONTACT_BITS // 8)),
+    ("dedup", "<u4", (DEDUP,)), ("dedup_pos", "u1"),
+    ("d_counts", "u1", (N_DAYS, len(_D_COUNTS))), ("d_minutes", "<u2", (N_DAYS, len(_D_MINUTES))),
+    ("m_counts", "<u2", (N_MONTHS, len(_M_COUNTS))), ("m_minutes", "<u4", (N_MONTHS, len(_M_MINUTES))),
+    ("m_rare_minutes", "<u2", (N_MONTHS, len(_M_RARE_MINUTES))),
+    ("m_data", "<u4", (N_MONTHS,)), ("m_money", "<u4", (N_MONTHS, len(_M_MONEY))),
+])
+SEQ_OFFSET = STATE.fields["seq"][1]  # where the write counter sits, for the store's compare-and-set
+_D_BLOCKS = (("d_counts", _D_COUNTS), ("d_minutes", _D_MINUTES))
+_M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minutes", _M_RARE_MINUTES),
+             ("m_data", ("data_mb",)), ("m_money", _M_MONEY))
+EXIT_KINDS = ("", "disconnect", "port_out")
+
+class StateTail(msgspec.Struct, array_like=True, frozen=True):
+    """What does not fit a fixed record, kept after it: the profile's text fields, and the
+    streaks of rules with `for` (rule key -> (evaluations in a row, period of the last))."""
+
+    plan: str = ""
+    region: str = ""
+    segment: str = ""
+    streaks: dict[int, tuple[int, int]] = {}
+
+
+_tail_encoder = msgspec.msgpack.Encoder()
+_tail_decoder = msgspec.msgpack.Decoder(StateTail)
+
+
+def rule_key(rule_id: str) -> int:
+    """How a rule is named in the state's streaks: short, and stable across reloads."""
+    return zlib.crc32(rule_id.encode())
+
+
+def month_index(year: int, month: int) -> int:
+    """Months since year 0, so that consecutive months differ by one.
+
+    >>> month_index(2026, 1) - month_index(2025, 12)
+    1
+    """
+    return year * 12 + month - 1
+
+
+def contacts_estimate(bitmaps: np.ndarray) -> np.ndarray:
+    """Distinct contacts from linear-counting bitmaps (..., CONTACT_BITS // 8) uint8."""
+    ones = np.unpackbits(bitmaps, axis=-1).sum(axis=-1)
+    zeros = np.maximum(CONTACT_BITS - ones, 1)  # saturates near m ln m
+    return np.round(-CONTACT_BITS * np.log(zeros / CONTACT_BITS)).astype(np.int64)
+
+
+@dataclass
+class Windows:
+    """The states of the customers in one batch (row i = customer i)."""
+
+    customers: list[str]
+    rec: np.ndarray  # (n,) STATE records
+    daily: np.ndarray  # (n, N_DAYS, len(DAILY)) int64, index 0 = day0
+    monthly: np.ndarray  # (n, N_MONTHS, len(COUNTERS)) int64, index 0 = month0
+    text: list[StateTail | None]
+
+    @property
+    def day0(self) -> np.ndarray:
+        return self.rec["day0"]
+
+    @property
+    def month0(self) -> np.ndarray:
+        return self.rec["month0"]
+
+    @classmethod
+    def load(cls, customers: list[str], raws: Sequence[bytes | None]) -> "Windows":
+        empty = bytes(STATE.itemsize)
+        fixed = b"".join(r[:STATE.itemsize] if r is not None else empty for r in raws)
+        rec = np.frombuffer(fixed, STATE).copy()
+        rec["version"] = STATE_VERSION
+        text = [_tail_decoder.decode(r[STATE.itemsize:]) if r is not None and len(r) > STATE.itemsize else None
+                for r in raws]
+        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2).astype(np.int64)
+        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
+        return cls(customers, rec, daily, monthly.astype(np.int64), text)
+
+    def streaks(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(count, period) arrays (customers, rules) of the given rules' streaks; period -1: none."""
+        count = np.zeros((len(self.customers), len(keys)), np.int64)
+        period = np.full((len(self.customers), len(keys)), -1, np.int64)
+        for i, tail in enumerate(self.text):
+            if tail is None or not tail.streaks:
+                continue
+            for j, key in enumerate(keys):
+                if key in tail.streaks:
+                    count[i, j], period[i, j] = tail.streaks[key]
+        return count, period
+
+    def set_streaks(self, keys: Sequence[int], count: np.ndarray, period: np.ndarray, rows: Sequence[int]) -> None:
+        """Keep the running streaks of `rows`; a broken one is dropped (tails stay small)."""
+        for i in rows:
+            old = self.text[i] or StateTail()
+            running = {key: (int(count[i, j]), int(period[i, j])) for j, key in enumerate(keys) if count[i, j] > 0}
+            if running or old.streaks:
+                self.text[i] = msgspec.structs.replace(old, streaks=running)
+
+    def dump(self, rows: Sequence[int]) -> list[tuple[int, bytes]]:
+        """(expected write counter, new state) for each row, counters saturated to their widths."""
+        start = 0
+        for f, names in _D_BLOCKS:
+            self.rec[f] = _saturate(self.daily[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
+                self.rec[f].shape)
+            start += len(names)
+        start = 0
+        for f, names in _M_BLOCKS:
+            self.rec[f] = _saturate(self.monthly[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
+                self.rec[f].shape)
+            start += len(names)
+        out = []
+        for i in rows:
+            expected = int(self.rec["seq"][i])
+            self.rec["seq"][i] = expected + 1
+            tail = _tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""
+            out.append((expected, self.rec[i:i + 1].tobytes() + tail))
+        return out
+
+
+def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.clip(values, 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def usage_fingerprint(raw: bytes) -> bytes:
+    """The state without its write counter and evaluation bookkeeping (alert cooldown, rule
+    streaks), which depend on how often and when it was written and evaluated: equal
+    fingerprints mean the same events were counted."""
+    rec = np.frombuffer(raw[:STATE.itemsize], STATE).copy()
+    rec["seq"], rec["alerted_level"], rec["alerted_day"] = 0, 0, 0
+    tail = _tail_decoder.decode(raw[STATE.itemsize:]) if len(raw) > STATE.itemsize else StateTail()
+    return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(tail, streaks={}))
