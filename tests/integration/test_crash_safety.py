@@ -185,3 +185,30 @@ def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: l
         server.stop()
     differing = [c for c in reference if state.get(c) != reference[c]]
     assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+
+
+def test_a_worker_joining_and_leaving_mid_stream_changes_nothing(tansu_bootstrap: str, redis_port: int,
+                                                                 records: list, reference: dict[str, bytes],
+                                                                 tmp_path: Path) -> None:
+    """Two workers in one consumer group: rebalances move partitions, never events."""
+    url = f"redis://127.0.0.1:{redis_port}/3"
+    flush(url, False)
+    first = Run(tansu_bootstrap, url, f"scale-{tmp_path.name[-6:]}", tmp_path)
+    first.produce(records)
+    second = Run(tansu_bootstrap, url, first.name, tmp_path / "second")
+    second.workdir.mkdir()
+    second.topics, second.expected = first.topics, first.expected
+    first.start()
+    try:
+        time.sleep(6)
+        second.start()  # joins the group: partitions are split between the two
+        time.sleep(8)
+        assert not first.done(), "finished before the rebalance: the test would prove nothing"
+        first.stop()  # leaves cleanly: its partitions move to the second worker
+        second.wait_done(300)
+    finally:
+        first.stop()
+        second.stop()
+    state = {c: usage_fingerprint(v) for c, v in second.state().items()}
+    differing = [c for c in reference if state.get(c) != reference[c]]
+    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
