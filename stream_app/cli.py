@@ -47,8 +47,11 @@ def worker() -> None:
     settings = _settings()
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL (or run `churnwatch demo`)")
+    from . import __version__
+
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    metrics.build.info({"version": __version__})
     ensure_topics(settings, settings.kafka_bootstrap)
     app = create_app(settings, metrics)
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)

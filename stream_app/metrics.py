@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 __all__ = ["Metrics"]
 
@@ -30,6 +30,13 @@ class Metrics:
         self.batch_size = Histogram(
             "churnwatch_batch_size_events", "Events per batch", registry=registry,
             buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+        self.event_to_alert = Histogram(
+            "churnwatch_event_to_alert_seconds", "From the newest event behind an alert to the alert's creation",
+            registry=registry, buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
+        self.redis_seconds = Histogram(
+            "churnwatch_redis_call_seconds", "One Redis round trip of a batch, by operation", ["op"],
+            registry=registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.build = Info("churnwatch_build", "Version of the running worker", registry=registry)
         self.redis_errors = Counter(
             "churnwatch_redis_errors_total", "Failed Redis calls (retried)", registry=registry)
         self.redis_up = Gauge(

@@ -105,7 +105,7 @@ class BatchProcessor:
         customers = list(dict.fromkeys(c for c, _ in decoded))
         if not customers:
             return out
-        raws = await self._redis("redis load", lambda: self.store.load(customers))
+        raws = await self._redis("load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
@@ -161,7 +161,7 @@ class BatchProcessor:
         for _attempt in range(5):
             out = await self.prepare(pending)
             await send(out)
-            conflicts = await self._redis("redis save", lambda: self.store.save(out.writes))
+            conflicts = await self._redis("save", lambda: self.store.save(out.writes))
             self._count(out)
             if not conflicts:
                 break
@@ -182,7 +182,11 @@ class BatchProcessor:
             self.metrics.redis_errors.inc()
             self.metrics.redis_up.set(0)
 
-        result = await retry_forever(what, call, self.settings.redis_retry_max_s, failed)
+        async def timed() -> R:
+            with self.metrics.redis_seconds.labels(what).time():
+                return await call()
+
+        result = await retry_forever(f"redis {what}", timed, self.settings.redis_retry_max_s, failed)
         self.metrics.redis_up.set(1)
         return result
 
@@ -191,6 +195,7 @@ class BatchProcessor:
             self.metrics.deadletters.labels(d.reason).inc()
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
+            self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
 

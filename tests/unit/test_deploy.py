@@ -1,0 +1,41 @@
+"""The SREs' files (Prometheus alerting rules, Grafana dashboard) only name metrics the worker exports."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from stream_app.metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+NAME = re.compile(r"\bchurnwatch_[a-z_]+")
+
+
+def exported() -> set[str]:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.build.info({"version": "test"})
+    for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high"),
+                  metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok")):
+        child.inc() if hasattr(child, "inc") else child.observe(0.001)
+    return {s.name for family in registry.collect() for s in family.samples}
+
+
+def test_alerting_rules_use_exported_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {n for e in exprs for n in NAME.findall(e)}
+    assert used and used <= exported(), used - exported()
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert scrape["rule_files"] == ["alerts.yml"]
+
+
+def test_dashboard_queries_use_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "churnwatch.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in NAME.findall(e)}
+    assert len(used) >= 8 and used <= exported(), used - exported()
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "churnwatch.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
