@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ChurnwatchError", "InvalidEvent", "LateEvent", "RuleError", "RuleFileError"]
+__all__ = ["ChurnwatchError", "InvalidEvent", "RuleError", "RuleFileError"]
 
 
 class ChurnwatchError(Exception):
@@ -18,10 +18,6 @@ class InvalidEvent(ChurnwatchError):
         self.detail = detail
         where = f" at {field}" if field else ""
         super().__init__(f"{reason}{where}: {detail}" if detail else f"{reason}{where}")
-
-
-class LateEvent(InvalidEvent):
-    """An event older than the grace period allows for its customer."""
 
 
 class RuleError(ChurnwatchError):
