@@ -50,14 +50,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()
     lock = asyncio.Lock()
-    processor: list[BatchProcessor] = []
+    processor: BatchProcessor | None = None
 
     def get_processor() -> BatchProcessor:
-        if not processor:
+        # Made on first use, inside the worker's event loop, which the Redis client binds to.
+        nonlocal processor
+        if processor is None:
             client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
             store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
-            processor.append(BatchProcessor(settings, store, rules.current, metrics))
-        return processor[0]
+            processor = BatchProcessor(settings, store, rules.current, metrics)
+        return processor
 
     async def send(out: BatchOutput) -> None:
         futures = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a)) for a in out.alerts]

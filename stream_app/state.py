@@ -129,9 +129,9 @@ class Windows:
         rec["version"] = STATE_VERSION
         text = [_tail_decoder.decode(r[STATE.itemsize:]) if r is not None and len(r) > STATE.itemsize else None
                 for r in raws]
-        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2).astype(np.int64)
+        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2)
         monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
-        return cls(customers, rec, daily, monthly.astype(np.int64), text)
+        return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text)
 
     def streaks(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(count, period) arrays (customers, rules) of the given rules' streaks; period -1: none."""
@@ -155,16 +155,12 @@ class Windows:
 
     def dump(self, rows: Sequence[int]) -> list[tuple[int, bytes]]:
         """(expected write counter, new state) for each row, counters saturated to their widths."""
-        start = 0
-        for f, names in _D_BLOCKS:
-            self.rec[f] = _saturate(self.daily[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
-                self.rec[f].shape)
-            start += len(names)
-        start = 0
-        for f, names in _M_BLOCKS:
-            self.rec[f] = _saturate(self.monthly[:, :, start:start + len(names)], self.rec.dtype[f].base).reshape(
-                self.rec[f].shape)
-            start += len(names)
+        for buckets, blocks in ((self.daily, _D_BLOCKS), (self.monthly, _M_BLOCKS)):
+            start = 0
+            for f, names in blocks:
+                part = _saturate(buckets[:, :, start:start + len(names)], self.rec.dtype[f].base)
+                self.rec[f] = part.reshape(self.rec[f].shape)
+                start += len(names)
         out = []
         for i in rows:
             expected = int(self.rec["seq"][i])

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -110,8 +109,7 @@ class RedisWindowStore:
         self.cluster = isinstance(client, RedisCluster)
         self.ttl_ms = ttl_s * 1000
         self._cas = client.register_script(_CAS)
-        self._nodes: list = []
-        self._nodes_known = False
+        self._slots_known = False
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         pipe = self.client.pipeline(transaction=False)
@@ -122,23 +120,21 @@ class RedisWindowStore:
     async def save(self, writes: dict[str, Write]) -> list[str]:
         if not writes:
             return []
-        if self.cluster and not self._nodes_known:
-            await self.client.initialize()  # the slot map, to group customers by node
-            self._nodes_known = True
-        groups = self._by_slot(writes)
-        calls = [([keys.customer_state(c) for c in group], self._argv(group, writes)) for group in groups]
-        if self.cluster:
-            # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
-            replies = await asyncio.gather(*(
-                self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(k), *k, *a, target_nodes=node)
-                for node, (k, a) in zip(self._nodes, calls)))
-        else:
+        if not self.cluster:
+            group = list(writes)
             pipe = self.client.pipeline(transaction=False)
-            for k, a in calls:
-                # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
-                await self._cas(keys=k, args=a, client=pipe)
-            replies = await pipe.execute()
-        return [group[i] for group, conflicts in zip(groups, replies) for i in conflicts]
+            # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
+            await self._cas(keys=[keys.customer_state(c) for c in group], args=self._argv(group, writes), client=pipe)
+            [conflicts] = await pipe.execute()
+            return [group[i] for i in conflicts]
+        groups = await self._by_node(writes)
+        # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
+        replies = await asyncio.gather(*(
+            self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(group),
+                                        *(keys.customer_state(c) for c in group), *self._argv(group, writes),
+                                        target_nodes=node)
+            for node, group in groups))
+        return [group[i] for (_, group), conflicts in zip(groups, replies) for i in conflicts]
 
     def _argv(self, group: list[str], writes: dict[str, Write]) -> list[bytes | int]:
         argv: list[bytes | int] = [self.ttl_ms, SEQ_OFFSET + 1]
@@ -147,18 +143,16 @@ class RedisWindowStore:
             argv += [expected.to_bytes(8, "little"), blob]
         return argv
 
-    def _by_slot(self, writes: dict[str, Write]) -> list[list[str]]:
-        """All customers in one group, or on a cluster one group per node (kept in `_nodes`)."""
-        if not self.cluster:
-            return [list(writes)]
-        by_node: dict[str, list[str]] = defaultdict(list)
-        nodes = {}
+    async def _by_node(self, writes: dict[str, Write]) -> list[tuple[Any, list[str]]]:
+        """(cluster node, its customers) for every node that serves one of `writes`."""
+        if not self._slots_known:
+            await self.client.initialize()  # the slot map
+            self._slots_known = True
+        groups: dict[str, tuple[Any, list[str]]] = {}
         for c in writes:
             node = self.client.get_node_from_key(keys.customer_state(c))
-            by_node[node.name].append(c)
-            nodes[node.name] = node
-        self._nodes = [nodes[name] for name in by_node]
-        return list(by_node.values())
+            groups.setdefault(node.name, (node, []))[1].append(c)
+        return list(groups.values())
 
     async def close(self) -> None:
         await self.client.aclose()
