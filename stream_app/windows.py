@@ -110,15 +110,16 @@ class _Scratch:
     newest: list[list[int]]
     dedup: list[list[int]]
     dedup_pos: list[int]
+    last_seen: list[list[int]]
 
     @classmethod
     def of(cls, rec: np.ndarray) -> "_Scratch":
         return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["dedup"].tolist(),
-                   rec["dedup_pos"].tolist())
+                   rec["dedup_pos"].tolist(), rec["last_seen"].tolist())
 
     def store(self, rec: np.ndarray) -> None:
         rec["part"], rec["offset"], rec["newest"] = self.part, self.offset, self.newest
-        rec["dedup"], rec["dedup_pos"] = self.dedup, self.dedup_pos
+        rec["dedup"], rec["dedup_pos"], rec["last_seen"] = self.dedup, self.dedup_pos, self.last_seen
 
 
 def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grace_days: int) -> ApplyResult:
@@ -152,7 +153,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
         s.dedup_pos[cust] = (s.dedup_pos[cust] + 1) % DEDUP
         s.newest[cust][t] = max(newest, day)
         result.applied += 1
-        rows.extend(_rows_of(w, cust, env.event, day, month, contacts))
+        rows.extend(_rows_of(w, s, cust, env.event, day, month, contacts))
     s.store(w.rec)
     _add(w, rows, contacts)
     return result
@@ -164,17 +165,17 @@ def _bit_of(peer: str) -> int:
     return ((zlib.crc32(peer.encode()) * 2654435761) & 0xFFFFFFFF) >> (32 - CONTACT_BITS.bit_length() + 1)
 
 
-def _rows_of(w: Windows, cust: int, e: Event, day: int, month: int, contacts: list) -> list[_Row]:
+def _rows_of(w: Windows, s: _Scratch, cust: int, e: Event, day: int, month: int, contacts: list) -> list[_Row]:
     ts = int(e.ts.timestamp())
     rec = w.rec
     if isinstance(e, Cdr):
         kind = LAST_SEEN_KINDS.index(e.kind)
-        rec["last_seen"][cust, kind] = max(int(rec["last_seen"][cust, kind]), ts)
+        s.last_seen[cust][kind] = max(s.last_seen[cust][kind], ts)
         if e.peer_id and e.kind != "data" and not e.customer_service:
             contacts.append((cust, month, _bit_of(e.peer_id)))
         return [_Row(cust, day if name in D else 0, month, C[name], v) for name, v in _cdr_rows(e)]
     if isinstance(e, Billing):
-        rec["last_seen"][cust, 3] = max(int(rec["last_seen"][cust, 3]), ts)
+        s.last_seen[cust][3] = max(s.last_seen[cust][3], ts)
         if e.kind in ("disconnect", "port_out") and int(rec["exit_ts"][cust]) < ts:
             rec["exit_ts"][cust], rec["exit_reason"][cust] = ts, e.reason_code or 0
             rec["exit_kind"][cust] = EXIT_KINDS.index(e.kind)
