@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 
 from .events import Alert, AlertReason
+from .features import FEATURES
+from .model import Scorer
+from .observations import value_segment
 from .rules import LEVELS, Evaluation, Ruleset, render
 from .state import VIP_TIERS, Windows
 
-__all__ = ["AlertPolicy", "alert_id", "build_alerts", "suggested_action"]
+__all__ = ["AlertPolicy", "ModelView", "alert_id", "build_alerts", "suggested_action"]
 
 #: Churn probability assumed per level until the model provides a score.
 _LEVEL_RISK = {1: 0.15, 2: 0.35, 3: 0.6}
@@ -26,6 +30,22 @@ _ACTIONS = {
     207: "billing review: explain or correct the bill",
     380: "reactivation offer",
 }
+
+
+#: The churn reason (DOMAIN.md) a model driver points to, where one does.
+_DRIVER_REASONS = {
+    "dropped_rate_30d": 205, "cs_calls_30d": 103, "offnet_share_30d": 102, "arpu_mom": 101, "arpu_cv_6m": 101,
+    "days_since_active": 380,
+}
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The batch as the model saw it: the scorer, its inputs and its scores (NaN: not scored)."""
+
+    scorer: Scorer
+    x: np.ndarray
+    score: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ def suggested_action(reason_code: int | None, mid_high_end: bool) -> str:
 def build_alerts(
     w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset,
     rows: list[int], now_day: np.ndarray, zone: ZoneInfo, policy: AlertPolicy, created_at: datetime,
+    model: ModelView | None = None,
 ) -> list[Alert]:
     """Alerts for the given rows whose level reaches the policy, honouring cooldown."""
     alerts = []
@@ -71,7 +92,8 @@ def build_alerts(
         # is left out because in a catch-up it can be read months ahead of the usage.
         seen = rec["last_seen"][i]
         event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
-        alerts.append(_alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at))
+        alert = _alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at)
+        alerts.append(_with_model(alert, model, features, i, policy) if model is not None else alert)
     return alerts
 
 
@@ -90,9 +112,27 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         customer_id=w.customers[i], level=LEVELS[level], period=period,  # type: ignore[arg-type]
         created_at=created_at, expires_at=created_at + timedelta(days=policy.expiry_days),
         event_time=event_time, reasons=reasons, reason_code=top,
-        segment="mid_high_end" if values["mid_high_end"] else
-        ("potential_mid_high_end" if values["potential_mid_high_end"] else "mass"),
+        segment=value_segment(features, i),
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
         value_at_risk=round(_LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
         suggested_action=suggested_action(top, bool(values["mid_high_end"])),
+    )
+
+
+def _with_model(alert: Alert, model: ModelView, features: dict[str, np.ndarray], i: int,
+                policy: AlertPolicy) -> Alert:
+    """The alert with the model's score, version and the drivers of the score among its reasons."""
+    score = float(model.score[i])
+    reasons = list(alert.reasons)
+    for d in model.scorer.drivers(model.x[i]):
+        value = float(features[d.feature][i])
+        text = f"model: {FEATURES[d.feature].description} is {value:.3g} ({d.z:+.1f} sd from the base)"
+        reasons.append(AlertReason("model", _DRIVER_REASONS.get(d.feature), round(d.contribution, 4),
+                                   {d.feature: value}, {}, text))
+    top = alert.reason_code if alert.reason_code is not None else next(
+        (r.reason_code for r in reasons if r.reason_code is not None), None)
+    return msgspec.structs.replace(
+        alert, reasons=reasons, reason_code=top, score=round(score, 4), model_version=model.scorer.version,
+        model_labels=model.scorer.labels, value_at_risk=round(score * alert.arpu * policy.lifetime_months, 2),
+        suggested_action=suggested_action(top, alert.segment == "mid_high_end"),
     )

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import faust
 import msgspec
+from redis.exceptions import RedisError
 
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
+from .registry import ScorerSource
 from .rules_watch import RulesWatch
 from .settings import Settings
 from .store import RedisWindowStore, connect_redis
@@ -26,6 +28,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -47,23 +50,29 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     t = settings.topics
     alerts = app.topic(t.alerts, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(t.deadletter, key_serializer="raw", value_serializer="raw")
+    snapshots = app.topic(t.snapshots, key_serializer="raw", value_serializer="raw")
+    churn_events = app.topic(t.churn_events, key_serializer="raw", value_serializer="raw")
+    model = ScorerSource(metrics)
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()
     lock = asyncio.Lock()
     processor: BatchProcessor | None = None
+    client = None
 
     def get_processor() -> BatchProcessor:
         # Made on first use, inside the worker's event loop, which the Redis client binds to.
-        nonlocal processor
+        nonlocal processor, client
         if processor is None:
             client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
             store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
-            processor = BatchProcessor(settings, store, rules.current, metrics)
+            processor = BatchProcessor(settings, store, rules.current, metrics, model=model)
         return processor
 
     async def send(out: BatchOutput) -> None:
         futures = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a)) for a in out.alerts]
         futures += [await deadletter.send(key=(d.key or "").encode(), value=_json.encode(d)) for d in out.deadletters]
+        futures += [await snapshots.send(key=s.customer_id.encode(), value=_msgpack.encode(s)) for s in out.snapshots]
+        futures += [await churn_events.send(key=c.customer_id.encode(), value=_json.encode(c)) for c in out.churn_events]
         # Wait for the broker to have them before the state (and so the offsets) moves on.
         await asyncio.gather(*futures)
 
@@ -88,6 +97,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.timer(interval=2.0)
     async def watch_rules() -> None:
         rules.reload_if_changed()
+
+    @app.timer(interval=settings.model_refresh_s)
+    async def refresh_model() -> None:
+        # Between batches: the lock keeps a batch from seeing two model versions.
+        get_processor()
+        async with lock:
+            try:
+                await model.refresh(client)
+            except RedisError as exc:  # the batches wait out the outage; this tries again later
+                log.warning("could not look for a new model: %s", exc)
 
     @app.task
     async def reload_on_sighup() -> None:

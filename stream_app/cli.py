@@ -207,5 +207,14 @@ def schemas(out: Path) -> None:
     click.echo(f"wrote {len(CONTRACTS)} schemas to {out}")
 
 
+def _add_model_commands() -> None:
+    from .model_cli import evaluate, model, trainer
+
+    for command in (trainer, model, evaluate):
+        main.add_command(command)
+
+
+_add_model_commands()
+
 if __name__ == "__main__":
     main()

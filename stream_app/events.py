@@ -20,7 +20,8 @@ from msgspec import Meta, Struct
 from .errors import InvalidEvent
 
 __all__ = [
-    "Alert", "AlertReason", "Billing", "Cdr", "DeadLetter", "Outcome", "Profile",
+    "Alert", "AlertReason", "Billing", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
+    "Profile", "Snapshot",
     "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
@@ -133,6 +134,7 @@ class Alert(Struct, frozen=True):
     suggested_action: str
     score: float | None = None
     model_version: int | None = None
+    model_labels: int | None = None  # labels the model had learned when it scored
 
 
 class DeadLetter(Struct, frozen=True):
@@ -147,6 +149,56 @@ class DeadLetter(Struct, frozen=True):
     key: str | None
     value_b64: str
     at: AwareTime
+
+
+class Snapshot(Struct, frozen=True, array_like=True):
+    """A customer's model features on one day, kept until the horizon tells its label.
+
+    `x` follows the feature order of the model spec (`model.MODEL_FEATURES`)."""
+
+    customer_id: str
+    day: int  # proleptic ordinal of the event-time day
+    x: list[float]
+    score: float | None = None
+    model_version: int | None = None
+    rules_level: int = 0  # index into rules.LEVELS: what the rules alone said that day
+    rules_score: float = 0.0  # summed importance of the rules that fired
+
+
+class ChurnEvent(Struct, frozen=True):
+    """A customer who left (disconnect, port-out) or revenue-churned (DOMAIN.md)."""
+
+    customer_id: str
+    day: int
+    kind: Literal["disconnect", "port_out", "revenue"]
+    reason_code: int | None
+    voluntary: bool | None
+    region: str
+    segment: str
+    arpu: float  # spend in the last complete month
+
+
+class Label(Struct, frozen=True, array_like=True):
+    """A snapshot whose outcome is known: churned within the horizon (1) or not (0).
+
+    `partition` and `offset` locate the snapshot, so a trainer can tell a resent label."""
+
+    customer_id: str
+    day: int
+    x: list[float]
+    y: int
+    partition: int
+    offset: int
+
+
+class ModelEvent(Struct, frozen=True):
+    """Something the trainer wants people to know: drift detected, a model published."""
+
+    kind: Literal["drift", "published", "refused"]
+    version: int
+    labels: int
+    at: AwareTime
+    detail: str
 
 
 T = TypeVar("T")
@@ -205,7 +257,7 @@ def decode_billing(raw: bytes) -> Billing:
 #: Every contract with a schema file, by file stem.
 CONTRACTS: dict[str, type] = {
     "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
-    "alert": Alert, "deadletter": DeadLetter,
+    "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
 }
 
 

@@ -64,6 +64,8 @@ FEATURES: dict[str, Feature] = {
     "revenue_churn": Feature("flag", "spend under 50 yuan in each of the last 3 complete months, after a month at 50 or more"),
     "dormant": Feature("flag", "no usage for 30 days or more"),
     "exited": Feature("flag", "disconnected or ported out"),
+    "churn_score": Feature("probability", "the model's churn probability within the horizon; NaN (never "
+                                          "matches) until a model is published"),
     "lifecycle": Feature("stage", "1 A acquisition (< 90 days), 2 B build-up (< 1 year), 3 C mature, 4 D decline "
                                   "(minutes or spend down 30% or more), 5 E exit"),
 }
@@ -132,7 +134,7 @@ def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) ->
 
 
 def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
-    """Every feature in `FEATURES` for every customer of `w`, as of each one's event-time day `now_day`."""
+    """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of `w`, as of each one's event-time day `now_day`."""
     now_month = month_of(now_day)
     rec = w.rec
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
@@ -189,7 +191,7 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "contacts_m1": contacts[0],
         "contacts_m2": contacts[1],
         "contacts_mom": ratio_change(contacts[0], contacts[1]),
-        "days_since_active": np.where(last_use_day > 0, now_day - last_use_day, 0.0),
+        "days_since_active": np.where(last_use_day > 0, np.maximum(now_day - last_use_day, 0), 0.0),
         "mid_high_end": (((spend[1] >= 120) & (mou[1] >= 100)) | ((spend[2] >= 120) & (mou[2] >= 100))
                          ).astype(np.float64),
         "potential_mid_high_end": ((arpu_3m >= 100) & (arpu_3m < 120)).astype(np.float64),

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "customer_state"]
+__all__ = ["PREFIX", "customer_state", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
 
 PREFIX = "cw"
 
@@ -13,3 +13,10 @@ def customer_state(customer: str) -> str:
     return f"{PREFIX}:{{{customer}}}:s"
 
 
+
+
+# The model registry: one hash tag, so a publication is one MULTI/EXEC on Redis Cluster too.
+MODEL = f"{PREFIX}:{{model}}:current"  # the latest published snapshot (model.encode_snapshot)
+MODEL_VERSION = f"{PREFIX}:{{model}}:version"  # its version, so scorers poll a few bytes
+TRAINER_STATE = f"{PREFIX}:{{model}}:trainer"  # the trainer's own checkpoint
+TRAINER_LEASE = f"{PREFIX}:{{model}}:lease"  # held by the one trainer that may publish

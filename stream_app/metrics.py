@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "TrainerMetrics"]
 
 
 class Metrics:
@@ -49,3 +49,38 @@ class Metrics:
             "churnwatch_rules_last_reload_success", "1 if the last rule reload succeeded", registry=registry)
         self.rules_reloads = Counter(
             "churnwatch_rules_reloads_total", "Rule reloads, by result", ["result"], registry=registry)
+        self.model_version = Gauge(
+            "churnwatch_model_version", "Model version scoring customers (0: rules only, no model yet)",
+            registry=registry)
+        self.model_labels = Gauge(
+            "churnwatch_model_labels", "Labels the scoring model had learned when published", registry=registry)
+        self.model_refused = Counter(
+            "churnwatch_model_refused_total", "Published models refused as corrupt or incompatible",
+            registry=registry)
+        self.snapshots = Counter(
+            "churnwatch_snapshots_total", "Daily feature snapshots sent for labelling", registry=registry)
+        self.churned = Counter(
+            "churnwatch_churn_events_total", "Customers seen to churn, by kind", ["kind"], registry=registry)
+
+
+class TrainerMetrics:
+    """What the trainer exports: learning progress and progressive-validation figures."""
+
+    FIGURES = ("auc", "log_loss", "precision_at_budget", "recall_at_budget", "top_decile_lift",
+               "calibration_error")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.labels = Counter("churnwatch_model_labels_learned_total", "Labels learned, by outcome", ["label"],
+                              registry=registry)
+        self.labels_made = Counter("churnwatch_labels_made_total", "Snapshots labelled once their horizon closed",
+                                   registry=registry)
+        self.version = Gauge("churnwatch_model_published_version", "Latest model version published",
+                             registry=registry)
+        self.drift = Counter("churnwatch_model_drift_total", "Drift detections on the model's error stream",
+                             registry=registry)
+        self.figures = {
+            name: Gauge(f"churnwatch_model_{name}", f"Progressive validation over the last labels: {name}",
+                        registry=registry)
+            for name in self.FIGURES
+        }

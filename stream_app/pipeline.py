@@ -9,6 +9,7 @@ with the offsets in it, and only then let the consumer commit.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,11 +17,13 @@ from typing import Awaitable, Callable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
-from .alerts import AlertPolicy, build_alerts
+from .alerts import AlertPolicy, ModelView, build_alerts
 from .errors import InvalidEvent
-from .events import Alert, DeadLetter, decode_billing, decode_cdr, decode_outcome, decode_profile
+from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
 from .features import derive, month_of
 from .metrics import Metrics
+from .model import Scorer, model_inputs
+from .observations import churn_events, snapshot_days, snapshots
 from .rule_eval import Evaluation, Streaks, evaluate
 from .rules import Ruleset
 from .settings import Settings
@@ -43,6 +46,8 @@ class RawRecord(NamedTuple):
 class BatchOutput:
     alerts: list[Alert] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    churn_events: list[ChurnEvent] = field(default_factory=list)
     writes: dict[str, Write] = field(default_factory=dict)
     applied: int = 0
     replayed: int = 0
@@ -65,10 +70,12 @@ class BatchProcessor:
     """Turns a batch of raw records into state writes, alerts and dead letters."""
 
     def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
-                 policy: AlertPolicy = AlertPolicy(), clock: Callable[[], datetime] | None = None) -> None:
+                 policy: AlertPolicy = AlertPolicy(), clock: Callable[[], datetime] | None = None,
+                 model: Callable[[], Scorer | None] = lambda: None) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules
+        self.model = model
         self.metrics = metrics
         self.policy = policy
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -107,6 +114,7 @@ class BatchProcessor:
             return out
         raws = await self._redis("load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
+        day_before, exit_before = w.day0.copy(), w.rec["exit_ts"].copy()
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
@@ -119,7 +127,7 @@ class BatchProcessor:
         now_day = self._advance_clock(w, decoded, row)
         changed = sorted(result.changed)
         if result.applied:
-            out.alerts = self._alert(w, changed, now_day, now)
+            self._derive(w, changed, now_day, now, day_before, exit_before, out)
         out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
 
@@ -132,15 +140,38 @@ class BatchProcessor:
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
         return np.maximum(clock, w.day0)
 
-    def _alert(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime) -> list[Alert]:
-        ruleset = self.rules()
-        features = derive(w, now_day)
+    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, day_before: np.ndarray,
+                exit_before: np.ndarray, out: BatchOutput) -> None:
+        """Features, model score, rules, alerts, snapshots and churn events of the changed rows."""
+        ruleset, scorer, s = self.rules(), self.model(), self.settings
+        features, x = self._features(w, now_day, scorer)
         ev = self._evaluate(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
-        return build_alerts(w, ev.features, ev, ruleset, rows, now_day, self.settings.zone, self.policy, now)
+        picks, days = snapshot_days(w, rows, day_before, exit_before, s.snapshot_every_days)
+        if picks:
+            # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
+            sub = w.subset(picks)
+            sub_features, sub_x = self._features(sub, days, scorer)
+            sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
+            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer)
+        out.churn_events = churn_events(w, features, rows, exit_before, now_day)
+        if scorer is not None:
+            score = features["churn_score"]
+            by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
+            ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
+        view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
+        out.alerts = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
+
+    @staticmethod
+    def _features(w: Windows, day: np.ndarray, scorer: Scorer | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The features as of `day`, with the model's score (NaN, never true in a rule, without a model)."""
+        features = derive(w, day)
+        x = model_inputs(features)
+        features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
+        return features, x
 
     def _evaluate(self, w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
                   rows: list[int]) -> Evaluation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -22,6 +23,10 @@ class Topics(BaseSettings):
     outcomes: str = "retention.outcomes"
     alerts: str = "churn.alerts"
     deadletter: str = "deadletter"
+    snapshots: str = "churn.snapshots"  # daily model features per customer, msgpack
+    churn_events: str = "churn.events"  # exits and revenue churn, JSON
+    labels: str = "churn.labels"  # one partition: one trainer learns them in order, msgpack
+    model_events: str = "churn.model.events"
 
     def inputs(self) -> tuple[str, ...]:
         """The topics that update customer state, in the order their offsets are stored."""
@@ -54,6 +59,17 @@ class Settings(BaseSettings):
     # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
     kafka_session_timeout_s: float = Field(default=10.0, ge=3)
     topics: Topics = Field(default_factory=Topics)
+    # The model (README, "The model").
+    model_kind: Literal["logistic", "forest"] = "logistic"
+    horizon_days: int = Field(default=30, ge=1, le=180)  # churn within this many days of a snapshot is a positive
+    snapshot_every_days: int = Field(default=1, ge=1, le=30)
+    model_publish_labels: int = Field(default=500, ge=1)  # publish a new version after this many labels ...
+    model_publish_s: float = Field(default=60.0, gt=0)  # ... or this many seconds, whichever is first
+    model_refresh_s: float = Field(default=5.0, gt=0)  # how often scorers look for a new version
+    validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
+    call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
+    model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
+    model_high_score: float = Field(default=0.6, gt=0, lt=1)
 
     @field_validator("timezone")
     @classmethod

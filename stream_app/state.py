@@ -133,6 +133,12 @@ class Windows:
         monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
         return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text)
 
+    def subset(self, rows: Sequence[int]) -> "Windows":
+        """A copy of some rows (a row may repeat): changes to it do not reach this batch."""
+        idx = np.asarray(rows, np.int64)
+        return Windows([self.customers[i] for i in rows], self.rec[idx].copy(), self.daily[idx].copy(),
+                       self.monthly[idx].copy(), [self.text[i] for i in rows])
+
     def streaks(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(count, period) arrays (customers, rules) of the given rules' streaks; period -1: none."""
         count = np.zeros((len(self.customers), len(keys)), np.int64)

@@ -1,11 +1,14 @@
 import asyncio
-from datetime import datetime, timezone
+import math
+from datetime import date, datetime, timezone
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_app.inspection import describe, render
 from stream_app.metrics import Metrics
+from stream_app.model import NAMES, ModelSnapshot, Scorer
 from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
 from stream_app.rules import load_rules
 from stream_app.settings import Settings
@@ -17,9 +20,9 @@ RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
 CLOCK = datetime(2026, 6, 21, tzinfo=timezone.utc)
 
 
-def processor(store: MemoryWindowStore | None = None) -> BatchProcessor:
+def processor(store: MemoryWindowStore | None = None, model: Scorer | None = None) -> BatchProcessor:
     return BatchProcessor(Settings(), store or MemoryWindowStore(), lambda: RULES, Metrics(CollectorRegistry()),
-                          clock=lambda: CLOCK)
+                          clock=lambda: CLOCK, model=lambda: model)
 
 
 def run(proc: BatchProcessor, records: list[RawRecord], size: int = 50) -> BatchOutput:
@@ -28,6 +31,8 @@ def run(proc: BatchProcessor, records: list[RawRecord], size: int = 50) -> Batch
     async def send(out: BatchOutput) -> None:
         total.alerts += out.alerts
         total.deadletters += out.deadletters
+        total.snapshots += out.snapshots
+        total.churn_events += out.churn_events
 
     async def go() -> None:
         for k in range(0, len(records), size):
@@ -160,3 +165,53 @@ def test_alert_reasons_carry_values_and_thresholds() -> None:
     drop = next(r for r in alert.reasons if r.rule_id == "mou_out_drop_mom")
     assert drop.thresholds == {"mou_out_mom": -0.3, "mou_out_m2": 100.0}
     assert drop.values["mou_out_mom"] == -0.8 and drop.reason_code == 205
+
+
+def test_one_snapshot_per_customer_per_active_day_and_none_after_the_exit() -> None:
+    c = "8613800000011"
+    log = Log()
+    log.add("customers", c, profile(c))
+    for day in (3, 3, 4, 6):
+        log.add("cdr", c, cdr(c, f"2026-05-{day:02d}T10:00:00+08:00"))
+    log.add("billing", c, billing(c, "2026-05-07T09:00:00+08:00", kind="disconnect", reason_code=335))
+    log.add("cdr", c, cdr(c, "2026-05-08T10:00:00+08:00"))
+    out = run(processor(), log.records, size=2)
+    assert [date.fromordinal(s.day).day for s in out.snapshots] == [3, 4, 6]
+    assert all(len(s.x) == len(NAMES) and s.score is None for s in out.snapshots)
+    [exit_event] = out.churn_events
+    assert (exit_event.kind, exit_event.reason_code, exit_event.voluntary) == ("disconnect", 335, False)
+    assert date.fromordinal(exit_event.day) == date(2026, 5, 7) and exit_event.region == "north"
+    again = run(processor(), log.records, size=3)  # other batch boundaries, same facts
+    assert again.snapshots == out.snapshots and again.churn_events == out.churn_events
+
+
+def test_revenue_churn_is_reported_once_per_episode() -> None:
+    c = "8613800000012"
+    log = Log()
+    log.add("customers", c, profile(c))
+    for month, amount in ((1, 80.0), (2, 30.0), (3, 30.0), (4, 30.0), (5, 30.0)):
+        log.add("cdr", c, cdr(c, f"2026-{month:02d}-10T10:00:00+08:00"))
+        log.add("billing", c, billing(c, f"2026-{month + 1:02d}-01T02:00:00+08:00", amount=amount,
+                                      period=f"2026-{month:02d}"))
+    log.add("cdr", c, cdr(c, "2026-06-15T10:00:00+08:00"))
+    out = run(processor(), log.records, size=2)
+    assert [(e.kind, date.fromordinal(e.day).month) for e in out.churn_events] == [("revenue", 5)]
+
+
+def test_a_published_model_scores_raises_the_level_and_explains_itself() -> None:
+    weights = [0.0] * len(NAMES)
+    weights[NAMES.index("mou_out_mom")] = -4.0  # a falling month is what this model fears
+    model = Scorer(ModelSnapshot(7, "logistic", list(NAMES), 1234, 0.0, [0.0] * len(NAMES), [1.0] * len(NAMES),
+                                 weights, -2.0, {}))
+    log = Log()
+    decliner(log, "8613800000013")
+    decliner(log, "8613800000014", minutes=(300, 300, 300))
+    out = run(processor(model=model), log.records)
+    [alert] = out.alerts
+    assert alert.customer_id == "8613800000013" and alert.level == "high"  # the rules alone say medium
+    assert alert.model_version == 7 and alert.model_labels == 1234
+    assert alert.score == pytest.approx(1 / (1 + math.exp(-(0.8 * 4 - 2.0))), abs=1e-4)
+    [driver] = [r for r in alert.reasons if r.rule_id == "model"]
+    assert driver.values == {"mou_out_mom": -0.8} and "-0.8" in driver.text
+    assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * 24, rel=1e-3)
+    assert {s.model_version for s in out.snapshots} == {7} and all(s.score is not None for s in out.snapshots)

@@ -1,0 +1,204 @@
+"""The churn model: what it sees, how it learns (river), and how scorers use a published version.
+
+A trainer owns a `Learner` and publishes `ModelSnapshot`s; workers hold a `Scorer` built
+from the latest one. The default model is linear (standardise, then logistic regression),
+so a snapshot is a handful of arrays and a batch is scored with one matrix product, and
+each score is explained by its largest terms (weight x standardised value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+import numpy as np
+from river import compose, drift, forest, linear_model, optim, preprocessing
+
+from .validation import ProgressiveValidation
+
+__all__ = [
+    "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Learner", "Driver",
+    "model_inputs", "encode_snapshot", "decode_snapshot",
+]
+
+#: Features the model learns from, and how each is squashed first: heavy-tailed volumes
+#: by log1p, ratios clipped to [-1, 3] so that one customer's jump from 1 to 500 minutes
+#: does not dominate a gradient step.
+MODEL_FEATURES: dict[str, Literal["log", "ratio", "as_is"]] = {
+    "tenure_days": "log", "vip": "as_is", "arpu_m1": "log", "arpu_3m": "log", "arpu_mom": "ratio",
+    "arpu_cv_6m": "ratio", "mou_out_m1": "log", "mou_out_mom": "ratio", "mou_out_30d": "log",
+    "mou_out_30d_mom": "ratio", "mou_out_14d_trend": "ratio", "calls_out_30d": "log",
+    "cs_calls_30d": "log", "dropped_rate_30d": "as_is", "offnet_share_30d": "as_is", "data_mom": "ratio",
+    "contacts_m1": "log", "contacts_mom": "ratio", "days_since_active": "log", "mid_high_end": "as_is",
+}
+NAMES = tuple(MODEL_FEATURES)
+FORMAT = 1  # bump when a snapshot's meaning changes; older scorers then refuse it
+
+
+def model_inputs(features: dict[str, np.ndarray]) -> np.ndarray:
+    """The (customers, len(MODEL_FEATURES)) matrix the model sees."""
+    columns = []
+    for name, how in MODEL_FEATURES.items():
+        col = np.asarray(features[name], np.float64)
+        columns.append(np.log1p(np.maximum(col, 0)) if how == "log" else np.clip(col, -1, 3) if how == "ratio" else col)
+    return np.stack(columns, axis=1)
+
+
+class ModelRefused(ValueError):
+    """A snapshot this scorer must not use: corrupt, or made for other features or format."""
+
+
+class ModelSnapshot(msgspec.Struct, frozen=True):
+    version: int
+    kind: Literal["logistic", "forest"]
+    features: list[str]
+    labels: int  # labels learned
+    created_at: float
+    mean: list[float]
+    scale: list[float]  # standard deviation; 0 where a feature never varied
+    weights: list[float]  # linear only
+    intercept: float
+    figures: dict[str, float]  # progressive validation at publication
+    pickled: bytes | None = None  # non-linear models only: the river model itself
+    format: int = FORMAT
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ModelSnapshot)
+
+
+def encode_snapshot(snapshot: ModelSnapshot) -> bytes:
+    """The snapshot behind a SHA-256 of itself, so that a torn or tampered write is noticed."""
+    body = _encoder.encode(snapshot)
+    return hashlib.sha256(body).digest() + body
+
+
+def decode_snapshot(raw: bytes) -> ModelSnapshot:
+    """The snapshot in `raw`, or `ModelRefused` saying why it cannot be used."""
+    digest, body = raw[:32], raw[32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ModelRefused("checksum mismatch: the stored model is corrupt")
+    try:
+        snap = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ModelRefused(f"undecodable model: {exc}") from None
+    if snap.format != FORMAT:
+        raise ModelRefused(f"model format {snap.format}; this build reads format {FORMAT}")
+    if snap.features != list(NAMES):
+        raise ModelRefused(f"model made for features {snap.features}; this build computes {list(NAMES)}")
+    arrays = [snap.mean, snap.scale] + ([snap.weights] if snap.kind == "logistic" else [])
+    if any(len(a) != len(NAMES) for a in arrays):
+        raise ModelRefused("model arrays do not match its feature list")
+    if not all(math.isfinite(v) for a in arrays for v in a) or not math.isfinite(snap.intercept):
+        raise ModelRefused("model has non-finite parameters")
+    if snap.kind == "forest" and not snap.pickled:
+        raise ModelRefused("forest model without its trees")
+    return snap
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One term behind a score: a feature, its value and how much it pushed the score up."""
+
+    feature: str
+    value: float
+    z: float
+    contribution: float
+
+
+class Scorer:
+    """Scores a batch with one published model version."""
+
+    def __init__(self, snapshot: ModelSnapshot) -> None:
+        self.snapshot = snapshot
+        self.version = snapshot.version
+        self.labels = snapshot.labels
+        self._mean = np.array(snapshot.mean)
+        scale = np.array(snapshot.scale)
+        self._inv_scale = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+        self._w = np.array(snapshot.weights) if snapshot.kind == "logistic" else None
+        self._forest = pickle.loads(snapshot.pickled) if snapshot.pickled else None  # checksummed, from our Redis
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        return (x - self._mean) * self._inv_scale
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Churn probability within the horizon for each row of `x` (from `model_inputs`)."""
+        if self._w is not None:
+            logit = self.standardise(x) @ self._w + self.snapshot.intercept
+            return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        return np.array([self._forest.predict_proba_one(dict(zip(NAMES, row))).get(True, 0.0) for row in x])
+
+    def drivers(self, x_row: np.ndarray, top: int = 3) -> list[Driver]:
+        """The terms that raised this score most: weight x standardised value for the linear
+        model; for a forest, the features furthest above or below the base."""
+        z = self.standardise(x_row)
+        terms = z * self._w if self._w is not None else np.abs(z)
+        order = np.argsort(-terms, kind="mergesort")[:top]
+        return [Driver(NAMES[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
+
+
+def _river_model(kind: str) -> compose.Pipeline:
+    if kind == "forest":
+        return preprocessing.StandardScaler() | forest.ARFClassifier(n_models=10, seed=7)
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.02))
+
+
+class Learner:
+    """The trainer's model: predict, then learn, one label at a time; watches its own error.
+
+    Drift policy: ADWIN watches the log loss of each prediction. When it flags a change,
+    the model restarts from the labels in the validation window (the most recent ones), so
+    what it learned before the change stops weighing on the scores, and learning goes on.
+    """
+
+    def __init__(self, kind: Literal["logistic", "forest"], window: int, budget_share: float) -> None:
+        self.kind = kind
+        self.model = _river_model(kind)
+        self.validation = ProgressiveValidation(window, len(NAMES), budget_share)
+        self.detector = drift.ADWIN(delta=0.001)
+        self.labels = 0
+        self.drifts = 0
+        self._last_reset = 0
+
+    def predict(self, x: np.ndarray) -> float:
+        return float(self.model.predict_proba_one(dict(zip(NAMES, x.tolist()))).get(True, 0.0))
+
+    def learn(self, x: np.ndarray, y: int) -> bool:
+        """Score `x`, record the score against `y`, learn. True if drift was detected."""
+        p = self.predict(x)
+        self.validation.add(x, y, p)
+        q = min(max(p, 1e-7), 1 - 1e-7)
+        self.detector.update(min(5.0, -math.log(q if y else 1 - q)))
+        self.model.learn_one(dict(zip(NAMES, x.tolist())), bool(y))
+        self.labels += 1
+        if self.detector.drift_detected and self.labels - self._last_reset >= self.validation.size:
+            self._restart_from_window()
+            return True
+        return False
+
+    def _restart_from_window(self) -> None:
+        self.drifts += 1
+        self._last_reset = self.labels
+        self.model = _river_model(self.kind)
+        xs, ys, _ = self.validation.window()
+        for x, y in zip(xs, ys):
+            self.model.learn_one(dict(zip(NAMES, x.tolist())), bool(y))
+
+    def snapshot(self, version: int) -> ModelSnapshot:
+        scaler = self.model.steps["StandardScaler"]
+        mean = [float(scaler.means.get(n, 0.0)) for n in NAMES]
+        scale = [float(math.sqrt(scaler.vars.get(n, 0.0))) for n in NAMES]
+        if self.kind == "logistic":
+            lr = self.model.steps["LogisticRegression"]
+            weights, intercept, pickled = [float(lr.weights.get(n, 0.0)) for n in NAMES], float(lr.intercept), None
+        else:
+            weights, intercept, pickled = [], 0.0, pickle.dumps(self.model)
+        figures = {k: v for k, v in self.validation.figures().items() if math.isfinite(v)}
+        return ModelSnapshot(version, self.kind, list(NAMES), self.labels, time.time(), mean, scale, weights,
+                             intercept, figures, pickled)

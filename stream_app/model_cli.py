@@ -1,0 +1,172 @@
+"""The model's commands: `trainer`, `model report`, `model bootstrap` and `evaluate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+from dataclasses import asdict
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import click
+import msgspec
+
+__all__ = ["trainer", "model", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+def _settings():
+    from .cli import _settings as settings
+
+    return settings()
+
+
+def _redis(settings):
+    import redis
+
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL")
+    url = settings.redis_url.get_secret_value()
+    return redis.RedisCluster.from_url(url) if settings.redis_cluster else redis.Redis.from_url(url)
+
+
+def _rules(settings):
+    from .rules import RuleFileError, load_rules
+
+    try:
+        ruleset = load_rules([Path(settings.rules_dir)])
+    except RuleFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    return lambda: ruleset
+
+
+@click.command()
+@click.option("--metrics-port", default=9109, show_default=True, help="where the trainer's /metrics listens")
+def trainer(metrics_port: int) -> None:
+    """Label snapshots, learn, publish model versions to Redis. Run exactly one (a lease enforces it)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from .metrics import TrainerMetrics
+    from .topics import ensure_topics
+    from .trainer import run_trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _settings()
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL")
+    registry = CollectorRegistry()
+    metrics = TrainerMetrics(registry)
+    ensure_topics(settings, settings.kafka_bootstrap)
+    start_http_server(metrics_port, addr="0.0.0.0", registry=registry)
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    run_trainer(settings, metrics, lambda: bool(stopping))
+
+
+@click.group()
+def model() -> None:
+    """Inspect and seed the churn model."""
+
+
+@model.command("report")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def model_report(as_json: bool) -> None:
+    """The published model: version, labels learned, progressive-validation figures."""
+    from . import keys
+    from .model import ModelRefused, decode_snapshot
+
+    raw = _redis(_settings()).get(keys.MODEL)
+    if raw is None:
+        raise click.ClickException("no model published yet: the service scores with rules alone")
+    try:
+        snap = decode_snapshot(raw)
+    except ModelRefused as exc:
+        raise click.ClickException(f"the published model is unusable: {exc}") from None
+    created = datetime.fromtimestamp(snap.created_at, timezone.utc).isoformat(timespec="seconds")
+    report = {"version": snap.version, "kind": snap.kind, "labels": snap.labels, "created_at": created,
+              **snap.figures}
+    for name, value in report.items():
+        click.echo(f"{name:22} {value:.4f}" if isinstance(value, float) else f"{name:22} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _recorded(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, key, value) from a `churnwatch simulate --out` file."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = msgspec.json.decode(line)
+                yield rec["topic"], rec["key"].encode(), rec["value"].encode()
+            except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
+                raise click.ClickException(f"{path}:{n}: expected {{topic, key, value}} JSON: {exc}") from None
+
+
+@model.command("bootstrap")
+@click.option("--from", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="recorded events, as written by `churnwatch simulate --out`")
+@click.option("--force", is_flag=True, help="replace a model the trainer has already published")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
+    """Train from a replay of historical events and publish the result, before going live."""
+    from . import keys
+    from .model import encode_snapshot
+    from .replay import replay
+
+    settings = _settings()
+    client = _redis(settings)
+    if client.exists(keys.MODEL) and not force:
+        raise click.ClickException("a model is already published; pass --force to replace it")
+    result = replay(_recorded(source), settings, _rules(settings))
+    core = result.core
+    assert core is not None
+    if core.learner.labels == 0:
+        raise click.ClickException(f"{source} gave no labels: it needs more than {settings.horizon_days} days")
+    snapshot = core.next_model()
+    # Offsets of the replay mean nothing on the live topics: the trainer starts them afresh.
+    core.learned, core.labels_offset = {}, 0
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.MODEL, encode_snapshot(snapshot))
+    pipe.set(keys.MODEL_VERSION, snapshot.version)
+    pipe.set(keys.TRAINER_STATE, core.checkpoint())
+    pipe.execute()
+    report = {"version": snapshot.version, "labels": snapshot.labels, "events": result.events, **snapshot.figures}
+    click.echo(f"published model version {snapshot.version} from {result.events:,} events "
+               f"({snapshot.labels:,} labels, AUC {snapshot.figures.get('auc', math.nan):.3f})", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@click.command()
+@click.option("--customers", default=1000, show_default=True, help="simulated customers")
+@click.option("--days", default=240, show_default=True, help="simulated days")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def evaluate(customers: int, days: int, seed: int, monthly_churn: float, as_json: bool) -> None:
+    """Replay simulated traffic through the pipeline and trainer; compare model, rules and a batch reference."""
+    from .evaluate import evaluate_replay
+    from .replay import replay
+    from .simulator import SimConfig, Simulator
+
+    settings = _settings()
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn))
+    result = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, _rules(settings))
+    core = result.core
+    assert core is not None
+    truth = {t.customer_id: date.fromisoformat(t.churn_date) if t.churn_date else None for t in sim.truth}
+    ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
+                         core.version, core.learner.labels)
+    report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
+    report |= {"events": result.events, "events_per_s": round(result.events / result.seconds)}
+    click.echo(f"replayed {result.events:,} events in {result.seconds:.0f} s; "
+               f"model version {core.version} after {core.learner.labels:,} labels", err=as_json)
+    for name, value in report.items():
+        click.echo(f"  {name:26} {value:.3f}" if isinstance(value, float) else f"  {name:26} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))

@@ -1,0 +1,238 @@
+"""The one trainer: labels snapshots whose horizon has closed, learns the labels, publishes models.
+
+Two stages in one process. The labeller reads `churn.snapshots` H days behind the event
+clock (pausing a partition at its first snapshot that is not yet due) and `churn.events`
+in full, and writes labels to the single-partition `churn.labels`. The learner reads
+`churn.labels` in order, scores each label before learning it (progressive validation),
+and every N labels or T seconds publishes a model version and its own checkpoint in one
+Redis transaction. Each label names the snapshot it came from, and the checkpoint keeps
+the last one learned per partition: after a crash the labeller starts again from there,
+and the labels it makes a second time are recognised and skipped, so each is learned once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import msgspec
+import numpy as np
+
+from . import keys
+from .events import ChurnEvent, Label, ModelEvent, Snapshot
+from .labels import Labeler
+from .metrics import TrainerMetrics
+from .model import Learner, ModelSnapshot, encode_snapshot
+from .settings import Settings
+
+__all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
+
+log = logging.getLogger(__name__)
+_msgpack = msgspec.msgpack.Encoder()
+decode_snapshot_record = msgspec.msgpack.Decoder(Snapshot).decode
+decode_label = msgspec.msgpack.Decoder(Label).decode
+_decode_churn = msgspec.json.Decoder(ChurnEvent).decode
+encode_internal = _msgpack.encode
+
+
+@dataclass
+class TrainerCore:
+    """The learner and what it has learned: transport-free, checkpointed as a whole."""
+
+    learner: Learner
+    version: int = 0
+    learned: dict[int, int] = field(default_factory=dict)  # snapshot partition -> last offset learned
+    labels_offset: int = 0  # next offset to read in churn.labels
+    since_publish: int = 0
+    published_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def fresh(cls, settings: Settings) -> "TrainerCore":
+        return cls(Learner(settings.model_kind, settings.validation_window, settings.call_budget_share))
+
+    def learn(self, label: Label, offset: int) -> bool | None:
+        """Learn one label read at `offset` of churn.labels. None if it was learned before;
+        otherwise whether drift was detected."""
+        self.labels_offset = offset + 1
+        if label.offset <= self.learned.get(label.partition, -1):
+            return None
+        self.learned[label.partition] = label.offset
+        self.since_publish += 1
+        return self.learner.learn(np.asarray(label.x, np.float64), label.y)
+
+    def due(self, settings: Settings) -> bool:
+        if self.since_publish == 0:
+            return False
+        return (self.since_publish >= settings.model_publish_labels
+                or time.monotonic() - self.published_at >= settings.model_publish_s)
+
+    def next_model(self) -> ModelSnapshot:
+        self.version += 1
+        self.since_publish = 0
+        self.published_at = time.monotonic()
+        return self.learner.snapshot(self.version)
+
+    def checkpoint(self) -> bytes:
+        return pickle.dumps((self.learner, self.version, self.learned, self.labels_offset))
+
+    @classmethod
+    def restore(cls, raw: bytes) -> "TrainerCore":
+        # Written only by the trainer that holds the lease, in the operator's own Redis.
+        learner, version, learned, labels_offset = pickle.loads(raw)
+        return cls(learner, version, learned, labels_offset)
+
+
+def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics) -> ModelSnapshot:
+    snapshot = core.next_model()
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.MODEL, encode_snapshot(snapshot))
+    pipe.set(keys.MODEL_VERSION, snapshot.version)
+    pipe.set(keys.TRAINER_STATE, core.checkpoint())
+    pipe.execute()
+    metrics.version.set(snapshot.version)
+    for name, gauge in metrics.figures.items():
+        if name in snapshot.figures:
+            gauge.set(snapshot.figures[name])
+    return snapshot
+
+
+class _Labelling:
+    """The labeller's consumers: snapshot head (the event clock), churn events, snapshot tail."""
+
+    def __init__(self, settings: Settings, core: TrainerCore) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        t = settings.topics
+        common = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
+                      client_id=f"{settings.app_id}-trainer")
+        self.head, self.tail, self.churn = (KafkaConsumer(**common) for _ in range(3))
+        parts = sorted(self.head.partitions_for_topic(t.snapshots) or [])
+        if not parts:
+            raise RuntimeError(f"topic {t.snapshots!r} does not exist; start a worker first (it creates topics)")
+        snaps = [TopicPartition(t.snapshots, p) for p in parts]
+        self.head.assign(snaps)
+        for tp, end in self.head.end_offsets(snaps).items():
+            self.head.seek(tp, max(0, end - 1))  # the newest snapshot says where the clock is
+        self.tail.assign(snaps)
+        for tp in snaps:
+            if tp.partition in core.learned:
+                self.tail.seek(tp, core.learned[tp.partition] + 1)
+            else:
+                self.tail.seek_to_beginning(tp)
+        churn = [TopicPartition(t.churn_events, p) for p in sorted(self.churn.partitions_for_topic(t.churn_events) or [])]
+        self.churn.assign(churn)
+        self.churn.seek_to_beginning(*churn)
+        self.clock: dict[int, int] = {}
+        self.paused_at: dict[int, int] = {}
+        self.labelled_day: dict[int, int] = {}
+
+    def close(self) -> None:
+        for c in (self.head, self.tail, self.churn):
+            c.close()
+
+    def advance(self, labeler: Labeler) -> None:
+        """Move the clock, then read churn events up to their end (read after the clock, so every
+        churn sent before a snapshot the clock has seen is in)."""
+        for tp, records in self.head.poll(timeout_ms=100, max_records=100_000).items():
+            for r in records:
+                self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), decode_snapshot_record(r.value).day)
+        ends = self.churn.end_offsets(list(self.churn.assignment()))
+        while any(self.churn.position(tp) < end for tp, end in ends.items()):
+            for records in self.churn.poll(timeout_ms=200).values():
+                for r in records:
+                    labeler.churn(_decode_churn(r.value))
+
+    def due_labels(self, labeler: Labeler) -> list[Label]:
+        """Labels of every snapshot whose horizon has closed, in offset order per partition."""
+        for tp in list(self.tail.paused()):
+            if self.clock.get(tp.partition, 0) > self.paused_at.get(tp.partition, 0):
+                self.tail.resume(tp)
+        out = []
+        for tp, records in self.tail.poll(timeout_ms=200, max_records=20_000).items():
+            for r in records:
+                snap = decode_snapshot_record(r.value)
+                clock = self.clock.get(tp.partition, 0)
+                if not labeler.mature(snap.day, clock):
+                    self.tail.seek(tp, r.offset)
+                    self.tail.pause(tp)
+                    self.paused_at[tp.partition] = clock
+                    break
+                out.append(labeler.label(snap, tp.partition, r.offset))
+                self.labelled_day[tp.partition] = snap.day
+        if self.labelled_day:
+            # Snapshots arrive in day order per partition, give or take the lateness grace.
+            labeler.forget_before(min(self.labelled_day.values()) - 2 * labeler.wait)
+        return out
+
+
+def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], bool]) -> None:
+    """Label, learn and publish until `stop()` says so. Holds a Redis lease: one trainer at a time."""
+    import redis
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    assert settings.kafka_bootstrap and settings.redis_url
+    url = settings.redis_url.get_secret_value()
+    client = redis.RedisCluster.from_url(url) if settings.redis_cluster else redis.Redis.from_url(url)
+    lease = client.lock(keys.TRAINER_LEASE, timeout=30)
+    log.info("waiting for the trainer lease")
+    lease.acquire(blocking=True)
+    stored = client.get(keys.TRAINER_STATE)
+    core = TrainerCore.restore(stored) if stored else TrainerCore.fresh(settings)
+    log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
+    t = settings.topics
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    labelling = _Labelling(settings, core)
+    labels_in = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    labels_tp = TopicPartition(t.labels, 0)
+    labels_in.assign([labels_tp])
+    labels_in.seek(labels_tp, core.labels_offset)
+    labeler = Labeler(settings.horizon_days, settings.late_grace_days)
+
+    def event(kind: str, detail: str) -> None:
+        producer.send(t.model_events, _json(ModelEvent(kind, core.version, core.learner.labels,  # type: ignore[arg-type]
+                                                       datetime.now(timezone.utc), detail)))
+    try:
+        while not stop():
+            labelling.advance(labeler)
+            made = labelling.due_labels(labeler)
+            for label in made:
+                producer.send(t.labels, encode_internal(label))
+            producer.flush()
+            metrics.labels_made.inc(len(made))
+            learned = 0
+            for records in labels_in.poll(timeout_ms=100 if made else 500, max_records=50_000).values():
+                for r in records:
+                    label = decode_label(r.value)
+                    drifted = core.learn(label, r.offset)
+                    if drifted is None:
+                        continue
+                    learned += 1
+                    metrics.labels.labels(str(label.y)).inc()
+                    if drifted:
+                        metrics.drift.inc()
+                        log.warning("drift in the model's error stream after %d labels: retrained on the last %d",
+                                    core.learner.labels, core.learner.validation.size)
+                        event("drift", f"ADWIN flagged a change in log loss; model restarted from the last "
+                                       f"{core.learner.validation.size} labels")
+            if core.due(settings):
+                snapshot = _publish(client, core, metrics)
+                event("published", f"figures {snapshot.figures}")
+                log.info("published model version %d (%d labels, AUC %.3f)", snapshot.version, snapshot.labels,
+                         snapshot.figures.get("auc", float("nan")))
+            lease.reacquire()
+            if not made and not learned:
+                time.sleep(0.2)
+    finally:
+        producer.flush()
+        producer.close()
+        labelling.close()
+        labels_in.close()
+        lease.release()
+
+
+def _json(value: object) -> bytes:
+    return msgspec.json.encode(value)

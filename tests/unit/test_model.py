@@ -1,0 +1,151 @@
+import math
+
+import msgspec
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_app.events import ChurnEvent, Label, Snapshot
+from stream_app.labels import Labeler
+from stream_app.metrics import Metrics
+from stream_app.model import NAMES, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot
+from stream_app.registry import ScorerSource
+from stream_app.settings import Settings
+from stream_app.trainer import TrainerCore
+from stream_app.validation import auc, budget_figures
+
+F = len(NAMES)
+
+
+def examples(n: int, seed: int = 1, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Churn driven by two features (days since active up, minutes trend down), plus noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, F))
+    signal = 1.5 * x[:, NAMES.index("days_since_active")] - 1.5 * x[:, NAMES.index("mou_out_30d_mom")]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(signal * (-1 if flip else 1) - 2.5)))).astype(int)
+    return x, y
+
+
+def trained(n: int = 3000, kind: str = "logistic") -> Learner:
+    learner = Learner(kind, 1000, 0.05)  # type: ignore[arg-type]
+    x, y = examples(n)
+    for xi, yi in zip(x, y):
+        learner.learn(xi, int(yi))
+    return learner
+
+
+def test_the_learner_finds_the_signal_and_validates_before_learning() -> None:
+    learner = trained()
+    figures = learner.validation.figures()
+    assert figures["labels"] == 1000
+    assert figures["auc"] > 0.8
+    assert figures["top_decile_lift"] > 2.5
+    # Scored before learning: the same labels scored after learning would fit better.
+    x, y, p = learner.validation.window()
+    after = np.array([learner.predict(xi) for xi in x])
+    assert auc(y, after) >= figures["auc"] - 0.01
+
+
+def test_vectorised_scores_equal_rivers_own() -> None:
+    learner = trained(800)
+    scorer = Scorer(decode_snapshot(encode_snapshot(learner.snapshot(3))))
+    x, _ = examples(50, seed=9)
+    assert np.allclose(scorer.score(x), [learner.predict(xi) for xi in x], atol=1e-9)
+    assert scorer.version == 3 and scorer.labels == 800
+
+
+def test_a_forest_snapshot_scores_like_the_trainer() -> None:
+    learner = trained(600, kind="forest")
+    scorer = Scorer(decode_snapshot(encode_snapshot(learner.snapshot(1))))
+    x, _ = examples(20, seed=4)
+    assert np.allclose(scorer.score(x), [learner.predict(xi) for xi in x])
+
+
+def test_drivers_are_the_largest_terms_of_the_score() -> None:
+    scorer = Scorer(trained().snapshot(1))
+    x = np.zeros(F)
+    x[NAMES.index("days_since_active")] = 4.0
+    drivers = scorer.drivers(x)
+    assert drivers[0].feature == "days_since_active"
+    assert drivers[0].contribution > 0 and drivers == sorted(drivers, key=lambda d: -d.contribution)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "checksum"),
+    (lambda raw: raw[:40], "checksum"),
+])
+def test_a_corrupt_model_is_refused(damage, why) -> None:
+    raw = encode_snapshot(trained(200).snapshot(1))
+    with pytest.raises(ModelRefused, match=why):
+        decode_snapshot(damage(raw))
+
+
+def test_a_model_for_other_features_or_format_is_refused() -> None:
+    snap = trained(200).snapshot(1)
+    for changed, why in ((msgspec.structs.replace(snap, features=list(NAMES[:-1])), "features"),
+                         (msgspec.structs.replace(snap, format=99), "format"),
+                         (msgspec.structs.replace(snap, intercept=math.inf), "non-finite")):
+        with pytest.raises(ModelRefused, match=why):
+            decode_snapshot(encode_snapshot(changed))
+
+
+def test_a_scorer_source_keeps_the_previous_model_when_a_new_one_is_refused() -> None:
+    metrics = Metrics(CollectorRegistry())
+    source = ScorerSource(metrics)
+    assert source() is None  # rules alone
+    good = encode_snapshot(trained(200).snapshot(4))
+    source.offer(good)
+    source.offer(good[:-3])
+    assert source().version == 4
+    assert metrics.registry.get_sample_value("churnwatch_model_refused_total") == 1
+    assert metrics.registry.get_sample_value("churnwatch_model_version") == 4
+
+
+def churn(customer: str, day: int) -> ChurnEvent:
+    return ChurnEvent(customer, day, "port_out", 102, True, "north", "mass", 80.0)
+
+
+def test_a_snapshot_is_positive_only_if_churn_follows_within_the_horizon() -> None:
+    labeler = Labeler(horizon_days=30, grace_days=3)
+    labeler.churn(churn("a", 1000))
+    snap = lambda c, d: Snapshot(c, d, [0.0] * F)  # noqa: E731
+    assert [labeler.label(snap("a", d), 0, 0).y for d in (969, 970, 999, 1000)] == [0, 1, 1, 0]
+    assert labeler.label(snap("b", 990), 0, 0).y == 0
+    assert not labeler.mature(1000, 1032) and labeler.mature(1000, 1033)
+    labeler.forget_before(1001)
+    assert labeler.label(snap("a", 990), 0, 0).y == 0
+
+
+def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -> None:
+    core = TrainerCore.fresh(Settings())
+    x, y = examples(400)
+    labels = [Label(f"c{i}", 1000 + i, xi.tolist(), int(yi), i % 2, i // 2) for i, (xi, yi) in enumerate(zip(x, y))]
+    for offset, label in enumerate(labels[:200]):
+        core.learn(label, offset)
+    restored = TrainerCore.restore(core.checkpoint())
+    resent = labels[150:200]  # a labeller that restarted makes these again
+    assert all(restored.learn(label, 200 + k) is None for k, label in enumerate(resent))
+    for offset, label in enumerate(labels[200:], start=250):
+        assert core.learn(label, offset) is not None and restored.learn(label, offset) is not None
+    assert core.learner.labels == restored.learner.labels == 400
+    assert restored.labels_offset == core.labels_offset
+    probe = x[0]
+    assert core.learner.predict(probe) == restored.learner.predict(probe)
+
+
+def test_after_a_concept_flip_drift_is_detected_and_the_model_recovers() -> None:
+    learner = Learner("logistic", 1000, 0.05)
+    drifted = []
+    for part, flip in ((0, False), (1, True)):
+        x, y = examples(6000, seed=10 + part, flip=flip)
+        for xi, yi in zip(x, y):
+            drifted.append(learner.learn(xi, int(yi)))
+    assert learner.drifts >= 1 and any(drifted[6000:])
+    assert learner.validation.figures()["auc"] > 0.75
+
+
+def test_budget_figures_and_auc() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    p = np.linspace(1, 0, 10)
+    assert budget_figures(y, p, 0.2) == (0.5, 1 / 3)
+    assert auc(y, p) == pytest.approx((7 + 6 + 0) / 21)
