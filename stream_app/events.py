@@ -163,6 +163,7 @@ class Snapshot(Struct, frozen=True, array_like=True):
     model_version: int | None = None
     rules_level: int = 0  # index into rules.LEVELS: what the rules alone said that day
     rules_score: float = 0.0  # summed importance of the rules that fired
+    exits_known: int = 0  # day up to which the worker had read every exit of this partition
 
 
 class ChurnEvent(Struct, frozen=True):

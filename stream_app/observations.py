@@ -14,7 +14,7 @@ __all__ = ["REVENUE_CHURN_FLAG", "snapshot_days", "snapshots", "churn_events", "
 
 #: Bit of the state's `flags`: this revenue-churn episode has been reported.
 REVENUE_CHURN_FLAG = 1
-_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
+EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 
 
 def value_segment(features: dict[str, np.ndarray], i: int) -> str:
@@ -40,7 +40,7 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, exit_befo
                                              if now - d < N_DAYS and w.daily[i, now - d].any()]
             ends = active[1:] + [now]
             wanted |= {d for d, nxt in zip(active, ends) if d // every_days < nxt // every_days}
-        if w.rec["exit_ts"][i] > 0 and 0 < now < int(w.rec["exit_ts"][i]) // 86400 + _EPOCH_ORDINAL:
+        if w.rec["exit_ts"][i] > 0 and 0 < now < int(w.rec["exit_ts"][i]) // 86400 + EPOCH_ORDINAL:
             wanted.add(now)  # the days before `now` were snapshotted as they passed
         picks += [i] * len(wanted)
         days += sorted(wanted)
@@ -48,7 +48,7 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, exit_befo
 
 
 def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rules: Evaluation,
-              days: np.ndarray, scorer: Scorer | None) -> list[Snapshot]:
+              days: np.ndarray, scorer: Scorer | None, exits_known: list[int]) -> list[Snapshot]:
     """The snapshots of `sub` (from `snapshot_days`), but not of those already gone: after an exit
     or in revenue churn there is nothing left to predict."""
     out = []
@@ -58,7 +58,8 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
             continue
         s = float(score[k])
         out.append(Snapshot(customer, int(days[k]), x[k].tolist(), None if np.isnan(s) else round(s, 6),
-                            scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k])))
+                            scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k]),
+                            exits_known[k]))
     return out
 
 
@@ -73,7 +74,7 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
         arpu = round(float(features["arpu_m1"][i]), 2)
         if exit_before[i] == 0 and rec["exit_ts"][i] > 0:
             code = int(rec["exit_reason"][i]) or None
-            out.append(ChurnEvent(w.customers[i], int(rec["exit_ts"][i]) // 86400 + _EPOCH_ORDINAL,
+            out.append(ChurnEvent(w.customers[i], int(rec["exit_ts"][i]) // 86400 + EPOCH_ORDINAL,
                                   EXIT_KINDS[int(rec["exit_kind"][i])], code,  # type: ignore[arg-type]
                                   None if code is None else code < 300, region, value_segment(features, i), arpu))
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)

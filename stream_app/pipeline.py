@@ -23,7 +23,7 @@ from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, dec
 from .features import derive, month_of
 from .metrics import Metrics
 from .model import Scorer, model_inputs
-from .observations import churn_events, snapshot_days, snapshots
+from .observations import EPOCH_ORDINAL, churn_events, snapshot_days, snapshots
 from .rule_eval import Evaluation, Streaks, evaluate
 from .rules import Ruleset
 from .settings import Settings
@@ -86,6 +86,9 @@ class BatchProcessor:
         # partition, because partitions progress at their own pace and a lagging one must
         # not make its customers look inactive.
         self.watermarks: dict[int, int] = {}
+        # Newest event-time (unix s) read per (topic, partition) of usage and billing: how far
+        # the labeller may trust that every exit of a partition has been reported.
+        self.topic_seen: dict[tuple[int, int], int] = {}
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         decoded = []
@@ -125,6 +128,7 @@ class BatchProcessor:
             rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
             out.deadletters.append(dead_letter(rec, InvalidEvent("late", "ts", why), now))
         now_day = self._advance_clock(w, decoded, row)
+        self._partition_of = {c: env.partition for c, env in decoded}
         changed = sorted(result.changed)
         if result.applied:
             self._derive(w, changed, now_day, now, day_before, exit_before, out)
@@ -133,8 +137,12 @@ class BatchProcessor:
 
     def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
         partition = np.zeros(len(w.customers), np.int64)
+        seen = self.topic_seen
         for c, env in decoded:
             partition[row[c]] = env.partition
+            if env.topic < 2:  # cdr, billing
+                key = (env.topic, env.partition)
+                seen[key] = max(seen.get(key, 0), int(env.event.ts.timestamp()))
         for p in np.unique(partition):
             self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
@@ -144,6 +152,7 @@ class BatchProcessor:
                 exit_before: np.ndarray, out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots and churn events of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
+        partition_of = self._partition_of
         features, x = self._features(w, now_day, scorer)
         ev = self._evaluate(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
@@ -154,9 +163,10 @@ class BatchProcessor:
         if picks:
             # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
             sub = w.subset(picks)
+            sub_rows = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer)
             sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
-            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer)
+            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(sub_rows))
         out.churn_events = churn_events(w, features, rows, exit_before, now_day)
         if scorer is not None:
             score = features["churn_score"]
@@ -164,6 +174,15 @@ class BatchProcessor:
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
         view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
         out.alerts = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
+
+    def _exits_known(self, partitions: list[int]) -> list[int]:
+        """Per snapshot: the day up to which its partition's exits have been read (usage and billing
+        both past it; in a catch-up one topic can run days ahead of the other)."""
+        out = []
+        for p in partitions:
+            both = min(self.topic_seen.get((0, p), 0), self.topic_seen.get((1, p), 0))
+            out.append(both // 86400 + EPOCH_ORDINAL - 1 if both else 0)
+        return out
 
     @staticmethod
     def _features(w: Windows, day: np.ndarray, scorer: Scorer | None) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -57,7 +57,7 @@ class _Learning:
             self.labeler.churn(c)
         for s in out.snapshots:
             self.pending.append(s)
-            self.clock = max(self.clock, s.day)
+            self.clock = max(self.clock, s.exits_known)
         while self.pending and self.labeler.mature(self.pending[0].day, self.clock):
             label = self.labeler.label(self.pending.popleft(), 0, self.made)
             self.core.learn(label, self.made)

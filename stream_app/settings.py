@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     snapshot_every_days: int = Field(default=1, ge=1, le=30)
     model_publish_labels: int = Field(default=500, ge=1)  # publish a new version after this many labels ...
     model_publish_s: float = Field(default=60.0, gt=0)  # ... or this many seconds, whichever is first
+    trainer_lease_s: float = Field(default=30.0, ge=2)  # a dead trainer's successor waits this long
     model_refresh_s: float = Field(default=5.0, gt=0)  # how often scorers look for a new version
     validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
     call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week

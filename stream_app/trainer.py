@@ -1,7 +1,8 @@
 """The one trainer: labels snapshots whose horizon has closed, learns the labels, publishes models.
 
 Two stages in one process. The labeller reads `churn.snapshots` H days behind the event
-clock (pausing a partition at its first snapshot that is not yet due) and `churn.events`
+clock (pausing a partition at its first snapshot that is not yet due, so a snapshot that
+arrives out of day order holds the ones behind it back until it is due) and `churn.events`
 in full, and writes labels to the single-partition `churn.labels`. The learner reads
 `churn.labels` in order, scores each label before learning it (progressive validation),
 and every N labels or T seconds publishes a model version and its own checkpoint in one
@@ -110,20 +111,18 @@ class _Labelling:
         common = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
                       client_id=f"{settings.app_id}-trainer")
         self.head, self.tail, self.churn = (KafkaConsumer(**common) for _ in range(3))
-        parts = sorted(self.head.partitions_for_topic(t.snapshots) or [])
-        if not parts:
-            raise RuntimeError(f"topic {t.snapshots!r} does not exist; start a worker first (it creates topics)")
-        snaps = [TopicPartition(t.snapshots, p) for p in parts]
+        snaps = [TopicPartition(t.snapshots, p) for p in _partitions(self.head, t.snapshots)]
+        # The head reads from where the tail starts: snapshots are in day order only roughly,
+        # so the clock is the largest day among them, not the day of the last one.
         self.head.assign(snaps)
-        for tp, end in self.head.end_offsets(snaps).items():
-            self.head.seek(tp, max(0, end - 1))  # the newest snapshot says where the clock is
         self.tail.assign(snaps)
-        for tp in snaps:
-            if tp.partition in core.learned:
-                self.tail.seek(tp, core.learned[tp.partition] + 1)
-            else:
-                self.tail.seek_to_beginning(tp)
-        churn = [TopicPartition(t.churn_events, p) for p in sorted(self.churn.partitions_for_topic(t.churn_events) or [])]
+        for consumer in (self.head, self.tail):
+            for tp in snaps:
+                if tp.partition in core.learned:
+                    consumer.seek(tp, core.learned[tp.partition] + 1)
+                else:
+                    consumer.seek_to_beginning(tp)
+        churn = [TopicPartition(t.churn_events, p) for p in _partitions(self.churn, t.churn_events)]
         self.churn.assign(churn)
         self.churn.seek_to_beginning(*churn)
         self.clock: dict[int, int] = {}
@@ -139,7 +138,8 @@ class _Labelling:
         churn sent before a snapshot the clock has seen is in)."""
         for tp, records in self.head.poll(timeout_ms=100, max_records=100_000).items():
             for r in records:
-                self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), decode_snapshot_record(r.value).day)
+                known = decode_snapshot_record(r.value).exits_known
+                self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
         ends = self.churn.end_offsets(list(self.churn.assignment()))
         while any(self.churn.position(tp) < end for tp, end in ends.items()):
             for records in self.churn.poll(timeout_ms=200).values():
@@ -169,6 +169,16 @@ class _Labelling:
         return out
 
 
+def _partitions(consumer: Any, topic: str, wait_s: float = 30.0) -> list[int]:
+    """The topic's partitions, once the client's metadata knows them (it may not, at first)."""
+    deadline = time.monotonic() + wait_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions; start a worker first (it creates the topics)")
+        time.sleep(0.2)
+    return sorted(parts)
+
+
 def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], bool]) -> None:
     """Label, learn and publish until `stop()` says so. Holds a Redis lease: one trainer at a time."""
     import redis
@@ -177,7 +187,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     assert settings.kafka_bootstrap and settings.redis_url
     url = settings.redis_url.get_secret_value()
     client = redis.RedisCluster.from_url(url) if settings.redis_cluster else redis.Redis.from_url(url)
-    lease = client.lock(keys.TRAINER_LEASE, timeout=30)
+    lease = client.lock(keys.TRAINER_LEASE, timeout=settings.trainer_lease_s)
     log.info("waiting for the trainer lease")
     lease.acquire(blocking=True)
     stored = client.get(keys.TRAINER_STATE)

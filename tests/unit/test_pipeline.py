@@ -3,6 +3,7 @@ import math
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -182,7 +183,9 @@ def test_one_snapshot_per_customer_per_active_day_and_none_after_the_exit() -> N
     assert (exit_event.kind, exit_event.reason_code, exit_event.voluntary) == ("disconnect", 335, False)
     assert date.fromordinal(exit_event.day) == date(2026, 5, 7) and exit_event.region == "north"
     again = run(processor(), log.records, size=3)  # other batch boundaries, same facts
-    assert again.snapshots == out.snapshots and again.churn_events == out.churn_events
+    # Only the progress marker (how far exits had been read) depends on where batches end.
+    strip = lambda snaps: [msgspec.structs.replace(s, exits_known=0) for s in snaps]  # noqa: E731
+    assert strip(again.snapshots) == strip(out.snapshots) and again.churn_events == out.churn_events
 
 
 def test_revenue_churn_is_reported_once_per_episode() -> None:

@@ -1,0 +1,119 @@
+"""Worker and trainer on a real broker and Redis: late labels, published versions, a trainer
+killed mid-stream that resumes without learning any label twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import msgspec
+import pytest
+import redis
+from kafka import KafkaConsumer
+
+from stream_app import keys
+from stream_app.demo import produce_simulation, scrape, stop_worker
+from stream_app.embedded.process import free_port
+from stream_app.events import Label, Snapshot
+from stream_app.model import decode_snapshot
+from stream_app.settings import Settings
+from stream_app.simulator import SimConfig, Simulator
+from stream_app.trainer import TrainerCore
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter", "snapshots", "churn_events", "labels",
+          "model_events")
+
+
+@pytest.fixture
+def env(tansu_bootstrap: str, redis_url: str, unique: str) -> dict[str, str]:
+    return dict(
+        os.environ, KAFKA_BOOTSTRAP=tansu_bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=f"cw-{unique}",
+        CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_BATCH_WITHIN_S="0.2",
+        CHURNWATCH_HORIZON_DAYS="7", CHURNWATCH_MODEL_PUBLISH_LABELS="300", CHURNWATCH_MODEL_PUBLISH_S="1",
+        CHURNWATCH_MODEL_REFRESH_S="1", CHURNWATCH_TRAINER_LEASE_S="5", CHURNWATCH_METRICS_PORT=str(free_port()),
+        **{f"CHURNWATCH_TOPIC_{t.upper()}": f"{t}-{unique}" for t in TOPICS},
+    )
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True)
+
+
+@pytest.fixture
+def worker(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
+    proc = start(["worker"], env, tmp_path / "worker.log")
+    yield proc
+    stop_worker(proc)
+
+
+def read_all(bootstrap: str, topic: str, kind: type) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)
+    try:
+        return [(m.partition, m.offset, msgspec.msgpack.decode(m.value, type=kind)) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def wait_for(what: str, check, timeout_s: float, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in logs if p.exists())
+            raise AssertionError(f"timed out waiting for {what}\n{tails}")
+        time.sleep(0.5)
+
+
+def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_its_versions(
+        env: dict[str, str], worker: subprocess.Popen, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, kafka_bootstrap=env["KAFKA_BOOTSTRAP"])
+    settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={
+        "cdr": env["CHURNWATCH_TOPIC_CDR"], "billing": env["CHURNWATCH_TOPIC_BILLING"],
+        "customers": env["CHURNWATCH_TOPIC_CUSTOMERS"]})})
+    sim = Simulator(SimConfig(customers=60, days=45, warmup_days=10, monthly_churn=0.15, seed=3))
+    produce_simulation(sim, env["KAFKA_BOOTSTRAP"], settings, threading.Event())
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    logs = [tmp_path / "worker.log", tmp_path / "trainer.log"]
+    trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
+    try:
+        wait_for("a first model version", lambda: client.get(keys.MODEL_VERSION) is not None, 240, logs)
+        os.killpg(trainer.pid, signal.SIGKILL)  # mid-stream: labels are still being made and learned
+        trainer.wait()
+        trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
+        snapshots = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_SNAPSHOTS"], Snapshot)
+        clock: dict[int, int] = {}  # the trainer's event clock runs per partition
+        for p, _, s in snapshots:
+            clock[p] = max(clock.get(p, 0), s.exits_known)
+        due = 0
+        for p in clock:  # in offset order, up to the first snapshot whose horizon is still open
+            for _, _, s in sorted((r for r in snapshots if r[0] == p), key=lambda r: r[1]):
+                if s.day + 7 + settings.late_grace_days > clock[p]:
+                    break
+                due += 1
+
+        def all_learned() -> bool:
+            raw = client.get(keys.TRAINER_STATE)
+            return raw is not None and TrainerCore.restore(raw).learner.labels >= due
+
+        wait_for(f"{due} labels learned", all_learned, 240, logs)
+    finally:
+        trainer.send_signal(signal.SIGTERM)
+        trainer.wait(30)
+    labels = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_LABELS"], Label)
+    sources = {(lb.partition, lb.offset) for _, _, lb in labels}
+    core = TrainerCore.restore(client.get(keys.TRAINER_STATE))
+    assert core.learner.labels == len(sources)  # every label once, though some were sent twice
+    model = decode_snapshot(client.get(keys.MODEL))
+    assert model.version == core.version >= 2 and model.labels == core.learner.labels
+    wait_for("the worker to score with a published version",
+             lambda: scrape(int(env["CHURNWATCH_METRICS_PORT"])).get("churnwatch_model_version", 0) >= 1, 30, logs)
