@@ -17,10 +17,10 @@ from .observations import value_segment
 from .rules import LEVELS, Evaluation, Ruleset, render
 from .state import VIP_TIERS, Windows
 
-__all__ = ["AlertPolicy", "ModelView", "alert_id", "build_alerts", "suggested_action"]
+__all__ = ["LEVEL_RISK", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "suggested_action"]
 
-#: Churn probability assumed per level until the model provides a score.
-_LEVEL_RISK = {1: 0.15, 2: 0.35, 3: 0.6}
+#: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
+LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
 
 _ACTIONS = {
     205: "technical follow-up: check coverage and dropped calls at the customer's cells",
@@ -114,7 +114,7 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         event_time=event_time, reasons=reasons, reason_code=top,
         segment=value_segment(features, i),
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
-        value_at_risk=round(_LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
+        value_at_risk=round(LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
         suggested_action=suggested_action(top, bool(values["mid_high_end"])),
     )
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import faust
@@ -35,10 +36,14 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     """A faust app wired to Kafka, Redis and the rules in `settings.rules_dir`."""
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise ValueError("KAFKA_BOOTSTRAP and REDIS_URL must be set for the worker")
+    # Tables live in memory and state in Redis: nothing worth keeping goes in faust's data dir.
+    datadir = Path(tempfile.gettempdir()) / "churnwatch-faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",

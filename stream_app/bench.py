@@ -41,6 +41,8 @@ class StateBench:
     state_record_bytes: int
     rules: int = 0
     rules_us_per_customer: float = 0.0
+    model_score_us_per_customer: float = 0.0
+    model_learn_us_per_label: float = 0.0
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
@@ -106,3 +108,24 @@ def bench_rules(settings: Settings, customers: int = 10_000, rules: int = 20, ro
     for _ in range(rounds):
         evaluate(ruleset, features, Streaks.empty(customers, len(pack)), periods)
     return len(pack), round((time.perf_counter() - started) / rounds / customers * 1e6, 3)
+
+
+def bench_model(settings: Settings, customers: int = 10_000, labels: int = 5_000) -> tuple[float, float]:
+    """(microseconds per customer to score a batch, microseconds per label to learn) for the
+    configured model: what a worker and the trainer spend."""
+    import numpy as np
+
+    from .model import NAMES, Learner, Scorer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (max(customers, labels), len(NAMES)))
+    y = (x[:, 0] + rng.normal(0, 1, len(x)) > 1.5).astype(int)
+    learner = Learner(settings.model_kind, settings.validation_window, settings.call_budget_share)
+    started = time.perf_counter()
+    for xi, yi in zip(x[:labels], y[:labels]):
+        learner.learn(xi, int(yi))
+    learn_us = (time.perf_counter() - started) / labels * 1e6
+    scorer = Scorer(learner.snapshot(1))
+    started = time.perf_counter()
+    scorer.score(x[:customers])
+    return round((time.perf_counter() - started) / customers * 1e6, 3), round(learn_us, 1)

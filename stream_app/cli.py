@@ -122,12 +122,13 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, out: Pa
 @click.option("--days", default=31, show_default=True, help="simulated days before memory is measured")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def bench(customers: int, days: int, as_json: bool) -> None:
-    """Measure the state: pipeline events/s into Redis and Redis bytes per customer."""
-    from .bench import bench_rules, bench_state
+    """Measure the state: pipeline events/s into Redis, Redis bytes per customer, rules and model cost."""
+    from .bench import bench_model, bench_rules, bench_state
 
     settings = _settings()
     state = bench_state(settings, customers, days)
     state.rules, state.rules_us_per_customer = bench_rules(settings)
+    state.model_score_us_per_customer, state.model_learn_us_per_label = bench_model(settings)
     result = asdict(state)
     for name, value in result.items():
         click.echo(f"{name:32} {value:>14,}", err=as_json)

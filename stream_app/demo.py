@@ -44,6 +44,7 @@ class DemoSummary:
     churners_with_signs: int = 0
     churners_warned_before_churn: int = 0
     alerted_customers_not_churning: int = 0
+    model_version: int = 0  # the version the worker scored with at the end (0: rules alone)
     customers: int = 0
     seconds: float = 0.0
 
@@ -103,9 +104,14 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
             show(f"embedded Redis on {redis_url}")
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
-        worker = _start_worker(settings, bootstrap, redis_url, metrics_port, workdir)
+        worker = _start(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log")
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
+        trainer_port = free_port()
+        trainer = _start(["trainer", "--metrics-port", str(trainer_port)], settings, bootstrap, redis_url,
+                         free_port(), workdir / "trainer.log")
+        stack.callback(stop_worker, trainer)
+        show(f"trainer started (pid {trainer.pid}); metrics on http://127.0.0.1:{trainer_port}/metrics")
         produced: dict[str, int] = {}
         producer = threading.Thread(target=lambda: produced.update(produce_simulation(sim, bootstrap, settings, stop)),
                                     daemon=True)
@@ -115,16 +121,18 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
                         deadline=None if seconds is None else started + seconds)
         summary.events_by_topic = produced
         summary.events_consumed = _consumed(metrics_port)
+        summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
     _score(sim, alerts, summary)
     summary.seconds = round(time.monotonic() - started, 1)
     return summary
 
 
-def _start_worker(settings: Settings, bootstrap: str, redis_url: str, port: int, workdir: Path) -> subprocess.Popen:
+def _start(command: list[str], settings: Settings, bootstrap: str, redis_url: str, port: int,
+           log_file: Path) -> subprocess.Popen:
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_METRICS_PORT=str(port),
                CHURNWATCH_RULES_DIR=str(Path(settings.rules_dir).resolve()))
-    with open(workdir / "worker.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
+    with open(log_file, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *command], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -18,13 +18,12 @@ from datetime import date
 
 import numpy as np
 
+from .alerts import LEVEL_RISK
 from .events import Alert, Snapshot
 from .validation import auc, budget_figures
 
-__all__ = ["Evaluation", "evaluate_replay", "LEVEL_RISK"]
+__all__ = ["Evaluation", "evaluate_replay"]
 
-#: The churn probability the service assumes for a rules-only level (alerts.py uses the same).
-LEVEL_RISK = np.array([0.0, 0.15, 0.35, 0.6])
 
 
 @dataclass
@@ -102,7 +101,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     online = np.array([s.score if s.score is not None else 0.0 for s in snapshots])
     level = np.array([s.rules_level for s in snapshots])
     rules = level * 1000.0 + np.array([s.rules_score for s in snapshots])
-    combined = np.maximum(online, LEVEL_RISK[level])
+    combined = np.maximum(online, np.array(LEVEL_RISK)[level])
     last = days.max() - horizon  # later snapshots do not have a full horizon of truth yet
     start = int(days.min() + (last - days.min()) * (1 - test_share))
     test = (days >= start) & (days <= last)

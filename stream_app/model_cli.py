@@ -147,15 +147,17 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
 @click.option("--days", default=240, show_default=True, help="simulated days")
 @click.option("--seed", default=7, show_default=True)
 @click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--warmup-days", default=70, show_default=True, help="days before the first simulated churn")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
-def evaluate(customers: int, days: int, seed: int, monthly_churn: float, as_json: bool) -> None:
+def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, as_json: bool) -> None:
     """Replay simulated traffic through the pipeline and trainer; compare model, rules and a batch reference."""
     from .evaluate import evaluate_replay
     from .replay import replay
     from .simulator import SimConfig, Simulator
 
     settings = _settings()
-    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn))
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
+                              warmup_days=warmup_days))
     result = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, _rules(settings))
     core = result.core
     assert core is not None

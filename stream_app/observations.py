@@ -23,27 +23,23 @@ def value_segment(features: dict[str, np.ndarray], i: int) -> str:
     return "potential_mid_high_end" if features["potential_mid_high_end"][i] else "mass"
 
 
-def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, exit_before: np.ndarray,
-                  every_days: int) -> tuple[list[int], np.ndarray]:
+def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_days: int) -> tuple[list[int], np.ndarray]:
     """Which rows to snapshot and as of which days. A day is snapshotted once it is over: the
     last active day of each period the customer's usage has moved past (a batch may span
-    several), so that snapshots do not depend on where batches end; and for a customer who
-    just left, their last day of usage before the exit (a silent churner's last day would otherwise never be)."""
+    several), so that snapshots do not depend on where batches end. A customer's very last
+    day of usage is never over in this sense, so a leaver's last day is not snapshotted;
+    their earlier days are, even when the exit was read first (billing can run ahead)."""
     picks, days = [], []
     for i in rows:
-        if exit_before[i] != 0:
-            continue
         now = int(w.day0[i])
-        wanted = set()
-        if day_before[i] > 0 and now > day_before[i]:
-            active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
-                                             if now - d < N_DAYS and w.daily[i, now - d].any()]
-            ends = active[1:] + [now]
-            wanted |= {d for d, nxt in zip(active, ends) if d // every_days < nxt // every_days}
-        if w.rec["exit_ts"][i] > 0 and 0 < now < int(w.rec["exit_ts"][i]) // 86400 + EPOCH_ORDINAL:
-            wanted.add(now)  # the days before `now` were snapshotted as they passed
+        if day_before[i] <= 0 or now <= day_before[i]:
+            continue
+        active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
+                                         if now - d < N_DAYS and w.daily[i, now - d].any()]
+        ends = active[1:] + [now]
+        wanted = [d for d, nxt in zip(active, ends) if d // every_days < nxt // every_days]
         picks += [i] * len(wanted)
-        days += sorted(wanted)
+        days += wanted
     return picks, np.array(days, np.int64)
 
 

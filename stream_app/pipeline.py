@@ -159,7 +159,7 @@ class BatchProcessor:
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
-        picks, days = snapshot_days(w, rows, day_before, exit_before, s.snapshot_every_days)
+        picks, days = snapshot_days(w, rows, day_before, s.snapshot_every_days)
         if picks:
             # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
             sub = w.subset(picks)
@@ -246,6 +246,9 @@ class BatchProcessor:
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
             self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
+        self.metrics.snapshots.inc(len(out.snapshots))
+        for c in out.churn_events:
+            self.metrics.churned.labels(c.kind).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
 

@@ -19,3 +19,4 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     # MEMORY USAGE counts the record, its tail and Redis's own overhead for the key.
     assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
     assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0
+    assert figures["model_score_us_per_customer"] > 0 and figures["model_learn_us_per_label"] > 0

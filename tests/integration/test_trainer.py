@@ -113,6 +113,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
     sources = {(lb.partition, lb.offset) for _, _, lb in labels}
     core = TrainerCore.restore(client.get(keys.TRAINER_STATE))
     assert core.learner.labels == len(sources)  # every label once, though some were sent twice
+    assert sum(lb.y for _, _, lb in labels) > 0  # churners gave positives, though exits were read first
     model = decode_snapshot(client.get(keys.MODEL))
     assert model.version == core.version >= 2 and model.labels == core.learner.labels
     wait_for("the worker to score with a published version",

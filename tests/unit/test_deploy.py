@@ -1,4 +1,5 @@
-"""The SREs' files (Prometheus alerting rules, Grafana dashboard) only name metrics the worker exports."""
+"""The SREs' files (Prometheus alerting rules, Grafana dashboard) only name metrics the worker
+or the trainer exports."""
 
 import json
 import re
@@ -7,7 +8,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream_app.metrics import Metrics
+from stream_app.metrics import Metrics, TrainerMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NAME = re.compile(r"\bchurnwatch_[a-z_]+")
@@ -16,6 +17,7 @@ NAME = re.compile(r"\bchurnwatch_[a-z_]+")
 def exported() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    TrainerMetrics(registry).labels.labels("1").inc()
     metrics.build.info({"version": "test"})
     for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high"),
                   metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok")):

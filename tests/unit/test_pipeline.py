@@ -168,7 +168,7 @@ def test_alert_reasons_carry_values_and_thresholds() -> None:
     assert drop.values["mou_out_mom"] == -0.8 and drop.reason_code == 205
 
 
-def test_one_snapshot_per_customer_per_active_day_and_none_after_the_exit() -> None:
+def test_one_snapshot_per_customer_per_ended_active_day_and_none_after_the_exit() -> None:
     c = "8613800000011"
     log = Log()
     log.add("customers", c, profile(c))
@@ -176,8 +176,13 @@ def test_one_snapshot_per_customer_per_active_day_and_none_after_the_exit() -> N
         log.add("cdr", c, cdr(c, f"2026-05-{day:02d}T10:00:00+08:00"))
     log.add("billing", c, billing(c, "2026-05-07T09:00:00+08:00", kind="disconnect", reason_code=335))
     log.add("cdr", c, cdr(c, "2026-05-08T10:00:00+08:00"))
-    out = run(processor(), log.records, size=2)
-    assert [date.fromordinal(s.day).day for s in out.snapshots] == [3, 4, 6]
+    log.add("cdr", c, cdr(c, "2026-05-09T10:00:00+08:00"))
+    proc = processor()
+    out = run(proc, log.records, size=2)
+    counted = proc.metrics.registry.get_sample_value
+    assert counted("churnwatch_snapshots_total") == 3
+    assert counted("churnwatch_churn_events_total", {"kind": "disconnect"}) == 1
+    assert [date.fromordinal(s.day).day for s in out.snapshots] == [3, 4, 6]  # not 8: the line had ended
     assert all(len(s.x) == len(NAMES) and s.score is None for s in out.snapshots)
     [exit_event] = out.churn_events
     assert (exit_event.kind, exit_event.reason_code, exit_event.voluntary) == ("disconnect", 335, False)
