@@ -18,13 +18,16 @@ __all__ = ["Labeler"]
 class Labeler:
     """Remembers churn days per customer and labels matured snapshots."""
 
-    def __init__(self, horizon_days: int, grace_days: int) -> None:
+    def __init__(self, horizon_days: int, grace_days: int, revenue_churn: bool = True) -> None:
         self.horizon = horizon_days
+        self.revenue_churn = revenue_churn  # whether revenue churn (DOMAIN.md) counts as churn
         # An exit of day e may be processed up to `grace` days after the clock reached e.
         self.wait = horizon_days + grace_days
         self.churned: dict[str, list[int]] = {}
 
     def churn(self, event: ChurnEvent) -> None:
+        if event.kind == "revenue" and not self.revenue_churn:
+            return
         days = self.churned.setdefault(event.customer_id, [])
         if event.day not in days:
             bisect.insort(days, event.day)

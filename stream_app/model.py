@@ -37,6 +37,9 @@ MODEL_FEATURES: dict[str, Literal["log", "ratio", "as_is"]] = {
     "contacts_m1": "log", "contacts_mom": "ratio", "days_since_active": "log", "mid_high_end": "as_is",
 }
 NAMES = tuple(MODEL_FEATURES)
+#: Standardised values are clipped to this many standard deviations: early on, a feature
+#: that has barely varied yet has a tiny deviation, and one customer would be "50 sd" off.
+Z_LIMIT = 5.0
 FORMAT = 1  # bump when a snapshot's meaning changes; older scorers then refuse it
 
 
@@ -125,7 +128,7 @@ class Scorer:
         self._forest = pickle.loads(snapshot.pickled) if snapshot.pickled else None  # checksummed, from our Redis
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        return (x - self._mean) * self._inv_scale
+        return np.clip((x - self._mean) * self._inv_scale, -Z_LIMIT, Z_LIMIT)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Churn probability within the horizon for each row of `x` (from `model_inputs`)."""
@@ -143,10 +146,16 @@ class Scorer:
         return [Driver(NAMES[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
 
 
+def clip_z(z: dict[str, float]) -> dict[str, float]:
+    """Clip standardised values to +-Z_LIMIT (a module-level function, so the model pickles)."""
+    return {k: min(Z_LIMIT, max(-Z_LIMIT, v)) for k, v in z.items()}
+
+
 def _river_model(kind: str) -> compose.Pipeline:
+    scaled = preprocessing.StandardScaler() | compose.FuncTransformer(clip_z)
     if kind == "forest":
-        return preprocessing.StandardScaler() | forest.ARFClassifier(n_models=10, seed=7)
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.02))
+        return scaled | forest.ARFClassifier(n_models=10, seed=7)
+    return scaled | linear_model.LogisticRegression(optimizer=optim.SGD(0.02))
 
 
 class Learner:

@@ -168,7 +168,7 @@ class BatchProcessor:
             sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(sub_rows))
         out.churn_events = churn_events(w, features, rows, exit_before, now_day)
-        if scorer is not None:
+        if scorer is not None and scorer.labels >= s.model_min_labels:
             score = features["churn_score"]
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))

@@ -47,7 +47,7 @@ class _Learning:
         self.settings = settings
         self.core = core
         self.source = source
-        self.labeler = Labeler(settings.horizon_days, settings.late_grace_days)
+        self.labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
         self.pending: deque[Snapshot] = deque()
         self.clock = 0
         self.made = 0

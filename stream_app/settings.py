@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # The model (README, "The model").
     model_kind: Literal["logistic", "forest"] = "logistic"
     horizon_days: int = Field(default=30, ge=1, le=180)  # churn within this many days of a snapshot is a positive
+    label_revenue_churn: bool = True  # revenue churn (DOMAIN.md) is a positive label, like an exit
     snapshot_every_days: int = Field(default=1, ge=1, le=30)
     model_publish_labels: int = Field(default=500, ge=1)  # publish a new version after this many labels ...
     model_publish_s: float = Field(default=60.0, gt=0)  # ... or this many seconds, whichever is first
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     model_refresh_s: float = Field(default=5.0, gt=0)  # how often scorers look for a new version
     validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
     call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
+    model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)
 

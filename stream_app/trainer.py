@@ -200,7 +200,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     labels_tp = TopicPartition(t.labels, 0)
     labels_in.assign([labels_tp])
     labels_in.seek(labels_tp, core.labels_offset)
-    labeler = Labeler(settings.horizon_days, settings.late_grace_days)
+    labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
 
     def event(kind: str, detail: str) -> None:
         producer.send(t.model_events, _json(ModelEvent(kind, core.version, core.learner.labels,  # type: ignore[arg-type]

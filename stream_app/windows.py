@@ -204,7 +204,10 @@ def _add(w: Windows, rows: list[_Row], contacts: list[tuple[int, int, int]]) -> 
     np.maximum.at(new_month0, cust, month)
     _roll(w.daily, w.rec["day0"], new_day0)
     _roll(w.monthly, w.rec["month0"], new_month0)
-    _roll(w.rec["contacts"], w.rec["month0"], new_month0)
+    # Contact bitmaps follow the month of usage, not month0: a bill read ahead of the usage (a
+    # catch-up) would otherwise roll the month still being used out of the two bitmaps.
+    usage_month = _month_of_days(new_day0)
+    _roll(w.rec["contacts"], _month_of_days(w.rec["day0"].astype(np.int64)), usage_month)
     w.rec["day0"], w.rec["month0"] = new_day0, new_month0
     d_age = new_day0[cust] - day
     keep = (day > 0) & (d_age < N_DAYS)
@@ -214,16 +217,27 @@ def _add(w: Windows, rows: list[_Row], contacts: list[tuple[int, int, int]]) -> 
     keep = (m_age >= 0) & (m_age < N_MONTHS)
     np.add.at(w.monthly, (cust[keep], m_age[keep], counter[keep]), value[keep])
     if contacts:
-        _count_contacts(w, np.array(contacts, np.int64), new_month0)
+        _count_contacts(w, np.array(contacts, np.int64), usage_month, new_month0)
 
 
-def _count_contacts(w: Windows, contacts: np.ndarray, month0: np.ndarray) -> None:
+def _month_of_days(ordinals: np.ndarray) -> np.ndarray:
+    """`month_index` of day ordinals (0 where there is no day yet)."""
+    days = np.datetime64("0001-01-01", "D") + (np.maximum(ordinals, 1) - 1).astype("timedelta64[D]")
+    months = days.astype("datetime64[M]").astype(np.int64) + month_index(1970, 1)
+    return np.where(ordinals > 0, months, 0)
+
+
+def _count_contacts(w: Windows, contacts: np.ndarray, usage_month: np.ndarray, month0: np.ndarray) -> None:
     cust, month, bit = contacts.T
-    slot = month0[cust] - month
+    slot = usage_month[cust] - month
     keep = (slot >= 0) & (slot < 2)
     np.bitwise_or.at(w.rec["contacts"], (cust[keep], slot[keep], bit[keep] // 8), (1 << (bit[keep] % 8)).astype(np.uint8))
     touched = np.unique(cust)
-    w.monthly[touched, :2, C["contacts"]] = contacts_estimate(w.rec["contacts"][touched])
+    estimates = contacts_estimate(w.rec["contacts"][touched])
+    for slot in (0, 1):  # where the bitmap's month sits among the monthly buckets
+        idx = month0[touched] - usage_month[touched] + slot
+        ok = (idx >= 0) & (idx < N_MONTHS)
+        w.monthly[touched[ok], idx[ok], C["contacts"]] = estimates[ok, slot]
 
 
 def _roll(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:

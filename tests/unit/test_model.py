@@ -116,6 +116,15 @@ def test_a_snapshot_is_positive_only_if_churn_follows_within_the_horizon() -> No
     assert labeler.label(snap("a", 990), 0, 0).y == 0
 
 
+def test_revenue_churn_is_a_positive_unless_switched_off() -> None:
+    revenue = msgspec.structs.replace(churn("a", 1000), kind="revenue")
+    snap = Snapshot("a", 990, [0.0] * F)
+    for counted in (True, False):
+        labeler = Labeler(30, 3, revenue_churn=counted)
+        labeler.churn(revenue)
+        assert labeler.label(snap, 0, 0).y == int(counted)
+
+
 def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -> None:
     core = TrainerCore.fresh(Settings())
     x, y = examples(400)

@@ -208,18 +208,22 @@ def test_revenue_churn_is_reported_once_per_episode() -> None:
 
 def test_a_published_model_scores_raises_the_level_and_explains_itself() -> None:
     weights = [0.0] * len(NAMES)
-    weights[NAMES.index("mou_out_mom")] = -4.0  # a falling month is what this model fears
-    model = Scorer(ModelSnapshot(7, "logistic", list(NAMES), 1234, 0.0, [0.0] * len(NAMES), [1.0] * len(NAMES),
-                                 weights, -2.0, {}))
+    weights[NAMES.index("mou_out_m1")] = 1.0  # this model fears heavy callers, whom no rule flags
+    snapshot = ModelSnapshot(7, "logistic", list(NAMES), 5000, 0.0, [0.0] * len(NAMES), [1.0] * len(NAMES),
+                             weights, -2.0, {})
     log = Log()
     decliner(log, "8613800000013")
     decliner(log, "8613800000014", minutes=(300, 300, 300))
-    out = run(processor(model=model), log.records)
-    [alert] = out.alerts
-    assert alert.customer_id == "8613800000013" and alert.level == "high"  # the rules alone say medium
-    assert alert.model_version == 7 and alert.model_labels == 1234
-    assert alert.score == pytest.approx(1 / (1 + math.exp(-(0.8 * 4 - 2.0))), abs=1e-4)
+    young = run(processor(model=Scorer(msgspec.structs.replace(snapshot, labels=100))), log.records)
+    assert [a.customer_id for a in young.alerts] == ["8613800000013"]  # a barely trained model escalates no one
+    assert young.alerts[0].score is not None  # but its score is on the alert
+    out = run(processor(model=Scorer(snapshot)), log.records)
+    alert = next(a for a in out.alerts if a.customer_id == "8613800000014")
+    assert alert.level == "high" and all(r.rule_id == "model" for r in alert.reasons)
+    assert alert.model_version == 7 and alert.model_labels == 5000
+    z = min(math.log1p(300), 5.0)  # standardised values are clipped at 5 sd
+    assert alert.score == pytest.approx(1 / (1 + math.exp(-(z - 2.0))), abs=1e-3)
     [driver] = [r for r in alert.reasons if r.rule_id == "model"]
-    assert driver.values == {"mou_out_mom": -0.8} and "-0.8" in driver.text
+    assert driver.values == {"mou_out_m1": 300.0} and "is 300" in driver.text
     assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * 24, rel=1e-3)
     assert {s.model_version for s in out.snapshots} == {7} and all(s.score is not None for s in out.snapshots)

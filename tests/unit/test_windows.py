@@ -127,3 +127,15 @@ def test_distinct_contacts_are_estimated_per_month() -> None:
     apply(w, april, SH, 3)
     assert 34 <= w.monthly[0, 1, C["contacts"]] <= 46 and 4 <= w.monthly[0, 0, C["contacts"]] <= 6
     assert contacts_estimate(np.zeros((1, 16), np.uint8))[0] == 0
+
+
+def test_a_bill_read_ahead_of_the_usage_does_not_lose_the_month_of_contacts() -> None:
+    w = fresh()
+    march = [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", peer_id=f"86139{k:08d}"), k)) for k in range(20)]
+    apply(w, march[:10], SH, 3)
+    # A recharge from May comes in: billing runs weeks ahead of usage in a catch-up ...
+    recharge = billing(CUST, "2026-05-03T09:00:00+08:00", kind="recharge", amount=50.0)
+    apply(w, [(0, env(recharge, 0, topic=1))], SH, 3)
+    apply(w, march[10:], SH, 3)  # ... then the rest of March's calls
+    assert w.month0[0] == month_index(2026, 5)
+    assert 17 <= w.monthly[0, 2, C["contacts"]] <= 23  # all 20 of March's contacts, in March's bucket
