@@ -7,19 +7,33 @@ from kafka.errors import TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "retention_days"]
+
+
+_DAY_MS = 86_400_000
+
+
+def retention_days(settings: Settings) -> dict[str, int]:
+    """Topics that must outlive the broker's default retention (7 days on Kafka): snapshots
+    wait a horizon (plus lateness) for their label, and the trainer re-reads churn events
+    after a restart; labels are kept a year for audits and bootstraps."""
+    t = settings.topics
+    wait = settings.horizon_days + settings.late_grace_days
+    return {t.snapshots: wait + 14, t.churn_events: max(90, wait + 14), t.labels: 365}
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every topic the service uses, co-partitioned, unless it exists already."""
     t = settings.topics
     names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events]
+    keep = retention_days(settings)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
+        missing = [NewTopic(n, settings.partitions, 1, topic_configs=_retention(keep.get(n)))
+                   for n in names if n not in existing]
         if t.labels not in existing:  # one partition, so that one trainer learns every label in order
-            missing.append(NewTopic(t.labels, 1, 1))
+            missing.append(NewTopic(t.labels, 1, 1, topic_configs=_retention(keep[t.labels])))
         if missing:
             try:
                 admin.create_topics(missing)
@@ -27,3 +41,7 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
                 pass
     finally:
         admin.close()
+
+
+def _retention(days: int | None) -> dict[str, str]:
+    return {"retention.ms": str(days * _DAY_MS)} if days else {}
