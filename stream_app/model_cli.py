@@ -115,7 +115,7 @@ def _recorded(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
 def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
     """Train from a replay of historical events and publish the result, before going live."""
     from . import keys
-    from .model import encode_snapshot
+    from .registry import publish
     from .replay import replay
 
     settings = _settings()
@@ -130,11 +130,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
     snapshot = core.next_model()
     # Offsets of the replay mean nothing on the live topics: the trainer starts them afresh.
     core.learned, core.labels_offset = {}, 0
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.MODEL, encode_snapshot(snapshot))
-    pipe.set(keys.MODEL_VERSION, snapshot.version)
-    pipe.set(keys.TRAINER_STATE, core.checkpoint())
-    pipe.execute()
+    publish(client, snapshot, core.checkpoint())
     report = {"version": snapshot.version, "labels": snapshot.labels, "events": result.events, **snapshot.figures}
     click.echo(f"published model version {snapshot.version} from {result.events:,} events "
                f"({snapshot.labels:,} labels, AUC {snapshot.figures.get('auc', math.nan):.3f})", err=as_json)

@@ -128,10 +128,10 @@ class BatchProcessor:
             rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
             out.deadletters.append(dead_letter(rec, InvalidEvent("late", "ts", why), now))
         now_day = self._advance_clock(w, decoded, row)
-        self._partition_of = {c: env.partition for c, env in decoded}
         changed = sorted(result.changed)
         if result.applied:
-            self._derive(w, changed, now_day, now, day_before, exit_before, out)
+            partition_of = {c: env.partition for c, env in decoded}
+            self._derive(w, changed, now_day, now, day_before, exit_before, partition_of, out)
         out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
 
@@ -149,10 +149,9 @@ class BatchProcessor:
         return np.maximum(clock, w.day0)
 
     def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, day_before: np.ndarray,
-                exit_before: np.ndarray, out: BatchOutput) -> None:
+                exit_before: np.ndarray, partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots and churn events of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
-        partition_of = self._partition_of
         features, x = self._features(w, now_day, scorer)
         ev = self._evaluate(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
@@ -163,10 +162,10 @@ class BatchProcessor:
         if picks:
             # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
             sub = w.subset(picks)
-            sub_rows = [partition_of[w.customers[i]] for i in picks]
+            partitions = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer)
             sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
-            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(sub_rows))
+            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
         out.churn_events = churn_events(w, features, rows, exit_before, now_day)
         if scorer is not None and scorer.labels >= s.model_min_labels:
             score = features["churn_score"]

@@ -14,11 +14,13 @@ __all__ = ["publish", "ScorerSource"]
 log = logging.getLogger(__name__)
 
 
-def publish(client: Any, snapshot: ModelSnapshot) -> None:
-    """Store `snapshot` as the current model (synchronous client; both keys in one transaction)."""
+def publish(client: Any, snapshot: ModelSnapshot, checkpoint: bytes) -> None:
+    """Store `snapshot` as the current model with the trainer checkpoint it came from, in one
+    transaction (a synchronous client; the keys share a hash tag)."""
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.MODEL, encode_snapshot(snapshot))
     pipe.set(keys.MODEL_VERSION, snapshot.version)
+    pipe.set(keys.TRAINER_STATE, checkpoint)
     pipe.execute()
 
 

@@ -67,19 +67,17 @@ class _Learning:
 
 
 def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-           core: TrainerCore | None = None, learn: bool = True, progress: Callable[[int], None] | None = None,
-           ) -> ReplayResult:
-    """Process (topic, key, value) records in order, in batches of `settings.batch_size`."""
-    return asyncio.run(_replay(records, settings, rules, core, learn, progress))
+           learn: bool = True) -> ReplayResult:
+    """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
+    with `learn`, label and learn as the trainer would, starting from no model."""
+    return asyncio.run(_replay(records, settings, rules, learn))
 
 
 async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-                  core: TrainerCore | None, learn: bool, progress: Callable[[int], None] | None) -> ReplayResult:
+                  learn: bool) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
     source = ScorerSource(metrics)
-    core = core or TrainerCore.fresh(settings)
-    if core.version:
-        source.offer(encode_snapshot(core.learner.snapshot(core.version)))
+    core = TrainerCore.fresh(settings)
     processor = BatchProcessor(settings, MemoryWindowStore(), rules, metrics, model=source)
     learning = _Learning(settings, core, source) if learn else None
     result = ReplayResult(core=core)
@@ -97,8 +95,6 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     async def flush() -> None:
         await processor.run(batch, collect)
         result.events += len(batch)
-        if progress is not None:
-            progress(len(batch))
         batch.clear()
 
     for topic, key, value in records:

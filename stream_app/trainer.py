@@ -27,7 +27,8 @@ from . import keys
 from .events import ChurnEvent, Label, ModelEvent, Snapshot
 from .labels import Labeler
 from .metrics import TrainerMetrics
-from .model import Learner, ModelSnapshot, encode_snapshot
+from .model import Learner, ModelSnapshot
+from .registry import publish
 from .settings import Settings
 
 __all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
@@ -89,11 +90,7 @@ class TrainerCore:
 
 def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics) -> ModelSnapshot:
     snapshot = core.next_model()
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.MODEL, encode_snapshot(snapshot))
-    pipe.set(keys.MODEL_VERSION, snapshot.version)
-    pipe.set(keys.TRAINER_STATE, core.checkpoint())
-    pipe.execute()
+    publish(client, snapshot, core.checkpoint())
     metrics.version.set(snapshot.version)
     for name, gauge in metrics.figures.items():
         if name in snapshot.figures:
