@@ -95,6 +95,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                     log.critical("batch processing failed; exiting without acknowledging it", exc_info=True)
                     os._exit(70)
 
+    inputs = set(t.inputs())
     for name in t.inputs():
         topic = app.topic(name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
         app.agent(topic, name=f"ingest-{name}")(consume)
@@ -102,6 +103,19 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.timer(interval=2.0)
     async def watch_rules() -> None:
         rules.reload_if_changed()
+
+    @app.timer(interval=5.0)
+    async def export_lag() -> None:
+        # Cleared first: partitions this worker lost in a rebalance must not report a stale lag.
+        lags = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in inputs:
+                high, position = app.consumer.highwater(tp), await app.consumer.position(tp)
+                if high is not None and position is not None:
+                    lags[(tp.topic, str(tp.partition))] = max(0, high - position)
+        metrics.consumer_lag.clear()
+        for labels, lag in lags.items():
+            metrics.consumer_lag.labels(*labels).set(lag)
 
     @app.timer(interval=settings.model_refresh_s)
     async def refresh_model() -> None:

@@ -49,6 +49,10 @@ class Metrics:
             "churnwatch_rules_last_reload_success", "1 if the last rule reload succeeded", registry=registry)
         self.rules_reloads = Counter(
             "churnwatch_rules_reloads_total", "Rule reloads, by result", ["result"], registry=registry)
+        self.consumer_lag = Gauge(
+            "churnwatch_consumer_lag_messages",
+            "Messages behind the high watermark, per input partition this worker owns (from its fetch position)",
+            ["topic", "partition"], registry=registry)
         self.model_version = Gauge(
             "churnwatch_model_version", "Model version scoring customers (0: rules only, no model yet)",
             registry=registry)

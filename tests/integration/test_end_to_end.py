@@ -103,3 +103,12 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
     assert consumed == len(records) + len(bad)
     assert samples["churnwatch_deadletters_total{reason=invalid_field}"] == 4
     assert samples["churnwatch_alerts_total{level=%s}" % alerts[0].level] == 1
+    # Consumer lag per owned input partition, from the worker's own position: all caught up.
+    deadline = time.monotonic() + 30
+    while True:
+        lag = {k: v for k, v in scrape(worker["metrics_port"]).items() if k.startswith("churnwatch_consumer_lag")}
+        cdr_partitions = [k for k in lag if f"topic={t['cdr']}" in k]
+        if (len(cdr_partitions) == 4 and sum(lag.values()) == 0) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(cdr_partitions) == 4 and sum(lag.values()) == 0, lag

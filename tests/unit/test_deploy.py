@@ -3,12 +3,16 @@ or the trainer exports."""
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
 from stream_app.metrics import Metrics, TrainerMetrics
+from tests.conftest import IN_CI
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NAME = re.compile(r"\bchurnwatch_[a-z_]+")
@@ -20,7 +24,8 @@ def exported() -> set[str]:
     TrainerMetrics(registry).labels.labels("1").inc()
     metrics.build.info({"version": "test"})
     for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high"),
-                  metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok")):
+                  metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok"),
+                  metrics.consumer_lag.labels("cdr", "0")):
         child.inc() if hasattr(child, "inc") else child.observe(0.001)
     return {s.name for family in registry.collect() for s in family.samples}
 
@@ -41,3 +46,15 @@ def test_dashboard_queries_use_exported_metrics() -> None:
     assert len(used) >= 8 and used <= exported(), used - exported()
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "churnwatch.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None and not IN_CI,
+                    reason="promtool not installed (Debian: apt-get install prometheus); CI installs it")
+@pytest.mark.parametrize("args", [
+    ["check", "config", "prometheus.yml"],
+    ["check", "rules", "alerts.yml"],
+    ["test", "rules", "alerts.test.yml"],
+])
+def test_promtool_accepts_the_prometheus_files(args: list[str]) -> None:
+    done = subprocess.run(["promtool", *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
