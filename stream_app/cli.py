@@ -29,6 +29,15 @@ def _settings():
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 
+def _logging(settings) -> dict:
+    """Structured logging as the settings ask, with their pseudonym key for customer ids."""
+    from .logs import logging_config, set_pseudonym_key
+
+    key = settings.log_pseudonym_key
+    set_pseudonym_key(key.get_secret_value().encode() if key else None)
+    return logging_config({"auto": None, "json": True, "console": False}[settings.log_format])
+
+
 @click.group()
 def main() -> None:
     """churnwatch: real-time churn early warning for mobile operators."""
@@ -55,7 +64,7 @@ def worker() -> None:
     ensure_topics(settings, settings.kafka_bootstrap)
     app = create_app(settings, metrics)
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
-    Worker(app, loglevel="INFO").execute_from_commandline()
+    Worker(app, loglevel="INFO", logging_config=_logging(settings)).execute_from_commandline()
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import math
 import signal
 from dataclasses import asdict
@@ -23,6 +24,12 @@ def _settings():
     from .cli import _settings as settings
 
     return settings()
+
+
+def _logging(settings) -> dict:
+    from .cli import _logging as config
+
+    return config(settings)
 
 
 def _redis(settings):
@@ -54,8 +61,8 @@ def trainer(metrics_port: int) -> None:
     from .topics import ensure_topics
     from .trainer import run_trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings()
+    logging.config.dictConfig(_logging(settings))
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL")
     registry = CollectorRegistry()

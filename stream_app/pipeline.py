@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from .alerts import AlertPolicy, ModelView, build_alerts
 from .errors import InvalidEvent
 from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
 from .features import derive, month_of
+from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
 from .observations import EPOCH_ORDINAL, churn_events, snapshot_days, snapshots
@@ -32,6 +34,8 @@ from .state import Windows, rule_key
 from .windows import Envelope, apply
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
+
+log = logging.getLogger(__name__)
 
 
 class RawRecord(NamedTuple):
@@ -242,8 +246,13 @@ class BatchProcessor:
     def _count(self, out: BatchOutput) -> None:
         for d in out.deadletters:
             self.metrics.deadletters.labels(d.reason).inc()
+            log.info("dead letter", extra={"topic": d.topic, "partition": d.partition, "offset": d.offset,
+                                           "reason": d.reason, "field": d.field,
+                                           "customer": pseudonym(d.key) if d.key else None})
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
+            log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": pseudonym(a.customer_id),
+                                     "score": a.score, "reason_code": a.reason_code})
             self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
         self.metrics.snapshots.inc(len(out.snapshots))
         for c in out.churn_events:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     late_grace_days: int = Field(default=3, ge=0, le=30)
     idle_expiry_days: int = Field(default=120, ge=1)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in a terminal, JSON otherwise
+    log_pseudonym_key: SecretStr | None = None  # HMAC key for customer ids in logs; random per process if unset
     redis_retry_max_s: float = Field(default=10.0, gt=0)
     # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
     kafka_session_timeout_s: float = Field(default=10.0, ge=3)

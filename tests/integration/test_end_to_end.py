@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,13 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
     assert consumed == len(records) + len(bad)
     assert samples["churnwatch_deadletters_total{reason=invalid_field}"] == 4
     assert samples["churnwatch_alerts_total{level=%s}" % alerts[0].level] == 1
+    # Structured logs: one JSON object per dead letter, with where it came from, and no raw customer id.
+    lines = [json.loads(line) for line in worker["log"].read_text().splitlines() if line.startswith("{")]
+    logged = [r for r in lines if r.get("event") == "dead letter"]
+    assert sorted(r["offset"] for r in logged) == sorted(d.offset for d in dead)
+    assert all(r["topic"] == t["cdr"] and r["level"] == "info" and len(r["customer"]) == 16 for r in logged
+               if r["customer"] is not None)
+    assert c not in worker["log"].read_text() and "8613800000001" not in worker["log"].read_text()
     # Consumer lag per owned input partition, from the worker's own position: all caught up.
     deadline = time.monotonic() + 30
     while True:
