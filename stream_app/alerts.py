@@ -14,23 +14,16 @@ from .events import Alert, AlertReason
 from .features import FEATURES
 from .model import Scorer
 from .observations import value_segment
-from .rules import LEVELS, Evaluation, Ruleset, render
+from .rules import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset, render
 from .state import VIP_TIERS, Windows
 
-__all__ = ["LEVEL_RISK", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "suggested_action"]
+__all__ = ["LEVEL_RISK", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
 
 #: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
 LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
 
-_ACTIONS = {
-    205: "technical follow-up: check coverage and dropped calls at the customer's cells",
-    101: "plan offer: a cheaper or better-fitting plan",
-    102: "match the competitor's promotion",
-    103: "service recovery call: resolve the open complaint first",
-    207: "billing review: explain or correct the bill",
-    380: "reactivation offer",
-}
-
+#: When no entry of the rule files' `actions` matches.
+FALLBACK_ACTION = Action(action="retention call: ask about their experience")
 
 #: The churn reason (DOMAIN.md) a model driver points to, where one does.
 _DRIVER_REASONS = {
@@ -54,6 +47,7 @@ class AlertPolicy:
     cooldown_days: int = 14
     expiry_days: int = 7
     lifetime_months: float = 24.0
+    holdout_share: float = 0.10  # control group: flagged, never called, to measure what calls keep
 
 
 def alert_id(customer: str, level: str, period: str) -> str:
@@ -65,18 +59,32 @@ def alert_id(customer: str, level: str, period: str) -> str:
     return hashlib.sha256(f"{customer}|{level}|{period}".encode()).hexdigest()[:24]
 
 
-def suggested_action(reason_code: int | None, mid_high_end: bool) -> str:
-    action = _ACTIONS.get(reason_code or 0, "retention call: ask about their experience")
-    return f"account manager: {action}" if mid_high_end else action
+def in_holdout(customer: str, share: float) -> bool:
+    """Whether the customer is in the control group: a fixed pseudo-random draw from the id,
+    so the same customers stay out of the calls whatever the worker or the day.
+
+    >>> in_holdout("8613800000001", 0.0), in_holdout("8613800000001", 1.0)
+    (False, True)
+    """
+    draw = int.from_bytes(hashlib.sha256(f"holdout|{customer}".encode()).digest()[:8], "big") / 2.0 ** 64
+    return draw < share
+
+
+def _act(alert: Alert, ruleset: Ruleset, policy: AlertPolicy) -> Alert:
+    """The alert with the action table's suggestion and its place in or out of the calls."""
+    action = ruleset.action_for(alert.reason_code, alert.segment, alert.vip_tier, alert.lifecycle) or FALLBACK_ACTION
+    return msgspec.structs.replace(alert, suggested_action=action.action, queue=action.queue,
+                                   holdout=in_holdout(alert.customer_id, policy.holdout_share))
 
 
 def build_alerts(
     w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset,
     rows: list[int], now_day: np.ndarray, zone: ZoneInfo, policy: AlertPolicy, created_at: datetime,
     model: ModelView | None = None,
-) -> list[Alert]:
-    """Alerts for the given rows whose level reaches the policy, honouring cooldown."""
+) -> tuple[list[Alert], int]:
+    """Alerts for the given rows whose level reaches the policy, and how many the cooldown held back."""
     alerts = []
+    cooled = 0
     rec = w.rec
     for i in rows:
         level, day = int(ev.level[i]), int(now_day[i])
@@ -85,6 +93,7 @@ def build_alerts(
         if level < policy.min_level or features["exited"][i]:
             continue
         if rec["alerted_level"][i] >= level and day - int(rec["alerted_day"][i]) < policy.cooldown_days:
+            cooled += 1
             continue
         rec["alerted_level"][i], rec["alerted_day"][i] = level, day
         period = date.fromordinal(day).strftime("%Y-%m")
@@ -93,8 +102,10 @@ def build_alerts(
         seen = rec["last_seen"][i]
         event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
         alert = _alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at)
-        alerts.append(_with_model(alert, model, features, i, policy) if model is not None else alert)
-    return alerts
+        if model is not None:
+            alert = _with_model(alert, model, features, i, policy)
+        alerts.append(_act(alert, ruleset, policy))
+    return alerts, cooled
 
 
 def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
@@ -115,7 +126,7 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         segment=value_segment(features, i),
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
         value_at_risk=round(LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
-        suggested_action=suggested_action(top, bool(values["mid_high_end"])),
+        suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
     )
 
 
@@ -134,5 +145,4 @@ def _with_model(alert: Alert, model: ModelView, features: dict[str, np.ndarray],
     return msgspec.structs.replace(
         alert, reasons=reasons, reason_code=top, score=round(score, 4), model_version=model.scorer.version,
         model_labels=model.scorer.labels, value_at_risk=round(score * alert.arpu * policy.lifetime_months, 2),
-        suggested_action=suggested_action(top, alert.segment == "mid_high_end"),
     )

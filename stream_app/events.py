@@ -132,6 +132,9 @@ class Alert(Struct, frozen=True):
     arpu: float
     value_at_risk: float
     suggested_action: str
+    queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"
+    lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
+    holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
     score: float | None = None
     model_version: int | None = None
     model_labels: int | None = None  # labels the model had learned when it scored

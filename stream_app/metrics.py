@@ -22,6 +22,9 @@ class Metrics:
         self.deadletters = Counter(
             "churnwatch_deadletters_total", "Events sent to dead letter, by reason", ["reason"], registry=registry)
         self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level", ["level"], registry=registry)
+        self.suppressed = Counter(
+            "churnwatch_alerts_suppressed_total", "Alerts not emitted (cooldown) or not to be called (holdout), by cause",
+            ["cause"], registry=registry)
         self.rule_fired = Counter(
             "churnwatch_rule_fired_total", "Customers for whom a rule fired", ["rule"], registry=registry)
         self.batch_seconds = Histogram(

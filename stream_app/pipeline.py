@@ -52,6 +52,7 @@ class BatchOutput:
     deadletters: list[DeadLetter] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     churn_events: list[ChurnEvent] = field(default_factory=list)
+    cooled: int = 0  # alerts the cooldown held back
     writes: dict[str, Write] = field(default_factory=dict)
     applied: int = 0
     replayed: int = 0
@@ -74,14 +75,14 @@ class BatchProcessor:
     """Turns a batch of raw records into state writes, alerts and dead letters."""
 
     def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
-                 policy: AlertPolicy = AlertPolicy(), clock: Callable[[], datetime] | None = None,
+                 policy: AlertPolicy | None = None, clock: Callable[[], datetime] | None = None,
                  model: Callable[[], Scorer | None] = lambda: None) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules
         self.model = model
         self.metrics = metrics
-        self.policy = policy
+        self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         inputs = settings.topics.inputs()
         self._topic_index = {t: i for i, t in enumerate(inputs)}
@@ -176,7 +177,7 @@ class BatchProcessor:
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
         view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
-        out.alerts = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
+        out.alerts, out.cooled = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
 
     def _exits_known(self, partitions: list[int]) -> list[int]:
         """Per snapshot: the day up to which its partition's exits have been read (usage and billing
@@ -251,9 +252,12 @@ class BatchProcessor:
                                            "customer": pseudonym(d.key) if d.key else None})
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
+            if a.holdout:
+                self.metrics.suppressed.labels("holdout").inc()
             log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": pseudonym(a.customer_id),
-                                     "score": a.score, "reason_code": a.reason_code})
+                                     "score": a.score, "reason_code": a.reason_code, "holdout": a.holdout})
             self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
+        self.metrics.suppressed.labels("cooldown").inc(out.cooled)
         self.metrics.snapshots.inc(len(out.snapshots))
         for c in out.churn_events:
             self.metrics.churned.labels(c.kind).inc()

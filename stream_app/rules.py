@@ -23,7 +23,7 @@ from .events import REASON_CODES
 from .features import FEATURES
 from .rule_eval import FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
 
-__all__ = ["Rule", "Group", "Combination", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
+__all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
            "thresholds_of"]
 
 
@@ -87,6 +87,35 @@ class Combination(_Frozen):
         return self
 
 
+LIFECYCLE = ("A", "B", "C", "D", "E")  # acquisition, build-up, mature, decline, exit (DOMAIN.md)
+
+
+class Action(_Frozen):
+    """What the call centre should do for alerts that match every condition given; the first
+    entry that matches wins, so specific entries go first and a catch-all last."""
+
+    action: str = Field(min_length=1)
+    queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"
+    reason_codes: list[int] | None = None
+    segments: list[Literal["mid_high_end", "potential_mid_high_end", "mass"]] | None = None
+    vip_tiers: list[Literal["none", "silver", "gold", "diamond"]] | None = None
+    lifecycle: list[Literal["A", "B", "C", "D", "E"]] | None = None
+
+    @field_validator("reason_codes")
+    @classmethod
+    def _known_codes(cls, value: list[int] | None) -> list[int] | None:
+        unknown = [v for v in value or [] if v not in REASON_CODES]
+        if unknown:
+            raise ValueError(f"unknown reason codes {unknown}; expected some of {sorted(REASON_CODES)}")
+        return value
+
+    def matches(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> bool:
+        return ((self.reason_codes is None or reason_code in self.reason_codes)
+                and (self.segments is None or segment in self.segments)
+                and (self.vip_tiers is None or vip_tier in self.vip_tiers)
+                and (self.lifecycle is None or lifecycle in self.lifecycle))
+
+
 class RuleFile(_Frozen):
     # Named flags computed before the rules, e.g. the operator's mid/high-end definition; a
     # segment named like a feature replaces it for rules, levels and alerts.
@@ -94,6 +123,7 @@ class RuleFile(_Frozen):
     levels: dict[str, Thresholds] = Field(default_factory=dict)
     combinations: list[Combination] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,10 +142,14 @@ class Ruleset:
     sources: tuple[str, ...]
     combinations: tuple[tuple[Combination, ast.AST | None], ...] = ()
     segments: tuple[tuple[str, ast.AST], ...] = ()
+    actions: tuple[Action, ...] = ()
 
     @property
     def ids(self) -> list[str]:
         return [r.rule.id for r in self.rules]
+
+    def action_for(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> Action | None:
+        return next((a for a in self.actions if a.matches(reason_code, segment, vip_tier, lifecycle)), None)
 
 
 def _names_in(tree: ast.AST) -> tuple[str, ...]:
@@ -279,6 +313,7 @@ class _Read:
     combinations: list[tuple[Combination, ast.AST | None]]
     segments: dict[str, ast.AST]
     files: list[Path]
+    actions: list[Action]
 
 
 def _read(paths: list[Path]) -> _Read:
@@ -289,6 +324,7 @@ def _read(paths: list[Path]) -> _Read:
     combinations: list[tuple[Combination, ast.AST | None]] = []
     combination_files: list[Path] = []
     segments: dict[str, ast.AST] = {}
+    actions: list[Action] = []
     seen: dict[str, str] = {}
     files = rule_files(paths)
     for f in files:
@@ -302,6 +338,7 @@ def _read(paths: list[Path]) -> _Read:
         if parsed is not None:
             rules += compiled
             levels.update(parsed.levels)
+            actions += parsed.actions
             segments.update({name: SimpleEval.parse(expr) for name, expr in parsed.segments.items()})
             for combo in parsed.combinations:
                 combinations.append((combo, SimpleEval.parse(combo.expr) if combo.expr else None))
@@ -315,7 +352,7 @@ def _read(paths: list[Path]) -> _Read:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
     elif not problems and "default" not in levels:
         problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
-    return _Read(problems, rules, levels, combinations, segments, files)
+    return _Read(problems, rules, levels, combinations, segments, files, actions)
 
 
 def check_files(paths: list[Path]) -> list[RuleError]:
@@ -329,7 +366,7 @@ def load_rules(paths: list[Path]) -> Ruleset:
     if read.problems:
         raise RuleFileError(read.problems)
     return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations),
-                   tuple(read.segments.items()))
+                   tuple(read.segments.items()), tuple(read.actions))
 
 
 def render(rule: Rule, values: dict[str, float]) -> str:

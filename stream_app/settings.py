@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     model_refresh_s: float = Field(default=5.0, gt=0)  # how often scorers look for a new version
     validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
     call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
+    holdout_share: float = Field(default=0.10, ge=0, lt=1)  # alerts flagged as control group, never called
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_app.alerts import in_holdout
 from stream_app.inspection import describe, render
 from stream_app.metrics import Metrics
 from stream_app.model import NAMES, ModelSnapshot, Scorer
@@ -227,3 +228,39 @@ def test_a_published_model_scores_raises_the_level_and_explains_itself() -> None
     assert driver.values == {"mou_out_m1": 300.0} and "is 300" in driver.text
     assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * 24, rel=1e-3)
     assert {s.model_version for s in out.snapshots} == {7} and all(s.score is not None for s in out.snapshots)
+
+
+def test_alerts_carry_the_action_tables_queue_and_the_control_group_flag() -> None:
+    log = Log()
+    decliner(log, "8613800000015")
+    [alert] = run(processor(), log.records).alerts
+    assert (alert.segment, alert.reason_code, alert.queue) == ("mid_high_end", 205, "account_manager")
+    assert alert.lifecycle == "D" and "technical follow-up first" in alert.suggested_action
+    assert alert.holdout == in_holdout("8613800000015", Settings().holdout_share)
+    everyone = BatchProcessor(Settings(holdout_share=0.999999), MemoryWindowStore(), lambda: RULES,
+                              Metrics(CollectorRegistry()), clock=lambda: CLOCK)
+    [held] = run(everyone, log.records).alerts
+    assert held.holdout
+    assert everyone.metrics.registry.get_sample_value("churnwatch_alerts_suppressed_total", {"cause": "holdout"}) == 1
+
+
+def test_the_control_group_is_a_stable_tenth_of_customers() -> None:
+    ids = [f"86138{i:08d}" for i in range(20_000)]
+    drawn = [in_holdout(c, 0.1) for c in ids]
+    assert 0.09 < sum(drawn) / len(ids) < 0.11
+    assert drawn == [in_holdout(c, 0.1) for c in ids]
+
+
+def test_the_cooldown_holds_back_a_repeat_and_counts_it() -> None:
+    c = "8613800000016"
+    log = Log()
+    decliner(log, c)
+    proc = processor()
+    held_back = lambda: proc.metrics.registry.get_sample_value(  # noqa: E731
+        "churnwatch_alerts_suppressed_total", {"cause": "cooldown"}) or 0
+    first = run(proc, log.records)
+    before = held_back()
+    later = [log.add("cdr", c, cdr(c, "2026-06-22T10:00:00+08:00", duration_s=60))]
+    again = run(proc, later)
+    assert len(first.alerts) == 1 and again.alerts == []
+    assert held_back() == before + 1

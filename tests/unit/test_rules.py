@@ -175,3 +175,36 @@ def test_segments_defined_in_rule_files_replace_the_built_in_flags(tmp_path: Pat
     f["mid_high_end"][:] = 1  # the built-in definition says both are
     ev = evaluate(rules, f)
     assert ev.fired[:, 0].tolist() == [True, False] and ev.features["mid_high_end"].tolist() == [1.0, 0.0]
+
+
+def test_the_action_table_picks_the_first_entry_that_matches() -> None:
+    ruleset = load_rules([RULES])
+    pick = lambda *args: ruleset.action_for(*args)  # noqa: E731  (reason, segment, VIP tier, lifecycle)
+    assert pick(205, "mid_high_end", "none", "C").queue == "account_manager"
+    assert "technical follow-up first" in pick(205, "mid_high_end", "none", "C").action
+    assert pick(205, "mass", "none", "C").queue == "technical"
+    assert pick(101, "mass", "gold", "C").queue == "account_manager"  # VIPs before the price offer
+    assert pick(101, "mass", "none", "C").action.startswith("plan offer")
+    assert pick(None, "mass", "none", "A").action.startswith("welcome call")
+    assert pick(None, "mass", "none", "D").action.startswith("retention call")  # the catch-all
+
+
+def test_mistakes_in_the_action_table_are_reported_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "actions.yaml"
+    path.write_text(GOOD + """
+actions:
+  - reason_codes: [205]
+    queue: technical
+    action: fine
+  - reason_codes: [999]
+    action: unknown reason
+  - queue: outbound_robocall
+    action: unknown queue
+  - segments: [platinum]
+    action: unknown segment
+""")
+    text = [str(p) for p in check_files([path])]
+    assert len(text) == 3, text
+    assert any("999" in t for t in text) and any("outbound_robocall" in t for t in text)
+    assert any("platinum" in t for t in text)
+    assert all(int(t.split(":")[1]) > 20 for t in text)  # the lines of the action entries
