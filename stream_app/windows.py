@@ -23,7 +23,7 @@ import numpy as np
 
 from .events import Billing, Cdr, Outcome, Profile
 from .state import (
-    C, CONTACT_BITS, COUNTERS, D, DEDUP, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
+    C, CONTACT_BITS, COUNTERS, D, DEDUP_RINGS, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
     contacts_estimate, month_index,
 )
 
@@ -117,6 +117,18 @@ class _Scratch:
         return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["dedup"].tolist(),
                    rec["dedup_pos"].tolist(), rec["last_seen"].tolist())
 
+    def remember(self, cust: int, topic: int, digest: int) -> bool:
+        """Add an event id to the topic's ring; False if the ring already holds it (a resend)."""
+        start, size, shift, bits = DEDUP_RINGS[topic]
+        ids = self.dedup[cust]
+        if digest in ids[start:start + size]:
+            return False
+        mask = (1 << bits) - 1
+        at = (self.dedup_pos[cust] >> shift) & mask
+        ids[start + at] = digest
+        self.dedup_pos[cust] = (self.dedup_pos[cust] & ~(mask << shift) & 0xFF) | (((at + 1) % size) << shift)
+        return True
+
     def store(self, rec: np.ndarray) -> None:
         rec["part"], rec["offset"], rec["newest"] = self.part, self.offset, self.newest
         rec["dedup"], rec["dedup_pos"], rec["last_seen"] = self.dedup, self.dedup_pos, self.last_seen
@@ -145,12 +157,9 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
         if newest and day < newest - grace_days:
             result.late.append((env, f"event day is {newest - day} days before the newest seen, grace is {grace_days}"))
             continue
-        digest = zlib.crc32(env.event.event_id.encode()) or 1
-        if digest in s.dedup[cust]:
+        if not s.remember(cust, t, zlib.crc32(env.event.event_id.encode()) or 1):
             result.duplicates += 1
             continue
-        s.dedup[cust][s.dedup_pos[cust]] = digest
-        s.dedup_pos[cust] = (s.dedup_pos[cust] + 1) % DEDUP
         s.newest[cust][t] = max(newest, day)
         result.applied += 1
         rows.extend(_rows_of(w, s, cust, env.event, day, month, contacts))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pytest
 import redis
 from kafka import KafkaProducer
@@ -23,7 +24,7 @@ from stream_app.embedded.servers import redis_server
 from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.topics import ensure_topics
-from stream_app.state import Windows, usage_fingerprint
+from stream_app.state import STATE, Windows, usage_fingerprint
 from tests.conftest import flush
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,14 @@ class Run:
             time.sleep(1)
 
 
+def explain(state: dict[str, bytes], reference: dict[str, bytes], customer: str) -> str:
+    """Which fields of two usage fingerprints differ, and how."""
+    a, b = (np.frombuffer(s[customer][:STATE.itemsize], STATE) for s in (state, reference))
+    fields = [f"{f}: {a[f][0].tolist()} vs {b[f][0].tolist()}" for f in STATE.names if not np.array_equal(a[f], b[f])]
+    tails = state[customer][STATE.itemsize:] != reference[customer][STATE.itemsize:]
+    return "; ".join(fields) + ("; tails differ" if tails else "")
+
+
 @pytest.fixture(scope="module")
 def records() -> list:
     sim = Simulator(SimConfig(customers=400, days=60, seed=11))
@@ -161,7 +170,7 @@ def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, 
     state = {c: usage_fingerprint(v) for c, v in run.state().items()}
     assert state.keys() == reference.keys()
     differing = [c for c in reference if state[c] != reference[c]]
-    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}: {explain(state, reference, differing[0])}"
 
 
 def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: dict[str, bytes],

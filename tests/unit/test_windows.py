@@ -139,3 +139,20 @@ def test_a_bill_read_ahead_of_the_usage_does_not_lose_the_month_of_contacts() ->
     apply(w, march[10:], SH, 3)  # ... then the rest of March's calls
     assert w.month0[0] == month_index(2026, 5)
     assert 17 <= w.monthly[0, 2, C["contacts"]] <= 23  # all 20 of March's contacts, in March's bucket
+
+
+def test_which_ids_are_remembered_does_not_depend_on_how_topics_interleave() -> None:
+    calls = [cdr(CUST, f"2026-03-01T1{k % 10}:00:00+08:00", event_id=f"call-{k}") for k in range(12)]
+    bills = [billing(CUST, f"2026-03-01T0{k}:00:00+08:00", kind="recharge", amount=10.0, event_id=f"pay-{k}")
+             for k in range(5)]
+    streams = []
+    for order in ("calls first", "interleaved"):
+        w = fresh()
+        batch = [(0, env(c, k)) for k, c in enumerate(calls)]
+        paid = [(0, env(b, k, topic=1)) for k, b in enumerate(bills)]
+        batch = batch + paid if order == "calls first" else [x for pair in zip(batch, paid) for x in pair] + batch[5:]
+        apply(w, batch, SH, 3)
+        resent = apply(w, [(0, env(calls[0], 100))], SH, 3)  # the first call again, 16 events later
+        assert resent.duplicates == 1, order
+        streams.append((w.rec["dedup"].tobytes(), int(w.rec["dedup_pos"][0])))
+    assert streams[0] == streams[1]
