@@ -12,12 +12,14 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import faust
 import msgspec
 from redis.exceptions import RedisError
 
+from .endpoints import Health
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
 from .registry import ScorerSource
@@ -32,7 +34,7 @@ _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 
 
-def create_app(settings: Settings, metrics: Metrics) -> faust.App:
+def create_app(settings: Settings, metrics: Metrics, health: Health | None = None) -> faust.App:
     """A faust app wired to Kafka, Redis and the rules in `settings.rules_dir`."""
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise ValueError("KAFKA_BOOTSTRAP and REDIS_URL must be set for the worker")
@@ -104,18 +106,28 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def watch_rules() -> None:
         rules.reload_if_changed()
 
+    health = health or Health()
+
     @app.timer(interval=5.0)
-    async def export_lag() -> None:
-        # Cleared first: partitions this worker lost in a rebalance must not report a stale lag.
+    async def observe() -> None:
+        """Consumer lag, customers tracked, and what `/readyz` reports."""
+        owned = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
         lags = {}
-        for tp in app.consumer.assignment():
-            if tp.topic in inputs:
-                high, position = app.consumer.highwater(tp), await app.consumer.position(tp)
-                if high is not None and position is not None:
-                    lags[(tp.topic, str(tp.partition))] = max(0, high - position)
+        for tp in owned:
+            high, position = app.consumer.highwater(tp), await app.consumer.position(tp)
+            if high is not None and position is not None:
+                lags[(tp.topic, str(tp.partition))] = max(0, high - position)
+        # Cleared first: partitions this worker lost in a rebalance must not report a stale lag.
         metrics.consumer_lag.clear()
         for labels, lag in lags.items():
             metrics.consumer_lag.labels(*labels).set(lag)
+        health.partitions = len(owned)
+        get_processor()
+        try:
+            metrics.customers.set(await client.dbsize())  # type: ignore[union-attr]
+            health.redis_answered_at = time.monotonic()
+        except RedisError as exc:
+            log.warning("Redis did not answer the health check: %s", exc)
 
     @app.timer(interval=settings.model_refresh_s)
     async def refresh_model() -> None:

@@ -45,11 +45,14 @@ def main() -> None:
 
 @main.command()
 def worker() -> None:
-    """Consume CDR, billing, profile and outcome topics; emit alerts. Needs KAFKA_BOOTSTRAP and REDIS_URL."""
+    """Consume CDR, billing, profile and outcome topics; emit alerts. Needs KAFKA_BOOTSTRAP and REDIS_URL.
+
+    Serves /metrics, /healthz and /readyz on CHURNWATCH_METRICS_PORT."""
     from faust.worker import Worker
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from .app import create_app
+    from .endpoints import Health, serve
     from .metrics import Metrics
     from .topics import ensure_topics
 
@@ -62,8 +65,9 @@ def worker() -> None:
     metrics = Metrics(registry)
     metrics.build.info({"version": __version__})
     ensure_topics(settings, settings.kafka_bootstrap)
-    app = create_app(settings, metrics)
-    start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+    health = Health()
+    app = create_app(settings, metrics, health)
+    serve(settings.metrics_port, registry, health)
     Worker(app, loglevel="INFO", logging_config=_logging(settings)).execute_from_commandline()
 
 

@@ -52,6 +52,9 @@ class Metrics:
             "churnwatch_rules_last_reload_success", "1 if the last rule reload succeeded", registry=registry)
         self.rules_reloads = Counter(
             "churnwatch_rules_reloads_total", "Rule reloads, by result", ["result"], registry=registry)
+        self.customers = Gauge(
+            "churnwatch_customers_tracked", "Customers with state in Redis (keys in its database; the model adds four)",
+            registry=registry)
         self.consumer_lag = Gauge(
             "churnwatch_consumer_lag_messages",
             "Messages behind the high watermark, per input partition this worker owns (from its fetch position)",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -14,10 +17,13 @@ import msgspec
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.demo import scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Alert, DeadLetter
+from stream_app.metrics import TrainerMetrics
 from stream_app.state import C, Windows
 from tests.factories import Log, cdr, decliner
 
@@ -62,6 +68,34 @@ def consume_until(w: dict, want_alerts: int, want_dead: int, timeout_s: float) -
     finally:
         consumer.close()
     return alerts, dead
+
+
+DEPLOY = REPO / "deploy"
+NAME = re.compile(r"\bchurnwatch_[a-z_]+")
+SUFFIXES = re.compile(r"_(total|bucket|sum|count|info)$")
+
+
+def worker_names_in_deploy_files() -> set[str]:
+    """Metric families the alerting rules and the dashboard query, but the trainer's."""
+    text = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    text += (DEPLOY / "grafana" / "dashboards" / "churnwatch.json").read_text()
+    registry = CollectorRegistry()
+    TrainerMetrics(registry)
+    trainer = {family.name for family in registry.collect()}
+    return {SUFFIXES.sub("", n) for n in NAME.findall(text)} - trainer
+
+
+def live_families(port: int) -> set[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return {SUFFIXES.sub("", f.name) for f in text_string_to_metric_families(resp.read().decode())}
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
 
 def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> None:
@@ -120,3 +154,9 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
             break
         time.sleep(1)
     assert len(cdr_partitions) == 4 and sum(lag.values()) == 0, lag
+    # What the SREs' files query is what this live worker exports (the trainer's: test_trainer).
+    families = live_families(worker["metrics_port"])
+    assert worker_names_in_deploy_files() <= families, worker_names_in_deploy_files() - families
+    assert scrape(worker["metrics_port"])["churnwatch_customers_tracked"] >= 2
+    assert get(worker["metrics_port"], "/healthz") == (200, "ok\n")
+    assert get(worker["metrics_port"], "/readyz")[0] == 200

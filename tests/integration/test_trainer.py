@@ -4,6 +4,7 @@ killed mid-stream that resumes without learning any label twice."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import msgspec
 import pytest
 import redis
 from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry
 
 from stream_app import keys
 from stream_app.demo import produce_simulation, scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Label, Snapshot
+from stream_app.metrics import TrainerMetrics
 from stream_app.model import decode_snapshot
 from stream_app.settings import Settings
 from stream_app.simulator import SimConfig, Simulator
@@ -65,6 +68,15 @@ def read_all(bootstrap: str, topic: str, kind: type) -> list:
         consumer.close()
 
 
+def trainer_names_in_deploy_files() -> set[str]:
+    registry = CollectorRegistry()
+    TrainerMetrics(registry)
+    ours = {family.name for family in registry.collect()}
+    text = (REPO / "deploy" / "prometheus" / "alerts.yml").read_text()
+    text += (REPO / "deploy" / "grafana" / "dashboards" / "churnwatch.json").read_text()
+    return {re.sub(r"_total$", "", n) for n in re.findall(r"\bchurnwatch_[a-z_]+", text)} & ours
+
+
 def wait_for(what: str, check, timeout_s: float, logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -89,7 +101,8 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         wait_for("a first model version", lambda: client.get(keys.MODEL_VERSION) is not None, 240, logs)
         os.killpg(trainer.pid, signal.SIGKILL)  # mid-stream: labels are still being made and learned
         trainer.wait()
-        trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
+        trainer_port = free_port()
+        trainer = start(["trainer", "--metrics-port", str(trainer_port)], env, logs[1])
         snapshots = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_SNAPSHOTS"], Snapshot)
         clock: dict[int, int] = {}  # the trainer's event clock runs per partition
         for p, _, s in snapshots:
@@ -106,6 +119,11 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
             return raw is not None and TrainerCore.restore(raw).learner.labels >= due
 
         wait_for(f"{due} labels learned", all_learned, 240, logs)
+        # Every trainer metric the SREs' files query is exported by this live trainer, and moved.
+        exported = scrape(trainer_port)
+        used = trainer_names_in_deploy_files()
+        assert used and all(any(k.startswith(n) for k in exported) for n in used), used
+        assert exported["churnwatch_model_published_version"] >= 1
     finally:
         trainer.send_signal(signal.SIGTERM)
         trainer.wait(30)

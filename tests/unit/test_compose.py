@@ -11,7 +11,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
 def test_services_are_there() -> None:
-    assert {"kafka", "redis", "worker", "simulator", "prometheus", "grafana"} <= set(COMPOSE["services"])
+    assert {"kafka", "redis", "worker", "trainer", "simulator", "prometheus", "grafana"} <= set(COMPOSE["services"])
 
 
 def test_worker_environment_is_settings_the_app_reads() -> None:
@@ -33,6 +33,7 @@ def test_ports_agree() -> None:
     assert worker["environment"]["REDIS_URL"].split(":")[2].split("/")[0] == "6379"
     scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     assert f"worker:{port}" in scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert f"127.0.0.1:{port}/readyz" in " ".join(worker["healthcheck"]["test"])
 
 
 def test_rules_mount_matches_the_rules_setting() -> None:
