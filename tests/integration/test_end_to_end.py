@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +25,7 @@ from stream_app.events import Alert, DeadLetter
 from stream_app.metrics import TrainerMetrics
 from stream_app.state import C, Windows
 from tests.factories import Log, cdr, decliner
+from tests.probes import get
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -88,14 +88,6 @@ def worker_names_in_deploy_files() -> set[str]:
 def live_families(port: int) -> set[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return {SUFFIXES.sub("", f.name) for f in text_string_to_metric_families(resp.read().decode())}
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> None:

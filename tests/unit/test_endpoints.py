@@ -1,19 +1,10 @@
 import time
-import urllib.error
-import urllib.request
 
 from prometheus_client import CollectorRegistry, Counter
 
 from stream_app.embedded.process import free_port
 from stream_app.endpoints import Health, serve
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+from tests.probes import get
 
 
 def test_health_readiness_and_metrics_on_one_port() -> None:
