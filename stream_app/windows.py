@@ -145,6 +145,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
     s = _Scratch.of(w.rec)
     rows: list[_Row] = []
     contacts: list[tuple[int, int, int]] = []
+    usage_days: list[tuple[int, int]] = []  # (row, day) of every usage record, daily counters or not
     for cust, env in batch:
         t = env.topic
         if s.part[cust][t] == env.partition and env.offset <= s.offset[cust][t] and s.newest[cust][t]:
@@ -163,8 +164,10 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
         s.newest[cust][t] = max(newest, day)
         result.applied += 1
         rows.extend(_rows_of(w, s, cust, env.event, day, month, contacts))
+        if isinstance(env.event, Cdr):
+            usage_days.append((cust, day))
     s.store(w.rec)
-    _add(w, rows, contacts)
+    _add(w, rows, contacts, usage_days)
     return result
 
 
@@ -201,14 +204,20 @@ def _rows_of(w: Windows, s: _Scratch, cust: int, e: Event, day: int, month: int,
     return []
 
 
-def _add(w: Windows, rows: list[_Row], contacts: list[tuple[int, int, int]]) -> None:
+def _add(w: Windows, rows: list[_Row], contacts: list[tuple[int, int, int]],
+         usage_days: list[tuple[int, int]]) -> None:
     """Roll each touched customer's buckets forward, then scatter-add every row."""
     if not rows and not contacts:
         return
     cust, day, month, counter, value = (np.array(col, np.int64) for col in zip(*rows)) if rows else \
         (np.zeros(0, np.int64),) * 5
     new_day0 = w.rec["day0"].astype(np.int64)
-    np.maximum.at(new_day0, cust, day)
+    # Every usage record moves the day on, an SMS or data session too: the contact bitmaps
+    # follow the day's month, and a record that did not move it could land in a month the
+    # bitmaps do not have yet, or not, depending on what else its batch held.
+    if usage_days:
+        ud = np.array(usage_days, np.int64)
+        np.maximum.at(new_day0, ud[:, 0], ud[:, 1])
     new_month0 = w.rec["month0"].astype(np.int64)
     np.maximum.at(new_month0, cust, month)
     _roll(w.daily, w.rec["day0"], new_day0)

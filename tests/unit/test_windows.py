@@ -156,3 +156,18 @@ def test_which_ids_are_remembered_does_not_depend_on_how_topics_interleave() -> 
         assert resent.duplicates == 1, order
         streams.append((w.rec["dedup"].tobytes(), int(w.rec["dedup_pos"][0])))
     assert streams[0] == streams[1]
+
+
+def test_where_a_batch_ends_does_not_change_the_contacts() -> None:
+    august = cdr(CUST, "2026-08-31T10:00:00+08:00", peer_id="8613900000001", event_id="a")
+    sms = cdr(CUST, "2026-09-01T09:00:00+08:00", kind="sms", duration_s=0, peer_id="8613900000002", event_id="b")
+    call = cdr(CUST, "2026-09-01T10:00:00+08:00", peer_id="8613900000003", event_id="c")
+    states = []
+    for batches in ([[august], [sms, call]], [[august], [sms], [call]]):
+        w, offset = fresh(), 0
+        for batch in batches:
+            apply(w, [(0, env(raw, offset + k)) for k, raw in enumerate(batch)], SH, 3)
+            offset += len(batch)
+        states.append(w.rec["contacts"].tobytes())
+        assert w.monthly[0, 0, C["contacts"]] == 2  # September: the SMS's peer and the call's
+    assert states[0] == states[1]
