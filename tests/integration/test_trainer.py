@@ -124,6 +124,9 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         used = trainer_names_in_deploy_files()
         assert used and all(any(k.startswith(n) for k in exported) for n in used), used
         assert exported["churnwatch_model_published_version"] >= 1
+        learned = sum(v for k, v in exported.items() if k.startswith("churnwatch_model_labels_learned_total"))
+        assert 0 < learned <= due  # this process's share: the killed one learned the rest
+        assert 0 < exported["churnwatch_model_auc"] <= 1 and exported["churnwatch_model_log_loss"] > 0
     finally:
         trainer.send_signal(signal.SIGTERM)
         trainer.wait(30)
