@@ -98,19 +98,21 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
 @click.option("--days", default=120, show_default=True)
 @click.option("--seed", default=7, show_default=True)
 @click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--warmup-days", default=70, show_default=True, help="days before the first churner leaves")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="write records as JSON lines here instead of producing to KAFKA_BOOTSTRAP")
 @click.option("--truth", type=click.Path(path_type=Path), required=True, help="ground-truth file (JSON lines)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
-def simulate(customers: int, days: int, seed: int, monthly_churn: float, out: Path | None, truth: Path,
-             as_json: bool) -> None:
+def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, out: Path | None,
+             truth: Path, as_json: bool) -> None:
     """Produce realistic synthetic traffic; write who really churned to --truth."""
     import threading
 
     from .demo import produce_simulation
     from .simulator import SimConfig, Simulator
 
-    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn))
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
+                              warmup_days=warmup_days))
     if out is not None:
         counts: dict[str, int] = {}
         with out.open("wb") as f:
@@ -221,14 +223,15 @@ def schemas(out: Path) -> None:
     click.echo(f"wrote {len(CONTRACTS)} schemas to {out}")
 
 
-def _add_model_commands() -> None:
+def _add_commands() -> None:
     from .model_cli import evaluate, model, trainer
+    from .report_cli import report
 
-    for command in (trainer, model, evaluate):
+    for command in (trainer, model, evaluate, report):
         main.add_command(command)
 
 
-_add_model_commands()
+_add_commands()
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "customer_state", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
+__all__ = ["PREFIX", "customer_state", "report", "REPORT_PATTERN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
 
 PREFIX = "cw"
 
@@ -11,6 +11,15 @@ PREFIX = "cw"
 def customer_state(customer: str) -> str:
     """The customer's windows, offsets and profile (one string, see `state.STATE`)."""
     return f"{PREFIX}:{{{customer}}}:s"
+
+
+def report(shard: int) -> str:
+    """One hash of report counters (report_facts.py). A single Redis has one; on a cluster every
+    node keeps its own, written in the same script as its customers' states, and a report sums them."""
+    return f"{PREFIX}:{{report-{shard}}}:counts"
+
+
+REPORT_PATTERN = f"{PREFIX}:{{report-*}}:counts"
 
 
 

@@ -26,6 +26,7 @@ from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
 from .observations import EPOCH_ORDINAL, churn_events, snapshot_days, snapshots
+from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate
 from .rules import Ruleset
 from .settings import Settings
@@ -54,6 +55,7 @@ class BatchOutput:
     churn_events: list[ChurnEvent] = field(default_factory=list)
     cooled: int = 0  # alerts the cooldown held back
     writes: dict[str, Write] = field(default_factory=dict)
+    report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
     applied: int = 0
     replayed: int = 0
     duplicates: int = 0
@@ -122,7 +124,7 @@ class BatchProcessor:
             return out
         raws = await self._redis("load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
-        day_before, exit_before = w.day0.copy(), w.rec["exit_ts"].copy()
+        before = Before.of(w)
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
@@ -136,7 +138,7 @@ class BatchProcessor:
         changed = sorted(result.changed)
         if result.applied:
             partition_of = {c: env.partition for c, env in decoded}
-            self._derive(w, changed, now_day, now, day_before, exit_before, partition_of, out)
+            self._derive(w, changed, now_day, now, before, partition_of, out)
         out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
 
@@ -153,9 +155,9 @@ class BatchProcessor:
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
         return np.maximum(clock, w.day0)
 
-    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, day_before: np.ndarray,
-                exit_before: np.ndarray, partition_of: dict[str, int], out: BatchOutput) -> None:
-        """Features, model score, rules, alerts, snapshots and churn events of the changed rows."""
+    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before,
+                partition_of: dict[str, int], out: BatchOutput) -> None:
+        """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
         features, x = self._features(w, now_day, scorer)
         ev = self._evaluate(w, ruleset, features, now_day, rows)
@@ -163,7 +165,7 @@ class BatchProcessor:
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
-        picks, days = snapshot_days(w, rows, day_before, s.snapshot_every_days)
+        picks, days = snapshot_days(w, rows, before.day0, s.snapshot_every_days)
         if picks:
             # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
             sub = w.subset(picks)
@@ -171,7 +173,8 @@ class BatchProcessor:
             sub_features, sub_x = self._features(sub, days, scorer)
             sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
-        out.churn_events = churn_events(w, features, rows, exit_before, now_day)
+        out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day)
+        out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
         if scorer is not None and scorer.labels >= s.model_min_labels:
             score = features["churn_score"]
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
@@ -215,7 +218,7 @@ class BatchProcessor:
         for _attempt in range(5):
             out = await self.prepare(pending)
             await send(out)
-            conflicts = await self._redis("save", lambda: self.store.save(out.writes))
+            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report))
             self._count(out)
             if not conflicts:
                 break

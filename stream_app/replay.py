@@ -38,6 +38,7 @@ class ReplayResult:
     events: int = 0
     seconds: float = 0.0
     core: TrainerCore | None = None
+    report: dict[str, int] = field(default_factory=dict)  # the report counters (report_facts.py)
 
 
 class _Learning:
@@ -78,7 +79,8 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     metrics = Metrics(CollectorRegistry())
     source = ScorerSource(metrics)
     core = TrainerCore.fresh(settings)
-    processor = BatchProcessor(settings, MemoryWindowStore(), rules, metrics, model=source)
+    store = MemoryWindowStore()
+    processor = BatchProcessor(settings, store, rules, metrics, model=source)
     learning = _Learning(settings, core, source) if learn else None
     result = ReplayResult(core=core)
     offsets: dict[str, int] = {}
@@ -106,4 +108,5 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     if batch:
         await flush()
     result.seconds = time.perf_counter() - started
+    result.report = dict(store.report)
     return result

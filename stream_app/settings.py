@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .report_facts import CohortRule
+
 __all__ = ["Settings", "Topics"]
 
 
@@ -76,6 +78,11 @@ class Settings(BaseSettings):
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)
+    # The snapshot cohort of the retention report (DOMAIN.md); facts are recorded under the values in force.
+    cohort_months: int = Field(default=3, ge=1, le=6)  # spend summed over this many months to the snapshot ...
+    cohort_min_spend: float = Field(default=360.0, ge=0)  # ... must reach this to be photographed
+    cohort_churn_months: int = Field(default=3, ge=1, le=6)  # a member this many months in a row ...
+    cohort_churn_spend: float = Field(default=50.0, ge=0)  # ... under this spend is lost (revenue churn)
 
     @field_validator("timezone")
     @classmethod
@@ -89,3 +96,8 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def cohort(self) -> CohortRule:
+        return CohortRule(self.cohort_months, self.cohort_min_spend, self.cohort_churn_months,
+                          self.cohort_churn_spend)

@@ -73,13 +73,16 @@ _M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minute
 EXIT_KINDS = ("", "disconnect", "port_out")
 
 class StateTail(msgspec.Struct, array_like=True, frozen=True):
-    """What does not fit a fixed record, kept after it: the profile's text fields, and the
-    streaks of rules with `for` (rule key -> (evaluations in a row, period of the last))."""
+    """What does not fit a fixed record, kept after it: the profile's text fields, the streaks
+    of rules with `for` (rule key -> (evaluations in a row, period of the last)), and the
+    snapshot cohorts the reports follow the customer in."""
 
     plan: str = ""
     region: str = ""
     segment: str = ""
     streaks: dict[int, tuple[int, int]] = {}
+    cohorts: tuple[int, ...] = ()  # snapshot cohorts (month indices) the customer was photographed in ...
+    cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (report_facts.py)
 
 
 _tail_encoder = msgspec.msgpack.Encoder()

@@ -9,6 +9,7 @@ overwrite what the new owner wrote: its stale writes come back as conflicts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
@@ -25,27 +26,34 @@ __all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "con
 
 log = logging.getLogger(__name__)
 
-# keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based);
+# keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based),
+# argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>";
 # then per key: the counter the writer read, and the new state (which carries the next counter).
+# A customer's increments are added only if their state was written: both count once.
 _CAS_FUNCTION = """
 local function cas(keys, argv)
-  local ttl, at = argv[1], tonumber(argv[2])
-  local conflicts = {}
+  local ttl, at, report = argv[1], tonumber(argv[2]), argv[3]
+  local conflicts, refused = {}, {}
   for i, key in ipairs(keys) do
     local current = redis.call('GET', key)
     local seq = current and string.sub(current, at, at + 7) or string.rep('\\0', 8)
-    if seq == argv[2 * i + 1] then
-      redis.call('SET', key, argv[2 * i + 2], 'PX', ttl)
+    if seq == argv[2 * i + 3] then
+      redis.call('SET', key, argv[2 * i + 4], 'PX', ttl)
     else
       conflicts[#conflicts + 1] = i - 1
+      refused[i - 1] = true
     end
+  end
+  for i, field, delta in string.gmatch(argv[4], '(%d+)\\t([^\\t\\n]+)\\t(-?%d+)\\n') do
+    if not refused[tonumber(i)] then redis.call('HINCRBY', report, field, delta) end
   end
   return conflicts
 end
 """
 _CAS = _CAS_FUNCTION + "return cas(KEYS, ARGV)"
 # On a cluster the keys of one call share a node, not a slot. Redis refuses declared keys of
-# several slots, so they travel in ARGV, counted by ARGV[1] (Redis 7 reads the flag).
+# several slots, so they travel in ARGV, counted by ARGV[1] (Redis 7 reads the flag). The
+# report hash of a call is one whose slot that node serves (`_report_key`).
 _CLUSTER_CAS = "#!lua flags=allow-cross-slot-keys\n" + _CAS_FUNCTION + """
 local n, keys, rest = tonumber(ARGV[1]), {}, {}
 for i = 1, n do keys[i] = ARGV[i + 1] end
@@ -61,11 +69,16 @@ def _seq_of(raw: bytes) -> int:
     return int.from_bytes(raw[SEQ_OFFSET:SEQ_OFFSET + 8], "little")
 
 
+#: Report counter increments per customer (`report_facts.report_increments`).
+Increments = dict[str, dict[str, int]]
+
+
 class WindowStore(Protocol):
     async def load(self, customers: Sequence[str]) -> list[bytes | None]: ...
 
-    async def save(self, writes: dict[str, Write]) -> list[str]:
-        """Write each state whose stored counter is still the one read; return the customers that conflicted."""
+    async def save(self, writes: dict[str, Write], report: Increments | None = None) -> list[str]:
+        """Write each state whose stored counter is still the one read, and add the report increments
+        of the customers written; return the customers that conflicted."""
         ...
 
     async def close(self) -> None: ...
@@ -76,11 +89,12 @@ class MemoryWindowStore:
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.report: collections.Counter[str] = collections.Counter()
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         return [self.data.get(c) for c in customers]
 
-    async def save(self, writes: dict[str, Write]) -> list[str]:
+    async def save(self, writes: dict[str, Write], report: Increments | None = None) -> list[str]:
         conflicts = []
         for customer, (expected, blob) in writes.items():
             stored = _seq_of(self.data[customer]) if customer in self.data else 0
@@ -88,6 +102,7 @@ class MemoryWindowStore:
                 conflicts.append(customer)
             else:
                 self.data[customer] = blob
+                self.report.update((report or {}).get(customer, {}))
         return conflicts
 
     async def close(self) -> None:
@@ -110,6 +125,7 @@ class RedisWindowStore:
         self.ttl_ms = ttl_s * 1000
         self._cas = client.register_script(_CAS)
         self._slots_known = False
+        self._report_keys: dict[str, str] = {}  # cluster node -> a report hash it serves
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         pipe = self.client.pipeline(transaction=False)
@@ -117,31 +133,46 @@ class RedisWindowStore:
             pipe.get(keys.customer_state(c))
         return await pipe.execute()
 
-    async def save(self, writes: dict[str, Write]) -> list[str]:
+    async def save(self, writes: dict[str, Write], report: Increments | None = None) -> list[str]:
         if not writes:
             return []
+        report = report or {}
         if not self.cluster:
             group = list(writes)
             pipe = self.client.pipeline(transaction=False)
             # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
-            await self._cas(keys=[keys.customer_state(c) for c in group], args=self._argv(group, writes), client=pipe)
+            await self._cas(keys=[keys.customer_state(c) for c in group],
+                            args=self._argv(group, writes, report, keys.report(0)), client=pipe)
             [conflicts] = await pipe.execute()
             return [group[i] for i in conflicts]
         groups = await self._by_node(writes)
         # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
         replies = await asyncio.gather(*(
             self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(group),
-                                        *(keys.customer_state(c) for c in group), *self._argv(group, writes),
+                                        *(keys.customer_state(c) for c in group),
+                                        *self._argv(group, writes, report, self._report_key(node)),
                                         target_nodes=node)
             for node, group in groups))
         return [group[i] for (_, group), conflicts in zip(groups, replies) for i in conflicts]
 
-    def _argv(self, group: list[str], writes: dict[str, Write]) -> list[bytes | int]:
-        argv: list[bytes | int] = [self.ttl_ms, SEQ_OFFSET + 1]
+    def _argv(self, group: list[str], writes: dict[str, Write], report: Increments,
+              report_key: str) -> list[bytes | int | str]:
+        lines = "".join(f"{i}\t{name}\t{delta}\n" for i, c in enumerate(group)
+                        for name, delta in report.get(c, {}).items())
+        argv: list[bytes | int | str] = [self.ttl_ms, SEQ_OFFSET + 1, report_key, lines]
         for c in group:
             expected, blob = writes[c]
             argv += [expected.to_bytes(8, "little"), blob]
         return argv
+
+    def _report_key(self, node: Any) -> str:
+        """A report hash whose slot `node` serves, so its script may add to it."""
+        cached = self._report_keys.get(node.name)
+        if cached is not None and self.client.get_node_from_key(cached).name == node.name:
+            return cached
+        shard = next(n for n in range(1 << 16) if self.client.get_node_from_key(keys.report(n)).name == node.name)
+        self._report_keys[node.name] = keys.report(shard)
+        return keys.report(shard)
 
     async def _by_node(self, writes: dict[str, Write]) -> list[tuple[Any, list[str]]]:
         """(cluster node, its customers) for every node that serves one of `writes`."""

@@ -161,6 +161,7 @@ def counter_sum(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
 
 
+@pytest.mark.parametrize("bootstrap", ["tansu"], indirect=True)  # what brokers differ in is covered above
 def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -> None:
     """What an SRE reads off /metrics while a replay runs is what the worker really did."""
     t, port = worker["topics"], worker["metrics_port"]
@@ -214,3 +215,55 @@ def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -
     assert end["churnwatch_model_version"] == 0  # no trainer here: rules only (the trainer test covers versions)
     assert end["churnwatch_customers_tracked"] >= len(sim.ids)
     assert any(k.startswith("churnwatch_build_info{") for k in end)
+
+
+@pytest.mark.parametrize("bootstrap", ["tansu"], indirect=True)
+def test_reports_after_a_simulated_quarter_agree_with_the_ground_truth(worker: dict, redis_url: str,
+                                                                        tmp_path: Path) -> None:
+    t = worker["topics"]
+    env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"], REDIS_URL=redis_url,
+               **{f"CHURNWATCH_TOPIC_{name.upper()}": topic for name, topic in t.items()})
+    truth_file = tmp_path / "truth.jsonl"
+    cli = [sys.executable, "-m", "stream_app.cli"]
+    summary = json.loads(subprocess.run(
+        [*cli, "simulate", "--customers", "120", "--days", "92", "--seed", "11", "--monthly-churn", "0.06",
+         "--warmup-days", "5", "--truth", str(truth_file), "--json"],
+        env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    total = sum(summary["events_by_topic"].values())
+    deadline = time.monotonic() + 240
+    while counter_sum(scrape(worker["metrics_port"]), "churnwatch_events_consumed_total") < total:
+        assert time.monotonic() < deadline and worker["proc"].poll() is None, worker["log"].read_text()[-3000:]
+        time.sleep(1)
+
+    def report(*args: str) -> dict:
+        done = subprocess.run([*cli, "report", *args, "--json"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])
+
+    churn = report("churn", "--month", "2026-10", "--months", "3", "--plot", str(tmp_path / "churn.png"))
+    truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    base = len(truth)
+    for row in churn["months"]:
+        left = [x for x in truth if (x["churn_date"] or "")[:7] == row["month"]]
+        involuntary = [x for x in left if x["reason_code"] in (335, 345, 380)]
+        assert (row["customers_start"], row["gross_adds"], row["churn"], row["voluntary_churn"],
+                row["involuntary_churn"], row["customers_end"]) == (
+            base, 0, len(left), len(left) - len(involuntary), len(involuntary), base - len(left)), row["month"]
+        reasons: dict[str, int] = {}
+        for x in left:
+            reasons[str(x["reason_code"])] = reasons.get(str(x["reason_code"]), 0) + 1
+        assert churn["by_reason"][row["month"]] == reasons
+        base -= len(left)
+    assert sum(row["churn"] for row in churn["months"]) > 5  # the quarter had churners in it
+    base_report = report("base", "--month", "2026-10", "--months", "3")
+    assert [row["customers_end"] for row in base_report["months"]] == [row["customers_end"] for row in churn["months"]]
+    for row in base_report["months"][:2]:  # August and September have closed for everyone still there
+        assert row["customers_billed"] == row["customers_end"] and 0 < row["mid_high_end"] < row["customers_billed"]
+        assert 0 < row["mid_high_end_revenue_share"] < 1 and row["revenue"] > 0
+    cohort = report("cohort", "--snapshot", "2026-09", "--through", "2026-10", "--plot", str(tmp_path / "cohort.png"))
+    assert cohort["members"] > 0 and cohort["months"] == ["2026-10"]
+    assert cohort["retained"][0] == cohort["members"] - cohort["lost"][0]
+    for png in ("churn.png", "cohort.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / png).stat().st_size > 20_000
+    table = subprocess.run([*cli, "report", "churn", "--month", "2026-10"], env=env, capture_output=True, text=True)
+    assert "Churn totals" in table.stdout and "205 network" in table.stdout and "customers at end" in table.stdout

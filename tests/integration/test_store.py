@@ -5,6 +5,7 @@ from typing import Callable
 
 import pytest
 
+from stream_app.reports import read_counts
 from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
 from stream_app.state import Windows
 from tests.conftest import flush
@@ -69,3 +70,36 @@ def test_state_keys_share_a_hash_tag_and_expire(redis_url: str) -> None:
     [key] = client.keys("*")
     assert key == b"cw:{8613800000007}:s"
     assert 3500 < client.ttl(key) <= 3600
+
+
+def test_report_increments_count_only_with_the_state_they_came_with(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        customers = [f"86138{i:08d}" for i in range(40)]  # spread over every node of a cluster
+        await store.save({c: (0, state(c, 1, 1)) for c in customers},
+                         {c: {"2026-07|exits|voluntary": 1, "2026-07|region|north": 2} for c in customers})
+        # A stale writer of the first customer: its state is refused, and so are its increments.
+        await store.save({customers[0]: (0, state(customers[0], 1, 5)), customers[1]: (1, state(customers[1], 2, 5))},
+                         {customers[0]: {"2026-07|exits|voluntary": 1}, customers[1]: {"2026-08|adds": 1}})
+        if isinstance(store, MemoryWindowStore):
+            counts = dict(store.report)
+        else:
+            sync = redis_client(store)
+            counts = read_counts(sync)
+            sync.close()
+        assert counts == {"2026-07|exits|voluntary": 40, "2026-07|region|north": 80, "2026-08|adds": 1}
+        await store.close()
+
+    asyncio.run(go())
+
+
+def redis_client(store: RedisWindowStore):
+    """A synchronous client to the same server or cluster, as the report command uses."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    kwargs = store.client.get_connection_kwargs() if not store.cluster else None
+    if store.cluster:
+        node = store.client.get_nodes()[0]
+        return RedisCluster(host=node.host, port=node.port)
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs.get("db", 0))

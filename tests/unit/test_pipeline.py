@@ -101,6 +101,7 @@ def test_batch_boundaries_do_not_change_the_state() -> None:
     run(processor(stores[1]), log.records, size=3)
     a, b = ({c: usage_fingerprint(raw) for c, raw in s.data.items()} for s in stores)
     assert a == b
+    assert stores[0].report == stores[1].report and stores[0].report
 
 
 def test_an_exit_read_before_the_usage_does_not_silence_the_warning() -> None:

@@ -1,0 +1,205 @@
+"""What the managers' reports count, taken from the state changes of each batch.
+
+A batch turns a customer's changes into counter increments: a first CRM profile adds the
+customer to the base in their activation month; an exit counts once, by voluntariness,
+reason code, region, value segment and the revenue it takes away; a month that closes (the
+customer's first event in a later month) adds its spend and mid/high-end membership, and
+may photograph the customer into that month's snapshot cohort. The store adds the
+increments to the report counters in the same script that writes the customer's state, so
+they count exactly once however often a batch is replayed (`store.RedisWindowStore.save`).
+
+Counter names are `<YYYY-MM>|<what>[|<detail>]`, and `cohort|<YYYY-MM>|members` and
+`cohort|<YYYY-MM>|lost|<YYYY-MM>` for the snapshot cohorts; `reports.py` reads them back.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+import msgspec
+import numpy as np
+
+from .events import ChurnEvent
+from .observations import EPOCH_ORDINAL
+from .state import C, N_MONTHS, SCALE, StateTail, Windows, month_index
+
+__all__ = ["Before", "CohortRule", "month_label", "month_of_label", "report_increments"]
+
+MID_HIGH_SPEND, MID_HIGH_MOU = 120.0, 100.0  # DOMAIN.md: mid/high-end customer in a month
+_UNSAFE = re.compile(r"[|\t\n]")
+
+
+@dataclass(frozen=True)
+class CohortRule:
+    """The snapshot cohort (DOMAIN.md): spend over `months` months ending at the snapshot month
+    of at least `min_spend`; a member is lost at an exit, or after `churn_months` months in a row
+    each under `churn_spend` (revenue churn). Members are followed for `follow_months` months."""
+
+    months: int = 3
+    min_spend: float = 360.0
+    churn_months: int = 3
+    churn_spend: float = 50.0
+    follow_months: int = 15
+
+
+@dataclass(frozen=True)
+class Before:
+    """What the report facts compare a batch's result with, copied before the batch is applied."""
+
+    day0: np.ndarray
+    month0: np.ndarray
+    exit_ts: np.ndarray
+    profile_ts: np.ndarray
+
+    @classmethod
+    def of(cls, w: Windows) -> "Before":
+        return cls(w.day0.copy(), w.month0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy())
+
+
+def month_label(index: int) -> str:
+    """'YYYY-MM' of a `state.month_index`.
+
+    >>> month_label(month_index(2026, 12))
+    '2026-12'
+    """
+    year, month = divmod(index, 12)
+    return f"{year:04d}-{month + 1:02d}"
+
+
+def month_of_label(label: str) -> int:
+    year, month = label.split("-")
+    return month_index(int(year), int(month))
+
+
+def report_increments(w: Windows, rows: list[int], before: Before, churned: list[ChurnEvent], zone: ZoneInfo,
+                      cohort: CohortRule, grace_days: int) -> dict[str, dict[str, int]]:
+    """Customer -> counter increments for the changed `rows`; customers with none are left out.
+    Records the cohort memberships it finds on the customer's state tail.
+
+    A month closes for a customer once their usage has moved `grace_days` past its end: no late
+    event can change it after that, so what is counted never depends on where batches end. An
+    exit closes every month before it (no more usage will come to move it on); in a catch-up
+    where billing is read ahead of usage, a leaver's last months count with the usage read by then."""
+    exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
+    revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
+    out: dict[str, dict[str, int]] = {}
+    for i in _with_news(w, rows, before, grace_days, set(exits) | set(revenue_churned)):
+        customer = w.customers[i]
+        counts: collections.Counter[str] = collections.Counter()
+        if before.profile_ts[i] == 0 and w.rec["profile_ts"][i] > 0:
+            activated = date.fromordinal(int(w.rec["activation"][i]))
+            counts[f"{month_label(month_index(activated.year, activated.month))}|adds"] += 1
+        tail = w.text[i] or StateTail()
+        members, lost = set(tail.cohorts), set(tail.cohort_lost)
+        if before.exit_ts[i] == 0:  # nothing is counted for a customer after their exit
+            exit_month = _local_month(int(w.rec["exit_ts"][i]), zone) if customer in exits else None
+            _close(w, i, before, grace_days, exit_month, cohort, counts, members, lost)
+            if exit_month is not None:
+                _exit(w, i, exits[customer], exit_month, counts, members, lost)
+        if customer in revenue_churned:
+            started = date.fromordinal(revenue_churned[customer].day)
+            counts[f"{month_label(month_index(started.year, started.month))}|revenue_churn"] += 1
+        oldest = int(w.month0[i]) - cohort.follow_months
+        kept = (tuple(sorted(m for m in members if m >= oldest)), tuple(sorted(m for m in lost if m >= oldest)))
+        if kept != (tail.cohorts, tail.cohort_lost):
+            w.text[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
+        if counts:
+            out[customer] = dict(counts)
+    return out
+
+
+def _with_news(w: Windows, rows: list[int], before: Before, grace_days: int, churned: set[str]) -> list[int]:
+    """The rows with anything to count: a first profile, a churn, or a month newly closed. Most
+    batches have few, so the rest are ruled out with a few array operations."""
+    idx = np.asarray(rows, np.int64)
+    if not len(idx):
+        return []
+    after_open, before_open = (_open_months(day[idx], grace_days) for day in (w.day0, before.day0))
+    news = (before.profile_ts[idx] == 0) & (w.rec["profile_ts"][idx] > 0)
+    news |= (after_open != before_open) & (before.exit_ts[idx] == 0)
+    return [i for i, new in zip(rows, news) if new or w.customers[i] in churned]
+
+
+def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
+    """Which month is open, for many days at once: months since 1970, only ever compared (0: no usage yet)."""
+    days = (day0.astype(np.int64) - grace_days - EPOCH_ORDINAL).astype("datetime64[D]")
+    return np.where(day0 > 0, days.astype("datetime64[M]").astype(np.int64), 0)
+
+
+def _close(w: Windows, i: int, before: Before, grace_days: int, exit_month: int | None, cohort: CohortRule,
+           counts: collections.Counter[str], members: set[int], lost: set[int]) -> None:
+    """Count the months this batch closed for the customer: from the first still open before it
+    (or their first month of usage) to the first still open after it, or to their exit."""
+    first = _oldest_month(w, i)
+    if first is None:
+        return
+    if before.day0[i] > 0:
+        first = max(first, _open_month(int(before.day0[i]), grace_days))
+    end = _open_month(int(w.day0[i]), grace_days) if w.day0[i] > 0 else first
+    if exit_month is not None:
+        end = max(end, exit_month)
+    _closed_months(w, i, first, end, cohort, counts, members, lost)
+
+
+def _local_month(ts: int, zone: ZoneInfo) -> int:
+    when = datetime.fromtimestamp(ts, timezone.utc).astimezone(zone)
+    return month_index(when.year, when.month)
+
+
+def _open_month(day0: int, grace_days: int) -> int:
+    """The oldest month a customer's late events can still change, given their newest usage day."""
+    day = date.fromordinal(day0 - grace_days)
+    return month_index(day.year, day.month)
+
+
+def _oldest_month(w: Windows, i: int) -> int | None:
+    """The first month the customer has usage or bills in, within the window (None: none yet): no
+    month before a customer's first usage counts (the profile can come first)."""
+    used = np.nonzero(w.monthly[i].any(axis=1))[0]
+    return int(w.month0[i]) - int(used.max()) if len(used) else None
+
+
+def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule, counts: collections.Counter[str],
+                   members: set[int], lost: set[int]) -> None:
+    """Months `first` to `end` (excluded) have closed; those still in the window are counted."""
+    now = int(w.month0[i])
+    spend = w.monthly[i, :, C["spend"]] / SCALE["spend"]  # index k = month (now - k)
+    mou = w.monthly[i, :, C["out_min"]] / SCALE["out_min"]
+    for m in range(max(first, now - N_MONTHS + 1), min(end, now + 1)):
+        k, label = now - m, month_label(m)
+        fen = int(w.monthly[i, k, C["spend"]])
+        counts[f"{label}|billed"] += 1
+        counts[f"{label}|revenue_fen"] += fen
+        if spend[k] >= MID_HIGH_SPEND and mou[k] >= MID_HIGH_MOU:
+            counts[f"{label}|mid_high"] += 1
+            counts[f"{label}|mid_high_revenue_fen"] += fen
+        if k + cohort.months <= N_MONTHS and spend[k:k + cohort.months].sum() >= cohort.min_spend:
+            members.add(m)
+            counts[f"cohort|{label}|members"] += 1
+        run = k + cohort.churn_months
+        if run <= N_MONTHS and (spend[k:run] < cohort.churn_spend).all():
+            for s in sorted(members - lost):
+                if s <= m - cohort.churn_months:  # the whole run lies after the snapshot
+                    lost.add(s)
+                    counts[f"cohort|{month_label(s)}|lost|{label}"] += 1
+
+
+def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Counter[str], members: set[int],
+          lost: set[int]) -> None:
+    """An exit, in the month `m` it happened in; the revenue lost is the spend of the month before."""
+    k = int(w.month0[i]) - (m - 1)
+    label = month_label(m)
+    voluntary = event.voluntary if event.voluntary is not None else event.kind == "port_out"
+    counts[f"{label}|exits|{'voluntary' if voluntary else 'involuntary'}"] += 1
+    counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
+    counts[f"{label}|region|{_UNSAFE.sub('_', event.region) or 'unknown'}"] += 1
+    counts[f"{label}|segment|{event.segment}"] += 1
+    counts[f"{label}|revenue_lost_fen"] += int(w.monthly[i, k, C["spend"]]) if 0 <= k < N_MONTHS else 0
+    for s in sorted(members - lost):
+        if s < m:
+            lost.add(s)
+            counts[f"cohort|{month_label(s)}|lost|{label}"] += 1

@@ -1,0 +1,104 @@
+"""The report counters: what a batch adds, counted once, and the reports read back from them."""
+
+from __future__ import annotations
+
+import collections
+from datetime import datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from stream_app.reports import churn_report, cohort_report, latest_month
+from stream_app.replay import replay
+from stream_app.report_cli import _churn_csv, _cohort_csv
+from stream_app.report_facts import CohortRule
+from stream_app.rules import load_rules
+from stream_app.settings import Settings
+from stream_app.simulator import SimConfig, Simulator
+from stream_app.store import MemoryWindowStore
+from tests.factories import Log, billing, cdr, profile
+from tests.unit.test_pipeline import processor, run
+
+RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
+
+
+def months_of_bills(log: Log, customer: str, amounts: dict[int, float], year: int = 2026) -> None:
+    """A call and a bill in each month (bills for month m arrive on the 1st of m + 1)."""
+    for month, amount in sorted(amounts.items()):
+        log.add("cdr", customer, cdr(customer, datetime(year, month, 10, 10).isoformat() + "+08:00"))
+        nxt = (year + month // 12, month % 12 + 1)
+        log.add("billing", customer, billing(customer, f"{nxt[0]}-{nxt[1]:02d}-01T02:00:00+08:00", amount=amount,
+                                             period=f"{year}-{month:02d}"))
+
+
+def test_a_cohort_member_is_lost_once_whether_by_revenue_churn_or_exit_and_replays_count_nothing() -> None:
+    log = Log()
+    for c in ("8613800000001", "8613800000002", "8613800000003"):
+        log.add("customers", c, profile(c, activation_date="2025-11-20"))
+    # 1: photographed in May (150 x 3 >= 360), then three months under 50: lost in August.
+    months_of_bills(log, "8613800000001", {3: 150, 4: 150, 5: 150, 6: 40, 7: 30, 8: 20, 9: 20})
+    # 2: photographed in May, leaves in July, voluntarily, over the price.
+    months_of_bills(log, "8613800000002", {3: 150, 4: 150, 5: 150, 6: 150})
+    log.add("billing", "8613800000002", billing("8613800000002", "2026-07-15T12:00:00+08:00", kind="port_out",
+                                                  reason_code=101, voluntary=True))
+    # 3: spends too little to be photographed.
+    months_of_bills(log, "8613800000003", {3: 100, 4: 100, 5: 100, 6: 100, 7: 100, 8: 100, 9: 100})
+    log.add("cdr", "8613800000003", cdr("8613800000003", "2026-10-02T10:00:00+08:00"))
+    store = MemoryWindowStore()
+    run(processor(store), log.records, size=7)
+    once = dict(store.report)
+    run(processor(store), log.records, size=5)  # the same events again, batched differently
+    assert store.report == once
+
+    may = cohort_report(once, "2026-05", CohortRule(), through="2026-09")
+    assert may.members == 2
+    assert dict(zip(may.months, may.lost)) == {"2026-06": 0, "2026-07": 1, "2026-08": 1, "2026-09": 0}
+    assert may.retention_rate == [1.0, 0.5, 0.0, 0.0]
+    report = churn_report(once, "2026-07", 3)
+    july = report.months[-1]
+    assert (july.customers_start, july.voluntary_churn, july.churn, july.customers_end) == (3, 1, 1, 2)
+    assert july.revenue_lost == 150.0 and report.by_reason["2026-07"] == {"101": 1}
+    assert report.by_region["2026-07"] == {"north": 1}
+    # Activations count in their own month: the base at the start of the report already holds them.
+    assert once["2025-11|adds"] == 3 and report.months[0].gross_adds == 0
+
+
+def test_a_simulated_period_reports_what_the_simulator_knows_happened() -> None:
+    sim = Simulator(SimConfig(customers=250, days=110, seed=5, monthly_churn=0.03))
+    result = replay(((r.topic, r.key, r.value) for r in sim.records()), Settings(_env_file=None), lambda: RULES,
+                    learn=False)
+    last = latest_month(result.report)
+    report = churn_report(result.report, last, 4)
+    churned = [t for t in sim.truth if t.churn_date]
+    assert churned, "the simulation should have churners"
+    truth_reasons: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for t in churned:
+        truth_reasons[t.churn_date[:7]][str(t.reason_code)] += 1
+    base = len(sim.ids)
+    for m in report.months:
+        lost = sum(truth_reasons[m.month].values())
+        voluntary = sum(v for code, v in truth_reasons[m.month].items() if int(code) not in (335, 345, 380))
+        assert (m.customers_start, m.churn, m.voluntary_churn, m.customers_end) == (base, lost, voluntary, base - lost)
+        assert report.by_reason[m.month] == dict(truth_reasons[m.month])
+        base -= lost
+    # A table, a CSV and a JSON document of the same figures.
+    assert _churn_csv(report).count("\n") == len(report.months) + 1
+    assert report.to_json()["months"][0]["month"] == report.months[0].month
+
+
+def test_the_cohort_csv_has_one_row_per_month_followed() -> None:
+    counts = {"cohort|2026-01|members": 10, "cohort|2026-01|lost|2026-02": 1, "cohort|2026-01|lost|2026-04": 2,
+              "2026-04|billed": 7}
+    r = cohort_report(counts, "2026-01", CohortRule())
+    assert r.months == ["2026-02", "2026-03", "2026-04"] and r.retained == [9, 9, 7]
+    assert _cohort_csv(r).splitlines()[-1] == "2026-01,10,2026-04,2,7,0.7"
+
+
+def test_report_without_redis_says_what_is_missing(monkeypatch) -> None:
+    from stream_app.cli import main
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    result = CliRunner().invoke(main, ["report", "churn"])
+    assert result.exit_code != 0 and "REDIS_URL" in result.output
+    result = CliRunner().invoke(main, ["report", "cohort", "--snapshot", "2026-13"])
+    assert result.exit_code != 0 and "expected YYYY-MM" in result.output
