@@ -1,5 +1,5 @@
 """Exactly-once effect on Redis: kill -9 the worker, or restart Redis, mid-stream; the final
-state of every customer equals an uninterrupted run over the same events."""
+state of every customer, and every report counter, equals an uninterrupted run over the same events."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster as ClusterClient
 from stream_app.demo import stop_worker
 from stream_app.embedded.process import ServerProcess, free_port
 from stream_app.embedded.servers import redis_server
+from stream_app.reports import read_counts
 from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.topics import ensure_topics
@@ -92,6 +93,14 @@ class Run:
             client.close()
         return {k.decode().split("{")[1].split("}")[0]: v for k, v in zip(keys, values) if v is not None}
 
+    def final(self) -> "Final":
+        client = ClusterClient.from_url(self.redis_url) if self.cluster else redis.Redis.from_url(self.redis_url)
+        try:
+            report = read_counts(client)
+        finally:
+            client.close()
+        return Final({c: usage_fingerprint(v) for c, v in self.state().items()}, report)
+
     def done(self) -> bool:
         """Every customer's state holds the offset of its last record on every topic."""
         state = self.state()
@@ -110,6 +119,16 @@ class Run:
             assert self.proc is not None and self.proc.poll() is None, self.log_tail()
             tick()
             time.sleep(1)
+
+
+class Final(NamedTuple):
+    """What a run leaves in Redis: each customer's usage fingerprint, and the report counters."""
+
+    state: dict[str, bytes]
+    report: dict[str, int]
+
+    def differences(self, reference: "Final") -> list[str]:
+        return [c for c in reference.state if self.state.get(c) != reference.state[c]]
 
 
 def explain(state: dict[str, bytes], reference: dict[str, bytes], customer: str) -> str:
@@ -133,7 +152,7 @@ def records() -> list:
 
 @pytest.fixture(scope="module")
 def reference(tansu_bootstrap: str, redis_port: int, records: list, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[dict[str, bytes]]:
+              ) -> Iterator[Final]:
     """The state after an uninterrupted run."""
     run = Run(tansu_bootstrap, f"redis://127.0.0.1:{redis_port}/1", "reference",
               tmp_path_factory.mktemp("reference"))
@@ -144,12 +163,14 @@ def reference(tansu_bootstrap: str, redis_port: int, records: list, tmp_path_fac
         run.wait_done(300)
     finally:
         run.stop()
-    yield {c: usage_fingerprint(v) for c, v in run.state().items()}
+    final = run.final()
+    assert final.report["2026-08|billed"] > 0  # the run closed a month: reports are compared below
+    yield final
 
 
 @pytest.mark.parametrize("backend", ["redis", "redis_cluster"])
 def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, redis_port: int, records: list,
-                                            reference: dict[str, bytes], tmp_path: Path,
+                                            reference: Final, tmp_path: Path,
                                             request: pytest.FixtureRequest) -> None:
     cluster = backend == "redis_cluster"
     url = request.getfixturevalue("redis_cluster_url") if cluster else f"redis://127.0.0.1:{redis_port}/2"
@@ -167,13 +188,15 @@ def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, 
         run.wait_done(300)
     finally:
         run.stop()
-    state = {c: usage_fingerprint(v) for c, v in run.state().items()}
-    assert state.keys() == reference.keys()
-    differing = [c for c in reference if state[c] != reference[c]]
-    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}: {explain(state, reference, differing[0])}"
+    final = run.final()
+    assert final.state.keys() == reference.state.keys()
+    differing = final.differences(reference)
+    assert differing == [], (f"{len(differing)} customers differ, e.g. {differing[:3]}: "
+                             f"{explain(final.state, reference.state, differing[0])}")
+    assert final.report == reference.report
 
 
-def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: dict[str, bytes],
+def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: Final,
                                                 tmp_path: Path) -> None:
     port = free_port()
     persistent = ["--appendonly", "yes", "--appendfsync", "always"]
@@ -188,16 +211,17 @@ def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: l
         time.sleep(4)  # the worker retries meanwhile; nothing may be acked
         server = redis_server(tmp_path / "redis", port, persistent).start()
         run.wait_done(300)
-        state = {c: usage_fingerprint(v) for c, v in run.state().items()}
+        final = run.final()
     finally:
         run.stop()
         server.stop()
-    differing = [c for c in reference if state.get(c) != reference[c]]
+    differing = final.differences(reference)
     assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+    assert final.report == reference.report
 
 
 def test_a_worker_joining_and_leaving_mid_stream_changes_nothing(tansu_bootstrap: str, redis_port: int,
-                                                                 records: list, reference: dict[str, bytes],
+                                                                 records: list, reference: Final,
                                                                  tmp_path: Path) -> None:
     """Two workers in one consumer group: rebalances move partitions, never events."""
     url = f"redis://127.0.0.1:{redis_port}/3"
@@ -218,6 +242,7 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_nothing(tansu_bootstrap
     finally:
         first.stop()
         second.stop()
-    state = {c: usage_fingerprint(v) for c, v in second.state().items()}
-    differing = [c for c in reference if state.get(c) != reference[c]]
+    final = second.final()
+    differing = final.differences(reference)
     assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+    assert final.report == reference.report
