@@ -19,6 +19,8 @@ import faust
 import msgspec
 from redis.exceptions import RedisError
 
+from . import keys
+from .call_plan import observe_call_plan
 from .endpoints import Health
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
@@ -126,6 +128,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         try:
             metrics.customers.set(await client.dbsize())  # type: ignore[union-attr]
             health.redis_answered_at = time.monotonic()
+            observe_call_plan(metrics, await client.hgetall(keys.CALL_PLAN))  # type: ignore[union-attr]
         except RedisError as exc:
             log.warning("Redis did not answer the health check: %s", exc)
 

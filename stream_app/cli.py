@@ -224,10 +224,11 @@ def schemas(out: Path) -> None:
 
 
 def _add_commands() -> None:
+    from .calls_cli import calls
     from .model_cli import evaluate, model, trainer
     from .report_cli import report
 
-    for command in (trainer, model, evaluate, report):
+    for command in (trainer, model, evaluate, report, calls):
         main.add_command(command)
 
 

@@ -20,7 +20,7 @@ from msgspec import Meta, Struct
 from .errors import InvalidEvent
 
 __all__ = [
-    "Alert", "AlertReason", "Billing", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
+    "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
     "Profile", "Snapshot",
     "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
@@ -138,6 +138,15 @@ class Alert(Struct, frozen=True):
     score: float | None = None
     model_version: int | None = None
     model_labels: int | None = None  # labels the model had learned when it scored
+
+
+class CallListEntry(Struct, frozen=True, omit_defaults=True):
+    """One line of a call list: the daily list (`day`) or the monthly warning list (`month`)."""
+
+    rank: Annotated[int, Meta(ge=1)]
+    alert: Alert
+    day: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    month: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}$")] | None = None
 
 
 class DeadLetter(Struct, frozen=True):
@@ -262,6 +271,7 @@ def decode_billing(raw: bytes) -> Billing:
 CONTRACTS: dict[str, type] = {
     "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
     "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
+    "call_list_entry": CallListEntry,
 }
 
 

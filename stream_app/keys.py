@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "customer_state", "report", "REPORT_PATTERN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
+__all__ = ["PREFIX", "customer_state", "report", "REPORT_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
 
 PREFIX = "cw"
 
@@ -20,6 +20,7 @@ def report(shard: int) -> str:
 
 
 REPORT_PATTERN = f"{PREFIX}:{{report-*}}:counts"
+CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
 
 
 

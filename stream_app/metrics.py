@@ -67,6 +67,13 @@ class Metrics:
         self.model_refused = Counter(
             "churnwatch_model_refused_total", "Published models refused as corrupt or incompatible",
             registry=registry)
+        self.call_plan = Gauge(
+            "churnwatch_call_plan_alerts",
+            "Alerts in the latest daily call plan, by outcome: called, waiting (over the budget), expired, holdout",
+            ["outcome"], registry=registry)
+        self.call_plan_day = Gauge(
+            "churnwatch_call_plan_day_timestamp_seconds", "Start of the day the latest call plan was made for (0: none)",
+            registry=registry)
         self.snapshots = Counter(
             "churnwatch_snapshots_total", "Daily feature snapshots sent for labelling", registry=registry)
         self.churned = Counter(

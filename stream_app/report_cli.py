@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
 from .events import REASON_CODES
 from .reports import ChurnMonth, ChurnReport, CohortReport, churn_report, cohort_report, latest_month, read_counts
 from .settings import Settings
+from .store import connect_redis_sync
 
 __all__ = ["report"]
 
@@ -34,13 +34,7 @@ def _month(_ctx: click.Context, _param: click.Parameter, value: str | None) -> s
 def _counts(settings: Settings) -> dict[str, int]:
     if settings.redis_url is None:
         raise click.UsageError("REDIS_URL is not set: the report counters live in the workers' Redis")
-    url = settings.redis_url.get_secret_value()
-    if settings.redis_cluster:
-        from redis.cluster import RedisCluster
-
-        client: Any = RedisCluster.from_url(url)
-    else:
-        client = redis.Redis.from_url(url)
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
     try:
         return read_counts(client)
     finally:

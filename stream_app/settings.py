@@ -29,6 +29,8 @@ class Topics(BaseSettings):
     churn_events: str = "churn.events"  # exits and revenue churn, JSON
     labels: str = "churn.labels"  # one partition: one trainer learns them in order, msgpack
     model_events: str = "churn.model.events"
+    calls_daily: str = "churn.calls.daily"  # each day's call list, in priority order, JSON
+    calls_monthly: str = "churn.calls.monthly"  # each month's warning list, JSON
 
     def inputs(self) -> tuple[str, ...]:
         """The topics that update customer state, in the order their offsets are stored."""
@@ -75,6 +77,7 @@ class Settings(BaseSettings):
     validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
     call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
     holdout_share: float = Field(default=0.10, ge=0, lt=1)  # alerts flagged as control group, never called
+    daily_call_budget: int = Field(default=200, ge=1)  # calls the call centre makes a day, top value at risk first
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)

@@ -22,7 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import keys
 from .state import SEQ_OFFSET
 
-__all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "retry_forever"]
+__all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "connect_redis_sync",
+           "retry_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,14 @@ def connect_redis(url: str, cluster: bool = False) -> aioredis.Redis | RedisClus
     if cluster:
         return RedisCluster.from_url(url)
     return aioredis.Redis.from_url(url)
+
+
+def connect_redis_sync(url: str, cluster: bool = False) -> Any:
+    """A blocking client, for commands that read or write a few keys (reports, call plans)."""
+    import redis
+    from redis.cluster import RedisCluster as SyncCluster
+
+    return SyncCluster.from_url(url) if cluster else redis.Redis.from_url(url)
 
 
 class RedisWindowStore:

@@ -16,16 +16,19 @@ _DAY_MS = 86_400_000
 def retention_days(settings: Settings) -> dict[str, int]:
     """Topics that must outlive the broker's default retention (7 days on Kafka): snapshots
     wait a horizon (plus lateness) for their label, and the trainer re-reads churn events
-    after a restart; labels are kept a year for audits and bootstraps."""
+    after a restart; labels are kept a year for audits and bootstraps; alerts feed the monthly
+    warning list of the month before; call lists are kept for audits."""
     t = settings.topics
     wait = settings.horizon_days + settings.late_grace_days
-    return {t.snapshots: wait + 14, t.churn_events: max(90, wait + 14), t.labels: 365}
+    return {t.snapshots: wait + 14, t.churn_events: max(90, wait + 14), t.labels: 365,
+            t.alerts: 62, t.calls_daily: 400, t.calls_monthly: 400}
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every topic the service uses, co-partitioned, unless it exists already."""
     t = settings.topics
-    names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events]
+    names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events, t.calls_daily,
+             t.calls_monthly]
     keep = retention_days(settings)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-admin")
     try:

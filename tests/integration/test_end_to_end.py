@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import csv
 import json
 import os
 import re
@@ -20,6 +22,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.call_plan import alert_day, plan_days
+from stream_app.calls_cli import read_alerts
 from stream_app.demo import produce_simulation, scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Alert, DeadLetter
@@ -218,10 +222,11 @@ def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -
 
 
 @pytest.mark.parametrize("bootstrap", ["tansu"], indirect=True)
-def test_reports_after_a_simulated_quarter_agree_with_the_ground_truth(worker: dict, redis_url: str,
-                                                                        tmp_path: Path) -> None:
+def test_reports_and_call_lists_after_a_simulated_quarter(worker: dict, redis_url: str, tmp_path: Path) -> None:
+    """The managers' reports agree with the simulator's ground truth; the call lists follow the budget."""
     t = worker["topics"]
     env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"], REDIS_URL=redis_url,
+               CHURNWATCH_TOPIC_CALLS_DAILY=f"calls-{t['alerts']}",
                **{f"CHURNWATCH_TOPIC_{name.upper()}": topic for name, topic in t.items()})
     truth_file = tmp_path / "truth.jsonl"
     cli = [sys.executable, "-m", "stream_app.cli"]
@@ -267,3 +272,45 @@ def test_reports_after_a_simulated_quarter_agree_with_the_ground_truth(worker: d
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / png).stat().st_size > 20_000
     table = subprocess.run([*cli, "report", "churn", "--month", "2026-10"], env=env, capture_output=True, text=True)
     assert "Churn totals" in table.stdout and "205 network" in table.stdout and "customers at end" in table.stdout
+    check_call_lists(env, cli, tmp_path, worker["metrics_port"])
+
+
+def check_call_lists(env: dict[str, str], cli: list[str], tmp_path: Path, metrics_port: int) -> None:
+    settings = Settings(topics=Topics(alerts=env["CHURNWATCH_TOPIC_ALERTS"]), kafka_bootstrap=env["KAFKA_BOOTSTRAP"])
+    alerts = {a.alert_id: a for a in read_alerts(settings)}
+    assert alerts, "the simulated quarter raised no alerts"
+    days = collections.Counter(alert_day(a, settings.zone) for a in alerts.values() if not a.holdout)
+    busiest = max(days, key=lambda d: (days[d], d))
+    done = subprocess.run([*cli, "calls", "daily", "--day", busiest.isoformat(), "--budget", "1", "--csv",
+                           str(tmp_path / "daily.csv"), "--produce", "--json"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    with open(tmp_path / "daily.csv") as f:
+        rows = list(csv.DictReader(f))
+    # What the command read from the live topic and wrote is the plan of the alerts the worker raised
+    # (the plan's rules are unit-tested in test_call_plan).
+    [expected] = plan_days(alerts.values(), busiest, busiest, 1, settings.zone)
+    assert [r["alert_id"] for r in rows] == [a.alert_id for a in expected.calls] and len(rows) == 1
+    assert summary == expected.to_json()
+    assert all(r["holdout"] == "False" for r in rows)
+    consumer = KafkaConsumer(env["CHURNWATCH_TOPIC_CALLS_DAILY"], bootstrap_servers=env["KAFKA_BOOTSTRAP"],
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    sent = sorted((json.loads(m.value) for m in consumer), key=lambda body: body["rank"])
+    consumer.close()
+    assert [(b["day"], b["alert"]["alert_id"]) for b in sent] == [(busiest.isoformat(), r["alert_id"]) for r in rows]
+    # The plan in force is on the workers' dashboards: called, waiting over budget, expired, control group.
+    deadline = time.monotonic() + 20
+    while scrape(metrics_port).get("churnwatch_call_plan_alerts{outcome=called}") != 1:
+        assert time.monotonic() < deadline, "the worker never exported the call plan"
+        time.sleep(1)
+    exported = scrape(metrics_port)
+    assert exported["churnwatch_call_plan_alerts{outcome=waiting}"] == summary["waiting"]
+    assert exported["churnwatch_call_plan_day_timestamp_seconds"] > 0
+    month = busiest.strftime("%Y-%m")
+    done = subprocess.run([*cli, "calls", "monthly", "--month", month, "--json"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout.splitlines()[-1])
+    warned = {a.customer_id for a in alerts.values() if alert_day(a, settings.zone).strftime("%Y-%m") == month}
+    assert listed["customers"] == len(warned) and sum(listed["by_level"].values()) == len(warned)

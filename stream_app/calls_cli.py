@@ -1,0 +1,145 @@
+"""`churnwatch calls daily|monthly`: the call centre's daily call list within its budget, and the
+monthly warning list, from the alerts on `churn.alerts`; as a table, a CSV file and a topic."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import click
+import msgspec
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from . import keys
+from .call_plan import monthly_list, plan_days, summary_fields
+from .events import Alert, CallListEntry
+from .report_cli import _month
+from .settings import Settings
+from .store import connect_redis_sync
+
+__all__ = ["calls"]
+
+CSV_COLUMNS = ("rank", "alert_id", "customer_id", "level", "value_at_risk", "arpu", "score", "segment", "vip_tier",
+               "lifecycle", "queue", "suggested_action", "reason_code", "reasons", "event_time", "expires_at",
+               "holdout")
+
+
+def read_alerts(settings: Settings) -> Iterator[Alert]:
+    """Every alert still on the topic (its retention covers the monthly list of the month before)."""
+    if not settings.kafka_bootstrap:
+        raise click.UsageError("KAFKA_BOOTSTRAP is not set: the call lists are made from the alerts topic")
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    try:
+        partitions = [TopicPartition(settings.topics.alerts, p)
+                      for p in sorted(consumer.partitions_for_topic(settings.topics.alerts) or [])]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        decoder = msgspec.json.Decoder(Alert)
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for msg in records:
+                    yield decoder.decode(msg.value)
+    finally:
+        consumer.close()
+
+
+@click.group()
+def calls() -> None:
+    """The call lists: today's calls within the call centre's budget, and the monthly warning list."""
+
+
+@calls.command("daily")
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The day to plan, YYYY-MM-DD.")
+@click.option("--budget", type=click.IntRange(1), help="Calls that day (default: CHURNWATCH_DAILY_CALL_BUDGET).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
+@click.option("--produce", is_flag=True, help="Send the list to the daily calls topic, in priority order.")
+@click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
+def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_json: bool) -> None:
+    """The day's calls: the open alerts with the most value at risk, up to the budget; the rest wait or expire."""
+    settings = Settings()
+    day = day_.date()
+    [plan] = plan_days(read_alerts(settings), day, day, budget or settings.daily_call_budget, settings.zone)
+    _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}", plan.calls, as_json)
+    click.echo(f"waiting {plan.waiting}, expired {plan.expired}, control group {plan.holdout}, "
+               f"superseded {plan.superseded}", err=as_json)
+    _outputs(settings, plan.calls, csv_path, produce, settings.topics.calls_daily, {"day": day.isoformat()})
+    if produce and settings.redis_url is not None:  # the plan in force: the workers export its counts
+        client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+        client.delete(keys.CALL_PLAN)
+        client.hset(keys.CALL_PLAN, mapping=summary_fields(plan, settings.zone))
+        client.close()
+    if as_json:
+        click.echo(json.dumps(plan.to_json()))
+
+
+@calls.command("monthly")
+@click.option("--month", required=True, callback=_month, help="The month, YYYY-MM.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
+@click.option("--produce", is_flag=True, help="Send the list to the monthly warnings topic.")
+@click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
+def monthly(month: str, csv_path: Path | None, produce: bool, as_json: bool) -> None:
+    """The month's warning list: every customer warned that month, at their highest level."""
+    settings = Settings()
+    listed = monthly_list(read_alerts(settings), month, settings.zone)
+    _show(f"Warnings for {month}: {len(listed)} customers", listed, as_json)
+    _outputs(settings, listed, csv_path, produce, settings.topics.calls_monthly, {"month": month})
+    if as_json:
+        levels = {level: sum(a.level == level for a in listed) for level in ("high", "medium", "low")}
+        click.echo(json.dumps({"month": month, "customers": len(listed), "by_level": levels,
+                               "value_at_risk": round(sum(a.value_at_risk for a in listed), 2)}))
+
+
+def _show(title: str, alerts: list[Alert], as_json: bool) -> None:
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "customer", "level", "value at risk", "suggested action", "why"):
+        table.add_column(name, justify="right" if name in ("#", "value at risk") else "left")
+    for rank, a in enumerate(alerts[:50], 1):
+        table.add_row(str(rank), a.customer_id, a.level, f"{a.value_at_risk:,.2f}", a.suggested_action,
+                      _reasons(a)[:120])
+    console = Console(stderr=as_json)
+    if not console.is_terminal:
+        console.width = 200
+    console.print(table)
+    if len(alerts) > 50:
+        console.print(f"... and {len(alerts) - 50} more (see --csv)")
+
+
+def _reasons(a: Alert) -> str:
+    return "; ".join(r.text for r in a.reasons)
+
+
+def _rows(alerts: Iterable[Alert]) -> Iterator[dict]:
+    for rank, a in enumerate(alerts, 1):
+        yield {"rank": rank, "alert_id": a.alert_id, "customer_id": a.customer_id, "level": a.level,
+               "value_at_risk": a.value_at_risk, "arpu": a.arpu, "score": a.score, "segment": a.segment,
+               "vip_tier": a.vip_tier, "lifecycle": a.lifecycle, "queue": a.queue,
+               "suggested_action": a.suggested_action, "reason_code": a.reason_code, "reasons": _reasons(a),
+               "event_time": a.event_time.isoformat(), "expires_at": a.expires_at.isoformat(), "holdout": a.holdout}
+
+
+def _outputs(settings: Settings, alerts: list[Alert], csv_path: Path | None, produce: bool, topic: str,
+             about: dict[str, str]) -> None:
+    if csv_path is not None:
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(_rows(alerts))
+    if produce:
+        # Keyed by customer like every topic here; a re-run sends the same records, which readers
+        # tell apart by (day or month, alert_id).
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        try:
+            for rank, a in enumerate(alerts, 1):
+                entry = CallListEntry(rank, a, **about)
+                producer.send(topic, key=a.customer_id.encode(), value=msgspec.json.encode(entry))
+            producer.flush()
+        finally:
+            producer.close()

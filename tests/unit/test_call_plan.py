@@ -1,0 +1,60 @@
+"""The daily call budget and the warning lists: who is called, in what order, and who waits."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from stream_app.call_plan import monthly_list, plan_days
+from stream_app.events import Alert
+
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def alert(customer: str, day: int, value: float, level: str = "medium", holdout: bool = False,
+          open_days: int = 3) -> Alert:
+    event = datetime(2026, 3, day, 15, tzinfo=ZONE)
+    created = datetime(2026, 11, 1, tzinfo=timezone.utc)  # wall clock of a replay: the plan must not use it
+    return Alert(f"{customer}-{level}-{day}", customer, level, "2026-03", created, created + timedelta(days=open_days),
+                 event, [], None, "mass", "none", 50.0, value, "call", holdout=holdout)
+
+
+def test_each_day_calls_the_most_value_at_risk_within_the_budget_and_the_rest_wait_or_expire() -> None:
+    alerts = [alert("a1234", 1, 100), alert("b1234", 1, 300), alert("c1234", 1, 200), alert("d1234", 1, 50),
+              alert("e1234", 2, 250), alert("f1234", 1, 999, holdout=True)]
+    plans = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 4), budget=2, zone=ZONE)
+    called = [[a.customer_id for a in p.calls] for p in plans]
+    assert called == [["b1234", "c1234"], ["e1234", "a1234"], ["d1234"], []]
+    assert [(p.waiting, p.expired, p.holdout) for p in plans] == [(2, 0, 1), (1, 0, 0), (0, 0, 0), (0, 0, 0)]
+
+
+def test_an_alert_not_called_within_its_open_days_expires_and_is_counted() -> None:
+    alerts = [alert(f"c{i:04d}", 1, 100 + i, open_days=2) for i in range(5)]
+    plans = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 3), budget=2, zone=ZONE)
+    assert [len(p.calls) for p in plans] == [2, 2, 0]
+    assert [p.expired for p in plans] == [0, 1, 0] and plans[-1].waiting == 0
+
+
+def test_an_escalation_replaces_the_open_alert_and_a_replayed_alert_counts_once() -> None:
+    low = alert("a1234", 1, 10)
+    high = alert("a1234", 2, 500, level="high")
+    others = [alert(f"c{i:04d}", 1, 100) for i in range(3)]
+    plans = plan_days([low, *others, high, high, low], date(2026, 3, 1), date(2026, 3, 2), budget=3, zone=ZONE)
+    assert [a.customer_id for a in plans[0].calls] == ["c0000", "c0001", "c0002"]
+    assert [(a.customer_id, a.level) for a in plans[1].calls] == [("a1234", "high")]
+    assert plans[1].superseded == 1
+
+
+def test_a_later_start_gives_the_same_days_as_planning_from_the_first_alert() -> None:
+    alerts = [alert(f"c{i:04d}", 1 + i % 5, 10 * i) for i in range(40)]
+    whole = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 8), budget=4, zone=ZONE)
+    late = plan_days(alerts, date(2026, 3, 5), date(2026, 3, 8), budget=4, zone=ZONE)
+    assert [[a.alert_id for a in p.calls] for p in whole[4:]] == [[a.alert_id for a in p.calls] for p in late]
+
+
+def test_the_monthly_list_has_each_customer_once_at_their_highest_level() -> None:
+    alerts = [alert("a1234", 3, 100), alert("a1234", 9, 400, level="high"), alert("a1234", 20, 50),
+              alert("b1234", 4, 200, holdout=True)]
+    listed = monthly_list(alerts, "2026-03", ZONE)
+    assert [(a.customer_id, a.level) for a in listed] == [("a1234", "high"), ("b1234", "medium")]
+    assert monthly_list(alerts, "2026-04", ZONE) == []
