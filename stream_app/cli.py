@@ -226,9 +226,10 @@ def schemas(out: Path) -> None:
 def _add_commands() -> None:
     from .calls_cli import calls
     from .model_cli import evaluate, model, trainer
+    from .replay_cli import replay_monthly
     from .report_cli import report
 
-    for command in (trainer, model, evaluate, report, calls):
+    for command in (trainer, model, evaluate, report, calls, replay_monthly):
         main.add_command(command)
 
 

@@ -30,7 +30,8 @@ from stream_app.events import Alert, DeadLetter
 from stream_app.metrics import TrainerMetrics
 from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
-from stream_app.state import C, Windows
+from stream_app.monthly_replay import load_mapping, read_rows
+from stream_app.state import C, Windows, month_index
 from tests.factories import Log, cdr, decliner
 from tests.probes import get
 
@@ -186,7 +187,8 @@ def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -
             assert counter_sum(now, name) >= counter_sum(before, name), name
         before = now
         seen.append(counter_sum(now, "churnwatch_events_consumed_total"))
-        if seen[-1] == total and counter_sum(now, "churnwatch_consumer_lag_messages") == 0 \
+        written = counter_sum(now, "churnwatch_batch_size_events_sum")  # observed once a batch is saved
+        if written == total and counter_sum(now, "churnwatch_consumer_lag_messages") == 0 \
                 and any(k.startswith("churnwatch_consumer_lag_messages") for k in now):
             break
         time.sleep(0.5)
@@ -236,7 +238,7 @@ def test_reports_and_call_lists_after_a_simulated_quarter(worker: dict, redis_ur
         env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     total = sum(summary["events_by_topic"].values())
     deadline = time.monotonic() + 240
-    while counter_sum(scrape(worker["metrics_port"]), "churnwatch_events_consumed_total") < total:
+    while counter_sum(scrape(worker["metrics_port"]), "churnwatch_batch_size_events_sum") < total:  # written
         assert time.monotonic() < deadline and worker["proc"].poll() is None, worker["log"].read_text()[-3000:]
         time.sleep(1)
 
@@ -314,3 +316,33 @@ def check_call_lists(env: dict[str, str], cli: list[str], tmp_path: Path, metric
     listed = json.loads(done.stdout.splitlines()[-1])
     warned = {a.customer_id for a in alerts.values() if alert_day(a, settings.zone).strftime("%Y-%m") == month}
     assert listed["customers"] == len(warned) and sum(listed["by_level"].values()) == len(warned)
+
+
+@pytest.mark.parametrize("bootstrap", ["tansu"], indirect=True)
+def test_real_monthly_data_replayed_through_a_live_worker_keeps_its_totals(worker: dict, redis_url: str) -> None:
+    """1,000 real prepaid customers x 3 months, through the broker, the worker and Redis."""
+    env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"],
+               **{f"CHURNWATCH_TOPIC_{name.upper()}": topic for name, topic in worker["topics"].items()})
+    name = "telecom_monthly_sample1000"
+    data, mapping = REPO.parent / "shared" / "data" / f"{name}.csv", REPO / "mappings" / f"{name}.yaml"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "stream_app.cli", "replay-monthly", str(data), "--mapping",
+                           str(mapping), "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    total = sum(summary["events_by_topic"].values())
+    while counter_sum(scrape(worker["metrics_port"]), "churnwatch_batch_size_events_sum") < total:  # written
+        assert time.monotonic() - started < 120 and worker["proc"].poll() is None, worker["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    rows = read_rows(data, load_mapping(mapping))
+    client = redis.Redis.from_url(redis_url)
+    ids = [r.customer_id for r in rows]
+    w = Windows.load(ids, client.mget([f"cw:{{{c}}}:s" for c in ids]))
+    client.close()
+    for i, r in enumerate(rows):
+        for month, table in r.months.items():
+            k = int(w.month0[i]) - month_index(int(month[:4]), int(month[5:]))
+            assert w.monthly[i, k, C["spend"]] == round(round(table["spend"], 2) * 100), (r.customer_id, month)
+            assert abs(w.monthly[i, k, C["out_min"]] / 10 - table["out_min"]) <= 1.0, (r.customer_id, month)
+    assert {ids[i] for i in range(len(ids)) if w.rec["exit_ts"][i] > 0} == {r.customer_id for r in rows if r.churned}
+    assert counter_sum(scrape(worker["metrics_port"]), "churnwatch_deadletters_total") == 0

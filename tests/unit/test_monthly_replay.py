@@ -1,0 +1,68 @@
+"""Real monthly data replayed as events: the mapping is checked, and the totals survive the trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from stream_app.monthly_replay import MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
+from stream_app.state import C, SCALE, Windows, month_index
+from stream_app.store import MemoryWindowStore
+from tests.factories import Log
+from tests.unit.test_pipeline import processor, run
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def test_a_bad_mapping_is_refused_with_every_problem_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('description: x\nid_column: a\nmonths: {"6": "2014-13"}\n'
+                   'counters: {minutes: [{column: m}]}\nlabel: {meaning: x, exit_reason_code: 380}\n')
+    with pytest.raises(MappingError) as exc:
+        load_mapping(bad)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"{bad}: ") for line in lines)
+    assert "'2014-13'" in lines[0] and "unknown counter(s) minutes" in lines[1] and "either `column`" in lines[2]
+
+
+def test_a_column_the_data_lacks_is_named(tmp_path: Path) -> None:
+    mapping = load_mapping(REPO / "mappings" / "telecom_monthly_sample1000.yaml")
+    data = tmp_path / "short.csv"
+    data.write_text("mobile_number,arpu_6\n7000000001,100\n")
+    with pytest.raises(MappingError, match=r"no column\(s\) 'arpu_7', 'arpu_8'"):
+        read_rows(data, mapping)
+
+
+@pytest.mark.parametrize("name", ["telecom_monthly_sample1000", "iranian_churn_uci563"])
+def test_the_shipped_mappings_read_their_data_with_the_documented_churn_rates(name: str) -> None:
+    rows = read_rows(DATA / f"{name}.csv", load_mapping(REPO / "mappings" / f"{name}.yaml"))
+    rate = sum(r.churned for r in rows) / len(rows)
+    assert (len(rows), round(rate, 3)) == {"telecom_monthly_sample1000": (1000, 0.110),
+                                           "iranian_churn_uci563": (3150, 0.157)}[name]
+
+
+def test_minutes_data_and_money_arrive_in_the_windows_as_the_table_has_them() -> None:
+    mapping = load_mapping(REPO / "mappings" / "telecom_monthly_sample1000.yaml")
+    rows: list[MonthlyRow] = read_rows(DATA / "telecom_monthly_sample1000.csv", mapping)[:60]
+    log = Log()
+    for topic, key, value in monthly_events(rows, mapping.label, ZONE):
+        log.add(topic, key.decode(), value)
+    store = MemoryWindowStore()
+    run(processor(store), log.records, size=500)
+    customers = [r.customer_id for r in rows]
+    w = Windows.load(customers, [store.data[c] for c in customers])
+    for i, r in enumerate(rows):
+        for month, table in r.months.items():
+            k = int(w.month0[i]) - month_index(int(month[:4]), int(month[5:]))
+            got = {name: w.monthly[i, k, C[name]] / SCALE.get(name, 1) for name in ("out_min", "in_min", "data_mb",
+                                                                                       "spend")}
+            assert got["spend"] == pytest.approx(table["spend"], abs=0.01)
+            assert got["out_min"] == pytest.approx(table["out_min"], abs=1.0)
+            assert got["in_min"] == pytest.approx(table["in_min"], abs=1.0)
+            assert got["data_mb"] == pytest.approx(table["data_mb"], abs=0.5)  # 64 KiB blocks per record
+    exited = {customers[i] for i in range(len(rows)) if w.rec["exit_ts"][i] > 0}
+    assert exited == {r.customer_id for r in rows if r.churned} and exited
