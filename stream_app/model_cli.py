@@ -151,9 +151,20 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
 @click.option("--seed", default=7, show_default=True)
 @click.option("--monthly-churn", default=0.02, show_default=True)
 @click.option("--warmup-days", default=70, show_default=True, help="days before the first simulated churn")
+@click.option("--replay", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="real monthly data to replay instead of simulated traffic (with --mapping)")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="how --replay's columns map onto churnwatch's counters (see mappings/)")
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/evaluation.md"),
+              show_default=True, help="with --replay: the document whose section for this data is refreshed")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
-def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, as_json: bool) -> None:
-    """Replay simulated traffic through the pipeline and trainer; compare model, rules and a batch reference."""
+def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
+             mapping: Path | None, doc: Path, as_json: bool) -> None:
+    """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
+    both, and a batch reference."""
+    if data is not None:
+        _evaluate_real(data, mapping, doc, as_json)
+        return
     from .evaluate import evaluate_replay
     from .replay import replay
     from .simulator import SimConfig, Simulator
@@ -175,3 +186,21 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
         click.echo(f"  {name:26} {value:.3f}" if isinstance(value, float) else f"  {name:26} {value}", err=as_json)
     if as_json:
         click.echo(json.dumps(report))
+
+
+def _evaluate_real(data: Path, mapping: Path | None, doc: Path, as_json: bool) -> None:
+    from .evaluate_monthly import evaluate_monthly, markdown, refresh_doc
+    from .replay_cli import load_table
+
+    if mapping is None:
+        raise click.UsageError("--replay needs --mapping")
+    settings = _settings()
+    spec, rows = load_table(data, mapping)
+    result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings))
+    section = markdown(result, f"churnwatch evaluate --replay {data.name} --mapping {mapping.name}")
+    click.echo(section, err=as_json)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    refresh_doc(doc, section, data.stem)
+    click.echo(f"refreshed {doc}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .events import REASON_CODES
 
-__all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events"]
+__all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
 #: Counters a column may feed; minutes, MB and money are totals for the month, the rest counts.
 COUNTERS = ("out_min", "in_min", "offnet_min", "data_mb", "spend", "topup", "out_calls", "in_calls", "sms_out",
@@ -209,9 +209,10 @@ def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) 
     return MonthlyRow(customer, months, _churned(mapping, last))
 
 
-def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo) -> Iterator[tuple[str, bytes, bytes]]:
+def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
+                   exits: bool = True) -> Iterator[tuple[str, bytes, bytes]]:
     """(topic, key, value) records in time order: profiles first, then each month day by day, then
-    the churners' disconnections in the month after the last."""
+    (with `exits`) the churners' exits in the month after the last."""
     months = sorted({m for r in rows for m in r.months})
     first = datetime.strptime(months[0], "%Y-%m").date()
     for r in rows:
@@ -221,7 +222,7 @@ def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo) -> Iter
             "plan": "replayed", "region": "unknown"})
     for month in months:
         start = datetime.strptime(month, "%Y-%m").date()
-        days = (_next_month(start) - start).days
+        days = (next_month(start) - start).days
         per_day: list[list[tuple[str, bytes, bytes]]] = [[] for _ in range(days)]
         for r in rows:
             if month in r.months:
@@ -229,16 +230,17 @@ def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo) -> Iter
                     per_day[day].append(record)
         for day in per_day:
             yield from day
-    end = _next_month(datetime.strptime(months[-1], "%Y-%m").date())
+    end = next_month(datetime.strptime(months[-1], "%Y-%m").date())
     for r in rows:
-        if r.churned:
+        if r.churned and exits:
             yield "billing", r.customer_id.encode(), _encode({
                 "event_id": f"mr-x-{r.customer_id}", "customer_id": r.customer_id, "kind": label.exit_kind,
                 "reason_code": label.exit_reason_code, "voluntary": label.exit_reason_code < 300,
                 "ts": datetime.combine(end + timedelta(days=14), time(12), zone).isoformat()})
 
 
-def _next_month(day: date) -> date:
+def next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 

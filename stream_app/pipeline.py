@@ -34,7 +34,7 @@ from .store import WindowStore, Write, retry_forever
 from .state import Windows, rule_key
 from .windows import Envelope, apply
 
-__all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
+__all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class BatchProcessor:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
         features, x = self._features(w, now_day, scorer)
-        ev = self._evaluate(w, ruleset, features, now_day, rows)
+        ev = evaluate_rules(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
             fired = int(ev.fired[rows, j].sum())
             if fired:
@@ -171,7 +171,7 @@ class BatchProcessor:
             sub = w.subset(picks)
             partitions = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer)
-            sub_ev = self._evaluate(sub, ruleset, sub_features, days, list(range(len(picks))))
+            sub_ev = evaluate_rules(sub, ruleset, sub_features, days, list(range(len(picks))))
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
         out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day)
         out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
@@ -198,18 +198,6 @@ class BatchProcessor:
         x = model_inputs(features)
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
-
-    def _evaluate(self, w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
-                  rows: list[int]) -> Evaluation:
-        """Evaluate the rules, carrying the streaks of rules with `for` in the customers' state."""
-        lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
-        keys = [rule_key(ruleset.ids[j]) for j in lasting]
-        streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
-        streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
-        periods = {"daily": now_day, "monthly": month_of(now_day)}
-        ev = evaluate(ruleset, features, streaks, periods)
-        w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
-        return ev
 
     async def run(self, records: Sequence[RawRecord], send: Sender) -> BatchOutput:
         """Process a batch end to end: prepare, send, write; retry customers that conflicted."""
@@ -271,3 +259,15 @@ class BatchProcessor:
 def _customer_of(rec: RawRecord) -> str | None:
     return rec.key.decode("utf-8", "replace") if rec.key is not None else None
 
+
+def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
+                   rows: Sequence[int]) -> Evaluation:
+    """Evaluate the rules, carrying the streaks of rules with `for` in the customers' state."""
+    lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
+    keys = [rule_key(ruleset.ids[j]) for j in lasting]
+    streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
+    streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
+    periods = {"daily": now_day, "monthly": month_of(now_day)}
+    ev = evaluate(ruleset, features, streaks, periods)
+    w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
+    return ev

@@ -39,6 +39,7 @@ class ReplayResult:
     seconds: float = 0.0
     core: TrainerCore | None = None
     report: dict[str, int] = field(default_factory=dict)  # the report counters (report_facts.py)
+    states: dict[str, bytes] = field(default_factory=dict)  # every customer's state at the end
 
 
 class _Learning:
@@ -108,5 +109,5 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     if batch:
         await flush()
     result.seconds = time.perf_counter() - started
-    result.report = dict(store.report)
+    result.report, result.states = dict(store.report), store.data
     return result

@@ -12,10 +12,10 @@ import msgspec
 from kafka import KafkaProducer
 from rich.progress import Progress
 
-from .monthly_replay import MappingError, load_mapping, monthly_events, read_rows
+from .monthly_replay import Mapping, MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from .settings import Settings
 
-__all__ = ["replay_monthly"]
+__all__ = ["replay_monthly", "load_table"]
 
 
 @click.command("replay-monthly")
@@ -28,11 +28,7 @@ __all__ = ["replay_monthly"]
 def replay_monthly(data: Path, mapping: Path, out: Path | None, as_json: bool) -> None:
     """Turn a table of per-customer monthly aggregates into the events churnwatch consumes, in time order."""
     settings = Settings()
-    try:
-        spec = load_mapping(mapping)
-        rows = read_rows(data, spec)
-    except MappingError as exc:
-        raise click.ClickException(str(exc)) from None
+    spec, rows = load_table(data, mapping)
     if out is None and not settings.kafka_bootstrap:
         raise click.UsageError("set KAFKA_BOOTSTRAP, or pass --out FILE")
     records = list(monthly_events(rows, spec.label, settings.zone))
@@ -49,6 +45,15 @@ def replay_monthly(data: Path, mapping: Path, out: Path | None, as_json: bool) -
                f"in {summary['seconds']} s", err=as_json)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def load_table(data: Path, mapping: Path) -> tuple[Mapping, list[MonthlyRow]]:
+    """The mapping and the rows it reads from `data`; a problem in either stops the command, named."""
+    try:
+        spec = load_mapping(mapping)
+        return spec, read_rows(data, spec)
+    except MappingError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _sent(records: list[tuple[str, bytes, bytes]], settings: Settings, out: Path | None):
