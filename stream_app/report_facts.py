@@ -167,11 +167,12 @@ def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule,
                    members: set[int], lost: set[int]) -> None:
     """Months `first` to `end` (excluded) have closed; those still in the window are counted."""
     now = int(w.month0[i])
-    spend = w.monthly[i, :, C["spend"]] / SCALE["spend"]  # index k = month (now - k)
+    revenue = _revenue_fen(w, i)  # index k = month (now - k)
+    spend = revenue / SCALE["spend"]
     mou = w.monthly[i, :, C["out_min"]] / SCALE["out_min"]
     for m in range(max(first, now - N_MONTHS + 1), min(end, now + 1)):
         k, label = now - m, month_label(m)
-        fen = int(w.monthly[i, k, C["spend"]])
+        fen = int(revenue[k])
         counts[f"{label}|billed"] += 1
         counts[f"{label}|revenue_fen"] += fen
         if spend[k] >= MID_HIGH_SPEND and mou[k] >= MID_HIGH_MOU:
@@ -188,6 +189,12 @@ def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule,
                     counts[f"cohort|{month_label(s)}|lost|{label}"] += 1
 
 
+def _revenue_fen(w: Windows, i: int) -> np.ndarray:
+    """A customer's spend per month, bills and top-ups, as the features count it (a prepaid
+    customer has no bills)."""
+    return w.monthly[i, :, C["spend"]] + w.monthly[i, :, C["topup"]]
+
+
 def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Counter[str], members: set[int],
           lost: set[int]) -> None:
     """An exit, in the month `m` it happened in; the revenue lost is the spend of the month before."""
@@ -198,7 +205,7 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
     counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
     counts[f"{label}|region|{_UNSAFE.sub('_', event.region) or 'unknown'}"] += 1
     counts[f"{label}|segment|{event.segment}"] += 1
-    counts[f"{label}|revenue_lost_fen"] += int(w.monthly[i, k, C["spend"]]) if 0 <= k < N_MONTHS else 0
+    counts[f"{label}|revenue_lost_fen"] += int(_revenue_fen(w, i)[k]) if 0 <= k < N_MONTHS else 0
     for s in sorted(members - lost):
         if s < m:
             lost.add(s)

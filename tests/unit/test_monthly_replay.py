@@ -66,3 +66,19 @@ def test_minutes_data_and_money_arrive_in_the_windows_as_the_table_has_them() ->
             assert got["data_mb"] == pytest.approx(table["data_mb"], abs=0.5)  # 64 KiB blocks per record
     exited = {customers[i] for i in range(len(rows)) if w.rec["exit_ts"][i] > 0}
     assert exited == {r.customer_id for r in rows if r.churned} and exited
+
+
+def test_a_long_table_of_customer_months_reads_like_a_wide_one(tmp_path: Path) -> None:
+    data = tmp_path / "long.csv"
+    data.write_text("msisdn,ym,mou,fee,left\n8613800000001,a,120,30,0\n8613800000001,b,60,30,1\n"
+                    "8613800000002,a,10,5,0\n")
+    mapping = tmp_path / "long.yaml"
+    mapping.write_text('description: x\nlayout: long\nid_column: msisdn\nmonth_column: ym\n'
+                       'months: {a: "2026-01", b: "2026-02"}\ncurrency_per_yuan: 10\n'
+                       'counters: {out_min: [{column: mou}], spend: [{column: fee}]}\n'
+                       'label: {column: left, meaning: "left after the last month", exit_reason_code: 101}\n')
+    rows = {r.customer_id: r for r in read_rows(data, load_mapping(mapping))}
+    assert rows["8613800000001"].months == {"2026-01": {"out_min": 120.0, "spend": 3.0},
+                                            "2026-02": {"out_min": 60.0, "spend": 3.0}}
+    assert rows["8613800000001"].churned and not rows["8613800000002"].churned
+    assert list(rows["8613800000002"].months) == ["2026-01"]
