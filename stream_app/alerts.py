@@ -46,8 +46,18 @@ class AlertPolicy:
     min_level: int = 2  # index into LEVELS: medium and high go to the call queue
     cooldown_days: int = 14
     expiry_days: int = 7
-    lifetime_months: float = 24.0
     holdout_share: float = 0.10  # control group: flagged, never called, to measure what calls keep
+    margin_share: float = 1.0  # monthly margin as a share of ARPU (1: value at risk is revenue)
+    # Monthly churn rate per value segment: a customer's expected remaining lifetime is its inverse.
+    segment_churn: tuple[tuple[str, float], ...] = (
+        ("mid_high_end", 0.01), ("potential_mid_high_end", 0.015), ("mass", 0.025))
+    max_lifetime_months: float = 60.0
+
+    def value_at_risk(self, probability: float, arpu: float, segment: str) -> float:
+        """Churn probability x monthly margin x expected remaining lifetime (DOMAIN.md)."""
+        rate = dict(self.segment_churn).get(segment, 0.02)
+        lifetime = min(self.max_lifetime_months, 1.0 / rate) if rate > 0 else self.max_lifetime_months
+        return round(probability * arpu * self.margin_share * lifetime, 2)
 
 
 def alert_id(customer: str, level: str, period: str) -> str:
@@ -125,7 +135,7 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         event_time=event_time, reasons=reasons, reason_code=top,
         segment=value_segment(features, i),
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
-        value_at_risk=round(LEVEL_RISK[level] * arpu * policy.lifetime_months, 2),
+        value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, value_segment(features, i)),
         suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
     )
 
@@ -144,5 +154,5 @@ def _with_model(alert: Alert, model: ModelView, features: dict[str, np.ndarray],
         (r.reason_code for r in reasons if r.reason_code is not None), None)
     return msgspec.structs.replace(
         alert, reasons=reasons, reason_code=top, score=round(score, 4), model_version=model.scorer.version,
-        model_labels=model.scorer.labels, value_at_risk=round(score * alert.arpu * policy.lifetime_months, 2),
+        model_labels=model.scorer.labels, value_at_risk=policy.value_at_risk(score, alert.arpu, alert.segment),
     )

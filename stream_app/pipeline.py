@@ -84,7 +84,8 @@ class BatchProcessor:
         self.rules = rules
         self.model = model
         self.metrics = metrics
-        self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share)
+        self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
+                                            segment_churn=tuple(settings.segment_monthly_churn.items()))
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         inputs = settings.topics.inputs()
         self._topic_index = {t: i for i, t in enumerate(inputs)}

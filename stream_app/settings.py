@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
     holdout_share: float = Field(default=0.10, ge=0, lt=1)  # alerts flagged as control group, never called
     daily_call_budget: int = Field(default=200, ge=1)  # calls the call centre makes a day, top value at risk first
+    # Value at risk = churn probability x ARPU x margin share x expected lifetime (1 / the segment's monthly
+    # churn rate, at most 60 months). Set the rates from `churnwatch report churn` on your own base.
+    margin_share: float = Field(default=1.0, gt=0, le=1)
+    segment_monthly_churn: dict[str, float] = Field(
+        default_factory=lambda: {"mid_high_end": 0.01, "potential_mid_high_end": 0.015, "mass": 0.025})
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)

@@ -227,7 +227,9 @@ def test_a_published_model_scores_raises_the_level_and_explains_itself() -> None
     assert alert.score == pytest.approx(1 / (1 + math.exp(-(z - 2.0))), abs=1e-3)
     [driver] = [r for r in alert.reasons if r.rule_id == "model"]
     assert driver.values == {"mou_out_m1": 300.0} and "is 300" in driver.text
-    assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * 24, rel=1e-3)
+    # Probability x monthly margin (all of the ARPU by default) x lifetime: 1 / the segment's monthly churn.
+    lifetime = {"mid_high_end": 100.0, "potential_mid_high_end": 1 / 0.015, "mass": 40.0}[alert.segment]
+    assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * min(lifetime, 60), rel=1e-3)
     assert {s.model_version for s in out.snapshots} == {7} and all(s.score is not None for s in out.snapshots)
 
 
