@@ -11,13 +11,12 @@ from typing import Iterable, Iterator
 import click
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from rich.console import Console
 from rich.table import Table
 
 from . import keys
 from .call_plan import monthly_list, plan_days, summary_fields
 from .events import Alert, CallListEntry
-from .report_cli import _month
+from .report_cli import month_option, report_console
 from .settings import Settings
 from .store import connect_redis_sync
 
@@ -81,7 +80,7 @@ def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_jso
 
 
 @calls.command("monthly")
-@click.option("--month", required=True, callback=_month, help="The month, YYYY-MM.")
+@click.option("--month", required=True, callback=month_option, help="The month, YYYY-MM.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
 @click.option("--produce", is_flag=True, help="Send the list to the monthly warnings topic.")
 @click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
@@ -104,9 +103,7 @@ def _show(title: str, alerts: list[Alert], as_json: bool) -> None:
     for rank, a in enumerate(alerts[:50], 1):
         table.add_row(str(rank), a.customer_id, a.level, f"{a.value_at_risk:,.2f}", a.suggested_action,
                       _reasons(a)[:120])
-    console = Console(stderr=as_json)
-    if not console.is_terminal:
-        console.width = 200
+    console = report_console(as_json)
     console.print(table)
     if len(alerts) > 50:
         console.print(f"... and {len(alerts) - 50} more (see --csv)")

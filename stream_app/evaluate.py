@@ -20,7 +20,7 @@ import numpy as np
 
 from .alerts import LEVEL_RISK
 from .events import Alert, Snapshot
-from .validation import auc, budget_figures
+from .validation import auc, lift
 
 __all__ = ["Evaluation", "evaluate_replay"]
 
@@ -109,14 +109,13 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day,
                                        max(1, math.ceil(budget_share * len(churn_dates))))
     leads = _lead_times(alerts, churn_day)
-    base = y[test].mean() if test.any() else math.nan
     return Evaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
         test_positives=int(y[test].sum()),
         auc_online=auc(y[test], online[test]), auc_rules=auc(y[test], rules[test]),
         auc_combined=auc(y[test], combined[test]), auc_batch_reference=_batch_reference(x, y, train, test),
         precision_at_budget=precision, recall_at_budget=recall,
-        top_decile_lift=budget_figures(y[test], combined[test], 0.1)[0] / base if base else math.nan,
+        top_decile_lift=lift(y[test], combined[test], 0.1),
         lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,
     )

@@ -30,7 +30,7 @@ from .replay import replay
 from .rules import Ruleset
 from .settings import Settings
 from .state import Windows
-from .validation import _lift, auc, budget_figures
+from .validation import auc, budget_figures, lift
 
 __all__ = ["MonthlyEvaluation", "BUDGETS", "evaluate_monthly"]
 
@@ -87,7 +87,7 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
     return MonthlyEvaluation(
         name, len(rows), int(y.sum()), result.events, round(result.seconds, 1),
         auc(y, scores["online"]), auc(y, scores["rules"]), auc(y, scores["combined"]),
-        auc(y, scores["batch_reference"]), precision, recall, _lift(y, scores["combined"], 0.1), captured,
+        auc(y, scores["batch_reference"]), precision, recall, lift(y, scores["combined"], 0.1), captured,
         by_budget=by_budget)
 
 

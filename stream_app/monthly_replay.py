@@ -216,7 +216,7 @@ def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
     months = sorted({m for r in rows for m in r.months})
     first = datetime.strptime(months[0], "%Y-%m").date()
     for r in rows:
-        yield "customers", r.customer_id.encode(), _encode({
+        yield "customers", r.customer_id.encode(), msgspec.json.encode({
             "event_id": f"mr-p-{r.customer_id}", "customer_id": r.customer_id,
             "ts": datetime.combine(first, time.min, zone).isoformat(), "activation_date": str(first - timedelta(365)),
             "plan": "replayed", "region": "unknown"})
@@ -233,7 +233,7 @@ def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
     end = next_month(datetime.strptime(months[-1], "%Y-%m").date())
     for r in rows:
         if r.churned and exits:
-            yield "billing", r.customer_id.encode(), _encode({
+            yield "billing", r.customer_id.encode(), msgspec.json.encode({
                 "event_id": f"mr-x-{r.customer_id}", "customer_id": r.customer_id, "kind": label.exit_kind,
                 "reason_code": label.exit_reason_code, "voluntary": label.exit_reason_code < 300,
                 "ts": datetime.combine(end + timedelta(days=14), time(12), zone).isoformat()})
@@ -242,10 +242,6 @@ def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
 def next_month(day: date) -> date:
     """The first day of the month after `day`'s."""
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
-def _encode(body: dict) -> bytes:
-    return msgspec.json.encode(body)
 
 
 def _customer_month(customer: str, month: str, c: dict[str, float], start: date, days: int,
@@ -257,7 +253,7 @@ def _customer_month(customer: str, month: str, c: dict[str, float], start: date,
         nonlocal seq
         seq += 1
         ts = datetime.combine(start + timedelta(days=day), time(8 + seq % 12, seq % 60), zone)
-        return day, (topic, customer.encode(), _encode({
+        return day, (topic, customer.encode(), msgspec.json.encode({
             "event_id": f"mr-{customer}-{month}-{seq}", "customer_id": customer, "ts": ts.isoformat(), **body}))
 
     contacts = max(1, int(c.get("contacts", 0)))

@@ -20,12 +20,13 @@ from .reports import ChurnMonth, ChurnReport, CohortReport, churn_report, cohort
 from .settings import Settings
 from .store import connect_redis_sync
 
-__all__ = ["report"]
+__all__ = ["report", "month_option", "report_console"]
 
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
-def _month(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+def month_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a YYYY-MM month, or a usage error naming the value."""
     if value is not None and not MONTH.match(value):
         raise click.BadParameter(f"expected YYYY-MM, got {value!r}")
     return value
@@ -55,7 +56,7 @@ def report() -> None:
 
 
 @report.command("churn")
-@click.option("--month", callback=_month, help="Last month of the report, YYYY-MM (default: the newest counted).")
+@click.option("--month", callback=month_option, help="Last month of the report, YYYY-MM (default: the newest counted).")
 @click.option("--months", default=3, show_default=True, type=click.IntRange(1, 36), help="Months to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the charts to this PNG.")
@@ -72,7 +73,7 @@ def churn(month: str | None, months: int, fmt: str, plot: Path | None, as_json: 
 
 
 @report.command("base")
-@click.option("--month", callback=_month, help="Last month of the report, YYYY-MM (default: the newest counted).")
+@click.option("--month", callback=month_option, help="Last month of the report, YYYY-MM (default: the newest counted).")
 @click.option("--months", default=6, show_default=True, type=click.IntRange(1, 36), help="Months to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
@@ -87,8 +88,8 @@ def base(month: str | None, months: int, fmt: str, as_json: bool) -> None:
 
 
 @report.command("cohort")
-@click.option("--snapshot", required=True, callback=_month, help="Snapshot month, YYYY-MM.")
-@click.option("--through", callback=_month, help="Follow the cohort up to this month (default: the newest counted).")
+@click.option("--snapshot", required=True, callback=month_option, help="Snapshot month, YYYY-MM.")
+@click.option("--through", callback=month_option, help="Follow the cohort up to this month (default: the newest counted).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the retention curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
@@ -104,6 +105,14 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
         click.echo(f"chart written to {plot}", err=as_json)
 
 
+def report_console(as_json: bool) -> Console:
+    """Where tables go: stderr when stdout ends in JSON; wide when not a terminal (no width to wrap at)."""
+    console = Console(stderr=as_json)
+    if not console.is_terminal:
+        console.width = 200
+    return console
+
+
 def _emit(doc: dict[str, Any], tables, rows_csv, fmt: str, as_json: bool) -> None:
     """The report in `fmt`; with `as_json` the readable form goes to stderr and the JSON ends stdout."""
     if fmt == "json":
@@ -111,9 +120,7 @@ def _emit(doc: dict[str, Any], tables, rows_csv, fmt: str, as_json: bool) -> Non
     elif fmt == "csv":
         click.echo(rows_csv(), nl=False, err=as_json)
     else:
-        console = Console(stderr=as_json)
-        if not console.is_terminal:  # a file or a pipe: no terminal width to wrap at
-            console.width = 160
+        console = report_console(as_json)
         for table in tables():
             console.print(table)
     if as_json:

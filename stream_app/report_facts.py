@@ -51,13 +51,12 @@ class Before:
     """What the report facts compare a batch's result with, copied before the batch is applied."""
 
     day0: np.ndarray
-    month0: np.ndarray
     exit_ts: np.ndarray
     profile_ts: np.ndarray
 
     @classmethod
     def of(cls, w: Windows) -> "Before":
-        return cls(w.day0.copy(), w.month0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy())
+        return cls(w.day0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy())
 
 
 def month_label(index: int) -> str:
@@ -205,7 +204,8 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
     counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
     counts[f"{label}|region|{_UNSAFE.sub('_', event.region) or 'unknown'}"] += 1
     counts[f"{label}|segment|{event.segment}"] += 1
-    counts[f"{label}|revenue_lost_fen"] += int(_revenue_fen(w, i)[k]) if 0 <= k < N_MONTHS else 0
+    if 0 <= k < N_MONTHS:
+        counts[f"{label}|revenue_lost_fen"] += int(_revenue_fen(w, i)[k])
     for s in sorted(members - lost):
         if s < m:
             lost.add(s)

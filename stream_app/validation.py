@@ -40,7 +40,8 @@ def budget_figures(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, f
     return float(hits / k), float(hits / y.sum()) if y.sum() else float("nan")
 
 
-def _lift(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
+def lift(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
+    """Precision in the top `share` of scores over the base rate."""
     base = float(np.mean(y)) if len(y) else 0.0
     if base == 0:
         return float("nan")
@@ -92,6 +93,6 @@ class ProgressiveValidation:
             "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))) if len(y) else float("nan"),
             "precision_at_budget": precision,
             "recall_at_budget": recall,
-            "top_decile_lift": _lift(y, p),
+            "top_decile_lift": lift(y, p),
             "calibration_error": _calibration_error(y, p),
         }

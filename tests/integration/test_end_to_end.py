@@ -297,9 +297,13 @@ def check_call_lists(env: dict[str, str], cli: list[str], tmp_path: Path, metric
     assert summary == expected.to_json()
     assert all(r["holdout"] == "False" for r in rows)
     consumer = KafkaConsumer(env["CHURNWATCH_TOPIC_CALLS_DAILY"], bootstrap_servers=env["KAFKA_BOOTSTRAP"],
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    sent = sorted((json.loads(m.value) for m in consumer), key=lambda body: body["rank"])
+                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    received: list[dict] = []
+    deadline = time.monotonic() + 30  # the topic was just created: the group may take a while to be assigned
+    while len(received) < len(rows) and time.monotonic() < deadline:
+        received += [json.loads(m.value) for m in consumer]
     consumer.close()
+    sent = sorted(received, key=lambda body: body["rank"])
     assert [(b["day"], b["alert"]["alert_id"]) for b in sent] == [(busiest.isoformat(), r["alert_id"]) for r in rows]
     # The plan in force is on the workers' dashboards: called, waiting over budget, expired, control group.
     deadline = time.monotonic() + 20
