@@ -2,11 +2,12 @@
 
 A batch turns a customer's changes into counter increments: a first CRM profile adds the
 customer to the base in their activation month; an exit counts once, by voluntariness,
-reason code, region, value segment and the revenue it takes away; a month that closes (the
-customer's first event in a later month) adds its spend and mid/high-end membership, and
-may photograph the customer into that month's snapshot cohort. The store adds the
-increments to the report counters in the same script that writes the customer's state, so
-they count exactly once however often a batch is replayed (`store.RedisWindowStore.save`).
+reason code, region, value segment and the revenue it takes away; a month that closes (both
+the customer's usage and billing have moved the late grace past its end) adds its spend and
+mid/high-end membership, and may photograph the customer into that month's snapshot cohort.
+The store adds the increments to the report counters in the same script that writes the
+customer's state, so they count exactly once however often a batch is replayed
+(`store.RedisWindowStore.save`).
 
 Counter names are `<YYYY-MM>|<what>[|<detail>]`, and `cohort|<YYYY-MM>|members` and
 `cohort|<YYYY-MM>|lost|<YYYY-MM>` for the snapshot cohorts; `reports.py` reads them back.
@@ -25,7 +26,7 @@ import numpy as np
 
 from .events import ChurnEvent
 from .observations import EPOCH_ORDINAL
-from .state import C, N_MONTHS, SCALE, StateTail, Windows, month_index
+from .state import BILLING_TOPIC, C, N_MONTHS, SCALE, StateTail, Windows, month_index
 
 __all__ = ["Before", "CohortRule", "month_label", "month_of_label", "report_increments"]
 
@@ -53,10 +54,22 @@ class Before:
     day0: np.ndarray
     exit_ts: np.ndarray
     profile_ts: np.ndarray
+    closing_day: np.ndarray
 
     @classmethod
     def of(cls, w: Windows) -> "Before":
-        return cls(w.day0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy())
+        return cls(w.day0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy(), closing_days(w))
+
+
+def closing_days(w: Windows) -> np.ndarray:
+    """The newest day both usage and billing have reached, per customer (0: one of them not yet).
+
+    Usage and billing are read by separate agents, whose progress relative to each other
+    changes from run to run; a month counted once only one of them had moved past it could
+    lack its bill or its last calls. Each topic refuses events older than its own newest day
+    minus the grace, so once both have moved the grace past a month's end it is final."""
+    billing = w.rec["newest"][:, BILLING_TOPIC].astype(np.int64)
+    return np.minimum(w.day0.astype(np.int64), billing)
 
 
 def month_label(index: int) -> str:
@@ -79,14 +92,16 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     """Customer -> counter increments for the changed `rows`; customers with none are left out.
     Records the cohort memberships it finds on the customer's state tail.
 
-    A month closes for a customer once their usage has moved `grace_days` past its end: no late
-    event can change it after that, so what is counted never depends on where batches end. An
-    exit closes every month before it (no more usage will come to move it on); in a catch-up
-    where billing is read ahead of usage, a leaver's last months count with the usage read by then."""
+    A month closes for a customer once both their usage and their billing have moved
+    `grace_days` past its end (`closing_days`): no late event can change it after that, so what
+    is counted depends neither on where batches end nor on how the topics interleave. An exit
+    closes every month before it (no more events will come to move it on); its bills are final
+    then (exits come in order on the billing topic), its usage may still be on its way."""
     exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
     revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
     out: dict[str, dict[str, int]] = {}
-    for i in _with_news(w, rows, before, grace_days, set(exits) | set(revenue_churned)):
+    closing = closing_days(w)
+    for i in _with_news(w, rows, before, closing, grace_days, set(exits) | set(revenue_churned)):
         customer = w.customers[i]
         counts: collections.Counter[str] = collections.Counter()
         if before.profile_ts[i] == 0 and w.rec["profile_ts"][i] > 0:
@@ -96,7 +111,7 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
         members, lost = set(tail.cohorts), set(tail.cohort_lost)
         if before.exit_ts[i] == 0:  # nothing is counted for a customer after their exit
             exit_month = _local_month(int(w.rec["exit_ts"][i]), zone) if customer in exits else None
-            _close(w, i, before, grace_days, exit_month, cohort, counts, members, lost)
+            _close(w, i, before, int(closing[i]), grace_days, exit_month, cohort, counts, members, lost)
             if exit_month is not None:
                 _exit(w, i, exits[customer], exit_month, counts, members, lost)
         if customer in revenue_churned:
@@ -111,34 +126,35 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     return out
 
 
-def _with_news(w: Windows, rows: list[int], before: Before, grace_days: int, churned: set[str]) -> list[int]:
+def _with_news(w: Windows, rows: list[int], before: Before, closing: np.ndarray, grace_days: int,
+               churned: set[str]) -> list[int]:
     """The rows with anything to count: a first profile, a churn, or a month newly closed. Most
     batches have few, so the rest are ruled out with a few array operations."""
     idx = np.asarray(rows, np.int64)
     if not len(idx):
         return []
-    after_open, before_open = (_open_months(day[idx], grace_days) for day in (w.day0, before.day0))
+    after_open, before_open = (_open_months(day[idx], grace_days) for day in (closing, before.closing_day))
     news = (before.profile_ts[idx] == 0) & (w.rec["profile_ts"][idx] > 0)
     news |= (after_open != before_open) & (before.exit_ts[idx] == 0)
     return [i for i, new in zip(rows, news) if new or w.customers[i] in churned]
 
 
 def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
-    """Which month is open, for many days at once: months since 1970, only ever compared (0: no usage yet)."""
+    """Which month is open, for many days at once: months since 1970, only ever compared (0: none yet)."""
     days = (day0.astype(np.int64) - grace_days - EPOCH_ORDINAL).astype("datetime64[D]")
     return np.where(day0 > 0, days.astype("datetime64[M]").astype(np.int64), 0)
 
 
-def _close(w: Windows, i: int, before: Before, grace_days: int, exit_month: int | None, cohort: CohortRule,
-           counts: collections.Counter[str], members: set[int], lost: set[int]) -> None:
+def _close(w: Windows, i: int, before: Before, closing: int, grace_days: int, exit_month: int | None,
+           cohort: CohortRule, counts: collections.Counter[str], members: set[int], lost: set[int]) -> None:
     """Count the months this batch closed for the customer: from the first still open before it
     (or their first month of usage) to the first still open after it, or to their exit."""
     first = _oldest_month(w, i)
     if first is None:
         return
-    if before.day0[i] > 0:
-        first = max(first, _open_month(int(before.day0[i]), grace_days))
-    end = _open_month(int(w.day0[i]), grace_days) if w.day0[i] > 0 else first
+    if before.closing_day[i] > 0:
+        first = max(first, _open_month(int(before.closing_day[i]), grace_days))
+    end = _open_month(closing, grace_days) if closing > 0 else first
     if exit_month is not None:
         end = max(end, exit_month)
     _closed_months(w, i, first, end, cohort, counts, members, lost)
@@ -150,7 +166,7 @@ def _local_month(ts: int, zone: ZoneInfo) -> int:
 
 
 def _open_month(day0: int, grace_days: int) -> int:
-    """The oldest month a customer's late events can still change, given their newest usage day."""
+    """The oldest month a customer's late events can still change, given their closing day."""
     day = date.fromordinal(day0 - grace_days)
     return month_index(day.year, day.month)
 
@@ -165,11 +181,15 @@ def _oldest_month(w: Windows, i: int) -> int | None:
 def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule, counts: collections.Counter[str],
                    members: set[int], lost: set[int]) -> None:
     """Months `first` to `end` (excluded) have closed; those still in the window are counted."""
-    now = int(w.month0[i])
-    revenue = _revenue_fen(w, i)  # index k = month (now - k)
+    # An exit can close months past the newest one with events (the exit itself moves no
+    # bucket): they had none, so they count as empty rather than being left out.
+    ahead = max(0, end - 1 - int(w.month0[i]))
+    now = int(w.month0[i]) + ahead
+    revenue = np.concatenate([np.zeros(ahead, np.int64), _revenue_fen(w, i)])  # index k = month (now - k)
     spend = revenue / SCALE["spend"]
-    mou = w.monthly[i, :, C["out_min"]] / SCALE["out_min"]
-    for m in range(max(first, now - N_MONTHS + 1), min(end, now + 1)):
+    mou = np.concatenate([np.zeros(ahead), w.monthly[i, :, C["out_min"]] / SCALE["out_min"]])
+    months = len(revenue)
+    for m in range(max(first, int(w.month0[i]) - N_MONTHS + 1), min(end, now + 1)):
         k, label = now - m, month_label(m)
         fen = int(revenue[k])
         counts[f"{label}|billed"] += 1
@@ -177,11 +197,11 @@ def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule,
         if spend[k] >= MID_HIGH_SPEND and mou[k] >= MID_HIGH_MOU:
             counts[f"{label}|mid_high"] += 1
             counts[f"{label}|mid_high_revenue_fen"] += fen
-        if k + cohort.months <= N_MONTHS and spend[k:k + cohort.months].sum() >= cohort.min_spend:
+        if k + cohort.months <= months and spend[k:k + cohort.months].sum() >= cohort.min_spend:
             members.add(m)
             counts[f"cohort|{label}|members"] += 1
         run = k + cohort.churn_months
-        if run <= N_MONTHS and (spend[k:run] < cohort.churn_spend).all():
+        if run <= months and (spend[k:run] < cohort.churn_spend).all():
             for s in sorted(members - lost):
                 if s <= m - cohort.churn_months:  # the whole run lies after the snapshot
                     lost.add(s)
@@ -204,8 +224,9 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
     counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
     counts[f"{label}|region|{_UNSAFE.sub('_', event.region) or 'unknown'}"] += 1
     counts[f"{label}|segment|{event.segment}"] += 1
-    if 0 <= k < N_MONTHS:
-        counts[f"{label}|revenue_lost_fen"] += int(_revenue_fen(w, i)[k])
+    fen = int(_revenue_fen(w, i)[k]) if 0 <= k < N_MONTHS else 0  # k < 0: no events in that month
+    if fen:
+        counts[f"{label}|revenue_lost_fen"] += fen
     for s in sorted(members - lost):
         if s < m:
             lost.add(s)
