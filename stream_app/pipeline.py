@@ -125,7 +125,7 @@ class BatchProcessor:
             return out
         raws = await self._redis("load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
-        before = Before.of(w)
+        before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
         row = {c: i for i, c in enumerate(customers)}
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates

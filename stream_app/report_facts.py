@@ -55,21 +55,28 @@ class Before:
     exit_ts: np.ndarray
     profile_ts: np.ndarray
     closing_day: np.ndarray
+    month0: np.ndarray
+    usage_decided: dict[int, collections.Counter[str]]  # row -> `_usage_decided`, for customers who had left
 
     @classmethod
-    def of(cls, w: Windows) -> "Before":
-        return cls(w.day0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy(), closing_days(w))
+    def of(cls, w: Windows, zone: ZoneInfo, grace_days: int) -> "Before":
+        left = np.nonzero(w.rec["exit_ts"])[0].tolist()
+        decided = {i: _usage_decided(w, i, _local_month(int(w.rec["exit_ts"][i]), zone), 0) for i in left}
+        return cls(w.day0.copy(), w.rec["exit_ts"].copy(), w.rec["profile_ts"].copy(), closing_days(w, grace_days),
+                   w.month0.copy(), decided)
 
 
-def closing_days(w: Windows) -> np.ndarray:
-    """The newest day both usage and billing have reached, per customer (0: one of them not yet).
+def closing_days(w: Windows, grace_days: int) -> np.ndarray:
+    """The day up to which a customer's usage and billing have both been read, less nothing
+    but usage's grace (0: one of them not yet).
 
     Usage and billing are read by separate agents, whose progress relative to each other
-    changes from run to run; a month counted once only one of them had moved past it could
-    lack its bill or its last calls. Each topic refuses events older than its own newest day
-    minus the grace, so once both have moved the grace past a month's end it is final."""
+    changes from run to run; a month counted once only usage had moved past it could lack its
+    bill. Usage may come late, within the grace (mediation delays); billing comes in order
+    per customer from the billing system, so a month's billing is complete once a later
+    billing event (such as the bill for that month, on the 1st) has been read."""
     billing = w.rec["newest"][:, BILLING_TOPIC].astype(np.int64)
-    return np.minimum(w.day0.astype(np.int64), billing)
+    return np.minimum(w.day0.astype(np.int64), np.where(billing > 0, billing + grace_days, 0))
 
 
 def month_label(index: int) -> str:
@@ -96,11 +103,12 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     `grace_days` past its end (`closing_days`): no late event can change it after that, so what
     is counted depends neither on where batches end nor on how the topics interleave. An exit
     closes every month before it (no more events will come to move it on); its bills are final
-    then (exits come in order on the billing topic), its usage may still be on its way."""
+    then (exits come in order on the billing topic), and what its usage decides is corrected as
+    late usage arrives (`_usage_decided`)."""
     exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
     revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
     out: dict[str, dict[str, int]] = {}
-    closing = closing_days(w)
+    closing = closing_days(w, grace_days)
     for i in _with_news(w, rows, before, closing, grace_days, set(exits) | set(revenue_churned)):
         customer = w.customers[i]
         counts: collections.Counter[str] = collections.Counter()
@@ -109,11 +117,13 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
             counts[f"{month_label(month_index(activated.year, activated.month))}|adds"] += 1
         tail = w.text[i] or StateTail()
         members, lost = set(tail.cohorts), set(tail.cohort_lost)
-        if before.exit_ts[i] == 0:  # nothing is counted for a customer after their exit
+        if before.exit_ts[i] == 0:  # nothing new is counted for a customer after their exit
             exit_month = _local_month(int(w.rec["exit_ts"][i]), zone) if customer in exits else None
             _close(w, i, before, int(closing[i]), grace_days, exit_month, cohort, counts, members, lost)
             if exit_month is not None:
                 _exit(w, i, exits[customer], exit_month, counts, members, lost)
+        elif i in before.usage_decided:
+            _correct(w, i, before, zone, counts)
         if customer in revenue_churned:
             started = date.fromordinal(revenue_churned[customer].day)
             counts[f"{month_label(month_index(started.year, started.month))}|revenue_churn"] += 1
@@ -136,7 +146,7 @@ def _with_news(w: Windows, rows: list[int], before: Before, closing: np.ndarray,
     after_open, before_open = (_open_months(day[idx], grace_days) for day in (closing, before.closing_day))
     news = (before.profile_ts[idx] == 0) & (w.rec["profile_ts"][idx] > 0)
     news |= (after_open != before_open) & (before.exit_ts[idx] == 0)
-    return [i for i, new in zip(rows, news) if new or w.customers[i] in churned]
+    return [i for i, new in zip(rows, news) if new or w.customers[i] in churned or i in before.usage_decided]
 
 
 def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
@@ -187,14 +197,14 @@ def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule,
     now = int(w.month0[i]) + ahead
     revenue = np.concatenate([np.zeros(ahead, np.int64), _revenue_fen(w, i)])  # index k = month (now - k)
     spend = revenue / SCALE["spend"]
-    mou = np.concatenate([np.zeros(ahead), w.monthly[i, :, C["out_min"]] / SCALE["out_min"]])
+    mou = np.concatenate([np.zeros(ahead), _spend_and_mou(w, i)[1]])
     months = len(revenue)
     for m in range(max(first, int(w.month0[i]) - N_MONTHS + 1), min(end, now + 1)):
         k, label = now - m, month_label(m)
         fen = int(revenue[k])
         counts[f"{label}|billed"] += 1
         counts[f"{label}|revenue_fen"] += fen
-        if spend[k] >= MID_HIGH_SPEND and mou[k] >= MID_HIGH_MOU:
+        if _mid_high(spend[k], mou[k]):
             counts[f"{label}|mid_high"] += 1
             counts[f"{label}|mid_high_revenue_fen"] += fen
         if k + cohort.months <= months and spend[k:k + cohort.months].sum() >= cohort.min_spend:
@@ -222,8 +232,7 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
     voluntary = event.voluntary if event.voluntary is not None else event.kind == "port_out"
     counts[f"{label}|exits|{'voluntary' if voluntary else 'involuntary'}"] += 1
     counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
-    counts[f"{label}|region|{_UNSAFE.sub('_', event.region) or 'unknown'}"] += 1
-    counts[f"{label}|segment|{event.segment}"] += 1
+    counts.update(_exit_profile(w, i, m))
     fen = int(_revenue_fen(w, i)[k]) if 0 <= k < N_MONTHS else 0  # k < 0: no events in that month
     if fen:
         counts[f"{label}|revenue_lost_fen"] += fen
@@ -231,3 +240,66 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
         if s < m:
             lost.add(s)
             counts[f"cohort|{month_label(s)}|lost|{label}"] += 1
+
+
+def _mid_high(spend: float, mou: float) -> bool:
+    return spend >= MID_HIGH_SPEND and mou >= MID_HIGH_MOU
+
+
+def _exit_profile(w: Windows, i: int, m: int) -> collections.Counter[str]:
+    """The region and value segment of an exit in month `m`, from the months before it (as the
+    features define the segments), whenever the usage behind them is read."""
+    now = int(w.month0[i])
+    spend, mou = _spend_and_mou(w, i)
+
+    def month(back: int) -> tuple[float, float]:
+        k = now - (m - back)
+        return (float(spend[k]), float(mou[k])) if 0 <= k < N_MONTHS else (0.0, 0.0)
+
+    if _mid_high(*month(1)) or _mid_high(*month(2)):
+        segment = "mid_high_end"
+    elif 100 <= sum(month(b)[0] for b in (1, 2, 3)) / 3 < MID_HIGH_SPEND:
+        segment = "potential_mid_high_end"
+    else:
+        segment = "mass"
+    region = (w.text[i] or StateTail()).region
+    label = month_label(m)
+    return collections.Counter({f"{label}|segment|{segment}": 1,
+                                f"{label}|region|{_UNSAFE.sub('_', region) or 'unknown'}": 1})
+
+
+def _spend_and_mou(w: Windows, i: int) -> tuple[np.ndarray, np.ndarray]:
+    return _revenue_fen(w, i) / SCALE["spend"], w.monthly[i, :, C["out_min"]] / SCALE["out_min"]
+
+
+def _usage_decided(w: Windows, i: int, exit_month: int, oldest: int) -> collections.Counter[str]:
+    """What a leaver's usage decides among the counters of their exit and of the months it
+    closed (from `oldest` on): mid/high-end per month, and the exit's segment and region.
+
+    An exit is counted when it is read, and the leaver's usage of the months before it may
+    still be on its way (another agent reads it). Months closed before the exit are final and
+    the same whichever way they were counted, so when later usage changes these facts, the
+    difference is counted (`_correct`), and the counters end as if all had been read first."""
+    counts = _exit_profile(w, i, exit_month)
+    now = int(w.month0[i])
+    revenue = _revenue_fen(w, i)
+    spend, mou = _spend_and_mou(w, i)
+    for m in range(max(oldest, now - N_MONTHS + 1), min(exit_month, now + 1)):
+        k = now - m
+        if _mid_high(spend[k], mou[k]):
+            counts[f"{month_label(m)}|mid_high"] += 1
+            counts[f"{month_label(m)}|mid_high_revenue_fen"] += int(revenue[k])
+    return counts
+
+
+def _correct(w: Windows, i: int, before: Before, zone: ZoneInfo, counts: collections.Counter[str]) -> None:
+    """Count how a leaver's late usage changed `_usage_decided`, over the months in both windows
+    (a month rolling out of the window is not a change)."""
+    oldest = max(int(before.month0[i]), int(w.month0[i])) - N_MONTHS + 1
+    first = month_label(oldest)
+    exit_month = _local_month(int(w.rec["exit_ts"][i]), zone)
+    now = _usage_decided(w, i, exit_month, oldest)
+    then = {k: v for k, v in before.usage_decided[i].items() if "|mid_high" not in k or k[:7] >= first}
+    for key in now.keys() | then.keys():
+        if now.get(key, 0) != then.get(key, 0):
+            counts[key] += now.get(key, 0) - then.get(key, 0)

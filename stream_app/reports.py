@@ -77,7 +77,8 @@ def read_counts(client: Any) -> dict[str, int]:
     for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
         for name, value in client.hgetall(key).items():
             totals[name.decode()] += int(value)
-    return dict(totals)
+    # A leaver's corrections can bring a counter back to 0 (`report_facts._correct`): nothing counted.
+    return {name: total for name, total in totals.items() if total}
 
 
 def latest_month(counts: dict[str, int]) -> str | None:
@@ -136,5 +137,5 @@ def _exits(c: collections.Counter[str]) -> int:
 
 def _breakdown(by_month: dict[str, collections.Counter[str]], months: Iterable[str], kind: str) -> dict[str, dict[str, int]]:
     prefix = kind + "|"
-    return {m: {k[len(prefix):]: v for k, v in sorted(by_month.get(m, {}).items()) if k.startswith(prefix)}
+    return {m: {k[len(prefix):]: v for k, v in sorted(by_month.get(m, {}).items()) if k.startswith(prefix) and v}
             for m in months}

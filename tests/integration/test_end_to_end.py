@@ -264,8 +264,12 @@ def test_reports_and_call_lists_after_a_simulated_quarter(worker: dict, redis_ur
     assert sum(row["churn"] for row in churn["months"]) > 5  # the quarter had churners in it
     base_report = report("base", "--month", "2026-10", "--months", "3")
     assert [row["customers_end"] for row in base_report["months"]] == [row["customers_end"] for row in churn["months"]]
-    for row in base_report["months"][:2]:  # August and September have closed for everyone still there
-        assert row["customers_billed"] == row["customers_end"] and 0 < row["mid_high_end"] < row["customers_billed"]
+    for row in base_report["months"][:2]:
+        # August and September have closed for everyone still there whose billing has moved on
+        # too: a prepaid customer who has not recharged since keeps the month open (a late
+        # recharge could still count in it), and a simulated base has 5-15% of them.
+        assert 0.8 * row["customers_end"] <= row["customers_billed"] <= row["customers_end"]
+        assert 0 < row["mid_high_end"] < row["customers_billed"]
         assert 0 < row["mid_high_end_revenue_share"] < 1 and row["revenue"] > 0
     cohort = report("cohort", "--snapshot", "2026-09", "--through", "2026-10", "--plot", str(tmp_path / "cohort.png"))
     assert cohort["members"] > 0 and cohort["months"] == ["2026-10"]
