@@ -67,8 +67,8 @@ class Before:
 
 
 def closing_days(w: Windows, grace_days: int) -> np.ndarray:
-    """The day up to which a customer's usage and billing have both been read, less nothing
-    but usage's grace (0: one of them not yet).
+    """Per customer, the newest usage day, held back to the newest billing day plus the grace
+    (0: no usage or no billing read yet); a month closes once this is the grace past its end.
 
     Usage and billing are read by separate agents, whose progress relative to each other
     changes from run to run; a month counted once only usage had moved past it could lack its
