@@ -2,9 +2,9 @@
 
 A batch turns a customer's changes into counter increments: a first CRM profile adds the
 customer to the base in their activation month; an exit counts once, by voluntariness,
-reason code, region, value segment and the revenue it takes away; a month that closes (both
-the customer's usage and billing have moved the late grace past its end) adds its spend and
-mid/high-end membership, and may photograph the customer into that month's snapshot cohort.
+reason code, region, value segment and the revenue it takes away; a month that closes (the
+customer's usage has moved the late grace past its end and a later billing event has been
+read, `closing_days`) adds its spend and mid/high-end membership, and may photograph the customer into that month's snapshot cohort.
 The store adds the increments to the report counters in the same script that writes the
 customer's state, so they count exactly once however often a batch is replayed
 (`store.RedisWindowStore.save`).
@@ -31,6 +31,7 @@ from .state import BILLING_TOPIC, C, N_MONTHS, SCALE, StateTail, Windows, month_
 __all__ = ["Before", "CohortRule", "month_label", "month_of_label", "report_increments"]
 
 MID_HIGH_SPEND, MID_HIGH_MOU = 120.0, 100.0  # DOMAIN.md: mid/high-end customer in a month
+POTENTIAL_SPEND = 100.0  # DOMAIN.md: potential mid/high-end from this 3-month average spend
 _UNSAFE = re.compile(r"[|\t\n]")
 
 
@@ -99,8 +100,8 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     """Customer -> counter increments for the changed `rows`; customers with none are left out.
     Records the cohort memberships it finds on the customer's state tail.
 
-    A month closes for a customer once both their usage and their billing have moved
-    `grace_days` past its end (`closing_days`): no late event can change it after that, so what
+    A month closes for a customer once their usage has moved `grace_days` past its end and a
+    later billing event has been read (`closing_days`): no late event can change it after that, so what
     is counted depends neither on where batches end nor on how the topics interleave. An exit
     closes every month before it (no more events will come to move it on); its bills are final
     then (exits come in order on the billing topic), and what its usage decides is corrected as
@@ -197,16 +198,12 @@ def _closed_months(w: Windows, i: int, first: int, end: int, cohort: CohortRule,
     now = int(w.month0[i]) + ahead
     revenue = np.concatenate([np.zeros(ahead, np.int64), _revenue_fen(w, i)])  # index k = month (now - k)
     spend = revenue / SCALE["spend"]
-    mou = np.concatenate([np.zeros(ahead), _spend_and_mou(w, i)[1]])
     months = len(revenue)
+    counts.update(_mid_high_months(w, i, first, end))
     for m in range(max(first, int(w.month0[i]) - N_MONTHS + 1), min(end, now + 1)):
         k, label = now - m, month_label(m)
-        fen = int(revenue[k])
         counts[f"{label}|billed"] += 1
-        counts[f"{label}|revenue_fen"] += fen
-        if _mid_high(spend[k], mou[k]):
-            counts[f"{label}|mid_high"] += 1
-            counts[f"{label}|mid_high_revenue_fen"] += fen
+        counts[f"{label}|revenue_fen"] += int(revenue[k])
         if k + cohort.months <= months and spend[k:k + cohort.months].sum() >= cohort.min_spend:
             members.add(m)
             counts[f"cohort|{label}|members"] += 1
@@ -258,7 +255,7 @@ def _exit_profile(w: Windows, i: int, m: int) -> collections.Counter[str]:
 
     if _mid_high(*month(1)) or _mid_high(*month(2)):
         segment = "mid_high_end"
-    elif 100 <= sum(month(b)[0] for b in (1, 2, 3)) / 3 < MID_HIGH_SPEND:
+    elif POTENTIAL_SPEND <= sum(month(b)[0] for b in (1, 2, 3)) / 3 < MID_HIGH_SPEND:
         segment = "potential_mid_high_end"
     else:
         segment = "mass"
@@ -280,11 +277,16 @@ def _usage_decided(w: Windows, i: int, exit_month: int, oldest: int) -> collecti
     still be on its way (another agent reads it). Months closed before the exit are final and
     the same whichever way they were counted, so when later usage changes these facts, the
     difference is counted (`_correct`), and the counters end as if all had been read first."""
-    counts = _exit_profile(w, i, exit_month)
+    return _exit_profile(w, i, exit_month) + _mid_high_months(w, i, oldest, exit_month)
+
+
+def _mid_high_months(w: Windows, i: int, first: int, end: int) -> collections.Counter[str]:
+    """Mid/high-end membership and its revenue for months `first` to `end` (excluded) in the window."""
+    counts: collections.Counter[str] = collections.Counter()
     now = int(w.month0[i])
     revenue = _revenue_fen(w, i)
     spend, mou = _spend_and_mou(w, i)
-    for m in range(max(oldest, now - N_MONTHS + 1), min(exit_month, now + 1)):
+    for m in range(max(first, now - N_MONTHS + 1), min(end, now + 1)):
         k = now - m
         if _mid_high(spend[k], mou[k]):
             counts[f"{month_label(m)}|mid_high"] += 1

@@ -16,8 +16,8 @@ import msgspec
 import numpy as np
 
 __all__ = [
-    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC", "DEDUP", "DEDUP_RINGS", "CONTACT_BITS",
-    "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "StateTail", "Windows", "rule_key",
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC", "DEDUP", "DEDUP_RINGS",
+    "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "StateTail", "Windows", "rule_key",
     "month_index", "contacts_estimate", "usage_fingerprint",
 ]
 
