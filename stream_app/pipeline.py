@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, NamedTuple, Sequence, TypeVar
@@ -101,8 +102,9 @@ class BatchProcessor:
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         decoded = []
         now = self.clock()
+        for topic, n in Counter(rec.topic for rec in records).items():
+            self.metrics.events.labels(topic).inc(n)
         for rec in records:
-            self.metrics.events.labels(rec.topic).inc()
             try:
                 if rec.key is None:
                     raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
@@ -145,12 +147,16 @@ class BatchProcessor:
 
     def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
         partition = np.zeros(len(w.customers), np.int64)
+        partition[[row[c] for c, _ in decoded]] = [env.partition for _, env in decoded]  # the last one wins
         seen = self.topic_seen
-        for c, env in decoded:
-            partition[row[c]] = env.partition
+        newest: dict[tuple[int, int], datetime] = {}
+        for _, env in decoded:
             if env.topic < 2:  # cdr, billing
                 key = (env.topic, env.partition)
-                seen[key] = max(seen.get(key, 0), int(env.event.ts.timestamp()))
+                if key not in newest or newest[key] < env.event.ts:
+                    newest[key] = env.event.ts
+        for key, ts in newest.items():
+            seen[key] = max(seen.get(key, 0), int(ts.timestamp()))
         for p in np.unique(partition):
             self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)

@@ -137,6 +137,8 @@ class RedisWindowStore:
         self._report_keys: dict[str, str] = {}  # cluster node -> a report hash it serves
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
+        if not self.cluster:  # one command: a pipeline costs the client ~16 us per queued GET
+            return await self.client.mget([keys.customer_state(c) for c in customers])
         pipe = self.client.pipeline(transaction=False)
         for c in customers:
             pipe.get(keys.customer_state(c))
