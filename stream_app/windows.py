@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import NamedTuple, Sequence, Union
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 
 from .events import Billing, Cdr, Outcome, Profile
@@ -271,8 +272,9 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
         rec["profile_ts"][cust], rec["activation"][cust] = ts, e.activation_date.toordinal()
         rec["vip"][cust], rec["prepaid"][cust] = VIP_TIERS.index(e.vip_tier), e.prepaid
         rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0
-        old = w.text[cust]
-        w.text[cust] = StateTail(e.plan, e.region, e.segment, old.streaks if old else {})
+        # Only the profile's fields: a plan change must not drop the streaks or cohort memberships.
+        w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), plan=e.plan, region=e.region,
+                                               segment=e.segment)
 
 
 def _counter_rows(rows: _Rows) -> tuple[np.ndarray, ...]:

@@ -4,10 +4,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from stream_app.events import decode_billing, decode_cdr
-from stream_app.state import C, D, STATE, Windows, contacts_estimate, month_index
+from stream_app.events import decode_billing, decode_cdr, decode_profile
+from stream_app.state import C, D, STATE, StateTail, Windows, contacts_estimate, month_index
 from stream_app.windows import Envelope, apply
-from tests.factories import billing, cdr
+from tests.factories import billing, cdr, profile
 
 SH = ZoneInfo("Asia/Shanghai")
 NY = ZoneInfo("America/New_York")
@@ -171,3 +171,12 @@ def test_where_a_batch_ends_does_not_change_the_contacts() -> None:
         states.append(w.rec["contacts"].tobytes())
         assert w.monthly[0, 0, C["contacts"]] == 2  # September: the SMS's peer and the call's
     assert states[0] == states[1]
+
+
+def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
+    # A plan change mid-life: what reports and rules remember of the customer must survive it.
+    w = fresh()
+    w.text[0] = StateTail("old-plan", "north", "consumer", streaks={7: (2, 5)}, cohorts=(24319,), cohort_lost=())
+    event = decode_profile(profile(CUST, plan="new-plan", region="south"))
+    apply(w, [(0, Envelope(2, 0, 0, event))], SH, 3)
+    assert w.text[0] == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,))
