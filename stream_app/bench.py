@@ -39,10 +39,6 @@ class StateBench:
     redis_bytes_per_customer: float
     redis_used_memory_per_customer: float
     state_record_bytes: int
-    rules: int = 0
-    rules_us_per_customer: float = 0.0
-    model_score_us_per_customer: float = 0.0
-    model_learn_us_per_label: float = 0.0
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:

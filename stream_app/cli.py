@@ -133,20 +133,33 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 
 
 @main.command()
-@click.option("--customers", default=10_000, show_default=True)
-@click.option("--days", default=31, show_default=True, help="simulated days before memory is measured")
+@click.option("--events", default=1_000_000, show_default=True, help="events through the broker")
+@click.option("--customers", default=100_000, show_default=True)
+@click.option("--no-broker", is_flag=True,
+              help="only the pipeline into Redis, in this process (no broker, no worker): the state's cost")
+@click.option("--days", default=31, show_default=True, help="with --no-broker: simulated days before memory is measured")
+@click.option("--latency-seconds", default=30.0, show_default=True, help="length of the latency phase")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
-def bench(customers: int, days: int, as_json: bool) -> None:
-    """Measure the state: pipeline events/s into Redis, Redis bytes per customer, rules and model cost."""
+def bench(events: int, customers: int, no_broker: bool, days: int, latency_seconds: float, as_json: bool) -> None:
+    """Measure the worker against the bare-consumer ceiling, latency, memory, rules and model cost.
+
+    Uses KAFKA_BOOTSTRAP and REDIS_URL if set (fresh topics; point REDIS_URL at a scratch
+    database, simulated customers are written to it), else embedded ones."""
     from .bench import bench_model, bench_rules, bench_state
 
     settings = _settings()
-    state = bench_state(settings, customers, days)
-    state.rules, state.rules_us_per_customer = bench_rules(settings)
-    state.model_score_us_per_customer, state.model_learn_us_per_label = bench_model(settings)
-    result = asdict(state)
+    if no_broker:
+        result = asdict(bench_state(settings, customers, days))
+    else:
+        from .bench_stream import bench_stream
+
+        result = asdict(bench_stream(settings, events, customers, lambda line: click.echo(line, err=True),
+                                     latency_seconds))
+    result["rules"], result["rules_us_per_customer"] = bench_rules(settings)
+    result["model_score_us_per_customer"], result["model_learn_us_per_label"] = bench_model(settings)
     for name, value in result.items():
-        click.echo(f"{name:32} {value:>14,}", err=as_json)
+        shown = "-" if value is None else format(value, ",")
+        click.echo(f"{name:32} {shown:>14}", err=as_json)
     if as_json:
         click.echo(json.dumps(result))
 

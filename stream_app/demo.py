@@ -31,7 +31,7 @@ from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .topics import ensure_topics
 
-__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "stop_worker"]
+__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "consumed", "start_command", "stop_worker"]
 
 
 @dataclass
@@ -78,7 +78,8 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def _consumed(port: int) -> int:
+def consumed(port: int) -> int:
+    """Events the worker serving metrics on `port` has consumed (0 while it is not up)."""
     try:
         samples = scrape(port)
     except OSError:
@@ -104,11 +105,11 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
             show(f"embedded Redis on {redis_url}")
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
-        worker = _start(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log")
+        worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log")
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
         trainer_port = free_port()
-        trainer = _start(["trainer", "--metrics-port", str(trainer_port)], settings, bootstrap, redis_url,
+        trainer = start_command(["trainer", "--metrics-port", str(trainer_port)], settings, bootstrap, redis_url,
                          free_port(), workdir / "trainer.log")
         stack.callback(stop_worker, trainer)
         show(f"trainer started (pid {trainer.pid}); metrics on http://127.0.0.1:{trainer_port}/metrics")
@@ -120,17 +121,19 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
         alerts = _watch(settings, bootstrap, summary, show, metrics_port, worker, producer, produced,
                         deadline=None if seconds is None else started + seconds)
         summary.events_by_topic = produced
-        summary.events_consumed = _consumed(metrics_port)
+        summary.events_consumed = consumed(metrics_port)
         summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
     _score(sim, alerts, summary)
     summary.seconds = round(time.monotonic() - started, 1)
     return summary
 
 
-def _start(command: list[str], settings: Settings, bootstrap: str, redis_url: str, port: int,
-           log_file: Path) -> subprocess.Popen:
+def start_command(command: list[str], settings: Settings, bootstrap: str, redis_url: str, port: int,
+                  log_file: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`churnwatch COMMAND` as a child process, its output in `log_file`."""
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_METRICS_PORT=str(port),
                CHURNWATCH_RULES_DIR=str(Path(settings.rules_dir).resolve()))
+    env.update(extra_env or {})
     with open(log_file, "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *command], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -171,7 +174,7 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
                     dls[dl.reason] += 1
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-            if not producer.is_alive() and not said_done and _consumed(metrics_port) >= sum(produced.values()) > 0:
+            if not producer.is_alive() and not said_done and consumed(metrics_port) >= sum(produced.values()) > 0:
                 said_done = True
                 show(f"all {sum(produced.values())} events processed" + ("; Ctrl-C to stop" if deadline is None else ""))
     except KeyboardInterrupt:

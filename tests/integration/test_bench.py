@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
-    result = CliRunner().invoke(main, ["bench", "--customers", "150", "--days", "20", "--json"])
+    result = CliRunner().invoke(main, ["bench", "--no-broker", "--customers", "150", "--days", "20", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["customers"] == 150 and figures["events"] > 150 * 20
@@ -20,3 +20,22 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
     assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0
     assert figures["model_score_us_per_customer"] > 0 and figures["model_learn_us_per_label"] > 0
+
+
+def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
+        tansu_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", tansu_bootstrap)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["bench", "--events", "20000", "--customers", "1000", "--latency-seconds", "5",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["events"] == 20000 and figures["customers"] == 1000
+    assert figures["events_per_s"] > 0 and figures["ceiling_events_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["events_per_s"] / figures["ceiling_events_per_s"], abs=1e-3)
+    assert figures["latency_events"] > 0 and figures["rss_bytes"] > 10 * 2**20
+    assert figures["redis_bytes_per_customer"] > STATE.itemsize
+    if figures["latency_alerts"]:  # latency is measured on the alerts the phase brought
+        assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"]
+    else:
+        assert figures["p50_latency_s"] is None
