@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from .events import CONTRACTS, json_schema
 from .features import FEATURES
+from .privacy import Pseudonyms
 from .rules import check_files
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -25,7 +26,9 @@ def _settings():
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        secret = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                 + ("" if e["loc"] and e["loc"][0] in secret else f" (got {e.get('input')!r})") for e in exc.errors()]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 
@@ -209,7 +212,8 @@ def features() -> None:
               help="evaluate features as of this day (default: the customer's newest usage day)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def inspect(customer: str, as_of, as_json: bool) -> None:
-    """Show a customer's windows and features (needs REDIS_URL)."""
+    """Show a customer's windows and features (needs REDIS_URL). With CHURNWATCH_PSEUDONYM_KEY
+    set, a phone number is looked up by its pseudonym."""
     import redis
 
     from . import keys
@@ -218,12 +222,26 @@ def inspect(customer: str, as_of, as_json: bool) -> None:
     settings = _settings()
     if settings.redis_url is None:
         raise click.ClickException("set REDIS_URL")
+    if customer.isdigit():
+        customer = Pseudonyms.of(settings)(customer)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     raw = client.get(keys.customer_state(customer))
     if raw is None:
         raise click.ClickException(f"no state for customer {customer!r} (unknown, or expired after idling)")
     report = describe(customer, raw, as_of.date() if as_of else None)
     click.echo(json.dumps(report) if as_json else render(report))
+
+
+@main.command()
+@click.argument("numbers", nargs=-1, required=True)
+def pseudonym(numbers: tuple[str, ...]) -> None:
+    """Print the pseudonym of each phone number under CHURNWATCH_PSEUDONYM_KEY: the customer id
+    churnwatch keeps, alerts and reports for that number."""
+    pseudonyms = Pseudonyms.of(_settings())
+    if not pseudonyms.enabled:
+        raise click.ClickException("CHURNWATCH_PSEUDONYM_KEY is not set: customer ids are the numbers themselves")
+    for number in numbers:
+        click.echo(f"{number}\t{pseudonyms(number)}")
 
 
 @main.command()

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .embedded.process import free_port
 from .embedded.servers import redis_server, tansu
 from .events import Alert, DeadLetter
+from .privacy import Pseudonyms
 from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .topics import ensure_topics
@@ -123,7 +124,7 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
         summary.events_by_topic = produced
         summary.events_consumed = consumed(metrics_port)
         summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
-    _score(sim, alerts, summary)
+    _score(sim, alerts, summary, Pseudonyms.of(settings))
     summary.seconds = round(time.monotonic() - started, 1)
     return summary
 
@@ -191,9 +192,9 @@ def _alert_line(a: Alert) -> str:
             f" (as of {a.event_time:%Y-%m-%d}): {why} -> {a.suggested_action}")
 
 
-def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary) -> None:
-    """Compare alerts with the simulator's ground truth."""
-    truth = {t.customer_id: t for t in sim.truth}
+def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary, name: Pseudonyms) -> None:
+    """Compare alerts with the simulator's ground truth (customers as the worker names them)."""
+    truth = {name(t.customer_id): t for t in sim.truth}
     first: dict[str, str] = {}
     for a in alerts:
         day = str(a.event_time.date())
@@ -202,5 +203,5 @@ def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary) -> None:
     summary.churners = len(churners)
     summary.churners_with_signs = sum(t.pattern == "decliner" for t in churners)
     summary.churners_warned_before_churn = sum(
-        1 for t in churners if t.customer_id in first and first[t.customer_id] < (t.churn_date or ""))
+        1 for t in churners if name(t.customer_id) in first and first[name(t.customer_id)] < (t.churn_date or ""))
     summary.alerted_customers_not_churning = sum(1 for c in first if truth[c].churn_date is None)

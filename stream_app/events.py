@@ -159,7 +159,7 @@ class DeadLetter(Struct, frozen=True):
     field: str | None
     detail: str
     key: str | None
-    value_b64: str
+    value_b64: str | None  # None with pseudonymous ids: the record is at topic/partition/offset
     at: AwareTime
 
 

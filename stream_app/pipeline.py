@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, NamedTuple, Sequence, TypeVar
 
+import msgspec
 import numpy as np
 
 from .alerts import AlertPolicy, ModelView, build_alerts
@@ -26,6 +28,7 @@ from .features import derive, month_of
 from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
+from .privacy import Pseudonyms
 from .observations import EPOCH_ORDINAL, churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate
@@ -66,12 +69,21 @@ Sender = Callable[[BatchOutput], Awaitable[None]]
 R = TypeVar("R")
 
 
-def dead_letter(rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
+def dead_letter(rec: RawRecord, err: InvalidEvent, now: datetime, private: bool = False,
+                customer: str | None = None) -> DeadLetter:
+    """The record and why it was refused. With `private` (pseudonymous ids) the key is the
+    `customer`'s pseudonym and the record's bytes are left out, since they hold numbers: its
+    topic, partition and offset find it."""
     return DeadLetter(
         topic=rec.topic, partition=rec.partition, offset=rec.offset, reason=err.reason, field=err.field,
-        detail=err.detail, key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
-        value_b64=base64.b64encode(rec.value).decode(), at=now,
+        # A message can quote the values it refused, the customer's number among them.
+        detail=_NUMBER.sub("<number>", err.detail) if private else err.detail,
+        key=customer if private else rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        value_b64=None if private else base64.b64encode(rec.value).decode(), at=now,
     )
+
+
+_NUMBER = re.compile(r"\d{6,}")
 
 
 class BatchProcessor:
@@ -91,6 +103,9 @@ class BatchProcessor:
         inputs = settings.topics.inputs()
         self._topic_index = {t: i for i, t in enumerate(inputs)}
         self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
+        self.pseudonyms = Pseudonyms.of(settings)
+        # Outcomes name the customer as their alert did: already a pseudonym.
+        self._numbered = set(inputs[:3])
         # Event-time clock per partition: the newest day reached by any customer in it. Per
         # partition, because partitions progress at their own pace and a lagging one must
         # not make its customers look inactive.
@@ -113,8 +128,10 @@ class BatchProcessor:
                     raise InvalidEvent("key_mismatch", "customer_id",
                                        f"got {event.customer_id!r} under key {rec.key!r}; topics are keyed by customer")
             except InvalidEvent as err:
-                out.deadletters.append(dead_letter(rec, err, now))
+                out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
+            if self.pseudonyms.enabled and rec.topic in self._numbered:
+                event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
             decoded.append((event.customer_id, Envelope(self._topic_index[rec.topic], rec.partition, rec.offset, event)))
         return decoded
 
@@ -136,7 +153,7 @@ class BatchProcessor:
         inputs = self.settings.topics.inputs()
         for env, why in result.late:
             rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
-            out.deadletters.append(dead_letter(rec, InvalidEvent("late", "ts", why), now))
+            out.deadletters.append(self._dead_letter(rec, InvalidEvent("late", "ts", why), now))
         now_day = self._advance_clock(w, decoded, row)
         changed = sorted(result.changed)
         if result.applied:
@@ -220,12 +237,22 @@ class BatchProcessor:
             # Another writer moved these customers on: re-read them and apply again (offsets skip what it did).
             self.metrics.redis_conflicts.inc(len(conflicts))
             lost = set(conflicts)
-            pending = [r for r in pending if _customer_of(r) in lost]
+            pending = [r for r in pending if self._customer_of(r) in lost]
         else:
             raise RuntimeError(f"state of {len(lost)} customers kept changing under this worker")
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out
+
+    def _dead_letter(self, rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
+        return dead_letter(rec, err, now, self.pseudonyms.enabled, self._customer_of(rec))
+
+    def _customer_of(self, rec: RawRecord) -> str | None:
+        """The customer a record's state is kept under."""
+        if rec.key is None:
+            return None
+        customer = rec.key.decode("utf-8", "replace")
+        return self.pseudonyms(customer) if rec.topic in self._numbered else customer
 
     async def _redis(self, what: str, call: Callable[[], Awaitable[R]]) -> R:
         """A Redis call that waits out an outage: the batch, and so consumption, stops here."""
@@ -261,10 +288,6 @@ class BatchProcessor:
             self.metrics.churned.labels(c.kind).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
-
-
-def _customer_of(rec: RawRecord) -> str | None:
-    return rec.key.decode("utf-8", "replace") if rec.key is not None else None
 
 
 def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,

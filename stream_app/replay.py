@@ -81,7 +81,10 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     source = ScorerSource(metrics)
     core = TrainerCore.fresh(settings)
     store = MemoryWindowStore()
-    processor = BatchProcessor(settings, store, rules, metrics, model=source)
+    # Replays compare what they find with the truth by customer id: simulated or public data,
+    # kept under its own ids.
+    processor = BatchProcessor(settings.model_copy(update={"pseudonym_key": None}), store, rules, metrics,
+                               model=source)
     learning = _Learning(settings, core, source) if learn else None
     result = ReplayResult(core=core)
     offsets: dict[str, int] = {}

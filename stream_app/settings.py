@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in a terminal, JSON otherwise
     log_pseudonym_key: SecretStr | None = None  # HMAC key for customer ids in logs; random per process if unset
+    # Set: phone numbers are replaced by their HMAC-SHA256 pseudonyms as events are read (privacy.py).
+    pseudonym_key: SecretStr | None = Field(default=None, min_length=16)  # a short key is guessed
     redis_retry_max_s: float = Field(default=10.0, gt=0)
     # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
     kafka_session_timeout_s: float = Field(default=10.0, ge=3)

@@ -12,6 +12,7 @@ from stream_app.inspection import describe, render
 from stream_app.metrics import Metrics
 from stream_app.model import NAMES, ModelSnapshot, Scorer
 from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
+from stream_app.privacy import Pseudonyms
 from stream_app.rules import load_rules
 from stream_app.settings import Settings
 from stream_app.store import MemoryWindowStore
@@ -267,3 +268,26 @@ def test_the_cooldown_holds_back_a_repeat_and_counts_it() -> None:
     again = run(proc, later)
     assert len(first.alerts) == 1 and again.alerts == []
     assert held_back() == before + 1
+
+
+def test_with_a_pseudonym_key_state_and_dead_letters_name_the_pseudonym_never_the_number() -> None:
+    number = "8613800000009"
+    log = Log()
+    log.add("cdr", number, cdr(number, "2026-03-01T10:00:00+08:00"))
+    log.add("cdr", number, cdr(number, "2026-03-01T11:00:00+08:00", duration_s=-1))  # refused
+    store = MemoryWindowStore()
+    proc = BatchProcessor(Settings(pseudonym_key="sixteen-byte-key"), store, lambda: RULES, Metrics(CollectorRegistry()),
+                          clock=lambda: CLOCK)
+    out = run(proc, log.records)
+    pseudonym = Pseudonyms(b"sixteen-byte-key")(number)
+    assert list(store.data) == [pseudonym] and pseudonym != number
+    [dead] = out.deadletters
+    assert (dead.key, dead.value_b64, dead.field) == (pseudonym, None, "duration_s")
+    assert number not in msgspec.json.encode(dead).decode()
+
+
+def test_pseudonyms_are_stable_for_a_key_and_differ_between_keys() -> None:
+    a, b = Pseudonyms(b"one"), Pseudonyms(b"two")
+    assert a("8613800000001") == Pseudonyms(b"one")("8613800000001") != b("8613800000001")
+    assert a("8613800000001") != a("8613800000002")
+    assert Pseudonyms(None)("8613800000001") == "8613800000001"
