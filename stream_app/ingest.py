@@ -18,6 +18,7 @@ import logging
 from typing import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -63,6 +64,9 @@ class BatchConsumer:
             client_id=f"{s.app_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Range, not aiokafka's default round robin: partition p of every input topic goes
+            # to the same worker, so a customer's CDRs and bills have one owner.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=s.batch_size,
             # Short fetch waits: a quiet topic must not hold a batch back for long (latency).
             fetch_max_wait_ms=min(100, int(s.batch_within_s * 1000)),
