@@ -1,0 +1,93 @@
+"""The Kubernetes manifests (deploy/k8s), validated offline: built-in kinds against the
+Kubernetes schemas that kubernetes-validate ships, the two custom resources (KEDA's
+ScaledObject, the Prometheus Operator's ServiceMonitor) against the fields we rely on, and
+what they must agree on with the code (ports, probe paths, consumer group, partitions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from stream_app.settings import Settings
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30"  # the oldest release the manifests are meant for
+
+# What the manifests use of the two custom resources, as their projects document them.
+CUSTOM_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"]},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer"}, "cooldownPeriod": {"type": "integer"},
+                "triggers": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["type", "metadata"],
+                    "properties": {"metadata": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+            }}},
+    },
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["selector", "endpoints"],
+            "properties": {"endpoints": {"type": "array", "minItems": 1,
+                                         "items": {"type": "object", "required": ["port"]}}}}},
+    },
+}
+
+
+def manifests() -> list[tuple[str, dict]]:
+    docs = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs += [(f"{path.relative_to(K8S)}: {d['kind']}", d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str) -> list[dict]:
+    return [d for _, d in manifests() if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("name,doc", manifests(), ids=[n for n, _ in manifests()])
+def test_every_manifest_is_valid_for_its_kind(name: str, doc: dict) -> None:
+    custom = CUSTOM_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    if custom is not None:
+        jsonschema.validate(doc, custom)
+    else:  # strict: a misspelt field is an error, not silently dropped by the API server
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_kustomization_lists_files_that_exist() -> None:
+    for path in K8S.rglob("kustomization.yaml"):
+        for resource in yaml.safe_load(path.read_text())["resources"]:
+            assert (path.parent / resource).exists(), f"{path}: {resource}"
+    listed = set(yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_the_manifests_agree_with_the_code() -> None:
+    [settings_map] = by_kind("ConfigMap")
+    settings = Settings(**{k.removeprefix("CHURNWATCH_").lower(): v for k, v in settings_map["data"].items()})
+    worker, trainer = (next(d for d in by_kind("Deployment") if d["metadata"]["name"] == f"churnwatch-{n}")
+                       for n in ("worker", "trainer"))
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["containerPort"] == settings.metrics_port
+    assert (container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]) == \
+        ("/healthz", "/readyz")
+    assert any(m["mountPath"] == str(settings.rules_dir) for m in container["volumeMounts"])
+    assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
+    [scaler] = by_kind("ScaledObject")
+    [trigger] = scaler["spec"]["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == f"{settings.app_id}-ingest"
+    assert trigger["metadata"]["topic"] == settings.topics.cdr
+    assert trigger["metadata"]["bootstrapServers"] == settings.kafka_bootstrap
+    # More workers than partitions would sit idle.
+    assert scaler["spec"]["maxReplicaCount"] <= settings.partitions
+    assert scaler["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
