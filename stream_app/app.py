@@ -97,7 +97,11 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
             log.critical("batch processing failed; exiting without committing it", exc_info=True)
             os._exit(70)
 
-    ingest = BatchConsumer(settings, process, lock)
+    def show_lag(lags: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), lag in lags.items():
+            metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    ingest = BatchConsumer(settings, process, lock, show_lag)
 
     @app.task
     async def consume_inputs() -> None:

@@ -50,10 +50,12 @@ class _WaitForBatch(ConsumerRebalanceListener):
 class BatchConsumer:
     """Reads batches from the input topics and hands each to `handle`, then commits it."""
 
-    def __init__(self, settings: Settings, handle: Handler, lock: asyncio.Lock) -> None:
+    def __init__(self, settings: Settings, handle: Handler, lock: asyncio.Lock,
+                 on_lag: Callable[[dict[tuple[str, int], int]], None] = lambda lags: None) -> None:
         self.settings = settings
         self.handle = handle
         self.lock = lock
+        self.on_lag = on_lag  # after each batch: messages behind, per partition it read
         self.consumer: AIOKafkaConsumer | None = None  # made in `run`, inside the worker's event loop
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -93,9 +95,13 @@ class BatchConsumer:
             return
         records = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
                    for messages in fetched.values() for m in messages]
+        done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
         async with self.lock:
             await self.handle(records)
-            await self._commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in fetched.items()})
+            await self._commit(consumer, done)
+        # A backlog shows at once, not at the next health check, which a fast catch-up can miss.
+        highs = {tp: consumer.highwater(tp) for tp in done}
+        self.on_lag({(tp.topic, tp.partition): max(0, high - done[tp]) for tp, high in highs.items() if high is not None})
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         owned = consumer.assignment()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kafka import KafkaProducer
 
 from stream_app.ingest import BatchConsumer
 from stream_app.pipeline import RawRecord
@@ -49,3 +50,35 @@ def test_workers_in_one_group_each_own_the_same_partitions_of_every_input_topic(
     assert sum(len(p) for worker in owned for p in worker.values()) == 16, owned
     for worker in owned:
         assert len({frozenset(p) for p in worker.values()}) == 1, worker  # the same numbers on every topic
+
+
+def test_lag_is_reported_after_every_batch_and_falls_to_zero(tansu_bootstrap: str, unique: str) -> None:
+    topics = Topics(**{name: f"{value}-{unique}" for name, value in Topics().model_dump().items()})
+    settings = Settings(topics=topics, kafka_bootstrap=tansu_bootstrap, app_id=f"cw-{unique}", partitions=1,
+                        batch_size=100)
+    ensure_topics(settings, tansu_bootstrap)
+    producer = KafkaProducer(bootstrap_servers=tansu_bootstrap, linger_ms=20)
+    for _ in range(1000):
+        producer.send(topics.cdr, key=b"8613800000001", value=b"{}")
+    producer.flush()
+    producer.close()
+    handled: list[int] = []
+    reported: list[int] = []
+
+    async def count(records: list[RawRecord]) -> None:
+        handled.append(len(records))
+
+    async def consume() -> None:
+        consumer = BatchConsumer(settings, count, asyncio.Lock(), lambda lags: reported.append(sum(lags.values())))
+        task = asyncio.create_task(consumer.run())
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            if sum(handled) == 1000:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(consume())
+    assert sum(handled) == 1000 and max(handled) <= 100
+    assert reported[0] > 0 and reported[-1] == 0  # the backlog shows from the first batch, and is worked off
+    assert reported == sorted(reported, reverse=True)
