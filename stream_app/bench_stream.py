@@ -105,7 +105,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         rate = _sustained_rate(port, worker, len(history), workdir / "worker.log")
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
-        latencies, alerts_total, sent = asyncio.run(_latency(bootstrap, topics, live[:int(rate / 2 * latency_s)], rate / 2, port))
+        paced = live[:int(rate / 2 * latency_s)]
+        latencies, alerts_total, sent = asyncio.run(_latency(bootstrap, topics, paced, rate / 2, port))
         rss = _peak_rss(worker.pid)
         per_customer = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)

@@ -140,7 +140,8 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 @click.option("--customers", default=100_000, show_default=True)
 @click.option("--no-broker", is_flag=True,
               help="only the pipeline into Redis, in this process (no broker, no worker): the state's cost")
-@click.option("--days", default=31, show_default=True, help="with --no-broker: simulated days before memory is measured")
+@click.option("--days", default=31, show_default=True,
+              help="with --no-broker: simulated days before memory is measured")
 @click.option("--latency-seconds", default=30.0, show_default=True, help="length of the latency phase")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def bench(events: int, customers: int, no_broker: bool, days: int, latency_seconds: float, as_json: bool) -> None:

@@ -90,7 +90,7 @@ class BatchConsumer:
 
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
         fetched = await consumer.getmany(timeout_ms=int(self.settings.batch_within_s * 1000),
-                                              max_records=self.settings.batch_size)
+                                         max_records=self.settings.batch_size)
         if not fetched:
             return
         records = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
@@ -101,7 +101,8 @@ class BatchConsumer:
             await self._commit(consumer, done)
         # A backlog shows at once, not at the next health check, which a fast catch-up can miss.
         highs = {tp: consumer.highwater(tp) for tp in done}
-        self.on_lag({(tp.topic, tp.partition): max(0, high - done[tp]) for tp, high in highs.items() if high is not None})
+        self.on_lag({(tp.topic, tp.partition): max(0, high - done[tp])
+                     for tp, high in highs.items() if high is not None})
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         owned = consumer.assignment()

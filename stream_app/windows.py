@@ -187,7 +187,8 @@ class _Scratch:
 class _Rows:
     """What a batch adds, gathered event by event and added in numpy at the end."""
 
-    cdrs: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)  # row, day, month, kind, tenths, blocks
+    # row, day, month, kind (its traits' number), tenths of a minute, 64 KiB blocks
+    cdrs: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
     others: list[tuple[int, int, int, int]] = field(default_factory=list)  # row, month, counter, value (months only)
     contacts: list[tuple[int, int, int]] = field(default_factory=list)  # row, month, crc32 of the number
 

@@ -276,8 +276,8 @@ def test_with_a_pseudonym_key_state_and_dead_letters_name_the_pseudonym_never_th
     log.add("cdr", number, cdr(number, "2026-03-01T10:00:00+08:00"))
     log.add("cdr", number, cdr(number, "2026-03-01T11:00:00+08:00", duration_s=-1))  # refused
     store = MemoryWindowStore()
-    proc = BatchProcessor(Settings(pseudonym_key="sixteen-byte-key"), store, lambda: RULES, Metrics(CollectorRegistry()),
-                          clock=lambda: CLOCK)
+    settings = Settings(pseudonym_key="sixteen-byte-key")
+    proc = BatchProcessor(settings, store, lambda: RULES, Metrics(CollectorRegistry()), clock=lambda: CLOCK)
     out = run(proc, log.records)
     pseudonym = Pseudonyms(b"sixteen-byte-key")(number)
     assert list(store.data) == [pseudonym] and pseudonym != number
