@@ -54,7 +54,7 @@ def worker() -> None:
     from faust.worker import Worker
     from prometheus_client import CollectorRegistry
 
-    from .app import create_app
+    from .app import create_app, quieten_gc
     from .endpoints import Health, serve
     from .metrics import Metrics
     from .topics import ensure_topics
@@ -71,6 +71,7 @@ def worker() -> None:
     health = Health()
     app = create_app(settings, metrics, health)
     serve(settings.metrics_port, registry, health)
+    quieten_gc()
     Worker(app, loglevel="INFO", logging_config=_logging(settings)).execute_from_commandline()
 
 

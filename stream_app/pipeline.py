@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, NamedTuple, Sequence, TypeVar
+from typing import Awaitable, Callable, Sequence, TypeVar
 
 import msgspec
 import numpy as np
@@ -43,7 +43,9 @@ __all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
 log = logging.getLogger(__name__)
 
 
-class RawRecord(NamedTuple):
+class RawRecord(msgspec.Struct, frozen=True, gc=False):
+    """A record as the consumer read it (a struct: one is made per event, cheaply)."""
+
     topic: str
     partition: int
     offset: int

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
-from typing import NamedTuple, Sequence, Union
+from typing import Sequence, Union
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -35,8 +35,9 @@ __all__ = ["Envelope", "ApplyResult", "apply"]
 Event = Union[Cdr, Billing, Profile, Outcome]
 
 
-class Envelope(NamedTuple):
-    """A decoded event and where it came from."""
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A decoded event and where it came from. A struct, not a NamedTuple: one is made per
+    event, and a NamedTuple's constructor is a Python function call."""
 
     topic: int  # index into Settings.topics.inputs()
     partition: int
@@ -278,17 +279,16 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
                                                segment=e.segment)
 
 
-def _counter_rows(rows: _Rows) -> tuple[np.ndarray, ...]:
-    """(row, day, month, counter, value) arrays of every counter a batch adds to; day 0:
-    the counter counts in months only."""
-    cdrs = np.array(rows.cdrs, np.int64).reshape(-1, 6)
+def _counter_rows(cdrs: np.ndarray, other_rows: list[tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
+    """(row, day, month, counter, value) arrays of every counter a batch adds to, from its
+    CDRs (`_Rows.cdrs` as an array) and its other rows; day 0: the counter counts in months only."""
     kinds = cdrs[:, 3]
     event, slot = np.nonzero(_CDR_COUNTERS[kinds] >= 0)
     counter = _CDR_COUNTERS[kinds[event], slot]
     amounts = np.stack([np.ones(len(cdrs), np.int64), cdrs[:, 4], cdrs[:, 5]], axis=1)
     value = amounts[event, _CDR_UNITS[kinds[event], slot]]
     day = np.where(_DAILY_COLUMN[counter] >= 0, cdrs[event, 1], 0)
-    others = np.array(rows.others, np.int64).reshape(-1, 4)
+    others = np.array(other_rows, np.int64).reshape(-1, 4)
     return (np.concatenate([cdrs[event, 0], others[:, 0]]), np.concatenate([day, np.zeros(len(others), np.int64)]),
             np.concatenate([cdrs[event, 2], others[:, 1]]), np.concatenate([counter, others[:, 2]]),
             np.concatenate([value, others[:, 3]]))
@@ -298,14 +298,15 @@ def _add(w: Windows, rows: _Rows) -> None:
     """Roll each touched customer's buckets forward, then scatter-add every row."""
     if not rows.cdrs and not rows.others:
         return
-    cust, day, month, counter, value = _counter_rows(rows)
+    cdrs = np.array(rows.cdrs, np.int64).reshape(-1, 6)
+    cdr_rows, cdr_days = cdrs[:, 0], cdrs[:, 1]
+    cust, day, month, counter, value = _counter_rows(cdrs, rows.others)
     new_day0 = w.rec["day0"].astype(np.int64)
     # Every usage record moves the day on, an SMS or data session too: the contact bitmaps
     # follow the day's month, and a record that did not move it could land in a month the
     # bitmaps do not have yet, or not, depending on what else its batch held.
     if rows.cdrs:
-        ud = np.array([(c[0], c[1]) for c in rows.cdrs], np.int64)
-        np.maximum.at(new_day0, ud[:, 0], ud[:, 1])
+        np.maximum.at(new_day0, cdr_rows, cdr_days)
     new_month0 = w.rec["month0"].astype(np.int64)
     np.maximum.at(new_month0, cust, month)
     _roll(w.daily, w.rec["day0"], new_day0)
