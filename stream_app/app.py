@@ -3,7 +3,7 @@ what the pipeline produces, and runs the timers (rule reloads, health, model ref
 
 The input topics are read by a consumer the app owns rather than by faust agents: faust's
 per-event machinery capped a worker at about 4,500 events/s in `churnwatch bench`, the batch
-consumer reaches about 22,000 (docs/performance.md). Batches and model refreshes take one
+consumer reached about 22,000 on the same run (docs/performance.md). Batches and model refreshes take one
 lock, so a batch never sees two model versions; across workers, co-partitioned topics give
 each customer one owner, and the state's compare-and-set catches a stale owner.
 """
