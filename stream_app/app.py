@@ -3,9 +3,10 @@ what the pipeline produces, and runs the timers (rule reloads, health, model ref
 
 The input topics are read by a consumer the app owns rather than by faust agents: faust's
 per-event machinery capped a worker at about 4,500 events/s in `churnwatch bench`, the batch
-consumer reached about 22,000 on the same run (docs/performance.md). Batches and model refreshes take one
-lock, so a batch never sees two model versions; across workers, co-partitioned topics give
-each customer one owner, and the state's compare-and-set catches a stale owner.
+consumer reached about 22,000 on the same run (docs/performance.md). Batches and model
+refreshes take one lock, so a batch never sees two model versions; across workers,
+co-partitioned topics give each customer one owner, and the state's compare-and-set catches
+a stale owner.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def quieten_gc() -> None:
     faust's and the libraries' long-lived objects. In `churnwatch bench` (300,000 events,
     30,000 customers) collections took 1.9 s of the worker's run; with what is loaded at start
     frozen out of them and rarer collections, 0.14 s, and the worker went from about 24,000 to
-    36,000 events/s. Cycles are still collected, less often."""
+    38,000 events/s. Cycles are still collected, less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 1_000)
