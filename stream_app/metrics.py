@@ -90,6 +90,8 @@ class TrainerMetrics:
         self.registry = registry
         self.labels = Counter("churnwatch_model_labels_learned_total", "Labels learned, by outcome", ["label"],
                               registry=registry)
+        for y in ("0", "1"):  # exported from the start: a restarted trainer may have nothing left to learn
+            self.labels.labels(y)
         self.labels_made = Counter("churnwatch_labels_made_total", "Snapshots labelled once their horizon closed",
                                    registry=registry)
         self.version = Gauge("churnwatch_model_published_version", "Latest model version published",

@@ -18,7 +18,7 @@ import redis
 from kafka import KafkaProducer
 from redis.cluster import RedisCluster as ClusterClient
 
-from stream_app.demo import stop_worker
+from stream_app.demo import consumed, stop_worker
 from stream_app.embedded.process import ServerProcess, free_port
 from stream_app.embedded.servers import redis_server
 from stream_app.reports import read_counts
@@ -43,6 +43,7 @@ class Run:
         self.topics = {t: f"{t}-{name}" for t in TOPICS}
         self.expected: dict[str, tuple[int, ...]] = {}
         self.proc: subprocess.Popen | None = None
+        self.port = 0  # the running worker's metrics
 
     def produce(self, records: list) -> None:
         ensure_topics(Settings(topics=Topics(**self.topics)), self.bootstrap)
@@ -59,14 +60,24 @@ class Run:
         self.expected = {c: tuple(v) for c, v in last.items()}
 
     def start(self) -> None:
+        self.port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP=self.bootstrap, REDIS_URL=self.redis_url,
-                   CHURNWATCH_APP_ID=f"cw-{self.name}", CHURNWATCH_METRICS_PORT=str(free_port()),
+                   CHURNWATCH_APP_ID=f"cw-{self.name}", CHURNWATCH_METRICS_PORT=str(self.port),
                    CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_KAFKA_SESSION_TIMEOUT_S="6",
                    CHURNWATCH_REDIS_RETRY_MAX_S="1", CHURNWATCH_REDIS_CLUSTER=str(self.cluster).lower(),
                    **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in self.topics.items()})
         with open(self.workdir / f"worker-{self.name}.log", "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+
+    def wait_consumed(self, events: int, timeout_s: float = 120) -> None:
+        """Until this worker process has read `events` events: mid-stream by progress, not by a
+        clock, since how far a worker gets in a few seconds depends on the machine."""
+        deadline = time.monotonic() + timeout_s
+        while consumed(self.port) < events:
+            assert time.monotonic() < deadline, f"{self.name} read too little:\n{self.log_tail()}"
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            time.sleep(0.02)
 
     def kill9(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, self.log_tail()
@@ -181,7 +192,7 @@ def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, 
     run.start()
     try:
         for _ in range(3):
-            time.sleep(rng.uniform(3, 7))
+            run.wait_consumed(rng.randint(8_000, 20_000))  # of 80,000: the crash is mid-stream
             assert not run.done(), "finished before the crash: the test would prove nothing"
             run.kill9()
             run.start()
@@ -205,7 +216,7 @@ def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: l
     run.produce(records)
     run.start()
     try:
-        time.sleep(8)
+        run.wait_consumed(15_000)
         assert not run.done()
         server.stop()
         time.sleep(4)  # the worker retries meanwhile; nothing may be acked
