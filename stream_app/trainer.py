@@ -190,6 +190,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     stored = client.get(keys.TRAINER_STATE)
     core = TrainerCore.restore(stored) if stored else TrainerCore.fresh(settings)
     log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
+    metrics.version.set(core.version)  # what is in force, from the first scrape after a restart
     t = settings.topics
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
     labelling = _Labelling(settings, core)

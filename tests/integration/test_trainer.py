@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,11 +15,11 @@ from typing import Iterator
 import msgspec
 import pytest
 import redis
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from stream_app import keys
-from stream_app.demo import produce_simulation, scrape, stop_worker
+from stream_app.demo import scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Label, Snapshot
 from stream_app.metrics import TrainerMetrics
@@ -59,6 +58,14 @@ def worker(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
     stop_worker(proc)
 
 
+def produce(records: list, settings: Settings) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
+    for r in records:
+        producer.send(getattr(settings.topics, r.topic), key=r.key, value=r.value)
+    producer.flush()
+    producer.close()
+
+
 def read_all(bootstrap: str, topic: str, kind: type) -> list:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=3000)
@@ -93,16 +100,24 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         "cdr": env["CHURNWATCH_TOPIC_CDR"], "billing": env["CHURNWATCH_TOPIC_BILLING"],
         "customers": env["CHURNWATCH_TOPIC_CUSTOMERS"]})})
     sim = Simulator(SimConfig(customers=60, days=45, warmup_days=10, monthly_churn=0.15, seed=3))
-    produce_simulation(sim, env["KAFKA_BOOTSTRAP"], settings, threading.Event())
+    records = list(sim.records())
+    # Half the traffic before the crash and half after, so that the restarted trainer has labels
+    # left to learn however fast the worker is.
+    half = len(records) // 2
+    produce(records[:half], settings)
     client = redis.Redis.from_url(env["REDIS_URL"])
     logs = [tmp_path / "worker.log", tmp_path / "trainer.log"]
     trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
     try:
         wait_for("a first model version", lambda: client.get(keys.MODEL_VERSION) is not None, 240, logs)
-        os.killpg(trainer.pid, signal.SIGKILL)  # mid-stream: labels are still being made and learned
+        os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
+        produce(records[half:], settings)
         trainer_port = free_port()
         trainer = start(["trainer", "--metrics-port", str(trainer_port)], env, logs[1])
+        worker_port = int(env["CHURNWATCH_METRICS_PORT"])  # every batch saved, so every snapshot sent
+        wait_for("the worker's last batch", lambda: scrape(worker_port).get(
+            "churnwatch_batch_size_events_sum", 0) >= len(records), 240, logs)
         snapshots = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_SNAPSHOTS"], Snapshot)
         clock: dict[int, int] = {}  # the trainer's event clock runs per partition
         for p, _, s in snapshots:
