@@ -27,7 +27,7 @@ from .settings import Settings
 from .simulator import SimConfig, Simulator
 from .store import RedisWindowStore, connect_redis
 
-__all__ = ["StateBench", "bench_state", "bench_rules"]
+__all__ = ["StateBench", "bench_state", "bench_rules", "memory_per_key"]
 
 
 @dataclass
@@ -55,10 +55,10 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
         before = client.info("memory")["used_memory"]
         seconds = asyncio.run(_feed(settings, url, records, batch))
         sample = random.Random(seed).sample(list(client.scan_iter("cw:*", count=1000)), k=min(2000, customers))
-        per_key = sum(client.memory_usage(k, samples=0) or 0 for k in sample) / max(len(sample), 1)
+        per_key = memory_per_key(client, sample)
         used = (client.info("memory")["used_memory"] - before) / customers
         client.close()
-    return StateBench(len(records), customers, days, round(len(records) / seconds), round(per_key, 1),
+    return StateBench(len(records), customers, days, round(len(records) / seconds), per_key,
                       round(used, 1), STATE.itemsize)
 
 
@@ -82,6 +82,11 @@ async def _feed(settings: Settings, url: str, records: list, batch: int) -> floa
     elapsed = time.perf_counter() - started
     await store.close()
     return elapsed
+
+
+def memory_per_key(client: redis.Redis, keys: list) -> float:
+    """Average `MEMORY USAGE` of `keys` (the value, the key and Redis's overhead for it)."""
+    return round(sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1), 1)
 
 
 def bench_rules(settings: Settings, customers: int = 10_000, rules: int = 20, rounds: int = 5) -> tuple[int, float]:

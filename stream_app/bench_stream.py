@@ -34,6 +34,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from . import keys
+from .bench import memory_per_key
 from .demo import consumed, scrape, start_command, stop_worker
 from .embedded.process import free_port
 from .embedded.servers import redis_server, tansu
@@ -128,15 +129,12 @@ def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], l
     return records[:split][:events], records[split:]
 
 
-_TOPIC = {"cdr": "cdr", "billing": "billing", "customers": "customers"}
-
-
 async def _produce(bootstrap: str, topics: Topics, records: Sequence[SimRecord]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all")
     await producer.start()
     try:
         for r in records:
-            await producer.send(getattr(topics, _TOPIC[r.topic]), r.value, key=r.key)
+            await producer.send(getattr(topics, r.topic), r.value, key=r.key)
         await producer.flush()
     finally:
         await producer.stop()
@@ -206,7 +204,7 @@ async def _latency(bootstrap: str, topics: Topics, live: Sequence[SimRecord], ra
             now = time.time()
             body["ts"] = datetime.fromtimestamp(int(now), timezone.utc).isoformat()
             sent.setdefault(r.key.decode(), []).append((int(now), now))
-            await producer.send(getattr(topics, _TOPIC[r.topic]), msgspec.json.encode(body), key=r.key)
+            await producer.send(getattr(topics, r.topic), msgspec.json.encode(body), key=r.key)
         await producer.flush()
         latencies = await _alert_latencies(alerts, sent, quiet_s=5.0)
     finally:
@@ -262,6 +260,6 @@ def _redis_bytes(url: str, cluster: bool, customers: list[str], seed: int, sampl
     client = connect_redis_sync(url, cluster)
     unique = sorted(set(customers))
     picked = random.Random(seed).sample(unique, k=min(sample, len(unique)))
-    sizes = [client.memory_usage(keys.customer_state(c), samples=0) or 0 for c in picked]
+    per_key = memory_per_key(client, [keys.customer_state(c) for c in picked])
     client.close()
-    return round(sum(sizes) / max(len(sizes), 1), 1)
+    return per_key

@@ -8,13 +8,12 @@ import numpy as np
 from .events import ChurnEvent, Snapshot
 from .model import Scorer
 from .rule_eval import Evaluation
-from .state import EXIT_KINDS, N_DAYS, Windows
+from .state import EPOCH_ORDINAL, EXIT_KINDS, N_DAYS, Windows
 
 __all__ = ["REVENUE_CHURN_FLAG", "snapshot_days", "snapshots", "churn_events", "value_segment"]
 
 #: Bit of the state's `flags`: this revenue-churn episode has been reported.
 REVENUE_CHURN_FLAG = 1
-EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 
 
 def value_segment(features: dict[str, np.ndarray], i: int) -> str:

@@ -29,13 +29,13 @@ from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
 from .privacy import Pseudonyms
-from .observations import EPOCH_ORDINAL, churn_events, snapshot_days, snapshots
+from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate
 from .rules import Ruleset
 from .settings import Settings
 from .store import WindowStore, Write, retry_forever
-from .state import Windows, rule_key
+from .state import EPOCH_ORDINAL, Windows, rule_key
 from .windows import Envelope, apply
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
@@ -121,6 +121,7 @@ class BatchProcessor:
         now = self.clock()
         for topic, n in Counter(rec.topic for rec in records).items():
             self.metrics.events.labels(topic).inc(n)
+        private = self.pseudonyms.enabled
         for rec in records:
             try:
                 if rec.key is None:
@@ -132,7 +133,7 @@ class BatchProcessor:
             except InvalidEvent as err:
                 out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
-            if self.pseudonyms.enabled and rec.topic in self._numbered:
+            if private and rec.topic in self._numbered:
                 event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
             decoded.append((event.customer_id, Envelope(self._topic_index[rec.topic], rec.partition, rec.offset, event)))
         return decoded

@@ -25,8 +25,7 @@ import msgspec
 import numpy as np
 
 from .events import ChurnEvent
-from .observations import EPOCH_ORDINAL
-from .state import BILLING_TOPIC, C, N_MONTHS, SCALE, StateTail, Windows, month_index
+from .state import BILLING_TOPIC, C, EPOCH_ORDINAL, N_MONTHS, SCALE, StateTail, Windows, month_index
 
 __all__ = ["Before", "CohortRule", "month_label", "month_of_label", "report_increments"]
 

@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 __all__ = [
-    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC", "DEDUP", "DEDUP_RINGS",
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC", "EPOCH_ORDINAL", "DEDUP", "DEDUP_RINGS",
     "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "StateTail", "Windows", "rule_key",
     "month_index", "contacts_estimate", "usage_fingerprint",
 ]
@@ -25,6 +25,7 @@ N_DAYS = 35
 N_MONTHS = 7  # the current month and six complete ones
 N_TOPICS = 4  # input topics, in `settings.Topics.inputs` order: CDR, billing, profile, outcome
 BILLING_TOPIC = 1
+EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): unix days to day ordinals
 DEDUP = 16  # event-id hashes remembered per customer: about a day of an average customer's events
 #: The id ring is split by input topic (start, size, bit offset and width of its position in
 #: `dedup_pos`), so which ids are remembered never depends on how topics interleave, which

@@ -26,7 +26,7 @@ import numpy as np
 
 from .events import Billing, Cdr, Outcome, Profile
 from .state import (
-    C, CONTACT_BITS, COUNTERS, D, DEDUP_RINGS, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
+    C, CONTACT_BITS, COUNTERS, D, DEDUP_RINGS, EPOCH_ORDINAL, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
     contacts_estimate, month_index,
 )
 
@@ -80,15 +80,12 @@ class _LocalClock:
             offset = self._offsets[hour] = first if first == last else None
         if offset is None:
             offset = self._offset(ts)
-        day = (ts + offset) // 86400 + _EPOCH_ORDINAL
+        day = (ts + offset) // 86400 + EPOCH_ORDINAL
         month = self._months.get(day)
         if month is None:
             d = date.fromordinal(day)
             month = self._months[day] = month_index(d.year, d.month)
         return day, month
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @lru_cache(maxsize=8)
