@@ -28,6 +28,7 @@ from . import keys
 from .call_plan import observe_call_plan
 from .endpoints import Health
 from .ingest import BatchConsumer
+from .kafka_clients import faust_credentials
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
 from .registry import ScorerSource
@@ -52,6 +53,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,

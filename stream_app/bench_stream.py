@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -39,6 +39,7 @@ from .demo import consumed, scrape, start_command, stop_worker
 from .embedded.process import free_port
 from .embedded.servers import redis_server, tansu
 from .events import decode_billing, decode_cdr, decode_profile
+from .kafka_clients import client_options
 from .settings import Settings, Topics
 from .simulator import SimConfig, Simulator, SimRecord
 from .store import connect_redis_sync
@@ -92,9 +93,10 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         topics = Topics(**{name: f"{run}.{value}" for name, value in Topics().model_dump().items()})
         run_settings = settings.model_copy(update={"topics": topics, "app_id": run})
         ensure_topics(run_settings, bootstrap)
+        kafka = client_options(run_settings, bootstrap)
         show(f"producing {len(history):,} events for {customers:,} customers to {topics.cdr} ...")
-        asyncio.run(_produce(bootstrap, topics, history))
-        ceiling = asyncio.run(_ceiling(bootstrap, topics, len(history)))
+        asyncio.run(_produce(kafka, topics, history))
+        ceiling = asyncio.run(_ceiling(kafka, topics, len(history)))
         show(f"bare consumer + decode: {ceiling:,.0f} events/s")
         port = free_port()
         rules = workdir / "rules"
@@ -107,7 +109,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
         paced = live[:int(rate / 2 * latency_s)]
-        latencies, alerts_total, sent = asyncio.run(_latency(bootstrap, topics, paced, rate / 2, port))
+        latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
         rss = _peak_rss(worker.pid)
         per_customer = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
@@ -129,8 +131,8 @@ def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], l
     return records[:split][:events], records[split:]
 
 
-async def _produce(bootstrap: str, topics: Topics, records: Sequence[SimRecord]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all")
+async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimRecord]) -> None:
+    producer = AIOKafkaProducer(**kafka, linger_ms=20, max_batch_size=512 * 1024, acks="all")
     await producer.start()
     try:
         for r in records:
@@ -140,10 +142,10 @@ async def _produce(bootstrap: str, topics: Topics, records: Sequence[SimRecord])
         await producer.stop()
 
 
-async def _ceiling(bootstrap: str, topics: Topics, expected: int) -> float:
+async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> float:
     """Events/s of a consumer that does nothing but fetch, decode and validate."""
     decoders = {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20, max_poll_records=5000)
     await consumer.start()
     try:
@@ -182,16 +184,16 @@ def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: floa
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
 
 
-async def _latency(bootstrap: str, topics: Topics, live: Sequence[SimRecord], rate: float,
+async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimRecord], rate: float,
                    port: int) -> tuple[list[float], int, int]:
     """Send `live` at `rate` events/s, stamped as sent; (latency of each alert, alerts counted by
     the worker, events sent)."""
-    alerts = AIOKafkaConsumer(topics.alerts, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
+    alerts = AIOKafkaConsumer(topics.alerts, **kafka, group_id=None, auto_offset_reset="latest",
                               fetch_max_wait_ms=50)
     await alerts.start()
     await alerts.getmany(timeout_ms=500)  # joined, positioned at the end
     sent: dict[str, list[tuple[int, float]]] = {}  # customer -> (ts second, time sent), in order
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
+    producer = AIOKafkaProducer(**kafka, linger_ms=2, acks="all")
     await producer.start()
     records = list(live)
     started = time.time()

@@ -16,6 +16,7 @@ from rich.table import Table
 from . import keys
 from .call_plan import monthly_list, plan_days, summary_fields
 from .events import Alert, CallListEntry
+from .kafka_clients import client_options
 from .report_cli import month_option, report_console
 from .settings import Settings
 from .store import connect_redis_sync
@@ -31,7 +32,7 @@ def read_alerts(settings: Settings) -> Iterator[Alert]:
     """Every alert still on the topic (its retention covers the monthly list of the month before)."""
     if not settings.kafka_bootstrap:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the call lists are made from the alerts topic")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False,
                              consumer_timeout_ms=2000)
     try:
         partitions = [TopicPartition(settings.topics.alerts, p)
@@ -132,7 +133,7 @@ def _outputs(settings: Settings, alerts: list[Alert], csv_path: Path | None, pro
     if produce:
         # Keyed by customer like every topic here; a re-run sends the same records, which readers
         # tell apart by (day or month, alert_id).
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = KafkaProducer(**client_options(settings), acks="all")
         try:
             for rank, a in enumerate(alerts, 1):
                 entry = CallListEntry(rank, a, **about)

@@ -32,6 +32,18 @@ def _settings():
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 
+def _kafka_ready(settings) -> None:
+    """Stop at once, with the broker's reason, if Kafka refuses us; then make the topics."""
+    from .kafka_clients import KafkaUnreachable, check_connection
+    from .topics import ensure_topics
+
+    try:
+        check_connection(settings)
+    except KafkaUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
+    ensure_topics(settings, settings.kafka_bootstrap)
+
+
 def _logging(settings) -> dict:
     """Structured logging as the settings ask, with their pseudonym key for customer ids."""
     from .logs import logging_config, set_pseudonym_key
@@ -57,7 +69,6 @@ def worker() -> None:
     from .app import create_app, quieten_gc
     from .endpoints import Health, serve
     from .metrics import Metrics
-    from .topics import ensure_topics
 
     settings = _settings()
     if not settings.kafka_bootstrap or settings.redis_url is None:
@@ -67,7 +78,7 @@ def worker() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.build.info({"version": __version__})
-    ensure_topics(settings, settings.kafka_bootstrap)
+    _kafka_ready(settings)
     health = Health()
     app = create_app(settings, metrics, health)
     serve(settings.metrics_port, registry, health)

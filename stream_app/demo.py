@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .embedded.process import free_port
 from .embedded.servers import redis_server, tansu
 from .events import Alert, DeadLetter
+from .kafka_clients import client_options
 from .privacy import Pseudonyms
 from .settings import Settings
 from .simulator import SimConfig, Simulator
@@ -53,7 +54,7 @@ class DemoSummary:
 def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event) -> dict[str, int]:
     """Send every simulated record to its topic; returns counts by topic."""
     topics = {"cdr": settings.topics.cdr, "billing": settings.topics.billing, "customers": settings.topics.customers}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all")
+    producer = KafkaProducer(**client_options(settings, bootstrap), linger_ms=20, batch_size=256 * 1024, acks="all")
     counts: collections.Counter[str] = collections.Counter()
     try:
         for rec in sim.records():
@@ -154,7 +155,7 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
            worker: subprocess.Popen, producer: threading.Thread, produced: dict[str, int],
            deadline: float | None) -> list[Alert]:
     """Print alerts and dead letters as they arrive, until the deadline or Ctrl-C."""
-    consumer = KafkaConsumer(settings.topics.alerts, settings.topics.deadletter, bootstrap_servers=bootstrap,
+    consumer = KafkaConsumer(settings.topics.alerts, settings.topics.deadletter, **client_options(settings, bootstrap),
                              auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=500)
     alerts: list[Alert] = []
     dls: collections.Counter[str] = collections.Counter()

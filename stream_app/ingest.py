@@ -22,6 +22,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from .kafka_clients import client_options
 from .pipeline import RawRecord
 from .settings import Settings
 
@@ -61,7 +62,7 @@ class BatchConsumer:
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_options(s),
             group_id=f"{s.app_id}-ingest",
             client_id=f"{s.app_id}-ingest",
             enable_auto_commit=False,

@@ -58,7 +58,7 @@ def trainer(metrics_port: int) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from .metrics import TrainerMetrics
-    from .topics import ensure_topics
+    from .cli import _kafka_ready
     from .trainer import run_trainer
 
     settings = _settings()
@@ -67,7 +67,7 @@ def trainer(metrics_port: int) -> None:
         raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL")
     registry = CollectorRegistry()
     metrics = TrainerMetrics(registry)
-    ensure_topics(settings, settings.kafka_bootstrap)
+    _kafka_ready(settings)
     start_http_server(metrics_port, addr="0.0.0.0", registry=registry)
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,7 @@ import msgspec
 from kafka import KafkaProducer
 from rich.progress import Progress
 
+from .kafka_clients import client_options
 from .monthly_replay import Mapping, MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from .settings import Settings
 
@@ -65,7 +66,7 @@ def _sent(records: list[tuple[str, bytes, bytes]], settings: Settings, out: Path
                 yield topic, key
         return
     names = {"cdr": settings.topics.cdr, "billing": settings.topics.billing, "customers": settings.topics.customers}
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024,
+    producer = KafkaProducer(**client_options(settings), linger_ms=20, batch_size=256 * 1024,
                              acks="all")
     try:
         for topic, key, value in records:

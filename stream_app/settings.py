@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .report_facts import CohortRule
@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CHURNWATCH_KAFKA_BOOTSTRAP")
     )
+    # How every Kafka client connects (kafka_clients.py); the password comes from the environment only.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # the CA that signed the brokers' certificates; the system's if unset
+    kafka_ssl_certfile: Path | None = None  # a client certificate, for brokers that ask for one (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "CHURNWATCH_REDIS_URL")
     )
@@ -102,6 +110,19 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone, got {value!r}; expected an IANA name such as 'Asia/Shanghai'") from exc
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> "Settings":
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                             "CHURNWATCH_KAFKA_SASL_USERNAME and CHURNWATCH_KAFKA_SASL_PASSWORD")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(f"a SASL user is set but kafka_security_protocol is {self.kafka_security_protocol}; "
+                             "expected SASL_SSL (or SASL_PLAINTEXT)")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (a client certificate and its key)")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

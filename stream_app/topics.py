@@ -5,6 +5,7 @@ from __future__ import annotations
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from .kafka_clients import client_options
 from .settings import Settings
 
 __all__ = ["ensure_topics", "retention_days"]
@@ -30,7 +31,7 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events, t.calls_daily,
              t.calls_monthly]
     keep = retention_days(settings)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-admin")
+    admin = KafkaAdminClient(**client_options(settings, bootstrap), client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(n, settings.partitions, 1, topic_configs=_retention(keep.get(n)))

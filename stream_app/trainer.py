@@ -25,6 +25,7 @@ import numpy as np
 
 from . import keys
 from .events import ChurnEvent, Label, ModelEvent, Snapshot
+from .kafka_clients import client_options
 from .labels import Labeler
 from .metrics import TrainerMetrics
 from .model import Learner, ModelSnapshot
@@ -105,7 +106,7 @@ class _Labelling:
         from kafka import KafkaConsumer, TopicPartition
 
         t = settings.topics
-        common = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
+        common = dict(**client_options(settings), enable_auto_commit=False, group_id=None,
                       client_id=f"{settings.app_id}-trainer")
         self.head, self.tail, self.churn = (KafkaConsumer(**common) for _ in range(3))
         snaps = [TopicPartition(t.snapshots, p) for p in _partitions(self.head, t.snapshots)]
@@ -192,9 +193,9 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
     metrics.version.set(core.version)  # what is in force, from the first scrape after a restart
     t = settings.topics
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = KafkaProducer(**client_options(settings), acks="all", linger_ms=20)
     labelling = _Labelling(settings, core)
-    labels_in = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    labels_in = KafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     labels_tp = TopicPartition(t.labels, 0)
     labels_in.assign([labels_tp])
     labels_in.seek(labels_tp, core.labels_offset)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -55,15 +56,30 @@ def ensure_kafka_jars(cache_dir: Path, pom: Path = POM) -> Path:
         return libs
 
 
+@dataclass(frozen=True)
+class SecureListener:
+    """A second listener, SASL_SSL with SCRAM-SHA-512, as operators run Kafka; the PLAINTEXT one stays
+    for the broker itself and the readiness probe. ``keystore`` is one PEM file: the server's
+    private key (PKCS#8) followed by its certificate."""
+
+    keystore: Path
+    users: dict[str, str]  # SCRAM user name -> password, created when the storage is formatted
+    mechanism: str = "SCRAM-SHA-512"
+
+
 class ApacheKafka:
     """Context manager running ``kafka.Kafka`` as a subprocess; see ``.bootstrap``."""
 
     def __init__(self, libs_dir: Path, data_dir: Path, port: int | None = None, num_partitions: int = 4,
-                 heap: str = "512m", start_timeout: float = 60.0, extra_props: dict[str, str] | None = None) -> None:
+                 heap: str = "512m", start_timeout: float = 60.0, extra_props: dict[str, str] | None = None,
+                 secure: SecureListener | None = None) -> None:
         self.libs_dir, self.data_dir, self.port = Path(libs_dir), Path(data_dir), port or free_port()
         self.controller_port = free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
+        self.secure, self.secure_port = secure, 0
+        while secure is not None and self.secure_port in (0, self.port, self.controller_port):
+            self.secure_port = free_port()
         self.num_partitions, self.heap, self.start_timeout = num_partitions, heap, start_timeout
         self.extra_props = extra_props or {}
         self.log_path = self.data_dir / "kafka.log"
@@ -72,6 +88,13 @@ class ApacheKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """The SASL_SSL listener's address (a ``secure`` listener must have been asked for)."""
+        if self.secure is None:
+            raise RuntimeError("this broker has no secure listener")
+        return f"127.0.0.1:{self.secure_port}"
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [_require("java"), f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
@@ -91,17 +114,38 @@ class ApacheKafka:
             "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1", "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            **self._secure_props(),
             **self.extra_props,
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
 
+    def _secure_props(self) -> dict[str, str]:
+        if self.secure is None:
+            return {}
+        listener, login = f"SASL_SSL://127.0.0.1:{self.secure_port}", "org.apache.kafka.common.security.scram"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{listener},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},{listener}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": self.secure.mechanism,
+            f"listener.name.sasl_ssl.{self.secure.mechanism.lower()}.sasl.jaas.config":
+                f"{login}.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM", "ssl.keystore.location": str(self.secure.keystore),
+        }
+
+    def _format_args(self) -> list[str]:
+        users = self.secure.users.items() if self.secure else ()
+        return [arg for name, password in users
+                for arg in ("--add-scram", f"{self.secure.mechanism}=[name={name},password={password}]")]  # type: ignore[union-attr]
+
     def start(self) -> ApacheKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+        fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                                        *self._format_args()),
                              capture_output=True, text=True, timeout=120)
         if fmt.returncode != 0:
             raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")

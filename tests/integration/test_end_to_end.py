@@ -60,8 +60,9 @@ def worker(bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Itera
 
 def consume_until(w: dict, want_alerts: int, want_dead: int, timeout_s: float) -> tuple[list[Alert], list[DeadLetter]]:
     t = w["topics"]
-    consumer = KafkaConsumer(t["alerts"], t["deadletter"], bootstrap_servers=w["bootstrap"],
-                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    options = w.get("kafka_options") or {"bootstrap_servers": w["bootstrap"]}  # a secured broker's, if given
+    consumer = KafkaConsumer(t["alerts"], t["deadletter"], **options, auto_offset_reset="earliest",
+                             consumer_timeout_ms=500)
     alerts: list[Alert] = []
     dead: list[DeadLetter] = []
     deadline = time.monotonic() + timeout_s

@@ -23,24 +23,11 @@ from stream_app.settings import Settings, Topics
 from stream_app.topics import ensure_topics
 from tests.conftest import IN_CI
 from tests.factories import cdr
+from tests.tls import make_certificates
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 APP_PASSWORD, ADMIN_PASSWORD = "app-secret-from-the-environment", "admin-secret"
-
-
-def make_certificates(folder: Path) -> None:
-    """A CA, and a server certificate for 127.0.0.1 that it signed."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.crt")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-            "-out", "server.csr")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
 
 
 def acl_rules() -> str:
