@@ -1,5 +1,6 @@
 """docker-compose.yml cannot run here (no Docker engine), so check that it agrees with the app."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -39,3 +40,33 @@ def test_ports_agree() -> None:
 def test_rules_mount_matches_the_rules_setting() -> None:
     worker = COMPOSE["services"]["worker"]
     assert any(v.endswith(":" + worker["environment"]["CHURNWATCH_RULES_DIR"] + ":ro") for v in worker["volumes"])
+
+
+def interpolated(value: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME:?message}` interpolation, for the names given."""
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: env[m.group(1)], value)
+
+
+def test_the_production_profile_reaches_kafka_and_redis_only_through_their_secured_ports() -> None:
+    services = COMPOSE["services"]
+    secure = {name: s for name, s in services.items() if "production" in s.get("profiles", [])}
+    assert {"kafka-secure", "redis-secure", "worker-secure", "trainer-secure"} <= set(secure)
+    secrets = {"CHURNWATCH_KAFKA_SASL_PASSWORD": "k-pw", "CHURNWATCH_REDIS_PASSWORD": "r-pw",
+               "CHURNWATCH_PSEUDONYM_KEY": "a key of sixteen characters or more"}
+    known = {"KAFKA_BOOTSTRAP", "REDIS_URL"} | {f"CHURNWATCH_{name.upper()}" for name in Settings.model_fields}
+    for name in ("worker-secure", "trainer-secure"):
+        env = {k: interpolated(v, secrets) for k, v in secure[name]["environment"].items()}
+        assert set(env) <= known, set(env) - known
+        # Every secret is interpolated from the operator's environment, never written here.
+        raw = secure[name]["environment"]
+        assert all(raw[k].startswith(f"${{{k}:?") for k in ("CHURNWATCH_KAFKA_SASL_PASSWORD", "CHURNWATCH_PSEUDONYM_KEY"))
+        assert "${CHURNWATCH_REDIS_PASSWORD:?" in raw["REDIS_URL"]
+        settings = Settings.model_validate({k.removeprefix("CHURNWATCH_").lower(): v for k, v in env.items()})
+        assert settings.kafka_security_protocol == "SASL_SSL" and settings.pseudonym_key is not None
+        assert settings.redis_url is not None and settings.redis_url.get_secret_value().startswith("rediss://churnwatch:r-pw@")
+        assert env["KAFKA_BOOTSTRAP"] == "kafka-secure:9093" and "certs:/certs:ro" in secure[name]["volumes"]
+    kafka = secure["kafka-secure"]["environment"]
+    assert "SASL_SSL://:9093" in kafka["KAFKA_LISTENERS"] and secure["kafka-secure"]["ports"] == ["9093:9093"]
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == Settings().kafka_sasl_mechanism
+    assert "--port 0 --tls-port 6380" in secure["redis-secure"]["command"][-1]
+    assert "/etc/redis/churnwatch.acl" in secure["redis-secure"]["command"][-1]

@@ -33,6 +33,14 @@ CUSTOM_SCHEMAS = {
                     "properties": {"metadata": {"type": "object", "additionalProperties": {"type": "string"}}}}},
             }}},
     },
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["secretTargetRef"],
+            "properties": {"secretTargetRef": {"type": "array", "items": {
+                "type": "object", "required": ["parameter", "name", "key"], "additionalProperties": False,
+                "properties": {k: {"type": "string"} for k in ("parameter", "name", "key")}}}}}},
+    },
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "type": "object", "required": ["spec"],
         "properties": {"spec": {
@@ -74,7 +82,10 @@ def test_every_kustomization_lists_files_that_exist() -> None:
 
 def test_the_manifests_agree_with_the_code() -> None:
     [settings_map] = by_kind("ConfigMap")
-    settings = Settings(**{k.removeprefix("CHURNWATCH_").lower(): v for k, v in settings_map["data"].items()})
+    # The password is in the Secret, never the ConfigMap.
+    assert not {k for k in settings_map["data"] if "PASSWORD" in k or "KEY" in k}
+    settings = Settings(**{k.removeprefix("CHURNWATCH_").lower(): v for k, v in settings_map["data"].items()},
+                        kafka_sasl_password="from-the-secret")
     worker, trainer = (next(d for d in by_kind("Deployment") if d["metadata"]["name"] == f"churnwatch-{n}")
                        for n in ("worker", "trainer"))
     container = worker["spec"]["template"]["spec"]["containers"][0]
@@ -82,12 +93,18 @@ def test_the_manifests_agree_with_the_code() -> None:
     assert (container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]) == \
         ("/healthz", "/readyz")
     assert any(m["mountPath"] == str(settings.rules_dir) for m in container["volumeMounts"])
+    for deployment in (worker, trainer):  # both reach Kafka, so both trust its CA
+        mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        assert any(m["mountPath"] == str(settings.kafka_ssl_cafile.parent) for m in mounts)  # type: ignore[union-attr]
     assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
     [scaler] = by_kind("ScaledObject")
     [trigger] = scaler["spec"]["triggers"]
     assert trigger["metadata"]["consumerGroup"] == f"{settings.app_id}-ingest"
     assert trigger["metadata"]["topic"] == settings.topics.cdr
     assert trigger["metadata"]["bootstrapServers"] == settings.kafka_bootstrap
+    [auth] = by_kind("TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert {"sasl", "tls", "username", "password", "ca"} <= {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
     # More workers than partitions would sit idle.
     assert scaler["spec"]["maxReplicaCount"] <= settings.partitions
     assert scaler["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
