@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 
 import click
 import msgspec
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from rich.table import Table
 
 from . import keys
@@ -20,35 +20,13 @@ from .kafka_clients import client_options
 from .report_cli import month_option, report_console
 from .settings import Settings
 from .store import connect_redis_sync
+from .topic_reader import read_alerts
 
 __all__ = ["calls"]
 
 CSV_COLUMNS = ("rank", "alert_id", "customer_id", "level", "value_at_risk", "arpu", "score", "segment", "vip_tier",
                "lifecycle", "queue", "suggested_action", "reason_code", "reasons", "event_time", "expires_at",
                "holdout")
-
-
-def read_alerts(settings: Settings) -> Iterator[Alert]:
-    """Every alert still on the topic (its retention covers the monthly list of the month before)."""
-    if not settings.kafka_bootstrap:
-        raise click.UsageError("KAFKA_BOOTSTRAP is not set: the call lists are made from the alerts topic")
-    consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
-    try:
-        partitions = [TopicPartition(settings.topics.alerts, p)
-                      for p in sorted(consumer.partitions_for_topic(settings.topics.alerts) or [])]
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        decoder = msgspec.json.Decoder(Alert)
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for msg in records:
-                    yield decoder.decode(msg.value)
-    finally:
-        consumer.close()
 
 
 @click.group()

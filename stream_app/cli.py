@@ -258,6 +258,40 @@ def pseudonym(numbers: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]), help="The day to call (default: the newest alert's).")
+@click.option("--budget", type=click.IntRange(1), help="Calls a day (default: CHURNWATCH_DAILY_CALL_BUDGET).")
+@click.option("--lookup", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of customer_id,phone kept by the operator: the numbers agents dial.")
+@click.option("--refresh-s", default=60.0, show_default=True, type=click.FloatRange(0.5),
+              help="How often the alerts and outcomes are reread.")
+def queue(host: str, port: int, day_, budget: int | None, lookup: Path | None, refresh_s: float) -> None:
+    """The call centre's page: today's calls in priority order, and buttons that record each outcome."""
+    import logging.config
+
+    from aiohttp import web
+
+    from .queue_page import CallQueue, load_lookup, make_app
+
+    settings = _settings()
+    if not settings.kafka_bootstrap:
+        raise click.ClickException("set KAFKA_BOOTSTRAP: the calls come from the alerts topic")
+    logging.config.dictConfig(_logging(settings))
+    try:
+        numbers = load_lookup(lookup) if lookup else None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    calls = CallQueue(settings, day_.date() if day_ else None, budget, numbers)
+    calls.refresh()
+    click.echo(f"{len(calls.alerts)} calls for {calls.day} on http://{host}:{port}/", err=True)
+    try:
+        web.run_app(make_app(calls, refresh_s), host=host, port=port, print=None)
+    finally:
+        calls.close()
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=SCHEMA_DIR, show_default=True)
 def schemas(out: Path) -> None:
     """Write the JSON Schema of every event contract."""

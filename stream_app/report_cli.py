@@ -1,4 +1,4 @@
-"""`churnwatch report churn|cohort`: the managers' reports as a terminal table, CSV or JSON,
+"""`churnwatch report churn|base|cohort|campaign`: the managers' reports as a terminal table, CSV or JSON,
 and the charts they look at as a PNG."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import io
 import json
 import re
 from dataclasses import asdict, fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .call_plan import alert_day
+from .campaign import CampaignCosts, CampaignRow, campaign_report
 from .events import REASON_CODES
 from .reports import ChurnMonth, ChurnReport, CohortReport, churn_report, cohort_report, latest_month, read_counts
 from .settings import Settings
 from .store import connect_redis_sync
+from .topic_reader import read_alerts, read_churn_events, read_outcomes
 
 __all__ = ["report", "month_option", "report_console"]
 
@@ -103,6 +107,58 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
 
         cohort_chart(result, plot)
         click.echo(f"chart written to {plot}", err=as_json)
+
+
+@report.command("campaign")
+@click.option("--weeks", default=8, show_default=True, type=click.IntRange(1, 104), help="Newest weeks to show.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
+def campaign(weeks: int, fmt: str, as_json: bool) -> None:
+    """What the calls did, per week and suggested action: calls, reach, acceptance, churn within
+    the window for called versus control-group customers, revenue kept, cost and ROI."""
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        raise click.UsageError("KAFKA_BOOTSTRAP is not set: the campaign report reads alerts, outcomes and churn")
+    alerts, churns = list(read_alerts(settings)), list(read_churn_events(settings))
+    costs = CampaignCosts.of(settings)
+    # Days follow event time, like the call lists: the newest day any alert or churn is known for.
+    known = [alert_day(a, settings.zone) for a in alerts] + [date.fromordinal(c.day) for c in churns]
+    as_of = max(known, default=date.today())
+    rows = campaign_report(alerts, read_outcomes(settings), churns, settings.zone, as_of, costs)
+    kept = sorted({r.week for r in rows if r.week != "all"})[-weeks:]
+    shown = [r.to_json(costs) for r in rows if r.week in kept or r.week == "all"]
+    total = shown.pop() if shown else CampaignRow("all", "all").to_json(costs)
+    doc = {"as_of": as_of.isoformat(), "costs": asdict(costs), "rows": shown, "total": total}
+    _emit(doc, lambda: [_campaign_table(shown + [total])], lambda: _csv(list(total), shown + [total]), fmt, as_json)
+
+
+_CAMPAIGN = (("week", "week"), ("action", "action"), ("alerts", "alerts"), ("holdout", "control"),
+             ("calls", "calls"), ("reach_rate", "reached"), ("acceptance_rate", "accepted"),
+             ("churn_called", "churn, called"), ("churn_holdout", "churn, control"),
+             ("revenue_kept", "revenue kept"), ("cost", "cost"), ("roi", "ROI"), ("matured", "final"))
+
+
+def _campaign_table(rows: list[dict]) -> Table:
+    table = Table(title="Retention campaign: called customers against the control group", title_justify="left")
+    for name, heading in _CAMPAIGN:
+        table.add_column(heading, justify="left" if name in ("week", "action") else "right")
+    for row in rows:
+        table.add_row(*(_campaign_cell(name, row[name]) for name, _ in _CAMPAIGN))
+    return table
+
+
+def _campaign_cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_rate") or name.startswith("churn_"):
+        return f"{value:.1%}"
+    if name in ("revenue_kept", "cost"):
+        return f"{value:,.0f}"
+    if name == "roi":
+        return f"{value:.2f}"
+    if name == "matured":
+        return "yes" if value else "not yet"
+    return str(value)
 
 
 def report_console(as_json: bool) -> Console:

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)
+    # The campaign report (`churnwatch report campaign`): what a call and an accepted offer cost, the
+    # months a kept customer is worth, and how long after an alert a churn counts against it.
+    call_cost: float = Field(default=2.0, ge=0)
+    offer_cost: float = Field(default=30.0, ge=0)
+    kept_value_months: float = Field(default=12.0, gt=0)
+    campaign_churn_days: int = Field(default=90, ge=7, le=365)
     # The snapshot cohort of the retention report (DOMAIN.md); facts are recorded under the values in force.
     cohort_months: int = Field(default=3, ge=1, le=6)  # spend summed over this many months to the snapshot ...
     cohort_min_spend: float = Field(default=360.0, ge=0)  # ... must reach this to be photographed

@@ -18,11 +18,14 @@ def retention_days(settings: Settings) -> dict[str, int]:
     """Topics that must outlive the broker's default retention (7 days on Kafka): snapshots
     wait a horizon (plus lateness) for their label, and the trainer re-reads churn events
     after a restart; labels are kept a year for audits and bootstraps; alerts feed the monthly
-    warning list of the month before; call lists are kept for audits."""
+    warning list of the month before; call lists are kept for audits. The campaign report follows
+    each alert for `campaign_churn_days` after it, so alerts and churn events outlive that, and
+    outcomes are kept a year like the call lists they answer."""
     t = settings.topics
     wait = settings.horizon_days + settings.late_grace_days
-    return {t.snapshots: wait + 14, t.churn_events: max(90, wait + 14), t.labels: 365,
-            t.alerts: 62, t.calls_daily: 400, t.calls_monthly: 400}
+    campaign = settings.campaign_churn_days + 31
+    return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.labels: 365,
+            t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400}
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.call_plan import alert_day, plan_days
-from stream_app.calls_cli import read_alerts
+from stream_app.topic_reader import read_alerts
 from stream_app.demo import produce_simulation, scrape, stop_worker
 from stream_app.embedded.process import free_port
 from stream_app.events import Alert, DeadLetter

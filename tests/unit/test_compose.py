@@ -12,7 +12,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
 def test_services_are_there() -> None:
-    assert {"kafka", "redis", "worker", "trainer", "simulator", "prometheus", "grafana"} <= set(COMPOSE["services"])
+    assert {"kafka", "redis", "worker", "trainer", "queue", "simulator", "prometheus", "grafana"} <= set(COMPOSE["services"])
 
 
 def test_worker_environment_is_settings_the_app_reads() -> None:

@@ -1,0 +1,148 @@
+"""The call-queue page in a real headless browser (Debian's chromium, driven by Selenium), against a
+real worker, broker and Redis: the day's calls in priority order, no control-group customer on
+the page, and an outcome recorded by clicking that reaches the topic and the campaign report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from kafka import KafkaProducer
+
+from stream_app.alerts import in_holdout
+from stream_app.demo import stop_worker
+from stream_app.embedded.process import free_port
+from stream_app.settings import Settings, Topics
+from stream_app.topic_reader import read_alerts, read_outcomes
+from stream_app.topics import ensure_topics
+from tests.conftest import IN_CI
+from tests.factories import Log, decliner
+from tests.probes import get
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+BUDGET = 4
+
+
+def customers() -> tuple[list[str], list[str]]:
+    """Ten decliners to call, and two the control group keeps (chosen as the worker will choose)."""
+    ids = [f"86139{k:08d}" for k in range(200)]
+    share = Settings().holdout_share
+    return [c for c in ids if not in_holdout(c, share)][:10], [c for c in ids if in_holdout(c, share)][:2]
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if (binary is None or driver is None) and not IN_CI:
+        pytest.skip("the call-queue page test needs Debian's chromium and chromium-driver")
+    options = Options()
+    options.binary_location = binary  # type: ignore[assignment]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    chrome.implicitly_wait(5)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *command], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True)
+
+
+def serving(port: int) -> bool:
+    try:
+        return get(port, "/")[0] == 200
+    except urllib.error.URLError:  # not listening yet
+        return False
+
+
+def wait_for(check, what: str, procs: list[tuple[subprocess.Popen, Path]], timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for proc, log in procs:
+            assert proc.poll() is None, log.read_text()[-3000:]
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_campaign_report(
+        tansu_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, browser,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    topics = Topics(**{name: f"{value}-{unique}" for name, value in Topics().model_dump().items()})
+    env = dict(os.environ, KAFKA_BOOTSTRAP=tansu_bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=f"cw-{unique}",
+               CHURNWATCH_METRICS_PORT=str(free_port()), CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"),
+               CHURNWATCH_BATCH_WITHIN_S="0.2", CHURNWATCH_DAILY_CALL_BUDGET=str(BUDGET),
+               **{f"CHURNWATCH_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()})
+    for name in ("KAFKA_BOOTSTRAP", *(k for k in env if k.startswith("CHURNWATCH_TOPIC_"))):
+        monkeypatch.setenv(name, env[name])
+    settings = Settings()
+    ensure_topics(settings, tansu_bootstrap)
+    to_call, control = customers()
+    log = Log()
+    for customer in [*to_call, *control]:
+        decliner(log, customer)
+    producer = KafkaProducer(bootstrap_servers=tansu_bootstrap, acks="all")
+    for rec in log.records:
+        producer.send(getattr(topics, rec.topic), key=rec.key, value=rec.value)
+    producer.flush()
+    producer.close()
+
+    worker = start(["worker"], env, tmp_path / "worker.log")
+    port = free_port()
+    queue = None
+    try:
+        running = [(worker, tmp_path / "worker.log")]
+        alerts = wait_for(lambda: (a := list(read_alerts(settings))) and len(a) >= 12 and a, "the alerts", running)
+        assert {a.customer_id for a in alerts if a.holdout} == set(control)
+        queue = start(["queue", "--port", str(port), "--refresh-s", "1"], env, tmp_path / "queue.log")
+        running.append((queue, tmp_path / "queue.log"))
+        wait_for(lambda: serving(port), "the page", running)
+
+        browser.get(f"http://127.0.0.1:{port}/?agent=agent-7")
+        rows = browser.find_elements("css selector", "tr.call")
+        shown = [r.get_attribute("data-customer") for r in rows]
+        values = [float(r.get_attribute("data-value-at-risk")) for r in rows]
+        assert len(rows) == BUDGET and set(shown) <= set(to_call)
+        assert not set(shown) & set(control)
+        assert values == sorted(values, reverse=True)
+        assert rows[0].find_element("css selector", "li").text  # the reasons, in words
+        first = rows[0].get_attribute("data-alert-id")
+        rows[0].find_element("css selector", "input[name=offer]").send_keys("PLAN20")
+        rows[0].find_element("css selector", "button[value=accepted]").click()
+
+        assert browser.find_element("id", "message").text == "saved"
+        row = browser.find_element("css selector", f"tr[data-alert-id='{first}']")
+        assert row.find_element("css selector", ".outcome").text == "accepted (PLAN20)"
+        [outcome] = wait_for(lambda: list(read_outcomes(settings)), "the outcome on its topic", running)
+        assert (outcome.alert_id, outcome.result, outcome.offer, outcome.agent_id) == \
+            (first, "accepted", "PLAN20", "agent-7")
+
+        report = subprocess.run([sys.executable, "-m", "stream_app.cli", "report", "campaign", "--json"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr
+        total = json.loads(report.stdout.strip().splitlines()[-1])["total"]
+        assert (total["alerts"], total["holdout"], total["calls"], total["accepted"]) == (12, 2, 1, 1)
+    finally:
+        if queue is not None:
+            stop_worker(queue)
+        stop_worker(worker)

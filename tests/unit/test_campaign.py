@@ -1,0 +1,83 @@
+"""The campaign report: calls, reach, acceptance and churn per week and action, against the holdout."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from stream_app.campaign import CampaignCosts, campaign_report, latest_outcomes
+from stream_app.events import Alert, ChurnEvent, Outcome
+
+ZONE = ZoneInfo("Asia/Shanghai")
+MONDAY = date(2026, 3, 2)  # ISO week 2026-W10
+
+
+def alert(customer: str, day: date = MONDAY, action: str = "plan offer", holdout: bool = False,
+          arpu: float = 100.0) -> Alert:
+    event = datetime(day.year, day.month, day.day, 15, tzinfo=ZONE)
+    created = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    return Alert(f"{customer}-high-{day}", customer, "high", "2026-03", created, created + timedelta(days=3), event,
+                 [], 3, "mid_high_end", "gold", arpu, 500.0, action, holdout=holdout)
+
+
+def outcome(a: Alert, result: str, hour: int = 10) -> Outcome:
+    ts = datetime(2026, 3, 3, hour, tzinfo=ZONE)
+    return Outcome(f"o-{a.alert_id}-{hour}", a.customer_id, ts, a.alert_id, result, "OFFER10", "agent-7")
+
+
+def churn(customer: str, day: date) -> ChurnEvent:
+    return ChurnEvent(customer, day.toordinal(), "port_out", 3, True, "north", "mid_high_end", 100.0)
+
+
+def by_key(rows, week: str, action: str):
+    return next(r for r in rows if (r.week, r.action) == (week, action))
+
+
+def test_calls_reach_acceptance_and_churn_against_the_holdout() -> None:
+    called = [alert(f"c{i}") for i in range(10)]
+    control = [alert(f"h{i}", holdout=True) for i in range(4)]
+    unworked = alert("u0")  # alerted, never called: in alerts only
+    outcomes = [outcome(called[0], "accepted"), outcome(called[1], "accepted"), outcome(called[2], "declined"),
+                *(outcome(a, "not_reached") for a in called[3:10])]
+    churns = [churn("c3", MONDAY + timedelta(days=20)), churn("h0", MONDAY + timedelta(days=30)),
+              churn("h1", MONDAY + timedelta(days=40)),
+              churn("c4", MONDAY + timedelta(days=91)),  # after the 90-day window: not this alert's churn
+              churn("c5", MONDAY - timedelta(days=1))]  # before the alert
+    costs = CampaignCosts(call=2.0, offer=30.0, value_months=12)
+    rows = campaign_report([*called, *control, unworked], outcomes, churns, ZONE, as_of=date(2026, 12, 1), costs=costs)
+    row = by_key(rows, "2026-W10", "plan offer")
+    assert (row.alerts, row.holdout, row.calls, row.reached, row.accepted) == (15, 4, 10, 3, 2)
+    assert (row.reach_rate, row.acceptance_rate) == (pytest.approx(0.3), pytest.approx(2 / 3))
+    assert (row.churn_called, row.churn_holdout) == (pytest.approx(0.1), pytest.approx(0.5))
+    # (0.5 - 0.1) x 10 called x 100 ARPU x 12 months, against 10 calls x 2 + 2 offers x 30.
+    assert row.revenue_kept(costs) == pytest.approx(4800.0)
+    assert row.cost(costs) == 80.0 and row.roi(costs) == pytest.approx((4800 - 80) / 80)
+    assert row.matured
+    assert by_key(rows, "all", "all").to_json(costs)["calls"] == 10
+
+
+def test_rows_per_week_and_action_and_young_weeks_are_not_final() -> None:
+    early, late = alert("a1"), alert("b1", day=MONDAY + timedelta(days=7), action="technical follow-up")
+    rows = campaign_report([early, late], [outcome(early, "contacted")], [], ZONE, as_of=MONDAY + timedelta(days=95))
+    assert [(r.week, r.action) for r in rows] == [
+        ("2026-W10", "plan offer"), ("2026-W11", "technical follow-up"),
+        ("all", "plan offer"), ("all", "technical follow-up"), ("all", "all")]
+    assert by_key(rows, "2026-W10", "plan offer").matured and not by_key(rows, "2026-W11", "technical follow-up").matured
+    assert by_key(rows, "2026-W10", "plan offer").revenue_kept(CampaignCosts()) is None  # no control group in the row
+
+
+def test_a_replayed_alert_counts_once_and_the_latest_outcome_wins() -> None:
+    a = alert("a1")
+    first, later = outcome(a, "not_reached", hour=9), outcome(a, "accepted", hour=16)
+    assert latest_outcomes([later, first, later]) == {a.alert_id: later}
+    rows = campaign_report([a, a, a], [later, first], [], ZONE, as_of=MONDAY)
+    row = by_key(rows, "all", "all")
+    assert (row.alerts, row.calls, row.reached, row.accepted) == (1, 1, 1, 1)
+
+
+def test_an_outcome_recorded_for_a_holdout_alert_does_not_make_it_a_call() -> None:
+    h = alert("h1", holdout=True)
+    row = by_key(campaign_report([h], [outcome(h, "accepted")], [], ZONE, as_of=MONDAY), "all", "all")
+    assert (row.holdout, row.calls, row.accepted) == (1, 0, 0)
