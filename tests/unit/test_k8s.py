@@ -86,17 +86,24 @@ def test_the_manifests_agree_with_the_code() -> None:
     assert not {k for k in settings_map["data"] if "PASSWORD" in k or "KEY" in k}
     settings = Settings(**{k.removeprefix("CHURNWATCH_").lower(): v for k, v in settings_map["data"].items()},
                         kafka_sasl_password="from-the-secret")
-    worker, trainer = (next(d for d in by_kind("Deployment") if d["metadata"]["name"] == f"churnwatch-{n}")
-                       for n in ("worker", "trainer"))
+    worker, trainer, queue = (next(d for d in by_kind("Deployment") if d["metadata"]["name"] == f"churnwatch-{n}")
+                              for n in ("worker", "trainer", "queue"))
     container = worker["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == settings.metrics_port
     assert (container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]) == \
         ("/healthz", "/readyz")
     assert any(m["mountPath"] == str(settings.rules_dir) for m in container["volumeMounts"])
-    for deployment in (worker, trainer):  # both reach Kafka, so both trust its CA
+    for deployment in (worker, trainer, queue):  # all reach Kafka, so all trust its CA
         mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert any(m["mountPath"] == str(settings.kafka_ssl_cafile.parent) for m in mounts)  # type: ignore[union-attr]
     assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
+    page = queue["spec"]["template"]["spec"]["containers"][0]
+    args = dict(zip(page["command"][2::2], page["command"][3::2]))
+    assert page["command"][:2] == ["churnwatch", "queue"] and int(args["--port"]) == page["ports"][0]["containerPort"]
+    assert any(m["mountPath"] == str(Path(args["--lookup"]).parent) for m in page["volumeMounts"])
+    [page_policy] = [p for p in by_kind("NetworkPolicy") if p["spec"]["podSelector"]["matchLabels"].get(
+        "app.kubernetes.io/component") == "queue"]
+    assert [port["port"] for rule in page_policy["spec"]["ingress"] for port in rule["ports"]] == ["http"]
     [scaler] = by_kind("ScaledObject")
     [trigger] = scaler["spec"]["triggers"]
     assert trigger["metadata"]["consumerGroup"] == f"{settings.app_id}-ingest"
