@@ -244,9 +244,9 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_nothing(tansu_bootstrap
     second.topics, second.expected = first.topics, first.expected
     first.start()
     try:
-        time.sleep(5)
+        first.wait_consumed(10_000)  # of 80,000
         second.start()  # joins the group: partitions are split between the two
-        time.sleep(6)
+        second.wait_consumed(2_000)  # it was given partitions and works on them
         assert not first.done(), "finished before the rebalance: the test would prove nothing"
         first.stop()  # leaves cleanly: its partitions move to the second worker
         second.wait_done(300)
