@@ -40,6 +40,7 @@ def describe(customer: str, raw: bytes, as_of: date | None = None) -> dict:
         "last_seen": {k: int(v) for k, v in zip(LAST_SEEN_KINDS, rec["last_seen"])},
         "offsets": {"partition": rec["part"].tolist(), "offset": rec["offset"].tolist()},
         "exit": {"ts": int(rec["exit_ts"]), "reason_code": int(rec["exit_reason"])} if rec["exit_ts"] else None,
+        "call_outcome": {"result": text.outcome, "ts": text.outcome_ts} if text and text.outcome else None,
         "features": features,
         "months": months,
         "days": days,
@@ -49,7 +50,7 @@ def describe(customer: str, raw: bytes, as_of: date | None = None) -> dict:
 def render(d: dict) -> str:
     """A terminal view of `describe`'s output."""
     lines = [f"customer {d['customer_id']} as of {d['as_of']}", f"profile  {d['profile']}",
-             f"exit     {d['exit']}", "", "features:"]
+             f"exit     {d['exit']}", f"outcome  {d['call_outcome']}", "", "features:"]
     lines += [f"  {name:24} {value:>12,.3f}  {FEATURES[name].unit}" for name, value in d["features"].items()]
     shown = ("out_min", "out_calls", "in_min", "sms_out", "data_mb", "spend", "topup", "cs_calls",
              "dropped_calls", "offnet_min", "contacts")

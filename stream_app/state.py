@@ -76,8 +76,9 @@ EXIT_KINDS = ("", "disconnect", "port_out")
 
 class StateTail(msgspec.Struct, array_like=True, frozen=True):
     """What does not fit a fixed record, kept after it: the profile's text fields, the streaks
-    of rules with `for` (rule key -> (evaluations in a row, period of the last)), and the
-    snapshot cohorts the reports follow the customer in."""
+    of rules with `for` (rule key -> (evaluations in a row, period of the last)), the
+    snapshot cohorts the reports follow the customer in, and the latest call outcome. New
+    fields go last, with defaults: a tail written before them still decodes."""
 
     plan: str = ""
     region: str = ""
@@ -85,6 +86,8 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     streaks: dict[int, tuple[int, int]] = {}
     cohorts: tuple[int, ...] = ()  # snapshot cohorts (month indices) the customer was photographed in ...
     cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (report_facts.py)
+    outcome: str = ""  # the latest call outcome from retention.outcomes (not_reached ... accepted) ...
+    outcome_ts: int = 0  # ... and when the agent recorded it, epoch seconds
 
 
 _tail_encoder = msgspec.msgpack.Encoder()

@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from .events import Billing, Cdr, Outcome, Profile
+from .rule_eval import LEVELS
 from .state import (
     C, CONTACT_BITS, COUNTERS, D, DEDUP_RINGS, EPOCH_ORDINAL, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
     contacts_estimate, month_index,
@@ -253,6 +254,7 @@ def _bit_of(crc: np.ndarray) -> np.ndarray:
 
 
 _KIND_INDEX = {kind: i for i, kind in enumerate(LAST_SEEN_KINDS)}
+TOP_LEVEL = len(LEVELS) - 1
 
 
 def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: int, month: int) -> None:
@@ -274,6 +276,20 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
         # Only the profile's fields: a plan change must not drop the streaks or cohort memberships.
         w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), plan=e.plan, region=e.region,
                                                segment=e.segment)
+    elif isinstance(e, Outcome):
+        _close_the_loop(w, cust, e, ts)
+
+
+def _close_the_loop(w: Windows, cust: int, e: Outcome, ts: int) -> None:
+    """Keep the latest outcome; an accepted offer also raises the alert cooldown to the top
+    level, so the customer is not warned again, not even on an escalation, within the cooldown
+    of the alert that was answered (its day stays the alert's: event time, not the agent's)."""
+    tail = w.text[cust] or StateTail()
+    if ts < tail.outcome_ts:
+        return  # an older outcome read late: the newer one stands
+    w.text[cust] = msgspec.structs.replace(tail, outcome=e.result, outcome_ts=ts)
+    if e.result == "accepted" and w.rec["alerted_day"][cust]:
+        w.rec["alerted_level"][cust] = TOP_LEVEL
 
 
 def _counter_rows(cdrs: np.ndarray, other_rows: list[tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
 from kafka import KafkaProducer
 
 from stream_app.alerts import in_holdout
 from stream_app.demo import stop_worker
 from stream_app.embedded.process import free_port
+from stream_app.keys import customer_state
+from stream_app.rule_eval import LEVELS
 from stream_app.settings import Settings, Topics
+from stream_app.state import Windows
 from stream_app.topic_reader import read_alerts, read_outcomes
 from stream_app.topics import ensure_topics
 from tests.conftest import IN_CI
@@ -136,6 +140,14 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         [outcome] = wait_for(lambda: list(read_outcomes(settings)), "the outcome on its topic", running)
         assert (outcome.alert_id, outcome.result, outcome.offer, outcome.agent_id) == \
             (first, "accepted", "PLAN20", "agent-7")
+
+        # The worker read it too: the customer's state holds it, and the accepted offer holds back new alerts.
+        client = redis.Redis.from_url(redis_url)
+        customer = outcome.customer_id
+        kept = wait_for(lambda: (w := Windows.load([customer], [client.get(customer_state(customer))])).text[0]
+                        and w.text[0].outcome == "accepted" and w, "the outcome in the worker's state", running)
+        client.close()
+        assert kept.rec["alerted_level"][0] == len(LEVELS) - 1
 
         report = subprocess.run([sys.executable, "-m", "stream_app.cli", "report", "campaign", "--json"], env=env,
                                 capture_output=True, text=True, timeout=120)

@@ -2,9 +2,10 @@ import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 
-from stream_app.events import decode_billing, decode_cdr, decode_profile
+from stream_app.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.state import C, D, STATE, StateTail, Windows, contacts_estimate, month_index
 from stream_app.windows import Envelope, apply
 from tests.factories import billing, cdr, profile
@@ -180,3 +181,32 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
     event = decode_profile(profile(CUST, plan="new-plan", region="south"))
     apply(w, [(0, Envelope(2, 0, 0, event))], SH, 3)
     assert w.text[0] == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,))
+
+
+def outcome(result: str, ts: str) -> Envelope:
+    raw = msgspec.json.encode({"event_id": f"o-{result}-{ts}", "customer_id": CUST, "ts": ts, "alert_id": "a1",
+                               "result": result, "offer": "PLAN20", "agent_id": "agent-7"})
+    return Envelope(3, 0, 0, decode_outcome(raw))
+
+
+def test_the_latest_outcome_is_kept_and_an_accepted_offer_closes_the_case_for_the_cooldown() -> None:
+    w = fresh()
+    w.rec["alerted_level"][0], w.rec["alerted_day"][0] = 2, 740_000  # warned at medium on that day
+    apply(w, [(0, outcome("not_reached", "2026-06-03T10:00:00+08:00"))], SH, 3)
+    assert (w.text[0].outcome, w.rec["alerted_level"][0]) == ("not_reached", 2)
+    accepted = outcome("accepted", "2026-06-04T10:00:00+08:00")
+    apply(w, [(0, Envelope(3, 0, 1, accepted.event))], SH, 3)
+    assert w.text[0].outcome == "accepted" and w.text[0].outcome_ts == int(accepted.event.ts.timestamp())
+    assert (w.rec["alerted_level"][0], w.rec["alerted_day"][0]) == (3, 740_000)  # high now cools too
+    older = outcome("declined", "2026-06-02T10:00:00+08:00")  # recorded before, read after
+    apply(w, [(0, Envelope(3, 0, 2, older.event))], SH, 3)
+    assert w.text[0].outcome == "accepted"
+    [(_, raw)] = w.dump([0])
+    assert Windows.load([CUST], [raw]).text[0].outcome == "accepted"
+
+
+def test_a_tail_written_before_the_outcome_fields_still_decodes() -> None:
+    old = msgspec.msgpack.encode(["plan", "north", "mass", {}, [24319], []])
+    [(_, raw)] = fresh().dump([0])
+    header = raw[:STATE.itemsize]
+    assert Windows.load([CUST], [header + old]).text[0] == StateTail("plan", "north", "mass", cohorts=(24319,))
