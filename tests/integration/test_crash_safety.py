@@ -27,6 +27,7 @@ from stream_app.simulator import SimConfig, Simulator
 from stream_app.topics import ensure_topics
 from stream_app.state import STATE, Windows, usage_fingerprint
 from tests.conftest import flush
+from tests.probes import get
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ class Run:
                    for r in records]
         producer.flush()
         index = {"cdr": 0, "billing": 1, "customers": 2}
-        last: dict[str, list[int]] = {}
+        last = {c: list(v) for c, v in self.expected.items()}  # produced in parts: the newest offsets
         for customer, topic, future in futures:
             meta = future.get(timeout=30)
             last.setdefault(customer, [-1, -1, -1, -1])[index[topic]] = meta.offset
@@ -78,6 +79,20 @@ class Run:
             assert time.monotonic() < deadline, f"{self.name} read too little:\n{self.log_tail()}"
             assert self.proc is not None and self.proc.poll() is None, self.log_tail()
             time.sleep(0.02)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until this worker owns input partitions (its /readyz says so)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            assert time.monotonic() < deadline, f"{self.name} was given no partitions:\n{self.log_tail()}"
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            return get(self.port, "/readyz")[0] == 200
+        except OSError:  # not listening yet
+            return False
 
     def kill9(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, self.log_tail()
@@ -238,17 +253,23 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_nothing(tansu_bootstrap
     url = f"redis://127.0.0.1:{redis_port}/3"
     flush(url, False)
     first = Run(tansu_bootstrap, url, f"scale-{tmp_path.name[-6:]}", tmp_path)
-    first.produce(records)
     second = Run(tansu_bootstrap, url, first.name, tmp_path / "second")
     second.workdir.mkdir()
-    second.topics, second.expected = first.topics, first.expected
+    # In three parts, so that each move of partitions has events left to move with it, however
+    # fast the machine: the first alone, both, the second alone.
+    part = len(records) // 3
+    first.produce(records[:part])
     first.start()
     try:
-        first.wait_consumed(10_000)  # of 80,000
+        first.wait_consumed(part // 2)
         second.start()  # joins the group: partitions are split between the two
-        second.wait_consumed(2_000)  # it was given partitions and works on them
-        assert not first.done(), "finished before the rebalance: the test would prove nothing"
+        second.wait_ready()
+        first.produce(records[part:2 * part])
+        second.wait_consumed(1)  # it was given partitions and works on them, the first still there
+        assert first.proc is not None and first.proc.poll() is None
         first.stop()  # leaves cleanly: its partitions move to the second worker
+        first.produce(records[2 * part:])
+        second.topics, second.expected = first.topics, first.expected
         second.wait_done(300)
     finally:
         first.stop()
