@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -31,7 +32,9 @@ from stream_app.metrics import TrainerMetrics
 from stream_app.settings import Settings, Topics
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.monthly_replay import load_mapping, read_rows
+from stream_app.topics import ensure_topics
 from stream_app.state import C, Windows, month_index
+from tests.conftest import flush
 from tests.factories import Log, cdr, decliner
 from tests.probes import get
 
@@ -357,3 +360,86 @@ def test_real_monthly_data_replayed_through_a_live_worker_keeps_its_totals(worke
             assert abs(w.monthly[i, k, C["out_min"]] / 10 - table["out_min"]) <= 1.0, (r.customer_id, month)
     assert {ids[i] for i in range(len(ids)) if w.rec["exit_ts"][i] > 0} == {r.customer_id for r in rows if r.churned}
     assert counter_sum(scrape(worker["metrics_port"]), "churnwatch_deadletters_total") == 0
+
+
+def escalating_customer(log: Log, c: str) -> list[int]:
+    """A mid/high-end customer who gets worse in three steps; the record count after each.
+    Step 1: outgoing minutes fell and complaints pile up for two days (medium). Step 2: a day of
+    dropped calls (high). Step 3: one more dropped call (still high: a repeat)."""
+    decliner(log, c, minutes=(300, 300, 100))
+    for day in (20, 21, 22):
+        log.add("cdr", c, cdr(c, f"2026-06-{day}T09:00:00+08:00", duration_s=300, customer_service=True))
+    ends = [len(log.records)]
+    log.add("cdr", c, cdr(c, "2026-06-23T09:00:00+08:00", duration_s=60))  # the complaints' second day
+    ends.append(len(log.records))
+    for hour in range(8, 20):
+        log.add("cdr", c, cdr(c, f"2026-06-24T{hour:02d}:00:00+08:00", duration_s=20, termination="dropped"))
+    ends.append(len(log.records))
+    log.add("cdr", c, cdr(c, "2026-06-25T10:00:00+08:00", duration_s=20, termination="dropped"))
+    ends.append(len(log.records))
+    return ends
+
+
+def saved(w: dict) -> float:
+    """Events in batches the worker has finished: alerts sent, state written."""
+    try:
+        return scrape(w["metrics_port"]).get("churnwatch_batch_size_events_sum", 0)
+    except urllib.error.URLError:  # still starting
+        return 0
+
+
+def feed_in_steps(w: dict, log: Log, ends: list[int]) -> list[list[str]]:
+    """Send the records up to each end, one step at a time, each read before the next is sent
+    (a rule with `for: 2` needs evaluations on two days, so two batches); the alert levels
+    on the topic after each step."""
+    t = w["topics"]
+    settings = Settings(kafka_bootstrap=w["bootstrap"], topics=Topics(**t))
+    producer = KafkaProducer(bootstrap_servers=w["bootstrap"], acks="all")
+    start, levels = 0, []
+    for end in ends:
+        for rec in log.records[start:end]:
+            producer.send(t[rec.topic], key=rec.key, value=rec.value)
+        producer.flush()
+        start = end
+        while saved(w) < end:
+            assert w["proc"].poll() is None, w["log"].read_text()[-3000:]
+            time.sleep(0.2)
+        levels.append([a.level for a in read_alerts(settings)])
+    producer.close()
+    return levels
+
+
+@pytest.mark.parametrize("bootstrap", ["tansu"], indirect=True)  # broker differences are covered above
+def test_an_escalation_alerts_again_a_repeat_does_not_and_a_replay_gives_the_same_alert_ids(
+        worker: dict, redis_port: int, tmp_path: Path) -> None:
+    c = "8613800000021"
+    log = Log()
+    ends = escalating_customer(log, c)
+    # Step 4 is a producer's resend of everything after step 1: the same event ids again.
+    log.records.extend(log.records[ends[0]:ends[-1]])
+    ends.append(len(log.records))
+    levels = feed_in_steps(worker, log, ends)
+    assert levels == [[], ["medium"], ["medium", "high"], ["medium", "high"], ["medium", "high"]]
+    first = list(read_alerts(Settings(kafka_bootstrap=worker["bootstrap"], topics=Topics(**worker["topics"]))))
+
+    # The same input, in the same steps, through a fresh worker, group, topics and Redis database.
+    replay_db = f"redis://127.0.0.1:{redis_port}/6"
+    flush(replay_db, False)
+    topics = {k: f"{v}-again" for k, v in worker["topics"].items()}
+    ensure_topics(Settings(topics=Topics(**topics)), worker["bootstrap"])
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"], REDIS_URL=replay_db,
+               CHURNWATCH_APP_ID=f"again-{topics['cdr']}", CHURNWATCH_METRICS_PORT=str(port),
+               CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_BATCH_WITHIN_S="0.2",
+               **{f"CHURNWATCH_TOPIC_{k.upper()}": v for k, v in topics.items()})
+    log_path = tmp_path / "again.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    again = {"topics": topics, "proc": proc, "log": log_path, "bootstrap": worker["bootstrap"], "metrics_port": port}
+    try:
+        assert feed_in_steps(again, log, ends) == levels
+        second = list(read_alerts(Settings(kafka_bootstrap=worker["bootstrap"], topics=Topics(**topics))))
+    finally:
+        stop_worker(proc)
+    assert [a.alert_id for a in second] == [a.alert_id for a in first]
