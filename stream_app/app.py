@@ -31,6 +31,8 @@ from .ingest import BatchConsumer
 from .kafka_clients import faust_credentials
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
+from .baseline_store import BaselineSource
+from .baselines import BaselineRule
 from .registry import ScorerSource
 from .rules_watch import RulesWatch
 from .settings import Settings
@@ -69,6 +71,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     snapshots = app.topic(t.snapshots, key_serializer="raw", value_serializer="raw")
     churn_events = app.topic(t.churn_events, key_serializer="raw", value_serializer="raw")
     model = ScorerSource(metrics)
+    baselines = BaselineSource(BaselineRule.of(settings), metrics)
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()
     lock = asyncio.Lock()
@@ -81,7 +84,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         if processor is None:
             client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
             store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
-            processor = BatchProcessor(settings, store, rules.current, metrics, model=model)
+            processor = BatchProcessor(settings, store, rules.current, metrics, model=model, baselines=baselines)
         return processor
 
     async def send(out: BatchOutput) -> None:
@@ -143,6 +146,16 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
                 await model.refresh(client)
             except RedisError as exc:  # the batches wait out the outage; this tries again later
                 log.warning("could not look for a new model: %s", exc)
+
+    @app.timer(interval=settings.baseline_refresh_s)
+    async def refresh_baselines() -> None:
+        # Between batches, like the model: a batch is judged against one set of baselines.
+        get_processor()
+        async with lock:
+            try:
+                await baselines.refresh(client)
+            except RedisError as exc:
+                log.warning("could not reread the segment baselines: %s", exc)
 
     @app.task
     async def reload_on_sighup() -> None:

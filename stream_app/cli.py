@@ -246,6 +246,42 @@ def inspect(customer: str, as_of, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object on the last line.")
+def baselines(as_json: bool) -> None:
+    """The live segment baselines in force: per segment and month-over-month feature, the
+    quantiles that `segment_pQ(x)` in rules compares with (needs REDIS_URL)."""
+    from rich.table import Table
+
+    from .baseline_store import read_baselines
+    from .baselines import QUANTILES, BaselineRule
+    from .report_cli import report_console
+    from .store import connect_redis_sync
+
+    settings = _settings()
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL: the baselines live in the workers' Redis")
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    try:
+        found = read_baselines(client, BaselineRule.of(settings))
+    finally:
+        client.close()
+    table = Table(title=f"Segment baselines as of {found.day or '-'} (last {settings.baseline_window_days} days; "
+                        f"used from {settings.baseline_min_customers} customers)", title_justify="left")
+    for heading in ("segment", "feature", "customers", *(f"p{q}" for q in QUANTILES)):
+        table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
+    rows = []
+    for (segment, feature), values in sorted(found.values.items()):
+        n = found.samples[(segment, feature)]
+        shown = [values.get(q, float("nan")) for q in QUANTILES]
+        table.add_row(segment, feature, f"{n:,}", *("-" if v != v else f"{v:+.0%}" for v in shown))
+        rows.append({"segment": segment, "feature": feature, "customers": n,
+                     **{f"p{q}": (None if v != v else round(v, 4)) for q, v in zip(QUANTILES, shown)}})
+    report_console(as_json).print(table)
+    if as_json:
+        click.echo(json.dumps({"day": found.day.isoformat() if found.day else None, "baselines": rows}))
+
+
+@main.command()
 @click.argument("numbers", nargs=-1, required=True)
 def pseudonym(numbers: tuple[str, ...]) -> None:
     """Print the pseudonym of each phone number under CHURNWATCH_PSEUDONYM_KEY: the customer id

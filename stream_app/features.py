@@ -15,7 +15,7 @@ import numpy as np
 
 from .state import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
-__all__ = ["FEATURES", "Feature", "derive", "month_of", "ratio_change"]
+__all__ = ["FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ FEATURES: dict[str, Feature] = {
     "mou_out_m1": Feature("minutes", "outgoing minutes in the last complete month"),
     "mou_out_m2": Feature("minutes", "outgoing minutes in the month before that"),
     "mou_out_mom": Feature("ratio", "month-over-month change of outgoing minutes, m1 vs m2"),
+    "mou_out_mom_z": Feature("sd", "mou_out_mom against the customer's own changes of the months before "
+                                   "(m2 vs m3 ... m5 vs m6): `zscore(mou_out_mom)`; NaN with fewer than 3"),
+    "arpu_mom_z": Feature("sd", "arpu_mom against the customer's own changes of the months before: "
+                                "`zscore(arpu_mom)`; NaN with fewer than 3"),
     "arpu_cv_6m": Feature("ratio", "spend fluctuation: standard deviation / mean over the last 6 complete months"),
     "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
     "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days 36-59 spread from months)"),
@@ -82,6 +86,28 @@ def ratio_change(now: np.ndarray, before: np.ndarray) -> np.ndarray:
     out = np.zeros(np.broadcast(now, before).shape)
     np.divide(now, before, out=out, where=before > 0)
     return np.where(before > 0, out - 1.0, 0.0)
+
+
+def own_zscore(months: list[np.ndarray], floor: float = 0.05, min_past: int = 3) -> np.ndarray:
+    """How unusual the last month-over-month change (m1 vs m2) is for each customer: its distance
+    from the mean of their earlier changes (m2 vs m3 ... ), in their own standard deviations.
+    `months[a]` holds the values of month age `a`. The spread is at least `floor`, so that a
+    customer whose usage never moved is not infinitely surprised; NaN where fewer than
+    `min_past` earlier changes are known (too little history to judge).
+
+    >>> steady = [np.array([v]) for v in (0, 60, 100, 100, 100, 100, 100)]
+    >>> swinging = [np.array([v]) for v in (0, 60, 100, 50, 100, 50, 100)]
+    >>> round(float(own_zscore(steady)[0]), 1), round(float(own_zscore(swinging)[0]), 1)
+    (-8.0, -0.9)
+    """
+    now = ratio_change(months[1], months[2])
+    ages = range(2, len(months) - 1)
+    past = np.stack([ratio_change(months[a], months[a + 1]) for a in ages], axis=1)
+    known = np.stack([months[a + 1] > 0 for a in ages], axis=1)
+    n = known.sum(axis=1)
+    mean = (past * known).sum(axis=1) / np.maximum(n, 1)
+    spread = np.sqrt((((past - mean[:, None]) ** 2) * known).sum(axis=1) / np.maximum(n, 1))
+    return np.where(n >= min_past, (now - mean) / np.maximum(spread, floor), np.nan)
 
 
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
@@ -138,7 +164,7 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     now_month = month_of(now_day)
     rec = w.rec
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
-    mou = [_month(w, now_month, "out_min", a) for a in range(3)]
+    mou = [_month(w, now_month, "out_min", a) for a in range(N_MONTHS)]
     in_m1 = _month(w, now_month, "in_min", 1)
     mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
     calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
@@ -169,6 +195,8 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "mou_out_m1": mou[1],
         "mou_out_m2": mou[2],
         "mou_out_mom": mou_mom,
+        "mou_out_mom_z": own_zscore(mou),
+        "arpu_mom_z": own_zscore(spend),
         "mou_out_30d": out_30,
         "mou_out_prev_30d": out_prev_30,
         "mou_out_30d_mom": mou_30_mom,

@@ -74,6 +74,12 @@ class Metrics:
         self.call_plan_day = Gauge(
             "churnwatch_call_plan_day_timestamp_seconds", "Start of the day the latest call plan was made for (0: none)",
             registry=registry)
+        self.baseline = Gauge(
+            "churnwatch_segment_baseline", "Live segment quantile of a month-over-month change (NaN: too few "
+            "customers yet)", ["segment", "feature", "quantile"], registry=registry)
+        self.baseline_customers = Gauge(
+            "churnwatch_segment_baseline_customers", "Customers behind a segment's baselines, over their window",
+            ["segment", "feature"], registry=registry)
         self.snapshots = Counter(
             "churnwatch_snapshots_total", "Daily feature snapshots sent for labelling", registry=registry)
         self.churned = Counter(

@@ -29,6 +29,8 @@ from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
 from .privacy import Pseudonyms
+from .baselines import Baselines
+from .baselines import increments as baseline_increments
 from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate
@@ -93,11 +95,13 @@ class BatchProcessor:
 
     def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
                  policy: AlertPolicy | None = None, clock: Callable[[], datetime] | None = None,
-                 model: Callable[[], Scorer | None] = lambda: None) -> None:
+                 model: Callable[[], Scorer | None] = lambda: None,
+                 baselines: Callable[[], Baselines] = Baselines) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules
         self.model = model
+        self.baselines = baselines
         self.metrics = metrics
         self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
                                             segment_churn=tuple(settings.segment_monthly_churn.items()))
@@ -202,6 +206,11 @@ class BatchProcessor:
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
         out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day)
         out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
+        if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
+            for customer, counts in baseline_increments(sub.customers, sub_features, days).items():
+                mine = out.report.setdefault(customer, {})
+                for name, n in counts.items():
+                    mine[name] = mine.get(name, 0) + n
         if scorer is not None and scorer.labels >= s.model_min_labels:
             score = features["churn_score"]
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
@@ -218,10 +227,11 @@ class BatchProcessor:
             out.append(both // 86400 + EPOCH_ORDINAL - 1 if both else 0)
         return out
 
-    @staticmethod
-    def _features(w: Windows, day: np.ndarray, scorer: Scorer | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The features as of `day`, with the model's score (NaN, never true in a rule, without a model)."""
+    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The features as of `day`, with the model's score (NaN, never true in a rule, without a model)
+        and the live segment baselines."""
         features = derive(w, day)
+        features |= self.baselines().columns(features)
         x = model_inputs(features)
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x

@@ -76,7 +76,8 @@ def read_counts(client: Any) -> dict[str, int]:
     totals: collections.Counter[str] = collections.Counter()
     for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
         for name, value in client.hgetall(key).items():
-            totals[name.decode()] += int(value)
+            if not name.startswith(b"baseline|"):  # segment histograms (baselines.py), pruned as they age
+                totals[name.decode()] += int(value)
     # A leaver's corrections can bring a counter back to 0 (`report_facts._correct`): nothing counted.
     return {name: total for name, total in totals.items() if total}
 

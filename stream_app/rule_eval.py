@@ -14,10 +14,16 @@ from typing import Any
 import numpy as np
 from simpleeval import SimpleEval
 
-__all__ = ["LEVELS", "FUNCTIONS", "VectorEval", "Evaluation", "Streaks", "evaluate", "thresholds_of", "with_segments"]
+from .baselines import COLUMNS as BASELINE_COLUMNS
+from .baselines import QUANTILES, parse_call
+
+__all__ = ["LEVELS", "FUNCTIONS", "BASELINES", "VectorEval", "Evaluation", "Streaks", "evaluate", "thresholds_of", "with_segments"]
 
 LEVELS = ("none", "low", "medium", "high")
 FUNCTIONS = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
+# `zscore(x)`: x against the customer's own history, the feature `x_z` (features.own_zscore);
+# `segment_pQ(x)`: the live quantile of x in the customer's segment (baselines.py).
+BASELINES = ("zscore", *(f"segment_p{q}" for q in QUANTILES))
 
 
 class VectorEval(SimpleEval):
@@ -26,6 +32,18 @@ class VectorEval(SimpleEval):
     def __init__(self, names: dict[str, Any]) -> None:
         super().__init__(functions=FUNCTIONS, names=names)
         self.operators[ast.Not] = np.logical_not
+
+    def _eval_call(self, node: ast.Call) -> Any:
+        if isinstance(node.func, ast.Name) and node.func.id.startswith("segment_p"):
+            args = [a.id if isinstance(a, ast.Name) else ast.unparse(a) for a in node.args]
+            return self.names[parse_call(node.func.id, args)]
+        if not (isinstance(node.func, ast.Name) and node.func.id == "zscore"):
+            return super()._eval_call(node)
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not isinstance(arg, ast.Name) or f"{arg.id}_z" not in self.names:
+            valid = sorted(n[:-2] for n in self.names if n.endswith("_z") and n[:-2] in self.names)
+            raise ValueError(f"zscore() takes one feature with a customer history: {', '.join(valid)}")
+        return self.names[f"{arg.id}_z"]
 
     def _eval_boolop(self, node: ast.BoolOp) -> Any:
         combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
@@ -104,6 +122,9 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
     """
     n = len(next(iter(features.values()))) if features else 0
     features = with_segments(ruleset, features)
+    # Baselines nobody supplied are not known: NaN, so their comparisons are false.
+    unknown = {c: np.full(n, np.nan) for c in BASELINE_COLUMNS if c not in features}
+    features = {**features, **unknown} if unknown else features
     rules = ruleset.rules
     evaluator = VectorEval(features)
     holds = np.zeros((n, len(rules)), np.bool_)

@@ -19,6 +19,7 @@ Features not given are 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .baselines import COLUMNS as BASELINE_COLUMNS
 from .errors import RuleFileError
 from .features import FEATURES
 from .rule_eval import LEVELS, Streaks, evaluate
@@ -49,9 +51,10 @@ class _Case(BaseModel):
         if (self.features is None) == (self.evaluations is None):
             raise ValueError("give either features or evaluations")
         for row in self.evaluations or [self.features or {}]:
-            unknown = sorted(set(row) - set(FEATURES))
+            unknown = sorted(set(row) - set(FEATURES) - set(BASELINE_COLUMNS))
             if unknown:
-                raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(FEATURES))}")
+                raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(FEATURES))}"
+                                 f"; segment baselines: {', '.join(BASELINE_COLUMNS)}")
         return self
 
 
@@ -89,6 +92,7 @@ def _check(ruleset, case: _Case) -> str | None:
     streaks = Streaks.empty(1, len(ruleset.rules))
     for period, row in enumerate(case.evaluations or [case.features or {}]):
         features = {name: np.array([float(row.get(name, 0.0))]) for name in FEATURES}
+        features |= {name: np.array([float(row.get(name, math.nan))]) for name in BASELINE_COLUMNS}
         periods = {"daily": np.array([period]), "monthly": np.array([period])}
         ev = evaluate(ruleset, features, streaks, periods)
         streaks = ev.streaks

@@ -21,7 +21,8 @@ from simpleeval import InvalidExpression, SimpleEval
 from .errors import RuleError, RuleFileError
 from .events import REASON_CODES
 from .features import FEATURES
-from .rule_eval import FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
+from .baselines import COLUMNS as BASELINE_COLUMNS
+from .rule_eval import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
            "thresholds_of"]
@@ -153,7 +154,7 @@ class Ruleset:
 
 
 def _names_in(tree: ast.AST) -> tuple[str, ...]:
-    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS)))
+    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS) - set(BASELINES)))
 
 
 def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) -> ast.AST:
@@ -164,7 +165,7 @@ def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) ->
     unknown = [n for n in _names_in(tree) if n not in known]
     if unknown:
         raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(known))}")
-    probe = {name: np.zeros(2) for name in known}
+    probe = {name: np.zeros(2) for name in (*known, *BASELINE_COLUMNS)}
     result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
     if result.dtype != np.bool_:
         raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")

@@ -91,6 +91,8 @@ class MemoryWindowStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.report: collections.Counter[str] = collections.Counter()
+        # The segment histograms share the report hash in Redis; readers keep them apart (read_counts).
+        self.baselines: collections.Counter[str] = collections.Counter()
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         return [self.data.get(c) for c in customers]
@@ -103,7 +105,8 @@ class MemoryWindowStore:
                 conflicts.append(customer)
             else:
                 self.data[customer] = blob
-                self.report.update((report or {}).get(customer, {}))
+                for name, delta in (report or {}).get(customer, {}).items():
+                    (self.baselines if name.startswith("baseline|") else self.report)[name] += delta
         return conflicts
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ def exported() -> set[str]:
     for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high"),
                   metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok"),
                   metrics.consumer_lag.labels("cdr", "0"), metrics.suppressed.labels("cooldown"),
-                  metrics.call_plan.labels("called")):
+                  metrics.call_plan.labels("called"), metrics.baseline.labels("mass", "mou_out_mom", "10")):
         child.inc() if hasattr(child, "inc") else child.observe(0.001)
     return {s.name for family in registry.collect() for s in family.samples}
 

@@ -102,6 +102,8 @@ def test_batch_boundaries_do_not_change_the_state() -> None:
     run(processor(stores[1]), log.records, size=3)
     a, b = ({c: usage_fingerprint(raw) for c, raw in s.data.items()} for s in stores)
     assert a == b
+    # Every report figure is the same. (The segment histograms, `store.baselines`, follow the
+    # snapshots, which skip the batch a customer first appears in.)
     assert stores[0].report == stores[1].report and stores[0].report
 
 
@@ -291,3 +293,17 @@ def test_pseudonyms_are_stable_for_a_key_and_differ_between_keys() -> None:
     assert a("8613800000001") == Pseudonyms(b"one")("8613800000001") != b("8613800000001")
     assert a("8613800000001") != a("8613800000002")
     assert Pseudonyms(None)("8613800000001") == "8613800000001"
+
+
+def test_a_drop_ordinary_for_a_swinging_customer_is_not_warned_and_the_same_drop_for_a_steady_one_is() -> None:
+    steady, swinging = "8613800000031", "8613800000032"
+    log = Log()
+    months = (1, 2, 3, 4, 5, 6)
+    decliner(log, steady, months, (300, 300, 300, 300, 300, 60))
+    decliner(log, swinging, months, (300, 60, 300, 60, 300, 60))  # falls this far every other month
+    proc = processor()
+    out = run(proc, log.records)
+    assert [a.customer_id for a in out.alerts] == [steady]
+    assert "mou_out_drop_mom" in {r.rule_id for r in out.alerts[0].reasons}
+    z = {c: describe(c, proc.store.data[c], date(2026, 7, 20))["features"]["mou_out_mom_z"] for c in (steady, swinging)}
+    assert z[steady] < -2 < z[swinging]

@@ -1,0 +1,151 @@
+"""Live segment baselines: what month-over-month change is normal for a segment right now, so a
+rule can say `mou_out_mom < segment_p10(mou_out_mom)` and a holiday that moves the whole base
+warns no one.
+
+Every daily snapshot (one per customer and active day, observations.py) adds the customer's
+month-over-month changes to that day's histogram for their segment. The histogram is kept as
+report counters, so it is added in the same Redis script as the state and counts exactly once
+(`baseline|<day>|<segment>|<feature>|<bin>`). A baseline is a quantile over the last
+`window_days` days of histograms. Two guard rails apply:
+- below `min_customers` samples it is NaN: every comparison with it is false, and a rule
+  written `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part;
+- from one day to the next a quantile moves at most `max_step`, so one odd day cannot swing
+  every threshold.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+
+from .settings import Settings
+
+__all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
+           "column_name", "parse_call", "segment_of"]
+
+FEATURES = ("mou_out_mom", "arpu_mom")
+SEGMENTS = ("mid_high_end", "potential_mid_high_end", "mass")
+QUANTILES = (5, 10, 25, 50, 75, 90, 95)
+PREFIX = "baseline|"
+# Bins of 2.5 points from -100% to +200%; the last one holds everything above.
+_STEP = 0.025
+_EDGES = np.round(np.arange(-1.0, 2.0 + _STEP / 2, _STEP), 4)
+_CALL = re.compile(r"^segment_p(\d+)$")
+
+
+@dataclass(frozen=True)
+class BaselineRule:
+    """The guard rails, from the settings."""
+
+    window_days: int = 7
+    min_customers: int = 200
+    max_step: float = 0.05  # the most a quantile may move from one day to the next
+
+    @classmethod
+    def of(cls, settings: Settings) -> "BaselineRule":
+        return cls(settings.baseline_window_days, settings.baseline_min_customers, settings.baseline_max_step)
+
+
+def segment_of(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Each customer's segment name, mid/high-end first (DOMAIN.md)."""
+    segment = np.full(len(features["mid_high_end"]), "mass", dtype=object)
+    segment[features["potential_mid_high_end"] > 0] = "potential_mid_high_end"
+    segment[features["mid_high_end"] > 0] = "mid_high_end"
+    return segment
+
+
+def increments(customers: list[str], features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, dict[str, int]]:
+    """Customer -> histogram counter increments for their snapshot rows (one row per customer
+    and day). A change is counted only when the month before had some (`*_m2` above 0)."""
+    out: dict[str, dict[str, int]] = collections.defaultdict(dict)
+    segment = segment_of(features)
+    before = {"mou_out_mom": features["mou_out_m2"], "arpu_mom": features["arpu_m2"]}
+    for name in FEATURES:
+        bins = np.clip(np.searchsorted(_EDGES, features[name], side="right") - 1, 0, len(_EDGES) - 1)
+        for i in np.nonzero(before[name] > 0)[0]:
+            key = f"{PREFIX}{date.fromordinal(int(days[i]))}|{segment[i]}|{name}|{int(bins[i])}"
+            mine = out[customers[i]]
+            mine[key] = mine.get(key, 0) + 1
+    return dict(out)
+
+
+def column_name(quantile: int, feature: str) -> str:
+    """The name a rule's `segment_pQ(feature)` is evaluated under."""
+    return f"segment_p{quantile}({feature})"
+
+
+COLUMNS = tuple(column_name(q, f) for f in FEATURES for q in QUANTILES)
+
+
+def parse_call(function: str, args: list[str]) -> str:
+    """The column of a `segment_pQ(feature)` call, or ValueError saying what is allowed."""
+    match = _CALL.match(function)
+    if match is None or int(match.group(1)) not in QUANTILES or len(args) != 1 or args[0] not in FEATURES:
+        raise ValueError(f"segment baselines are segment_pQ(feature) with Q one of {', '.join(map(str, QUANTILES))} "
+                         f"and feature one of {', '.join(FEATURES)}; got {function}({', '.join(args)})")
+    return column_name(int(match.group(1)), args[0])
+
+
+@dataclass
+class Baselines:
+    """The quantiles in force per (segment, feature), as of the newest day counted."""
+
+    day: date | None = None
+    values: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)  # NaN: too few samples
+    samples: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], rule: BaselineRule = BaselineRule()) -> "Baselines":
+        """The baselines from the report counters (`reports.read_counts`)."""
+        hist: dict[tuple[date, str, str], np.ndarray] = {}
+        for key, n in counts.items():
+            if key.startswith(PREFIX):
+                day, segment, feature, b = key[len(PREFIX):].split("|")
+                h = hist.setdefault((date.fromisoformat(day), segment, feature), np.zeros(len(_EDGES), np.int64))
+                h[int(b)] += n
+        days = sorted({d for d, _, _ in hist})
+        out = cls(day=days[-1] if days else None)  # no days: every quantile NaN, every sample count 0
+        for segment in SEGMENTS:
+            for feature in FEATURES:
+                out._follow(hist, days, segment, feature, rule)
+        return out
+
+    def _follow(self, hist: dict, days: list[date], segment: str, feature: str, rule: BaselineRule) -> None:
+        """Walk the days in order, each quantile stepping at most `max_step` from the day before."""
+        held: dict[int, float] = {}
+        n = 0
+        for day in days:
+            window = [hist.get((day - timedelta(days=k), segment, feature)) for k in range(rule.window_days)]
+            total = sum((h for h in window if h is not None), np.zeros(len(_EDGES), np.int64))
+            n = int(total.sum())
+            for q in QUANTILES:
+                raw = _quantile(total, q) if n >= rule.min_customers else math.nan
+                last = held.get(q, math.nan)
+                held[q] = raw if math.isnan(last) or math.isnan(raw) else \
+                    float(np.clip(raw, last - rule.max_step, last + rule.max_step))
+        self.values[(segment, feature)], self.samples[(segment, feature)] = held, n
+
+    def columns(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every `segment_pQ(feature)` as a per-customer array, by each customer's segment."""
+        segment = segment_of(features)
+        masks = [(s, segment == s) for s in SEGMENTS]
+        out = {}
+        for feature in FEATURES:
+            for q in QUANTILES:
+                column = np.full(len(segment), math.nan)
+                for s, mine in masks:
+                    column[mine] = self.values.get((s, feature), {}).get(q, math.nan)
+                out[column_name(q, feature)] = column
+        return out
+
+
+def _quantile(hist: np.ndarray, q: int) -> float:
+    """The q-th percentile of a histogram, at the upper edge of the bin where it falls."""
+    cumulative = np.cumsum(hist)
+    b = int(np.searchsorted(cumulative, cumulative[-1] * q / 100.0))
+    return float(_EDGES[b] + _STEP) if b + 1 < len(_EDGES) else float(_EDGES[-1])
