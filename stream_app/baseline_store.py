@@ -8,12 +8,12 @@ from datetime import date, timedelta
 from typing import Any
 
 from . import keys
-from .baselines import PREFIX, QUANTILES, BaselineRule, Baselines
+from .baselines import FEATURES, PREFIX, QUANTILES, SEGMENTS, BaselineRule, Baselines
 from .metrics import Metrics
 
 __all__ = ["BaselineSource", "read_baselines"]
 
-KEEP_DAYS = 7  # histograms kept past the window, for a slow partition's late snapshots
+KEEP_DAYS = 70  # histograms kept: the month judged now and the one before (pending months look back)
 
 
 def read_baselines(client: Any, rule: BaselineRule) -> Baselines:
@@ -49,13 +49,15 @@ class BaselineSource:
         self.current = Baselines.from_counts(counts, self.rule)
         self._export()
         if self.current.day is not None:
-            await self._prune(client, fields, self.current.day - timedelta(days=self.rule.window_days + KEEP_DAYS))
+            await self._prune(client, fields, self.current.day - timedelta(days=KEEP_DAYS))
 
     def _export(self) -> None:
-        for (segment, feature), values in self.current.values.items():
-            for q in QUANTILES:
-                self.metrics.baseline.labels(segment, feature, str(q)).set(values.get(q, float("nan")))
-            self.metrics.baseline_customers.labels(segment, feature).set(self.current.samples[(segment, feature)])
+        for segment in SEGMENTS:
+            for feature in FEATURES:
+                values, samples = self.current.current(segment, feature)
+                for q in QUANTILES:
+                    self.metrics.baseline.labels(segment, feature, str(q)).set(values.get(q, float("nan")))
+                self.metrics.baseline_customers.labels(segment, feature).set(samples)
 
     @staticmethod
     async def _prune(client: Any, fields: dict[bytes, list[bytes]], before: date) -> None:

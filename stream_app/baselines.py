@@ -5,10 +5,13 @@ warns no one.
 Every daily snapshot (one per customer and active day, observations.py) adds the customer's
 month-over-month changes to that day's histogram for their segment. The histogram is kept as
 report counters, so it is added in the same Redis script as the state and counts exactly once
-(`baseline|<day>|<segment>|<feature>|<bin>`). A baseline is a quantile over the last
-`window_days` days of histograms. Two guard rails apply:
-- below `min_customers` samples it is NaN: every comparison with it is false, and a rule
-  written `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part;
+(`baseline|<day>|<segment>|<feature>|<bin>`). A baseline is a quantile over the snapshots
+that judge the same month (see `Baselines`). Two guard rails apply:
+- a segment with fewer than `min_customers` samples in a month has NaN quantiles: every
+  comparison with them is false, and a rule written
+  `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part. (A month
+  that is only starting, in a segment that had enough the month before, is pending instead:
+  see `Baselines.columns`.);
 - from one day to the next a quantile moves at most `max_step`, so one odd day cannot swing
   every threshold.
 """
@@ -19,7 +22,7 @@ import collections
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 
@@ -42,13 +45,12 @@ _CALL = re.compile(r"^segment_p(\d+)$")
 class BaselineRule:
     """The guard rails, from the settings."""
 
-    window_days: int = 7
-    min_customers: int = 200
+    min_customers: int = 200  # samples (customer-days) of a data month before its quantiles are used
     max_step: float = 0.05  # the most a quantile may move from one day to the next
 
     @classmethod
     def of(cls, settings: Settings) -> "BaselineRule":
-        return cls(settings.baseline_window_days, settings.baseline_min_customers, settings.baseline_max_step)
+        return cls(settings.baseline_min_customers, settings.baseline_max_step)
 
 
 def segment_of(features: dict[str, np.ndarray]) -> np.ndarray:
@@ -93,11 +95,14 @@ def parse_call(function: str, args: list[str]) -> str:
 
 @dataclass
 class Baselines:
-    """The quantiles in force per (segment, feature), as of the newest day counted."""
+    """The quantiles in force per (data month, segment, feature). A month-over-month change is a
+    month's figure: in September every customer's `mou_out_mom` compares August with July, so
+    September's snapshots make the baseline of data month August, growing day by day."""
 
-    day: date | None = None
-    values: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)  # NaN: too few samples
-    samples: dict[tuple[str, str], int] = field(default_factory=dict)
+    day: date | None = None  # the newest snapshot day counted
+    values: dict[tuple[int, str, str], dict[int, float]] = field(default_factory=dict)  # NaN: too few
+    samples: dict[tuple[int, str, str], int] = field(default_factory=dict)
+    min_samples: int = 200
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], rule: BaselineRule = BaselineRule()) -> "Baselines":
@@ -109,39 +114,65 @@ class Baselines:
                 h = hist.setdefault((date.fromisoformat(day), segment, feature), np.zeros(len(_EDGES), np.int64))
                 h[int(b)] += n
         days = sorted({d for d, _, _ in hist})
-        out = cls(day=days[-1] if days else None)  # no days: every quantile NaN, every sample count 0
-        for segment in SEGMENTS:
-            for feature in FEATURES:
-                out._follow(hist, days, segment, feature, rule)
+        out = cls(day=days[-1] if days else None, min_samples=rule.min_customers)
+        for month in sorted({_data_month(d) for d in days}):
+            for segment in SEGMENTS:
+                for feature in FEATURES:
+                    out._follow(hist, [d for d in days if _data_month(d) == month], (month, segment, feature), rule)
         return out
 
-    def _follow(self, hist: dict, days: list[date], segment: str, feature: str, rule: BaselineRule) -> None:
-        """Walk the days in order, each quantile stepping at most `max_step` from the day before."""
+    def _follow(self, hist: dict, days: list[date], key: tuple[int, str, str], rule: BaselineRule) -> None:
+        """Add up a data month's snapshot days in order; each day a quantile steps at most
+        `max_step` from the day before (the first day with enough samples sets it)."""
+        _, segment, feature = key
         held: dict[int, float] = {}
-        n = 0
+        total = np.zeros(len(_EDGES), np.int64)
         for day in days:
-            window = [hist.get((day - timedelta(days=k), segment, feature)) for k in range(rule.window_days)]
-            total = sum((h for h in window if h is not None), np.zeros(len(_EDGES), np.int64))
+            h = hist.get((day, segment, feature))
+            if h is not None:
+                total = total + h
             n = int(total.sum())
             for q in QUANTILES:
                 raw = _quantile(total, q) if n >= rule.min_customers else math.nan
                 last = held.get(q, math.nan)
                 held[q] = raw if math.isnan(last) or math.isnan(raw) else \
                     float(np.clip(raw, last - rule.max_step, last + rule.max_step))
-        self.values[(segment, feature)], self.samples[(segment, feature)] = held, n
+        self.values[key], self.samples[key] = held, int(total.sum())
 
-    def columns(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every `segment_pQ(feature)` as a per-customer array, by each customer's segment."""
+    def current(self, segment: str, feature: str) -> tuple[dict[int, float], int]:
+        """The newest data month's quantiles and samples of a segment (for display and metrics)."""
+        months = [m for m, s, f in self.values if (s, f) == (segment, feature)]
+        if not months:
+            return {}, 0
+        key = (max(months), segment, feature)
+        return self.values[key], self.samples[key]
+
+    def columns(self, features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, np.ndarray]:
+        """Every `segment_pQ(feature)` as a per-customer array: the quantile of the customer's
+        segment for the data month their day judges. A month still short of samples, in a segment
+        that had enough the month before, is pending: -inf, below every change, so that the first
+        days of a month do not fall back to the fixed thresholds for everyone."""
         segment = segment_of(features)
-        masks = [(s, segment == s) for s in SEGMENTS]
-        out = {}
-        for feature in FEATURES:
-            for q in QUANTILES:
-                column = np.full(len(segment), math.nan)
-                for s, mine in masks:
-                    column[mine] = self.values.get((s, feature), {}).get(q, math.nan)
-                out[column_name(q, feature)] = column
+        month = np.array([_data_month(date.fromordinal(int(d))) if d > 0 else 0 for d in days], np.int64)
+        out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
+        for m in np.unique(month):
+            for s in SEGMENTS:
+                mine = (month == m) & (segment == s)
+                if not mine.any():
+                    continue
+                for f in FEATURES:
+                    values = self.values.get((int(m), s, f))
+                    counting = self.samples.get((int(m), s, f), 0) < self.min_samples
+                    if counting and self.samples.get((int(m) - 1, s, f), 0) >= self.min_samples:
+                        values = {q: -math.inf for q in QUANTILES}
+                    for q in QUANTILES:
+                        out[column_name(q, f)][mine] = (values or {}).get(q, math.nan)
         return out
+
+
+def _data_month(day: date) -> int:
+    """The month a day's month-over-month change is about (m1: the month before), as a month index."""
+    return day.year * 12 + day.month - 2
 
 
 def _quantile(hist: np.ndarray, q: int) -> float:

@@ -253,7 +253,7 @@ def baselines(as_json: bool) -> None:
     from rich.table import Table
 
     from .baseline_store import read_baselines
-    from .baselines import QUANTILES, BaselineRule
+    from .baselines import FEATURES, QUANTILES, SEGMENTS, BaselineRule
     from .report_cli import report_console
     from .store import connect_redis_sync
 
@@ -265,16 +265,16 @@ def baselines(as_json: bool) -> None:
         found = read_baselines(client, BaselineRule.of(settings))
     finally:
         client.close()
-    table = Table(title=f"Segment baselines as of {found.day or '-'} (last {settings.baseline_window_days} days; "
-                        f"used from {settings.baseline_min_customers} customers)", title_justify="left")
-    for heading in ("segment", "feature", "customers", *(f"p{q}" for q in QUANTILES)):
+    table = Table(title=f"Segment baselines as of {found.day or '-'}: the month judged now (used from "
+                        f"{settings.baseline_min_customers} samples)", title_justify="left")
+    for heading in ("segment", "feature", "samples", *(f"p{q}" for q in QUANTILES)):
         table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
     rows = []
-    for (segment, feature), values in sorted(found.values.items()):
-        n = found.samples[(segment, feature)]
+    for segment, feature in ((s, f) for s in SEGMENTS for f in FEATURES):
+        values, n = found.current(segment, feature)
         shown = [values.get(q, float("nan")) for q in QUANTILES]
         table.add_row(segment, feature, f"{n:,}", *("-" if v != v else f"{v:+.0%}" for v in shown))
-        rows.append({"segment": segment, "feature": feature, "customers": n,
+        rows.append({"segment": segment, "feature": feature, "samples": n,
                      **{f"p{q}": (None if v != v else round(v, 4)) for q, v in zip(QUANTILES, shown)}})
     report_console(as_json).print(table)
     if as_json:

@@ -231,7 +231,7 @@ class BatchProcessor:
         """The features as of `day`, with the model's score (NaN, never true in a rule, without a model)
         and the live segment baselines."""
         features = derive(w, day)
-        features |= self.baselines().columns(features)
+        features |= self.baselines().columns(features, day)
         x = model_inputs(features)
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x

@@ -96,10 +96,8 @@ class Settings(BaseSettings):
     model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
     model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
     model_high_score: float = Field(default=0.6, gt=0, lt=1)
-    # Live segment baselines (baselines.py): days of snapshots behind a quantile, the customers a
-    # segment needs before its quantiles are used, the most one may move in a day, and how often
-    # workers reread them.
-    baseline_window_days: int = Field(default=7, ge=1, le=60)
+    # Live segment baselines (baselines.py): the samples (customer-days) a segment's month needs
+    # before its quantiles are used, the most one may move in a day, how often workers reread them.
     baseline_min_customers: int = Field(default=200, ge=1)
     baseline_max_step: float = Field(default=0.05, gt=0)
     baseline_refresh_s: float = Field(default=60.0, gt=0)

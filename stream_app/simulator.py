@@ -38,6 +38,9 @@ class SimConfig:
     duplicate_rate: float = 0.003
     late_rate: float = 0.01  # delivered 1-2 days late, within the default grace
     very_late_rate: float = 0.0005  # delivered 6-10 days late: dead letter
+    # ("YYYY-MM", factor): the whole base's usage that month times factor, as in a long
+    # holiday, an outage or a price change; None: no such month.
+    slump: tuple[str, float] | None = None
 
 
 class SimRecord(NamedTuple):
@@ -123,6 +126,8 @@ class Simulator:
             day = cfg.start + timedelta(days=d)
             if any(day.month == m and first <= day.day < first + k for m, first, k in HOLIDAYS):
                 self.mult[:, d] *= 0.6
+            if cfg.slump is not None and day.strftime("%Y-%m") == cfg.slump[0]:
+                self.mult[:, d] *= cfg.slump[1]
 
     def records(self) -> Iterator[SimRecord]:
         """Every record, in delivery order."""

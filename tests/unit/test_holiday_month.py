@@ -1,0 +1,97 @@
+"""A month in which the whole base uses 40% less (a long holiday, an outage, a price change):
+with live segment baselines the warnings stay near a normal month's, and the simulator's true
+decliners are still warned. The pipeline runs in-process on the simulator's traffic, its
+baselines reread after every simulated day as the workers reread theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from stream_app.baseline_store import KEEP_DAYS
+from stream_app.baselines import BaselineRule, Baselines
+from stream_app.events import Alert
+from stream_app.metrics import Metrics
+from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
+from stream_app.rules import Ruleset, load_rules
+from stream_app.settings import Settings
+from stream_app.simulator import SimConfig, Simulator, Truth
+from stream_app.store import MemoryWindowStore
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "alert_rules"
+START, SLUMP, AFTER = date(2026, 5, 1), "2026-08", "2026-09"
+CUSTOMERS, DAYS = 400, 128  # into September, whose month-over-month change compares August with July
+
+
+def replay(slump: tuple[str, float] | None, rules: Ruleset) -> tuple[list[Alert], list[Truth]]:
+    """Every alert of a simulated run, and the simulator's ground truth."""
+    sim = Simulator(SimConfig(customers=CUSTOMERS, days=DAYS, start=START, seed=11, monthly_churn=0.06, slump=slump))
+    settings = Settings()
+    store = MemoryWindowStore()
+    guard = BaselineRule(min_customers=50, max_step=0.05)
+    current = [Baselines()]
+    proc = BatchProcessor(settings, store, lambda: rules, Metrics(CollectorRegistry()), baselines=lambda: current[0])
+    alerts: list[Alert] = []
+    offsets: dict[str, int] = {}
+
+    async def keep(out: BatchOutput) -> None:
+        alerts.extend(out.alerts)
+
+    async def run() -> None:
+        day, batch = 0, []
+        for r in [*sim.records(), None]:
+            if r is None or r.day != day:  # a simulated day is over: process it, then reread the baselines
+                await proc.run(batch, keep)
+                _prune(store, START + timedelta(days=day - KEEP_DAYS))  # as the workers prune
+                current[0] = Baselines.from_counts(dict(store.baselines), guard)
+                batch, day = [], r.day if r is not None else day
+            if r is not None:
+                topic = getattr(settings.topics, r.topic)
+                batch.append(RawRecord(topic, 0, offsets.setdefault(topic, 0), r.key, r.value))
+                offsets[topic] += 1
+
+    asyncio.run(run())
+    return alerts, sim.truth
+
+
+def _prune(store: MemoryWindowStore, before: date) -> None:
+    for name in [n for n in store.baselines if n.split("|")[1] < before.isoformat()]:
+        del store.baselines[name]
+
+
+def month_drops(alerts: list[Alert], month: str) -> set[str]:
+    """Customers warned in `month` with the month-over-month minutes rule among the reasons."""
+    return {a.customer_id for a in alerts if a.period == month and any(r.rule_id == "mou_out_drop_mom" for r in a.reasons)}
+
+
+def declining_through(truth: list[Truth], month: str) -> set[str]:
+    """The simulator's decliners whose decline had begun by `month` and who left after it."""
+    return {t.customer_id for t in truth if t.pattern == "decliner" and t.decline_start and t.churn_date
+            and t.decline_start[:7] <= month < t.churn_date[:7]}
+
+
+def test_a_month_the_whole_base_slumps_warns_about_as_many_as_a_normal_month_and_still_the_decliners(
+        tmp_path: Path) -> None:
+    rules = load_rules([RULES_DIR])
+    normal, truth = replay(None, rules)
+    slumped, _ = replay((SLUMP, 0.6), rules)
+    # The same pack without its segment baselines: the fixed 30% threshold alone.
+    text = re.sub(r"\s*and not \w+ > segment_p\d+\(\w+\)", "", (RULES_DIR / "churn.yaml").read_text())
+    (tmp_path / "churn.yaml").write_text(text)
+    fixed = load_rules([tmp_path])
+    assert not any("segment_p" in c.rule.expr for c in fixed.rules)
+    fixed_alerts, _ = replay((SLUMP, 0.6), fixed)
+    base, adaptive, without = (month_drops(a, AFTER) for a in (normal, slumped, fixed_alerts))
+    print(f"customers warned of falling minutes in {AFTER}: normal month {len(base)}, after the slump "
+          f"{len(adaptive)} with baselines, {len(without)} with the fixed threshold alone")
+    assert len(without) > len(base) + 0.05 * CUSTOMERS  # the slump alone would warn a crowd
+    assert abs(len(adaptive) - len(base)) <= 0.03 * CUSTOMERS
+    decliners = declining_through(truth, SLUMP)
+    warned = {a.customer_id for a in slumped if a.period in (SLUMP, AFTER)}
+    warned_normal = {a.customer_id for a in normal if a.period in (SLUMP, AFTER)}
+    assert decliners and len(decliners & warned) >= 0.8 * len(decliners & warned_normal)
+
