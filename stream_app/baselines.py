@@ -7,11 +7,11 @@ month-over-month changes to that day's histogram for their segment. The histogra
 report counters, so it is added in the same Redis script as the state and counts exactly once
 (`baseline|<day>|<segment>|<feature>|<bin>`). A baseline is a quantile over the snapshots
 that judge the same month (see `Baselines`). Two guard rails apply:
-- a segment with fewer than `min_customers` samples in a month has NaN quantiles: every
-  comparison with them is false, and a rule written
-  `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part. (A month
-  that is only starting, in a segment that had enough the month before, is pending instead:
-  see `Baselines.columns`.);
+- a segment with fewer than `min_samples` samples (customer-days) in a month has NaN
+  quantiles: every comparison with them is false, and a rule written
+  `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part (a month
+  only starting, in a segment that had enough the month before, is pending instead: see
+  `Baselines.columns`);
 - from one day to the next a quantile moves at most `max_step`, so one odd day cannot swing
   every threshold.
 """
@@ -45,12 +45,12 @@ _CALL = re.compile(r"^segment_p(\d+)$")
 class BaselineRule:
     """The guard rails, from the settings."""
 
-    min_customers: int = 200  # samples (customer-days) of a data month before its quantiles are used
+    min_samples: int = 200  # samples (customer-days) of a data month before its quantiles are used
     max_step: float = 0.05  # the most a quantile may move from one day to the next
 
     @classmethod
     def of(cls, settings: Settings) -> "BaselineRule":
-        return cls(settings.baseline_min_customers, settings.baseline_max_step)
+        return cls(settings.baseline_min_samples, settings.baseline_max_step)
 
 
 def segment_of(features: dict[str, np.ndarray]) -> np.ndarray:
@@ -114,7 +114,7 @@ class Baselines:
                 h = hist.setdefault((date.fromisoformat(day), segment, feature), np.zeros(len(_EDGES), np.int64))
                 h[int(b)] += n
         days = sorted({d for d, _, _ in hist})
-        out = cls(day=days[-1] if days else None, min_samples=rule.min_customers)
+        out = cls(day=days[-1] if days else None, min_samples=rule.min_samples)
         for month in sorted({_data_month(d) for d in days}):
             for segment in SEGMENTS:
                 for feature in FEATURES:
@@ -133,7 +133,7 @@ class Baselines:
                 total = total + h
             n = int(total.sum())
             for q in QUANTILES:
-                raw = _quantile(total, q) if n >= rule.min_customers else math.nan
+                raw = _quantile(total, q) if n >= rule.min_samples else math.nan
                 last = held.get(q, math.nan)
                 held[q] = raw if math.isnan(last) or math.isnan(raw) else \
                     float(np.clip(raw, last - rule.max_step, last + rule.max_step))

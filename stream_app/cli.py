@@ -266,7 +266,7 @@ def baselines(as_json: bool) -> None:
     finally:
         client.close()
     table = Table(title=f"Segment baselines as of {found.day or '-'}: the month judged now (used from "
-                        f"{settings.baseline_min_customers} samples)", title_justify="left")
+                        f"{settings.baseline_min_samples} samples)", title_justify="left")
     for heading in ("segment", "feature", "samples", *(f"p{q}" for q in QUANTILES)):
         table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
     rows = []

@@ -22,6 +22,8 @@ import msgspec
 import numpy as np
 
 from .alerts import AlertPolicy, ModelView, build_alerts
+from .baselines import Baselines
+from .baselines import increments as baseline_increments
 from .errors import InvalidEvent
 from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
 from .features import derive, month_of
@@ -29,8 +31,6 @@ from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs
 from .privacy import Pseudonyms
-from .baselines import Baselines
-from .baselines import increments as baseline_increments
 from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     model_high_score: float = Field(default=0.6, gt=0, lt=1)
     # Live segment baselines (baselines.py): the samples (customer-days) a segment's month needs
     # before its quantiles are used, the most one may move in a day, how often workers reread them.
-    baseline_min_customers: int = Field(default=200, ge=1)
+    baseline_min_samples: int = Field(default=200, ge=1)
     baseline_max_step: float = Field(default=0.05, gt=0)
     baseline_refresh_s: float = Field(default=60.0, gt=0)
     # The campaign report (`churnwatch report campaign`): what a call and an accepted offer cost, the

@@ -36,7 +36,7 @@ def test_quantiles_follow_the_segment_and_a_whole_base_drop_moves_them_at_the_mo
     rng = np.random.default_rng(1)
     normal = list(rng.normal(0.0, 0.1, 1000))
     holiday = list(rng.normal(-0.4, 0.1, 1000))  # everyone down 40% in October
-    rule = BaselineRule(min_customers=200, max_step=1.0)
+    rule = BaselineRule(min_samples=200, max_step=1.0)
     before, _ = Baselines.from_counts(counts_for({DAY: normal}), rule).current("mid_high_end", "mou_out_mom")
     after, n = Baselines.from_counts(counts_for({DAY: normal, NEXT: holiday}), rule).current("mid_high_end", "mou_out_mom")
     assert before[10] == pytest.approx(np.percentile(normal, 10), abs=0.03) and before[50] == pytest.approx(0.0, abs=0.03)
@@ -44,11 +44,11 @@ def test_quantiles_follow_the_segment_and_a_whole_base_drop_moves_them_at_the_mo
 
 
 def test_too_few_samples_give_nan_and_a_quantile_moves_at_most_max_step_a_day() -> None:
-    small, _ = Baselines.from_counts(counts_for({DAY: [0.0] * 50}), BaselineRule(min_customers=200)).current(
+    small, _ = Baselines.from_counts(counts_for({DAY: [0.0] * 50}), BaselineRule(min_samples=200)).current(
         "mid_high_end", "mou_out_mom")
     assert math.isnan(small[10])
     days = {DAY: [0.0] * 300, DAY + timedelta(days=1): [-0.5] * 300}
-    capped, _ = Baselines.from_counts(counts_for(days), BaselineRule(min_customers=200, max_step=0.05)).current(
+    capped, _ = Baselines.from_counts(counts_for(days), BaselineRule(min_samples=200, max_step=0.05)).current(
         "mid_high_end", "mou_out_mom")
     assert capped[50] == pytest.approx(0.025 - 0.05)
 

@@ -32,7 +32,7 @@ def replay(slump: tuple[str, float] | None, rules: Ruleset) -> tuple[list[Alert]
     sim = Simulator(SimConfig(customers=CUSTOMERS, days=DAYS, start=START, seed=11, monthly_churn=0.06, slump=slump))
     settings = Settings()
     store = MemoryWindowStore()
-    guard = BaselineRule(min_customers=50, max_step=0.05)
+    guard = BaselineRule(min_samples=50, max_step=0.05)
     current = [Baselines()]
     proc = BatchProcessor(settings, store, lambda: rules, Metrics(CollectorRegistry()), baselines=lambda: current[0])
     alerts: list[Alert] = []
