@@ -26,7 +26,9 @@ from datetime import date
 
 import numpy as np
 
+from .features import month_of
 from .settings import Settings
+from .state import month_index
 
 __all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
            "column_name", "parse_call", "segment_of"]
@@ -153,7 +155,7 @@ class Baselines:
         that had enough the month before, is pending: -inf, below every change, so that the first
         days of a month do not fall back to the fixed thresholds for everyone."""
         segment = segment_of(features)
-        month = np.array([_data_month(date.fromordinal(int(d))) if d > 0 else 0 for d in days], np.int64)
+        month = month_of(days) - 1  # the month m1 names
         out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
         for m in np.unique(month):
             for s in SEGMENTS:
@@ -172,7 +174,7 @@ class Baselines:
 
 def _data_month(day: date) -> int:
     """The month a day's month-over-month change is about (m1: the month before), as a month index."""
-    return day.year * 12 + day.month - 2
+    return month_index(day.year, day.month) - 1
 
 
 def _quantile(hist: np.ndarray, q: int) -> float:

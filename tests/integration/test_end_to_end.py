@@ -43,22 +43,26 @@ REPO = Path(__file__).resolve().parents[2]
 TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter")
 
 
-@pytest.fixture
-def worker(bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[dict]:
-    names = {t: f"{t}-{unique}" for t in TOPICS}
+def start_worker(bootstrap: str, redis_url: str, names: dict[str, str], app_id: str, log: Path) -> dict:
+    """A `churnwatch worker` process on these topics, and what tests need to follow it."""
     port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=f"cw-{unique}",
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=app_id,
                CHURNWATCH_METRICS_PORT=str(port), CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"),
                CHURNWATCH_BATCH_WITHIN_S="0.2",
                **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in names.items()})
-    log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+                                stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True)
+    return {"topics": names, "metrics_port": port, "proc": proc, "log": log, "bootstrap": bootstrap}
+
+
+@pytest.fixture
+def worker(bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[dict]:
+    w = start_worker(bootstrap, redis_url, {t: f"{t}-{unique}" for t in TOPICS}, f"cw-{unique}", tmp_path / "worker.log")
     try:
-        yield {"topics": names, "metrics_port": port, "proc": proc, "log": log, "bootstrap": bootstrap}
+        yield w
     finally:
-        stop_worker(proc)
+        stop_worker(w["proc"])
 
 
 def consume_until(w: dict, want_alerts: int, want_dead: int, timeout_s: float) -> tuple[list[Alert], list[DeadLetter]]:
@@ -427,19 +431,10 @@ def test_an_escalation_alerts_again_a_repeat_does_not_and_a_replay_gives_the_sam
     flush(replay_db, False)
     topics = {k: f"{v}-again" for k, v in worker["topics"].items()}
     ensure_topics(Settings(topics=Topics(**topics)), worker["bootstrap"])
-    port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"], REDIS_URL=replay_db,
-               CHURNWATCH_APP_ID=f"again-{topics['cdr']}", CHURNWATCH_METRICS_PORT=str(port),
-               CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_BATCH_WITHIN_S="0.2",
-               **{f"CHURNWATCH_TOPIC_{k.upper()}": v for k, v in topics.items()})
-    log_path = tmp_path / "again.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
-    again = {"topics": topics, "proc": proc, "log": log_path, "bootstrap": worker["bootstrap"], "metrics_port": port}
+    again = start_worker(worker["bootstrap"], replay_db, topics, f"again-{topics['cdr']}", tmp_path / "again.log")
     try:
         assert feed_in_steps(again, log, ends) == levels
         second = list(read_alerts(Settings(kafka_bootstrap=worker["bootstrap"], topics=Topics(**topics))))
     finally:
-        stop_worker(proc)
+        stop_worker(again["proc"])
     assert [a.alert_id for a in second] == [a.alert_id for a in first]
