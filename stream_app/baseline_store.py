@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from . import keys
-from .baselines import FEATURES, PREFIX, QUANTILES, SEGMENTS, BaselineRule, Baselines
+from .baselines import FEATURES, PREFIX, QUANTILES, BaselineRule, Baselines
 from .metrics import Metrics
 
 __all__ = ["BaselineSource", "read_baselines"]
@@ -52,7 +52,7 @@ class BaselineSource:
             await self._prune(client, fields, self.current.day - timedelta(days=KEEP_DAYS))
 
     def _export(self) -> None:
-        for segment in SEGMENTS:
+        for segment in self.current.segments():
             for feature in FEATURES:
                 values, samples = self.current.current(segment, feature)
                 for q in QUANTILES:

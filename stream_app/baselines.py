@@ -14,6 +14,12 @@ that judge the same month (see `Baselines`). Two guard rails apply:
   `Baselines.columns`);
 - from one day to the next a quantile moves at most `max_step`, so one odd day cannot swing
   every threshold.
+
+Segments: mass, potential mid/high-end and mid/high-end (DOMAIN.md), as the rule files define
+them, plus every other segment the rule files name, e.g. `prepaid_youth: tenure_days < 365 and
+vip == 0`. A customer counts in, and is judged against, one segment: the last of that list they
+belong to, so a segment a manager adds takes its customers out of the built-in ones. A segment
+added later has NaN baselines (its fixed thresholds decide) until its first month has enough.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Iterable
 
 import numpy as np
 
@@ -31,10 +38,10 @@ from .settings import Settings
 from .state import month_index
 
 __all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
-           "column_name", "parse_call", "segment_of"]
+           "column_name", "parse_call", "segment_of", "segment_order"]
 
 FEATURES = ("mou_out_mom", "arpu_mom")
-SEGMENTS = ("mid_high_end", "potential_mid_high_end", "mass")
+SEGMENTS = ("mid_high_end", "potential_mid_high_end", "mass")  # built in: every deployment has them
 QUANTILES = (5, 10, 25, 50, 75, 90, 95)
 PREFIX = "baseline|"
 # Bins of 2.5 points from -100% to +200%; the last one holds everything above.
@@ -55,19 +62,26 @@ class BaselineRule:
         return cls(settings.baseline_min_samples, settings.baseline_max_step)
 
 
-def segment_of(features: dict[str, np.ndarray]) -> np.ndarray:
-    """Each customer's segment name, mid/high-end first (DOMAIN.md)."""
+def segment_order(defined: Iterable[str] = ()) -> tuple[str, ...]:
+    """The segment flags in the order they claim customers, the last claim winning: the built-in
+    ones, then those the rule files add (`defined`, in the order written)."""
+    return ("potential_mid_high_end", "mid_high_end", *(s for s in defined if s not in SEGMENTS))
+
+
+def segment_of(features: dict[str, np.ndarray], defined: Iterable[str] = ()) -> np.ndarray:
+    """Each customer's segment name: the last flag of `segment_order(defined)` they have, else mass."""
     segment = np.full(len(features["mid_high_end"]), "mass", dtype=object)
-    segment[features["potential_mid_high_end"] > 0] = "potential_mid_high_end"
-    segment[features["mid_high_end"] > 0] = "mid_high_end"
+    for name in segment_order(defined):
+        segment[features[name] > 0] = name
     return segment
 
 
-def increments(customers: list[str], features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, dict[str, int]]:
+def increments(customers: list[str], features: dict[str, np.ndarray], days: np.ndarray,
+               defined: Iterable[str] = ()) -> dict[str, dict[str, int]]:
     """Customer -> histogram counter increments for their snapshot rows (one row per customer
     and day). A change is counted only when the month before had some (`*_m2` above 0)."""
     out: dict[str, dict[str, int]] = collections.defaultdict(dict)
-    segment = segment_of(features)
+    segment = segment_of(features, defined)
     before = {"mou_out_mom": features["mou_out_m2"], "arpu_mom": features["arpu_m2"]}
     for name in FEATURES:
         bins = np.clip(np.searchsorted(_EDGES, features[name], side="right") - 1, 0, len(_EDGES) - 1)
@@ -118,7 +132,7 @@ class Baselines:
         days = sorted({d for d, _, _ in hist})
         out = cls(day=days[-1] if days else None, min_samples=rule.min_samples)
         for month in sorted({_data_month(d) for d in days}):
-            for segment in SEGMENTS:
+            for segment in sorted({s for _, s, _ in hist}):
                 for feature in FEATURES:
                     out._follow(hist, [d for d in days if _data_month(d) == month], (month, segment, feature), rule)
         return out
@@ -141,6 +155,10 @@ class Baselines:
                     float(np.clip(raw, last - rule.max_step, last + rule.max_step))
         self.values[key], self.samples[key] = held, int(total.sum())
 
+    def segments(self) -> list[str]:
+        """The built-in segments, then every other segment with a histogram."""
+        return [*SEGMENTS, *sorted({s for _, s, _ in self.values} - set(SEGMENTS))]
+
     def current(self, segment: str, feature: str) -> tuple[dict[int, float], int]:
         """The newest data month's quantiles and samples of a segment (for display and metrics)."""
         months = [m for m, s, f in self.values if (s, f) == (segment, feature)]
@@ -149,16 +167,18 @@ class Baselines:
         key = (max(months), segment, feature)
         return self.values[key], self.samples[key]
 
-    def columns(self, features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(self, features: dict[str, np.ndarray], days: np.ndarray,
+                defined: Iterable[str] = ()) -> dict[str, np.ndarray]:
         """Every `segment_pQ(feature)` as a per-customer array: the quantile of the customer's
-        segment for the data month their day judges. A month still short of samples, in a segment
-        that had enough the month before, is pending: -inf, below every change, so that the first
-        days of a month do not fall back to the fixed thresholds for everyone."""
-        segment = segment_of(features)
+        segment (`segment_of(features, defined)`) for the data month their day judges. A month
+        still short of samples, in a segment that had enough the month before, is pending: -inf,
+        below every change, so that the first days of a month do not fall back to the fixed
+        thresholds for everyone."""
+        segment = segment_of(features, defined)
         month = month_of(days) - 1  # the month m1 names
         out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
         for m in np.unique(month):
-            for s in SEGMENTS:
+            for s in np.unique(segment):
                 mine = (month == m) & (segment == s)
                 if not mine.any():
                     continue

@@ -253,7 +253,7 @@ def baselines(as_json: bool) -> None:
     from rich.table import Table
 
     from .baseline_store import read_baselines
-    from .baselines import FEATURES, QUANTILES, SEGMENTS, BaselineRule
+    from .baselines import FEATURES, QUANTILES, BaselineRule
     from .report_cli import report_console
     from .store import connect_redis_sync
 
@@ -270,7 +270,7 @@ def baselines(as_json: bool) -> None:
     for heading in ("segment", "feature", "samples", *(f"p{q}" for q in QUANTILES)):
         table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
     rows = []
-    for segment, feature in ((s, f) for s in SEGMENTS for f in FEATURES):
+    for segment, feature in ((s, f) for s in found.segments() for f in FEATURES):
         values, n = found.current(segment, feature)
         shown = [values.get(q, float("nan")) for q in QUANTILES]
         table.add_row(segment, feature, f"{n:,}", *("-" if v != v else f"{v:+.0%}" for v in shown))

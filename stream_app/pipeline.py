@@ -33,7 +33,7 @@ from .model import Scorer, model_inputs
 from .privacy import Pseudonyms
 from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
-from .rule_eval import Evaluation, Streaks, evaluate
+from .rule_eval import Evaluation, Streaks, evaluate, with_segments
 from .rules import Ruleset
 from .settings import Settings
 from .store import WindowStore, Write, retry_forever
@@ -190,7 +190,7 @@ class BatchProcessor:
                 partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
-        features, x = self._features(w, now_day, scorer)
+        features, x = self._features(w, now_day, scorer, ruleset)
         ev = evaluate_rules(w, ruleset, features, now_day, rows)
         for j, rule_id in enumerate(ruleset.ids):
             fired = int(ev.fired[rows, j].sum())
@@ -201,13 +201,14 @@ class BatchProcessor:
             # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
             sub = w.subset(picks)
             partitions = [partition_of[w.customers[i]] for i in picks]
-            sub_features, sub_x = self._features(sub, days, scorer)
+            sub_features, sub_x = self._features(sub, days, scorer, ruleset)
             sub_ev = evaluate_rules(sub, ruleset, sub_features, days, list(range(len(picks))))
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
         out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day)
         out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
         if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
-            for customer, counts in baseline_increments(sub.customers, sub_features, days).items():
+            defined = [name for name, _ in ruleset.segments]
+            for customer, counts in baseline_increments(sub.customers, sub_features, days, defined).items():
                 mine = out.report.setdefault(customer, {})
                 for name, n in counts.items():
                     mine[name] = mine.get(name, 0) + n
@@ -227,12 +228,15 @@ class BatchProcessor:
             out.append(both // 86400 + EPOCH_ORDINAL - 1 if both else 0)
         return out
 
-    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The features as of `day`, with the model's score (NaN, never true in a rule, without a model)
-        and the live segment baselines."""
+    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
+                  ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The features as of `day`, with the rule files' segments, the model's score (NaN, never
+        true in a rule, without a model) and the live segment baselines. The model sees the
+        features as computed: its inputs do not change with the rule files."""
         features = derive(w, day)
-        features |= self.baselines().columns(features, day)
         x = model_inputs(features)
+        features = with_segments(ruleset, features)
+        features |= self.baselines().columns(features, day, [name for name, _ in ruleset.segments])
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
 

@@ -119,12 +119,22 @@ class Action(_Frozen):
 
 class RuleFile(_Frozen):
     # Named flags computed before the rules, e.g. the operator's mid/high-end definition; a
-    # segment named like a feature replaces it for rules, levels and alerts.
+    # segment named like a feature replaces it for rules, levels and alerts. Each has its own
+    # live baselines (baselines.py).
     segments: dict[str, str] = Field(default_factory=dict)
     levels: dict[str, Thresholds] = Field(default_factory=dict)
     combinations: list[Combination] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # Expressions name them, and the baselines key their histograms by them.
+        bad = [n for n in value if not n.isidentifier() or n == "default"]
+        if bad:
+            raise ValueError(f"segment names must be identifiers (letters, digits, _) other than 'default'; got {bad}")
+        return value
 
 
 @dataclass(frozen=True)

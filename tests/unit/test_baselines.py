@@ -76,3 +76,20 @@ def test_only_known_quantiles_and_features_are_allowed() -> None:
                            ("segment_p10", ["mou_out_mom", "arpu_mom"])):
         with pytest.raises(ValueError, match="segment_pQ"):
             parse_call(function, args)
+
+
+def test_a_segment_the_rule_files_add_takes_its_customers_and_has_its_own_quantiles() -> None:
+    f = features([-0.5] * 300 + [0.1] * 300)
+    f["prepaid_youth"] = np.array([1.0] * 300 + [0.0] * 300)
+    day = np.full(600, DAY.toordinal())
+    total: collections.Counter[str] = collections.Counter()
+    for per_customer in increments([f"c{k}" for k in range(600)], f, day, ["prepaid_youth"]).values():
+        total.update(per_customer)
+    found = Baselines.from_counts(dict(total), BaselineRule(min_samples=200, max_step=1.0))
+    assert found.segments() == ["mid_high_end", "potential_mid_high_end", "mass", "prepaid_youth"]
+    assert found.current("prepaid_youth", "mou_out_mom")[0][50] == pytest.approx(-0.475)
+    assert found.current("mid_high_end", "mou_out_mom")[0][50] == pytest.approx(0.125)
+    p50 = found.columns(f, day, ["prepaid_youth"])[column_name(50, "mou_out_mom")]
+    assert p50[0] == pytest.approx(-0.475) and p50[-1] == pytest.approx(0.125)
+    # Without the segment (a rule file that dropped it), its customers are judged with their built-in one.
+    assert found.columns(f, day)[column_name(50, "mou_out_mom")][0] == pytest.approx(0.125)

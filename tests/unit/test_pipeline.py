@@ -307,3 +307,23 @@ def test_a_drop_ordinary_for_a_swinging_customer_is_not_warned_and_the_same_drop
     assert "mou_out_drop_mom" in {r.rule_id for r in out.alerts[0].reasons}
     z = {c: describe(c, proc.store.data[c], date(2026, 7, 20))["features"]["mou_out_mom_z"] for c in (steady, swinging)}
     assert z[steady] < -2 < z[swinging]
+
+
+def test_a_segment_the_rule_files_add_gets_its_own_baselines(tmp_path: Path) -> None:
+    rules = (Path(__file__).resolve().parents[2] / "alert_rules" / "churn.yaml").read_text()
+    (tmp_path / "churn.yaml").write_text(rules.replace("segments:\n", "segments:\n  heavy_talkers: mou_out_m2 >= 250\n", 1))
+    custom = load_rules([tmp_path])
+    heavy, light = "8613800000041", "8613800000042"
+    log = Log()
+    decliner(log, heavy, (3, 4, 5), (300, 300, 290))
+    decliner(log, light, (3, 4, 5), (150, 150, 140))
+    store = MemoryWindowStore()
+    proc = BatchProcessor(Settings(), store, lambda: custom, Metrics(CollectorRegistry()), clock=lambda: CLOCK,
+                          model=lambda: None)
+    run(proc, log.records, size=5)  # snapshots skip the batch a customer first appears in
+    segments = {key.split("|")[2] for key in store.baselines}
+    # The light one is mid/high-end (150 yuan, over 100 minutes) and stays there; the heavy one
+    # moves to the segment the file adds, and nobody is counted twice.
+    assert segments == {"heavy_talkers", "mid_high_end"}
+    per_segment = {s: sum(n for k, n in store.baselines.items() if f"|{s}|mou_out_mom|" in k) for s in segments}
+    assert per_segment["heavy_talkers"] == per_segment["mid_high_end"] > 0

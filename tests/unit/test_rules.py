@@ -208,3 +208,9 @@ actions:
     assert any("999" in t for t in text) and any("outbound_robocall" in t for t in text)
     assert any("platinum" in t for t in text)
     assert all(int(t.split(":")[1]) > 20 for t in text)  # the lines of the action entries
+
+
+def test_a_segment_name_that_is_not_an_identifier_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("segments:\n  'youth|prepaid': tenure_days < 365\n" + GOOD)
+    text = [str(p) for p in check_files([tmp_path])]
+    assert len(text) == 1 and "segment names must be identifiers" in text[0] and "youth|prepaid" in text[0], text
