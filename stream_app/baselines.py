@@ -6,7 +6,8 @@ Every daily snapshot (one per customer and active day, observations.py) adds the
 month-over-month changes to that day's histogram for their segment. The histogram is kept as
 report counters, so it is added in the same Redis script as the state and counts exactly once
 (`baseline|<day>|<segment>|<feature>|<bin>`). A baseline is a quantile over the snapshots
-that judge the same month (see `Baselines`). Two guard rails apply:
+that judge the same month, or for a rolling change over the days just before (see
+`Baselines`). Two guard rails apply:
 - a segment with fewer than `min_samples` samples (customer-days) in a month has NaN
   quantiles: every comparison with them is false, and a rule written
   `... and not mou_out_mom > segment_p10(mou_out_mom)` falls back to its fixed part (a month
@@ -24,11 +25,12 @@ added later has NaN baselines (its fixed thresholds decide) until its first mont
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Iterable
 
 import numpy as np
@@ -40,7 +42,10 @@ from .state import month_index
 __all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
            "column_name", "parse_call", "segment_of", "segment_order"]
 
-FEATURES = ("mou_out_mom", "arpu_mom")
+MONTHLY = ("mou_out_mom", "arpu_mom")  # baseline per data month
+DAILY = ("mou_out_30d_mom", "mou_out_14d_trend")  # baseline per day, from the days just before
+FEATURES = MONTHLY + DAILY
+POOL_DAYS = 3  # snapshot days pooled for a daily baseline
 SEGMENTS = ("mid_high_end", "potential_mid_high_end", "mass")  # built in: every deployment has them
 QUANTILES = (5, 10, 25, 50, 75, 90, 95)
 PREFIX = "baseline|"
@@ -79,10 +84,11 @@ def segment_of(features: dict[str, np.ndarray], defined: Iterable[str] = ()) -> 
 def increments(customers: list[str], features: dict[str, np.ndarray], days: np.ndarray,
                defined: Iterable[str] = ()) -> dict[str, dict[str, int]]:
     """Customer -> histogram counter increments for their snapshot rows (one row per customer
-    and day). A change is counted only when the month before had some (`*_m2` above 0)."""
+    and day). A change is counted only when the period before had some (`*_m2`, `*_prev_*` above 0)."""
     out: dict[str, dict[str, int]] = collections.defaultdict(dict)
     segment = segment_of(features, defined)
-    before = {"mou_out_mom": features["mou_out_m2"], "arpu_mom": features["arpu_m2"]}
+    before = {"mou_out_mom": features["mou_out_m2"], "arpu_mom": features["arpu_m2"],
+              "mou_out_30d_mom": features["mou_out_prev_30d"], "mou_out_14d_trend": features["mou_out_prev_14d"]}
     for name in FEATURES:
         bins = np.clip(np.searchsorted(_EDGES, features[name], side="right") - 1, 0, len(_EDGES) - 1)
         for i in np.nonzero(before[name] > 0)[0]:
@@ -111,85 +117,112 @@ def parse_call(function: str, args: list[str]) -> str:
 
 @dataclass
 class Baselines:
-    """The quantiles in force per (data month, segment, feature). A month-over-month change is a
-    month's figure: in September every customer's `mou_out_mom` compares August with July, so
-    September's snapshots make the baseline of data month August, growing day by day."""
+    """The quantiles in force per (period, segment, feature).
+
+    A month-over-month change (`MONTHLY`) is a month's figure: in September every customer's
+    `mou_out_mom` compares August with July, so September's snapshots make the baseline of data
+    month August (period: its month index), growing day by day. A rolling change (`DAILY`, the
+    last 30 or 14 days against the days before) moves a little every day: its baseline for a day
+    (period: the day's ordinal) pools the snapshots of the `POOL_DAYS` days before it."""
 
     day: date | None = None  # the newest snapshot day counted
     values: dict[tuple[int, str, str], dict[int, float]] = field(default_factory=dict)  # NaN: too few
     samples: dict[tuple[int, str, str], int] = field(default_factory=dict)
     min_samples: int = 200
+    _judged: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # daily periods, in order
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], rule: BaselineRule = BaselineRule()) -> "Baselines":
         """The baselines from the report counters (`reports.read_counts`)."""
-        hist: dict[tuple[date, str, str], np.ndarray] = {}
+        by_head: dict[str, np.ndarray] = {}  # "<day>|<segment>|<feature>" -> histogram
         for key, n in counts.items():
             if key.startswith(PREFIX):
-                day, segment, feature, b = key[len(PREFIX):].split("|")
-                h = hist.setdefault((date.fromisoformat(day), segment, feature), np.zeros(len(_EDGES), np.int64))
+                head, b = key[len(PREFIX):].rsplit("|", 1)
+                h = by_head.get(head)
+                if h is None:
+                    h = by_head[head] = np.zeros(len(_EDGES), np.int64)
                 h[int(b)] += n
+        hist: dict[tuple[date, str, str], np.ndarray] = {}
+        for head, h in by_head.items():
+            day, segment, feature = head.split("|")
+            hist[(date.fromisoformat(day), segment, feature)] = h
         days = sorted({d for d, _, _ in hist})
         out = cls(day=days[-1] if days else None, min_samples=rule.min_samples)
-        for month in sorted({_data_month(d) for d in days}):
-            for segment in sorted({s for _, s, _ in hist}):
-                for feature in FEATURES:
-                    out._follow(hist, [d for d in days if _data_month(d) == month], (month, segment, feature), rule)
+        empty = np.zeros(len(_EDGES), np.int64)
+        for segment in sorted({s for _, s, _ in hist}):
+            for feature in MONTHLY:
+                for month in sorted({_data_month(d) for d in days}):
+                    mine = [hist.get((d, segment, feature), empty) for d in days if _data_month(d) == month]
+                    out._follow([((month, segment, feature), total) for total in np.cumsum(mine, axis=0)], rule)
+            for feature in DAILY:
+                pooled = [sum(hist.get((d - timedelta(days=k), segment, feature), empty) for k in range(POOL_DAYS))
+                          for d in days]
+                out._follow([((d.toordinal() + 1, segment, feature), total) for d, total in zip(days, pooled)], rule)
+                out._judged[(segment, feature)] = [d.toordinal() + 1 for d in days]
         return out
 
-    def _follow(self, hist: dict, days: list[date], key: tuple[int, str, str], rule: BaselineRule) -> None:
-        """Add up a data month's snapshot days in order; each day a quantile steps at most
-        `max_step` from the day before (the first day with enough samples sets it)."""
-        _, segment, feature = key
-        held: dict[int, float] = {}
-        total = np.zeros(len(_EDGES), np.int64)
-        for day in days:
-            h = hist.get((day, segment, feature))
-            if h is not None:
-                total = total + h
+    def _follow(self, steps: list[tuple[tuple[int, str, str], np.ndarray]], rule: BaselineRule) -> None:
+        """Set each step's key from its histogram, in order; from one step to the next a quantile
+        moves at most `max_step` (the first step with enough samples sets it)."""
+        held = np.full(len(QUANTILES), math.nan)
+        for key, total in steps:
             n = int(total.sum())
-            for q in QUANTILES:
-                raw = _quantile(total, q) if n >= rule.min_samples else math.nan
-                last = held.get(q, math.nan)
-                held[q] = raw if math.isnan(last) or math.isnan(raw) else \
-                    float(np.clip(raw, last - rule.max_step, last + rule.max_step))
-        self.values[key], self.samples[key] = held, int(total.sum())
+            raw = _quantiles(total) if n >= rule.min_samples else np.full(len(QUANTILES), math.nan)
+            stepped = np.clip(raw, held - rule.max_step, held + rule.max_step)
+            held = np.where(np.isnan(held) | np.isnan(raw), raw, stepped)
+            self.values[key], self.samples[key] = dict(zip(QUANTILES, held.tolist())), n
 
     def segments(self) -> list[str]:
         """The built-in segments, then every other segment with a histogram."""
         return [*SEGMENTS, *sorted({s for _, s, _ in self.values} - set(SEGMENTS))]
 
     def current(self, segment: str, feature: str) -> tuple[dict[int, float], int]:
-        """The newest data month's quantiles and samples of a segment (for display and metrics)."""
-        months = [m for m, s, f in self.values if (s, f) == (segment, feature)]
-        if not months:
+        """The newest period's quantiles and samples of a segment (for display and metrics)."""
+        periods = [p for p, s, f in self.values if (s, f) == (segment, feature)]
+        if not periods:
             return {}, 0
-        key = (max(months), segment, feature)
+        key = (max(periods), segment, feature)
         return self.values[key], self.samples[key]
 
     def columns(self, features: dict[str, np.ndarray], days: np.ndarray,
                 defined: Iterable[str] = ()) -> dict[str, np.ndarray]:
         """Every `segment_pQ(feature)` as a per-customer array: the quantile of the customer's
-        segment (`segment_of(features, defined)`) for the data month their day judges. A month
-        still short of samples, in a segment that had enough the month before, is pending: -inf,
-        below every change, so that the first days of a month do not fall back to the fixed
-        thresholds for everyone."""
+        segment (`segment_of(features, defined)`) for the period their day judges."""
         segment = segment_of(features, defined)
         month = month_of(days) - 1  # the month m1 names
         out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
-        for m in np.unique(month):
-            for s in np.unique(segment):
-                mine = (month == m) & (segment == s)
-                if not mine.any():
-                    continue
-                for f in FEATURES:
-                    values = self.values.get((int(m), s, f))
-                    counting = self.samples.get((int(m), s, f), 0) < self.min_samples
-                    if counting and self.samples.get((int(m) - 1, s, f), 0) >= self.min_samples:
-                        values = {q: -math.inf for q in QUANTILES}
-                    for q in QUANTILES:
-                        out[column_name(q, f)][mine] = (values or {}).get(q, math.nan)
+        for s in np.unique(segment):
+            for m in np.unique(month[segment == s]):
+                self._fill(out, (month == m) & (segment == s), MONTHLY, self._monthly(int(m), s))
+            for d in np.unique(days[segment == s]):
+                self._fill(out, (days == d) & (segment == s), DAILY, lambda f: self._daily(int(d), s, f))
         return out
+
+    @staticmethod
+    def _fill(out: dict[str, np.ndarray], rows: np.ndarray, features: tuple[str, ...], values_of) -> None:
+        for f in features:
+            values = values_of(f) or {}
+            for q in QUANTILES:
+                out[column_name(q, f)][rows] = values.get(q, math.nan)
+
+    def _monthly(self, month: int, segment: str):
+        """A data month's quantiles of a feature. A month still short of samples, in a segment that
+        had enough the month before, is pending: -inf, below every change, so that the first days
+        of a month do not fall back to the fixed thresholds for everyone."""
+        def of(feature: str) -> dict[int, float] | None:
+            key = (month, segment, feature)
+            if self.samples.get(key, 0) < self.min_samples and \
+                    self.samples.get((month - 1, segment, feature), 0) >= self.min_samples:
+                return {q: -math.inf for q in QUANTILES}
+            return self.values.get(key)
+        return of
+
+    def _daily(self, day: int, segment: str, feature: str) -> dict[int, float] | None:
+        """The quantiles for judging `day`: its own, or the newest before it if no older than
+        `POOL_DAYS` (workers reread the histograms once a minute; a day can start before)."""
+        judged = self._judged.get((segment, feature), [])
+        k = bisect.bisect_right(judged, day) - 1
+        return self.values.get((judged[k], segment, feature)) if k >= 0 and day - judged[k] <= POOL_DAYS else None
 
 
 def _data_month(day: date) -> int:
@@ -197,8 +230,8 @@ def _data_month(day: date) -> int:
     return month_index(day.year, day.month) - 1
 
 
-def _quantile(hist: np.ndarray, q: int) -> float:
-    """The q-th percentile of a histogram, at the upper edge of the bin where it falls."""
+def _quantiles(hist: np.ndarray) -> np.ndarray:
+    """Each of `QUANTILES` of a histogram, at the upper edge of the bin where it falls."""
     cumulative = np.cumsum(hist)
-    b = int(np.searchsorted(cumulative, cumulative[-1] * q / 100.0))
-    return float(_EDGES[b] + _STEP) if b + 1 < len(_EDGES) else float(_EDGES[-1])
+    b = np.searchsorted(cumulative, cumulative[-1] * np.array(QUANTILES) / 100.0)
+    return np.where(b + 1 < len(_EDGES), _EDGES[np.minimum(b, len(_EDGES) - 1)] + _STEP, _EDGES[-1])

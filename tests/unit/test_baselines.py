@@ -15,11 +15,15 @@ DAY = date(2026, 10, 8)  # its snapshots judge September (m1)
 NEXT = date(2026, 11, 2)  # judges October
 
 
-def features(mom: list[float], mid_high: list[int] | None = None) -> dict[str, np.ndarray]:
+def features(mom: list[float], mid_high: list[int] | None = None, rolling: list[float] | None = None) -> dict[str, np.ndarray]:
+    """Snapshot features: `mom` the month-over-month change of minutes, `rolling` the 30-day one
+    (none: no 30 days before to compare with, so not counted)."""
     n = len(mom)
     return {"mou_out_mom": np.array(mom), "arpu_mom": np.zeros(n), "mou_out_m2": np.full(n, 300.0),
             "arpu_m2": np.full(n, 150.0), "mid_high_end": np.array(mid_high or [1] * n, np.float64),
-            "potential_mid_high_end": np.zeros(n)}
+            "potential_mid_high_end": np.zeros(n), "mou_out_30d_mom": np.array(rolling or [0.0] * n),
+            "mou_out_prev_30d": np.full(n, 200.0 if rolling else 0.0), "mou_out_14d_trend": np.zeros(n),
+            "mou_out_prev_14d": np.zeros(n)}
 
 
 def counts_for(days: dict[date, list[float]]) -> dict[str, int]:
@@ -93,3 +97,21 @@ def test_a_segment_the_rule_files_add_takes_its_customers_and_has_its_own_quanti
     assert p50[0] == pytest.approx(-0.475) and p50[-1] == pytest.approx(0.125)
     # Without the segment (a rule file that dropped it), its customers are judged with their built-in one.
     assert found.columns(f, day)[column_name(50, "mou_out_mom")][0] == pytest.approx(0.125)
+
+
+def test_a_rolling_change_is_judged_against_the_days_just_before_and_follows_a_slow_slide() -> None:
+    total: collections.Counter[str] = collections.Counter()
+    slide = {DAY + timedelta(days=k): -0.01 * k for k in range(20)}  # the whole base slides a point a day
+    for day, level in slide.items():
+        moms = list(np.linspace(level - 0.1, level + 0.1, 100))
+        for per_customer in increments([f"c{k}" for k in range(100)], features(moms, rolling=moms),
+                                       np.full(100, day.toordinal())).values():
+            total.update(per_customer)
+    found = Baselines.from_counts(dict(total), BaselineRule(min_samples=200, max_step=0.05))
+    judge = DAY + timedelta(days=10)
+    days = np.array([judge.toordinal(), (DAY + timedelta(days=1)).toordinal(), (DAY + timedelta(days=30)).toordinal()])
+    p50 = found.columns(features([0.0] * 3), days)[column_name(50, "mou_out_30d_mom")]
+    assert p50[0] == pytest.approx(-0.08, abs=0.015)  # the median of days 7 to 9
+    assert math.isnan(p50[1])  # one day of 100 samples: too few
+    assert math.isnan(p50[2])  # nothing counted for ten days: no baseline rather than a stale one
+    assert found.current("mid_high_end", "mou_out_30d_mom")[1] == 300
