@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -199,13 +199,14 @@ class Baselines:
         return out
 
     @staticmethod
-    def _fill(out: dict[str, np.ndarray], rows: np.ndarray, features: tuple[str, ...], values_of) -> None:
+    def _fill(out: dict[str, np.ndarray], rows: np.ndarray, features: tuple[str, ...],
+              values_of: Callable[[str], dict[int, float] | None]) -> None:
         for f in features:
             values = values_of(f) or {}
             for q in QUANTILES:
                 out[column_name(q, f)][rows] = values.get(q, math.nan)
 
-    def _monthly(self, month: int, segment: str):
+    def _monthly(self, month: int, segment: str) -> Callable[[str], dict[int, float] | None]:
         """A data month's quantiles of a feature. A month still short of samples, in a segment that
         had enough the month before, is pending: -inf, below every change, so that the first days
         of a month do not fall back to the fixed thresholds for everyone."""
