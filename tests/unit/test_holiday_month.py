@@ -24,7 +24,7 @@ from stream_app.store import MemoryWindowStore
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "alert_rules"
 START, SLUMP, AFTER = date(2026, 5, 1), "2026-08", "2026-09"
-CUSTOMERS, DAYS = 400, 128  # into September, whose month-over-month change compares August with July
+CUSTOMERS, DAYS = 300, 128  # into September, whose month-over-month change compares August with July
 
 
 def replay(slump: tuple[str, float] | None, rules: Ruleset) -> tuple[list[Alert], list[Truth]]:
