@@ -40,6 +40,11 @@ FEATURES: dict[str, Feature] = {
     "arpu_mom_z": Feature("sd", "arpu_mom against the customer's own changes of the months before: "
                                 "`zscore(arpu_mom)`; NaN with fewer than 3"),
     "arpu_cv_6m": Feature("ratio", "spend fluctuation: standard deviation / mean over the last 6 complete months"),
+    "prepaid": Feature("flag", "a prepaid line (pays by top-ups) rather than a postpaid one (monthly bills)"),
+    "postpaid_arpu_m1": Feature("yuan", "arpu_m1 of a postpaid line; 0 for prepaid, whose top-ups come in lumps, "
+                                        "so that a month without one is not read as a fall"),
+    "postpaid_arpu_mom": Feature("ratio", "arpu_mom of a postpaid line; 0 for prepaid"),
+    "postpaid_arpu_cv_6m": Feature("ratio", "arpu_cv_6m of a postpaid line; 0 for prepaid"),
     "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
     "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days 36-59 spread from months)"),
     "mou_out_30d_mom": Feature("ratio", "change of outgoing minutes, last 30 days vs the 30 before"),
@@ -183,6 +188,8 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     mou_30_mom = ratio_change(out_30, out_prev_30)
     arpu_mom = ratio_change(spend[1], spend[2])
     history = w.month0 > 0
+    postpaid = rec["prepaid"] == 0
+    arpu_cv = _share(six.std(axis=1), six.mean(axis=1))
     return {
         "tenure_days": tenure,
         "vip": rec["vip"].astype(np.float64),
@@ -190,7 +197,11 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "arpu_m2": spend[2],
         "arpu_3m": arpu_3m,
         "arpu_mom": arpu_mom,
-        "arpu_cv_6m": _share(six.std(axis=1), six.mean(axis=1)),
+        "arpu_cv_6m": arpu_cv,
+        "prepaid": (~postpaid).astype(np.float64),
+        "postpaid_arpu_m1": np.where(postpaid, spend[1], 0.0),
+        "postpaid_arpu_mom": np.where(postpaid, arpu_mom, 0.0),
+        "postpaid_arpu_cv_6m": np.where(postpaid, arpu_cv, 0.0),
         "mou_out_m0": mou[0],
         "mou_out_m1": mou[1],
         "mou_out_m2": mou[2],

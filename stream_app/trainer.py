@@ -28,7 +28,7 @@ from .events import ChurnEvent, Label, ModelEvent, Snapshot
 from .kafka_clients import client_options
 from .labels import Labeler
 from .metrics import TrainerMetrics
-from .model import Learner, ModelSnapshot
+from .model import NAMES, Learner, ModelSnapshot
 from .registry import publish
 from .settings import Settings
 
@@ -61,8 +61,8 @@ class TrainerCore:
         """Learn one label read at `offset` of churn.labels. None if it was learned before;
         otherwise whether drift was detected."""
         self.labels_offset = offset + 1
-        if label.offset <= self.learned.get(label.partition, -1):
-            return None
+        if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
+            return None  # learned before, or made by a build with other features (an upgrade's leftovers)
         self.learned[label.partition] = label.offset
         self.since_publish += 1
         return self.learner.learn(np.asarray(label.x, np.float64), label.y)
@@ -83,9 +83,14 @@ class TrainerCore:
         return pickle.dumps((self.learner, self.version, self.learned, self.labels_offset))
 
     @classmethod
-    def restore(cls, raw: bytes) -> "TrainerCore":
+    def restore(cls, raw: bytes, settings: Settings) -> "TrainerCore":
+        """The checkpointed trainer; after an upgrade that changed the model's features, a fresh
+        learner that goes on from the same place in the labels (the version number goes on too)."""
         # Written only by the trainer that holds the lease, in the operator's own Redis.
         learner, version, learned, labels_offset = pickle.loads(raw)
+        if getattr(learner, "features", None) != NAMES:
+            log.warning("the checkpointed model was made for other features: learning afresh for %s", ", ".join(NAMES))
+            learner = cls.fresh(settings).learner
         return cls(learner, version, learned, labels_offset)
 
 
@@ -189,7 +194,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     log.info("waiting for the trainer lease")
     lease.acquire(blocking=True)
     stored = client.get(keys.TRAINER_STATE)
-    core = TrainerCore.restore(stored) if stored else TrainerCore.fresh(settings)
+    core = TrainerCore.restore(stored, settings) if stored else TrainerCore.fresh(settings)
     log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
     metrics.version.set(core.version)  # what is in force, from the first scrape after a restart
     t = settings.topics

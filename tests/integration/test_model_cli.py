@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from stream_app import keys
 from stream_app.cli import main
 from stream_app.model import decode_snapshot
+from stream_app.settings import Settings
 from stream_app.trainer import TrainerCore
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_ur
     model = decode_snapshot(client.get(keys.MODEL))
     assert model.version == summary["version"] == int(client.get(keys.MODEL_VERSION))
     assert model.labels == summary["labels"] > 0
-    core = TrainerCore.restore(client.get(keys.TRAINER_STATE))
+    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings())
     assert core.learner.labels == model.labels and core.learned == {} and core.labels_offset == 0
 
     again = runner.invoke(main, ["model", "bootstrap", "--from", str(history)])

@@ -131,7 +131,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
 
         def all_learned() -> bool:
             raw = client.get(keys.TRAINER_STATE)
-            return raw is not None and TrainerCore.restore(raw).learner.labels >= due
+            return raw is not None and TrainerCore.restore(raw, Settings()).learner.labels >= due
 
         wait_for(f"{due} labels learned", all_learned, 240, logs)
         # Every trainer metric the SREs' files query is exported by this live trainer, and moved.
@@ -147,7 +147,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         trainer.wait(30)
     labels = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_LABELS"], Label)
     sources = {(lb.partition, lb.offset) for _, _, lb in labels}
-    core = TrainerCore.restore(client.get(keys.TRAINER_STATE))
+    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings())
     assert core.learner.labels == len(sources)  # every label once, though some were sent twice
     assert sum(lb.y for _, _, lb in labels) > 0  # churners gave positives, though exits were read first
     model = decode_snapshot(client.get(keys.MODEL))

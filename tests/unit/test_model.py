@@ -131,7 +131,7 @@ def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -
     labels = [Label(f"c{i}", 1000 + i, xi.tolist(), int(yi), i % 2, i // 2) for i, (xi, yi) in enumerate(zip(x, y))]
     for offset, label in enumerate(labels[:200]):
         core.learn(label, offset)
-    restored = TrainerCore.restore(core.checkpoint())
+    restored = TrainerCore.restore(core.checkpoint(), Settings())
     resent = labels[150:200]  # a labeller that restarted makes these again
     assert all(restored.learn(label, 200 + k) is None for k, label in enumerate(resent))
     for offset, label in enumerate(labels[200:], start=250):
@@ -158,3 +158,17 @@ def test_budget_figures_and_auc() -> None:
     p = np.linspace(1, 0, 10)
     assert budget_figures(y, p, 0.2) == (0.5, 1 / 3)
     assert auc(y, p) == pytest.approx((7 + 6 + 0) / 21)
+
+
+def test_after_an_upgrade_that_changed_the_features_the_trainer_learns_afresh_and_skips_old_labels() -> None:
+    core = TrainerCore.fresh(Settings())
+    x, y = examples(300)
+    for offset, (xi, yi) in enumerate(zip(x, y)):
+        core.learn(Label(f"c{offset}", 1000 + offset, xi.tolist(), int(yi), 0, offset), offset)
+    core.learner.features = ("an", "older", "feature", "list")  # as a checkpoint of an older build reads
+    restored = TrainerCore.restore(core.checkpoint(), Settings())
+    assert restored.learner.labels == 0 and restored.learner.features == NAMES
+    assert restored.version == core.version and restored.learned == core.learned  # it goes on from the same place
+    old = Label("c-old", 2000, [0.0] * (F - 1), 1, 0, 400)  # a snapshot made by the older build
+    assert restored.learn(old, 400) is None and restored.learner.labels == 0
+    assert restored.learn(Label("c-new", 2001, x[0].tolist(), 1, 0, 401), 401) is not None
