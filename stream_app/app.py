@@ -149,13 +149,14 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     @app.timer(interval=settings.baseline_refresh_s)
     async def refresh_baselines() -> None:
-        # Between batches, like the model: a batch is judged against one set of baselines.
+        # Not under the batch lock: the reread scans every report hash, and batches need not wait
+        # for it. The new set replaces the old in one assignment, and a batch derives its features
+        # without awaiting, so it is judged against one set of baselines all the same.
         get_processor()
-        async with lock:
-            try:
-                await baselines.refresh(client)
-            except RedisError as exc:
-                log.warning("could not reread the segment baselines: %s", exc)
+        try:
+            await baselines.refresh(client)
+        except RedisError as exc:
+            log.warning("could not reread the segment baselines: %s", exc)
 
     @app.task
     async def reload_on_sighup() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from . import keys
 from .baselines import FEATURES, PREFIX, QUANTILES, BaselineRule, Baselines
 from .metrics import Metrics
+from .reports import read_counts
 
 __all__ = ["BaselineSource", "read_baselines"]
 
@@ -18,12 +19,7 @@ KEEP_DAYS = 70  # histograms kept: the month judged now and the one before (pend
 
 def read_baselines(client: Any, rule: BaselineRule) -> Baselines:
     """The baselines now, with a blocking client (a single Redis or a cluster)."""
-    counts: collections.Counter[str] = collections.Counter()
-    for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
-        for name, value in client.hgetall(key).items():
-            if name.startswith(PREFIX.encode()):
-                counts[name.decode()] += int(value)
-    return Baselines.from_counts(counts, rule)
+    return Baselines.from_counts(read_counts(client, histograms=True), rule)
 
 
 class BaselineSource:
@@ -41,11 +37,12 @@ class BaselineSource:
         counts: collections.Counter[str] = collections.Counter()
         fields: dict[bytes, list[bytes]] = {}
         async for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
-            mine = [name for name in await client.hkeys(key) if name.startswith(PREFIX.encode())]
+            mine = {name: value for name, value in (await client.hgetall(key)).items()
+                    if name.startswith(PREFIX.encode())}
             if mine:
-                fields[key] = mine
-                for name, value in zip(mine, await client.hmget(key, mine)):
-                    counts[name.decode()] += int(value or 0)
+                fields[key] = list(mine)
+                for name, value in mine.items():
+                    counts[name.decode()] += int(value)
         self.current = Baselines.from_counts(counts, self.rule)
         self._export()
         if self.current.day is not None:

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -192,31 +192,24 @@ class Baselines:
         month = month_of(days) - 1  # the month m1 names
         out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
         for s in np.unique(segment):
-            for m in np.unique(month[segment == s]):
-                self._fill(out, (month == m) & (segment == s), MONTHLY, self._monthly(int(m), s))
-            for d in np.unique(days[segment == s]):
-                self._fill(out, (days == d) & (segment == s), DAILY, lambda f: self._daily(int(d), s, f))
+            mine = segment == s
+            for m in np.unique(month[mine]):
+                for f in MONTHLY:
+                    _fill(out, mine & (month == m), f, self._monthly(int(m), s, f))
+            for d in np.unique(days[mine]):
+                for f in DAILY:
+                    _fill(out, mine & (days == d), f, self._daily(int(d), s, f))
         return out
 
-    @staticmethod
-    def _fill(out: dict[str, np.ndarray], rows: np.ndarray, features: tuple[str, ...],
-              values_of: Callable[[str], dict[int, float] | None]) -> None:
-        for f in features:
-            values = values_of(f) or {}
-            for q in QUANTILES:
-                out[column_name(q, f)][rows] = values.get(q, math.nan)
-
-    def _monthly(self, month: int, segment: str) -> Callable[[str], dict[int, float] | None]:
+    def _monthly(self, month: int, segment: str, feature: str) -> dict[int, float] | None:
         """A data month's quantiles of a feature. A month still short of samples, in a segment that
         had enough the month before, is pending: -inf, below every change, so that the first days
         of a month do not fall back to the fixed thresholds for everyone."""
-        def of(feature: str) -> dict[int, float] | None:
-            key = (month, segment, feature)
-            if self.samples.get(key, 0) < self.min_samples and \
-                    self.samples.get((month - 1, segment, feature), 0) >= self.min_samples:
-                return {q: -math.inf for q in QUANTILES}
-            return self.values.get(key)
-        return of
+        key = (month, segment, feature)
+        if self.samples.get(key, 0) < self.min_samples and \
+                self.samples.get((month - 1, segment, feature), 0) >= self.min_samples:
+            return {q: -math.inf for q in QUANTILES}
+        return self.values.get(key)
 
     def _daily(self, day: int, segment: str, feature: str) -> dict[int, float] | None:
         """The quantiles for judging `day`: its own, or the newest before it if no older than
@@ -224,6 +217,11 @@ class Baselines:
         judged = self._judged.get((segment, feature), [])
         k = bisect.bisect_right(judged, day) - 1
         return self.values.get((judged[k], segment, feature)) if k >= 0 and day - judged[k] <= POOL_DAYS else None
+
+
+def _fill(out: dict[str, np.ndarray], rows: np.ndarray, feature: str, values: dict[int, float] | None) -> None:
+    for q in QUANTILES:
+        out[column_name(q, feature)][rows] = (values or {}).get(q, math.nan)
 
 
 def _data_month(day: date) -> int:

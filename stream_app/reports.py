@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from . import keys
+from .baselines import PREFIX as BASELINE_PREFIX
 from .events import REASON_CODES
 from .report_facts import CohortRule, month_label, month_of_label
 from .state import SCALE
@@ -71,12 +72,14 @@ class CohortReport:
         return asdict(self)
 
 
-def read_counts(client: Any) -> dict[str, int]:
-    """Every report counter, summed over the hashes of all nodes (see `keys.report`)."""
+def read_counts(client: Any, histograms: bool = False) -> dict[str, int]:
+    """Every report counter, summed over the hashes of all nodes (see `keys.report`); with
+    `histograms`, the segment baselines' histograms instead, which share those hashes."""
     totals: collections.Counter[str] = collections.Counter()
+    prefix = BASELINE_PREFIX.encode()
     for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
         for name, value in client.hgetall(key).items():
-            if not name.startswith(b"baseline|"):  # segment histograms (baselines.py), pruned as they age
+            if name.startswith(prefix) == histograms:
                 totals[name.decode()] += int(value)
     # A leaver's corrections can bring a counter back to 0 (`report_facts._correct`): nothing counted.
     return {name: total for name, total in totals.items() if total}

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
+from .baselines import PREFIX as BASELINE_PREFIX
 from .state import SEQ_OFFSET
 
 __all__ = ["Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "connect_redis_sync",
@@ -106,7 +107,7 @@ class MemoryWindowStore:
             else:
                 self.data[customer] = blob
                 for name, delta in (report or {}).get(customer, {}).items():
-                    (self.baselines if name.startswith("baseline|") else self.report)[name] += delta
+                    (self.baselines if name.startswith(BASELINE_PREFIX) else self.report)[name] += delta
         return conflicts
 
     async def close(self) -> None:

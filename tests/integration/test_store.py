@@ -103,3 +103,51 @@ def redis_client(store: RedisWindowStore):
         node = store.client.get_nodes()[0]
         return RedisCluster(host=node.host, port=node.port)
     return redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs.get("db", 0))
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "redis_cluster"])
+def test_baselines_read_back_the_same_by_command_and_by_worker_and_old_days_are_pruned(
+        request: pytest.FixtureRequest, cluster: bool) -> None:
+    from datetime import date, timedelta
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.baseline_store import KEEP_DAYS, BaselineSource, read_baselines
+    from stream_app.baselines import BaselineRule, increments
+    from stream_app.metrics import Metrics
+
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    flush(url, cluster)
+    today, old = date(2026, 10, 8), date(2026, 10, 8) - timedelta(days=KEEP_DAYS + 5)
+    customers = [f"86138{i:08d}" for i in range(300)]  # spread over every node of a cluster
+    n = len(customers)
+    features = {"mou_out_mom": np.linspace(-0.5, 0.5, n), "arpu_mom": np.zeros(n), "mou_out_m2": np.full(n, 300.0),
+                "arpu_m2": np.zeros(n), "mou_out_30d_mom": np.zeros(n), "mou_out_prev_30d": np.zeros(n),
+                "mou_out_14d_trend": np.zeros(n), "mou_out_prev_14d": np.zeros(n),
+                "mid_high_end": np.ones(n), "potential_mid_high_end": np.zeros(n)}
+    report = increments(customers, features, np.full(n, today.toordinal()))
+    for c, old_counts in increments(customers, features, np.full(n, old.toordinal())).items():
+        report[c].update(old_counts)
+    rule = BaselineRule(min_samples=200)
+
+    async def go() -> None:
+        store = RedisWindowStore(connect_redis(url, cluster), ttl_s=3600)
+        await store.save({c: (0, state(c, 1, 1)) for c in customers}, report)
+        sync = redis_client(store)
+        by_command = read_baselines(sync, rule)
+        source = BaselineSource(rule, Metrics(CollectorRegistry()))
+        await source.refresh(store.client)
+        # Compared as text, so that the NaNs of too-small histograms compare equal.
+        assert repr(sorted(by_command.values.items())) == repr(sorted(source.current.values.items()))
+        assert by_command.samples == source.current.samples and by_command.day == today
+        p50, samples = source.current.current("mid_high_end", "mou_out_mom")
+        assert samples == n and p50[50] == pytest.approx(0.0, abs=0.03)
+        # The refresh dropped the histogram older than KEEP_DAYS; the report counters are untouched.
+        left = read_counts(sync, histograms=True)
+        assert left and not any(old.isoformat() in name for name in left)
+        assert read_counts(sync) == {}
+        sync.close()
+        await store.close()
+
+    asyncio.run(go())
