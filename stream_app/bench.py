@@ -20,6 +20,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from .embedded.servers import redis_server
+from .keys import customer_state
 from .metrics import Metrics
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .rules import load_rules
@@ -54,7 +55,9 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
         client = redis.Redis.from_url(url)
         before = client.info("memory")["used_memory"]
         seconds = asyncio.run(_feed(settings, url, records, batch))
-        sample = random.Random(seed).sample(list(client.scan_iter("cw:*", count=1000)), k=min(2000, customers))
+        # Customers' states only: the report and baseline hashes are shared, not per customer.
+        states = list(client.scan_iter(customer_state("*"), count=1000))
+        sample = random.Random(seed).sample(states, k=min(2000, len(states)))
         per_key = memory_per_key(client, sample)
         used = (client.info("memory")["used_memory"] - before) / customers
         client.close()
