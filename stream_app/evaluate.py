@@ -38,6 +38,7 @@ class Evaluation:
     auc_batch_reference: float
     precision_at_budget: float
     recall_at_budget: float
+    precision_at_budget_online: float  # the same calls chosen by the model's score alone
     top_decile_lift: float
     lead_time_days_median: float
     churners_warned_high: int
@@ -106,15 +107,16 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     start = int(days.min() + (last - days.min()) * (1 - test_share))
     test = (days >= start) & (days <= last)
     train = days + horizon < start
-    precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day,
-                                       max(1, math.ceil(budget_share * len(churn_dates))))
+    per_week = max(1, math.ceil(budget_share * len(churn_dates)))
+    precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week)
+    precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
     leads = _lead_times(alerts, churn_day)
     return Evaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
         test_positives=int(y[test].sum()),
         auc_online=auc(y[test], online[test]), auc_rules=auc(y[test], rules[test]),
         auc_combined=auc(y[test], combined[test]), auc_batch_reference=_batch_reference(x, y, train, test),
-        precision_at_budget=precision, recall_at_budget=recall,
+        precision_at_budget=precision, recall_at_budget=recall, precision_at_budget_online=precision_online,
         top_decile_lift=lift(y[test], combined[test], 0.1),
         lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,

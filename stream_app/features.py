@@ -15,7 +15,7 @@ import numpy as np
 
 from .state import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
-__all__ = ["FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change"]
+__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,13 @@ class Feature:
     unit: str
     description: str
 
+
+#: Periods (first and last day aged + 1) in which calls are compared with the customer's usual:
+#: five weeks from the daily buckets, then two four-week spans from the months. A decline
+#: that runs for months shows as a shortfall in every period; a dip of a week or three
+#: shows in the recent ones only. Counted in standard deviations, so that one week of a
+#: customer with two calls a day weighs less than one of a customer with twenty.
+CALL_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63, 91))
 
 FEATURES: dict[str, Feature] = {
     "tenure_days": Feature("days", "days since activation"),
@@ -53,6 +60,12 @@ FEATURES: dict[str, Feature] = {
     "mou_out_prev_14d": Feature("minutes", "outgoing minutes in the 14 days before that"),
     "mou_out_14d_trend": Feature("ratio", "change of outgoing minutes, last 14 days vs the 14 before"),
     "calls_out_30d": Feature("calls", "outgoing calls in the last 30 days"),
+    "calls_usual": Feature("calls/day", "calls made and received a day in months m3-m6 (those with any): the "
+                                        "customer's usual, from before the last quarter; 0 without such months"),
+    **{f"calls_z_d{a}_{b}": Feature("sd", f"calls made and received in days aged {a}-{b - 1} against the usual "
+                                          f"(expected = `calls_usual` x {b - a}), in Poisson standard deviations: "
+                                          "(calls - expected) / sqrt(expected + 1); 0 without a usual")
+       for a, b in CALL_PERIODS},
     "cs_calls_30d": Feature("calls", "calls to customer service in the last 30 days"),
     "cs_calls_prev": Feature("calls", "calls to customer service in the last complete month"),
     "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
@@ -136,19 +149,54 @@ def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndar
     return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) / SCALE.get(counter, 1.0)
 
 
-def _prev_30d(w: Windows, now_day: np.ndarray, counter: str) -> np.ndarray:
-    """Days aged 30-59: the last daily buckets, then the months spread evenly over their days."""
-    total = _days(w, now_day, counter, 30, N_DAYS)
-    for day in np.unique(now_day[now_day > 60]):  # 0: no usage yet, nothing to spread
+def _aged(w: Windows, now_day: np.ndarray, counters: tuple[str, ...], start: int, stop: int) -> np.ndarray:
+    """Sum of `counters` over days aged [start, stop) before `now_day`: the daily buckets where
+    they reach, then the months spread evenly over their days."""
+    total = sum(_days(w, now_day, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
+        else np.zeros(len(now_day))
+    cols = [C[c] for c in counters]
+    scale = np.array([SCALE.get(c, 1.0) for c in counters])
+    for day in np.unique(now_day[now_day > 0]):  # 0: no usage yet, nothing to spread
         rows = np.nonzero(now_day == day)[0]
-        dates = [date.fromordinal(int(day) - age) for age in range(N_DAYS, 60)]
-        for d in dates:
-            share = 1.0 / calendar.monthrange(d.year, d.month)[1]
-            idx = w.month0[rows] - month_index(d.year, d.month)
+        # How much of each month the period covers: its days there / the month's days.
+        share: dict[int, float] = {}
+        for age in range(max(N_DAYS, start), stop):
+            d = date.fromordinal(int(day) - age)
+            key = month_index(d.year, d.month)
+            share[key] = share.get(key, 0.0) + 1.0 / calendar.monthrange(d.year, d.month)[1]
+        for key, part in share.items():
+            idx = w.month0[rows] - key
             ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0[rows] > 0)
-            total[rows] += np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) * share \
-                / SCALE.get(counter, 1.0)
+            months = w.monthly[rows[:, None], np.clip(idx, 0, N_MONTHS - 1)[:, None], cols] / scale
+            total[rows] += np.where(ok, months.sum(axis=1), 0.0) * part
     return total
+
+
+def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
+    """Calls made and received a day over months m3-m6, those with any calls."""
+    months = np.stack([_month(w, now_month, "out_calls", a) + _month(w, now_month, "in_calls", a)
+                       for a in range(3, 7)], axis=1)
+    return _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
+
+
+def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
+    by_age = _by_age(w, now_day, ("out_calls", "in_calls"))
+    out = {}
+    for a, b in CALL_PERIODS:
+        expected = usual * (b - a)
+        calls = by_age[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, ("out_calls", "in_calls"), a, b)
+        out[f"calls_z_d{a}_{b}"] = np.where(usual > 0, (calls - expected) / np.sqrt(expected + 1.0), 0.0)
+    return out
+
+
+def _by_age(w: Windows, now_day: np.ndarray, counters: tuple[str, ...]) -> np.ndarray:
+    """(customers, N_DAYS): the daily counters' sum on the day aged k in column k, 0 where not held."""
+    ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
+    rows, buckets = np.nonzero((ages >= 0) & (ages < N_DAYS) & (w.day0[:, None] > 0))
+    out = np.zeros((len(now_day), N_DAYS))
+    scale = np.array([SCALE.get(c, 1.0) for c in counters])
+    out[rows, ages[rows, buckets]] = (w.daily[rows, buckets][:, [D[c] for c in counters]] / scale).sum(axis=1)
+    return out
 
 
 def month_of(ordinals: np.ndarray) -> np.ndarray:
@@ -173,8 +221,9 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     in_m1 = _month(w, now_month, "in_min", 1)
     mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
     calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
+    usual = _usual_calls(w, now_month)
     out_30 = _days(w, now_day, "out_min", 0, 30)
-    out_prev_30 = _prev_30d(w, now_day, "out_min")
+    out_prev_30 = _aged(w, now_day, ("out_min",), 30, 60)
     last_use = rec["last_seen"][:, :3].max(axis=1).astype(np.float64)
     last_use_day = np.where(last_use > 0, np.floor(last_use / 86400.0) + _EPOCH, 0)
     exit_day = np.where(rec["exit_ts"] > 0, np.floor(rec["exit_ts"] / 86400.0) + _EPOCH, 0)
@@ -216,6 +265,8 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
         "calls_out_30d": _days(w, now_day, "out_calls", 0, 30),
+        "calls_usual": usual,
+        **_call_shortfalls(w, now_day, usual),
         "cs_calls_30d": _days(w, now_day, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
         "dropped_rate_30d": _share(_days(w, now_day, "dropped_calls", 0, 30), calls_30),

@@ -1,0 +1,64 @@
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+from typing import Callable
+
+import numpy as np
+
+from stream_app.events import decode_cdr
+from stream_app.features import CALL_PERIODS, derive
+from stream_app.state import Windows
+from stream_app.windows import Envelope, apply
+from tests.factories import cdr
+
+SH = ZoneInfo("Asia/Shanghai")
+FIRST, LAST = date(2026, 1, 1), date(2026, 7, 31)  # judged on the last day, 31 July
+STEADY, DECLINER, DIPPER = "8613800000001", "8613800000002", "8613800000003"
+
+
+def calls_a_day(customer: str, day: date) -> int:
+    """Six calls a day for months; the decliner falls to one over the last 70 days,
+    the dipper makes none in the last 10."""
+    left = (LAST - day).days
+    if customer == DECLINER and left < 70:
+        return 1 + round(5 * left / 70)
+    if customer == DIPPER and left < 10:
+        return 0
+    return 6
+
+
+def windows(calls: Callable[[str, date], int]) -> Windows:
+    customers = [STEADY, DECLINER, DIPPER]
+    w = Windows.load(customers, [None] * len(customers))
+    offset = 0
+    day = FIRST
+    while day <= LAST:
+        batch = []
+        for row, c in enumerate(customers):
+            for k in range(calls(c, day)):
+                raw = cdr(c, f"{day.isoformat()}T{9 + k:02d}:00:00+08:00", duration_s=60)
+                batch.append((row, Envelope(0, 0, offset, decode_cdr(raw))))
+                offset += 1
+        apply(w, batch, SH, 3)
+        day += timedelta(days=1)
+    return w
+
+
+def test_call_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
+    f = derive(windows(calls_a_day), np.full(3, LAST.toordinal()))
+    assert np.allclose(f["calls_usual"], 6.0, atol=0.2)
+    z = {(a, b): f[f"calls_z_d{a}_{b}"] for a, b in CALL_PERIODS}
+    steady, decliner, dipper = 0, 1, 2
+    assert all(abs(v[steady]) < 1.5 for v in z.values())
+    # The decline shows in every period that reaches into it, the oldest least.
+    assert all(v[decliner] < -3 for (a, _), v in z.items() if a < 63)
+    assert z[(0, 7)][decliner] < z[(35, 63)][decliner] < 0
+    # The dip only in the days it lasted.
+    assert z[(0, 7)][dipper] < -5 and z[(7, 14)][dipper] < -2
+    assert all(abs(v[dipper]) < 1.5 for (a, _), v in z.items() if a >= 14)
+
+
+def test_rolling_30_days_before_reach_into_the_months() -> None:
+    f = derive(windows(lambda c, d: 6), np.full(3, LAST.toordinal()))
+    # Days aged 30-59: five from the daily buckets, the rest spread from June and July.
+    assert np.allclose(f["mou_out_prev_30d"], 6 * 30, rtol=0.02)
+    assert np.allclose(f["mou_out_30d_mom"], 0.0, atol=0.02)
