@@ -205,9 +205,10 @@ class Label(Struct, frozen=True, array_like=True):
 
 
 class ModelEvent(Struct, frozen=True):
-    """Something the trainer wants people to know: drift detected, a model published."""
+    """Something the trainer wants people to know: drift detected and how the challenger's
+    trial ended (replaced or kept, `model.Learner`), a model published."""
 
-    kind: Literal["drift", "published", "refused"]
+    kind: Literal["drift", "replaced", "kept", "published", "refused"]
     version: int
     labels: int
     at: AwareTime

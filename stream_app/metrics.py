@@ -104,6 +104,11 @@ class TrainerMetrics:
                              registry=registry)
         self.drift = Counter("churnwatch_model_drift_total", "Drift detections on the model's error stream",
                              registry=registry)
+        self.challenges = Counter("churnwatch_model_challenges_total",
+                                  "Trials of a challenger after drift, by outcome: replaced the model, or kept it",
+                                  ["outcome"], registry=registry)
+        for outcome in ("replaced", "kept"):
+            self.challenges.labels(outcome)
         self.figures = {
             name: Gauge(f"churnwatch_model_{name}", f"Progressive validation over the last labels: {name}",
                         registry=registry)

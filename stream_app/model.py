@@ -8,6 +8,7 @@ each score is explained by its largest terms (weight x standardised value).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 import pickle
@@ -20,10 +21,10 @@ import numpy as np
 from river import compose, drift, forest, linear_model, optim, preprocessing
 
 from .features import CALL_PERIODS
-from .validation import ProgressiveValidation
+from .validation import ProgressiveValidation, auc
 
 __all__ = [
-    "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Learner", "Driver",
+    "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Adaptation", "Learner", "Driver",
     "model_inputs", "encode_snapshot", "decode_snapshot",
 ]
 
@@ -173,12 +174,50 @@ def _river_model(kind: str) -> compose.Pipeline:
     return scaled | linear_model.LogisticRegression(optimizer=optim.AdaGrad(LEARNING_RATE))
 
 
+def _predict_then_learn(model: compose.Pipeline, kind: str, x: dict[str, float], y: bool) -> float:
+    """The model's score of `x` before it learns (`x`, `y`)."""
+    if kind != "logistic":
+        p = float(model.predict_proba_one(x).get(True, 0.0))
+        model.learn_one(x, y)
+        return p
+    # The pipeline's steps by hand, so that `x` is standardised once for both the score
+    # and the step (the pipeline would do it twice): half the cost of a label.
+    scaler, clip, lr = model.steps.values()
+    z = clip.transform_one(scaler.transform_one(x))
+    p = float(lr.predict_proba_one(z).get(True, 0.0))
+    scaler.learn_one(x)
+    lr.learn_one(z, y)
+    return p
+
+
+def _log_loss(p: float, y: int) -> float:
+    """Capped at 5, so that one confident miss does not swamp ADWIN's window."""
+    q = min(max(p, 1e-7), 1 - 1e-7)
+    return min(5.0, -math.log(q if y else 1 - q))
+
+
+class Adaptation(enum.Enum):
+    """What a label changed in how the learner follows drift (see `Learner`)."""
+
+    NONE = "none"
+    DRIFT = "drift"  # ADWIN flagged a change: a challenger starts from the recent labels
+    REPLACED = "replaced"  # the challenger predicted the trial's labels better and took over
+    KEPT = "kept"  # the model predicted them better: the challenger is dropped
+
+
 class Learner:
     """The trainer's model: predict, then learn, one label at a time; watches its own error.
 
-    Drift policy: ADWIN watches the log loss of each prediction. When it flags a change,
-    the model restarts from the labels in the validation window (the most recent ones), so
-    what it learned before the change stops weighing on the scores, and learning goes on.
+    Drift policy: ADWIN watches the log loss of each prediction. When it flags a change, a
+    challenger is trained on the labels in the validation window (the most recent ones),
+    and for the next window of labels both predict, then learn, each label. The one that
+    ranked them better (ROC AUC) is kept: the scores decide who is called first, and a fresh
+    model, with its larger steps, always follows the latest base rate more closely, which
+    log loss would reward. A lasting change (customers who behave otherwise now) makes the
+    challenger win, and what was learned before stops weighing on the scores; a passing one
+    leaves the model as it was. On the simulator, whose labels come a day of customers at a
+    time, ADWIN flags about one change a month: restarting on each cost the weekly call list
+    a sixth of its precision.
     """
 
     def __init__(self, kind: Literal["logistic", "forest"], window: int, budget_share: float) -> None:
@@ -189,44 +228,49 @@ class Learner:
         self.features = NAMES  # what it was made for: a build with other features starts afresh
         self.labels = 0
         self.drifts = 0
+        self.replaced = 0
         self._last_reset = 0
+        self.challenger: compose.Pipeline | None = None
+        self._trial: list[tuple[float, float, int]] = []  # the model's and the challenger's score, the label
 
     def predict(self, x: np.ndarray) -> float:
         return float(self.model.predict_proba_one(dict(zip(NAMES, x.tolist()))).get(True, 0.0))
 
-    def learn(self, x: np.ndarray, y: int) -> bool:
-        """Score `x`, record the score against `y`, learn. True if drift was detected."""
-        p = self._predict_then_learn(dict(zip(NAMES, x.tolist())), bool(y))
+    def learn(self, x: np.ndarray, y: int) -> Adaptation:
+        """Score `x`, record the score against `y`, learn; and what that changed in following drift."""
+        features = dict(zip(NAMES, x.tolist()))
+        p = _predict_then_learn(self.model, self.kind, features, bool(y))
         self.validation.add(x, y, p)
-        q = min(max(p, 1e-7), 1 - 1e-7)
-        self.detector.update(min(5.0, -math.log(q if y else 1 - q)))
+        self.detector.update(_log_loss(p, y))
         self.labels += 1
+        if self.challenger is not None:
+            self._trial.append((p, _predict_then_learn(self.challenger, self.kind, features, bool(y)), y))
+            return self._judge()
         if self.detector.drift_detected and self.labels - self._last_reset >= self.validation.size:
-            self._restart_from_window()
-            return True
-        return False
+            self._challenge()
+            return Adaptation.DRIFT
+        return Adaptation.NONE
 
-    def _predict_then_learn(self, x: dict[str, float], y: bool) -> float:
-        if self.kind != "logistic":
-            p = float(self.model.predict_proba_one(x).get(True, 0.0))
-            self.model.learn_one(x, y)
-            return p
-        # The pipeline's steps by hand, so that `x` is standardised once for both the score
-        # and the step (the pipeline would do it twice): half the cost of a label.
-        scaler, clip, lr = self.model.steps.values()
-        z = clip.transform_one(scaler.transform_one(x))
-        p = float(lr.predict_proba_one(z).get(True, 0.0))
-        scaler.learn_one(x)
-        lr.learn_one(z, y)
-        return p
-
-    def _restart_from_window(self) -> None:
+    def _challenge(self) -> None:
         self.drifts += 1
         self._last_reset = self.labels
-        self.model = _river_model(self.kind)
+        self.challenger = _river_model(self.kind)
+        self._trial = []
         xs, ys, _ = self.validation.window()
         for x, y in zip(xs, ys):
-            self.model.learn_one(dict(zip(NAMES, x.tolist())), bool(y))
+            self.challenger.learn_one(dict(zip(NAMES, x.tolist())), bool(y))
+
+    def _judge(self) -> Adaptation:
+        if len(self._trial) < self.validation.size:
+            return Adaptation.NONE
+        model, challenger, y = (np.array(v) for v in zip(*self._trial))
+        won = bool(auc(y, challenger) > auc(y, model))  # NaN (one class only): no evidence, keep
+        if won:
+            self.model = self.challenger
+            self.replaced += 1
+        self.challenger, self._trial = None, []
+        self._last_reset = self.labels
+        return Adaptation.REPLACED if won else Adaptation.KEPT
 
     def snapshot(self, version: int) -> ModelSnapshot:
         scaler = self.model.steps["StandardScaler"]

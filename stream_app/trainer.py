@@ -28,7 +28,7 @@ from .events import ChurnEvent, Label, ModelEvent, Snapshot
 from .kafka_clients import client_options
 from .labels import Labeler
 from .metrics import TrainerMetrics
-from .model import NAMES, Learner, ModelSnapshot
+from .model import NAMES, Adaptation, Learner, ModelSnapshot
 from .registry import publish
 from .settings import Settings
 
@@ -57,9 +57,9 @@ class TrainerCore:
     def fresh(cls, settings: Settings) -> "TrainerCore":
         return cls(Learner(settings.model_kind, settings.validation_window, settings.call_budget_share))
 
-    def learn(self, label: Label, offset: int) -> bool | None:
+    def learn(self, label: Label, offset: int) -> Adaptation | None:
         """Learn one label read at `offset` of churn.labels. None if it was learned before;
-        otherwise whether drift was detected."""
+        otherwise what it changed in following drift."""
         self.labels_offset = offset + 1
         if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
             return None  # learned before, or made by a build with other features (an upgrade's leftovers)
@@ -221,17 +221,13 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
             for records in labels_in.poll(timeout_ms=100 if made else 500, max_records=50_000).values():
                 for r in records:
                     label = decode_label(r.value)
-                    drifted = core.learn(label, r.offset)
-                    if drifted is None:
+                    change = core.learn(label, r.offset)
+                    if change is None:
                         continue
                     learned += 1
                     metrics.labels.labels(str(label.y)).inc()
-                    if drifted:
-                        metrics.drift.inc()
-                        log.warning("drift in the model's error stream after %d labels: retrained on the last %d",
-                                    core.learner.labels, core.learner.validation.size)
-                        event("drift", f"ADWIN flagged a change in log loss; model restarted from the last "
-                                       f"{core.learner.validation.size} labels")
+                    if change is not Adaptation.NONE:
+                        _adapted(change, core.learner, metrics, event)
             if core.due(settings):
                 snapshot = _publish(client, core, metrics)
                 event("published", f"figures {snapshot.figures}")
@@ -246,6 +242,22 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
         labelling.close()
         labels_in.close()
         lease.release()
+
+
+def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, event: Callable[[str, str], None]) -> None:
+    """Count, log and announce a step of the drift policy (`model.Learner`)."""
+    n = learner.validation.size
+    if change is Adaptation.DRIFT:
+        metrics.drift.inc()
+        detail = (f"ADWIN flagged a change in log loss after {learner.labels} labels: a challenger learned the "
+                  f"last {n} labels; whichever predicts the next {n} better is kept")
+    else:
+        metrics.challenges.labels(change.value).inc()
+        detail = (f"the challenger predicted the last {n} labels better and replaced the model"
+                  if change is Adaptation.REPLACED else
+                  f"the model predicted the last {n} labels better than the challenger and is kept")
+    log.warning("%s", detail)
+    event("drift" if change is Adaptation.DRIFT else change.value, detail)
 
 
 def _json(value: object) -> bytes:

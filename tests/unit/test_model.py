@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from stream_app.events import ChurnEvent, Label, Snapshot
 from stream_app.labels import Labeler
 from stream_app.metrics import Metrics
-from stream_app.model import NAMES, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot
+from stream_app.model import NAMES, Adaptation, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot
 from stream_app.registry import ScorerSource
 from stream_app.settings import Settings
 from stream_app.trainer import TrainerCore
@@ -17,12 +17,13 @@ from stream_app.validation import auc, budget_figures
 F = len(NAMES)
 
 
-def examples(n: int, seed: int = 1, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Churn driven by two features (days since active up, minutes trend down), plus noise."""
+def examples(n: int, seed: int = 1, flip: bool = False, base: float = -2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Churn driven by two features (days since active up, minutes trend down), plus noise;
+    `base`: the log-odds of churn of an average customer."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (n, F))
     signal = 1.5 * x[:, NAMES.index("days_since_active")] - 1.5 * x[:, NAMES.index("mou_out_30d_mom")]
-    y = (rng.random(n) < 1 / (1 + np.exp(-(signal * (-1 if flip else 1) - 2.5)))).astype(int)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(signal * (-1 if flip else 1) + base)))).astype(int)
     return x, y
 
 
@@ -142,15 +143,31 @@ def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -
     assert core.learner.predict(probe) == restored.learner.predict(probe)
 
 
-def test_after_a_concept_flip_drift_is_detected_and_the_model_recovers() -> None:
+def follow(learner: Learner, parts: list[tuple[int, int, bool, float]]) -> list[Adaptation]:
+    """Feed (labels, seed, flipped, base) parts in order; what each label changed."""
+    changes = []
+    for n, seed, flip, base in parts:
+        x, y = examples(n, seed=seed, flip=flip, base=base)
+        changes += [learner.learn(xi, int(yi)) for xi, yi in zip(x, y)]
+    return changes
+
+
+def test_after_a_lasting_concept_flip_a_challenger_replaces_the_model_and_scores_recover() -> None:
     learner = Learner("logistic", 1000, 0.05)
-    drifted = []
-    for part, flip in ((0, False), (1, True)):
-        x, y = examples(6000, seed=10 + part, flip=flip)
-        for xi, yi in zip(x, y):
-            drifted.append(learner.learn(xi, int(yi)))
-    assert learner.drifts >= 1 and any(drifted[6000:])
+    changes = follow(learner, [(6000, 10, False, -2.5), (6000, 11, True, -2.5)])
+    assert Adaptation.DRIFT in changes[6000:]
+    assert changes.index(Adaptation.REPLACED) > changes.index(Adaptation.DRIFT, 6000)
+    assert learner.drifts >= 1 and learner.replaced >= 1
     assert learner.validation.figures()["auc"] > 0.75
+
+
+@pytest.mark.parametrize("seed", [20, 30, 40])
+def test_a_passing_rise_in_churn_is_flagged_but_the_model_that_ranks_customers_well_is_kept(seed: int) -> None:
+    # Churn rises for a while (a competitor's campaign), driven by the same signs as before.
+    learner = Learner("logistic", 1000, 0.05)
+    changes = follow(learner, [(6000, seed, False, -2.5), (2000, seed + 1, False, -1.0), (3000, seed + 2, False, -2.5)])
+    assert Adaptation.DRIFT in changes[6000:] and Adaptation.KEPT in changes
+    assert Adaptation.REPLACED not in changes and learner.replaced == 0
 
 
 def test_budget_figures_and_auc() -> None:
