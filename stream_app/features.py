@@ -180,6 +180,7 @@ def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
 
 
 def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
+    """`calls_z_d<a>_<b>` for every period of `CALL_PERIODS`."""
     by_age = _by_age(w, now_day, ("out_calls", "in_calls"))
     out = {}
     for a, b in CALL_PERIODS:

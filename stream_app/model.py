@@ -201,8 +201,8 @@ class Adaptation(enum.Enum):
 
     NONE = "none"
     DRIFT = "drift"  # ADWIN flagged a change: a challenger starts from the recent labels
-    REPLACED = "replaced"  # the challenger predicted the trial's labels better and took over
-    KEPT = "kept"  # the model predicted them better: the challenger is dropped
+    REPLACED = "replaced"  # the challenger ranked the trial's labels better and took over
+    KEPT = "kept"  # the model ranked them at least as well: the challenger is dropped
 
 
 class Learner:

@@ -250,12 +250,12 @@ def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, even
     if change is Adaptation.DRIFT:
         metrics.drift.inc()
         detail = (f"ADWIN flagged a change in log loss after {learner.labels} labels: a challenger learned the "
-                  f"last {n} labels; whichever predicts the next {n} better is kept")
+                  f"last {n} labels; whichever ranks the next {n} better is kept")
     else:
         metrics.challenges.labels(change.value).inc()
-        detail = (f"the challenger predicted the last {n} labels better and replaced the model"
+        detail = (f"the challenger ranked the last {n} labels better and replaced the model"
                   if change is Adaptation.REPLACED else
-                  f"the model predicted the last {n} labels better than the challenger and is kept")
+                  f"the model ranked the last {n} labels at least as well as the challenger and is kept")
     log.warning("%s", detail)
     event("drift" if change is Adaptation.DRIFT else change.value, detail)
 

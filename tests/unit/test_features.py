@@ -1,6 +1,6 @@
 from datetime import date, timedelta
-from zoneinfo import ZoneInfo
 from typing import Callable
+from zoneinfo import ZoneInfo
 
 import numpy as np
 

@@ -7,11 +7,11 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.events import ChurnEvent, Label, Snapshot
 from stream_app.labels import Labeler
-from stream_app.metrics import Metrics
+from stream_app.metrics import Metrics, TrainerMetrics
 from stream_app.model import NAMES, Adaptation, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot
 from stream_app.registry import ScorerSource
 from stream_app.settings import Settings
-from stream_app.trainer import TrainerCore
+from stream_app.trainer import TrainerCore, _adapted
 from stream_app.validation import auc, budget_figures
 
 F = len(NAMES)
@@ -168,6 +168,20 @@ def test_a_passing_rise_in_churn_is_flagged_but_the_model_that_ranks_customers_w
     changes = follow(learner, [(6000, seed, False, -2.5), (2000, seed + 1, False, -1.0), (3000, seed + 2, False, -2.5)])
     assert Adaptation.DRIFT in changes[6000:] and Adaptation.KEPT in changes
     assert Adaptation.REPLACED not in changes and learner.replaced == 0
+
+
+def test_each_step_of_the_drift_policy_is_counted_and_announced() -> None:
+    metrics = TrainerMetrics(CollectorRegistry())
+    events: list[tuple[str, str]] = []
+    learner = Learner("logistic", 1000, 0.05)
+    for change in (Adaptation.DRIFT, Adaptation.REPLACED, Adaptation.DRIFT, Adaptation.KEPT):
+        _adapted(change, learner, metrics, lambda kind, detail: events.append((kind, detail)))
+    value = metrics.registry.get_sample_value
+    assert value("churnwatch_model_drift_total") == 2
+    assert value("churnwatch_model_challenges_total", {"outcome": "replaced"}) == 1
+    assert value("churnwatch_model_challenges_total", {"outcome": "kept"}) == 1
+    assert [kind for kind, _ in events] == ["drift", "replaced", "drift", "kept"]
+    assert "replaced the model" in events[1][1] and "is kept" in events[3][1]
 
 
 def test_budget_figures_and_auc() -> None:
