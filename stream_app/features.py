@@ -136,9 +136,7 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
     """Sum of a daily counter over days aged [start, stop) before `now_day`, in its unit."""
-    ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
-    mask = (ages >= start) & (ages < stop) & (w.day0[:, None] > 0)
-    return (w.daily[:, :, D[counter]] * mask).sum(axis=1) / SCALE.get(counter, 1.0)
+    return _by_age(w, now_day, (counter,))[:, start:stop].sum(axis=1)
 
 
 def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndarray:
