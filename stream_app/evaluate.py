@@ -18,7 +18,7 @@ from datetime import date
 
 import numpy as np
 
-from .alerts import LEVEL_RISK
+from .alerts import LEVEL_RISK, AlertPolicy
 from .events import Alert, Snapshot
 from .validation import auc, lift
 
@@ -39,6 +39,9 @@ class Evaluation:
     precision_at_budget: float
     recall_at_budget: float
     precision_at_budget_online: float  # the same calls chosen by the model's score alone
+    # As the call queue makes them: a customer called is not called again within the alert
+    # cooldown. The weekly figure above counts a decliner on the list week after week each time.
+    precision_at_budget_cooldown: float
     top_decile_lift: float
     lead_time_days_median: float
     churners_warned_high: int
@@ -47,20 +50,25 @@ class Evaluation:
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
-                   churn_day: dict[str, int], per_week: int) -> tuple[float, float]:
-    """Each week, call the `per_week` customers with the highest score that week (once each):
-    precision over all calls, and recall over the churners who had a snapshot in the period."""
+                   churn_day: dict[str, int], per_week: int, cooldown: int = 0) -> tuple[float, float]:
+    """Each week, call the `per_week` customers with the highest score that week (once each),
+    skipping those called less than `cooldown` days before: precision over all calls, and
+    recall over the churners who had a snapshot in the period."""
     hits, calls, caught = 0, 0, set()
+    called: dict[str, int] = {}  # customer -> day of the last call
     weeks = (days - days.min()) // 7
     for w in np.unique(weeks):
         idx = np.nonzero(weeks == w)[0]
         best: dict[str, int] = {}
         for i in idx:
+            if days[i] - called.get(customers[i], -cooldown) < cooldown:
+                continue
             if customers[i] not in best or score[i] > score[best[customers[i]]]:
                 best[customers[i]] = i
         top = sorted(best.values(), key=lambda i: -score[i])[:per_week]
         calls += len(top)
         for i in top:
+            called[customers[i]] = int(days[i])
             if y[i]:
                 hits += 1
                 caught.add(customers[i])
@@ -91,7 +99,7 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
-                    test_share: float = 0.4) -> Evaluation:
+                    test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days) -> Evaluation:
     """Score every approach on the snapshots of the test period (see the module's docstring)."""
     churn_day = {c: d.toordinal() for c, d in churn_dates.items() if d is not None}
     days = np.array([s.day for s in snapshots])
@@ -110,6 +118,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     per_week = max(1, math.ceil(budget_share * len(churn_dates)))
     precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week)
     precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
+    precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
+                                           cooldown)
     leads = _lead_times(alerts, churn_day)
     return Evaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
@@ -117,6 +127,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         auc_online=auc(y[test], online[test]), auc_rules=auc(y[test], rules[test]),
         auc_combined=auc(y[test], combined[test]), auc_batch_reference=_batch_reference(x, y, train, test),
         precision_at_budget=precision, recall_at_budget=recall, precision_at_budget_online=precision_online,
+        precision_at_budget_cooldown=precision_cooldown,
         top_decile_lift=lift(y[test], combined[test], 0.1),
         lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,

@@ -1,13 +1,16 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from stream_app.cli import main
+from stream_app.evaluate import _weekly_budget
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
-        "top_decile_lift", "lead_time_days_median", "customers", "churners"}
+        "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -23,3 +26,20 @@ def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatc
     for name in ("auc_online", "auc_rules", "auc_combined", "auc_batch_reference"):
         assert 0.0 <= report[name] <= 1.0, name
     assert 0.0 <= report["precision_at_budget"] <= 1.0 and 0.0 <= report["recall_at_budget"] <= 1.0
+
+
+def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
+    # One call a week among two customers over three weeks; "a" always scores highest, and
+    # churns within the horizon, "b" never does.
+    days = np.array([0, 0, 7, 7, 14, 14]) + 740_000
+    customers = np.array(["a", "b"] * 3)
+    score = np.array([0.9, 0.5] * 3)
+    y = np.array([1, 0] * 3)
+    churn = {"a": 740_030}
+    # Without a cooldown "a" is called every week: three calls, three hits.
+    assert _weekly_budget(days, customers, score, y, churn, 1) == (1.0, 1.0)
+    # With 14 days "a" waits out week 2 ("b" is called instead) and is called again on day 14.
+    precision, recall = _weekly_budget(days, customers, score, y, churn, 1, cooldown=14)
+    assert precision == pytest.approx(2 / 3) and recall == 1.0
+    # A cooldown longer than the period: "a" once, "b" once, and in week 3 both are still waiting.
+    assert _weekly_budget(days, customers, score, y, churn, 1, cooldown=30)[0] == pytest.approx(1 / 2)
