@@ -35,15 +35,16 @@ from typing import Iterable
 
 import numpy as np
 
-from .features import month_of
+from .features import CALL_PERIODS, month_of
 from .settings import Settings
 from .state import month_index
 
 __all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
-           "column_name", "parse_call", "segment_of", "segment_order"]
+           "column_name", "comparable", "medians", "parse_call", "segment_of", "segment_order"]
 
-MONTHLY = ("mou_out_mom", "arpu_mom")  # baseline per data month
-DAILY = ("mou_out_30d_mom", "mou_out_14d_trend")  # baseline per day, from the days just before
+MONTHLY = ("mou_out_mom", "arpu_mom", "postpaid_arpu_mom", "data_mom", "contacts_mom")  # baseline per data month
+CALLS = tuple(f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS)
+DAILY = ("mou_out_30d_mom", "mou_out_14d_trend", *CALLS)  # baseline per day, from the days just before
 FEATURES = MONTHLY + DAILY
 POOL_DAYS = 3  # snapshot days pooled for a daily baseline
 SEGMENTS = ("mid_high_end", "potential_mid_high_end", "mass")  # built in: every deployment has them
@@ -87,15 +88,25 @@ def increments(customers: list[str], features: dict[str, np.ndarray], days: np.n
     and day). A change is counted only when the period before had some (`*_m2`, `*_prev_*` above 0)."""
     out: dict[str, dict[str, int]] = collections.defaultdict(dict)
     segment = segment_of(features, defined)
-    before = {"mou_out_mom": features["mou_out_m2"], "arpu_mom": features["arpu_m2"],
-              "mou_out_30d_mom": features["mou_out_prev_30d"], "mou_out_14d_trend": features["mou_out_prev_14d"]}
-    for name in FEATURES:
+    for name, counted in comparable(features).items():
         bins = np.clip(np.searchsorted(_EDGES, features[name], side="right") - 1, 0, len(_EDGES) - 1)
-        for i in np.nonzero(before[name] > 0)[0]:
+        for i in np.nonzero(counted)[0]:
             key = f"{PREFIX}{date.fromordinal(int(days[i]))}|{segment[i]}|{name}|{int(bins[i])}"
             mine = out[customers[i]]
             mine[key] = mine.get(key, 0) + 1
     return dict(out)
+
+
+def comparable(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per feature of `FEATURES`, the rows whose change has something to compare with: the
+    period before had some. Only these count in a baseline, and only these are measured
+    against it."""
+    postpaid = features["prepaid"] == 0
+    return {"mou_out_mom": features["mou_out_m2"] > 0, "arpu_mom": features["arpu_m2"] > 0,
+            "postpaid_arpu_mom": postpaid & (features["arpu_m2"] > 0), "data_mom": features["data_mb_m2"] > 0,
+            "contacts_mom": features["contacts_m2"] > 0,
+            "mou_out_30d_mom": features["mou_out_prev_30d"] > 0, "mou_out_14d_trend": features["mou_out_prev_14d"] > 0,
+            **{name: features["calls_usual"] > 0 for name in CALLS}}
 
 
 def column_name(quantile: int, feature: str) -> str:
@@ -133,44 +144,42 @@ class Baselines:
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], rule: BaselineRule = BaselineRule()) -> "Baselines":
-        """The baselines from the report counters (`reports.read_counts`)."""
-        by_head: dict[str, np.ndarray] = {}  # "<day>|<segment>|<feature>" -> histogram
-        for key, n in counts.items():
-            if key.startswith(PREFIX):
-                head, b = key[len(PREFIX):].rsplit("|", 1)
-                h = by_head.get(head)
-                if h is None:
-                    h = by_head[head] = np.zeros(len(_EDGES), np.int64)
-                h[int(b)] += n
-        hist: dict[tuple[date, str, str], np.ndarray] = {}
-        for head, h in by_head.items():
-            day, segment, feature = head.split("|")
-            hist[(date.fromisoformat(day), segment, feature)] = h
+        """The baselines from the report counters (`reports.read_counts`). Workers reread them every
+        minute and replays every day, so every (segment, feature) is followed at once, in arrays."""
+        hist = _histograms(counts)
         days = sorted({d for d, _, _ in hist})
         out = cls(day=days[-1] if days else None, min_samples=rule.min_samples)
-        empty = np.zeros(len(_EDGES), np.int64)
-        for segment in sorted({s for _, s, _ in hist}):
-            for feature in MONTHLY:
-                for month in sorted({_data_month(d) for d in days}):
-                    mine = [hist.get((d, segment, feature), empty) for d in days if _data_month(d) == month]
-                    out._follow([((month, segment, feature), total) for total in np.cumsum(mine, axis=0)], rule)
-            for feature in DAILY:
-                pooled = [sum(hist.get((d - timedelta(days=k), segment, feature), empty) for k in range(POOL_DAYS))
-                          for d in days]
-                out._follow([((d.toordinal() + 1, segment, feature), total) for d, total in zip(days, pooled)], rule)
+        if not days:
+            return out
+        pairs = [(s, f) for s in sorted({s for _, s, _ in hist}) for f in FEATURES]
+        row = {d: i for i, d in enumerate(days)}
+        dense = np.zeros((len(pairs), len(days), len(_EDGES)), np.int64)
+        for (d, segment, feature), h in hist.items():
+            if feature in FEATURES:
+                dense[pairs.index((segment, feature)), row[d]] = h
+        month = np.array([_data_month(d) for d in days])
+        daily = np.array([f in DAILY for _, f in pairs])
+        # Monthly: the month's snapshots so far, started afresh each data month. Daily: the
+        # POOL_DAYS days before (missing days add nothing).
+        totals = np.empty_like(dense)
+        for m in np.unique(month):
+            totals[:, month == m] = np.cumsum(dense[:, month == m], axis=1)
+        pooled = dense.copy()
+        for k in range(1, POOL_DAYS):
+            before = np.array([row.get(d - timedelta(days=k), -1) for d in days])
+            pooled[:, before >= 0] += dense[:, before[before >= 0]]
+        totals[daily] = pooled[daily]
+        restart = np.zeros((len(pairs), len(days)), bool)
+        restart[:, 0] = True
+        restart[~daily, 1:] = (month[1:] != month[:-1])[None, :]
+        held, n = _follow(totals, restart, rule)
+        for p, (segment, feature) in enumerate(pairs):
+            for i, d in enumerate(days):
+                key = (d.toordinal() + 1 if daily[p] else int(month[i]), segment, feature)
+                out.values[key], out.samples[key] = dict(zip(QUANTILES, held[p, i].tolist())), int(n[p, i])
+            if daily[p]:
                 out._judged[(segment, feature)] = [d.toordinal() + 1 for d in days]
         return out
-
-    def _follow(self, steps: list[tuple[tuple[int, str, str], np.ndarray]], rule: BaselineRule) -> None:
-        """Set each step's key from its histogram, in order; from one step to the next a quantile
-        moves at most `max_step` (the first step with enough samples sets it)."""
-        held = np.full(len(QUANTILES), math.nan)
-        for key, total in steps:
-            n = int(total.sum())
-            raw = _quantiles(total) if n >= rule.min_samples else np.full(len(QUANTILES), math.nan)
-            stepped = np.clip(raw, held - rule.max_step, held + rule.max_step)
-            held = np.where(np.isnan(held) | np.isnan(raw), raw, stepped)
-            self.values[key], self.samples[key] = dict(zip(QUANTILES, held.tolist())), n
 
     def segments(self) -> list[str]:
         """The built-in segments, then every other segment with a histogram."""
@@ -201,6 +210,11 @@ class Baselines:
                     _fill(out, mine & (days == d), f, self._daily(int(d), s, f))
         return out
 
+    def medians(self, features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, np.ndarray]:
+        """Per feature, its median in each customer's built-in segment (NaN where there is none,
+        -inf while a month is pending): what the model measures changes from."""
+        return medians(self.columns(features, days))
+
     def _monthly(self, month: int, segment: str, feature: str) -> dict[int, float] | None:
         """A data month's quantiles of a feature. A month still short of samples, in a segment that
         had enough the month before, is pending: -inf, below every change, so that the first days
@@ -219,6 +233,11 @@ class Baselines:
         return self.values.get((judged[k], segment, feature)) if k >= 0 and day - judged[k] <= POOL_DAYS else None
 
 
+def medians(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each feature's median column, from `Baselines.columns`."""
+    return {f: columns[column_name(50, f)] for f in FEATURES}
+
+
 def _fill(out: dict[str, np.ndarray], rows: np.ndarray, feature: str, values: dict[int, float] | None) -> None:
     for q in QUANTILES:
         out[column_name(q, feature)][rows] = (values or {}).get(q, math.nan)
@@ -229,8 +248,42 @@ def _data_month(day: date) -> int:
     return month_index(day.year, day.month) - 1
 
 
+def _histograms(counts: dict[str, int]) -> dict[tuple[date, str, str], np.ndarray]:
+    """(day, segment, feature) -> histogram, from the report counters."""
+    by_head: dict[str, np.ndarray] = {}  # "<day>|<segment>|<feature>" -> histogram
+    for key, n in counts.items():
+        if key.startswith(PREFIX):
+            head, b = key[len(PREFIX):].rsplit("|", 1)
+            h = by_head.get(head)
+            if h is None:
+                h = by_head[head] = np.zeros(len(_EDGES), np.int64)
+            h[int(b)] += n
+    hist = {}
+    for head, h in by_head.items():
+        day, segment, feature = head.split("|")
+        hist[(date.fromisoformat(day), segment, feature)] = h
+    return hist
+
+
+def _follow(totals: np.ndarray, restart: np.ndarray, rule: BaselineRule) -> tuple[np.ndarray, np.ndarray]:
+    """The quantiles in force after each step (axis 1) of each series (axis 0) of histograms,
+    and their samples: from one step to the next a quantile moves at most `max_step`; the first
+    step with enough samples, or one where `restart` is set, sets it."""
+    n = totals.sum(axis=2)
+    raw = np.where((n >= rule.min_samples)[..., None], _quantiles(totals), math.nan)
+    held = np.full(raw.shape, math.nan)
+    last = np.full((raw.shape[0], raw.shape[2]), math.nan)
+    for i in range(raw.shape[1]):
+        last = np.where(restart[:, i, None], math.nan, last)
+        stepped = np.clip(raw[:, i], last - rule.max_step, last + rule.max_step)
+        last = held[:, i] = np.where(np.isnan(last) | np.isnan(raw[:, i]), raw[:, i], stepped)
+    return held, n
+
+
 def _quantiles(hist: np.ndarray) -> np.ndarray:
-    """Each of `QUANTILES` of a histogram, at the upper edge of the bin where it falls."""
-    cumulative = np.cumsum(hist)
-    b = np.searchsorted(cumulative, cumulative[-1] * np.array(QUANTILES) / 100.0)
+    """Each of `QUANTILES` of histograms (bins on the last axis), at the upper edge of the bin
+    where it falls."""
+    cumulative = np.cumsum(hist, axis=-1)
+    targets = cumulative[..., -1:] * (np.array(QUANTILES) / 100.0)
+    b = (cumulative[..., None, :] < targets[..., None]).sum(axis=-1)
     return np.where(b + 1 < len(_EDGES), _EDGES[np.minimum(b, len(_EDGES) - 1)] + _STEP, _EDGES[-1])

@@ -66,6 +66,9 @@ FEATURES: dict[str, Feature] = {
                                           f"(expected = `calls_usual` x {b - a}), in Poisson standard deviations: "
                                           "(calls - expected) / sqrt(expected + 1); 0 without a usual")
        for a, b in CALL_PERIODS},
+    **{f"calls_vs_usual_d{a}_{b}": Feature("ratio", "the same calls against the same expected, as a change: "
+                                                    "calls / expected - 1 (-0.4 = 40% fewer); 0 without a usual")
+       for a, b in CALL_PERIODS},
     "cs_calls_30d": Feature("calls", "calls to customer service in the last 30 days"),
     "cs_calls_prev": Feature("calls", "calls to customer service in the last complete month"),
     "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
@@ -76,6 +79,7 @@ FEATURES: dict[str, Feature] = {
     "fwd_share_m1": Feature("share", "forwarded calls / incoming calls in m1"),
     "out_share_m1": Feature("share", "outgoing minutes / all minutes in m1"),
     "data_mb_m1": Feature("MB", "data volume in m1"),
+    "data_mb_m2": Feature("MB", "data volume in m2"),
     "data_mom": Feature("ratio", "month-over-month change of data volume, m1 vs m2"),
     "contacts_m1": Feature("people", "distinct numbers called or texted in m1 (linear counting, about 7% error)"),
     "contacts_m2": Feature("people", "distinct numbers called or texted in m2"),
@@ -178,13 +182,14 @@ def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
 
 
 def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
-    """`calls_z_d<a>_<b>` for every period of `CALL_PERIODS`."""
+    """`calls_z_d<a>_<b>` and `calls_vs_usual_d<a>_<b>` for every period of `CALL_PERIODS`."""
     by_age = _by_age(w, now_day, ("out_calls", "in_calls"))
     out = {}
     for a, b in CALL_PERIODS:
         expected = usual * (b - a)
         calls = by_age[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, ("out_calls", "in_calls"), a, b)
         out[f"calls_z_d{a}_{b}"] = np.where(usual > 0, (calls - expected) / np.sqrt(expected + 1.0), 0.0)
+        out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
     return out
 
 
@@ -232,6 +237,7 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     arpu_3m = (spend[1] + spend[2] + spend[3]) / 3.0
     six = np.stack(spend[1:7], axis=1)
     contacts = [_month(w, now_month, "contacts", a) for a in (1, 2)]
+    data = [_month(w, now_month, "data_mb", a) for a in (1, 2)]
     mou_mom = ratio_change(mou[1], mou[2])
     mou_30_mom = ratio_change(out_30, out_prev_30)
     arpu_mom = ratio_change(spend[1], spend[2])
@@ -275,8 +281,9 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
         "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),
         "fwd_share_m1": _share(_month(w, now_month, "fwd_calls", 1), _month(w, now_month, "in_calls", 1)),
         "out_share_m1": _share(mou[1], mou[1] + in_m1),
-        "data_mb_m1": _month(w, now_month, "data_mb", 1),
-        "data_mom": ratio_change(_month(w, now_month, "data_mb", 1), _month(w, now_month, "data_mb", 2)),
+        "data_mb_m1": data[0],
+        "data_mb_m2": data[1],
+        "data_mom": ratio_change(data[0], data[1]),
         "contacts_m1": contacts[0],
         "contacts_m2": contacts[1],
         "contacts_mom": ratio_change(contacts[0], contacts[1]),

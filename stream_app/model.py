@@ -20,12 +20,13 @@ import msgspec
 import numpy as np
 from river import compose, drift, forest, linear_model, optim, preprocessing
 
+from .baselines import MONTHLY, column_name, comparable
 from .features import CALL_PERIODS
 from .validation import ProgressiveValidation, auc
 
 __all__ = [
     "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Adaptation", "Learner", "Driver",
-    "model_inputs", "encode_snapshot", "decode_snapshot",
+    "model_inputs", "monthly_pending", "encode_snapshot", "decode_snapshot",
 ]
 
 #: Features the model learns from, and how each is squashed first: heavy-tailed volumes
@@ -50,17 +51,56 @@ SD_LIMIT = 10.0  # "sd" features: a heavy caller who stops is -40 sd; past 10 th
 #: that has barely varied yet has a tiny deviation, and one customer would be "50 sd" off.
 Z_LIMIT = 5.0
 LEARNING_RATE = 0.05  # AdaGrad's base step (see `_river_model`)
-FORMAT = 1  # bump when a snapshot's meaning changes; older scorers then refuse it
+FORMAT = 2  # bump when a snapshot's meaning changes; older scorers then refuse it
 
 
-def model_inputs(features: dict[str, np.ndarray]) -> np.ndarray:
-    """The (customers, len(MODEL_FEATURES)) matrix the model sees."""
+def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The (customers, len(MODEL_FEATURES)) matrix the model sees.
+
+    `medians`: per baseline feature (baselines.py), its median in each customer's segment
+    that day (NaN where there is none yet). The changes the model sees are then measured
+    from those medians, so that a holiday, an outage or a price change that moves the whole
+    base moves no one's score: without this, a month at -40% for everyone raised score-only
+    alerts from about 40 to about 700 over it and the month after (simulator, seed 7)."""
+    shift = _shifts(features, medians or {})
     columns = []
     for name, how in MODEL_FEATURES.items():
         col = np.asarray(features[name], np.float64)
+        if name in shift:
+            col = col - shift[name]
+        elif name in _CALLS_Z and _CALLS_Z[name] in shift:
+            col = _shifted_z(features, name, shift[_CALLS_Z[name]])
         columns.append(np.log1p(np.maximum(col, 0)) if how == "log" else np.clip(col, -1, 3) if how == "ratio"
                        else np.clip(col, -SD_LIMIT, SD_LIMIT) if how == "sd" else col)
     return np.stack(columns, axis=1)
+
+
+def monthly_pending(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose segment's month-over-month baselines are pending (the first hours of a month,
+    baselines.py): the model's monthly changes are not measured from the segment's then, and
+    after a month when everyone fell its score would be everyone's."""
+    return np.any([np.isneginf(features[column_name(50, name)]) for name in _MONTHLY_CHANGES], axis=0)
+
+
+_MONTHLY_CHANGES = [name for name in MONTHLY if name in MODEL_FEATURES]
+#: Each `calls_z_d*` input and the ratio its base-wide shift is measured on.
+_CALLS_Z = {f"calls_z_d{a}_{b}": f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS}
+_PERIOD_DAYS = {f"calls_z_d{a}_{b}": b - a for a, b in CALL_PERIODS}
+
+
+def _shifts(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per feature with a median: how far each customer's segment moved that day; 0 where
+    there is no median, and for a customer whose change is not comparable (nothing before)."""
+    counted = comparable(features) if medians else {}
+    return {name: np.where(counted[name] & np.isfinite(m), m, 0.0) for name, m in medians.items() if name in counted}
+
+
+def _shifted_z(features: dict[str, np.ndarray], name: str, shift: np.ndarray) -> np.ndarray:
+    """`calls_z_d*` with the expected calls moved as the segment's: (r - m) e / sqrt((1 + m) e + 1)
+    for the customer's change r and the segment's median change m, which is the plain z at m = 0."""
+    expected = features["calls_usual"] * _PERIOD_DAYS[name]
+    change = features[_CALLS_Z[name]]
+    return np.where(expected > 0, (change - shift) * expected / np.sqrt((1 + shift) * expected + 1.0), 0.0)
 
 
 class ModelRefused(ValueError):

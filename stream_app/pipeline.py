@@ -22,14 +22,14 @@ import msgspec
 import numpy as np
 
 from .alerts import AlertPolicy, ModelView, build_alerts
-from .baselines import Baselines
+from .baselines import Baselines, medians
 from .baselines import increments as baseline_increments
 from .errors import InvalidEvent
 from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
 from .features import derive, month_of
 from .logs import pseudonym
 from .metrics import Metrics
-from .model import Scorer, model_inputs
+from .model import Scorer, model_inputs, monthly_pending
 from .privacy import Pseudonyms
 from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
@@ -213,7 +213,7 @@ class BatchProcessor:
                 for name, n in counts.items():
                     mine[name] = mine.get(name, 0) + n
         if scorer is not None and scorer.labels >= s.model_min_labels:
-            score = features["churn_score"]
+            score = np.where(monthly_pending(features), 0.0, features["churn_score"])
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
         view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
@@ -231,12 +231,14 @@ class BatchProcessor:
     def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
                   ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The features as of `day`, with the rule files' segments, the model's score (NaN, never
-        true in a rule, without a model) and the live segment baselines. The model sees the
-        features as computed: its inputs do not change with the rule files."""
-        features = derive(w, day)
-        x = model_inputs(features)
-        features = with_segments(ruleset, features)
-        features |= self.baselines().columns(features, day, [name for name, _ in ruleset.segments])
+        true in a rule, without a model) and the live segment baselines. The model measures
+        changes against the built-in segments' baselines: its inputs do not change with the
+        rule files."""
+        baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
+        features = with_segments(ruleset, derive(w, day))
+        columns = baselines.columns(features, day, defined)
+        x = model_inputs(features, baselines.medians(features, day) if defined else medians(columns))
+        features |= columns
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
 

@@ -12,10 +12,13 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 
+from .baseline_store import KEEP_DAYS
+from .baselines import BaselineRule, Baselines
 from .events import Alert, ChurnEvent, Snapshot
 from .labels import Labeler
 from .metrics import Metrics
@@ -68,6 +71,26 @@ class _Learning:
                 self.source.offer(encode_snapshot(self.core.next_model()))
 
 
+class _DailyBaselines:
+    """The segment baselines, reread from the store once a day of snapshots is in: workers
+    reread theirs every minute, which at a live rate is far more often than a day."""
+
+    def __init__(self, store: MemoryWindowStore, rule: BaselineRule) -> None:
+        self.store, self.rule = store, rule
+        self.current = Baselines()
+        self.day = 0  # the newest snapshot day
+
+    def __call__(self) -> Baselines:
+        return self.current
+
+    def seen(self, snapshots: list[Snapshot]) -> None:
+        newest = max((s.day for s in snapshots), default=0)
+        if newest > self.day:
+            self.day = newest
+            self.store.prune_baselines(date.fromordinal(newest - KEEP_DAYS))
+            self.current = Baselines.from_counts(dict(self.store.baselines), self.rule)
+
+
 def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
            learn: bool = True) -> ReplayResult:
     """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
@@ -83,8 +106,9 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     store = MemoryWindowStore()
     # Replays compare what they find with the truth by customer id: simulated or public data,
     # kept under its own ids.
+    baselines = _DailyBaselines(store, BaselineRule.of(settings))
     processor = BatchProcessor(settings.model_copy(update={"pseudonym_key": None}), store, rules, metrics,
-                               model=source)
+                               model=source, baselines=baselines)
     learning = _Learning(settings, core, source) if learn else None
     result = ReplayResult(core=core)
     offsets: dict[str, int] = {}
@@ -92,6 +116,7 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     started = time.perf_counter()
 
     async def collect(out: BatchOutput) -> None:
+        baselines.seen(out.snapshots)
         result.snapshots += out.snapshots
         result.alerts += out.alerts
         result.churn += out.churn_events

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from datetime import date
 from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import redis.asyncio as aioredis
@@ -109,6 +110,12 @@ class MemoryWindowStore:
                 for name, delta in (report or {}).get(customer, {}).items():
                     (self.baselines if name.startswith(BASELINE_PREFIX) else self.report)[name] += delta
         return conflicts
+
+    def prune_baselines(self, before: date) -> None:
+        """Drop the histograms of days before `before`, as the workers prune theirs in Redis."""
+        cutoff = before.isoformat()
+        for name in [n for n in self.baselines if n.split("|")[1] < cutoff]:
+            del self.baselines[name]
 
     async def close(self) -> None:
         return None

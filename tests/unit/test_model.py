@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_app.baselines import FEATURES as BASELINE_FEATURES
 from stream_app.events import ChurnEvent, Label, Snapshot
+from stream_app.features import CALL_PERIODS, FEATURES
 from stream_app.labels import Labeler
 from stream_app.metrics import Metrics, TrainerMetrics
-from stream_app.model import NAMES, Adaptation, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot
+from stream_app.model import (
+    NAMES, Adaptation, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot, model_inputs,
+)
 from stream_app.registry import ScorerSource
 from stream_app.settings import Settings
 from stream_app.trainer import TrainerCore, _adapted
@@ -203,3 +207,41 @@ def test_after_an_upgrade_that_changed_the_features_the_trainer_learns_afresh_an
     old = Label("c-old", 2000, [0.0] * (F - 1), 1, 0, 400)  # a snapshot made by the older build
     assert restored.learn(old, 400) is None and restored.learner.labels == 0
     assert restored.learn(Label("c-new", 2001, x[0].tolist(), 1, 0, 401), 401) is not None
+
+
+def _segment_day(calls_share: list[float], mou_30d_mom: list[float], prepaid: list[int]) -> dict[str, np.ndarray]:
+    """Features of customers with a usual of 10 calls a day who made `calls_share` of it in every
+    period, and whose 30-day minutes changed by `mou_30d_mom` (postpaid spend likewise)."""
+    n = len(calls_share)
+    f = {name: np.zeros(n) for name in FEATURES}
+    share = np.array(calls_share)
+    f["calls_usual"] = np.full(n, 10.0)
+    for a, b in CALL_PERIODS:
+        expected = 10.0 * (b - a)
+        f[f"calls_vs_usual_d{a}_{b}"] = share - 1
+        f[f"calls_z_d{a}_{b}"] = (share - 1) * expected / np.sqrt(expected + 1)
+    f["mou_out_30d_mom"], f["mou_out_prev_30d"] = np.array(mou_30d_mom), np.full(n, 300.0)
+    f["prepaid"], f["arpu_m2"] = np.array(prepaid, np.float64), np.full(n, 100.0)
+    f["postpaid_arpu_mom"] = np.where(f["prepaid"] == 0, f["mou_out_30d_mom"], 0.0)
+    return f
+
+
+def test_a_move_of_the_whole_segment_is_taken_out_of_the_inputs_and_a_decline_within_it_stays() -> None:
+    normal = model_inputs(_segment_day([1.0, 0.4], [0.0, -0.6], [0, 0]))
+    slump = _segment_day([0.6, 0.24, 0.6], [-0.4, -0.76, -0.4], [0, 0, 1])
+    medians = {name: np.full(3, -0.4) for name in BASELINE_FEATURES}
+    seen = model_inputs(slump, medians)
+    changes = [NAMES.index(n) for n in ("mou_out_30d_mom", "postpaid_arpu_mom")]
+    calls = [NAMES.index(f"calls_z_d{a}_{b}") for a, b in CALL_PERIODS]
+    # A usual customer in a month when everyone is at 60% looks like one in a normal month.
+    assert seen[0, changes] == pytest.approx([0.0, 0.0])
+    assert seen[0, calls] == pytest.approx(np.zeros(len(calls)))
+    # A decliner at 40% of the usual even then (24% of it) is still well below the segment.
+    assert (seen[1, calls] < -3).all() and seen[1, changes] == pytest.approx([-0.36, -0.36])
+    assert (normal[1, calls] < seen[1, calls]).all()  # the same decline stands out less in a slump's noise
+    # A prepaid line has no postpaid spend change to move; without a median nothing moves.
+    assert seen[2, NAMES.index("postpaid_arpu_mom")] == 0.0
+    assert model_inputs(slump, {name: np.full(3, np.nan) for name in BASELINE_FEATURES}) == pytest.approx(
+        model_inputs(slump))
+    pending = {name: np.full(3, -np.inf) for name in BASELINE_FEATURES}
+    assert model_inputs(slump, pending) == pytest.approx(model_inputs(slump))
