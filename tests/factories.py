@@ -6,7 +6,9 @@ import itertools
 from datetime import datetime
 
 import msgspec
+import numpy as np
 
+from stream_app.baselines import FEATURES as BASELINE_FEATURES
 from stream_app.pipeline import RawRecord
 
 _ids = itertools.count()
@@ -56,3 +58,11 @@ def decliner(log: Log, customer: str, months: tuple[int, ...] = (3, 4, 5), minut
     for day in range(1, 21, 3):  # the current month goes on at the last month's pace
         ts = datetime(2026, months[-1] + 1, day, 10).isoformat() + "+08:00"
         log.add("cdr", customer, cdr(customer, ts, duration_s=int(minutes[-1] * 60 / 10)))
+
+
+def snapshot_features(n: int, **given: np.ndarray) -> dict[str, np.ndarray]:
+    """Features of `n` snapshots for the segment baselines: mid/high-end customers whose changes
+    have nothing before to compare with (so count in no histogram), but those `given`."""
+    nothing = ("arpu_m2", "mou_out_m2", "mou_out_prev_30d", "mou_out_prev_14d", "data_mb_m2", "contacts_m2",
+               "calls_usual", "potential_mid_high_end", *BASELINE_FEATURES)
+    return {**{name: np.zeros(n) for name in nothing}, "prepaid": np.ones(n), "mid_high_end": np.ones(n), **given}

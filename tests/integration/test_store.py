@@ -9,6 +9,7 @@ from stream_app.reports import read_counts
 from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
 from stream_app.state import Windows
 from tests.conftest import flush
+from tests.factories import snapshot_features
 
 pytestmark = pytest.mark.integration
 
@@ -122,10 +123,7 @@ def test_baselines_read_back_the_same_by_command_and_by_worker_and_old_days_are_
     today, old = date(2026, 10, 8), date(2026, 10, 8) - timedelta(days=KEEP_DAYS + 5)
     customers = [f"86138{i:08d}" for i in range(300)]  # spread over every node of a cluster
     n = len(customers)
-    features = {"mou_out_mom": np.linspace(-0.5, 0.5, n), "arpu_mom": np.zeros(n), "mou_out_m2": np.full(n, 300.0),
-                "arpu_m2": np.zeros(n), "mou_out_30d_mom": np.zeros(n), "mou_out_prev_30d": np.zeros(n),
-                "mou_out_14d_trend": np.zeros(n), "mou_out_prev_14d": np.zeros(n),
-                "mid_high_end": np.ones(n), "potential_mid_high_end": np.zeros(n)}
+    features = snapshot_features(n, mou_out_mom=np.linspace(-0.5, 0.5, n), mou_out_m2=np.full(n, 300.0))
     report = increments(customers, features, np.full(n, today.toordinal()))
     for c, old_counts in increments(customers, features, np.full(n, old.toordinal())).items():
         report[c].update(old_counts)

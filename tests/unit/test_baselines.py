@@ -9,7 +9,8 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from stream_app.baselines import CALLS, BaselineRule, Baselines, column_name, increments, parse_call
+from stream_app.baselines import BaselineRule, Baselines, column_name, increments, parse_call
+from tests.factories import snapshot_features
 
 DAY = date(2026, 10, 8)  # its snapshots judge September (m1)
 NEXT = date(2026, 11, 2)  # judges October
@@ -19,15 +20,10 @@ def features(mom: list[float], mid_high: list[int] | None = None, rolling: list[
     """Snapshot features: `mom` the month-over-month change of minutes, `rolling` the 30-day one
     (none: no 30 days before to compare with, so not counted)."""
     n = len(mom)
-    return {"mou_out_mom": np.array(mom), "arpu_mom": np.zeros(n), "mou_out_m2": np.full(n, 300.0),
-            "arpu_m2": np.full(n, 150.0), "mid_high_end": np.array(mid_high or [1] * n, np.float64),
-            "potential_mid_high_end": np.zeros(n), "mou_out_30d_mom": np.array(rolling or [0.0] * n),
-            "mou_out_prev_30d": np.full(n, 200.0 if rolling else 0.0), "mou_out_14d_trend": np.zeros(n),
-            "mou_out_prev_14d": np.zeros(n),
-            # Nothing before to compare with: not counted.
-            "prepaid": np.ones(n), "postpaid_arpu_mom": np.zeros(n), "data_mom": np.zeros(n), "data_mb_m2": np.zeros(n),
-            "contacts_mom": np.zeros(n), "contacts_m2": np.zeros(n), "calls_usual": np.zeros(n),
-            **{name: np.zeros(n) for name in CALLS}}
+    return snapshot_features(n, mou_out_mom=np.array(mom), mou_out_m2=np.full(n, 300.0), arpu_m2=np.full(n, 150.0),
+                             mid_high_end=np.array(mid_high or [1] * n, np.float64),
+                             mou_out_30d_mom=np.array(rolling or [0.0] * n),
+                             mou_out_prev_30d=np.full(n, 200.0 if rolling else 0.0))
 
 
 def counts_for(days: dict[date, list[float]]) -> dict[str, int]:
