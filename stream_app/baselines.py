@@ -1,6 +1,6 @@
 """Live segment baselines: what month-over-month change is normal for a segment right now, so a
 rule can say `mou_out_mom < segment_p10(mou_out_mom)` and a holiday that moves the whole base
-warns no one.
+warns no one. The model measures its changes from the medians (model.py) for the same reason.
 
 Every daily snapshot (one per customer and active day, observations.py) adds the customer's
 month-over-month changes to that day's histogram for their segment. The histogram is kept as
@@ -152,27 +152,14 @@ class Baselines:
         if not days:
             return out
         pairs = [(s, f) for s in sorted({s for _, s, _ in hist}) for f in FEATURES]
-        row = {d: i for i, d in enumerate(days)}
+        index, row = {pair: p for p, pair in enumerate(pairs)}, {d: i for i, d in enumerate(days)}
         dense = np.zeros((len(pairs), len(days), len(_EDGES)), np.int64)
         for (d, segment, feature), h in hist.items():
             if feature in FEATURES:
-                dense[pairs.index((segment, feature)), row[d]] = h
-        month = np.array([_data_month(d) for d in days])
+                dense[index[(segment, feature)], row[d]] = h
         daily = np.array([f in DAILY for _, f in pairs])
-        # Monthly: the month's snapshots so far, started afresh each data month. Daily: the
-        # POOL_DAYS days before (missing days add nothing).
-        totals = np.empty_like(dense)
-        for m in np.unique(month):
-            totals[:, month == m] = np.cumsum(dense[:, month == m], axis=1)
-        pooled = dense.copy()
-        for k in range(1, POOL_DAYS):
-            before = np.array([row.get(d - timedelta(days=k), -1) for d in days])
-            pooled[:, before >= 0] += dense[:, before[before >= 0]]
-        totals[daily] = pooled[daily]
-        restart = np.zeros((len(pairs), len(days)), bool)
-        restart[:, 0] = True
-        restart[~daily, 1:] = (month[1:] != month[:-1])[None, :]
-        held, n = _follow(totals, restart, rule)
+        month = np.array([_data_month(d) for d in days])
+        held, n = _follow(*_running_totals(dense, days, month, daily), rule)
         for p, (segment, feature) in enumerate(pairs):
             for i, d in enumerate(days):
                 key = (d.toordinal() + 1 if daily[p] else int(month[i]), segment, feature)
@@ -263,6 +250,26 @@ def _histograms(counts: dict[str, int]) -> dict[tuple[date, str, str], np.ndarra
         day, segment, feature = head.split("|")
         hist[(date.fromisoformat(day), segment, feature)] = h
     return hist
+
+
+def _running_totals(dense: np.ndarray, days: list[date], month: np.ndarray,
+                    daily: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' histogram at each day (series on axis 0, days on axis 1), and where a
+    series starts afresh. Monthly: the data month's snapshots so far, afresh each month.
+    Daily: the `POOL_DAYS` days up to that day (missing days add nothing)."""
+    totals = np.empty_like(dense)
+    for m in np.unique(month):
+        totals[:, month == m] = np.cumsum(dense[:, month == m], axis=1)
+    row = {d: i for i, d in enumerate(days)}
+    pooled = dense.copy()
+    for k in range(1, POOL_DAYS):
+        before = np.array([row.get(d - timedelta(days=k), -1) for d in days])
+        pooled[:, before >= 0] += dense[:, before[before >= 0]]
+    totals[daily] = pooled[daily]
+    restart = np.zeros(dense.shape[:2], bool)
+    restart[:, 0] = True
+    restart[~daily, 1:] = (month[1:] != month[:-1])[None, :]
+    return totals, restart
 
 
 def _follow(totals: np.ndarray, restart: np.ndarray, rule: BaselineRule) -> tuple[np.ndarray, np.ndarray]:
