@@ -40,7 +40,7 @@ from .settings import Settings
 from .state import month_index
 
 __all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
-           "column_name", "comparable", "medians", "parse_call", "segment_of", "segment_order"]
+           "column_name", "comparable", "parse_call", "segment_of", "segment_order"]
 
 MONTHLY = ("mou_out_mom", "arpu_mom", "postpaid_arpu_mom", "data_mom", "contacts_mom")  # baseline per data month
 CALLS = tuple(f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS)
@@ -197,10 +197,15 @@ class Baselines:
                     _fill(out, mine & (days == d), f, self._daily(int(d), s, f))
         return out
 
-    def medians(self, features: dict[str, np.ndarray], days: np.ndarray) -> dict[str, np.ndarray]:
+    def medians(self, features: dict[str, np.ndarray], days: np.ndarray, columns: dict[str, np.ndarray],
+                defined: Iterable[str]) -> dict[str, np.ndarray]:
         """Per feature, its median in each customer's built-in segment (NaN where there is none,
-        -inf while a month is pending): what the model measures changes from."""
-        return medians(self.columns(features, days))
+        -inf while a month is pending): what the model measures changes from. Taken from
+        `columns` (`columns(features, days, defined)`) unless the rule files add segments of
+        their own, which take customers out of the built-in ones."""
+        if segment_order(defined) != segment_order():
+            columns = self.columns(features, days)
+        return {f: columns[column_name(50, f)] for f in FEATURES}
 
     def _monthly(self, month: int, segment: str, feature: str) -> dict[int, float] | None:
         """A data month's quantiles of a feature. A month still short of samples, in a segment that
@@ -218,11 +223,6 @@ class Baselines:
         judged = self._judged.get((segment, feature), [])
         k = bisect.bisect_right(judged, day) - 1
         return self.values.get((judged[k], segment, feature)) if k >= 0 and day - judged[k] <= POOL_DAYS else None
-
-
-def medians(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each feature's median column, from `Baselines.columns`."""
-    return {f: columns[column_name(50, f)] for f in FEATURES}
 
 
 def _fill(out: dict[str, np.ndarray], rows: np.ndarray, feature: str, values: dict[int, float] | None) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .state import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
-__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change"]
+__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change", "shortfall_z"]
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,18 @@ def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict
     for a, b in CALL_PERIODS:
         expected = usual * (b - a)
         calls = by_age[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, ("out_calls", "in_calls"), a, b)
-        out[f"calls_z_d{a}_{b}"] = np.where(usual > 0, (calls - expected) / np.sqrt(expected + 1.0), 0.0)
-        out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
+        change = out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
+        out[f"calls_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
+
+
+def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """Calls against the expected in Poisson standard deviations, from their change
+    (calls / expected - 1), with the expected first moved by `shift` as a change (a segment's
+    median, model.py): (calls - e') / sqrt(e' + 1) for e' = expected x (1 + shift); 0 without
+    an expected."""
+    moved = expected * (1 + shift)
+    return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
 
 
 def _by_age(w: Windows, now_day: np.ndarray, counters: tuple[str, ...]) -> np.ndarray:

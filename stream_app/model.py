@@ -21,7 +21,7 @@ import numpy as np
 from river import compose, drift, forest, linear_model, optim, preprocessing
 
 from .baselines import MONTHLY, column_name, comparable
-from .features import CALL_PERIODS
+from .features import CALL_PERIODS, shortfall_z
 from .validation import ProgressiveValidation, auc
 
 __all__ = [
@@ -68,8 +68,9 @@ def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]
         col = np.asarray(features[name], np.float64)
         if name in shift:
             col = col - shift[name]
-        elif name in _CALLS_Z and _CALLS_Z[name] in shift:
-            col = _shifted_z(features, name, shift[_CALLS_Z[name]])
+        elif name in _CALLS_Z:  # the expected calls moved as the segment's
+            change = _CALLS_Z[name]
+            col = shortfall_z(features[change], features["calls_usual"] * _PERIOD_DAYS[name], shift.get(change, 0.0))
         columns.append(np.log1p(np.maximum(col, 0)) if how == "log" else np.clip(col, -1, 3) if how == "ratio"
                        else np.clip(col, -SD_LIMIT, SD_LIMIT) if how == "sd" else col)
     return np.stack(columns, axis=1)
@@ -83,7 +84,7 @@ def monthly_pending(features: dict[str, np.ndarray]) -> np.ndarray:
 
 
 _MONTHLY_CHANGES = [name for name in MONTHLY if name in MODEL_FEATURES]
-#: Each `calls_z_d*` input and the ratio its base-wide shift is measured on.
+#: Each `calls_z_d*` input, the change it is recomputed from, and its period in days.
 _CALLS_Z = {f"calls_z_d{a}_{b}": f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS}
 _PERIOD_DAYS = {f"calls_z_d{a}_{b}": b - a for a, b in CALL_PERIODS}
 
@@ -93,14 +94,6 @@ def _shifts(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]) -> 
     there is no median, and for a customer whose change is not comparable (nothing before)."""
     counted = comparable(features) if medians else {}
     return {name: np.where(counted[name] & np.isfinite(m), m, 0.0) for name, m in medians.items() if name in counted}
-
-
-def _shifted_z(features: dict[str, np.ndarray], name: str, shift: np.ndarray) -> np.ndarray:
-    """`calls_z_d*` with the expected calls moved as the segment's: (r - m) e / sqrt((1 + m) e + 1)
-    for the customer's change r and the segment's median change m, which is the plain z at m = 0."""
-    expected = features["calls_usual"] * _PERIOD_DAYS[name]
-    change = features[_CALLS_Z[name]]
-    return np.where(expected > 0, (change - shift) * expected / np.sqrt((1 + shift) * expected + 1.0), 0.0)
 
 
 class ModelRefused(ValueError):

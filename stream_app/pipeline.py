@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from .alerts import AlertPolicy, ModelView, build_alerts
-from .baselines import Baselines, medians
+from .baselines import Baselines
 from .baselines import increments as baseline_increments
 from .errors import InvalidEvent
 from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
@@ -237,7 +237,7 @@ class BatchProcessor:
         baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
         features = with_segments(ruleset, derive(w, day))
         columns = baselines.columns(features, day, defined)
-        x = model_inputs(features, baselines.medians(features, day) if defined else medians(columns))
+        x = model_inputs(features, baselines.medians(features, day, columns, defined))
         features |= columns
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
