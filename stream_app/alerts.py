@@ -60,13 +60,18 @@ class AlertPolicy:
         return round(probability * arpu * self.margin_share * lifetime, 2)
 
 
-def alert_id(customer: str, level: str, period: str) -> str:
-    """Deterministic, so that re-processing the same events yields the same id.
+def alert_id(customer: str, level: str, day: int, cooldown_days: int) -> str:
+    """Deterministic, so that re-processing the same events yields the same id: the customer,
+    the level and the cooldown window of the alert's day. The cooldown keeps two alerts of one
+    level at least `cooldown_days` apart, so each window holds at most one, and a warning
+    repeated after the cooldown is a new alert, not a resend of the first.
 
-    >>> alert_id("8613800000001", "high", "2026-03") == alert_id("8613800000001", "high", "2026-03")
+    >>> alert_id("8613800000001", "high", 740_000, 14) == alert_id("8613800000001", "high", 740_000, 14)
     True
+    >>> alert_id("8613800000001", "high", 740_000, 14) == alert_id("8613800000001", "high", 740_014, 14)
+    False
     """
-    return hashlib.sha256(f"{customer}|{level}|{period}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{customer}|{level}|{day // cooldown_days}".encode()).hexdigest()[:24]
 
 
 def in_holdout(customer: str, share: float) -> bool:
@@ -106,12 +111,11 @@ def build_alerts(
             cooled += 1
             continue
         rec["alerted_level"][i], rec["alerted_day"][i] = level, day
-        period = date.fromordinal(day).strftime("%Y-%m")
         # The newest usage behind the alert: the start of event-to-alert latency. Billing
         # is left out because in a catch-up it can be read months ahead of the usage.
         seen = rec["last_seen"][i]
         event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
-        alert = _alert(w, features, ev, ruleset, i, level, period, event_time, policy, created_at)
+        alert = _alert(w, features, ev, ruleset, i, level, day, event_time, policy, created_at)
         if model is not None:
             alert = _with_model(alert, model, features, i, policy)
         alerts.append(_act(alert, ruleset, policy))
@@ -119,7 +123,7 @@ def build_alerts(
 
 
 def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
-           period: str, event_time: datetime, policy: AlertPolicy, created_at: datetime) -> Alert:
+           day: int, event_time: datetime, policy: AlertPolicy, created_at: datetime) -> Alert:
     values = {name: float(col[i]) for name, col in features.items()}
     reasons = [
         AlertReason(c.rule.id, c.rule.labels.reason_code, c.rule.importance,
@@ -129,8 +133,8 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
     top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
     arpu = values["arpu_m1"]
     return Alert(
-        alert_id=alert_id(w.customers[i], LEVELS[level], period),
-        customer_id=w.customers[i], level=LEVELS[level], period=period,  # type: ignore[arg-type]
+        alert_id=alert_id(w.customers[i], LEVELS[level], day, policy.cooldown_days),
+        customer_id=w.customers[i], level=LEVELS[level], period=date.fromordinal(day).strftime("%Y-%m"),  # type: ignore[arg-type]
         created_at=created_at, expires_at=created_at + timedelta(days=policy.expiry_days),
         event_time=event_time, reasons=reasons, reason_code=top,
         segment=value_segment(features, i),

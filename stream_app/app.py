@@ -14,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import faust
 import msgspec
+from aiokafka import TopicPartition
 from redis.exceptions import RedisError
 
 from . import keys
+from .alert_ledger import AlertLedger
 from .call_plan import observe_call_plan
 from .endpoints import Health
-from .ingest import BatchConsumer
+from .ingest import BatchConsumer, Rebuild
 from .kafka_clients import faust_credentials
 from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .metrics import Metrics
@@ -36,9 +38,10 @@ from .baselines import BaselineRule
 from .registry import ScorerSource
 from .rules_watch import RulesWatch
 from .settings import Settings
-from .store import RedisWindowStore, connect_redis
+from .signing import Signer
+from .store import RedisWindowStore, StateLost, connect_redis
 
-__all__ = ["create_app", "quieten_gc"]
+__all__ = ["create_app", "quieten_gc", "until_done"]
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
@@ -70,7 +73,8 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     deadletter = app.topic(t.deadletter, key_serializer="raw", value_serializer="raw")
     snapshots = app.topic(t.snapshots, key_serializer="raw", value_serializer="raw")
     churn_events = app.topic(t.churn_events, key_serializer="raw", value_serializer="raw")
-    model = ScorerSource(metrics)
+    model = ScorerSource(metrics, Signer.of(settings))
+    ledger = AlertLedger(settings)
     baselines = BaselineSource(BaselineRule.of(settings), metrics)
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()
@@ -87,28 +91,47 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
             processor = BatchProcessor(settings, store, rules.current, metrics, model=model, baselines=baselines)
         return processor
 
-    async def send(out: BatchOutput) -> None:
-        futures = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a)) for a in out.alerts]
-        futures += [await deadletter.send(key=(d.key or "").encode(), value=_json.encode(d)) for d in out.deadletters]
+    async def send(out: BatchOutput) -> dict[tuple[str, int], int]:
+        # An alert goes to its customer's input partition (the topics are co-partitioned), where
+        # the ledger looks for alerts a crashed batch sent (alert_ledger.py).
+        fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
+        fresh = [(a, p) for a, p in fresh if not ledger.already_sent(p, a.alert_id)]
+        sent = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a), partition=p) for a, p in fresh]
+        futures = [await deadletter.send(key=(d.key or "").encode(), value=_json.encode(d)) for d in out.deadletters]
         futures += [await snapshots.send(key=s.customer_id.encode(), value=_msgpack.encode(s)) for s in out.snapshots]
+        # An erased customer's snapshots still waiting for their label go too: the trainer drops them.
+        futures += [await snapshots.send(key=c.encode(), value=None) for c in out.erased]
         futures += [await churn_events.send(key=c.customer_id.encode(), value=_json.encode(c)) for c in out.churn_events]
         # Wait for the broker to have them before the state (and so the offsets) moves on.
+        for meta in await asyncio.gather(*sent):
+            ledger.record(meta.partition, meta.offset)
         await asyncio.gather(*futures)
+        return ledger.marks(set(out.partitions.values()))
 
-    async def process(records: list[RawRecord]) -> None:
-        try:
-            await get_processor().run(records, send)
-        except Exception:
-            # Bad input never gets here (it goes to dead letter) and Redis outages are waited
-            # out, so this is a bug. Exiting before the commit keeps the batch for the next start.
-            log.critical("batch processing failed; exiting without committing it", exc_info=True)
-            os._exit(70)
+    health = health or Health()
+
+    async def process(records: list[RawRecord], silent: bool) -> None:
+        await until_done(lambda: get_processor().run(records, send, silent), health, metrics,
+                         settings.redis_retry_max_s)
 
     def show_lag(lags: dict[tuple[str, int], int]) -> None:
         for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
-    ingest = BatchConsumer(settings, process, lock, show_lag)
+    def rebuilding(tp: TopicPartition, rebuild: Rebuild, earliest: int) -> None:
+        """Redis is behind what Kafka says was processed: it lost data. Say so, loudly."""
+        start = earliest if rebuild.start is None or rebuild.start < earliest else rebuild.start
+        complete = (rebuild.start if rebuild.start is not None else 0) >= earliest
+        metrics.rebuilds.labels(tp.topic, "complete" if complete else "partial").inc()
+        lost = "" if complete else (f"; offsets before {earliest} are gone from Kafka (retention): "
+                                    "what they counted is lost")
+        log.error("Redis lost the state of %s-%d (it holds %s, the group committed %d): rebuilding from offset %d%s",
+                  tp.topic, tp.partition, "nothing" if rebuild.start is None else f"up to {rebuild.start - 1}",
+                  rebuild.until, start, lost)
+        health.rebuilding.add((tp.topic, tp.partition))
+
+    ingest = BatchConsumer(settings, process, lock, lambda: get_processor().store.applied(), show_lag, rebuilding,
+                           ledger.recover)
 
     @app.task
     async def consume_inputs() -> None:
@@ -117,8 +140,6 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     @app.timer(interval=2.0)
     async def watch_rules() -> None:
         rules.reload_if_changed()
-
-    health = health or Health()
 
     @app.timer(interval=5.0)
     async def observe() -> None:
@@ -129,6 +150,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
         health.partitions = ingest.partitions
+        health.rebuilding = {(tp.topic, tp.partition) for tp in ingest.silent_until}
         get_processor()
         try:
             metrics.customers.set(await client.dbsize())  # type: ignore[union-attr]
@@ -164,6 +186,31 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rules.reload)
 
     return app
+
+
+async def until_done(attempt: Callable[[], Awaitable[object]], health: Health, metrics: Metrics,
+                     max_backoff_s: float, first_backoff_s: float = 0.5) -> None:
+    """One batch, tried until it goes through. A record that raises goes to dead letter
+    (`BatchProcessor.isolated`); what is left to fail is the infrastructure (Redis, the broker
+    refusing the outputs), and that is waited out with back-off, the batch uncommitted meanwhile
+    and `/readyz` saying why. A batch tried again sends what it sent before, under the same ids.
+    `StateLost` is not retried: the consumer rewinds and rebuilds (`ingest.py`)."""
+    backoff = first_backoff_s
+    while True:
+        try:
+            await attempt()
+        except StateLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing in the data path ends the process
+            health.blocked = f"a batch failed and is being retried: {type(exc).__name__}: {exc}"[:300]
+            metrics.batch_retries.labels(type(exc).__name__).inc()
+            log.error("batch failed (%s: %s); trying it again in %.1f s", type(exc).__name__, exc, backoff,
+                      exc_info=True)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+            continue
+        health.blocked = None
+        return
 
 
 def quieten_gc() -> None:

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import redis
 from prometheus_client import CollectorRegistry
 
@@ -26,9 +27,10 @@ from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .rules import load_rules
 from .settings import Settings
 from .simulator import SimConfig, Simulator
+from .state import ID_DIGEST, STATE, Windows
 from .store import RedisWindowStore, connect_redis
 
-__all__ = ["StateBench", "bench_state", "bench_rules", "memory_per_key"]
+__all__ = ["StateBench", "bench_state", "bench_rules", "id_memory", "memory_per_key"]
 
 
 @dataclass
@@ -40,12 +42,14 @@ class StateBench:
     redis_bytes_per_customer: float
     redis_used_memory_per_customer: float
     state_record_bytes: int
+    # What the memory of event ids over the grace window costs (`state.StateTail.seen`), in the
+    # bytes above, and how many ids it holds: exact resends are dropped however much lies between.
+    id_memory_bytes_per_customer: float
+    ids_remembered_per_customer: float
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
     """Run `days` of traffic for `customers` through the pipeline into Redis and measure it."""
-    from .state import STATE
-
     records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed)).records())
     with ExitStack() as stack:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -59,10 +63,11 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
         states = list(client.scan_iter(customer_state("*"), count=1000))
         sample = random.Random(seed).sample(states, k=min(2000, len(states)))
         per_key = memory_per_key(client, sample)
+        id_bytes, ids = id_memory(client, sample)
         used = (client.info("memory")["used_memory"] - before) / customers
         client.close()
     return StateBench(len(records), customers, days, round(len(records) / seconds), per_key,
-                      round(used, 1), STATE.itemsize)
+                      round(used, 1), STATE.itemsize, id_bytes, ids)
 
 
 async def _feed(settings: Settings, url: str, records: list, batch: int) -> float:
@@ -90,6 +95,17 @@ async def _feed(settings: Settings, url: str, records: list, batch: int) -> floa
 def memory_per_key(client: redis.Redis, keys: list) -> float:
     """Average `MEMORY USAGE` of `keys` (the value, the key and Redis's overhead for it)."""
     return round(sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1), 1)
+
+
+def id_memory(client: redis.Redis, keys: list) -> tuple[float, float]:
+    """(bytes, ids) of the memory of event ids in the states at `keys`, on average."""
+    raws = [client.get(k) for k in keys]  # one by one: the keys span a cluster's slots
+    w = Windows.load([str(k) for k in keys], raws)
+    seen = [t.seen if t is not None else {} for t in w.text]
+    size = [len(msgspec.msgpack.encode(s)) if s else 0 for s in seen]
+    count = [sum(len(ids) for ids in s.values()) // ID_DIGEST for s in seen]
+    n = max(len(keys), 1)
+    return round(sum(size) / n, 1), round(sum(count) / n, 1)
 
 
 def bench_rules(settings: Settings, customers: int = 10_000, rules: int = 20, rounds: int = 5) -> tuple[int, float]:

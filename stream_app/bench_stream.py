@@ -34,7 +34,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from . import keys
-from .bench import memory_per_key
+from .bench import id_memory, memory_per_key
 from .demo import consumed, scrape, start_command, stop_worker
 from .embedded.process import free_port
 from .embedded.servers import redis_server, tansu
@@ -76,6 +76,7 @@ class StreamBench:
     latency_events: int
     latency_rate: float  # events/s sent in the latency phase
     redis_bytes_per_customer: float
+    id_memory_bytes_per_customer: float  # of the bytes above: the event ids of the grace window
     rss_bytes: int | None
     alerts: int
 
@@ -111,13 +112,14 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         paced = live[:int(rate / 2 * latency_s)]
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
         rss = _peak_rss(worker.pid)
-        per_customer = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
+        per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
     return StreamBench(
         events=len(history), customers=customers, ceiling_events_per_s=round(ceiling), events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
-        latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, rss_bytes=rss, alerts=alerts_total,
+        latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
+        rss_bytes=rss, alerts=alerts_total,
     )
 
 
@@ -258,10 +260,12 @@ def _peak_rss(pid: int) -> int | None:
     return None if kib is None else kib * 1024
 
 
-def _redis_bytes(url: str, cluster: bool, customers: list[str], seed: int, sample: int = 2000) -> float:
+def _redis_bytes(url: str, cluster: bool, customers: list[str], seed: int, sample: int = 2000) -> tuple[float, float]:
+    """(bytes per customer, of them the memory of event ids), from a sample of customers."""
     client = connect_redis_sync(url, cluster)
     unique = sorted(set(customers))
-    picked = random.Random(seed).sample(unique, k=min(sample, len(unique)))
-    per_key = memory_per_key(client, [keys.customer_state(c) for c in picked])
+    picked = [keys.customer_state(c) for c in random.Random(seed).sample(unique, k=min(sample, len(unique)))]
+    per_key = memory_per_key(client, picked)
+    id_bytes = id_memory(client, picked)[0]
     client.close()
-    return per_key
+    return per_key, id_bytes

@@ -241,7 +241,7 @@ def inspect(customer: str, as_of, as_json: bool) -> None:
     raw = client.get(keys.customer_state(customer))
     if raw is None:
         raise click.ClickException(f"no state for customer {customer!r} (unknown, or expired after idling)")
-    report = describe(customer, raw, as_of.date() if as_of else None)
+    report = describe(customer, raw, settings.zone, as_of.date() if as_of else None)
     click.echo(json.dumps(report) if as_json else render(report))
 
 

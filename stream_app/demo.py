@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -93,7 +95,9 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
              show: Callable[[str], None], seed: int = 7, monthly_churn: float = 0.02) -> DemoSummary:
     started = time.monotonic()
     summary = DemoSummary(customers=customers)
-    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn))
+    # The simulated days end yesterday: the worker refuses event times ahead of its clock.
+    start = date.today() - timedelta(days=days)
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, start=start))
     stop = threading.Event()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
@@ -107,12 +111,14 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
             show(f"embedded Redis on {redis_url}")
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
-        worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log")
+        # The trainer signs its checkpoint (signing.py); a demo makes a key for its own run.
+        key = {} if settings.model_signing_key else {"CHURNWATCH_MODEL_SIGNING_KEY": secrets.token_hex(16)}
+        worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log", key)
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
         trainer_port = free_port()
         trainer = start_command(["trainer", "--metrics-port", str(trainer_port)], settings, bootstrap, redis_url,
-                         free_port(), workdir / "trainer.log")
+                                free_port(), workdir / "trainer.log", key)
         stack.callback(stop_worker, trainer)
         show(f"trainer started (pid {trainer.pid}); metrics on http://127.0.0.1:{trainer_port}/metrics")
         produced: dict[str, int] = {}

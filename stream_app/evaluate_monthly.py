@@ -69,7 +69,7 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
     w = Windows.load(ids, [result.states.get(c) for c in ids])
     last = max(m for r in rows for m in r.months)
     as_of = _first_day_after(last)
-    features = derive(w, np.full(len(ids), as_of, np.int64))
+    features = derive(w, np.full(len(ids), as_of, np.int64), settings.zone)
     x = model_inputs(features)
     features["churn_score"] = np.full(len(ids), np.nan)  # rules judged on their own here
     ev = evaluate_rules(w, rules(), features, np.full(len(ids), as_of, np.int64), list(range(len(ids))))

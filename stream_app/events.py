@@ -22,15 +22,19 @@ from .errors import InvalidEvent
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
     "Profile", "Snapshot",
-    "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
+    "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
 
-CustomerId = Annotated[str, Meta(pattern=r"^[0-9A-Za-z_-]{5,64}$", description="MSISDN or its pseudonym")]
+CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_-]{5,64}$"
+CustomerId = Annotated[str, Meta(pattern=CUSTOMER_ID_PATTERN, description="MSISDN or its pseudonym")]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
 NonNegInt = Annotated[int, Meta(ge=0)]
 Money = Annotated[float, Meta(ge=0, le=1e7, description="yuan")]
+#: Free text kept in the state or sent on (cells, plans, regions, competitors): bounded, so no record
+#: can bloat a customer's state or the outputs built from it.
+Name = Annotated[str, Meta(max_length=64)]
 
 #: Churn reason codes used in churn reports (DOMAIN.md): voluntary 1xx/2xx, involuntary 3xx.
 REASON_CODES: dict[int, str] = {
@@ -49,15 +53,15 @@ class Cdr(Struct, frozen=True, forbid_unknown_fields=True):
     direction: Literal["MO", "MT"] = "MO"
     duration_s: Annotated[int, Meta(ge=0, le=86_400)] = 0
     data_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 0
-    peer_id: str | None = None
+    peer_id: Name | None = None
     peer_network: Literal["on_net", "off_net", "fixed", "international"] | None = None
-    competitor: str | None = None
+    competitor: Name | None = None
     roaming: bool = False
     long_distance: bool = False
     forwarded: bool = False
     termination: Literal["normal", "dropped", "busy", "no_answer", "failed"] = "normal"
     customer_service: bool = False
-    cell_id: str | None = None
+    cell_id: Name | None = None
 
 
 class Billing(Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,10 +73,10 @@ class Billing(Struct, frozen=True, forbid_unknown_fields=True):
     kind: Literal["bill", "payment", "recharge", "plan_change", "arrears", "disconnect", "port_out"]
     amount: Money = 0.0
     period: Annotated[str, Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
-    plan: str | None = None
+    plan: Name | None = None
     reason_code: int | None = None
     voluntary: bool | None = None
-    competitor: str | None = None
+    competitor: Name | None = None
 
 
 class Profile(Struct, frozen=True, forbid_unknown_fields=True):
@@ -82,8 +86,8 @@ class Profile(Struct, frozen=True, forbid_unknown_fields=True):
     customer_id: CustomerId
     ts: AwareTime
     activation_date: date
-    plan: str
-    region: str
+    plan: Name
+    region: Name
     vip_tier: Literal["none", "silver", "gold", "diamond"] = "none"
     segment: Literal["consumer", "enterprise", "government"] = "consumer"
     age: Annotated[int, Meta(ge=10, le=120)] | None = None
@@ -98,10 +102,10 @@ class Outcome(Struct, frozen=True, forbid_unknown_fields=True):
     event_id: EventId
     customer_id: CustomerId
     ts: AwareTime
-    alert_id: Annotated[str, Meta(min_length=1)]
+    alert_id: Annotated[str, Meta(min_length=1, max_length=128)]
     result: Literal["not_reached", "contacted", "accepted", "declined"]
-    offer: str | None = None
-    agent_id: str | None = None
+    offer: Name | None = None
+    agent_id: Name | None = None
 
 
 class AlertReason(Struct, frozen=True):
@@ -150,7 +154,11 @@ class CallListEntry(Struct, frozen=True, omit_defaults=True):
 
 
 class DeadLetter(Struct, frozen=True):
-    """An input that could not be used, with everything needed to find and replay it."""
+    """An input that could not be used, with everything needed to find and replay it.
+
+    It carries at most the record's first `deadletters.DEAD_LETTER_PREFIX` bytes, with its size and SHA-256,
+    so that a dead letter always fits the producer's limit whatever the record was: topic,
+    partition and offset find the whole record."""
 
     topic: str
     partition: int
@@ -159,8 +167,11 @@ class DeadLetter(Struct, frozen=True):
     field: str | None
     detail: str
     key: str | None
-    value_b64: str | None  # None with pseudonymous ids: the record is at topic/partition/offset
+    value_b64: str | None  # the record's first bytes; None with pseudonymous ids (they hold numbers) or a tombstone
     at: AwareTime
+    size: int = 0  # bytes of the record's value
+    sha256: str | None = None  # of the whole value; None with pseudonymous ids or a tombstone
+    truncated: bool = False  # value_b64 holds a prefix only
 
 
 class Snapshot(Struct, frozen=True, array_like=True):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from .localtime import local_days
 from .state import C, D, N_DAYS, N_MONTHS, SCALE, Windows, month_index
 
 __all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_of", "own_zscore", "ratio_change", "shortfall_z"]
@@ -96,7 +98,6 @@ FEATURES: dict[str, Feature] = {
                                   "(minutes or spend down 30% or more), 5 E exit"),
 }
 
-_EPOCH = date(1970, 1, 1).toordinal()
 
 
 def ratio_change(now: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -225,8 +226,9 @@ def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) ->
     return np.where(exited, 5, stage).astype(np.float64)
 
 
-def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
-    """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of `w`, as of each one's event-time day `now_day`."""
+def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndarray]:
+    """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of
+    `w`, as of each one's event-time day `now_day`; days are the operator's (`zone`)."""
     now_month = month_of(now_day)
     rec = w.rec
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
@@ -237,9 +239,8 @@ def derive(w: Windows, now_day: np.ndarray) -> dict[str, np.ndarray]:
     usual = _usual_calls(w, now_month)
     out_30 = _days(w, now_day, "out_min", 0, 30)
     out_prev_30 = _aged(w, now_day, ("out_min",), 30, 60)
-    last_use = rec["last_seen"][:, :3].max(axis=1).astype(np.float64)
-    last_use_day = np.where(last_use > 0, np.floor(last_use / 86400.0) + _EPOCH, 0)
-    exit_day = np.where(rec["exit_ts"] > 0, np.floor(rec["exit_ts"] / 86400.0) + _EPOCH, 0)
+    last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
+    exit_day = local_days(rec["exit_ts"], zone)
     exited = (exit_day > 0) & (exit_day <= now_day)
     activation = rec["activation"].astype(np.float64)
     tenure = np.where(activation > 0, now_day - activation, 0.0)

@@ -4,6 +4,7 @@ managers checking why someone was flagged."""
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -13,13 +14,13 @@ from .state import COUNTERS, DAILY, LAST_SEEN_KINDS, SCALE, VIP_TIERS, Windows
 __all__ = ["describe", "render"]
 
 
-def describe(customer: str, raw: bytes, as_of: date | None = None) -> dict:
-    """Everything the service knows about one customer, as plain data."""
+def describe(customer: str, raw: bytes, zone: ZoneInfo, as_of: date | None = None) -> dict:
+    """Everything the service knows about one customer, as plain data (days in the operator's `zone`)."""
     w = Windows.load([customer], [raw])
     rec = w.rec[0]
     day0, month0 = int(rec["day0"]), int(rec["month0"])
     now = np.array([as_of.toordinal() if as_of else max(day0, 1)])
-    features = {name: round(float(v[0]), 4) for name, v in derive(w, now).items()}
+    features = {name: round(float(v[0]), 4) for name, v in derive(w, now, zone).items()}
     months = {}
     for age in range(w.monthly.shape[1]):
         index = month0 - age

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "customer_state", "report", "REPORT_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
+__all__ = ["PREFIX", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
 
 PREFIX = "cw"
 
@@ -13,6 +13,14 @@ def customer_state(customer: str) -> str:
     return f"{PREFIX}:{{{customer}}}:s"
 
 
+def quarantined_state(customer: str) -> str:
+    """A state the worker could not read, set aside for a person to look at (same slot as the state)."""
+    return f"{PREFIX}:{{{customer}}}:quarantined"
+
+
+QUARANTINE_TTL_S = 90 * 86400
+
+
 def report(shard: int) -> str:
     """One hash of report counters (report_facts.py). A single Redis has one; on a cluster every
     node keeps its own, written in the same script as its customers' states, and a report sums them."""
@@ -20,6 +28,16 @@ def report(shard: int) -> str:
 
 
 REPORT_PATTERN = f"{PREFIX}:{{report-*}}:counts"
+
+
+def applied(shard: int) -> str:
+    """The newest input offset applied per partition ("<topic>|<partition>" -> offset), written in
+    the same script as the states, next to the report hash of the same shard: if Redis loses
+    data, this says what it lost (`ingest.py` rebuilds it from Kafka)."""
+    return f"{PREFIX}:{{report-{shard}}}:applied"
+
+
+APPLIED_PATTERN = f"{PREFIX}:{{report-*}}:applied"
 CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
 
 

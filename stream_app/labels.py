@@ -24,6 +24,9 @@ class Labeler:
         # An exit of day e may be processed up to `grace` days after the clock reached e.
         self.wait = horizon_days + grace_days
         self.churned: dict[str, list[int]] = {}
+        # Customers erased on request: (snapshot partition, offset of the tombstone). Their
+        # snapshots before it are dropped unlabelled; the churn days they had are forgotten.
+        self.erased: dict[str, tuple[int, int]] = {}
 
     def churn(self, event: ChurnEvent) -> None:
         if event.kind == "revenue" and not self.revenue_churn:
@@ -31,6 +34,15 @@ class Labeler:
         days = self.churned.setdefault(event.customer_id, [])
         if event.day not in days:
             bisect.insort(days, event.day)
+
+    def erase(self, customer: str, partition: int, offset: int) -> None:
+        self.erased[customer] = (partition, offset)
+        self.churned.pop(customer, None)
+
+    def is_erased(self, customer: str, partition: int, offset: int) -> bool:
+        """Whether the snapshot at (`partition`, `offset`) came before its customer's erasure."""
+        at = self.erased.get(customer)
+        return at is not None and at[0] == partition and offset < at[1]
 
     def mature(self, snapshot_day: int, clock_day: int) -> bool:
         """Whether every churn that could make this snapshot positive has been seen."""

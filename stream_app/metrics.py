@@ -19,6 +19,17 @@ class Metrics:
         self.duplicates = Counter(
             "churnwatch_events_duplicate_total", "Events skipped because the customer had just seen their event id",
             registry=registry)
+        self.rebuilds = Counter(
+            "churnwatch_state_rebuilds_total",
+            "Input partitions found behind in Redis (it lost data) and rebuilt from Kafka, by topic and whether "
+            "Kafka still held every offset needed", ["topic", "result"], registry=registry)
+        self.quarantined = Counter(
+            "churnwatch_states_quarantined_total",
+            "Stored customer states that could not be read (unknown layout, cut short): set aside, started afresh",
+            registry=registry)
+        self.erased = Counter(
+            "churnwatch_customers_erased_total", "Customers erased on request (a tombstone on the customers topic)",
+            registry=registry)
         self.deadletters = Counter(
             "churnwatch_deadletters_total", "Events sent to dead letter, by reason", ["reason"], registry=registry)
         self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level", ["level"], registry=registry)
@@ -30,6 +41,9 @@ class Metrics:
         self.batch_seconds = Histogram(
             "churnwatch_batch_processing_seconds", "Time to process one batch", registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.batch_retries = Counter(
+            "churnwatch_batch_retries_total", "Batches tried again after Redis or the broker failed them, by error",
+            ["error"], registry=registry)
         self.batch_size = Histogram(
             "churnwatch_batch_size_events", "Events per batch", registry=registry,
             buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))

@@ -14,7 +14,7 @@ import math
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -22,6 +22,7 @@ from river import compose, drift, forest, linear_model, optim, preprocessing
 
 from .baselines import MONTHLY, column_name, comparable
 from .features import CALL_PERIODS, shortfall_z
+from .signing import Signer, Unsigned
 from .validation import ProgressiveValidation, auc
 
 __all__ = [
@@ -100,6 +101,13 @@ class ModelRefused(ValueError):
     """A snapshot this scorer must not use: corrupt, or made for other features or format."""
 
 
+def _unpickle(blob: bytes | None, signer: Signer | None) -> Any:
+    try:
+        return pickle.loads((signer or Signer(None)).open(blob or b""))
+    except Unsigned as exc:
+        raise ModelRefused(f"forest model refused: {exc}") from None
+
+
 class ModelSnapshot(msgspec.Struct, frozen=True):
     version: int
     kind: Literal["logistic", "forest"]
@@ -159,9 +167,10 @@ class Driver:
 
 
 class Scorer:
-    """Scores a batch with one published model version."""
+    """Scores a batch with one published model version. A forest is a signed pickle, opened only
+    under the signing key (`signing.py`)."""
 
-    def __init__(self, snapshot: ModelSnapshot) -> None:
+    def __init__(self, snapshot: ModelSnapshot, signer: Signer | None = None) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
         self.labels = snapshot.labels
@@ -169,7 +178,7 @@ class Scorer:
         scale = np.array(snapshot.scale)
         self._inv_scale = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
         self._w = np.array(snapshot.weights) if snapshot.kind == "logistic" else None
-        self._forest = pickle.loads(snapshot.pickled) if snapshot.pickled else None  # checksummed, from our Redis
+        self._forest = _unpickle(snapshot.pickled, signer) if snapshot.kind == "forest" else None
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self._mean) * self._inv_scale, -Z_LIMIT, Z_LIMIT)
@@ -305,7 +314,8 @@ class Learner:
         self._last_reset = self.labels
         return Adaptation.REPLACED if won else Adaptation.KEPT
 
-    def snapshot(self, version: int) -> ModelSnapshot:
+    def snapshot(self, version: int, signer: Signer | None = None) -> ModelSnapshot:
+        """The model as published; a forest is pickled, and so needs a `signer`."""
         scaler = self.model.steps["StandardScaler"]
         mean = [float(scaler.means.get(n, 0.0)) for n in NAMES]
         scale = [float(math.sqrt(scaler.vars.get(n, 0.0))) for n in NAMES]
@@ -313,7 +323,9 @@ class Learner:
             lr = self.model.steps["LogisticRegression"]
             weights, intercept, pickled = [float(lr.weights.get(n, 0.0)) for n in NAMES], float(lr.intercept), None
         else:
-            weights, intercept, pickled = [], 0.0, pickle.dumps(self.model)
+            if signer is None:
+                raise Unsigned("a forest model is published as a pickle, which must be signed")
+            weights, intercept, pickled = [], 0.0, signer.sign(pickle.dumps(self.model))
         figures = {k: v for k, v in self.validation.figures().items() if math.isfinite(v)}
         return ModelSnapshot(version, self.kind, list(NAMES), self.labels, time.time(), mean, scale, weights,
                              intercept, figures, pickled)

@@ -10,10 +10,13 @@ import signal
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 import msgspec
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["trainer", "model", "evaluate"]
 
@@ -57,14 +60,18 @@ def trainer(metrics_port: int) -> None:
     """Label snapshots, learn, publish model versions to Redis. Run exactly one (a lease enforces it)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from redis.exceptions import LockNotOwnedError
+
     from .metrics import TrainerMetrics
     from .cli import _kafka_ready
+    from .registry import LeaseLost
     from .trainer import run_trainer
 
     settings = _settings()
     logging.config.dictConfig(_logging(settings))
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL")
+    _need_signing_key(settings)
     registry = CollectorRegistry()
     metrics = TrainerMetrics(registry)
     _kafka_ready(settings)
@@ -72,7 +79,18 @@ def trainer(metrics_port: int) -> None:
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
-    run_trainer(settings, metrics, lambda: bool(stopping))
+    try:
+        run_trainer(settings, metrics, lambda: bool(stopping))
+    except (LeaseLost, LockNotOwnedError) as exc:
+        # Paused past its lease (a long GC, a frozen VM): another trainer has taken over.
+        raise click.ClickException(f"stopping: this trainer lost its lease to another ({exc})") from None
+
+
+def _need_signing_key(settings: Settings) -> None:
+    if settings.model_signing_key is None:
+        raise click.ClickException(
+            "set CHURNWATCH_MODEL_SIGNING_KEY (16+ characters, the same for the trainer and the workers): "
+            "the trainer's checkpoint is a pickle, and only a signed one is read back")
 
 
 @click.group()
@@ -124,20 +142,29 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
     from . import keys
     from .registry import publish
     from .replay import replay
+    from .signing import Signer
 
     settings = _settings()
+    _need_signing_key(settings)
     client = _redis(settings)
     if client.exists(keys.MODEL) and not force:
         raise click.ClickException("a model is already published; pass --force to replace it")
+    lease = client.lock(keys.TRAINER_LEASE, timeout=600)
+    if not lease.acquire(blocking=False):
+        raise click.ClickException("a trainer is running (it holds the lease): stop it before a bootstrap")
     result = replay(_recorded(source), settings, _rules(settings))
     core = result.core
     assert core is not None
     if core.learner.labels == 0:
         raise click.ClickException(f"{source} gave no labels: it needs more than {settings.horizon_days} days")
-    snapshot = core.next_model()
+    signer = Signer.of(settings)
+    snapshot = core.next_model(signer)
     # Offsets of the replay mean nothing on the live topics: the trainer starts them afresh.
     core.learned, core.labels_offset = {}, 0
-    publish(client, snapshot, core.checkpoint())
+    try:
+        publish(client, snapshot, core.checkpoint(signer), lease.local.token)
+    finally:
+        lease.release()
     report = {"version": snapshot.version, "labels": snapshot.labels, "events": result.events, **snapshot.figures}
     click.echo(f"published model version {snapshot.version} from {result.events:,} events "
                f"({snapshot.labels:,} labels, AUC {snapshot.figures.get('auc', math.nan):.3f})", err=as_json)

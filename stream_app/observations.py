@@ -3,12 +3,15 @@ the customers it touched, and the customers who churned in it."""
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import numpy as np
 
 from .events import ChurnEvent, Snapshot
 from .model import Scorer
 from .rule_eval import Evaluation
-from .state import EPOCH_ORDINAL, EXIT_KINDS, N_DAYS, Windows
+from .localtime import local_days
+from .state import EXIT_KINDS, N_DAYS, Windows
 
 __all__ = ["REVENUE_CHURN_FLAG", "snapshot_days", "snapshots", "churn_events", "value_segment"]
 
@@ -59,9 +62,11 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
 
 
 def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], exit_before: np.ndarray,
-                 now_day: np.ndarray) -> list[ChurnEvent]:
-    """Exits first seen in this batch, and revenue churn when it starts (reported once per episode)."""
+                 now_day: np.ndarray, zone: ZoneInfo) -> list[ChurnEvent]:
+    """Exits first seen in this batch (on the operator's day, `zone`), and revenue churn when it
+    starts (reported once per episode)."""
     rec = w.rec
+    exit_day = local_days(rec["exit_ts"], zone)
     out = []
     for i in rows:
         tail = w.text[i]
@@ -69,7 +74,7 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
         arpu = round(float(features["arpu_m1"][i]), 2)
         if exit_before[i] == 0 and rec["exit_ts"][i] > 0:
             code = int(rec["exit_reason"][i]) or None
-            out.append(ChurnEvent(w.customers[i], int(rec["exit_ts"][i]) // 86400 + EPOCH_ORDINAL,
+            out.append(ChurnEvent(w.customers[i], int(exit_day[i]),
                                   EXIT_KINDS[int(rec["exit_kind"][i])], code,  # type: ignore[arg-type]
                                   None if code is None else code < 300, region, value_segment(features, i), arpu))
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)

@@ -8,24 +8,27 @@ with the offsets in it, and only then let the consumer commit.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import msgspec
 import numpy as np
+from redis.exceptions import RedisError
 
+from .admission import Bounds, floor_of
 from .alerts import AlertPolicy, ModelView, build_alerts
 from .baselines import Baselines
 from .baselines import increments as baseline_increments
+from .deadletters import dead_letter
 from .errors import InvalidEvent
-from .events import Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr, decode_outcome, decode_profile
+from .events import (CUSTOMER_ID_PATTERN, Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr,
+                     decode_outcome, decode_profile)
 from .features import derive, month_of
 from .logs import pseudonym
 from .metrics import Metrics
@@ -37,22 +40,25 @@ from .rule_eval import Evaluation, Streaks, evaluate, with_segments
 from .rules import Ruleset
 from .settings import Settings
 from .store import WindowStore, Write, retry_forever
-from .state import EPOCH_ORDINAL, Windows, rule_key
-from .windows import Envelope, apply
+from .localtime import local_days
+from .state import Windows, rule_key
+from .windows import Envelope, Erasure, Event, apply, erase_first
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
 
 log = logging.getLogger(__name__)
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 
 
 class RawRecord(msgspec.Struct, frozen=True, gc=False):
-    """A record as the consumer read it (a struct: one is made per event, cheaply)."""
+    """A record as the consumer read it (a struct: one is made per event, cheaply). A null
+    value is a tombstone: on the customers topic, a request to erase the customer."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
 
 @dataclass
@@ -61,6 +67,8 @@ class BatchOutput:
     deadletters: list[DeadLetter] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     churn_events: list[ChurnEvent] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # customers erased in this batch (tombstones on customers)
+    partitions: dict[str, int] = field(default_factory=dict)  # customer -> the input partition they came from
     cooled: int = 0  # alerts the cooldown held back
     writes: dict[str, Write] = field(default_factory=dict)
     report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
@@ -68,26 +76,23 @@ class BatchOutput:
     replayed: int = 0
     duplicates: int = 0
 
+    def merge(self, other: "BatchOutput") -> None:
+        """Add the output of a disjoint set of customers."""
+        for name in ("alerts", "deadletters", "snapshots", "churn_events", "erased"):
+            getattr(self, name).extend(getattr(other, name))
+        self.writes |= other.writes
+        self.report |= other.report
+        self.partitions |= other.partitions
+        self.cooled += other.cooled
+        self.applied += other.applied
+        self.replayed += other.replayed
+        self.duplicates += other.duplicates
 
-Sender = Callable[[BatchOutput], Awaitable[None]]
+
+#: Sends a batch's outputs; may return offsets to record with its state, as applied offsets
+#: (where the alerts it sent went: `alert_ledger.py`).
+Sender = Callable[[BatchOutput], Awaitable[dict[tuple[str, int], int] | None]]
 R = TypeVar("R")
-
-
-def dead_letter(rec: RawRecord, err: InvalidEvent, now: datetime, private: bool = False,
-                customer: str | None = None) -> DeadLetter:
-    """The record and why it was refused. With `private` (pseudonymous ids) the key is the
-    `customer`'s pseudonym and the record's bytes are left out, since they hold numbers: its
-    topic, partition and offset find it."""
-    return DeadLetter(
-        topic=rec.topic, partition=rec.partition, offset=rec.offset, reason=err.reason, field=err.field,
-        # A message can quote the values it refused, the customer's number among them.
-        detail=_NUMBER.sub("<number>", err.detail) if private else err.detail,
-        key=customer if private else rec.key.decode("utf-8", "replace") if rec.key is not None else None,
-        value_b64=None if private else base64.b64encode(rec.value).decode(), at=now,
-    )
-
-
-_NUMBER = re.compile(r"\d{6,}")
 
 
 class BatchProcessor:
@@ -96,7 +101,9 @@ class BatchProcessor:
     def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
                  policy: AlertPolicy | None = None, clock: Callable[[], datetime] | None = None,
                  model: Callable[[], Scorer | None] = lambda: None,
-                 baselines: Callable[[], Baselines] = Baselines) -> None:
+                 baselines: Callable[[], Baselines] = Baselines, wall_clock_bound: bool = True) -> None:
+        """`wall_clock_bound`: refuse event times ahead of `clock` (off for replays of recordings,
+        whose own time is not today's)."""
         self.settings = settings
         self.store = store
         self.rules = rules
@@ -106,6 +113,8 @@ class BatchProcessor:
         self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
                                             segment_churn=tuple(settings.segment_monthly_churn.items()))
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.bounds = Bounds(floor_of(settings.event_time_floor), timedelta(seconds=settings.max_clock_skew_s),
+                             settings.zone, self.clock if wall_clock_bound else None)
         inputs = settings.topics.inputs()
         self._topic_index = {t: i for i, t in enumerate(inputs)}
         self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
@@ -121,26 +130,48 @@ class BatchProcessor:
         self.topic_seen: dict[tuple[int, int], int] = {}
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
+        """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
         decoded = []
         now = self.clock()
-        for topic, n in Counter(rec.topic for rec in records).items():
-            self.metrics.events.labels(topic).inc(n)
-        private = self.pseudonyms.enabled
+        latest = self.bounds.latest()
         for rec in records:
             try:
-                if rec.key is None:
-                    raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
-                event = self._decoders[rec.topic](rec.value)
-                if rec.key.decode("utf-8", "replace") != event.customer_id:
-                    raise InvalidEvent("key_mismatch", "customer_id",
-                                       f"got {event.customer_id!r} under key {rec.key!r}; topics are keyed by customer")
+                event = self._admit(rec, latest)
             except InvalidEvent as err:
                 out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
-            if private and rec.topic in self._numbered:
-                event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
+            except Exception as exc:  # noqa: BLE001 - a record no check foresaw goes, the batch goes on
+                log.warning("a record raised %s while it was read", type(exc).__name__, exc_info=True)
+                out.deadletters.append(self._dead_letter(rec, _unexpected(exc), now))
+                continue
             decoded.append((event.customer_id, Envelope(self._topic_index[rec.topic], rec.partition, rec.offset, event)))
         return decoded
+
+    def _admit(self, rec: RawRecord, latest: datetime) -> Event:
+        """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
+        every check at the edge; `InvalidEvent` otherwise."""
+        size = len(rec.value or b"") + len(rec.key or b"")
+        if size > self.settings.max_record_bytes:
+            raise InvalidEvent("too_large", None, f"{size} bytes; at most {self.settings.max_record_bytes} "
+                                                  "(CHURNWATCH_MAX_RECORD_BYTES)")
+        if rec.key is None:
+            raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
+        customer = rec.key.decode("utf-8", "replace")
+        if rec.value is None:
+            if rec.topic != self.settings.topics.customers:
+                raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
+            if not _CUSTOMER_ID.match(customer):
+                raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
+            event: Event = Erasure(self._customer_of(rec))  # type: ignore[arg-type]
+            return event
+        event = self._decoders[rec.topic](rec.value)
+        if customer != event.customer_id:
+            raise InvalidEvent("key_mismatch", "customer_id",
+                               f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
+        self.bounds.check(event, latest)
+        if self.pseudonyms.enabled and rec.topic in self._numbered:
+            event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
+        return event
 
     async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
         """Everything a batch produces, without writing anything yet."""
@@ -149,25 +180,42 @@ class BatchProcessor:
         customers = list(dict.fromkeys(c for c, _ in decoded))
         if not customers:
             return out
+        out.partitions = {c: env.partition for c, env in decoded}
         raws = await self._redis("load", lambda: self.store.load(customers))
         w = Windows.load(customers, raws)
-        before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
+        if w.quarantined:
+            await self._quarantine(w, raws)
         row = {c: i for i, c in enumerate(customers)}
+        out.erased = erase_first(w, [(row[c], env) for c, env in decoded if isinstance(env.event, Erasure)])
+        before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
         now = self.clock()
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         inputs = self.settings.topics.inputs()
-        for env, why in result.late:
+        for env, err in result.refused:
             rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
-            out.deadletters.append(self._dead_letter(rec, InvalidEvent("late", "ts", why), now))
+            out.deadletters.append(self._dead_letter(rec, err, now))
         now_day = self._advance_clock(w, decoded, row)
         changed = sorted(result.changed)
-        if result.applied:
-            partition_of = {c: env.partition for c, env in decoded}
-            self._derive(w, changed, now_day, now, before, partition_of, out)
+        # An erased customer sends nothing in the batch that erased them; events after the
+        # tombstone are kept, and judged with their next batch.
+        erased = set(out.erased)
+        judged = [i for i in changed if customers[i] not in erased]
+        if result.applied and judged:
+            self._derive(w, judged, now_day, now, before, out.partitions, out)
         out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
+
+    async def _quarantine(self, w: Windows, raws: Sequence[bytes | None]) -> None:
+        """States that cannot be read are set aside and their customers start afresh: a record of
+        another layout must be neither misread nor allowed to stop every batch it is in."""
+        for i, why in w.quarantined:
+            self.metrics.quarantined.inc()
+            log.error("a stored state could not be read (%s); set aside, the customer starts afresh", why,
+                      extra={"customer": pseudonym(w.customers[i])})
+        aside = {w.customers[i]: raws[i] for i, _ in w.quarantined}
+        await self._redis("quarantine", lambda: self.store.quarantine(aside))  # type: ignore[arg-type]
 
     def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
         partition = np.zeros(len(w.customers), np.int64)
@@ -204,7 +252,7 @@ class BatchProcessor:
             sub_features, sub_x = self._features(sub, days, scorer, ruleset)
             sub_ev = evaluate_rules(sub, ruleset, sub_features, days, list(range(len(picks))))
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
-        out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day)
+        out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
         out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
         if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
             defined = [name for name, _ in ruleset.segments]
@@ -222,11 +270,8 @@ class BatchProcessor:
     def _exits_known(self, partitions: list[int]) -> list[int]:
         """Per snapshot: the day up to which its partition's exits have been read (usage and billing
         both past it; in a catch-up one topic can run days ahead of the other)."""
-        out = []
-        for p in partitions:
-            both = min(self.topic_seen.get((0, p), 0), self.topic_seen.get((1, p), 0))
-            out.append(both // 86400 + EPOCH_ORDINAL - 1 if both else 0)
-        return out
+        both = np.array([min(self.topic_seen.get((0, p), 0), self.topic_seen.get((1, p), 0)) for p in partitions])
+        return np.where(both > 0, local_days(both, self.settings.zone) - 1, 0).tolist()
 
     def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
                   ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -235,39 +280,73 @@ class BatchProcessor:
         changes against the built-in segments' baselines: its inputs do not change with the
         rule files."""
         baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
-        features = with_segments(ruleset, derive(w, day))
+        features = with_segments(ruleset, derive(w, day, self.settings.zone))
         columns = baselines.columns(features, day, defined)
         x = model_inputs(features, baselines.medians(features, day, columns, defined))
         features |= columns
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
 
-    async def run(self, records: Sequence[RawRecord], send: Sender) -> BatchOutput:
-        """Process a batch end to end: prepare, send, write; retry customers that conflicted."""
+    async def run(self, records: Sequence[RawRecord], send: Sender, silent: bool = False) -> BatchOutput:
+        """Process a batch end to end: prepare, check, send, write. Customers another writer moved
+        on since they were read are prepared again before anything is sent; if one moves in the
+        instant between the check and the write, its customers are prepared and sent again
+        (under the same alert ids). `silent`: a rebuild of records whose outputs were sent
+        before the state was lost (`ingest.py`), which writes the state and sends nothing."""
         started = time.perf_counter()
+        for topic, n in Counter(rec.topic for rec in records).items():
+            self.metrics.events.labels(topic).inc(n)
+        applied = _newest_offsets(records)
         pending = list(records)
-        for _attempt in range(5):
-            out = await self.prepare(pending)
-            await send(out)
-            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report))
+        for _attempt in range(10):
+            out = await self.isolated(pending)
+            stale = await self._redis("check", lambda: self.store.stale(out.writes))
+            if stale:
+                self.metrics.redis_conflicts.inc(len(stale))
+                continue  # read again: the stored offsets skip what the other writer applied
+            marks = None if silent else await send(out)
+            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, applied | (marks or {})))
             self._count(out)
             if not conflicts:
                 break
-            # Another writer moved these customers on: re-read them and apply again (offsets skip what it did).
             self.metrics.redis_conflicts.inc(len(conflicts))
             lost = set(conflicts)
             pending = [r for r in pending if self._customer_of(r) in lost]
         else:
-            raise RuntimeError(f"state of {len(lost)} customers kept changing under this worker")
+            raise RuntimeError("customers' states kept changing under this worker: another worker owns them")
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out
+
+    async def isolated(self, records: Sequence[RawRecord]) -> BatchOutput:
+        """`prepare`, but if it raises, the batch is split by customer until the customers whose
+        records make it raise are found: their records go to dead letter, the others go on.
+        Every stage is per customer, so halves give what the whole would have. Infrastructure
+        errors (Redis) are not the records' fault and are raised."""
+        try:
+            return await self.prepare(records)
+        except RedisError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
+            groups: dict[str | None, list[RawRecord]] = {}
+            for rec in records:
+                groups.setdefault(self._customer_of(rec), []).append(rec)
+            if len(groups) == 1:
+                log.error("the records of one customer made the batch raise %s: sent to dead letter",
+                          type(exc).__name__, exc_info=True)
+                now, err = self.clock(), InvalidEvent("processing_failed", None, f"{type(exc).__name__}: {exc}")
+                return BatchOutput(deadletters=[self._dead_letter(rec, err, now) for rec in records])
+            parts = list(groups.values())
+            half = len(parts) // 2
+            out = await self.isolated([r for part in parts[:half] for r in part])
+            out.merge(await self.isolated([r for part in parts[half:] for r in part]))
+            return out
 
     def _dead_letter(self, rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
         return dead_letter(rec, err, now, self.pseudonyms.enabled, self._customer_of(rec))
 
     def _customer_of(self, rec: RawRecord) -> str | None:
-        """The customer a record's state is kept under."""
+        """The customer a record's state is kept under (its key, pseudonymised if ids are)."""
         if rec.key is None:
             return None
         customer = rec.key.decode("utf-8", "replace")
@@ -307,6 +386,9 @@ class BatchProcessor:
             self.metrics.churned.labels(c.kind).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
+        self.metrics.erased.inc(len(out.erased))
+        for customer in out.erased:
+            log.info("customer erased", extra={"customer": pseudonym(customer)})
 
 
 def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
@@ -320,3 +402,17 @@ def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray]
     ev = evaluate(ruleset, features, streaks, periods)
     w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
     return ev
+
+
+def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
+    """The newest offset of each input partition in a batch: what Redis will have applied."""
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        if r.offset > out.get((r.topic, r.partition), -1):
+            out[(r.topic, r.partition)] = r.offset
+    return out
+
+
+def _unexpected(exc: Exception) -> InvalidEvent:
+    """A record that raised something no check foresaw: refused, with what it raised."""
+    return InvalidEvent("unreadable", None, f"{type(exc).__name__}: {exc}")

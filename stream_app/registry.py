@@ -6,22 +6,39 @@ import logging
 from typing import Any
 
 from . import keys
+from .errors import ChurnwatchError
 from .metrics import Metrics
 from .model import ModelRefused, ModelSnapshot, Scorer, decode_snapshot, encode_snapshot
+from .signing import Signer
 
-__all__ = ["publish", "ScorerSource"]
+__all__ = ["LeaseLost", "publish", "ScorerSource"]
 
 log = logging.getLogger(__name__)
 
 
-def publish(client: Any, snapshot: ModelSnapshot, checkpoint: bytes) -> None:
+# KEYS: lease, model, version, checkpoint. ARGV: the lease's token, then their values.
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[4])
+return 1
+"""
+
+
+class LeaseLost(ChurnwatchError):
+    """The trainer's lease went to another trainer: this one must not publish."""
+
+
+def publish(client: Any, snapshot: ModelSnapshot, checkpoint: bytes, lease_token: bytes) -> None:
     """Store `snapshot` as the current model with the trainer checkpoint it came from, in one
-    transaction (a synchronous client; the keys share a hash tag)."""
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.MODEL, encode_snapshot(snapshot))
-    pipe.set(keys.MODEL_VERSION, snapshot.version)
-    pipe.set(keys.TRAINER_STATE, checkpoint)
-    pipe.execute()
+    script that first checks the trainer still holds its lease (a fencing token): a trainer
+    paused past its lease, whose successor took over, cannot overwrite the successor's work.
+    A synchronous client; the keys share a hash tag, so this runs on Redis Cluster too."""
+    done = client.eval(_PUBLISH, 4, keys.TRAINER_LEASE, keys.MODEL, keys.MODEL_VERSION, keys.TRAINER_STATE,
+                       lease_token, encode_snapshot(snapshot), snapshot.version, checkpoint)
+    if not done:
+        raise LeaseLost(f"model version {snapshot.version} not published: another trainer holds the lease")
 
 
 class ScorerSource:
@@ -30,8 +47,9 @@ class ScorerSource:
     A model that fails its checks is refused, logged and counted once, and the previous one
     stays in use."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, signer: Signer | None = None) -> None:
         self.metrics = metrics
+        self.signer = signer
         self.scorer: Scorer | None = None
         self._seen: int | None = None
 
@@ -57,12 +75,13 @@ class ScorerSource:
     def offer(self, raw: bytes) -> None:
         try:
             snapshot = decode_snapshot(raw)
+            scorer = Scorer(snapshot, self.signer)
         except ModelRefused as exc:
             self.metrics.model_refused.inc()
             kept = self.scorer.version if self.scorer else "none (rules alone)"
             log.error("refused published model: %s; keeping version %s", exc, kept)
             return
-        self.scorer = Scorer(snapshot)
+        self.scorer = scorer
         self.metrics.model_version.set(snapshot.version)
         self.metrics.model_labels.set(snapshot.labels)
         log.info("scoring with model version %d (%d labels learned)", snapshot.version, snapshot.labels)

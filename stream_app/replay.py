@@ -27,6 +27,7 @@ from .pipeline import BatchOutput, BatchProcessor, RawRecord
 from .registry import ScorerSource
 from .rules import Ruleset
 from .settings import Settings
+from .signing import Signer
 from .store import MemoryWindowStore
 from .trainer import TrainerCore
 
@@ -58,6 +59,9 @@ class _Learning:
         self.made = 0
 
     def feed(self, out: BatchOutput) -> None:
+        if out.erased:
+            gone = set(out.erased)
+            self.pending = deque(s for s in self.pending if s.customer_id not in gone)
         for c in out.churn_events:
             self.labeler.churn(c)
         for s in out.snapshots:
@@ -68,7 +72,7 @@ class _Learning:
             self.core.learn(label, self.made)
             self.made += 1
             if self.core.since_publish >= self.settings.model_publish_labels:
-                self.source.offer(encode_snapshot(self.core.next_model()))
+                self.source.offer(encode_snapshot(self.core.next_model(self.source.signer)))
 
 
 class _DailyBaselines:
@@ -101,14 +105,16 @@ def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rule
 async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
                   learn: bool) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
-    source = ScorerSource(metrics)
+    # Models published within this process only: a key of its own signs a forest's pickle.
+    source = ScorerSource(metrics, Signer.ephemeral())
     core = TrainerCore.fresh(settings)
     store = MemoryWindowStore()
     # Replays compare what they find with the truth by customer id: simulated or public data,
     # kept under its own ids.
     baselines = _DailyBaselines(store, BaselineRule.of(settings))
+    # Recorded traffic keeps its own time, not today's: event times are bounded by the floor only.
     processor = BatchProcessor(settings.model_copy(update={"pseudonym_key": None}), store, rules, metrics,
-                               model=source, baselines=baselines)
+                               model=source, baselines=baselines, wall_clock_bound=False)
     learning = _Learning(settings, core, source) if learn else None
     result = ReplayResult(core=core)
     offsets: dict[str, int] = {}

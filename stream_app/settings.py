@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,12 +66,21 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.5, gt=0)
     late_grace_days: int = Field(default=3, ge=0, le=30)
+    # The edge's bounds (admission.py): a record over this size is refused before it is decoded;
+    # an event time before the floor, or ahead of the wall clock by more than the skew, goes to
+    # dead letter, so that no record can move a customer's clock.
+    max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=64 << 20)
+    max_clock_skew_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1))
     idle_expiry_days: int = Field(default=120, ge=1)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in a terminal, JSON otherwise
     log_pseudonym_key: SecretStr | None = None  # HMAC key for customer ids in logs; random per process if unset
     # Set: phone numbers are replaced by their HMAC-SHA256 pseudonyms as events are read (privacy.py).
     pseudonym_key: SecretStr | None = Field(default=None, min_length=16)  # a short key is guessed
+    # HMAC key for the pickles kept in Redis (the trainer's checkpoint, a forest model; signing.py):
+    # the trainer needs it, and workers need it to score with a forest.
+    model_signing_key: SecretStr | None = Field(default=None, min_length=16)
     redis_retry_max_s: float = Field(default=10.0, gt=0)
     # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
     kafka_session_timeout_s: float = Field(default=10.0, ge=3)

@@ -13,6 +13,7 @@ and the labels it makes a second time are recognised and skipped, so each is lea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import time
@@ -23,6 +24,8 @@ from typing import Any, Callable
 import msgspec
 import numpy as np
 
+from redis.exceptions import LockError
+
 from . import keys
 from .events import ChurnEvent, Label, ModelEvent, Snapshot
 from .kafka_clients import client_options
@@ -30,6 +33,7 @@ from .labels import Labeler
 from .metrics import TrainerMetrics
 from .model import NAMES, Adaptation, Learner, ModelSnapshot
 from .registry import publish
+from .signing import Signer, Unsigned
 from .settings import Settings
 
 __all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
@@ -50,6 +54,10 @@ class TrainerCore:
     version: int = 0
     learned: dict[int, int] = field(default_factory=dict)  # snapshot partition -> last offset learned
     labels_offset: int = 0  # next offset to read in churn.labels
+    # Customer -> day of the last snapshot learned. A worker that crashed after sending its
+    # snapshots sends them again at new offsets; a customer's snapshots come in day order, so
+    # one of a day already learned is such a resend.
+    days: dict[str, int] = field(default_factory=dict)
     since_publish: int = 0
     published_at: float = field(default_factory=time.monotonic)
 
@@ -64,8 +72,16 @@ class TrainerCore:
         if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
             return None  # learned before, or made by a build with other features (an upgrade's leftovers)
         self.learned[label.partition] = label.offset
+        if label.day <= self.days.get(label.customer_id, -1):
+            return None  # the same customer and day again: a resent snapshot
+        self.days[label.customer_id] = label.day
         self.since_publish += 1
         return self.learner.learn(np.asarray(label.x, np.float64), label.y)
+
+    def forget_before(self, day: int) -> None:
+        """Drop the days of customers not learned since `day`: a resend comes within a crash's
+        replay of the newest batches, never months later."""
+        self.days = {c: d for c, d in self.days.items() if d >= day}
 
     def due(self, settings: Settings) -> bool:
         if self.since_publish == 0:
@@ -73,30 +89,38 @@ class TrainerCore:
         return (self.since_publish >= settings.model_publish_labels
                 or time.monotonic() - self.published_at >= settings.model_publish_s)
 
-    def next_model(self) -> ModelSnapshot:
+    def next_model(self, signer: Signer) -> ModelSnapshot:
         self.version += 1
         self.since_publish = 0
         self.published_at = time.monotonic()
-        return self.learner.snapshot(self.version)
+        if self.days:
+            self.forget_before(max(self.days.values()) - 120)
+        return self.learner.snapshot(self.version, signer)
 
-    def checkpoint(self) -> bytes:
-        return pickle.dumps((self.learner, self.version, self.learned, self.labels_offset))
+    def checkpoint(self, signer: Signer) -> bytes:
+        """The trainer as a pickle, signed: it is read back only under the same key."""
+        return signer.sign(pickle.dumps((self.learner, self.version, self.learned, self.labels_offset, self.days)))
 
     @classmethod
-    def restore(cls, raw: bytes, settings: Settings) -> "TrainerCore":
-        """The checkpointed trainer; after an upgrade that changed the model's features, a fresh
-        learner that goes on from the same place in the labels (the version number goes on too)."""
-        # Written only by the trainer that holds the lease, in the operator's own Redis.
-        learner, version, learned, labels_offset = pickle.loads(raw)
+    def restore(cls, raw: bytes, settings: Settings, signer: Signer, version: int = 0) -> "TrainerCore":
+        """The checkpointed trainer. One not signed under this key is never unpickled: the
+        trainer learns afresh from the start of the labels topic (kept a year) and numbers its
+        versions on from `version`, the one published. After an upgrade that changed the model's
+        features, a fresh learner goes on from the same place in the labels."""
+        try:
+            learner, version, learned, labels_offset, days = pickle.loads(signer.open(raw))
+        except Unsigned as exc:
+            log.error("the trainer's checkpoint was refused (%s): learning afresh from the labels topic", exc)
+            return dataclasses.replace(cls.fresh(settings), version=version)
         if getattr(learner, "features", None) != NAMES:
             log.warning("the checkpointed model was made for other features: learning afresh for %s", ", ".join(NAMES))
             learner = cls.fresh(settings).learner
-        return cls(learner, version, learned, labels_offset)
+        return cls(learner, version, learned, labels_offset, days)
 
 
-def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics) -> ModelSnapshot:
-    snapshot = core.next_model()
-    publish(client, snapshot, core.checkpoint())
+def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Signer, token: bytes) -> ModelSnapshot:
+    snapshot = core.next_model(signer)
+    publish(client, snapshot, core.checkpoint(signer), token)
     metrics.version.set(snapshot.version)
     for name, gauge in metrics.figures.items():
         if name in snapshot.figures:
@@ -141,6 +165,9 @@ class _Labelling:
         churn sent before a snapshot the clock has seen is in)."""
         for tp, records in self.head.poll(timeout_ms=100, max_records=100_000).items():
             for r in records:
+                if r.value is None:  # a tombstone: the customer was erased
+                    labeler.erase(r.key.decode(), tp.partition, r.offset)
+                    continue
                 known = decode_snapshot_record(r.value).exits_known
                 self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
         ends = self.churn.end_offsets(list(self.churn.assignment()))
@@ -157,7 +184,11 @@ class _Labelling:
         out = []
         for tp, records in self.tail.poll(timeout_ms=200, max_records=20_000).items():
             for r in records:
+                if r.value is None:
+                    continue
                 snap = decode_snapshot_record(r.value)
+                if labeler.is_erased(snap.customer_id, tp.partition, r.offset):
+                    continue
                 clock = self.clock.get(tp.partition, 0)
                 if not labeler.mature(snap.day, clock):
                     self.tail.seek(tp, r.offset)
@@ -190,11 +221,14 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     assert settings.kafka_bootstrap and settings.redis_url
     url = settings.redis_url.get_secret_value()
     client = redis.RedisCluster.from_url(url) if settings.redis_cluster else redis.Redis.from_url(url)
+    signer = Signer.of(settings)
     lease = client.lock(keys.TRAINER_LEASE, timeout=settings.trainer_lease_s)
     log.info("waiting for the trainer lease")
     lease.acquire(blocking=True)
+    token = lease.local.token
     stored = client.get(keys.TRAINER_STATE)
-    core = TrainerCore.restore(stored, settings) if stored else TrainerCore.fresh(settings)
+    published = int(client.get(keys.MODEL_VERSION) or 0)
+    core = TrainerCore.restore(stored, settings, signer, published) if stored else TrainerCore.fresh(settings)
     log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
     metrics.version.set(core.version)  # what is in force, from the first scrape after a restart
     t = settings.topics
@@ -229,7 +263,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                     if change is not Adaptation.NONE:
                         _adapted(change, core.learner, metrics, event)
             if core.due(settings):
-                snapshot = _publish(client, core, metrics)
+                snapshot = _publish(client, core, metrics, signer, token)
                 event("published", f"figures {snapshot.figures}")
                 log.info("published model version %d (%d labels, AUC %.3f)", snapshot.version, snapshot.labels,
                          snapshot.figures.get("auc", float("nan")))
@@ -241,7 +275,10 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
         producer.close()
         labelling.close()
         labels_in.close()
-        lease.release()
+        try:
+            lease.release()
+        except LockError:  # lost to another trainer already
+            pass
 
 
 def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, event: Callable[[str, str], None]) -> None:

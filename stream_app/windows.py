@@ -14,7 +14,9 @@ The state's layout, and loading and dumping a batch of states, are in `state.py`
 from __future__ import annotations
 
 import itertools
+import logging
 import zlib
+from hashlib import blake2b as _id_digest
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -24,16 +26,29 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
+from .errors import InvalidEvent
 from .events import Billing, Cdr, Outcome, Profile
+from .localtime import local_clock
 from .rule_eval import LEVELS
 from .state import (
-    C, CONTACT_BITS, COUNTERS, D, DEDUP_RINGS, EPOCH_ORDINAL, EXIT_KINDS, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, VIP_TIERS, StateTail, Windows,
-    contacts_estimate, month_index,
+    C, CONTACT_BITS, COUNTERS, D, EPOCH_ORDINAL, EXIT_KINDS, ID_DIGEST, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, N_TOPICS,
+    VIP_TIERS, StateTail, Windows, contacts_estimate, month_index,
 )
 
-__all__ = ["Envelope", "ApplyResult", "apply"]
+__all__ = ["Envelope", "ApplyResult", "Erasure", "Event", "apply", "erase_first"]
 
-Event = Union[Cdr, Billing, Profile, Outcome]
+log = logging.getLogger(__name__)
+
+
+class Erasure(msgspec.Struct, frozen=True, gc=False):
+    """A tombstone on the customers topic: erase the customer (right to erasure). What the
+    state knows of them goes; the offsets stay, so that a replay of their older records is
+    still recognised and skipped."""
+
+    customer_id: str
+
+
+Event = Union[Cdr, Billing, Profile, Outcome, Erasure]
 
 
 class Envelope(msgspec.Struct, frozen=True, gc=False):
@@ -51,47 +66,8 @@ class ApplyResult:
     applied: int = 0
     replayed: int = 0  # at or below the stored offset: already in the state
     duplicates: int = 0  # an event id this customer had just seen
-    late: list[tuple[Envelope, str]] = field(default_factory=list)
+    refused: list[tuple[Envelope, InvalidEvent]] = field(default_factory=list)  # late, or raised while applied
     changed: set[int] = field(default_factory=set)  # rows whose state changed
-
-
-class _LocalClock:
-    """Unix seconds to (local day ordinal, month index) in a zone, cached by the hour.
-
-    `astimezone` per event was a tenth of the cost of a batch. A zone's offset changes at
-    most once in an hour, so an hour whose two ends share an offset is cached, and the rare
-    hour with a change is converted event by event.
-    """
-
-    def __init__(self, zone: ZoneInfo) -> None:
-        self.zone = zone
-        self._offsets: dict[int, int | None] = {}
-        self._months: dict[int, int] = {}
-
-    def _offset(self, ts: int) -> int:
-        return int(datetime.fromtimestamp(ts, self.zone).utcoffset().total_seconds())  # type: ignore[union-attr]
-
-    def __call__(self, ts: int) -> tuple[int, int]:
-        hour = ts // 3600
-        offset = self._offsets.get(hour, -1)
-        if offset == -1:
-            if len(self._offsets) > 100_000:  # a century of hours: only a replay of years gets here
-                self._offsets.clear(), self._months.clear()
-            first, last = self._offset(hour * 3600), self._offset(hour * 3600 + 3599)
-            offset = self._offsets[hour] = first if first == last else None
-        if offset is None:
-            offset = self._offset(ts)
-        day = (ts + offset) // 86400 + EPOCH_ORDINAL
-        month = self._months.get(day)
-        if month is None:
-            d = date.fromordinal(day)
-            month = self._months[day] = month_index(d.year, d.month)
-        return day, month
-
-
-@lru_cache(maxsize=8)
-def _clock(zone: ZoneInfo) -> _LocalClock:
-    return _LocalClock(zone)
 
 
 # How much a CDR adds to a counter: one, its tenths of a minute, or its started 64 KiB blocks.
@@ -151,35 +127,55 @@ def _bill_month(e: Billing, default: int) -> int:
 
 @dataclass
 class _Scratch:
-    """Per-batch Python copies of the header fields `apply` reads per event (numpy scalars are slow)."""
+    """Per-batch Python copies of the header fields `apply` reads per event (numpy scalars are
+    slow), and the event ids seen, read from the tails group by group as events need them."""
 
     part: list[list[int]]
     offset: list[list[int]]
     newest: list[list[int]]
-    dedup: list[list[int]]
-    dedup_pos: list[int]
     last_seen: list[list[int]]
+    tails: list[StateTail | None]
+    seen: dict[int, dict[int, set[bytes]]] = field(default_factory=dict)  # row -> id group -> digests
+    added: dict[int, dict[int, list[bytes]]] = field(default_factory=dict)  # row -> id group -> new, in order
 
     @classmethod
-    def of(cls, rec: np.ndarray) -> "_Scratch":
-        return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["dedup"].tolist(),
-                   rec["dedup_pos"].tolist(), rec["last_seen"].tolist())
+    def of(cls, w: Windows) -> "_Scratch":
+        rec = w.rec
+        return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["last_seen"].tolist(),
+                   w.text)
 
-    def remember(self, cust: int, topic: int, digest: int) -> bool:
-        """Add an event id to the topic's ring; False if the ring already holds it (a resend)."""
-        start, size, shift, bits = DEDUP_RINGS[topic]
-        ids = self.dedup[cust]
-        if digest in ids[start:start + size]:
+    def remember(self, cust: int, topic: int, day: int, digest: bytes) -> bool:
+        """Add an event id to the customer's memory; False if it is there already (a resend)."""
+        key = day * N_TOPICS + topic
+        groups = self.seen.setdefault(cust, {})
+        ids = groups.get(key)
+        if ids is None:
+            tail = self.tails[cust]
+            stored = tail.seen.get(key, b"") if tail is not None else b""
+            ids = groups[key] = {stored[k:k + ID_DIGEST] for k in range(0, len(stored), ID_DIGEST)}
+        if digest in ids:
             return False
-        mask = (1 << bits) - 1
-        at = (self.dedup_pos[cust] >> shift) & mask
-        ids[start + at] = digest
-        self.dedup_pos[cust] = (self.dedup_pos[cust] & ~(mask << shift) & 0xFF) | (((at + 1) % size) << shift)
+        ids.add(digest)
+        self.added.setdefault(cust, {}).setdefault(key, []).append(digest)
         return True
 
-    def store(self, rec: np.ndarray) -> None:
-        rec["part"], rec["offset"], rec["newest"] = self.part, self.offset, self.newest
-        rec["dedup"], rec["dedup_pos"], rec["last_seen"] = self.dedup, self.dedup_pos, self.last_seen
+    def forget(self, cust: int) -> None:
+        self.seen.pop(cust, None)
+        self.added.pop(cust, None)
+
+    def store(self, w: Windows, grace_days: int) -> None:
+        rec = w.rec
+        rec["part"], rec["offset"], rec["newest"], rec["last_seen"] = self.part, self.offset, self.newest, self.last_seen
+        for cust, added in self.added.items():
+            tail = w.text[cust] or StateTail()
+            seen = dict(tail.seen)
+            for key, digests in added.items():
+                seen[key] = seen.get(key, b"") + b"".join(digests)
+            # Days the late grace has closed on their topic: their events are refused before this memory is asked.
+            # Sorted, so that the bytes do not depend on how the topics interleaved.
+            newest = self.newest[cust]
+            w.text[cust] = msgspec.structs.replace(tail, seen={
+                key: seen[key] for key in sorted(seen) if key // N_TOPICS >= newest[key % N_TOPICS] - grace_days})
 
 
 @dataclass
@@ -196,53 +192,88 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
     """Apply a batch of (row, envelope) pairs, in offset order, to the windows `w`.
 
     Skipped: events at or below a customer's stored offset (a replay) and event ids the
-    customer has just seen (a producer's resend). Returned as late: events older than the
-    topic's newest day for that customer minus `grace_days`.
+    customer has seen within the grace window (a producer's resend). Refused: events older than the topic's
+    newest day for that customer minus `grace_days` (late), and any event whose applying
+    raised; the rest of the batch goes on.
     """
     result = ApplyResult()
-    s = _Scratch.of(w.rec)
-    local = _clock(zone)
+    s = _Scratch.of(w)
+    local = local_clock(zone)
     rows = _Rows()
     # The loop runs once per event: locals instead of attribute lookups, and the CDR's rows
-    # inline, roughly halve its cost.
+    # inline, roughly halve its cost. (A `try` costs nothing in Python 3.11 until it catches.)
     part, offset, newest_day, last_seen, remember = s.part, s.offset, s.newest, s.last_seen, s.remember
-    changed, cdrs, contacts = result.changed, rows.cdrs, rows.contacts
-    crc32, kind_index, cdr_kind = zlib.crc32, _KIND_INDEX, _CDR_KIND
+    changed = result.changed
+    crc32, digest, kind_index, cdr_kind = zlib.crc32, _id_digest, _KIND_INDEX, _CDR_KIND
     for cust, env in batch:
-        t = env.topic
-        if part[cust][t] == env.partition and env.offset <= offset[cust][t] and newest_day[cust][t]:
-            result.replayed += 1
-            continue
-        part[cust][t], offset[cust][t] = env.partition, env.offset
-        changed.add(cust)
-        e = env.event
-        ts = int(e.ts.timestamp())
-        day, month = local(ts)
-        newest = newest_day[cust][t]
-        if newest and day < newest - grace_days:
-            result.late.append((env, f"event day is {newest - day} days before the newest seen, grace is {grace_days}"))
-            continue
-        if not remember(cust, t, crc32(e.event_id.encode()) or 1):
-            result.duplicates += 1
-            continue
-        if day > newest:
-            newest_day[cust][t] = day
-        result.applied += 1
-        if not isinstance(e, Cdr):
-            _add_other(w, s, rows, cust, e, ts, month)
-            continue
-        seen = last_seen[cust]
-        kind = kind_index[e.kind]
-        if seen[kind] < ts:
-            seen[kind] = ts
-        if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
-            contacts.append((cust, month, crc32(e.peer_id.encode())))
-        traits = (e.kind, e.direction == "MO", e.peer_network == "off_net", e.roaming, e.long_distance, e.forwarded,
-                  e.customer_service, e.termination == "dropped")
-        cdrs.append((cust, day, month, cdr_kind[traits], (e.duration_s + 3) // 6, -(-e.data_bytes // 65536)))
-    s.store(w.rec)
+        try:
+            t = env.topic
+            if part[cust][t] == env.partition and env.offset <= offset[cust][t] and newest_day[cust][t]:
+                result.replayed += 1
+                continue
+            part[cust][t], offset[cust][t] = env.partition, env.offset
+            changed.add(cust)
+            e = env.event
+            if isinstance(e, Erasure):
+                _erase(w, s, rows, cust, t)
+                continue
+            ts = int(e.ts.timestamp())
+            day, month = local(ts)
+            newest = newest_day[cust][t]
+            if newest and day < newest - grace_days:
+                why = f"event day is {newest - day} days before the newest seen, grace is {grace_days}"
+                result.refused.append((env, InvalidEvent("late", "ts", why)))
+                continue
+            if not remember(cust, t, day, digest(e.event_id.encode(), digest_size=ID_DIGEST).digest()):
+                result.duplicates += 1
+                continue
+            if day > newest:
+                newest_day[cust][t] = day
+            result.applied += 1
+            if not isinstance(e, Cdr):
+                _add_other(w, s, rows, cust, e, ts, month)
+                continue
+            seen = last_seen[cust]
+            kind = kind_index[e.kind]
+            if seen[kind] < ts:
+                seen[kind] = ts
+            if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
+                rows.contacts.append((cust, month, crc32(e.peer_id.encode())))
+            traits = (e.kind, e.direction == "MO", e.peer_network == "off_net", e.roaming, e.long_distance,
+                      e.forwarded, e.customer_service, e.termination == "dropped")
+            rows.cdrs.append((cust, day, month, cdr_kind[traits], (e.duration_s + 3) // 6, -(-e.data_bytes // 65536)))
+        except Exception as exc:  # noqa: BLE001 - one event must not stop the batch
+            log.warning("an event raised %s while it was applied", type(exc).__name__, exc_info=True)
+            result.refused.append((env, InvalidEvent("apply_failed", None, f"{type(exc).__name__}: {exc}")))
+    s.store(w, grace_days)
     _add(w, rows)
     return result
+
+
+def erase_first(w: Windows, erasures: Sequence[tuple[int, Envelope]]) -> list[str]:
+    """Erase, before the batch is applied, the customers it holds a new tombstone for, so that
+    nothing of what they were is compared with (reports) or sent on; `apply` erases again at
+    the tombstone's place, dropping whatever the batch held for them before it. Returns the
+    customers erased."""
+    out = []
+    for cust, env in erasures:
+        rec = w.rec[cust]
+        if rec["part"][env.topic] == env.partition and env.offset <= rec["offset"][env.topic] and rec["newest"][env.topic]:
+            continue  # a replayed tombstone: the customer may have come back since
+        w.erase(cust)
+        out.append(w.customers[cust])
+    return out
+
+
+def _erase(w: Windows, s: "_Scratch", rows: "_Rows", cust: int, topic: int) -> None:
+    w.erase(cust)
+    s.forget(cust)
+    s.last_seen[cust] = [0] * len(s.last_seen[cust])
+    # The topic's offset counts as known from here on (a replayed tombstone is skipped).
+    s.newest[cust][topic] = max(s.newest[cust][topic], 1)
+    rows.cdrs = [r for r in rows.cdrs if r[0] != cust]
+    rows.others = [r for r in rows.others if r[0] != cust]
+    rows.contacts = [r for r in rows.contacts if r[0] != cust]
 
 
 def _bit_of(crc: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import redis
 from kafka import KafkaProducer
 from redis.cluster import RedisCluster as ClusterClient
 
-from stream_app.demo import consumed, stop_worker
+from stream_app.demo import consumed, scrape, stop_worker
 from stream_app.embedded.process import ServerProcess, free_port
 from stream_app.embedded.servers import redis_server
 from stream_app.reports import read_counts
@@ -222,25 +222,46 @@ def test_kill_9_three_times_changes_nothing(backend: str, tansu_bootstrap: str, 
     assert final.report == reference.report
 
 
-def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: Final,
-                                                tmp_path: Path) -> None:
+def restart_redis_mid_stream(bootstrap: str, records: list, tmp_path: Path, kept: list[str],
+                             pause_s: float = 0.0) -> tuple[Final, float]:
+    """Run over `records`, restarting Redis (with `kept`, its persistence options) mid-stream:
+    what is left in Redis, and how many partitions the worker rebuilt from Kafka."""
     port = free_port()
-    persistent = ["--appendonly", "yes", "--appendfsync", "always"]
-    server: ServerProcess = redis_server(tmp_path / "redis", port, persistent).start()
-    run = Run(tansu_bootstrap, f"redis://127.0.0.1:{port}/0", f"redis-{tmp_path.name[-6:]}", tmp_path)
+    server: ServerProcess = redis_server(tmp_path / "redis", port, kept).start()
+    run = Run(bootstrap, f"redis://127.0.0.1:{port}/0", f"redis-{tmp_path.name[-6:]}", tmp_path)
     run.produce(records)
     run.start()
     try:
-        run.wait_consumed(15_000)
+        run.wait_consumed(20_000)
         assert not run.done()
         server.stop()
-        time.sleep(4)  # the worker retries meanwhile; nothing may be acked
-        server = redis_server(tmp_path / "redis", port, persistent).start()
+        time.sleep(pause_s)  # the worker retries meanwhile; nothing may be acked
+        server = redis_server(tmp_path / "redis", port, kept).start()
         run.wait_done(300)
         final = run.final()
+        rebuilt = sum(v for k, v in scrape(run.port).items() if k.startswith("churnwatch_state_rebuilds_total"))
     finally:
         run.stop()
         server.stop()
+    return final, rebuilt
+
+
+def test_redis_restart_mid_stream_skips_nothing(tansu_bootstrap: str, records: list, reference: Final,
+                                                tmp_path: Path) -> None:
+    final, rebuilt = restart_redis_mid_stream(tansu_bootstrap, records, tmp_path,
+                                              ["--appendonly", "yes", "--appendfsync", "always"], pause_s=4)
+    assert rebuilt == 0  # it kept everything: nothing to rebuild
+    differing = final.differences(reference)
+    assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
+    assert final.report == reference.report
+
+
+def test_redis_restarted_empty_is_noticed_and_rebuilt_from_kafka(bootstrap: str, records: list, reference: Final,
+                                                                 tmp_path: Path) -> None:
+    """No persistence at all: Redis comes back empty under a running worker, which must say so
+    and rebuild every customer from what Kafka holds, whatever the broker."""
+    final, rebuilt = restart_redis_mid_stream(bootstrap, records, tmp_path, [])
+    assert rebuilt >= 1, "the loss went unnoticed"
     differing = final.differences(reference)
     assert differing == [], f"{len(differing)} customers differ, e.g. {differing[:3]}"
     assert final.report == reference.report

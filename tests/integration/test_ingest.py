@@ -15,6 +15,11 @@ from stream_app.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
+async def nothing_applied() -> dict[tuple[str, int], int]:
+    """What Redis has applied, for a consumer without a pipeline: nothing (and nothing is committed)."""
+    return {}
+
+
 def test_workers_in_one_group_each_own_the_same_partitions_of_every_input_topic(tansu_bootstrap: str,
                                                                                 unique: str) -> None:
     # A customer's CDRs and bills share a partition number; if two workers held them, both would
@@ -23,11 +28,11 @@ def test_workers_in_one_group_each_own_the_same_partitions_of_every_input_topic(
     settings = Settings(topics=topics, kafka_bootstrap=tansu_bootstrap, app_id=f"cw-{unique}", partitions=4)
     ensure_topics(settings, tansu_bootstrap)
 
-    async def nothing(records: list[RawRecord]) -> None:
+    async def nothing(records: list[RawRecord], silent: bool) -> None:
         return None
 
     async def assignments() -> list[dict[str, set[int]]]:
-        consumers = [BatchConsumer(settings, nothing, asyncio.Lock()) for _ in range(3)]
+        consumers = [BatchConsumer(settings, nothing, asyncio.Lock(), nothing_applied) for _ in range(3)]
         tasks = [asyncio.create_task(c.run()) for c in consumers]
         try:
             for _ in range(120):
@@ -65,11 +70,12 @@ def test_lag_is_reported_after_every_batch_and_falls_to_zero(tansu_bootstrap: st
     handled: list[int] = []
     reported: list[int] = []
 
-    async def count(records: list[RawRecord]) -> None:
+    async def count(records: list[RawRecord], silent: bool) -> None:
         handled.append(len(records))
 
     async def consume() -> None:
-        consumer = BatchConsumer(settings, count, asyncio.Lock(), lambda lags: reported.append(sum(lags.values())))
+        consumer = BatchConsumer(settings, count, asyncio.Lock(), nothing_applied,
+                                 lambda lags: reported.append(sum(lags.values())))
         task = asyncio.create_task(consumer.run())
         for _ in range(120):
             await asyncio.sleep(0.5)

@@ -13,10 +13,12 @@ from stream_app import keys
 from stream_app.cli import main
 from stream_app.model import decode_snapshot
 from stream_app.settings import Settings
+from stream_app.signing import Signer
 from stream_app.trainer import TrainerCore
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+SIGNING_KEY = "a-key-for-these-tests"
 
 
 def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_url: str, tmp_path: Path,
@@ -24,6 +26,7 @@ def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_ur
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("CHURNWATCH_RULES_DIR", str(REPO / "alert_rules"))
     monkeypatch.setenv("CHURNWATCH_HORIZON_DAYS", "10")
+    monkeypatch.setenv("CHURNWATCH_MODEL_SIGNING_KEY", SIGNING_KEY)
     history = tmp_path / "history.jsonl"
     runner = CliRunner()
     made = runner.invoke(main, ["simulate", "--customers", "60", "--days", "50", "--monthly-churn", "0.1",
@@ -38,7 +41,7 @@ def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_ur
     model = decode_snapshot(client.get(keys.MODEL))
     assert model.version == summary["version"] == int(client.get(keys.MODEL_VERSION))
     assert model.labels == summary["labels"] > 0
-    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings())
+    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings(), Signer(SIGNING_KEY.encode()))
     assert core.learner.labels == model.labels and core.learned == {} and core.labels_offset == 0
 
     again = runner.invoke(main, ["model", "bootstrap", "--from", str(history)])

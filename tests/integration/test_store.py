@@ -6,12 +6,17 @@ from typing import Callable
 import pytest
 
 from stream_app.reports import read_counts
-from stream_app.store import MemoryWindowStore, RedisWindowStore, WindowStore, connect_redis
+from stream_app.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, connect_redis
 from stream_app.state import Windows
 from tests.conftest import flush
 from tests.factories import snapshot_features
 
 pytestmark = pytest.mark.integration
+
+
+def seq(n: int) -> bytes:
+    """A write counter as the store compares it."""
+    return n.to_bytes(8, "little")
 
 
 def state(customer: str, seq: int, day0: int) -> bytes:
@@ -37,7 +42,7 @@ def test_a_new_customer_loads_as_none_and_saves(make_store: Callable[[], WindowS
         store = make_store()
         assert await store.load(["8613800000001"]) == [None]
         blob = state("8613800000001", 1, 5)
-        assert await store.save({"8613800000001": (0, blob)}) == []
+        assert await store.save({"8613800000001": (seq(0), blob)}) == []
         assert await store.load(["8613800000001"]) == [blob]
         await store.close()
 
@@ -47,12 +52,41 @@ def test_a_new_customer_loads_as_none_and_saves(make_store: Callable[[], WindowS
 def test_a_stale_writer_is_refused(make_store: Callable[[], WindowStore]) -> None:
     async def go() -> None:
         store = make_store()
-        await store.save({"a1234": (0, state("a1234", 1, 1)), "b1234": (0, state("b1234", 1, 1))})
-        assert await store.save({"a1234": (1, state("a1234", 2, 10))}) == []
+        await store.save({"a1234": (seq(0), state("a1234", 1, 1)), "b1234": (seq(0), state("b1234", 1, 1))})
+        assert await store.save({"a1234": (seq(1), state("a1234", 2, 10))}) == []
         # The stale writer read counter 1 too; its write must not land, the other one must.
-        assert await store.save({"a1234": (1, state("a1234", 2, 99)), "b1234": (1, state("b1234", 2, 7))}) == ["a1234"]
+        assert await store.save({"a1234": (seq(1), state("a1234", 2, 99)), "b1234": (seq(1), state("b1234", 2, 7))}) == ["a1234"]
         a, b = Windows.load(["a1234", "b1234"], await store.load(["a1234", "b1234"])).rec[["day0", "seq"]].tolist()
         assert a == (10, 2) and b == (7, 2)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_check_before_sending_finds_who_another_writer_moved_on(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        customers = [f"86138{i:08d}" for i in range(30)]  # spread over every node of a cluster
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers})
+        mine = {c: (seq(1), state(c, 2, 2)) for c in customers}
+        mine["8613800000099"] = (seq(0), state("8613800000099", 1, 2))  # a customer nobody wrote yet
+        assert await store.stale(mine) == []
+        await store.save({customers[3]: (seq(1), state(customers[3], 2, 9))})  # the other writer
+        assert await store.stale(mine) == [customers[3]]
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_the_applied_offsets_only_grow_and_are_written_even_without_a_state(
+        make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> None:
+        store = make_store()
+        assert await store.applied() == {}
+        customers = [f"86138{i:08d}" for i in range(30)]
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, {("cdr", 0): 41, ("cdr", 1): 7})
+        await store.save({}, None, {("cdr", 0): 12, ("billing.v2", 3): 5})  # a batch of dead letters only
+        assert await store.applied() == {("cdr", 0): 41, ("cdr", 1): 7, ("billing.v2", 3): 5}
         await store.close()
 
     asyncio.run(go())
@@ -63,7 +97,7 @@ def test_state_keys_share_a_hash_tag_and_expire(redis_url: str) -> None:
 
     async def go() -> None:
         store = RedisWindowStore(connect_redis(redis_url), ttl_s=3600)
-        await store.save({"8613800000007": (0, state("8613800000007", 1, 1))})
+        await store.save({"8613800000007": (seq(0), state("8613800000007", 1, 1))})
         await store.close()
 
     asyncio.run(go())
@@ -77,10 +111,10 @@ def test_report_increments_count_only_with_the_state_they_came_with(make_store: 
     async def go() -> None:
         store = make_store()
         customers = [f"86138{i:08d}" for i in range(40)]  # spread over every node of a cluster
-        await store.save({c: (0, state(c, 1, 1)) for c in customers},
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers},
                          {c: {"2026-07|exits|voluntary": 1, "2026-07|region|north": 2} for c in customers})
         # A stale writer of the first customer: its state is refused, and so are its increments.
-        await store.save({customers[0]: (0, state(customers[0], 1, 5)), customers[1]: (1, state(customers[1], 2, 5))},
+        await store.save({customers[0]: (seq(0), state(customers[0], 1, 5)), customers[1]: (seq(1), state(customers[1], 2, 5))},
                          {customers[0]: {"2026-07|exits|voluntary": 1}, customers[1]: {"2026-08|adds": 1}})
         if isinstance(store, MemoryWindowStore):
             counts = dict(store.report)
@@ -131,7 +165,7 @@ def test_baselines_read_back_the_same_by_command_and_by_worker_and_old_days_are_
 
     async def go() -> None:
         store = RedisWindowStore(connect_redis(url, cluster), ttl_s=3600)
-        await store.save({c: (0, state(c, 1, 1)) for c in customers}, report)
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, report)
         sync = redis_client(store)
         by_command = read_baselines(sync, rule)
         source = BaselineSource(rule, Metrics(CollectorRegistry()))
@@ -146,6 +180,38 @@ def test_baselines_read_back_the_same_by_command_and_by_worker_and_old_days_are_
         assert left and not any(old.isoformat() in name for name in left)
         assert read_counts(sync) == {}
         sync.close()
+        await store.close()
+
+    asyncio.run(go())
+
+
+async def lose_everything(store: WindowStore) -> None:
+    """What Redis restarted without persistence looks like to a worker that goes on."""
+    if isinstance(store, MemoryWindowStore):
+        store.data.clear(), store.offsets.clear()
+    elif store.cluster:  # type: ignore[attr-defined]
+        await store.client.flushall(target_nodes=store.client.PRIMARIES)  # type: ignore[attr-defined]
+    else:
+        await store.client.flushall()  # type: ignore[attr-defined]
+
+
+def test_a_writer_finds_out_when_redis_has_lost_what_it_wrote(make_store: Callable[[], WindowStore]) -> None:
+    """It must not write onto the empty database as if nothing had happened, nor send what it
+    computed from it."""
+    async def go() -> None:
+        store = make_store()
+        customers = [f"86138{i:08d}" for i in range(30)]
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, {("cdr", 0): 41})
+        await lose_everything(store)
+        mine = {customers[0]: (seq(0), state(customers[0], 1, 2))}
+        with pytest.raises(StateLost):  # the check before anything of a batch is sent
+            await store.stale(mine)
+        assert await store.stale(mine) == []  # said once; meanwhile the worker rebuilds
+        await store.save(mine, None, {("cdr", 0): 60})
+        await lose_everything(store)
+        with pytest.raises(StateLost):  # lost in the instant between the check and the write
+            await store.save(mine, None, {("cdr", 0): 61})
+        assert await store.load([customers[0]]) == [None] and await store.applied() == {}
         await store.close()
 
     asyncio.run(go())

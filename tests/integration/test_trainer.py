@@ -25,10 +25,13 @@ from stream_app.events import Label, Snapshot
 from stream_app.metrics import TrainerMetrics
 from stream_app.model import decode_snapshot
 from stream_app.settings import Settings
+from stream_app.signing import Signer
 from stream_app.simulator import SimConfig, Simulator
 from stream_app.trainer import TrainerCore
 
 pytestmark = pytest.mark.integration
+SIGNING_KEY = "a-key-for-these-tests"
+SIGNER = Signer(SIGNING_KEY.encode())
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter", "snapshots", "churn_events", "labels",
           "model_events")
@@ -41,6 +44,7 @@ def env(tansu_bootstrap: str, redis_url: str, unique: str) -> dict[str, str]:
         CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_BATCH_WITHIN_S="0.2",
         CHURNWATCH_HORIZON_DAYS="7", CHURNWATCH_MODEL_PUBLISH_LABELS="300", CHURNWATCH_MODEL_PUBLISH_S="1",
         CHURNWATCH_MODEL_REFRESH_S="1", CHURNWATCH_TRAINER_LEASE_S="5", CHURNWATCH_METRICS_PORT=str(free_port()),
+        CHURNWATCH_MODEL_SIGNING_KEY=SIGNING_KEY,
         **{f"CHURNWATCH_TOPIC_{t.upper()}": f"{t}-{unique}" for t in TOPICS},
     )
 
@@ -131,7 +135,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
 
         def all_learned() -> bool:
             raw = client.get(keys.TRAINER_STATE)
-            return raw is not None and TrainerCore.restore(raw, Settings()).learner.labels >= due
+            return raw is not None and TrainerCore.restore(raw, Settings(), SIGNER).learner.labels >= due
 
         wait_for(f"{due} labels learned", all_learned, 240, logs)
         # Every trainer metric the SREs' files query is exported by this live trainer, and moved.
@@ -147,10 +151,27 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         trainer.wait(30)
     labels = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_LABELS"], Label)
     sources = {(lb.partition, lb.offset) for _, _, lb in labels}
-    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings())
+    core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings(), SIGNER)
     assert core.learner.labels == len(sources)  # every label once, though some were sent twice
     assert sum(lb.y for _, _, lb in labels) > 0  # churners gave positives, though exits were read first
     model = decode_snapshot(client.get(keys.MODEL))
     assert model.version == core.version >= 2 and model.labels == core.learner.labels
     wait_for("the worker to score with a published version",
              lambda: scrape(int(env["CHURNWATCH_METRICS_PORT"])).get("churnwatch_model_version", 0) >= 1, 30, logs)
+
+
+def test_a_trainer_paused_past_its_lease_cannot_publish_over_its_successor(redis_url: str) -> None:
+    from stream_app.registry import LeaseLost, publish
+
+    client = redis.Redis.from_url(redis_url)
+    core = TrainerCore.fresh(Settings())
+    old = client.lock(keys.TRAINER_LEASE, timeout=1)
+    assert old.acquire(blocking=False)
+    time.sleep(1.5)  # paused (a long GC, a frozen VM) while its lease ran out
+    new = client.lock(keys.TRAINER_LEASE, timeout=30)
+    assert new.acquire(blocking=False)
+    publish(client, core.next_model(SIGNER), core.checkpoint(SIGNER), new.local.token)
+    with pytest.raises(LeaseLost):
+        publish(client, core.next_model(SIGNER), core.checkpoint(SIGNER), old.local.token)
+    assert int(client.get(keys.MODEL_VERSION)) == 1 and decode_snapshot(client.get(keys.MODEL)).version == 1
+    client.close()

@@ -52,17 +52,20 @@ def test_the_production_profile_reaches_kafka_and_redis_only_through_their_secur
     secure = {name: s for name, s in services.items() if "production" in s.get("profiles", [])}
     assert {"kafka-secure", "redis-secure", "worker-secure", "trainer-secure"} <= set(secure)
     secrets = {"CHURNWATCH_KAFKA_SASL_PASSWORD": "k-pw", "CHURNWATCH_REDIS_PASSWORD": "r-pw",
-               "CHURNWATCH_PSEUDONYM_KEY": "a key of sixteen characters or more"}
+               "CHURNWATCH_PSEUDONYM_KEY": "a key of sixteen characters or more",
+               "CHURNWATCH_MODEL_SIGNING_KEY": "another key of sixteen characters"}
     known = {"KAFKA_BOOTSTRAP", "REDIS_URL"} | {f"CHURNWATCH_{name.upper()}" for name in Settings.model_fields}
     for name in ("worker-secure", "trainer-secure"):
         env = {k: interpolated(v, secrets) for k, v in secure[name]["environment"].items()}
         assert set(env) <= known, set(env) - known
         # Every secret is interpolated from the operator's environment, never written here.
         raw = secure[name]["environment"]
-        assert all(raw[k].startswith(f"${{{k}:?") for k in ("CHURNWATCH_KAFKA_SASL_PASSWORD", "CHURNWATCH_PSEUDONYM_KEY"))
+        assert all(raw[k].startswith(f"${{{k}:?") for k in ("CHURNWATCH_KAFKA_SASL_PASSWORD", "CHURNWATCH_PSEUDONYM_KEY",
+                                                            "CHURNWATCH_MODEL_SIGNING_KEY"))
         assert "${CHURNWATCH_REDIS_PASSWORD:?" in raw["REDIS_URL"]
         settings = Settings.model_validate({k.removeprefix("CHURNWATCH_").lower(): v for k, v in env.items()})
         assert settings.kafka_security_protocol == "SASL_SSL" and settings.pseudonym_key is not None
+        assert settings.model_signing_key is not None
         assert settings.redis_url is not None and settings.redis_url.get_secret_value().startswith("rediss://churnwatch:r-pw@")
         assert env["KAFKA_BOOTSTRAP"] == "kafka-secure:9093" and "certs:/certs:ro" in secure[name]["volumes"]
     kafka = secure["kafka-secure"]["environment"]

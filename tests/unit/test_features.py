@@ -44,7 +44,7 @@ def windows(calls: Callable[[str, date], int]) -> Windows:
 
 
 def test_call_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
-    f = derive(windows(calls_a_day), np.full(3, LAST.toordinal()))
+    f = derive(windows(calls_a_day), np.full(3, LAST.toordinal()), SH)
     assert np.allclose(f["calls_usual"], 6.0, atol=0.2)
     z = {(a, b): f[f"calls_z_d{a}_{b}"] for a, b in CALL_PERIODS}
     steady, decliner, dipper = 0, 1, 2
@@ -58,7 +58,23 @@ def test_call_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
-    f = derive(windows(lambda c, d: 6), np.full(3, LAST.toordinal()))
+    f = derive(windows(lambda c, d: 6), np.full(3, LAST.toordinal()), SH)
     # Days aged 30-59: five from the daily buckets, the rest spread from June and July.
     assert np.allclose(f["mou_out_prev_30d"], 6 * 30, rtol=0.02)
     assert np.allclose(f["mou_out_30d_mom"], 0.0, atol=0.02)
+
+
+def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
+    """A call at 02:00 and an exit at 03:00 in Shanghai are on that day, not the UTC day before."""
+    from stream_app.events import decode_billing
+    from stream_app.observations import churn_events
+    from tests.factories import billing
+
+    w = Windows.load([STEADY], [None])
+    call = decode_cdr(cdr(STEADY, "2026-07-31T02:00:00+08:00"))
+    leave = decode_billing(billing(STEADY, "2026-07-31T03:00:00+08:00", kind="port_out", reason_code=102))
+    apply(w, [(0, Envelope(0, 0, 0, call)), (0, Envelope(1, 0, 0, leave))], SH, 3)
+    f = derive(w, np.array([LAST.toordinal()]), SH)
+    assert f["days_since_active"][0] == 0 and f["exited"][0] == 1
+    [event] = churn_events(w, f, [0], np.zeros(1), np.array([LAST.toordinal()]), SH)
+    assert date.fromordinal(event.day) == LAST

@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import msgspec
 import numpy as np
@@ -15,10 +16,12 @@ from stream_app.model import (
 )
 from stream_app.registry import ScorerSource
 from stream_app.settings import Settings
+from stream_app.signing import Signer
 from stream_app.trainer import TrainerCore, _adapted
 from stream_app.validation import auc, budget_figures
 
 F = len(NAMES)
+SIGNER = Signer(b"a-key-for-these-tests")
 
 
 def examples(n: int, seed: int = 1, flip: bool = False, base: float = -2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -59,11 +62,14 @@ def test_vectorised_scores_equal_rivers_own() -> None:
     assert scorer.version == 3 and scorer.labels == 800
 
 
-def test_a_forest_snapshot_scores_like_the_trainer() -> None:
+def test_a_forest_snapshot_scores_like_the_trainer_and_only_from_a_signed_pickle() -> None:
     learner = trained(600, kind="forest")
-    scorer = Scorer(decode_snapshot(encode_snapshot(learner.snapshot(1))))
+    snap = decode_snapshot(encode_snapshot(learner.snapshot(1, SIGNER)))
     x, _ = examples(20, seed=4)
-    assert np.allclose(scorer.score(x), [learner.predict(xi) for xi in x])
+    assert np.allclose(Scorer(snap, SIGNER).score(x), [learner.predict(xi) for xi in x])
+    for signer in (None, Signer(b"another-key-entirely")):
+        with pytest.raises(ModelRefused, match="forest model refused"):
+            Scorer(snap, signer)
 
 
 def test_drivers_are_the_largest_terms_of_the_score() -> None:
@@ -136,7 +142,7 @@ def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -
     labels = [Label(f"c{i}", 1000 + i, xi.tolist(), int(yi), i % 2, i // 2) for i, (xi, yi) in enumerate(zip(x, y))]
     for offset, label in enumerate(labels[:200]):
         core.learn(label, offset)
-    restored = TrainerCore.restore(core.checkpoint(), Settings())
+    restored = TrainerCore.restore(core.checkpoint(SIGNER), Settings(), SIGNER)
     resent = labels[150:200]  # a labeller that restarted makes these again
     assert all(restored.learn(label, 200 + k) is None for k, label in enumerate(resent))
     for offset, label in enumerate(labels[200:], start=250):
@@ -145,6 +151,34 @@ def test_a_label_sent_twice_is_learned_once_and_a_checkpoint_resumes_exactly() -
     assert restored.labels_offset == core.labels_offset
     probe = x[0]
     assert core.learner.predict(probe) == restored.learner.predict(probe)
+
+
+def test_a_snapshot_resent_at_a_new_offset_is_learned_once() -> None:
+    """A worker killed after sending its snapshots sends them again; the labeller labels both."""
+    core = TrainerCore.fresh(Settings())
+    x, y = examples(3)
+    first = Label("c1", 1000, x[0].tolist(), int(y[0]), 0, 10)
+    assert core.learn(first, 0) is not None
+    resent = Label("c1", 1000, x[0].tolist(), int(y[0]), 0, 57)  # the same customer and day, a later offset
+    assert core.learn(resent, 1) is None and core.learner.labels == 1
+    assert core.learn(Label("c1", 1001, x[1].tolist(), int(y[1]), 0, 58), 2) is not None
+    restored = TrainerCore.restore(core.checkpoint(SIGNER), Settings(), SIGNER)
+    assert restored.learn(Label("c1", 1001, x[1].tolist(), int(y[1]), 0, 90), 3) is None
+
+
+def test_a_checkpoint_not_signed_under_the_key_is_never_unpickled() -> None:
+    class Boom:
+        def __reduce__(self):  # what a pickle written by an intruder would do when read
+            return (exec, ("raise SystemExit('ran code from Redis')",))
+
+    core = TrainerCore.fresh(Settings())
+    core.learn(Label("c1", 1000, examples(1)[0][0].tolist(), 1, 0, 0), 0)
+    forged = [pickle.dumps(Boom()), b"cwsig1" + bytes(32) + pickle.dumps(Boom()),
+              core.checkpoint(Signer(b"another-key-entirely"))]
+    for raw in forged:
+        restored = TrainerCore.restore(raw, Settings(), SIGNER, version=7)
+        assert restored.learner.labels == 0 and restored.version == 7 and restored.labels_offset == 0
+    assert TrainerCore.restore(core.checkpoint(SIGNER), Settings(), SIGNER).learner.labels == 1
 
 
 def follow(learner: Learner, parts: list[tuple[int, int, bool, float]]) -> list[Adaptation]:
@@ -201,7 +235,7 @@ def test_after_an_upgrade_that_changed_the_features_the_trainer_learns_afresh_an
     for offset, (xi, yi) in enumerate(zip(x, y)):
         core.learn(Label(f"c{offset}", 1000 + offset, xi.tolist(), int(yi), 0, offset), offset)
     core.learner.features = ("an", "older", "feature", "list")  # as a checkpoint of an older build reads
-    restored = TrainerCore.restore(core.checkpoint(), Settings())
+    restored = TrainerCore.restore(core.checkpoint(SIGNER), Settings(), SIGNER)
     assert restored.learner.labels == 0 and restored.learner.features == NAMES
     assert restored.version == core.version and restored.learned == core.learned  # it goes on from the same place
     old = Label("c-old", 2000, [0.0] * (F - 1), 1, 0, 400)  # a snapshot made by the older build

@@ -20,7 +20,7 @@ from stream_app.state import C, Windows, usage_fingerprint
 from tests.factories import Log, billing, cdr, decliner, profile
 
 RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
-CLOCK = datetime(2026, 6, 21, tzinfo=timezone.utc)
+CLOCK = datetime(2026, 12, 1, tzinfo=timezone.utc)  # the wall clock: after every event of these tests
 
 
 def processor(store: MemoryWindowStore | None = None, model: Scorer | None = None) -> BatchProcessor:
@@ -36,6 +36,7 @@ def run(proc: BatchProcessor, records: list[RawRecord], size: int = 50) -> Batch
         total.deadletters += out.deadletters
         total.snapshots += out.snapshots
         total.churn_events += out.churn_events
+        total.erased += out.erased
 
     async def go() -> None:
         for k in range(0, len(records), size):
@@ -121,7 +122,7 @@ def test_inspect_shows_what_made_the_alert() -> None:
     decliner(log, "8613800000006")
     store = MemoryWindowStore()
     run(processor(store), log.records)
-    report = describe("8613800000006", store.data["8613800000006"])
+    report = describe("8613800000006", store.data["8613800000006"], Settings().zone)
     assert report["as_of"] == "2026-06-19"
     assert report["features"]["mou_out_m2"] == 300 and report["features"]["mou_out_mom"] == -0.8
     assert report["months"]["2026-05"]["out_min"] == 60 and report["months"]["2026-05"]["spend"] == 150
@@ -305,7 +306,7 @@ def test_a_drop_ordinary_for_a_swinging_customer_is_not_warned_and_the_same_drop
     out = run(proc, log.records)
     assert [a.customer_id for a in out.alerts] == [steady]
     assert "mou_out_drop_mom" in {r.rule_id for r in out.alerts[0].reasons}
-    z = {c: describe(c, proc.store.data[c], date(2026, 7, 20))["features"]["mou_out_mom_z"] for c in (steady, swinging)}
+    z = {c: describe(c, proc.store.data[c], Settings().zone, date(2026, 7, 20))["features"]["mou_out_mom_z"] for c in (steady, swinging)}
     assert z[steady] < -2 < z[swinging]
 
 

@@ -59,7 +59,8 @@ def test_late_events_within_grace_land_and_later_ones_are_refused() -> None:
         (0, env(cdr(CUST, "2026-03-01T10:00:00+08:00"), 2)),  # 9 days late: refused
     ]
     result = apply(w, batch, SH, 3)
-    assert result.applied == 2 and len(result.late) == 1 and result.late[0][0].offset == 2
+    assert result.applied == 2 and len(result.refused) == 1 and result.refused[0][0].offset == 2
+    assert result.refused[0][1].reason == "late"
     assert w.daily[0, 2, D["out_calls"]] == 1  # day0 is the 10th, the 8th is two buckets back
 
 
@@ -104,7 +105,7 @@ def test_state_round_trips_through_its_encoding() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
     [(expected, blob)] = w.dump([0])
-    assert expected == 0 and len(blob) == STATE.itemsize
+    assert expected == bytes(8) and len(blob) > STATE.itemsize  # the tail remembers the event's id
     again = Windows.load([CUST], [blob])
     np.testing.assert_array_equal(again.monthly, w.monthly)
     np.testing.assert_array_equal(again.daily, w.daily)
@@ -117,6 +118,59 @@ def test_a_resent_event_id_counts_once() -> None:
     result = apply(w, [(0, env(raw, 0)), (0, env(raw, 1))], SH, 3)
     assert (result.applied, result.duplicates) == (1, 1)
     assert w.monthly[0, 0, C["out_calls"]] == 1
+
+
+def test_a_resend_counts_once_however_many_events_lie_between_within_the_grace() -> None:
+    """Mediation resends hours later: a CDR after 137 others, a recharge after 2 others."""
+    w = fresh()
+    calls = [cdr(CUST, f"2026-03-01T{8 + k // 60:02d}:{k % 60:02d}:00+08:00") for k in range(138)]
+    recharges = [billing(CUST, f"2026-03-01T0{k}:00:00+08:00", kind="recharge", amount=10.0) for k in range(3)]
+    batch = [(0, env(c, k)) for k, c in enumerate(calls)] + [(0, env(r, k, topic=1)) for k, r in enumerate(recharges)]
+    apply(w, batch, SH, 3)
+    two_days_later = [(0, env(cdr(CUST, "2026-03-03T10:00:00+08:00"), 138))]
+    apply(w, two_days_later, SH, 3)
+    resent = apply(w, [(0, env(calls[0], 139)), (0, env(recharges[0], 3, topic=1))], SH, 3)
+    assert (resent.applied, resent.duplicates) == (0, 2)
+    assert w.monthly[0, 0, C["out_calls"]] == 139 and w.monthly[0, 0, C["topup"]] == 3000
+
+
+def test_the_memory_of_ids_keeps_the_grace_window_and_no_more() -> None:
+    w = fresh()
+    days = [cdr(CUST, f"2026-03-{d:02d}T10:00:00+08:00") for d in range(1, 11)]
+    apply(w, [(0, env(raw, k)) for k, raw in enumerate(days)], SH, 3)
+    kept = sorted(key // 4 for key in w.text[0].seen)
+    assert kept == [datetime(2026, 3, d).toordinal() for d in range(7, 11)]  # the 10th and the three days before
+    assert all(len(ids) == 6 for ids in w.text[0].seen.values())
+    old = apply(w, [(0, env(days[0], 10))], SH, 3)  # past the grace: refused as late, not counted
+    assert old.applied == 0 and [err.reason for _, err in old.refused] == ["late"]
+
+
+def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> None:
+    from stream_app.state import _LAYOUTS
+
+    old = np.zeros(1, _LAYOUTS[2])
+    old["version"], old["seq"], old["day0"], old["offset"] = 2, 41, 740_000, [5, 6, 7, 8]
+    old["m_counts"][0, 0, 0] = 12
+    raw = old.tobytes() + msgspec.msgpack.encode(["plan", "north", "mass", {}, [], []])
+    w = Windows.load([CUST], [raw])
+    assert w.quarantined == [] and w.rec["version"][0] == 3
+    assert (int(w.rec["seq"][0]), int(w.day0[0]), w.rec["offset"][0].tolist()) == (41, 740_000, [5, 6, 7, 8])
+    assert w.monthly[0, 0, C["out_calls"]] == 12 and w.text[0].plan == "plan"
+    [(expected, new)] = w.dump([0])
+    assert expected == (41).to_bytes(8, "little") and Windows.load([CUST], [new]).rec["seq"][0] == 42
+
+
+def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afresh() -> None:
+    good = fresh().dump([0])[0][1]
+    unknown = b"\x09" + good[1:]
+    cut = good[:40]
+    bad_tail = good + b"\xc1\xc1"
+    w = Windows.load(["a1234", "b1234", "c1234", "d1234"], [unknown, cut, bad_tail, good])
+    assert [(i, why.split(";")[0].split(":")[0]) for i, why in w.quarantined] == [
+        (0, "layout version 9"), (1, "40 bytes"), (2, "its tail does not decode")]
+    assert not w.monthly.any() and w.text[:3] == [None, None, None]
+    # The write goes to the key read: compared with the counter's bytes as they were.
+    assert [expected for expected, _ in w.dump([0, 1, 2, 3])] == [unknown[2:10], cut[2:10], bad_tail[2:10], good[2:10]]
 
 
 def test_distinct_contacts_are_estimated_per_month() -> None:
@@ -147,16 +201,17 @@ def test_which_ids_are_remembered_does_not_depend_on_how_topics_interleave() -> 
     bills = [billing(CUST, f"2026-03-01T0{k}:00:00+08:00", kind="recharge", amount=10.0, event_id=f"pay-{k}")
              for k in range(5)]
     streams = []
-    for order in ("calls first", "interleaved"):
+    for order in ("calls first", "bills first", "interleaved"):
         w = fresh()
         batch = [(0, env(c, k)) for k, c in enumerate(calls)]
         paid = [(0, env(b, k, topic=1)) for k, b in enumerate(bills)]
-        batch = batch + paid if order == "calls first" else [x for pair in zip(batch, paid) for x in pair] + batch[5:]
+        batch = {"calls first": batch + paid, "bills first": paid + batch,
+                 "interleaved": [x for pair in zip(batch, paid) for x in pair] + batch[5:]}[order]
         apply(w, batch, SH, 3)
         resent = apply(w, [(0, env(calls[0], 100))], SH, 3)  # the first call again, 16 events later
         assert resent.duplicates == 1, order
-        streams.append((w.rec["dedup"].tobytes(), int(w.rec["dedup_pos"][0])))
-    assert streams[0] == streams[1]
+        streams.append(w.dump([0])[0][1][STATE.itemsize:])  # the tail's bytes, as stored
+    assert streams[0] == streams[1] == streams[2]
 
 
 def test_where_a_batch_ends_does_not_change_the_contacts() -> None:
@@ -180,7 +235,8 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
     w.text[0] = StateTail("old-plan", "north", "consumer", streaks={7: (2, 5)}, cohorts=(24319,), cohort_lost=())
     event = decode_profile(profile(CUST, plan="new-plan", region="south"))
     apply(w, [(0, Envelope(2, 0, 0, event))], SH, 3)
-    assert w.text[0] == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,))
+    tail = msgspec.structs.replace(w.text[0], seen={})  # the profile's id is remembered too
+    assert tail == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,))
 
 
 def outcome(result: str, ts: str) -> Envelope:

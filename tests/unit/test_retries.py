@@ -1,0 +1,36 @@
+"""Only infrastructure blocks a batch, and it is waited out: a batch whose outputs the broker
+refuses is tried again until it goes through, and `/readyz` says why meanwhile."""
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from prometheus_client import CollectorRegistry
+
+from stream_app.app import until_done
+from stream_app.endpoints import Health
+from stream_app.metrics import Metrics
+from stream_app.store import StateLost
+
+
+def test_a_batch_the_broker_refuses_is_tried_again_until_it_goes_through() -> None:
+    health, metrics = Health(partitions=4, redis_answered_at=float("inf")), Metrics(CollectorRegistry())
+    seen: list[tuple[bool, str]] = []
+
+    async def send() -> None:
+        seen.append(health())
+        if len(seen) < 3:
+            raise KafkaTimeoutError("the broker did not answer the produce request")
+
+    asyncio.run(until_done(send, health, metrics, max_backoff_s=0.02, first_backoff_s=0.01))
+    assert len(seen) == 3 and seen[0][0] and not seen[1][0] and "KafkaTimeoutError" in seen[1][1]
+    assert health()[0] and health.blocked is None
+    assert metrics.registry.get_sample_value("churnwatch_batch_retries_total", {"error": "KafkaTimeoutError"}) == 2
+
+
+def test_redis_having_lost_its_state_is_not_retried_but_handed_to_the_consumer() -> None:
+    async def lost() -> None:
+        raise StateLost("gone")
+
+    with pytest.raises(StateLost):
+        asyncio.run(until_done(lost, Health(), Metrics(CollectorRegistry()), max_backoff_s=0.01))
