@@ -23,7 +23,7 @@ from .errors import InvalidEvent
 from .events import Billing
 from .state import month_index
 
-__all__ = ["Bounds", "CEILING"]
+__all__ = ["Bounds", "CEILING", "floor_of"]
 
 #: Latest event time any record may carry, wall clock or not: the state's u32 seconds end in 2106.
 CEILING = datetime(2100, 1, 1, tzinfo=timezone.utc)

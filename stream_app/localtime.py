@@ -55,11 +55,6 @@ class LocalClock:
         return day, month
 
 
-@lru_cache(maxsize=8)
-def _clock(zone: ZoneInfo) -> _LocalClock:
-    return _LocalClock(zone)
-
-
 
 @lru_cache(maxsize=8)
 def local_clock(zone: ZoneInfo) -> LocalClock:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import itertools
 import logging
 import zlib
-from hashlib import blake2b as _id_digest
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from functools import lru_cache
+from hashlib import blake2b as _id_digest
 from typing import Sequence, Union
 from zoneinfo import ZoneInfo
 
@@ -31,7 +29,7 @@ from .events import Billing, Cdr, Outcome, Profile
 from .localtime import local_clock
 from .rule_eval import LEVELS
 from .state import (
-    C, CONTACT_BITS, COUNTERS, D, EPOCH_ORDINAL, EXIT_KINDS, ID_DIGEST, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, N_TOPICS,
+    C, CONTACT_BITS, COUNTERS, D, EXIT_KINDS, ID_DIGEST, LAST_SEEN_KINDS, N_DAYS, N_MONTHS, N_TOPICS,
     VIP_TIERS, StateTail, Windows, contacts_estimate, month_index,
 )
 
