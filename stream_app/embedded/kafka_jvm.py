@@ -143,7 +143,7 @@ class ApacheKafka:
     def start(self) -> ApacheKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
                                         *self._format_args()),
                              capture_output=True, text=True, timeout=120)
@@ -212,3 +212,13 @@ class ApacheKafka:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id (a UUID in URL-safe base64). One in 64 of those starts with '-',
+    which the storage tool's argument parser takes for an option (the start failed with
+    "--cluster-id: expected one argument"); Kafka's own `Uuid.randomUuid` draws again then too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
