@@ -120,15 +120,13 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     def rebuilding(tp: TopicPartition, rebuild: Rebuild, earliest: int) -> None:
         """Redis is behind what Kafka says was processed: it lost data. Say so, loudly."""
-        start = earliest if rebuild.start is None or rebuild.start < earliest else rebuild.start
-        complete = (rebuild.start if rebuild.start is not None else 0) >= earliest
+        start, complete = rebuild.resume_at(earliest), rebuild.complete(earliest)
         metrics.rebuilds.labels(tp.topic, "complete" if complete else "partial").inc()
         lost = "" if complete else (f"; offsets before {earliest} are gone from Kafka (retention): "
                                     "what they counted is lost")
         log.error("Redis lost the state of %s-%d (it holds %s, the group committed %d): rebuilding from offset %d%s",
                   tp.topic, tp.partition, "nothing" if rebuild.start is None else f"up to {rebuild.start - 1}",
-                  rebuild.until, start, lost)
-        health.rebuilding.add((tp.topic, tp.partition))
+                  rebuild.until, earliest if start is None else start, lost)
 
     ingest = BatchConsumer(settings, process, lock, lambda: get_processor().store.applied(), show_lag, rebuilding,
                            ledger.recover)
@@ -150,7 +148,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         for (topic, partition), lag in lags.items():
             metrics.consumer_lag.labels(topic, str(partition)).set(lag)
         health.partitions = ingest.partitions
-        health.rebuilding = {(tp.topic, tp.partition) for tp in ingest.silent_until}
+        health.rebuilding = len(ingest.silent_until)
         get_processor()
         try:
             metrics.customers.set(await client.dbsize())  # type: ignore[union-attr]

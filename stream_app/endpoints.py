@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -26,13 +26,13 @@ class Health:
     redis_answered_at: float = 0.0  # time.monotonic()
     redis_grace_s: float = 30.0
     blocked: str | None = None  # why consumption waits (a batch failing on Redis or the broker), if it does
-    rebuilding: set[tuple[str, int]] = field(default_factory=set)  # input partitions rebuilt from Kafka now
+    rebuilding: int = 0  # input partitions being rebuilt from Kafka now (Redis had lost them)
 
     def __call__(self) -> tuple[bool, str]:
         if self.blocked:
             return False, self.blocked
         if self.rebuilding:
-            return False, (f"rebuilding the state of {len(self.rebuilding)} input partitions from Kafka: "
+            return False, (f"rebuilding the state of {self.rebuilding} input partitions from Kafka: "
                            "Redis had lost it (see the log)")
         if self.partitions == 0:
             return False, "no input partitions assigned (joining the group, or more workers than partitions)"

@@ -75,6 +75,14 @@ class Rebuild:
     start: int | None
     until: int
 
+    def resume_at(self, earliest: int) -> int | None:
+        """The offset to read from, given the earliest Kafka holds; None: the earliest."""
+        return self.start if self.start is not None and self.start >= earliest else None
+
+    def complete(self, earliest: int) -> bool:
+        """Whether Kafka still holds every offset the rebuild needs."""
+        return (self.start or 0) >= earliest
+
 
 def rebuilds(assigned: Iterable[TopicPartition], committed: dict[TopicPartition, int | None],
              applied: dict[tuple[str, int], int]) -> dict[TopicPartition, Rebuild]:
@@ -154,10 +162,11 @@ class BatchConsumer:
         self._rewound |= set(found)
         earliest = await consumer.beginning_offsets(list(found))
         for tp, rebuild in found.items():
-            if rebuild.start is None or rebuild.start < earliest[tp]:
+            start = rebuild.resume_at(earliest[tp])
+            if start is None:
                 await consumer.seek_to_beginning(tp)
             else:
-                consumer.seek(tp, rebuild.start)
+                consumer.seek(tp, start)
             self.silent_until[tp] = rebuild.until
             self.on_rebuild(tp, rebuild, earliest[tp])
 

@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import msgspec
 import numpy as np
 from redis.exceptions import RedisError
 
-from .admission import Bounds, floor_of
+from .admission import Edge, Erasure
 from .alerts import AlertPolicy, ModelView, build_alerts
 from .baselines import Baselines
 from .baselines import increments as baseline_increments
 from .deadletters import dead_letter
 from .errors import InvalidEvent
-from .events import (CUSTOMER_ID_PATTERN, Alert, ChurnEvent, DeadLetter, Snapshot, decode_billing, decode_cdr,
-                     decode_outcome, decode_profile)
+from .events import Alert, ChurnEvent, DeadLetter, Snapshot
 from .features import derive, month_of
 from .logs import pseudonym
 from .metrics import Metrics
 from .model import Scorer, model_inputs, monthly_pending
-from .privacy import Pseudonyms
 from .observations import churn_events, snapshot_days, snapshots
 from .report_facts import Before, report_increments
 from .rule_eval import Evaluation, Streaks, evaluate, with_segments
@@ -42,12 +39,11 @@ from .settings import Settings
 from .store import WindowStore, Write, retry_forever
 from .localtime import local_days
 from .state import Windows, rule_key
-from .windows import Envelope, Erasure, Event, apply, erase_first
+from .windows import Envelope, apply, erase_first
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
 
 log = logging.getLogger(__name__)
-_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 
 
 class RawRecord(msgspec.Struct, frozen=True, gc=False):
@@ -113,14 +109,7 @@ class BatchProcessor:
         self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
                                             segment_churn=tuple(settings.segment_monthly_churn.items()))
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.bounds = Bounds(floor_of(settings.event_time_floor), timedelta(seconds=settings.max_clock_skew_s),
-                             settings.zone, self.clock if wall_clock_bound else None)
-        inputs = settings.topics.inputs()
-        self._topic_index = {t: i for i, t in enumerate(inputs)}
-        self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
-        self.pseudonyms = Pseudonyms.of(settings)
-        # Outcomes name the customer as their alert did: already a pseudonym.
-        self._numbered = set(inputs[:3])
+        self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         # Event-time clock per partition: the newest day reached by any customer in it. Per
         # partition, because partitions progress at their own pace and a lagging one must
         # not make its customers look inactive.
@@ -133,10 +122,10 @@ class BatchProcessor:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
         decoded = []
         now = self.clock()
-        latest = self.bounds.latest()
+        latest = self.edge.bounds.latest()
         for rec in records:
             try:
-                event = self._admit(rec, latest)
+                event = self.edge.admit(rec, latest)
             except InvalidEvent as err:
                 out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
@@ -144,34 +133,9 @@ class BatchProcessor:
                 log.warning("a record raised %s while it was read", type(exc).__name__, exc_info=True)
                 out.deadletters.append(self._dead_letter(rec, _unexpected(exc), now))
                 continue
-            decoded.append((event.customer_id, Envelope(self._topic_index[rec.topic], rec.partition, rec.offset, event)))
+            envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event)
+            decoded.append((event.customer_id, envelope))
         return decoded
-
-    def _admit(self, rec: RawRecord, latest: datetime) -> Event:
-        """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
-        every check at the edge; `InvalidEvent` otherwise."""
-        size = len(rec.value or b"") + len(rec.key or b"")
-        if size > self.settings.max_record_bytes:
-            raise InvalidEvent("too_large", None, f"{size} bytes; at most {self.settings.max_record_bytes} "
-                                                  "(CHURNWATCH_MAX_RECORD_BYTES)")
-        if rec.key is None:
-            raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
-        customer = rec.key.decode("utf-8", "replace")
-        if rec.value is None:
-            if rec.topic != self.settings.topics.customers:
-                raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
-            if not _CUSTOMER_ID.match(customer):
-                raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
-            event: Event = Erasure(self._customer_of(rec))  # type: ignore[arg-type]
-            return event
-        event = self._decoders[rec.topic](rec.value)
-        if customer != event.customer_id:
-            raise InvalidEvent("key_mismatch", "customer_id",
-                               f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
-        self.bounds.check(event, latest)
-        if self.pseudonyms.enabled and rec.topic in self._numbered:
-            event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
-        return event
 
     async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
         """Everything a batch produces, without writing anything yet."""
@@ -311,7 +275,7 @@ class BatchProcessor:
                 break
             self.metrics.redis_conflicts.inc(len(conflicts))
             lost = set(conflicts)
-            pending = [r for r in pending if self._customer_of(r) in lost]
+            pending = [r for r in pending if self.edge.customer_of(r) in lost]
         else:
             raise RuntimeError("customers' states kept changing under this worker: another worker owns them")
         self.metrics.batch_size.observe(len(records))
@@ -330,7 +294,7 @@ class BatchProcessor:
         except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
             groups: dict[str | None, list[RawRecord]] = {}
             for rec in records:
-                groups.setdefault(self._customer_of(rec), []).append(rec)
+                groups.setdefault(self.edge.customer_of(rec), []).append(rec)
             if len(groups) == 1:
                 log.error("the records of one customer made the batch raise %s: sent to dead letter",
                           type(exc).__name__, exc_info=True)
@@ -343,14 +307,7 @@ class BatchProcessor:
             return out
 
     def _dead_letter(self, rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
-        return dead_letter(rec, err, now, self.pseudonyms.enabled, self._customer_of(rec))
-
-    def _customer_of(self, rec: RawRecord) -> str | None:
-        """The customer a record's state is kept under (its key, pseudonymised if ids are)."""
-        if rec.key is None:
-            return None
-        customer = rec.key.decode("utf-8", "replace")
-        return self.pseudonyms(customer) if rec.topic in self._numbered else customer
+        return dead_letter(rec, err, now, self.edge.pseudonyms.enabled, self.edge.customer_of(rec))
 
     async def _redis(self, what: str, call: Callable[[], Awaitable[R]]) -> R:
         """A Redis call that waits out an outage: the batch, and so consumption, stops here."""

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC", "EPOCH_ORDINAL",
-    "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "StateTail", "Windows", "rule_key",
+    "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
     "month_index", "contacts_estimate", "usage_fingerprint",
 ]
 
@@ -166,7 +166,7 @@ class Windows:
             text.append(tail)
         rec = np.frombuffer(b"".join(fixed), STATE).copy()
         rec["version"] = STATE_VERSION
-        expected = [raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else _NO_WRITE for raw in raws]
+        expected = [raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
         daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2)
@@ -226,7 +226,7 @@ class Windows:
         return out
 
 
-_NO_WRITE = bytes(8)  # the write counter of a customer never written
+NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
 
 
 class _Unreadable(Exception):

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import keys
 from .baselines import PREFIX as BASELINE_PREFIX
 from .errors import ChurnwatchError
-from .state import SEQ_OFFSET
+from .state import NEVER_WRITTEN, SEQ_OFFSET
 
 __all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "connect_redis", "connect_redis_sync",
            "retry_forever"]
@@ -98,11 +98,10 @@ _CLUSTER_STALE = "#!lua flags=allow-cross-slot-keys\n" + _STALE_FUNCTION + _CROS
 
 #: What a batch writes per customer: the write counter's bytes as it read them, and the new state.
 Write = tuple[bytes, bytes]
-_NEVER_WRITTEN = bytes(8)
 
 
 def _seq_of(raw: bytes | None) -> bytes:
-    return raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else _NEVER_WRITTEN
+    return raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN
 
 
 #: Report counter increments per customer (`report_facts.report_increments`).

@@ -39,6 +39,9 @@ from .settings import Settings
 __all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
 
 log = logging.getLogger(__name__)
+#: How far back a resent snapshot can reach: a worker resends its newest batches after a crash,
+#: days at most; the days of customers learned before this are forgotten, keeping the map small.
+_RESEND_REACH_DAYS = 120
 _msgpack = msgspec.msgpack.Encoder()
 decode_snapshot_record = msgspec.msgpack.Decoder(Snapshot).decode
 decode_label = msgspec.msgpack.Decoder(Label).decode
@@ -94,7 +97,7 @@ class TrainerCore:
         self.since_publish = 0
         self.published_at = time.monotonic()
         if self.days:
-            self.forget_before(max(self.days.values()) - 120)
+            self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
         return self.learner.snapshot(self.version, signer)
 
     def checkpoint(self, signer: Signer) -> bytes:

@@ -8,6 +8,7 @@ sent twice."""
 from __future__ import annotations
 
 import collections
+import itertools
 import random
 import time
 from datetime import datetime
@@ -46,7 +47,8 @@ class Sent(NamedTuple):
 def bad_records(customers: list[str], first: dict[str, Any]) -> list[Sent]:
     """One or more of every class of bad record, on real customers."""
     c, d = customers[0], customers[1]
-    cdr = lambda customer, **over: msgspec.json.encode({**first, "customer_id": customer, "event_id": f"bad-{random.random()}", **over})  # noqa: E731
+    ids = itertools.count()
+    cdr = lambda customer, **over: msgspec.json.encode({**first, "customer_id": customer, "event_id": f"bad-{next(ids)}", **over})  # noqa: E731
     bill = {"event_id": "bad-bill", "customer_id": d, "ts": first["ts"], "kind": "bill", "amount": 120.0,
             "period": "9999-12"}
     return [
