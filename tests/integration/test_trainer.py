@@ -70,6 +70,29 @@ def produce(records: list, settings: Settings) -> None:
     producer.close()
 
 
+class Feed:
+    """Simulated traffic fed a day at a time, each day once the worker has read the ones before."""
+
+    def __init__(self, records: list, settings: Settings, worker_port: int, logs: list[Path]) -> None:
+        self.records, self.settings, self.port, self.logs = records, settings, worker_port, logs
+        self.day, self.sent = 0, 0
+
+    def days_before(self, end: int) -> None:
+        for day in range(self.day, end):
+            batch = [r for r in self.records if r.day == day]
+            produce(batch, self.settings)
+            self.sent += len(batch)
+            wait_for(f"the worker to save day {day}", lambda: self.saved() >= self.sent, 120, self.logs)
+        self.day = end
+
+    def saved(self) -> float:
+        """Events in the batches the worker has saved (0 while its metrics are not up)."""
+        try:
+            return scrape(self.port).get("churnwatch_batch_size_events_sum", 0)
+        except OSError:
+            return 0
+
+
 def read_all(bootstrap: str, topic: str, kind: type) -> list:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=3000)
@@ -105,23 +128,21 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
         "customers": env["CHURNWATCH_TOPIC_CUSTOMERS"]})})
     sim = Simulator(SimConfig(customers=60, days=45, warmup_days=10, monthly_churn=0.15, seed=3))
     records = list(sim.records())
-    # Half the traffic before the crash and half after, so that the restarted trainer has labels
-    # left to learn however fast the worker is.
-    half = len(records) // 2
-    produce(records[:half], settings)
     client = redis.Redis.from_url(env["REDIS_URL"])
     logs = [tmp_path / "worker.log", tmp_path / "trainer.log"]
+    # Two thirds of the days before the crash and the rest after, so that both trainers have labels
+    # to learn. Each day is fed once the worker has read the one before, as mediation delivers it:
+    # a worker that read weeks in one batch would snapshot only the newest day.
+    feed = Feed(records, settings, int(env["CHURNWATCH_METRICS_PORT"]), logs)
+    feed.days_before(30)
     trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
     try:
         wait_for("a first model version", lambda: client.get(keys.MODEL_VERSION) is not None, 240, logs)
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
-        produce(records[half:], settings)
         trainer_port = free_port()
         trainer = start(["trainer", "--metrics-port", str(trainer_port)], env, logs[1])
-        worker_port = int(env["CHURNWATCH_METRICS_PORT"])  # every batch saved, so every snapshot sent
-        wait_for("the worker's last batch", lambda: scrape(worker_port).get(
-            "churnwatch_batch_size_events_sum", 0) >= len(records), 240, logs)
+        feed.days_before(45)  # every batch saved, so every snapshot sent
         snapshots = read_all(env["KAFKA_BOOTSTRAP"], env["CHURNWATCH_TOPIC_SNAPSHOTS"], Snapshot)
         clock: dict[int, int] = {}  # the trainer's event clock runs per partition
         for p, _, s in snapshots:
