@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -10,9 +11,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .report_facts import CohortRule
+__all__ = ["CohortRule", "Settings", "Topics"]
 
-__all__ = ["Settings", "Topics"]
+
+@dataclass(frozen=True)
+class CohortRule:
+    """The snapshot cohort (DOMAIN.md): spend over `months` months ending at the snapshot month
+    of at least `min_spend`; a member is lost at an exit, or after `churn_months` months in a row
+    each under `churn_spend` (revenue churn). Members are followed for `follow_months` months."""
+
+    months: int = 3
+    min_spend: float = 360.0
+    churn_months: int = 3
+    churn_spend: float = 50.0
+    follow_months: int = 15
 
 
 class Topics(BaseSettings):

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from stream_app.embedded.kafka_jvm import ApacheKafka, ensure_kafka_jars
-from stream_app.embedded.servers import RedisCluster, redis_server, tansu
+from stream_app.tools.embedded.kafka_jvm import ApacheKafka, ensure_kafka_jars
+from stream_app.tools.embedded.servers import RedisCluster, redis_server, tansu
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from datetime import datetime
 import msgspec
 import numpy as np
 
-from stream_app.baselines import FEATURES as BASELINE_FEATURES
-from stream_app.pipeline import RawRecord
+from stream_app.features.baselines import FEATURES as BASELINE_FEATURES
+from stream_app.worker.pipeline import RawRecord
 
 _ids = itertools.count()
 

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.alert_ledger import ALERTS, AlertLedger
+from stream_app.alerts.ledger import ALERTS, AlertLedger
+from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

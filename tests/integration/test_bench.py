@@ -3,8 +3,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stream_app.cli import main
-from stream_app.state import STATE
+from stream_app.cli.main import main
+from stream_app.windows.state import STATE
 
 pytestmark = pytest.mark.integration
 

@@ -18,15 +18,15 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from stream_app.alerts import in_holdout
-from stream_app.demo import stop_worker
-from stream_app.embedded.process import free_port
-from stream_app.keys import customer_state
-from stream_app.rule_eval import LEVELS
+from stream_app.alerts.build import in_holdout
+from stream_app.connect.topic_reader import read_alerts, read_outcomes
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.keys import customer_state
+from stream_app.rules.evaluate import LEVELS
 from stream_app.settings import Settings, Topics
-from stream_app.state import Windows
-from stream_app.topic_reader import read_alerts, read_outcomes
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import stop_worker
+from stream_app.tools.embedded.process import free_port
+from stream_app.windows.state import Windows
 from tests.conftest import IN_CI
 from tests.factories import Log, decliner
 from tests.probes import get

@@ -19,14 +19,15 @@ import msgspec
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream_app.demo import scrape
-from stream_app.embedded.process import ServerProcess, free_port
-from stream_app.embedded.servers import redis_server
-from stream_app.events import Alert, DeadLetter
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.calendar import month_index
+from stream_app.contracts.events import Alert, DeadLetter
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.state import C, Windows, month_index
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import scrape
+from stream_app.tools.embedded.process import ServerProcess, free_port
+from stream_app.tools.embedded.servers import redis_server
+from stream_app.windows.state import C, Windows
 from tests.integration.test_crash_safety import Run
 
 pytestmark = pytest.mark.integration

@@ -18,14 +18,14 @@ import redis
 from kafka import KafkaProducer
 from redis.cluster import RedisCluster as ClusterClient
 
-from stream_app.demo import consumed, scrape, stop_worker
-from stream_app.embedded.process import ServerProcess, free_port
-from stream_app.embedded.servers import redis_server
-from stream_app.reports import read_counts
+from stream_app.connect.topics import ensure_topics
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.topics import ensure_topics
-from stream_app.state import STATE, Windows, usage_fingerprint
+from stream_app.tools.demo import consumed, scrape, stop_worker
+from stream_app.tools.embedded.process import ServerProcess, free_port
+from stream_app.tools.embedded.servers import redis_server
+from stream_app.windows.state import STATE, Windows, usage_fingerprint
+from stream_app.windows.store import read_counts
 from tests.conftest import flush
 from tests.probes import get
 

@@ -23,17 +23,18 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.call_plan import alert_day, plan_days
-from stream_app.topic_reader import read_alerts
-from stream_app.demo import produce_simulation, scrape, stop_worker
-from stream_app.embedded.process import free_port
-from stream_app.events import Alert, DeadLetter
+from stream_app.alerts.call_plan import alert_day, plan_days
+from stream_app.connect.topic_reader import read_alerts
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.calendar import month_index
+from stream_app.contracts.events import Alert, DeadLetter
 from stream_app.metrics import TrainerMetrics
+from stream_app.offline.monthly_data import load_mapping, read_rows
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.monthly_replay import load_mapping, read_rows
-from stream_app.topics import ensure_topics
-from stream_app.state import C, Windows, month_index
+from stream_app.tools.demo import produce_simulation, scrape, stop_worker
+from stream_app.tools.embedded.process import free_port
+from stream_app.windows.state import C, Windows
 from tests.conftest import flush
 from tests.factories import Log, cdr, decliner
 from tests.probes import get

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.ingest import BatchConsumer
-from stream_app.pipeline import RawRecord
+from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
+from stream_app.worker.consumer import BatchConsumer
+from stream_app.worker.pipeline import RawRecord
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from typing import Iterator
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.demo import stop_worker
-from stream_app.embedded.kafka_jvm import ApacheKafka, SecureListener, ensure_kafka_jars
-from stream_app.embedded.process import free_port
-from stream_app.kafka_clients import KafkaUnreachable, check_connection, client_options
+from stream_app.connect.kafka import KafkaUnreachable, check_connection, client_options
+from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import stop_worker
+from stream_app.tools.embedded.kafka_jvm import ApacheKafka, SecureListener, ensure_kafka_jars
+from stream_app.tools.embedded.process import free_port
 from tests.conftest import IN_CI, KAFKA_CACHE
 from tests.factories import Log, cdr, decliner
 from tests.integration.test_end_to_end import consume_until

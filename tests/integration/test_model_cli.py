@@ -9,12 +9,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from stream_app import keys
-from stream_app.cli import main
-from stream_app.model import decode_snapshot
+from stream_app.cli.main import main
+from stream_app.contracts import keys
+from stream_app.model.scoring import decode_snapshot
+from stream_app.model.signing import Signer
+from stream_app.model.trainer import TrainerCore
 from stream_app.settings import Settings
-from stream_app.signing import Signer
-from stream_app.trainer import TrainerCore
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

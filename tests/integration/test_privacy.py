@@ -14,14 +14,14 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream_app.demo import consumed, scrape, stop_worker
-from stream_app.embedded.process import free_port
-from stream_app.events import DeadLetter
-from stream_app.keys import customer_state
-from stream_app.privacy import Pseudonyms
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.events import DeadLetter
+from stream_app.contracts.keys import customer_state
+from stream_app.ingest.privacy import Pseudonyms
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import consumed, scrape, stop_worker
+from stream_app.tools.embedded.process import free_port
 from tests.factories import cdr
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from stream_app.demo import consumed, scrape, stop_worker
-from stream_app.embedded.process import free_port
-from stream_app.embedded.servers import redis_server
-from stream_app.keys import customer_state
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.keys import customer_state
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import consumed, scrape, stop_worker
+from stream_app.tools.embedded.process import free_port
+from stream_app.tools.embedded.servers import redis_server
 from tests.conftest import IN_CI
 from tests.factories import cdr
 from tests.tls import make_certificates

@@ -14,10 +14,10 @@ from typing import Iterator
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.demo import scrape, stop_worker
-from stream_app.embedded.process import free_port
+from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
+from stream_app.tools.demo import scrape, stop_worker
+from stream_app.tools.embedded.process import free_port
 from tests.factories import Log, decliner
 from tests.integration.test_end_to_end import consume_until
 

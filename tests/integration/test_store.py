@@ -5,9 +5,9 @@ from typing import Callable
 
 import pytest
 
-from stream_app.reports import read_counts
-from stream_app.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, connect_redis
-from stream_app.state import Windows
+from stream_app.connect.redis import connect_redis
+from stream_app.windows.state import Windows
+from stream_app.windows.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, read_counts
 from tests.conftest import flush
 from tests.factories import snapshot_features
 
@@ -148,8 +148,8 @@ def test_baselines_read_back_the_same_by_command_and_by_worker_and_old_days_are_
     import numpy as np
     from prometheus_client import CollectorRegistry
 
-    from stream_app.baseline_store import KEEP_DAYS, BaselineSource, read_baselines
-    from stream_app.baselines import BaselineRule, increments
+    from stream_app.features.baseline_counts import KEEP_DAYS, BaselineSource, read_baselines
+    from stream_app.features.baselines import BaselineRule, increments
     from stream_app.metrics import Metrics
 
     url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
-from stream_app.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 

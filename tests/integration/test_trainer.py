@@ -18,16 +18,16 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from stream_app import keys
-from stream_app.demo import scrape, stop_worker
-from stream_app.embedded.process import free_port
-from stream_app.events import Label, Snapshot
+from stream_app.contracts import keys
+from stream_app.contracts.events import Label, Snapshot
 from stream_app.metrics import TrainerMetrics
-from stream_app.model import decode_snapshot
+from stream_app.model.scoring import decode_snapshot
+from stream_app.model.signing import Signer
+from stream_app.model.trainer import TrainerCore
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings
-from stream_app.signing import Signer
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.trainer import TrainerCore
+from stream_app.tools.demo import scrape, stop_worker
+from stream_app.tools.embedded.process import free_port
 
 pytestmark = pytest.mark.integration
 SIGNING_KEY = "a-key-for-these-tests"
@@ -182,7 +182,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
 
 
 def test_a_trainer_paused_past_its_lease_cannot_publish_over_its_successor(redis_url: str) -> None:
-    from stream_app.registry import LeaseLost, publish
+    from stream_app.model.registry import LeaseLost, publish
 
     client = redis.Redis.from_url(redis_url)
     core = TrainerCore.fresh(Settings())

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from stream_app.baselines import BaselineRule, Baselines, column_name, increments, parse_call
+from stream_app.features.baselines import BaselineRule, Baselines, column_name, increments, parse_call
 from tests.factories import snapshot_features
 
 DAY = date(2026, 10, 8)  # its snapshots judge September (m1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from stream_app.call_plan import monthly_list, plan_days
-from stream_app.events import Alert
+from stream_app.alerts.call_plan import monthly_list, plan_days
+from stream_app.contracts.events import Alert
 
 ZONE = ZoneInfo("Asia/Shanghai")
 
@@ -61,7 +61,7 @@ def test_the_monthly_list_has_each_customer_once_at_their_highest_level() -> Non
 
 
 def test_value_at_risk_weighs_a_segment_by_how_long_its_customers_stay(monkeypatch) -> None:
-    from stream_app.alerts import AlertPolicy
+    from stream_app.alerts.build import AlertPolicy
     from stream_app.settings import Settings
 
     monkeypatch.setenv("CHURNWATCH_SEGMENT_MONTHLY_CHURN", '{"mid_high_end": 0.01, "mass": 0.05}')

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream_app.campaign import CampaignCosts, campaign_report, latest_outcomes
-from stream_app.events import Alert, ChurnEvent, Outcome
+from stream_app.alerts.campaign import CampaignCosts, campaign_report, latest_outcomes
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 
 ZONE = ZoneInfo("Asia/Shanghai")
 MONDAY = date(2026, 3, 2)  # ISO week 2026-W10

@@ -1,6 +1,6 @@
 """The test brokers' own set-up."""
 
-from stream_app.embedded.kafka_jvm import _cluster_id
+from stream_app.tools.embedded.kafka_jvm import _cluster_id
 
 
 def test_a_kraft_cluster_id_never_reads_as_an_option() -> None:

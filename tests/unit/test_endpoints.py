@@ -2,8 +2,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter
 
-from stream_app.embedded.process import free_port
-from stream_app.endpoints import Health, serve
+from stream_app.tools.embedded.process import free_port
+from stream_app.worker.endpoints import Health, serve
 from tests.probes import get
 
 

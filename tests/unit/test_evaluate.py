@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stream_app.cli import main
-from stream_app.evaluate import _weekly_budget
+from stream_app.cli.main import main
+from stream_app.offline.evaluate import _weekly_budget
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from stream_app.evaluate_monthly import BUDGETS, evaluate_monthly, refresh_doc
-from stream_app.monthly_replay import load_mapping, read_rows
-from stream_app.rules import load_rules
+from stream_app.offline.evaluate_monthly import BUDGETS, evaluate_monthly, refresh_doc
+from stream_app.offline.monthly_data import load_mapping, read_rows
+from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,12 +5,12 @@ import jsonschema
 import msgspec
 import pytest
 
+from stream_app.contracts.events import CONTRACTS, decode_billing, decode_cdr, decode_profile, json_schema
 from stream_app.errors import InvalidEvent
-from stream_app.events import CONTRACTS, decode_billing, decode_cdr, decode_profile, json_schema
-from stream_app.simulator import SimConfig, Simulator
+from stream_app.offline.simulator import SimConfig, Simulator
 from tests.factories import billing, cdr
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "stream_app" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "stream_app" / "contracts" / "schemas"
 TS = "2026-03-01T10:00:00+08:00"
 
 

@@ -4,10 +4,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from stream_app.events import decode_cdr
-from stream_app.features import CALL_PERIODS, derive
-from stream_app.state import Windows
-from stream_app.windows import Envelope, apply
+from stream_app.contracts.events import decode_cdr
+from stream_app.features.derive import CALL_PERIODS, derive
+from stream_app.windows.apply import Envelope, apply
+from stream_app.windows.state import Windows
 from tests.factories import cdr
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -66,8 +66,8 @@ def test_rolling_30_days_before_reach_into_the_months() -> None:
 
 def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
     """A call at 02:00 and an exit at 03:00 in Shanghai are on that day, not the UTC day before."""
-    from stream_app.events import decode_billing
-    from stream_app.observations import churn_events
+    from stream_app.contracts.events import decode_billing
+    from stream_app.model.observations import churn_events
     from tests.factories import billing
 
     w = Windows.load([STEADY], [None])

@@ -11,11 +11,11 @@ import re
 from datetime import date
 from pathlib import Path
 
-from stream_app.events import Alert
-from stream_app.replay import replay
-from stream_app.rules import Ruleset, load_rules
+from stream_app.contracts.events import Alert
+from stream_app.offline.replay import replay
+from stream_app.offline.simulator import SimConfig, Simulator, Truth
+from stream_app.rules.pack import Ruleset, load_rules
 from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator, Truth
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "alert_rules"
 START, SLUMP, AFTER = date(2026, 5, 1), "2026-08", "2026-09"

@@ -10,10 +10,11 @@ import hashlib
 import msgspec
 import pytest
 
-from stream_app import pipeline, windows
-from stream_app.deadletters import DEAD_LETTER_PREFIX
-from stream_app.state import C, Windows
-from stream_app.store import MemoryWindowStore
+from stream_app.ingest.deadletters import DEAD_LETTER_PREFIX
+from stream_app.windows import apply as windows
+from stream_app.windows.state import C, Windows
+from stream_app.windows.store import MemoryWindowStore
+from stream_app.worker import pipeline
 from tests.factories import Log, billing, cdr, decliner, profile
 from tests.unit.test_pipeline import processor, run
 

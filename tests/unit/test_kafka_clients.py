@@ -8,7 +8,7 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from stream_app.kafka_clients import client_options, faust_credentials
+from stream_app.connect.kafka import client_options, faust_credentials
 from stream_app.settings import Settings
 
 SCRAM = dict(kafka_security_protocol="SASL_SSL", kafka_sasl_username="churnwatch", kafka_sasl_password="pw")

@@ -6,19 +6,26 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_app.baselines import FEATURES as BASELINE_FEATURES
-from stream_app.events import ChurnEvent, Label, Snapshot
-from stream_app.features import CALL_PERIODS, FEATURES
-from stream_app.labels import Labeler
+from stream_app.contracts.events import ChurnEvent, Label, Snapshot
+from stream_app.features.baselines import FEATURES as BASELINE_FEATURES
+from stream_app.features.derive import CALL_PERIODS, FEATURES
 from stream_app.metrics import Metrics, TrainerMetrics
-from stream_app.model import (
-    NAMES, Adaptation, Learner, ModelRefused, Scorer, decode_snapshot, encode_snapshot, model_inputs,
+from stream_app.model.labels import Labeler
+from stream_app.model.registry import ScorerSource
+from stream_app.model.scoring import (
+    NAMES,
+    Adaptation,
+    Learner,
+    ModelRefused,
+    Scorer,
+    decode_snapshot,
+    encode_snapshot,
+    model_inputs,
 )
-from stream_app.registry import ScorerSource
+from stream_app.model.signing import Signer
+from stream_app.model.trainer import TrainerCore, _adapted
+from stream_app.model.validation import auc, budget_figures
 from stream_app.settings import Settings
-from stream_app.signing import Signer
-from stream_app.trainer import TrainerCore, _adapted
-from stream_app.validation import auc, budget_figures
 
 F = len(NAMES)
 SIGNER = Signer(b"a-key-for-these-tests")
@@ -279,3 +286,19 @@ def test_a_move_of_the_whole_segment_is_taken_out_of_the_inputs_and_a_decline_wi
         model_inputs(slump))
     pending = {name: np.full(3, -np.inf) for name in BASELINE_FEATURES}
     assert model_inputs(slump, pending) == pytest.approx(model_inputs(slump))
+
+
+def test_a_checkpoint_written_before_the_package_was_split_by_stage_is_restored() -> None:
+    core = TrainerCore.fresh(Settings())
+    x, y = examples(40)
+    for i in range(40):
+        core.learn(Label("c1", 1000 + i, x[i].tolist(), int(y[i]), 0, i), i)
+    # Protocols below 4 name each class as text, so the old module paths can be written back in.
+    old = pickle.dumps((core.learner, core.version, core.learned, core.labels_offset, core.days), protocol=3)
+    for new, before in ((b"stream_app.model.scoring\n", b"stream_app.model\n"),
+                        (b"stream_app.model.trainer\n", b"stream_app.trainer\n")):
+        old = old.replace(new, before)
+    assert b"stream_app.model\n" in old
+    restored = TrainerCore.restore(SIGNER.sign(old), Settings(), SIGNER)
+    assert restored.learner.labels == 40
+    assert restored.learner.predict(x[0]) == core.learner.predict(x[0])

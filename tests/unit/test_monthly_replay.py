@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream_app.monthly_replay import MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
-from stream_app.state import C, SCALE, Windows, month_index
-from stream_app.store import MemoryWindowStore
+from stream_app.contracts.calendar import month_index
+from stream_app.offline.monthly_data import MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
+from stream_app.windows.state import SCALE, C, Windows
+from stream_app.windows.store import MemoryWindowStore
 from tests.factories import Log
 from tests.unit.test_pipeline import processor, run
 

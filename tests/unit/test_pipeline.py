@@ -7,16 +7,16 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_app.alerts import in_holdout
-from stream_app.inspection import describe, render
+from stream_app.alerts.build import in_holdout
+from stream_app.ingest.privacy import Pseudonyms
 from stream_app.metrics import Metrics
-from stream_app.model import NAMES, ModelSnapshot, Scorer
-from stream_app.pipeline import BatchOutput, BatchProcessor, RawRecord
-from stream_app.privacy import Pseudonyms
-from stream_app.rules import load_rules
+from stream_app.model.scoring import NAMES, ModelSnapshot, Scorer
+from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
-from stream_app.store import MemoryWindowStore
-from stream_app.state import C, Windows, usage_fingerprint
+from stream_app.tools.inspection import describe, render
+from stream_app.windows.state import C, Windows, usage_fingerprint
+from stream_app.windows.store import MemoryWindowStore
+from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 from tests.factories import Log, billing, cdr, decliner, profile
 
 RULES = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from stream_app.events import AlertReason
-from stream_app.queue_page import CallQueue, load_lookup, make_app
+from stream_app.alerts.queue_page import CallQueue, load_lookup, make_app
+from stream_app.contracts.events import AlertReason
 from stream_app.settings import Settings
 from tests.unit.test_campaign import alert
 

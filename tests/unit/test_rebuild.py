@@ -3,7 +3,7 @@ offset is ahead of what Redis says it applied."""
 
 from aiokafka import TopicPartition
 
-from stream_app.ingest import Rebuild, rebuilds
+from stream_app.worker.consumer import Rebuild, rebuilds
 
 CDR0, CDR1, BILL0, NEW = (TopicPartition("cdr", 0), TopicPartition("cdr", 1), TopicPartition("billing", 0),
                           TopicPartition("cdr", 2))

@@ -8,14 +8,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from stream_app.reports import churn_report, cohort_report, latest_month
-from stream_app.replay import replay
-from stream_app.report_cli import _churn_csv, _cohort_csv
-from stream_app.report_facts import CohortRule
-from stream_app.rules import load_rules
-from stream_app.settings import Settings
-from stream_app.simulator import SimConfig, Simulator
-from stream_app.store import MemoryWindowStore
+from stream_app.cli.report import _churn_csv, _cohort_csv
+from stream_app.offline.replay import replay
+from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.reports.monthly import churn_report, cohort_report, latest_month
+from stream_app.rules.pack import load_rules
+from stream_app.settings import CohortRule, Settings
+from stream_app.windows.store import MemoryWindowStore
 from tests.factories import Log, billing, cdr, profile
 from tests.unit.test_pipeline import processor, run
 
@@ -137,7 +136,7 @@ def test_the_cohort_csv_has_one_row_per_month_followed() -> None:
 
 
 def test_report_without_redis_says_what_is_missing(monkeypatch) -> None:
-    from stream_app.cli import main
+    from stream_app.cli.main import main
 
     monkeypatch.delenv("REDIS_URL", raising=False)
     result = CliRunner().invoke(main, ["report", "churn"])

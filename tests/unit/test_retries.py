@@ -7,10 +7,10 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
-from stream_app.app import until_done
-from stream_app.endpoints import Health
 from stream_app.metrics import Metrics
-from stream_app.store import StateLost
+from stream_app.windows.store import StateLost
+from stream_app.worker.app import until_done
+from stream_app.worker.endpoints import Health
 
 
 def test_a_batch_the_broker_refuses_is_tried_again_until_it_goes_through() -> None:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stream_app.cli import main
+from stream_app.cli.main import main
 from stream_app.errors import RuleFileError
-from stream_app.features import FEATURES
-from stream_app.rule_tests import run_rule_tests
-from stream_app.rules import check_files, evaluate, load_rules
+from stream_app.features.derive import FEATURES
+from stream_app.rules.cases import run_rule_tests
+from stream_app.rules.pack import check_files, evaluate, load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "alert_rules"
 

@@ -5,9 +5,10 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
-from stream_app.events import decode_billing, decode_cdr, decode_outcome, decode_profile
-from stream_app.state import C, D, STATE, StateTail, Windows, contacts_estimate, month_index
-from stream_app.windows import Envelope, apply
+from stream_app.contracts.calendar import month_index
+from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
+from stream_app.windows.apply import Envelope, apply
+from stream_app.windows.state import STATE, C, D, StateTail, Windows, contacts_estimate
 from tests.factories import billing, cdr, profile
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -146,7 +147,7 @@ def test_the_memory_of_ids_keeps_the_grace_window_and_no_more() -> None:
 
 
 def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> None:
-    from stream_app.state import _LAYOUTS
+    from stream_app.windows.state import _LAYOUTS
 
     old = np.zeros(1, _LAYOUTS[2])
     old["version"], old["seq"], old["day0"], old["offset"] = 2, 41, 740_000, [5, 6, 7, 8]

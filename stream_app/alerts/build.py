@@ -1,0 +1,162 @@
+"""Alerts for the call centre: who to call, why, at which level, and what to offer."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import msgspec
+import numpy as np
+
+from stream_app.contracts.events import Alert, AlertReason
+from stream_app.features.derive import FEATURES
+from stream_app.model.observations import value_segment
+from stream_app.model.scoring import Scorer
+from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset, render
+from stream_app.windows.state import VIP_TIERS, Windows
+
+__all__ = ["LEVEL_RISK", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
+
+#: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
+LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
+
+#: When no entry of the rule files' `actions` matches.
+FALLBACK_ACTION = Action(action="retention call: ask about their experience")
+
+#: The churn reason (DOMAIN.md) a model driver points to, where one does.
+_DRIVER_REASONS = {
+    "dropped_rate_30d": 205, "cs_calls_30d": 103, "offnet_share_30d": 102, "arpu_mom": 101, "arpu_cv_6m": 101,
+    "days_since_active": 380,
+}
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The batch as the model saw it: the scorer, its inputs and its scores (NaN: not scored)."""
+
+    scorer: Scorer
+    x: np.ndarray
+    score: np.ndarray
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    min_level: int = 2  # index into LEVELS: medium and high go to the call queue
+    cooldown_days: int = 14
+    expiry_days: int = 7
+    holdout_share: float = 0.10  # control group: flagged, never called, to measure what calls keep
+    margin_share: float = 1.0  # monthly margin as a share of ARPU (1: value at risk is revenue)
+    # Monthly churn rate per value segment: a customer's expected remaining lifetime is its inverse.
+    segment_churn: tuple[tuple[str, float], ...] = (
+        ("mid_high_end", 0.01), ("potential_mid_high_end", 0.015), ("mass", 0.025))
+    max_lifetime_months: float = 60.0
+
+    def value_at_risk(self, probability: float, arpu: float, segment: str) -> float:
+        """Churn probability x monthly margin x expected remaining lifetime (DOMAIN.md)."""
+        rate = dict(self.segment_churn).get(segment, 0.02)
+        lifetime = min(self.max_lifetime_months, 1.0 / rate) if rate > 0 else self.max_lifetime_months
+        return round(probability * arpu * self.margin_share * lifetime, 2)
+
+
+def alert_id(customer: str, level: str, day: int, cooldown_days: int) -> str:
+    """Deterministic, so that re-processing the same events yields the same id: the customer,
+    the level and the cooldown window of the alert's day. The cooldown keeps two alerts of one
+    level at least `cooldown_days` apart, so each window holds at most one, and a warning
+    repeated after the cooldown is a new alert, not a resend of the first.
+
+    >>> alert_id("8613800000001", "high", 740_000, 14) == alert_id("8613800000001", "high", 740_000, 14)
+    True
+    >>> alert_id("8613800000001", "high", 740_000, 14) == alert_id("8613800000001", "high", 740_014, 14)
+    False
+    """
+    return hashlib.sha256(f"{customer}|{level}|{day // cooldown_days}".encode()).hexdigest()[:24]
+
+
+def in_holdout(customer: str, share: float) -> bool:
+    """Whether the customer is in the control group: a fixed pseudo-random draw from the id,
+    so the same customers stay out of the calls whatever the worker or the day.
+
+    >>> in_holdout("8613800000001", 0.0), in_holdout("8613800000001", 1.0)
+    (False, True)
+    """
+    draw = int.from_bytes(hashlib.sha256(f"holdout|{customer}".encode()).digest()[:8], "big") / 2.0 ** 64
+    return draw < share
+
+
+def _act(alert: Alert, ruleset: Ruleset, policy: AlertPolicy) -> Alert:
+    """The alert with the action table's suggestion and its place in or out of the calls."""
+    action = ruleset.action_for(alert.reason_code, alert.segment, alert.vip_tier, alert.lifecycle) or FALLBACK_ACTION
+    return msgspec.structs.replace(alert, suggested_action=action.action, queue=action.queue,
+                                   holdout=in_holdout(alert.customer_id, policy.holdout_share))
+
+
+def build_alerts(
+    w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset,
+    rows: list[int], now_day: np.ndarray, zone: ZoneInfo, policy: AlertPolicy, created_at: datetime,
+    model: ModelView | None = None,
+) -> tuple[list[Alert], int]:
+    """Alerts for the given rows whose level reaches the policy, and how many the cooldown held back."""
+    alerts = []
+    cooled = 0
+    rec = w.rec
+    for i in rows:
+        level, day = int(ev.level[i]), int(now_day[i])
+        # `exited` counts an exit from its own day on: one read ahead of the usage (a billing
+        # topic that runs ahead in a catch-up) must not silence warnings about the months before.
+        if level < policy.min_level or features["exited"][i]:
+            continue
+        if rec["alerted_level"][i] >= level and day - int(rec["alerted_day"][i]) < policy.cooldown_days:
+            cooled += 1
+            continue
+        rec["alerted_level"][i], rec["alerted_day"][i] = level, day
+        # The newest usage behind the alert: the start of event-to-alert latency. Billing
+        # is left out because in a catch-up it can be read months ahead of the usage.
+        seen = rec["last_seen"][i]
+        event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
+        alert = _alert(w, features, ev, ruleset, i, level, day, event_time, policy, created_at)
+        if model is not None:
+            alert = _with_model(alert, model, features, i, policy)
+        alerts.append(_act(alert, ruleset, policy))
+    return alerts, cooled
+
+
+def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
+           day: int, event_time: datetime, policy: AlertPolicy, created_at: datetime) -> Alert:
+    values = {name: float(col[i]) for name, col in features.items()}
+    reasons = [
+        AlertReason(c.rule.id, c.rule.labels.reason_code, c.rule.importance,
+                    {n: values[n] for n in c.names}, c.thresholds, render(c.rule, values))
+        for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
+    ]
+    top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
+    arpu = values["arpu_m1"]
+    return Alert(
+        alert_id=alert_id(w.customers[i], LEVELS[level], day, policy.cooldown_days),
+        customer_id=w.customers[i], level=LEVELS[level], period=date.fromordinal(day).strftime("%Y-%m"),  # type: ignore[arg-type]
+        created_at=created_at, expires_at=created_at + timedelta(days=policy.expiry_days),
+        event_time=event_time, reasons=reasons, reason_code=top,
+        segment=value_segment(features, i),
+        vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
+        value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, value_segment(features, i)),
+        suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
+    )
+
+
+def _with_model(alert: Alert, model: ModelView, features: dict[str, np.ndarray], i: int,
+                policy: AlertPolicy) -> Alert:
+    """The alert with the model's score, version and the drivers of the score among its reasons."""
+    score = float(model.score[i])
+    reasons = list(alert.reasons)
+    for d in model.scorer.drivers(model.x[i]):
+        value = float(features[d.feature][i])
+        text = f"model: {FEATURES[d.feature].description} is {value:.3g} ({d.z:+.1f} sd from the base)"
+        reasons.append(AlertReason("model", _DRIVER_REASONS.get(d.feature), round(d.contribution, 4),
+                                   {d.feature: value}, {}, text))
+    top = alert.reason_code if alert.reason_code is not None else next(
+        (r.reason_code for r in reasons if r.reason_code is not None), None)
+    return msgspec.structs.replace(
+        alert, reasons=reasons, reason_code=top, score=round(score, 4), model_version=model.scorer.version,
+        model_labels=model.scorer.labels, value_at_risk=policy.value_at_risk(score, alert.arpu, alert.segment),
+    )

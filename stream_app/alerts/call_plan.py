@@ -1,0 +1,124 @@
+"""Which alerts the call centre calls each day: the daily call budget, and the daily and monthly
+warning lists (DOMAIN.md: warnings run daily and monthly).
+
+The plan is a pure function of the alerts: each day, the alerts raised up to the end of that
+day that are still open (not called, not expired, not in the control group) are ranked by
+value at risk, and the top `budget` are that day's calls; the rest wait for a later day or
+expire. A customer's newer alert replaces their older one (an escalation), and an alert seen
+twice (a replay) counts once. Days follow the events' own time, so a replay of the same alerts
+gives the same lists whenever and however often it is run.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Iterable
+from zoneinfo import ZoneInfo
+
+from stream_app.contracts.events import Alert
+from stream_app.metrics import Metrics
+
+__all__ = ["DayPlan", "plan_days", "monthly_list", "alert_day", "summary_fields", "observe_call_plan"]
+
+LEVEL_ORDER = {"high": 2, "medium": 1, "low": 0}
+
+
+@dataclass
+class DayPlan:
+    """One day's calls, in priority order, and what was left out and why."""
+
+    day: date
+    calls: list[Alert] = field(default_factory=list)
+    waiting: int = 0  # open alerts over the budget, carried to the next day
+    expired: int = 0  # alerts whose last day this was, never called
+    holdout: int = 0  # alerts raised this day for the control group: never called
+    superseded: int = 0  # open alerts replaced by a newer alert of the same customer
+
+    def to_json(self) -> dict:
+        return {"day": self.day.isoformat(), "calls": len(self.calls), "waiting": self.waiting,
+                "expired": self.expired, "holdout": self.holdout, "superseded": self.superseded,
+                "value_at_risk": round(sum(a.value_at_risk for a in self.calls), 2)}
+
+
+def alert_day(alert: Alert, zone: ZoneInfo) -> date:
+    """The day an alert joins the plan: the day of the newest event behind it, in the operator's zone."""
+    return alert.event_time.astimezone(zone).date()
+
+
+def _open_days(alert: Alert) -> int:
+    return max(1, (alert.expires_at - alert.created_at).days)
+
+
+def priority(alert: Alert) -> tuple:
+    """Value at risk first; ties go to the higher level, then a fixed order."""
+    return (-alert.value_at_risk, -LEVEL_ORDER[alert.level], alert.alert_id)
+
+
+def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zone: ZoneInfo) -> list[DayPlan]:
+    """The plan of every day from `first` to `last`, given every alert that could still be open on
+    `first` (callers read back at least the alerts' open days before it)."""
+    by_day: dict[date, list[Alert]] = collections.defaultdict(list)
+    seen: set[str] = set()
+    for a in alerts:
+        if a.alert_id not in seen:
+            seen.add(a.alert_id)
+            by_day[alert_day(a, zone)].append(a)
+    start = min([first, *by_day]) if by_day else first
+    open_: dict[str, tuple[Alert, date]] = {}  # customer -> (their open alert, its last day)
+    plans = []
+    day = start
+    while day <= last:
+        plan = DayPlan(day)
+        for a in sorted(by_day.get(day, []), key=lambda a: (a.event_time, a.alert_id)):
+            if a.holdout:
+                plan.holdout += 1
+                continue
+            if a.customer_id in open_:
+                plan.superseded += 1
+            open_[a.customer_id] = (a, day + timedelta(days=_open_days(a) - 1))
+        ranked = sorted((a for a, _ in open_.values()), key=priority)
+        plan.calls = ranked[:budget]
+        for a in plan.calls:
+            del open_[a.customer_id]
+        for customer, (a, until) in list(open_.items()):
+            if until <= day:
+                del open_[customer]
+                plan.expired += 1
+        plan.waiting = len(open_)
+        if day >= first:
+            plans.append(plan)
+        day += timedelta(days=1)
+    return plans
+
+
+def monthly_list(alerts: Iterable[Alert], month: str, zone: ZoneInfo) -> list[Alert]:
+    """The month's warning list: each customer warned that month once, at their highest level
+    (then newest), ranked by value at risk; control-group customers included and flagged, since
+    the monthly list goes to account managers to read, not to the call queue."""
+    best: dict[str, Alert] = {}
+    for a in alerts:
+        if alert_day(a, zone).strftime("%Y-%m") != month:
+            continue
+        held = best.get(a.customer_id)
+        if held is None or (LEVEL_ORDER[a.level], a.event_time) > (LEVEL_ORDER[held.level], held.event_time):
+            best[a.customer_id] = a
+    return sorted(best.values(), key=priority)
+
+
+def summary_fields(plan: DayPlan, zone: ZoneInfo) -> dict[str, str]:
+    """What the workers export about the latest plan (kept in Redis at `keys.CALL_PLAN`)."""
+    start = datetime.combine(plan.day, time.min, zone).timestamp()
+    return {"day_ts": str(int(start)), "called": str(len(plan.calls)), "waiting": str(plan.waiting),
+            "expired": str(plan.expired), "holdout": str(plan.holdout)}
+
+
+def observe_call_plan(metrics: Metrics, fields: dict[bytes, bytes]) -> None:
+    """Set the call-plan gauges from `summary_fields` as read back from Redis."""
+    if not fields:
+        return
+    values = {k.decode(): int(v) for k, v in fields.items()}
+    metrics.call_plan_day.set(values.pop("day_ts"))
+    for outcome, n in values.items():
+        metrics.call_plan.labels(outcome).set(n)

@@ -1,0 +1,148 @@
+"""The campaign report: what the calls did, per week and per suggested action, measured against
+the control group (DOMAIN.md: the retention effect is only honest against a holdout).
+
+A pure function of three logs: the alerts, the call outcomes and the churn events. An alert
+counts once however often it was replayed; an alert's outcome is its latest one (a customer not
+reached on Monday may accept on Tuesday). A week's churn figures are final once its alerts are
+`window_days` old (`matured`); before that they are what is known so far.
+
+Revenue kept is the incremental saving, not the accepted offers: the share of called customers
+who would have churned but did not (holdout churn rate minus called churn rate), times the called
+customers' monthly ARPU, times the months a kept customer is valued at. It can be negative, and
+that is reported as it is.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from typing import Iterable
+from zoneinfo import ZoneInfo
+
+from stream_app.alerts.call_plan import alert_day
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.settings import Settings
+
+__all__ = ["CampaignCosts", "CampaignRow", "campaign_report", "latest_outcomes"]
+
+REACHED = frozenset({"contacted", "accepted", "declined"})
+
+
+@dataclass(frozen=True)
+class CampaignCosts:
+    """What a call and an accepted offer cost, and how long a kept customer is valued."""
+
+    call: float = 2.0
+    offer: float = 30.0
+    value_months: float = 12.0
+    window_days: int = 90  # churn is counted this long after the alert
+
+    @classmethod
+    def of(cls, settings: Settings) -> "CampaignCosts":
+        return cls(settings.call_cost, settings.offer_cost, settings.kept_value_months, settings.campaign_churn_days)
+
+
+@dataclass
+class CampaignRow:
+    """One week (ISO, `2026-W23`, or `all`) and one suggested action (or `all`)."""
+
+    week: str
+    action: str
+    alerts: int = 0
+    holdout: int = 0
+    calls: int = 0  # alerts with an outcome recorded
+    reached: int = 0
+    accepted: int = 0
+    called_churned: int = 0
+    holdout_churned: int = 0
+    called_arpu: float = 0.0  # summed monthly ARPU of the called customers
+    matured: bool = True  # every alert is `window_days` old: the churn figures are final
+
+    @property
+    def reach_rate(self) -> float | None:
+        return _share(self.reached, self.calls)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return _share(self.accepted, self.reached)
+
+    @property
+    def churn_called(self) -> float | None:
+        return _share(self.called_churned, self.calls)
+
+    @property
+    def churn_holdout(self) -> float | None:
+        return _share(self.holdout_churned, self.holdout)
+
+    def revenue_kept(self, costs: CampaignCosts) -> float | None:
+        if self.churn_called is None or self.churn_holdout is None:
+            return None  # no control to compare with: nothing honest to say
+        return (self.churn_holdout - self.churn_called) * self.called_arpu * costs.value_months
+
+    def cost(self, costs: CampaignCosts) -> float:
+        return self.calls * costs.call + self.accepted * costs.offer
+
+    def roi(self, costs: CampaignCosts) -> float | None:
+        kept, cost = self.revenue_kept(costs), self.cost(costs)
+        return None if kept is None or cost == 0 else (kept - cost) / cost
+
+    def to_json(self, costs: CampaignCosts) -> dict:
+        out = asdict(self)
+        out["called_arpu"] = round(self.called_arpu, 2)
+        for name in ("reach_rate", "acceptance_rate", "churn_called", "churn_holdout"):
+            out[name] = _round(getattr(self, name), 4)
+        out.update(revenue_kept=_round(self.revenue_kept(costs), 2), cost=round(self.cost(costs), 2),
+                   roi=_round(self.roi(costs), 3))
+        return out
+
+
+def latest_outcomes(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
+    """Each alert's latest outcome; a replayed outcome (same event id) changes nothing."""
+    latest: dict[str, Outcome] = {}
+    for o in outcomes:
+        seen = latest.get(o.alert_id)
+        if seen is None or (o.ts, o.event_id) > (seen.ts, seen.event_id):
+            latest[o.alert_id] = o
+    return latest
+
+
+def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns: Iterable[ChurnEvent],
+                    zone: ZoneInfo, as_of: date, costs: CampaignCosts = CampaignCosts()) -> list[CampaignRow]:
+    """Rows per (week, action), then per action over all weeks, then the grand total."""
+    unique = {a.alert_id: a for a in alerts}
+    done = latest_outcomes(outcomes)
+    churn_days = collections.defaultdict(list)
+    for c in churns:
+        churn_days[c.customer_id].append(c.day)
+    rows: dict[tuple[str, str], CampaignRow] = {}
+    for alert in sorted(unique.values(), key=lambda a: (a.event_time, a.alert_id)):
+        day = alert_day(alert, zone)
+        week = "%d-W%02d" % day.isocalendar()[:2]
+        end = day + timedelta(days=costs.window_days)
+        churned = any(day.toordinal() <= d <= end.toordinal() for d in churn_days.get(alert.customer_id, ()))
+        for key in ((week, alert.suggested_action), ("all", alert.suggested_action), ("all", "all")):
+            _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of)
+    return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action))
+
+
+def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool) -> None:
+    row.alerts += 1
+    row.matured &= matured
+    if alert.holdout:
+        row.holdout += 1
+        row.holdout_churned += churned
+    elif outcome is not None:
+        row.calls += 1
+        row.reached += outcome.result in REACHED
+        row.accepted += outcome.result == "accepted"
+        row.called_churned += churned
+        row.called_arpu += alert.arpu
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,319 @@
+"""The `churnwatch` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import msgspec
+
+from stream_app.cli.common import kafka_ready, logging_setup, read_settings
+from stream_app.contracts.events import CONTRACTS, json_schema
+from stream_app.features.derive import FEATURES
+from stream_app.ingest.privacy import Pseudonyms
+from stream_app.rules.pack import check_files
+
+SCHEMA_DIR = Path(__file__).parents[1] / "contracts" / "schemas"
+
+
+@click.group()
+def main() -> None:
+    """churnwatch: real-time churn early warning for mobile operators."""
+
+
+@main.command()
+def worker() -> None:
+    """Consume CDR, billing, profile and outcome topics; emit alerts. Needs KAFKA_BOOTSTRAP and REDIS_URL.
+
+    Serves /metrics, /healthz and /readyz on CHURNWATCH_METRICS_PORT."""
+    from faust.worker import Worker
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.metrics import Metrics
+    from stream_app.worker.app import create_app, quieten_gc
+    from stream_app.worker.endpoints import Health, serve
+
+    settings = read_settings()
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL (or run `churnwatch demo`)")
+    from stream_app import __version__
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.build.info({"version": __version__})
+    kafka_ready(settings)
+    health = Health()
+    app = create_app(settings, metrics, health)
+    serve(settings.metrics_port, registry, health)
+    quieten_gc()
+    Worker(app, loglevel="INFO", logging_config=logging_setup(settings)).execute_from_commandline()
+
+
+@main.command()
+@click.option("--customers", default=300, show_default=True, help="simulated customers")
+@click.option("--days", default=120, show_default=True, help="simulated days of traffic")
+@click.option("--seconds", type=float, default=None, help="stop by itself after this many seconds")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True, help="share of customers churning per month")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_churn: float, as_json: bool) -> None:
+    """Run the whole service on an embedded broker and Redis, fed by the simulator."""
+    from stream_app.tools.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    summary = run_demo(read_settings(), customers, days, seconds, lambda line: click.echo(line, err=as_json),
+                       seed=seed, monthly_churn=monthly_churn)
+    report = asdict(summary)
+    click.echo(f"churners warned before they churned: {summary.churners_warned_before_churn} of {summary.churners}"
+               f" ({summary.churners_with_signs} showed signs); alerts by level: {summary.alerts_by_level}",
+               err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@main.command()
+@click.option("--customers", default=1000, show_default=True)
+@click.option("--days", default=120, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--warmup-days", default=70, show_default=True, help="days before the first churner leaves")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="write records as JSON lines here instead of producing to KAFKA_BOOTSTRAP")
+@click.option("--truth", type=click.Path(path_type=Path), required=True, help="ground-truth file (JSON lines)")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, out: Path | None,
+             truth: Path, as_json: bool) -> None:
+    """Produce realistic synthetic traffic; write who really churned to --truth."""
+    import threading
+
+    from stream_app.offline.simulator import SimConfig, Simulator
+    from stream_app.tools.demo import produce_simulation
+
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
+                              warmup_days=warmup_days))
+    if out is not None:
+        counts: dict[str, int] = {}
+        with out.open("wb") as f:
+            for rec in sim.records():
+                f.write(msgspec.json.encode({"topic": rec.topic, "key": rec.key.decode(), "value": rec.value.decode()}))
+                f.write(b"\n")
+                counts[rec.topic] = counts.get(rec.topic, 0) + 1
+    else:
+        settings = read_settings()
+        if not settings.kafka_bootstrap:
+            raise click.ClickException("set KAFKA_BOOTSTRAP, or pass --out FILE")
+        counts = produce_simulation(sim, settings.kafka_bootstrap, settings, threading.Event())
+    truth.write_bytes(b"".join(line + b"\n" for line in sim.truth_lines()))
+    churners = sum(1 for t in sim.truth if t.churn_date)
+    click.echo(f"records by topic: {counts}; churners: {churners} of {customers}", err=as_json)
+    if as_json:
+        click.echo(json.dumps({"events_by_topic": counts, "customers": customers, "churners": churners}))
+
+
+@main.command()
+@click.option("--events", default=1_000_000, show_default=True, help="events through the broker")
+@click.option("--customers", default=100_000, show_default=True)
+@click.option("--no-broker", is_flag=True,
+              help="only the pipeline into Redis, in this process (no broker, no worker): the state's cost")
+@click.option("--days", default=31, show_default=True,
+              help="with --no-broker: simulated days before memory is measured")
+@click.option("--latency-seconds", default=30.0, show_default=True, help="length of the latency phase")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
+def bench(events: int, customers: int, no_broker: bool, days: int, latency_seconds: float, as_json: bool) -> None:
+    """Measure the worker against the bare-consumer ceiling, latency, memory, rules and model cost.
+
+    Uses KAFKA_BOOTSTRAP and REDIS_URL if set (fresh topics; point REDIS_URL at a scratch
+    database, simulated customers are written to it), else embedded ones."""
+    from stream_app.tools.bench import bench_model, bench_rules, bench_state
+
+    settings = read_settings()
+    if no_broker:
+        result = asdict(bench_state(settings, customers, days))
+    else:
+        from stream_app.tools.bench_stream import bench_stream
+
+        result = asdict(bench_stream(settings, events, customers, lambda line: click.echo(line, err=True),
+                                     latency_seconds))
+    result["rules"], result["rules_us_per_customer"] = bench_rules(settings)
+    result["model_score_us_per_customer"], result["model_learn_us_per_label"] = bench_model(settings)
+    for name, value in result.items():
+        shown = "-" if value is None else format(value, ",")
+        click.echo(f"{name:32} {shown:>14}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+
+
+@main.group()
+def rules() -> None:
+    """Check alert rule files."""
+
+
+@rules.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_check(paths: tuple[Path, ...]) -> None:
+    """Report every problem in the rule files (default: alert_rules/) and exit 1 if any."""
+    problems = check_files(list(paths) or [Path("alert_rules")])
+    for p in problems:
+        click.echo(str(p), err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("rules OK")
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_test(files: tuple[Path, ...]) -> None:
+    """Run rule test files (default: alert_rules/*.test.yaml); exit 1 if any case fails."""
+    from stream_app.rules.cases import run_rule_tests
+
+    outcomes = [o for f in (files or sorted(Path("alert_rules").glob("*.test.yaml"))) for o in run_rule_tests(f)]
+    for o in outcomes:
+        click.echo(str(o), err=o.problem is not None)
+    failed = sum(o.problem is not None for o in outcomes)
+    click.echo(f"rule tests: {len(outcomes) - failed} passed, {failed} failed")
+    if failed or not outcomes:
+        sys.exit(1)
+
+
+@main.command()
+def features() -> None:
+    """List the features that rules and the model can use."""
+    for name, f in FEATURES.items():
+        click.echo(f"{name:24} {f.unit:8} {f.description}")
+
+
+@main.command()
+@click.argument("customer")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="evaluate features as of this day (default: the customer's newest usage day)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def inspect(customer: str, as_of, as_json: bool) -> None:
+    """Show a customer's windows and features (needs REDIS_URL). With CHURNWATCH_PSEUDONYM_KEY
+    set, a phone number is looked up by its pseudonym."""
+    from stream_app.connect.redis import connect_redis_sync
+    from stream_app.contracts import keys
+    from stream_app.tools.inspection import describe, render
+
+    settings = read_settings()
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL")
+    if customer.isdigit():
+        customer = Pseudonyms.of(settings)(customer)
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    raw = client.get(keys.customer_state(customer))
+    if raw is None:
+        raise click.ClickException(f"no state for customer {customer!r} (unknown, or expired after idling)")
+    report = describe(customer, raw, settings.zone, as_of.date() if as_of else None)
+    click.echo(json.dumps(report) if as_json else render(report))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object on the last line.")
+def baselines(as_json: bool) -> None:
+    """The live segment baselines in force: per segment and month-over-month feature, the
+    quantiles that `segment_pQ(x)` in rules compares with (needs REDIS_URL)."""
+    from rich.table import Table
+
+    from stream_app.cli.report import report_console
+    from stream_app.connect.redis import connect_redis_sync
+    from stream_app.features.baseline_counts import read_baselines
+    from stream_app.features.baselines import FEATURES, QUANTILES, BaselineRule
+
+    settings = read_settings()
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL: the baselines live in the workers' Redis")
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    try:
+        found = read_baselines(client, BaselineRule.of(settings))
+    finally:
+        client.close()
+    table = Table(title=f"Segment baselines as of {found.day or '-'}: the month judged now (used from "
+                        f"{settings.baseline_min_samples} samples)", title_justify="left")
+    for heading in ("segment", "feature", "samples", *(f"p{q}" for q in QUANTILES)):
+        table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
+    rows = []
+    for segment, feature in ((s, f) for s in found.segments() for f in FEATURES):
+        values, n = found.current(segment, feature)
+        shown = [values.get(q, float("nan")) for q in QUANTILES]
+        table.add_row(segment, feature, f"{n:,}", *("-" if v != v else f"{v:+.0%}" for v in shown))
+        rows.append({"segment": segment, "feature": feature, "samples": n,
+                     **{f"p{q}": (None if v != v else round(v, 4)) for q, v in zip(QUANTILES, shown)}})
+    report_console(as_json).print(table)
+    if as_json:
+        click.echo(json.dumps({"day": found.day.isoformat() if found.day else None, "baselines": rows}))
+
+
+@main.command()
+@click.argument("numbers", nargs=-1, required=True)
+def pseudonym(numbers: tuple[str, ...]) -> None:
+    """Print the pseudonym of each phone number under CHURNWATCH_PSEUDONYM_KEY: the customer id
+    churnwatch keeps, alerts and reports for that number."""
+    pseudonyms = Pseudonyms.of(read_settings())
+    if not pseudonyms.enabled:
+        raise click.ClickException("CHURNWATCH_PSEUDONYM_KEY is not set: customer ids are the numbers themselves")
+    for number in numbers:
+        click.echo(f"{number}\t{pseudonyms(number)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]), help="The day to call (default: the newest alert's).")
+@click.option("--budget", type=click.IntRange(1), help="Calls a day (default: CHURNWATCH_DAILY_CALL_BUDGET).")
+@click.option("--lookup", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of customer_id,phone kept by the operator: the numbers agents dial.")
+@click.option("--refresh-s", default=60.0, show_default=True, type=click.FloatRange(0.5),
+              help="How often the alerts and outcomes are reread.")
+def queue(host: str, port: int, day_, budget: int | None, lookup: Path | None, refresh_s: float) -> None:
+    """The call centre's page: today's calls in priority order, and buttons that record each outcome."""
+    import logging.config
+
+    from aiohttp import web
+
+    from stream_app.alerts.queue_page import CallQueue, load_lookup, make_app
+
+    settings = read_settings()
+    if not settings.kafka_bootstrap:
+        raise click.ClickException("set KAFKA_BOOTSTRAP: the calls come from the alerts topic")
+    logging.config.dictConfig(logging_setup(settings))
+    try:
+        numbers = load_lookup(lookup) if lookup else None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    calls = CallQueue(settings, day_.date() if day_ else None, budget, numbers)
+    calls.refresh()
+    click.echo(f"{len(calls.alerts)} calls for {calls.day} on http://{host}:{port}/", err=True)
+    try:
+        web.run_app(make_app(calls, refresh_s), host=host, port=port, print=None)
+    finally:
+        calls.close()
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=SCHEMA_DIR, show_default=True)
+def schemas(out: Path) -> None:
+    """Write the JSON Schema of every event contract."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, kind in CONTRACTS.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(json_schema(kind), indent=2, sort_keys=True) + "\n")
+    click.echo(f"wrote {len(CONTRACTS)} schemas to {out}")
+
+
+def _add_commands() -> None:
+    from stream_app.cli.calls import calls
+    from stream_app.cli.model import evaluate, model, trainer
+    from stream_app.cli.replay import replay_monthly
+    from stream_app.cli.report import report
+
+    for command in (trainer, model, evaluate, report, calls, replay_monthly):
+        main.add_command(command)
+
+
+_add_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The model's commands: `trainer`, `model report`, `model bootstrap` and `evaluate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import math
+import signal
+from dataclasses import asdict
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import click
+import msgspec
+
+from stream_app.cli.common import kafka_ready, logging_setup, read_settings
+
+if TYPE_CHECKING:
+    from stream_app.settings import Settings
+
+__all__ = ["trainer", "model", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+def _redis(settings: Settings) -> Any:
+    from stream_app.connect.redis import connect_redis_sync
+
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL")
+    url = settings.redis_url.get_secret_value()
+    return connect_redis_sync(url, settings.redis_cluster)
+
+
+def _rules(settings):
+    from stream_app.rules.pack import RuleFileError, load_rules
+
+    try:
+        ruleset = load_rules([Path(settings.rules_dir)])
+    except RuleFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    return lambda: ruleset
+
+
+@click.command()
+@click.option("--metrics-port", default=9109, show_default=True, help="where the trainer's /metrics listens")
+def trainer(metrics_port: int) -> None:
+    """Label snapshots, learn, publish model versions to Redis. Run exactly one (a lease enforces it)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from redis.exceptions import LockNotOwnedError
+
+    from stream_app.metrics import TrainerMetrics
+    from stream_app.model.registry import LeaseLost
+    from stream_app.model.trainer import run_trainer
+
+    settings = read_settings()
+    logging.config.dictConfig(logging_setup(settings))
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise click.ClickException("set KAFKA_BOOTSTRAP and REDIS_URL")
+    _need_signing_key(settings)
+    registry = CollectorRegistry()
+    metrics = TrainerMetrics(registry)
+    kafka_ready(settings)
+    start_http_server(metrics_port, addr="0.0.0.0", registry=registry)
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    try:
+        run_trainer(settings, metrics, lambda: bool(stopping))
+    except (LeaseLost, LockNotOwnedError) as exc:
+        # Paused past its lease (a long GC, a frozen VM): another trainer has taken over.
+        raise click.ClickException(f"stopping: this trainer lost its lease to another ({exc})") from None
+
+
+def _need_signing_key(settings: Settings) -> None:
+    if settings.model_signing_key is None:
+        raise click.ClickException(
+            "set CHURNWATCH_MODEL_SIGNING_KEY (16+ characters, the same for the trainer and the workers): "
+            "the trainer's checkpoint is a pickle, and only a signed one is read back")
+
+
+@click.group()
+def model() -> None:
+    """Inspect and seed the churn model."""
+
+
+@model.command("report")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def model_report(as_json: bool) -> None:
+    """The published model: version, labels learned, progressive-validation figures."""
+    from stream_app.contracts import keys
+    from stream_app.model.scoring import ModelRefused, decode_snapshot
+
+    raw = _redis(read_settings()).get(keys.MODEL)
+    if raw is None:
+        raise click.ClickException("no model published yet: the service scores with rules alone")
+    try:
+        snap = decode_snapshot(raw)
+    except ModelRefused as exc:
+        raise click.ClickException(f"the published model is unusable: {exc}") from None
+    created = datetime.fromtimestamp(snap.created_at, timezone.utc).isoformat(timespec="seconds")
+    report = {"version": snap.version, "kind": snap.kind, "labels": snap.labels, "created_at": created,
+              **snap.figures}
+    for name, value in report.items():
+        click.echo(f"{name:22} {value:.4f}" if isinstance(value, float) else f"{name:22} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _recorded(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, key, value) from a `churnwatch simulate --out` file."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = msgspec.json.decode(line)
+                yield rec["topic"], rec["key"].encode(), rec["value"].encode()
+            except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
+                raise click.ClickException(f"{path}:{n}: expected {{topic, key, value}} JSON: {exc}") from None
+
+
+@model.command("bootstrap")
+@click.option("--from", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="recorded events, as written by `churnwatch simulate --out`")
+@click.option("--force", is_flag=True, help="replace a model the trainer has already published")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
+    """Train from a replay of historical events and publish the result, before going live."""
+    from stream_app.contracts import keys
+    from stream_app.model.registry import publish
+    from stream_app.model.signing import Signer
+    from stream_app.offline.replay import replay
+
+    settings = read_settings()
+    _need_signing_key(settings)
+    client = _redis(settings)
+    if client.exists(keys.MODEL) and not force:
+        raise click.ClickException("a model is already published; pass --force to replace it")
+    lease = client.lock(keys.TRAINER_LEASE, timeout=600)
+    if not lease.acquire(blocking=False):
+        raise click.ClickException("a trainer is running (it holds the lease): stop it before a bootstrap")
+    result = replay(_recorded(source), settings, _rules(settings))
+    core = result.core
+    assert core is not None
+    if core.learner.labels == 0:
+        raise click.ClickException(f"{source} gave no labels: it needs more than {settings.horizon_days} days")
+    signer = Signer.of(settings)
+    snapshot = core.next_model(signer)
+    # Offsets of the replay mean nothing on the live topics: the trainer starts them afresh.
+    core.learned, core.labels_offset = {}, 0
+    try:
+        publish(client, snapshot, core.checkpoint(signer), lease.local.token)
+    finally:
+        lease.release()
+    report = {"version": snapshot.version, "labels": snapshot.labels, "events": result.events, **snapshot.figures}
+    click.echo(f"published model version {snapshot.version} from {result.events:,} events "
+               f"({snapshot.labels:,} labels, AUC {snapshot.figures.get('auc', math.nan):.3f})", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@click.command()
+@click.option("--customers", default=1000, show_default=True, help="simulated customers")
+@click.option("--days", default=240, show_default=True, help="simulated days")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--warmup-days", default=70, show_default=True, help="days before the first simulated churn")
+@click.option("--replay", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="real monthly data to replay instead of simulated traffic (with --mapping)")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="how --replay's columns map onto churnwatch's counters (see mappings/)")
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/evaluation.md"),
+              show_default=True, help="with --replay: the document whose section for this data is refreshed")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
+def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
+             mapping: Path | None, doc: Path, as_json: bool) -> None:
+    """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
+    both, and a batch reference."""
+    if data is not None:
+        _evaluate_real(data, mapping, doc, as_json)
+        return
+    from stream_app.offline.evaluate import evaluate_replay
+    from stream_app.offline.replay import replay
+    from stream_app.offline.simulator import SimConfig, Simulator
+
+    settings = read_settings()
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
+                              warmup_days=warmup_days))
+    result = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, _rules(settings))
+    core = result.core
+    assert core is not None
+    truth = {t.customer_id: date.fromisoformat(t.churn_date) if t.churn_date else None for t in sim.truth}
+    ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
+                         core.version, core.learner.labels)
+    report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
+    report |= {"events": result.events, "events_per_s": round(result.events / result.seconds)}
+    click.echo(f"replayed {result.events:,} events in {result.seconds:.0f} s; "
+               f"model version {core.version} after {core.learner.labels:,} labels", err=as_json)
+    for name, value in report.items():
+        click.echo(f"  {name:26} {value:.3f}" if isinstance(value, float) else f"  {name:26} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _evaluate_real(data: Path, mapping: Path | None, doc: Path, as_json: bool) -> None:
+    from stream_app.cli.replay import load_table
+    from stream_app.offline.evaluate_monthly import evaluate_monthly, markdown, refresh_doc
+
+    if mapping is None:
+        raise click.UsageError("--replay needs --mapping")
+    settings = read_settings()
+    spec, rows = load_table(data, mapping)
+    result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings))
+    section = markdown(result, f"churnwatch evaluate --replay {data.name} --mapping {mapping.name}")
+    click.echo(section, err=as_json)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    refresh_doc(doc, section, data.stem)
+    click.echo(f"refreshed {doc}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))

@@ -1,0 +1,298 @@
+"""Wire contracts: the events churnwatch consumes and emits, JSON on the wire.
+
+Each contract is a msgspec struct, so one pass decodes and validates; `json_schema`
+writes the same contract as JSON Schema for producers (see `stream_app/contracts/schemas/`).
+
+>>> decode_cdr(b'{"event_id":"e1","customer_id":"8613800000001","ts":"2026-03-01T10:00:00+08:00",'
+...            b'"kind":"voice","direction":"MO","duration_s":60}').duration_s
+60
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Callable, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from stream_app.errors import InvalidEvent
+
+__all__ = [
+    "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
+    "Profile", "Snapshot", "LEVELS",
+    "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
+    "decode_outcome", "json_schema",
+]
+
+CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_-]{5,64}$"
+CustomerId = Annotated[str, Meta(pattern=CUSTOMER_ID_PATTERN, description="MSISDN or its pseudonym")]
+EventId = Annotated[str, Meta(min_length=1, max_length=128)]
+AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Money = Annotated[float, Meta(ge=0, le=1e7, description="yuan")]
+#: Free text kept in the state or sent on (cells, plans, regions, competitors): bounded, so no record
+#: can bloat a customer's state or the outputs built from it.
+Name = Annotated[str, Meta(max_length=64)]
+
+#: Churn reason codes used in churn reports (DOMAIN.md): voluntary 1xx/2xx, involuntary 3xx.
+REASON_CODES: dict[int, str] = {
+    101: "price", 102: "promotion", 103: "customer service", 205: "network",
+    207: "billing", 210: "relocation", 335: "credit", 345: "fraud", 380: "non-use",
+}
+
+
+class Cdr(Struct, frozen=True, forbid_unknown_fields=True):
+    """One call detail record: a voice call, an SMS or a data session."""
+
+    event_id: EventId
+    customer_id: CustomerId
+    ts: AwareTime
+    kind: Literal["voice", "sms", "data"]
+    direction: Literal["MO", "MT"] = "MO"
+    duration_s: Annotated[int, Meta(ge=0, le=86_400)] = 0
+    data_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = 0
+    peer_id: Name | None = None
+    peer_network: Literal["on_net", "off_net", "fixed", "international"] | None = None
+    competitor: Name | None = None
+    roaming: bool = False
+    long_distance: bool = False
+    forwarded: bool = False
+    termination: Literal["normal", "dropped", "busy", "no_answer", "failed"] = "normal"
+    customer_service: bool = False
+    cell_id: Name | None = None
+
+
+class Billing(Struct, frozen=True, forbid_unknown_fields=True):
+    """A billing fact. `disconnect` and `port_out` end the line and carry a reason code."""
+
+    event_id: EventId
+    customer_id: CustomerId
+    ts: AwareTime
+    kind: Literal["bill", "payment", "recharge", "plan_change", "arrears", "disconnect", "port_out"]
+    amount: Money = 0.0
+    period: Annotated[str, Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
+    plan: Name | None = None
+    reason_code: int | None = None
+    voluntary: bool | None = None
+    competitor: Name | None = None
+
+
+class Profile(Struct, frozen=True, forbid_unknown_fields=True):
+    """The customer as the CRM knows them; the latest profile wins."""
+
+    event_id: EventId
+    customer_id: CustomerId
+    ts: AwareTime
+    activation_date: date
+    plan: Name
+    region: Name
+    vip_tier: Literal["none", "silver", "gold", "diamond"] = "none"
+    segment: Literal["consumer", "enterprise", "government"] = "consumer"
+    age: Annotated[int, Meta(ge=10, le=120)] | None = None
+    value_level: Annotated[int, Meta(ge=1, le=10)] | None = None
+    key_person: bool = False
+    prepaid: bool = False
+
+
+class Outcome(Struct, frozen=True, forbid_unknown_fields=True):
+    """What happened when the call centre acted on an alert."""
+
+    event_id: EventId
+    customer_id: CustomerId
+    ts: AwareTime
+    alert_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    result: Literal["not_reached", "contacted", "accepted", "declined"]
+    offer: Name | None = None
+    agent_id: Name | None = None
+
+
+class AlertReason(Struct, frozen=True):
+    """One fired indicator, with the values that made it fire."""
+
+    rule_id: str
+    reason_code: int | None
+    importance: float
+    values: dict[str, float]
+    thresholds: dict[str, float]
+    text: str
+
+
+LEVELS = ("none", "low", "medium", "high")  # a rule's or an alert's level, by index
+
+
+class Alert(Struct, frozen=True):
+    """A high-risk customer for the outbound retention call queue."""
+
+    alert_id: str
+    customer_id: str
+    level: Literal["high", "medium", "low"]
+    period: str
+    created_at: AwareTime
+    expires_at: AwareTime
+    event_time: AwareTime
+    reasons: list[AlertReason]
+    reason_code: int | None
+    segment: str
+    vip_tier: str
+    arpu: float
+    value_at_risk: float
+    suggested_action: str
+    queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"
+    lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
+    holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
+    score: float | None = None
+    model_version: int | None = None
+    model_labels: int | None = None  # labels the model had learned when it scored
+
+
+class CallListEntry(Struct, frozen=True, omit_defaults=True):
+    """One line of a call list: the daily list (`day`) or the monthly warning list (`month`)."""
+
+    rank: Annotated[int, Meta(ge=1)]
+    alert: Alert
+    day: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    month: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}$")] | None = None
+
+
+class DeadLetter(Struct, frozen=True):
+    """An input that could not be used, with everything needed to find and replay it.
+
+    It carries at most the record's first `deadletters.DEAD_LETTER_PREFIX` bytes, with its size and SHA-256,
+    so that a dead letter always fits the producer's limit whatever the record was: topic,
+    partition and offset find the whole record."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    field: str | None
+    detail: str
+    key: str | None
+    value_b64: str | None  # the record's first bytes; None with pseudonymous ids (they hold numbers) or a tombstone
+    at: AwareTime
+    size: int = 0  # bytes of the record's value
+    sha256: str | None = None  # of the whole value; None with pseudonymous ids or a tombstone
+    truncated: bool = False  # value_b64 holds a prefix only
+
+
+class Snapshot(Struct, frozen=True, array_like=True):
+    """A customer's model features on one day, kept until the horizon tells its label.
+
+    `x` follows the feature order of the model spec (`model.MODEL_FEATURES`)."""
+
+    customer_id: str
+    day: int  # proleptic ordinal of the event-time day
+    x: list[float]
+    score: float | None = None
+    model_version: int | None = None
+    rules_level: int = 0  # index into LEVELS: what the rules alone said that day
+    rules_score: float = 0.0  # summed importance of the rules that fired
+    exits_known: int = 0  # day up to which the worker had read every exit of this partition
+
+
+class ChurnEvent(Struct, frozen=True):
+    """A customer who left (disconnect, port-out) or revenue-churned (DOMAIN.md)."""
+
+    customer_id: str
+    day: int
+    kind: Literal["disconnect", "port_out", "revenue"]
+    reason_code: int | None
+    voluntary: bool | None
+    region: str
+    segment: str
+    arpu: float  # spend in the last complete month
+
+
+class Label(Struct, frozen=True, array_like=True):
+    """A snapshot whose outcome is known: churned within the horizon (1) or not (0).
+
+    `partition` and `offset` locate the snapshot, so a trainer can tell a resent label."""
+
+    customer_id: str
+    day: int
+    x: list[float]
+    y: int
+    partition: int
+    offset: int
+
+
+class ModelEvent(Struct, frozen=True):
+    """Something the trainer wants people to know: drift detected and how the challenger's
+    trial ended (replaced or kept, `model.Learner`), a model published."""
+
+    kind: Literal["drift", "replaced", "kept", "published", "refused"]
+    version: int
+    labels: int
+    at: AwareTime
+    detail: str
+
+
+T = TypeVar("T")
+
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+_AT = re.compile(r" - at `\$\.?([^`]*)`")
+
+
+def _decoder(kind: type[T]) -> Callable[[bytes], T]:
+    decoder = msgspec.json.Decoder(kind)
+
+    def decode(raw: bytes) -> T:
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent("invalid_field", _field_of(str(exc)), str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent("not_json", None, str(exc)) from None
+
+    return decode
+
+
+def _field_of(message: str) -> str | None:
+    """The field a msgspec message names: `$.duration_s` -> `duration_s`."""
+    if found := _MISSING.search(message):
+        at = _AT.search(message)
+        prefix = f"{at.group(1)}." if at and at.group(1) else ""
+        return prefix + found.group(1)
+    if found := _AT.search(message):
+        return found.group(1) or None
+    return None
+
+
+decode_cdr = _decoder(Cdr)
+decode_profile = _decoder(Profile)
+decode_outcome = _decoder(Outcome)
+_decode_billing_raw = _decoder(Billing)
+
+
+def decode_billing(raw: bytes) -> Billing:
+    """Decode a billing event; exits must say why the customer left."""
+    event = _decode_billing_raw(raw)
+    if event.kind in ("disconnect", "port_out"):
+        if event.reason_code is None:
+            raise InvalidEvent("invalid_field", "reason_code", f"required for kind {event.kind!r}")
+        if event.reason_code not in REASON_CODES:
+            raise InvalidEvent(
+                "invalid_field", "reason_code",
+                f"got {event.reason_code!r}; expected one of {sorted(REASON_CODES)}",
+            )
+    if event.kind == "bill" and event.period is None:
+        raise InvalidEvent("invalid_field", "period", "required for kind 'bill' (YYYY-MM)")
+    return event
+
+
+#: Every contract with a schema file, by file stem.
+CONTRACTS: dict[str, type] = {
+    "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
+    "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
+    "call_list_entry": CallListEntry,
+}
+
+
+def json_schema(kind: type) -> dict:
+    """The JSON Schema (2020-12) of one contract, as producers should validate."""
+    schema = msgspec.json.schema(kind)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = kind.__name__
+    return schema

@@ -1,0 +1,52 @@
+"""Every Redis key template, in one place. Each key of a customer carries the hash tag
+`{customer}`, so all of them share a slot and the same code runs on Redis Cluster."""
+
+from __future__ import annotations
+
+__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
+
+PREFIX = "cw"
+# Fields of the report hashes (`report`) that hold segment baselines' histograms, not report counters.
+BASELINE_FIELD = "baseline|"
+
+
+def customer_state(customer: str) -> str:
+    """The customer's windows, offsets and profile (one string, see `state.STATE`)."""
+    return f"{PREFIX}:{{{customer}}}:s"
+
+
+def quarantined_state(customer: str) -> str:
+    """A state the worker could not read, set aside for a person to look at (same slot as the state)."""
+    return f"{PREFIX}:{{{customer}}}:quarantined"
+
+
+QUARANTINE_TTL_S = 90 * 86400
+
+
+def report(shard: int) -> str:
+    """One hash of report counters (report_facts.py). A single Redis has one; on a cluster every
+    node keeps its own, written in the same script as its customers' states, and a report sums them."""
+    return f"{PREFIX}:{{report-{shard}}}:counts"
+
+
+REPORT_PATTERN = f"{PREFIX}:{{report-*}}:counts"
+
+
+def applied(shard: int) -> str:
+    """The newest input offset applied per partition ("<topic>|<partition>" -> offset), written in
+    the same script as the states, next to the report hash of the same shard: if Redis loses
+    data, this says what it lost (`ingest.py` rebuilds it from Kafka)."""
+    return f"{PREFIX}:{{report-{shard}}}:applied"
+
+
+APPLIED_PATTERN = f"{PREFIX}:{{report-*}}:applied"
+CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
+
+
+
+
+# The model registry: one hash tag, so a publication is one MULTI/EXEC on Redis Cluster too.
+MODEL = f"{PREFIX}:{{model}}:current"  # the latest published snapshot (model.encode_snapshot)
+MODEL_VERSION = f"{PREFIX}:{{model}}:version"  # its version, so scorers poll a few bytes
+TRAINER_STATE = f"{PREFIX}:{{model}}:trainer"  # the trainer's own checkpoint
+TRAINER_LEASE = f"{PREFIX}:{{model}}:lease"  # held by the one trainer that may publish

@@ -1,0 +1,303 @@
+"""Features derived from the windows: pure, vectorised over the customers of a batch.
+
+Every feature is in `FEATURES` with its unit and meaning; rules and the model use these
+names, and `churnwatch features` lists them. Months are calendar months in the
+operator's zone: `m1` is the last complete month, `m2` the one before, `m0` the current one.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from stream_app.contracts import segments
+from stream_app.contracts.calendar import local_days, month_index, months_of_days
+from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
+
+__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "own_zscore", "ratio_change", "shortfall_z"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    unit: str
+    description: str
+
+
+#: Periods (first and last day aged + 1) in which calls are compared with the customer's usual:
+#: five weeks from the daily buckets, then two four-week spans from the months. A decline
+#: that runs for months shows as a shortfall in every period; a dip of a week or three
+#: shows in the recent ones only. Counted in standard deviations, so that one week of a
+#: customer with two calls a day weighs less than one of a customer with twenty.
+CALL_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63, 91))
+
+FEATURES: dict[str, Feature] = {
+    "tenure_days": Feature("days", "days since activation"),
+    "vip": Feature("tier", "VIP tier: 0 none, 1 silver, 2 gold, 3 diamond"),
+    "arpu_m1": Feature("yuan", "spend (bills and top-ups) in the last complete month"),
+    "arpu_m2": Feature("yuan", "spend in the month before that"),
+    "arpu_3m": Feature("yuan", "average monthly spend over the last 3 complete months"),
+    "arpu_mom": Feature("ratio", "month-over-month change of spend, m1 vs m2 (-0.4 = down 40%)"),
+    "mou_out_m0": Feature("minutes", "outgoing minutes so far this month"),
+    "mou_out_m1": Feature("minutes", "outgoing minutes in the last complete month"),
+    "mou_out_m2": Feature("minutes", "outgoing minutes in the month before that"),
+    "mou_out_mom": Feature("ratio", "month-over-month change of outgoing minutes, m1 vs m2"),
+    "mou_out_mom_z": Feature("sd", "mou_out_mom against the customer's own changes of the months before "
+                                   "(m2 vs m3 ... m5 vs m6): `zscore(mou_out_mom)`; NaN with fewer than 3"),
+    "arpu_mom_z": Feature("sd", "arpu_mom against the customer's own changes of the months before: "
+                                "`zscore(arpu_mom)`; NaN with fewer than 3"),
+    "arpu_cv_6m": Feature("ratio", "spend fluctuation: standard deviation / mean over the last 6 complete months"),
+    "prepaid": Feature("flag", "a prepaid line (pays by top-ups) rather than a postpaid one (monthly bills)"),
+    "postpaid_arpu_m1": Feature("yuan", "arpu_m1 of a postpaid line; 0 for prepaid, whose top-ups come in lumps, "
+                                        "so that a month without one is not read as a fall"),
+    "postpaid_arpu_mom": Feature("ratio", "arpu_mom of a postpaid line; 0 for prepaid"),
+    "postpaid_arpu_cv_6m": Feature("ratio", "arpu_cv_6m of a postpaid line; 0 for prepaid"),
+    "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
+    "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days 36-59 spread from months)"),
+    "mou_out_30d_mom": Feature("ratio", "change of outgoing minutes, last 30 days vs the 30 before"),
+    "mou_out_30d_vs_m2": Feature("ratio", "change of outgoing minutes, last 30 days vs month m2"),
+    "mou_out_14d": Feature("minutes", "outgoing minutes in the last 14 days"),
+    "mou_out_prev_14d": Feature("minutes", "outgoing minutes in the 14 days before that"),
+    "mou_out_14d_trend": Feature("ratio", "change of outgoing minutes, last 14 days vs the 14 before"),
+    "calls_out_30d": Feature("calls", "outgoing calls in the last 30 days"),
+    "calls_usual": Feature("calls/day", "calls made and received a day in months m3-m6 (those with any): the "
+                                        "customer's usual, from before the last quarter; 0 without such months"),
+    **{f"calls_z_d{a}_{b}": Feature("sd", f"calls made and received in days aged {a}-{b - 1} against the usual "
+                                          f"(expected = `calls_usual` x {b - a}), in Poisson standard deviations: "
+                                          "(calls - expected) / sqrt(expected + 1); 0 without a usual")
+       for a, b in CALL_PERIODS},
+    **{f"calls_vs_usual_d{a}_{b}": Feature("ratio", "the same calls against the same expected, as a change: "
+                                                    "calls / expected - 1 (-0.4 = 40% fewer); 0 without a usual")
+       for a, b in CALL_PERIODS},
+    "cs_calls_30d": Feature("calls", "calls to customer service in the last 30 days"),
+    "cs_calls_prev": Feature("calls", "calls to customer service in the last complete month"),
+    "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
+    "offnet_share_30d": Feature("share", "off-net outgoing minutes / outgoing minutes, last 30 days"),
+    "offnet_share_m2": Feature("share", "off-net share of outgoing minutes in month m2"),
+    "roam_share_m1": Feature("share", "roaming minutes / all minutes in m1"),
+    "ld_share_m1": Feature("share", "long-distance minutes / all minutes in m1"),
+    "fwd_share_m1": Feature("share", "forwarded calls / incoming calls in m1"),
+    "out_share_m1": Feature("share", "outgoing minutes / all minutes in m1"),
+    "data_mb_m1": Feature("MB", "data volume in m1"),
+    "data_mb_m2": Feature("MB", "data volume in m2"),
+    "data_mom": Feature("ratio", "month-over-month change of data volume, m1 vs m2"),
+    "contacts_m1": Feature("people", "distinct numbers called or texted in m1 (linear counting, about 7% error)"),
+    "contacts_m2": Feature("people", "distinct numbers called or texted in m2"),
+    "contacts_mom": Feature("ratio", "change of distinct contacts, m1 vs m2 (a shrinking circle is negative)"),
+    "days_since_active": Feature("days", "days since the last voice, SMS or data record"),
+    "mid_high_end": Feature("flag", "spend >= 120 yuan and outgoing minutes >= 100 in m1 or in m2 (DOMAIN.md)"),
+    "potential_mid_high_end": Feature("flag", "3-month average spend between 100 and 120 yuan"),
+    "revenue_churn": Feature("flag", "spend under 50 yuan in each of the last 3 complete months, after a month at 50 or more"),
+    "dormant": Feature("flag", "no usage for 30 days or more"),
+    "exited": Feature("flag", "disconnected or ported out"),
+    "churn_score": Feature("probability", "the model's churn probability within the horizon; NaN (never "
+                                          "matches) until a model is published"),
+    "lifecycle": Feature("stage", "1 A acquisition (< 90 days), 2 B build-up (< 1 year), 3 C mature, 4 D decline "
+                                  "(minutes or spend down 30% or more), 5 E exit"),
+}
+
+
+
+def ratio_change(now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """`now / before - 1`, and 0 where there is nothing to compare with.
+
+    >>> ratio_change(np.array([50.0, 10.0]), np.array([100.0, 0.0])).tolist()
+    [-0.5, 0.0]
+    """
+    out = np.zeros(np.broadcast(now, before).shape)
+    np.divide(now, before, out=out, where=before > 0)
+    return np.where(before > 0, out - 1.0, 0.0)
+
+
+def own_zscore(months: list[np.ndarray], floor: float = 0.05, min_past: int = 3) -> np.ndarray:
+    """How unusual the last month-over-month change (m1 vs m2) is for each customer: its distance
+    from the mean of their earlier changes (m2 vs m3 ... ), in their own standard deviations.
+    `months[a]` holds the values of month age `a`. The spread is at least `floor`, so that a
+    customer whose usage never moved is not infinitely surprised; NaN where fewer than
+    `min_past` earlier changes are known (too little history to judge).
+
+    >>> steady = [np.array([v]) for v in (0, 60, 100, 100, 100, 100, 100)]
+    >>> swinging = [np.array([v]) for v in (0, 60, 100, 50, 100, 50, 100)]
+    >>> round(float(own_zscore(steady)[0]), 1), round(float(own_zscore(swinging)[0]), 1)
+    (-8.0, -0.9)
+    """
+    now = ratio_change(months[1], months[2])
+    ages = range(2, len(months) - 1)
+    past = np.stack([ratio_change(months[a], months[a + 1]) for a in ages], axis=1)
+    known = np.stack([months[a + 1] > 0 for a in ages], axis=1)
+    n = known.sum(axis=1)
+    mean = (past * known).sum(axis=1) / np.maximum(n, 1)
+    spread = np.sqrt((((past - mean[:, None]) ** 2) * known).sum(axis=1) / np.maximum(n, 1))
+    return np.where(n >= min_past, (now - mean) / np.maximum(spread, floor), np.nan)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(whole, dtype=np.float64)
+    np.divide(part, whole, out=out, where=whole > 0)
+    return out
+
+
+def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
+    """Sum of a daily counter over days aged [start, stop) before `now_day`, in its unit."""
+    return _by_age(w, now_day, (counter,))[:, start:stop].sum(axis=1)
+
+
+def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndarray:
+    """A counter in the month `age` months before `now_month` (0 = this month), in its unit."""
+    idx = age - (now_month - w.month0)
+    ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0 > 0)
+    rows = np.arange(len(idx))
+    return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) / SCALE.get(counter, 1.0)
+
+
+def _aged(w: Windows, now_day: np.ndarray, counters: tuple[str, ...], start: int, stop: int) -> np.ndarray:
+    """Sum of `counters` over days aged [start, stop) before `now_day`: the daily buckets where
+    they reach, then the months spread evenly over their days."""
+    total = sum(_days(w, now_day, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
+        else np.zeros(len(now_day))
+    cols = [C[c] for c in counters]
+    scale = np.array([SCALE.get(c, 1.0) for c in counters])
+    for day in np.unique(now_day[now_day > 0]):  # 0: no usage yet, nothing to spread
+        rows = np.nonzero(now_day == day)[0]
+        # How much of each month the period covers: its days there / the month's days.
+        share: dict[int, float] = {}
+        for age in range(max(N_DAYS, start), stop):
+            d = date.fromordinal(int(day) - age)
+            key = month_index(d.year, d.month)
+            share[key] = share.get(key, 0.0) + 1.0 / calendar.monthrange(d.year, d.month)[1]
+        for key, part in share.items():
+            idx = w.month0[rows] - key
+            ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0[rows] > 0)
+            months = w.monthly[rows[:, None], np.clip(idx, 0, N_MONTHS - 1)[:, None], cols] / scale
+            total[rows] += np.where(ok, months.sum(axis=1), 0.0) * part
+    return total
+
+
+def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
+    """Calls made and received a day over months m3-m6, those with any calls."""
+    months = np.stack([_month(w, now_month, "out_calls", a) + _month(w, now_month, "in_calls", a)
+                       for a in range(3, 7)], axis=1)
+    return _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
+
+
+def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
+    """`calls_z_d<a>_<b>` and `calls_vs_usual_d<a>_<b>` for every period of `CALL_PERIODS`."""
+    by_age = _by_age(w, now_day, ("out_calls", "in_calls"))
+    out = {}
+    for a, b in CALL_PERIODS:
+        expected = usual * (b - a)
+        calls = by_age[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, ("out_calls", "in_calls"), a, b)
+        change = out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
+        out[f"calls_z_d{a}_{b}"] = shortfall_z(change, expected)
+    return out
+
+
+def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """Calls against the expected in Poisson standard deviations, from their change
+    (calls / expected - 1), with the expected first moved by `shift` as a change (a segment's
+    median, model.py): (calls - e') / sqrt(e' + 1) for e' = expected x (1 + shift); 0 without
+    an expected."""
+    moved = expected * (1 + shift)
+    return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
+
+
+def _by_age(w: Windows, now_day: np.ndarray, counters: tuple[str, ...]) -> np.ndarray:
+    """(customers, N_DAYS): the daily counters' sum on the day aged k in column k, 0 where not held."""
+    ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
+    rows, buckets = np.nonzero((ages >= 0) & (ages < N_DAYS) & (w.day0[:, None] > 0))
+    out = np.zeros((len(now_day), N_DAYS))
+    scale = np.array([SCALE.get(c, 1.0) for c in counters])
+    out[rows, ages[rows, buckets]] = (w.daily[rows, buckets][:, [D[c] for c in counters]] / scale).sum(axis=1)
+    return out
+
+
+def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) -> np.ndarray:
+    """A acquisition (first 90 days) -> B build-up (first year) -> C mature -> D decline -> E exit, as 1..5."""
+    stage = np.where(tenure < 90, 1, np.where(tenure < 365, 2, 3))
+    stage = np.where(declining & (tenure >= 90), 4, stage)
+    return np.where(exited, 5, stage).astype(np.float64)
+
+
+def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndarray]:
+    """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of
+    `w`, as of each one's event-time day `now_day`; days are the operator's (`zone`)."""
+    now_month = months_of_days(now_day)
+    rec = w.rec
+    spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
+    mou = [_month(w, now_month, "out_min", a) for a in range(N_MONTHS)]
+    in_m1 = _month(w, now_month, "in_min", 1)
+    mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
+    calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
+    usual = _usual_calls(w, now_month)
+    out_30 = _days(w, now_day, "out_min", 0, 30)
+    out_prev_30 = _aged(w, now_day, ("out_min",), 30, 60)
+    last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
+    exit_day = local_days(rec["exit_ts"], zone)
+    exited = (exit_day > 0) & (exit_day <= now_day)
+    activation = rec["activation"].astype(np.float64)
+    tenure = np.where(activation > 0, now_day - activation, 0.0)
+    arpu_3m = (spend[1] + spend[2] + spend[3]) / 3.0
+    six = np.stack(spend[1:7], axis=1)
+    contacts = [_month(w, now_month, "contacts", a) for a in (1, 2)]
+    data = [_month(w, now_month, "data_mb", a) for a in (1, 2)]
+    mou_mom = ratio_change(mou[1], mou[2])
+    mou_30_mom = ratio_change(out_30, out_prev_30)
+    arpu_mom = ratio_change(spend[1], spend[2])
+    history, low = w.month0 > 0, segments.REVENUE_CHURN_SPEND
+    postpaid = rec["prepaid"] == 0
+    arpu_cv = _share(six.std(axis=1), six.mean(axis=1))
+    return {
+        "tenure_days": tenure,
+        "vip": rec["vip"].astype(np.float64),
+        "arpu_m1": spend[1],
+        "arpu_m2": spend[2],
+        "arpu_3m": arpu_3m,
+        "arpu_mom": arpu_mom,
+        "arpu_cv_6m": arpu_cv,
+        "prepaid": (~postpaid).astype(np.float64),
+        "postpaid_arpu_m1": np.where(postpaid, spend[1], 0.0),
+        "postpaid_arpu_mom": np.where(postpaid, arpu_mom, 0.0),
+        "postpaid_arpu_cv_6m": np.where(postpaid, arpu_cv, 0.0),
+        "mou_out_m0": mou[0],
+        "mou_out_m1": mou[1],
+        "mou_out_m2": mou[2],
+        "mou_out_mom": mou_mom,
+        "mou_out_mom_z": own_zscore(mou),
+        "arpu_mom_z": own_zscore(spend),
+        "mou_out_30d": out_30,
+        "mou_out_prev_30d": out_prev_30,
+        "mou_out_30d_mom": mou_30_mom,
+        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, mou[2]),
+        "mou_out_14d": mou_14,
+        "mou_out_prev_14d": mou_prev_14,
+        "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
+        "calls_out_30d": _days(w, now_day, "out_calls", 0, 30),
+        "calls_usual": usual,
+        **_call_shortfalls(w, now_day, usual),
+        "cs_calls_30d": _days(w, now_day, "cs_calls", 0, 30),
+        "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
+        "dropped_rate_30d": _share(_days(w, now_day, "dropped_calls", 0, 30), calls_30),
+        "offnet_share_30d": _share(_days(w, now_day, "offnet_min", 0, 30), out_30),
+        "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
+        "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
+        "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),
+        "fwd_share_m1": _share(_month(w, now_month, "fwd_calls", 1), _month(w, now_month, "in_calls", 1)),
+        "out_share_m1": _share(mou[1], mou[1] + in_m1),
+        "data_mb_m1": data[0],
+        "data_mb_m2": data[1],
+        "data_mom": ratio_change(data[0], data[1]),
+        "contacts_m1": contacts[0],
+        "contacts_m2": contacts[1],
+        "contacts_mom": ratio_change(contacts[0], contacts[1]),
+        "days_since_active": np.where(last_use_day > 0, np.maximum(now_day - last_use_day, 0), 0.0),
+        "mid_high_end": (segments.mid_high(spend[1], mou[1]) | segments.mid_high(spend[2], mou[2])).astype(np.float64),
+        "potential_mid_high_end": segments.potential(arpu_3m).astype(np.float64),
+        "revenue_churn": (history & (spend[1] < low) & (spend[2] < low) & (spend[3] < low) & (spend[4] >= low)
+                          ).astype(np.float64),
+        "dormant": ((last_use_day > 0) & (now_day - last_use_day >= 30)).astype(np.float64),
+        "exited": exited.astype(np.float64),
+        "lifecycle": _lifecycle(tenure, exited, (mou_mom <= -0.3) | (mou_30_mom <= -0.3) | (arpu_mom <= -0.3)),
+    }

@@ -1,0 +1,152 @@
+"""What an input record must be before it may touch a customer's state: the edge, in one place.
+
+Decoding checks each field's type and range (`events.py`); `Edge.admit` also checks what one
+field cannot tell alone, and refuses a record with `InvalidEvent` so it goes to dead letter:
+- a record over `max_record_bytes` is refused before it is decoded;
+- a record without a key, or whose key is not its customer, is refused; a null value (a
+  tombstone) is an `Erasure` on the customers topic and refused on the others;
+- an event time before the floor, or ahead of the wall clock by more than the allowed skew,
+  is refused: one record stamped 2100 would otherwise move its customer's newest day (and
+  so the partition's clock) decades ahead and roll every real bucket away;
+- a bill for a period more than a month from its own event time is refused for the same
+  reason on the monthly buckets.
+The state's time fields are unsigned 32-bit seconds (to 2106), so the hard ceiling below
+keeps them representable even where the wall-clock check is off (replays of recordings).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Protocol, Union
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from stream_app.contracts.calendar import month_index
+from stream_app.contracts.events import (
+    CUSTOMER_ID_PATTERN,
+    Billing,
+    Cdr,
+    Outcome,
+    Profile,
+    decode_billing,
+    decode_cdr,
+    decode_outcome,
+    decode_profile,
+)
+from stream_app.errors import InvalidEvent
+from stream_app.ingest.privacy import Pseudonyms
+from stream_app.settings import Settings
+
+__all__ = ["Bounds", "CEILING", "Edge", "Erasure", "Event"]
+
+
+class Erasure(msgspec.Struct, frozen=True, gc=False):
+    """A tombstone on the customers topic: erase the customer (right to erasure). What the
+    state knows of them goes; the offsets stay, so that a replay of their older records is
+    still recognised and skipped (`windows.apply`)."""
+
+    customer_id: str
+
+
+Event = Union[Cdr, Billing, Profile, Outcome, Erasure]
+
+#: Latest event time any record may carry, wall clock or not: the state's u32 seconds end in 2106.
+CEILING = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The admission rules of one worker. `now` is the wall clock; None in a replay of recorded
+    traffic, whose own time is not today's (only the floor and the hard ceiling apply then)."""
+
+    floor: datetime
+    skew: timedelta
+    zone: ZoneInfo
+    now: Callable[[], datetime] | None
+
+    def latest(self) -> datetime:
+        """The newest event time admitted at this moment."""
+        if self.now is None:
+            return CEILING
+        return min(CEILING, self.now() + self.skew)
+
+    def check(self, event: object, latest: datetime) -> None:
+        """Raise `InvalidEvent` if the event's time, or a bill's period, is out of bounds."""
+        ts: datetime = event.ts  # type: ignore[attr-defined]
+        if ts < self.floor:
+            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}; event times start at "
+                                                     f"{self.floor.date().isoformat()} (CHURNWATCH_EVENT_TIME_FLOOR)")
+        if ts > latest:
+            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}, ahead of the clock ({latest.isoformat()}, "
+                                                     "CHURNWATCH_MAX_CLOCK_SKEW_S)")
+        if isinstance(event, Billing) and event.period is not None:
+            local = ts.astimezone(self.zone)
+            year, month = event.period.split("-")
+            gap = month_index(int(year), int(month)) - month_index(local.year, local.month)
+            if abs(gap) > 1:
+                raise InvalidEvent("out_of_range", "period", f"got {event.period!r} on a bill of "
+                                                             f"{local.date().isoformat()}; expected the month of the "
+                                                             "event or one either side")
+
+
+class Record(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+
+
+class Edge:
+    """Every check a worker makes of an input record, and the customer it is kept under.
+    `now`: the wall clock; None in a replay of recordings (see `Bounds`)."""
+
+    def __init__(self, settings: Settings, now: Callable[[], datetime] | None) -> None:
+        self.settings = settings
+        floor = settings.event_time_floor
+        self.bounds = Bounds(datetime(floor.year, floor.month, floor.day, tzinfo=timezone.utc),
+                             timedelta(seconds=settings.max_clock_skew_s), settings.zone, now)
+        inputs = settings.topics.inputs()
+        self.topic_index = {t: i for i, t in enumerate(inputs)}
+        self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
+        self.pseudonyms = Pseudonyms.of(settings)
+        # Outcomes name the customer as their alert did: already a pseudonym.
+        self._numbered = set(inputs[:3])
+
+    def customer_of(self, rec: Record) -> str | None:
+        """The customer a record's state is kept under (its key, pseudonymised if ids are)."""
+        if rec.key is None:
+            return None
+        customer = rec.key.decode("utf-8", "replace")
+        return self.pseudonyms(customer) if rec.topic in self._numbered else customer
+
+    def admit(self, rec: Record, latest: datetime) -> Event:
+        """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
+        every check; `InvalidEvent` otherwise. `latest`: `bounds.latest()`, once per batch."""
+        size = len(rec.value or b"") + len(rec.key or b"")
+        if size > self.settings.max_record_bytes:
+            raise InvalidEvent("too_large", None, f"{size} bytes; at most {self.settings.max_record_bytes} "
+                                                  "(CHURNWATCH_MAX_RECORD_BYTES)")
+        if rec.key is None:
+            raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
+        customer = rec.key.decode("utf-8", "replace")
+        if rec.value is None:
+            if rec.topic != self.settings.topics.customers:
+                raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
+            if not _CUSTOMER_ID.match(customer):
+                raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
+            return Erasure(self.customer_of(rec))  # type: ignore[arg-type]
+        event = self._decoders[rec.topic](rec.value)
+        if customer != event.customer_id:
+            raise InvalidEvent("key_mismatch", "customer_id",
+                               f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
+        self.bounds.check(event, latest)
+        if self.pseudonyms.enabled and rec.topic in self._numbered:
+            event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
+        return event

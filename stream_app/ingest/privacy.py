@@ -1,0 +1,53 @@
+"""Pseudonymous subscriber ids: with the operator's key set, a phone number is replaced by its
+keyed hash as the event is read, so no number reaches Redis keys, output topics, logs or metrics.
+
+HMAC-SHA256 under `CHURNWATCH_PSEUDONYM_KEY` (from the environment, never a file in the
+repo): stable for the key, so a customer keeps one state and one alert id across workers
+and restarts, and not reversible without it, where a plain hash of a phone number is (there
+are few enough numbers to try them all). Whoever must call the customer resolves the
+pseudonym with a lookup the operator keeps (`churnwatch pseudonym NUMBER` computes one).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from stream_app.settings import Settings
+
+__all__ = ["Pseudonyms"]
+
+PREFIX = "p"  # tells a pseudonym from a number at a glance; MSISDNs are digits
+
+
+class Pseudonyms:
+    """Customer id -> pseudonym under one key; the id itself when there is no key."""
+
+    def __init__(self, key: bytes | None, cache_size: int = 1_000_000) -> None:
+        self._key = key
+        self._cache: dict[str, str] = {}
+        self._cache_size = cache_size
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Pseudonyms":
+        """Under the settings' key (none: ids stay as they are)."""
+        key = settings.pseudonym_key
+        return cls(key.get_secret_value().encode() if key else None)
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    def __call__(self, customer_id: str) -> str:
+        if self._key is None:
+            return customer_id
+        known = self._cache.get(customer_id)
+        if known is None:
+            if len(self._cache) >= self._cache_size:  # a hash per event costs more than the batch's other work
+                self._cache.clear()
+            digest = hmac.new(self._key, customer_id.encode(), hashlib.sha256).digest()[:16]
+            # 128 bits: no two of a billion subscribers share one (about 1e-21); 23 characters keep
+            # the Redis key, and so a customer's memory, short.
+            known = self._cache[customer_id] = PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return known

@@ -1,0 +1,87 @@
+"""What a batch tells the model and the reports, besides alerts: daily feature snapshots of
+the customers it touched, and the customers who churned in it."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from stream_app.contracts.calendar import local_days
+from stream_app.contracts.events import ChurnEvent, Snapshot
+from stream_app.model.scoring import Scorer
+from stream_app.rules.evaluate import Evaluation
+from stream_app.windows.state import EXIT_KINDS, N_DAYS, Windows
+
+__all__ = ["REVENUE_CHURN_FLAG", "snapshot_days", "snapshots", "churn_events", "value_segment"]
+
+#: Bit of the state's `flags`: this revenue-churn episode has been reported.
+REVENUE_CHURN_FLAG = 1
+
+
+def value_segment(features: dict[str, np.ndarray], i: int) -> str:
+    if features["mid_high_end"][i]:
+        return "mid_high_end"
+    return "potential_mid_high_end" if features["potential_mid_high_end"][i] else "mass"
+
+
+def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_days: int) -> tuple[list[int], np.ndarray]:
+    """Which rows to snapshot and as of which days. A day is snapshotted once it is over: the
+    last active day of each period the customer's usage has moved past (a batch may span
+    several), so that snapshots do not depend on where batches end. A customer's very last
+    day of usage is never over in this sense, so a leaver's last day is not snapshotted;
+    their earlier days are, even when the exit was read first (billing can run ahead)."""
+    picks, days = [], []
+    for i in rows:
+        now = int(w.day0[i])
+        if day_before[i] <= 0 or now <= day_before[i]:
+            continue
+        active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
+                                         if now - d < N_DAYS and w.daily[i, now - d].any()]
+        ends = active[1:] + [now]
+        wanted = [d for d, nxt in zip(active, ends) if d // every_days < nxt // every_days]
+        picks += [i] * len(wanted)
+        days += wanted
+    return picks, np.array(days, np.int64)
+
+
+def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rules: Evaluation,
+              days: np.ndarray, scorer: Scorer | None, exits_known: list[int]) -> list[Snapshot]:
+    """The snapshots of `sub` (from `snapshot_days`), but not of those already gone: after an exit
+    or in revenue churn there is nothing left to predict."""
+    out = []
+    score = features["churn_score"]
+    for k, customer in enumerate(sub.customers):
+        if features["exited"][k] or features["revenue_churn"][k]:
+            continue
+        s = float(score[k])
+        out.append(Snapshot(customer, int(days[k]), x[k].tolist(), None if np.isnan(s) else round(s, 6),
+                            scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k]),
+                            exits_known[k]))
+    return out
+
+
+def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], exit_before: np.ndarray,
+                 now_day: np.ndarray, zone: ZoneInfo) -> list[ChurnEvent]:
+    """Exits first seen in this batch (on the operator's day, `zone`), and revenue churn when it
+    starts (reported once per episode)."""
+    rec = w.rec
+    exit_day = local_days(rec["exit_ts"], zone)
+    out = []
+    for i in rows:
+        tail = w.text[i]
+        region = tail.region if tail else ""
+        arpu = round(float(features["arpu_m1"][i]), 2)
+        if exit_before[i] == 0 and rec["exit_ts"][i] > 0:
+            code = int(rec["exit_reason"][i]) or None
+            out.append(ChurnEvent(w.customers[i], int(exit_day[i]),
+                                  EXIT_KINDS[int(rec["exit_kind"][i])], code,  # type: ignore[arg-type]
+                                  None if code is None else code < 300, region, value_segment(features, i), arpu))
+        reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)
+        if features["revenue_churn"][i] and not reported and not features["exited"][i]:
+            rec["flags"][i] |= REVENUE_CHURN_FLAG
+            out.append(ChurnEvent(w.customers[i], int(now_day[i]), "revenue", None, None, region,
+                                  value_segment(features, i), arpu))
+        elif not features["revenue_churn"][i] and reported:
+            rec["flags"][i] &= np.uint8(0xFF ^ REVENUE_CHURN_FLAG)
+    return out

@@ -1,0 +1,303 @@
+"""The one trainer: labels snapshots whose horizon has closed, learns the labels, publishes models.
+
+Two stages in one process. The labeller reads `churn.snapshots` H days behind the event
+clock (pausing a partition at its first snapshot that is not yet due, so a snapshot that
+arrives out of day order holds the ones behind it back until it is due) and `churn.events`
+in full, and writes labels to the single-partition `churn.labels`. The learner reads
+`churn.labels` in order, scores each label before learning it (progressive validation),
+and every N labels or T seconds publishes a model version and its own checkpoint in one
+Redis transaction. Each label names the snapshot it came from, and the checkpoint keeps
+the last one learned per partition: after a crash the labeller starts again from there,
+and the labels it makes a second time are recognised and skipped, so each is learned once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import msgspec
+import numpy as np
+from redis.exceptions import LockError
+
+from stream_app.connect.kafka import client_options
+from stream_app.connect.redis import connect_redis_sync
+from stream_app.contracts import keys
+from stream_app.contracts.events import ChurnEvent, Label, ModelEvent, Snapshot
+from stream_app.metrics import TrainerMetrics
+from stream_app.model.labels import Labeler
+from stream_app.model.registry import publish
+from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
+from stream_app.model.signing import Signer, Unsigned
+from stream_app.settings import Settings
+
+__all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
+
+log = logging.getLogger(__name__)
+#: How far back a resent snapshot can reach: a worker resends its newest batches after a crash,
+#: days at most; the days of customers learned before this are forgotten, keeping the map small.
+_RESEND_REACH_DAYS = 120
+_msgpack = msgspec.msgpack.Encoder()
+decode_snapshot_record = msgspec.msgpack.Decoder(Snapshot).decode
+decode_label = msgspec.msgpack.Decoder(Label).decode
+_decode_churn = msgspec.json.Decoder(ChurnEvent).decode
+encode_internal = _msgpack.encode
+
+
+@dataclass
+class TrainerCore:
+    """The learner and what it has learned: transport-free, checkpointed as a whole."""
+
+    learner: Learner
+    version: int = 0
+    learned: dict[int, int] = field(default_factory=dict)  # snapshot partition -> last offset learned
+    labels_offset: int = 0  # next offset to read in churn.labels
+    # Customer -> day of the last snapshot learned. A worker that crashed after sending its
+    # snapshots sends them again at new offsets; a customer's snapshots come in day order, so
+    # one of a day already learned is such a resend.
+    days: dict[str, int] = field(default_factory=dict)
+    since_publish: int = 0
+    published_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def fresh(cls, settings: Settings) -> "TrainerCore":
+        return cls(Learner(settings.model_kind, settings.validation_window, settings.call_budget_share))
+
+    def learn(self, label: Label, offset: int) -> Adaptation | None:
+        """Learn one label read at `offset` of churn.labels. None if it was learned before;
+        otherwise what it changed in following drift."""
+        self.labels_offset = offset + 1
+        if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
+            return None  # learned before, or made by a build with other features (an upgrade's leftovers)
+        self.learned[label.partition] = label.offset
+        if label.day <= self.days.get(label.customer_id, -1):
+            return None  # the same customer and day again: a resent snapshot
+        self.days[label.customer_id] = label.day
+        self.since_publish += 1
+        return self.learner.learn(np.asarray(label.x, np.float64), label.y)
+
+    def forget_before(self, day: int) -> None:
+        """Drop the days of customers not learned since `day`: a resend comes within a crash's
+        replay of the newest batches, never months later."""
+        self.days = {c: d for c, d in self.days.items() if d >= day}
+
+    def due(self, settings: Settings) -> bool:
+        if self.since_publish == 0:
+            return False
+        return (self.since_publish >= settings.model_publish_labels
+                or time.monotonic() - self.published_at >= settings.model_publish_s)
+
+    def next_model(self, signer: Signer) -> ModelSnapshot:
+        self.version += 1
+        self.since_publish = 0
+        self.published_at = time.monotonic()
+        if self.days:
+            self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
+        return self.learner.snapshot(self.version, signer)
+
+    def checkpoint(self, signer: Signer) -> bytes:
+        """The trainer as a pickle, signed: it is read back only under the same key."""
+        return signer.sign(pickle.dumps((self.learner, self.version, self.learned, self.labels_offset, self.days)))
+
+    @classmethod
+    def restore(cls, raw: bytes, settings: Settings, signer: Signer, version: int = 0) -> "TrainerCore":
+        """The checkpointed trainer. One not signed under this key is never unpickled: the
+        trainer learns afresh from the start of the labels topic (kept a year) and numbers its
+        versions on from `version`, the one published. After an upgrade that changed the model's
+        features, a fresh learner goes on from the same place in the labels."""
+        try:
+            learner, version, learned, labels_offset, days = signer.unpickle(raw)
+        except Unsigned as exc:
+            log.error("the trainer's checkpoint was refused (%s): learning afresh from the labels topic", exc)
+            return dataclasses.replace(cls.fresh(settings), version=version)
+        if getattr(learner, "features", None) != NAMES:
+            log.warning("the checkpointed model was made for other features: learning afresh for %s", ", ".join(NAMES))
+            learner = cls.fresh(settings).learner
+        return cls(learner, version, learned, labels_offset, days)
+
+
+def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Signer, token: bytes) -> ModelSnapshot:
+    snapshot = core.next_model(signer)
+    publish(client, snapshot, core.checkpoint(signer), token)
+    metrics.version.set(snapshot.version)
+    for name, gauge in metrics.figures.items():
+        if name in snapshot.figures:
+            gauge.set(snapshot.figures[name])
+    return snapshot
+
+
+class _Labelling:
+    """The labeller's consumers: snapshot head (the event clock), churn events, snapshot tail."""
+
+    def __init__(self, settings: Settings, core: TrainerCore) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        t = settings.topics
+        common = dict(**client_options(settings), enable_auto_commit=False, group_id=None,
+                      client_id=f"{settings.app_id}-trainer")
+        self.head, self.tail, self.churn = (KafkaConsumer(**common) for _ in range(3))
+        snaps = [TopicPartition(t.snapshots, p) for p in _partitions(self.head, t.snapshots)]
+        # The head reads from where the tail starts: snapshots are in day order only roughly,
+        # so the clock is the largest day among them, not the day of the last one.
+        self.head.assign(snaps)
+        self.tail.assign(snaps)
+        for consumer in (self.head, self.tail):
+            for tp in snaps:
+                if tp.partition in core.learned:
+                    consumer.seek(tp, core.learned[tp.partition] + 1)
+                else:
+                    consumer.seek_to_beginning(tp)
+        churn = [TopicPartition(t.churn_events, p) for p in _partitions(self.churn, t.churn_events)]
+        self.churn.assign(churn)
+        self.churn.seek_to_beginning(*churn)
+        self.clock: dict[int, int] = {}
+        self.paused_at: dict[int, int] = {}
+        self.labelled_day: dict[int, int] = {}
+
+    def close(self) -> None:
+        for c in (self.head, self.tail, self.churn):
+            c.close()
+
+    def advance(self, labeler: Labeler) -> None:
+        """Move the clock, then read churn events up to their end (read after the clock, so every
+        churn sent before a snapshot the clock has seen is in)."""
+        for tp, records in self.head.poll(timeout_ms=100, max_records=100_000).items():
+            for r in records:
+                if r.value is None:  # a tombstone: the customer was erased
+                    labeler.erase(r.key.decode(), tp.partition, r.offset)
+                    continue
+                known = decode_snapshot_record(r.value).exits_known
+                self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
+        ends = self.churn.end_offsets(list(self.churn.assignment()))
+        while any(self.churn.position(tp) < end for tp, end in ends.items()):
+            for records in self.churn.poll(timeout_ms=200).values():
+                for r in records:
+                    labeler.churn(_decode_churn(r.value))
+
+    def due_labels(self, labeler: Labeler) -> list[Label]:
+        """Labels of every snapshot whose horizon has closed, in offset order per partition."""
+        for tp in list(self.tail.paused()):
+            if self.clock.get(tp.partition, 0) > self.paused_at.get(tp.partition, 0):
+                self.tail.resume(tp)
+        out = []
+        for tp, records in self.tail.poll(timeout_ms=200, max_records=20_000).items():
+            for r in records:
+                if r.value is None:
+                    continue
+                snap = decode_snapshot_record(r.value)
+                if labeler.is_erased(snap.customer_id, tp.partition, r.offset):
+                    continue
+                clock = self.clock.get(tp.partition, 0)
+                if not labeler.mature(snap.day, clock):
+                    self.tail.seek(tp, r.offset)
+                    self.tail.pause(tp)
+                    self.paused_at[tp.partition] = clock
+                    break
+                out.append(labeler.label(snap, tp.partition, r.offset))
+                self.labelled_day[tp.partition] = snap.day
+        if self.labelled_day:
+            # Snapshots arrive in day order per partition, give or take the lateness grace.
+            labeler.forget_before(min(self.labelled_day.values()) - 2 * labeler.wait)
+        return out
+
+
+def _partitions(consumer: Any, topic: str, wait_s: float = 30.0) -> list[int]:
+    """The topic's partitions, once the client's metadata knows them (it may not, at first)."""
+    deadline = time.monotonic() + wait_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions; start a worker first (it creates the topics)")
+        time.sleep(0.2)
+    return sorted(parts)
+
+
+def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], bool]) -> None:
+    """Label, learn and publish until `stop()` says so. Holds a Redis lease: one trainer at a time."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    assert settings.kafka_bootstrap and settings.redis_url
+    url = settings.redis_url.get_secret_value()
+    client = connect_redis_sync(url, settings.redis_cluster)
+    signer = Signer.of(settings)
+    lease = client.lock(keys.TRAINER_LEASE, timeout=settings.trainer_lease_s)
+    log.info("waiting for the trainer lease")
+    lease.acquire(blocking=True)
+    token = lease.local.token
+    stored = client.get(keys.TRAINER_STATE)
+    published = int(client.get(keys.MODEL_VERSION) or 0)
+    core = TrainerCore.restore(stored, settings, signer, published) if stored else TrainerCore.fresh(settings)
+    log.info("trainer at model version %d, %d labels learned", core.version, core.learner.labels)
+    metrics.version.set(core.version)  # what is in force, from the first scrape after a restart
+    t = settings.topics
+    producer = KafkaProducer(**client_options(settings), acks="all", linger_ms=20)
+    labelling = _Labelling(settings, core)
+    labels_in = KafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    labels_tp = TopicPartition(t.labels, 0)
+    labels_in.assign([labels_tp])
+    labels_in.seek(labels_tp, core.labels_offset)
+    labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
+
+    def event(kind: str, detail: str) -> None:
+        producer.send(t.model_events, _json(ModelEvent(kind, core.version, core.learner.labels,  # type: ignore[arg-type]
+                                                       datetime.now(timezone.utc), detail)))
+    try:
+        while not stop():
+            labelling.advance(labeler)
+            made = labelling.due_labels(labeler)
+            for label in made:
+                producer.send(t.labels, encode_internal(label))
+            producer.flush()
+            metrics.labels_made.inc(len(made))
+            learned = 0
+            for records in labels_in.poll(timeout_ms=100 if made else 500, max_records=50_000).values():
+                for r in records:
+                    label = decode_label(r.value)
+                    change = core.learn(label, r.offset)
+                    if change is None:
+                        continue
+                    learned += 1
+                    metrics.labels.labels(str(label.y)).inc()
+                    if change is not Adaptation.NONE:
+                        _adapted(change, core.learner, metrics, event)
+            if core.due(settings):
+                snapshot = _publish(client, core, metrics, signer, token)
+                event("published", f"figures {snapshot.figures}")
+                log.info("published model version %d (%d labels, AUC %.3f)", snapshot.version, snapshot.labels,
+                         snapshot.figures.get("auc", float("nan")))
+            lease.reacquire()
+            if not made and not learned:
+                time.sleep(0.2)
+    finally:
+        producer.flush()
+        producer.close()
+        labelling.close()
+        labels_in.close()
+        try:
+            lease.release()
+        except LockError:  # lost to another trainer already
+            pass
+
+
+def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, event: Callable[[str, str], None]) -> None:
+    """Count, log and announce a step of the drift policy (`model.Learner`)."""
+    n = learner.validation.size
+    if change is Adaptation.DRIFT:
+        metrics.drift.inc()
+        detail = (f"ADWIN flagged a change in log loss after {learner.labels} labels: a challenger learned the "
+                  f"last {n} labels; whichever ranks the next {n} better is kept")
+    else:
+        metrics.challenges.labels(change.value).inc()
+        detail = (f"the challenger ranked the last {n} labels better and replaced the model"
+                  if change is Adaptation.REPLACED else
+                  f"the model ranked the last {n} labels at least as well as the challenger and is kept")
+    log.warning("%s", detail)
+    event("drift" if change is Adaptation.DRIFT else change.value, detail)
+
+
+def _json(value: object) -> bytes:
+    return msgspec.json.encode(value)

@@ -1,0 +1,163 @@
+"""How warnings do on real operators' data (`churnwatch evaluate --replay`).
+
+The table's months are replayed through the pipeline (without the exits, which are the label);
+each customer is then judged once, as of the first day after the last month, on the features
+the service would have then. Side by side, on the same customers and features:
+- rules: the level the rules give (ties broken by the summed importance of the fired rules);
+- online: the service's model (river, the same pipeline and settings) in predict-then-learn
+  order over the customers, as the data set's own reference figures are measured;
+- combined: what the service does, the higher of the model's score and the level's risk;
+- batch reference: gradient-boosted trees (scikit-learn), 5-fold cross-validated.
+Value captured is the share of the churners' revenue (spend in the last month) among the
+customers a budget lets the call centre reach.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from stream_app.alerts.build import LEVEL_RISK
+from stream_app.features.derive import derive
+from stream_app.model.scoring import Learner, model_inputs
+from stream_app.model.validation import auc, budget_figures, lift
+from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
+from stream_app.offline.replay import replay
+from stream_app.rules.pack import Ruleset
+from stream_app.settings import Settings
+from stream_app.windows.state import Windows
+from stream_app.worker.pipeline import evaluate_rules
+
+__all__ = ["MonthlyEvaluation", "BUDGETS", "evaluate_monthly"]
+
+BUDGETS = (0.01, 0.05, 0.1, 0.2)  # shares of customers the call centre can reach
+HEADLINE_BUDGET = 0.1  # the budget behind precision_at_budget, recall_at_budget and value_captured
+
+
+@dataclass
+class MonthlyEvaluation:
+    data: str
+    customers: int
+    churners: int
+    events: int
+    seconds: float
+    auc_online: float
+    auc_rules: float
+    auc_combined: float
+    auc_batch_reference: float
+    precision_at_budget: float
+    recall_at_budget: float
+    top_decile_lift: float
+    value_captured: float
+    budget_share: float = HEADLINE_BUDGET
+    # approach -> budget share -> (precision, recall, value captured)
+    by_budget: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settings: Settings,
+                     rules: Callable[[], Ruleset]) -> MonthlyEvaluation:
+    records = list(monthly_events(rows, mapping.label, settings.zone, exits=False))
+    result = replay(records, settings, rules, learn=False)
+    ids = [r.customer_id for r in rows]
+    w = Windows.load(ids, [result.states.get(c) for c in ids])
+    last = max(m for r in rows for m in r.months)
+    as_of = _first_day_after(last)
+    features = derive(w, np.full(len(ids), as_of, np.int64), settings.zone)
+    x = model_inputs(features)
+    features["churn_score"] = np.full(len(ids), np.nan)  # rules judged on their own here
+    ev = evaluate_rules(w, rules(), features, np.full(len(ids), as_of, np.int64), list(range(len(ids))))
+    y = np.array([r.churned for r in rows], np.int64)
+    revenue = np.array([r.months[last].get("spend", 0.0) if last in r.months else 0.0 for r in rows])
+    scores = {
+        "rules": ev.level + ev.score / (1 + ev.score.max(initial=0)),  # level first, importance breaks ties
+        "online": _online(x, y, settings),
+    }
+    scores["combined"] = np.maximum(np.asarray(LEVEL_RISK)[ev.level], scores["online"])
+    scores["batch_reference"] = _cross_validated(x, y)
+    by_budget = {approach: {f"{share:g}": list(_at_budget(y, s, revenue, share)) for share in BUDGETS}
+                 for approach, s in scores.items()}
+    precision, recall, captured = _at_budget(y, scores["combined"], revenue, HEADLINE_BUDGET)
+    return MonthlyEvaluation(
+        name, len(rows), int(y.sum()), result.events, round(result.seconds, 1),
+        auc(y, scores["online"]), auc(y, scores["rules"]), auc(y, scores["combined"]),
+        auc(y, scores["batch_reference"]), precision, recall, lift(y, scores["combined"], 0.1), captured,
+        by_budget=by_budget)
+
+
+def _first_day_after(month: str) -> int:
+    return next_month(datetime.strptime(month, "%Y-%m").date()).toordinal()
+
+
+def _online(x: np.ndarray, y: np.ndarray, settings: Settings) -> np.ndarray:
+    """Predict each customer, then learn their label, in the data's order."""
+    learner = Learner(settings.model_kind, settings.validation_window, settings.call_budget_share)
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        out[i] = learner.predict(x[i])
+        learner.learn(x[i], int(y[i]))
+    return out
+
+
+def _cross_validated(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Out-of-fold scores of gradient-boosted trees."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
+        model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=7)
+        model.fit(x[train], y[train])
+        out[test] = model.predict_proba(x[test])[:, 1]
+    return out
+
+
+def _at_budget(y: np.ndarray, score: np.ndarray, revenue: np.ndarray, share: float) -> tuple[float, float, float]:
+    """(precision, recall, value captured) when the top `share` of customers by score are called."""
+    precision, recall = budget_figures(y, score, share)
+    k = max(1, int(round(share * len(y))))
+    top = np.argsort(-score, kind="mergesort")[:k]
+    lost = float(revenue[y == 1].sum())
+    captured = float(revenue[top][y[top] == 1].sum()) / lost if lost else math.nan
+    return precision, recall, captured
+
+
+APPROACHES = {"rules": "rules only", "online": "model only (online)", "combined": "rules + model",
+              "batch_reference": "batch reference (boosted trees, 5-fold)"}
+
+
+def markdown(e: MonthlyEvaluation, command: str) -> str:
+    """The evaluation as a section of `docs/evaluation.md`."""
+    auc_of = {"rules": e.auc_rules, "online": e.auc_online, "combined": e.auc_combined,
+              "batch_reference": e.auc_batch_reference}
+    lines = [f"## {e.data}", "", f"{e.customers:,} customers, {e.churners:,} churners "
+             f"({e.churners / e.customers:.1%}); {e.events:,} events replayed in {e.seconds} s. Made by `{command}`.",
+             "", "| approach | AUC | " + " | ".join(f"top {s:.0%}: precision / recall / value" for s in BUDGETS) + " |",
+             "|---|---|" + "---|" * len(BUDGETS)]
+    for key, name in APPROACHES.items():
+        cells = [" / ".join(f"{v:.2f}" for v in e.by_budget[key][f"{s:g}"]) for s in BUDGETS]
+        lines.append(f"| {name} | {auc_of[key]:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", f"Rules + model, calling the top {HEADLINE_BUDGET:.0%}: {e.precision_at_budget:.0%} of the calls "
+              f"reach a customer about to leave, {e.recall_at_budget:.0%} of the leavers are reached, "
+              f"{e.value_captured:.0%} of the revenue they take away is in the list; the top decile holds "
+              f"{e.top_decile_lift:.1f} times the base rate of churners.", ""]
+    return "\n".join(lines)
+
+
+def refresh_doc(path, section: str, name: str) -> None:
+    """Replace this data set's section of the evaluation document (or add it), leaving the others."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    text = path.read_text() if path.exists() else "# Evaluation on real data\n\n"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -1,0 +1,303 @@
+"""Real operators' monthly aggregates replayed as the events churnwatch consumes.
+
+Public churn data comes as one row per customer with a column per counter and month (or one
+row per customer and month). A mapping file says which column is the id, which months there
+are and how their columns are named, how each column maps onto our counters, the currency's
+scale, and how to read the churn label. Each customer-month becomes CDR-equivalent records
+(voice, SMS, data; off-net, dropped and customer-service calls; distinct contacts) spread
+over the month, a bill and a recharge; a churner's line is disconnected in the label month.
+Minutes, data and money in Redis then equal the table's totals (to the second, the byte and
+the fen), which is what the replay test checks. Where the data has totals but no counts, the
+totals are split into `RECORDS_PER_MONTH` records (so call counts say nothing then, and the
+replay stays fast); where it has counts, each one is a record.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Iterator, Literal
+from zoneinfo import ZoneInfo
+
+import msgspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream_app.contracts.events import REASON_CODES
+
+__all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
+
+#: Counters a column may feed; minutes, MB and money are totals for the month, the rest counts.
+COUNTERS = ("out_min", "in_min", "offnet_min", "data_mb", "spend", "topup", "out_calls", "in_calls", "sms_out",
+            "cs_calls", "dropped_calls", "contacts")
+MONEY = ("spend", "topup")
+RECORDS_PER_MONTH = 8  # when the data has totals but no counts: this many records a month, spread evenly
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot be used, with every problem located."""
+
+
+class Source(BaseModel):
+    """One source column (a month's suffix is added for wide layouts), times a scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    column: str
+    scale: float = 1.0
+
+
+class Label(BaseModel):
+    """How the churn label is read: a column and the value meaning churned, or "no usage at all in
+    these columns in `month`" (the usual label of the monthly sample)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    column: str | None = None
+    churned_value: str = "1"
+    no_usage_in: list[str] = []
+    month: str | None = None  # the label month's suffix (wide layout, `no_usage_in`)
+    meaning: str
+    exit_kind: Literal["disconnect", "port_out"] = "disconnect"  # how a churner's line ends in the replay
+    exit_reason_code: int  # the code the exit carries (REASON_CODES); the data rarely says why
+
+    @field_validator("exit_reason_code")
+    @classmethod
+    def _known_code(cls, value: int) -> int:
+        if value not in REASON_CODES:
+            raise ValueError(f"unknown reason code {value}; expected one of {', '.join(map(str, REASON_CODES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "Label":
+        if (self.column is None) == (not self.no_usage_in):
+            raise ValueError("give either `column` (with `churned_value`) or `no_usage_in` (with `month`)")
+        if self.no_usage_in and self.month is None:
+            raise ValueError("`no_usage_in` needs the `month` whose usage decides the label")
+        return self
+
+
+class Mapping(BaseModel):
+    """A mapping file (see `mappings/`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    description: str
+    layout: Literal["wide", "long"] = "wide"
+    id_column: str | None  # None: the file has no id, and customers are named by row number
+    month_column: str | None = None  # long layout: the column naming each row's month
+    column_pattern: str = "{column}_{month}"  # wide layout: how a month's column is named
+    months: dict[str, str] = Field(min_length=1)  # the data's month name or suffix -> YYYY-MM replayed as
+    currency_per_yuan: float = Field(default=1.0, gt=0)  # units of the data's money in one yuan
+    counters: dict[str, list[Source]]
+    label: Label
+
+    @field_validator("months")
+    @classmethod
+    def _calendar_months(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, month in value.items():
+            try:
+                datetime.strptime(month, "%Y-%m")
+            except ValueError:
+                raise ValueError(f"month {name!r} is replayed as {month!r}; expected YYYY-MM") from None
+        return value
+
+    @field_validator("counters")
+    @classmethod
+    def _known_counters(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
+        unknown = sorted(set(value) - set(COUNTERS))
+        if unknown:
+            raise ValueError(f"unknown counter(s) {', '.join(unknown)}; expected some of {', '.join(COUNTERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _layout(self) -> "Mapping":
+        if self.layout == "long" and self.month_column is None:
+            raise ValueError("a long layout needs `month_column`")
+        return self
+
+    def column(self, source: str, month: str) -> str:
+        if self.layout == "long" or not month:
+            return source
+        return self.column_pattern.format(column=source, month=month)
+
+
+def load_mapping(path: Path) -> Mapping:
+    """The mapping in `path`, or a MappingError naming each bad field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return Mapping.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: not YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = [f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        raise MappingError("\n".join(problems)) from None
+
+
+class MonthlyRow(msgspec.Struct, frozen=True):
+    """One customer's counters per replayed month, and their label."""
+
+    customer_id: str
+    months: dict[str, dict[str, float]]  # YYYY-MM -> counter -> total
+    churned: bool
+
+
+def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
+    """Every customer of `data` through `mapping`; a column the mapping names but the file lacks
+    is an error naming it and the file."""
+    with data.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = set(reader.fieldnames or [])
+        records = list(reader)
+    _check_columns(data, mapping, header)
+    ids = [r[mapping.id_column] if mapping.id_column else f"row{k:07d}" for k, r in enumerate(records, 1)]
+    if mapping.layout == "wide":
+        return [_wide_row(mapping, cid, r) for cid, r in zip(ids, records)]
+    by_customer: dict[str, dict[str, dict[str, str]]] = {}
+    for cid, r in zip(ids, records):
+        by_customer.setdefault(cid, {})[r[mapping.month_column or ""]] = r
+    return [_long_row(mapping, cid, rows) for cid, rows in by_customer.items()]
+
+
+def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> None:
+    wanted = {c for c in (mapping.id_column, mapping.month_column) if c is not None}
+    months = list(mapping.months) if mapping.layout == "wide" else [""]
+    for sources in mapping.counters.values():
+        wanted |= {mapping.column(s.column, m) for s in sources for m in months}
+    if mapping.label.column:
+        wanted.add(mapping.label.column)
+    for name in mapping.label.no_usage_in:
+        wanted.add(mapping.column(name, mapping.label.month or ""))
+    missing = sorted(wanted - header)
+    if missing:
+        raise MappingError(f"{data}: no column(s) {', '.join(repr(m) for m in missing)} named by the mapping")
+
+
+def _number(text: str | None) -> float:
+    try:
+        value = float(text) if text not in (None, "") else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _counters(mapping: Mapping, record: dict[str, str], month: str) -> dict[str, float]:
+    out = {}
+    for counter, sources in mapping.counters.items():
+        total = sum(_number(record.get(mapping.column(s.column, month))) * s.scale for s in sources)
+        if counter in MONEY:
+            total /= mapping.currency_per_yuan
+        out[counter] = max(0.0, total)  # refunds and corrections can make a month negative
+    return out
+
+
+def _churned(mapping: Mapping, record: dict[str, str]) -> bool:
+    label = mapping.label
+    if label.column:
+        return record.get(label.column, "").strip() == label.churned_value
+    return all(_number(record.get(mapping.column(c, label.month or ""))) == 0 for c in label.no_usage_in)
+
+
+def _wide_row(mapping: Mapping, customer: str, record: dict[str, str]) -> MonthlyRow:
+    months = {calendar: _counters(mapping, record, suffix) for suffix, calendar in mapping.months.items()}
+    return MonthlyRow(customer, months, _churned(mapping, record))
+
+
+def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) -> MonthlyRow:
+    months = {calendar: _counters(mapping, rows[name], "") for name, calendar in mapping.months.items()
+              if name in rows}
+    last = rows[max(rows)]
+    return MonthlyRow(customer, months, _churned(mapping, last))
+
+
+def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
+                   exits: bool = True) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, key, value) records in time order: profiles first, then each month day by day, then
+    (with `exits`) the churners' exits in the month after the last."""
+    months = sorted({m for r in rows for m in r.months})
+    first = datetime.strptime(months[0], "%Y-%m").date()
+    for r in rows:
+        yield "customers", r.customer_id.encode(), msgspec.json.encode({
+            "event_id": f"mr-p-{r.customer_id}", "customer_id": r.customer_id,
+            "ts": datetime.combine(first, time.min, zone).isoformat(), "activation_date": str(first - timedelta(365)),
+            "plan": "replayed", "region": "unknown"})
+    for month in months:
+        start = datetime.strptime(month, "%Y-%m").date()
+        days = (next_month(start) - start).days
+        per_day: list[list[tuple[str, bytes, bytes]]] = [[] for _ in range(days)]
+        for r in rows:
+            if month in r.months:
+                for day, record in _customer_month(r.customer_id, month, r.months[month], start, days, zone):
+                    per_day[day].append(record)
+        for day in per_day:
+            yield from day
+    end = next_month(datetime.strptime(months[-1], "%Y-%m").date())
+    for r in rows:
+        if r.churned and exits:
+            yield "billing", r.customer_id.encode(), msgspec.json.encode({
+                "event_id": f"mr-x-{r.customer_id}", "customer_id": r.customer_id, "kind": label.exit_kind,
+                "reason_code": label.exit_reason_code, "voluntary": label.exit_reason_code < 300,
+                "ts": datetime.combine(end + timedelta(days=14), time(12), zone).isoformat()})
+
+
+def next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _customer_month(customer: str, month: str, c: dict[str, float], start: date, days: int,
+                    zone: ZoneInfo) -> Iterator[tuple[int, tuple[str, bytes, bytes]]]:
+    """(day index, record) of one customer-month: totals split into records spread over the month."""
+    seq = 0
+
+    def record(day: int, topic: str, body: dict) -> tuple[int, tuple[str, bytes, bytes]]:
+        nonlocal seq
+        seq += 1
+        ts = datetime.combine(start + timedelta(days=day), time(8 + seq % 12, seq % 60), zone)
+        return day, (topic, customer.encode(), msgspec.json.encode({
+            "event_id": f"mr-{customer}-{month}-{seq}", "customer_id": customer, "ts": ts.isoformat(), **body}))
+
+    contacts = max(1, int(c.get("contacts", 0)))
+    out_seconds = round(c.get("out_min", 0) * 60)
+    offnet_seconds = min(out_seconds, round(c.get("offnet_min", 0) * 60))
+    calls = int(c["out_calls"]) if c.get("out_calls") else RECORDS_PER_MONTH
+    dropped = int(c.get("dropped_calls", 0))
+    chunks = _split(out_seconds, calls)
+    for k, secs in enumerate(chunks):
+        off = k < _calls_for(offnet_seconds, out_seconds, len(chunks))
+        yield record(k * days // len(chunks), "cdr", {
+            "kind": "voice", "direction": "MO", "duration_s": secs, "peer_id": f"p{k % contacts}",
+            "peer_network": "off_net" if off else "on_net", "termination": "dropped" if k < dropped else "normal"})
+    in_seconds = round(c.get("in_min", 0) * 60)
+    in_calls = int(c["in_calls"]) if c.get("in_calls") else RECORDS_PER_MONTH
+    chunks = _split(in_seconds, in_calls)
+    for k, secs in enumerate(chunks):
+        yield record(k * days // len(chunks), "cdr", {"kind": "voice", "direction": "MT", "duration_s": secs})
+    for k in range(int(c.get("sms_out", 0))):
+        yield record(k * days // int(c["sms_out"]), "cdr", {"kind": "sms", "direction": "MO"})
+    for k in range(int(c.get("cs_calls", 0))):
+        yield record(k * days // int(c["cs_calls"]), "cdr", {"kind": "voice", "direction": "MO", "duration_s": 0,
+                                                            "customer_service": True})
+    data_bytes = round(c.get("data_mb", 0) * 1024 * 1024)
+    sessions = RECORDS_PER_MONTH
+    chunks = _split(data_bytes, sessions, most=1 << 40)
+    for k, size in enumerate(chunks):
+        yield record(k * days // len(chunks), "cdr", {"kind": "data", "data_bytes": size})
+    if c.get("topup"):
+        yield record(days // 2, "billing", {"kind": "recharge", "amount": round(c["topup"], 2)})
+    if c.get("spend"):  # the month's bill arrives at the end of it, so it counts in that month
+        yield record(days - 1, "billing", {"kind": "bill", "amount": round(c["spend"], 2), "period": month})
+
+
+def _calls_for(part: int, whole: int, calls: int) -> int:
+    """How many of `calls` carry `part` of `whole` seconds (off-net calls)."""
+    return round(calls * part / whole) if whole else 0
+
+
+def _split(total: int, parts: int, most: int = 86_400) -> list[int]:
+    """`total` in `parts` near-equal integers that sum to it exactly, more parts if one would
+    exceed `most` (a call lasts at most a day)."""
+    if parts <= 0 or total <= 0:
+        return []
+    parts = max(parts, math.ceil(total / most))
+    base, extra = divmod(total, parts)
+    return [base + (1 if k < extra else 0) for k in range(parts)]

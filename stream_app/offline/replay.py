@@ -1,0 +1,147 @@
+"""Recorded events through the real pipeline, in one process: for evaluation and cold start.
+
+The same `BatchProcessor` as the worker, on an in-memory store, and the same labeller and
+learner as the trainer, fed as the event clock moves: a snapshot is labelled once its
+horizon has closed, and a new model version is used from the next batch on, exactly as
+a live deployment would see them (only without a broker in between).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry
+
+from stream_app.contracts.events import Alert, ChurnEvent, Snapshot
+from stream_app.features.baseline_counts import KEEP_DAYS
+from stream_app.features.baselines import BaselineRule, Baselines
+from stream_app.metrics import Metrics
+from stream_app.model.labels import Labeler
+from stream_app.model.registry import ScorerSource
+from stream_app.model.scoring import encode_snapshot
+from stream_app.model.signing import Signer
+from stream_app.model.trainer import TrainerCore
+from stream_app.rules.pack import Ruleset
+from stream_app.settings import Settings
+from stream_app.windows.store import MemoryWindowStore
+from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
+
+__all__ = ["ReplayResult", "replay"]
+
+
+@dataclass
+class ReplayResult:
+    snapshots: list[Snapshot] = field(default_factory=list)  # each with the score it had when taken
+    alerts: list[Alert] = field(default_factory=list)
+    churn: list[ChurnEvent] = field(default_factory=list)
+    events: int = 0
+    seconds: float = 0.0
+    core: TrainerCore | None = None
+    report: dict[str, int] = field(default_factory=dict)  # the report counters (report_facts.py)
+    states: dict[str, bytes] = field(default_factory=dict)  # every customer's state at the end
+
+
+class _Learning:
+    """The trainer's two stages, driven by the batches' outputs instead of topics."""
+
+    def __init__(self, settings: Settings, core: TrainerCore, source: ScorerSource) -> None:
+        self.settings = settings
+        self.core = core
+        self.source = source
+        self.labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
+        self.pending: deque[Snapshot] = deque()
+        self.clock = 0
+        self.made = 0
+
+    def feed(self, out: BatchOutput) -> None:
+        if out.erased:
+            gone = set(out.erased)
+            self.pending = deque(s for s in self.pending if s.customer_id not in gone)
+        for c in out.churn_events:
+            self.labeler.churn(c)
+        for s in out.snapshots:
+            self.pending.append(s)
+            self.clock = max(self.clock, s.exits_known)
+        while self.pending and self.labeler.mature(self.pending[0].day, self.clock):
+            label = self.labeler.label(self.pending.popleft(), 0, self.made)
+            self.core.learn(label, self.made)
+            self.made += 1
+            if self.core.since_publish >= self.settings.model_publish_labels:
+                self.source.offer(encode_snapshot(self.core.next_model(self.source.signer)))
+
+
+class _DailyBaselines:
+    """The segment baselines, reread from the store once a day of snapshots is in: workers
+    reread theirs every minute, which at a live rate is far more often than a day."""
+
+    def __init__(self, store: MemoryWindowStore, rule: BaselineRule) -> None:
+        self.store, self.rule = store, rule
+        self.current = Baselines()
+        self.day = 0  # the newest snapshot day
+
+    def __call__(self) -> Baselines:
+        return self.current
+
+    def seen(self, snapshots: list[Snapshot]) -> None:
+        newest = max((s.day for s in snapshots), default=0)
+        if newest > self.day:
+            self.day = newest
+            self.store.prune_baselines(date.fromordinal(newest - KEEP_DAYS))
+            self.current = Baselines.from_counts(dict(self.store.baselines), self.rule)
+
+
+def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
+           learn: bool = True) -> ReplayResult:
+    """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
+    with `learn`, label and learn as the trainer would, starting from no model."""
+    return asyncio.run(_replay(records, settings, rules, learn))
+
+
+async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
+                  learn: bool) -> ReplayResult:
+    metrics = Metrics(CollectorRegistry())
+    # Models published within this process only: a key of its own signs a forest's pickle.
+    source = ScorerSource(metrics, Signer.ephemeral())
+    core = TrainerCore.fresh(settings)
+    store = MemoryWindowStore()
+    # Replays compare what they find with the truth by customer id: simulated or public data,
+    # kept under its own ids.
+    baselines = _DailyBaselines(store, BaselineRule.of(settings))
+    # Recorded traffic keeps its own time, not today's: event times are bounded by the floor only.
+    processor = BatchProcessor(settings.model_copy(update={"pseudonym_key": None}), store, rules, metrics,
+                               model=source, baselines=baselines, wall_clock_bound=False)
+    learning = _Learning(settings, core, source) if learn else None
+    result = ReplayResult(core=core)
+    offsets: dict[str, int] = {}
+    batch: list[RawRecord] = []
+    started = time.perf_counter()
+
+    async def collect(out: BatchOutput) -> None:
+        baselines.seen(out.snapshots)
+        result.snapshots += out.snapshots
+        result.alerts += out.alerts
+        result.churn += out.churn_events
+        if learning is not None:
+            learning.feed(out)
+
+    async def flush() -> None:
+        await processor.run(batch, collect)
+        result.events += len(batch)
+        batch.clear()
+
+    for topic, key, value in records:
+        offset = offsets.get(topic, 0)
+        offsets[topic] = offset + 1
+        batch.append(RawRecord(topic, 0, offset, key, value))
+        if len(batch) >= settings.batch_size:
+            await flush()
+    if batch:
+        await flush()
+    result.seconds = time.perf_counter() - started
+    result.report, result.states = dict(store.report), store.data
+    return result

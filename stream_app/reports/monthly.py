@@ -1,0 +1,131 @@
+"""The reports retention managers read (DOMAIN.md, "Reports managers expect"), from the report
+counters the workers keep in Redis (`report_facts.py`).
+
+Figures for a month are complete once every customer has been seen in a later month (their
+monthly bill does that): a month's revenue and mid/high-end membership are counted as each
+customer's month closes, exits as they happen.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from stream_app.contracts.calendar import month_label, month_of_label
+from stream_app.contracts.events import REASON_CODES
+from stream_app.settings import CohortRule
+from stream_app.windows.state import SCALE
+
+__all__ = ["ChurnMonth", "ChurnReport", "CohortReport", "churn_report", "cohort_report", "latest_month"]
+
+YUAN = SCALE["spend"]
+
+
+@dataclass
+class ChurnMonth:
+    """One month of the churn totals."""
+
+    month: str
+    customers_start: int
+    gross_adds: int
+    voluntary_churn: int
+    involuntary_churn: int
+    churn: int
+    net_adds: int
+    customers_end: int
+    churn_rate: float  # churn / (customers at start + gross adds): everyone who could leave that month
+    revenue_churn: int  # customers who stayed but started spending far less (not in `churn`)
+    revenue_lost: float  # last complete month's spend of the customers who left, yuan
+    customers_billed: int  # customers whose month has closed (their usage moved the grace period past it)
+    revenue: float | None  # their spend that month, yuan; None while the month is open for every customer
+    mid_high_end: int | None  # None while the month is open for every customer
+    mid_high_end_revenue_share: float | None
+
+
+@dataclass
+class ChurnReport:
+    months: list[ChurnMonth]
+    by_reason: dict[str, dict[str, int]]  # month -> reason code (or "unknown") -> exits
+    by_region: dict[str, dict[str, int]]
+    by_segment: dict[str, dict[str, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"months": [asdict(m) for m in self.months], "by_reason": self.by_reason,
+                "by_region": self.by_region, "by_segment": self.by_segment,
+                "reason_names": {str(code): name for code, name in REASON_CODES.items()}}
+
+
+@dataclass
+class CohortReport:
+    snapshot: str
+    definition: str
+    members: int
+    # Month after the snapshot -> (lost that month, retained at its end, retention rate).
+    months: list[str] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    retained: list[int] = field(default_factory=list)
+    retention_rate: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def latest_month(counts: dict[str, int]) -> str | None:
+    """The newest month anything was counted in, but activations (which may lie in the future of the stream)."""
+    months = [k.split("|", 1)[0] for k in counts if not k.startswith("cohort|") and not k.endswith("|adds")]
+    return max(months) if months else None
+
+
+def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
+    """The churn totals and breakdowns of the `months` months ending with `last` (YYYY-MM)."""
+    end = month_of_label(last)
+    wanted = [month_label(m) for m in range(end - months + 1, end + 1)]
+    by_month: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for name, value in counts.items():
+        if not name.startswith("cohort|"):
+            month, what = name.split("|", 1)
+            by_month[month][what] += value
+    base = sum(c["adds"] - _exits(c) for m, c in by_month.items() if m < wanted[0])
+    rows = []
+    for month in wanted:
+        c = by_month.get(month, collections.Counter())
+        churn = _exits(c)
+        rows.append(ChurnMonth(
+            month, base, c["adds"], c["exits|voluntary"], c["exits|involuntary"], churn, c["adds"] - churn,
+            base + c["adds"] - churn, round(churn / max(base + c["adds"], 1), 5), c["revenue_churn"],
+            c["revenue_lost_fen"] / YUAN, c["billed"], c["revenue_fen"] / YUAN if c["billed"] else None,
+            c["mid_high"] if c["billed"] else None,
+            round(c["mid_high_revenue_fen"] / c["revenue_fen"], 4) if c["revenue_fen"] else None))
+        base += c["adds"] - churn
+    return ChurnReport(rows, *(_breakdown(by_month, wanted, kind) for kind in ("reason", "region", "segment")))
+
+
+def cohort_report(counts: dict[str, int], snapshot: str, rule: CohortRule, through: str | None = None) -> CohortReport:
+    """The snapshot cohort of `snapshot` (YYYY-MM) and its retention, month by month after it,
+    up to `through` (default: the newest month counted)."""
+    definition = (f"spend over the {rule.months} months to {snapshot} >= {rule.min_spend:g}; lost at exit, or "
+                  f"after {rule.churn_months} months in a row each under {rule.churn_spend:g} (revenue churn)")
+    members = counts.get(f"cohort|{snapshot}|members", 0)
+    report = CohortReport(snapshot, definition, members)
+    last = month_of_label(through or latest_month(counts) or snapshot)
+    retained = members
+    for m in range(month_of_label(snapshot) + 1, min(last, month_of_label(snapshot) + rule.follow_months) + 1):
+        label = month_label(m)
+        lost = counts.get(f"cohort|{snapshot}|lost|{label}", 0)
+        retained -= lost
+        report.months.append(label)
+        report.lost.append(lost)
+        report.retained.append(retained)
+        report.retention_rate.append(round(retained / members, 4) if members else 0.0)
+    return report
+
+
+def _exits(c: collections.Counter[str]) -> int:
+    return c["exits|voluntary"] + c["exits|involuntary"]
+
+
+def _breakdown(by_month: dict[str, collections.Counter[str]], months: Iterable[str], kind: str) -> dict[str, dict[str, int]]:
+    prefix = kind + "|"
+    return {m: {k[len(prefix):]: v for k, v in sorted(by_month.get(m, {}).items()) if k.startswith(prefix) and v}
+            for m in months}

@@ -1,0 +1,386 @@
+"""Alert rules that managers write in YAML, modelled on Prometheus rule files.
+
+A rule file has `groups` of `rules` (an expression over named features, an importance,
+a reason code and an annotation) and `levels`: per segment, the summed importance of
+fired rules needed for high / medium / low. Expressions are parsed once, checked against
+the feature registry at load time, and evaluated over a whole batch at once.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from simpleeval import InvalidExpression, SimpleEval
+
+from stream_app.contracts.events import REASON_CODES
+from stream_app.errors import RuleError, RuleFileError
+from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
+from stream_app.features.derive import FEATURES
+from stream_app.rules.evaluate import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
+
+__all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
+           "thresholds_of"]
+
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Labels(_Frozen):
+    reason_code: int
+
+    @field_validator("reason_code")
+    @classmethod
+    def _known(cls, value: int) -> int:
+        if value not in REASON_CODES:
+            raise ValueError(f"got {value!r}; expected one of {sorted(REASON_CODES)}")
+        return value
+
+
+class Annotations(_Frozen):
+    summary: str
+
+
+class Rule(_Frozen):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    expr: str
+    importance: float = Field(gt=0, le=100)
+    for_: int = Field(default=1, ge=1, le=366, alias="for")  # consecutive evaluations (days or months)
+    labels: Labels
+    annotations: Annotations
+
+
+class Group(_Frozen):
+    name: str
+    segment: str | None = None
+    cadence: Literal["daily", "monthly"] = "daily"
+    rules: list[Rule]
+
+
+class Thresholds(_Frozen):
+    high: float
+    medium: float
+    low: float
+
+
+class Combination(_Frozen):
+    """A level reached by a combination of indicators, whatever their summed importance."""
+
+    level: Literal["low", "medium", "high"]
+    segment: str | None = None
+    any_of: list[str] | None = None
+    all_of: list[str] | None = None
+    expr: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "Combination":
+        if not (self.any_of or self.all_of or self.expr):
+            raise ValueError("needs any_of, all_of or expr")
+        return self
+
+
+LIFECYCLE = ("A", "B", "C", "D", "E")  # acquisition, build-up, mature, decline, exit (DOMAIN.md)
+
+
+class Action(_Frozen):
+    """What the call centre should do for alerts that match every condition given; the first
+    entry that matches wins, so specific entries go first and a catch-all last."""
+
+    action: str = Field(min_length=1)
+    queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"
+    reason_codes: list[int] | None = None
+    segments: list[Literal["mid_high_end", "potential_mid_high_end", "mass"]] | None = None
+    vip_tiers: list[Literal["none", "silver", "gold", "diamond"]] | None = None
+    lifecycle: list[Literal["A", "B", "C", "D", "E"]] | None = None
+
+    @field_validator("reason_codes")
+    @classmethod
+    def _known_codes(cls, value: list[int] | None) -> list[int] | None:
+        unknown = [v for v in value or [] if v not in REASON_CODES]
+        if unknown:
+            raise ValueError(f"unknown reason codes {unknown}; expected some of {sorted(REASON_CODES)}")
+        return value
+
+    def matches(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> bool:
+        return ((self.reason_codes is None or reason_code in self.reason_codes)
+                and (self.segments is None or segment in self.segments)
+                and (self.vip_tiers is None or vip_tier in self.vip_tiers)
+                and (self.lifecycle is None or lifecycle in self.lifecycle))
+
+
+class RuleFile(_Frozen):
+    # Named flags computed before the rules, e.g. the operator's mid/high-end definition; a
+    # segment named like a feature replaces it for rules, levels and alerts. Each has its own
+    # live baselines (baselines.py).
+    segments: dict[str, str] = Field(default_factory=dict)
+    levels: dict[str, Thresholds] = Field(default_factory=dict)
+    combinations: list[Combination] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # Expressions name them, and the baselines key their histograms by them.
+        bad = [n for n in value if not n.isidentifier() or n == "default"]
+        if bad:
+            raise ValueError(f"segment names must be identifiers (letters, digits, _) other than 'default'; got {bad}")
+        return value
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    group: Group
+    tree: ast.AST  # as simpleeval parses it, so it is parsed once per load
+    names: tuple[str, ...]
+    thresholds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    rules: tuple[CompiledRule, ...]
+    levels: dict[str, Thresholds]
+    sources: tuple[str, ...]
+    combinations: tuple[tuple[Combination, ast.AST | None], ...] = ()
+    segments: tuple[tuple[str, ast.AST], ...] = ()
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.rule.id for r in self.rules]
+
+    def action_for(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> Action | None:
+        return next((a for a in self.actions if a.matches(reason_code, segment, vip_tier, lifecycle)), None)
+
+
+def _names_in(tree: ast.AST) -> tuple[str, ...]:
+    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS) - set(BASELINES)))
+
+
+def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) -> ast.AST:
+    """Parse an expression and prove it on the feature registry (and the file's segments);
+    raise on any problem."""
+    known = set(FEATURES) | set(segments)
+    tree = SimpleEval.parse(expr)
+    unknown = [n for n in _names_in(tree) if n not in known]
+    if unknown:
+        raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(known))}")
+    probe = {name: np.zeros(2) for name in (*known, *BASELINE_COLUMNS)}
+    result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
+    if result.dtype != np.bool_:
+        raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
+    if summary is not None:
+        summary.format(**{n: 0.0 for n in known})
+    return tree
+
+
+def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
+    """Expression and annotation problems, found even when other fields are wrong."""
+    problems = []
+    segments = data.get("segments") if isinstance(data, dict) else None
+    segments = segments if isinstance(segments, dict) else {}
+    for name, expr in segments.items():
+        try:
+            _check_expr(str(expr), None)
+        except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
+            problems.append(RuleError(str(path), lines.get(("segments", name)), f"segments/{name}", "expr", str(exc)))
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for gi, group in enumerate(groups if isinstance(groups, list) else []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+            if not isinstance(rule, dict) or not isinstance(rule.get("expr"), str):
+                continue
+            annotations = rule.get("annotations")
+            summary = annotations.get("summary") if isinstance(annotations, dict) else None
+            try:
+                _check_expr(rule["expr"], summary if isinstance(summary, str) else None, segments)
+            except (SyntaxError, ValueError, KeyError, TypeError, IndexError, InvalidExpression) as exc:
+                field = "annotations.summary" if isinstance(exc, (KeyError, IndexError)) else "expr"
+                loc = ("groups", gi, "rules", ri, *field.split("."))
+                problems.append(RuleError(str(path), lines.get(loc), _where(data, loc), field, str(exc)))
+    return problems
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """(path...) -> 1-based line of every node in a YAML document."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(data: Any, loc: tuple) -> str:
+    if len(loc) >= 2 and loc[0] == "groups" and isinstance(loc[1], int):
+        try:
+            group = data["groups"][loc[1]]
+            name = group.get("name", f"group {loc[1]}")
+            if len(loc) >= 4 and loc[2] == "rules" and isinstance(loc[3], int):
+                return f"{name}/{group['rules'][loc[3]].get('id', f'rule {loc[3]}')}"
+            return str(name)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+    return "-"
+
+
+def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[RuleError]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = load_yaml(text) or {}
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return None, [], [RuleError(str(path), mark.line + 1 if mark else None, "-", "yaml", str(exc).splitlines()[0])]
+    errors = _expr_problems(path, data, lines)
+    try:
+        parsed = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
+            field = ".".join(str(p) for p in loc[-2:] if not isinstance(p, int)) or "-"
+            got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+            errors.append(RuleError(str(path), line, _where(data, loc), field, err["msg"] + got))
+        return None, [], errors
+    known = set(FEATURES) | set(parsed.segments)
+    for gi, group in enumerate(parsed.groups):
+        if group.segment is not None and group.segment not in known:
+            errors.append(RuleError(str(path), lines.get(("groups", gi, "segment")), group.name, "segment",
+                                    f"unknown segment {group.segment!r}; expected a flag feature such as 'mid_high_end'"))
+    for ci, combo in enumerate(parsed.combinations):
+        where = f"combinations/{ci}"
+        if combo.segment is not None and combo.segment not in known:
+            errors.append(RuleError(str(path), lines.get(("combinations", ci, "segment")), where, "segment",
+                                    f"unknown segment {combo.segment!r}"))
+        if combo.expr is not None:
+            try:
+                _check_expr(combo.expr, None, parsed.segments)
+            except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
+                errors.append(RuleError(str(path), lines.get(("combinations", ci, "expr")), where, "expr", str(exc)))
+    if errors:
+        return None, [], errors
+    compiled = []
+    for g in parsed.groups:
+        for r in g.rules:
+            tree = SimpleEval.parse(r.expr)
+            compiled.append(CompiledRule(r, g, tree, _names_in(tree), thresholds_of(tree)))
+    return parsed, compiled, []
+
+
+def rule_files(paths: list[Path]) -> list[Path]:
+    """Rule files named or found in folders (`*.yaml` / `*.yml`, not `*.test.yaml`)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and ".test." not in f.name)
+        else:
+            found.append(p)
+    return found
+
+
+@dataclass
+class _Read:
+    problems: list[RuleError]
+    rules: list[CompiledRule]
+    levels: dict[str, Thresholds]
+    combinations: list[tuple[Combination, ast.AST | None]]
+    segments: dict[str, ast.AST]
+    files: list[Path]
+    actions: list[Action]
+
+
+def _read(paths: list[Path]) -> _Read:
+    """Read every rule file once: its problems, compiled rules, levels and combinations."""
+    problems: list[RuleError] = []
+    rules: list[CompiledRule] = []
+    levels: dict[str, Thresholds] = {}
+    combinations: list[tuple[Combination, ast.AST | None]] = []
+    combination_files: list[Path] = []
+    segments: dict[str, ast.AST] = {}
+    actions: list[Action] = []
+    seen: dict[str, str] = {}
+    files = rule_files(paths)
+    for f in files:
+        parsed, compiled, errors = _check_file(f)
+        problems += errors
+        for c in compiled:
+            if c.rule.id in seen:
+                problems.append(RuleError(str(f), None, f"{c.group.name}/{c.rule.id}", "id",
+                                          f"duplicate rule id, also in {seen[c.rule.id]}"))
+            seen[c.rule.id] = str(f)
+        if parsed is not None:
+            rules += compiled
+            levels.update(parsed.levels)
+            actions += parsed.actions
+            segments.update({name: SimpleEval.parse(expr) for name, expr in parsed.segments.items()})
+            for combo in parsed.combinations:
+                combinations.append((combo, SimpleEval.parse(combo.expr) if combo.expr else None))
+                combination_files.append(f)
+    for (combo, _), f in zip(combinations, combination_files):
+        unknown = [r for r in (combo.any_of or []) + (combo.all_of or []) if r not in seen]
+        if unknown:
+            problems.append(RuleError(str(f), None, "combinations", "any_of/all_of",
+                                      f"unknown rule {', '.join(unknown)}; rules: {', '.join(sorted(seen))}"))
+    if not files:
+        problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
+    elif not problems and "default" not in levels:
+        problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
+    return _Read(problems, rules, levels, combinations, segments, files, actions)
+
+
+def check_files(paths: list[Path]) -> list[RuleError]:
+    """Every problem in the rule files, not just the first."""
+    return _read(paths).problems
+
+
+def load_rules(paths: list[Path]) -> Ruleset:
+    """Load and compile rule files; any problem rejects the set whole."""
+    read = _read(paths)
+    if read.problems:
+        raise RuleFileError(read.problems)
+    return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations),
+                   tuple(read.segments.items()), tuple(read.actions))
+
+
+def render(rule: Rule, values: dict[str, float]) -> str:
+    """The rule's annotation with the customer's feature values filled in."""
+    return rule.annotations.summary.format(**values)
+

@@ -1,0 +1,271 @@
+"""`churnwatch bench` through a broker: the bare-consumer ceiling and the real worker, one
+after the other on the same events, then event-to-alert latency at half the worker's rate.
+
+1. Simulated traffic (the last days held back for the latency phase) goes to fresh topics.
+2. Ceiling: a bare aiokafka consumer that only decodes and validates each event.
+3. Worker: `churnwatch worker` as a child process with everything on; its sustained rate is
+   read from its own events counter, from the first event consumed to the last.
+4. Latency: the held-back traffic at half that rate, stamped with the time it is sent; each
+   alert is matched to the send time of the event that made it (the customer's newest). The
+   default rules need months of history that a run of ten events per customer does not hold,
+   so a probe rule is added for this phase (hot-reloaded, as managers' edits are) that alerts
+   about one customer in a hundred: the alerts go through the whole alert path.
+5. Redis bytes per customer (`MEMORY USAGE` sampled) and the worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+from bisect import bisect_right
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import msgspec
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_app.connect.kafka import client_options
+from stream_app.connect.redis import connect_redis_sync
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts import keys
+from stream_app.contracts.events import decode_billing, decode_cdr, decode_profile
+from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
+from stream_app.settings import Settings, Topics
+from stream_app.tools.bench import id_memory, memory_per_key
+from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
+from stream_app.tools.embedded.process import free_port
+from stream_app.tools.embedded.servers import redis_server, tansu
+
+__all__ = ["StreamBench", "bench_stream"]
+
+PROBE_RULE = """\
+groups:
+  - name: bench_latency_probe
+    cadence: daily
+    rules:
+      - id: bench_latency_probe
+        expr: tenure_days % 100 == 0
+        importance: 5
+        labels: {reason_code: 380}
+        annotations:
+          summary: "latency probe of churnwatch bench: about one customer in a hundred"
+"""
+
+EVENTS_PER_CUSTOMER_DAY = 11  # what the simulator makes, on average
+
+
+@dataclass
+class StreamBench:
+    events: int
+    customers: int
+    ceiling_events_per_s: float
+    events_per_s: float
+    ratio: float
+    p50_latency_s: float | None
+    p99_latency_s: float | None
+    latency_alerts: int  # alerts the latency figures come from
+    latency_events: int
+    latency_rate: float  # events/s sent in the latency phase
+    redis_bytes_per_customer: float
+    id_memory_bytes_per_customer: float  # of the bytes above: the event ids of the grace window
+    rss_bytes: int | None
+    alerts: int
+
+
+def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
+                 latency_s: float = 30.0, seed: int = 3) -> StreamBench:
+    """Run the phases above against the configured broker and Redis, or embedded ones."""
+    history, live = _traffic(events, customers, seed)
+    run = f"bench-{os.getpid()}-{int(time.time())}"
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
+        bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{stack.enter_context(tansu(workdir)).port}"
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        url = url or f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
+        topics = Topics(**{name: f"{run}.{value}" for name, value in Topics().model_dump().items()})
+        run_settings = settings.model_copy(update={"topics": topics, "app_id": run})
+        ensure_topics(run_settings, bootstrap)
+        kafka = client_options(run_settings, bootstrap)
+        show(f"producing {len(history):,} events for {customers:,} customers to {topics.cdr} ...")
+        asyncio.run(_produce(kafka, topics, history))
+        ceiling = asyncio.run(_ceiling(kafka, topics, len(history)))
+        show(f"bare consumer + decode: {ceiling:,.0f} events/s")
+        port = free_port()
+        rules = workdir / "rules"
+        shutil.copytree(settings.rules_dir, rules)
+        env = {f"CHURNWATCH_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()}
+        worker = start_command(["worker"], run_settings, bootstrap, url, port, workdir / "worker.log",
+                               dict(env, CHURNWATCH_APP_ID=run, CHURNWATCH_RULES_DIR=str(rules)))
+        stack.callback(stop_worker, worker)
+        rate = _sustained_rate(port, worker, len(history), workdir / "worker.log")
+        show(f"worker, everything on: {rate:,.0f} events/s")
+        _add_probe_rule(rules, worker.pid, port)
+        paced = live[:int(rate / 2 * latency_s)]
+        latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
+        rss = _peak_rss(worker.pid)
+        per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
+    p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
+    return StreamBench(
+        events=len(history), customers=customers, ceiling_events_per_s=round(ceiling), events_per_s=round(rate),
+        ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
+        p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
+        latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
+        rss_bytes=rss, alerts=alerts_total,
+    )
+
+
+def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], list[SimRecord]]:
+    """`events` records of history, and the day after it held back for the latency phase.
+    The simulated days end today, so that the held-back day, stamped now, follows on."""
+    days = max(2, -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 1)
+    start = date.today() - timedelta(days=days - 1)
+    records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
+    split = next(k for k, r in enumerate(records) if r.day == days - 1)  # records come in delivery order
+    return records[:split][:events], records[split:]
+
+
+async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimRecord]) -> None:
+    producer = AIOKafkaProducer(**kafka, linger_ms=20, max_batch_size=512 * 1024, acks="all")
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send(getattr(topics, r.topic), r.value, key=r.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> float:
+    """Events/s of a consumer that does nothing but fetch, decode and validate."""
+    decoders = {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
+                                fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20, max_poll_records=5000)
+    await consumer.start()
+    try:
+        await consumer.topics()  # the cluster's metadata, partitions included
+        partitions = [TopicPartition(t, p) for t in decoders for p in consumer.partitions_for_topic(t) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, started = 0, None
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if batch and started is None:
+                started = time.perf_counter()
+            for tp, messages in batch.items():
+                decode = decoders[tp.topic]
+                for m in messages:
+                    decode(m.value)
+                seen += len(messages)
+        return seen / (time.perf_counter() - started)  # type: ignore[operator]
+    finally:
+        await consumer.stop()
+
+
+def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> float:
+    """Events/s from the first event the worker counted to the last, by its own counter."""
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker stopped:\n{log.read_text()[-3000:]}")
+        seen, now = consumed(port), time.monotonic()
+        if seen and first is None:
+            first = (now, seen)
+        if seen >= expected and first is not None:
+            return (seen - first[1]) / max(now - first[0], 1e-6)
+        time.sleep(0.2)
+    raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
+
+
+async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimRecord], rate: float,
+                   port: int) -> tuple[list[float], int, int]:
+    """Send `live` at `rate` events/s, stamped as sent; (latency of each alert, alerts counted by
+    the worker, events sent)."""
+    alerts = AIOKafkaConsumer(topics.alerts, **kafka, group_id=None, auto_offset_reset="latest",
+                              fetch_max_wait_ms=50)
+    await alerts.start()
+    await alerts.getmany(timeout_ms=500)  # joined, positioned at the end
+    sent: dict[str, list[tuple[int, float]]] = {}  # customer -> (ts second, time sent), in order
+    producer = AIOKafkaProducer(**kafka, linger_ms=2, acks="all")
+    await producer.start()
+    records = list(live)
+    started = time.time()
+    try:
+        for k, r in enumerate(records):
+            due = started + k / rate
+            if due > time.time() + 0.005:
+                await asyncio.sleep(due - time.time())
+            body = msgspec.json.decode(r.value)
+            now = time.time()
+            body["ts"] = datetime.fromtimestamp(int(now), timezone.utc).isoformat()
+            sent.setdefault(r.key.decode(), []).append((int(now), now))
+            await producer.send(getattr(topics, r.topic), msgspec.json.encode(body), key=r.key)
+        await producer.flush()
+        latencies = await _alert_latencies(alerts, sent, quiet_s=5.0)
+    finally:
+        await producer.stop()
+        await alerts.stop()
+    alerts_total = int(sum(v for k, v in scrape(port).items() if k.startswith("churnwatch_alerts_total")))
+    return latencies, alerts_total, len(records)
+
+
+async def _alert_latencies(alerts: AIOKafkaConsumer, sent: dict[str, list[tuple[int, float]]],
+                           quiet_s: float) -> list[float]:
+    """Alert time minus the send time of the newest event it could have seen, per alert."""
+    out = []
+    quiet_until = time.monotonic() + quiet_s
+    while time.monotonic() < quiet_until:
+        batch = await alerts.getmany(timeout_ms=200)
+        for messages in batch.values():
+            quiet_until = time.monotonic() + quiet_s
+            for m in messages:
+                alert = msgspec.json.decode(m.value)
+                history = sent.get(alert["customer_id"], [])
+                second = int(datetime.fromisoformat(alert["event_time"]).timestamp())
+                # The newest send of that second: the alert's event time is the customer's newest.
+                at = bisect_right([s for s, _ in history], second) - 1
+                if at >= 0 and history[at][0] == second:
+                    out.append(m.timestamp / 1000 - history[at][1])
+    return out
+
+
+def _add_probe_rule(rules: Path, pid: int, port: int, timeout_s: float = 30) -> None:
+    """Add the probe rule and wait until the worker has it in force."""
+    loaded = scrape(port).get("churnwatch_rules_loaded", 0)
+    (rules / "bench_probe.yaml").write_text(PROBE_RULE)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while scrape(port).get("churnwatch_rules_loaded", 0) <= loaded:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not load the probe rule")
+        time.sleep(0.2)
+
+
+def _peak_rss(pid: int) -> int | None:
+    """The process's peak resident set (Linux), before it is stopped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else kib * 1024
+
+
+def _redis_bytes(url: str, cluster: bool, customers: list[str], seed: int, sample: int = 2000) -> tuple[float, float]:
+    """(bytes per customer, of them the memory of event ids), from a sample of customers."""
+    client = connect_redis_sync(url, cluster)
+    unique = sorted(set(customers))
+    picked = [keys.customer_state(c) for c in random.Random(seed).sample(unique, k=min(sample, len(unique)))]
+    per_key = memory_per_key(client, picked)
+    id_bytes = id_memory(client, picked)[0]
+    client.close()
+    return per_key, id_bytes

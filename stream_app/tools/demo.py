@@ -1,0 +1,214 @@
+"""`churnwatch demo`: the whole service on the embedded default, fed by the simulator.
+
+Starts Tansu and Redis unless KAFKA_BOOTSTRAP / REDIS_URL are set, runs a real worker as a
+child process, produces simulated traffic, and shows alerts as they arrive.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Callable
+
+import msgspec
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_app.connect.kafka import client_options
+from stream_app.connect.topics import ensure_topics
+from stream_app.contracts.events import Alert, DeadLetter
+from stream_app.ingest.privacy import Pseudonyms
+from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.settings import Settings
+from stream_app.tools.embedded.process import free_port
+from stream_app.tools.embedded.servers import redis_server, tansu
+
+__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "consumed", "start_command", "stop_worker"]
+
+
+@dataclass
+class DemoSummary:
+    events_by_topic: dict[str, int] = field(default_factory=dict)
+    events_consumed: int = 0
+    deadletters: dict[str, int] = field(default_factory=dict)
+    alerts_by_level: dict[str, int] = field(default_factory=dict)
+    churners: int = 0
+    churners_with_signs: int = 0
+    churners_warned_before_churn: int = 0
+    alerted_customers_not_churning: int = 0
+    model_version: int = 0  # the version the worker scored with at the end (0: rules alone)
+    customers: int = 0
+    seconds: float = 0.0
+
+
+def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event) -> dict[str, int]:
+    """Send every simulated record to its topic; returns counts by topic."""
+    topics = {"cdr": settings.topics.cdr, "billing": settings.topics.billing, "customers": settings.topics.customers}
+    producer = KafkaProducer(**client_options(settings, bootstrap), linger_ms=20, batch_size=256 * 1024, acks="all")
+    counts: collections.Counter[str] = collections.Counter()
+    try:
+        for rec in sim.records():
+            if stop.is_set():
+                break
+            producer.send(topics[rec.topic], key=rec.key, value=rec.value)
+            counts[topics[rec.topic]] += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return dict(counts)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sample name (with labels) -> value from a /metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def consumed(port: int) -> int:
+    """Events the worker serving metrics on `port` has consumed (0 while it is not up)."""
+    try:
+        samples = scrape(port)
+    except OSError:
+        return 0
+    return int(sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total")))
+
+
+def run_demo(settings: Settings, customers: int, days: int, seconds: float | None,
+             show: Callable[[str], None], seed: int = 7, monthly_churn: float = 0.02) -> DemoSummary:
+    started = time.monotonic()
+    summary = DemoSummary(customers=customers)
+    # The simulated days end yesterday: the worker refuses event times ahead of its clock.
+    start = date.today() - timedelta(days=days)
+    sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, start=start))
+    stop = threading.Event()
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            bootstrap = f"127.0.0.1:{stack.enter_context(tansu(workdir)).port}"
+            show(f"embedded Kafka-protocol broker (Tansu) on {bootstrap}")
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        if not redis_url:
+            redis_url = f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
+            show(f"embedded Redis on {redis_url}")
+        ensure_topics(settings, bootstrap)
+        metrics_port = free_port()
+        # The trainer signs its checkpoint (signing.py); a demo makes a key for its own run.
+        key = {} if settings.model_signing_key else {"CHURNWATCH_MODEL_SIGNING_KEY": secrets.token_hex(16)}
+        worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log", key)
+        stack.callback(stop_worker, worker)
+        show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
+        trainer_port = free_port()
+        trainer = start_command(["trainer", "--metrics-port", str(trainer_port)], settings, bootstrap, redis_url,
+                                free_port(), workdir / "trainer.log", key)
+        stack.callback(stop_worker, trainer)
+        show(f"trainer started (pid {trainer.pid}); metrics on http://127.0.0.1:{trainer_port}/metrics")
+        produced: dict[str, int] = {}
+        producer = threading.Thread(target=lambda: produced.update(produce_simulation(sim, bootstrap, settings, stop)),
+                                    daemon=True)
+        producer.start()
+        stack.callback(stop.set)
+        alerts = _watch(settings, bootstrap, summary, show, metrics_port, worker, producer, produced,
+                        deadline=None if seconds is None else started + seconds)
+        summary.events_by_topic = produced
+        summary.events_consumed = consumed(metrics_port)
+        summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
+    _score(sim, alerts, summary, Pseudonyms.of(settings))
+    summary.seconds = round(time.monotonic() - started, 1)
+    return summary
+
+
+def start_command(command: list[str], settings: Settings, bootstrap: str, redis_url: str, port: int,
+                  log_file: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`churnwatch COMMAND` as a child process, its output in `log_file`."""
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, CHURNWATCH_METRICS_PORT=str(port),
+               CHURNWATCH_RULES_DIR=str(Path(settings.rules_dir).resolve()))
+    env.update(extra_env or {})
+    with open(log_file, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *command], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Callable[[str], None], metrics_port: int,
+           worker: subprocess.Popen, producer: threading.Thread, produced: dict[str, int],
+           deadline: float | None) -> list[Alert]:
+    """Print alerts and dead letters as they arrive, until the deadline or Ctrl-C."""
+    consumer = KafkaConsumer(settings.topics.alerts, settings.topics.deadletter, **client_options(settings, bootstrap),
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=500)
+    alerts: list[Alert] = []
+    dls: collections.Counter[str] = collections.Counter()
+    levels: collections.Counter[str] = collections.Counter()
+    said_done = False
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.returncode}; see its log")
+            for msg in consumer:
+                if msg.topic == settings.topics.alerts:
+                    alert = msgspec.json.decode(msg.value, type=Alert)
+                    alerts.append(alert)
+                    levels[alert.level] += 1
+                    show(_alert_line(alert))
+                else:
+                    dl = msgspec.json.decode(msg.value, type=DeadLetter)
+                    dls[dl.reason] += 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            if not producer.is_alive() and not said_done and consumed(metrics_port) >= sum(produced.values()) > 0:
+                said_done = True
+                show(f"all {sum(produced.values())} events processed" + ("; Ctrl-C to stop" if deadline is None else ""))
+    except KeyboardInterrupt:
+        show("stopping")
+    finally:
+        consumer.close()
+    summary.deadletters, summary.alerts_by_level = dict(dls), dict(levels)
+    return alerts
+
+
+def _alert_line(a: Alert) -> str:
+    why = "; ".join(r.text for r in a.reasons)
+    return (f"[{a.level.upper():6}] {a.customer_id} {a.segment} ARPU {a.arpu:.0f} at risk {a.value_at_risk:.0f}"
+            f" (as of {a.event_time:%Y-%m-%d}): {why} -> {a.suggested_action}")
+
+
+def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary, name: Pseudonyms) -> None:
+    """Compare alerts with the simulator's ground truth (customers as the worker names them)."""
+    truth = {name(t.customer_id): t for t in sim.truth}
+    first: dict[str, str] = {}
+    for a in alerts:
+        day = str(a.event_time.date())
+        first[a.customer_id] = min(first.get(a.customer_id, day), day)
+    churners = [t for t in sim.truth if t.churn_date]
+    summary.churners = len(churners)
+    summary.churners_with_signs = sum(t.pattern == "decliner" for t in churners)
+    summary.churners_warned_before_churn = sum(
+        1 for t in churners if name(t.customer_id) in first and first[name(t.customer_id)] < (t.churn_date or ""))
+    summary.alerted_customers_not_churning = sum(1 for c in first if truth[c].churn_date is None)

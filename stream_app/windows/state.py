@@ -1,0 +1,261 @@
+"""The per-customer state record: its layout, and loading and dumping a batch of them.
+
+One fixed-size numpy record per customer (`STATE`) followed by a short msgpack tail
+(`StateTail`), so a whole batch decodes and encodes with a few numpy calls. Counters are
+integers in fixed units (tenths of a minute, 64 KiB of data, fen): sums are exact and do
+not depend on the order events are added in. `windows.apply` is what changes them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import msgspec
+import numpy as np
+
+__all__ = [
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC",
+    "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
+    "contacts_estimate", "usage_fingerprint",
+]
+
+N_DAYS = 35
+N_MONTHS = 7  # the current month and six complete ones
+N_TOPICS = 4  # input topics, in `settings.Topics.inputs` order: CDR, billing, profile, outcome
+BILLING_TOPIC = 1
+#: Bytes of an event id's digest in the state's memory of ids (`StateTail.seen`): two ids of one
+#: customer within the grace window collide with odds of about 2^-48 per pair.
+ID_DIGEST = 6
+CONTACT_BITS = 128  # linear-counting bitmap per month (about 7% error at 100 contacts)
+LAST_SEEN_KINDS = ("voice", "sms", "data", "billing")
+VIP_TIERS = ("none", "silver", "gold", "diamond")
+STATE_VERSION = 3
+
+# Counters in months, in column order, grouped by storage width.
+_M_COUNTS = ("out_calls", "in_calls", "sms_out", "sms_in", "cs_calls", "dropped_calls", "offnet_calls",
+             "fwd_calls", "contacts")
+_M_MINUTES = ("out_min", "in_min", "offnet_min")
+_M_RARE_MINUTES = ("roam_min", "ld_min")  # 16 bits: saturate at 6,553 minutes a month
+_M_MONEY = ("spend", "topup", "arrears")
+COUNTERS: tuple[str, ...] = _M_COUNTS + _M_MINUTES + _M_RARE_MINUTES + ("data_mb",) + _M_MONEY
+# The subset also kept by day: what daily and rolling features need.
+_D_COUNTS = ("out_calls", "in_calls", "cs_calls", "dropped_calls")
+_D_MINUTES = ("out_min", "offnet_min")
+DAILY: tuple[str, ...] = _D_COUNTS + _D_MINUTES
+C = {name: i for i, name in enumerate(COUNTERS)}
+D = {name: i for i, name in enumerate(DAILY)}
+#: Stored units per unit of the counter's name: 10 per minute, 16 per MB, 100 per yuan.
+SCALE = {name: 10.0 for name in _M_MINUTES + _M_RARE_MINUTES} | {"data_mb": 16.0} | {name: 100.0 for name in _M_MONEY}
+
+_HEADER = [
+    ("version", "u1"), ("flags", "u1"), ("seq", "<u8"),
+    ("day0", "<i4"), ("month0", "<i4"),
+    ("part", "<i4", (N_TOPICS,)), ("offset", "<i8", (N_TOPICS,)), ("newest", "<i4", (N_TOPICS,)),
+    ("last_seen", "<u4", (len(LAST_SEEN_KINDS),)),
+    ("activation", "<i4"), ("profile_ts", "<u4"), ("vip", "u1"), ("prepaid", "u1"), ("age", "u1"),
+    ("value_level", "u1"),
+    ("exit_ts", "<u4"), ("exit_reason", "<u2"), ("exit_kind", "u1"),
+    ("alerted_level", "u1"), ("alerted_day", "<i4"),
+    ("contacts", "u1", (2, CONTACT_BITS // 8)),
+]
+_BUCKETS = [
+    ("d_counts", "u1", (N_DAYS, len(_D_COUNTS))), ("d_minutes", "<u2", (N_DAYS, len(_D_MINUTES))),
+    ("m_counts", "<u2", (N_MONTHS, len(_M_COUNTS))), ("m_minutes", "<u4", (N_MONTHS, len(_M_MINUTES))),
+    ("m_rare_minutes", "<u2", (N_MONTHS, len(_M_RARE_MINUTES))),
+    ("m_data", "<u4", (N_MONTHS,)), ("m_money", "<u4", (N_MONTHS, len(_M_MONEY))),
+]
+STATE = np.dtype(_HEADER + _BUCKETS)
+#: Earlier layouts a worker still reads (and writes back in the current one): version 2 kept a
+#: ring of 16 event-id hashes in the record, which forgot a resend after a dozen other events.
+_LAYOUTS = {2: np.dtype(_HEADER + [("dedup", "<u4", (16,)), ("dedup_pos", "u1")] + _BUCKETS), STATE_VERSION: STATE}
+SEQ_OFFSET = STATE.fields["seq"][1]  # where the write counter sits, for the store's compare-and-set
+_D_BLOCKS = (("d_counts", _D_COUNTS), ("d_minutes", _D_MINUTES))
+_M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minutes", _M_RARE_MINUTES),
+             ("m_data", ("data_mb",)), ("m_money", _M_MONEY))
+EXIT_KINDS = ("", "disconnect", "port_out")
+_KEPT_ON_ERASURE = ("version", "seq", "part", "offset", "newest")
+
+class StateTail(msgspec.Struct, array_like=True, frozen=True):
+    """What does not fit a fixed record, kept after it: the profile's text fields, the streaks
+    of rules with `for` (rule key -> (evaluations in a row, period of the last)), the
+    snapshot cohorts the reports follow the customer in, and the latest call outcome. New
+    fields go last, with defaults: a tail written before them still decodes."""
+
+    plan: str = ""
+    region: str = ""
+    segment: str = ""
+    streaks: dict[int, tuple[int, int]] = {}
+    cohorts: tuple[int, ...] = ()  # snapshot cohorts (month indices) the customer was photographed in ...
+    cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (report_facts.py)
+    outcome: str = ""  # the latest call outcome from retention.outcomes (not_reached ... accepted) ...
+    outcome_ts: int = 0  # ... and when the agent recorded it, epoch seconds
+    #: Event ids applied within the grace window, so that a resend is never counted twice however
+    #: much lies between: (day ordinal * N_TOPICS + topic) -> `ID_DIGEST`-byte digests, one after
+    #: another. A resend carries its event's time, so only its day's group is searched; days a
+    #: topic's late grace has closed are dropped (their events are refused as late anyway).
+    seen: dict[int, bytes] = {}
+
+
+_tail_encoder = msgspec.msgpack.Encoder()
+_tail_decoder = msgspec.msgpack.Decoder(StateTail)
+
+
+def rule_key(rule_id: str) -> int:
+    """How a rule is named in the state's streaks: short, and stable across reloads."""
+    return zlib.crc32(rule_id.encode())
+
+
+
+
+def contacts_estimate(bitmaps: np.ndarray) -> np.ndarray:
+    """Distinct contacts from linear-counting bitmaps (..., CONTACT_BITS // 8) uint8."""
+    ones = np.unpackbits(bitmaps, axis=-1).sum(axis=-1)
+    zeros = np.maximum(CONTACT_BITS - ones, 1)  # saturates near m ln m
+    return np.round(-CONTACT_BITS * np.log(zeros / CONTACT_BITS)).astype(np.int64)
+
+
+@dataclass
+class Windows:
+    """The states of the customers in one batch (row i = customer i)."""
+
+    customers: list[str]
+    rec: np.ndarray  # (n,) STATE records
+    daily: np.ndarray  # (n, N_DAYS, len(DAILY)) int64, index 0 = day0
+    monthly: np.ndarray  # (n, N_MONTHS, len(COUNTERS)) int64, index 0 = month0
+    text: list[StateTail | None]
+    expected: list[bytes] = field(default_factory=list)  # the write counter's bytes as read, per row
+    quarantined: list[tuple[int, str]] = field(default_factory=list)  # (row, why) of states that could not be read
+
+    @property
+    def day0(self) -> np.ndarray:
+        return self.rec["day0"]
+
+    @property
+    def month0(self) -> np.ndarray:
+        return self.rec["month0"]
+
+    @classmethod
+    def load(cls, customers: list[str], raws: Sequence[bytes | None]) -> "Windows":
+        """The states as stored. One of an earlier layout is converted; one that cannot be read
+        (a layout this worker does not know, cut short, a tail that does not decode) is
+        quarantined: its customer starts afresh, and `quarantined` says who and why, so that the
+        caller can set the bytes aside. Either way the write goes to the key read, as a
+        compare-and-set against the write counter's bytes as they were (`expected`)."""
+        empty = bytes(STATE.itemsize)
+        fixed: list[bytes] = []
+        text: list[StateTail | None] = []
+        quarantined: list[tuple[int, str]] = []
+        for i, raw in enumerate(raws):
+            head, tail = empty, None
+            if raw is not None:
+                try:
+                    head, tail = _readable(raw)
+                except _Unreadable as why:
+                    quarantined.append((i, str(why)))
+            fixed.append(head)
+            text.append(tail)
+        rec = np.frombuffer(b"".join(fixed), STATE).copy()
+        rec["version"] = STATE_VERSION
+        expected = [raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN for raw in raws]
+        for i, _ in quarantined:  # the count goes on from the bytes that were there
+            rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
+        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2)
+        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
+        return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined)
+
+    def subset(self, rows: Sequence[int]) -> "Windows":
+        """A copy of some rows (a row may repeat): changes to it do not reach this batch."""
+        idx = np.asarray(rows, np.int64)
+        return Windows([self.customers[i] for i in rows], self.rec[idx].copy(), self.daily[idx].copy(),
+                       self.monthly[idx].copy(), [self.text[i] for i in rows], [self.expected[i] for i in rows])
+
+    def erase(self, row: int) -> None:
+        """Forget everything of a customer but where their topics were read up to (and the write
+        counter): a replay of their older records is then still skipped."""
+        kept = {name: self.rec[name][row].copy() for name in _KEPT_ON_ERASURE}
+        self.rec[row] = np.zeros((), STATE)
+        for name, value in kept.items():
+            self.rec[name][row] = value
+        self.daily[row] = 0
+        self.monthly[row] = 0
+        self.text[row] = None
+
+    def streaks(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(count, period) arrays (customers, rules) of the given rules' streaks; period -1: none."""
+        count = np.zeros((len(self.customers), len(keys)), np.int64)
+        period = np.full((len(self.customers), len(keys)), -1, np.int64)
+        for i, tail in enumerate(self.text):
+            if tail is None or not tail.streaks:
+                continue
+            for j, key in enumerate(keys):
+                if key in tail.streaks:
+                    count[i, j], period[i, j] = tail.streaks[key]
+        return count, period
+
+    def set_streaks(self, keys: Sequence[int], count: np.ndarray, period: np.ndarray, rows: Sequence[int]) -> None:
+        """Keep the running streaks of `rows`; a broken one is dropped (tails stay small)."""
+        for i in rows:
+            old = self.text[i] or StateTail()
+            running = {key: (int(count[i, j]), int(period[i, j])) for j, key in enumerate(keys) if count[i, j] > 0}
+            if running or old.streaks:
+                self.text[i] = msgspec.structs.replace(old, streaks=running)
+
+    def dump(self, rows: Sequence[int]) -> list[tuple[bytes, bytes]]:
+        """(the write counter's bytes as read, new state) for each row, counters saturated to their widths."""
+        for buckets, blocks in ((self.daily, _D_BLOCKS), (self.monthly, _M_BLOCKS)):
+            start = 0
+            for f, names in blocks:
+                part = _saturate(buckets[:, :, start:start + len(names)], self.rec.dtype[f].base)
+                self.rec[f] = part.reshape(self.rec[f].shape)
+                start += len(names)
+        out = []
+        for i in rows:
+            self.rec["seq"][i] += 1
+            tail = _tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""
+            out.append((self.expected[i], self.rec[i:i + 1].tobytes() + tail))
+        return out
+
+
+NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
+
+
+class _Unreadable(Exception):
+    """A stored state this worker cannot read."""
+
+
+def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
+    """(fixed record in the current layout, tail) of a stored state; `_Unreadable` if it is not one."""
+    layout = _LAYOUTS.get(raw[0]) if raw else None
+    if layout is None:
+        raise _Unreadable(f"layout version {raw[0] if raw else None}; this worker reads {sorted(_LAYOUTS)}")
+    if len(raw) < layout.itemsize:
+        raise _Unreadable(f"{len(raw)} bytes; a version {raw[0]} record has {layout.itemsize}")
+    try:
+        tail = _tail_decoder.decode(raw[layout.itemsize:]) if len(raw) > layout.itemsize else None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _Unreadable(f"its tail does not decode: {exc}") from None
+    head = raw[:layout.itemsize]
+    if layout is not STATE:
+        old = np.frombuffer(head, layout)
+        new = np.zeros(1, STATE)
+        for name in STATE.names:
+            if name in layout.names:
+                new[name] = old[name]
+        head = new.tobytes()
+    return head, tail
+
+
+def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.clip(values, 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def usage_fingerprint(raw: bytes) -> bytes:
+    """The state without its write counter and evaluation bookkeeping (alert cooldown, rule
+    streaks, what has been reported), which depend on how often and when it was written and
+    evaluated: equal fingerprints mean the same events were counted."""
+    rec = np.frombuffer(raw[:STATE.itemsize], STATE).copy()
+    rec["seq"], rec["alerted_level"], rec["alerted_day"], rec["flags"] = 0, 0, 0, 0
+    tail = _tail_decoder.decode(raw[STATE.itemsize:]) if len(raw) > STATE.itemsize else StateTail()
+    return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(tail, streaks={}))

@@ -1,0 +1,251 @@
+"""The input topics, read in batches by a Kafka consumer that the faust app owns.
+
+faust's stream machinery costs about 140 us per event whatever the agent does (ARCHITECTURE.md,
+"Known pitfalls"), which caps a worker near 7k events/s; `getmany` on a plain aiokafka
+consumer hands over thousands of records in one call. The consumer runs as a task of the faust
+app, which still supervises it, sends the outputs and runs the timers.
+
+All input topics share one consumer and one range assignment: partition p of every topic goes
+to the same worker, so a customer keeps one owner. Offsets are committed only after a batch's
+state is written; the state carries its own offsets, so a batch read again after a crash or a
+rebalance is skipped, not counted twice.
+
+Redis is rebuildable from Kafka, not the record. With every state write, Redis also raises the
+newest offset it has applied per input partition (`keys.applied`). A worker given a partition
+compares that with the group's committed offset: if Redis is behind (it restarted without
+persistence, or lost its last writes), the worker says so (metric, log at error, `/readyz`)
+and rewinds the partition to just after what Redis holds, or to the earliest offset Kafka
+still has if Redis holds nothing of it, and rebuilds. Records below the committed offset had
+their outputs sent already: they are applied silently, and their offsets are not committed
+again, so a crash in the middle of a rebuild resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from stream_app.connect.kafka import client_options
+from stream_app.settings import Settings
+from stream_app.windows.store import StateLost, retry_forever
+from stream_app.worker.pipeline import RawRecord
+
+__all__ = ["BatchConsumer", "Rebuild", "rebuilds"]
+
+log = logging.getLogger(__name__)
+
+#: Processes a batch; `silent`: its outputs were sent before Redis lost its state (a rebuild).
+Handler = Callable[[list[RawRecord], bool], Awaitable[None]]
+#: What Redis has applied: (topic, partition) -> newest offset (`store.WindowStore.applied`).
+AppliedReader = Callable[[], Awaitable[dict[tuple[str, int], int]]]
+
+
+class _WaitForBatch(ConsumerRebalanceListener):
+    """Partitions are given up only between batches, so that a batch's state is written by
+    the worker that read it before another worker reads the same customers; partitions given
+    are checked against what Redis holds between batches too, before their first one."""
+
+    def __init__(self, lock: asyncio.Lock, on_assigned: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
+        self.lock = lock
+        self.on_assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.lock:
+            log.info("giving up %d partitions", len(list(revoked)))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        given = set(assigned)
+        log.info("assigned %d partitions", len(given))
+        async with self.lock:
+            await self.on_assigned(given)
+
+
+@dataclass
+class Rebuild:
+    """A partition whose state Redis lost: read again from `start` (None: the earliest offset
+    Kafka holds), silently up to `until`, the offset the group had committed."""
+
+    start: int | None
+    until: int
+
+    def resume_at(self, earliest: int) -> int | None:
+        """The offset to read from, given the earliest Kafka holds; None: the earliest."""
+        return self.start if self.start is not None and self.start >= earliest else None
+
+    def complete(self, earliest: int) -> bool:
+        """Whether Kafka still holds every offset the rebuild needs."""
+        return (self.start or 0) >= earliest
+
+
+def rebuilds(assigned: Iterable[TopicPartition], committed: dict[TopicPartition, int | None],
+             applied: dict[tuple[str, int], int]) -> dict[TopicPartition, Rebuild]:
+    """The partitions whose committed offset is ahead of what Redis has applied."""
+    out = {}
+    for tp in assigned:
+        done, until = applied.get((tp.topic, tp.partition)), committed.get(tp)
+        if until is None or until <= 0 or (done is not None and done >= until - 1):
+            continue
+        out[tp] = Rebuild(None if done is None else done + 1, until)
+    return out
+
+
+class BatchConsumer:
+    """Reads batches from the input topics and hands each to `handle`, then commits it."""
+
+    def __init__(self, settings: Settings, handle: Handler, lock: asyncio.Lock, applied: AppliedReader,
+                 on_lag: Callable[[dict[tuple[str, int], int]], None] = lambda lags: None,
+                 on_rebuild: Callable[[TopicPartition, Rebuild, int], None] = lambda tp, rebuild, first: None,
+                 on_state: Callable[[set[int], dict[tuple[str, int], int]], Awaitable[None]] | None = None) -> None:
+        self.settings = settings
+        self.handle = handle
+        self.lock = lock
+        self.applied = applied
+        self.on_lag = on_lag  # after each batch: messages behind, per partition it read
+        self.on_rebuild = on_rebuild  # a partition found behind in Redis, and the first offset Kafka holds
+        self.on_state = on_state  # given the partitions owned now and what Redis has applied (alert_ledger.py)
+        self.consumer: AIOKafkaConsumer | None = None  # made in `run`, inside the worker's event loop
+        self.silent_until: dict[TopicPartition, int] = {}  # partitions being rebuilt
+        self._rewound: set[TopicPartition] = set()  # since the last fetch began: its batch is read again
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            **client_options(s),
+            group_id=f"{s.app_id}-ingest",
+            client_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Range, not aiokafka's default round robin: partition p of every input topic goes
+            # to the same worker, so a customer's CDRs and bills have one owner.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=s.batch_size,
+            # Short fetch waits: a quiet topic must not hold a batch back for long (latency).
+            fetch_max_wait_ms=min(100, int(s.batch_within_s * 1000)),
+            max_partition_fetch_bytes=4 << 20,
+            session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.kafka_session_timeout_s * 1000 / 3),
+        )
+
+    async def run(self) -> None:
+        """Consume until cancelled; the group is left cleanly on the way out."""
+        self.consumer = consumer = self._consumer()
+        await consumer.start()
+        consumer.subscribe(self.settings.topics.inputs(), listener=_WaitForBatch(self.lock, self._check_state))
+        try:
+            while True:
+                await self._one_batch(consumer)
+        finally:
+            await consumer.stop()
+
+    async def _check_state(self, assigned: set[TopicPartition]) -> None:
+        """Rewind the partitions whose state Redis lost (see the module's docstring). Called
+        between batches (under the batch lock)."""
+        consumer = self.consumer
+        assert consumer is not None
+        self.silent_until = {tp: until for tp, until in self.silent_until.items() if tp in assigned}
+        if not assigned:
+            return
+        committed = {tp: await consumer.committed(tp) for tp in assigned}
+        applied = await retry_forever("redis applied offsets", self.applied, self.settings.redis_retry_max_s)
+        if self.on_state is not None:
+            await self.on_state({tp.partition for tp in assigned}, applied)
+        found = rebuilds(assigned, committed, applied)
+        if not found:
+            return
+        self._rewound |= set(found)
+        earliest = await consumer.beginning_offsets(list(found))
+        for tp, rebuild in found.items():
+            start = rebuild.resume_at(earliest[tp])
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+            self.silent_until[tp] = rebuild.until
+            self.on_rebuild(tp, rebuild, earliest[tp])
+
+    async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
+        self._rewound = set()
+        fetched = await consumer.getmany(timeout_ms=int(self.settings.batch_within_s * 1000),
+                                         max_records=self.settings.batch_size)
+        if not fetched:
+            return
+        async with self.lock:
+            if self._rewound:
+                # Partitions were rewound while this batch was fetched: applied now, it would put
+                # newer records before the older ones the rebuild reads. Read it again in order.
+                self._read_again(consumer, fetched)
+                return
+            await self._handle(consumer, fetched)
+        # A backlog shows at once, not at the next health check, which a fast catch-up can miss.
+        done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+        highs = {tp: consumer.highwater(tp) for tp in done}
+        self.on_lag({(tp.topic, tp.partition): max(0, high - done[tp])
+                     for tp, high in highs.items() if high is not None})
+
+    def _read_again(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list]) -> None:
+        """Put back the fetched records of the partitions that were not rewound."""
+        owned = consumer.assignment()
+        for tp, messages in fetched.items():
+            if tp in owned and tp not in self._rewound:
+                consumer.seek(tp, messages[0].offset)
+
+    async def _handle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list]) -> None:
+        """Process a fetched batch (its records below a rebuild's end silently), then commit it."""
+        done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+        silent, live = [], []
+        for tp, messages in fetched.items():
+            until = self.silent_until.get(tp, -1)
+            for m in messages:
+                (silent if m.offset < until else live).append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value))
+        try:
+            if silent:
+                await self.handle(silent, True)
+            if live:
+                await self.handle(live, False)
+        except StateLost as exc:
+            # Redis restarted empty under this worker: read this batch again, and rebuild
+            # every partition whose committed offset Redis no longer covers.
+            log.error("Redis lost data under this worker (%s): checking every partition it owns", exc)
+            for tp, messages in fetched.items():
+                consumer.seek(tp, messages[0].offset)
+            await self._check_state(consumer.assignment())
+            return
+        # A rebuild does not commit below what was committed before: a crash resumes it.
+        await self._commit(consumer, {tp: o for tp, o in done.items() if o > self.silent_until.get(tp, -1)})
+        for tp in [tp for tp, until in self.silent_until.items() if done.get(tp, -1) >= until]:
+            del self.silent_until[tp]
+            log.warning("partition %s-%d rebuilt from Kafka", tp.topic, tp.partition)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        owned = consumer.assignment()
+        mine = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in owned}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance under way: the new owner reads the batch again and the offsets in the
+            # state skip it, so nothing is lost or counted twice by a failed commit.
+            log.warning("could not commit offsets (%s); the state's offsets cover them", exc)
+
+    @property
+    def partitions(self) -> int:
+        """Input partitions this worker owns now."""
+        return len(self.consumer.assignment()) if self.consumer else 0
+
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """Messages behind the newest, per owned partition."""
+        lags: dict[tuple[str, int], int] = {}
+        consumer = self.consumer
+        for tp in consumer.assignment() if consumer else ():
+            high = consumer.highwater(tp)  # type: ignore[union-attr]
+            if high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - await consumer.position(tp))  # type: ignore[union-attr]
+        return lags

@@ -1,0 +1,375 @@
+"""One batch from raw records to alerts and dead letters: decode, window, derive, rule.
+
+Transport-free: the faust agents hand it raw records and send what it returns. The order
+that keeps Redis exactly-once in effect is: compute, send alerts and dead letters (ids are
+deterministic, so a resend after a crash is a duplicate the queue can drop), write state
+with the offsets in it, and only then let the consumer commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Awaitable, Callable, Sequence, TypeVar
+
+import msgspec
+import numpy as np
+from redis.exceptions import RedisError
+
+from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
+from stream_app.contracts.calendar import local_days, months_of_days
+from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
+from stream_app.errors import InvalidEvent
+from stream_app.features.baselines import Baselines
+from stream_app.features.baselines import increments as baseline_increments
+from stream_app.features.derive import derive
+from stream_app.ingest.admission import Edge, Erasure
+from stream_app.ingest.deadletters import dead_letter
+from stream_app.logs import pseudonym
+from stream_app.metrics import Metrics
+from stream_app.model.observations import churn_events, snapshot_days, snapshots
+from stream_app.model.scoring import Scorer, model_inputs, monthly_pending
+from stream_app.reports.facts import Before, report_increments
+from stream_app.rules.evaluate import Evaluation, Streaks, evaluate, with_segments
+from stream_app.rules.pack import Ruleset
+from stream_app.settings import Settings
+from stream_app.windows.apply import Envelope, apply, erase_first
+from stream_app.windows.state import Windows, rule_key
+from stream_app.windows.store import WindowStore, Write, retry_forever
+
+__all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
+
+log = logging.getLogger(__name__)
+
+
+class RawRecord(msgspec.Struct, frozen=True, gc=False):
+    """A record as the consumer read it (a struct: one is made per event, cheaply). A null
+    value is a tombstone: on the customers topic, a request to erase the customer."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchOutput:
+    alerts: list[Alert] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    churn_events: list[ChurnEvent] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # customers erased in this batch (tombstones on customers)
+    partitions: dict[str, int] = field(default_factory=dict)  # customer -> the input partition they came from
+    cooled: int = 0  # alerts the cooldown held back
+    writes: dict[str, Write] = field(default_factory=dict)
+    report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
+    applied: int = 0
+    replayed: int = 0
+    duplicates: int = 0
+
+    def merge(self, other: "BatchOutput") -> None:
+        """Add the output of a disjoint set of customers."""
+        for name in ("alerts", "deadletters", "snapshots", "churn_events", "erased"):
+            getattr(self, name).extend(getattr(other, name))
+        self.writes |= other.writes
+        self.report |= other.report
+        self.partitions |= other.partitions
+        self.cooled += other.cooled
+        self.applied += other.applied
+        self.replayed += other.replayed
+        self.duplicates += other.duplicates
+
+
+#: Sends a batch's outputs; may return offsets to record with its state, as applied offsets
+#: (where the alerts it sent went: `alert_ledger.py`).
+Sender = Callable[[BatchOutput], Awaitable[dict[tuple[str, int], int] | None]]
+R = TypeVar("R")
+
+
+class BatchProcessor:
+    """Turns a batch of raw records into state writes, alerts and dead letters."""
+
+    def __init__(self, settings: Settings, store: WindowStore, rules: Callable[[], Ruleset], metrics: Metrics,
+                 policy: AlertPolicy | None = None, clock: Callable[[], datetime] | None = None,
+                 model: Callable[[], Scorer | None] = lambda: None,
+                 baselines: Callable[[], Baselines] = Baselines, wall_clock_bound: bool = True) -> None:
+        """`wall_clock_bound`: refuse event times ahead of `clock` (off for replays of recordings,
+        whose own time is not today's)."""
+        self.settings = settings
+        self.store = store
+        self.rules = rules
+        self.model = model
+        self.baselines = baselines
+        self.metrics = metrics
+        self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
+                                            segment_churn=tuple(settings.segment_monthly_churn.items()))
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.edge = Edge(settings, self.clock if wall_clock_bound else None)
+        # Event-time clock per partition: the newest day reached by any customer in it. Per
+        # partition, because partitions progress at their own pace and a lagging one must
+        # not make its customers look inactive.
+        self.watermarks: dict[int, int] = {}
+        # Newest event-time (unix s) read per (topic, partition) of usage and billing: how far
+        # the labeller may trust that every exit of a partition has been reported.
+        self.topic_seen: dict[tuple[int, int], int] = {}
+
+    def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
+        """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
+        decoded = []
+        now = self.clock()
+        latest = self.edge.bounds.latest()
+        for rec in records:
+            try:
+                event = self.edge.admit(rec, latest)
+            except InvalidEvent as err:
+                out.deadletters.append(self._dead_letter(rec, err, now))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a record no check foresaw goes, the batch goes on
+                log.warning("a record raised %s while it was read", type(exc).__name__, exc_info=True)
+                out.deadletters.append(self._dead_letter(rec, _unexpected(exc), now))
+                continue
+            envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event)
+            decoded.append((event.customer_id, envelope))
+        return decoded
+
+    async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
+        """Everything a batch produces, without writing anything yet."""
+        out = BatchOutput()
+        decoded = self.decode(records, out)
+        customers = list(dict.fromkeys(c for c, _ in decoded))
+        if not customers:
+            return out
+        out.partitions = {c: env.partition for c, env in decoded}
+        raws = await self._redis("load", lambda: self.store.load(customers))
+        w = Windows.load(customers, raws)
+        if w.quarantined:
+            await self._quarantine(w, raws)
+        row = {c: i for i, c in enumerate(customers)}
+        out.erased = erase_first(w, [(row[c], env) for c, env in decoded if isinstance(env.event, Erasure)])
+        before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
+        result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
+        out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
+        now = self.clock()
+        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
+        inputs = self.settings.topics.inputs()
+        for env, err in result.refused:
+            rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
+            out.deadletters.append(self._dead_letter(rec, err, now))
+        now_day = self._advance_clock(w, decoded, row)
+        changed = sorted(result.changed)
+        # An erased customer sends nothing in the batch that erased them; events after the
+        # tombstone are kept, and judged with their next batch.
+        erased = set(out.erased)
+        judged = [i for i in changed if customers[i] not in erased]
+        if result.applied and judged:
+            self._derive(w, judged, now_day, now, before, out.partitions, out)
+        out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
+        return out
+
+    async def _quarantine(self, w: Windows, raws: Sequence[bytes | None]) -> None:
+        """States that cannot be read are set aside and their customers start afresh: a record of
+        another layout must be neither misread nor allowed to stop every batch it is in."""
+        for i, why in w.quarantined:
+            self.metrics.quarantined.inc()
+            log.error("a stored state could not be read (%s); set aside, the customer starts afresh", why,
+                      extra={"customer": pseudonym(w.customers[i])})
+        aside = {w.customers[i]: raws[i] for i, _ in w.quarantined}
+        await self._redis("quarantine", lambda: self.store.quarantine(aside))  # type: ignore[arg-type]
+
+    def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
+        partition = np.zeros(len(w.customers), np.int64)
+        partition[[row[c] for c, _ in decoded]] = [env.partition for _, env in decoded]  # the last one wins
+        seen = self.topic_seen
+        newest: dict[tuple[int, int], datetime] = {}
+        for _, env in decoded:
+            if env.topic < 2:  # cdr, billing
+                key = (env.topic, env.partition)
+                if key not in newest or newest[key] < env.event.ts:
+                    newest[key] = env.event.ts
+        for key, ts in newest.items():
+            seen[key] = max(seen.get(key, 0), int(ts.timestamp()))
+        for p in np.unique(partition):
+            self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
+        clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
+        return np.maximum(clock, w.day0)
+
+    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before,
+                partition_of: dict[str, int], out: BatchOutput) -> None:
+        """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
+        ruleset, scorer, s = self.rules(), self.model(), self.settings
+        features, x = self._features(w, now_day, scorer, ruleset)
+        ev = evaluate_rules(w, ruleset, features, now_day, rows)
+        for j, rule_id in enumerate(ruleset.ids):
+            fired = int(ev.fired[rows, j].sum())
+            if fired:
+                self.metrics.rule_fired.labels(rule_id).inc(fired)
+        picks, days = snapshot_days(w, rows, before.day0, s.snapshot_every_days)
+        if picks:
+            # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
+            sub = w.subset(picks)
+            partitions = [partition_of[w.customers[i]] for i in picks]
+            sub_features, sub_x = self._features(sub, days, scorer, ruleset)
+            sub_ev = evaluate_rules(sub, ruleset, sub_features, days, list(range(len(picks))))
+            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
+        out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
+        out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
+        if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
+            defined = [name for name, _ in ruleset.segments]
+            for customer, counts in baseline_increments(sub.customers, sub_features, days, defined).items():
+                mine = out.report.setdefault(customer, {})
+                for name, n in counts.items():
+                    mine[name] = mine.get(name, 0) + n
+        if scorer is not None and scorer.labels >= s.model_min_labels:
+            score = np.where(monthly_pending(features), 0.0, features["churn_score"])
+            by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
+            ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
+        view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
+        out.alerts, out.cooled = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
+
+    def _exits_known(self, partitions: list[int]) -> list[int]:
+        """Per snapshot: the day up to which its partition's exits have been read (usage and billing
+        both past it; in a catch-up one topic can run days ahead of the other)."""
+        both = np.array([min(self.topic_seen.get((0, p), 0), self.topic_seen.get((1, p), 0)) for p in partitions])
+        return np.where(both > 0, local_days(both, self.settings.zone) - 1, 0).tolist()
+
+    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
+                  ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The features as of `day`, with the rule files' segments, the model's score (NaN, never
+        true in a rule, without a model) and the live segment baselines. The model measures
+        changes against the built-in segments' baselines: its inputs do not change with the
+        rule files."""
+        baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
+        features = with_segments(ruleset, derive(w, day, self.settings.zone))
+        columns = baselines.columns(features, day, defined)
+        x = model_inputs(features, baselines.medians(features, day, columns, defined))
+        features |= columns
+        features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
+        return features, x
+
+    async def run(self, records: Sequence[RawRecord], send: Sender, silent: bool = False) -> BatchOutput:
+        """Process a batch end to end: prepare, check, send, write. Customers another writer moved
+        on since they were read are prepared again before anything is sent; if one moves in the
+        instant between the check and the write, its customers are prepared and sent again
+        (under the same alert ids). `silent`: a rebuild of records whose outputs were sent
+        before the state was lost (`ingest.py`), which writes the state and sends nothing."""
+        started = time.perf_counter()
+        for topic, n in Counter(rec.topic for rec in records).items():
+            self.metrics.events.labels(topic).inc(n)
+        applied = _newest_offsets(records)
+        pending = list(records)
+        for _attempt in range(10):
+            out = await self.isolated(pending)
+            stale = await self._redis("check", lambda: self.store.stale(out.writes))
+            if stale:
+                self.metrics.redis_conflicts.inc(len(stale))
+                continue  # read again: the stored offsets skip what the other writer applied
+            marks = None if silent else await send(out)
+            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, applied | (marks or {})))
+            self._count(out)
+            if not conflicts:
+                break
+            self.metrics.redis_conflicts.inc(len(conflicts))
+            lost = set(conflicts)
+            pending = [r for r in pending if self.edge.customer_of(r) in lost]
+        else:
+            raise RuntimeError("customers' states kept changing under this worker: another worker owns them")
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return out
+
+    async def isolated(self, records: Sequence[RawRecord]) -> BatchOutput:
+        """`prepare`, but if it raises, the batch is split by customer until the customers whose
+        records make it raise are found: their records go to dead letter, the others go on.
+        Every stage is per customer, so halves give what the whole would have. Infrastructure
+        errors (Redis) are not the records' fault and are raised."""
+        try:
+            return await self.prepare(records)
+        except RedisError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
+            groups: dict[str | None, list[RawRecord]] = {}
+            for rec in records:
+                groups.setdefault(self.edge.customer_of(rec), []).append(rec)
+            if len(groups) == 1:
+                log.error("the records of one customer made the batch raise %s: sent to dead letter",
+                          type(exc).__name__, exc_info=True)
+                now, err = self.clock(), InvalidEvent("processing_failed", None, f"{type(exc).__name__}: {exc}")
+                return BatchOutput(deadletters=[self._dead_letter(rec, err, now) for rec in records])
+            parts = list(groups.values())
+            half = len(parts) // 2
+            out = await self.isolated([r for part in parts[:half] for r in part])
+            out.merge(await self.isolated([r for part in parts[half:] for r in part]))
+            return out
+
+    def _dead_letter(self, rec: RawRecord, err: InvalidEvent, now: datetime) -> DeadLetter:
+        return dead_letter(rec, err, now, self.edge.pseudonyms.enabled, self.edge.customer_of(rec))
+
+    async def _redis(self, what: str, call: Callable[[], Awaitable[R]]) -> R:
+        """A Redis call that waits out an outage: the batch, and so consumption, stops here."""
+
+        def failed(_: BaseException) -> None:
+            self.metrics.redis_errors.inc()
+            self.metrics.redis_up.set(0)
+
+        async def timed() -> R:
+            with self.metrics.redis_seconds.labels(what).time():
+                return await call()
+
+        result = await retry_forever(f"redis {what}", timed, self.settings.redis_retry_max_s, failed)
+        self.metrics.redis_up.set(1)
+        return result
+
+    def _count(self, out: BatchOutput) -> None:
+        for d in out.deadletters:
+            self.metrics.deadletters.labels(d.reason).inc()
+            log.info("dead letter", extra={"topic": d.topic, "partition": d.partition, "offset": d.offset,
+                                           "reason": d.reason, "field": d.field,
+                                           "customer": pseudonym(d.key) if d.key else None})
+        for a in out.alerts:
+            self.metrics.alerts.labels(a.level).inc()
+            if a.holdout:
+                self.metrics.suppressed.labels("holdout").inc()
+            log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": pseudonym(a.customer_id),
+                                     "score": a.score, "reason_code": a.reason_code, "holdout": a.holdout})
+            self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
+        self.metrics.suppressed.labels("cooldown").inc(out.cooled)
+        self.metrics.snapshots.inc(len(out.snapshots))
+        for c in out.churn_events:
+            self.metrics.churned.labels(c.kind).inc()
+        self.metrics.replayed.inc(out.replayed)
+        self.metrics.duplicates.inc(out.duplicates)
+        self.metrics.erased.inc(len(out.erased))
+        for customer in out.erased:
+            log.info("customer erased", extra={"customer": pseudonym(customer)})
+
+
+def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
+                   rows: Sequence[int]) -> Evaluation:
+    """Evaluate the rules, carrying the streaks of rules with `for` in the customers' state."""
+    lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
+    keys = [rule_key(ruleset.ids[j]) for j in lasting]
+    streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
+    streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
+    periods = {"daily": now_day, "monthly": months_of_days(now_day)}
+    ev = evaluate(ruleset, features, streaks, periods)
+    w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
+    return ev
+
+
+def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
+    """The newest offset of each input partition in a batch: what Redis will have applied."""
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        if r.offset > out.get((r.topic, r.partition), -1):
+            out[(r.topic, r.partition)] = r.offset
+    return out
+
+
+def _unexpected(exc: Exception) -> InvalidEvent:
+    """A record that raised something no check foresaw: refused, with what it raised."""
+    return InvalidEvent("unreadable", None, f"{type(exc).__name__}: {exc}")
