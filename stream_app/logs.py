@@ -2,38 +2,18 @@
 
 Every record, ours and the libraries' (faust, aiokafka, kafka-python), goes through the same
 structlog processors; our modules log with the standard library and give their fields as
-`extra=`, so that tools that never configure logging (evaluate, bench) stay quiet. Customer ids never appear in logs: `pseudonym` replaces them with a
-keyed hash, stable for the key, so lines about one customer can still be followed.
+`extra=`, so that tools that never configure logging (evaluate, bench) stay quiet. Customer ids never appear in logs:
+the worker names them by their pseudonym under the log key (`privacy.Pseudonyms.for_logs`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging.config
-import secrets
 import sys
 from typing import Any
 
 import structlog
 
-__all__ = ["logging_config", "setup_logging", "pseudonym", "set_pseudonym_key"]
-
-# Without a configured key a random one per process: pseudonyms then only correlate within
-# one process, but an unkeyed hash of a phone number is reversible by trying them all.
-_key = secrets.token_bytes(32)
-
-
-def set_pseudonym_key(key: bytes | None) -> None:
-    global _key
-    if key:
-        _key = key
-
-
-def pseudonym(customer: str) -> str:
-    """A short keyed hash of a customer id, for logs."""
-    return hmac.new(_key, customer.encode(), hashlib.sha256).hexdigest()[:16]
-
+__all__ = ["logging_config"]
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -69,7 +49,3 @@ def logging_config(json_lines: bool | None = None, level: str = "INFO") -> dict[
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["default"], "level": level},
     }
-
-
-def setup_logging(json_lines: bool | None = None, level: str = "INFO") -> None:
-    logging.config.dictConfig(logging_config(json_lines, level))

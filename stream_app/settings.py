@@ -46,7 +46,8 @@ class Topics(BaseSettings):
     calls_monthly: str = "churn.calls.monthly"  # each month's warning list, JSON
 
     def inputs(self) -> tuple[str, ...]:
-        """The topics that update customer state, in the order their offsets are stored."""
+        """The topics that update customer state, in the order their offsets are stored
+        (`contracts.inputs.Input`)."""
         return (self.cdr, self.billing, self.customers, self.outcomes)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 import numpy as np
 
-from stream_app.features.baselines import FEATURES as BASELINE_FEATURES
+from stream_app.features.baselines import BASELINED as BASELINE_FEATURES
 from stream_app.worker.pipeline import RawRecord
 
 _ids = itertools.count()

@@ -15,12 +15,13 @@ from stream_app.features.derive import FEATURES
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset, render
-from stream_app.windows.state import VIP_TIERS, Windows
+from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
 __all__ = ["LEVEL_RISK", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
 
 #: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
 LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
+_BILLED = LAST_SEEN_KINDS.index("billing")  # the last-seen kinds before it are usage
 
 #: When no entry of the rule files' `actions` matches.
 FALLBACK_ACTION = Action(action="retention call: ask about their experience")
@@ -114,7 +115,7 @@ def build_alerts(
         # The newest usage behind the alert: the start of event-to-alert latency. Billing
         # is left out because in a catch-up it can be read months ahead of the usage.
         seen = rec["last_seen"][i]
-        event_time = datetime.fromtimestamp(int(seen[:3].max()) or int(seen.max()), zone)
+        event_time = datetime.fromtimestamp(int(seen[:_BILLED].max()) or int(seen.max()), zone)
         alert = _alert(w, features, ev, ruleset, i, level, day, event_time, policy, created_at)
         if model is not None:
             alert = _with_model(alert, model, features, i, policy)

@@ -39,9 +39,7 @@ def kafka_ready(settings: Settings) -> None:
 
 
 def logging_setup(settings: Settings) -> dict:
-    """Structured logging as the settings ask, with their pseudonym key for customer ids."""
-    from stream_app.logs import logging_config, set_pseudonym_key
+    """Structured logging as the settings ask (JSON lines, readable lines, or by the terminal)."""
+    from stream_app.logs import logging_config
 
-    key = settings.log_pseudonym_key
-    set_pseudonym_key(key.get_secret_value().encode() if key else None)
     return logging_config({"auto": None, "json": True, "console": False}[settings.log_format])

@@ -14,7 +14,7 @@ import msgspec
 from stream_app.cli.common import kafka_ready, logging_setup, read_settings
 from stream_app.contracts.events import CONTRACTS, json_schema
 from stream_app.features.derive import FEATURES
-from stream_app.ingest.privacy import Pseudonyms
+from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import check_files
 
 SCHEMA_DIR = Path(__file__).parents[1] / "contracts" / "schemas"
@@ -221,7 +221,7 @@ def baselines(as_json: bool) -> None:
     from stream_app.cli.report import report_console
     from stream_app.connect.redis import connect_redis_sync
     from stream_app.features.baseline_counts import read_baselines
-    from stream_app.features.baselines import FEATURES, QUANTILES, BaselineRule
+    from stream_app.features.baselines import BASELINED, QUANTILES, BaselineRule
 
     settings = read_settings()
     if settings.redis_url is None:
@@ -236,7 +236,7 @@ def baselines(as_json: bool) -> None:
     for heading in ("segment", "feature", "samples", *(f"p{q}" for q in QUANTILES)):
         table.add_column(heading, justify="left" if heading in ("segment", "feature") else "right")
     rows = []
-    for segment, feature in ((s, f) for s in found.segments() for f in FEATURES):
+    for segment, feature in ((s, f) for s in found.segments() for f in BASELINED):
         values, n = found.current(segment, feature)
         shown = [values.get(q, float("nan")) for q in QUANTILES]
         table.add_row(segment, feature, f"{n:,}", *("-" if v != v else f"{v:+.0%}" for v in shown))

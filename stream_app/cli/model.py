@@ -91,13 +91,13 @@ def model() -> None:
 def model_report(as_json: bool) -> None:
     """The published model: version, labels learned, progressive-validation figures."""
     from stream_app.contracts import keys
-    from stream_app.model.scoring import ModelRefused, decode_snapshot
+    from stream_app.model.scoring import ModelRefused, decode_model
 
     raw = _redis(read_settings()).get(keys.MODEL)
     if raw is None:
         raise click.ClickException("no model published yet: the service scores with rules alone")
     try:
-        snap = decode_snapshot(raw)
+        snap = decode_model(raw)
     except ModelRefused as exc:
         raise click.ClickException(f"the published model is unusable: {exc}") from None
     created = datetime.fromtimestamp(snap.created_at, timezone.utc).isoformat(timespec="seconds")

@@ -30,7 +30,6 @@ CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_-]{5,64}$"
 CustomerId = Annotated[str, Meta(pattern=CUSTOMER_ID_PATTERN, description="MSISDN or its pseudonym")]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
-NonNegInt = Annotated[int, Meta(ge=0)]
 Money = Annotated[float, Meta(ge=0, le=1e7, description="yuan")]
 #: Free text kept in the state or sent on (cells, plans, regions, competitors): bounded, so no record
 #: can bloat a customer's state or the outputs built from it.

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from stream_app.contracts import keys
-from stream_app.features.baselines import FEATURES, PREFIX, QUANTILES, BaselineRule, Baselines
+from stream_app.features.baselines import BASELINED, PREFIX, QUANTILES, BaselineRule, Baselines
 from stream_app.metrics import Metrics
 from stream_app.windows.store import read_counts
 
@@ -50,7 +50,7 @@ class BaselineSource:
 
     def _export(self) -> None:
         for segment in self.current.segments():
-            for feature in FEATURES:
+            for feature in BASELINED:
                 values, samples = self.current.current(segment, feature)
                 for q in QUANTILES:
                     self.metrics.baseline.labels(segment, feature, str(q)).set(values.get(q, float("nan")))

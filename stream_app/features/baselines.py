@@ -41,13 +41,13 @@ from stream_app.contracts.segments import SEGMENTS
 from stream_app.features.derive import CALL_PERIODS
 from stream_app.settings import Settings
 
-__all__ = ["FEATURES", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
+__all__ = ["BASELINED", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
            "column_name", "comparable", "parse_call", "segment_of", "segment_order"]
 
 MONTHLY = ("mou_out_mom", "arpu_mom", "postpaid_arpu_mom", "data_mom", "contacts_mom")  # baseline per data month
 CALLS = tuple(f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS)
 DAILY = ("mou_out_30d_mom", "mou_out_14d_trend", *CALLS)  # baseline per day, from the days just before
-FEATURES = MONTHLY + DAILY
+BASELINED = MONTHLY + DAILY
 POOL_DAYS = 3  # snapshot days pooled for a daily baseline
 QUANTILES = (5, 10, 25, 50, 75, 90, 95)
 PREFIX = keys.BASELINE_FIELD
@@ -99,7 +99,7 @@ def increments(customers: list[str], features: dict[str, np.ndarray], days: np.n
 
 
 def comparable(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per feature of `FEATURES`, the rows whose change has something to compare with: the
+    """Per feature of `BASELINED`, the rows whose change has something to compare with: the
     period before had some. Only these count in a baseline, and only these are measured
     against it."""
     postpaid = features["prepaid"] == 0
@@ -115,15 +115,15 @@ def column_name(quantile: int, feature: str) -> str:
     return f"segment_p{quantile}({feature})"
 
 
-COLUMNS = tuple(column_name(q, f) for f in FEATURES for q in QUANTILES)
+COLUMNS = tuple(column_name(q, f) for f in BASELINED for q in QUANTILES)
 
 
 def parse_call(function: str, args: list[str]) -> str:
     """The column of a `segment_pQ(feature)` call, or ValueError saying what is allowed."""
     match = _CALL.match(function)
-    if match is None or int(match.group(1)) not in QUANTILES or len(args) != 1 or args[0] not in FEATURES:
+    if match is None or int(match.group(1)) not in QUANTILES or len(args) != 1 or args[0] not in BASELINED:
         raise ValueError(f"segment baselines are segment_pQ(feature) with Q one of {', '.join(map(str, QUANTILES))} "
-                         f"and feature one of {', '.join(FEATURES)}; got {function}({', '.join(args)})")
+                         f"and feature one of {', '.join(BASELINED)}; got {function}({', '.join(args)})")
     return column_name(int(match.group(1)), args[0])
 
 
@@ -152,11 +152,11 @@ class Baselines:
         out = cls(day=days[-1] if days else None, min_samples=rule.min_samples)
         if not days:
             return out
-        pairs = [(s, f) for s in sorted({s for _, s, _ in hist}) for f in FEATURES]
+        pairs = [(s, f) for s in sorted({s for _, s, _ in hist}) for f in BASELINED]
         index, row = {pair: p for p, pair in enumerate(pairs)}, {d: i for i, d in enumerate(days)}
         dense = np.zeros((len(pairs), len(days), len(_EDGES)), np.int64)
         for (d, segment, feature), h in hist.items():
-            if feature in FEATURES:
+            if feature in BASELINED:
                 dense[index[(segment, feature)], row[d]] = h
         daily = np.array([f in DAILY for _, f in pairs])
         month = np.array([_data_month(d) for d in days])
@@ -187,7 +187,7 @@ class Baselines:
         segment (`segment_of(features, defined)`) for the period their day judges."""
         segment = segment_of(features, defined)
         month = months_of_days(days) - 1  # the month m1 names
-        out = {column_name(q, f): np.full(len(segment), math.nan) for f in FEATURES for q in QUANTILES}
+        out = {column_name(q, f): np.full(len(segment), math.nan) for f in BASELINED for q in QUANTILES}
         for s in np.unique(segment):
             mine = segment == s
             for m in np.unique(month[mine]):
@@ -206,7 +206,7 @@ class Baselines:
         their own, which take customers out of the built-in ones."""
         if segment_order(defined) != segment_order():
             columns = self.columns(features, days)
-        return {f: columns[column_name(50, f)] for f in FEATURES}
+        return {f: columns[column_name(50, f)] for f in BASELINED}
 
     def _monthly(self, month: int, segment: str, feature: str) -> dict[int, float] | None:
         """A data month's quantiles of a feature. A month still short of samples, in a segment that

@@ -36,8 +36,9 @@ from stream_app.contracts.events import (
     decode_outcome,
     decode_profile,
 )
+from stream_app.contracts.inputs import Input
 from stream_app.errors import InvalidEvent
-from stream_app.ingest.privacy import Pseudonyms
+from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
 
 __all__ = ["Bounds", "CEILING", "Edge", "Erasure", "Event"]
@@ -114,10 +115,12 @@ class Edge:
                              timedelta(seconds=settings.max_clock_skew_s), settings.zone, now)
         inputs = settings.topics.inputs()
         self.topic_index = {t: i for i, t in enumerate(inputs)}
-        self._decoders = dict(zip(inputs, (decode_cdr, decode_billing, decode_profile, decode_outcome)))
+        decoders = {Input.CDR: decode_cdr, Input.BILLING: decode_billing, Input.CUSTOMERS: decode_profile,
+                    Input.OUTCOMES: decode_outcome}
+        self._decoders = {inputs[topic]: decode for topic, decode in decoders.items()}
         self.pseudonyms = Pseudonyms.of(settings)
         # Outcomes name the customer as their alert did: already a pseudonym.
-        self._numbered = set(inputs[:3])
+        self._numbered = {inputs[t] for t in Input if t != Input.OUTCOMES}
 
     def customer_of(self, rec: Record) -> str | None:
         """The customer a record's state is kept under (its key, pseudonymised if ids are)."""

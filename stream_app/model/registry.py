@@ -8,7 +8,7 @@ from typing import Any
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
 from stream_app.metrics import Metrics
-from stream_app.model.scoring import ModelRefused, ModelSnapshot, Scorer, decode_snapshot, encode_snapshot
+from stream_app.model.scoring import ModelRefused, ModelSnapshot, Scorer, decode_model, encode_snapshot
 from stream_app.model.signing import Signer
 
 __all__ = ["LeaseLost", "publish", "ScorerSource"]
@@ -74,7 +74,7 @@ class ScorerSource:
 
     def offer(self, raw: bytes) -> None:
         try:
-            snapshot = decode_snapshot(raw)
+            snapshot = decode_model(raw)
             scorer = Scorer(snapshot, self.signer)
         except ModelRefused as exc:
             self.metrics.model_refused.inc()

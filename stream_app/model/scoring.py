@@ -27,7 +27,7 @@ from stream_app.model.validation import ProgressiveValidation, auc
 
 __all__ = [
     "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Adaptation", "Learner", "Driver",
-    "model_inputs", "monthly_pending", "encode_snapshot", "decode_snapshot",
+    "model_inputs", "monthly_pending", "encode_snapshot", "decode_model",
 ]
 
 #: Features the model learns from, and how each is squashed first: heavy-tailed volumes
@@ -133,7 +133,7 @@ def encode_snapshot(snapshot: ModelSnapshot) -> bytes:
     return hashlib.sha256(body).digest() + body
 
 
-def decode_snapshot(raw: bytes) -> ModelSnapshot:
+def decode_model(raw: bytes) -> ModelSnapshot:
     """The snapshot in `raw`, or `ModelRefused` saying why it cannot be used."""
     digest, body = raw[:32], raw[32:]
     if hashlib.sha256(body).digest() != digest:

@@ -36,14 +36,14 @@ from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.settings import Settings
 
-__all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_snapshot_record", "decode_label"]
+__all__ = ["TrainerCore", "run_trainer", "encode_internal", "decode_feature_snapshot", "decode_label"]
 
 log = logging.getLogger(__name__)
 #: How far back a resent snapshot can reach: a worker resends its newest batches after a crash,
 #: days at most; the days of customers learned before this are forgotten, keeping the map small.
 _RESEND_REACH_DAYS = 120
 _msgpack = msgspec.msgpack.Encoder()
-decode_snapshot_record = msgspec.msgpack.Decoder(Snapshot).decode
+decode_feature_snapshot = msgspec.msgpack.Decoder(Snapshot).decode
 decode_label = msgspec.msgpack.Decoder(Label).decode
 _decode_churn = msgspec.json.Decoder(ChurnEvent).decode
 encode_internal = _msgpack.encode
@@ -171,7 +171,7 @@ class _Labelling:
                 if r.value is None:  # a tombstone: the customer was erased
                     labeler.erase(r.key.decode(), tp.partition, r.offset)
                     continue
-                known = decode_snapshot_record(r.value).exits_known
+                known = decode_feature_snapshot(r.value).exits_known
                 self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
         ends = self.churn.end_offsets(list(self.churn.assignment()))
         while any(self.churn.position(tp) < end for tp, end in ends.items()):
@@ -189,7 +189,7 @@ class _Labelling:
             for r in records:
                 if r.value is None:
                     continue
-                snap = decode_snapshot_record(r.value)
+                snap = decode_feature_snapshot(r.value)
                 if labeler.is_erased(snap.customer_id, tp.partition, r.offset):
                     continue
                 clock = self.clock.get(tp.partition, 0)

@@ -22,12 +22,12 @@ from stream_app.alerts.build import LEVEL_RISK, AlertPolicy
 from stream_app.contracts.events import Alert, Snapshot
 from stream_app.model.validation import auc, lift
 
-__all__ = ["Evaluation", "evaluate_replay"]
+__all__ = ["ReplayEvaluation", "evaluate_replay"]
 
 
 
 @dataclass
-class Evaluation:
+class ReplayEvaluation:
     customers: int
     churners: int
     test_snapshots: int
@@ -99,7 +99,7 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
-                    test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days) -> Evaluation:
+                    test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days) -> ReplayEvaluation:
     """Score every approach on the snapshots of the test period (see the module's docstring)."""
     churn_day = {c: d.toordinal() for c, d in churn_dates.items() if d is not None}
     days = np.array([s.day for s in snapshots])
@@ -121,7 +121,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)
     leads = _lead_times(alerts, churn_day)
-    return Evaluation(
+    return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
         test_positives=int(y[test].sum()),
         auc_online=auc(y[test], online[test]), auc_rules=auc(y[test], rules[test]),

@@ -48,7 +48,7 @@ class Source(BaseModel):
     scale: float = 1.0
 
 
-class Label(BaseModel):
+class LabelRule(BaseModel):
     """How the churn label is read: a column and the value meaning churned, or "no usage at all in
     these columns in `month`" (the usual label of the monthly sample)."""
 
@@ -69,7 +69,7 @@ class Label(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_way(self) -> "Label":
+    def _one_way(self) -> "LabelRule":
         if (self.column is None) == (not self.no_usage_in):
             raise ValueError("give either `column` (with `churned_value`) or `no_usage_in` (with `month`)")
         if self.no_usage_in and self.month is None:
@@ -89,7 +89,7 @@ class Mapping(BaseModel):
     months: dict[str, str] = Field(min_length=1)  # the data's month name or suffix -> YYYY-MM replayed as
     currency_per_yuan: float = Field(default=1.0, gt=0)  # units of the data's money in one yuan
     counters: dict[str, list[Source]]
-    label: Label
+    label: LabelRule
 
     @field_validator("months")
     @classmethod
@@ -209,7 +209,7 @@ def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) 
     return MonthlyRow(customer, months, _churned(mapping, last))
 
 
-def monthly_events(rows: list[MonthlyRow], label: Label, zone: ZoneInfo,
+def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
                    exits: bool = True) -> Iterator[tuple[str, bytes, bytes]]:
     """(topic, key, value) records in time order: profiles first, then each month day by day, then
     (with `exits`) the churners' exits in the month after the last."""

@@ -27,8 +27,9 @@ import numpy as np
 from stream_app.contracts import segments
 from stream_app.contracts.calendar import EPOCH_ORDINAL, month_index, month_label
 from stream_app.contracts.events import ChurnEvent
+from stream_app.contracts.inputs import Input
 from stream_app.settings import CohortRule
-from stream_app.windows.state import BILLING_TOPIC, N_MONTHS, SCALE, C, StateTail, Windows
+from stream_app.windows.state import N_MONTHS, SCALE, C, StateTail, Windows
 
 __all__ = ["Before", "report_increments"]
 
@@ -63,7 +64,7 @@ def closing_days(w: Windows, grace_days: int) -> np.ndarray:
     bill. Usage may come late, within the grace (mediation delays); billing comes in order
     per customer from the billing system, so a month's billing is complete once a later
     billing event (such as the bill for that month, on the 1st) has been read."""
-    billing = w.rec["newest"][:, BILLING_TOPIC].astype(np.int64)
+    billing = w.rec["newest"][:, Input.BILLING].astype(np.int64)
     return np.minimum(w.day0.astype(np.int64), np.where(billing > 0, billing + grace_days, 0))
 
 

@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.connect.kafka import client_options
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.events import Alert, DeadLetter
-from stream_app.ingest.privacy import Pseudonyms
 from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
 from stream_app.tools.embedded.process import free_port
 from stream_app.tools.embedded.servers import redis_server, tansu

@@ -283,12 +283,13 @@ def _bit_of(crc: np.ndarray) -> np.ndarray:
 
 _KIND_INDEX = {kind: i for i, kind in enumerate(LAST_SEEN_KINDS)}
 TOP_LEVEL = len(LEVELS) - 1
+_BILLED = LAST_SEEN_KINDS.index("billing")
 
 
 def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: int, month: int) -> None:
     rec = w.rec
     if isinstance(e, Billing):
-        s.last_seen[cust][3] = max(s.last_seen[cust][3], ts)
+        s.last_seen[cust][_BILLED] = max(s.last_seen[cust][_BILLED], ts)
         if e.kind in ("disconnect", "port_out") and int(rec["exit_ts"][cust]) < ts:
             rec["exit_ts"][cust], rec["exit_reason"][cust] = ts, e.reason_code or 0
             rec["exit_kind"][cust] = EXIT_KINDS.index(e.kind)

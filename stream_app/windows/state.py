@@ -15,16 +15,17 @@ from typing import Sequence
 import msgspec
 import numpy as np
 
+from stream_app.contracts.inputs import Input
+
 __all__ = [
-    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "BILLING_TOPIC",
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
     "contacts_estimate", "usage_fingerprint",
 ]
 
 N_DAYS = 35
 N_MONTHS = 7  # the current month and six complete ones
-N_TOPICS = 4  # input topics, in `settings.Topics.inputs` order: CDR, billing, profile, outcome
-BILLING_TOPIC = 1
+N_TOPICS = len(Input)  # offsets, newest times and event ids kept per input topic
 #: Bytes of an event id's digest in the state's memory of ids (`StateTail.seen`): two ids of one
 #: customer within the grace window collide with odds of about 2^-48 per pair.
 ID_DIGEST = 6

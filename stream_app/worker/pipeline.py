@@ -23,16 +23,17 @@ from redis.exceptions import RedisError
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
 from stream_app.contracts.calendar import local_days, months_of_days
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
+from stream_app.contracts.inputs import CLOCKED
 from stream_app.errors import InvalidEvent
 from stream_app.features.baselines import Baselines
 from stream_app.features.baselines import increments as baseline_increments
 from stream_app.features.derive import derive
 from stream_app.ingest.admission import Edge, Erasure
 from stream_app.ingest.deadletters import dead_letter
-from stream_app.logs import pseudonym
 from stream_app.metrics import Metrics
 from stream_app.model.observations import churn_events, snapshot_days, snapshots
 from stream_app.model.scoring import Scorer, model_inputs, monthly_pending
+from stream_app.privacy import Pseudonyms
 from stream_app.reports.facts import Before, report_increments
 from stream_app.rules.evaluate import Evaluation, Streaks, evaluate, with_segments
 from stream_app.rules.pack import Ruleset
@@ -101,6 +102,7 @@ class BatchProcessor:
         """`wall_clock_bound`: refuse event times ahead of `clock` (off for replays of recordings,
         whose own time is not today's)."""
         self.settings = settings
+        self.log_ids = Pseudonyms.for_logs(settings)  # customers as logs name them
         self.store = store
         self.rules = rules
         self.model = model
@@ -177,7 +179,7 @@ class BatchProcessor:
         for i, why in w.quarantined:
             self.metrics.quarantined.inc()
             log.error("a stored state could not be read (%s); set aside, the customer starts afresh", why,
-                      extra={"customer": pseudonym(w.customers[i])})
+                      extra={"customer": self.log_ids(w.customers[i])})
         aside = {w.customers[i]: raws[i] for i, _ in w.quarantined}
         await self._redis("quarantine", lambda: self.store.quarantine(aside))  # type: ignore[arg-type]
 
@@ -187,7 +189,7 @@ class BatchProcessor:
         seen = self.topic_seen
         newest: dict[tuple[int, int], datetime] = {}
         for _, env in decoded:
-            if env.topic < 2:  # cdr, billing
+            if env.topic in CLOCKED:
                 key = (env.topic, env.partition)
                 if key not in newest or newest[key] < env.event.ts:
                     newest[key] = env.event.ts
@@ -234,7 +236,7 @@ class BatchProcessor:
     def _exits_known(self, partitions: list[int]) -> list[int]:
         """Per snapshot: the day up to which its partition's exits have been read (usage and billing
         both past it; in a catch-up one topic can run days ahead of the other)."""
-        both = np.array([min(self.topic_seen.get((0, p), 0), self.topic_seen.get((1, p), 0)) for p in partitions])
+        both = np.array([min(self.topic_seen.get((topic, p), 0) for topic in CLOCKED) for p in partitions])
         return np.where(both > 0, local_days(both, self.settings.zone) - 1, 0).tolist()
 
     def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
@@ -329,12 +331,12 @@ class BatchProcessor:
             self.metrics.deadletters.labels(d.reason).inc()
             log.info("dead letter", extra={"topic": d.topic, "partition": d.partition, "offset": d.offset,
                                            "reason": d.reason, "field": d.field,
-                                           "customer": pseudonym(d.key) if d.key else None})
+                                           "customer": self.log_ids(d.key) if d.key else None})
         for a in out.alerts:
             self.metrics.alerts.labels(a.level).inc()
             if a.holdout:
                 self.metrics.suppressed.labels("holdout").inc()
-            log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": pseudonym(a.customer_id),
+            log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": self.log_ids(a.customer_id),
                                      "score": a.score, "reason_code": a.reason_code, "holdout": a.holdout})
             self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
         self.metrics.suppressed.labels("cooldown").inc(out.cooled)
@@ -345,7 +347,7 @@ class BatchProcessor:
         self.metrics.duplicates.inc(out.duplicates)
         self.metrics.erased.inc(len(out.erased))
         for customer in out.erased:
-            log.info("customer erased", extra={"customer": pseudonym(customer)})
+            log.info("customer erased", extra={"customer": self.log_ids(customer)})
 
 
 def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,

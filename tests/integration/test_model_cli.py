@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from stream_app.cli.main import main
 from stream_app.contracts import keys
-from stream_app.model.scoring import decode_snapshot
+from stream_app.model.scoring import decode_model
 from stream_app.model.signing import Signer
 from stream_app.model.trainer import TrainerCore
 from stream_app.settings import Settings
@@ -38,7 +38,7 @@ def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_ur
     boot = runner.invoke(main, ["model", "bootstrap", "--from", str(history), "--json"])
     assert boot.exit_code == 0, boot.output
     summary = json.loads(boot.stdout.strip().splitlines()[-1])
-    model = decode_snapshot(client.get(keys.MODEL))
+    model = decode_model(client.get(keys.MODEL))
     assert model.version == summary["version"] == int(client.get(keys.MODEL_VERSION))
     assert model.labels == summary["labels"] > 0
     core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings(), Signer(SIGNING_KEY.encode()))

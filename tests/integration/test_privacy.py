@@ -17,8 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.events import DeadLetter
 from stream_app.contracts.keys import customer_state
-from stream_app.ingest.privacy import Pseudonyms
 from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings, Topics
 from stream_app.tools.demo import consumed, scrape, stop_worker
 from stream_app.tools.embedded.process import free_port

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from stream_app.contracts import keys
 from stream_app.contracts.events import Label, Snapshot
 from stream_app.metrics import TrainerMetrics
-from stream_app.model.scoring import decode_snapshot
+from stream_app.model.scoring import decode_model
 from stream_app.model.signing import Signer
 from stream_app.model.trainer import TrainerCore
 from stream_app.offline.simulator import SimConfig, Simulator
@@ -175,7 +175,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
     core = TrainerCore.restore(client.get(keys.TRAINER_STATE), Settings(), SIGNER)
     assert core.learner.labels == len(sources)  # every label once, though some were sent twice
     assert sum(lb.y for _, _, lb in labels) > 0  # churners gave positives, though exits were read first
-    model = decode_snapshot(client.get(keys.MODEL))
+    model = decode_model(client.get(keys.MODEL))
     assert model.version == core.version >= 2 and model.labels == core.learner.labels
     wait_for("the worker to score with a published version",
              lambda: scrape(int(env["CHURNWATCH_METRICS_PORT"])).get("churnwatch_model_version", 0) >= 1, 30, logs)
@@ -194,5 +194,5 @@ def test_a_trainer_paused_past_its_lease_cannot_publish_over_its_successor(redis
     publish(client, core.next_model(SIGNER), core.checkpoint(SIGNER), new.local.token)
     with pytest.raises(LeaseLost):
         publish(client, core.next_model(SIGNER), core.checkpoint(SIGNER), old.local.token)
-    assert int(client.get(keys.MODEL_VERSION)) == 1 and decode_snapshot(client.get(keys.MODEL)).version == 1
+    assert int(client.get(keys.MODEL_VERSION)) == 1 and decode_model(client.get(keys.MODEL)).version == 1
     client.close()

@@ -3,7 +3,9 @@ import json
 import logging
 import logging.config
 
-from stream_app.logs import logging_config, pseudonym, set_pseudonym_key
+from stream_app.logs import logging_config
+from stream_app.privacy import Pseudonyms
+from stream_app.settings import Settings
 
 
 def capture(json_lines: bool) -> str:
@@ -31,10 +33,13 @@ def test_a_terminal_gets_readable_lines() -> None:
     assert "dead letter" in text and "topic=cdr" in text and not text.startswith("{")
 
 
-def test_pseudonyms_are_keyed_and_stable() -> None:
-    set_pseudonym_key(b"operator-secret")
-    first = pseudonym("8613800000001")
-    assert first == pseudonym("8613800000001") != pseudonym("8613800000002")
-    assert "8613800000001" not in first and len(first) == 16
-    set_pseudonym_key(b"another-secret")
-    assert pseudonym("8613800000001") != first
+def test_log_pseudonyms_are_keyed_stable_and_never_the_datas() -> None:
+    settings = Settings(_env_file=None, log_pseudonym_key="operator-secret", pseudonym_key="the-data-secret-key")
+    logs = Pseudonyms.for_logs(settings)
+    first = logs("8613800000001")
+    assert first == Pseudonyms.for_logs(settings)("8613800000001") != logs("8613800000002")
+    assert "8613800000001" not in first and first != Pseudonyms.of(settings)("8613800000001")
+    other = Settings(_env_file=None, log_pseudonym_key="another-secret")
+    assert Pseudonyms.for_logs(other)("8613800000001") != first
+    unkeyed = Settings(_env_file=None)  # a random key per process: still never the number
+    assert Pseudonyms.for_logs(unkeyed)("8613800000001") not in ("8613800000001", first)

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_app.contracts.events import ChurnEvent, Label, Snapshot
-from stream_app.features.baselines import FEATURES as BASELINE_FEATURES
+from stream_app.features.baselines import BASELINED as BASELINE_FEATURES
 from stream_app.features.derive import CALL_PERIODS, FEATURES
 from stream_app.metrics import Metrics, TrainerMetrics
 from stream_app.model.labels import Labeler
@@ -18,7 +18,7 @@ from stream_app.model.scoring import (
     Learner,
     ModelRefused,
     Scorer,
-    decode_snapshot,
+    decode_model,
     encode_snapshot,
     model_inputs,
 )
@@ -63,7 +63,7 @@ def test_the_learner_finds_the_signal_and_validates_before_learning() -> None:
 
 def test_vectorised_scores_equal_rivers_own() -> None:
     learner = trained(800)
-    scorer = Scorer(decode_snapshot(encode_snapshot(learner.snapshot(3))))
+    scorer = Scorer(decode_model(encode_snapshot(learner.snapshot(3))))
     x, _ = examples(50, seed=9)
     assert np.allclose(scorer.score(x), [learner.predict(xi) for xi in x], atol=1e-9)
     assert scorer.version == 3 and scorer.labels == 800
@@ -71,7 +71,7 @@ def test_vectorised_scores_equal_rivers_own() -> None:
 
 def test_a_forest_snapshot_scores_like_the_trainer_and_only_from_a_signed_pickle() -> None:
     learner = trained(600, kind="forest")
-    snap = decode_snapshot(encode_snapshot(learner.snapshot(1, SIGNER)))
+    snap = decode_model(encode_snapshot(learner.snapshot(1, SIGNER)))
     x, _ = examples(20, seed=4)
     assert np.allclose(Scorer(snap, SIGNER).score(x), [learner.predict(xi) for xi in x])
     for signer in (None, Signer(b"another-key-entirely")):
@@ -95,7 +95,7 @@ def test_drivers_are_the_largest_terms_of_the_score() -> None:
 def test_a_corrupt_model_is_refused(damage, why) -> None:
     raw = encode_snapshot(trained(200).snapshot(1))
     with pytest.raises(ModelRefused, match=why):
-        decode_snapshot(damage(raw))
+        decode_model(damage(raw))
 
 
 def test_a_model_for_other_features_or_format_is_refused() -> None:
@@ -104,7 +104,7 @@ def test_a_model_for_other_features_or_format_is_refused() -> None:
                          (msgspec.structs.replace(snap, format=99), "format"),
                          (msgspec.structs.replace(snap, intercept=math.inf), "non-finite")):
         with pytest.raises(ModelRefused, match=why):
-            decode_snapshot(encode_snapshot(changed))
+            decode_model(encode_snapshot(changed))
 
 
 def test_a_scorer_source_keeps_the_previous_model_when_a_new_one_is_refused() -> None:

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_app.alerts.build import in_holdout
-from stream_app.ingest.privacy import Pseudonyms
 from stream_app.metrics import Metrics
 from stream_app.model.scoring import NAMES, ModelSnapshot, Scorer
+from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.tools.inspection import describe, render

@@ -6,6 +6,10 @@ repo): stable for the key, so a customer keeps one state and one alert id across
 and restarts, and not reversible without it, where a plain hash of a phone number is (there
 are few enough numbers to try them all). Whoever must call the customer resolves the
 pseudonym with a lookup the operator keeps (`churnwatch pseudonym NUMBER` computes one).
+
+Logs name customers the same way under their own key (`CHURNWATCH_LOG_PSEUDONYM_KEY`, random per
+process when unset), so that lines about one customer can be followed but never matched to the
+data's pseudonyms, nor to the number.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 
 from stream_app.settings import Settings
 
@@ -34,6 +39,13 @@ class Pseudonyms:
         """Under the settings' key (none: ids stay as they are)."""
         key = settings.pseudonym_key
         return cls(key.get_secret_value().encode() if key else None)
+
+    @classmethod
+    def for_logs(cls, settings: Settings) -> "Pseudonyms":
+        """Under the settings' log key; without one, a random key for this process: an unkeyed
+        hash of a phone number is reversible by trying them all."""
+        key = settings.log_pseudonym_key
+        return cls(key.get_secret_value().encode() if key else secrets.token_bytes(32), cache_size=100_000)
 
     @property
     def enabled(self) -> bool:
