@@ -97,10 +97,12 @@ def build_alerts(
     w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset,
     rows: list[int], now_day: np.ndarray, zone: ZoneInfo, policy: AlertPolicy, created_at: datetime,
     model: ModelView | None = None,
-) -> tuple[list[Alert], int]:
-    """Alerts for the given rows whose level reaches the policy, and how many the cooldown held back."""
+) -> tuple[list[Alert], int, dict[int, tuple[int, int]]]:
+    """Alerts for the given rows whose level reaches the policy, how many the cooldown held back,
+    and the (level, day) of each row alerted (for `Windows.mark_alerted`)."""
     alerts = []
     cooled = 0
+    alerted: dict[int, tuple[int, int]] = {}
     rec = w.rec
     for i in rows:
         level, day = int(ev.level[i]), int(now_day[i])
@@ -111,7 +113,7 @@ def build_alerts(
         if rec["alerted_level"][i] >= level and day - int(rec["alerted_day"][i]) < policy.cooldown_days:
             cooled += 1
             continue
-        rec["alerted_level"][i], rec["alerted_day"][i] = level, day
+        alerted[i] = (level, day)
         # The newest usage behind the alert: the start of event-to-alert latency. Billing
         # is left out because in a catch-up it can be read months ahead of the usage.
         seen = rec["last_seen"][i]
@@ -120,7 +122,7 @@ def build_alerts(
         if model is not None:
             alert = _with_model(alert, model, features, i, policy)
         alerts.append(_act(alert, ruleset, policy))
-    return alerts, cooled
+    return alerts, cooled, alerted
 
 
 def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,

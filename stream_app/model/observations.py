@@ -11,12 +11,10 @@ from stream_app.contracts.calendar import local_days
 from stream_app.contracts.events import ChurnEvent, Snapshot
 from stream_app.model.scoring import Scorer
 from stream_app.rules.evaluate import Evaluation
-from stream_app.windows.state import EXIT_KINDS, N_DAYS, Windows
+from stream_app.windows.state import EXIT_KINDS, N_DAYS, REVENUE_CHURN_FLAG, Windows
 
-__all__ = ["REVENUE_CHURN_FLAG", "snapshot_days", "snapshots", "churn_events", "value_segment"]
+__all__ = ["snapshot_days", "snapshots", "churn_events", "value_segment"]
 
-#: Bit of the state's `flags`: this revenue-churn episode has been reported.
-REVENUE_CHURN_FLAG = 1
 
 
 def value_segment(features: dict[str, np.ndarray], i: int) -> str:
@@ -62,12 +60,13 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
 
 
 def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], exit_before: np.ndarray,
-                 now_day: np.ndarray, zone: ZoneInfo) -> list[ChurnEvent]:
+                 now_day: np.ndarray, zone: ZoneInfo) -> tuple[list[ChurnEvent], dict[int, bool]]:
     """Exits first seen in this batch (on the operator's day, `zone`), and revenue churn when it
-    starts (reported once per episode)."""
+    starts (reported once per episode); and, per row whose episode began or ended, whether one is
+    now reported (for `Windows.mark_revenue_churn`)."""
     rec = w.rec
     exit_day = local_days(rec["exit_ts"], zone)
-    out = []
+    out, reported_now = [], {}
     for i in rows:
         tail = w.text[i]
         region = tail.region if tail else ""
@@ -79,9 +78,9 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
                                   None if code is None else code < 300, region, value_segment(features, i), arpu))
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)
         if features["revenue_churn"][i] and not reported and not features["exited"][i]:
-            rec["flags"][i] |= REVENUE_CHURN_FLAG
+            reported_now[i] = True
             out.append(ChurnEvent(w.customers[i], int(now_day[i]), "revenue", None, None, region,
                                   value_segment(features, i), arpu))
         elif not features["revenue_churn"][i] and reported:
-            rec["flags"][i] &= np.uint8(0xFF ^ REVENUE_CHURN_FLAG)
-    return out
+            reported_now[i] = False
+    return out, reported_now

@@ -72,7 +72,7 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
     features = derive(w, np.full(len(ids), as_of, np.int64), settings.zone)
     x = model_inputs(features)
     features["churn_score"] = np.full(len(ids), np.nan)  # rules judged on their own here
-    ev = evaluate_rules(w, rules(), features, np.full(len(ids), as_of, np.int64), list(range(len(ids))))
+    ev = evaluate_rules(w, rules(), features, np.full(len(ids), as_of, np.int64))
     y = np.array([r.churned for r in rows], np.int64)
     revenue = np.array([r.months[last].get("spend", 0.0) if last in r.months else 0.0 for r in rows])
     scores = {

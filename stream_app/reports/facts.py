@@ -69,9 +69,9 @@ def closing_days(w: Windows, grace_days: int) -> np.ndarray:
 
 
 def report_increments(w: Windows, rows: list[int], before: Before, churned: list[ChurnEvent], zone: ZoneInfo,
-                      cohort: CohortRule, grace_days: int) -> dict[str, dict[str, int]]:
-    """Customer -> counter increments for the changed `rows`; customers with none are left out.
-    Records the cohort memberships it finds on the customer's state tail.
+                      cohort: CohortRule, grace_days: int) -> tuple[dict[str, dict[str, int]], dict[int, StateTail]]:
+    """Customer -> counter increments for the changed `rows` (customers with none are left out),
+    and the state tails whose cohort memberships changed (for `Windows.keep_tails`).
 
     A month closes for a customer once their usage has moved `grace_days` past its end and a
     later billing event has been read (`closing_days`): no late event can change it after that, so what
@@ -82,6 +82,7 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
     revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
     out: dict[str, dict[str, int]] = {}
+    tails: dict[int, StateTail] = {}
     closing = closing_days(w, grace_days)
     for i in _with_news(w, rows, before, closing, grace_days, set(exits) | set(revenue_churned)):
         customer = w.customers[i]
@@ -104,10 +105,10 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
         oldest = int(w.month0[i]) - cohort.follow_months
         kept = (tuple(sorted(m for m in members if m >= oldest)), tuple(sorted(m for m in lost if m >= oldest)))
         if kept != (tail.cohorts, tail.cohort_lost):
-            w.text[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
+            tails[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
         if counts:
             out[customer] = dict(counts)
-    return out
+    return out, tails
 
 
 def _with_news(w: Windows, rows: list[int], before: Before, closing: np.ndarray, grace_days: int,

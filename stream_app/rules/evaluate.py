@@ -18,7 +18,7 @@ from stream_app.contracts.events import LEVELS
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.baselines import QUANTILES, parse_call
 
-__all__ = ["LEVELS", "FUNCTIONS", "BASELINES", "VectorEval", "Evaluation", "Streaks", "evaluate", "thresholds_of", "with_segments"]
+__all__ = ["LEVELS", "FUNCTIONS", "BASELINES", "VectorEval", "Evaluation", "Segmented", "Streaks", "evaluate", "thresholds_of", "with_segments"]
 
 FUNCTIONS = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
 # `zscore(x)`: x against the customer's own history, the feature `x_z` (features.own_zscore);
@@ -121,7 +121,8 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
     `monthly`: the month); a condition counts once per period towards its rule's `for`.
     """
     n = len(next(iter(features.values()))) if features else 0
-    features = with_segments(ruleset, features)
+    if not isinstance(features, Segmented):  # the worker applies them once, before the baselines
+        features = with_segments(ruleset, features)
     # Baselines nobody supplied are not known: NaN, so their comparisons are false.
     unknown = {c: np.full(n, np.nan) for c in BASELINE_COLUMNS if c not in features}
     features = {**features, **unknown} if unknown else features
@@ -148,11 +149,16 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
     return Evaluation(features, holds, fired, score, level, after)
 
 
-def with_segments(ruleset: Any, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+class Segmented(dict):
+    """Features that already carry the rule files' segment flags (`with_segments`): computed once
+    per batch, from the derived features, so the baselines and the rules see the same segments."""
+
+
+def with_segments(ruleset: Any, features: dict[str, np.ndarray]) -> Segmented:
     """The features plus the segment flags the rule files define (replacing same-named ones)."""
+    out = Segmented(features)
     if not ruleset.segments:
-        return features
-    out = dict(features)
+        return out
     evaluator = VectorEval(features)
     n = len(next(iter(features.values())))
     for name, tree in ruleset.segments:

@@ -18,13 +18,15 @@ import numpy as np
 from stream_app.contracts.inputs import Input
 
 __all__ = [
-    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS",
+    "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
     "contacts_estimate", "usage_fingerprint",
 ]
 
 N_DAYS = 35
 N_MONTHS = 7  # the current month and six complete ones
+#: Bit of the state's `flags`: this revenue-churn episode has been reported.
+REVENUE_CHURN_FLAG = 1
 N_TOPICS = len(Input)  # offsets, newest times and event ids kept per input topic
 #: Bytes of an event id's digest in the state's memory of ids (`StateTail.seen`): two ids of one
 #: customer within the grace window collide with odds of about 2^-48 per pair.
@@ -202,6 +204,24 @@ class Windows:
             running = {key: (int(count[i, j]), int(period[i, j])) for j, key in enumerate(keys) if count[i, j] > 0}
             if running or old.streaks:
                 self.text[i] = msgspec.structs.replace(old, streaks=running)
+
+    def mark_alerted(self, alerted: dict[int, tuple[int, int]]) -> None:
+        """Keep each row's newest alert (level, day): the cooldown reads it."""
+        for i, (level, day) in alerted.items():
+            self.rec["alerted_level"][i], self.rec["alerted_day"][i] = level, day
+
+    def mark_revenue_churn(self, reported: dict[int, bool]) -> None:
+        """Keep whether each row's revenue-churn episode has been reported (so it is, once)."""
+        for i, on in reported.items():
+            if on:
+                self.rec["flags"][i] |= REVENUE_CHURN_FLAG
+            else:
+                self.rec["flags"][i] &= np.uint8(0xFF ^ REVENUE_CHURN_FLAG)
+
+    def keep_tails(self, tails: dict[int, StateTail]) -> None:
+        """Replace the tails of some rows (their cohort memberships, for instance)."""
+        for i, tail in tails.items():
+            self.text[i] = tail
 
     def dump(self, rows: Sequence[int]) -> list[tuple[bytes, bytes]]:
         """(the write counter's bytes as read, new state) for each row, counters saturated to their widths."""

@@ -205,21 +205,24 @@ class BatchProcessor:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
         features, x = self._features(w, now_day, scorer, ruleset)
-        ev = evaluate_rules(w, ruleset, features, now_day, rows)
+        ev = evaluate_rules(w, ruleset, features, now_day)
+        remember_streaks(w, ruleset, ev, rows)
         for j, rule_id in enumerate(ruleset.ids):
             fired = int(ev.fired[rows, j].sum())
             if fired:
                 self.metrics.rule_fired.labels(rule_id).inc(fired)
         picks, days = snapshot_days(w, rows, before.day0, s.snapshot_every_days)
         if picks:
-            # Rules are evaluated on a copy, so the snapshot leaves the customers' streaks alone.
+            # A copy as of the snapshot days: what its rules say is not the customers' streaks.
             sub = w.subset(picks)
             partitions = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer, ruleset)
-            sub_ev = evaluate_rules(sub, ruleset, sub_features, days, list(range(len(picks))))
+            sub_ev = evaluate_rules(sub, ruleset, sub_features, days)
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
-        out.churn_events = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
-        out.report = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
+        out.churn_events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
+        w.mark_revenue_churn(reported)
+        out.report, tails = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
+        w.keep_tails(tails)
         if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
             defined = [name for name, _ in ruleset.segments]
             for customer, counts in baseline_increments(sub.customers, sub_features, days, defined).items():
@@ -231,7 +234,9 @@ class BatchProcessor:
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
         view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
-        out.alerts, out.cooled = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy, now, view)
+        out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy,
+                                                       now, view)
+        w.mark_alerted(alerted)
 
     def _exits_known(self, partitions: list[int]) -> list[int]:
         """Per snapshot: the day up to which its partition's exits have been read (usage and billing
@@ -350,17 +355,25 @@ class BatchProcessor:
             log.info("customer erased", extra={"customer": self.log_ids(customer)})
 
 
-def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray,
-                   rows: Sequence[int]) -> Evaluation:
-    """Evaluate the rules, carrying the streaks of rules with `for` in the customers' state."""
-    lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
-    keys = [rule_key(ruleset.ids[j]) for j in lasting]
+def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray) -> Evaluation:
+    """Evaluate the rules, going on from the streaks of rules with `for` kept in the customers' state."""
+    lasting, keys = _lasting(ruleset)
     streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
     streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
     periods = {"daily": now_day, "monthly": months_of_days(now_day)}
-    ev = evaluate(ruleset, features, streaks, periods)
+    return evaluate(ruleset, features, streaks, periods)
+
+
+def remember_streaks(w: Windows, ruleset: Ruleset, ev: Evaluation, rows: Sequence[int]) -> None:
+    """Keep the streaks of `rows` that an evaluation left running, for the next one."""
+    lasting, keys = _lasting(ruleset)
     w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
-    return ev
+
+
+def _lasting(ruleset: Ruleset) -> tuple[list[int], list[int]]:
+    """The rules with `for` (their columns, and their keys in the state)."""
+    lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
+    return lasting, [rule_key(ruleset.ids[j]) for j in lasting]
 
 
 def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:

@@ -76,5 +76,5 @@ def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
     apply(w, [(0, Envelope(0, 0, 0, call)), (0, Envelope(1, 0, 0, leave))], SH, 3)
     f = derive(w, np.array([LAST.toordinal()]), SH)
     assert f["days_since_active"][0] == 0 and f["exited"][0] == 1
-    [event] = churn_events(w, f, [0], np.zeros(1), np.array([LAST.toordinal()]), SH)
+    [event], _ = churn_events(w, f, [0], np.zeros(1), np.array([LAST.toordinal()]), SH)
     assert date.fromordinal(event.day) == LAST

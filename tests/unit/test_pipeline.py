@@ -4,6 +4,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -329,3 +330,43 @@ def test_a_segment_the_rule_files_add_gets_its_own_baselines(tmp_path: Path) -> 
     assert segments == {"heavy_talkers", "mid_high_end"}
     per_segment = {s: sum(n for k, n in store.baselines.items() if f"|{s}|mou_out_mom|" in k) for s in segments}
     assert per_segment["heavy_talkers"] == per_segment["mid_high_end"] > 0
+
+
+def _state(w: Windows) -> tuple[bytes, list]:
+    return w.rec.tobytes(), list(w.text)
+
+
+def test_the_stages_return_what_they_decide_and_leave_the_windows_they_read_alone() -> None:
+    from stream_app.alerts.build import AlertPolicy, build_alerts
+    from stream_app.features.derive import derive
+    from stream_app.model.observations import churn_events
+    from stream_app.reports.facts import Before, report_increments
+    from stream_app.worker.pipeline import evaluate_rules
+
+    store, log = MemoryWindowStore(), Log()
+    decliner(log, "8613800000001")
+    decliner(log, "8613800000002", minutes=(300, 300, 300))
+    log.add("billing", "8613800000003", billing("8613800000003", "2026-05-20T12:00:00+08:00", kind="port_out", reason_code=101))
+    run(processor(store), log.records)
+    customers = sorted(store.data)
+    w = Windows.load(customers, [store.data[c] for c in customers])
+    w.rec["alerted_level"], w.rec["alerted_day"] = 0, 0  # as if never alerted: the decliner is due again
+    s, rows = Settings(), list(range(len(customers)))
+    now_day = w.day0.astype(np.int64)
+    before = Before.of(w, s.zone, s.late_grace_days)
+    before.exit_ts[:] = 0  # as if the exit came in this batch
+    untouched = _state(w)
+    features = derive(w, now_day, s.zone)
+    features["churn_score"] = np.full(len(rows), np.nan)
+    ev = evaluate_rules(w, RULES, features, now_day)
+    events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
+    report, tails = report_increments(w, rows, before, events, s.zone, s.cohort, s.late_grace_days)
+    alerts, _, alerted = build_alerts(w, ev.features, ev, RULES, rows, now_day, s.zone, AlertPolicy(), CLOCK)
+    assert _state(w) == untouched  # every stage only read the windows
+    decliner_row = customers.index("8613800000001")
+    assert [a.customer_id for a in alerts] == ["8613800000001"]
+    assert alerted == {decliner_row: (int(ev.level[decliner_row]), int(now_day[decliner_row]))}
+    assert [e.customer_id for e in events if e.kind == "port_out"] == ["8613800000003"]
+    assert set(reported) <= set(rows) and set(tails) <= set(rows)
+    w.mark_alerted(alerted)
+    assert int(w.rec["alerted_level"][decliner_row]) == alerted[decliner_row][0]
