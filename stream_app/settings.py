@@ -32,18 +32,23 @@ class Topics(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHURNWATCH_TOPIC_", frozen=True, extra="forbid")
 
-    cdr: str = "cdr"
-    billing: str = "billing"
-    customers: str = "customers"
-    outcomes: str = "retention.outcomes"
-    alerts: str = "churn.alerts"
-    deadletter: str = "deadletter"
-    snapshots: str = "churn.snapshots"  # daily model features per customer, msgpack
-    churn_events: str = "churn.events"  # exits and revenue churn, JSON
-    labels: str = "churn.labels"  # one partition: one trainer learns them in order, msgpack
-    model_events: str = "churn.model.events"
-    calls_daily: str = "churn.calls.daily"  # each day's call list, in priority order, JSON
-    calls_monthly: str = "churn.calls.monthly"  # each month's warning list, JSON
+    cdr: str = Field(default="cdr", description="input: voice, SMS and data records")
+    billing: str = Field(default="billing",
+                         description="input: bills, payments, recharges, plan changes, arrears, exits")
+    customers: str = Field(default="customers", description="input: CRM profiles; a tombstone erases the customer")
+    outcomes: str = Field(default="retention.outcomes", description="input: what the call centre did with an alert")
+    alerts: str = Field(default="churn.alerts", description="output: the alerts, for the call centre's queue")
+    deadletter: str = Field(default="deadletter", description="output: records refused at the edge, with the reason")
+    snapshots: str = Field(default="churn.snapshots",
+                           description="internal: daily model features per customer, msgpack")
+    churn_events: str = Field(default="churn.events", description="output: exits and revenue churn, JSON")
+    labels: str = Field(default="churn.labels", description="internal: labelled snapshots; one partition, so one "
+                        "trainer learns them in order (msgpack)")
+    model_events: str = Field(default="churn.model.events",
+                              description="output: model published, drift detected, challenger kept or replaced")
+    calls_daily: str = Field(default="churn.calls.daily",
+                             description="output: each day's call list, in priority order, JSON")
+    calls_monthly: str = Field(default="churn.calls.monthly", description="output: each month's warning list, JSON")
 
     def inputs(self) -> tuple[str, ...]:
         """The topics that update customer state, in the order their offsets are stored
@@ -53,88 +58,152 @@ class Topics(BaseSettings):
 
 class Settings(BaseSettings):
     """Every setting the service reads. Environment names are `CHURNWATCH_<FIELD>`,
-    except `KAFKA_BOOTSTRAP` and `REDIS_URL`, which follow common practice."""
+    except `KAFKA_BOOTSTRAP` and `REDIS_URL`, which follow common practice. Each field's description is
+    its meaning in `docs/configuration.md` (`python -m stream_app.tools.reference_docs`)."""
 
     model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="forbid")
 
     kafka_bootstrap: str | None = Field(
-        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CHURNWATCH_KAFKA_BOOTSTRAP")
-    )
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CHURNWATCH_KAFKA_BOOTSTRAP"),
+        description="Kafka bootstrap servers, `host:port[,host:port]`; the worker needs it (the demo embeds a broker)")
     # How every Kafka client connects (kafka_clients.py); the password comes from the environment only.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None  # the CA that signed the brokers' certificates; the system's if unset
-    kafka_ssl_certfile: Path | None = None  # a client certificate, for brokers that ask for one (mutual TLS)
-    kafka_ssl_keyfile: Path | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how every Kafka client connects (docs/security.md, \"Kafka security\")")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="the SASL mechanism, with a `SASL_` protocol")
+    kafka_sasl_username: str | None = Field(default=None, description="the SASL user; needed with a `SASL_` protocol")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="the SASL user's password, from the environment or a Secret")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="the CA that signed the brokers' certificates; the system's CAs if unset")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="a client certificate, for brokers that ask for one (mutual TLS); set with its key")
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="the client certificate's key; set with the certificate")
     redis_url: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "CHURNWATCH_REDIS_URL")
-    )
-    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
-    app_id: str = "churnwatch"
-    partitions: int = Field(default=4, ge=1)
-    timezone: str = "Asia/Shanghai"
-    rules_dir: Path = Path("alert_rules")
-    batch_size: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.5, gt=0)
-    late_grace_days: int = Field(default=3, ge=0, le=30)
+        default=None, validation_alias=AliasChoices("REDIS_URL", "CHURNWATCH_REDIS_URL"),
+        description="`redis://host:port/db`, or `rediss://user:password@host:port/db` for TLS; the worker needs it "
+                    "(the demo embeds a Redis)")
+    redis_cluster: bool = Field(default=False, description="`REDIS_URL` names one node of a Redis Cluster")
+    app_id: str = Field(
+        default="churnwatch", description="faust app id; the input consumer group is `<app id>-ingest`")
+    partitions: int = Field(
+        default=4, ge=1, description="partitions of every topic (all co-partitioned by customer id)")
+    timezone: str = Field(default="Asia/Shanghai", description="operator's zone: days and months are cut here")
+    rules_dir: Path = Field(default=Path("alert_rules"), description="rule files, watched for changes")
+    batch_size: int = Field(default=2000, ge=1, description="events per batch at most")
+    batch_within_s: float = Field(default=0.5, gt=0, description="longest wait to fill a batch")
+    late_grace_days: int = Field(
+        default=3, ge=0, le=30, description="events older than the customer's newest day minus this go to dead letter")
     # The edge's bounds (admission.py): a record over this size is refused before it is decoded;
     # an event time before the floor, or ahead of the wall clock by more than the skew, goes to
     # dead letter, so that no record can move a customer's clock.
-    max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=64 << 20)
-    max_clock_skew_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
-    event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1))
-    idle_expiry_days: int = Field(default=120, ge=1)
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console in a terminal, JSON otherwise
-    log_pseudonym_key: SecretStr | None = None  # HMAC key for customer ids in logs; random per process if unset
-    # Set: phone numbers are replaced by their HMAC-SHA256 pseudonyms as events are read (privacy.py).
-    pseudonym_key: SecretStr | None = Field(default=None, min_length=16)  # a short key is guessed
-    # HMAC key for the pickles kept in Redis (the trainer's checkpoint, a forest model; signing.py):
-    # the trainer needs it, and workers need it to score with a forest.
-    model_signing_key: SecretStr | None = Field(default=None, min_length=16)
-    redis_retry_max_s: float = Field(default=10.0, gt=0)
-    # How soon a dead worker's partitions move to the others (Kafka's default is 45 s).
-    kafka_session_timeout_s: float = Field(default=10.0, ge=3)
-    topics: Topics = Field(default_factory=Topics)
-    # The model (README, "The model").
-    model_kind: Literal["logistic", "forest"] = "logistic"
-    horizon_days: int = Field(default=30, ge=1, le=180)  # churn within this many days of a snapshot is a positive
-    label_revenue_churn: bool = True  # revenue churn (DOMAIN.md) is a positive label, like an exit
-    snapshot_every_days: int = Field(default=1, ge=1, le=30)
-    model_publish_labels: int = Field(default=500, ge=1)  # publish a new version after this many labels ...
-    model_publish_s: float = Field(default=60.0, gt=0)  # ... or this many seconds, whichever is first
-    trainer_lease_s: float = Field(default=30.0, ge=2)  # a dead trainer's successor waits this long
-    model_refresh_s: float = Field(default=5.0, gt=0)  # how often scorers look for a new version
-    validation_window: int = Field(default=5000, ge=100)  # labels behind the progressive-validation figures
-    call_budget_share: float = Field(default=0.01, gt=0, le=1)  # customers the call centre can call per week
-    holdout_share: float = Field(default=0.10, ge=0, lt=1)  # alerts flagged as control group, never called
-    daily_call_budget: int = Field(default=200, ge=1)  # calls the call centre makes a day, top value at risk first
+    max_record_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=64 << 20,
+        description="a record (key and value) larger than this goes to dead letter before it is decoded")
+    max_clock_skew_s: float = Field(
+        default=3600.0, ge=0, le=7 * 86400,
+        description="an event time further ahead of the worker's clock goes to dead letter")
+    event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1),
+                                   description="an event time before this day goes to dead letter")
+    idle_expiry_days: int = Field(
+        default=120, ge=1, description="state of a customer with no events for this long expires")
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="`/metrics`, `/healthz` and `/readyz` port")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`json`: one object per line; `auto`: console in a terminal, JSON otherwise")
+    log_pseudonym_key: SecretStr | None = Field(
+        default=None, description="HMAC key for customer ids in logs; set one to follow a customer across workers "
+                                  "and restarts (random per process if unset)")
+    # privacy.py; min_length because a short key is guessed.
+    pseudonym_key: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="HMAC-SHA256 key: phone numbers are replaced by pseudonyms as events are read "
+                    "(docs/security.md, \"Subscriber privacy\"); unset, ids are the numbers")
+    # signing.py.
+    model_signing_key: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="HMAC key that signs the pickles kept in Redis (the trainer's checkpoint, a forest model); "
+                    "required by the trainer, and by workers scoring with a forest")
+    redis_retry_max_s: float = Field(
+        default=10.0, gt=0, description="longest back-off between Redis retries while Redis is away")
+    kafka_session_timeout_s: float = Field(
+        default=10.0, ge=3,
+        description="how soon a dead worker's partitions move to the others (Kafka's default is 45 s)")
+    topics: Topics = Field(
+        default_factory=Topics, description="topic names, each from its own `CHURNWATCH_TOPIC_<NAME>` variable")
+    # The model (docs/model.md).
+    model_kind: Literal["logistic", "forest"] = Field(
+        default="logistic",
+        description="`logistic`: standardise + logistic regression; `forest`: adaptive random forest")
+    horizon_days: int = Field(
+        default=30, ge=1, le=180, description="a snapshot is positive if its customer churns within this many days")
+    label_revenue_churn: bool = Field(
+        default=True, description="revenue churn (3 months under 50 yuan) is a positive label, like an exit")
+    snapshot_every_days: int = Field(default=1, ge=1, le=30, description="snapshot cadence per customer")
+    model_publish_labels: int = Field(
+        default=500, ge=1, description="the trainer publishes after this many labels, or after "
+                                       "`CHURNWATCH_MODEL_PUBLISH_S` seconds, whichever is first")
+    model_publish_s: float = Field(
+        default=60.0, gt=0, description="the trainer publishes after this many seconds, or after "
+                                        "`CHURNWATCH_MODEL_PUBLISH_LABELS` labels, whichever is first")
+    trainer_lease_s: float = Field(
+        default=30.0, ge=2, description="how long a dead trainer's lease blocks its successor")
+    model_refresh_s: float = Field(
+        default=5.0, gt=0, description="how often workers look for a new model version")
+    validation_window: int = Field(
+        default=5000, ge=100, description="labels behind the progressive-validation figures")
+    call_budget_share: float = Field(
+        default=0.01, gt=0, le=1, description="share of customers the call centre can call per week")
+    holdout_share: float = Field(
+        default=0.10, ge=0, lt=1,
+        description="share of customers in the control group (alerts flagged `holdout`, never called)")
+    daily_call_budget: int = Field(
+        default=200, ge=1,
+        description="calls the call centre makes a day: the daily list's length, top value at risk first")
     # Value at risk = churn probability x ARPU x margin share x expected lifetime (1 / the segment's monthly
-    # churn rate, at most 60 months). Set the rates from `churnwatch report churn` on your own base.
-    margin_share: float = Field(default=1.0, gt=0, le=1)
+    # churn rate, at most 60 months).
+    margin_share: float = Field(
+        default=1.0, gt=0, le=1, description="monthly margin as a share of ARPU, in value at risk (1: revenue at risk)")
     segment_monthly_churn: dict[str, float] = Field(
-        default_factory=lambda: {"mid_high_end": 0.01, "potential_mid_high_end": 0.015, "mass": 0.025})
-    model_min_labels: int = Field(default=2000, ge=0)  # a score raises levels only from a model this trained
-    model_medium_score: float = Field(default=0.35, gt=0, lt=1)  # a score alone reaches this level
-    model_high_score: float = Field(default=0.6, gt=0, lt=1)
-    # Live segment baselines (baselines.py): the samples (customer-days) a segment's month needs
-    # before its quantiles are used, the most one may move in a day, how often workers reread them.
-    baseline_min_samples: int = Field(default=200, ge=1)
-    baseline_max_step: float = Field(default=0.05, gt=0)
-    baseline_refresh_s: float = Field(default=60.0, gt=0)
-    # The campaign report (`churnwatch report campaign`): what a call and an accepted offer cost, the
-    # months a kept customer is worth, and how long after an alert a churn counts against it.
-    call_cost: float = Field(default=2.0, ge=0)
-    offer_cost: float = Field(default=30.0, ge=0)
-    kept_value_months: float = Field(default=12.0, gt=0)
-    campaign_churn_days: int = Field(default=90, ge=7, le=365)
+        default_factory=lambda: {"mid_high_end": 0.01, "potential_mid_high_end": 0.015, "mass": 0.025},
+        description="monthly churn rate per value segment (JSON); a customer's expected remaining lifetime is its "
+                    "inverse, at most 60 months. Set from `churnwatch report churn` on your own base")
+    model_min_labels: int = Field(
+        default=2000, ge=0, description="a score raises levels only once its model has learned this many labels "
+                                        "(it is on the alert before)")
+    model_medium_score: float = Field(
+        default=0.35, gt=0, lt=1, description="a score alone reaches `medium` from this")
+    model_high_score: float = Field(default=0.6, gt=0, lt=1, description="a score alone reaches `high` from this")
+    # Live segment baselines (baselines.py).
+    baseline_min_samples: int = Field(
+        default=200, ge=1,
+        description="segment baselines: samples (customer-days) a segment's month needs before "
+                    "its percentiles are used")
+    baseline_max_step: float = Field(
+        default=0.05, gt=0, description="segment baselines: the most a percentile moves in a day")
+    baseline_refresh_s: float = Field(
+        default=60.0, gt=0, description="segment baselines: how often workers reread them")
+    # The campaign report (`churnwatch report campaign`).
+    call_cost: float = Field(default=2.0, ge=0, description="cost of a call, yuan (campaign report)")
+    offer_cost: float = Field(default=30.0, ge=0, description="cost of an accepted offer, yuan (campaign report)")
+    kept_value_months: float = Field(
+        default=12.0, gt=0, description="months of ARPU a kept customer is worth (campaign report)")
+    campaign_churn_days: int = Field(
+        default=90, ge=7, le=365, description="churn this long after an alert counts against it (campaign report)")
     # The snapshot cohort of the retention report (DOMAIN.md); facts are recorded under the values in force.
-    cohort_months: int = Field(default=3, ge=1, le=6)  # spend summed over this many months to the snapshot ...
-    cohort_min_spend: float = Field(default=360.0, ge=0)  # ... must reach this to be photographed
-    cohort_churn_months: int = Field(default=3, ge=1, le=6)  # a member this many months in a row ...
-    cohort_churn_spend: float = Field(default=50.0, ge=0)  # ... under this spend is lost (revenue churn)
+    cohort_months: int = Field(
+        default=3, ge=1, le=6, description="the snapshot cohort: customers whose spend over this many months to the "
+                                           "snapshot month reaches `CHURNWATCH_COHORT_MIN_SPEND`")
+    cohort_min_spend: float = Field(
+        default=360.0, ge=0, description="the snapshot cohort: customers whose spend over `CHURNWATCH_COHORT_MONTHS` "
+                                         "months to the snapshot month reaches this")
+    cohort_churn_months: int = Field(
+        default=3, ge=1, le=6, description="a cohort member this many months in a row under "
+                                           "`CHURNWATCH_COHORT_CHURN_SPEND` is lost (revenue churn), as at an exit")
+    cohort_churn_spend: float = Field(
+        default=50.0, ge=0, description="a cohort member `CHURNWATCH_COHORT_CHURN_MONTHS` months in a row under this "
+                                        "spend is lost (revenue churn), as at an exit")
 
     @field_validator("timezone")
     @classmethod
