@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CHURNWATCH_KAFKA_BOOTSTRAP"),
         description="Kafka bootstrap servers, `host:port[,host:port]`; the worker needs it (the demo embeds a broker)")
-    # How every Kafka client connects (kafka_clients.py); the password comes from the environment only.
+    # How every Kafka client connects (connect/kafka.py); the password comes from the environment only.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="how every Kafka client connects (docs/security.md, \"Kafka security\")")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(

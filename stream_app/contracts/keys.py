@@ -24,7 +24,7 @@ QUARANTINE_TTL_S = 90 * 86400
 
 
 def report(shard: int) -> str:
-    """One hash of report counters (report_facts.py). A single Redis has one; on a cluster every
+    """One hash of report counters (reports/facts.py). A single Redis has one; on a cluster every
     node keeps its own, written in the same script as its customers' states, and a report sums them."""
     return f"{PREFIX}:{{report-{shard}}}:counts"
 
@@ -35,7 +35,7 @@ REPORT_PATTERN = f"{PREFIX}:{{report-*}}:counts"
 def applied(shard: int) -> str:
     """The newest input offset applied per partition ("<topic>|<partition>" -> offset), written in
     the same script as the states, next to the report hash of the same shard: if Redis loses
-    data, this says what it lost (`ingest.py` rebuilds it from Kafka)."""
+    data, this says what it lost (`worker/consumer.py` rebuilds it from Kafka)."""
     return f"{PREFIX}:{{report-{shard}}}:applied"
 
 

@@ -42,7 +42,7 @@ class ReplayResult:
     events: int = 0
     seconds: float = 0.0
     core: TrainerCore | None = None
-    report: dict[str, int] = field(default_factory=dict)  # the report counters (report_facts.py)
+    report: dict[str, int] = field(default_factory=dict)  # the report counters (reports/facts.py)
     states: dict[str, bytes] = field(default_factory=dict)  # every customer's state at the end
 
 

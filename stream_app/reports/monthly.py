@@ -1,5 +1,5 @@
 """The reports retention managers read (DOMAIN.md, "Reports managers expect"), from the report
-counters the workers keep in Redis (`report_facts.py`).
+counters the workers keep in Redis (`reports/facts.py`).
 
 Figures for a month are complete once every customer has been seen in a later month (their
 monthly bill does that): a month's revenue and mid/high-end membership are counted as each

@@ -91,7 +91,7 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     segment: str = ""
     streaks: dict[int, tuple[int, int]] = {}
     cohorts: tuple[int, ...] = ()  # snapshot cohorts (month indices) the customer was photographed in ...
-    cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (report_facts.py)
+    cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (reports/facts.py)
     outcome: str = ""  # the latest call outcome from retention.outcomes (not_reached ... accepted) ...
     outcome_ts: int = 0  # ... and when the agent recorded it, epoch seconds
     #: Event ids applied within the grace window, so that a resend is never counted twice however

@@ -103,7 +103,7 @@ def _seq_of(raw: bytes | None) -> bytes:
     return raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN
 
 
-#: Report counter increments per customer (`report_facts.report_increments`).
+#: Report counter increments per customer (`reports.facts.report_increments`).
 Increments = dict[str, dict[str, int]]
 #: The newest offset of a batch per input partition: (topic, partition) -> offset.
 Applied = dict[tuple[str, int], int]

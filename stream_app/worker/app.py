@@ -1,4 +1,4 @@
-"""The faust app: it supervises the batch consumer of the input topics (`ingest.py`), sends
+"""The faust app: it supervises the batch consumer of the input topics (`worker/consumer.py`), sends
 what the pipeline produces, and runs the timers (rule reloads, health, model refresh).
 
 The input topics are read by a consumer the app owns rather than by faust agents: faust's
@@ -94,7 +94,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     async def send(out: BatchOutput) -> dict[tuple[str, int], int]:
         # An alert goes to its customer's input partition (the topics are co-partitioned), where
-        # the ledger looks for alerts a crashed batch sent (alert_ledger.py).
+        # the ledger looks for alerts a crashed batch sent (alerts/ledger.py).
         fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
         fresh = [(a, p) for a, p in fresh if not ledger.already_sent(p, a.alert_id)]
         sent = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a), partition=p) for a, p in fresh]
@@ -193,7 +193,7 @@ async def until_done(attempt: Callable[[], Awaitable[object]], health: Health, m
     (`BatchProcessor.isolated`); what is left to fail is the infrastructure (Redis, the broker
     refusing the outputs), and that is waited out with back-off, the batch uncommitted meanwhile
     and `/readyz` saying why. A batch tried again sends what it sent before, under the same ids.
-    `StateLost` is not retried: the consumer rewinds and rebuilds (`ingest.py`)."""
+    `StateLost` is not retried: the consumer rewinds and rebuilds (`worker/consumer.py`)."""
     backoff = first_backoff_s
     while True:
         try:

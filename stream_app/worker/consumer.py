@@ -109,7 +109,7 @@ class BatchConsumer:
         self.applied = applied
         self.on_lag = on_lag  # after each batch: messages behind, per partition it read
         self.on_rebuild = on_rebuild  # a partition found behind in Redis, and the first offset Kafka holds
-        self.on_state = on_state  # given the partitions owned now and what Redis has applied (alert_ledger.py)
+        self.on_state = on_state  # given the partitions owned now and what Redis has applied (alerts/ledger.py)
         self.consumer: AIOKafkaConsumer | None = None  # made in `run`, inside the worker's event loop
         self.silent_until: dict[TopicPartition, int] = {}  # partitions being rebuilt
         self._rewound: set[TopicPartition] = set()  # since the last fetch began: its batch is read again

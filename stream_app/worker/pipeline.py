@@ -87,7 +87,7 @@ class BatchOutput:
 
 
 #: Sends a batch's outputs; may return offsets to record with its state, as applied offsets
-#: (where the alerts it sent went: `alert_ledger.py`).
+#: (where the alerts it sent went: `alerts/ledger.py`).
 Sender = Callable[[BatchOutput], Awaitable[dict[tuple[str, int], int] | None]]
 R = TypeVar("R")
 
@@ -263,7 +263,7 @@ class BatchProcessor:
         on since they were read are prepared again before anything is sent; if one moves in the
         instant between the check and the write, its customers are prepared and sent again
         (under the same alert ids). `silent`: a rebuild of records whose outputs were sent
-        before the state was lost (`ingest.py`), which writes the state and sends nothing."""
+        before the state was lost (`worker/consumer.py`), which writes the state and sends nothing."""
         started = time.perf_counter()
         for topic, n in Counter(rec.topic for rec in records).items():
             self.metrics.events.labels(topic).inc(n)
