@@ -16,20 +16,14 @@ import gc
 import logging
 import signal
 import tempfile
-import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable
 
 import faust
-import msgspec
-from aiokafka import TopicPartition
-from redis.exceptions import RedisError
 
-from stream_app.alerts.call_plan import observe_call_plan
 from stream_app.alerts.ledger import AlertLedger
 from stream_app.connect.kafka import faust_credentials
 from stream_app.connect.redis import connect_redis
-from stream_app.contracts import keys
 from stream_app.features.baseline_counts import BaselineSource
 from stream_app.features.baselines import BaselineRule
 from stream_app.metrics import Metrics
@@ -37,16 +31,24 @@ from stream_app.model.registry import ScorerSource
 from stream_app.model.signing import Signer
 from stream_app.rules.watch import RulesWatch
 from stream_app.settings import Settings
-from stream_app.windows.store import RedisWindowStore, StateLost
-from stream_app.worker.consumer import BatchConsumer, Rebuild
+from stream_app.windows.store import RedisWindowStore
+from stream_app.worker.consumer import BatchConsumer
 from stream_app.worker.endpoints import Health
-from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
+from stream_app.worker.runtime import Worker
 
-__all__ = ["create_app", "quieten_gc", "until_done"]
+__all__ = ["FaustEmitter", "create_app", "quieten_gc"]
 
 log = logging.getLogger(__name__)
-_json = msgspec.json.Encoder()
-_msgpack = msgspec.msgpack.Encoder()
+
+
+class FaustEmitter:
+    """The worker's outputs through the app's producer: raw bytes, to the topic and partition given."""
+
+    def __init__(self, app: faust.App, topics: list[str]) -> None:
+        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in topics}
+
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> Awaitable[Any]:
+        return await self.topics[topic].send(key=key, value=value, partition=partition)
 
 
 def create_app(settings: Settings, metrics: Metrics, health: Health | None = None) -> faust.App:
@@ -69,68 +71,22 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
     )
-    t = settings.topics
-    alerts = app.topic(t.alerts, key_serializer="raw", value_serializer="raw")
-    deadletter = app.topic(t.deadletter, key_serializer="raw", value_serializer="raw")
-    snapshots = app.topic(t.snapshots, key_serializer="raw", value_serializer="raw")
-    churn_events = app.topic(t.churn_events, key_serializer="raw", value_serializer="raw")
     model = ScorerSource(metrics, Signer.of(settings))
-    ledger = AlertLedger(settings)
     baselines = BaselineSource(BaselineRule.of(settings), metrics)
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()
     lock = asyncio.Lock()
-    processor: BatchProcessor | None = None
-    client = None
 
-    def get_processor() -> BatchProcessor:
-        # Made on first use, inside the worker's event loop, which the Redis client binds to.
-        nonlocal processor, client
-        if processor is None:
-            client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
-            store = RedisWindowStore(client, settings.idle_expiry_days * 86400)
-            processor = BatchProcessor(settings, store, rules.current, metrics, model=model, baselines=baselines)
-        return processor
+    def connect() -> tuple[Any, RedisWindowStore]:
+        client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
+        return client, RedisWindowStore(client, settings.idle_expiry_days * 86400)
 
-    async def send(out: BatchOutput) -> dict[tuple[str, int], int]:
-        # An alert goes to its customer's input partition (the topics are co-partitioned), where
-        # the ledger looks for alerts a crashed batch sent (alerts/ledger.py).
-        fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
-        fresh = [(a, p) for a, p in fresh if not ledger.already_sent(p, a.alert_id)]
-        sent = [await alerts.send(key=a.customer_id.encode(), value=_json.encode(a), partition=p) for a, p in fresh]
-        futures = [await deadletter.send(key=(d.key or "").encode(), value=_json.encode(d)) for d in out.deadletters]
-        futures += [await snapshots.send(key=s.customer_id.encode(), value=_msgpack.encode(s)) for s in out.snapshots]
-        # An erased customer's snapshots still waiting for their label go too: the trainer drops them.
-        futures += [await snapshots.send(key=c.encode(), value=None) for c in out.erased]
-        futures += [await churn_events.send(key=c.customer_id.encode(), value=_json.encode(c)) for c in out.churn_events]
-        # Wait for the broker to have them before the state (and so the offsets) moves on.
-        for meta in await asyncio.gather(*sent):
-            ledger.record(meta.partition, meta.offset)
-        await asyncio.gather(*futures)
-        return ledger.marks(set(out.partitions.values()))
-
-    health = health or Health()
-
-    async def process(records: list[RawRecord], silent: bool) -> None:
-        await until_done(lambda: get_processor().run(records, send, silent), health, metrics,
-                         settings.redis_retry_max_s)
-
-    def show_lag(lags: dict[tuple[str, int], int]) -> None:
-        for (topic, partition), lag in lags.items():
-            metrics.consumer_lag.labels(topic, str(partition)).set(lag)
-
-    def rebuilding(tp: TopicPartition, rebuild: Rebuild, earliest: int) -> None:
-        """Redis is behind what Kafka says was processed: it lost data. Say so, loudly."""
-        start, complete = rebuild.resume_at(earliest), rebuild.complete(earliest)
-        metrics.rebuilds.labels(tp.topic, "complete" if complete else "partial").inc()
-        lost = "" if complete else (f"; offsets before {earliest} are gone from Kafka (retention): "
-                                    "what they counted is lost")
-        log.error("Redis lost the state of %s-%d (it holds %s, the group committed %d): rebuilding from offset %d%s",
-                  tp.topic, tp.partition, "nothing" if rebuild.start is None else f"up to {rebuild.start - 1}",
-                  rebuild.until, earliest if start is None else start, lost)
-
-    ingest = BatchConsumer(settings, process, lock, lambda: get_processor().store.applied(), show_lag, rebuilding,
-                           ledger.recover)
+    t = settings.topics
+    emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events])
+    worker = Worker(settings, metrics, emitter, rules.current, model, baselines, AlertLedger(settings),
+                    connect, health)
+    ingest = BatchConsumer(settings, worker.process, lock, lambda: worker.processor.store.applied(),
+                           worker.show_lag, worker.rebuilding, worker.ledger.recover)
 
     @app.task
     async def consume_inputs() -> None:
@@ -142,42 +98,15 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     @app.timer(interval=5.0)
     async def observe() -> None:
-        """Consumer lag, customers tracked, and what `/readyz` reports."""
-        lags = await ingest.lags()
-        # Cleared first: partitions this worker lost in a rebalance must not report a stale lag.
-        metrics.consumer_lag.clear()
-        for (topic, partition), lag in lags.items():
-            metrics.consumer_lag.labels(topic, str(partition)).set(lag)
-        health.partitions = ingest.partitions
-        health.rebuilding = len(ingest.silent_until)
-        get_processor()
-        try:
-            metrics.customers.set(await client.dbsize())  # type: ignore[union-attr]
-            health.redis_answered_at = time.monotonic()
-            observe_call_plan(metrics, await client.hgetall(keys.CALL_PLAN))  # type: ignore[union-attr]
-        except RedisError as exc:
-            log.warning("Redis did not answer the health check: %s", exc)
+        await worker.observe(await ingest.lags(), ingest.partitions, len(ingest.silent_until))
 
     @app.timer(interval=settings.model_refresh_s)
     async def refresh_model() -> None:
-        # Between batches: the lock keeps a batch from seeing two model versions.
-        get_processor()
-        async with lock:
-            try:
-                await model.refresh(client)
-            except RedisError as exc:  # the batches wait out the outage; this tries again later
-                log.warning("could not look for a new model: %s", exc)
+        await worker.refresh_model(lock)
 
     @app.timer(interval=settings.baseline_refresh_s)
     async def refresh_baselines() -> None:
-        # Not under the batch lock: the reread scans every report hash, and batches need not wait
-        # for it. The new set replaces the old in one assignment, and a batch derives its features
-        # without awaiting, so it is judged against one set of baselines all the same.
-        get_processor()
-        try:
-            await baselines.refresh(client)
-        except RedisError as exc:
-            log.warning("could not reread the segment baselines: %s", exc)
+        await worker.refresh_baselines()
 
     @app.task
     async def reload_on_sighup() -> None:
@@ -185,31 +114,6 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rules.reload)
 
     return app
-
-
-async def until_done(attempt: Callable[[], Awaitable[object]], health: Health, metrics: Metrics,
-                     max_backoff_s: float, first_backoff_s: float = 0.5) -> None:
-    """One batch, tried until it goes through. A record that raises goes to dead letter
-    (`BatchProcessor.isolated`); what is left to fail is the infrastructure (Redis, the broker
-    refusing the outputs), and that is waited out with back-off, the batch uncommitted meanwhile
-    and `/readyz` saying why. A batch tried again sends what it sent before, under the same ids.
-    `StateLost` is not retried: the consumer rewinds and rebuilds (`worker/consumer.py`)."""
-    backoff = first_backoff_s
-    while True:
-        try:
-            await attempt()
-        except StateLost:
-            raise
-        except Exception as exc:  # noqa: BLE001 - nothing in the data path ends the process
-            health.blocked = f"a batch failed and is being retried: {type(exc).__name__}: {exc}"[:300]
-            metrics.batch_retries.labels(type(exc).__name__).inc()
-            log.error("batch failed (%s: %s); trying it again in %.1f s", type(exc).__name__, exc, backoff,
-                      exc_info=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
-            continue
-        health.blocked = None
-        return
 
 
 def quieten_gc() -> None:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.metrics import Metrics
 from stream_app.windows.store import StateLost
-from stream_app.worker.app import until_done
+from stream_app.worker.runtime import until_done
 from stream_app.worker.endpoints import Health
 
 

@@ -1,0 +1,167 @@
+"""What a worker does around the pipeline: sends a batch's outputs through an emitter, tries a
+batch until it goes through, reports lag, health and rebuilds, and refreshes the model and the
+baselines. The faust app (`worker/app.py`) only wires it to Kafka, Redis and its timers; a test
+gives it an emitter of its own and an in-memory store, and runs batches without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+import msgspec
+from aiokafka import TopicPartition
+from redis.exceptions import RedisError
+
+from stream_app.alerts.call_plan import observe_call_plan
+from stream_app.alerts.ledger import AlertLedger
+from stream_app.contracts import keys
+from stream_app.features.baseline_counts import BaselineSource
+from stream_app.metrics import Metrics
+from stream_app.model.registry import ScorerSource
+from stream_app.rules.pack import Ruleset
+from stream_app.settings import Settings
+from stream_app.windows.store import StateLost, WindowStore
+from stream_app.worker.consumer import Rebuild
+from stream_app.worker.endpoints import Health
+from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
+
+__all__ = ["Emitter", "Worker", "until_done"]
+
+log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+class Sent(Protocol):
+    partition: int
+    offset: int
+
+
+class Emitter(Protocol):
+    """Where outputs go. `send` queues one record and returns what resolves to where the broker
+    put it, once the broker has it (faust's `Topic.send` does exactly this)."""
+
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   partition: int | None = None) -> Awaitable[Sent]: ...
+
+
+class Worker:
+    """One worker's batches and housekeeping. `connect` makes the Redis client and the store on
+    first use, inside the event loop the client binds to."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, emitter: Emitter, rules: Callable[[], Ruleset],
+                 model: ScorerSource, baselines: BaselineSource, ledger: AlertLedger,
+                 connect: Callable[[], tuple[Any, WindowStore]], health: Health | None = None) -> None:
+        self.settings, self.metrics, self.emitter = settings, metrics, emitter
+        self.rules, self.model, self.baselines, self.ledger = rules, model, baselines, ledger
+        self.health = health or Health()
+        self._connect = connect
+        self._processor: BatchProcessor | None = None
+        self.client: Any = None
+
+    @property
+    def processor(self) -> BatchProcessor:
+        if self._processor is None:
+            self.client, store = self._connect()
+            self._processor = BatchProcessor(self.settings, store, self.rules, self.metrics, model=self.model,
+                                             baselines=self.baselines)
+        return self._processor
+
+    async def process(self, records: list[RawRecord], silent: bool = False) -> None:
+        """One batch, tried until it goes through (`until_done`)."""
+        await until_done(lambda: self.processor.run(records, self.send, silent), self.health, self.metrics,
+                         self.settings.redis_retry_max_s)
+
+    async def send(self, out: BatchOutput) -> dict[tuple[str, int], int]:
+        """Send a batch's outputs and wait for the broker to have them, before the state (and so the
+        offsets) moves on; the newest alert offsets to record with the state."""
+        t, emit = self.settings.topics, self.emitter.send
+        # An alert goes to its customer's input partition (the topics are co-partitioned), where
+        # the ledger looks for alerts a crashed batch sent (alerts/ledger.py).
+        fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
+        fresh = [(a, p) for a, p in fresh if not self.ledger.already_sent(p, a.alert_id)]
+        sent = [await emit(t.alerts, a.customer_id.encode(), _json.encode(a), p) for a, p in fresh]
+        futures = [await emit(t.deadletter, (d.key or "").encode(), _json.encode(d)) for d in out.deadletters]
+        futures += [await emit(t.snapshots, s.customer_id.encode(), _msgpack.encode(s)) for s in out.snapshots]
+        # An erased customer's snapshots still waiting for their label go too: the trainer drops them.
+        futures += [await emit(t.snapshots, c.encode(), None) for c in out.erased]
+        futures += [await emit(t.churn_events, c.customer_id.encode(), _json.encode(c)) for c in out.churn_events]
+        for meta in await asyncio.gather(*sent):
+            self.ledger.record(meta.partition, meta.offset)
+        await asyncio.gather(*futures)
+        return self.ledger.marks(set(out.partitions.values()))
+
+    def show_lag(self, lags: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), lag in lags.items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def rebuilding(self, tp: TopicPartition, rebuild: Rebuild, earliest: int) -> None:
+        """Redis is behind what Kafka says was processed: it lost data. Say so, loudly."""
+        start, complete = rebuild.resume_at(earliest), rebuild.complete(earliest)
+        self.metrics.rebuilds.labels(tp.topic, "complete" if complete else "partial").inc()
+        lost = "" if complete else (f"; offsets before {earliest} are gone from Kafka (retention): "
+                                    "what they counted is lost")
+        log.error("Redis lost the state of %s-%d (it holds %s, the group committed %d): rebuilding from offset %d%s",
+                  tp.topic, tp.partition, "nothing" if rebuild.start is None else f"up to {rebuild.start - 1}",
+                  rebuild.until, earliest if start is None else start, lost)
+
+    async def observe(self, lags: dict[tuple[str, int], int], partitions: int, rebuilding: int) -> None:
+        """Consumer lag, customers tracked, and what `/readyz` reports."""
+        # Cleared first: partitions this worker lost in a rebalance must not report a stale lag.
+        self.metrics.consumer_lag.clear()
+        self.show_lag(lags)
+        self.health.partitions, self.health.rebuilding = partitions, rebuilding
+        self.processor  # noqa: B018 - connects on first use
+        try:
+            self.metrics.customers.set(await self.client.dbsize())
+            self.health.redis_answered_at = time.monotonic()
+            observe_call_plan(self.metrics, await self.client.hgetall(keys.CALL_PLAN))
+        except RedisError as exc:
+            log.warning("Redis did not answer the health check: %s", exc)
+
+    async def refresh_model(self, lock: asyncio.Lock) -> None:
+        # Between batches: the lock keeps a batch from seeing two model versions.
+        self.processor  # noqa: B018 - connects on first use
+        async with lock:
+            try:
+                await self.model.refresh(self.client)
+            except RedisError as exc:  # the batches wait out the outage; this tries again later
+                log.warning("could not look for a new model: %s", exc)
+
+    async def refresh_baselines(self) -> None:
+        # Not under the batch lock: the reread scans every report hash, and batches need not wait
+        # for it. The new set replaces the old in one assignment, and a batch derives its features
+        # without awaiting, so it is judged against one set of baselines all the same.
+        self.processor  # noqa: B018 - connects on first use
+        try:
+            await self.baselines.refresh(self.client)
+        except RedisError as exc:
+            log.warning("could not reread the segment baselines: %s", exc)
+
+
+async def until_done(attempt: Callable[[], Awaitable[object]], health: Health, metrics: Metrics,
+                     max_backoff_s: float, first_backoff_s: float = 0.5) -> None:
+    """One batch, tried until it goes through. A record that raises goes to dead letter
+    (`BatchProcessor.isolated`); what is left to fail is the infrastructure (Redis, the broker
+    refusing the outputs), and that is waited out with back-off, the batch uncommitted meanwhile
+    and `/readyz` saying why. A batch tried again sends what it sent before, under the same ids.
+    `StateLost` is not retried: the consumer rewinds and rebuilds (`worker/consumer.py`)."""
+    backoff = first_backoff_s
+    while True:
+        try:
+            await attempt()
+        except StateLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing in the data path ends the process
+            health.blocked = f"a batch failed and is being retried: {type(exc).__name__}: {exc}"[:300]
+            metrics.batch_retries.labels(type(exc).__name__).inc()
+            log.error("batch failed (%s: %s); trying it again in %.1f s", type(exc).__name__, exc, backoff,
+                      exc_info=True)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+            continue
+        health.blocked = None
+        return
