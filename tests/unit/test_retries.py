@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.metrics import Metrics
 from stream_app.windows.store import StateLost
-from stream_app.worker.runtime import until_done
 from stream_app.worker.endpoints import Health
+from stream_app.worker.runtime import until_done
 
 
 def test_a_batch_the_broker_refuses_is_tried_again_until_it_goes_through() -> None:
