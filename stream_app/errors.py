@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["ChurnwatchError", "InvalidEvent", "RuleError", "RuleFileError"]
+__all__ = ["ChurnwatchError", "ConfigError", "InvalidEvent", "NotReady", "RuleError", "RuleFileError"]
 
 
 class ChurnwatchError(Exception):
     """Root of every error this package raises on purpose."""
+
+
+class ConfigError(ChurnwatchError, ValueError):
+    """A setting, argument or file a user gave that cannot be used: the message says which and why."""
+
+
+class NotReady(ChurnwatchError, RuntimeError):
+    """Something this needs is not there (yet): a topic, a server, a worker that stopped."""
 
 
 class InvalidEvent(ChurnwatchError):

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from stream_app.errors import ConfigError
 from stream_app.metrics import Metrics
 from stream_app.rules.pack import Ruleset, load_rules
 from stream_app.settings import Settings
@@ -94,7 +95,7 @@ def decliner(log: Log, customer: str, months: tuple[int, ...] = (3, 4, 5),
 def fixed_clock(now: datetime = DEFAULT_NOW) -> Callable[[], datetime]:
     """A wall clock that always says `now` (timezone-aware)."""
     if now.tzinfo is None:
-        raise ValueError(f"a fixed clock needs a timezone-aware time, got {now!r}")
+        raise ConfigError(f"a fixed clock needs a timezone-aware time, got {now!r}")
     return lambda: now
 
 

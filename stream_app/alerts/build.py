@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,6 +15,7 @@ from stream_app.features.derive import FEATURES
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset, render
+from stream_app.settings import Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
 __all__ = ["LEVEL_RISK", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
@@ -50,9 +51,15 @@ class AlertPolicy:
     holdout_share: float = 0.10  # control group: flagged, never called, to measure what calls keep
     margin_share: float = 1.0  # monthly margin as a share of ARPU (1: value at risk is revenue)
     # Monthly churn rate per value segment: a customer's expected remaining lifetime is its inverse.
-    segment_churn: tuple[tuple[str, float], ...] = (
-        ("mid_high_end", 0.01), ("potential_mid_high_end", 0.015), ("mass", 0.025))
+    segment_churn: tuple[tuple[str, float], ...] = field(default_factory=lambda: tuple(
+        Settings.model_fields["segment_monthly_churn"].default_factory().items()))  # type: ignore[misc]
     max_lifetime_months: float = 60.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "AlertPolicy":
+        """The policy the settings describe (control group, margin, churn per segment)."""
+        return cls(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
+                   segment_churn=tuple(settings.segment_monthly_churn.items()))
 
     def value_at_risk(self, probability: float, arpu: float, segment: str) -> float:
         """Churn probability x monthly margin x expected remaining lifetime (DOMAIN.md)."""

@@ -31,6 +31,7 @@ from stream_app.connect.kafka import client_options
 from stream_app.connect.topic_reader import read_alerts, read_outcomes
 from stream_app.contracts import segments
 from stream_app.contracts.events import Alert, Outcome
+from stream_app.errors import ConfigError
 from stream_app.settings import Settings
 
 __all__ = ["CallQueue", "QueueCall", "load_lookup", "make_app"]
@@ -55,7 +56,7 @@ def load_lookup(path: Path) -> dict[str, str]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"customer_id", "phone"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the columns customer_id,phone; got {reader.fieldnames!r}")
+            raise ConfigError(f"{path}: expected the columns customer_id,phone; got {reader.fieldnames!r}")
         return {row["customer_id"]: row["phone"] for row in reader}
 
 
@@ -92,7 +93,7 @@ class CallQueue:
         if alert is None:
             raise LookupError(f"alert {alert_id!r} is not on the call list for {self.day}")
         if result not in dict(RESULTS):
-            raise ValueError(f"unknown result {result!r}; expected one of {', '.join(dict(RESULTS))}")
+            raise ConfigError(f"unknown result {result!r}; expected one of {', '.join(dict(RESULTS))}")
         outcome = Outcome(uuid.uuid4().hex, alert.customer_id, datetime.now(timezone.utc), alert_id, result,  # type: ignore[arg-type]
                           offer or None, agent or None)
         if self._producer is None:

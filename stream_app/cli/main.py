@@ -13,6 +13,7 @@ import msgspec
 
 from stream_app.cli.common import kafka_ready, logging_setup, read_settings
 from stream_app.contracts.events import CONTRACTS, json_schema
+from stream_app.errors import ChurnwatchError
 from stream_app.features.derive import FEATURES
 from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import check_files
@@ -20,7 +21,18 @@ from stream_app.rules.pack import check_files
 SCHEMA_DIR = Path(__file__).parents[1] / "contracts" / "schemas"
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every error the package raises on purpose (`ChurnwatchError`) ends a command with its one
+    clear line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ChurnwatchError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """churnwatch: real-time churn early warning for mobile operators."""
 

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from stream_app.connect.kafka import client_options
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome, decode_outcome
-from stream_app.errors import InvalidEvent
+from stream_app.errors import ConfigError, InvalidEvent
 from stream_app.settings import Settings
 
 __all__ = ["read_topic", "read_alerts", "read_outcomes", "read_churn_events"]
@@ -21,7 +21,7 @@ T = TypeVar("T")
 def read_topic(settings: Settings, topic: str, decode: Callable[[bytes], T]) -> Iterator[T]:
     """Every record still on `topic`, decoded, up to the end it had when reading began."""
     if not settings.kafka_bootstrap:
-        raise ValueError(f"KAFKA_BOOTSTRAP is not set: {topic} cannot be read")
+        raise ConfigError(f"KAFKA_BOOTSTRAP is not set: {topic} cannot be read")
     consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False, consumer_timeout_ms=2000)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

@@ -38,6 +38,7 @@ import numpy as np
 from stream_app.contracts import keys
 from stream_app.contracts.calendar import month_index, months_of_days
 from stream_app.contracts.segments import SEGMENTS
+from stream_app.errors import ConfigError
 from stream_app.features.derive import CALL_PERIODS
 from stream_app.settings import Settings
 
@@ -122,7 +123,7 @@ def parse_call(function: str, args: list[str]) -> str:
     """The column of a `segment_pQ(feature)` call, or ValueError saying what is allowed."""
     match = _CALL.match(function)
     if match is None or int(match.group(1)) not in QUANTILES or len(args) != 1 or args[0] not in BASELINED:
-        raise ValueError(f"segment baselines are segment_pQ(feature) with Q one of {', '.join(map(str, QUANTILES))} "
+        raise ConfigError(f"segment baselines are segment_pQ(feature) with Q one of {', '.join(map(str, QUANTILES))} "
                          f"and feature one of {', '.join(BASELINED)}; got {function}({', '.join(args)})")
     return column_name(int(match.group(1)), args[0])
 

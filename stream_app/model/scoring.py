@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 from river import compose, drift, forest, linear_model, optim, preprocessing
 
+from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
 from stream_app.features.derive import CALL_PERIODS, shortfall_z
 from stream_app.model.signing import Signer, Unsigned
@@ -97,7 +98,7 @@ def _shifts(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]) -> 
     return {name: np.where(counted[name] & np.isfinite(m), m, 0.0) for name, m in medians.items() if name in counted}
 
 
-class ModelRefused(ValueError):
+class ModelRefused(ChurnwatchError, ValueError):
     """A snapshot this scorer must not use: corrupt, or made for other features or format."""
 
 

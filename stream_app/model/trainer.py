@@ -29,6 +29,7 @@ from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.contracts import keys
 from stream_app.contracts.events import ChurnEvent, Label, ModelEvent, Snapshot
+from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import publish
@@ -211,7 +212,7 @@ def _partitions(consumer: Any, topic: str, wait_s: float = 30.0) -> list[int]:
     deadline = time.monotonic() + wait_s
     while not (parts := consumer.partitions_for_topic(topic)):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic!r} has no partitions; start a worker first (it creates the topics)")
+            raise NotReady(f"topic {topic!r} has no partitions; start a worker first (it creates the topics)")
         time.sleep(0.2)
     return sorted(parts)
 

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream_app.contracts.events import REASON_CODES
+from stream_app.errors import ChurnwatchError
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
@@ -36,7 +37,7 @@ MONEY = ("spend", "topup")
 RECORDS_PER_MONTH = 8  # when the data has totals but no counts: this many records a month, spread evenly
 
 
-class MappingError(ValueError):
+class MappingError(ChurnwatchError, ValueError):
     """A mapping file that cannot be used, with every problem located."""
 
 

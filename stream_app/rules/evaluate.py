@@ -15,6 +15,7 @@ import numpy as np
 from simpleeval import SimpleEval
 
 from stream_app.contracts.events import LEVELS
+from stream_app.errors import ConfigError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.baselines import QUANTILES, parse_call
 
@@ -42,7 +43,7 @@ class VectorEval(SimpleEval):
         arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
         if not isinstance(arg, ast.Name) or f"{arg.id}_z" not in self.names:
             valid = sorted(n[:-2] for n in self.names if n.endswith("_z") and n[:-2] in self.names)
-            raise ValueError(f"zscore() takes one feature with a customer history: {', '.join(valid)}")
+            raise ConfigError(f"zscore() takes one feature with a customer history: {', '.join(valid)}")
         return self.names[f"{arg.id}_z"]
 
     def _eval_boolop(self, node: ast.BoolOp) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stream_app.errors import RuleFileError
+from stream_app.errors import NotReady, RuleFileError
 from stream_app.metrics import Metrics
 from stream_app.rules.pack import Ruleset, load_rules, rule_files
 
@@ -25,7 +25,7 @@ class RulesWatch:
 
     def current(self) -> Ruleset:
         if self._rules is None:
-            raise RuntimeError("no rules loaded yet")
+            raise NotReady("no rules loaded yet")
         return self._rules
 
     def _files_stamp(self) -> tuple:

@@ -38,6 +38,7 @@ from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts import keys
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_profile
+from stream_app.errors import NotReady
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
 from stream_app.tools.bench import id_memory, memory_per_key
@@ -176,7 +177,7 @@ def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise RuntimeError(f"the worker stopped:\n{log.read_text()[-3000:]}")
+            raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen, now = consumed(port), time.monotonic()
         if seen and first is None:
             first = (now, seen)

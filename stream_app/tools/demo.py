@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.connect.kafka import client_options
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.events import Alert, DeadLetter
+from stream_app.errors import NotReady
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
@@ -170,7 +171,7 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
     try:
         while deadline is None or time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with code {worker.returncode}; see its log")
+                raise NotReady(f"the worker exited with code {worker.returncode}; see its log")
             for msg in consumer:
                 if msg.topic == settings.topics.alerts:
                     alert = msgspec.json.decode(msg.value, type=Alert)

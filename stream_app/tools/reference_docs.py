@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import AliasChoices, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from stream_app.errors import ConfigError
 from stream_app.metrics import Metrics, TrainerMetrics
 from stream_app.settings import Settings
 
@@ -54,7 +55,7 @@ def _settings_rows(model: type[BaseModel]) -> Iterator[tuple[list[str], FieldInf
     Raises `ValueError`, naming the field, if one has no `Field(description=...)`: its meaning."""
     for name, field in model.model_fields.items():
         if not (field.description or "").strip():
-            raise ValueError(f"{model.__name__}.{name} has no description: add Field(description=...) "
+            raise ConfigError(f"{model.__name__}.{name} has no description: add Field(description=...) "
                              f"in {model.__module__.replace('.', '/')}.py; it is the meaning in docs/configuration.md")
         nested = field.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):

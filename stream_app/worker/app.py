@@ -24,6 +24,7 @@ import faust
 from stream_app.alerts.ledger import AlertLedger
 from stream_app.connect.kafka import faust_credentials
 from stream_app.connect.redis import connect_redis
+from stream_app.errors import ConfigError
 from stream_app.features.baseline_counts import BaselineSource
 from stream_app.features.baselines import BaselineRule
 from stream_app.metrics import Metrics
@@ -54,7 +55,7 @@ class FaustEmitter:
 def create_app(settings: Settings, metrics: Metrics, health: Health | None = None) -> faust.App:
     """A faust app wired to Kafka, Redis and the rules in `settings.rules_dir`."""
     if not settings.kafka_bootstrap or settings.redis_url is None:
-        raise ValueError("KAFKA_BOOTSTRAP and REDIS_URL must be set for the worker")
+        raise ConfigError("KAFKA_BOOTSTRAP and REDIS_URL must be set for the worker")
     # Tables live in memory and state in Redis: nothing worth keeping goes in faust's data dir.
     datadir = Path(tempfile.gettempdir()) / "churnwatch-faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)

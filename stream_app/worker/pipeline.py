@@ -24,7 +24,7 @@ from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
 from stream_app.contracts.calendar import local_days, months_of_days
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
 from stream_app.contracts.inputs import CLOCKED
-from stream_app.errors import InvalidEvent
+from stream_app.errors import InvalidEvent, NotReady
 from stream_app.features.baselines import Baselines
 from stream_app.features.baselines import increments as baseline_increments
 from stream_app.features.derive import derive
@@ -108,8 +108,7 @@ class BatchProcessor:
         self.model = model
         self.baselines = baselines
         self.metrics = metrics
-        self.policy = policy or AlertPolicy(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
-                                            segment_churn=tuple(settings.segment_monthly_churn.items()))
+        self.policy = policy or AlertPolicy.of(settings)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         # Event-time clock per partition: the newest day reached by any customer in it. Per
@@ -284,7 +283,7 @@ class BatchProcessor:
             lost = set(conflicts)
             pending = [r for r in pending if self.edge.customer_of(r) in lost]
         else:
-            raise RuntimeError("customers' states kept changing under this worker: another worker owns them")
+            raise NotReady("customers' states kept changing under this worker: another worker owns them")
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out

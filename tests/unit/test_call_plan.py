@@ -67,7 +67,7 @@ def test_value_at_risk_weighs_a_segment_by_how_long_its_customers_stay(monkeypat
     monkeypatch.setenv("CHURNWATCH_SEGMENT_MONTHLY_CHURN", '{"mid_high_end": 0.01, "mass": 0.05}')
     monkeypatch.setenv("CHURNWATCH_MARGIN_SHARE", "0.5")
     settings = Settings(_env_file=None)
-    policy = AlertPolicy(margin_share=settings.margin_share, segment_churn=tuple(settings.segment_monthly_churn.items()))
+    policy = AlertPolicy.of(settings)
     # 1 / 1% is 100 months, capped at 60; 1 / 5% is 20 months.
     assert policy.value_at_risk(0.5, 200.0, "mid_high_end") == 0.5 * 200 * 0.5 * 60
     assert policy.value_at_risk(0.5, 200.0, "mass") == 0.5 * 200 * 0.5 * 20

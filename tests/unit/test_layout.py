@@ -39,3 +39,25 @@ def test_the_examples_in_docstrings_run(name: str) -> None:
 def test_every_stage_is_a_package_and_no_module_sits_loose_beside_them() -> None:
     top = sorted(p.name for p in (REPO / "stream_app").iterdir() if p.suffix == ".py")
     assert top == ["__init__.py", "errors.py", "logs.py", "metrics.py", "privacy.py", "settings.py", "testing.py"], top
+
+
+def test_every_exception_the_package_defines_descends_from_the_root_one() -> None:
+    from stream_app.errors import ChurnwatchError
+
+    for name in MODULES:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == name
+                    and not value.__name__.startswith("_")):
+                assert issubclass(value, ChurnwatchError), f"{name}.{value.__name__}"
+
+
+def test_an_error_a_user_causes_ends_a_command_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli import main
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    result = CliRunner().invoke(main, ["calls", "daily", "--day", "2026-11-30"])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.strip().splitlines() == ["Error: KAFKA_BOOTSTRAP is not set: churn.alerts cannot be read"]

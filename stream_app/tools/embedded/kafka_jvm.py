@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from stream_app.errors import NotReady
 from stream_app.tools.embedded.process import free_port
 
 POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
@@ -28,7 +29,7 @@ _MARKER = ".complete"
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise RuntimeError(f"{tool!r} not found on PATH; it is needed to run the test Kafka broker")
+        raise NotReady(f"{tool!r} not found on PATH; it is needed to run the test Kafka broker")
     return path
 
 
@@ -51,7 +52,7 @@ def ensure_kafka_jars(cache_dir: Path, pom: Path = POM) -> Path:
         cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-            raise RuntimeError(f"fetching Kafka jars failed ({' '.join(cmd)}):\n{proc.stdout}\n{proc.stderr}")
+            raise NotReady(f"fetching Kafka jars failed ({' '.join(cmd)}):\n{proc.stdout}\n{proc.stderr}")
         marker.write_text(stamp)
         return libs
 
@@ -93,7 +94,7 @@ class ApacheKafka:
     def secure_bootstrap(self) -> str:
         """The SASL_SSL listener's address (a ``secure`` listener must have been asked for)."""
         if self.secure is None:
-            raise RuntimeError("this broker has no secure listener")
+            raise NotReady("this broker has no secure listener")
         return f"127.0.0.1:{self.secure_port}"
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -148,7 +149,7 @@ class ApacheKafka:
                                         *self._format_args()),
                              capture_output=True, text=True, timeout=120)
         if fmt.returncode != 0:
-            raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+            raise NotReady(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
@@ -163,7 +164,7 @@ class ApacheKafka:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"Kafka exited with {self._proc.returncode}; see {self.log_path}:\n{self._tail()}")
+                raise NotReady(f"Kafka exited with {self._proc.returncode}; see {self.log_path}:\n{self._tail()}")
             if self._metadata_ok():
                 return
             time.sleep(0.25)

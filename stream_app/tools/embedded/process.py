@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from stream_app.errors import NotReady
+
 __all__ = ["free_port", "wait_for_port", "ServerProcess"]
 
 
@@ -26,7 +28,7 @@ def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = N
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"server exited with code {proc.returncode} before listening on {port}:\n{tail}")
+            raise NotReady(f"server exited with code {proc.returncode} before listening on {port}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return

