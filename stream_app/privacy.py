@@ -17,13 +17,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 
 from stream_app.settings import Settings
 
-__all__ = ["Pseudonyms"]
+__all__ = ["Pseudonyms", "is_pseudonym"]
 
 PREFIX = "p"  # tells a pseudonym from a number at a glance; MSISDNs are digits
+_PSEUDONYM = re.compile(r"^p[A-Za-z0-9_-]{22}$")  # PREFIX + 16 bytes in unpadded URL-safe base64
+
+
+def is_pseudonym(value: str) -> bool:
+    """Whether `value` has the shape of a pseudonym (never a phone number).
+
+    >>> is_pseudonym(Pseudonyms(b"k" * 16)("8613800000001")), is_pseudonym("8613800000001")
+    (True, False)
+    """
+    return bool(_PSEUDONYM.match(value))
 
 
 class Pseudonyms:
