@@ -1,5 +1,6 @@
-"""The shared vocabulary every stage speaks: the wire records and their JSON Schemas, the Redis
-key layout, and the operator's calendar (how days and months are counted in its time zone)."""
+"""The shared vocabulary every stage speaks: the wire records and their JSON Schemas, the input
+topics by position, the Redis key layout, the operator's calendar (how days and months are counted
+in its time zone) and its value segments."""
 
 from stream_app.contracts.calendar import (
     EPOCH_ORDINAL,

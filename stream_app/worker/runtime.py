@@ -64,6 +64,10 @@ class Worker:
 
     @property
     def processor(self) -> BatchProcessor:
+        return self._connected()
+
+    def _connected(self) -> BatchProcessor:
+        """The batch processor, with its store and the Redis client made on first use."""
         if self._processor is None:
             self.client, store = self._connect()
             self._processor = BatchProcessor(self.settings, store, self.rules, self.metrics, model=self.model,
@@ -114,7 +118,7 @@ class Worker:
         self.metrics.consumer_lag.clear()
         self.show_lag(lags)
         self.health.partitions, self.health.rebuilding = partitions, rebuilding
-        self.processor  # noqa: B018 - connects on first use
+        self._connected()
         try:
             self.metrics.customers.set(await self.client.dbsize())
             self.health.redis_answered_at = time.monotonic()
@@ -124,7 +128,7 @@ class Worker:
 
     async def refresh_model(self, lock: asyncio.Lock) -> None:
         # Between batches: the lock keeps a batch from seeing two model versions.
-        self.processor  # noqa: B018 - connects on first use
+        self._connected()
         async with lock:
             try:
                 await self.model.refresh(self.client)
@@ -135,7 +139,7 @@ class Worker:
         # Not under the batch lock: the reread scans every report hash, and batches need not wait
         # for it. The new set replaces the old in one assignment, and a batch derives its features
         # without awaiting, so it is judged against one set of baselines all the same.
-        self.processor  # noqa: B018 - connects on first use
+        self._connected()
         try:
             await self.baselines.refresh(self.client)
         except RedisError as exc:
