@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-__all__ = ["EPOCH_ORDINAL", "LocalClock", "local_clock", "local_days", "month_index", "month_label", "month_of_label",
-           "months_of_days"]
+__all__ = ["EPOCH_ORDINAL", "LocalClock", "local_clock", "local_days", "month_index", "month_label", "month_of_day",
+           "month_of_label", "months_of_days"]
 
 EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): unix days to day ordinals
 
@@ -44,6 +44,16 @@ def month_of_label(label: str) -> int:
     """
     year, month = label.split("-")
     return month_index(int(year), int(month))
+
+
+def month_of_day(ordinal: int) -> int:
+    """The `month_index` of one day ordinal.
+
+    >>> month_of_day(date(2026, 2, 28).toordinal()) == month_index(2026, 2)
+    True
+    """
+    day = date.fromordinal(ordinal)
+    return month_index(day.year, day.month)
 
 
 def months_of_days(ordinals: np.ndarray) -> np.ndarray:

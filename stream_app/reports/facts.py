@@ -18,14 +18,14 @@ from __future__ import annotations
 import collections
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 
 from stream_app.contracts import segments
-from stream_app.contracts.calendar import EPOCH_ORDINAL, month_index, month_label
+from stream_app.contracts.calendar import local_clock, month_index, month_label, month_of_day, months_of_days
 from stream_app.contracts.events import ChurnEvent
 from stream_app.contracts.inputs import Input
 from stream_app.settings import CohortRule
@@ -125,9 +125,8 @@ def _with_news(w: Windows, rows: list[int], before: Before, closing: np.ndarray,
 
 
 def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
-    """Which month is open, for many days at once: months since 1970, only ever compared (0: none yet)."""
-    days = (day0.astype(np.int64) - grace_days - EPOCH_ORDINAL).astype("datetime64[D]")
-    return np.where(day0 > 0, days.astype("datetime64[M]").astype(np.int64), 0)
+    """Which month is open, for many closing days at once (0: none yet)."""
+    return np.where(day0 > 0, months_of_days(day0.astype(np.int64) - grace_days), 0)
 
 
 def _close(w: Windows, i: int, before: Before, closing: int, grace_days: int, exit_month: int | None,
@@ -146,14 +145,12 @@ def _close(w: Windows, i: int, before: Before, closing: int, grace_days: int, ex
 
 
 def _local_month(ts: int, zone: ZoneInfo) -> int:
-    when = datetime.fromtimestamp(ts, timezone.utc).astimezone(zone)
-    return month_index(when.year, when.month)
+    return local_clock(zone)(ts)[1]
 
 
 def _open_month(day0: int, grace_days: int) -> int:
     """The oldest month a customer's late events can still change, given their closing day."""
-    day = date.fromordinal(day0 - grace_days)
-    return month_index(day.year, day.month)
+    return month_of_day(day0 - grace_days)
 
 
 def _oldest_month(w: Windows, i: int) -> int | None:
