@@ -52,11 +52,11 @@ def env_names(model: type[BaseModel], name: str, field: FieldInfo) -> list[str]:
 
 def _settings_rows(model: type[BaseModel]) -> Iterator[tuple[list[str], FieldInfo]]:
     """Every field of `model` with its variables; nested settings (the topics) by their own prefix.
-    Raises `ValueError`, naming the field, if one has no `Field(description=...)`: its meaning."""
+    Raises `ConfigError`, naming the field, if one has no `Field(description=...)`: its meaning."""
     for name, field in model.model_fields.items():
         if not (field.description or "").strip():
             raise ConfigError(f"{model.__name__}.{name} has no description: add Field(description=...) "
-                             f"in {model.__module__.replace('.', '/')}.py; it is the meaning in docs/configuration.md")
+                              f"in {model.__module__.replace('.', '/')}.py; it is the meaning in docs/configuration.md")
         nested = field.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             yield from _settings_rows(nested)
