@@ -177,12 +177,12 @@ def rules_check(paths: tuple[Path, ...]) -> None:
 
 
 @rules.command("test")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
-def rules_test(files: tuple[Path, ...]) -> None:
-    """Run rule test files (default: alert_rules/*.test.yaml); exit 1 if any case fails."""
-    from stream_app.rules.cases import run_rule_tests
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_test(paths: tuple[Path, ...]) -> None:
+    """Run rule test files, and the *.test.yaml files in folders (default: alert_rules/); exit 1 if any case fails."""
+    from stream_app.rules.cases import case_files, run_rule_tests
 
-    outcomes = [o for f in (files or sorted(Path("alert_rules").glob("*.test.yaml"))) for o in run_rule_tests(f)]
+    outcomes = [o for f in case_files(list(paths) or [Path("alert_rules")]) for o in run_rule_tests(f)]
     for o in outcomes:
         click.echo(str(o), err=o.problem is not None)
     failed = sum(o.problem is not None for o in outcomes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -32,7 +32,8 @@ from stream_app.errors import RuleFileError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
 from stream_app.rules.evaluate import LEVELS, Streaks, evaluate
-from stream_app.rules.pack import load_rules, load_yaml
+from stream_app.rules.pack import load_rules
+from stream_app.rules.source import load_yaml
 
 __all__ = ["TestOutcome", "run_rule_tests"]
 
@@ -75,14 +76,31 @@ class TestOutcome:
         return f"{self.file}: {self.name}: {'ok' if self.problem is None else 'FAILED: ' + self.problem}"
 
 
+def case_files(paths: list[Path]) -> list[Path]:
+    """The test files named, and the `*.test.yaml` files in the folders named (like `rules check`)."""
+    return [f for p in paths for f in (sorted(p.glob("*.test.yaml")) if p.is_dir() else [p])]
+
+
 def run_rule_tests(path: Path) -> list[TestOutcome]:
-    """Run every case of a test file; a file that cannot be read is one failed outcome."""
+    """Run every case of a test file; a file that cannot be read is one failed outcome that says why."""
     try:
-        spec = _TestFile.model_validate(load_yaml(path.read_text(encoding="utf-8")) or {})
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        if isinstance(data, dict) and "tests" not in data and {"groups", "levels", "segments"} & set(data):
+            return [TestOutcome(str(path), "-", "a rule file, not a test file: `churnwatch rules check` checks it, "
+                                                "and a *.test.yaml that names it in rule_files tests it")]
+        spec = _TestFile.model_validate(data)
         ruleset = load_rules([path.parent / f for f in spec.rule_files])
-    except (yaml.YAMLError, ValidationError, RuleFileError, OSError) as exc:
+    except ValidationError as exc:
+        return [TestOutcome(str(path), "-", "; ".join(_said(e) for e in exc.errors()))]
+    except (yaml.YAMLError, RuleFileError, OSError) as exc:
         return [TestOutcome(str(path), "-", str(exc))]
     return [TestOutcome(str(path), case.name, _check(ruleset, case)) for case in spec.tests]
+
+
+def _said(error: Any) -> str:
+    """One validation error in a line: where, and what is wrong (pydantic's own text, no URL)."""
+    where = ".".join(str(p) for p in error["loc"]) or "the file"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _check(ruleset, case: _Case) -> str | None:

@@ -9,6 +9,8 @@ the feature registry at load time, and evaluated over a whole batch at once.
 from __future__ import annotations
 
 import ast
+import difflib
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -19,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from simpleeval import InvalidExpression, SimpleEval
 
 from stream_app.contracts.events import REASON_CODES
-from stream_app.errors import RuleError, RuleFileError
+from stream_app.errors import ConfigError, RuleError, RuleFileError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
 from stream_app.rules.evaluate import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
+from stream_app.rules.source import line_map, load_yaml
+from stream_app.rules.units import threshold_problems
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
            "thresholds_of"]
@@ -70,6 +74,13 @@ class Thresholds(_Frozen):
     high: float
     medium: float
     low: float
+
+    @model_validator(mode="after")
+    def _rising(self) -> "Thresholds":
+        if not self.low <= self.medium <= self.high:
+            raise ValueError(f"the summed importance must rise from low to high; got low {self.low:g}, "
+                             f"medium {self.medium:g}, high {self.high:g}")
+        return self
 
 
 class Combination(_Frozen):
@@ -171,17 +182,42 @@ def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) ->
     """Parse an expression and prove it on the feature registry (and the file's segments);
     raise on any problem."""
     known = set(FEATURES) | set(segments)
-    tree = SimpleEval.parse(expr)
+    try:
+        tree = SimpleEval.parse(expr)
+    except SyntaxError as exc:
+        if "%" in expr:  # `-30%`: a percent where the features hold fractions
+            raise ValueError(f"`%` is not a percent sign in an expression: changes and shares are fractions "
+                             f"(-0.30 = down 30%, 0.08 = 8%); got {expr!r}") from None
+        raise ValueError(f"not an expression ({exc.msg}): {expr!r}") from None
     unknown = [n for n in _names_in(tree) if n not in known]
     if unknown:
         raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(known))}")
+    mistaken = threshold_problems(tree)
+    if mistaken:
+        raise ValueError("; ".join(mistaken))
     probe = {name: np.zeros(2) for name in (*known, *BASELINE_COLUMNS)}
     result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
     if result.dtype != np.bool_:
         raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
     if summary is not None:
-        summary.format(**{n: 0.0 for n in known})
+        _check_summary(summary, known)
     return tree
+
+
+class SummaryError(ConfigError):
+    """A rule's summary that cannot be rendered: an unknown placeholder or format."""
+
+
+def _check_summary(summary: str, known: set[str]) -> None:
+    for _, field, spec, _ in string.Formatter().parse(summary):
+        if field is not None and field not in known:
+            near = difflib.get_close_matches(field, known, n=1)
+            hint = f"; did you mean {{{near[0]}}}?" if near else "; placeholders are feature names"
+            raise SummaryError(f"placeholder {{{field}}} names no feature{hint}")
+    try:
+        summary.format(**{n: 0.0 for n in known})
+    except (ValueError, IndexError) as exc:
+        raise SummaryError(f"cannot be rendered: {exc}") from None
 
 
 def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
@@ -205,47 +241,10 @@ def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleE
             try:
                 _check_expr(rule["expr"], summary if isinstance(summary, str) else None, segments)
             except (SyntaxError, ValueError, KeyError, TypeError, IndexError, InvalidExpression) as exc:
-                field = "annotations.summary" if isinstance(exc, (KeyError, IndexError)) else "expr"
+                field = "annotations.summary" if isinstance(exc, (SummaryError, KeyError, IndexError)) else "expr"
                 loc = ("groups", gi, "rules", ri, *field.split("."))
                 problems.append(RuleError(str(path), lines.get(loc), _where(data, loc), field, str(exc)))
     return problems
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a key given twice (PyYAML would keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _line_map(text: str) -> dict[tuple, int]:
-    """(path...) -> 1-based line of every node in a YAML document."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                walk(value, path + (key.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, path + (i,))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return lines
 
 
 def _where(data: Any, loc: tuple) -> str:
@@ -265,7 +264,7 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
     text = path.read_text(encoding="utf-8")
     try:
         data = load_yaml(text) or {}
-        lines = _line_map(text)
+        lines = line_map(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return None, [], [RuleError(str(path), mark.line + 1 if mark else None, "-", "yaml", str(exc).splitlines()[0])]
@@ -278,7 +277,8 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
             line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
             field = ".".join(str(p) for p in loc[-2:] if not isinstance(p, int)) or "-"
             got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-            errors.append(RuleError(str(path), line, _where(data, loc), field, err["msg"] + got))
+            said = err["msg"].removeprefix("Value error, ")
+            errors.append(RuleError(str(path), line, _where(data, loc), field, said + got))
         return None, [], errors
     known = set(FEATURES) | set(parsed.segments)
     for gi, group in enumerate(parsed.groups):

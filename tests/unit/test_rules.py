@@ -229,3 +229,45 @@ def test_a_segment_name_that_is_not_an_identifier_is_refused(tmp_path: Path) -> 
     (tmp_path / "r.yaml").write_text("segments:\n  'youth|prepaid': tenure_days < 365\n" + GOOD)
     text = [str(p) for p in check_files([tmp_path])]
     assert len(text) == 1 and "segment names must be identifiers" in text[0] and "youth|prepaid" in text[0], text
+
+
+@pytest.mark.parametrize("change, said", [
+    (("mou_out_mom <= -0.3 and", "mou_out_mom <= -30 and"),
+     "expr: mou_out_mom is a fraction (-0.30 = down 30%); got -30, which it can never be below: write -0.3 for -30%"),
+    (("mou_out_mom <= -0.3 and", "mou_out_mom <= -30% and"), "expr: `%` is not a percent sign in an expression"),
+    (("default: {high: 5, medium: 3, low: 2}", "default: {high: 2, medium: 3, low: 5}"),
+     "levels.default: the summed importance must rise from low to high; got low 5, medium 3, high 2"),
+    (("{mou_out_m1:.0f}", "{mou_out_m01:.0f}"),
+     "annotations.summary: placeholder {mou_out_m01} names no feature; did you mean {mou_out_m1}?"),
+    (("dropped_rate_30d >= 0.08", "dropped_rate_30d >= 8"),
+     "dropped_rate_30d is a share (0.08 = 8%); got 8, which it can never be above: write 0.08 for 8%"),
+])
+def test_a_managers_usual_mistakes_get_a_precise_message_and_exit_1(tmp_path: Path, change: tuple[str, str],
+                                                                     said: str) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli import main
+
+    text = (RULES / "churn.yaml").read_text()
+    assert change[0] in text
+    (tmp_path / "churn.yaml").write_text(text.replace(change[0], change[1], 1))
+    result = CliRunner().invoke(main, ["rules", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert said in line and line.startswith(str(tmp_path / "churn.yaml") + ":")
+
+
+def test_rules_test_takes_folders_and_says_in_one_line_when_given_a_rule_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli import main
+
+    folder = CliRunner().invoke(main, ["rules", "test", str(RULES)])
+    assert folder.exit_code == 0 and folder.output.strip().splitlines()[-1].endswith(" passed, 0 failed")
+    rule_file = CliRunner().invoke(main, ["rules", "test", str(RULES / "churn.yaml")])
+    assert rule_file.exit_code == 1
+    assert "a rule file, not a test file" in rule_file.output and "pydantic" not in rule_file.output
+    (tmp_path / "bad.test.yaml").write_text("rule_files: [churn.yaml]\ntests:\n  - name: a\n    feature: {a: 1}\n")
+    bad = CliRunner().invoke(main, ["rules", "test", str(tmp_path)])
+    assert bad.exit_code == 1 and "tests.0.feature: Extra inputs are not permitted" in bad.output
+    assert "https://" not in bad.output
