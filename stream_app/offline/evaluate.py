@@ -12,8 +12,9 @@ the replay, with a full horizon of truth after each day):
 
 from __future__ import annotations
 
+import collections
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -47,6 +48,11 @@ class ReplayEvaluation:
     churners_warned_high: int
     model_version: int
     labels_learned: int
+    # Alerts that reach the call queue (medium, high) about customers who did not churn within the
+    # horizon after them, per 1,000 customers and 30 days of the test period: by level, and by
+    # each rule among the alert's reasons. What crying wolf costs the call centre.
+    false_alerts_per_1000_customers_month: dict[str, float] = field(default_factory=dict)
+    false_alerts_by_rule: dict[str, float] = field(default_factory=dict)
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -86,6 +92,23 @@ def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.n
     return auc(y[test], model.predict_proba(x[test])[:, 1])
 
 
+def _false_alerts(alerts: list[Alert], churn_day: dict[str, int], horizon: int, first: int, last: int,
+                  customers: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Alerts of days `first`..`last` whose customer did not churn within `horizon` days after:
+    per 1,000 customers and 30 days, by level and by rule."""
+    per = 1000 / max(customers, 1) * 30 / max(last - first + 1, 1)
+    by_level: collections.Counter[str] = collections.Counter({"medium": 0, "high": 0})
+    by_rule: collections.Counter[str] = collections.Counter()
+    for a in alerts:
+        day = a.event_time.date().toordinal()
+        churned = a.customer_id in churn_day and day < churn_day[a.customer_id] <= day + horizon
+        if a.level in by_level and first <= day <= last and not churned:
+            by_level[a.level] += 1
+            by_rule.update({r.rule_id for r in a.reasons if r.rule_id})
+    return ({k: round(v * per, 2) for k, v in by_level.items()},
+            {k: round(v * per, 2) for k, v in sorted(by_rule.items(), key=lambda kv: -kv[1])})
+
+
 def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
     first: dict[str, int] = {}
     for a in alerts:
@@ -121,6 +144,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)
     leads = _lead_times(alerts, churn_day)
+    false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
         test_positives=int(y[test].sum()),
@@ -131,4 +155,5 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         top_decile_lift=lift(y[test], combined[test], 0.1),
         lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,
+        false_alerts_per_1000_customers_month=false_by_level, false_alerts_by_rule=false_by_rule,
     )

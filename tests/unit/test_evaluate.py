@@ -6,11 +6,12 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.cli.main import main
-from stream_app.offline.evaluate import _weekly_budget
+from stream_app.offline.evaluate import _false_alerts, _weekly_budget
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
-        "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown"}
+        "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
+        "false_alerts_per_1000_customers_month", "false_alerts_by_rule"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -43,3 +44,28 @@ def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
     assert precision == pytest.approx(2 / 3) and recall == 1.0
     # A cooldown longer than the period: "a" once, "b" once, and in week 3 both are still waiting.
     assert _weekly_budget(days, customers, score, y, churn, 1, cooldown=30)[0] == pytest.approx(1 / 2)
+
+
+def test_false_alerts_count_the_queued_alerts_of_customers_who_stayed_per_1000_customers_a_month() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from stream_app.contracts.events import Alert, AlertReason
+
+    start = datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+    def alert(customer: str, level: str, day: int, *rules: str) -> Alert:
+        at = start + timedelta(days=day)
+        return Alert(f"{customer}-{day}", customer, level, "2026-05", at, at, at,
+                     [AlertReason(r, 205, 1.0, {}, {}, f"{r} fired") for r in rules], 205, "mass", "none", 50.0, 10.0, "call")
+
+    first = start.date().toordinal()
+    churn_day = {"leaver": first + 20}
+    alerts = [alert("leaver", "high", 5, "mou_out_drop_mom"),  # churned 15 days later: not false
+              alert("stayer", "high", 5, "mou_out_drop_mom", "spend_drop_mom"),
+              alert("stayer", "medium", 25, "spend_drop_mom"),
+              alert("stayer", "low", 26, "spend_drop_mom"),  # not queued
+              alert("stayer", "high", 45, "spend_drop_mom")]  # after the period
+    by_level, by_rule = _false_alerts(alerts, churn_day, 30, first, first + 29, customers=500)
+    # Two per 1,000 customers for each false alert (500 customers), over exactly 30 days.
+    assert by_level == {"medium": 2.0, "high": 2.0}
+    assert by_rule == {"spend_drop_mom": 4.0, "mou_out_drop_mom": 2.0}
