@@ -114,8 +114,8 @@ def make_app(queue: CallQueue, refresh_s: float = 60.0) -> web.Application:
 
     async def page(request: web.Request) -> web.Response:
         html = _templates.get_template("queue.html").render(
-            day=queue.day, budget=queue.budget, calls=queue.calls(), waiting=queue.waiting, results=RESULTS, segments=segments.NAMES,
-            agent=request.query.get("agent", ""), message=request.query.get("message", ""))
+            day=queue.day, budget=queue.budget, calls=queue.calls(), waiting=queue.waiting, results=RESULTS,
+            segments=segments.NAMES, agent=request.query.get("agent", ""), message=request.query.get("message", ""))
         return web.Response(text=html, content_type="text/html")
 
     async def record(request: web.Request) -> web.Response:
