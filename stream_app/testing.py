@@ -35,7 +35,7 @@ from stream_app.windows.state import usage_fingerprint
 from stream_app.windows.store import MemoryWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
-__all__ = ["Log", "billing", "cdr", "decliner", "fingerprint", "fixed_clock", "profile", "run_batches"]
+__all__ = ["Log", "billing", "cdr", "decliner", "fingerprint", "fixed_clock", "profile", "run_batches", "run_through"]
 
 _ids = itertools.count()
 #: After every event the builders' examples make: events ahead of the clock are refused.
@@ -109,6 +109,12 @@ def run_batches(records: Sequence[RawRecord], rules: Ruleset | Sequence[str | Pa
     ruleset = rules if isinstance(rules, Ruleset) else load_rules([Path(p) for p in rules])
     processor = BatchProcessor(settings or Settings(_env_file=None), store or MemoryWindowStore(), lambda: ruleset,
                                Metrics(CollectorRegistry()), clock=clock or fixed_clock())
+    return run_through(processor, records, batch_size)
+
+
+def run_through(processor: BatchProcessor, records: Sequence[RawRecord], batch_size: int = 500) -> BatchOutput:
+    """Run `records` through a batch processor of your own making, in batches, and return
+    everything the batches sent, with the counts of records applied and replayed."""
     total = BatchOutput()
 
     async def keep(out: BatchOutput) -> None:

@@ -14,6 +14,7 @@ from stream_app.model.scoring import NAMES, ModelSnapshot, Scorer
 from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
+from stream_app.testing import run_through
 from stream_app.tools.inspection import describe, render
 from stream_app.windows.state import C, Windows, usage_fingerprint
 from stream_app.windows.store import MemoryWindowStore
@@ -30,23 +31,7 @@ def processor(store: MemoryWindowStore | None = None, model: Scorer | None = Non
 
 
 def run(proc: BatchProcessor, records: list[RawRecord], size: int = 50) -> BatchOutput:
-    total = BatchOutput()
-
-    async def send(out: BatchOutput) -> None:
-        total.alerts += out.alerts
-        total.deadletters += out.deadletters
-        total.snapshots += out.snapshots
-        total.churn_events += out.churn_events
-        total.erased += out.erased
-
-    async def go() -> None:
-        for k in range(0, len(records), size):
-            out = await proc.run(records[k:k + size], send)
-            total.applied += out.applied
-            total.replayed += out.replayed
-
-    asyncio.run(go())
-    return total
+    return run_through(proc, records, size)
 
 
 def test_a_decliner_is_alerted_and_a_steady_customer_is_not() -> None:

@@ -9,7 +9,7 @@ from stream_app.errors import RuleFileError
 from stream_app.features.derive import FEATURES
 from stream_app.rules.cases import run_rule_tests
 from stream_app.rules.evaluate import with_segments
-from stream_app.rules.pack import check_files, evaluate, load_rules
+from stream_app.rules.pack import Ruleset, check_files, evaluate, load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "alert_rules"
 
@@ -165,32 +165,31 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     assert "key 'importance' given twice" in str(problem) and str(problem).split(":")[1] == "10"
 
 
-def test_segments_defined_in_rule_files_replace_the_built_in_flags(tmp_path: Path) -> None:
+def segment_pack(tmp_path: Path) -> tuple[Ruleset, dict[str, np.ndarray]]:
+    """A pack whose file redefines mid_high_end as arpu_m1 >= 300, and two falling customers: 400 and 150 yuan."""
     (tmp_path / "r.yaml").write_text("segments:\n  mid_high_end: arpu_m1 >= 300\n" + GOOD.replace(
         "  - name: g\n", "  - name: g\n    segment: mid_high_end\n"))
-    rules = load_rules([tmp_path])
     f = features(2)
     f["mou_out_mom"][:] = -0.5
     f["mou_out_m2"][:] = 200
     f["arpu_m1"][:] = [400, 150]
+    return load_rules([tmp_path]), f
+
+
+def test_segments_defined_in_rule_files_replace_the_built_in_flags(tmp_path: Path) -> None:
+    rules, f = segment_pack(tmp_path)
     f["mid_high_end"][:] = 1  # the built-in definition says both are
     ev = evaluate(rules, f)
     assert ev.fired[:, 0].tolist() == [True, False] and ev.features["mid_high_end"].tolist() == [1.0, 0.0]
 
 
-
 def test_segments_are_applied_once_so_later_columns_cannot_change_them(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("segments:\n  mid_high_end: arpu_m1 >= 300\n" + GOOD.replace(
-        "  - name: g\n", "  - name: g\n    segment: mid_high_end\n"))
-    rules = load_rules([tmp_path])
-    f = features(2)
-    f["mou_out_mom"][:] = -0.5
-    f["mou_out_m2"][:] = 200
-    f["arpu_m1"][:] = [400, 150]
+    rules, f = segment_pack(tmp_path)
     segmented = with_segments(rules, f)  # as the worker does, before it adds the baselines
     segmented["arpu_m1"] = np.array([150.0, 400.0])  # a column added later must not move a customer
     assert evaluate(rules, segmented).fired[:, 0].tolist() == [True, False]
     assert evaluate(rules, dict(segmented)).fired[:, 0].tolist() == [False, True]  # plain features: applied here
+
 
 def test_the_action_table_picks_the_first_entry_that_matches() -> None:
     ruleset = load_rules([RULES])
