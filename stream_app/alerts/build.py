@@ -10,11 +10,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
+from stream_app.alerts.wording import model_reason
 from stream_app.contracts.events import Alert, AlertReason
-from stream_app.features.derive import FEATURES
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Scorer
-from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset, render
+from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset
+from stream_app.rules.summary import like_them, render
 from stream_app.settings import Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
@@ -32,6 +33,10 @@ _DRIVER_REASONS = {
     "dropped_rate_30d": 205, "cs_calls_30d": 103, "offnet_share_30d": 102, "arpu_mom": 101, "arpu_cv_6m": 101,
     "days_since_active": 380,
 }
+
+#: A model term must add this much to the log-odds to be read out as a reason: less moves a score
+#: of 30% by under 4 points, which is no reason an agent should give a customer.
+MIN_DRIVER = 0.2
 
 
 @dataclass(frozen=True)
@@ -125,19 +130,21 @@ def build_alerts(
         # is left out because in a catch-up it can be read months ahead of the usage.
         seen = rec["last_seen"][i]
         event_time = datetime.fromtimestamp(int(seen[:_BILLED].max()) or int(seen.max()), zone)
-        alert = _alert(w, features, ev, ruleset, i, level, day, event_time, policy, created_at)
+        values = {name: float(col[i]) for name, col in features.items()}
+        alert = _alert(w, values, value_segment(features, i), ev, ruleset, i, level, day, event_time, policy,
+                       created_at)
         if model is not None:
-            alert = _with_model(alert, model, features, i, policy)
+            alert = _with_model(alert, model, values, i, policy)
         alerts.append(_act(alert, ruleset, policy))
     return alerts, cooled, alerted
 
 
-def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset: Ruleset, i: int, level: int,
+def _alert(w: Windows, values: dict[str, float], segment: str, ev: Evaluation, ruleset: Ruleset, i: int, level: int,
            day: int, event_time: datetime, policy: AlertPolicy, created_at: datetime) -> Alert:
-    values = {name: float(col[i]) for name, col in features.items()}
     reasons = [
         AlertReason(c.rule.id, c.rule.labels.reason_code, c.rule.importance,
-                    {n: values[n] for n in c.names}, c.thresholds, render(c.rule, values))
+                    {n: values[n] for n in c.names}, c.thresholds,
+                    render(c.rule.annotations.summary, values) + like_them(values, c.names))
         for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
     ]
     top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
@@ -147,23 +154,22 @@ def _alert(w: Windows, features: dict[str, np.ndarray], ev: Evaluation, ruleset:
         customer_id=w.customers[i], level=LEVELS[level], period=date.fromordinal(day).strftime("%Y-%m"),  # type: ignore[arg-type]
         created_at=created_at, expires_at=created_at + timedelta(days=policy.expiry_days),
         event_time=event_time, reasons=reasons, reason_code=top,
-        segment=value_segment(features, i),
+        segment=segment,
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
-        value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, value_segment(features, i)),
+        value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, segment),
         suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
     )
 
 
-def _with_model(alert: Alert, model: ModelView, features: dict[str, np.ndarray], i: int,
-                policy: AlertPolicy) -> Alert:
+def _with_model(alert: Alert, model: ModelView, values: dict[str, float], i: int, policy: AlertPolicy) -> Alert:
     """The alert with the model's score, version and the drivers of the score among its reasons."""
     score = float(model.score[i])
     reasons = list(alert.reasons)
     for d in model.scorer.drivers(model.x[i]):
-        value = float(features[d.feature][i])
-        text = f"model: {FEATURES[d.feature].description} is {value:.3g} ({d.z:+.1f} sd from the base)"
+        if d.contribution < MIN_DRIVER:
+            continue
         reasons.append(AlertReason("model", _DRIVER_REASONS.get(d.feature), round(d.contribution, 4),
-                                   {d.feature: value}, {}, text))
+                                   {d.feature: values[d.feature]}, {}, model_reason(d.feature, values)))
     top = alert.reason_code if alert.reason_code is not None else next(
         (r.reason_code for r in reasons if r.reason_code is not None), None)
     return msgspec.structs.replace(

@@ -9,8 +9,6 @@ the feature registry at load time, and evaluated over a whole batch at once.
 from __future__ import annotations
 
 import ast
-import difflib
-import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -21,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from simpleeval import InvalidExpression, SimpleEval
 
 from stream_app.contracts.events import REASON_CODES
-from stream_app.errors import ConfigError, RuleError, RuleFileError
+from stream_app.errors import RuleError, RuleFileError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
 from stream_app.rules.evaluate import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
 from stream_app.rules.source import line_map, load_yaml
+from stream_app.rules.summary import SummaryError, check_summary
 from stream_app.rules.units import threshold_problems
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
@@ -200,24 +199,8 @@ def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) ->
     if result.dtype != np.bool_:
         raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
     if summary is not None:
-        _check_summary(summary, known)
+        check_summary(summary, known)
     return tree
-
-
-class SummaryError(ConfigError):
-    """A rule's summary that cannot be rendered: an unknown placeholder or format."""
-
-
-def _check_summary(summary: str, known: set[str]) -> None:
-    for _, field, spec, _ in string.Formatter().parse(summary):
-        if field is not None and field not in known:
-            near = difflib.get_close_matches(field, known, n=1)
-            hint = f"; did you mean {{{near[0]}}}?" if near else "; placeholders are feature names"
-            raise SummaryError(f"placeholder {{{field}}} names no feature{hint}")
-    try:
-        summary.format(**{n: 0.0 for n in known})
-    except (ValueError, IndexError) as exc:
-        raise SummaryError(f"cannot be rendered: {exc}") from None
 
 
 def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
@@ -378,9 +361,3 @@ def load_rules(paths: list[Path]) -> Ruleset:
         raise RuleFileError(read.problems)
     return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations),
                    tuple(read.segments.items()), tuple(read.actions))
-
-
-def render(rule: Rule, values: dict[str, float]) -> str:
-    """The rule's annotation with the customer's feature values filled in."""
-    return rule.annotations.summary.format(**values)
-
