@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from stream_app.contracts.events import CONTRACTS, json_schema
 from stream_app.errors import ChurnwatchError
 from stream_app.features.derive import FEATURES
 from stream_app.privacy import Pseudonyms
-from stream_app.rules.pack import check_files
 
 SCHEMA_DIR = Path(__file__).parents[1] / "contracts" / "schemas"
 
@@ -159,38 +157,6 @@ def bench(events: int, customers: int, no_broker: bool, days: int, latency_secon
         click.echo(json.dumps(result))
 
 
-@main.group()
-def rules() -> None:
-    """Check alert rule files."""
-
-
-@rules.command("check")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-def rules_check(paths: tuple[Path, ...]) -> None:
-    """Report every problem in the rule files (default: alert_rules/) and exit 1 if any."""
-    problems = check_files(list(paths) or [Path("alert_rules")])
-    for p in problems:
-        click.echo(str(p), err=True)
-    if problems:
-        sys.exit(1)
-    click.echo("rules OK")
-
-
-@rules.command("test")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-def rules_test(paths: tuple[Path, ...]) -> None:
-    """Run rule test files, and the *.test.yaml files in folders (default: alert_rules/); exit 1 if any case fails."""
-    from stream_app.rules.cases import case_files, run_rule_tests
-
-    outcomes = [o for f in case_files(list(paths) or [Path("alert_rules")]) for o in run_rule_tests(f)]
-    for o in outcomes:
-        click.echo(str(o), err=o.problem is not None)
-    failed = sum(o.problem is not None for o in outcomes)
-    click.echo(f"rule tests: {len(outcomes) - failed} passed, {failed} failed")
-    if failed or not outcomes:
-        sys.exit(1)
-
-
 @main.command()
 def features() -> None:
     """List the features that rules and the model can use."""
@@ -320,8 +286,9 @@ def _add_commands() -> None:
     from stream_app.cli.model import evaluate, model, trainer
     from stream_app.cli.replay import replay_monthly
     from stream_app.cli.report import report
+    from stream_app.cli.rules import rules
 
-    for command in (trainer, model, evaluate, report, calls, replay_monthly):
+    for command in (trainer, model, evaluate, report, calls, replay_monthly, rules):
         main.add_command(command)
 
 
