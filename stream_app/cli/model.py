@@ -191,8 +191,9 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     core = result.core
     assert core is not None
     truth = {t.customer_id: date.fromisoformat(t.churn_date) if t.churn_date else None for t in sim.truth}
+    silent = {t.customer_id for t in sim.truth if t.pattern == "silent_churner"}
     ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
-                         core.version, core.learner.labels)
+                         core.version, core.learner.labels, silent=silent)
     report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
     report |= {"events": result.events, "events_per_s": round(result.events / result.seconds)}
     click.echo(f"replayed {result.events:,} events in {result.seconds:.0f} s; "

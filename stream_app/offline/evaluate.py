@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -53,6 +54,11 @@ class ReplayEvaluation:
     # each rule among the alert's reasons. What crying wolf costs the call centre.
     false_alerts_per_1000_customers_month: dict[str, float] = field(default_factory=dict)
     false_alerts_by_rule: dict[str, float] = field(default_factory=dict)
+    # Of the churners with warning signs (the simulator's truth; all churners where it is not
+    # known) who left late enough in the test period to be watched for a whole horizon before,
+    # the share warned at medium or high within the horizon before they left: what a quieter
+    # pack must not give up.
+    alert_recall: float = math.nan
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -104,9 +110,21 @@ def _false_alerts(alerts: list[Alert], churn_day: dict[str, int], horizon: int, 
         churned = a.customer_id in churn_day and day < churn_day[a.customer_id] <= day + horizon
         if a.level in by_level and first <= day <= last and not churned:
             by_level[a.level] += 1
-            by_rule.update({r.rule_id for r in a.reasons if r.rule_id})
+            # The model is among the reasons of nearly every alert; it is named only where no rule fired.
+            by_rule.update({r.rule_id for r in a.reasons if r.rule_id and r.rule_id != "model"} or {"model score"})
     return ({k: round(v * per, 2) for k, v in by_level.items()},
             {k: round(v * per, 2) for k, v in sorted(by_rule.items(), key=lambda kv: -kv[1])})
+
+
+def _alert_recall(alerts: list[Alert], churn_day: dict[str, int], horizon: int, first: int, last: int,
+                  silent: set[str]) -> float:
+    """Of the churners with signs who left in (first + horizon, last + horizon], the share with a
+    medium or high alert of days first..last within the horizon before they left."""
+    watched = {c for c, d in churn_day.items() if first + horizon < d <= last + horizon and c not in silent}
+    warned = {a.customer_id for a in alerts if a.customer_id in watched and a.level in ("medium", "high")
+              and first <= (day := a.event_time.date().toordinal()) <= last
+              and day < churn_day[a.customer_id] <= day + horizon}
+    return round(len(warned) / len(watched), 4) if watched else math.nan
 
 
 def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
@@ -122,8 +140,10 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
-                    test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days) -> ReplayEvaluation:
-    """Score every approach on the snapshots of the test period (see the module's docstring)."""
+                    test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days,
+                    silent: Collection[str] = ()) -> ReplayEvaluation:
+    """Score every approach on the snapshots of the test period (see the module's docstring);
+    `silent`: churners known to have shown no warning sign."""
     churn_day = {c: d.toordinal() for c, d in churn_dates.items() if d is not None}
     days = np.array([s.day for s in snapshots])
     customers = np.array([s.customer_id for s in snapshots])
@@ -156,4 +176,5 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,
         false_alerts_per_1000_customers_month=false_by_level, false_alerts_by_rule=false_by_rule,
+        alert_recall=_alert_recall(alerts, churn_day, horizon, start, last, set(silent)),
     )

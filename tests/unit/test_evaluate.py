@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -6,12 +7,12 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.cli.main import main
-from stream_app.offline.evaluate import _false_alerts, _weekly_budget
+from stream_app.offline.evaluate import _alert_recall, _false_alerts, _weekly_budget
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
-        "false_alerts_per_1000_customers_month", "false_alerts_by_rule"}
+        "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -64,8 +65,32 @@ def test_false_alerts_count_the_queued_alerts_of_customers_who_stayed_per_1000_c
               alert("stayer", "high", 5, "mou_out_drop_mom", "spend_drop_mom"),
               alert("stayer", "medium", 25, "spend_drop_mom"),
               alert("stayer", "low", 26, "spend_drop_mom"),  # not queued
-              alert("stayer", "high", 45, "spend_drop_mom")]  # after the period
+              alert("stayer", "high", 45, "spend_drop_mom"),  # after the period
+              alert("other", "medium", 9, "model")]  # the score alone raised it
     by_level, by_rule = _false_alerts(alerts, churn_day, 30, first, first + 29, customers=500)
     # Two per 1,000 customers for each false alert (500 customers), over exactly 30 days.
-    assert by_level == {"medium": 2.0, "high": 2.0}
-    assert by_rule == {"spend_drop_mom": 4.0, "mou_out_drop_mom": 2.0}
+    assert by_level == {"medium": 4.0, "high": 2.0}
+    assert by_rule == {"spend_drop_mom": 4.0, "mou_out_drop_mom": 2.0, "model score": 2.0}
+
+
+def _alert(customer: str, level: str, day: int):
+    from datetime import datetime, timezone
+
+    from stream_app.contracts.events import Alert
+
+    at = datetime.fromordinal(day).replace(tzinfo=timezone.utc)
+    return Alert(f"{customer}-{day}", customer, level, "2026-05", at, at, at, [], 205, "mass", "none", 50.0, 10.0, "x")
+
+
+def test_alert_recall_counts_churners_with_signs_warned_within_the_horizon_before_they_left() -> None:
+    first, last, horizon = 740_000, 740_060, 30
+    churn_day = {"warned": first + 40, "late": first + 50, "low": first + 45, "early": first + 20,
+                 "silent": first + 40, "after": first + 85}
+    alerts = [_alert("warned", "high", first + 15),
+              _alert("late", "medium", first + 5),  # 45 days before: outside the horizon
+              _alert("low", "low", first + 40),  # not in the call queue
+              _alert("early", "high", first + 10),  # left before a whole horizon was watched: not counted
+              _alert("after", "medium", last + 1)]  # an alert after the test period
+    # Watched: warned, late, low, after (silent has no signs, early left too soon); warned: one.
+    assert _alert_recall(alerts, churn_day, horizon, first, last, {"silent"}) == 0.25
+    assert math.isnan(_alert_recall(alerts, {}, horizon, first, last, set()))
