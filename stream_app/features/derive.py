@@ -40,6 +40,8 @@ FEATURES: dict[str, Feature] = {
     "arpu_m1": Feature("yuan", "spend (bills and top-ups) in the last complete month"),
     "arpu_m2": Feature("yuan", "spend in the month before that"),
     "arpu_3m": Feature("yuan", "average monthly spend over the last 3 complete months"),
+    "arpu_prev_3m": Feature("yuan", "average monthly spend over the 3 complete months before those: with arpu_3m, "
+                                    "a prepaid line's top-up rhythm, which one month cannot show"),
     "arpu_mom": Feature("ratio", "month-over-month change of spend, m1 vs m2 (-0.4 = down 40%)"),
     "mou_out_m0": Feature("minutes", "outgoing minutes so far this month"),
     "mou_out_m1": Feature("minutes", "outgoing minutes in the last complete month"),
@@ -255,6 +257,7 @@ def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
         "arpu_m1": spend[1],
         "arpu_m2": spend[2],
         "arpu_3m": arpu_3m,
+        "arpu_prev_3m": (spend[4] + spend[5] + spend[6]) / 3.0,
         "arpu_mom": arpu_mom,
         "arpu_cv_6m": arpu_cv,
         "prepaid": (~postpaid).astype(np.float64),

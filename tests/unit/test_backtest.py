@@ -78,7 +78,7 @@ def test_a_pack_backtested_against_itself_shows_no_difference(records: Records, 
                                                               baseline: ReplayResult) -> None:
     again = _replay(records, settings, SHIPPED)
     # Not an empty comparison: the pack warns, customers leave, and the model learned in both runs.
-    assert len(baseline.alerts) >= 5 and sum(c.kind != "revenue" for c in baseline.churn) >= 5
+    assert len(baseline.alerts) >= 3 and sum(c.kind != "revenue" for c in baseline.churn) >= 5
     assert baseline.core is not None and baseline.core.version > 0
     # The model is learned online in both runs, alike: the same alerts, scores and reasons.
     assert _alerts(again) == _alerts(baseline)

@@ -78,3 +78,24 @@ def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
     assert f["days_since_active"][0] == 0 and f["exited"][0] == 1
     [event], _ = churn_events(w, f, [0], np.zeros(1), np.array([LAST.toordinal()]), SH)
     assert date.fromordinal(event.day) == LAST
+
+
+def test_a_prepaid_lines_spend_is_read_over_three_months_against_the_three_before() -> None:
+    from stream_app.testing import Log, billing, profile, run_batches
+    from stream_app.windows.store import MemoryWindowStore
+    from tests.unit.test_wording import ROOT
+
+    c = "8613800000004"
+    log = Log()
+    log.add("customers", c, profile(c, plan="prepaid-50", prepaid=True))
+    topups = {1: 300.0, 2: 0.0, 3: 200.0, 4: 100.0, 5: 60.0, 6: 0.0, 7: 30.0}  # lumps, then less
+    for month, amount in topups.items():
+        log.add("cdr", c, cdr(c, f"2026-{month:02d}-05T10:00:00+08:00"))
+        if amount:
+            log.add("billing", c, billing(c, f"2026-{month:02d}-10T10:00:00+08:00", kind="recharge", amount=amount))
+    log.add("cdr", c, cdr(c, "2026-08-05T10:00:00+08:00"))
+    store = MemoryWindowStore()
+    run_batches(log.records, [ROOT / "alert_rules"], store=store)
+    f = derive(Windows.load([c], [store.data[c]]), np.array([date(2026, 8, 5).toordinal()]), SH)
+    assert f["prepaid"][0] == 1 and f["postpaid_arpu_mom"][0] == 0  # a month without a top-up is no fall
+    assert f["arpu_3m"][0] == (60 + 0 + 30) / 3 and f["arpu_prev_3m"][0] == (0 + 200 + 100) / 3

@@ -64,7 +64,7 @@ def test_a_month_the_whole_base_slumps_warns_about_as_many_as_a_normal_month_and
     normal, truth = replay_months(None, rules)
     slumped, _ = replay_months((SLUMP, 0.6), rules)
     # The same pack without its segment baselines: the fixed 30% threshold alone.
-    text = re.sub(r"\s*and not (?:(?!and not)[^\n])*segment_p\d+\(\w+\)\)?", "", (RULES_DIR / "churn.yaml").read_text())
+    text = re.sub(r"\s*and (?:not )?(?:(?! and )[^\n])*segment_p\d+\(\w+\)\)?", "", (RULES_DIR / "churn.yaml").read_text())
     (tmp_path / "churn.yaml").write_text(text)
     fixed = load_rules([tmp_path])
     assert not any("segment_p" in c.rule.expr for c in fixed.rules)
@@ -72,8 +72,9 @@ def test_a_month_the_whole_base_slumps_warns_about_as_many_as_a_normal_month_and
     base, adaptive, without = (month_drops(a, AFTER) for a in (normal, slumped, fixed_alerts))
     print(f"customers warned of falling minutes in {AFTER}: normal month {len(base)}, after the slump "
           f"{len(adaptive)} with baselines, {len(without)} with the fixed threshold alone")
-    assert len(without) > len(base) + 0.05 * CUSTOMERS  # the slump alone would warn a crowd
-    assert abs(len(adaptive) - len(base)) <= 0.03 * CUSTOMERS
+    # Falling minutes alone reach no call (the pack asks for a second sign), so the crowd the slump
+    # would raise shows in every warning, below; here, only that the baselines hold it back.
+    assert len(without) > len(base) and abs(len(adaptive) - len(base)) <= 0.03 * CUSTOMERS
     # Every warning, daily rules included (rolling falls are judged against the segment's median).
     for month in (SLUMP, AFTER):
         counts = [len(warned_in(a, month)) for a in (normal, slumped, fixed_alerts)]
