@@ -33,6 +33,9 @@ class VectorEval(SimpleEval):
     def __init__(self, names: dict[str, Any]) -> None:
         super().__init__(functions=FUNCTIONS, names=names)
         self.operators[ast.Not] = np.logical_not
+        # simpleeval's guarded power compares its operands as scalars, which arrays cannot be; a
+        # float power cannot run away (it overflows to inf), so numpy's serves, element by element.
+        self.operators[ast.Pow] = np.power
 
     def _eval_call(self, node: ast.Call) -> Any:
         if isinstance(node.func, ast.Name) and node.func.id.startswith("segment_p"):

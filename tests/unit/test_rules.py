@@ -8,7 +8,7 @@ from stream_app.cli.main import main
 from stream_app.errors import RuleFileError
 from stream_app.features.derive import FEATURES
 from stream_app.rules.cases import run_rule_tests
-from stream_app.rules.evaluate import with_segments
+from stream_app.rules.evaluate import VectorEval, with_segments
 from stream_app.rules.pack import Ruleset, check_files, evaluate, load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "alert_rules"
@@ -270,3 +270,11 @@ def test_rules_test_takes_folders_and_says_in_one_line_when_given_a_rule_file(tm
     bad = CliRunner().invoke(main, ["rules", "test", str(tmp_path)])
     assert bad.exit_code == 1 and "tests.0.feature: Extra inputs are not permitted" in bad.output
     assert "https://" not in bad.output
+
+
+def test_a_power_works_over_every_customer_at_once() -> None:
+    # A noise-scaled threshold: a rise in a share must be about twice the noise of a share of that many calls.
+    features = {"offnet_share_30d": np.array([0.55, 0.55]), "offnet_share_m2": np.array([0.35, 0.35]),
+                "calls_out_30d": np.array([300.0, 50.0])}
+    hit = VectorEval(features).eval("offnet_share_30d - offnet_share_m2 >= 1.8 / calls_out_30d ** 0.5")
+    assert hit.tolist() == [True, False]
