@@ -165,11 +165,14 @@ def _with_model(alert: Alert, model: ModelView, values: dict[str, float], i: int
     """The alert with the model's score, version and the drivers of the score among its reasons."""
     score = float(model.score[i])
     reasons = list(alert.reasons)
+    said = {r.text for r in reasons}
     for d in model.scorer.drivers(model.x[i]):
-        if d.contribution < MIN_DRIVER:
+        text = model_reason(d.feature, values)
+        if d.contribution < MIN_DRIVER or text in said:  # a rule has said it already, in the same words
             continue
+        said.add(text)
         reasons.append(AlertReason("model", _DRIVER_REASONS.get(d.feature), round(d.contribution, 4),
-                                   {d.feature: values[d.feature]}, {}, model_reason(d.feature, values)))
+                                   {d.feature: values[d.feature]}, {}, text))
     top = alert.reason_code if alert.reason_code is not None else next(
         (r.reason_code for r in reasons if r.reason_code is not None), None)
     return msgspec.structs.replace(

@@ -357,3 +357,16 @@ def test_the_stages_return_what_they_decide_and_leave_the_windows_they_read_alon
     assert set(reported) <= set(rows) and set(tails) <= set(rows)
     w.mark_alerted(alerted)
     assert int(w.rec["alerted_level"][decliner_row]) == alerted[decliner_row][0]
+
+
+def test_a_model_reason_a_rule_has_given_already_is_not_read_twice() -> None:
+    weights = [0.0] * len(NAMES)
+    weights[NAMES.index("mou_out_mom")] = -2.0  # this model fears falling minutes, as the rule does
+    snapshot = ModelSnapshot(7, "logistic", list(NAMES), 5000, 0.0, [0.0] * len(NAMES), [1.0] * len(NAMES),
+                             weights, -2.0, {})
+    log = Log()
+    decliner(log, "8613800000015")
+    [alert] = run(processor(model=Scorer(snapshot)), log.records).alerts
+    texts = [r.text for r in alert.reasons]
+    assert "Outgoing minutes last month: 60, down 80% from 300 the month before" in texts
+    assert len(texts) == len(set(texts)) and [r.rule_id for r in alert.reasons if r.rule_id == "model"] == []
