@@ -19,7 +19,7 @@ from stream_app.rules.summary import like_them, render
 from stream_app.settings import Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
-__all__ = ["LEVEL_RISK", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
+__all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
 
 #: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
 LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
@@ -71,6 +71,10 @@ class AlertPolicy:
         rate = dict(self.segment_churn).get(segment, 0.02)
         lifetime = min(self.max_lifetime_months, 1.0 / rate) if rate > 0 else self.max_lifetime_months
         return round(probability * arpu * self.margin_share * lifetime, 2)
+
+
+#: The levels that reach the call queue under the default policy.
+QUEUED_LEVELS: tuple[str, ...] = tuple(LEVELS[AlertPolicy.min_level:])
 
 
 def alert_id(customer: str, level: str, day: int, cooldown_days: int) -> str:

@@ -10,10 +10,9 @@ import signal
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
 
 from stream_app.cli.common import kafka_ready, logging_setup, read_settings
 
@@ -109,17 +108,6 @@ def model_report(as_json: bool) -> None:
         click.echo(json.dumps(report))
 
 
-def _recorded(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
-    """(topic, key, value) from a `churnwatch simulate --out` file."""
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                rec = msgspec.json.decode(line)
-                yield rec["topic"], rec["key"].encode(), rec["value"].encode()
-            except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
-                raise click.ClickException(f"{path}:{n}: expected {{topic, key, value}} JSON: {exc}") from None
-
-
 @model.command("bootstrap")
 @click.option("--from", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="recorded events, as written by `churnwatch simulate --out`")
@@ -130,7 +118,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
     from stream_app.contracts import keys
     from stream_app.model.registry import publish
     from stream_app.model.signing import Signer
-    from stream_app.offline.replay import replay
+    from stream_app.offline.replay import recorded, replay
 
     settings = read_settings()
     _need_signing_key(settings)
@@ -140,7 +128,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
     lease = client.lock(keys.TRAINER_LEASE, timeout=600)
     if not lease.acquire(blocking=False):
         raise click.ClickException("a trainer is running (it holds the lease): stop it before a bootstrap")
-    result = replay(_recorded(source), settings, _rules(settings))
+    result = replay(recorded(source, settings.topics), settings, _rules(settings))
     core = result.core
     assert core is not None
     if core.learner.labels == 0:

@@ -108,7 +108,7 @@ def rules_backtest(new: Path, baseline_dir: Path | None, source: Path | None, da
 def _events(source: Path | None, days: int | None, customers: int | None, seed: int | None,
             settings: Settings) -> tuple[Callable, str]:
     """A maker of the events (called once per replay) and what they are in words."""
-    from stream_app.offline.backtest import recorded_events
+    from stream_app.offline.replay import recorded
     from stream_app.offline.simulator import SimConfig, Simulator
 
     if source is not None:
@@ -116,7 +116,7 @@ def _events(source: Path | None, days: int | None, customers: int | None, seed: 
             raise ConfigError("--days, --customers and --seed make simulated events: not with --from")
         if not source.is_file():
             raise ConfigError(f"--from {source}: no such file")
-        return (lambda: recorded_events(source, settings.topics)), f"recorded, {source}"
+        return (lambda: recorded(source, settings.topics)), f"recorded, {source}"
     cfg = SimConfig(days=days or SIMULATED["days"], customers=customers or SIMULATED["customers"],
                     seed=SIMULATED["seed"] if seed is None else seed)
     return ((lambda: ((r.topic, r.key, r.value) for r in Simulator(cfg).records())),

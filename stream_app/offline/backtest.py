@@ -34,23 +34,21 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-import msgspec
-
+from stream_app.alerts.build import QUEUED_LEVELS
 from stream_app.alerts.call_plan import alert_day, plan_days
 from stream_app.contracts.events import Alert
 from stream_app.errors import ConfigError, RuleFileError
 from stream_app.offline.replay import ReplayResult, replay
 from stream_app.rules.pack import Ruleset, load_rules, rule_files
-from stream_app.settings import Settings, Topics
+from stream_app.settings import Settings
+from stream_app.windows.state import EXIT_KINDS
 
-__all__ = ["Backtest", "Change", "Figures", "Warned", "Week", "backtest", "compare", "load_pack", "proposed_files",
-           "recorded_events"]
+__all__ = ["Backtest", "Change", "Figures", "Warned", "Week", "backtest", "compare", "load_pack", "proposed_files"]
 
-WARNING_LEVELS = ("medium", "high")  # the levels that reach the call queue
-EXITS = ("disconnect", "port_out")  # churn as evaluate.py counts it; revenue churn is a warning sign, not an exit
+EXITS = EXIT_KINDS[1:]  # churn as evaluate.py counts it; revenue churn is a warning sign, not an exit
 Records = Iterable[tuple[str, bytes, bytes]]
 
 
@@ -204,31 +202,6 @@ def load_pack(paths: list[Path], what: str) -> Ruleset:
         raise ConfigError(f"the {what} rules cannot be read: {exc}") from None
 
 
-def recorded_events(path: Path, topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
-    """(topic, key, value) of each line of a recording, as `churnwatch simulate --out` and
-    `churnwatch replay-monthly --out` write them: {"topic", "key", "value"}, topics by their
-    usual names (cdr, billing, customers) or by the configured ones."""
-    names = {"cdr": topics.cdr, "billing": topics.billing, "customers": topics.customers,
-             "outcomes": topics.outcomes} | {t: t for t in topics.inputs()}
-    try:
-        f = path.open("rb")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = msgspec.json.decode(line)
-                topic, key, value = rec["topic"], rec["key"].encode(), rec["value"].encode()
-            except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-                raise ConfigError(f"{path}:{n}: expected a JSON object with topic, key and value (as `churnwatch "
-                                  f"simulate --out` writes); got {line[:80].decode(errors='replace')!r}") from None
-            if topic not in names:
-                raise ConfigError(f"{path}:{n}: unknown topic {topic!r}; expected one of cdr, billing, customers")
-            yield names[topic], key, value
-
-
 def backtest(records: Callable[[], Records], settings: Settings, baseline: Ruleset, proposed: Ruleset,
              learn: bool = True, say: Callable[[str], None] = lambda _: None) -> Backtest:
     """Replay the events of `records()` (called once per run: the same events each time) with each
@@ -253,7 +226,7 @@ class _Run:
 
 
 def _prepare(result: ReplayResult, first: date, last: date, budget: int, zone: ZoneInfo) -> _Run:
-    alerts = sorted(((alert_day(a, zone).toordinal(), a) for a in result.alerts if a.level in WARNING_LEVELS),
+    alerts = sorted(((alert_day(a, zone).toordinal(), a) for a in result.alerts if a.level in QUEUED_LEVELS),
                     key=lambda da: (da[0], da[1].event_time, da[1].alert_id))
     days: dict[str, list[int]] = {}
     for d, a in alerts:
@@ -299,7 +272,7 @@ def _warned(customers: set[str], run: _Run, exits: dict[str, int], horizon: int,
     for d, a in run.alerts:
         if a.customer_id in customers:
             first_alert.setdefault(a.customer_id, (d, a))
-            highest[a.customer_id] = max(highest.get(a.customer_id, "medium"), a.level, key=WARNING_LEVELS.index)
+            highest[a.customer_id] = max(highest.get(a.customer_id, "medium"), a.level, key=QUEUED_LEVELS.index)
     rows = []
     for customer, (day, alert) in sorted(first_alert.items(), key=lambda kv: (kv[1][0], kv[0])):
         churn = exits.get(customer)

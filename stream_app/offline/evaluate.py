@@ -20,7 +20,7 @@ from datetime import date
 
 import numpy as np
 
-from stream_app.alerts.build import LEVEL_RISK, AlertPolicy
+from stream_app.alerts.build import LEVEL_RISK, QUEUED_LEVELS, AlertPolicy
 from stream_app.contracts.events import Alert, Snapshot
 from stream_app.model.validation import auc, lift
 
@@ -103,7 +103,7 @@ def _false_alerts(alerts: list[Alert], churn_day: dict[str, int], horizon: int, 
     """Alerts of days `first`..`last` whose customer did not churn within `horizon` days after:
     per 1,000 customers and 30 days, by level and by rule."""
     per = 1000 / max(customers, 1) * 30 / max(last - first + 1, 1)
-    by_level: collections.Counter[str] = collections.Counter({"medium": 0, "high": 0})
+    by_level: collections.Counter[str] = collections.Counter(dict.fromkeys(QUEUED_LEVELS, 0))
     by_rule: collections.Counter[str] = collections.Counter()
     for a in alerts:
         day = a.event_time.date().toordinal()
@@ -121,7 +121,7 @@ def _alert_recall(alerts: list[Alert], churn_day: dict[str, int], horizon: int, 
     """Of the churners with signs who left in (first + horizon, last + horizon], the share with a
     medium or high alert of days first..last within the horizon before they left."""
     watched = {c for c, d in churn_day.items() if first + horizon < d <= last + horizon and c not in silent}
-    warned = {a.customer_id for a in alerts if a.customer_id in watched and a.level in ("medium", "high")
+    warned = {a.customer_id for a in alerts if a.customer_id in watched and a.level in QUEUED_LEVELS
               and first <= (day := a.event_time.date().toordinal()) <= last
               and day < churn_day[a.customer_id] <= day + horizon}
     return round(len(warned) / len(watched), 4) if watched else math.nan

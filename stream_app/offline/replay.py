@@ -13,11 +13,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from stream_app.contracts.events import Alert, ChurnEvent, Snapshot
+from stream_app.errors import ConfigError
 from stream_app.features.baseline_counts import KEEP_DAYS
 from stream_app.features.baselines import BaselineRule, Baselines
 from stream_app.metrics import Metrics
@@ -27,11 +30,11 @@ from stream_app.model.scoring import encode_snapshot
 from stream_app.model.signing import Signer
 from stream_app.model.trainer import TrainerCore
 from stream_app.rules.pack import Ruleset
-from stream_app.settings import Settings
+from stream_app.settings import Settings, Topics
 from stream_app.windows.store import MemoryWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
-__all__ = ["ReplayResult", "replay"]
+__all__ = ["ReplayResult", "recorded", "replay"]
 
 
 @dataclass
@@ -145,3 +148,28 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
     result.seconds = time.perf_counter() - started
     result.report, result.states = dict(store.report), store.data
     return result
+
+
+def recorded(path: Path, topics: Topics) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of each line of a recording, as `churnwatch simulate --out` and
+    `churnwatch replay-monthly --out` write them: {"topic", "key", "value"}, topics by their
+    usual names (cdr, billing, customers) or by the configured ones."""
+    names = {"cdr": topics.cdr, "billing": topics.billing, "customers": topics.customers,
+             "outcomes": topics.outcomes} | {t: t for t in topics.inputs()}
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = msgspec.json.decode(line)
+                topic, key, value = rec["topic"], rec["key"].encode(), rec["value"].encode()
+            except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+                raise ConfigError(f"{path}:{n}: expected a JSON object with topic, key and value (as `churnwatch "
+                                  f"simulate --out` writes); got {line[:80].decode(errors='replace')!r}") from None
+            if topic not in names:
+                raise ConfigError(f"{path}:{n}: unknown topic {topic!r}; expected one of cdr, billing, customers")
+            yield names[topic], key, value
