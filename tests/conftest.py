@@ -16,6 +16,16 @@ from stream_app.tools.embedded.servers import RedisCluster, redis_server, tansu
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_CACHE = Path(os.environ.get("CHURNWATCH_KAFKA_CACHE", REPO / ".cache" / "kafka"))
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A real data set from ../shared/data, which CI has beside the clone and a user's clone
+    does not: a test on it skips outside CI and fails in CI when it is missing."""
+    path = SHARED_DATA / name
+    if not path.exists() and not IN_CI:
+        pytest.skip(f"needs {path} (real data beside the clone; CI has it)")
+    return path
 
 
 @pytest.fixture(scope="session")

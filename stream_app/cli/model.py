@@ -39,7 +39,7 @@ def _rules(settings):
     try:
         ruleset = load_rules([Path(settings.rules_dir)])
     except RuleFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"the rules in CHURNWATCH_RULES_DIR={settings.rules_dir}: {exc}") from None
     return lambda: ruleset
 
 
@@ -158,11 +158,12 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="real monthly data to replay instead of simulated traffic (with --mapping)")
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="how --replay's columns map onto churnwatch's counters (see mappings/)")
-@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/evaluation.md"),
-              show_default=True, help="with --replay: the document whose section for this data is refreshed")
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
+              help="with --replay: refresh this data's section of this document (docs/evaluation.md holds "
+                   "the published figures); without it nothing is written")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
-             mapping: Path | None, doc: Path, as_json: bool) -> None:
+             mapping: Path | None, doc: Path | None, as_json: bool) -> None:
     """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
     both, and a batch reference."""
     if data is not None:
@@ -192,7 +193,7 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
         click.echo(json.dumps(report))
 
 
-def _evaluate_real(data: Path, mapping: Path | None, doc: Path, as_json: bool) -> None:
+def _evaluate_real(data: Path, mapping: Path | None, doc: Path | None, as_json: bool) -> None:
     from stream_app.cli.replay import load_table
     from stream_app.offline.evaluate_monthly import evaluate_monthly, markdown, refresh_doc
 
@@ -203,8 +204,9 @@ def _evaluate_real(data: Path, mapping: Path | None, doc: Path, as_json: bool) -
     result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings))
     section = markdown(result, f"churnwatch evaluate --replay {data.name} --mapping {mapping.name}")
     click.echo(section, err=as_json)
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    refresh_doc(doc, section, data.stem)
-    click.echo(f"refreshed {doc}", err=as_json)
+    if doc is not None:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        refresh_doc(doc, section, data.stem)
+        click.echo(f"refreshed {doc}", err=as_json)
     if as_json:
         click.echo(json.dumps(result.to_json()))

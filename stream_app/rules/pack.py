@@ -244,7 +244,10 @@ def _where(data: Any, loc: tuple) -> str:
 
 
 def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[RuleError]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:  # a folder or file named in the settings that is not there
+        return None, [], [RuleError(str(path), None, "-", "file", f"cannot be read: {exc.strerror or exc}")]
     try:
         data = load_yaml(text) or {}
         lines = line_map(text)

@@ -36,7 +36,7 @@ from stream_app.settings import Settings, Topics
 from stream_app.tools.demo import produce_simulation, scrape, stop_worker
 from stream_app.tools.embedded.process import free_port
 from stream_app.windows.state import C, Windows
-from tests.conftest import flush
+from tests.conftest import flush, shared_data
 from tests.factories import Log, cdr, decliner
 from tests.probes import get
 
@@ -381,7 +381,7 @@ def test_real_monthly_data_replayed_through_a_live_worker_keeps_its_totals(worke
     env = dict(os.environ, KAFKA_BOOTSTRAP=worker["bootstrap"],
                **{f"CHURNWATCH_TOPIC_{name.upper()}": topic for name, topic in worker["topics"].items()})
     name = "telecom_monthly_sample1000"
-    data, mapping = REPO.parent / "shared" / "data" / f"{name}.csv", REPO / "mappings" / f"{name}.yaml"
+    data, mapping = shared_data(f"{name}.csv"), REPO / "mappings" / f"{name}.yaml"
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "stream_app.cli", "replay-monthly", str(data), "--mapping",
                            str(mapping), "--json"], env=env, capture_output=True, text=True)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+from contextlib import chdir
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from stream_app.cli import main
 from stream_app.offline.evaluate_monthly import BUDGETS, evaluate_monthly, refresh_doc
 from stream_app.offline.monthly_data import load_mapping, read_rows
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
+from tests.conftest import shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules([REPO / "alert_rules"])
@@ -16,7 +22,7 @@ RULES = load_rules([REPO / "alert_rules"])
 
 def test_the_monthly_sample_is_judged_by_rules_model_both_and_a_batch_reference() -> None:
     mapping = load_mapping(REPO / "mappings" / "telecom_monthly_sample1000.yaml")
-    rows = read_rows(REPO.parent / "shared" / "data" / "telecom_monthly_sample1000.csv", mapping)[:400]
+    rows = read_rows(shared_data("telecom_monthly_sample1000.csv"), mapping)[:400]
     e = evaluate_monthly("sample", rows, mapping, Settings(_env_file=None), lambda: RULES)
     assert (e.customers, e.churners) == (400, sum(r.churned for r in rows))
     # Every approach ranks leavers better than chance on real data (figures: docs/evaluation.md).
@@ -38,3 +44,27 @@ def test_refreshing_the_document_replaces_only_this_data_sets_section(tmp_path: 
     text = doc.read_text()
     assert "intro" in text and "new" in text and "old" not in text and "kept" in text
     assert text.index("## a") < text.index("## b")
+
+
+def test_evaluate_replay_writes_a_document_only_when_asked(tmp_path: Path) -> None:
+    table = tmp_path / "sample.csv"
+    lines = shared_data("telecom_monthly_sample1000.csv").read_text().splitlines()
+    table.write_text("\n".join(lines[:301]) + "\n")
+    mapping = REPO / "mappings" / "telecom_monthly_sample1000.yaml"
+    run = CliRunner(env={"CHURNWATCH_RULES_DIR": str(REPO / "alert_rules")}).invoke
+    with chdir(tmp_path):
+        done = run(main, ["evaluate", "--replay", str(table), "--mapping", str(mapping), "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output.splitlines()[-1])["customers"] == 300
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["sample.csv"]  # not docs/evaluation.md
+        done = run(main, ["evaluate", "--replay", str(table), "--mapping", str(mapping), "--doc", "figures.md"])
+        assert done.exit_code == 0, done.output
+    assert "## sample" in (tmp_path / "figures.md").read_text()
+
+
+def test_rules_that_are_not_there_are_named_in_one_line(tmp_path: Path) -> None:
+    with chdir(tmp_path):
+        done = CliRunner(env={"CHURNWATCH_RULES_DIR": "no_rules_here"}).invoke(main, ["evaluate", "--customers", "5"])
+    assert done.exit_code == 1
+    assert done.output.strip() == ("Error: the rules in CHURNWATCH_RULES_DIR=no_rules_here: no_rules_here:0: -: file: "
+                                   "cannot be read: No such file or directory")

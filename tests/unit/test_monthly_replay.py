@@ -11,11 +11,11 @@ from stream_app.contracts.calendar import month_index
 from stream_app.offline.monthly_data import MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from stream_app.windows.state import SCALE, C, Windows
 from stream_app.windows.store import MemoryWindowStore
+from tests.conftest import shared_data
 from tests.factories import Log
 from tests.unit.test_pipeline import processor, run
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
 ZONE = ZoneInfo("Asia/Shanghai")
 
 
@@ -40,7 +40,7 @@ def test_a_column_the_data_lacks_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["telecom_monthly_sample1000", "iranian_churn_uci563"])
 def test_the_shipped_mappings_read_their_data_with_the_documented_churn_rates(name: str) -> None:
-    rows = read_rows(DATA / f"{name}.csv", load_mapping(REPO / "mappings" / f"{name}.yaml"))
+    rows = read_rows(shared_data(f"{name}.csv"), load_mapping(REPO / "mappings" / f"{name}.yaml"))
     rate = sum(r.churned for r in rows) / len(rows)
     assert (len(rows), round(rate, 3)) == {"telecom_monthly_sample1000": (1000, 0.110),
                                            "iranian_churn_uci563": (3150, 0.157)}[name]
@@ -48,7 +48,7 @@ def test_the_shipped_mappings_read_their_data_with_the_documented_churn_rates(na
 
 def test_minutes_data_and_money_arrive_in_the_windows_as_the_table_has_them() -> None:
     mapping = load_mapping(REPO / "mappings" / "telecom_monthly_sample1000.yaml")
-    rows: list[MonthlyRow] = read_rows(DATA / "telecom_monthly_sample1000.csv", mapping)[:60]
+    rows: list[MonthlyRow] = read_rows(shared_data("telecom_monthly_sample1000.csv"), mapping)[:60]
     log = Log()
     for topic, key, value in monthly_events(rows, mapping.label, ZONE):
         log.add(topic, key.decode(), value)
