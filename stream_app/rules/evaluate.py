@@ -33,9 +33,11 @@ class VectorEval(SimpleEval):
     def __init__(self, names: dict[str, Any]) -> None:
         super().__init__(functions=FUNCTIONS, names=names)
         self.operators[ast.Not] = np.logical_not
-        # simpleeval's guarded power compares its operands as scalars, which arrays cannot be; a
-        # float power cannot run away (it overflows to inf), so numpy's serves, element by element.
-        self.operators[ast.Pow] = np.power
+        # simpleeval guards power, product and sum against a runaway string or list: it compares
+        # the operands as scalars (which arrays cannot be) and refuses an operand longer than
+        # 100,000, i.e. a batch of that many customers. Here the operands are numbers and arrays
+        # of numbers, where nothing can run away (a float overflows to inf), so numpy's serve.
+        self.operators.update({ast.Pow: np.power, ast.Mult: np.multiply, ast.Add: np.add})
 
     def _eval_call(self, node: ast.Call) -> Any:
         if isinstance(node.func, ast.Name) and node.func.id.startswith("segment_p"):

@@ -278,3 +278,11 @@ def test_a_power_works_over_every_customer_at_once() -> None:
                 "calls_out_30d": np.array([300.0, 50.0])}
     hit = VectorEval(features).eval("offnet_share_30d - offnet_share_m2 >= 1.8 / calls_out_30d ** 0.5")
     assert hit.tolist() == [True, False]
+
+
+def test_arithmetic_works_on_any_number_of_customers() -> None:
+    # simpleeval's own product refused an array of over 100,000 (a replay of a large base).
+    n = 250_000
+    features = {"arpu_3m": np.full(n, 40.0), "arpu_prev_3m": np.full(n, 100.0), "arpu_m1": np.arange(n, dtype=float)}
+    hit = VectorEval(features).eval("arpu_3m <= 0.5 * arpu_prev_3m and arpu_m1 + arpu_m1 * 2 >= 3 * 1")
+    assert hit.shape == (n,) and not hit[0] and hit[1:].all()
