@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from stream_app.alerts.build import LEVEL_RISK
+from stream_app.errors import ConfigError
 from stream_app.features.derive import derive
 from stream_app.model.scoring import Learner, model_inputs
 from stream_app.model.validation import auc, budget_figures, lift
@@ -56,6 +57,7 @@ class MonthlyEvaluation:
     budget_share: float = HEADLINE_BUDGET
     # approach -> budget share -> (precision, recall, value captured)
     by_budget: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    refused: int = 0  # records the service sent to dead letter
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -65,6 +67,9 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
                      rules: Callable[[], Ruleset]) -> MonthlyEvaluation:
     records = list(monthly_events(rows, mapping.label, settings.zone, exits=False))
     result = replay(records, settings, rules, learn=False)
+    if result.refused == result.events:
+        raise ConfigError(f"{name}: the service refused every one of the {result.events:,} records replayed, "
+                          f"the first for {result.refusal}")
     ids = [r.customer_id for r in rows]
     w = Windows.load(ids, [result.states.get(c) for c in ids])
     last = max(m for r in rows for m in r.months)
@@ -88,7 +93,7 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
         name, len(rows), int(y.sum()), result.events, round(result.seconds, 1),
         auc(y, scores["online"]), auc(y, scores["rules"]), auc(y, scores["combined"]),
         auc(y, scores["batch_reference"]), precision, recall, lift(y, scores["combined"], 0.1), captured,
-        by_budget=by_budget)
+        by_budget=by_budget, refused=result.refused)
 
 
 def _first_day_after(month: str) -> int:
@@ -137,7 +142,8 @@ def markdown(e: MonthlyEvaluation, command: str) -> str:
     auc_of = {"rules": e.auc_rules, "online": e.auc_online, "combined": e.auc_combined,
               "batch_reference": e.auc_batch_reference}
     lines = [f"## {e.data}", "", f"{e.customers:,} customers, {e.churners:,} churners "
-             f"({e.churners / e.customers:.1%}); {e.events:,} events replayed in {e.seconds} s. Made by `{command}`.",
+             f"({e.churners / e.customers:.1%}); {e.events:,} events replayed in {e.seconds} s"
+             + (f", {e.refused:,} of them refused" if e.refused else "") + f". Made by `{command}`.",
              "", "| approach | AUC | " + " | ".join(f"top {s:.0%}: precision / recall / value" for s in BUDGETS) + " |",
              "|---|---|" + "---|" * len(BUDGETS)]
     for key, name in APPROACHES.items():

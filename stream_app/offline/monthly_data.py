@@ -9,13 +9,17 @@ over the month, a bill and a recharge; a churner's line is disconnected in the l
 Minutes, data and money in Redis then equal the table's totals (to the second, the byte and
 the fen), which is what the replay test checks. Where the data has totals but no counts, the
 totals are split into `RECORDS_PER_MONTH` records (so call counts say nothing then, and the
-replay stays fast); where it has counts, each one is a record.
+replay stays fast); where it has counts, each one is a record (a monthly average is rounded,
+and a total always has a record to carry it). Records fall in the month's last `JUDGED_SPAN`
+days, each in the middle of its share: a customer is judged on the first day after the last
+month, whose 30-day windows (that day and the 29 before) then hold the whole month.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Iterator, Literal
@@ -25,7 +29,7 @@ import msgspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stream_app.contracts.events import REASON_CODES
+from stream_app.contracts.events import CUSTOMER_ID_PATTERN, REASON_CODES
 from stream_app.errors import ChurnwatchError
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
@@ -35,6 +39,8 @@ COUNTERS = ("out_min", "in_min", "offnet_min", "data_mb", "spend", "topup", "out
             "cs_calls", "dropped_calls", "contacts")
 MONEY = ("spend", "topup")
 RECORDS_PER_MONTH = 8  # when the data has totals but no counts: this many records a month, spread evenly
+JUDGED_SPAN = 29  # the days of a month that hold its records (see the module's docstring)
+DEFAULT_TENURE_DAYS = 365  # a customer's age on the network before the first month, where the data has none
 
 
 class MappingError(ChurnwatchError, ValueError):
@@ -78,6 +84,16 @@ class LabelRule(BaseModel):
         return self
 
 
+class Tenure(BaseModel):
+    """The column holding how long each customer has been with the operator, as of the end of the
+    last replayed month (`at: end`, as data sets usually give it) or the start of the first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    column: str
+    unit: Literal["days", "months"] = "months"
+    at: Literal["start", "end"] = "end"
+
+
 class Mapping(BaseModel):
     """A mapping file (see `mappings/`)."""
 
@@ -85,12 +101,14 @@ class Mapping(BaseModel):
     description: str
     layout: Literal["wide", "long"] = "wide"
     id_column: str | None  # None: the file has no id, and customers are named by row number
+    id_prefix: str = ""  # put before each id: ids must be 5 to 64 letters, digits, _ or - (1 -> cust1)
     month_column: str | None = None  # long layout: the column naming each row's month
     column_pattern: str = "{column}_{month}"  # wide layout: how a month's column is named
     months: dict[str, str] = Field(min_length=1)  # the data's month name or suffix -> YYYY-MM replayed as
     currency_per_yuan: float = Field(default=1.0, gt=0)  # units of the data's money in one yuan
     counters: dict[str, list[Source]]
     label: LabelRule
+    tenure: Tenure | None = None  # None: every customer joined DEFAULT_TENURE_DAYS before the first month
 
     @field_validator("months")
     @classmethod
@@ -140,6 +158,7 @@ class MonthlyRow(msgspec.Struct, frozen=True):
     customer_id: str
     months: dict[str, dict[str, float]]  # YYYY-MM -> counter -> total
     churned: bool
+    tenure_days: int = DEFAULT_TENURE_DAYS  # with the operator before the first month
 
 
 def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
@@ -150,7 +169,9 @@ def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
         header = set(reader.fieldnames or [])
         records = list(reader)
     _check_columns(data, mapping, header)
-    ids = [r[mapping.id_column] if mapping.id_column else f"row{k:07d}" for k, r in enumerate(records, 1)]
+    ids = [mapping.id_prefix + (r[mapping.id_column] if mapping.id_column else f"row{k:07d}")
+           for k, r in enumerate(records, 1)]
+    _check_ids(data, mapping, ids)
     if mapping.layout == "wide":
         return [_wide_row(mapping, cid, r) for cid, r in zip(ids, records)]
     by_customer: dict[str, dict[str, dict[str, str]]] = {}
@@ -166,11 +187,37 @@ def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> None:
         wanted |= {mapping.column(s.column, m) for s in sources for m in months}
     if mapping.label.column:
         wanted.add(mapping.label.column)
+    if mapping.tenure:
+        wanted.add(mapping.tenure.column)
     for name in mapping.label.no_usage_in:
         wanted.add(mapping.column(name, mapping.label.month or ""))
     missing = sorted(wanted - header)
     if missing:
         raise MappingError(f"{data}: no column(s) {', '.join(repr(m) for m in missing)} named by the mapping")
+
+
+def _check_ids(data: Path, mapping: Mapping, ids: list[str]) -> None:
+    """Every id must be one the worker accepts: otherwise each of its records would go to dead
+    letter and the replay would judge customers it never saw."""
+    bad = [i for i in ids if not re.match(CUSTOMER_ID_PATTERN, i)]
+    if bad:
+        shown = ", ".join(repr(i) for i in bad[:3])
+        raise MappingError(f"{data}: {len(bad):,} of {len(ids):,} customer ids (column {mapping.id_column!r}) are not "
+                           f"5 to 64 letters, digits, _ or -, e.g. {shown}; an `id_prefix` in the mapping "
+                           f"lengthens short ones")
+
+
+def _tenure_days(mapping: Mapping, record: dict[str, str]) -> int:
+    """Days with the operator before the first replayed month."""
+    tenure = mapping.tenure
+    if tenure is None:
+        return DEFAULT_TENURE_DAYS
+    days = _number(record.get(tenure.column)) * (30.44 if tenure.unit == "months" else 1)
+    if tenure.at == "end":
+        months = sorted(mapping.months.values())
+        first = datetime.strptime(months[0], "%Y-%m").date()
+        days -= (next_month(datetime.strptime(months[-1], "%Y-%m").date()) - first).days
+    return max(0, round(days))
 
 
 def _number(text: str | None) -> float:
@@ -200,14 +247,14 @@ def _churned(mapping: Mapping, record: dict[str, str]) -> bool:
 
 def _wide_row(mapping: Mapping, customer: str, record: dict[str, str]) -> MonthlyRow:
     months = {calendar: _counters(mapping, record, suffix) for suffix, calendar in mapping.months.items()}
-    return MonthlyRow(customer, months, _churned(mapping, record))
+    return MonthlyRow(customer, months, _churned(mapping, record), _tenure_days(mapping, record))
 
 
 def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) -> MonthlyRow:
     months = {calendar: _counters(mapping, rows[name], "") for name, calendar in mapping.months.items()
               if name in rows}
     last = rows[max(rows)]
-    return MonthlyRow(customer, months, _churned(mapping, last))
+    return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, rows[min(rows)]))
 
 
 def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
@@ -219,7 +266,7 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
     for r in rows:
         yield "customers", r.customer_id.encode(), msgspec.json.encode({
             "event_id": f"mr-p-{r.customer_id}", "customer_id": r.customer_id,
-            "ts": datetime.combine(first, time.min, zone).isoformat(), "activation_date": str(first - timedelta(365)),
+            "ts": datetime.combine(first, time.min, zone).isoformat(), "activation_date": str(first - timedelta(r.tenure_days)),
             "plan": "replayed", "region": "unknown"})
     for month in months:
         start = datetime.strptime(month, "%Y-%m").date()
@@ -249,6 +296,11 @@ def _customer_month(customer: str, month: str, c: dict[str, float], start: date,
                     zone: ZoneInfo) -> Iterator[tuple[int, tuple[str, bytes, bytes]]]:
     """(day index, record) of one customer-month: totals split into records spread over the month."""
     seq = 0
+    span = min(days, JUDGED_SPAN)
+
+    def at(k: int, n: int) -> int:
+        """The day of record k of n of a counter: the middle of its share of the judged span."""
+        return days - span + (2 * k + 1) * span // (2 * n)
 
     def record(day: int, topic: str, body: dict) -> tuple[int, tuple[str, bytes, bytes]]:
         nonlocal seq
@@ -260,33 +312,38 @@ def _customer_month(customer: str, month: str, c: dict[str, float], start: date,
     contacts = max(1, int(c.get("contacts", 0)))
     out_seconds = round(c.get("out_min", 0) * 60)
     offnet_seconds = min(out_seconds, round(c.get("offnet_min", 0) * 60))
-    calls = int(c["out_calls"]) if c.get("out_calls") else RECORDS_PER_MONTH
-    dropped = int(c.get("dropped_calls", 0))
-    chunks = _split(out_seconds, calls)
+    dropped = round(c.get("dropped_calls", 0))
+    chunks = _split(out_seconds, _records(c, "out_calls"))
     for k, secs in enumerate(chunks):
         off = k < _calls_for(offnet_seconds, out_seconds, len(chunks))
-        yield record(k * days // len(chunks), "cdr", {
+        yield record(at(k, len(chunks)), "cdr", {
             "kind": "voice", "direction": "MO", "duration_s": secs, "peer_id": f"p{k % contacts}",
             "peer_network": "off_net" if off else "on_net", "termination": "dropped" if k < dropped else "normal"})
     in_seconds = round(c.get("in_min", 0) * 60)
-    in_calls = int(c["in_calls"]) if c.get("in_calls") else RECORDS_PER_MONTH
-    chunks = _split(in_seconds, in_calls)
+    chunks = _split(in_seconds, _records(c, "in_calls"))
     for k, secs in enumerate(chunks):
-        yield record(k * days // len(chunks), "cdr", {"kind": "voice", "direction": "MT", "duration_s": secs})
-    for k in range(int(c.get("sms_out", 0))):
-        yield record(k * days // int(c["sms_out"]), "cdr", {"kind": "sms", "direction": "MO"})
-    for k in range(int(c.get("cs_calls", 0))):
-        yield record(k * days // int(c["cs_calls"]), "cdr", {"kind": "voice", "direction": "MO", "duration_s": 0,
-                                                            "customer_service": True})
+        yield record(at(k, len(chunks)), "cdr", {"kind": "voice", "direction": "MT", "duration_s": secs})
+    sms = round(c.get("sms_out", 0))
+    for k in range(sms):
+        yield record(at(k, sms), "cdr", {"kind": "sms", "direction": "MO"})
+    cs = round(c.get("cs_calls", 0))
+    for k in range(cs):
+        yield record(at(k, cs), "cdr", {"kind": "voice", "direction": "MO", "duration_s": 0, "customer_service": True})
     data_bytes = round(c.get("data_mb", 0) * 1024 * 1024)
     sessions = RECORDS_PER_MONTH
     chunks = _split(data_bytes, sessions, most=1 << 40)
     for k, size in enumerate(chunks):
-        yield record(k * days // len(chunks), "cdr", {"kind": "data", "data_bytes": size})
+        yield record(at(k, len(chunks)), "cdr", {"kind": "data", "data_bytes": size})
     if c.get("topup"):
-        yield record(days // 2, "billing", {"kind": "recharge", "amount": round(c["topup"], 2)})
+        yield record(at(0, 1), "billing", {"kind": "recharge", "amount": round(c["topup"], 2)})
     if c.get("spend"):  # the month's bill arrives at the end of it, so it counts in that month
         yield record(days - 1, "billing", {"kind": "bill", "amount": round(c["spend"], 2), "period": month})
+
+
+def _records(c: dict[str, float], count: str) -> int:
+    """How many records carry a month's minutes: the table's count, rounded (a monthly average
+    can be under one) and at least one; `RECORDS_PER_MONTH` where the table has no count."""
+    return max(1, round(c[count])) if c.get(count) else RECORDS_PER_MONTH
 
 
 def _calls_for(part: int, whole: int, calls: int) -> int:

@@ -47,6 +47,8 @@ class ReplayResult:
     core: TrainerCore | None = None
     report: dict[str, int] = field(default_factory=dict)  # the report counters (reports/facts.py)
     states: dict[str, bytes] = field(default_factory=dict)  # every customer's state at the end
+    refused: int = 0  # records sent to dead letter
+    refusal: str = ""  # the first one's reason, field and detail
 
 
 class _Learning:
@@ -129,6 +131,10 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
         result.snapshots += out.snapshots
         result.alerts += out.alerts
         result.churn += out.churn_events
+        if out.deadletters and not result.refusal:
+            d = out.deadletters[0]
+            result.refusal = f"{d.reason} (field {d.field}): {d.detail}" if d.field else f"{d.reason}: {d.detail}"
+        result.refused += len(out.deadletters)
         if learning is not None:
             learning.feed(out)
 

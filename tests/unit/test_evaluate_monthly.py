@@ -7,11 +7,13 @@ import math
 from contextlib import chdir
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from stream_app.cli import main
+from stream_app.errors import ConfigError
 from stream_app.offline.evaluate_monthly import BUDGETS, evaluate_monthly, refresh_doc
-from stream_app.offline.monthly_data import load_mapping, read_rows
+from stream_app.offline.monthly_data import MonthlyRow, load_mapping, read_rows
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from tests.conftest import shared_data
@@ -68,3 +70,11 @@ def test_rules_that_are_not_there_are_named_in_one_line(tmp_path: Path) -> None:
     assert done.exit_code == 1
     assert done.output.strip() == ("Error: the rules in CHURNWATCH_RULES_DIR=no_rules_here: no_rules_here:0: -: file: "
                                    "cannot be read: No such file or directory")
+
+
+def test_a_replay_the_service_refuses_whole_stops_with_the_reason() -> None:
+    mapping = load_mapping(REPO / "mappings" / "iranian_churn_uci563.yaml")
+    rows = [MonthlyRow(str(k), {"2026-06": {"out_min": 100.0, "out_calls": 10.0}}, k % 2 == 0) for k in range(1, 30)]
+    with pytest.raises(ConfigError, match=r"short ids: the service refused every one of the [\d,]+ records replayed, "
+                                          r"the first for .*customer_id"):
+        evaluate_monthly("short ids", rows, mapping, Settings(_env_file=None), lambda: RULES)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from stream_app.contracts.calendar import month_index
+from stream_app.features.derive import derive
 from stream_app.offline.monthly_data import MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from stream_app.windows.state import SCALE, C, Windows
 from stream_app.windows.store import MemoryWindowStore
@@ -34,7 +38,7 @@ def test_a_column_the_data_lacks_is_named(tmp_path: Path) -> None:
     mapping = load_mapping(REPO / "mappings" / "telecom_monthly_sample1000.yaml")
     data = tmp_path / "short.csv"
     data.write_text("mobile_number,arpu_6\n7000000001,100\n")
-    with pytest.raises(MappingError, match=r"no column\(s\) 'arpu_7', 'arpu_8'"):
+    with pytest.raises(MappingError, match=r"no column\(s\) 'aon', 'arpu_7', 'arpu_8'"):
         read_rows(data, mapping)
 
 
@@ -83,3 +87,47 @@ def test_a_long_table_of_customer_months_reads_like_a_wide_one(tmp_path: Path) -
                                             "2026-02": {"out_min": 60.0, "spend": 3.0}}
     assert rows["8613800000001"].churned and not rows["8613800000002"].churned
     assert list(rows["8613800000002"].months) == ["2026-01"]
+
+
+def _table(tmp_path: Path, csv_text: str, extra: str = "") -> Path:
+    (tmp_path / "t.csv").write_text(csv_text)
+    mapping = tmp_path / "t.yaml"
+    mapping.write_text('description: x\nlayout: long\nid_column: msisdn\nmonth_column: ym\n'
+                       'months: {a: "2026-01"}\n'
+                       'counters: {out_min: [{column: mou}], out_calls: [{column: calls}], cs_calls: [{column: cs}]}\n'
+                       'label: {column: left, meaning: "left after", exit_reason_code: 101}\n' + extra)
+    return mapping
+
+
+def test_a_month_is_whole_in_the_windows_of_the_day_it_is_judged_on(tmp_path: Path) -> None:
+    # January has 31 days and the 30-day windows of 1 February hold only 29 of them: a lone
+    # customer-service call, and minutes over an average of under one call a month, used to fall out.
+    mapping = load_mapping(_table(tmp_path, "msisdn,ym,mou,calls,cs,left\n8613800000001,a,10,0.4,1,0\n"))
+    rows = read_rows(tmp_path / "t.csv", mapping)
+    log, store = Log(), MemoryWindowStore()
+    for topic, key, value in monthly_events(rows, mapping.label, ZONE):
+        log.add(topic, key.decode(), value)
+    run(processor(store), log.records, size=500)
+    w = Windows.load(["8613800000001"], [store.data["8613800000001"]])
+    f = derive(w, np.array([date(2026, 2, 1).toordinal()]), ZONE)
+    # Outgoing calls: the one that carries the minutes and the one to customer service.
+    assert (f["mou_out_30d"][0], f["calls_out_30d"][0], f["cs_calls_30d"][0], f["mou_out_m1"][0]) == (10, 2, 1, 10)
+
+
+def test_customer_ids_the_service_would_refuse_are_named_and_a_prefix_mends_them(tmp_path: Path) -> None:
+    text = "msisdn,ym,mou,calls,cs,left\n1,a,10,2,0,0\n2,a,10,2,0,0\n8613800000003,a,10,2,0,0\n"
+    with pytest.raises(MappingError, match=r"2 of 3 customer ids \(column 'msisdn'\) are not 5 to 64 .* '1', '2'"):
+        read_rows(tmp_path / "t.csv", load_mapping(_table(tmp_path, text)))
+    rows = read_rows(tmp_path / "t.csv", load_mapping(_table(tmp_path, text, "id_prefix: cust-\n")))
+    assert [r.customer_id for r in rows] == ["cust-1", "cust-2", "cust-8613800000003"]
+
+
+def test_tenure_comes_from_the_data_as_of_the_end_of_the_last_month(tmp_path: Path) -> None:
+    text = "msisdn,ym,mou,calls,cs,left,aon\n8613800000001,a,10,2,0,0,400\n8613800000002,a,10,2,0,0,10\n"
+    mapping = load_mapping(_table(tmp_path, text, "tenure: {column: aon, unit: days}\n"))
+    rows = read_rows(tmp_path / "t.csv", mapping)
+    assert [r.tenure_days for r in rows] == [400 - 31, 0]  # joined within the month: from its first day
+    profiles = [json.loads(v) for t, _, v in monthly_events(rows, mapping.label, ZONE) if t == "customers"]
+    assert [p["activation_date"] for p in profiles] == ["2024-12-28", "2026-01-01"]
+    default = read_rows(tmp_path / "t.csv", load_mapping(_table(tmp_path, text)))
+    assert {r.tenure_days for r in default} == {365}
