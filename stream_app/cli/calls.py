@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 from rich.table import Table
 
 from stream_app.alerts.call_plan import monthly_list, plan_days, summary_fields
+from stream_app.cli.common import kafka_reachable
 from stream_app.cli.report import month_option, report_console
 from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
@@ -43,6 +44,7 @@ def calls() -> None:
 def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_json: bool) -> None:
     """The day's calls: the open alerts with the most value at risk, up to the budget; the rest wait or expire."""
     settings = Settings()
+    kafka_reachable(settings)
     day = day_.date()
     [plan] = plan_days(read_alerts(settings), day, day, budget or settings.daily_call_budget, settings.zone)
     _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}", plan.calls, as_json)
@@ -66,6 +68,7 @@ def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_jso
 def monthly(month: str, csv_path: Path | None, produce: bool, as_json: bool) -> None:
     """The month's warning list: every customer warned that month, at their highest level."""
     settings = Settings()
+    kafka_reachable(settings)
     listed = monthly_list(read_alerts(settings), month, settings.zone)
     _show(f"Warnings for {month}: {len(listed)} customers", listed, as_json)
     _outputs(settings, listed, csv_path, produce, settings.topics.calls_monthly, {"month": month})

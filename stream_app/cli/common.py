@@ -28,14 +28,26 @@ def read_settings() -> Settings:
 
 def kafka_ready(settings: Settings) -> None:
     """Stop at once, with the broker's reason, if Kafka refuses us; then make the topics."""
-    from stream_app.connect.kafka import KafkaUnreachable, check_connection
     from stream_app.connect.topics import ensure_topics
 
+    kafka_reachable(settings)
+    ensure_topics(settings, settings.kafka_bootstrap)
+
+
+def kafka_reachable(settings: Settings) -> None:
+    """Stop at once, with each bootstrap server's reason, if KAFKA_BOOTSTRAP is set and no broker
+    there takes us (a kafka-python client would retry for 30 s, then say only that it could not
+    bootstrap). Unset, the command's own message says what it needed the broker for."""
+    from stream_app.connect.kafka import KafkaUnreachable, check_connection
+
+    if not settings.kafka_bootstrap:
+        return
     try:
         check_connection(settings)
     except KafkaUnreachable as exc:
-        raise click.ClickException(str(exc)) from None
-    ensure_topics(settings, settings.kafka_bootstrap)
+        first, *servers = str(exc).splitlines()  # a line per bootstrap server, here on one
+        raise click.ClickException(" ".join([first, "; ".join(s.strip() for s in servers)]).strip()
+                                   + "; check KAFKA_BOOTSTRAP and that the broker is running") from None
 
 
 def logging_setup(settings: Settings) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from stream_app.cli.common import kafka_ready, logging_setup, read_settings
+from stream_app.cli.common import kafka_reachable, kafka_ready, logging_setup, read_settings
 from stream_app.contracts.events import CONTRACTS, json_schema
 from stream_app.errors import ChurnwatchError
 from stream_app.features.derive import FEATURES
@@ -20,14 +20,43 @@ SCHEMA_DIR = Path(__file__).parents[1] / "contracts" / "schemas"
 
 
 class _Commands(click.Group):
-    """Every error the package raises on purpose (`ChurnwatchError`) ends a command with its one
-    clear line, never a traceback."""
+    """Every error the package raises on purpose (`ChurnwatchError`), and a broker or Redis that
+    cannot be reached, ends a command with one clear line, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         try:
             return super().invoke(ctx)
         except ChurnwatchError as exc:
             raise click.ClickException(str(exc)) from None
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise click.ClickException(f"Redis at {_redis_where()} cannot be reached ({exc}); "
+                                       "check REDIS_URL and that Redis is running") from None
+        except (KafkaTimeoutError, KafkaConnectionError) as exc:
+            raise click.ClickException(f"Kafka at {_kafka_where()} cannot be reached ({exc}); "
+                                       "check KAFKA_BOOTSTRAP and that the broker is running") from None
+
+
+def _redis_where() -> str:
+    """The Redis the settings name, without its password."""
+    from urllib.parse import urlsplit
+
+    try:
+        secret = read_settings().redis_url
+        url = urlsplit(secret.get_secret_value() if secret else "")
+    except (click.ClickException, ValueError):
+        return "REDIS_URL"
+    return f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path}" if url.hostname else "REDIS_URL"
+
+
+def _kafka_where() -> str:
+    try:
+        return read_settings().kafka_bootstrap or "KAFKA_BOOTSTRAP"
+    except click.ClickException:
+        return "KAFKA_BOOTSTRAP"
 
 
 @click.group(cls=_Commands)
@@ -116,6 +145,7 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
         settings = read_settings()
         if not settings.kafka_bootstrap:
             raise click.ClickException("set KAFKA_BOOTSTRAP, or pass --out FILE")
+        kafka_reachable(settings)
         counts = produce_simulation(sim, settings.kafka_bootstrap, settings, threading.Event())
     truth.write_bytes(b"".join(line + b"\n" for line in sim.truth_lines()))
     churners = sum(1 for t in sim.truth if t.churn_date)
@@ -257,6 +287,7 @@ def queue(host: str, port: int, day_, budget: int | None, lookup: Path | None, r
     settings = read_settings()
     if not settings.kafka_bootstrap:
         raise click.ClickException("set KAFKA_BOOTSTRAP: the calls come from the alerts topic")
+    kafka_reachable(settings)
     logging.config.dictConfig(logging_setup(settings))
     try:
         numbers = load_lookup(lookup) if lookup else None

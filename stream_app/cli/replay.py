@@ -12,6 +12,7 @@ import msgspec
 from kafka import KafkaProducer
 from rich.progress import Progress
 
+from stream_app.cli.common import kafka_reachable
 from stream_app.connect.kafka import client_options
 from stream_app.offline.monthly_data import Mapping, MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from stream_app.settings import Settings
@@ -32,6 +33,8 @@ def replay_monthly(data: Path, mapping: Path, out: Path | None, as_json: bool) -
     spec, rows = load_table(data, mapping)
     if out is None and not settings.kafka_bootstrap:
         raise click.UsageError("set KAFKA_BOOTSTRAP, or pass --out FILE")
+    if out is None:
+        kafka_reachable(settings)
     records = list(monthly_events(rows, spec.label, settings.zone))
     started = time.perf_counter()
     counts: dict[str, int] = {}

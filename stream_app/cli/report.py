@@ -18,6 +18,7 @@ from rich.table import Table
 
 from stream_app.alerts.call_plan import alert_day
 from stream_app.alerts.campaign import CampaignCosts, CampaignRow, campaign_report
+from stream_app.cli.common import kafka_reachable
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
 from stream_app.contracts.events import REASON_CODES
@@ -120,6 +121,7 @@ def campaign(weeks: int, fmt: str, as_json: bool) -> None:
     settings = Settings()
     if not settings.kafka_bootstrap:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the campaign report reads alerts, outcomes and churn")
+    kafka_reachable(settings)
     alerts, churns = list(read_alerts(settings)), list(read_churn_events(settings))
     costs = CampaignCosts.of(settings)
     # Days follow event time, like the call lists: the newest day any alert or churn is known for.
