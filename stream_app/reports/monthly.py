@@ -14,10 +14,16 @@ from typing import Any, Iterable
 
 from stream_app.contracts.calendar import month_label, month_of_label
 from stream_app.contracts.events import REASON_CODES
+from stream_app.errors import ChurnwatchError
 from stream_app.settings import CohortRule
 from stream_app.windows.state import SCALE
 
-__all__ = ["ChurnMonth", "ChurnReport", "CohortReport", "churn_report", "cohort_report", "latest_month"]
+__all__ = ["ChurnMonth", "ChurnReport", "CohortReport", "NoData", "churn_report", "cohort_report", "counted_months",
+           "latest_month"]
+
+
+class NoData(ChurnwatchError):
+    """A report asked for a period or a cohort the workers have counted nothing in."""
 
 YUAN = SCALE["spend"]
 
@@ -71,14 +77,26 @@ class CohortReport:
         return asdict(self)
 
 
+def counted_months(counts: dict[str, int]) -> list[str]:
+    """The months anything was counted in, oldest first, but activations (which may lie years
+    before the stream, or in its future)."""
+    return sorted({k.split("|", 1)[0] for k in counts if not k.startswith("cohort|") and not k.endswith("|adds")})
+
+
 def latest_month(counts: dict[str, int]) -> str | None:
-    """The newest month anything was counted in, but activations (which may lie in the future of the stream)."""
-    months = [k.split("|", 1)[0] for k in counts if not k.startswith("cohort|") and not k.endswith("|adds")]
-    return max(months) if months else None
+    """The newest month anything was counted in, but activations."""
+    months = counted_months(counts)
+    return months[-1] if months else None
 
 
 def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
-    """The churn totals and breakdowns of the `months` months ending with `last` (YYYY-MM)."""
+    """The churn totals and breakdowns of the `months` months ending with `last` (YYYY-MM), which
+    must be a month the workers have counted in (`NoData`): a month after the stream would show
+    the whole base staying, which no one measured."""
+    counted = counted_months(counts)
+    if not counted or not counted[0] <= last <= counted[-1]:
+        span = f"{counted[0]} to {counted[-1]}" if counted else "nothing yet"
+        raise NoData(f"no report counters for {last}: the workers have counted {span}")
     end = month_of_label(last)
     wanted = [month_label(m) for m in range(end - months + 1, end + 1)]
     by_month: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -107,6 +125,9 @@ def cohort_report(counts: dict[str, int], snapshot: str, rule: CohortRule, throu
     definition = (f"spend over the {rule.months} months to {snapshot} >= {rule.min_spend:g}; lost at exit, or "
                   f"after {rule.churn_months} months in a row each under {rule.churn_spend:g} (revenue churn)")
     members = counts.get(f"cohort|{snapshot}|members", 0)
+    if not members:
+        raise NoData(f"the {snapshot} cohort has no members: no customer counted spent {rule.min_spend:g} or more "
+                     f"over the {rule.months} months to {snapshot}")
     report = CohortReport(snapshot, definition, members)
     last = month_of_label(through or latest_month(counts) or snapshot)
     retained = members
@@ -117,7 +138,7 @@ def cohort_report(counts: dict[str, int], snapshot: str, rule: CohortRule, throu
         report.months.append(label)
         report.lost.append(lost)
         report.retained.append(retained)
-        report.retention_rate.append(round(retained / members, 4) if members else 0.0)
+        report.retention_rate.append(round(retained / members, 4))
     return report
 
 

@@ -6,12 +6,13 @@ import collections
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from stream_app.cli.report import _churn_csv, _cohort_csv
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
-from stream_app.reports.monthly import churn_report, cohort_report, latest_month
+from stream_app.reports.monthly import NoData, churn_report, cohort_report, latest_month
 from stream_app.rules.pack import load_rules
 from stream_app.settings import CohortRule, Settings
 from stream_app.windows.store import MemoryWindowStore
@@ -143,3 +144,16 @@ def test_report_without_redis_says_what_is_missing(monkeypatch) -> None:
     assert result.exit_code != 0 and "REDIS_URL" in result.output
     result = CliRunner().invoke(main, ["report", "cohort", "--snapshot", "2026-13"])
     assert result.exit_code != 0 and "expected YYYY-MM" in result.output
+
+
+def test_a_period_or_a_cohort_without_counters_is_said_so_not_shown_as_nobody_leaving() -> None:
+    counts = {"2026-01|adds": 3, "2026-02|exits|voluntary": 1, "2026-03|revenue": 500, "cohort|2026-02|members": 2}
+    assert [m.month for m in churn_report(counts, "2026-03", 2).months] == ["2026-02", "2026-03"]
+    for month in ("2030-01", "2025-12"):
+        with pytest.raises(NoData, match=f"no report counters for {month}: the workers have counted 2026-02 to 2026-03"):
+            churn_report(counts, month, 3)
+    with pytest.raises(NoData, match="have counted nothing yet"):
+        churn_report({}, "2026-03", 3)
+    assert cohort_report(counts, "2026-02", CohortRule()).members == 2
+    with pytest.raises(NoData, match="the 2026-03 cohort has no members"):
+        cohort_report(counts, "2026-03", CohortRule())
