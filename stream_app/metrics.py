@@ -89,8 +89,8 @@ class Metrics:
             "churnwatch_call_plan_day_timestamp_seconds", "Start of the day the latest call plan was made for (0: none)",
             registry=registry)
         self.baseline = Gauge(
-            "churnwatch_segment_baseline", "Live segment quantile of a month-over-month change (NaN: too few "
-            "customers yet)", ["segment", "feature", "quantile"], registry=registry)
+            "churnwatch_segment_baseline", "Live segment percentile of a month-over-month change (NaN: too few "
+            "customers yet)", ["segment", "feature", "percentile"], registry=registry)
         self.baseline_customers = Gauge(
             "churnwatch_segment_baseline_customers", "Customers behind a segment's baselines, over their window",
             ["segment", "feature"], registry=registry)

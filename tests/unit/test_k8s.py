@@ -1,10 +1,12 @@
 """The Kubernetes manifests (deploy/k8s), validated offline: built-in kinds against the
 Kubernetes schemas that kubernetes-validate ships, the two custom resources (KEDA's
 ScaledObject, the Prometheus Operator's ServiceMonitor) against the fields we rely on, and
-what they must agree on with the code (ports, probe paths, consumer group, partitions)."""
+what they must agree on with the code (ports, probe paths, consumer group, partitions) and
+with the alerting rules (the scrape jobs they select)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -40,6 +42,15 @@ CUSTOM_SCHEMAS = {
             "properties": {"secretTargetRef": {"type": "array", "items": {
                 "type": "object", "required": ["parameter", "name", "key"], "additionalProperties": False,
                 "properties": {k: {"type": "string"} for k in ("parameter", "name", "key")}}}}}},
+    },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["name", "rules"],
+                "properties": {"rules": {"type": "array", "items": {
+                    "type": "object", "required": ["alert", "expr"]}}}}}}}},
     },
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "type": "object", "required": ["spec"],
@@ -115,3 +126,24 @@ def test_the_manifests_agree_with_the_code() -> None:
     # More workers than partitions would sit idle.
     assert scaler["spec"]["maxReplicaCount"] <= settings.partitions
     assert scaler["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+
+
+def test_the_alerts_select_the_jobs_the_deploy_scrapes() -> None:
+    """An alert on `up{job="x"}` stays silent for ever if no scrape job is called x."""
+    prometheus = K8S.parent / "prometheus"
+    [rule] = by_kind("PrometheusRule")
+    selected = {job for group in rule["spec"]["groups"] for r in group["rules"]
+                for job in re.findall(r'job="([^"]+)"', r["expr"])}
+    assert selected == {"churnwatch", "churnwatch-trainer"}
+    # Kubernetes: the Prometheus Operator names a job after the Service label its `jobLabel` names
+    # (after the Service itself without one), for each Service the ServiceMonitor selects.
+    [monitor] = by_kind("ServiceMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    scraped = {svc["metadata"]["labels"].get(monitor["spec"].get("jobLabel", ""), svc["metadata"]["name"])
+               for svc in by_kind("Service")
+               if wanted.items() <= svc["metadata"]["labels"].items() and ports & {p["name"] for p in svc["spec"]["ports"]}}
+    assert scraped == selected
+    # docker-compose's Prometheus: its scrape configuration's job names.
+    config = yaml.safe_load((prometheus / "prometheus.yml").read_text())
+    assert {job["job_name"] for job in config["scrape_configs"]} == selected
