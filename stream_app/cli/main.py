@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -98,18 +99,28 @@ def worker() -> None:
 @click.option("--seconds", type=float, default=None, help="stop by itself after this many seconds")
 @click.option("--seed", default=7, show_default=True)
 @click.option("--monthly-churn", default=0.02, show_default=True, help="share of customers churning per month")
+@click.option("--keep", is_flag=True, help="leave the embedded broker and Redis running afterwards, and say how "
+                                            "to point the other commands at them")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
-def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_churn: float, as_json: bool) -> None:
+def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_churn: float, keep: bool,
+         as_json: bool) -> None:
     """Run the whole service on an embedded broker and Redis, fed by the simulator."""
     from stream_app.tools.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)
     summary = run_demo(read_settings(), customers, days, seconds, lambda line: click.echo(line, err=as_json),
-                       seed=seed, monthly_churn=monthly_churn)
+                       seed=seed, monthly_churn=monthly_churn, keep=keep)
     report = asdict(summary)
     click.echo(f"churners warned before they churned: {summary.churners_warned_before_churn} of {summary.churners}"
                f" ({summary.churners_with_signs} showed signs); alerts by level: {summary.alerts_by_level}",
                err=as_json)
+    if summary.kept_pids:
+        exports = " ".join(f"{k}={v}" for k, v in summary.kept_environment.items())
+        click.echo("The broker and Redis are still running. In this shell, point the other commands at them:\n"
+                   f"  export {exports}\n"
+                   f"  churnwatch report churn; churnwatch calls daily --day {date.today() - timedelta(days=1)}; "
+                   "churnwatch queue\n"
+                   f"Stop them with: kill {' '.join(map(str, summary.kept_pids))}", err=as_json)
     if as_json:
         click.echo(json.dumps(report))
 

@@ -33,7 +33,7 @@ from stream_app.errors import NotReady
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
-from stream_app.tools.embedded.process import free_port
+from stream_app.tools.embedded.process import ServerProcess, free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
 
 __all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "consumed", "start_command", "stop_worker"]
@@ -52,6 +52,10 @@ class DemoSummary:
     model_version: int = 0  # the version the worker scored with at the end (0: rules alone)
     customers: int = 0
     seconds: float = 0.0
+    # With `keep`: the settings that point the other commands at the broker and Redis left
+    # running, and the process ids that stop them.
+    kept_environment: dict[str, str] = field(default_factory=dict)
+    kept_pids: list[int] = field(default_factory=list)
 
 
 def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event) -> dict[str, int]:
@@ -93,7 +97,10 @@ def consumed(port: int) -> int:
 
 
 def run_demo(settings: Settings, customers: int, days: int, seconds: float | None,
-             show: Callable[[str], None], seed: int = 7, monthly_churn: float = 0.02) -> DemoSummary:
+             show: Callable[[str], None], seed: int = 7, monthly_churn: float = 0.02, keep: bool = False) -> DemoSummary:
+    """Replay simulated traffic through a worker and a trainer; with `keep`, the embedded broker
+    and Redis outlive the demo, so that reports, call lists and the queue page can be tried on
+    what it left."""
     started = time.monotonic()
     summary = DemoSummary(customers=customers)
     # The simulated days end yesterday: the worker refuses event times ahead of its clock.
@@ -101,19 +108,35 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
     sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, start=start))
     stop = threading.Event()
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
+        if keep:
+            workdir = Path(tempfile.mkdtemp(prefix="churnwatch-demo-"))
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
+
+        def server(process: ServerProcess) -> ServerProcess:
+            if not keep:
+                return stack.enter_context(process)
+            process.start()
+            summary.kept_pids.append(process.proc.pid)  # type: ignore[union-attr]
+            stack.push(lambda failed, *_: process.stop() if failed else None)  # kept only if the demo ran
+            return process
+
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
-            bootstrap = f"127.0.0.1:{stack.enter_context(tansu(workdir)).port}"
+            bootstrap = f"127.0.0.1:{server(tansu(workdir)).port}"
             show(f"embedded Kafka-protocol broker (Tansu) on {bootstrap}")
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         if not redis_url:
-            redis_url = f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
+            redis_url = f"redis://127.0.0.1:{server(redis_server(workdir)).port}/0"
             show(f"embedded Redis on {redis_url}")
+        if keep:
+            summary.kept_environment = {"KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url}
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
         # The trainer signs its checkpoint (signing.py); a demo makes a key for its own run.
         key = {} if settings.model_signing_key else {"CHURNWATCH_MODEL_SIGNING_KEY": secrets.token_hex(16)}
+        if keep:
+            summary.kept_environment.update(key)  # `model report` checks the published model with it
         worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log", key)
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
