@@ -65,8 +65,9 @@ class MonthlyEvaluation:
 
 def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settings: Settings,
                      rules: Callable[[], Ruleset]) -> MonthlyEvaluation:
-    records = list(monthly_events(rows, mapping.label, settings.zone, exits=False))
-    result = replay(records, settings, rules, learn=False)
+    # Streamed, and judged from the final states: neither the records nor the daily snapshots are kept.
+    records = monthly_events(rows, mapping.label, settings.zone, exits=False)
+    result = replay(records, settings, rules, learn=False, keep_snapshots=False)
     if result.refused == result.events:
         raise ConfigError(f"{name}: the service refused every one of the {result.events:,} records replayed, "
                           f"the first for {result.refusal}")

@@ -101,14 +101,15 @@ class _DailyBaselines:
 
 
 def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-           learn: bool = True) -> ReplayResult:
+           learn: bool = True, keep_snapshots: bool = True) -> ReplayResult:
     """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
-    with `learn`, label and learn as the trainer would, starting from no model."""
-    return asyncio.run(_replay(records, settings, rules, learn))
+    with `learn`, label and learn as the trainer would, starting from no model. Without
+    `keep_snapshots`, the daily snapshots (a kilobyte each) are not kept in the result."""
+    return asyncio.run(_replay(records, settings, rules, learn, keep_snapshots))
 
 
 async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-                  learn: bool) -> ReplayResult:
+                  learn: bool, keep_snapshots: bool) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
     # Models published within this process only: a key of its own signs a forest's pickle.
     source = ScorerSource(metrics, Signer.ephemeral())
@@ -128,7 +129,8 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
 
     async def collect(out: BatchOutput) -> None:
         baselines.seen(out.snapshots)
-        result.snapshots += out.snapshots
+        if keep_snapshots:
+            result.snapshots += out.snapshots
         result.alerts += out.alerts
         result.churn += out.churn_events
         if out.deadletters and not result.refusal:

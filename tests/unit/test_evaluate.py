@@ -94,3 +94,19 @@ def test_alert_recall_counts_churners_with_signs_warned_within_the_horizon_befor
     # Watched: warned, late, low, after (silent has no signs, early left too soon); warned: one.
     assert _alert_recall(alerts, churn_day, horizon, first, last, {"silent"}) == 0.25
     assert math.isnan(_alert_recall(alerts, {}, horizon, first, last, set()))
+
+
+def test_a_replay_that_keeps_no_snapshots_ends_in_the_same_state() -> None:
+    from stream_app.offline.replay import replay
+    from stream_app.offline.simulator import SimConfig, Simulator
+    from stream_app.rules.pack import load_rules
+    from stream_app.settings import Settings
+
+    rules = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
+    sim = Simulator(SimConfig(customers=40, days=75, seed=5, warmup_days=20, monthly_churn=0.1))
+    records = [(r.topic, r.key, r.value) for r in sim.records()]
+    kept = replay(records, Settings(_env_file=None), lambda: rules, learn=False)
+    lean = replay(iter(records), Settings(_env_file=None), lambda: rules, learn=False, keep_snapshots=False)
+    assert kept.snapshots and not lean.snapshots
+    assert lean.states == kept.states and lean.report == kept.report and lean.events == kept.events == len(records)
+    assert [a.alert_id for a in lean.alerts] == [a.alert_id for a in kept.alerts]
