@@ -19,7 +19,8 @@ from stream_app.rules.summary import like_them, render
 from stream_app.settings import Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
-__all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout"]
+__all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout",
+           "monthly_value"]
 
 #: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
 LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
@@ -75,6 +76,22 @@ class AlertPolicy:
 
 #: The levels that reach the call queue under the default policy.
 QUEUED_LEVELS: tuple[str, ...] = tuple(LEVELS[AlertPolicy.min_level:])
+
+
+def monthly_value(values: dict[str, float]) -> float:
+    """The monthly spend an alert's value at risk rests on: a prepaid line's top-ups averaged over
+    three months (a month can hold none, or two); a postpaid line's last bill, or the one before
+    while the last has not come (a month's first hours, when a HIGH alert said "ARPU 0, at risk 0"
+    and went to the bottom of the call list).
+
+    >>> monthly_value({"prepaid": 1.0, "arpu_m1": 0.0, "arpu_m2": 300.0, "arpu_3m": 100.0})
+    100.0
+    >>> monthly_value({"prepaid": 0.0, "arpu_m1": 0.0, "arpu_m2": 150.0, "arpu_3m": 100.0})
+    150.0
+    """
+    if values["prepaid"] > 0:
+        return values["arpu_3m"]
+    return values["arpu_m1"] if values["arpu_m1"] > 0 else values["arpu_m2"]
 
 
 def alert_id(customer: str, level: str, day: int, cooldown_days: int) -> str:
@@ -152,7 +169,7 @@ def _alert(w: Windows, values: dict[str, float], segment: str, ev: Evaluation, r
         for j, c in enumerate(ruleset.rules) if ev.fired[i, j]
     ]
     top = max(reasons, key=lambda r: r.importance).reason_code if reasons else None
-    arpu = values["arpu_m1"]
+    arpu = monthly_value(values)
     return Alert(
         alert_id=alert_id(w.customers[i], LEVELS[level], day, policy.cooldown_days),
         customer_id=w.customers[i], level=LEVELS[level], period=date.fromordinal(day).strftime("%Y-%m"),  # type: ignore[arg-type]

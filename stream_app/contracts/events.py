@@ -135,7 +135,7 @@ class Alert(Struct, frozen=True):
     reason_code: int | None
     segment: str
     vip_tier: str
-    arpu: float
+    arpu: float  # the monthly spend its value at risk rests on (alerts.build.monthly_value)
     value_at_risk: float
     suggested_action: str
     queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"

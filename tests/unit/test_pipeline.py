@@ -370,3 +370,13 @@ def test_a_model_reason_a_rule_has_given_already_is_not_read_twice() -> None:
     texts = [r.text for r in alert.reasons]
     assert "Outgoing minutes last month: 60, down 80% from 300 the month before" in texts
     assert len(texts) == len(set(texts)) and [r.rule_id for r in alert.reasons if r.rule_id == "model"] == []
+
+
+def test_an_alert_in_the_hours_before_the_last_bill_comes_is_valued_by_the_bill_before() -> None:
+    log = Log()
+    decliner(log, "8613800000001")
+    # May's bill is late: June's usage, and the alerts on it, come first.
+    late = [r for r in log.records if r.topic == "billing" and b'"2026-05"' in (r.value or b"")]
+    assert len(late) == 1
+    out = run(processor(), [r for r in log.records if r not in late])
+    assert out.alerts and all(a.arpu == 150 and a.value_at_risk > 0 for a in out.alerts)
