@@ -150,8 +150,11 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
                                     daemon=True)
         producer.start()
         stack.callback(stop.set)
-        alerts = _watch(settings, bootstrap, summary, show, metrics_port, worker, producer, produced,
-                        deadline=None if seconds is None else started + seconds)
+        try:
+            alerts = _watch(settings, bootstrap, summary, show, metrics_port, worker, producer, produced,
+                            deadline=None if seconds is None else started + seconds)
+        except NotReady as exc:  # the log goes with the demo's folder: say what it ended with
+            raise NotReady(f"{exc}, which ends: {_last_line(workdir / 'worker.log')}") from None
         summary.events_by_topic = produced
         summary.events_consumed = consumed(metrics_port)
         summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
@@ -169,6 +172,11 @@ def start_command(command: list[str], settings: Settings, bootstrap: str, redis_
     with open(log_file, "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *command], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(nothing)"
 
 
 def stop_worker(worker: subprocess.Popen) -> None:
@@ -194,7 +202,7 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
     try:
         while deadline is None or time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise NotReady(f"the worker exited with code {worker.returncode}; see its log")
+                raise NotReady(f"the worker exited with code {worker.returncode}")
             for msg in consumer:
                 if msg.topic == settings.topics.alerts:
                     alert = msgspec.json.decode(msg.value, type=Alert)

@@ -50,3 +50,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_demo_whose_worker_cannot_start_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")}
+    env["CHURNWATCH_RULES_DIR"] = str(tmp_path / "no_rules_here")
+    done = subprocess.run([sys.executable, "-m", "stream_app.cli", "demo", "--customers", "10", "--days", "10",
+                           "--seconds", "60"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: the worker exited with code 1, which ends: ") and "no_rules_here" in last, last
