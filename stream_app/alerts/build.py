@@ -19,8 +19,8 @@ from stream_app.rules.summary import like_them, render
 from stream_app.settings import Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
 
-__all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts", "in_holdout",
-           "monthly_value"]
+__all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts",
+           "in_holdout", "monthly_value"]
 
 #: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
 LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)

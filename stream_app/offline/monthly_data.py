@@ -254,7 +254,7 @@ def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) 
     months = {calendar: _counters(mapping, rows[name], "") for name, calendar in mapping.months.items()
               if name in rows}
     last = rows[max(rows)]
-    return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, rows[min(rows)]))
+    return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, last))
 
 
 def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
@@ -266,7 +266,8 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
     for r in rows:
         yield "customers", r.customer_id.encode(), msgspec.json.encode({
             "event_id": f"mr-p-{r.customer_id}", "customer_id": r.customer_id,
-            "ts": datetime.combine(first, time.min, zone).isoformat(), "activation_date": str(first - timedelta(r.tenure_days)),
+            "ts": datetime.combine(first, time.min, zone).isoformat(),
+            "activation_date": str(first - timedelta(r.tenure_days)),
             "plan": "replayed", "region": "unknown"})
     for month in months:
         start = datetime.strptime(month, "%Y-%m").date()

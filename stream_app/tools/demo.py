@@ -96,8 +96,8 @@ def consumed(port: int) -> int:
     return int(sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total")))
 
 
-def run_demo(settings: Settings, customers: int, days: int, seconds: float | None,
-             show: Callable[[str], None], seed: int = 7, monthly_churn: float = 0.02, keep: bool = False) -> DemoSummary:
+def run_demo(settings: Settings, customers: int, days: int, seconds: float | None, show: Callable[[str], None],
+             seed: int = 7, monthly_churn: float = 0.02, keep: bool = False) -> DemoSummary:
     """Replay simulated traffic through a worker and a trainer; with `keep`, the embedded broker
     and Redis outlive the demo, so that reports, call lists and the queue page can be tried on
     what it left."""

@@ -141,8 +141,8 @@ def test_the_alerts_select_the_jobs_the_deploy_scrapes() -> None:
     wanted = monitor["spec"]["selector"]["matchLabels"]
     ports = {e["port"] for e in monitor["spec"]["endpoints"]}
     scraped = {svc["metadata"]["labels"].get(monitor["spec"].get("jobLabel", ""), svc["metadata"]["name"])
-               for svc in by_kind("Service")
-               if wanted.items() <= svc["metadata"]["labels"].items() and ports & {p["name"] for p in svc["spec"]["ports"]}}
+               for svc in by_kind("Service") if wanted.items() <= svc["metadata"]["labels"].items()
+               and ports & {p["name"] for p in svc["spec"]["ports"]}}
     assert scraped == selected
     # docker-compose's Prometheus: its scrape configuration's job names.
     config = yaml.safe_load((prometheus / "prometheus.yml").read_text())
