@@ -105,9 +105,15 @@ def worker() -> None:
 def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_churn: float, keep: bool,
          as_json: bool) -> None:
     """Run the whole service on an embedded broker and Redis, fed by the simulator."""
+    import tempfile
+
     from stream_app.tools.demo import run_demo
 
-    logging.basicConfig(level=logging.WARNING)
+    # The clients' own warnings (a slow event loop, a retried connection) would interleave with the
+    # alerts: they go to a file, named once.
+    log_file = Path(tempfile.gettempdir()) / "churnwatch-demo.log"
+    logging.basicConfig(level=logging.WARNING, filename=log_file, filemode="w", force=True)
+    click.echo(f"library messages go to {log_file}", err=as_json)
     summary = run_demo(read_settings(), customers, days, seconds, lambda line: click.echo(line, err=as_json),
                        seed=seed, monthly_churn=monthly_churn, keep=keep)
     report = asdict(summary)

@@ -36,7 +36,8 @@ from stream_app.settings import Settings
 from stream_app.tools.embedded.process import ServerProcess, free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
 
-__all__ = ["DemoSummary", "run_demo", "produce_simulation", "scrape", "consumed", "start_command", "stop_worker"]
+__all__ = ["DemoSummary", "alert_line", "run_demo", "produce_simulation", "scrape", "consumed", "start_command",
+           "stop_worker"]
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
                     alert = msgspec.json.decode(msg.value, type=Alert)
                     alerts.append(alert)
                     levels[alert.level] += 1
-                    show(_alert_line(alert))
+                    show(alert_line(alert))
                 else:
                     dl = msgspec.json.decode(msg.value, type=DeadLetter)
                     dls[dl.reason] += 1
@@ -225,10 +226,18 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
     return alerts
 
 
-def _alert_line(a: Alert) -> str:
-    why = "; ".join(r.text for r in a.reasons)
-    return (f"[{a.level.upper():6}] {a.customer_id} {a.segment} ARPU {a.arpu:.0f} at risk {a.value_at_risk:.0f}"
-            f" (as of {a.event_time:%Y-%m-%d}): {why} -> {a.suggested_action}")
+ALERT_LINE = 150  # characters: an alert on one terminal line, its first reason cut to fit
+
+
+def alert_line(a: Alert) -> str:
+    """One short line per alert: level, customer, value, the strongest reason and where the call goes
+    (the whole alert is on the topic, and `churnwatch queue` shows it as an agent reads it)."""
+    head = (f"[{a.level.upper():6}] {a.event_time:%m-%d} {a.customer_id} {a.arpu:.0f} yuan/month, "
+            f"at risk {a.value_at_risk:,.0f}: ")
+    tail = (f" (+{len(a.reasons) - 1} more)" if len(a.reasons) > 1 else "") + f" -> {a.queue.replace('_', ' ')}"
+    why = max(a.reasons, key=lambda r: r.importance).text if a.reasons else "model score"
+    room = ALERT_LINE - len(head) - len(tail)
+    return head + (why if len(why) <= room else why[:room - 1].rstrip() + "…") + tail
 
 
 def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary, name: Pseudonyms) -> None:

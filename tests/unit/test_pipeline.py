@@ -380,3 +380,17 @@ def test_an_alert_in_the_hours_before_the_last_bill_comes_is_valued_by_the_bill_
     assert len(late) == 1
     out = run(processor(), [r for r in log.records if r not in late])
     assert out.alerts and all(a.arpu == 150 and a.value_at_risk > 0 for a in out.alerts)
+
+
+def test_the_demo_shows_an_alert_on_one_short_line() -> None:
+    from stream_app.tools.demo import ALERT_LINE, alert_line
+
+    log = Log()
+    decliner(log, "8613800000001")
+    [alert] = run(processor(), log.records).alerts
+    line = alert_line(alert)
+    strongest = max(alert.reasons, key=lambda r: r.importance).text
+    assert len(line) <= ALERT_LINE and "\n" not in line, line
+    assert line.startswith(f"[{alert.level.upper():6}] ") and alert.customer_id in line and "150 yuan/month" in line
+    assert strongest[:40] in line and line.endswith(f"-> {alert.queue.replace('_', ' ')}")
+    assert (f"(+{len(alert.reasons) - 1} more)" in line) == (len(alert.reasons) > 1)
