@@ -21,6 +21,7 @@ import csv
 import math
 import re
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Literal
 from zoneinfo import ZoneInfo
@@ -134,6 +135,13 @@ class Mapping(BaseModel):
             raise ValueError("a long layout needs `month_column`")
         return self
 
+    @cached_property
+    def replayed_days(self) -> int:
+        """Days from the first replayed month's start to the last one's end."""
+        months = sorted(self.months.values())
+        first = datetime.strptime(months[0], "%Y-%m").date()
+        return (next_month(datetime.strptime(months[-1], "%Y-%m").date()) - first).days
+
     def column(self, source: str, month: str) -> str:
         if self.layout == "long" or not month:
             return source
@@ -213,11 +221,7 @@ def _tenure_days(mapping: Mapping, record: dict[str, str]) -> int:
     if tenure is None:
         return DEFAULT_TENURE_DAYS
     days = _number(record.get(tenure.column)) * (30.44 if tenure.unit == "months" else 1)
-    if tenure.at == "end":
-        months = sorted(mapping.months.values())
-        first = datetime.strptime(months[0], "%Y-%m").date()
-        days -= (next_month(datetime.strptime(months[-1], "%Y-%m").date()) - first).days
-    return max(0, round(days))
+    return max(0, round(days - (mapping.replayed_days if tenure.at == "end" else 0)))
 
 
 def _number(text: str | None) -> float:

@@ -130,14 +130,12 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
         if not redis_url:
             redis_url = f"redis://127.0.0.1:{server(redis_server(workdir)).port}/0"
             show(f"embedded Redis on {redis_url}")
-        if keep:
-            summary.kept_environment = {"KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url}
         ensure_topics(settings, bootstrap)
         metrics_port = free_port()
         # The trainer signs its checkpoint (signing.py); a demo makes a key for its own run.
         key = {} if settings.model_signing_key else {"CHURNWATCH_MODEL_SIGNING_KEY": secrets.token_hex(16)}
-        if keep:
-            summary.kept_environment.update(key)  # `model report` checks the published model with it
+        if keep:  # what points the other commands at the servers; `model report` checks the model with the key
+            summary.kept_environment = {"KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url, **key}
         worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log", key)
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")
