@@ -105,6 +105,7 @@ class TrainerMetrics:
 
     FIGURES = ("auc", "log_loss", "precision_at_budget", "recall_at_budget", "top_decile_lift",
                "calibration_error")
+    CANDIDATE_FIGURES = ("auc", "precision_at_budget")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -128,3 +129,16 @@ class TrainerMetrics:
                         registry=registry)
             for name in self.FIGURES
         }
+        self.refits = Counter("churnwatch_model_refits_total", "Refits of the boosted trees on recent labels",
+                              registry=registry)
+        self.promotions = Counter("churnwatch_model_promotions_total",
+                                  "Champions replaced, by the candidate that took over", ["candidate"],
+                                  registry=registry)
+        self.champion = Gauge("churnwatch_model_champion", "1 for the candidate workers score with, 0 for the others",
+                              ["candidate"], registry=registry)
+        self.candidate = Gauge("churnwatch_model_candidate_figure",
+                               "Each candidate's figures on the recent labels both scored before learning them",
+                               ["candidate", "figure"], registry=registry)
+        for candidate in ("online", "boosted"):  # from the first scrape: no promotion yet is a figure too
+            self.promotions.labels(candidate)
+            self.champion.labels(candidate).set(float(candidate == "online"))

@@ -153,6 +153,25 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="how often workers look for a new model version")
     validation_window: int = Field(
         default=5000, ge=100, description="labels behind the progressive-validation figures")
+    model_challenger: bool = Field(
+        default=True, description="beside the online model, refit boosted trees on recent labels; whichever "
+                                  "ranks the labels neither has learned better is the champion workers score with")
+    model_store_labels: int = Field(
+        default=30_000, ge=500, description="the recent labels the boosted trees are refitted on (4 bytes a feature "
+                                            "each, kept in the trainer's checkpoint)")
+    model_store_days: int = Field(
+        default=180, ge=30, description="labels older than this many days, from the newest, are not refitted on")
+    model_refit_labels: int = Field(
+        default=20_000, ge=100, description="the trees are refitted after this many new labels at most (sooner "
+                                            "while the store is small: once it has grown by a quarter)")
+    model_round_labels: int = Field(
+        default=1000, ge=100, description="the candidates are compared every this many labels, on the "
+                                          "validation window's labels that both scored before learning them")
+    model_promote_margin: float = Field(
+        default=0.005, ge=0, lt=0.5, description="a challenger must beat the champion's AUC by this much, "
+                                                 "without a lower precision at the call budget")
+    model_promote_rounds: int = Field(
+        default=2, ge=1, description="rounds in a row a challenger must win before it becomes the champion")
     call_budget_share: float = Field(
         default=0.01, gt=0, le=1, description="share of customers the call centre can call per week")
     holdout_share: float = Field(

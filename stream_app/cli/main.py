@@ -196,7 +196,8 @@ def bench(events: int, customers: int, no_broker: bool, days: int, latency_secon
         result = asdict(bench_stream(settings, events, customers, lambda line: click.echo(line, err=True),
                                      latency_seconds))
     result["rules"], result["rules_us_per_customer"] = bench_rules(settings)
-    result["model_score_us_per_customer"], result["model_learn_us_per_label"] = bench_model(settings)
+    result["model_score_us_per_customer"], result["model_learn_us_per_label"], result["boosted_score_us_per_customer"], \
+        result["boosted_refit_s"] = bench_model(settings)
     for name, value in result.items():
         shown = "-" if value is None else format(value, ",")
         click.echo(f"{name:32} {shown:>14}", err=as_json)

@@ -101,9 +101,13 @@ def model_report(as_json: bool) -> None:
         raise click.ClickException(f"the published model is unusable: {exc}") from None
     created = datetime.fromtimestamp(snap.created_at, timezone.utc).isoformat(timespec="seconds")
     report = {"version": snap.version, "kind": snap.kind, "labels": snap.labels, "created_at": created,
-              **snap.figures}
+              **snap.figures, "promotions": snap.promotions}
     for name, value in report.items():
         click.echo(f"{name:22} {value:.4f}" if isinstance(value, float) else f"{name:22} {value}", err=as_json)
+    for candidate, shown in snap.candidates.items():
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in shown.items() if k in ("auc", "precision_at_budget", "labels"))
+        click.echo(f"candidate {candidate:12} {figures}", err=as_json)
+    report["candidates"] = snap.candidates
     if as_json:
         click.echo(json.dumps(report))
 
@@ -184,7 +188,9 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
                          core.version, core.learner.labels, silent=silent)
     report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
-    report |= {"events": result.events, "events_per_s": round(result.events / result.seconds)}
+    report |= {"events": result.events, "events_per_s": round(result.events / result.seconds),
+               "champion": core.contest.champion, "promotions": core.contest.promotions,
+               "refits": core.contest.refits}
     click.echo(f"replayed {result.events:,} events in {result.seconds:.0f} s; "
                f"model version {core.version} after {core.learner.labels:,} labels", err=as_json)
     for name, value in report.items():

@@ -219,9 +219,10 @@ class Label(Struct, frozen=True, array_like=True):
 
 class ModelEvent(Struct, frozen=True):
     """Something the trainer wants people to know: drift detected and how the challenger's
-    trial ended (replaced or kept, `model.Learner`), a model published."""
+    trial ended (replaced or kept, `model.Learner`), the boosted trees refitted, a new champion
+    (`model.champion`), a model published."""
 
-    kind: Literal["drift", "replaced", "kept", "published", "refused"]
+    kind: Literal["drift", "replaced", "kept", "published", "refused", "refit", "promoted"]
     version: int
     labels: int
     at: AwareTime

@@ -23,6 +23,7 @@ from river import compose, drift, forest, linear_model, optim, preprocessing
 from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
 from stream_app.features.derive import CALL_PERIODS, shortfall_z
+from stream_app.model.boosted import Trees, TreeScorer, TreesRefused
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.model.validation import ProgressiveValidation, auc
 
@@ -110,8 +111,11 @@ def _unpickle(blob: bytes | None, signer: Signer | None) -> Any:
 
 
 class ModelSnapshot(msgspec.Struct, frozen=True):
+    """A published model. Fields added since format 2 have defaults: a build of format 2 reads a
+    linear snapshot of this one, and refuses a boosted one (its kind), keeping the model it has."""
+
     version: int
-    kind: Literal["logistic", "forest"]
+    kind: Literal["logistic", "forest", "boosted"]
     features: list[str]
     labels: int  # labels learned
     created_at: float
@@ -120,8 +124,11 @@ class ModelSnapshot(msgspec.Struct, frozen=True):
     weights: list[float]  # linear only
     intercept: float
     figures: dict[str, float]  # progressive validation at publication
-    pickled: bytes | None = None  # non-linear models only: the river model itself
+    pickled: bytes | None = None  # forest only: the river model itself
     format: int = FORMAT
+    trees: Trees | None = None  # boosted only: the trees as arrays (boosted.py), no pickle
+    candidates: dict[str, dict[str, float]] = {}  # every candidate's figures at the last round (champion.py)
+    promotions: int = 0  # champions replaced so far
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -154,7 +161,18 @@ def decode_model(raw: bytes) -> ModelSnapshot:
         raise ModelRefused("model has non-finite parameters")
     if snap.kind == "forest" and not snap.pickled:
         raise ModelRefused("forest model without its trees")
+    if snap.kind == "boosted":
+        _tree_scorer(snap)
     return snap
+
+
+def _tree_scorer(snap: ModelSnapshot) -> TreeScorer:
+    if snap.trees is None:
+        raise ModelRefused("boosted model without its trees")
+    try:
+        return TreeScorer(snap.trees, len(NAMES))
+    except TreesRefused as exc:
+        raise ModelRefused(f"boosted model refused: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -169,7 +187,7 @@ class Driver:
 
 class Scorer:
     """Scores a batch with one published model version. A forest is a signed pickle, opened only
-    under the signing key (`signing.py`)."""
+    under the signing key (`signing.py`); boosted trees are plain arrays (`boosted.py`)."""
 
     def __init__(self, snapshot: ModelSnapshot, signer: Signer | None = None) -> None:
         self.snapshot = snapshot
@@ -180,6 +198,7 @@ class Scorer:
         self._inv_scale = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
         self._w = np.array(snapshot.weights) if snapshot.kind == "logistic" else None
         self._forest = _unpickle(snapshot.pickled, signer) if snapshot.kind == "forest" else None
+        self._trees = _tree_scorer(snapshot) if snapshot.kind == "boosted" else None
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self._mean) * self._inv_scale, -Z_LIMIT, Z_LIMIT)
@@ -189,13 +208,17 @@ class Scorer:
         if self._w is not None:
             logit = self.standardise(x) @ self._w + self.snapshot.intercept
             return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        if self._trees is not None:
+            return self._trees.score(x)
         return np.array([self._forest.predict_proba_one(dict(zip(NAMES, row))).get(True, 0.0) for row in x])
 
     def drivers(self, x_row: np.ndarray, top: int = 3) -> list[Driver]:
         """The terms that raised this score most: weight x standardised value for the linear
-        model; for a forest, the features furthest above or below the base."""
+        model; for boosted trees, what the splits on each feature added to the log-odds; for a
+        forest, the features furthest above or below the base."""
         z = self.standardise(x_row)
-        terms = z * self._w if self._w is not None else np.abs(z)
+        terms = (z * self._w if self._w is not None else self._trees.contributions(x_row)
+                 if self._trees is not None else np.abs(z))
         order = np.argsort(-terms, kind="mergesort")[:top]
         return [Driver(NAMES[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
 
@@ -273,6 +296,7 @@ class Learner:
         self.drifts = 0
         self.replaced = 0
         self._last_reset = 0
+        self.last_score = math.nan  # the score of the label learned last, before learning it
         self.challenger: compose.Pipeline | None = None
         self._trial: list[tuple[float, float, int]] = []  # the model's and the challenger's score, the label
 
@@ -283,6 +307,7 @@ class Learner:
         """Score `x`, record the score against `y`, learn; and what that changed in following drift."""
         features = dict(zip(NAMES, x.tolist()))
         p = _predict_then_learn(self.model, self.kind, features, bool(y))
+        self.last_score = p
         self.validation.add(x, y, p)
         self.detector.update(_log_loss(p, y))
         self.labels += 1

@@ -31,6 +31,7 @@ from stream_app.contracts import keys
 from stream_app.contracts.events import ChurnEvent, Label, ModelEvent, Snapshot
 from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
+from stream_app.model.champion import CANDIDATES, Contest, Policy, Verdict
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import publish
 from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
@@ -52,9 +53,9 @@ encode_internal = _msgpack.encode
 
 @dataclass
 class TrainerCore:
-    """The learner and what it has learned: transport-free, checkpointed as a whole."""
+    """The candidate models and what they have learned: transport-free, checkpointed as a whole."""
 
-    learner: Learner
+    contest: Contest
     version: int = 0
     learned: dict[int, int] = field(default_factory=dict)  # snapshot partition -> last offset learned
     labels_offset: int = 0  # next offset to read in churn.labels
@@ -67,11 +68,16 @@ class TrainerCore:
 
     @classmethod
     def fresh(cls, settings: Settings) -> "TrainerCore":
-        return cls(Learner(settings.model_kind, settings.validation_window, settings.call_budget_share))
+        return cls(Contest(settings))
 
-    def learn(self, label: Label, offset: int) -> Adaptation | None:
+    @property
+    def learner(self) -> Learner:
+        """The online model (the contest's other candidate is refitted, not learned)."""
+        return self.contest.online
+
+    def learn(self, label: Label, offset: int) -> tuple[Adaptation, list[Verdict]] | None:
         """Learn one label read at `offset` of churn.labels. None if it was learned before;
-        otherwise what it changed in following drift."""
+        otherwise what it changed in following drift, and what the contest did."""
         self.labels_offset = offset + 1
         if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
             return None  # learned before, or made by a build with other features (an upgrade's leftovers)
@@ -80,7 +86,7 @@ class TrainerCore:
             return None  # the same customer and day again: a resent snapshot
         self.days[label.customer_id] = label.day
         self.since_publish += 1
-        return self.learner.learn(np.asarray(label.x, np.float64), label.y)
+        return self.contest.learn(np.asarray(label.x, np.float64), label.y, label.day, label.customer_id)
 
     def forget_before(self, day: int) -> None:
         """Drop the days of customers not learned since `day`: a resend comes within a crash's
@@ -99,27 +105,32 @@ class TrainerCore:
         self.published_at = time.monotonic()
         if self.days:
             self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
-        return self.learner.snapshot(self.version, signer)
+        return self.contest.snapshot(self.version, signer)
 
     def checkpoint(self, signer: Signer) -> bytes:
         """The trainer as a pickle, signed: it is read back only under the same key."""
-        return signer.sign(pickle.dumps((self.learner, self.version, self.learned, self.labels_offset, self.days)))
+        return signer.sign(pickle.dumps((self.contest, self.version, self.learned, self.labels_offset, self.days)))
 
     @classmethod
     def restore(cls, raw: bytes, settings: Settings, signer: Signer, version: int = 0) -> "TrainerCore":
         """The checkpointed trainer. One not signed under this key is never unpickled: the
         trainer learns afresh from the start of the labels topic (kept a year) and numbers its
         versions on from `version`, the one published. After an upgrade that changed the model's
-        features, a fresh learner goes on from the same place in the labels."""
+        features, a fresh learner goes on from the same place in the labels; a checkpoint from
+        before the contest keeps its online model, and the trees start from the labels to come."""
         try:
-            learner, version, learned, labels_offset, days = signer.unpickle(raw)
+            contest, version, learned, labels_offset, days = signer.unpickle(raw)
         except Unsigned as exc:
             log.error("the trainer's checkpoint was refused (%s): learning afresh from the labels topic", exc)
             return dataclasses.replace(cls.fresh(settings), version=version)
-        if getattr(learner, "features", None) != NAMES:
+        if getattr(contest, "features", None) != NAMES:
             log.warning("the checkpointed model was made for other features: learning afresh for %s", ", ".join(NAMES))
-            learner = cls.fresh(settings).learner
-        return cls(learner, version, learned, labels_offset, days)
+            contest = Contest(settings)
+        elif isinstance(contest, Learner):
+            online, contest = contest, Contest(settings)
+            contest.online = online
+        contest.policy = Policy.of(settings)
+        return cls(contest, version, learned, labels_offset, days)
 
 
 def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Signer, token: bytes) -> ModelSnapshot:
@@ -129,6 +140,11 @@ def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Si
     for name, gauge in metrics.figures.items():
         if name in snapshot.figures:
             gauge.set(snapshot.figures[name])
+    for candidate in CANDIDATES:
+        metrics.champion.labels(candidate).set(float(candidate == core.contest.champion))
+        for name, value in snapshot.candidates.get(candidate, {}).items():
+            if name in metrics.CANDIDATE_FIGURES:
+                metrics.candidate.labels(candidate, name).set(value)
     return snapshot
 
 
@@ -258,13 +274,16 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
             for records in labels_in.poll(timeout_ms=100 if made else 500, max_records=50_000).values():
                 for r in records:
                     label = decode_label(r.value)
-                    change = core.learn(label, r.offset)
-                    if change is None:
+                    learnt = core.learn(label, r.offset)
+                    if learnt is None:
                         continue
                     learned += 1
                     metrics.labels.labels(str(label.y)).inc()
+                    change, verdicts = learnt
                     if change is not Adaptation.NONE:
                         _adapted(change, core.learner, metrics, event)
+                    for verdict in verdicts:
+                        _contested(verdict, metrics, event)
             if core.due(settings):
                 snapshot = _publish(client, core, metrics, signer, token)
                 event("published", f"figures {snapshot.figures}")
@@ -298,6 +317,17 @@ def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, even
                   f"the model ranked the last {n} labels at least as well as the challenger and is kept")
     log.warning("%s", detail)
     event("drift" if change is Adaptation.DRIFT else change.value, detail)
+
+
+def _contested(verdict: Verdict, metrics: TrainerMetrics, event: Callable[[str, str], None]) -> None:
+    """Count, log and announce a refit of the trees or a new champion (`model.champion`)."""
+    if verdict.kind == "promoted":
+        metrics.promotions.labels(verdict.candidate).inc()
+        log.warning("%s", verdict.detail)
+    else:
+        metrics.refits.inc()
+        log.info("%s", verdict.detail)
+    event(verdict.kind, verdict.detail)
 
 
 def _json(value: object) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ProgressiveValidation", "auc", "budget_figures"]
+__all__ = ["ProgressiveValidation", "auc", "budget_figures", "figures"]
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -83,16 +83,21 @@ class ProgressiveValidation:
 
     def figures(self) -> dict[str, float]:
         _, y, p = self.window()
-        eps = 1e-7
-        q = np.clip(p, eps, 1 - eps)
-        precision, recall = budget_figures(y, p, self.budget_share)
-        return {
-            "labels": float(len(y)),
-            "positives": float(y.sum()),
-            "auc": auc(y, p),
-            "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))) if len(y) else float("nan"),
-            "precision_at_budget": precision,
-            "recall_at_budget": recall,
-            "top_decile_lift": lift(y, p),
-            "calibration_error": _calibration_error(y, p),
-        }
+        return figures(y, p, self.budget_share)
+
+
+def figures(y: np.ndarray, p: np.ndarray, budget_share: float) -> dict[str, float]:
+    """How scores `p` did on outcomes `y`, as the trainer reports them."""
+    eps = 1e-7
+    q = np.clip(p, eps, 1 - eps)
+    precision, recall = budget_figures(y, p, budget_share)
+    return {
+        "labels": float(len(y)),
+        "positives": float(y.sum()),
+        "auc": auc(y, p),
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))) if len(y) else float("nan"),
+        "precision_at_budget": precision,
+        "recall_at_budget": recall,
+        "top_decile_lift": lift(y, p),
+        "calibration_error": _calibration_error(y, p),
+    }

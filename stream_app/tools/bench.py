@@ -131,11 +131,14 @@ def bench_rules(settings: Settings, customers: int = 10_000, rules: int = 20, ro
     return len(pack), round((time.perf_counter() - started) / rounds / customers * 1e6, 3)
 
 
-def bench_model(settings: Settings, customers: int = 10_000, labels: int = 5_000) -> tuple[float, float]:
+def bench_model(settings: Settings, customers: int = 10_000,
+                labels: int = 5_000) -> tuple[float, float, float, float]:
     """(microseconds per customer to score a batch, microseconds per label to learn) for the
-    configured model: what a worker and the trainer spend."""
+    configured online model, then (microseconds per customer to score a batch, seconds to refit on
+    `CHURNWATCH_MODEL_STORE_LABELS` labels) for the boosted trees: what a worker and the trainer spend."""
     import numpy as np
 
+    from stream_app.model.boosted import TreeScorer, fit_trees
     from stream_app.model.scoring import NAMES, Learner, Scorer
 
     rng = np.random.default_rng(0)
@@ -149,4 +152,12 @@ def bench_model(settings: Settings, customers: int = 10_000, labels: int = 5_000
     scorer = Scorer(learner.snapshot(1))
     started = time.perf_counter()
     scorer.score(x[:customers])
-    return round((time.perf_counter() - started) / customers * 1e6, 3), round(learn_us, 1)
+    score_us = (time.perf_counter() - started) / customers * 1e6
+    stored = rng.normal(0, 1, (settings.model_store_labels, len(NAMES)))
+    started = time.perf_counter()
+    trees = TreeScorer(fit_trees(stored, (stored[:, 0] + rng.normal(0, 1, len(stored)) > 1.5).astype(int)), len(NAMES))
+    refit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    trees.score(x[:customers])
+    tree_us = (time.perf_counter() - started) / customers * 1e6
+    return round(score_us, 3), round(learn_us, 1), round(tree_us, 3), round(refit_s, 2)

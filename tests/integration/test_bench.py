@@ -20,6 +20,7 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
     assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0
     assert figures["model_score_us_per_customer"] > 0 and figures["model_learn_us_per_label"] > 0
+    assert figures["boosted_score_us_per_customer"] > 0 and figures["boosted_refit_s"] > 0
 
 
 def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
