@@ -14,31 +14,28 @@ __all__ = ["LabelStore"]
 
 
 class LabelStore:
-    """A ring of (features, label, day), in the order learned."""
+    """A ring of (features, label, day, customer), in the order learned."""
 
     def __init__(self, capacity: int, width: int, max_age_days: int) -> None:
         self.capacity, self.max_age_days = capacity, max_age_days
         self.x = np.zeros((capacity, width), np.float32)
         self.y = np.zeros(capacity, np.int8)
         self.day = np.zeros(capacity, np.int32)
+        self.who = np.zeros(capacity, np.int64)  # the customer, hashed
         self.seen = 0  # labels ever added
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)
 
-    def add(self, x: np.ndarray, y: int, day: int) -> None:
+    def add(self, x: np.ndarray, y: int, day: int, who: int) -> None:
         at = self.seen % self.capacity
-        self.x[at], self.y[at], self.day[at] = x, y, day
+        self.x[at], self.y[at], self.day[at], self.who[at] = x, y, day, who
         self.seen += 1
 
-    def recent(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of the rows within the age limit, oldest first."""
+    def recent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, customers) of the rows within the age limit, oldest first."""
         n = len(self)
         order = (np.arange(n) + (self.seen - n)) % self.capacity
         days = self.day[order]
         keep = order[days >= days.max(initial=0) - self.max_age_days]
-        return self.x[keep].astype(np.float64), self.y[keep].astype(np.int64)
-
-    @property
-    def nbytes(self) -> int:
-        return self.x.nbytes + self.y.nbytes + self.day.nbytes
+        return self.x[keep].astype(np.float64), self.y[keep].astype(np.int64), self.who[keep]

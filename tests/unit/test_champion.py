@@ -108,7 +108,8 @@ def test_a_challenger_must_win_by_the_margin_rounds_in_a_row() -> None:
     signal = y + rng.normal(0, 1.2, 1000)
 
     def round_(edge: float, customers: int = 1000) -> list:
-        contest.scores.add(y, np.column_stack([signal, signal + edge * y]), np.arange(1000) % customers)
+        contest.scores.add(y, np.column_stack([signal, signal + edge * y]), np.arange(1000) % customers,
+                           np.ones(1000, bool))
         return contest._judge()
 
     assert round_(0.0) == [] and round_(0.005) == []  # ranks alike: no round won
@@ -152,9 +153,25 @@ def test_an_aucs_error_shrinks_with_the_customers_behind_it() -> None:
 def test_the_store_keeps_the_newest_labels_within_its_age() -> None:
     store = LabelStore(capacity=4, width=2, max_age_days=10)
     for k, day in enumerate([1, 2, 3, 20, 25, 26]):
-        store.add(np.array([k, k]), k % 2, day)
-    x, y = store.recent()
+        store.add(np.array([k, k]), k % 2, day, 100 + k)
+    x, y, who = store.recent()
     assert x[:, 0].tolist() == [3.0, 4.0, 5.0] and y.tolist() == [1, 0, 1]  # day 3 is older than 26 - 10
+    assert who.tolist() == [103, 104, 105]
+
+
+def test_labels_of_customers_the_trees_learned_as_churners_are_not_judged() -> None:
+    """A churner has a positive label a day for a horizon: trees that learned its first would know
+    it again in the next, which live scoring, where positives come after the churn, never sees."""
+    contest = Contest(Settings(_env_file=None, **QUICK))
+    x, y = bands(3000)
+    y = np.tile(y[:300], 10)  # ten days of 300 customers, each with the same outcome every day
+    for k in range(3000):
+        contest.learn(x[k], int(y[k]), 1000 + k // 300, f"c{k % 300:03d}")
+    contest._flush()
+    scored = np.isfinite(contest.scores.p[:, 1]) & (np.arange(len(contest.scores.y)) < contest.scores.seen)
+    judged, _, (positives, _) = contest.scores.judged()
+    assert contest.refits >= 2 and 0 < len(judged) < scored.sum()
+    assert positives == 0 < len(contest._churners)  # every churner was learned by the first trees
 
 
 def test_refits_and_promotions_are_counted_and_announced() -> None:
