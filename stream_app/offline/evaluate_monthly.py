@@ -10,7 +10,9 @@ the service would have then. Side by side, on the same customers and features:
   refitted on recent labels, the better on labels neither learned yet), learned from four fifths of
   the customers in the data's order and scoring the fifth it never saw, over the reference's folds;
 - combined: what the service does, the higher of the champion's score and the level's risk;
-- batch reference: gradient-boosted trees (scikit-learn), 5-fold cross-validated.
+- batch reference: gradient-boosted trees (scikit-learn), 5-fold cross-validated;
+- call list: the daily call list's order, value at risk (`alerts/build.py`: the combined risk x the
+  monthly value the alert would carry x the segment's expected lifetime).
 Value captured is the share of the churners' revenue (spend in the last month) among the
 customers a budget lets the call centre reach.
 """
@@ -24,11 +26,12 @@ from typing import Callable
 
 import numpy as np
 
-from stream_app.alerts.build import LEVEL_RISK
+from stream_app.alerts.build import LEVEL_RISK, AlertPolicy, monthly_value
 from stream_app.errors import ConfigError
 from stream_app.features.derive import derive
 from stream_app.model.boosted import BOOSTING
 from stream_app.model.champion import Contest
+from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Learner, Scorer, model_inputs
 from stream_app.model.signing import Signer
 from stream_app.model.validation import auc, budget_figures, lift
@@ -57,6 +60,7 @@ class MonthlyEvaluation:
     auc_rules: float
     auc_combined: float
     auc_batch_reference: float
+    auc_call_list: float
     precision_at_budget: float
     recall_at_budget: float
     top_decile_lift: float
@@ -72,9 +76,10 @@ class MonthlyEvaluation:
 
 
 def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settings: Settings,
-                     rules: Callable[[], Ruleset]) -> MonthlyEvaluation:
+                     rules: Callable[[], Ruleset],
+                     month_done: Callable[[str], None] | None = None) -> MonthlyEvaluation:
     # Streamed, and judged from the final states: neither the records nor the daily snapshots are kept.
-    records = monthly_events(rows, mapping.label, settings.zone, exits=False)
+    records = monthly_events(rows, mapping.label, settings.zone, exits=False, month_done=month_done)
     result = replay(records, settings, rules, learn=False, keep_snapshots=False)
     if result.refused == result.events:
         raise ConfigError(f"{name}: the service refused every one of the {result.events:,} records replayed, "
@@ -96,14 +101,23 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
     scores["champion"], champions = _champion_cross_validated(x, y, as_of, settings)
     scores["combined"] = np.maximum(np.asarray(LEVEL_RISK)[ev.level], scores["champion"])
     scores["batch_reference"] = _cross_validated(x, y)
+    scores["call_list"] = _value_at_risk(scores["combined"], features, settings)
     by_budget = {approach: {f"{share:g}": list(_at_budget(y, s, revenue, share)) for share in BUDGETS}
                  for approach, s in scores.items()}
     precision, recall, captured = _at_budget(y, scores["combined"], revenue, HEADLINE_BUDGET)
     return MonthlyEvaluation(
         name, len(rows), int(y.sum()), result.events, round(result.seconds, 1),
         auc(y, scores["online"]), auc(y, scores["champion"]), auc(y, scores["rules"]), auc(y, scores["combined"]),
-        auc(y, scores["batch_reference"]), precision, recall, lift(y, scores["combined"], 0.1), captured,
+        auc(y, scores["batch_reference"]), auc(y, scores["call_list"]), precision, recall,
+        lift(y, scores["combined"], 0.1), captured,
         by_budget=by_budget, refused=result.refused, champions=champions)
+
+
+def _value_at_risk(risk: np.ndarray, features: dict[str, np.ndarray], settings: Settings) -> np.ndarray:
+    policy = AlertPolicy.of(settings)
+    names = ("prepaid", "arpu_m1", "arpu_m2", "arpu_3m")
+    return np.array([policy.value_at_risk(float(p), monthly_value({n: float(features[n][i]) for n in names}),
+                                          value_segment(features, i)) for i, p in enumerate(risk)])
 
 
 def _first_day_after(month: str) -> int:
@@ -164,13 +178,14 @@ def _at_budget(y: np.ndarray, score: np.ndarray, revenue: np.ndarray, share: flo
 
 APPROACHES = {"rules": "rules only", "online": "model only (online)", "champion": "champion (5-fold)",
               "combined": "rules + champion",
-              "batch_reference": "batch reference (boosted trees, 5-fold)"}
+              "batch_reference": "batch reference (boosted trees, 5-fold)",
+              "call_list": "call list (value at risk)"}
 
 
 def markdown(e: MonthlyEvaluation, command: str) -> str:
     """The evaluation as a section of `docs/evaluation.md`."""
     auc_of = {"rules": e.auc_rules, "online": e.auc_online, "champion": e.auc_champion, "combined": e.auc_combined,
-              "batch_reference": e.auc_batch_reference}
+              "batch_reference": e.auc_batch_reference, "call_list": e.auc_call_list}
     lines = [f"## {e.data}", "", f"{e.customers:,} customers, {e.churners:,} churners "
              f"({e.churners / e.customers:.1%}); {e.events:,} events replayed in {e.seconds} s"
              + (f", {e.refused:,} of them refused" if e.refused else "") + f". Made by `{command}`.",

@@ -30,7 +30,7 @@ def test_the_monthly_sample_is_judged_by_rules_model_both_and_a_batch_reference(
     # Every approach ranks leavers better than chance on real data (figures: docs/evaluation.md).
     assert all(0.6 < a <= 1 for a in (e.auc_online, e.auc_champion, e.auc_rules, e.auc_combined,
                                       e.auc_batch_reference))
-    assert set(e.by_budget) == {"rules", "online", "champion", "combined", "batch_reference"}
+    assert set(e.by_budget) == {"rules", "online", "champion", "combined", "batch_reference", "call_list"}
     assert len(e.champions) == 5 and set(e.champions) <= {"online", "boosted"}  # one per fold
     for approach in e.by_budget.values():
         recalls = [approach[f"{s:g}"][1] for s in BUDGETS]
