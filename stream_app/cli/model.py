@@ -173,20 +173,22 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     if data is not None:
         _evaluate_real(data, mapping, doc, as_json)
         return
+    from stream_app.offline.ceiling import truth_features
     from stream_app.offline.evaluate import evaluate_replay
     from stream_app.offline.replay import replay
     from stream_app.offline.simulator import SimConfig, Simulator
 
     settings = read_settings()
     sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
-                              warmup_days=warmup_days))
+                              warmup_days=warmup_days, keep_counts=True))
     result = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, _rules(settings))
     core = result.core
     assert core is not None
     truth = {t.customer_id: date.fromisoformat(t.churn_date) if t.churn_date else None for t in sim.truth}
     silent = {t.customer_id for t in sim.truth if t.pattern == "silent_churner"}
     ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
-                         core.version, core.learner.labels, silent=silent)
+                         core.version, core.learner.labels, silent=silent,
+                         truth=lambda who, when: truth_features(sim, who, when))
     report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
     report |= {"events": result.events, "events_per_s": round(result.events / result.seconds),
                "champion": core.contest.champion, "promotions": core.contest.promotions,
@@ -200,14 +202,15 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 
 
 def _evaluate_real(data: Path, mapping: Path | None, doc: Path | None, as_json: bool) -> None:
-    from stream_app.cli.replay import load_table
+    from stream_app.cli.replay import load_table, month_progress
     from stream_app.offline.evaluate_monthly import evaluate_monthly, markdown, refresh_doc
 
     if mapping is None:
         raise click.UsageError("--replay needs --mapping")
     settings = read_settings()
     spec, rows = load_table(data, mapping)
-    result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings))
+    with month_progress(data.name, rows, as_json) as advance:
+        result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings), advance)
     section = markdown(result, f"churnwatch evaluate --replay {data.name} --mapping {mapping.name}")
     click.echo(section, err=as_json)
     if doc is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import click
 import msgspec
@@ -17,7 +19,7 @@ from stream_app.connect.kafka import client_options
 from stream_app.offline.monthly_data import Mapping, MappingError, MonthlyRow, load_mapping, monthly_events, read_rows
 from stream_app.settings import Settings
 
-__all__ = ["replay_monthly", "load_table"]
+__all__ = ["replay_monthly", "load_table", "month_progress"]
 
 
 @click.command("replay-monthly")
@@ -35,20 +37,28 @@ def replay_monthly(data: Path, mapping: Path, out: Path | None, as_json: bool) -
         raise click.UsageError("set KAFKA_BOOTSTRAP, or pass --out FILE")
     if out is None:
         kafka_reachable(settings)
-    records = list(monthly_events(rows, spec.label, settings.zone))
     started = time.perf_counter()
     counts: dict[str, int] = {}
-    with Progress(transient=True, disable=as_json) as progress:
-        task = progress.add_task(f"replaying {data.name}", total=len(records))
+    with month_progress(data.name, rows, as_json) as advance:
+        records = monthly_events(rows, spec.label, settings.zone, month_done=advance)
         for topic, _ in _sent(records, settings, out):
             counts[topic] = counts.get(topic, 0) + 1
-            progress.advance(task)
     summary = {"customers": len(rows), "churners": sum(r.churned for r in rows), "events_by_topic": counts,
                "months": sorted({m for r in rows for m in r.months}), "seconds": round(time.perf_counter() - started, 1)}
-    click.echo(f"replayed {len(records):,} events of {len(rows):,} customers ({summary['churners']} churners) "
+    click.echo(f"replayed {sum(counts.values()):,} events of {len(rows):,} customers ({summary['churners']} churners) "
                f"in {summary['seconds']} s", err=as_json)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+@contextmanager
+def month_progress(name: str, rows: list[MonthlyRow], hidden: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar over the table's months (on the terminal, gone when done); yields what to call
+    as each month is replayed."""
+    months = len({m for r in rows for m in r.months})
+    with Progress(transient=True, disable=hidden) as progress:
+        task = progress.add_task(f"replaying {name}, {len(rows):,} customers", total=months)
+        yield lambda month: progress.update(task, advance=1, description=f"replaying {name}: {month} done")
 
 
 def load_table(data: Path, mapping: Path) -> tuple[Mapping, list[MonthlyRow]]:
@@ -60,7 +70,7 @@ def load_table(data: Path, mapping: Path) -> tuple[Mapping, list[MonthlyRow]]:
         raise click.ClickException(str(exc)) from None
 
 
-def _sent(records: list[tuple[str, bytes, bytes]], settings: Settings, out: Path | None):
+def _sent(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, out: Path | None):
     """Each record as it is written or produced: (topic it went to, key)."""
     if out is not None:
         with out.open("wb") as f:

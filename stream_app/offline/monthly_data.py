@@ -23,7 +23,7 @@ import re
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -261,10 +261,11 @@ def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) 
     return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, last))
 
 
-def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
-                   exits: bool = True) -> Iterator[tuple[str, bytes, bytes]]:
+def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exits: bool = True,
+                   month_done: Callable[[str], None] | None = None) -> Iterator[tuple[str, bytes, bytes]]:
     """(topic, key, value) records in time order: profiles first, then each month day by day, then
-    (with `exits`) the churners' exits in the month after the last."""
+    (with `exits`) the churners' exits in the month after the last. One month's records are held at
+    a time; `month_done` hears of each month once its records are all out."""
     months = sorted({m for r in rows for m in r.months})
     first = datetime.strptime(months[0], "%Y-%m").date()
     for r in rows:
@@ -283,6 +284,8 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo,
                     per_day[day].append(record)
         for day in per_day:
             yield from day
+        if month_done is not None:
+            month_done(month)
     end = next_month(datetime.strptime(months[-1], "%Y-%m").date())
     for r in rows:
         if r.churned and exits:
