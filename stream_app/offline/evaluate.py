@@ -17,14 +17,19 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Callable
 
 import numpy as np
 
 from stream_app.alerts.build import LEVEL_RISK, QUEUED_LEVELS, AlertPolicy
 from stream_app.contracts.events import Alert, Snapshot
+from stream_app.model.boosted import BOOSTING
 from stream_app.model.validation import auc, lift
 
-__all__ = ["ReplayEvaluation", "evaluate_replay"]
+__all__ = ["ReplayEvaluation", "evaluate_replay", "Truth"]
+
+#: Per snapshot (customer ids, ordinal days): features of what the traffic allows, by name.
+Truth = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
 
 
@@ -59,6 +64,12 @@ class ReplayEvaluation:
     # the share warned at medium or high within the horizon before they left: what a quieter
     # pack must not give up.
     alert_recall: float = math.nan
+    # What the same traffic allows (`offline/ceiling.py`): the precision at the budget of an observer who
+    # knew each customer's true usual rates, of one who saw the noise-free truth, and the service's share
+    # of the first. NaN where the traffic's truth is not known (recorded or real data).
+    precision_ceiling: float = math.nan
+    precision_oracle: float = math.nan
+    precision_to_ceiling: float = math.nan
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -86,6 +97,23 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
                 caught.add(customers[i])
     churners = {c for c, yy in zip(customers, y) if yy and c in churn_day}
     return (hits / calls if calls else math.nan), (len(caught) / len(churners) if churners else math.nan)
+
+
+def _best_precision(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, days: np.ndarray,
+                    customers: np.ndarray, churn_day: dict[str, int], per_week: int) -> float:
+    """The weekly precision at the budget of the better of boosted trees and logistic regression
+    learned from `x` on the training snapshots."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y[train])) < 2:
+        return math.nan
+    learners = (HistGradientBoostingClassifier(**BOOSTING, random_state=7),
+                make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
+    return max(_weekly_budget(days[test], customers[test], m.fit(x[train], y[train]).predict_proba(x[test])[:, 1],
+                              y[test], churn_day, per_week)[0] for m in learners)
 
 
 def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
@@ -141,9 +169,10 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
                     test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days,
-                    silent: Collection[str] = ()) -> ReplayEvaluation:
+                    silent: Collection[str] = (), truth: Truth | None = None) -> ReplayEvaluation:
     """Score every approach on the snapshots of the test period (see the module's docstring);
-    `silent`: churners known to have shown no warning sign."""
+    `silent`: churners known to have shown no warning sign; `truth`: per snapshot (customers,
+    days), features of what the traffic allows, by name (`offline/ceiling.py`)."""
     churn_day = {c: d.toordinal() for c, d in churn_dates.items() if d is not None}
     days = np.array([s.day for s in snapshots])
     customers = np.array([s.customer_id for s in snapshots])
@@ -163,6 +192,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)
+    allowed = {name: _best_precision(f, y, train, test, days, customers, churn_day, per_week)
+               for name, f in (truth(customers, days) if truth else {}).items()}
     leads = _lead_times(alerts, churn_day)
     false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
@@ -177,4 +208,6 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         model_version=model_version, labels_learned=labels_learned,
         false_alerts_per_1000_customers_month=false_by_level, false_alerts_by_rule=false_by_rule,
         alert_recall=_alert_recall(alerts, churn_day, horizon, start, last, set(silent)),
+        precision_ceiling=allowed.get("ceiling", math.nan), precision_oracle=allowed.get("oracle", math.nan),
+        precision_to_ceiling=precision / allowed["ceiling"] if allowed.get("ceiling") else math.nan,
     )

@@ -23,6 +23,8 @@ TZ = timezone(timedelta(hours=8))
 HOLIDAYS = ((10, 1, 7), (5, 1, 5), (1, 1, 1))
 DECLINE_REASONS = (205, 101, 102, 103)
 SILENT_REASONS = (210, 210, 335, 345)
+WEEKEND = 0.85  # the whole base's usage on a Saturday or Sunday
+COUNTED = ("calls", "cs", "dropped", "offnet")  # what `SimConfig.keep_counts` keeps per customer and day
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class SimConfig:
     # ("YYYY-MM", factor): the whole base's usage that month times factor, as in a long
     # holiday, an outage or a price change; None: no such month.
     slump: tuple[str, float] | None = None
+    # Keep each customer's counted calls, customer-service, dropped and off-net calls per day (2 bytes
+    # each) for the ceiling of `evaluate` (`offline/ceiling.py`); the traffic is the same either way.
+    keep_counts: bool = False
 
 
 class SimRecord(NamedTuple):
@@ -87,6 +92,8 @@ class Simulator:
         self.cs_mult = np.ones((n, cfg.days))
         self.drop_mult = np.ones((n, cfg.days))
         self.exit_day = np.full(n, cfg.days + 1)
+        self.common = np.ones(cfg.days)  # what moves the whole base that day: holidays, a slump, weekends
+        self.counts = {k: np.zeros((n, cfg.days), np.int16) for k in COUNTED} if cfg.keep_counts else {}
         self.truth = [Truth(c, "stable") for c in self.ids]
         self._plan_patterns()
         self._delayed: dict[int, list[SimRecord]] = {}
@@ -126,8 +133,11 @@ class Simulator:
             day = cfg.start + timedelta(days=d)
             if any(day.month == m and first <= day.day < first + k for m, first, k in HOLIDAYS):
                 self.mult[:, d] *= 0.6
+                self.common[d] *= 0.6
             if cfg.slump is not None and day.strftime("%Y-%m") == cfg.slump[0]:
                 self.mult[:, d] *= cfg.slump[1]
+                self.common[d] *= cfg.slump[1]
+            self.common[d] *= WEEKEND if day.weekday() >= 5 else 1.0
 
     def records(self) -> Iterator[SimRecord]:
         """Every record, in delivery order."""
@@ -172,7 +182,7 @@ class Simulator:
         weekend = day.weekday() >= 5
         noise = rng.gamma(4.0, 0.25, cfg.customers)
         active = self.exit_day > d
-        level = self.mult[:, d] * noise * active * (0.85 if weekend else 1.0)
+        level = self.mult[:, d] * noise * active * (WEEKEND if weekend else 1.0)
         out: list[SimRecord] = []
         if day.day == 1:
             self._bills(out, d, day)
@@ -193,18 +203,25 @@ class Simulator:
     def _customer_day(self, out: list[SimRecord], i: int, d: int, midnight: datetime, n: dict[str, int]) -> None:
         rng, c = self.rng, self.ids[i]
         minutes = 0.0
+        offnet = dropped = 0
         for kind, count in (("MO", n["mo"]), ("MT", n["mt"])):
             for _ in range(count):
                 secs = int(rng.exponential(self.duration[i]))
                 off = rng.random() < min(0.95, self.offnet[i] + self.offnet_extra[i, d])
-                body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=self._peer(i, d),
+                peer = self._peer(i, d)
+                drop = rng.random() < self.dropped[i] * self.drop_mult[i, d]
+                offnet, dropped = offnet + off, dropped + drop
+                body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=peer,
                                  peer_network="off_net" if off else "on_net",
-                                 termination="dropped" if rng.random() < self.dropped[i] * self.drop_mult[i, d] else "normal",
+                                 termination="dropped" if drop else "normal",
                                  long_distance=bool(rng.random() < 0.1), roaming=bool(rng.random() < 0.02))
                 if off:
                     body["competitor"] = "op-b" if rng.random() < 0.6 else "op-c"
                 self._emit(out, "cdr", c, body, d)
                 minutes += secs / 60 if kind == "MO" else 0
+        if self.counts:
+            for name, value in zip(COUNTED, (n["mo"] + n["mt"], n["cs"], dropped, offnet)):
+                self.counts[name][i, d] = value
         for _ in range(n["cs"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "voice", "MO", duration_s=int(rng.integers(60, 900)),
                                                  peer_network="on_net", customer_service=True), d)

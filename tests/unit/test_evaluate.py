@@ -12,7 +12,8 @@ from stream_app.offline.evaluate import _alert_recall, _false_alerts, _weekly_bu
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
-        "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall"}
+        "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
+        "precision_oracle", "precision_to_ceiling"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -28,6 +29,10 @@ def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatc
     for name in ("auc_online", "auc_rules", "auc_combined", "auc_batch_reference"):
         assert 0.0 <= report[name] <= 1.0, name
     assert 0.0 <= report["precision_at_budget"] <= 1.0 and 0.0 <= report["recall_at_budget"] <= 1.0
+    # What the same traffic allows, and the service's share of it.
+    assert 0.0 < report["precision_ceiling"] <= 1.0 and 0.0 < report["precision_oracle"] <= 1.0
+    assert math.isclose(report["precision_to_ceiling"], report["precision_at_budget"] / report["precision_ceiling"])
+    assert report["champion"] in ("online", "boosted") and report["refits"] >= 0
 
 
 def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
