@@ -284,6 +284,8 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                         _adapted(change, core.learner, metrics, event)
                     for verdict in verdicts:
                         _contested(verdict, metrics, event)
+                    if verdicts:  # a refit takes seconds, and a poll's labels can hold many
+                        lease.reacquire()
             if core.due(settings):
                 snapshot = _publish(client, core, metrics, signer, token)
                 event("published", f"figures {snapshot.figures}")
