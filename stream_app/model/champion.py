@@ -157,7 +157,7 @@ class Contest:
         verdicts = []
         if self._refit_due():
             self._flush()
-            verdicts.append(self._refit())
+            verdicts += self._refit()
         self.since_round += 1
         if self.since_round >= self.policy.round_labels:
             self.since_round = 0
@@ -183,18 +183,18 @@ class Contest:
             return new >= FIRST_FIT_LABELS and self.store.y[:len(self.store)].sum() >= FIRST_FIT_POSITIVES
         return new >= min(self.policy.refit_labels, max(FIRST_FIT_LABELS, self.fitted // 4))
 
-    def _refit(self) -> Verdict:
+    def _refit(self) -> list[Verdict]:
         started = time.perf_counter()
         x, y, who = self.store.recent()
         self.fitted = self.store.seen
         if y.min(initial=0) == y.max(initial=0):
-            return Verdict("refit", f"no refit: the {len(y):,} recent labels have one outcome only")
+            return []  # the recent labels have one outcome only (the age limit dropped the others)
         self.trees = fit_trees(x, y)
         self._churners = np.unique(who[y == 1])
         self._trees = TreeScorer(self.trees, len(NAMES))
         self.refits += 1
-        return Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels ({int(y.sum()):,} "
-                                f"churned) in {time.perf_counter() - started:.1f} s")
+        return [Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels ({int(y.sum()):,} "
+                                 f"churned) in {time.perf_counter() - started:.1f} s")]
 
     def _judge(self) -> list[Verdict]:
         y, p, (positives, negatives) = self.scores.judged()

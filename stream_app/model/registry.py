@@ -84,4 +84,5 @@ class ScorerSource:
         self.scorer = scorer
         self.metrics.model_version.set(snapshot.version)
         self.metrics.model_labels.set(snapshot.labels)
-        log.info("scoring with model version %d (%d labels learned)", snapshot.version, snapshot.labels)
+        log.info("scoring with model version %d (%s, %d labels learned)", snapshot.version, snapshot.kind,
+                 snapshot.labels)
