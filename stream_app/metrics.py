@@ -48,8 +48,16 @@ class Metrics:
             "churnwatch_batch_size_events", "Events per batch", registry=registry,
             buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
         self.event_to_alert = Histogram(
-            "churnwatch_event_to_alert_seconds", "From the newest event behind an alert to the alert's creation",
+            "churnwatch_event_to_alert_seconds",
+            "From the own time of the newest event behind an alert to the alert's creation: how far behind "
+            "its events an alert comes (a backlog or a replay makes it large; the latency objective is on "
+            "churnwatch_arrival_to_alert_seconds)",
             registry=registry, buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0))
+        self.arrival_to_alert = Histogram(
+            "churnwatch_arrival_to_alert_seconds",
+            "From the consumer's hand-over of a batch to the broker's acknowledgement of its alerts, per alert: "
+            "the worker's own latency, whatever the events' age",
+            registry=registry, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0))
         self.redis_seconds = Histogram(
             "churnwatch_redis_call_seconds", "One Redis round trip of a batch, by operation", ["op"],
             registry=registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))

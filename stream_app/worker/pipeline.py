@@ -275,6 +275,9 @@ class BatchProcessor:
                 self.metrics.redis_conflicts.inc(len(stale))
                 continue  # read again: the stored offsets skip what the other writer applied
             marks = None if silent else await send(out)
+            if not silent:
+                for _ in out.alerts:
+                    self.metrics.arrival_to_alert.observe(time.perf_counter() - started)
             conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, applied | (marks or {})))
             self._count(out)
             if not conflicts:

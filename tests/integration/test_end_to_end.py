@@ -260,6 +260,10 @@ def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -
                               timeout_s=30)
     assert len(alerts) == counter_sum(end, "churnwatch_alerts_total") > 0
     assert end["churnwatch_event_to_alert_seconds_count"] == len(alerts)
+    # A replay of 100 days in seconds: the events are days old, the worker is not that slow.
+    assert end["churnwatch_arrival_to_alert_seconds_count"] == len(alerts)
+    assert end['churnwatch_arrival_to_alert_seconds_bucket{le=10.0}'] == len(alerts)
+    assert end['churnwatch_event_to_alert_seconds_bucket{le=10.0}'] < len(alerts)
     assert end.get("churnwatch_alerts_suppressed_total{cause=holdout}", 0) == sum(a.holdout for a in alerts)
     fired = {r.rule_id for a in alerts for r in a.reasons if r.rule_id != "model"}
     assert all(end[f"churnwatch_rule_fired_total{{rule={rule}}}"] >= 1 for rule in fired)
