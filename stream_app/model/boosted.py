@@ -18,13 +18,18 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
+from stream_app.errors import ChurnwatchError
+
 __all__ = ["Trees", "TreeScorer", "fit_trees", "TreesRefused"]
 
 #: The reference's settings (`offline/evaluate_monthly.py`): the same library, the same trees.
 BOOSTING = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20}
+#: What a worker accepts: ten times what these settings make (200 trees of at most 61 nodes), so that
+#: arrays read from Redis cannot hold a batch for seconds.
+MAX_TREES, MAX_NODES = 2_000, 200_000
 
 
-class TreesRefused(ValueError):
+class TreesRefused(ChurnwatchError, ValueError):
     """Tree arrays that do not form trees over this build's features."""
 
 
@@ -99,7 +104,7 @@ class TreeScorer:
             self.value = np.frombuffer(trees.value, np.float64)
         except ValueError as exc:
             raise TreesRefused(f"unreadable tree arrays: {exc}") from None
-        self.depth, self.baseline = trees.depth, trees.baseline
+        self.depth, self.baseline, self.width = trees.depth, trees.baseline, width
         self._check(width)
         self._compiled = _compiled(self)
 
@@ -111,15 +116,19 @@ class TreeScorer:
         n = len(self.feature)
         if any(len(a) != n for a in (self.threshold, self.missing_left, self.left, self.right, self.value)):
             raise TreesRefused("tree arrays of different lengths")
+        if not 0 < len(self.roots) <= MAX_TREES or n > MAX_NODES:
+            raise TreesRefused(f"{len(self.roots)} trees of {n} nodes; at most {MAX_TREES} trees of {MAX_NODES} nodes")
         split = self.feature >= 0
-        if len(self.roots) == 0 or self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
+        roots = self.roots.astype(np.int64)  # int32 differences could wrap round
+        if roots[0] != 0 or np.any(np.diff(roots) <= 0) or roots[-1] >= n:
             raise TreesRefused("a tree points outside its nodes")
         end = np.r_[self.roots[1:], n][np.searchsorted(self.roots, np.arange(n), side="right") - 1]
         at = np.arange(n)[split]
         for child in (self.left[split], self.right[split]):
             if np.any(child <= at) or np.any(child >= end[split]):  # inside its tree, after its parent
                 raise TreesRefused("a tree points outside its nodes")
-        if self.feature.max(initial=-1) >= width or not np.isfinite(self.value).all() or self.depth > 64:
+        if (self.feature.max(initial=-1) >= width or not np.isfinite(self.value).all()
+                or not np.isfinite(self.baseline) or self.depth > 64):
             raise TreesRefused("a tree splits on an unknown feature, or has non-finite values")
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
@@ -142,6 +151,8 @@ class TreeScorer:
     def score(self, x: np.ndarray) -> np.ndarray:
         """Churn probability of each row."""
         x = np.ascontiguousarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.width:  # the compiled walk reads columns unchecked
+            raise ValueError(f"rows of {x.shape[-1]} features; these trees read {self.width}")
         if self._compiled is None:
             return self.walked(x)
         predict, trees, no_categories, no_map = self._compiled

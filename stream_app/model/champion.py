@@ -137,6 +137,21 @@ class Contest:
         self.since_round = 0
         self.figures: dict[str, dict[str, float]] = {}  # per candidate, at the last round
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Take the settings in force (after a restart): a store or window of another size keeps its
+        newest labels; without the challenger, the online model is the champion again."""
+        self.policy = Policy.of(settings)
+        p = self.policy
+        if (self.store.capacity, self.store.max_age_days) != (p.store_labels, p.store_days):
+            old, self.store = self.store, LabelStore(p.store_labels, len(NAMES), p.store_days)
+            n = len(old)
+            for at in (np.arange(n) + (old.seen - n)) % old.capacity:
+                self.store.add(old.x[at], int(old.y[at]), int(old.day[at]), int(old.who[at]))
+        if len(self.scores.y) != p.window:
+            self.scores = _Scores(p.window)  # the rounds to come are judged on labels scored from now on
+        if not p.challenger:
+            self.champion, self.streak = "online", 0
+
     @property
     def features(self) -> tuple[str, ...]:
         """What the candidates were made for: a build with other features starts afresh."""
@@ -187,7 +202,7 @@ class Contest:
         started = time.perf_counter()
         x, y, who = self.store.recent()
         self.fitted = self.store.seen
-        if y.min(initial=0) == y.max(initial=0):
+        if len(np.unique(y)) < 2:
             return []  # the recent labels have one outcome only (the age limit dropped the others)
         self.trees = fit_trees(x, y)
         self._churners = np.unique(who[y == 1])
@@ -223,7 +238,7 @@ class Contest:
         base = self.online.snapshot(version, signer)
         shown = {name: {k: v for k, v in f.items() if math.isfinite(v)} for name, f in self.figures.items()}
         base = msgspec.structs.replace(base, candidates=shown, promotions=self.promotions)
-        if self.champion != "boosted" or self.trees is None:
+        if self.champion != "boosted" or self.trees is None or not self.policy.challenger:
             return base
         y, p, _ = self.scores.judged()
         own = {k: v for k, v in figures(y, p[:, 1], self.policy.budget_share).items() if math.isfinite(v)}

@@ -173,6 +173,8 @@ def _tree_scorer(snap: ModelSnapshot) -> TreeScorer:
         return TreeScorer(snap.trees, len(NAMES))
     except TreesRefused as exc:
         raise ModelRefused(f"boosted model refused: {exc}") from None
+    except (ValueError, MemoryError) as exc:  # whatever else arrays read from Redis make numpy raise
+        raise ModelRefused(f"boosted model refused: unusable arrays ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from stream_app.contracts import keys
 from stream_app.contracts.events import ChurnEvent, Label, ModelEvent, Snapshot
 from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
-from stream_app.model.champion import CANDIDATES, Contest, Policy, Verdict
+from stream_app.model.champion import CANDIDATES, Contest, Verdict
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import publish
 from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
@@ -129,7 +129,7 @@ class TrainerCore:
         elif isinstance(contest, Learner):
             online, contest = contest, Contest(settings)
             contest.online = online
-        contest.policy = Policy.of(settings)
+        contest.reconfigure(settings)
         return cls(contest, version, learned, labels_offset, days)
 
 

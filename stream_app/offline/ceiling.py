@@ -40,9 +40,9 @@ def truth_features(sim: Simulator, customers: np.ndarray, days: np.ndarray) -> d
     i = np.array([row[c] for c in customers])
     d = np.asarray(days) - sim.cfg.start.toordinal()  # the snapshot's day, included in its windows
     active = np.arange(sim.cfg.days)[None, :] < sim.exit_day[:, None]
-    usual = (sim.mo_rate + sim.mt_rate)[:, None] * sim.common[None, :] * active
+    usual = (sim.mo_rate + sim.mt_rate)[:, None] * (sim.common * sim.weekday)[None, :] * active
     calls = sim.counts["calls"].astype(np.float64)
-    return {"ceiling": _observed(sim, calls, usual, i, d), "oracle": _noise_free(sim, active, i, d)}
+    return {"ceiling": _observed(sim, calls, usual, active, i, d), "oracle": _noise_free(sim, active, i, d)}
 
 
 def _window_sums(daily: np.ndarray, i: np.ndarray, d: np.ndarray, back: int, length: int) -> np.ndarray:
@@ -53,22 +53,25 @@ def _window_sums(daily: np.ndarray, i: np.ndarray, d: np.ndarray, back: int, len
     return cumulative[i, end] - cumulative[i, start]
 
 
-def _observed(sim: Simulator, calls: np.ndarray, usual: np.ndarray, i: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _observed(sim: Simulator, calls: np.ndarray, usual: np.ndarray, active: np.ndarray, i: np.ndarray,
+              d: np.ndarray) -> np.ndarray:
     columns = []
     for back, last in WINDOWS:
         seen = _window_sums(calls, i, d, back, last - back)
         expected = _window_sums(usual, i, d, back, last - back)
         columns += [(seen - expected) / np.sqrt(expected + 1.0), seen / (expected + 1.0)]
     month_calls = _window_sums(calls, i, d, 0, 30)
+    usual_cs = _window_sums(sim.cs_rate[:, None] * active, i, d, 0, 30)  # the days there were, active
     for name, usual_share in (("cs", None), ("dropped", sim.dropped), ("offnet", sim.offnet)):
         seen = _window_sums(sim.counts[name].astype(np.float64), i, d, 0, 30)
-        expected = sim.cs_rate[i] * 30 if usual_share is None else month_calls * usual_share[i]
+        expected = usual_cs if usual_share is None else month_calls * usual_share[i]
         columns.append((seen - expected) / np.sqrt(expected + 1.0))
     return np.column_stack(columns)
 
 
 def _noise_free(sim: Simulator, active: np.ndarray, i: np.ndarray, d: np.ndarray) -> np.ndarray:
     own = np.where(active, sim.mult / sim.common[None, :], 1.0)  # the customer's own multiplier: 1 is usual
+    # (the weekend is applied to the day's traffic, not kept in `mult`)
     columns = [_window_sums(own, i, d, back, last - back) / (last - back) for back, last in WINDOWS]
     day = np.clip(d, 0, sim.cfg.days - 1)
     columns += [sim.cs_mult[i, day], sim.drop_mult[i, day], sim.offnet_extra[i, day]]

@@ -149,7 +149,8 @@ def _champion_cross_validated(x: np.ndarray, y: np.ndarray, day: int,
         contest = Contest(settings)
         for i in train:  # in the data's order, as the trainer would meet them
             contest.learn(x[i], int(y[i]), day, str(i))
-        out[test] = Scorer(contest.snapshot(1, Signer.ephemeral()), Signer.ephemeral()).score(x[test])
+        signer = Signer.ephemeral()  # a forest's pickle, signed and opened within this process
+        out[test] = Scorer(contest.snapshot(1, signer), signer).score(x[test])
         champions.append(contest.champion)
     return out, champions
 

@@ -92,7 +92,9 @@ class Simulator:
         self.cs_mult = np.ones((n, cfg.days))
         self.drop_mult = np.ones((n, cfg.days))
         self.exit_day = np.full(n, cfg.days + 1)
-        self.common = np.ones(cfg.days)  # what moves the whole base that day: holidays, a slump, weekends
+        self.common = np.ones(cfg.days)  # what moves the whole base's habits that day: holidays, a slump
+        self.weekday = np.array([WEEKEND if (cfg.start + timedelta(days=d)).weekday() >= 5 else 1.0
+                                 for d in range(cfg.days)])  # and the weekend, on top
         self.counts = {k: np.zeros((n, cfg.days), np.int16) for k in COUNTED} if cfg.keep_counts else {}
         self.truth = [Truth(c, "stable") for c in self.ids]
         self._plan_patterns()
@@ -137,7 +139,6 @@ class Simulator:
             if cfg.slump is not None and day.strftime("%Y-%m") == cfg.slump[0]:
                 self.mult[:, d] *= cfg.slump[1]
                 self.common[d] *= cfg.slump[1]
-            self.common[d] *= WEEKEND if day.weekday() >= 5 else 1.0
 
     def records(self) -> Iterator[SimRecord]:
         """Every record, in delivery order."""
@@ -179,10 +180,9 @@ class Simulator:
     def _day(self, d: int) -> list[SimRecord]:
         cfg, rng = self.cfg, self.rng
         day = cfg.start + timedelta(days=d)
-        weekend = day.weekday() >= 5
         noise = rng.gamma(4.0, 0.25, cfg.customers)
         active = self.exit_day > d
-        level = self.mult[:, d] * noise * active * (WEEKEND if weekend else 1.0)
+        level = self.mult[:, d] * noise * active * self.weekday[d]
         out: list[SimRecord] = []
         if day.day == 1:
             self._bills(out, d, day)

@@ -38,6 +38,9 @@ def test_the_usual_rates_expect_what_is_counted_and_a_decline_falls_short(counte
     ratio_30d = truth_features(sim, who, when)["ceiling"][:, 2 * WINDOWS.index((0, 30)) + 1]
     # Holidays and weekends are in the expectation: a stable customer's months are counted as expected.
     assert 0.9 < ratio_30d.mean() < 1.1
+    # And the truth behind them is usual: a multiplier of 1 on weekdays, weekends and holidays alike.
+    own_month = truth_features(sim, who, when)["oracle"][:, WINDOWS.index((0, 30))]
+    assert np.allclose(own_month, 1.0)
 
     decliners = [t for t in sim.truth if t.pattern == "decliner"]
     assert len(decliners) >= 5

@@ -67,6 +67,21 @@ def test_trees_that_are_not_trees_over_these_features_are_refused(damage, why) -
         TreeScorer(damage(trees), F)
 
 
+def test_arrays_read_from_redis_that_would_crash_or_stall_a_worker_are_refused(promoted) -> None:
+    snapshot = promoted[0].snapshot(3)
+    trees = fit_trees(*bands(2000))
+    n = len(trees.feature) // 4
+    # Roots whose int32 differences wrap round look increasing, and point far outside the nodes.
+    wrapped = damaged(trees, "roots", np.array([0, 2**31 - 1, -10], np.int32))
+    nan_baseline = msgspec.structs.replace(trees, baseline=float("nan"))
+    many = msgspec.structs.replace(trees, roots=np.arange(min(n, 2_001), dtype=np.int32).tobytes())
+    for bad in (wrapped, nan_baseline, many):
+        with pytest.raises(ModelRefused):
+            decode_model(encode_snapshot(msgspec.structs.replace(snapshot, trees=bad)))
+    with pytest.raises(ValueError, match="features"):
+        TreeScorer(trees, F).score(np.zeros((2, F - 3)))  # the compiled walk would read past each row
+
+
 def promoted_contest(n: int = 6000, **settings) -> tuple[Contest, list]:
     contest = Contest(Settings(_env_file=None, **QUICK, **settings))
     x, y = bands(n)
@@ -76,8 +91,14 @@ def promoted_contest(n: int = 6000, **settings) -> tuple[Contest, list]:
     return contest, verdicts
 
 
-def test_trees_that_rank_better_on_labels_they_had_not_learned_become_the_champion() -> None:
-    contest, verdicts = promoted_contest()
+@pytest.fixture(scope="module")
+def promoted() -> tuple[Contest, list]:
+    """A contest the trees won (the tests read it, none changes it)."""
+    return promoted_contest()
+
+
+def test_trees_that_rank_better_on_labels_they_had_not_learned_become_the_champion(promoted) -> None:
+    contest, verdicts = promoted
     kinds = [v.kind for v in verdicts]
     assert kinds.count("refit") >= 3 and "promoted" in kinds and contest.champion == "boosted"
     assert kinds.index("promoted") > kinds.index("refit")  # judged only once they had scored unseen labels
@@ -124,12 +145,19 @@ def test_a_challenger_must_win_by_the_margin_rounds_in_a_row() -> None:
     assert round_(-0.4) == [] and round_(-0.4) != [] and contest.champion == "online"
 
 
-def test_the_contest_survives_a_restart_with_its_store_trees_and_champion() -> None:
-    settings = Settings(_env_file=None, **QUICK)
-    core = TrainerCore.fresh(settings)
+@pytest.fixture(scope="module")
+def trained_core() -> TrainerCore:
+    """A trainer whose trees won, after 5,000 labels (the tests restore its checkpoint)."""
+    core = TrainerCore.fresh(Settings(_env_file=None, **QUICK))
     x, y = bands(5000)
     for k, (xi, yi) in enumerate(zip(x, y)):
         core.learn(Label(f"c{k:05d}", 1000 + k // 100, xi.tolist(), int(yi), 0, k), k)
+    return core
+
+
+def test_the_contest_survives_a_restart_with_its_store_trees_and_champion(trained_core) -> None:
+    settings, core = Settings(_env_file=None, **QUICK), trained_core
+    x, _ = bands(50)
     restored = TrainerCore.restore(core.checkpoint(SIGNER), settings, SIGNER)
     assert restored.contest.champion == core.contest.champion == "boosted"
     assert len(restored.contest.store) == len(core.contest.store) == 5000
@@ -137,8 +165,8 @@ def test_the_contest_survives_a_restart_with_its_store_trees_and_champion() -> N
     assert np.array_equal(after.score(x[:50]), before.score(x[:50]))
 
 
-def test_a_boosted_snapshot_without_its_trees_is_refused() -> None:
-    contest, _ = promoted_contest()
+def test_a_boosted_snapshot_without_its_trees_is_refused(promoted) -> None:
+    contest, _ = promoted
     snap = msgspec.structs.replace(contest.snapshot(2), trees=None)
     with pytest.raises(ModelRefused, match="without its trees"):
         decode_model(encode_snapshot(snap))
@@ -149,6 +177,25 @@ def test_an_aucs_error_shrinks_with_the_customers_behind_it() -> None:
     # Q1 = 0.8 / 1.2, Q2 = 2 * 0.64 / 1.8; (0.16 + 99 (Q1 - 0.64) + 999 (Q2 - 0.64)) / 100,000 = 0.0272^2
     assert math.isclose(auc_error(0.8, 100, 1000), 0.0272, abs_tol=0.0001)
     assert auc_error(0.8, 0, 100) == math.inf
+
+
+def test_a_store_of_one_outcome_is_not_refitted() -> None:
+    contest = Contest(Settings(_env_file=None, **QUICK))
+    x, _ = bands(600)
+    for k in range(600):  # churners only: scikit-learn would learn "class 0" and score everyone zero
+        contest.learn(x[k], 1, 1000, f"c{k:04d}")
+    assert contest._refit_due() is False and contest.refits == 0 and contest.trees is None
+
+
+def test_a_restart_takes_the_settings_in_force(trained_core) -> None:
+    core = trained_core
+    assert core.contest.champion == "boosted"
+    smaller = Settings(_env_file=None, **QUICK, model_store_labels=1000, model_challenger=False)
+    restored = TrainerCore.restore(core.checkpoint(SIGNER), smaller, SIGNER)
+    store = restored.contest.store
+    assert (store.capacity, len(store)) == (1000, 1000)
+    assert np.array_equal(store.recent()[0], core.contest.store.recent()[0][-1000:])  # the newest are kept
+    assert restored.contest.champion == "online" and restored.next_model(SIGNER).kind == "logistic"
 
 
 def test_the_store_keeps_the_newest_labels_within_its_age() -> None:
@@ -175,10 +222,10 @@ def test_labels_of_customers_the_trees_learned_as_churners_are_not_judged() -> N
     assert positives == 0 < len(contest._churners)  # every churner was learned by the first trees
 
 
-def test_refits_and_promotions_are_counted_and_announced() -> None:
+def test_refits_and_promotions_are_counted_and_announced(promoted) -> None:
     metrics = TrainerMetrics(CollectorRegistry())
     events: list[tuple[str, str]] = []
-    _, verdicts = promoted_contest()
+    _, verdicts = promoted
     for verdict in verdicts:
         _contested(verdict, metrics, lambda kind, detail: events.append((kind, detail)))
     value = metrics.registry.get_sample_value

@@ -7,6 +7,7 @@ import math
 from contextlib import chdir
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -80,3 +81,14 @@ def test_a_replay_the_service_refuses_whole_stops_with_the_reason() -> None:
     with pytest.raises(ConfigError, match=r"short ids: the service refused every one of the [\d,]+ records replayed, "
                                           r"the first for .*customer_id"):
         evaluate_monthly("short ids", rows, mapping, Settings(_env_file=None), lambda: RULES)
+
+
+def test_the_champion_is_cross_validated_with_a_forest_too() -> None:
+    from stream_app.model.scoring import NAMES
+    from stream_app.offline.evaluate_monthly import _champion_cross_validated
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (300, len(NAMES)))
+    y = (x[:, 0] + rng.normal(0, 1, 300) > 1.2).astype(int)
+    scores, champions = _champion_cross_validated(x, y, 740_000, Settings(_env_file=None, model_kind="forest"))
+    assert len(champions) == 5 and np.all((0 <= scores) & (scores <= 1))  # each fold's forest opened and scored
