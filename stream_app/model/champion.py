@@ -204,7 +204,8 @@ class Contest:
         self.fitted = self.store.seen
         if len(np.unique(y)) < 2:
             return []  # the recent labels have one outcome only (the age limit dropped the others)
-        self.trees = fit_trees(x, y)
+        # scikit-learn refuses infinities (one label could carry one) but reads NaN as missing.
+        self.trees = fit_trees(np.where(np.isfinite(x), x, np.nan), y)
         self._churners = np.unique(who[y == 1])
         self._trees = TreeScorer(self.trees, len(NAMES))
         self.refits += 1
