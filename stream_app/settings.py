@@ -204,12 +204,30 @@ class Settings(BaseSettings):
     baseline_refresh_s: float = Field(
         default=60.0, gt=0, description="segment baselines: how often workers reread them")
     # The campaign report (`churnwatch report campaign`).
-    call_cost: float = Field(default=2.0, ge=0, description="cost of a call, yuan (campaign report)")
-    offer_cost: float = Field(default=30.0, ge=0, description="cost of an accepted offer, yuan (campaign report)")
+    call_cost: float = Field(
+        default=2.0, ge=0, description="cost of a call, in `CHURNWATCH_CURRENCY` (campaign report)")
+    offer_cost: float = Field(
+        default=30.0, ge=0, description="cost of an accepted offer, in `CHURNWATCH_CURRENCY` (campaign report)")
     kept_value_months: float = Field(
         default=12.0, gt=0, description="months of ARPU a kept customer is worth (campaign report)")
     campaign_churn_days: int = Field(
         default=90, ge=7, le=365, description="churn this long after an alert counts against it (campaign report)")
+    currency: str = Field(
+        default="CNY", pattern=r"^[A-Z]{3}$",
+        description="the ISO 4217 code of the operator's money, shown with amounts on the call-queue page")
+    # The call-queue page (`churnwatch queue`, alerts/queue_page.py).
+    queue_accounts: Path | None = Field(
+        default=None, description="the call-queue page's agents: a YAML file of accounts with Argon2 password hashes "
+                                  "and queues, written by `churnwatch agent add` (docs/call-centre.md)")
+    queue_auth_header: str | None = Field(
+        default=None, description="behind an auth proxy: the request header naming the logged-in agent, in place of "
+                                  "the page's own login (the proxy must drop it from clients' requests)")
+    queue_session_key: SecretStr | None = Field(
+        default=None, description="the key that encrypts the page's session cookies (a Fernet key); unset, each "
+                                  "start makes a new one and every agent logs in again")
+    queue_correct_minutes: float = Field(
+        default=15.0, ge=0, le=1440, description="how long an agent can change an outcome they recorded; a call "
+                                                 "not reached can be tried again all day")
     # The snapshot cohort of the retention report (DOMAIN.md); facts are recorded under the values in force.
     cohort_months: int = Field(
         default=3, ge=1, le=6, description="the snapshot cohort: customers whose spend over this many months to the "

@@ -1,133 +1,171 @@
-"""`churnwatch queue`: the call centre's page. Agents see the day's calls in priority order, the
-reasons in plain words, the suggested action, and record each call's outcome. The outcome goes
-to the outcomes topic, and from there to the workers and the campaign report.
+"""`churnwatch queue`: the call centre's page. Agents log in, see the day's calls of their
+queues in priority order, the reasons in plain words, the suggested action, and record each
+call's outcome. The outcome goes to the outcomes topic, and from there to the workers and the
+campaign report. What a call may be given is call_queue.py's to decide.
 
-The day's calls are the daily plan (call_plan.py): the open alerts with the most value at risk
-within the budget. Control-group alerts are never in it, so they never reach an agent. The page
-rereads the alerts and outcomes topics every `refresh_s`. An outcome recorded here shows at
-once. Customer ids stay pseudonyms inside the service. Only this page turns them into phone
+Login: an account of the accounts file (agents.py), checked against its Argon2 hash; or,
+behind an auth proxy, the agent its header names. The session lives in a cookie encrypted and
+signed by aiohttp-session (Fernet), HttpOnly and SameSite=Strict. Every form carries the
+session's CSRF token, and a post without it is refused, whichever way the agent logged in.
+Customer ids stay pseudonyms inside the service; only this page turns them into phone
 numbers, from a lookup file that the operator controls (`--lookup`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
+import hmac
 import logging
-import uuid
+import secrets
+import time
+import warnings
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from pathlib import Path
+from typing import Callable
 
 import jinja2
-import msgspec
 from aiohttp import web
-from kafka import KafkaProducer
+from aiohttp_session import get_session, new_session
+from aiohttp_session import setup as setup_sessions
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
 from yarl import URL
 
-from stream_app.alerts.call_plan import alert_day, plan_days
-from stream_app.alerts.campaign import latest_outcomes
-from stream_app.connect.kafka import client_options
-from stream_app.connect.topic_reader import read_alerts, read_outcomes
+from stream_app.alerts.agents import Accounts, Agent
+from stream_app.alerts.call_queue import RESULTS, CallQueue, OutcomeRefused
 from stream_app.contracts import segments
-from stream_app.contracts.events import Alert, Outcome
-from stream_app.errors import ConfigError
-from stream_app.settings import Settings
 
-__all__ = ["CallQueue", "QueueCall", "load_lookup", "make_app"]
+__all__ = ["Login", "Lockout", "make_app"]
 
 log = logging.getLogger(__name__)
-RESULTS = (("not_reached", "Not reached"), ("contacted", "Contacted"), ("accepted", "Accepted"),
-           ("declined", "Declined"))
 _templates = jinja2.Environment(loader=jinja2.PackageLoader("stream_app.alerts", "templates"), autoescape=True)
+SESSION_HOURS = 12  # a shift
+FAILED_LOGINS, LOCKOUT_S = 5, 15 * 60  # failures in a row that lock an agent id, and for how long
+# aiohttp-session 2.12 keeps the session under a string key of the request, which aiohttp warns
+# about on every request; the key is the library's, and nothing of ours can clash with it.
+warnings.filterwarnings("ignore", message="It is recommended to use web.RequestKey")
 
 
 @dataclass(frozen=True)
-class QueueCall:
-    """One line of the page: the alert, the number to dial if the lookup knows it, its outcome."""
+class Login:
+    """How agents prove who they are: the accounts file, and the auth proxy's header if one is in front."""
 
-    alert: Alert
-    phone: str | None
-    outcome: Outcome | None
-
-
-def load_lookup(path: Path) -> dict[str, str]:
-    """The operator's `customer_id,phone` CSV (pseudonym -> number)."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"customer_id", "phone"} <= set(reader.fieldnames):
-            raise ConfigError(f"{path}: expected the columns customer_id,phone; got {reader.fieldnames!r}")
-        return {row["customer_id"]: row["phone"] for row in reader}
+    accounts: Accounts
+    header: str | None = None
+    session_key: bytes | None = None  # a Fernet key; None: a new one, valid until the page stops
 
 
-class CallQueue:
-    """The day's plan and the outcomes recorded so far, refreshed from the topics."""
+class Lockout:
+    """Failed logins per agent id: after `FAILED_LOGINS` within `LOCKOUT_S`, that id is refused
+    without a password check until the oldest of them is `LOCKOUT_S` old (guessing, slowed down)."""
 
-    def __init__(self, settings: Settings, day: date | None = None, budget: int | None = None,
-                 lookup: dict[str, str] | None = None) -> None:
-        self.settings, self.fixed_day = settings, day
-        self.budget = budget or settings.daily_call_budget
-        self.lookup = lookup or {}
-        self.day: date | None = day
-        self.alerts: list[Alert] = []
-        self.waiting = 0
-        self.outcomes: dict[str, Outcome] = {}
-        self._producer: KafkaProducer | None = None
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}
 
-    def refresh(self) -> None:
-        """Reread alerts and outcomes; the day is the newest alert's unless one was given."""
-        alerts = list(read_alerts(self.settings))
-        outcomes = latest_outcomes(read_outcomes(self.settings))
-        day = self.fixed_day or max((alert_day(a, self.settings.zone) for a in alerts), default=None)
-        plan = plan_days(alerts, day, day, self.budget, self.settings.zone)[0] if day else None
-        self.day, self.alerts = day, plan.calls if plan else []
-        self.waiting = plan.waiting if plan else 0
-        self.outcomes = latest_outcomes([*outcomes.values(), *self.outcomes.values()])
+    def locked_for(self, agent_id: str) -> float:
+        now = self.clock()
+        recent = [t for t in self._failures.get(agent_id, []) if now - t < LOCKOUT_S]
+        self._failures[agent_id] = recent
+        return LOCKOUT_S - (now - recent[0]) if len(recent) >= FAILED_LOGINS else 0.0
 
-    def calls(self) -> list[QueueCall]:
-        return [QueueCall(a, self.lookup.get(a.customer_id), self.outcomes.get(a.alert_id)) for a in self.alerts]
+    def failed(self, agent_id: str) -> None:
+        self._failures.setdefault(agent_id, []).append(self.clock())
 
-    def record(self, alert_id: str, result: str, offer: str | None, agent: str | None) -> Outcome:
-        """Send one outcome to the outcomes topic; only for a call on today's list."""
-        alert = next((a for a in self.alerts if a.alert_id == alert_id), None)
-        if alert is None:
-            raise LookupError(f"alert {alert_id!r} is not on the call list for {self.day}")
-        if result not in dict(RESULTS):
-            raise ConfigError(f"unknown result {result!r}; expected one of {', '.join(dict(RESULTS))}")
-        outcome = Outcome(uuid.uuid4().hex, alert.customer_id, datetime.now(timezone.utc), alert_id, result,  # type: ignore[arg-type]
-                          offer or None, agent or None)
-        if self._producer is None:
-            self._producer = KafkaProducer(**client_options(self.settings), acks="all")
-        self._producer.send(self.settings.topics.outcomes, key=alert.customer_id.encode(),
-                            value=msgspec.json.encode(outcome)).get(timeout=30)
-        self.outcomes[alert_id] = outcome
-        return outcome
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
+    def succeeded(self, agent_id: str) -> None:
+        self._failures.pop(agent_id, None)
 
 
-def make_app(queue: CallQueue, refresh_s: float = 60.0) -> web.Application:
-    """The page (GET /), the outcome form (POST /outcome) and a refresh loop."""
+async def _csrf(request: web.Request) -> str:
+    session = await get_session(request)
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+async def _check_csrf(request: web.Request, form) -> None:
+    session = await get_session(request)
+    if not hmac.compare_digest(str(form.get("csrf", "")), str(session.get("csrf", "")) or "-"):
+        raise web.HTTPForbidden(text="the form has expired or did not come from this page: reload it and try again")
+
+
+def _render(name: str, **values) -> web.Response:
+    return web.Response(text=_templates.get_template(name).render(**values), content_type="text/html")
+
+
+def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
+             lockout: Lockout | None = None) -> web.Application:
+    """The page (GET /), the outcome form (POST /outcome), login and logout, a probe (GET
+    /healthz), and a refresh loop."""
     app = web.Application()
+    storage = EncryptedCookieStorage(Fernet(login.session_key or Fernet.generate_key()), cookie_name="churnwatch_queue",
+                                     max_age=SESSION_HOURS * 3600, httponly=True, samesite="Strict")
+    setup_sessions(app, storage)
+    lockout = lockout or Lockout()
+
+    async def agent_of(request: web.Request) -> Agent:
+        if login.header:
+            agent_id = request.headers.get(login.header, "")
+            agent = login.accounts.agent(agent_id)
+            if agent is None:
+                raise web.HTTPForbidden(text=f"{agent_id or 'no agent'} ({login.header}) has no account on this page")
+            return agent
+        agent = login.accounts.agent(str((await get_session(request)).get("agent", "")))
+        if agent is None:  # not logged in, or removed from the accounts since
+            raise web.HTTPSeeOther("/login")
+        return agent
 
     async def page(request: web.Request) -> web.Response:
-        html = _templates.get_template("queue.html").render(
-            day=queue.day, budget=queue.budget, calls=queue.calls(), waiting=queue.waiting, results=RESULTS,
-            segments=segments.NAMES, agent=request.query.get("agent", ""), message=request.query.get("message", ""))
-        return web.Response(text=html, content_type="text/html")
+        agent = await agent_of(request)
+        calls = queue.calls(agent)
+        return _render("queue.html", day=queue.day, budget=queue.budget, calls=calls, waiting=queue.waiting,
+                       results=RESULTS, segments=segments.NAMES, agent=agent, csrf=await _csrf(request),
+                       currency=queue.settings.currency, zone=queue.settings.zone, proxied=bool(login.header),
+                       message=request.query.get("message", ""))
 
     async def record(request: web.Request) -> web.Response:
+        agent = await agent_of(request)
         form = await request.post()
-        agent = str(form.get("agent", ""))
+        await _check_csrf(request, form)
         try:
             await asyncio.get_running_loop().run_in_executor(
                 None, queue.record, str(form.get("alert_id", "")), str(form.get("result", "")),
                 str(form.get("offer", "")).strip(), agent)
-        except (LookupError, ValueError) as exc:
-            raise web.HTTPBadRequest(text=str(exc))
-        raise web.HTTPSeeOther(str(URL("/").with_query(agent=agent, message="saved")))
+        except OutcomeRefused as exc:
+            raise web.HTTPConflict(text=str(exc))
+        raise web.HTTPSeeOther(str(URL("/").with_query(message="saved")))
+
+    async def login_form(request: web.Request) -> web.Response:
+        if login.header:
+            raise web.HTTPSeeOther("/")
+        return _render("login.html", csrf=await _csrf(request), failed="failed" in request.query,
+                       locked="locked" in request.query)
+
+    async def log_in(request: web.Request) -> web.Response:
+        form = await request.post()
+        await _check_csrf(request, form)
+        agent_id, password = str(form.get("agent", ""))[:64], str(form.get("password", ""))
+        if lockout.locked_for(agent_id):
+            log.warning("queue login locked", extra={"agent": agent_id})
+            raise web.HTTPSeeOther("/login?locked")
+        agent = await asyncio.get_running_loop().run_in_executor(None, login.accounts.login, agent_id, password)
+        if agent is None:
+            lockout.failed(agent_id)
+            log.warning("queue login refused", extra={"agent": agent_id})
+            raise web.HTTPSeeOther("/login?failed")
+        lockout.succeeded(agent_id)
+        session = await new_session(request)  # a fresh session: none set before the login carries over
+        session["agent"], session["csrf"] = agent.agent_id, secrets.token_urlsafe(32)
+        log.info("queue login", extra={"agent": agent.agent_id})
+        raise web.HTTPSeeOther("/")
+
+    async def log_out(request: web.Request) -> web.Response:
+        await _check_csrf(request, await request.post())
+        (await get_session(request)).invalidate()
+        raise web.HTTPSeeOther("/login")
+
+    async def healthy(request: web.Request) -> web.Response:
+        """For probes, which have no login: the page is up, and how many calls it has."""
+        return web.json_response({"day": str(queue.day), "calls": len(queue.alerts)})
 
     async def refresher(app: web.Application):
         async def loop() -> None:
@@ -143,6 +181,10 @@ def make_app(queue: CallQueue, refresh_s: float = 60.0) -> web.Application:
         task.cancel()
 
     app.router.add_get("/", page)
+    app.router.add_get("/healthz", healthy)
     app.router.add_post("/outcome", record)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", log_in)
+    app.router.add_post("/logout", log_out)
     app.cleanup_ctx.append(refresher)
     return app

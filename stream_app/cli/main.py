@@ -126,6 +126,8 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
                    f"  export {exports}\n"
                    f"  churnwatch report churn; churnwatch calls daily --day {date.today() - timedelta(days=1)}; "
                    "churnwatch queue\n"
+                   f"The queue page (http://127.0.0.1:8080/) takes agent {summary.kept_login['agent']}, "
+                   f"password {summary.kept_login['password']}.\n"
                    f"Stop them with: kill {' '.join(map(str, summary.kept_pids))}", err=as_json)
     if as_json:
         click.echo(json.dumps(report))
@@ -286,41 +288,6 @@ def pseudonym(numbers: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]), help="The day to call (default: the newest alert's).")
-@click.option("--budget", type=click.IntRange(1), help="Calls a day (default: CHURNWATCH_DAILY_CALL_BUDGET).")
-@click.option("--lookup", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV of customer_id,phone kept by the operator: the numbers agents dial.")
-@click.option("--refresh-s", default=60.0, show_default=True, type=click.FloatRange(0.5),
-              help="How often the alerts and outcomes are reread.")
-def queue(host: str, port: int, day_, budget: int | None, lookup: Path | None, refresh_s: float) -> None:
-    """The call centre's page: today's calls in priority order, and buttons that record each outcome."""
-    import logging.config
-
-    from aiohttp import web
-
-    from stream_app.alerts.queue_page import CallQueue, load_lookup, make_app
-
-    settings = read_settings()
-    if not settings.kafka_bootstrap:
-        raise click.ClickException("set KAFKA_BOOTSTRAP: the calls come from the alerts topic")
-    kafka_reachable(settings)
-    logging.config.dictConfig(logging_setup(settings))
-    try:
-        numbers = load_lookup(lookup) if lookup else None
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    calls = CallQueue(settings, day_.date() if day_ else None, budget, numbers)
-    calls.refresh()
-    click.echo(f"{len(calls.alerts)} calls for {calls.day} on http://{host}:{port}/", err=True)
-    try:
-        web.run_app(make_app(calls, refresh_s), host=host, port=port, print=None)
-    finally:
-        calls.close()
-
-
-@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=SCHEMA_DIR, show_default=True)
 def schemas(out: Path) -> None:
     """Write the JSON Schema of every event contract."""
@@ -333,11 +300,12 @@ def schemas(out: Path) -> None:
 def _add_commands() -> None:
     from stream_app.cli.calls import calls
     from stream_app.cli.model import evaluate, model, trainer
+    from stream_app.cli.queue import agent, queue
     from stream_app.cli.replay import replay_monthly
     from stream_app.cli.report import report
     from stream_app.cli.rules import rules
 
-    for command in (trainer, model, evaluate, report, calls, replay_monthly, rules):
+    for command in (trainer, model, evaluate, report, calls, queue, agent, replay_monthly, rules):
         main.add_command(command)
 
 

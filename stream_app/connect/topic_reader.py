@@ -3,7 +3,7 @@ from what the workers wrote: call lists, the campaign report and the call-queue 
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
@@ -13,29 +13,57 @@ from stream_app.contracts.events import Alert, ChurnEvent, Outcome, decode_outco
 from stream_app.errors import ConfigError, InvalidEvent
 from stream_app.settings import Settings
 
-__all__ = ["read_topic", "read_alerts", "read_outcomes", "read_churn_events"]
+__all__ = ["TopicFollower", "read_topic", "read_alerts", "read_outcomes", "outcome_or_none", "read_churn_events"]
 
 T = TypeVar("T")
 
 
+class TopicFollower(Generic[T]):
+    """Follows one topic from its beginning: each `read_new` returns the records written since
+    the one before, up to the end the topic had when it was called. A page or report that
+    keeps one reads each record once, however often it refreshes; partitions added to the
+    topic are followed from their beginning too."""
+
+    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], T]) -> None:
+        if not settings.kafka_bootstrap:
+            raise ConfigError(f"KAFKA_BOOTSTRAP is not set: {topic} cannot be read")
+        self.topic, self.decode = topic, decode
+        self.records_read = 0
+        self._consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        self._partitions: list[TopicPartition] = []
+
+    def _follow_new_partitions(self) -> None:
+        known = self._consumer.partitions_for_topic(self.topic) or set()
+        new = [TopicPartition(self.topic, p) for p in sorted(known) if TopicPartition(self.topic, p)
+               not in self._partitions]
+        if new:
+            self._partitions += new
+            self._consumer.assign(self._partitions)
+            self._consumer.seek_to_beginning(*new)
+
+    def read_new(self) -> Iterator[T]:
+        """The records written since the last call, decoded."""
+        self._follow_new_partitions()
+        if not self._partitions:
+            return
+        ends = self._consumer.end_offsets(self._partitions)
+        while any(self._consumer.position(tp) < ends[tp] for tp in self._partitions):
+            for records in self._consumer.poll(timeout_ms=1000).values():
+                for msg in records:
+                    self.records_read += 1
+                    yield self.decode(msg.value)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def read_topic(settings: Settings, topic: str, decode: Callable[[bytes], T]) -> Iterator[T]:
     """Every record still on `topic`, decoded, up to the end it had when reading began."""
-    if not settings.kafka_bootstrap:
-        raise ConfigError(f"KAFKA_BOOTSTRAP is not set: {topic} cannot be read")
-    consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False, consumer_timeout_ms=2000)
+    follower = TopicFollower(settings, topic, decode)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for msg in records:
-                    yield decode(msg.value)
+        yield from follower.read_new()
     finally:
-        consumer.close()
+        follower.close()
 
 
 def read_alerts(settings: Settings) -> Iterator[Alert]:
@@ -43,16 +71,17 @@ def read_alerts(settings: Settings) -> Iterator[Alert]:
     return read_topic(settings, settings.topics.alerts, msgspec.json.Decoder(Alert).decode)
 
 
-def read_outcomes(settings: Settings) -> Iterator[Outcome]:
-    """Every call outcome still on the outcomes topic; records that are not outcomes are the
-    worker's to dead-letter, and are skipped here."""
-    def decode(raw: bytes) -> Outcome | None:
-        try:
-            return decode_outcome(raw)
-        except InvalidEvent:
-            return None
+def outcome_or_none(raw: bytes) -> Outcome | None:
+    """An outcome record, or None for one that is not: it is the worker's to dead-letter."""
+    try:
+        return decode_outcome(raw)
+    except InvalidEvent:
+        return None
 
-    return (o for o in read_topic(settings, settings.topics.outcomes, decode) if o is not None)
+
+def read_outcomes(settings: Settings) -> Iterator[Outcome]:
+    """Every call outcome still on the outcomes topic, without the records that are not outcomes."""
+    return (o for o in read_topic(settings, settings.topics.outcomes, outcome_or_none) if o is not None)
 
 
 def read_churn_events(settings: Settings) -> Iterator[ChurnEvent]:

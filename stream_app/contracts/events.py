@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Callable, Literal, TypeVar
+from typing import Annotated, Callable, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -21,7 +21,7 @@ from stream_app.errors import InvalidEvent
 
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
-    "Profile", "Snapshot", "LEVELS",
+    "Profile", "Snapshot", "LEVELS", "QUEUES", "QueueName",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
@@ -119,6 +119,8 @@ class AlertReason(Struct, frozen=True):
 
 
 LEVELS = ("none", "low", "medium", "high")  # a rule's or an alert's level, by index
+QueueName = Literal["general", "account_manager", "technical", "retention_specialist"]  # who in the call centre calls
+QUEUES: tuple[str, ...] = get_args(QueueName)
 
 
 class Alert(Struct, frozen=True):
@@ -138,7 +140,7 @@ class Alert(Struct, frozen=True):
     arpu: float  # the monthly spend its value at risk rests on (alerts.build.monthly_value)
     value_at_risk: float
     suggested_action: str
-    queue: Literal["general", "account_manager", "technical", "retention_specialist"] = "general"
+    queue: QueueName = "general"
     lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
     holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
     score: float | None = None

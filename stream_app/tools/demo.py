@@ -57,6 +57,17 @@ class DemoSummary:
     # running, and the process ids that stop them.
     kept_environment: dict[str, str] = field(default_factory=dict)
     kept_pids: list[int] = field(default_factory=list)
+    kept_login: dict[str, str] = field(default_factory=dict)  # an agent account for the queue page
+
+
+def _demo_agent(workdir: Path, summary: DemoSummary) -> Path:
+    """An account for the queue page on what the demo leaves: agent `demo`, a new password each run."""
+    from stream_app.alerts.agents import add_agent
+
+    password = secrets.token_urlsafe(12)
+    add_agent(workdir / "agents.yaml", "demo", password, None, "Demo agent")
+    summary.kept_login = {"agent": "demo", "password": password}
+    return workdir / "agents.yaml"
 
 
 def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event) -> dict[str, int]:
@@ -135,7 +146,9 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
         # The trainer signs its checkpoint (signing.py); a demo makes a key for its own run.
         key = {} if settings.model_signing_key else {"CHURNWATCH_MODEL_SIGNING_KEY": secrets.token_hex(16)}
         if keep:  # what points the other commands at the servers; `model report` checks the model with the key
-            summary.kept_environment = {"KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url, **key}
+            accounts = _demo_agent(workdir, summary)
+            summary.kept_environment = {"KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": redis_url,
+                                        "CHURNWATCH_QUEUE_ACCOUNTS": str(accounts), **key}
         worker = start_command(["worker"], settings, bootstrap, redis_url, metrics_port, workdir / "worker.log", key)
         stack.callback(stop_worker, worker)
         show(f"worker started (pid {worker.pid}); metrics on http://127.0.0.1:{metrics_port}/metrics")

@@ -1,6 +1,8 @@
 """The call-queue page in a real headless browser (Debian's chromium, driven by Selenium), against a
-real worker, broker and Redis: the day's calls in priority order, no control-group customer on
-the page, and an outcome recorded by clicking that reaches the topic and the campaign report."""
+real worker, broker and Redis: an agent logs in, sees the day's calls in priority order and no
+control-group customer, records an outcome by clicking and corrects it, and the correction is what
+reaches the worker and the campaign report. And the page follows the topics: a refresh reads only
+what they gained."""
 
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ import urllib.error
 from pathlib import Path
 from typing import Iterator
 
+import msgspec
 import pytest
 import redis
 from kafka import KafkaProducer
 
+from stream_app.alerts.agents import add_agent
 from stream_app.alerts.build import in_holdout
+from stream_app.alerts.call_queue import CallQueue
 from stream_app.connect.topic_reader import read_alerts, read_outcomes
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.keys import customer_state
@@ -30,6 +35,7 @@ from stream_app.windows.state import Windows
 from tests.conftest import IN_CI
 from tests.factories import Log, decliner
 from tests.probes import get
+from tests.unit.test_campaign import alert, outcome
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +103,8 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
                CHURNWATCH_METRICS_PORT=str(free_port()), CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"),
                CHURNWATCH_BATCH_WITHIN_S="0.2", CHURNWATCH_DAILY_CALL_BUDGET=str(BUDGET),
                **{f"CHURNWATCH_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()})
+    add_agent(tmp_path / "agents.yaml", "agent-7", "a long password", None, "Li Wei")  # every queue
+    env["CHURNWATCH_QUEUE_ACCOUNTS"] = str(tmp_path / "agents.yaml")
     for name in ("KAFKA_BOOTSTRAP", *(k for k in env if k.startswith("CHURNWATCH_TOPIC_"))):
         monkeypatch.setenv(name, env[name])
     settings = Settings()
@@ -122,7 +130,11 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         running.append((queue, tmp_path / "queue.log"))
         wait_for(lambda: serving(port), "the page", running)
 
-        browser.get(f"http://127.0.0.1:{port}/?agent=agent-7")
+        browser.get(f"http://127.0.0.1:{port}/")
+        browser.find_element("id", "agent").send_keys("agent-7")
+        browser.find_element("id", "password").send_keys("a long password")
+        browser.find_element("id", "login").click()
+        assert browser.find_element("id", "agent").text == "Li Wei"
         rows = browser.find_elements("css selector", "tr.call")
         shown = [r.get_attribute("data-customer") for r in rows]
         values = [float(r.get_attribute("data-value-at-risk")) for r in rows]
@@ -131,13 +143,20 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         assert values == sorted(values, reverse=True)
         assert rows[0].find_element("css selector", "li").text  # the reasons, in words
         first = rows[0].get_attribute("data-alert-id")
-        rows[0].find_element("css selector", "input[name=offer]").send_keys("PLAN20")
-        rows[0].find_element("css selector", "button[value=accepted]").click()
-
+        rows[0].find_element("css selector", "button[value=declined]").click()
         assert browser.find_element("id", "message").text == "saved"
+
+        # A wrong button, corrected within the window: the correction is the outcome that counts.
+        row = browser.find_element("css selector", f"tr[data-alert-id='{first}']")
+        assert row.find_element("css selector", ".outcome").text == "declined"
+        row.find_element("css selector", "details.correct summary").click()
+        row.find_element("css selector", "input[name=offer]").send_keys("PLAN20")
+        row.find_element("css selector", "button[value=accepted]").click()
         row = browser.find_element("css selector", f"tr[data-alert-id='{first}']")
         assert row.find_element("css selector", ".outcome").text == "accepted (PLAN20)"
-        [outcome] = wait_for(lambda: list(read_outcomes(settings)), "the outcome on its topic", running)
+        recorded = wait_for(lambda: (o := list(read_outcomes(settings))) and len(o) == 2 and o,
+                            "both outcomes on their topic", running)
+        outcome = max(recorded, key=lambda o: o.ts)
         assert (outcome.alert_id, outcome.result, outcome.offer, outcome.agent_id) == \
             (first, "accepted", "PLAN20", "agent-7")
 
@@ -158,3 +177,35 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         if queue is not None:
             stop_worker(queue)
         stop_worker(worker)
+
+
+def test_the_page_reads_only_what_the_topics_gained_since_its_last_refresh(
+        tansu_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", tansu_bootstrap)
+    for name, value in Topics().model_dump().items():
+        monkeypatch.setenv(f"CHURNWATCH_TOPIC_{name.upper()}", f"{value}-{unique}")
+    settings = Settings()
+    ensure_topics(settings, tansu_bootstrap)
+    producer = KafkaProducer(bootstrap_servers=tansu_bootstrap, acks="all")
+
+    def send(topic: str, *events) -> None:
+        for e in events:
+            producer.send(topic, key=e.customer_id.encode(), value=msgspec.json.encode(e))
+        producer.flush()
+
+    first, later = [alert(f"cust{k:04d}") for k in range(3)], [alert(f"cust{k:04d}") for k in range(3, 5)]
+    send(settings.topics.alerts, *first)
+    queue = CallQueue(settings, budget=10)
+    try:
+        queue.refresh()
+        assert (len(queue.alerts), queue.records_read) == (3, 3)
+        send(settings.topics.alerts, *later)
+        send(settings.topics.outcomes, outcome(later[0], "contacted"))
+        queue.refresh()
+        assert (len(queue.alerts), queue.records_read) == (5, 6)
+        assert queue.outcomes[later[0].alert_id].result == "contacted"
+        queue.refresh()
+        assert queue.records_read == 6
+    finally:
+        queue.close()
+        producer.close()

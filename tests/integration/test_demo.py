@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from stream_app.alerts.agents import Accounts
+
 pytestmark = pytest.mark.integration
 
 
@@ -40,6 +42,10 @@ def test_a_kept_demo_leaves_a_broker_and_a_redis_that_reports_and_call_lists_rea
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout.splitlines()[-1])["month"] == months[-1]["month"]
+        login = summary["kept_login"]
+        assert login["password"] in done.stderr
+        agent = Accounts(Path(kept["CHURNWATCH_QUEUE_ACCOUNTS"])).login(login["agent"], login["password"])
+        assert agent is not None and agent.queues is None
     finally:
         for pid in pids:
             os.killpg(pid, signal.SIGTERM)

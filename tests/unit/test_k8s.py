@@ -112,6 +112,9 @@ def test_the_manifests_agree_with_the_code() -> None:
     args = dict(zip(page["command"][2::2], page["command"][3::2]))
     assert page["command"][:2] == ["churnwatch", "queue"] and int(args["--port"]) == page["ports"][0]["containerPort"]
     assert any(m["mountPath"] == str(Path(args["--lookup"]).parent) for m in page["volumeMounts"])
+    accounts = Path(next(e["value"] for e in page["env"] if e["name"] == "CHURNWATCH_QUEUE_ACCOUNTS"))
+    assert any(m["mountPath"] == str(accounts.parent) for m in page["volumeMounts"])
+    assert page["readinessProbe"]["httpGet"]["path"] == "/healthz"  # a probe has no login
     [page_policy] = [p for p in by_kind("NetworkPolicy") if p["spec"]["podSelector"]["matchLabels"].get(
         "app.kubernetes.io/component") == "queue"]
     assert [port["port"] for rule in page_policy["spec"]["ingress"] for port in rule["ports"]] == ["http"]

@@ -1,0 +1,150 @@
+"""Who may use the call-queue page, and which calls each agent sees.
+
+The call centre's supervisor keeps the accounts in a YAML file (`CHURNWATCH_QUEUE_ACCOUNTS`):
+
+    agents:
+      agent-7:
+        name: Li Wei
+        password: $argon2id$v=19$m=65536,t=3,p=4$...   # written by `churnwatch agent add`
+        queues: [general, technical]                  # left out: every queue
+
+Passwords are kept only as Argon2id hashes (argon2-cffi, with its default cost), never in
+clear. The file is reread when it changes, so an agent added or removed counts at their next
+request, without a restart. Behind an auth proxy (`CHURNWATCH_QUEUE_AUTH_HEADER`) the proxy
+checks the password, and an account needs no `password`, only its queues.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from stream_app.contracts.events import QueueName
+from stream_app.errors import ConfigError
+
+__all__ = ["Agent", "Accounts", "add_agent", "remove_agent", "hash_password"]
+
+_hasher = PasswordHasher()
+AgentId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_.@-]{1,64}$")]
+
+
+class _Account(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    password: str | None = Field(default=None, pattern=r"^\$argon2")
+    queues: list[QueueName] | None = Field(default=None, min_length=1)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: dict[AgentId, _Account] = {}
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A logged-in agent: who records the outcomes, and the queues whose calls they see."""
+
+    agent_id: str
+    name: str
+    queues: frozenset[str] | None  # None: every queue
+
+    def sees(self, queue: str) -> bool:
+        return self.queues is None or queue in self.queues
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _read(path: Path) -> _File:
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else None
+        return _File.model_validate(raw or {})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML ({exc.__class__.__name__}); set CHURNWATCH_QUEUE_ACCOUNTS") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: {where}: {err['msg']} (the accounts file of CHURNWATCH_QUEUE_ACCOUNTS)") from None
+
+
+class Accounts:
+    """The accounts file, reread when its modification time changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._file = _File()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise ConfigError(f"{self.path}: no such accounts file; create it with `churnwatch agent add` "
+                              "or change CHURNWATCH_QUEUE_ACCOUNTS") from None
+        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+            self._file, self._stamp = _read(self.path), (stat.st_mtime_ns, stat.st_size)
+
+    def agent(self, agent_id: str) -> Agent | None:
+        """The agent with this id, if the file still lists them."""
+        self._refresh()
+        account = self._file.agents.get(agent_id)
+        if account is None:
+            return None
+        return Agent(agent_id, account.name or agent_id, frozenset(account.queues) if account.queues else None)
+
+    def login(self, agent_id: str, password: str) -> Agent | None:
+        """The agent, if the password matches their hash. An unknown id costs a hash too, so
+        that the time taken does not tell which ids exist."""
+        self._refresh()
+        account = self._file.agents.get(agent_id)
+        stored = account.password if account and account.password else _DECOY
+        try:
+            _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return self.agent(agent_id) if account and account.password else None
+
+
+_DECOY = _hasher.hash("not an account")
+
+
+def add_agent(path: Path, agent_id: str, password: str | None, queues: list[str] | None,
+              name: str | None = None) -> None:
+    """Add or replace one account (a password of None: the agent logs in through an auth proxy)."""
+    try:
+        TypeAdapter(AgentId).validate_python(agent_id)
+    except ValidationError:
+        raise ConfigError(f"agent id {agent_id!r}: expected 1 to 64 letters, digits or _.@-") from None
+    accounts = _read(path)
+    accounts.agents[agent_id] = _Account.model_validate(
+        {"name": name, "password": hash_password(password) if password else None, "queues": queues or None})
+    _write(path, accounts)
+
+
+def remove_agent(path: Path, agent_id: str) -> None:
+    accounts = _read(path)
+    if accounts.agents.pop(agent_id, None) is None:
+        raise ConfigError(f"{path}: no agent {agent_id!r}")
+    _write(path, accounts)
+
+
+def _write(path: Path, accounts: _File) -> None:
+    """The whole file, written to a temporary file and renamed: a page reading it never sees half."""
+    text = yaml.safe_dump(accounts.model_dump(exclude_none=True), sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)  # hashes, but still nobody else's to read
+    os.replace(tmp, path)
