@@ -75,7 +75,7 @@ class Metrics:
         self.rules_reloads = Counter(
             "churnwatch_rules_reloads_total", "Rule reloads, by result", ["result"], registry=registry)
         self.customers = Gauge(
-            "churnwatch_customers_tracked", "Customers with state in Redis (keys in its database; the model adds four, the reports one per node)",
+            "churnwatch_customers_tracked", "Customers with state in Redis (its keys less the service's own)",
             registry=registry)
         self.consumer_lag = Gauge(
             "churnwatch_consumer_lag_messages",

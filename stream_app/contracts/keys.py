@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE"]
+__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS"]
 
 PREFIX = "cw"
 # Fields of the report hashes (`report`) that hold segment baselines' histograms, not report counters.
@@ -21,6 +21,9 @@ def quarantined_state(customer: str) -> str:
 
 
 QUARANTINE_TTL_S = 90 * 86400
+# Every quarantined customer, scored by when their quarantined state expires: what keeps the
+# count of customers with state exact (`windows/store.RedisWindowStore.customers`).
+QUARANTINE_INDEX = f"{PREFIX}:{{quarantine}}:index"
 
 
 def report(shard: int) -> str:
@@ -42,11 +45,11 @@ def applied(shard: int) -> str:
 APPLIED_PATTERN = f"{PREFIX}:{{report-*}}:applied"
 CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
 
-
-
-
 # The model registry: one hash tag, so a publication is one MULTI/EXEC on Redis Cluster too.
 MODEL = f"{PREFIX}:{{model}}:current"  # the latest published snapshot (model.encode_snapshot)
 MODEL_VERSION = f"{PREFIX}:{{model}}:version"  # its version, so scorers poll a few bytes
 TRAINER_STATE = f"{PREFIX}:{{model}}:trainer"  # the trainer's own checkpoint
 TRAINER_LEASE = f"{PREFIX}:{{model}}:lease"  # held by the one trainer that may publish
+# The service's own keys of fixed name: with the report shards' and the quarantine's, every key
+# that is not a customer's state.
+SERVICE_KEYS = (CALL_PLAN, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX)

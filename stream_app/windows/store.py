@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from datetime import date
 from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
@@ -140,6 +141,10 @@ class WindowStore(Protocol):
         """Set aside states that could not be read, for a person to look at."""
         ...
 
+    async def customers(self) -> int:
+        """How many customers have state."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -187,6 +192,9 @@ class MemoryWindowStore:
 
     async def quarantine(self, states: dict[str, bytes]) -> None:
         self.quarantined.update(states)
+
+    async def customers(self) -> int:
+        return len(self.data)
 
     def prune_baselines(self, before: date) -> None:
         """Drop the histograms of days before `before`, as the workers prune theirs in Redis."""
@@ -291,6 +299,23 @@ class RedisWindowStore:
     async def quarantine(self, states: dict[str, bytes]) -> None:
         for customer, raw in states.items():  # rare: one command each is fine
             await self.client.set(keys.quarantined_state(customer), raw, ex=keys.QUARANTINE_TTL_S)
+            await self.client.zadd(keys.QUARANTINE_INDEX, {customer: time.time() + keys.QUARANTINE_TTL_S})
+
+    async def customers(self) -> int:
+        """Customers with state, exactly: every key (DBSIZE, O(1)) less the service's own, a
+        handful checked by name, and the quarantined states, whose index drops them as they
+        expire. (After a cluster is resharded, a report shard left on a node another shard now
+        stands for is counted as a customer until the node loses it.)"""
+        await self.client.zremrangebyscore(keys.QUARANTINE_INDEX, "-inf", time.time())
+        quarantined = await self.client.zcard(keys.QUARANTINE_INDEX)
+        if self.cluster:
+            await self._by_node({})  # the slot map
+            shards = [self._report_shard(node) for node in self.client.get_primaries()]
+            total = await self.client.dbsize(target_nodes=RedisCluster.PRIMARIES)  # the sum, not one node's
+        else:
+            shards, total = [0], await self.client.dbsize()
+        names = [*keys.SERVICE_KEYS, *(k for s in shards for k in (keys.report(s), keys.applied(s)))]
+        return total - quarantined - await self.client.exists(*names)
 
     def _argv(self, group: list[str], writes: dict[str, Write], report: Increments, shard: int,
               applied: Applied) -> list[bytes | int | str]:

@@ -120,7 +120,7 @@ class Worker:
         self.health.partitions, self.health.rebuilding = partitions, rebuilding
         self._connected()
         try:
-            self.metrics.customers.set(await self.client.dbsize())
+            self.metrics.customers.set(await self.processor.store.customers())
             self.health.redis_answered_at = time.monotonic()
             observe_call_plan(self.metrics, await self.client.hgetall(keys.CALL_PLAN))
         except RedisError as exc:

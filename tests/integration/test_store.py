@@ -6,6 +6,7 @@ from typing import Callable
 import pytest
 
 from stream_app.connect.redis import connect_redis
+from stream_app.contracts import keys
 from stream_app.windows.state import Windows
 from stream_app.windows.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, read_counts
 from tests.conftest import flush
@@ -215,3 +216,20 @@ def test_a_writer_finds_out_when_redis_has_lost_what_it_wrote(make_store: Callab
         await store.close()
 
     asyncio.run(go())
+
+
+def test_customers_are_counted_exactly_beside_the_services_own_keys(make_store: Callable[[], WindowStore]) -> None:
+    async def go() -> int:
+        store = make_store()
+        customers = [f"86138{k:08d}" for k in range(25)]
+        await store.save({c: (seq(0), state(c, 1, 5)) for c in customers}, {customers[0]: {"2026-08|adds": 1}},
+                         {("cdr", 0): 10, ("billing", 3): 7})
+        await store.quarantine({"86139000000001": b"unreadable", customers[1]: b"unreadable too"})
+        if isinstance(store, RedisWindowStore):  # what the trainer and the call plan add beside the states
+            for key in (keys.MODEL, keys.MODEL_VERSION, keys.TRAINER_STATE, keys.TRAINER_LEASE, keys.CALL_PLAN):
+                await store.client.set(key, b"x")
+        counted = await store.customers()
+        await store.close()
+        return counted
+
+    assert asyncio.run(go()) == 25
