@@ -64,6 +64,9 @@ class Metrics:
         self.build = Info("churnwatch_build", "Version of the running worker", registry=registry)
         self.redis_errors = Counter(
             "churnwatch_redis_errors_total", "Failed Redis calls (retried)", registry=registry)
+        self.ready = Gauge(
+            "churnwatch_ready", "1 while the worker's /readyz says ready (input partitions assigned, Redis answering, "
+                                "not blocked nor rebuilding)", registry=registry)
         self.redis_up = Gauge(
             "churnwatch_redis_up", "0 while Redis calls fail and consumption waits for Redis", registry=registry)
         self.redis_conflicts = Counter(

@@ -125,6 +125,7 @@ class Worker:
             observe_call_plan(self.metrics, await self.client.hgetall(keys.CALL_PLAN))
         except RedisError as exc:
             log.warning("Redis did not answer the health check: %s", exc)
+        self.metrics.ready.set(int(self.health()[0]))  # for dashboards, which cannot probe /readyz
 
     async def refresh_model(self, lock: asyncio.Lock) -> None:
         # Between batches: the lock keeps a batch from seeing two model versions.

@@ -205,6 +205,11 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
     assert scrape(worker["metrics_port"])["churnwatch_customers_tracked"] >= 2
     assert get(worker["metrics_port"], "/healthz") == (200, "ok\n")
     assert get(worker["metrics_port"], "/readyz")[0] == 200
+    # The dashboard's "workers ready" follows /readyz, at the worker's next look at its health.
+    deadline = time.monotonic() + 60
+    while scrape(worker["metrics_port"]).get("churnwatch_ready") != 1:
+        assert time.monotonic() < deadline, "churnwatch_ready never said what /readyz says"
+        time.sleep(1)
 
 
 def counter_sum(samples: dict[str, float], name: str) -> float:

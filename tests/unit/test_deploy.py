@@ -42,11 +42,32 @@ def test_alerting_rules_use_exported_metrics() -> None:
 
 def test_dashboard_queries_use_exported_metrics() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "churnwatch.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {n for e in exprs for n in NAME.findall(e)}
     assert len(used) >= 8 and used <= exported(), used - exported()
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "churnwatch.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_the_dashboard_picks_its_instances_opens_on_up_and_ready_and_keeps_one_unit_per_panel() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "churnwatch.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["instance"]["includeAll"]
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+        assert not [o for o in panel["fieldConfig"]["overrides"] for p in o["properties"] if p["id"] == "unit"]
+        for target in panel["targets"]:
+            for selector in re.findall(r"\b(?:churnwatch_\w+|up)(\{[^}]*\})?", target["expr"]):
+                assert '{instance=~"$instance"' in selector or 'instance=~"$instance"}' in selector, target["expr"]
+    # The first row answers "is it running": each scrape job's up, and the workers' readiness.
+    first_row = [p for p in panels if p["gridPos"]["y"] < dashboard["panels"][1]["gridPos"]["y"] + 4]
+    exprs = " ".join(t["expr"] for p in first_row for t in p["targets"])
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    for job in (c["job_name"] for c in scrape["scrape_configs"]):
+        assert f'up{{job="{job}"' in exprs, job
+    assert "churnwatch_ready" in exprs and all(p["type"] == "stat" for p in first_row)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None and not IN_CI,
