@@ -1,0 +1,90 @@
+"""The managers' charts, as drawn: nothing clipped at an axis' edge, no legend entry for an empty
+series, one meaning per colour across panels, and a PNG of the size asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from stream_app.reports.charts import BASE_COLOUR, churn_charts, churn_figure, cohort_chart, cohort_figure
+from stream_app.reports.monthly import ChurnMonth, ChurnReport, CohortReport
+
+
+def month(label: str, voluntary: int, mid_high: int | None, revenue_churn: int = 0) -> ChurnMonth:
+    return ChurnMonth(label, 300, 10, voluntary, 0, voluntary, 10 - voluntary, 300, voluntary / 310, revenue_churn,
+                      100.0 * voluntary, 300, 30000.0, mid_high, 0.4 if mid_high else None)
+
+
+@pytest.fixture
+def report() -> ChurnReport:
+    # No involuntary churn at all, one month with no exits, and one month far above the others.
+    return ChurnReport([month("2026-08", 3, 30), month("2026-09", 0, 33, revenue_churn=2), month("2026-10", 41, 29),
+                        month("2026-11", 5, None)],
+                       by_reason={"2026-08": {"101": 2, "205": 1}, "2026-09": {},
+                                  "2026-10": {"101": 40, "unknown": 1}, "2026-11": {"380": 5}},
+                       by_region={}, by_segment={})
+
+
+def drawn(fig: Figure) -> Figure:
+    fig.canvas.draw()
+    return fig
+
+
+def legend_labels(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def test_nothing_drawn_crosses_its_axes_edge(report: ChurnReport) -> None:
+    fig = drawn(churn_figure(report))
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for bar in ax.patches:
+            top = bar.get_y() + bar.get_height() if ax.get_ylim()[1] > ax.get_ylim()[0] else 0
+            if bar.get_height() and not ax.yaxis_inverted():
+                assert top <= ax.get_ylim()[1], ax.get_title()
+            if bar.get_width() and ax.yaxis_inverted():
+                assert bar.get_x() + bar.get_width() <= ax.get_xlim()[1], ax.get_title()
+        for text in ax.texts:
+            extent = text.get_window_extent(renderer)
+            assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, (ax.get_title(), text.get_text())
+            assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, (ax.get_title(), text.get_text())
+
+
+def test_empty_series_have_no_legend_entry(report: ChurnReport) -> None:
+    by_type, by_reason, base, share = churn_figure(report).axes
+    assert legend_labels(by_type) == ["voluntary", "revenue churn"]  # no month had involuntary churn
+    assert legend_labels(by_reason) == ["2026-08", "2026-10", "2026-11"]  # September had no exits
+    assert "2026-11" not in [t.get_text() for t in base.get_xticklabels()]  # an open month has no base yet
+
+
+def test_a_colour_means_one_thing_across_the_panels(report: ChurnReport) -> None:
+    by_type, by_reason, base, share = churn_figure(report).axes
+    types = {to_hex(p.get_facecolor()) for p in by_type.patches}
+    months = {to_hex(p.get_facecolor()) for p in by_reason.patches}
+    lines = {to_hex(line.get_color()) for ax in (base, share) for line in ax.get_lines()}
+    assert len(types) == 2 and len(months) == 4 and len(lines) == 2
+    assert not types & months and not (types | months) & lines and BASE_COLOUR in lines
+
+
+def test_the_cohort_curve_keeps_its_labels_inside() -> None:
+    r = CohortReport("2026-03", "spent 360 or more over 3 months", 120, ["2026-04", "2026-05"], [6, 4],
+                     [114, 110], [0.95, 0.9167])
+    fig = drawn(cohort_figure(r))
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    [ax] = fig.axes
+    box = ax.get_window_extent(renderer)
+    for text in ax.texts:
+        assert text.get_window_extent(renderer).y1 <= box.y1 + 1, text.get_text()
+
+
+def test_the_pngs_are_written_at_the_size_asked(report: ChurnReport, tmp_path: Path) -> None:
+    churn_charts(report, tmp_path / "churn.png")
+    cohort_chart(CohortReport("2026-03", "definition", 10, ["2026-04"], [1], [9], [0.9]), tmp_path / "cohort.png")
+    assert matplotlib.image.imread(tmp_path / "churn.png").shape[:2] == (550, 1760)
+    assert matplotlib.image.imread(tmp_path / "cohort.png").shape[:2] == (550, 880)
