@@ -107,15 +107,17 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
     """Run the whole service on an embedded broker and Redis, fed by the simulator."""
     import tempfile
 
-    from stream_app.tools.demo import run_demo
+    from stream_app.cli.progress import live_status
+    from stream_app.tools.demo import demo_settings, run_demo
 
     # The clients' own warnings (a slow event loop, a retried connection) would interleave with the
     # alerts: they go to a file, named once.
     log_file = Path(tempfile.gettempdir()) / "churnwatch-demo.log"
     logging.basicConfig(level=logging.WARNING, filename=log_file, filemode="w", force=True)
     click.echo(f"library messages go to {log_file}", err=as_json)
-    summary = run_demo(read_settings(), customers, days, seconds, lambda line: click.echo(line, err=as_json),
-                       seed=seed, monthly_churn=monthly_churn, keep=keep)
+    with live_status(as_json) as (show, status):
+        summary = run_demo(demo_settings(read_settings()), customers, days, seconds, show, seed=seed,
+                           monthly_churn=monthly_churn, keep=keep, status=status)
     report = asdict(summary)
     click.echo(f"churners warned before they churned: {summary.churners_warned_before_churn} of {summary.churners}"
                f" ({summary.churners_with_signs} showed signs); alerts by level: {summary.alerts_by_level}",

@@ -30,7 +30,7 @@ from stream_app.connect.kafka import client_options
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.events import Alert, DeadLetter
 from stream_app.errors import NotReady
-from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.offline.simulator import SimConfig, Simulator, Truth
 from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
 from stream_app.tools.embedded.process import ServerProcess, free_port
@@ -70,11 +70,13 @@ def _demo_agent(workdir: Path, summary: DemoSummary) -> Path:
     return workdir / "agents.yaml"
 
 
-def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event) -> dict[str, int]:
-    """Send every simulated record to its topic; returns counts by topic."""
+def produce_simulation(sim: Simulator, bootstrap: str, settings: Settings, stop: threading.Event,
+                       counts: collections.Counter[str] | None = None) -> dict[str, int]:
+    """Send every simulated record to its topic, counting them by topic in `counts` as they go
+    (for a live status), and return the counts."""
     topics = {"cdr": settings.topics.cdr, "billing": settings.topics.billing, "customers": settings.topics.customers}
     producer = KafkaProducer(**client_options(settings, bootstrap), linger_ms=20, batch_size=256 * 1024, acks="all")
-    counts: collections.Counter[str] = collections.Counter()
+    counts = collections.Counter() if counts is None else counts
     try:
         for rec in sim.records():
             if stop.is_set():
@@ -108,8 +110,18 @@ def consumed(port: int) -> int:
     return int(sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total")))
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The settings as given, but with the repository's alert rules when the rules folder
+    named (by default `alert_rules`, relative to where the command runs) is not there."""
+    if Path(settings.rules_dir).is_dir():
+        return settings
+    bundled = Path(__file__).resolve().parents[2] / "alert_rules"
+    return settings.model_copy(update={"rules_dir": bundled}) if bundled.is_dir() else settings
+
+
 def run_demo(settings: Settings, customers: int, days: int, seconds: float | None, show: Callable[[str], None],
-             seed: int = 7, monthly_churn: float = 0.02, keep: bool = False) -> DemoSummary:
+             seed: int = 7, monthly_churn: float = 0.02, keep: bool = False,
+             status: Callable[[str], None] = lambda line: None) -> DemoSummary:
     """Replay simulated traffic through a worker and a trainer; with `keep`, the embedded broker
     and Redis outlive the demo, so that reports, call lists and the queue page can be tried on
     what it left."""
@@ -157,17 +169,19 @@ def run_demo(settings: Settings, customers: int, days: int, seconds: float | Non
                                 free_port(), workdir / "trainer.log", key)
         stack.callback(stop_worker, trainer)
         show(f"trainer started (pid {trainer.pid}); metrics on http://127.0.0.1:{trainer_port}/metrics")
-        produced: dict[str, int] = {}
-        producer = threading.Thread(target=lambda: produced.update(produce_simulation(sim, bootstrap, settings, stop)),
+        produced: collections.Counter[str] = collections.Counter()
+        producer = threading.Thread(target=produce_simulation, args=(sim, bootstrap, settings, stop, produced),
                                     daemon=True)
         producer.start()
         stack.callback(stop.set)
+        live = _Status(sim, metrics_port, Pseudonyms.of(settings))
         try:
             alerts = _watch(settings, bootstrap, summary, show, metrics_port, worker, producer, produced,
-                            deadline=None if seconds is None else started + seconds)
+                            deadline=None if seconds is None else started + seconds,
+                            status=lambda alerts: status(live.line(alerts, summary, produced)))
         except NotReady as exc:  # the log goes with the demo's folder: say what it ended with
             raise NotReady(f"{exc}, which ends: {_last_line(workdir / 'worker.log')}") from None
-        summary.events_by_topic = produced
+        summary.events_by_topic = dict(produced)
         summary.events_consumed = consumed(metrics_port)
         summary.model_version = int(scrape(metrics_port).get("churnwatch_model_version", 0))
     _score(sim, alerts, summary, Pseudonyms.of(settings))
@@ -202,19 +216,24 @@ def stop_worker(worker: subprocess.Popen) -> None:
 
 
 def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Callable[[str], None], metrics_port: int,
-           worker: subprocess.Popen, producer: threading.Thread, produced: dict[str, int],
-           deadline: float | None) -> list[Alert]:
-    """Print alerts and dead letters as they arrive, until the deadline or Ctrl-C."""
+           worker: subprocess.Popen, producer: threading.Thread, produced: collections.Counter[str],
+           deadline: float | None, status: Callable[[list[Alert]], None] = lambda alerts: None) -> list[Alert]:
+    """Print alerts as they arrive, and the status every `STATUS_S`, until the deadline or Ctrl-C."""
     consumer = KafkaConsumer(settings.topics.alerts, settings.topics.deadletter, **client_options(settings, bootstrap),
                              auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=500)
     alerts: list[Alert] = []
     dls: collections.Counter[str] = collections.Counter()
     levels: collections.Counter[str] = collections.Counter()
     said_done = False
+    next_status = time.monotonic() + STATUS_S
     try:
         while deadline is None or time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise NotReady(f"the worker exited with code {worker.returncode}")
+            if time.monotonic() >= next_status:
+                summary.deadletters, summary.alerts_by_level = dict(dls), dict(levels)
+                status(alerts)
+                next_status = time.monotonic() + STATUS_S
             for msg in consumer:
                 if msg.topic == settings.topics.alerts:
                     alert = msgspec.json.decode(msg.value, type=Alert)
@@ -237,6 +256,30 @@ def _watch(settings: Settings, bootstrap: str, summary: DemoSummary, show: Calla
     return alerts
 
 
+STATUS_S = 2.0  # how often the live status is refreshed
+
+
+class _Status:
+    """The demo's live line: events sent and processed (and how fast), alerts by level, dead
+    letters, and how many of the churners up to the newest alert's day were warned before they left."""
+
+    def __init__(self, sim: Simulator, metrics_port: int, name: Pseudonyms) -> None:
+        self.sim, self.metrics_port, self.name = sim, metrics_port, name
+        self._last = (time.monotonic(), 0)
+
+    def line(self, alerts: list[Alert], summary: DemoSummary, produced: collections.Counter[str]) -> str:
+        done, now = consumed(self.metrics_port), time.monotonic()
+        speed = (done - self._last[1]) / max(now - self._last[0], 1e-3)
+        self._last = (now, done)
+        levels = ", ".join(f"{summary.alerts_by_level.get(level, 0)} {level}" for level in ("high", "medium", "low"))
+        newest = max((str(a.event_time.date()) for a in alerts), default="")
+        churned = [t for t in self.sim.truth if t.churn_date and t.churn_date <= newest]
+        early = _warned_before(churned, _first_alerts(alerts), self.name)
+        return (f"events {sum(produced.values()):,} sent, {done:,} processed ({speed:,.0f}/s) | alerts {levels} | "
+                f"dead letters {sum(summary.deadletters.values())} | churners to {newest or '-'}: "
+                f"{early} of {len(churned)} warned before")
+
+
 ALERT_LINE = 150  # characters: an alert on one terminal line, its first reason cut to fit
 
 
@@ -254,13 +297,23 @@ def alert_line(a: Alert) -> str:
 def _score(sim: Simulator, alerts: list[Alert], summary: DemoSummary, name: Pseudonyms) -> None:
     """Compare alerts with the simulator's ground truth (customers as the worker names them)."""
     truth = {name(t.customer_id): t for t in sim.truth}
+    first = _first_alerts(alerts)
+    churners = [t for t in sim.truth if t.churn_date]
+    summary.churners = len(churners)
+    summary.churners_with_signs = sum(t.pattern == "decliner" for t in churners)
+    summary.churners_warned_before_churn = _warned_before(churners, first, name)
+    summary.alerted_customers_not_churning = sum(1 for c in first if truth[c].churn_date is None)
+
+
+def _first_alerts(alerts: list[Alert]) -> dict[str, str]:
+    """Each alerted customer's first alert day (ISO)."""
     first: dict[str, str] = {}
     for a in alerts:
         day = str(a.event_time.date())
         first[a.customer_id] = min(first.get(a.customer_id, day), day)
-    churners = [t for t in sim.truth if t.churn_date]
-    summary.churners = len(churners)
-    summary.churners_with_signs = sum(t.pattern == "decliner" for t in churners)
-    summary.churners_warned_before_churn = sum(
-        1 for t in churners if name(t.customer_id) in first and first[name(t.customer_id)] < (t.churn_date or ""))
-    summary.alerted_customers_not_churning = sum(1 for c in first if truth[c].churn_date is None)
+    return first
+
+
+def _warned_before(churners: list[Truth], first: dict[str, str], name: Pseudonyms) -> int:
+    """Churners whose first alert came before the day they churned."""
+    return sum(1 for t in churners if name(t.customer_id) in first and first[name(t.customer_id)] < (t.churn_date or ""))

@@ -32,6 +32,7 @@ def test_a_kept_demo_leaves_a_broker_and_a_redis_that_reports_and_call_lists_rea
         assert set(kept) >= {"KAFKA_BOOTSTRAP", "REDIS_URL"}
         assert f"export {' '.join(f'{k}={v}' for k, v in kept.items())}" in done.stderr  # what the user is told
         assert not [line for line in done.stderr.splitlines() if line.startswith(("WARNING", "ERROR", "INFO"))]
+        assert [line for line in done.stderr.splitlines() if line.startswith("events ") and " processed (" in line]
         after = dict(env, **kept)
         report = subprocess.run([*cli, "report", "churn", "--json"], env=after, capture_output=True, text=True,
                                 timeout=60)
