@@ -21,7 +21,7 @@ from stream_app.errors import InvalidEvent
 
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
-    "Profile", "Snapshot", "LEVELS", "QUEUES", "QueueName",
+    "Profile", "Snapshot", "LEVELS", "QUEUES", "QueueName", "TREATMENTS", "Treatment",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
@@ -121,6 +121,10 @@ class AlertReason(Struct, frozen=True):
 LEVELS = ("none", "low", "medium", "high")  # a rule's or an alert's level, by index
 QueueName = Literal["general", "account_manager", "technical", "retention_specialist"]  # who in the call centre calls
 QUEUES: tuple[str, ...] = get_args(QueueName)
+# What a call does for the customer, whatever its wording: what uplift is learned and measured per.
+Treatment = Literal["plan_offer", "promotion_match", "technical_fix", "service_recovery", "billing_review",
+                    "reactivation", "relationship"]
+TREATMENTS: tuple[str, ...] = get_args(Treatment)
 
 
 class Alert(Struct, frozen=True):
@@ -141,6 +145,7 @@ class Alert(Struct, frozen=True):
     value_at_risk: float
     suggested_action: str
     queue: QueueName = "general"
+    treatment: Treatment = "relationship"
     lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
     holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
     score: float | None = None

@@ -100,16 +100,23 @@ class _DailyBaselines:
             self.current = Baselines.from_counts(dict(self.store.baselines), self.rule)
 
 
-def replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-           learn: bool = True, keep_snapshots: bool = True) -> ReplayResult:
+Record = tuple[str | None, bytes, bytes]  # (topic, key, value); a topic of None: process what is held now
+
+
+def replay(records: Iterable[Record], settings: Settings, rules: Callable[[], Ruleset],
+           learn: bool = True, keep_snapshots: bool = True,
+           on_alerts: Callable[[list[Alert]], None] | None = None) -> ReplayResult:
     """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
     with `learn`, label and learn as the trainer would, starting from no model. Without
-    `keep_snapshots`, the daily snapshots (a kilobyte each) are not kept in the result."""
-    return asyncio.run(_replay(records, settings, rules, learn, keep_snapshots))
+    `keep_snapshots`, the daily snapshots (a kilobyte each) are not kept in the result. A
+    record whose topic is None is a barrier: what the batch holds is processed before the
+    records after it are asked for, so that `on_alerts` (given each batch's alerts) has seen
+    every alert they raised (the simulated call centre's closed loop, call_centre.py)."""
+    return asyncio.run(_replay(records, settings, rules, learn, keep_snapshots, on_alerts))
 
 
-async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Settings, rules: Callable[[], Ruleset],
-                  learn: bool, keep_snapshots: bool) -> ReplayResult:
+async def _replay(records: Iterable[Record], settings: Settings, rules: Callable[[], Ruleset],
+                  learn: bool, keep_snapshots: bool, on_alerts: Callable[[list[Alert]], None] | None) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
     # Models published within this process only: a key of its own signs a forest's pickle.
     source = ScorerSource(metrics, Signer.ephemeral())
@@ -132,6 +139,8 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
         if keep_snapshots:
             result.snapshots += out.snapshots
         result.alerts += out.alerts
+        if on_alerts is not None and out.alerts:
+            on_alerts(out.alerts)
         result.churn += out.churn_events
         if out.deadletters and not result.refusal:
             d = out.deadletters[0]
@@ -146,6 +155,10 @@ async def _replay(records: Iterable[tuple[str, bytes, bytes]], settings: Setting
         batch.clear()
 
     for topic, key, value in records:
+        if topic is None:
+            if batch:
+                await flush()
+            continue
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
         batch.append(RawRecord(topic, 0, offset, key, value))

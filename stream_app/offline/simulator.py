@@ -58,12 +58,18 @@ class SimRecord(NamedTuple):
 @dataclass
 class Truth:
     customer_id: str
-    pattern: str  # stable, dipper, decliner, silent_churner
+    pattern: str  # stable, dipper, decliner, silent_churner; prompted: left because a call reminded them to
     churn_date: str | None = None
     churn_kind: str | None = None
     reason_code: int | None = None
     decline_start: str | None = None
     dip: list[str] = field(default_factory=list)
+    # The simulated call centre (call_centre.py): the day of the call that reached them and what
+    # it did; `planned_churn` keeps the churn date they had before a call changed it (kept:
+    # churn_date None; prompted to leave: a churn date they had not planned).
+    called: str | None = None
+    treatment: str | None = None
+    planned_churn: str | None = None
 
 
 class Simulator:
@@ -97,6 +103,7 @@ class Simulator:
                                  for d in range(cfg.days)])  # and the weekend, on top
         self.counts = {k: np.zeros((n, cfg.days), np.int16) for k in COUNTED} if cfg.keep_counts else {}
         self.truth = [Truth(c, "stable") for c in self.ids]
+        self._ramp: dict[int, tuple[int, np.ndarray]] = {}  # decliners: first day, usage multipliers
         self._plan_patterns()
         self._delayed: dict[int, list[SimRecord]] = {}
         self._seq = 0
@@ -121,6 +128,7 @@ class Simulator:
             t.decline_start = str(cfg.start + timedelta(days=start))
             ramp = np.linspace(1.0, rng.uniform(0.15, 0.5), day - start)
             self.mult[i, start:day] = ramp
+            self._ramp[i] = (start, ramp)
             self.offnet_extra[i, start:day] = (1 - ramp) * rng.uniform(0.3, 0.6) * (t.reason_code == 102)
             self.cs_mult[i, start:day] = 1 + 20 * (1 - ramp) * (t.reason_code == 103) + 4 * (1 - ramp)
             self.drop_mult[i, start:day] = 1 + 8 * (1 - ramp) * (t.reason_code == 205)
@@ -144,9 +152,51 @@ class Simulator:
         """Every record, in delivery order."""
         yield from self._profiles()
         for d in range(self.cfg.days):
-            today = self._day(d)
-            today += self._delayed.pop(d, [])
-            yield from today
+            yield from self.day_records(d)
+
+    def profile_records(self) -> Iterator[SimRecord]:
+        return self._profiles()
+
+    def day_records(self, d: int) -> list[SimRecord]:
+        """Day `d`'s records (and those delivered late on it); days go in order, once each."""
+        return self._day(d) + self._delayed.pop(d, [])
+
+    def keep(self, i: int, d: int, recover_days: int = 14) -> None:
+        """Customer `i`, reached on day `d`, stays: no exit, and what the decline took comes back
+        over `recover_days` (their usage, their usual off-net share, complaints and dropped calls)."""
+        t = self.truth[i]
+        t.planned_churn, t.churn_date, t.churn_kind = t.churn_date, None, None  # the reason they had stays
+        self.exit_day[i] = self.cfg.days + 1
+        declined = self._declined(i, d, self.cfg.days)  # what the decline takes, day by day from d
+        recovery = np.ones(len(declined))
+        n = min(recover_days, len(declined))
+        recovery[:n] = np.linspace(declined[0] if n else 1.0, 1.0, n)
+        self.mult[i, d:] = self.mult[i, d:] / declined * recovery
+        for extra, usual in ((self.offnet_extra, 0.0), (self.cs_mult, 1.0), (self.drop_mult, 1.0)):
+            extra[i, d:] = usual
+        self._ramp.pop(i, None)
+
+    def leave(self, i: int, d: int, reason_code: int) -> None:
+        """Customer `i`, who was staying, leaves on day `d` without warning (ported out)."""
+        t = self.truth[i]
+        if t.churn_date is not None or d >= self.cfg.days:
+            return
+        t.pattern, t.churn_date, t.churn_kind, t.reason_code = "prompted", str(self.cfg.start + timedelta(days=d)), \
+            "port_out", reason_code
+        self.exit_day[i] = d
+
+    def _declined(self, i: int, start: int, end: int) -> np.ndarray:
+        """The part of customer `i`'s usage multiplier on days `start` to `end` that their
+        decline takes away (1: none)."""
+        ramp = self._ramp.get(i)
+        out = np.ones(max(end - start, 0))
+        if ramp is None:
+            return out
+        first, values = ramp
+        for k, day in enumerate(range(start, end)):
+            if first <= day < first + len(values):
+                out[k] = values[day - first]
+        return out
 
     def _event_id(self) -> str:
         self._seq += 1

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from simpleeval import InvalidExpression, SimpleEval
 
-from stream_app.contracts.events import REASON_CODES, QueueName
+from stream_app.contracts.events import REASON_CODES, QueueName, Treatment
 from stream_app.errors import RuleError, RuleFileError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
@@ -107,6 +107,7 @@ class Action(_Frozen):
 
     action: str = Field(min_length=1)
     queue: QueueName = "general"
+    treatment: Treatment = "relationship"  # what the call does, for uplift (contracts/events.py)
     reason_codes: list[int] | None = None
     segments: list[Literal["mid_high_end", "potential_mid_high_end", "mass"]] | None = None
     vip_tiers: list[Literal["none", "silver", "gold", "diamond"]] | None = None

@@ -1,0 +1,133 @@
+"""A simulated call centre, for the closed loop of the simulator (DOMAIN.md, "Closing the loop").
+
+Each simulated morning it works the call list the day before made, as the real one would: the
+plan of the alerts raised so far (alerts/call_plan.py, the same budget and ranking), never the
+control group. A
+call reaches the customer or not; a reached customer hears the alert's treatment, and what it
+does depends only on why they were really leaving (the simulator's truth), never on what the
+model can see:
+
+- a churner whose reason the treatment answers is kept with the probability in `EFFECTS`;
+  relocation, credit, fraud (and churn with no warning at all) are never kept;
+- a customer who was staying anyway may take an offer (a cost with no benefit), and a few are
+  reminded to shop around and leave (`PROMPTED_TO_LEAVE`).
+
+Every call ends in an outcome event on the outcomes topic, as an agent would record it. The
+numbers are assumptions, stated here so that every figure built on them can be traced back:
+save rates of 10-40% for the churners an offer answers, and offers taken by a quarter of the
+customers who were staying anyway, are in the range retention teams describe; the simulator's
+truth records, for every customer a call changed, what they would have done without it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Iterator
+
+import msgspec
+import numpy as np
+
+from stream_app.alerts.call_plan import alert_day, plan_days
+from stream_app.contracts.events import Alert, Outcome
+from stream_app.offline.simulator import SimRecord, Simulator
+from stream_app.settings import Settings
+
+__all__ = ["EFFECTS", "OFFER_TAKEN_BY_STAYERS", "PROMPTED_TO_LEAVE", "CallCentreConfig", "SimCallCentre",
+           "closed_loop", "BARRIER"]
+
+#: P(kept | reached) of a churner, by their true reason code and the call's treatment; a pair not
+#: listed keeps nobody. 210 relocation, 335 credit, 345 fraud: no call keeps them.
+EFFECTS: dict[tuple[int, str], float] = {
+    (101, "plan_offer"): 0.35, (101, "promotion_match"): 0.25, (101, "relationship"): 0.10,
+    (102, "promotion_match"): 0.40, (102, "plan_offer"): 0.30, (102, "relationship"): 0.10,
+    (103, "service_recovery"): 0.35, (103, "relationship"): 0.15, (103, "plan_offer"): 0.10,
+    (205, "technical_fix"): 0.25, (205, "relationship"): 0.05, (205, "plan_offer"): 0.05,
+    (207, "billing_review"): 0.40, (207, "service_recovery"): 0.20, (207, "plan_offer"): 0.10,
+    (380, "reactivation"): 0.15,
+}
+#: P(takes the offer | reached) of a customer who was staying anyway: an offer's cost with no benefit.
+OFFER_TAKEN_BY_STAYERS = {"plan_offer": 0.25, "promotion_match": 0.25, "reactivation": 0.10}
+#: P(leaves within weeks | reached) of a customer who was staying: the call reminded them to shop around.
+PROMPTED_TO_LEAVE = 0.004
+OFFERS = {"plan_offer": "PLAN", "promotion_match": "MATCH", "reactivation": "REACT"}  # offer codes recorded
+BARRIER = (None, b"", b"")  # between two days: the replay processes what it holds before going on
+
+
+@dataclass(frozen=True)
+class CallCentreConfig:
+    budget: int  # calls a day
+    reach_rate: float = 0.65  # a call that reaches the customer
+    seed: int = 11
+
+
+class SimCallCentre:
+    """Works each day's call list on the simulator's customers."""
+
+    def __init__(self, sim: Simulator, settings: Settings, cfg: CallCentreConfig) -> None:
+        self.sim, self.settings, self.cfg = sim, settings, cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.index = {c: i for i, c in enumerate(sim.ids)}
+        self.alerts: list[Alert] = []
+        self.calls = self.reached = self.kept = self.offers_taken = self.prompted = 0
+
+    def observe(self, alerts: list[Alert]) -> None:
+        self.alerts += alerts
+
+    def work(self, d: int) -> list[SimRecord]:
+        """Day `d`'s calls: the list the day before made (once all its alerts were in), called the
+        next morning; returns their outcome events, delivered that day."""
+        day = self.sim.cfg.start + timedelta(days=d)
+        zone = self.settings.zone
+        recent = [a for a in self.alerts if alert_day(a, zone) >= day - timedelta(days=30)]
+        self.alerts = recent  # older alerts cannot be open any more
+        [plan] = plan_days(recent, day - timedelta(days=1), day - timedelta(days=1), self.cfg.budget, zone)
+        return [self._call(a, d, day) for a in plan.calls if a.customer_id in self.index]
+
+    def _call(self, alert: Alert, d: int, day: date) -> SimRecord:
+        i, rng, truth = self.index[alert.customer_id], self.rng, self.sim.truth[self.index[alert.customer_id]]
+        self.calls += 1
+        gone = self.sim.exit_day[i] <= d
+        if gone or rng.random() >= self.cfg.reach_rate:
+            return self._outcome(alert, day, "not_reached")
+        self.reached += 1
+        truth.called, truth.treatment = str(day), alert.treatment
+        if truth.churn_date is not None:
+            if truth.pattern == "decliner" and rng.random() < EFFECTS.get((truth.reason_code or 0, alert.treatment), 0):
+                self.sim.keep(i, d)
+                self.kept += 1
+                return self._outcome(alert, day, "accepted" if alert.treatment in OFFERS else "contacted")
+            return self._outcome(alert, day, "declined")
+        if rng.random() < PROMPTED_TO_LEAVE:
+            self.sim.leave(i, d + int(rng.integers(14, 45)), 101)
+            self.prompted += 1
+        if rng.random() < OFFER_TAKEN_BY_STAYERS.get(alert.treatment, 0.0):
+            self.offers_taken += 1
+            return self._outcome(alert, day, "accepted")
+        return self._outcome(alert, day, "contacted")
+
+    def _outcome(self, alert: Alert, day: date, result: str) -> SimRecord:
+        hour = int(self.rng.integers(9, 18))
+        ts = datetime.combine(day, time(hour), self.settings.zone)
+        offer = f"{OFFERS[alert.treatment]}{day:%m}" if result == "accepted" and alert.treatment in OFFERS else None
+        outcome = Outcome(uuid.UUID(int=int(self.rng.integers(0, 2**62))).hex, alert.customer_id, ts, alert.alert_id,
+                          result, offer, f"sim-agent-{int(self.rng.integers(1, 9))}")  # type: ignore[arg-type]
+        return SimRecord("outcomes", alert.customer_id.encode(), msgspec.json.encode(outcome), 0)
+
+
+def closed_loop(sim: Simulator, centre: SimCallCentre, settings: Settings) -> Iterator[tuple[str | None, bytes, bytes]]:
+    """The simulator's records for a replay, with the call centre in the loop: between two days a
+    barrier (the replay processes what it holds, so every alert of the day before is in), then the
+    day's calls, whose outcomes are delivered with the day's traffic and whose effects start that day."""
+    topics = {"cdr": settings.topics.cdr, "billing": settings.topics.billing,
+              "customers": settings.topics.customers, "outcomes": settings.topics.outcomes}
+    for rec in sim.profile_records():
+        yield topics[rec.topic], rec.key, rec.value
+    for d in range(sim.cfg.days):
+        calls = []
+        if d:
+            yield BARRIER
+            calls = centre.work(d)
+        for rec in [*calls, *sim.day_records(d)]:
+            yield topics[rec.topic], rec.key, rec.value

@@ -1,0 +1,83 @@
+"""The simulated call centre: its effects follow the table and the customer's true reason only,
+and in a closed-loop replay it calls within the budget, never the control group, and what it
+does reaches the worker's state and the simulator's truth."""
+
+from __future__ import annotations
+
+import collections
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from stream_app.offline.call_centre import EFFECTS, CallCentreConfig, SimCallCentre, closed_loop
+from stream_app.offline.replay import replay
+from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.rules.pack import load_rules
+from stream_app.settings import Settings
+from stream_app.windows.state import Windows
+from tests.conftest import REPO
+from tests.unit.test_campaign import alert
+
+
+def alerts_for(sim: Simulator, who: list[int], treatment: str, day) -> list:
+    return [msgspec.structs.replace(alert(sim.ids[i], day), treatment=treatment) for i in who]
+
+
+def test_a_call_keeps_only_churners_whose_reason_its_treatment_answers_at_the_tables_rate() -> None:
+    sim = Simulator(SimConfig(customers=6000, days=120, monthly_churn=0.06, seed=3))
+    start = sim.cfg.start
+    by_reason = collections.defaultdict(list)
+    for i, t in enumerate(sim.truth):
+        if t.churn_date and t.churn_date > str(start + timedelta(days=80)):
+            by_reason[(t.pattern, t.reason_code)].append(i)
+    stayers = [i for i, t in enumerate(sim.truth) if t.churn_date is None][:400]
+    price, moving = by_reason[("decliner", 101)], by_reason[("silent_churner", 210)]
+    assert len(price) > 60 and len(moving) > 20
+    centre = SimCallCentre(sim, Settings(), CallCentreConfig(budget=10_000, reach_rate=1.0))
+    centre.observe(alerts_for(sim, price + moving + stayers, "plan_offer", start + timedelta(days=69)))
+    outcomes = centre.work(70)
+    assert len(outcomes) == len(price) + len(moving) + len(stayers)
+    kept = {i for i, t in enumerate(sim.truth) if t.planned_churn}
+    share = len(kept & set(price)) / len(price)
+    expected = EFFECTS[(101, "plan_offer")]
+    assert abs(share - expected) < 3 * (expected * (1 - expected) / len(price)) ** 0.5 + 0.02
+    assert not kept & set(moving)  # relocation: no call keeps them
+    assert all(sim.exit_day[i] > sim.cfg.days for i in kept) and all(sim.truth[i].churn_date is None for i in kept)
+    taken = [o for o in outcomes if msgspec.json.decode(o.value)["customer_id"] in {sim.ids[i] for i in stayers}
+             and msgspec.json.decode(o.value)["result"] == "accepted"]
+    assert 0.15 * len(stayers) < len(taken) < 0.35 * len(stayers)  # offers taken by those staying anyway
+
+
+def test_a_kept_customers_usage_comes_back_within_two_weeks() -> None:
+    sim = Simulator(SimConfig(customers=2000, days=120, monthly_churn=0.06, seed=4))
+    start = sim.cfg.start
+    i = next(i for i, t in enumerate(sim.truth) if t.pattern == "decliner" and t.churn_date > str(
+        start + timedelta(days=100)) and t.decline_start < str(start + timedelta(days=60)))
+    declining = sim.mult[i].copy()
+    sim.keep(i, 80)
+    assert sim.mult[i, 80] == pytest.approx(declining[80])  # the call changes nothing of the day before
+    assert (sim.mult[i, 81:94] > declining[81:94]).all()  # and then their usage comes back
+    holiday = sim.common  # what moves everyone that day stays
+    assert sim.mult[i, 94:] == pytest.approx(holiday[94:]) and sim.exit_day[i] > sim.cfg.days
+    assert sim.truth[i].planned_churn and sim.truth[i].churn_date is None
+
+
+def test_in_a_closed_loop_replay_the_calls_keep_to_the_budget_and_reach_the_workers_state() -> None:
+    settings = Settings(rules_dir=REPO / "alert_rules", holdout_share=0.5)  # half the alerts are the control's
+    sim = Simulator(SimConfig(customers=80, days=80, warmup_days=40, monthly_churn=0.15, seed=5))
+    centre = SimCallCentre(sim, settings, CallCentreConfig(budget=2, reach_rate=0.8))
+    rules = load_rules([settings.rules_dir])
+    result = replay(closed_loop(sim, centre, settings), settings, lambda: rules, learn=False,
+                    keep_snapshots=False, on_alerts=centre.observe)
+    called = {t.customer_id for t in sim.truth if t.called}
+    assert 0 < centre.calls <= 2 * (sim.cfg.days - 1) and centre.reached == len(called)
+    control = {a.customer_id for a in result.alerts if a.holdout}
+    assert control and not called & control  # the control group is never called
+    assert called <= {a.customer_id for a in result.alerts if not a.holdout}
+    customer = sorted(called)[0]
+    kept = Windows.load([customer], [result.states[customer]])
+    assert kept.text[0].outcome in ("accepted", "declined", "contacted")  # the worker read the outcome
+    for t in sim.truth:
+        if t.planned_churn:  # kept: no exit reached the pipeline
+            assert t.customer_id not in {c.customer_id for c in result.churn}
