@@ -186,13 +186,14 @@ def _emit(doc: dict[str, Any], tables, rows_csv, fmt: str, as_json: bool) -> Non
         click.echo(json.dumps(doc))
 
 
-_BASE = ("month", "customers_start", "gross_adds", "churn", "net_adds", "customers_end", "customers_billed", "revenue",
-         "mid_high_end", "mid_high_end_revenue_share")
+_BASE = ("month", "customers_start", "gross_adds", "churn", "net_adds", "customers_end", "customers_billed",
+         "closed_share", "revenue", "mid_high_end", "mid_high_end_revenue_share")
 _HEADINGS = {
     "customers_start": "customers at start", "gross_adds": "gross adds", "voluntary_churn": "voluntary churn",
     "involuntary_churn": "involuntary churn", "churn": "churn (exits)", "net_adds": "net adds",
     "customers_end": "customers at end", "churn_rate": "churn rate", "revenue_churn": "revenue churn (stayed)",
-    "revenue_lost": "revenue lost, yuan/month", "customers_billed": "customers billed", "revenue": "revenue, yuan",
+    "revenue_lost": "revenue lost, yuan/month", "customers_billed": "customers billed",
+    "closed_share": "month closed for (share of customers)", "revenue": "revenue, yuan",
     "mid_high_end": "mid/high-end customers", "mid_high_end_revenue_share": "mid/high-end share of revenue",
 }
 
@@ -234,7 +235,7 @@ def _by_month(title: str, table: dict[str, dict[str, int]], months: list[str], r
 def _cell(name: str, value: Any) -> str:
     if value is None:
         return "open"
-    if name == "churn_rate" or name == "mid_high_end_revenue_share":
+    if name in ("churn_rate", "mid_high_end_revenue_share", "closed_share"):
         return f"{value:.2%}"
     if name in ("revenue_lost", "revenue"):
         return f"{value:,.2f}"

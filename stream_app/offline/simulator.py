@@ -281,9 +281,12 @@ class Simulator:
         for _ in range(n["data"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "data", "MO",
                                                  data_bytes=int(rng.exponential(self.data_mb[i] / 2) * 1e6)), d)
-        self.accrued[i] += self.fee[i] / 30 * self.mult[i, d] + 0.05 * minutes
+        # The plan's fee follows the customer's own decline, not what moves the whole base (a holiday
+        # week does not cut a monthly fee); the minutes over it follow their usage that day.
+        spent = self.fee[i] / 30 * self.mult[i, d] / self.common[d] + 0.05 * minutes
+        self.accrued[i] += spent
         if self.prepaid[i]:
-            self.balance[i] -= self.fee[i] / 30 * self.mult[i, d] + 0.05 * minutes
+            self.balance[i] -= spent
             if self.balance[i] < 10:
                 amount = float(rng.choice([30, 50, 100]) * max(1, round(self.fee[i] / 60)))
                 self.balance[i] += amount

@@ -27,6 +27,7 @@ __all__ = ["churn_charts", "churn_figure", "cohort_chart", "cohort_figure", "TYP
 TYPE_COLOURS = {"voluntary": "#1f77b4", "involuntary": "#d62728", "revenue churn": "#9467bd"}
 BASE_COLOUR, SHARE_COLOUR = "#2ca02c", "#555555"
 HEADROOM = 1.2  # the top of an axis, over its tallest bar or point: room for the labels above them
+SHOWN_FROM, FINAL_FROM = 0.5, 0.98  # the base of a month closed for this share of its customers: drawn, final
 
 
 def churn_charts(r: ChurnReport, path: Path) -> None:
@@ -83,13 +84,24 @@ def _by_reason(r: ChurnReport, ax: Axes) -> None:
 
 
 def _base(r: ChurnReport, ax: Axes) -> None:
-    closed = [m for m in r.months if m.mid_high_end is not None]  # open months have no figure yet
+    """The base by month, once at least half its customers have closed the month; a month not yet
+    closed for nearly all of them is drawn hollow and says how far it is (its count still grows)."""
+    closed = [m for m in r.months if m.mid_high_end is not None and m.closed_share >= SHOWN_FROM]
     counts = [m.mid_high_end or 0 for m in closed]
     labels = [m.month for m in closed]
-    ax.plot(labels, counts, marker="o", color=BASE_COLOUR, label="mid/high-end customers")
-    for x, y in zip(labels, counts):
+    ax.plot(labels, counts, color=BASE_COLOUR, label="mid/high-end customers")
+    final = [m.closed_share >= FINAL_FROM for m in closed]
+    for x, y, done, m in zip(labels, counts, final, closed):
+        ax.plot([x], [y], marker="o", color=BASE_COLOUR, markerfacecolor=BASE_COLOUR if done else "white")
         ax.annotate(str(y), (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
-    ax.set(title="Mid/high-end base (closed months)", ylabel="customers", ylim=(0, max(counts + [1]) * HEADROOM))
+        if not done:
+            ax.annotate(f"partial: {m.closed_share:.0%} closed", (x, y), textcoords="offset points", xytext=(0, -16),
+                        ha="center", fontsize=8, color=SHARE_COLOUR)
+    ax.set(title="Mid/high-end base (closed months)", ylabel="customers", ylim=(0, max(counts + [1]) * 1.35))
+    ax.set_xlim(-0.6, len(labels) - 0.4)  # room for the labels of the first and last months
+    if not all(final):
+        ax.text(0.02, 0.98, "hollow: not yet closed for every customer\n(a prepaid month closes at the next top-up)",
+                transform=ax.transAxes, fontsize=7, va="top", color=SHARE_COLOUR)
     share = ax.twinx()
     share.plot(labels, [100 * (m.mid_high_end_revenue_share or 0) for m in closed], color=SHARE_COLOUR,
                linestyle="--", marker="s", label="their share of revenue (%)")

@@ -14,16 +14,16 @@ from stream_app.reports.charts import BASE_COLOUR, churn_charts, churn_figure, c
 from stream_app.reports.monthly import ChurnMonth, ChurnReport, CohortReport
 
 
-def month(label: str, voluntary: int, mid_high: int | None, revenue_churn: int = 0) -> ChurnMonth:
+def month(label: str, voluntary: int, mid_high: int | None, revenue_churn: int = 0, closed: float = 1.0) -> ChurnMonth:
     return ChurnMonth(label, 300, 10, voluntary, 0, voluntary, 10 - voluntary, 300, voluntary / 310, revenue_churn,
-                      100.0 * voluntary, 300, 30000.0, mid_high, 0.4 if mid_high else None)
+                      100.0 * voluntary, int(310 * closed), 30000.0, mid_high, 0.4 if mid_high else None, closed)
 
 
 @pytest.fixture
 def report() -> ChurnReport:
     # No involuntary churn at all, one month with no exits, and one month far above the others.
-    return ChurnReport([month("2026-08", 3, 30), month("2026-09", 0, 33, revenue_churn=2), month("2026-10", 41, 29),
-                        month("2026-11", 5, None)],
+    return ChurnReport([month("2026-08", 3, 30), month("2026-09", 0, 33, revenue_churn=2),
+                        month("2026-10", 41, 29, closed=0.9), month("2026-11", 5, 1, closed=0.003)],
                        by_reason={"2026-08": {"101": 2, "205": 1}, "2026-09": {},
                                   "2026-10": {"101": 40, "unknown": 1}, "2026-11": {"380": 5}},
                        by_region={}, by_segment={})
@@ -60,7 +60,17 @@ def test_empty_series_have_no_legend_entry(report: ChurnReport) -> None:
     by_type, by_reason, base, share = churn_figure(report).axes
     assert legend_labels(by_type) == ["voluntary", "revenue churn"]  # no month had involuntary churn
     assert legend_labels(by_reason) == ["2026-08", "2026-10", "2026-11"]  # September had no exits
-    assert "2026-11" not in [t.get_text() for t in base.get_xticklabels()]  # an open month has no base yet
+    # November is closed for 1 customer of 310: no base is drawn for it (it would read as 1).
+    assert [t.get_text() for t in base.get_xticklabels()] == ["2026-08", "2026-09", "2026-10"]
+
+
+def test_a_month_not_closed_for_every_customer_is_drawn_hollow_and_says_so(report: ChurnReport) -> None:
+    by_type, by_reason, base, share = churn_figure(report).axes
+    notes = [t.get_text() for t in base.texts]
+    assert {"29", "partial: 90% closed", "33"} <= set(notes) and "partial: 100% closed" not in notes
+    markers = {tuple(line.get_xdata()): to_hex(line.get_markerfacecolor()) for line in base.get_lines()
+               if len(line.get_xdata()) == 1}
+    assert markers[("2026-10",)] == "#ffffff" and markers[("2026-09",)] == BASE_COLOUR
 
 
 def test_a_colour_means_one_thing_across_the_panels(report: ChurnReport) -> None:
