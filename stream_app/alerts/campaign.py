@@ -7,16 +7,23 @@ reached on Monday may accept on Tuesday). A week's churn figures are final once 
 `window_days` old (`matured`); before that they are what is known so far.
 
 Revenue kept is the incremental saving, not the accepted offers: the share of called customers
-who would have churned but did not (holdout churn rate minus called churn rate), times the called
-customers' monthly ARPU, times the months a kept customer is valued at. It can be negative, and
-that is reported as it is.
+who would have churned but did not (holdout churn rate minus called churn rate, the uplift),
+times the called customers' monthly ARPU, times the months a kept customer is valued at. It can
+be negative, and that is reported as it is.
+
+The uplift comes with its 95% interval (Newcombe's hybrid score interval for a difference of two
+proportions, which stays inside [-1, 1] and holds up for small groups and rates near 0), and a
+verdict a manager can read: calls kept customers, lost some, showed no difference, or the control
+group is too small (under `MIN_CONTROL` customers) to say anything.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
+from statistics import NormalDist
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
@@ -24,9 +31,23 @@ from stream_app.alerts.call_plan import alert_day
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 from stream_app.settings import Settings
 
-__all__ = ["CampaignCosts", "CampaignRow", "campaign_report", "latest_outcomes"]
+__all__ = ["CampaignCosts", "CampaignRow", "campaign_report", "latest_outcomes", "difference_interval", "MIN_CONTROL"]
 
 REACHED = frozenset({"contacted", "accepted", "declined"})
+MIN_CONTROL = 30  # control-group alerts below which a row's uplift is not judged
+_Z = NormalDist().inv_cdf(0.975)
+
+
+def _wilson(x: int, n: int) -> tuple[float, float]:
+    centre, spread = (x + _Z**2 / 2) / (n + _Z**2), _Z * math.sqrt(x * (n - x) / n + _Z**2 / 4) / (n + _Z**2)
+    return centre - spread, centre + spread
+
+
+def difference_interval(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
+    """The 95% interval of x1/n1 - x2/n2 (Newcombe 1998, method 10: from the two Wilson intervals)."""
+    p1, p2 = x1 / n1, x2 / n2
+    (l1, u1), (l2, u2) = _wilson(x1, n1), _wilson(x2, n2)
+    return p1 - p2 - math.hypot(p1 - l1, u2 - p2), p1 - p2 + math.hypot(u1 - p1, p2 - l2)
 
 
 @dataclass(frozen=True)
@@ -45,10 +66,12 @@ class CampaignCosts:
 
 @dataclass
 class CampaignRow:
-    """One week (ISO, `2026-W23`, or `all`) and one suggested action (or `all`)."""
+    """One week (ISO, `2026-W23`, or `all`), one suggested action (or `all`) and one value
+    segment (or `all`)."""
 
     week: str
     action: str
+    segment: str = "all"
     alerts: int = 0
     holdout: int = 0
     calls: int = 0  # alerts with an outcome recorded
@@ -75,6 +98,30 @@ class CampaignRow:
     def churn_holdout(self) -> float | None:
         return _share(self.holdout_churned, self.holdout)
 
+    @property
+    def uplift(self) -> float | None:
+        """Holdout churn minus called churn: the share of called customers the calls kept."""
+        if self.churn_called is None or self.churn_holdout is None:
+            return None
+        return self.churn_holdout - self.churn_called
+
+    @property
+    def uplift_interval(self) -> tuple[float, float] | None:
+        if not self.calls or not self.holdout:
+            return None
+        return difference_interval(self.holdout_churned, self.holdout, self.called_churned, self.calls)
+
+    @property
+    def verdict(self) -> str:
+        if self.holdout < MIN_CONTROL or not self.calls:
+            return f"control group too small to conclude ({self.holdout} of the {MIN_CONTROL} needed)"
+        low, high = self.uplift_interval  # type: ignore[misc]
+        if low > 0:
+            return "the calls kept customers"
+        if high < 0:
+            return "the called churned more than the control group"
+        return "no difference shown: the interval spans zero"
+
     def revenue_kept(self, costs: CampaignCosts) -> float | None:
         if self.churn_called is None or self.churn_holdout is None:
             return None  # no control to compare with: nothing honest to say
@@ -92,7 +139,11 @@ class CampaignRow:
         out["called_arpu"] = round(self.called_arpu, 2)
         for name in ("reach_rate", "acceptance_rate", "churn_called", "churn_holdout"):
             out[name] = _round(getattr(self, name), 4)
-        out.update(revenue_kept=_round(self.revenue_kept(costs), 2), cost=round(self.cost(costs), 2),
+        interval = self.uplift_interval
+        out.update(uplift=_round(self.uplift, 4), uplift_low=_round(interval and interval[0], 4),
+                   uplift_high=_round(interval and interval[1], 4),
+                   customers_kept=_round(None if self.uplift is None else self.uplift * self.calls, 1),
+                   verdict=self.verdict, revenue_kept=_round(self.revenue_kept(costs), 2), cost=round(self.cost(costs), 2),
                    roi=_round(self.roi(costs), 3))
         return out
 
@@ -109,21 +160,23 @@ def latest_outcomes(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
 
 def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns: Iterable[ChurnEvent],
                     zone: ZoneInfo, as_of: date, costs: CampaignCosts = CampaignCosts()) -> list[CampaignRow]:
-    """Rows per (week, action), then per action over all weeks, then the grand total."""
+    """Rows per (week, action), then per action and per segment over all weeks, then the grand total."""
     unique = {a.alert_id: a for a in alerts}
     done = latest_outcomes(outcomes)
     churn_days = collections.defaultdict(list)
     for c in churns:
         churn_days[c.customer_id].append(c.day)
-    rows: dict[tuple[str, str], CampaignRow] = {}
+    rows: dict[tuple[str, str, str], CampaignRow] = {}
     for alert in sorted(unique.values(), key=lambda a: (a.event_time, a.alert_id)):
         day = alert_day(alert, zone)
         week = "%d-W%02d" % day.isocalendar()[:2]
         end = day + timedelta(days=costs.window_days)
         churned = any(day.toordinal() <= d <= end.toordinal() for d in churn_days.get(alert.customer_id, ()))
-        for key in ((week, alert.suggested_action), ("all", alert.suggested_action), ("all", "all")):
+        action = alert.suggested_action
+        for key in ((week, action, "all"), ("all", action, "all"), ("all", "all", alert.segment), ("all", "all", "all")):
             _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of)
-    return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action))
+    return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action,
+                                                r.segment == "all", r.segment))
 
 
 def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool) -> None:

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
-from stream_app.alerts.campaign import CampaignCosts, campaign_report, latest_outcomes
+from stream_app.alerts.campaign import (
+    MIN_CONTROL,
+    CampaignCosts,
+    CampaignRow,
+    campaign_report,
+    difference_interval,
+    latest_outcomes,
+)
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -31,8 +39,8 @@ def churn(customer: str, day: date) -> ChurnEvent:
     return ChurnEvent(customer, day.toordinal(), "port_out", 3, True, "north", "mid_high_end", 100.0)
 
 
-def by_key(rows, week: str, action: str):
-    return next(r for r in rows if (r.week, r.action) == (week, action))
+def by_key(rows, week: str, action: str, segment: str = "all"):
+    return next(r for r in rows if (r.week, r.action, r.segment) == (week, action, segment))
 
 
 def test_calls_reach_acceptance_and_churn_against_the_holdout() -> None:
@@ -61,9 +69,10 @@ def test_calls_reach_acceptance_and_churn_against_the_holdout() -> None:
 def test_rows_per_week_and_action_and_young_weeks_are_not_final() -> None:
     early, late = alert("a1"), alert("b1", day=MONDAY + timedelta(days=7), action="technical follow-up")
     rows = campaign_report([early, late], [outcome(early, "contacted")], [], ZONE, as_of=MONDAY + timedelta(days=95))
-    assert [(r.week, r.action) for r in rows] == [
-        ("2026-W10", "plan offer"), ("2026-W11", "technical follow-up"),
-        ("all", "plan offer"), ("all", "technical follow-up"), ("all", "all")]
+    assert [(r.week, r.action, r.segment) for r in rows] == [
+        ("2026-W10", "plan offer", "all"), ("2026-W11", "technical follow-up", "all"),
+        ("all", "plan offer", "all"), ("all", "technical follow-up", "all"), ("all", "all", "mid_high_end"),
+        ("all", "all", "all")]
     assert by_key(rows, "2026-W10", "plan offer").matured and not by_key(rows, "2026-W11", "technical follow-up").matured
     assert by_key(rows, "2026-W10", "plan offer").revenue_kept(CampaignCosts()) is None  # no control group in the row
 
@@ -81,3 +90,26 @@ def test_an_outcome_recorded_for_a_holdout_alert_does_not_make_it_a_call() -> No
     h = alert("h1", holdout=True)
     row = by_key(campaign_report([h], [outcome(h, "accepted")], [], ZONE, as_of=MONDAY), "all", "all")
     assert (row.holdout, row.calls, row.accepted) == (1, 0, 0)
+
+
+def test_the_uplift_interval_is_newcombes_and_the_verdict_needs_a_control_group_large_enough() -> None:
+    # Newcombe (1998), method 10; the reference values are statsmodels' confint_proportions_2indep
+    # (method="newcomb"), computed apart from this code.
+    assert difference_interval(56, 70, 48, 80) == pytest.approx((0.0524315, 0.3338727), abs=1e-6)
+    assert difference_interval(9, 40, 3, 60) == pytest.approx((0.0410556, 0.3285853), abs=1e-6)
+    row = CampaignRow("all", "all", calls=200, called_churned=10, holdout=MIN_CONTROL - 1, holdout_churned=8)
+    assert row.uplift == pytest.approx(8 / 29 - 0.05) and "too small" in row.verdict
+    row.holdout, row.holdout_churned = 120, 24  # 20% against 5%
+    low, high = row.uplift_interval  # type: ignore[misc]
+    assert 0 < low < 0.15 < high and row.verdict == "the calls kept customers"
+    row.holdout_churned = 7  # 5.8% against 5%
+    assert row.verdict.startswith("no difference shown")
+    doc = row.to_json(CampaignCosts())
+    assert doc["uplift_low"] < 0 < doc["uplift_high"] and doc["customers_kept"] == pytest.approx(row.uplift * 200, abs=0.1)
+
+
+def test_segments_get_rows_of_their_own_over_all_weeks() -> None:
+    mass = msgspec.structs.replace(alert("m1"), segment="mass")
+    rows = campaign_report([alert("a1"), mass], [], [], ZONE, as_of=MONDAY)
+    assert by_key(rows, "all", "all", "mass").alerts == 1 and by_key(rows, "all", "all", "mid_high_end").alerts == 1
+    assert by_key(rows, "all", "all").alerts == 2
