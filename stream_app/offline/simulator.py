@@ -91,7 +91,9 @@ class Simulator:
         self.circle = rng.lognormal(np.log(25), 0.6, n)
         self.fee = rng.lognormal(np.log(60), 0.6, n)
         self.prepaid = rng.random(n) < 0.4
-        self.balance = np.full(n, 50.0)
+        # Prepaid balances start anywhere between two top-ups, so the base does not top up in step
+        # (drawn apart from the traffic, which stays the same for a seed).
+        self.balance = np.random.default_rng([cfg.seed, 1]).uniform(10.0, 100.0, n)
         self.accrued = np.zeros(n)
         self.mult = np.ones((n, cfg.days))
         self.offnet_extra = np.zeros((n, cfg.days))

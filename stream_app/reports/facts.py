@@ -238,13 +238,26 @@ def _spend_and_mou(w: Windows, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _usage_decided(w: Windows, i: int, exit_month: int, oldest: int) -> collections.Counter[str]:
     """What a leaver's usage decides among the counters of their exit and of the months it
-    closed (from `oldest` on): mid/high-end per month, and the exit's segment and region.
+    closed (from `oldest` on): mid/high-end per month, the months they count as billed in, and
+    the exit's segment and region.
 
     An exit is counted when it is read, and the leaver's usage of the months before it may
     still be on its way (another agent reads it). Months closed before the exit are final and
     the same whichever way they were counted, so when later usage changes these facts, the
     difference is counted (`_correct`), and the counters end as if all had been read first."""
-    return _exit_profile(w, i, exit_month) + _mid_high_months(w, i, oldest, exit_month)
+    return (_exit_profile(w, i, exit_month) + _mid_high_months(w, i, oldest, exit_month)
+            + _billed_months(w, i, oldest, exit_month))
+
+
+def _billed_months(w: Windows, i: int, oldest: int, end: int) -> collections.Counter[str]:
+    """The months up to a leaver's exit that `_closed_months` counts them billed in: from their
+    first month of usage or bills, which usage read after the exit can move earlier."""
+    first = _oldest_month(w, i)
+    if first is None:
+        return collections.Counter()
+    now = int(w.month0[i]) + max(0, end - 1 - int(w.month0[i]))
+    months = range(max(first, oldest, int(w.month0[i]) - N_MONTHS + 1), min(end, now + 1))
+    return collections.Counter({f"{month_label(m)}|billed": 1 for m in months})
 
 
 def _mid_high_months(w: Windows, i: int, first: int, end: int) -> collections.Counter[str]:
@@ -268,7 +281,8 @@ def _correct(w: Windows, i: int, before: Before, zone: ZoneInfo, counts: collect
     first = month_label(oldest)
     exit_month = _local_month(int(w.rec["exit_ts"][i]), zone)
     now = _usage_decided(w, i, exit_month, oldest)
-    then = {k: v for k, v in before.usage_decided[i].items() if "|mid_high" not in k or k[:7] >= first}
+    then = {k: v for k, v in before.usage_decided[i].items()
+            if ("|mid_high" not in k and "|billed" not in k) or k[:7] >= first}
     for key in now.keys() | then.keys():
         if now.get(key, 0) != then.get(key, 0):
             counts[key] += now.get(key, 0) - then.get(key, 0)
