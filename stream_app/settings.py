@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CohortRule", "Settings", "Topics"]
@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     daily_call_budget: int = Field(
         default=200, ge=1,
         description="calls the call centre makes a day: the daily list's length, top value at risk first")
+    region_call_budgets: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="regions (branches) with call budgets of their own, as JSON (`{\"north\": 40}`): their alerts "
+                    "compete only with each other; the other regions share `CHURNWATCH_DAILY_CALL_BUDGET`")
     # Value at risk = churn probability x ARPU x margin share x expected lifetime (1 / the segment's monthly
     # churn rate, at most 60 months).
     margin_share: float = Field(

@@ -7,6 +7,7 @@ The call centre's supervisor keeps the accounts in a YAML file (`CHURNWATCH_QUEU
         name: Li Wei
         password: $argon2id$v=19$m=65536,t=3,p=4$...   # written by `churnwatch agent add`
         queues: [general, technical]                  # left out: every queue
+        regions: [north]                              # left out: every region
 
 Passwords are kept only as Argon2id hashes (argon2-cffi, with its default cost), never in
 clear. The file is reread when it changes, so an agent added or removed counts at their next
@@ -42,6 +43,7 @@ class _Account(BaseModel):
     name: str | None = None
     password: str | None = Field(default=None, pattern=r"^\$argon2")
     queues: list[QueueName] | None = Field(default=None, min_length=1)
+    regions: list[str] | None = Field(default=None, min_length=1)
 
 
 class _File(BaseModel):
@@ -52,14 +54,15 @@ class _File(BaseModel):
 
 @dataclass(frozen=True)
 class Agent:
-    """A logged-in agent: who records the outcomes, and the queues whose calls they see."""
+    """A logged-in agent: who records the outcomes, and the queues and regions whose calls they see."""
 
     agent_id: str
     name: str
     queues: frozenset[str] | None  # None: every queue
+    regions: frozenset[str] | None = None  # None: every region
 
-    def sees(self, queue: str) -> bool:
-        return self.queues is None or queue in self.queues
+    def sees(self, queue: str, region: str = "") -> bool:
+        return (self.queues is None or queue in self.queues) and (self.regions is None or region in self.regions)
 
 
 def hash_password(password: str) -> str:
@@ -102,7 +105,8 @@ class Accounts:
         account = self._file.agents.get(agent_id)
         if account is None:
             return None
-        return Agent(agent_id, account.name or agent_id, frozenset(account.queues) if account.queues else None)
+        return Agent(agent_id, account.name or agent_id, frozenset(account.queues) if account.queues else None,
+                     frozenset(account.regions) if account.regions else None)
 
     def login(self, agent_id: str, password: str) -> Agent | None:
         """The agent, if the password matches their hash. An unknown id costs a hash too, so
@@ -121,7 +125,7 @@ _DECOY = _hasher.hash("not an account")
 
 
 def add_agent(path: Path, agent_id: str, password: str | None, queues: list[str] | None,
-              name: str | None = None) -> None:
+              name: str | None = None, regions: list[str] | None = None) -> None:
     """Add or replace one account (a password of None: the agent logs in through an auth proxy)."""
     try:
         TypeAdapter(AgentId).validate_python(agent_id)
@@ -129,7 +133,8 @@ def add_agent(path: Path, agent_id: str, password: str | None, queues: list[str]
         raise ConfigError(f"agent id {agent_id!r}: expected 1 to 64 letters, digits or _.@-") from None
     accounts = _read(path)
     accounts.agents[agent_id] = _Account.model_validate(
-        {"name": name, "password": hash_password(password) if password else None, "queues": queues or None})
+        {"name": name, "password": hash_password(password) if password else None, "queues": queues or None,
+         "regions": regions or None})
     _write(path, accounts)
 
 

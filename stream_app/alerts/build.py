@@ -17,7 +17,7 @@ from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset
 from stream_app.rules.summary import like_them, render
 from stream_app.settings import Settings
-from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, Windows
+from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, StateTail, Windows
 
 __all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts",
            "in_holdout", "monthly_value"]
@@ -179,6 +179,7 @@ def _alert(w: Windows, values: dict[str, float], segment: str, ev: Evaluation, r
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
         value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, segment),
         suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
+        region=(w.text[i] or StateTail()).region,
     )
 
 

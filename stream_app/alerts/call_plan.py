@@ -56,9 +56,13 @@ def priority(alert: Alert) -> tuple:
     return (-alert.value_at_risk, -LEVEL_ORDER[alert.level], alert.alert_id)
 
 
-def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zone: ZoneInfo) -> list[DayPlan]:
+def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zone: ZoneInfo,
+              region_budgets: dict[str, int] | None = None) -> list[DayPlan]:
     """The plan of every day from `first` to `last`, given every alert that could still be open on
-    `first` (callers read back at least the alerts' open days before it)."""
+    `first` (callers read back at least the alerts' open days before it). A region of
+    `region_budgets` has its own daily budget and its alerts compete only with each other; the
+    other regions share `budget`."""
+    region_budgets = region_budgets or {}
     by_day: dict[date, list[Alert]] = collections.defaultdict(list)
     seen: set[str] = set()
     for a in alerts:
@@ -79,7 +83,7 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
                 plan.superseded += 1
             open_[a.customer_id] = (a, day + timedelta(days=_open_days(a) - 1))
         ranked = sorted((a for a, _ in open_.values()), key=priority)
-        plan.calls = ranked[:budget]
+        plan.calls = _within_budgets(ranked, budget, region_budgets)
         for a in plan.calls:
             del open_[a.customer_id]
         for customer, (a, until) in list(open_.items()):
@@ -91,6 +95,22 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
             plans.append(plan)
         day += timedelta(days=1)
     return plans
+
+
+def _within_budgets(ranked: list[Alert], budget: int, region_budgets: dict[str, int]) -> list[Alert]:
+    """The first alerts of `ranked` each budget allows, still in priority order."""
+    left = collections.Counter(region_budgets)
+    shared = budget
+    calls = []
+    for a in ranked:
+        if a.region in region_budgets:
+            if left[a.region] > 0:
+                left[a.region] -= 1
+                calls.append(a)
+        elif shared > 0:
+            shared -= 1
+            calls.append(a)
+    return calls
 
 
 def monthly_list(alerts: Iterable[Alert], month: str, zone: ZoneInfo) -> list[Alert]:

@@ -105,7 +105,8 @@ class CallQueue:
             oldest = day - timedelta(days=KEEP_DAYS)
             self._known = {k: a for k, a in self._known.items() if alert_day(a, zone) >= oldest}
             self.outcomes = {k: o for k, o in self.outcomes.items() if k in self._known}
-        plan = plan_days(self._known.values(), day, day, self.budget, zone)[0] if day else None
+        plan = plan_days(self._known.values(), day, day, self.budget, zone, self.settings.region_call_budgets)[0] \
+            if day else None
         self.day, self.alerts = day, plan.calls if plan else []
         self.waiting = plan.waiting if plan else 0
 
@@ -121,15 +122,15 @@ class CallQueue:
         return until if until > self.clock() else None
 
     def calls(self, agent: Agent) -> list[QueueCall]:
-        """The day's calls in the agent's queues, in priority order."""
+        """The day's calls in the agent's queues and regions, in priority order."""
         return [QueueCall(a, self.lookup.get(a.customer_id), o := self.outcomes.get(a.alert_id),
                           self._open_until(o, agent))
-                for a in self.alerts if agent.sees(a.queue)]
+                for a in self.alerts if agent.sees(a.queue, a.region)]
 
     def record(self, alert_id: str, result: str, offer: str | None, agent: Agent) -> Outcome:
         """Send one outcome to the outcomes topic, as `agent`: only for a call of the day in
         their queues that has no outcome yet, was not reached, or is theirs to correct."""
-        alert = next((a for a in self.alerts if a.alert_id == alert_id and agent.sees(a.queue)), None)
+        alert = next((a for a in self.alerts if a.alert_id == alert_id and agent.sees(a.queue, a.region)), None)
         if alert is None:
             raise OutcomeRefused(f"alert {alert_id!r} is not on {agent.agent_id}'s call list for {self.day}")
         if result not in dict(RESULTS):

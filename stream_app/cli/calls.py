@@ -26,7 +26,7 @@ from stream_app.settings import Settings
 __all__ = ["calls"]
 
 CSV_COLUMNS = ("rank", "alert_id", "customer_id", "level", "value_at_risk", "arpu", "score", "segment", "vip_tier",
-               "lifecycle", "queue", "suggested_action", "reason_code", "reasons", "event_time", "expires_at",
+               "lifecycle", "region", "queue", "suggested_action", "reason_code", "reasons", "event_time", "expires_at",
                "holdout")
 
 
@@ -46,7 +46,8 @@ def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_jso
     settings = Settings()
     kafka_reachable(settings)
     day = day_.date()
-    [plan] = plan_days(read_alerts(settings), day, day, budget or settings.daily_call_budget, settings.zone)
+    [plan] = plan_days(read_alerts(settings), day, day, budget or settings.daily_call_budget, settings.zone,
+                       settings.region_call_budgets)
     _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}", plan.calls, as_json)
     click.echo(f"waiting {plan.waiting}, expired {plan.expired}, control group {plan.holdout}, "
                f"superseded {plan.superseded}", err=as_json)
@@ -99,7 +100,7 @@ def _rows(alerts: Iterable[Alert]) -> Iterator[dict]:
     for rank, a in enumerate(alerts, 1):
         yield {"rank": rank, "alert_id": a.alert_id, "customer_id": a.customer_id, "level": a.level,
                "value_at_risk": a.value_at_risk, "arpu": a.arpu, "score": a.score, "segment": a.segment,
-               "vip_tier": a.vip_tier, "lifecycle": a.lifecycle, "queue": a.queue,
+               "vip_tier": a.vip_tier, "lifecycle": a.lifecycle, "region": a.region, "queue": a.queue,
                "suggested_action": a.suggested_action, "reason_code": a.reason_code, "reasons": _reasons(a),
                "event_time": a.event_time.isoformat(), "expires_at": a.expires_at.isoformat(), "holdout": a.holdout}
 

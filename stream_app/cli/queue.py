@@ -67,10 +67,12 @@ def agent() -> None:
 @click.option("--queue", "queues", multiple=True,
               type=click.Choice(QUEUES),
               help="A queue whose calls the agent sees (repeat it; none: every queue).")
+@click.option("--region", "regions", multiple=True, help="A region whose calls the agent sees (repeat it; none: every "
+                                                        "region).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input, not a prompt.")
 @click.option("--no-password", is_flag=True, help="No password: the agent logs in through an auth proxy.")
 def agent_add(agent_id: str, accounts: Path | None, name: str | None, queues: tuple[str, ...],
-              password_stdin: bool, no_password: bool) -> None:
+              regions: tuple[str, ...], password_stdin: bool, no_password: bool) -> None:
     """Add an agent, or replace their account; the page takes it at their next request."""
     from stream_app.alerts.agents import add_agent
 
@@ -83,7 +85,7 @@ def agent_add(agent_id: str, accounts: Path | None, name: str | None, queues: tu
         password = click.prompt(f"password for {agent_id}", hide_input=True, confirmation_prompt=True)
     if password is not None and len(password) < 8:
         raise click.ClickException("the password is shorter than 8 characters")
-    add_agent(path, agent_id, password, list(queues), name)
+    add_agent(path, agent_id, password, list(queues), name, list(regions))
     click.echo(f"{agent_id} can log in to the call-queue page ({path})", err=True)
 
 

@@ -146,6 +146,7 @@ class Alert(Struct, frozen=True):
     suggested_action: str
     queue: QueueName = "general"
     treatment: Treatment = "relationship"
+    region: str = ""  # the customer's region (branch) from their profile; "" when none is known
     lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
     holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
     score: float | None = None

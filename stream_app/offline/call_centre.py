@@ -82,7 +82,8 @@ class SimCallCentre:
         zone = self.settings.zone
         recent = [a for a in self.alerts if alert_day(a, zone) >= day - timedelta(days=30)]
         self.alerts = recent  # older alerts cannot be open any more
-        [plan] = plan_days(recent, day - timedelta(days=1), day - timedelta(days=1), self.cfg.budget, zone)
+        yesterday = day - timedelta(days=1)
+        [plan] = plan_days(recent, yesterday, yesterday, self.cfg.budget, zone, self.settings.region_call_budgets)
         return [self._call(a, d, day) for a in plan.calls if a.customer_id in self.index]
 
     def _call(self, alert: Alert, d: int, day: date) -> SimRecord:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from stream_app.alerts.call_plan import monthly_list, plan_days
 from stream_app.contracts.events import Alert
 
@@ -26,6 +28,15 @@ def test_each_day_calls_the_most_value_at_risk_within_the_budget_and_the_rest_wa
     called = [[a.customer_id for a in p.calls] for p in plans]
     assert called == [["b1234", "c1234"], ["e1234", "a1234"], ["d1234"], []]
     assert [(p.waiting, p.expired, p.holdout) for p in plans] == [(2, 0, 1), (1, 0, 0), (0, 0, 0), (0, 0, 0)]
+
+
+def test_a_region_with_a_budget_of_its_own_competes_only_with_itself() -> None:
+    north = [msgspec.structs.replace(alert(f"n{k}234", 1, v), region="north") for k, v in enumerate((900, 800, 700))]
+    south = [msgspec.structs.replace(alert(f"s{k}234", 1, v), region="south") for k, v in enumerate((600, 500, 400))]
+    [plan] = plan_days([*north, *south], date(2026, 3, 1), date(2026, 3, 1), budget=2, zone=ZONE,
+                       region_budgets={"north": 1})
+    # North's one call goes to its best; south shares the budget of 2 with every other region.
+    assert [a.customer_id for a in plan.calls] == ["n0234", "s0234", "s1234"] and plan.waiting == 3
 
 
 def test_an_alert_not_called_within_its_open_days_expires_and_is_counted() -> None:

@@ -41,7 +41,7 @@ def test_a_decliner_is_alerted_and_a_steady_customer_is_not() -> None:
     out = run(processor(), log.records)
     assert [a.customer_id for a in out.alerts] == ["8613800000001"]
     alert = out.alerts[0]
-    assert alert.segment == "mid_high_end" and alert.level in ("medium", "high")
+    assert alert.segment == "mid_high_end" and alert.level in ("medium", "high") and alert.region == "north"
     assert {r.rule_id for r in alert.reasons} >= {"mou_out_drop_mom"}
     assert "60, down 80% from 300 the month before" in next(r.text for r in alert.reasons if r.rule_id == "mou_out_drop_mom")
 

@@ -117,6 +117,17 @@ def test_each_agent_sees_the_calls_of_their_queues_with_numbers_currency_and_esc
     assert "1,234 CNY" in html and "1 call in your queues" in html and "Li Wei" in html
 
 
+def test_an_agent_of_a_region_sees_only_that_regions_calls(tmp_path: Path) -> None:
+    path = tmp_path / "agents.yaml"
+    add_agent(path, "north-1", "right password", None, regions=["north"])
+    north, south = (msgspec.structs.replace(alert(c), region=r) for c, r in (("c1", "north"), ("c2", "south")))
+    agent = Accounts(path).agent("north-1")
+    queue = queue_with(north, south)
+    assert [c.alert.alert_id for c in queue.calls(agent)] == [north.alert_id]  # type: ignore[arg-type]
+    with pytest.raises(OutcomeRefused, match="not on north-1's call list"):
+        queue.record(south.alert_id, "accepted", None, agent)  # type: ignore[arg-type]
+
+
 def test_an_outcome_needs_the_sessions_csrf_token_and_a_call_of_the_agents_queue(accounts: Accounts) -> None:
     managed = msgspec.structs.replace(alert("c2"), queue="account_manager")
     queue = queue_with(alert("c1"), managed)
