@@ -31,6 +31,9 @@ class DayPlan:
 
     day: date
     calls: list[Alert] = field(default_factory=list)
+    # Control-group alerts ranked where the budget would have called them: the customers the
+    # calls are compared with (a control alert below the line is compared with no one).
+    held: list[Alert] = field(default_factory=list)
     waiting: int = 0  # open alerts over the budget, carried to the next day
     expired: int = 0  # alerts whose last day this was, never called
     holdout: int = 0  # alerts raised this day for the control group: never called
@@ -76,41 +79,42 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
     while day <= last:
         plan = DayPlan(day)
         for a in sorted(by_day.get(day, []), key=lambda a: (a.event_time, a.alert_id)):
-            if a.holdout:
-                plan.holdout += 1
-                continue
+            plan.holdout += a.holdout
             if a.customer_id in open_:
-                plan.superseded += 1
+                plan.superseded += not a.holdout
             open_[a.customer_id] = (a, day + timedelta(days=_open_days(a) - 1))
         ranked = sorted((a for a, _ in open_.values()), key=priority)
-        plan.calls = _within_budgets(ranked, budget, region_budgets)
-        for a in plan.calls:
+        plan.calls, plan.held = _within_budgets(ranked, budget, region_budgets)
+        for a in plan.calls + plan.held:
             del open_[a.customer_id]
         for customer, (a, until) in list(open_.items()):
             if until <= day:
                 del open_[customer]
-                plan.expired += 1
-        plan.waiting = len(open_)
+                plan.expired += not a.holdout
+        plan.waiting = sum(not a.holdout for a, _ in open_.values())
         if day >= first:
             plans.append(plan)
         day += timedelta(days=1)
     return plans
 
 
-def _within_budgets(ranked: list[Alert], budget: int, region_budgets: dict[str, int]) -> list[Alert]:
-    """The first alerts of `ranked` each budget allows, still in priority order."""
-    left = collections.Counter(region_budgets)
-    shared = budget
-    calls = []
+def _within_budgets(ranked: list[Alert], budget: int, region_budgets: dict[str, int]) -> tuple[list[Alert], list[Alert]]:
+    """The first alerts of `ranked` each budget allows, still in priority order, and the control
+    alerts ranked among them (which take no call)."""
+    left = collections.Counter(region_budgets) | collections.Counter({_SHARED: budget})
+    calls, held = [], []
     for a in ranked:
-        if a.region in region_budgets:
-            if left[a.region] > 0:
-                left[a.region] -= 1
+        pool = a.region if a.region in region_budgets else _SHARED
+        if left[pool] > 0:
+            if a.holdout:
+                held.append(a)
+            else:
+                left[pool] -= 1
                 calls.append(a)
-        elif shared > 0:
-            shared -= 1
-            calls.append(a)
-    return calls
+    return calls, held
+
+
+_SHARED = object()  # the budget of the regions without one of their own
 
 
 def monthly_list(alerts: Iterable[Alert], month: str, zone: ZoneInfo) -> list[Alert]:

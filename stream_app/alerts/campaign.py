@@ -27,7 +27,7 @@ from statistics import NormalDist
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from stream_app.alerts.call_plan import alert_day
+from stream_app.alerts.call_plan import alert_day, plan_days
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 from stream_app.settings import Settings
 
@@ -159,9 +159,18 @@ def latest_outcomes(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
 
 
 def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns: Iterable[ChurnEvent],
-                    zone: ZoneInfo, as_of: date, costs: CampaignCosts = CampaignCosts()) -> list[CampaignRow]:
-    """Rows per (week, action), then per action and per segment over all weeks, then the grand total."""
+                    zone: ZoneInfo, as_of: date, costs: CampaignCosts = CampaignCosts(),
+                    budget: int | None = None, region_budgets: dict[str, int] | None = None) -> list[CampaignRow]:
+    """Rows per (week, action), then per action and per segment over all weeks, then the grand total.
+    With the call `budget`, the control group is the control alerts the daily plan ranked within
+    it (`DayPlan.held`): customers as likely to be called as those called. Without, every control
+    alert counts, which flatters the calls when the budget leaves the lower-ranked uncalled."""
     unique = {a.alert_id: a for a in alerts}
+    compared = {k for k, a in unique.items() if a.holdout}
+    if budget is not None and unique:
+        days = [alert_day(a, zone) for a in unique.values()]
+        plans = plan_days(unique.values(), min(days), max(days), budget, zone, region_budgets)
+        compared &= {a.alert_id for p in plans for a in p.held}
     done = latest_outcomes(outcomes)
     churn_days = collections.defaultdict(list)
     for c in churns:
@@ -174,17 +183,19 @@ def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns
         churned = any(day.toordinal() <= d <= end.toordinal() for d in churn_days.get(alert.customer_id, ()))
         action = alert.suggested_action
         for key in ((week, action, "all"), ("all", action, "all"), ("all", "all", alert.segment), ("all", "all", "all")):
-            _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of)
+            _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of,
+                   alert.alert_id in compared)
     return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action,
                                                 r.segment == "all", r.segment))
 
 
-def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool) -> None:
+def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool,
+           compared: bool) -> None:
     row.alerts += 1
     row.matured &= matured
     if alert.holdout:
-        row.holdout += 1
-        row.holdout_churned += churned
+        row.holdout += compared
+        row.holdout_churned += churned and compared
     elif outcome is not None:
         row.calls += 1
         row.reached += outcome.result in REACHED

@@ -128,7 +128,8 @@ def campaign(weeks: int, fmt: str, as_json: bool) -> None:
     # Days follow event time, like the call lists: the newest day any alert or churn is known for.
     known = [alert_day(a, settings.zone) for a in alerts] + [date.fromordinal(c.day) for c in churns]
     as_of = max(known, default=date.today())
-    rows = campaign_report(alerts, read_outcomes(settings), churns, settings.zone, as_of, costs)
+    rows = campaign_report(alerts, read_outcomes(settings), churns, settings.zone, as_of, costs,
+                           settings.daily_call_budget, settings.region_call_budgets)
     kept = sorted({r.week for r in rows if r.week != "all"})[-weeks:]
     shown = [r.to_json(costs) for r in rows if r.week in kept or r.week == "all"]
     total = shown.pop() if shown else CampaignRow("all", "all").to_json(costs)

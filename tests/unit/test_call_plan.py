@@ -30,6 +30,15 @@ def test_each_day_calls_the_most_value_at_risk_within_the_budget_and_the_rest_wa
     assert [(p.waiting, p.expired, p.holdout) for p in plans] == [(2, 0, 1), (1, 0, 0), (0, 0, 0), (0, 0, 0)]
 
 
+def test_control_alerts_ranked_within_the_budget_are_held_and_take_no_call() -> None:
+    alerts = [alert("a1234", 1, 900, holdout=True), alert("b1234", 1, 800), alert("c1234", 1, 700),
+              alert("d1234", 1, 600, holdout=True), alert("e1234", 1, 500)]
+    [plan] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=2, zone=ZONE)
+    assert [a.customer_id for a in plan.calls] == ["b1234", "c1234"]  # the budget goes to calls only
+    assert [a.customer_id for a in plan.held] == ["a1234"]  # d1234 ranked below the line: compared with no one
+    assert (plan.waiting, plan.holdout) == (1, 2)
+
+
 def test_a_region_with_a_budget_of_its_own_competes_only_with_itself() -> None:
     north = [msgspec.structs.replace(alert(f"n{k}234", 1, v), region="north") for k, v in enumerate((900, 800, 700))]
     south = [msgspec.structs.replace(alert(f"s{k}234", 1, v), region="south") for k, v in enumerate((600, 500, 400))]

@@ -113,3 +113,13 @@ def test_segments_get_rows_of_their_own_over_all_weeks() -> None:
     rows = campaign_report([alert("a1"), mass], [], [], ZONE, as_of=MONDAY)
     assert by_key(rows, "all", "all", "mass").alerts == 1 and by_key(rows, "all", "all", "mid_high_end").alerts == 1
     assert by_key(rows, "all", "all").alerts == 2
+
+
+def test_with_the_budget_the_control_group_is_the_control_alerts_the_plan_ranked_within_it() -> None:
+    called = [msgspec.structs.replace(alert(f"c{i}"), value_at_risk=1000.0 - i) for i in range(3)]
+    near = msgspec.structs.replace(alert("h0", holdout=True), value_at_risk=999.5)  # would have been called
+    far = msgspec.structs.replace(alert("h1", holdout=True), value_at_risk=1.0)  # below the budget's line
+    outcomes = [outcome(a, "contacted") for a in called]
+    everyone = by_key(campaign_report([*called, near, far], outcomes, [], ZONE, as_of=MONDAY), "all", "all")
+    fair = by_key(campaign_report([*called, near, far], outcomes, [], ZONE, as_of=MONDAY, budget=3), "all", "all")
+    assert (everyone.holdout, fair.holdout, fair.calls, fair.alerts) == (2, 1, 3, 5)
