@@ -165,13 +165,21 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
 @click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
               help="with --replay: refresh this data's section of this document (docs/evaluation.md holds "
                    "the published figures); without it nothing is written")
+@click.option("--closed-loop", is_flag=True,
+              help="with the simulated call centre making the calls: what they kept, measured against the "
+                   "simulator's truth, and how well uplift learned online ranks them")
+@click.option("--call-budget", type=click.IntRange(1),
+              help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
-             mapping: Path | None, doc: Path | None, as_json: bool) -> None:
+             mapping: Path | None, doc: Path | None, closed_loop: bool, call_budget: int | None, as_json: bool) -> None:
     """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
     both, and a batch reference."""
     if data is not None:
         _evaluate_real(data, mapping, doc, as_json)
+        return
+    if closed_loop:
+        _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget, as_json)
         return
     from stream_app.offline.ceiling import truth_features
     from stream_app.offline.evaluate import evaluate_replay
@@ -197,6 +205,21 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
                f"model version {core.version} after {core.learner.labels:,} labels", err=as_json)
     for name, value in report.items():
         click.echo(f"  {name:26} {value:.3f}" if isinstance(value, float) else f"  {name:26} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int,
+                          budget: int | None, as_json: bool) -> None:
+    from stream_app.offline.closed_loop import evaluate_closed_loop
+    from stream_app.offline.simulator import SimConfig
+
+    settings = read_settings()
+    budget = budget or max(1, round(customers * settings.call_budget_share / 7))
+    cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days)
+    report = evaluate_closed_loop(settings, _rules(settings), cfg, budget).to_json()
+    for name, value in report.items():
+        click.echo(f"  {name:26} {value}", err=as_json)
     if as_json:
         click.echo(json.dumps(report))
 

@@ -69,11 +69,17 @@ class SimCallCentre:
         self.sim, self.settings, self.cfg = sim, settings, cfg
         self.rng = np.random.default_rng(cfg.seed)
         self.index = {c: i for i, c in enumerate(sim.ids)}
-        self.alerts: list[Alert] = []
+        self.alerts: list[Alert] = []  # those that can still be on a list
+        self.observed: list[Alert] = []  # every alert
+        self.outcomes: list[Outcome] = []
+        # Who was reached with which treatment, and which control alerts the plan held, by the
+        # alert's day: (customer, ordinal day, called, treatment), for learning uplift.
+        self.decisions: list[tuple[str, int, bool, str]] = []
         self.calls = self.reached = self.kept = self.offers_taken = self.prompted = 0
 
     def observe(self, alerts: list[Alert]) -> None:
         self.alerts += alerts
+        self.observed += alerts
 
     def work(self, d: int) -> list[SimRecord]:
         """Day `d`'s calls: the list the day before made (once all its alerts were in), called the
@@ -84,6 +90,7 @@ class SimCallCentre:
         self.alerts = recent  # older alerts cannot be open any more
         yesterday = day - timedelta(days=1)
         [plan] = plan_days(recent, yesterday, yesterday, self.cfg.budget, zone, self.settings.region_call_budgets)
+        self.decisions += [(a.customer_id, alert_day(a, zone).toordinal(), False, a.treatment) for a in plan.held]
         return [self._call(a, d, day) for a in plan.calls if a.customer_id in self.index]
 
     def _call(self, alert: Alert, d: int, day: date) -> SimRecord:
@@ -94,6 +101,8 @@ class SimCallCentre:
             return self._outcome(alert, day, "not_reached")
         self.reached += 1
         truth.called, truth.treatment = str(day), alert.treatment
+        self.decisions.append((alert.customer_id, alert_day(alert, self.settings.zone).toordinal(), True,
+                               alert.treatment))
         if truth.churn_date is not None:
             if truth.pattern == "decliner" and rng.random() < EFFECTS.get((truth.reason_code or 0, alert.treatment), 0):
                 self.sim.keep(i, d)
@@ -114,6 +123,7 @@ class SimCallCentre:
         offer = f"{OFFERS[alert.treatment]}{day:%m}" if result == "accepted" and alert.treatment in OFFERS else None
         outcome = Outcome(uuid.UUID(int=int(self.rng.integers(0, 2**62))).hex, alert.customer_id, ts, alert.alert_id,
                           result, offer, f"sim-agent-{int(self.rng.integers(1, 9))}")  # type: ignore[arg-type]
+        self.outcomes.append(outcome)
         return SimRecord("outcomes", alert.customer_id.encode(), msgspec.json.encode(outcome), 0)
 
 

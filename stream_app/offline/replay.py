@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from stream_app.contracts.events import Alert, ChurnEvent, Snapshot
+from stream_app.contracts.events import Alert, ChurnEvent, Label, Snapshot
 from stream_app.errors import ConfigError
 from stream_app.features.baseline_counts import KEEP_DAYS
 from stream_app.features.baselines import BaselineRule, Baselines
@@ -54,8 +54,10 @@ class ReplayResult:
 class _Learning:
     """The trainer's two stages, driven by the batches' outputs instead of topics."""
 
-    def __init__(self, settings: Settings, core: TrainerCore, source: ScorerSource) -> None:
+    def __init__(self, settings: Settings, core: TrainerCore, source: ScorerSource,
+                 on_label: Callable[[Label], None] | None = None) -> None:
         self.settings = settings
+        self.on_label = on_label
         self.core = core
         self.source = source
         self.labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
@@ -74,6 +76,8 @@ class _Learning:
             self.clock = max(self.clock, s.exits_known)
         while self.pending and self.labeler.mature(self.pending[0].day, self.clock):
             label = self.labeler.label(self.pending.popleft(), 0, self.made)
+            if self.on_label is not None:
+                self.on_label(label)
             self.core.learn(label, self.made)
             self.made += 1
             if self.core.since_publish >= self.settings.model_publish_labels:
@@ -105,18 +109,21 @@ Record = tuple[str | None, bytes, bytes]  # (topic, key, value); a topic of None
 
 def replay(records: Iterable[Record], settings: Settings, rules: Callable[[], Ruleset],
            learn: bool = True, keep_snapshots: bool = True,
-           on_alerts: Callable[[list[Alert]], None] | None = None) -> ReplayResult:
+           on_alerts: Callable[[list[Alert]], None] | None = None,
+           on_label: Callable[[Label], None] | None = None) -> ReplayResult:
     """Process (topic, key, value) records in order, in batches of `settings.batch_size`;
     with `learn`, label and learn as the trainer would, starting from no model. Without
     `keep_snapshots`, the daily snapshots (a kilobyte each) are not kept in the result. A
     record whose topic is None is a barrier: what the batch holds is processed before the
     records after it are asked for, so that `on_alerts` (given each batch's alerts) has seen
-    every alert they raised (the simulated call centre's closed loop, call_centre.py)."""
-    return asyncio.run(_replay(records, settings, rules, learn, keep_snapshots, on_alerts))
+    every alert they raised (the simulated call centre's closed loop, call_centre.py). `on_label`
+    sees each label as it is made, before the model learns it."""
+    return asyncio.run(_replay(records, settings, rules, learn, keep_snapshots, on_alerts, on_label))
 
 
 async def _replay(records: Iterable[Record], settings: Settings, rules: Callable[[], Ruleset],
-                  learn: bool, keep_snapshots: bool, on_alerts: Callable[[list[Alert]], None] | None) -> ReplayResult:
+                  learn: bool, keep_snapshots: bool, on_alerts: Callable[[list[Alert]], None] | None,
+                  on_label: Callable[[Label], None] | None = None) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
     # Models published within this process only: a key of its own signs a forest's pickle.
     source = ScorerSource(metrics, Signer.ephemeral())
@@ -128,7 +135,7 @@ async def _replay(records: Iterable[Record], settings: Settings, rules: Callable
     # Recorded traffic keeps its own time, not today's: event times are bounded by the floor only.
     processor = BatchProcessor(settings.model_copy(update={"pseudonym_key": None}), store, rules, metrics,
                                model=source, baselines=baselines, wall_clock_bound=False)
-    learning = _Learning(settings, core, source) if learn else None
+    learning = _Learning(settings, core, source, on_label) if learn else None
     result = ReplayResult(core=core)
     offsets: dict[str, int] = {}
     batch: list[RawRecord] = []
