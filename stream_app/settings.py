@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     queue_session_key: SecretStr | None = Field(
         default=None, description="the key that encrypts the page's session cookies (a Fernet key); unset, each "
                                   "start makes a new one and every agent logs in again")
+    queue_cookie_secure: bool = Field(
+        default=True, description="the page's session cookie goes over HTTPS only; browsers count http://localhost "
+                                  "as secure. Turn off only to try the page over plain HTTP from another machine")
     queue_correct_minutes: float = Field(
         default=15.0, ge=0, le=1440, description="how long an agent can change an outcome they recorded; a call "
                                                  "not reached can be tried again all day")

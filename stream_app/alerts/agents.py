@@ -17,6 +17,8 @@ checks the password, and an account needs no `password`, only its queues.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,10 +28,12 @@ from typing import Annotated
 import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 from stream_app.contracts.events import QueueName
 from stream_app.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Agent", "Accounts", "add_agent", "remove_agent", "hash_password"]
 
@@ -39,6 +43,15 @@ AgentId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_.@-]{1,64}$")]
 
 class _Account(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_lists(cls, data: object) -> object:
+        """`queues:` left empty would read as every queue: say which was meant instead."""
+        for key in ("queues", "regions"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                raise ValueError(f"{key} is empty: list some, or leave the key out for all")
+        return data
 
     name: str | None = None
     password: str | None = Field(default=None, pattern=r"^\$argon2")
@@ -97,7 +110,13 @@ class Accounts:
             raise ConfigError(f"{self.path}: no such accounts file; create it with `churnwatch agent add` "
                               "or change CHURNWATCH_QUEUE_ACCOUNTS") from None
         if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-            self._file, self._stamp = _read(self.path), (stat.st_mtime_ns, stat.st_size)
+            stamp, self._stamp = self._stamp, (stat.st_mtime_ns, stat.st_size)
+            try:
+                self._file = _read(self.path)
+            except ConfigError as exc:
+                if stamp is None:
+                    raise  # at start: the page does not open on a file it cannot read
+                log.error("the accounts file is not valid; the accounts read before stay in force: %s", exc)
 
     def agent(self, agent_id: str) -> Agent | None:
         """The agent with this id, if the file still lists them."""
@@ -107,6 +126,12 @@ class Accounts:
             return None
         return Agent(agent_id, account.name or agent_id, frozenset(account.queues) if account.queues else None,
                      frozenset(account.regions) if account.regions else None)
+
+    def stamp(self, agent_id: str) -> str:
+        """What a session holds of the account it was opened with: a new password, or the id given
+        to someone else, ends the sessions opened before."""
+        account = self._file.agents.get(agent_id)
+        return hashlib.sha256((account.password or "proxy").encode()).hexdigest()[:16] if account else ""
 
     def login(self, agent_id: str, password: str) -> Agent | None:
         """The agent, if the password matches their hash. An unknown id costs a hash too, so
@@ -132,9 +157,9 @@ def add_agent(path: Path, agent_id: str, password: str | None, queues: list[str]
     except ValidationError:
         raise ConfigError(f"agent id {agent_id!r}: expected 1 to 64 letters, digits or _.@-") from None
     accounts = _read(path)
-    accounts.agents[agent_id] = _Account.model_validate(
-        {"name": name, "password": hash_password(password) if password else None, "queues": queues or None,
-         "regions": regions or None})
+    given = {"name": name, "password": hash_password(password) if password else None, "queues": queues or None,
+             "regions": regions or None}
+    accounts.agents[agent_id] = _Account.model_validate({k: v for k, v in given.items() if v is not None})
     _write(path, accounts)
 
 

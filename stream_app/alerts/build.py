@@ -122,7 +122,8 @@ def in_holdout(customer: str, share: float) -> bool:
 def _act(alert: Alert, ruleset: Ruleset, policy: AlertPolicy) -> Alert:
     """The alert with the action table's suggestion and its place in or out of the calls."""
     action = ruleset.action_for(alert.reason_code, alert.segment, alert.vip_tier, alert.lifecycle) or FALLBACK_ACTION
-    return msgspec.structs.replace(alert, suggested_action=action.action, queue=action.queue, treatment=action.treatment,
+    return msgspec.structs.replace(alert, suggested_action=action.action, queue=action.queue,
+                                   treatment=action.treatment,
                                    holdout=in_holdout(alert.customer_id, policy.holdout_share))
 
 

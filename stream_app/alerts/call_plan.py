@@ -98,7 +98,8 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
     return plans
 
 
-def _within_budgets(ranked: list[Alert], budget: int, region_budgets: dict[str, int]) -> tuple[list[Alert], list[Alert]]:
+def _within_budgets(ranked: list[Alert], budget: int,
+                    region_budgets: dict[str, int]) -> tuple[list[Alert], list[Alert]]:
     """The first alerts of `ranked` each budget allows, still in priority order, and the control
     alerts ranked among them (which take no call)."""
     left = collections.Counter(region_budgets) | collections.Counter({_SHARED: budget})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from statistics import NormalDist
 from typing import Iterable
@@ -81,6 +81,10 @@ class CampaignRow:
     holdout_churned: int = 0
     called_arpu: float = 0.0  # summed monthly ARPU of the called customers
     matured: bool = True  # every alert is `window_days` old: the churn figures are final
+    # Customer -> churned after any of their alerts in the row: the uplift counts each customer
+    # once, since a customer alerted four times is one customer's worth of evidence, not four.
+    called_customers: dict[str, bool] = field(default_factory=dict, repr=False)
+    control_customers: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def reach_rate(self) -> float | None:
@@ -100,27 +104,28 @@ class CampaignRow:
 
     @property
     def uplift(self) -> float | None:
-        """Holdout churn minus called churn: the share of called customers the calls kept."""
-        if self.churn_called is None or self.churn_holdout is None:
+        """Control churn minus called churn, per customer: the share of called customers the calls kept."""
+        if not self.called_customers or not self.control_customers:
             return None
-        return self.churn_holdout - self.churn_called
+        return _rate(self.control_customers) - _rate(self.called_customers)
 
     @property
     def uplift_interval(self) -> tuple[float, float] | None:
-        if not self.calls or not self.holdout:
+        if not self.called_customers or not self.control_customers:
             return None
-        return difference_interval(self.holdout_churned, self.holdout, self.called_churned, self.calls)
+        return difference_interval(sum(self.control_customers.values()), len(self.control_customers),
+                                   sum(self.called_customers.values()), len(self.called_customers))
 
     @property
     def verdict(self) -> str:
-        if self.holdout < MIN_CONTROL or not self.calls:
-            return f"control group too small to conclude ({self.holdout} of the {MIN_CONTROL} needed)"
+        if not self.called_customers:
+            return "no calls yet"
+        if len(self.control_customers) < MIN_CONTROL:
+            return f"control group too small to conclude ({len(self.control_customers)} of the {MIN_CONTROL} needed)"
         low, high = self.uplift_interval  # type: ignore[misc]
-        if low > 0:
-            return "the calls kept customers"
-        if high < 0:
-            return "the called churned more than the control group"
-        return "no difference shown: the interval spans zero"
+        said = ("the calls kept customers" if low > 0 else "the called churned more than the control group"
+                if high < 0 else "no difference shown: the interval spans zero")
+        return said if self.matured else f"{said} so far (not final: some alerts are younger than the window)"
 
     def revenue_kept(self, costs: CampaignCosts) -> float | None:
         if self.churn_called is None or self.churn_holdout is None:
@@ -136,14 +141,17 @@ class CampaignRow:
 
     def to_json(self, costs: CampaignCosts) -> dict:
         out = asdict(self)
+        del out["called_customers"], out["control_customers"]
+        out.update(called_distinct=len(self.called_customers), control_distinct=len(self.control_customers))
         out["called_arpu"] = round(self.called_arpu, 2)
         for name in ("reach_rate", "acceptance_rate", "churn_called", "churn_holdout"):
             out[name] = _round(getattr(self, name), 4)
         interval = self.uplift_interval
         out.update(uplift=_round(self.uplift, 4), uplift_low=_round(interval and interval[0], 4),
                    uplift_high=_round(interval and interval[1], 4),
-                   customers_kept=_round(None if self.uplift is None else self.uplift * self.calls, 1),
-                   verdict=self.verdict, revenue_kept=_round(self.revenue_kept(costs), 2), cost=round(self.cost(costs), 2),
+                   customers_kept=_round(None if self.uplift is None else self.uplift * len(self.called_customers), 1),
+                   verdict=self.verdict, revenue_kept=_round(self.revenue_kept(costs), 2),
+                   cost=round(self.cost(costs), 2),
                    roi=_round(self.roi(costs), 3))
         return out
 
@@ -182,7 +190,8 @@ def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns
         end = day + timedelta(days=costs.window_days)
         churned = any(day.toordinal() <= d <= end.toordinal() for d in churn_days.get(alert.customer_id, ()))
         action = alert.suggested_action
-        for key in ((week, action, "all"), ("all", action, "all"), ("all", "all", alert.segment), ("all", "all", "all")):
+        keys = ((week, action, "all"), ("all", action, "all"), ("all", "all", alert.segment), ("all", "all", "all"))
+        for key in keys:
             _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of,
                    alert.alert_id in compared)
     return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action,
@@ -196,12 +205,19 @@ def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: boo
     if alert.holdout:
         row.holdout += compared
         row.holdout_churned += churned and compared
+        if compared:
+            row.control_customers[alert.customer_id] = row.control_customers.get(alert.customer_id, False) or churned
     elif outcome is not None:
         row.calls += 1
         row.reached += outcome.result in REACHED
         row.accepted += outcome.result == "accepted"
         row.called_churned += churned
         row.called_arpu += alert.arpu
+        row.called_customers[alert.customer_id] = row.called_customers.get(alert.customer_id, False) or churned
+
+
+def _rate(churned: dict[str, bool]) -> float:
+    return sum(churned.values()) / len(churned)
 
 
 def _share(part: int, whole: int) -> float | None:

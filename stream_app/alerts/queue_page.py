@@ -31,7 +31,7 @@ from cryptography.fernet import Fernet
 from yarl import URL
 
 from stream_app.alerts.agents import Accounts, Agent
-from stream_app.alerts.call_queue import RESULTS, CallQueue, OutcomeRefused
+from stream_app.alerts.call_queue import RESULTS, CallQueue, NotRecorded, OutcomeRefused
 from stream_app.contracts import segments
 
 __all__ = ["Login", "Lockout", "make_app"]
@@ -39,6 +39,7 @@ __all__ = ["Login", "Lockout", "make_app"]
 log = logging.getLogger(__name__)
 _templates = jinja2.Environment(loader=jinja2.PackageLoader("stream_app.alerts", "templates"), autoescape=True)
 SESSION_HOURS = 12  # a shift
+MESSAGES = {"saved": "saved"}  # what a redirect may ask the page to say: never text from the link
 FAILED_LOGINS, LOCKOUT_S = 5, 15 * 60  # failures in a row that lock an agent id, and for how long
 # aiohttp-session 2.12 keeps the session under a string key of the request, which aiohttp warns
 # about on every request; the key is the library's, and nothing of ours can clash with it.
@@ -52,27 +53,34 @@ class Login:
     accounts: Accounts
     header: str | None = None
     session_key: bytes | None = None  # a Fernet key; None: a new one, valid until the page stops
+    secure_cookie: bool = True  # sent over HTTPS only (browsers count http://localhost as secure)
 
 
 class Lockout:
-    """Failed logins per agent id: after `FAILED_LOGINS` within `LOCKOUT_S`, that id is refused
-    without a password check until the oldest of them is `LOCKOUT_S` old (guessing, slowed down)."""
+    """Failed logins per agent id and address: after `FAILED_LOGINS` within `LOCKOUT_S`, that id is
+    refused from that address without a password check until the oldest of them is `LOCKOUT_S`
+    old. An attempt counts as failed from the moment it starts, so guesses sent at once are
+    counted before their hashes are checked; a success clears it. Keyed by address too, so that
+    no one can lock an agent out from elsewhere."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._failures: dict[str, list[float]] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic, most: int = 10_000) -> None:
+        self.clock, self.most = clock, most
+        self._failures: dict[tuple[str, str], list[float]] = {}
 
-    def locked_for(self, agent_id: str) -> float:
+    def attempt(self, agent_id: str, address: str) -> bool:
+        """Whether this attempt may be checked; if so it counts as failed until `succeeded`."""
         now = self.clock()
-        recent = [t for t in self._failures.get(agent_id, []) if now - t < LOCKOUT_S]
-        self._failures[agent_id] = recent
-        return LOCKOUT_S - (now - recent[0]) if len(recent) >= FAILED_LOGINS else 0.0
+        if len(self._failures) > self.most:  # forget what has aged out, so random ids cannot grow it
+            self._failures = {k: v for k, v in self._failures.items() if now - v[-1] < LOCKOUT_S}
+        recent = [t for t in self._failures.get((agent_id, address), []) if now - t < LOCKOUT_S]
+        if len(recent) >= FAILED_LOGINS:
+            self._failures[(agent_id, address)] = recent
+            return False
+        self._failures[(agent_id, address)] = recent + [now]
+        return True
 
-    def failed(self, agent_id: str) -> None:
-        self._failures.setdefault(agent_id, []).append(self.clock())
-
-    def succeeded(self, agent_id: str) -> None:
-        self._failures.pop(agent_id, None)
+    def succeeded(self, agent_id: str, address: str) -> None:
+        self._failures.pop((agent_id, address), None)
 
 
 async def _csrf(request: web.Request) -> str:
@@ -83,8 +91,13 @@ async def _csrf(request: web.Request) -> str:
 
 
 async def _check_csrf(request: web.Request, form) -> None:
-    session = await get_session(request)
-    if not hmac.compare_digest(str(form.get("csrf", "")), str(session.get("csrf", "")) or "-"):
+    """The form's token must be the session's; and a browser that says where a post came from
+    must say this site (what protects a page behind an auth proxy whose login rides on every request)."""
+    expected = str((await get_session(request)).get("csrf", ""))
+    site, origin = request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin")
+    foreign = (site is not None and site not in ("same-origin", "none")) or (
+        origin is not None and URL(origin).host != request.url.host)
+    if foreign or not expected or not hmac.compare_digest(str(form.get("csrf", "")), expected):
         raise web.HTTPForbidden(text="the form has expired or did not come from this page: reload it and try again")
 
 
@@ -98,9 +111,11 @@ def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
     /healthz), and a refresh loop."""
     app = web.Application()
     storage = EncryptedCookieStorage(Fernet(login.session_key or Fernet.generate_key()), cookie_name="churnwatch_queue",
-                                     max_age=SESSION_HOURS * 3600, httponly=True, samesite="Strict")
+                                     max_age=SESSION_HOURS * 3600, httponly=True, samesite="Strict",
+                                     secure=login.secure_cookie)
     setup_sessions(app, storage)
     lockout = lockout or Lockout()
+    hashing = asyncio.Semaphore(2)  # Argon2 takes 64 MiB and a fifth of a second a check: two at a time
 
     async def agent_of(request: web.Request) -> Agent:
         if login.header:
@@ -109,9 +124,11 @@ def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
             if agent is None:
                 raise web.HTTPForbidden(text=f"{agent_id or 'no agent'} ({login.header}) has no account on this page")
             return agent
-        agent = login.accounts.agent(str((await get_session(request)).get("agent", "")))
-        if agent is None:  # not logged in, or removed from the accounts since
-            raise web.HTTPSeeOther("/login")
+        session = await get_session(request)
+        agent_id = str(session.get("agent", ""))
+        agent = login.accounts.agent(agent_id)
+        if agent is None or session.get("stamp") != login.accounts.stamp(agent_id):
+            raise web.HTTPSeeOther("/login")  # not logged in, removed since, or the password changed since
         return agent
 
     async def page(request: web.Request) -> web.Response:
@@ -120,7 +137,7 @@ def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
         return _render("queue.html", day=queue.day, budget=queue.budget, calls=calls, waiting=queue.waiting,
                        results=RESULTS, segments=segments.NAMES, agent=agent, csrf=await _csrf(request),
                        currency=queue.settings.currency, zone=queue.settings.zone, proxied=bool(login.header),
-                       message=request.query.get("message", ""))
+                       message=MESSAGES.get(request.query.get("message", ""), ""))
 
     async def record(request: web.Request) -> web.Response:
         agent = await agent_of(request)
@@ -132,6 +149,8 @@ def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
                 str(form.get("offer", "")).strip(), agent)
         except OutcomeRefused as exc:
             raise web.HTTPConflict(text=str(exc))
+        except NotRecorded as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc))
         raise web.HTTPSeeOther(str(URL("/").with_query(message="saved")))
 
     async def login_form(request: web.Request) -> web.Response:
@@ -144,17 +163,19 @@ def make_app(queue: CallQueue, login: Login, refresh_s: float = 60.0,
         form = await request.post()
         await _check_csrf(request, form)
         agent_id, password = str(form.get("agent", ""))[:64], str(form.get("password", ""))
-        if lockout.locked_for(agent_id):
-            log.warning("queue login locked", extra={"agent": agent_id})
+        address = request.remote or ""
+        if not lockout.attempt(agent_id, address):
+            log.warning("queue login locked", extra={"agent": agent_id, "address": address})
             raise web.HTTPSeeOther("/login?locked")
-        agent = await asyncio.get_running_loop().run_in_executor(None, login.accounts.login, agent_id, password)
+        async with hashing:
+            agent = await asyncio.get_running_loop().run_in_executor(None, login.accounts.login, agent_id, password)
         if agent is None:
-            lockout.failed(agent_id)
-            log.warning("queue login refused", extra={"agent": agent_id})
+            log.warning("queue login refused", extra={"agent": agent_id, "address": address})
             raise web.HTTPSeeOther("/login?failed")
-        lockout.succeeded(agent_id)
+        lockout.succeeded(agent_id, address)
         session = await new_session(request)  # a fresh session: none set before the login carries over
         session["agent"], session["csrf"] = agent.agent_id, secrets.token_urlsafe(32)
+        session["stamp"] = login.accounts.stamp(agent.agent_id)
         log.info("queue login", extra={"agent": agent.agent_id})
         raise web.HTTPSeeOther("/")
 

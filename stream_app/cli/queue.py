@@ -40,7 +40,8 @@ def queue(host: str, port: int, day_, budget: int | None, lookup: Path | None, r
     if settings.queue_accounts is None:
         raise click.ClickException("set CHURNWATCH_QUEUE_ACCOUNTS to the agents' accounts file "
                                    "(create it with `churnwatch agent add`): the page has no open access")
-    login = Login(Accounts(settings.queue_accounts), settings.queue_auth_header, _session_key(settings))
+    login = Login(Accounts(settings.queue_accounts), settings.queue_auth_header, _session_key(settings),
+                  settings.queue_cookie_secure)
     kafka_reachable(settings)
     config = logging_setup(settings)
     config["loggers"] = {"kafka": {"level": "WARNING"}}  # not a line per connection, each refresh

@@ -3,6 +3,7 @@ from what the workers wrote: call lists, the campaign report and the call-queue 
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Generic, Iterator, TypeVar
 
 import msgspec
@@ -16,6 +17,7 @@ from stream_app.settings import Settings
 __all__ = ["TopicFollower", "read_topic", "read_alerts", "read_outcomes", "outcome_or_none", "read_churn_events"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class TopicFollower(Generic[T]):
@@ -28,8 +30,10 @@ class TopicFollower(Generic[T]):
         if not settings.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP is not set: {topic} cannot be read")
         self.topic, self.decode = topic, decode
-        self.records_read = 0
-        self._consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        self.records_read = self.undecodable = 0
+        # `earliest`: a position the broker no longer has (retention) resumes at the oldest record, not the newest.
+        self._consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False,
+                                       auto_offset_reset="earliest")
         self._partitions: list[TopicPartition] = []
 
     def _follow_new_partitions(self) -> None:
@@ -51,7 +55,14 @@ class TopicFollower(Generic[T]):
             for records in self._consumer.poll(timeout_ms=1000).values():
                 for msg in records:
                     self.records_read += 1
-                    yield self.decode(msg.value)
+                    try:
+                        value = self.decode(msg.value)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        # A record the service did not write as it reads it: skipped, said, and the rest read.
+                        self.undecodable += 1
+                        log.warning("skipped %s-%d@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                        continue
+                    yield value
 
     def close(self) -> None:
         self._consumer.close()

@@ -76,6 +76,7 @@ class SimCallCentre:
         # alert's day: (customer, ordinal day, called, treatment), for learning uplift.
         self.decisions: list[tuple[str, int, bool, str]] = []
         self.calls = self.reached = self.kept = self.offers_taken = self.prompted = 0
+        self._called: set[str] = set()
 
     def observe(self, alerts: list[Alert]) -> None:
         self.alerts += alerts
@@ -90,8 +91,11 @@ class SimCallCentre:
         self.alerts = recent  # older alerts cannot be open any more
         yesterday = day - timedelta(days=1)
         [plan] = plan_days(recent, yesterday, yesterday, self.cfg.budget, zone, self.settings.region_call_budgets)
+        # A late alert can change the day before's ranking after the fact: an alert is still called once.
+        calls = [a for a in plan.calls if a.customer_id in self.index and a.alert_id not in self._called]
+        self._called.update(a.alert_id for a in calls)
         self.decisions += [(a.customer_id, alert_day(a, zone).toordinal(), False, a.treatment) for a in plan.held]
-        return [self._call(a, d, day) for a in plan.calls if a.customer_id in self.index]
+        return [self._call(a, d, day) for a in calls]
 
     def _call(self, alert: Alert, d: int, day: date) -> SimRecord:
         i, rng, truth = self.index[alert.customer_id], self.rng, self.sim.truth[self.index[alert.customer_id]]

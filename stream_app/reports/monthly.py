@@ -47,7 +47,8 @@ class ChurnMonth:
     revenue: float | None  # their spend that month, yuan; None while the month is open for every customer
     mid_high_end: int | None  # None while the month is open for every customer
     mid_high_end_revenue_share: float | None
-    # customers_billed / (customers_start + gross_adds): how final the month's revenue and base are.
+    # customers_billed / (customers_start + gross_adds - churn): how final the month's revenue and base
+    # are (a leaver's month of exit is not billed).
     # A month closes for a customer once their usage is the grace past it and a later bill or
     # top-up has been read, so a prepaid customer's month closes at their next top-up.
     closed_share: float = 0.0
@@ -119,7 +120,7 @@ def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
             c["revenue_lost_fen"] / YUAN, c["billed"], c["revenue_fen"] / YUAN if c["billed"] else None,
             c["mid_high"] if c["billed"] else None,
             round(c["mid_high_revenue_fen"] / c["revenue_fen"], 4) if c["revenue_fen"] else None,
-            round(min(c["billed"] / max(base + c["adds"], 1), 1.0), 4)))
+            round(min(c["billed"] / max(base + c["adds"] - churn, 1), 1.0), 4)))
         base += c["adds"] - churn
     return ChurnReport(rows, *(_breakdown(by_month, wanted, kind) for kind in ("reason", "region", "segment")))
 

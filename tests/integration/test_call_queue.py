@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -35,7 +36,7 @@ from stream_app.windows.state import Windows
 from tests.conftest import IN_CI
 from tests.factories import Log, decliner
 from tests.probes import get
-from tests.unit.test_campaign import alert, outcome
+from tests.unit.test_campaign import MONDAY, alert, outcome
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -207,6 +208,10 @@ def test_the_page_reads_only_what_the_topics_gained_since_its_last_refresh(
         assert queue.outcomes[later[0].alert_id].result == "contacted"
         queue.refresh()
         assert queue.records_read == 6
+        # An alert from a wrong clock, a year ahead, does not move the page past every real call.
+        send(settings.topics.alerts, alert("cust9999", day=MONDAY + timedelta(days=400)))
+        queue.refresh()
+        assert (queue.day, len(queue.alerts)) == (MONDAY, 5)
     finally:
         queue.close()
         producer.close()

@@ -73,7 +73,8 @@ def test_rows_per_week_and_action_and_young_weeks_are_not_final() -> None:
         ("2026-W10", "plan offer", "all"), ("2026-W11", "technical follow-up", "all"),
         ("all", "plan offer", "all"), ("all", "technical follow-up", "all"), ("all", "all", "mid_high_end"),
         ("all", "all", "all")]
-    assert by_key(rows, "2026-W10", "plan offer").matured and not by_key(rows, "2026-W11", "technical follow-up").matured
+    assert by_key(rows, "2026-W10", "plan offer").matured
+    assert not by_key(rows, "2026-W11", "technical follow-up").matured
     assert by_key(rows, "2026-W10", "plan offer").revenue_kept(CampaignCosts()) is None  # no control group in the row
 
 
@@ -97,15 +98,30 @@ def test_the_uplift_interval_is_newcombes_and_the_verdict_needs_a_control_group_
     # (method="newcomb"), computed apart from this code.
     assert difference_interval(56, 70, 48, 80) == pytest.approx((0.0524315, 0.3338727), abs=1e-6)
     assert difference_interval(9, 40, 3, 60) == pytest.approx((0.0410556, 0.3285853), abs=1e-6)
-    row = CampaignRow("all", "all", calls=200, called_churned=10, holdout=MIN_CONTROL - 1, holdout_churned=8)
+    def customers(prefix: str, n: int, churned: int) -> dict[str, bool]:
+        return {f"{prefix}{k}": k < churned for k in range(n)}
+
+    row = CampaignRow("all", "all", called_customers=customers("c", 200, 10),
+                      control_customers=customers("h", MIN_CONTROL - 1, 8))
     assert row.uplift == pytest.approx(8 / 29 - 0.05) and "too small" in row.verdict
-    row.holdout, row.holdout_churned = 120, 24  # 20% against 5%
+    row.control_customers = customers("h", 120, 24)  # 20% against 5%
     low, high = row.uplift_interval  # type: ignore[misc]
     assert 0 < low < 0.15 < high and row.verdict == "the calls kept customers"
-    row.holdout_churned = 7  # 5.8% against 5%
+    row.matured = False
+    assert row.verdict.startswith("the calls kept customers so far (not final")
+    row.control_customers = customers("h", 120, 7)  # 5.8% against 5%
     assert row.verdict.startswith("no difference shown")
     doc = row.to_json(CampaignCosts())
-    assert doc["uplift_low"] < 0 < doc["uplift_high"] and doc["customers_kept"] == pytest.approx(row.uplift * 200, abs=0.1)
+    assert doc["uplift_low"] < 0 < doc["uplift_high"]
+    assert doc["customers_kept"] == pytest.approx(row.uplift * 200, abs=0.1)
+    assert (doc["called_distinct"], doc["control_distinct"]) == (200, 120) and "called_customers" not in doc
+
+
+def test_a_customer_alerted_again_and_again_counts_once_in_the_uplift() -> None:
+    control = [alert(f"h{k}", day=MONDAY + timedelta(days=7 * w), holdout=True) for k in range(10) for w in range(4)]
+    row = by_key(campaign_report(control + [alert("c1")], [outcome(alert("c1"), "contacted")], [], ZONE,
+                                 as_of=MONDAY), "all", "all")
+    assert (row.holdout, len(row.control_customers)) == (40, 10) and "too small" in row.verdict
 
 
 def test_segments_get_rows_of_their_own_over_all_weeks() -> None:

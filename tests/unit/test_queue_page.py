@@ -74,7 +74,49 @@ def test_the_page_asks_for_a_login_and_refuses_a_wrong_password(accounts: Accoun
         assert no_token.status == 403
         assert await logged_in(client, "agent-7", "right password")
 
-    serve(queue_with(alert("c1")), Login(accounts), steps)
+    serve(queue_with(alert("c1")), Login(accounts, secure_cookie=False), steps)
+
+
+def test_the_session_cookie_is_secure_httponly_and_strict_by_default(accounts: Accounts) -> None:
+    async def steps(client: TestClient):
+        return (await client.get("/login")).headers["Set-Cookie"]
+
+    cookie = serve(queue_with(alert("c1")), Login(accounts), steps)
+    assert {"Secure", "HttpOnly", "SameSite=Strict"} <= {part.strip() for part in cookie.split(";")}
+
+
+def test_a_form_from_another_site_or_without_a_session_token_is_refused(accounts: Accounts) -> None:
+    async def steps(client: TestClient):
+        token = await logged_in(client, "agent-7", "right password")
+        data = {"alert_id": alert("c1").alert_id, "result": "accepted", "csrf": token}
+        cross = await client.post("/outcome", data=data, headers={"Sec-Fetch-Site": "cross-site"})
+        elsewhere = await client.post("/outcome", data=data, headers={"Origin": "https://evil.example"})
+        client.session.cookie_jar.clear()
+        sessionless = await client.post("/login", data={"agent": "agent-7", "password": "right password", "csrf": "-"})
+        return cross.status, elsewhere.status, sessionless.status
+
+    queue = queue_with(alert("c1"))
+    assert serve(queue, Login(accounts, secure_cookie=False), steps) == (403, 403, 403) and queue.outcomes == {}
+
+
+def test_a_new_password_ends_the_sessions_opened_before(accounts: Accounts) -> None:
+    async def steps(client: TestClient):
+        await logged_in(client, "agent-7", "right password")
+        add_agent(accounts.path, "agent-7", "a new password", ["general"], "Li Wei")
+        return (await client.get("/", allow_redirects=False)).status
+
+    assert serve(queue_with(alert("c1")), Login(accounts, secure_cookie=False), steps) == 303
+
+
+def test_guesses_sent_at_once_are_all_counted_against_the_lockout(accounts: Accounts) -> None:
+    async def steps(client: TestClient):
+        token = csrf_of(await (await client.get("/login")).text())
+        guesses = [client.post("/login", data={"agent": "agent-7", "password": f"guess {k}", "csrf": token},
+                               allow_redirects=False) for k in range(12)]
+        return sorted(r.headers["Location"] for r in await asyncio.gather(*guesses))
+
+    answers = serve(queue_with(alert("c1")), Login(accounts, secure_cookie=False), steps)
+    assert answers.count("/login?failed") == FAILED_LOGINS and answers.count("/login?locked") == 12 - FAILED_LOGINS
 
 
 def test_five_failed_logins_lock_the_agent_id_even_against_the_right_password(accounts: Accounts) -> None:
@@ -94,7 +136,8 @@ def test_five_failed_logins_lock_the_agent_id_even_against_the_right_password(ac
         return failures, locked, await attempt(client, "right password")
 
     async def run():
-        async with TestClient(TestServer(make_app(queue_with(alert("c1")), Login(accounts), 3600, lockout))) as c:
+        app = make_app(queue_with(alert("c1")), Login(accounts, secure_cookie=False), 3600, lockout)
+        async with TestClient(TestServer(app)) as c:
             return await steps(c)
 
     failures, locked, later = asyncio.run(run())
@@ -111,7 +154,7 @@ def test_each_agent_sees_the_calls_of_their_queues_with_numbers_currency_and_esc
         await logged_in(client, "agent-7", "right password")
         return await (await client.get("/")).text()
 
-    html = serve(queue, Login(accounts), steps)
+    html = serve(queue, Login(accounts, secure_cookie=False), steps)
     assert "+86 138 0000 0001" in html and "&lt;script&gt;" in html and "<script>" not in html
     assert f'data-alert-id="{general.alert_id}"' in html and managed.alert_id not in html
     assert "1,234 CNY" in html and "1 call in your queues" in html and "Li Wei" in html
@@ -141,7 +184,7 @@ def test_an_outcome_needs_the_sessions_csrf_token_and_a_call_of_the_agents_queue
                                                       "csrf": token})
         return forged.status, (other_queue.status, await other_queue.text()), (unknown.status, await unknown.text())
 
-    forged, other_queue, unknown = serve(queue, Login(accounts), steps)
+    forged, other_queue, unknown = serve(queue, Login(accounts, secure_cookie=False), steps)
     assert forged == 403
     assert other_queue[0] == 409 and "not on agent-7's call list" in other_queue[1]
     assert unknown[0] == 409 and "unknown result 'maybe'" in unknown[1]
@@ -157,7 +200,7 @@ def test_behind_a_proxy_the_header_names_the_agent_and_an_unknown_one_is_refused
         missing = await client.get("/")
         return known.status, await known.text(), unknown.status, missing.status
 
-    known, html, unknown, missing = serve(queue, Login(accounts, header="X-Forwarded-User"), steps)
+    known, html, unknown, missing = serve(queue, Login(accounts, header="X-Forwarded-User", secure_cookie=False), steps)
     assert (known, unknown, missing) == (200, 403, 403)
     assert alert("c1").alert_id in html and "Log out" not in html
 
@@ -169,7 +212,7 @@ def test_an_agent_removed_from_the_file_is_logged_out_at_their_next_request(acco
         remove_agent(accounts.path, "agent-7")
         return before, (await client.get("/", allow_redirects=False)).status
 
-    assert serve(queue_with(alert("c1")), Login(accounts), steps) == (200, 303)
+    assert serve(queue_with(alert("c1")), Login(accounts, secure_cookie=False), steps) == (200, 303)
 
 
 def outcome_by(a, result: str, agent: str, minutes_ago: float) -> Outcome:
@@ -180,9 +223,8 @@ def outcome_by(a, result: str, agent: str, minutes_ago: float) -> Outcome:
 def test_only_the_agent_who_recorded_an_outcome_corrects_it_and_only_within_the_window(accounts: Accounts) -> None:
     recent, old, missed = alert("c1"), alert("c2"), alert("c3")
     queue = queue_with(recent, old, missed)
-    queue.outcomes = {recent.alert_id: outcome_by(recent, "declined", "agent-7", 5),
-                      old.alert_id: outcome_by(old, "declined", "agent-7", 16),
-                      missed.alert_id: outcome_by(missed, "not_reached", "agent-8", 120)}
+    queue.take([outcome_by(recent, "declined", "agent-7", 5), outcome_by(old, "declined", "agent-7", 16),
+                outcome_by(missed, "not_reached", "agent-8", 120)])
     mine = accounts.agent("agent-7")
     other = Agent("agent-8", "Wang Fang", frozenset({"general"}))  # a colleague on the same queue
     calls = {c.alert.alert_id: c for c in queue.calls(mine)}  # type: ignore[arg-type]
@@ -193,6 +235,24 @@ def test_only_the_agent_who_recorded_an_outcome_corrects_it_and_only_within_the_
     for agent, alert_id in ((other, recent.alert_id), (mine, old.alert_id)):
         with pytest.raises(OutcomeRefused, match="can no longer change"):
             queue.record(alert_id, "accepted", None, agent)  # type: ignore[arg-type]
+
+
+def test_a_correction_does_not_restart_the_window_nor_does_not_reached_reopen_the_call(accounts: Accounts) -> None:
+    a = alert("c1")
+    queue = queue_with(a)
+    queue.take([outcome_by(a, "declined", "agent-7", 14), outcome_by(a, "contacted", "agent-7", 1)])
+    mine = accounts.agent("agent-7")
+    [call] = queue.calls(mine)  # type: ignore[arg-type]
+    assert call.open_until == NOW + timedelta(minutes=1)  # 15 minutes from the first outcome, not the correction
+    queue.take([outcome_by(a, "not_reached", "agent-7", 0.5)])
+    queue.clock = lambda: NOW + timedelta(minutes=2)
+    [call] = queue.calls(mine)  # type: ignore[arg-type]
+    assert not call.open  # corrected to "not reached" late: the window still closed
+
+
+def test_a_bad_edit_of_the_accounts_file_keeps_the_accounts_read_before(accounts: Accounts) -> None:
+    accounts.path.write_text("agents: [this is not a mapping")
+    assert accounts.agent("agent-7") is not None  # and the error is logged
 
 
 def test_the_lookup_file_must_name_its_columns(tmp_path: Path) -> None:
@@ -212,6 +272,9 @@ def test_accounts_keep_only_argon2_hashes_and_refuse_unknown_queues(tmp_path: Pa
     assert Accounts(path).login("agent-7", "right password").queues is None  # type: ignore[union-attr]
     path.write_text("agents:\n  agent-9:\n    queues: [sales]\n")
     with pytest.raises(ConfigError, match=r"agents\.agent-9\.queues\.0"):
+        Accounts(path)
+    path.write_text("agents:\n  agent-9:\n    queues:\n")  # left empty: not read as every queue
+    with pytest.raises(ConfigError, match="queues is empty"):
         Accounts(path)
     with pytest.raises(ConfigError, match="agent id 'two words'"):
         add_agent(path.with_name("other.yaml"), "two words", "right password", None)
