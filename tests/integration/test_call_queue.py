@@ -96,6 +96,19 @@ def wait_for(check, what: str, procs: list[tuple[subprocess.Popen, Path]], timeo
         time.sleep(0.5)
 
 
+def outcome_shown(browser, alert_id: str, text: str) -> bool:
+    """Whether the call's line comes to show `text` as its outcome, on whichever page is loaded by then."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(b) -> bool:
+        row = b.find_element("css selector", f"tr[data-alert-id='{alert_id}']")
+        return row.find_element("css selector", ".outcome").text == text
+
+    return WebDriverWait(browser, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)) \
+        .until(shown)
+
+
 def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_campaign_report(
         tansu_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, browser,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,16 +158,16 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         assert rows[0].find_element("css selector", "li").text  # the reasons, in words
         first = rows[0].get_attribute("data-alert-id")
         rows[0].find_element("css selector", "button[value=declined]").click()
+        assert outcome_shown(browser, first, "declined")
         assert browser.find_element("id", "message").text == "saved"
 
         # A wrong button, corrected within the window: the correction is the outcome that counts.
         row = browser.find_element("css selector", f"tr[data-alert-id='{first}']")
-        assert row.find_element("css selector", ".outcome").text == "declined"
         row.find_element("css selector", "details.correct summary").click()
         row.find_element("css selector", "input[name=offer]").send_keys("PLAN20")
         row.find_element("css selector", "button[value=accepted]").click()
-        row = browser.find_element("css selector", f"tr[data-alert-id='{first}']")
-        assert row.find_element("css selector", ".outcome").text == "accepted (PLAN20)"
+        # The click returns before the page is replaced: wait for the new page's line.
+        assert outcome_shown(browser, first, "accepted (PLAN20)")
         recorded = wait_for(lambda: (o := list(read_outcomes(settings))) and len(o) == 2 and o,
                             "both outcomes on their topic", running)
         outcome = max(recorded, key=lambda o: o.ts)
