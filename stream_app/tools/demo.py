@@ -111,9 +111,10 @@ def consumed(port: int) -> int:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The settings as given, but with the repository's alert rules when the rules folder
-    named (by default `alert_rules`, relative to where the command runs) is not there."""
-    if Path(settings.rules_dir).is_dir():
+    """The settings as given, but with the repository's alert rules when no rules folder was named
+    and the default one (`alert_rules`, relative to where the command runs) is not there. A folder
+    named in CHURNWATCH_RULES_DIR is the user's: if it is missing, the worker says so."""
+    if "rules_dir" in settings.model_fields_set or Path(settings.rules_dir).is_dir():
         return settings
     bundled = Path(__file__).resolve().parents[2] / "alert_rules"
     return settings.model_copy(update={"rules_dir": bundled}) if bundled.is_dir() else settings

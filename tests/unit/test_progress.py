@@ -32,3 +32,5 @@ def test_the_demo_uses_the_repositorys_rules_when_started_elsewhere(tmp_path: Pa
     assert rules.is_absolute() and (rules / "churn.yaml").is_file()
     (tmp_path / "alert_rules").mkdir()
     assert demo_settings(Settings()).rules_dir == Path("alert_rules")  # the user's own folder wins
+    named = Settings(rules_dir=tmp_path / "missing")
+    assert demo_settings(named).rules_dir == tmp_path / "missing"  # named: its absence is for the worker to say
