@@ -4,8 +4,8 @@ The same replay as `evaluate`, with each morning's calls made and their effects 
 It measures the calls two ways and says whether they agree:
 - as a manager would: the campaign report's uplift, called against the control alerts the plan
   held within the budget, with its 95% interval (alerts/campaign.py);
-- from the simulator's truth: per call, the customers it kept whose churn would have fallen
-  within the campaign window (and the simulation), less those it prompted to leave.
+- from the simulator's truth: per customer called, whether a call kept them from a churn that
+  would have fallen within the campaign window (and the simulation), less those it prompted to leave.
 And it learns uplift online from the same loop (model/uplift.py): each held control alert and
 each reached call, with the customer's snapshot of that day and whether they churned within the
 horizon. Each such label is scored before it is learned, once both arms have the evidence, and the
@@ -33,7 +33,7 @@ from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
 
-__all__ = ["ClosedLoopEvaluation", "evaluate_closed_loop"]
+__all__ = ["ClosedLoopEvaluation", "evaluate_closed_loop", "true_uplift"]
 
 MATCH_DAYS = 3  # a decision's label: the customer's first snapshot this many days after it at most
 
@@ -46,7 +46,7 @@ class ClosedLoopEvaluation:
     kept: int  # the simulator's truth: churners a call kept
     prompted: int  # stayers a call prompted to leave
     offers_taken_by_stayers: int
-    true_uplift: float  # per call, over the calls the campaign report measures
+    true_uplift: float  # per customer called, as the campaign report counts them
     measured: dict  # the campaign report's total row
     within_interval: bool  # the true uplift lies in the measured 95% interval
     qini: dict | None  # of the uplift scores given before learning; None until the arms had evidence
@@ -94,7 +94,7 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
     rows = campaign_report(result.alerts, centre.outcomes, result.churn, settings.zone, end, costs, budget,
                            settings.region_call_budgets)
     total = next(r for r in rows if (r.week, r.action, r.segment) == ("all", "all", "all")).to_json(costs)
-    true = _true_uplift(sim, centre, settings, end, costs.window_days)
+    true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
     scored = np.array(learning.scored, dtype=float).reshape(-1, 3)
     measured_qini = qini(scored[:, 0], scored[:, 1].astype(bool), scored[:, 2].astype(bool)).to_json() \
@@ -104,22 +104,21 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
         low is not None and low <= true <= high, measured_qini, learning.model.evidence())
 
 
-def _true_uplift(sim: Simulator, centre: SimCallCentre, settings: Settings, end: date, window: int) -> float:
-    """Per call the campaign report counts (alerts with an outcome), the churners it kept whose churn
-    would have come within the window, less the stayers it prompted to leave within it."""
+def true_uplift(sim: Simulator, centre: SimCallCentre, settings: Settings, end: date, window: int) -> float:
+    """Per customer called (as the campaign report counts them: once, however many calls), 1 if
+    a call kept them from a churn that would have come within the window of one of their called
+    alerts, -1 if a call prompted them to leave within it, else 0; the mean."""
     truth = {t.customer_id: t for t in sim.truth}
     alerts = {a.alert_id: a for a in centre.observed}
-    effect, calls = 0, 0
+    windows: dict[str, list[tuple[date, date]]] = collections.defaultdict(list)
     for alert_id in {o.alert_id for o in centre.outcomes}:
-        a = alerts.get(alert_id)
-        if a is None:
-            continue
-        calls += 1
-        first = alert_day(a, settings.zone)
-        last = min(first + timedelta(days=window), end)
-        t = truth[a.customer_id]
-        if t.planned_churn and first <= date.fromisoformat(t.planned_churn) <= last:
-            effect += 1
-        if t.pattern == "prompted" and t.churn_date and first <= date.fromisoformat(t.churn_date) <= last:
-            effect -= 1
-    return effect / calls if calls else 0.0
+        if (a := alerts.get(alert_id)) is not None and not a.holdout:
+            first = alert_day(a, settings.zone)
+            windows[a.customer_id].append((first, min(first + timedelta(days=window), end)))
+
+    def within(customer: str, day: str | None) -> bool:
+        return day is not None and any(f <= date.fromisoformat(day) <= last for f, last in windows[customer])
+
+    effect = sum(within(c, truth[c].planned_churn) - (truth[c].pattern == "prompted" and within(c, truth[c].churn_date))
+                 for c in windows)
+    return effect / len(windows) if windows else 0.0

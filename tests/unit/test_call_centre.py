@@ -102,3 +102,26 @@ def test_in_a_closed_loop_replay_the_calls_keep_to_the_budget_and_reach_the_work
     for t in sim.truth:
         if t.planned_churn:  # kept: no exit reached the pipeline
             assert t.customer_id not in {c.customer_id for c in result.churn}
+
+
+def test_thetrue_uplift_counts_each_called_customer_once_kept_within_the_window_or_prompted() -> None:
+    from stream_app.contracts.events import Outcome
+    from stream_app.offline.closed_loop import true_uplift
+
+    settings = Settings()
+    sim = Simulator(SimConfig(customers=4, days=120, seed=1))
+    start = sim.cfg.start
+    kept, prompted, late, stayer = sim.truth
+    kept.planned_churn = str(start + timedelta(days=40))  # kept from a churn 10 days after the alert
+    late.planned_churn = str(start + timedelta(days=119 + 200))  # would have left long after the window
+    prompted.pattern, prompted.churn_date = "prompted", str(start + timedelta(days=50))
+    centre = SimCallCentre(sim, settings, CallCentreConfig(budget=10))
+    alerts = [msgspec.structs.replace(alert(t.customer_id, start + timedelta(days=30)), alert_id=f"a{k}{w}")
+              for k, t in enumerate(sim.truth) for w in range(2)]  # two calls each: still one customer each
+    centre.observe(alerts)
+    centre.outcomes = [Outcome(f"o{a.alert_id}", a.customer_id, a.event_time, a.alert_id, "contacted")
+                       for a in alerts]
+    assert true_uplift(sim, centre, settings, start + timedelta(days=119), 90) == pytest.approx((1 - 1) / 4)
+    kept.pattern = stayer.pattern = "stable"
+    prompted.pattern = "stable"
+    assert true_uplift(sim, centre, settings, start + timedelta(days=119), 90) == pytest.approx(1 / 4)
