@@ -2,10 +2,9 @@
 
 Each simulated morning it works the call list the day before made, as the real one would: the
 plan of the alerts raised so far (alerts/call_plan.py, the same budget and ranking), never the
-control group. A
-call reaches the customer or not; a reached customer hears the alert's treatment, and what it
-does depends only on why they were really leaving (the simulator's truth), never on what the
-model can see:
+control group. A call reaches the customer or not; a reached customer hears the alert's
+treatment, and what it does depends only on why they were really leaving (the simulator's
+truth), never on what the model can see:
 
 - a churner whose reason the treatment answers is kept with the probability in `EFFECTS`;
   relocation, credit, fraud (and churn with no warning at all) are never kept;
