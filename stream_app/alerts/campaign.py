@@ -66,12 +66,13 @@ class CampaignCosts:
 
 @dataclass
 class CampaignRow:
-    """One week (ISO, `2026-W23`, or `all`), one suggested action (or `all`) and one value
-    segment (or `all`)."""
+    """One week (ISO, `2026-W23`, or `all`), one suggested action (or `all`), one value segment
+    (or `all`) and one region (or `all`)."""
 
     week: str
     action: str
     segment: str = "all"
+    region: str = "all"
     alerts: int = 0
     holdout: int = 0
     calls: int = 0  # alerts with an outcome recorded
@@ -169,7 +170,8 @@ def latest_outcomes(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
 def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns: Iterable[ChurnEvent],
                     zone: ZoneInfo, as_of: date, costs: CampaignCosts = CampaignCosts(),
                     budget: int | None = None, region_budgets: dict[str, int] | None = None) -> list[CampaignRow]:
-    """Rows per (week, action), then per action and per segment over all weeks, then the grand total.
+    """Rows per (week, action), then per action, per segment and per region over all weeks, then the
+    grand total.
     With the call `budget`, the control group is the control alerts the daily plan ranked within
     it (`DayPlan.held`): customers as likely to be called as those called. Without, every control
     alert counts, which flatters the calls when the budget leaves the lower-ranked uncalled."""
@@ -183,19 +185,20 @@ def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns
     churn_days = collections.defaultdict(list)
     for c in churns:
         churn_days[c.customer_id].append(c.day)
-    rows: dict[tuple[str, str, str], CampaignRow] = {}
+    rows: dict[tuple[str, str, str, str], CampaignRow] = {}
     for alert in sorted(unique.values(), key=lambda a: (a.event_time, a.alert_id)):
         day = alert_day(alert, zone)
         week = "%d-W%02d" % day.isocalendar()[:2]
         end = day + timedelta(days=costs.window_days)
         churned = any(day.toordinal() <= d <= end.toordinal() for d in churn_days.get(alert.customer_id, ()))
         action = alert.suggested_action
-        keys = ((week, action, "all"), ("all", action, "all"), ("all", "all", alert.segment), ("all", "all", "all"))
+        keys = ((week, action, "all", "all"), ("all", action, "all", "all"), ("all", "all", alert.segment, "all"),
+                ("all", "all", "all", alert.region or "unknown"), ("all", "all", "all", "all"))
         for key in keys:
             _count(rows.setdefault(key, CampaignRow(*key)), alert, done.get(alert.alert_id), churned, end <= as_of,
                    alert.alert_id in compared)
     return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action,
-                                                r.segment == "all", r.segment))
+                                                r.segment == "all", r.segment, r.region == "all", r.region))
 
 
 def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool,

@@ -116,9 +116,9 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
 def campaign(weeks: int, fmt: str, as_json: bool) -> None:
-    """What the calls did, per week and suggested action and per segment: calls, reach, acceptance,
-    churn within the window for called versus control-group customers, the uplift with its 95%
-    interval and a verdict, customers and revenue kept, cost and ROI."""
+    """What the calls did, per week and suggested action, per segment and per region: calls,
+    reach, acceptance, churn within the window for called versus control-group customers, the
+    uplift with its 95% interval and a verdict, customers and revenue kept, cost and ROI."""
     settings = Settings()
     if not settings.kafka_bootstrap:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the campaign report reads alerts, outcomes and churn")
@@ -137,8 +137,9 @@ def campaign(weeks: int, fmt: str, as_json: bool) -> None:
     _emit(doc, lambda: [_campaign_table(shown + [total])], lambda: _csv(list(total), shown + [total]), fmt, as_json)
 
 
-_CAMPAIGN = (("week", "week"), ("action", "action"), ("segment", "segment"), ("alerts", "alerts"),
-             ("holdout", "control"), ("calls", "calls"), ("reach_rate", "reached"), ("acceptance_rate", "accepted"),
+_CAMPAIGN = (("week", "week"), ("action", "action"), ("segment", "segment"), ("region", "region"),
+             ("alerts", "alerts"), ("holdout", "control"), ("calls", "calls"), ("reach_rate", "reached"),
+             ("acceptance_rate", "accepted"),
              ("churn_called", "churn, called"), ("churn_holdout", "churn, control"), ("uplift", "uplift (95% CI)"),
              ("customers_kept", "kept"), ("revenue_kept", "revenue kept"), ("cost", "cost"), ("roi", "ROI"),
              ("matured", "final"), ("verdict", "verdict"))
@@ -147,7 +148,8 @@ _CAMPAIGN = (("week", "week"), ("action", "action"), ("segment", "segment"), ("a
 def _campaign_table(rows: list[dict]) -> Table:
     table = Table(title="Retention campaign: called customers against the control group", title_justify="left")
     for name, heading in _CAMPAIGN:
-        table.add_column(heading, justify="left" if name in ("week", "action", "segment", "verdict") else "right")
+        left = name in ("week", "action", "segment", "region", "verdict")
+        table.add_column(heading, justify="left" if left else "right")
     for row in rows:
         table.add_row(*(_campaign_cell(name, row[name], row) for name, _ in _CAMPAIGN))
     return table

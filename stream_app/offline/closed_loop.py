@@ -93,7 +93,7 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
     costs = CampaignCosts.of(settings)
     rows = campaign_report(result.alerts, centre.outcomes, result.churn, settings.zone, end, costs, budget,
                            settings.region_call_budgets)
-    total = next(r for r in rows if (r.week, r.action, r.segment) == ("all", "all", "all")).to_json(costs)
+    total = next(r for r in rows if (r.week, r.action, r.segment, r.region) == ("all",) * 4).to_json(costs)
     true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
     scored = np.array(learning.scored, dtype=float).reshape(-1, 3)

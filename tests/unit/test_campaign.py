@@ -39,8 +39,8 @@ def churn(customer: str, day: date) -> ChurnEvent:
     return ChurnEvent(customer, day.toordinal(), "port_out", 3, True, "north", "mid_high_end", 100.0)
 
 
-def by_key(rows, week: str, action: str, segment: str = "all"):
-    return next(r for r in rows if (r.week, r.action, r.segment) == (week, action, segment))
+def by_key(rows, week: str, action: str, segment: str = "all", region: str = "all"):
+    return next(r for r in rows if (r.week, r.action, r.segment, r.region) == (week, action, segment, region))
 
 
 def test_calls_reach_acceptance_and_churn_against_the_holdout() -> None:
@@ -69,10 +69,10 @@ def test_calls_reach_acceptance_and_churn_against_the_holdout() -> None:
 def test_rows_per_week_and_action_and_young_weeks_are_not_final() -> None:
     early, late = alert("a1"), alert("b1", day=MONDAY + timedelta(days=7), action="technical follow-up")
     rows = campaign_report([early, late], [outcome(early, "contacted")], [], ZONE, as_of=MONDAY + timedelta(days=95))
-    assert [(r.week, r.action, r.segment) for r in rows] == [
-        ("2026-W10", "plan offer", "all"), ("2026-W11", "technical follow-up", "all"),
-        ("all", "plan offer", "all"), ("all", "technical follow-up", "all"), ("all", "all", "mid_high_end"),
-        ("all", "all", "all")]
+    assert [(r.week, r.action, r.segment, r.region) for r in rows] == [
+        ("2026-W10", "plan offer", "all", "all"), ("2026-W11", "technical follow-up", "all", "all"),
+        ("all", "plan offer", "all", "all"), ("all", "technical follow-up", "all", "all"),
+        ("all", "all", "mid_high_end", "all"), ("all", "all", "all", "unknown"), ("all", "all", "all", "all")]
     assert by_key(rows, "2026-W10", "plan offer").matured
     assert not by_key(rows, "2026-W11", "technical follow-up").matured
     assert by_key(rows, "2026-W10", "plan offer").revenue_kept(CampaignCosts()) is None  # no control group in the row
@@ -124,10 +124,12 @@ def test_a_customer_alerted_again_and_again_counts_once_in_the_uplift() -> None:
     assert (row.holdout, len(row.control_customers)) == (40, 10) and "too small" in row.verdict
 
 
-def test_segments_get_rows_of_their_own_over_all_weeks() -> None:
-    mass = msgspec.structs.replace(alert("m1"), segment="mass")
+def test_segments_and_regions_get_rows_of_their_own_over_all_weeks() -> None:
+    mass = msgspec.structs.replace(alert("m1"), segment="mass", region="north")
     rows = campaign_report([alert("a1"), mass], [], [], ZONE, as_of=MONDAY)
     assert by_key(rows, "all", "all", "mass").alerts == 1 and by_key(rows, "all", "all", "mid_high_end").alerts == 1
+    assert by_key(rows, "all", "all", region="north").alerts == 1
+    assert by_key(rows, "all", "all", region="unknown").alerts == 1
     assert by_key(rows, "all", "all").alerts == 2
 
 
