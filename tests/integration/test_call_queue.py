@@ -96,17 +96,23 @@ def wait_for(check, what: str, procs: list[tuple[subprocess.Popen, Path]], timeo
         time.sleep(0.5)
 
 
-def outcome_shown(browser, alert_id: str, text: str) -> bool:
-    """Whether the call's line comes to show `text` as its outcome, on whichever page is loaded by then."""
+def until(browser, condition, seconds: float = 15):
+    """Wait for `condition(browser)` on whichever page is loaded: a click returns before the page
+    it leads to has replaced the old one."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, seconds, ignored_exceptions=ignored).until(condition)
+
+
+def outcome_shown(browser, alert_id: str, text: str) -> bool:
+    """Whether the call's line comes to show `text` as its outcome."""
     def shown(b) -> bool:
         row = b.find_element("css selector", f"tr[data-alert-id='{alert_id}']")
         return row.find_element("css selector", ".outcome").text == text
 
-    return WebDriverWait(browser, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)) \
-        .until(shown)
+    return until(browser, shown)
 
 
 def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_campaign_report(
@@ -148,6 +154,7 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         browser.find_element("id", "agent").send_keys("agent-7")
         browser.find_element("id", "password").send_keys("a long password")
         browser.find_element("id", "login").click()
+        until(browser, lambda b: b.find_elements("id", "calls"))  # the queue page, not the login page any more
         assert browser.find_element("id", "agent").text == "Li Wei"
         rows = browser.find_elements("css selector", "tr.call")
         shown = [r.get_attribute("data-customer") for r in rows]
