@@ -108,7 +108,9 @@ class CampaignRow:
         """Control churn minus called churn, per customer: the share of called customers the calls kept."""
         if not self.called_customers or not self.control_customers:
             return None
-        return _rate(self.control_customers) - _rate(self.called_customers)
+        control = _share(sum(self.control_customers.values()), len(self.control_customers))
+        called = _share(sum(self.called_customers.values()), len(self.called_customers))
+        return control - called  # type: ignore[operator]  (both groups are non-empty here)
 
     @property
     def uplift_interval(self) -> tuple[float, float] | None:
@@ -217,10 +219,6 @@ def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: boo
         row.called_churned += churned
         row.called_arpu += alert.arpu
         row.called_customers[alert.customer_id] = row.called_customers.get(alert.customer_id, False) or churned
-
-
-def _rate(churned: dict[str, bool]) -> float:
-    return sum(churned.values()) / len(churned)
 
 
 def _share(part: int, whole: int) -> float | None:
