@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CohortRule", "Settings", "Topics"]
+__all__ = ["Attribute", "CohortRule", "Settings", "Topics", "checked_attributes"]
+
+#: An attribute's name: what profiles send it as (`Profile.attributes`) and the model column's root.
+ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+MAX_ATTRIBUTES = 32  # declared at most; a profile sends at most as many
+MAX_CATEGORY_VALUES = 32  # a category's declared values, each a model column
+A = TypeVar("A", bound="Attribute")
+
+
+class Attribute(BaseModel):
+    """One of the operator's own customer attributes (contracts/attributes.py says how the model
+    sees each kind): `number` (handset age, credit score), `date` (contract end: the model sees
+    the days to it) or `category` (credit class, handset tier: one column per declared value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["number", "date", "category"]
+    words: str = Field(default="", max_length=80, description="how agents read it in a reason; the name if empty")
+    log: bool = False  # number: the model sees log(1 + value), for heavy-tailed amounts
+    missing: float = 0.0  # number or date: what the model sees where a customer has no value
+    values: tuple[str, ...] = Field(default=(), max_length=MAX_CATEGORY_VALUES)  # category: its columns
+
+    @model_validator(mode="after")
+    def _values_for_categories(self) -> "Attribute":
+        if (self.kind == "category") != bool(self.values):
+            raise ValueError("a category lists its `values` (the rest read as none of them); other kinds list none")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"repeated values in {list(self.values)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -192,6 +230,14 @@ class Settings(BaseSettings):
         default_factory=lambda: {"mid_high_end": 0.01, "potential_mid_high_end": 0.015, "mass": 0.025},
         description="monthly churn rate per value segment (JSON); a customer's expected remaining lifetime is its "
                     "inverse, at most 60 months. Set from `churnwatch report churn` on your own base")
+    attributes: dict[str, Attribute] = Field(
+        default_factory=dict,
+        description="the operator's own customer attributes the model learns from, as JSON "
+                    "(`{\"credit_class\": {\"kind\": \"category\", \"values\": [\"A\", \"B\"]}}`); "
+                    "workers and trainer must declare the same (docs/model.md, \"The operator's own attributes\")")
+    attributes_file: Path | None = Field(
+        default=None, description="a YAML file of attributes (`attributes:` name -> declaration), added to "
+                                  "`CHURNWATCH_ATTRIBUTES`; read at start")
     model_min_labels: int = Field(
         default=2000, ge=0, description="a score raises levels only once its model has learned this many labels "
                                         "(it is on the alert before)")
@@ -258,6 +304,26 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone, got {value!r}; expected an IANA name such as 'Asia/Shanghai'") from exc
         return value
 
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, Attribute]) -> dict[str, Attribute]:
+        return checked_attributes(value)
+
+    @model_validator(mode="after")
+    def _attributes_file_read(self) -> "Settings":
+        if self.attributes_file is None:
+            return self
+        try:
+            doc = yaml.safe_load(self.attributes_file.read_text()) or {}
+            declared = {name: Attribute.model_validate(spec) for name, spec in (doc.get("attributes") or {}).items()}
+        except (OSError, yaml.YAMLError, AttributeError, ValueError) as exc:
+            raise ValueError(f"attributes_file {self.attributes_file}: {_first_line(exc)}") from None
+        if clash := sorted(set(declared) & set(self.attributes)):
+            raise ValueError(f"attributes_file {self.attributes_file} declares {clash} again; "
+                             "CHURNWATCH_ATTRIBUTES declares them already")
+        object.__setattr__(self, "attributes", checked_attributes(self.attributes | declared))
+        return self
+
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> "Settings":
         sasl = self.kafka_security_protocol.startswith("SASL_")
@@ -279,3 +345,19 @@ class Settings(BaseSettings):
     def cohort(self) -> CohortRule:
         return CohortRule(self.cohort_months, self.cohort_min_spend, self.cohort_churn_months,
                           self.cohort_churn_spend)
+
+
+def checked_attributes(value: dict[str, A]) -> dict[str, A]:
+    """`value` in the order of its names, which the model's columns follow wherever they were
+    declared; a ValueError naming names that are not ones, or too many of them."""
+    bad = [name for name in value if not re.match(ATTRIBUTE_NAME, name)]
+    if bad:
+        raise ValueError(f"attribute names {bad}: expected lower-case letters, digits and _, a letter first, "
+                         "at most 40")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"{len(value)} attributes declared; at most {MAX_ATTRIBUTES}")
+    return dict(sorted(value.items()))
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]

@@ -78,9 +78,10 @@ class Log:
 
 
 def decliner(log: Log, customer: str, months: tuple[int, ...] = (3, 4, 5),
-             minutes: tuple[int, ...] = (300, 300, 60)) -> None:
-    """A mid/high-end customer whose outgoing minutes fall in the last month; bills of 150 yuan."""
-    log.add("customers", customer, profile(customer))
+             minutes: tuple[int, ...] = (300, 300, 60), **profile_fields: object) -> None:
+    """A mid/high-end customer whose outgoing minutes fall in the last month; bills of 150 yuan.
+    `profile_fields` go on their profile (`attributes`, for instance)."""
+    log.add("customers", customer, profile(customer, **profile_fields))
     for month, total in zip(months, minutes):
         for day in range(1, 29, 3):
             ts = datetime(2026, month, day, 10).isoformat() + "+08:00"

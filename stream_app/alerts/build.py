@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Mapping
 from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 
 from stream_app.alerts.wording import model_reason
+from stream_app.contracts.attributes import describe, is_attribute
 from stream_app.contracts.events import Alert, AlertReason
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset
 from stream_app.rules.summary import like_them, render
-from stream_app.settings import Settings
+from stream_app.settings import Attribute, Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, StateTail, Windows
 
 __all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts",
@@ -47,6 +49,7 @@ class ModelView:
     scorer: Scorer
     x: np.ndarray
     score: np.ndarray
+    attributes: Mapping[str, Attribute] = field(default_factory=dict)  # declared: how their columns read
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def _with_model(alert: Alert, model: ModelView, values: dict[str, float], i: int
     reasons = list(alert.reasons)
     said = {r.text for r in reasons}
     for d in model.scorer.drivers(model.x[i]):
-        text = model_reason(d.feature, values)
+        text = (describe(d.feature, values[d.feature], model.attributes) if is_attribute(d.feature)
+                else model_reason(d.feature, values))
         if d.contribution < MIN_DRIVER or text in said:  # a rule has said it already, in the same words
             continue
         said.add(text)

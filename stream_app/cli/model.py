@@ -90,18 +90,19 @@ def model() -> None:
 def model_report(as_json: bool) -> None:
     """The published model: version, labels learned, progressive-validation figures."""
     from stream_app.contracts import keys
-    from stream_app.model.scoring import ModelRefused, decode_model
+    from stream_app.model.scoring import ModelRefused, decode_model, model_features
 
-    raw = _redis(read_settings()).get(keys.MODEL)
+    settings = read_settings()
+    raw = _redis(settings).get(keys.MODEL)
     if raw is None:
         raise click.ClickException("no model published yet: the service scores with rules alone")
     try:
-        snap = decode_model(raw)
+        snap = decode_model(raw, model_features(settings.attributes))
     except ModelRefused as exc:
         raise click.ClickException(f"the published model is unusable: {exc}") from None
     created = datetime.fromtimestamp(snap.created_at, timezone.utc).isoformat(timespec="seconds")
     report = {"version": snap.version, "kind": snap.kind, "labels": snap.labels, "created_at": created,
-              **snap.figures, "promotions": snap.promotions}
+              "attributes": len(settings.attributes), **snap.figures, "promotions": snap.promotions}
     for name, value in report.items():
         click.echo(f"{name:22} {value:.4f}" if isinstance(value, float) else f"{name:22} {value}", err=as_json)
     for candidate, shown in snap.candidates.items():

@@ -34,6 +34,7 @@ Money = Annotated[float, Meta(ge=0, le=1e7, description="yuan")]
 #: Free text kept in the state or sent on (cells, plans, regions, competitors): bounded, so no record
 #: can bloat a customer's state or the outputs built from it.
 Name = Annotated[str, Meta(max_length=64)]
+AttributeName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 #: Churn reason codes used in churn reports (DOMAIN.md): voluntary 1xx/2xx, involuntary 3xx.
 REASON_CODES: dict[int, str] = {
@@ -93,6 +94,9 @@ class Profile(Struct, frozen=True, forbid_unknown_fields=True):
     value_level: Annotated[int, Meta(ge=1, le=10)] | None = None
     key_person: bool = False
     prepaid: bool = False
+    #: The operator's own attributes (handset age, contract end, credit class ...): the model learns
+    #: from those that settings declare (contracts/attributes.py), a date as YYYY-MM-DD.
+    attributes: Annotated[dict[AttributeName, float | Name | None], Meta(max_length=32)] = {}
 
 
 class Outcome(Struct, frozen=True, forbid_unknown_fields=True):

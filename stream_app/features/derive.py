@@ -10,12 +10,15 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date
+from typing import Mapping
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from stream_app.contracts import segments
+from stream_app.contracts.attributes import matrix
 from stream_app.contracts.calendar import local_days, month_index, months_of_days
+from stream_app.settings import Attribute
 from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
 
 __all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "own_zscore", "ratio_change", "shortfall_z"]
@@ -223,9 +226,16 @@ def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) ->
     return np.where(exited, 5, stage).astype(np.float64)
 
 
-def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndarray]:
+def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo,
+           attributes: Mapping[str, Attribute] | None = None) -> dict[str, np.ndarray]:
     """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of
-    `w`, as of each one's event-time day `now_day`; days are the operator's (`zone`)."""
+    `w`, as of each one's event-time day `now_day`; days are the operator's (`zone`). With the
+    declared `attributes`, their model columns too (contracts/attributes.py)."""
+    return _usage(w, now_day, zone) | (matrix([t and t.attributes for t in w.text], now_day, attributes)
+                                       if attributes else {})
+
+
+def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndarray]:
     now_month = months_of_days(now_day)
     rec = w.rec
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]

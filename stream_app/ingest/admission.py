@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from stream_app.contracts.attributes import AttributeRefused, admit
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import (
     CUSTOMER_ID_PATTERN,
@@ -122,6 +123,12 @@ class Edge:
         # Outcomes name the customer as their alert did: already a pseudonym.
         self._numbered = {inputs[t] for t in Input if t != Input.OUTCOMES}
 
+    def _attributes(self, profile: Profile) -> dict[str, float | str]:
+        try:
+            return admit(profile.attributes, self.settings.attributes)
+        except AttributeRefused as exc:
+            raise InvalidEvent("invalid_field", exc.field, str(exc)) from None
+
     def customer_of(self, rec: Record) -> str | None:
         """The customer a record's state is kept under (its key, pseudonymised if ids are)."""
         if rec.key is None:
@@ -150,6 +157,8 @@ class Edge:
             raise InvalidEvent("key_mismatch", "customer_id",
                                f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
         self.bounds.check(event, latest)
+        if isinstance(event, Profile) and event.attributes:
+            event = msgspec.structs.replace(event, attributes=self._attributes(event))
         if self.pseudonyms.enabled and rec.topic in self._numbered:
             event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
         return event

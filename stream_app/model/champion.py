@@ -38,7 +38,7 @@ import numpy as np
 
 from stream_app.model.boosted import Trees, TreeScorer, fit_trees
 from stream_app.model.label_store import LabelStore
-from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
+from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, model_features
 from stream_app.model.signing import Signer
 from stream_app.model.validation import figures
 from stream_app.settings import Settings
@@ -122,8 +122,9 @@ class Contest:
 
     def __init__(self, settings: Settings) -> None:
         self.policy = Policy.of(settings)
-        self.online = Learner(settings.model_kind, settings.validation_window, settings.call_budget_share)
-        self.store = LabelStore(self.policy.store_labels, len(NAMES), self.policy.store_days)
+        features = model_features(settings.attributes)
+        self.online = Learner(settings.model_kind, settings.validation_window, settings.call_budget_share, features)
+        self.store = LabelStore(self.policy.store_labels, len(features), self.policy.store_days)
         self.trees: Trees | None = None
         self._trees: TreeScorer | None = None
         self._churners = np.zeros(0, np.int64)  # the customers the trees learned as churners, hashed
@@ -143,7 +144,7 @@ class Contest:
         self.policy = Policy.of(settings)
         p = self.policy
         if (self.store.capacity, self.store.max_age_days) != (p.store_labels, p.store_days):
-            old, self.store = self.store, LabelStore(p.store_labels, len(NAMES), p.store_days)
+            old, self.store = self.store, LabelStore(p.store_labels, len(self.features), p.store_days)
             n = len(old)
             for at in (np.arange(n) + (old.seen - n)) % old.capacity:
                 self.store.add(old.x[at], int(old.y[at]), int(old.day[at]), int(old.who[at]))
@@ -207,7 +208,7 @@ class Contest:
         # scikit-learn refuses infinities (one label could carry one) but reads NaN as missing.
         self.trees = fit_trees(np.where(np.isfinite(x), x, np.nan), y)
         self._churners = np.unique(who[y == 1])
-        self._trees = TreeScorer(self.trees, len(NAMES))
+        self._trees = TreeScorer(self.trees, len(self.features))
         self.refits += 1
         return [Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels ({int(y.sum()):,} "
                                  f"churned) in {time.perf_counter() - started:.1f} s")]

@@ -8,7 +8,7 @@ from typing import Any
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
 from stream_app.metrics import Metrics
-from stream_app.model.scoring import ModelRefused, ModelSnapshot, Scorer, decode_model, encode_snapshot
+from stream_app.model.scoring import NAMES, ModelRefused, ModelSnapshot, Scorer, decode_model, encode_snapshot
 from stream_app.model.signing import Signer
 
 __all__ = ["LeaseLost", "publish", "ScorerSource"]
@@ -47,9 +47,10 @@ class ScorerSource:
     A model that fails its checks is refused, logged and counted once, and the previous one
     stays in use."""
 
-    def __init__(self, metrics: Metrics, signer: Signer | None = None) -> None:
+    def __init__(self, metrics: Metrics, signer: Signer | None = None, features: tuple[str, ...] = NAMES) -> None:
         self.metrics = metrics
         self.signer = signer
+        self.features = features  # what this worker computes (`model_features`)
         self.scorer: Scorer | None = None
         self._seen: int | None = None
 
@@ -74,7 +75,7 @@ class ScorerSource:
 
     def offer(self, raw: bytes) -> None:
         try:
-            snapshot = decode_model(raw)
+            snapshot = decode_model(raw, self.features)
             scorer = Scorer(snapshot, self.signer)
         except ModelRefused as exc:
             self.metrics.model_refused.inc()

@@ -14,22 +14,24 @@ import math
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 import msgspec
 import numpy as np
 from river import compose, drift, forest, linear_model, optim, preprocessing
 
+from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
 from stream_app.features.derive import CALL_PERIODS, shortfall_z
 from stream_app.model.boosted import Trees, TreeScorer, TreesRefused
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.model.validation import ProgressiveValidation, auc
+from stream_app.settings import Attribute
 
 __all__ = [
     "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Adaptation", "Learner", "Driver",
-    "model_inputs", "monthly_pending", "encode_snapshot", "decode_model",
+    "model_features", "model_inputs", "monthly_pending", "encode_snapshot", "decode_model",
 ]
 
 #: Features the model learns from, and how each is squashed first: heavy-tailed volumes
@@ -57,8 +59,15 @@ LEARNING_RATE = 0.05  # AdaGrad's base step (see `_river_model`)
 FORMAT = 2  # bump when a snapshot's meaning changes; older scorers then refuse it
 
 
-def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """The (customers, len(MODEL_FEATURES)) matrix the model sees.
+def model_features(attributes: Mapping[str, Attribute]) -> tuple[str, ...]:
+    """What the model sees: the built-in features, then the declared attributes' columns."""
+    return NAMES + attribute_columns(attributes)
+
+
+def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray] | None = None,
+                 attributes: Sequence[str] = ()) -> np.ndarray:
+    """The (customers, len(MODEL_FEATURES) + len(attributes)) matrix the model sees: `attributes`
+    are the attribute columns of `model_features`, taken from `features` as they are.
 
     `medians`: per baseline feature (baselines.py), its median in each customer's segment
     that day (NaN where there is none yet). The changes the model sees are then measured
@@ -76,6 +85,7 @@ def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]
             col = shortfall_z(features[change], features["calls_usual"] * _PERIOD_DAYS[name], shift.get(change, 0.0))
         columns.append(np.log1p(np.maximum(col, 0)) if how == "log" else np.clip(col, -1, 3) if how == "ratio"
                        else np.clip(col, -SD_LIMIT, SD_LIMIT) if how == "sd" else col)
+    columns += [np.asarray(features[name], np.float64) for name in attributes]
     return np.stack(columns, axis=1)
 
 
@@ -141,8 +151,9 @@ def encode_snapshot(snapshot: ModelSnapshot) -> bytes:
     return hashlib.sha256(body).digest() + body
 
 
-def decode_model(raw: bytes) -> ModelSnapshot:
-    """The snapshot in `raw`, or `ModelRefused` saying why it cannot be used."""
+def decode_model(raw: bytes, features: tuple[str, ...] = NAMES) -> ModelSnapshot:
+    """The snapshot in `raw`, or `ModelRefused` saying why it cannot be used by a scorer that
+    computes `features` (`model_features`)."""
     digest, body = raw[:32], raw[32:]
     if hashlib.sha256(body).digest() != digest:
         raise ModelRefused("checksum mismatch: the stored model is corrupt")
@@ -152,10 +163,12 @@ def decode_model(raw: bytes) -> ModelSnapshot:
         raise ModelRefused(f"undecodable model: {exc}") from None
     if snap.format != FORMAT:
         raise ModelRefused(f"model format {snap.format}; this build reads format {FORMAT}")
-    if snap.features != list(NAMES):
-        raise ModelRefused(f"model made for features {snap.features}; this build computes {list(NAMES)}")
+    if snap.features != list(features):
+        missing, extra = sorted(set(features) - set(snap.features)), sorted(set(snap.features) - set(features))
+        raise ModelRefused(f"model made for other features (missing {missing}, extra {extra}, or another order); "
+                           "do workers and trainer declare the same CHURNWATCH_ATTRIBUTES?")
     arrays = [snap.mean, snap.scale] + ([snap.weights] if snap.kind == "logistic" else [])
-    if any(len(a) != len(NAMES) for a in arrays):
+    if any(len(a) != len(features) for a in arrays):
         raise ModelRefused("model arrays do not match its feature list")
     if not all(math.isfinite(v) for a in arrays for v in a) or not math.isfinite(snap.intercept):
         raise ModelRefused("model has non-finite parameters")
@@ -170,7 +183,7 @@ def _tree_scorer(snap: ModelSnapshot) -> TreeScorer:
     if snap.trees is None:
         raise ModelRefused("boosted model without its trees")
     try:
-        return TreeScorer(snap.trees, len(NAMES))
+        return TreeScorer(snap.trees, len(snap.features))
     except TreesRefused as exc:
         raise ModelRefused(f"boosted model refused: {exc}") from None
     except (ValueError, MemoryError) as exc:  # whatever else arrays read from Redis make numpy raise
@@ -195,6 +208,7 @@ class Scorer:
         self.snapshot = snapshot
         self.version = snapshot.version
         self.labels = snapshot.labels
+        self.names = tuple(snapshot.features)
         self._mean = np.array(snapshot.mean)
         scale = np.array(snapshot.scale)
         self._inv_scale = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
@@ -212,7 +226,7 @@ class Scorer:
             return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
         if self._trees is not None:
             return self._trees.score(x)
-        return np.array([self._forest.predict_proba_one(dict(zip(NAMES, row))).get(True, 0.0) for row in x])
+        return np.array([self._forest.predict_proba_one(dict(zip(self.names, row))).get(True, 0.0) for row in x])
 
     def drivers(self, x_row: np.ndarray, top: int = 3) -> list[Driver]:
         """The terms that raised this score most: weight x standardised value for the linear
@@ -222,7 +236,7 @@ class Scorer:
         terms = (z * self._w if self._w is not None else self._trees.contributions(x_row)
                  if self._trees is not None else np.abs(z))
         order = np.argsort(-terms, kind="mergesort")[:top]
-        return [Driver(NAMES[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
+        return [Driver(self.names[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
 
 
 def clip_z(z: dict[str, float]) -> dict[str, float]:
@@ -288,12 +302,13 @@ class Learner:
     a sixth of its precision.
     """
 
-    def __init__(self, kind: Literal["logistic", "forest"], window: int, budget_share: float) -> None:
+    def __init__(self, kind: Literal["logistic", "forest"], window: int, budget_share: float,
+                 features: tuple[str, ...] = NAMES) -> None:
         self.kind = kind
         self.model = _river_model(kind)
-        self.validation = ProgressiveValidation(window, len(NAMES), budget_share)
+        self.validation = ProgressiveValidation(window, len(features), budget_share)
         self.detector = drift.ADWIN(delta=0.001)
-        self.features = NAMES  # what it was made for: a build with other features starts afresh
+        self.features = features  # what it was made for: other features (settings, build) start afresh
         self.labels = 0
         self.drifts = 0
         self.replaced = 0
@@ -303,11 +318,11 @@ class Learner:
         self._trial: list[tuple[float, float, int]] = []  # the model's and the challenger's score, the label
 
     def predict(self, x: np.ndarray) -> float:
-        return float(self.model.predict_proba_one(dict(zip(NAMES, x.tolist()))).get(True, 0.0))
+        return float(self.model.predict_proba_one(dict(zip(self.features, x.tolist()))).get(True, 0.0))
 
     def learn(self, x: np.ndarray, y: int) -> Adaptation:
         """Score `x`, record the score against `y`, learn; and what that changed in following drift."""
-        features = dict(zip(NAMES, x.tolist()))
+        features = dict(zip(self.features, x.tolist()))
         p = _predict_then_learn(self.model, self.kind, features, bool(y))
         self.last_score = p
         self.validation.add(x, y, p)
@@ -328,7 +343,7 @@ class Learner:
         self._trial = []
         xs, ys, _ = self.validation.window()
         for x, y in zip(xs, ys):
-            self.challenger.learn_one(dict(zip(NAMES, x.tolist())), bool(y))
+            self.challenger.learn_one(dict(zip(self.features, x.tolist())), bool(y))
 
     def _judge(self) -> Adaptation:
         if len(self._trial) < self.validation.size:
@@ -345,15 +360,16 @@ class Learner:
     def snapshot(self, version: int, signer: Signer | None = None) -> ModelSnapshot:
         """The model as published; a forest is pickled, and so needs a `signer`."""
         scaler = self.model.steps["StandardScaler"]
-        mean = [float(scaler.means.get(n, 0.0)) for n in NAMES]
-        scale = [float(math.sqrt(scaler.vars.get(n, 0.0))) for n in NAMES]
+        mean = [float(scaler.means.get(n, 0.0)) for n in self.features]
+        scale = [float(math.sqrt(scaler.vars.get(n, 0.0))) for n in self.features]
         if self.kind == "logistic":
             lr = self.model.steps["LogisticRegression"]
-            weights, intercept, pickled = [float(lr.weights.get(n, 0.0)) for n in NAMES], float(lr.intercept), None
+            weights, intercept = [float(lr.weights.get(n, 0.0)) for n in self.features], float(lr.intercept)
+            pickled = None
         else:
             if signer is None:
                 raise Unsigned("a forest model is published as a pickle, which must be signed")
             weights, intercept, pickled = [], 0.0, signer.sign(pickle.dumps(self.model))
         figures = {k: v for k, v in self.validation.figures().items() if math.isfinite(v)}
-        return ModelSnapshot(version, self.kind, list(NAMES), self.labels, time.time(), mean, scale, weights,
+        return ModelSnapshot(version, self.kind, list(self.features), self.labels, time.time(), mean, scale, weights,
                              intercept, figures, pickled)

@@ -34,7 +34,7 @@ from stream_app.metrics import TrainerMetrics
 from stream_app.model.champion import CANDIDATES, Contest, Verdict
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import publish
-from stream_app.model.scoring import NAMES, Adaptation, Learner, ModelSnapshot
+from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, model_features
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.settings import Settings
 
@@ -64,6 +64,7 @@ class TrainerCore:
     # one of a day already learned is such a resend.
     days: dict[str, int] = field(default_factory=dict)
     since_publish: int = 0
+    misfits: int = 0  # labels of another feature count, skipped
     published_at: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -79,8 +80,16 @@ class TrainerCore:
         """Learn one label read at `offset` of churn.labels. None if it was learned before;
         otherwise what it changed in following drift, and what the contest did."""
         self.labels_offset = offset + 1
-        if label.offset <= self.learned.get(label.partition, -1) or len(label.x) != len(NAMES):
-            return None  # learned before, or made by a build with other features (an upgrade's leftovers)
+        if len(label.x) != len(self.contest.features):
+            # An upgrade's leftovers, or workers that declare other attributes than this trainer.
+            if not self.misfits:
+                log.warning("a label of %d features, where this trainer learns %d: skipped, as are the next such; "
+                            "do workers and trainer declare the same CHURNWATCH_ATTRIBUTES?",
+                            len(label.x), len(self.contest.features))
+            self.misfits += 1
+            return None
+        if label.offset <= self.learned.get(label.partition, -1):
+            return None  # learned before
         self.learned[label.partition] = label.offset
         if label.day <= self.days.get(label.customer_id, -1):
             return None  # the same customer and day again: a resent snapshot
@@ -123,8 +132,10 @@ class TrainerCore:
         except Unsigned as exc:
             log.error("the trainer's checkpoint was refused (%s): learning afresh from the labels topic", exc)
             return dataclasses.replace(cls.fresh(settings), version=version)
-        if getattr(contest, "features", None) != NAMES:
-            log.warning("the checkpointed model was made for other features: learning afresh for %s", ", ".join(NAMES))
+        features = model_features(settings.attributes)
+        if getattr(contest, "features", None) != features:
+            log.warning("the checkpointed model was made for other features: learning afresh for %s",
+                        ", ".join(features))
             contest = Contest(settings)
         elif isinstance(contest, Learner):
             online, contest = contest, Contest(settings)

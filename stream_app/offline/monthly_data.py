@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream_app.contracts.events import CUSTOMER_ID_PATTERN, REASON_CODES
 from stream_app.errors import ChurnwatchError
+from stream_app.settings import Attribute, checked_attributes
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
@@ -95,6 +96,12 @@ class Tenure(BaseModel):
     at: Literal["start", "end"] = "end"
 
 
+class MappedAttribute(Attribute):
+    """An attribute (settings.py) and its column: as it is, even in a wide layout; a long one's last month."""
+
+    column: str
+
+
 class Mapping(BaseModel):
     """A mapping file (see `mappings/`)."""
 
@@ -110,6 +117,14 @@ class Mapping(BaseModel):
     counters: dict[str, list[Source]]
     label: LabelRule
     tenure: Tenure | None = None  # None: every customer joined DEFAULT_TENURE_DAYS before the first month
+    attributes: dict[str, MappedAttribute] = {}  # the data's other columns, for the model to learn from
+
+    _attribute_names = field_validator("attributes")(checked_attributes)
+
+    @property
+    def declared(self) -> dict[str, Attribute]:
+        """The attributes as settings declare them (`Settings.attributes`)."""
+        return {name: Attribute.model_validate(a.model_dump(exclude={"column"})) for name, a in self.attributes.items()}
 
     @field_validator("months")
     @classmethod
@@ -167,6 +182,7 @@ class MonthlyRow(msgspec.Struct, frozen=True):
     months: dict[str, dict[str, float]]  # YYYY-MM -> counter -> total
     churned: bool
     tenure_days: int = DEFAULT_TENURE_DAYS  # with the operator before the first month
+    attributes: dict[str, float | str] = {}  # the mapping's attributes the row has a value for
 
 
 def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
@@ -197,6 +213,7 @@ def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> None:
         wanted.add(mapping.label.column)
     if mapping.tenure:
         wanted.add(mapping.tenure.column)
+    wanted |= {a.column for a in mapping.attributes.values()}
     for name in mapping.label.no_usage_in:
         wanted.add(mapping.column(name, mapping.label.month or ""))
     missing = sorted(wanted - header)
@@ -251,14 +268,28 @@ def _churned(mapping: Mapping, record: dict[str, str]) -> bool:
 
 def _wide_row(mapping: Mapping, customer: str, record: dict[str, str]) -> MonthlyRow:
     months = {calendar: _counters(mapping, record, suffix) for suffix, calendar in mapping.months.items()}
-    return MonthlyRow(customer, months, _churned(mapping, record), _tenure_days(mapping, record))
+    return MonthlyRow(customer, months, _churned(mapping, record), _tenure_days(mapping, record),
+                      _attributes(mapping, record))
+
+
+def _attributes(mapping: Mapping, record: dict[str, str]) -> dict[str, float | str]:
+    """The row's value of each mapped attribute; an empty cell, or a number that is not one, is none."""
+    out: dict[str, float | str] = {}
+    for name, a in mapping.attributes.items():
+        text = (record.get(a.column) or "").strip()
+        if text and a.kind != "number":
+            out[name] = text
+        elif re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+            out[name] = float(text)
+    return out
 
 
 def _long_row(mapping: Mapping, customer: str, rows: dict[str, dict[str, str]]) -> MonthlyRow:
     months = {calendar: _counters(mapping, rows[name], "") for name, calendar in mapping.months.items()
               if name in rows}
     last = rows[max(rows)]
-    return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, last))
+    return MonthlyRow(customer, months, _churned(mapping, last), _tenure_days(mapping, last),
+                      _attributes(mapping, last))
 
 
 def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exits: bool = True,
@@ -273,7 +304,7 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exi
             "event_id": f"mr-p-{r.customer_id}", "customer_id": r.customer_id,
             "ts": datetime.combine(first, time.min, zone).isoformat(),
             "activation_date": str(first - timedelta(r.tenure_days)),
-            "plan": "replayed", "region": "unknown"})
+            "plan": "replayed", "region": "unknown", "attributes": r.attributes})
     for month in months:
         start = datetime.strptime(month, "%Y-%m").date()
         days = (next_month(start) - start).days

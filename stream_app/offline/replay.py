@@ -26,7 +26,7 @@ from stream_app.features.baselines import BaselineRule, Baselines
 from stream_app.metrics import Metrics
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import ScorerSource
-from stream_app.model.scoring import encode_snapshot
+from stream_app.model.scoring import encode_snapshot, model_features
 from stream_app.model.signing import Signer
 from stream_app.model.trainer import TrainerCore
 from stream_app.rules.pack import Ruleset
@@ -126,7 +126,7 @@ async def _replay(records: Iterable[Record], settings: Settings, rules: Callable
                   on_label: Callable[[Label], None] | None = None) -> ReplayResult:
     metrics = Metrics(CollectorRegistry())
     # Models published within this process only: a key of its own signs a forest's pickle.
-    source = ScorerSource(metrics, Signer.ephemeral())
+    source = ScorerSource(metrics, Signer.ephemeral(), model_features(settings.attributes))
     core = TrainerCore.fresh(settings)
     store = MemoryWindowStore()
     # Replays compare what they find with the truth by customer id: simulated or public data,

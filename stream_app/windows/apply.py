@@ -6,9 +6,8 @@ integers in fixed units (tenths of a minute, 64 KiB of data, fen), so sums do no
 the order events are added in; bills count in months only; buckets roll off as a function
 of the newest usage day. Together that makes the state independent of how topics
 interleave and where batches split, which is what lets a replay after a crash give the
-same state as an uninterrupted run.
-
-The state's layout, and loading and dumping a batch of states, are in `state.py`.
+same state as an uninterrupted run. The state's layout, and loading and dumping a batch of
+states, are in `state.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
+from stream_app.contracts.attributes import stored
 from stream_app.contracts.calendar import local_clock, month_of_label, months_of_days
 from stream_app.contracts.events import LEVELS, Billing, Cdr, Outcome, Profile
 from stream_app.errors import InvalidEvent
@@ -304,7 +304,7 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
         rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0
         # Only the profile's fields: a plan change must not drop the streaks or cohort memberships.
         w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), plan=e.plan, region=e.region,
-                                               segment=e.segment)
+                                               segment=e.segment, attributes=stored(e.attributes))
     elif isinstance(e, Outcome):
         _close_the_loop(w, cust, e, ts)
 

@@ -99,6 +99,8 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     #: another. A resend carries its event's time, so only its day's group is searched; days a
     #: topic's late grace has closed are dropped (their events are refused as late anyway).
     seen: dict[int, bytes] = {}
+    #: The operator's own attributes of the latest profile, under their keys (contracts/attributes.py).
+    attributes: dict[int, float | str] = {}
 
 
 _tail_encoder = msgspec.msgpack.Encoder()

@@ -29,6 +29,7 @@ from stream_app.features.baseline_counts import BaselineSource
 from stream_app.features.baselines import BaselineRule
 from stream_app.metrics import Metrics
 from stream_app.model.registry import ScorerSource
+from stream_app.model.scoring import model_features
 from stream_app.model.signing import Signer
 from stream_app.rules.watch import RulesWatch
 from stream_app.settings import Settings
@@ -72,7 +73,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
     )
-    model = ScorerSource(metrics, Signer.of(settings))
+    model = ScorerSource(metrics, Signer.of(settings), model_features(settings.attributes))
     baselines = BaselineSource(BaselineRule.of(settings), metrics)
     rules = RulesWatch([Path(settings.rules_dir)], metrics)
     rules.reload()

@@ -21,6 +21,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
+from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.contracts.calendar import local_days, months_of_days
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
 from stream_app.contracts.inputs import CLOCKED
@@ -232,7 +233,7 @@ class BatchProcessor:
             score = np.where(monthly_pending(features), 0.0, features["churn_score"])
             by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
             ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
-        view = ModelView(scorer, x, features["churn_score"]) if scorer is not None else None
+        view = ModelView(scorer, x, features["churn_score"], s.attributes) if scorer is not None else None
         out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy,
                                                        now, view)
         w.mark_alerted(alerted)
@@ -250,9 +251,10 @@ class BatchProcessor:
         changes against the built-in segments' baselines: its inputs do not change with the
         rule files."""
         baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
-        features = with_segments(ruleset, derive(w, day, self.settings.zone))
+        attributes = self.settings.attributes
+        features = with_segments(ruleset, derive(w, day, self.settings.zone, attributes))
         columns = baselines.columns(features, day, defined)
-        x = model_inputs(features, baselines.medians(features, day, columns, defined))
+        x = model_inputs(features, baselines.medians(features, day, columns, defined), attribute_columns(attributes))
         features |= columns
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
