@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -22,12 +23,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream_app.yaml_source import load_yaml
+
 __all__ = ["Attribute", "CohortRule", "Settings", "Topics", "checked_attributes"]
 
 #: An attribute's name: what profiles send it as (`Profile.attributes`) and the model column's root.
 ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_ATTRIBUTES = 32  # declared at most; a profile sends at most as many
 MAX_CATEGORY_VALUES = 32  # a category's declared values, each a model column
+MAX_NUMBER = 1e12  # a number attribute's magnitude at most: past it a profile is refused, not learned from
+MAX_DAYS = 3650  # a date's distance the model sees, at most, either way: ten years off says no more
 A = TypeVar("A", bound="Attribute")
 
 
@@ -40,13 +45,17 @@ class Attribute(BaseModel):
     kind: Literal["number", "date", "category"]
     words: str = Field(default="", max_length=80, description="how agents read it in a reason; the name if empty")
     log: bool = False  # number: the model sees log(1 + value), for heavy-tailed amounts
-    missing: float = 0.0  # number or date: what the model sees where a customer has no value
-    values: tuple[str, ...] = Field(default=(), max_length=MAX_CATEGORY_VALUES)  # category: its columns
+    # What the model takes a customer without a value to have: a number in its own units (default
+    # 0), a date as days to it (default MAX_DAYS: no contract end known is none coming).
+    missing: float | None = Field(default=None, ge=-MAX_NUMBER, le=MAX_NUMBER, allow_inf_nan=False)
+    values: tuple[Annotated[str, Field(max_length=64)], ...] = Field(default=(), max_length=MAX_CATEGORY_VALUES)
 
     @model_validator(mode="after")
     def _values_for_categories(self) -> "Attribute":
         if (self.kind == "category") != bool(self.values):
             raise ValueError("a category lists its `values` (the rest read as none of them); other kinds list none")
+        if self.kind == "category" and (self.log or self.missing is not None):
+            raise ValueError("a category takes no `log` or `missing`: a customer without a value has none of them")
         if len(set(self.values)) != len(self.values):
             raise ValueError(f"repeated values in {list(self.values)}")
         return self
@@ -314,9 +323,9 @@ class Settings(BaseSettings):
         if self.attributes_file is None:
             return self
         try:
-            doc = yaml.safe_load(self.attributes_file.read_text()) or {}
+            doc = load_yaml(self.attributes_file.read_text()) or {}
             declared = {name: Attribute.model_validate(spec) for name, spec in (doc.get("attributes") or {}).items()}
-        except (OSError, yaml.YAMLError, AttributeError, ValueError) as exc:
+        except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
             raise ValueError(f"attributes_file {self.attributes_file}: {_first_line(exc)}") from None
         if clash := sorted(set(declared) & set(self.attributes)):
             raise ValueError(f"attributes_file {self.attributes_file} declares {clash} again; "
@@ -350,12 +359,15 @@ class Settings(BaseSettings):
 def checked_attributes(value: dict[str, A]) -> dict[str, A]:
     """`value` in the order of its names, which the model's columns follow wherever they were
     declared; a ValueError naming names that are not ones, or too many of them."""
-    bad = [name for name in value if not re.match(ATTRIBUTE_NAME, name)]
+    bad = [name for name in value if not (isinstance(name, str) and re.match(ATTRIBUTE_NAME, name))]
     if bad:
         raise ValueError(f"attribute names {bad}: expected lower-case letters, digits and _, a letter first, "
                          "at most 40")
     if len(value) > MAX_ATTRIBUTES:
         raise ValueError(f"{len(value)} attributes declared; at most {MAX_ATTRIBUTES}")
+    keys = {zlib.crc32(name.encode()) for name in value}  # the state keeps values under these keys
+    if len(keys) != len(value):
+        raise ValueError(f"two of the attribute names {sorted(value)} share a key in the state; rename one")
     return dict(sorted(value.items()))
 
 

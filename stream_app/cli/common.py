@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -19,10 +20,14 @@ def read_settings() -> Settings:
 
     try:
         return Settings()
+    except SettingsError as exc:  # a variable that is not the JSON its setting takes
+        raise click.ClickException(f"invalid settings: {exc}") from None
     except ValidationError as exc:
         secret = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}"
-                 + ("" if e["loc"] and e["loc"][0] in secret else f" (got {e.get('input')!r})") for e in exc.errors()]
+        # An error of the whole settings (no field) would show every setting, secrets among them.
+        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                 + ("" if not e["loc"] or e["loc"][0] in secret else f" (got {e.get('input')!r})")
+                 for e in exc.errors()]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 

@@ -26,12 +26,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from stream_app.errors import ChurnwatchError
-from stream_app.settings import Attribute
+from stream_app.settings import MAX_DAYS, MAX_NUMBER, Attribute
 
-__all__ = ["PREFIX", "AttributeRefused", "admit", "stored", "columns", "matrix", "is_attribute", "describe", "key"]
+__all__ = ["PREFIX", "AttributeRefused", "admit", "category_text", "stored", "columns", "matrix", "is_attribute", "describe", "key"]
 
 PREFIX = "attr:"  # model columns of attributes: no built-in feature is named so
-MAX_DAYS = 3650  # a date further than ten years either way says no more than one ten years off
 
 Stored = Mapping[int, "float | str"]  # an attribute's key -> its admitted value, as the state keeps them
 
@@ -63,10 +62,10 @@ def admit(sent: Mapping[str, float | str | None], declared: Mapping[str, Attribu
         if spec is None or value is None:
             continue
         if spec.kind == "category":
-            out[name] = str(value)
+            out[name] = category_text(value)
         elif spec.kind == "number":
-            if isinstance(value, str) or not math.isfinite(value):
-                raise AttributeRefused(name, f"got {value!r}; {name} is a number")
+            if isinstance(value, str) or not abs(value) <= MAX_NUMBER:  # NaN too
+                raise AttributeRefused(name, f"got {value!r}; {name} is a number within +-{MAX_NUMBER:g}")
             out[name] = float(value)
         else:
             try:
@@ -74,6 +73,13 @@ def admit(sent: Mapping[str, float | str | None], declared: Mapping[str, Attribu
             except ValueError:
                 raise AttributeRefused(name, f"got {value!r}; {name} is a date, YYYY-MM-DD") from None
     return out
+
+
+def category_text(value: float | str) -> str:
+    """A category value as text: a class sent as the number 1 (JSON numbers decode as floats) is "1"."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def columns(declared: Mapping[str, Attribute]) -> tuple[str, ...]:
@@ -94,15 +100,20 @@ def matrix(kept: Sequence[Stored | None], day: np.ndarray,
         k = key(name)
         raw = [a.get(k) if a else None for a in kept]
         if spec.kind == "category":
-            for v in spec.values:
-                out[f"{PREFIX}{name}={v}"] = np.fromiter((r == v for r in raw), np.float64, n)
+            at = {v: j for j, v in enumerate(spec.values)}
+            hot = np.zeros((n, len(spec.values) + 1))  # the last column: none of the declared values
+            hot[np.arange(n), [at.get(r, -1) for r in raw]] = 1.0  # type: ignore[arg-type]
+            out |= {f"{PREFIX}{name}={v}": hot[:, j] for j, v in enumerate(spec.values)}
             continue
         values = np.array([r if isinstance(r, float) else np.nan for r in raw], np.float64).reshape(n)
         if spec.kind == "date":
             values = np.clip(values - day, -MAX_DAYS, MAX_DAYS)
-        elif spec.log:
-            values = np.log1p(np.maximum(values, 0.0))
-        out[f"{PREFIX}{name}"] = np.where(np.isnan(values), spec.missing, values)
+            missing = MAX_DAYS if spec.missing is None else spec.missing
+        else:
+            missing = spec.missing or 0.0
+            if spec.log:
+                values, missing = np.log1p(np.maximum(values, 0.0)), math.log1p(max(missing, 0.0))
+        out[f"{PREFIX}{name}"] = np.where(np.isnan(values), missing, values)
     return out
 
 
@@ -118,7 +129,9 @@ def describe(column: str, value: float, declared: Mapping[str, Attribute]) -> st
     words = (spec.words if spec else "") or name.replace("_", " ")
     if category:
         return f"{words}: {category}" if value else f"{words}: not {category}"
+    if not math.isfinite(value):
+        return words
     if spec is not None and spec.kind == "date":
         days = round(value)
         return f"{words}: in {days} days" if days >= 0 else f"{words}: {-days} days ago"
-    return f"{words}: {math.expm1(value) if spec is not None and spec.log else value:g}"
+    return f"{words}: {math.expm1(min(value, 700.0)) if spec is not None and spec.log else value:g}"

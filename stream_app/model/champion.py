@@ -50,7 +50,7 @@ CANDIDATES = ("online", "boosted")
 FIRST_FIT_LABELS = 500  # the trees' first fit waits for this many labels ...
 FIRST_FIT_POSITIVES = 20  # ... and this many churners among them
 _JUDGED_MIN = 200  # labels both candidates scored, at least, for a round to count
-_JUDGED_MIN_POSITIVES = 10
+_JUDGED_MIN_POSITIVES = 10  # customers with a positive label
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,8 @@ class Contest:
 
     def _judge(self) -> list[Verdict]:
         y, p, who = self.scores.judged()
-        if len(y) < _JUDGED_MIN or not _JUDGED_MIN_POSITIVES <= y.sum() < len(y):
-            return []  # not enough evidence: the round does not count either way
+        if len(y) < _JUDGED_MIN or y.all() or len(np.unique(who[y == 1])) < _JUDGED_MIN_POSITIVES:
+            return []  # not enough evidence (churners counted as customers): the round does not count either way
         share = self.policy.budget_share
         self.figures = {name: figures(y, p[:, i], share) for i, name in enumerate(CANDIDATES)}
         challenger = next(name for name in CANDIDATES if name != self.champion)

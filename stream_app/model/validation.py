@@ -47,7 +47,8 @@ def auc_gain_low(y: np.ndarray, mine: np.ndarray, theirs: np.ndarray, who: np.nd
     for r in range(resamples):
         weight = rng.multinomial(len(customers), np.full(len(customers), 1 / len(customers)))[at].astype(np.float64)
         gains[r] = _weighted_auc(y, weight, *ranked[1]) - _weighted_auc(y, weight, *ranked[0])
-    return float(np.nanpercentile(gains, 2.5))
+    # A draw without a churner (or without a stayer) says nothing in favour: it counts as a loss.
+    return float(np.percentile(np.where(np.isnan(gains), -np.inf, gains), 2.5, method="lower"))
 
 
 def _tie_groups(p: np.ndarray) -> tuple[np.ndarray, int]:

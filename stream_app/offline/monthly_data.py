@@ -17,162 +17,26 @@ month, whose 30-day windows (that day and the 29 before) then hold the whole mon
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import re
 from datetime import date, datetime, time, timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 import msgspec
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stream_app.contracts.events import CUSTOMER_ID_PATTERN, REASON_CODES
-from stream_app.errors import ChurnwatchError
-from stream_app.settings import Attribute, checked_attributes
+from stream_app.contracts.attributes import AttributeRefused, admit
+from stream_app.contracts.events import CUSTOMER_ID_PATTERN
+from stream_app.offline.mapping import MONEY, LabelRule, Mapping, MappingError, load_mapping, next_month
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
-#: Counters a column may feed; minutes, MB and money are totals for the month, the rest counts.
-COUNTERS = ("out_min", "in_min", "offnet_min", "data_mb", "spend", "topup", "out_calls", "in_calls", "sms_out",
-            "cs_calls", "dropped_calls", "contacts")
-MONEY = ("spend", "topup")
 RECORDS_PER_MONTH = 8  # when the data has totals but no counts: this many records a month, spread evenly
 JUDGED_SPAN = 29  # the days of a month that hold its records (see the module's docstring)
 DEFAULT_TENURE_DAYS = 365  # a customer's age on the network before the first month, where the data has none
-
-
-class MappingError(ChurnwatchError, ValueError):
-    """A mapping file that cannot be used, with every problem located."""
-
-
-class Source(BaseModel):
-    """One source column (a month's suffix is added for wide layouts), times a scale."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    column: str
-    scale: float = 1.0
-
-
-class LabelRule(BaseModel):
-    """How the churn label is read: a column and the value meaning churned, or "no usage at all in
-    these columns in `month`" (the usual label of the monthly sample)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    column: str | None = None
-    churned_value: str = "1"
-    no_usage_in: list[str] = []
-    month: str | None = None  # the label month's suffix (wide layout, `no_usage_in`)
-    meaning: str
-    exit_kind: Literal["disconnect", "port_out"] = "disconnect"  # how a churner's line ends in the replay
-    exit_reason_code: int  # the code the exit carries (REASON_CODES); the data rarely says why
-
-    @field_validator("exit_reason_code")
-    @classmethod
-    def _known_code(cls, value: int) -> int:
-        if value not in REASON_CODES:
-            raise ValueError(f"unknown reason code {value}; expected one of {', '.join(map(str, REASON_CODES))}")
-        return value
-
-    @model_validator(mode="after")
-    def _one_way(self) -> "LabelRule":
-        if (self.column is None) == (not self.no_usage_in):
-            raise ValueError("give either `column` (with `churned_value`) or `no_usage_in` (with `month`)")
-        if self.no_usage_in and self.month is None:
-            raise ValueError("`no_usage_in` needs the `month` whose usage decides the label")
-        return self
-
-
-class Tenure(BaseModel):
-    """The column holding how long each customer has been with the operator, as of the end of the
-    last replayed month (`at: end`, as data sets usually give it) or the start of the first."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    column: str
-    unit: Literal["days", "months"] = "months"
-    at: Literal["start", "end"] = "end"
-
-
-class MappedAttribute(Attribute):
-    """An attribute (settings.py) and its column: as it is, even in a wide layout; a long one's last month."""
-
-    column: str
-
-
-class Mapping(BaseModel):
-    """A mapping file (see `mappings/`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    description: str
-    layout: Literal["wide", "long"] = "wide"
-    id_column: str | None  # None: the file has no id, and customers are named by row number
-    id_prefix: str = ""  # put before each id: ids must be 5 to 64 letters, digits, _ or - (1 -> cust1)
-    month_column: str | None = None  # long layout: the column naming each row's month
-    column_pattern: str = "{column}_{month}"  # wide layout: how a month's column is named
-    months: dict[str, str] = Field(min_length=1)  # the data's month name or suffix -> YYYY-MM replayed as
-    currency_per_yuan: float = Field(default=1.0, gt=0)  # units of the data's money in one yuan
-    counters: dict[str, list[Source]]
-    label: LabelRule
-    tenure: Tenure | None = None  # None: every customer joined DEFAULT_TENURE_DAYS before the first month
-    attributes: dict[str, MappedAttribute] = {}  # the data's other columns, for the model to learn from
-
-    _attribute_names = field_validator("attributes")(checked_attributes)
-
-    @property
-    def declared(self) -> dict[str, Attribute]:
-        """The attributes as settings declare them (`Settings.attributes`)."""
-        return {name: Attribute.model_validate(a.model_dump(exclude={"column"})) for name, a in self.attributes.items()}
-
-    @field_validator("months")
-    @classmethod
-    def _calendar_months(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, month in value.items():
-            try:
-                datetime.strptime(month, "%Y-%m")
-            except ValueError:
-                raise ValueError(f"month {name!r} is replayed as {month!r}; expected YYYY-MM") from None
-        return value
-
-    @field_validator("counters")
-    @classmethod
-    def _known_counters(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
-        unknown = sorted(set(value) - set(COUNTERS))
-        if unknown:
-            raise ValueError(f"unknown counter(s) {', '.join(unknown)}; expected some of {', '.join(COUNTERS)}")
-        return value
-
-    @model_validator(mode="after")
-    def _layout(self) -> "Mapping":
-        if self.layout == "long" and self.month_column is None:
-            raise ValueError("a long layout needs `month_column`")
-        return self
-
-    @cached_property
-    def replayed_days(self) -> int:
-        """Days from the first replayed month's start to the last one's end."""
-        months = sorted(self.months.values())
-        first = datetime.strptime(months[0], "%Y-%m").date()
-        return (next_month(datetime.strptime(months[-1], "%Y-%m").date()) - first).days
-
-    def column(self, source: str, month: str) -> str:
-        if self.layout == "long" or not month:
-            return source
-        return self.column_pattern.format(column=source, month=month)
-
-
-def load_mapping(path: Path) -> Mapping:
-    """The mapping in `path`, or a MappingError naming each bad field."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-        return Mapping.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: not YAML: {exc}") from None
-    except ValidationError as exc:
-        problems = [f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise MappingError("\n".join(problems)) from None
 
 
 class MonthlyRow(msgspec.Struct, frozen=True):
@@ -273,14 +137,17 @@ def _wide_row(mapping: Mapping, customer: str, record: dict[str, str]) -> Monthl
 
 
 def _attributes(mapping: Mapping, record: dict[str, str]) -> dict[str, float | str]:
-    """The row's value of each mapped attribute; an empty cell, or a number that is not one, is none."""
+    """The row's value of each mapped attribute. A cell the service would refuse (a word for a
+    number, a date not YYYY-MM-DD, over 64 characters) is no value, as an empty one is: refused,
+    it would send the customer's whole profile to dead letter."""
     out: dict[str, float | str] = {}
     for name, a in mapping.attributes.items():
         text = (record.get(a.column) or "").strip()
-        if text and a.kind != "number":
-            out[name] = text
-        elif re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
-            out[name] = float(text)
+        value = text if a.kind != "number" or not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text) \
+            else float(text)
+        with contextlib.suppress(AttributeRefused):
+            if text and len(text) <= 64 and admit({name: value}, {name: a}):
+                out[name] = value
     return out
 
 
@@ -324,11 +191,6 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exi
                 "event_id": f"mr-x-{r.customer_id}", "customer_id": r.customer_id, "kind": label.exit_kind,
                 "reason_code": label.exit_reason_code, "voluntary": label.exit_reason_code < 300,
                 "ts": datetime.combine(end + timedelta(days=14), time(12), zone).isoformat()})
-
-
-def next_month(day: date) -> date:
-    """The first day of the month after `day`'s."""
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _customer_month(customer: str, month: str, c: dict[str, float], start: date, days: int,

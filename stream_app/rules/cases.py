@@ -33,7 +33,7 @@ from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
 from stream_app.rules.evaluate import LEVELS, Streaks, evaluate
 from stream_app.rules.pack import load_rules
-from stream_app.rules.source import load_yaml
+from stream_app.yaml_source import load_yaml
 
 __all__ = ["TestOutcome", "run_rule_tests"]
 

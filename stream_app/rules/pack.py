@@ -23,9 +23,9 @@ from stream_app.errors import RuleError, RuleFileError
 from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
 from stream_app.rules.evaluate import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
-from stream_app.rules.source import line_map, load_yaml
 from stream_app.rules.summary import SummaryError, check_summary
 from stream_app.rules.units import threshold_problems
+from stream_app.yaml_source import line_map, load_yaml
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
            "thresholds_of"]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from stream_app.cli import main
 from stream_app.contracts.attributes import AttributeRefused, admit, columns, describe, key, matrix
 from stream_app.metrics import Metrics
 from stream_app.model.scoring import (
@@ -24,7 +26,8 @@ from stream_app.model.scoring import (
     model_features,
 )
 from stream_app.offline.evaluate_monthly import evaluate_monthly
-from stream_app.offline.monthly_data import load_mapping, read_rows
+from stream_app.offline.mapping import load_mapping
+from stream_app.offline.monthly_data import read_rows
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Attribute, Settings
 from stream_app.testing import run_through
@@ -39,7 +42,7 @@ CLOCK = datetime(2026, 12, 1, tzinfo=timezone.utc)
 DECLARED = {
     "contract_end": Attribute(kind="date", words="contract ends"),
     "credit_class": Attribute(kind="category", values=("A", "B", "C"), words="credit class"),
-    "handset_age": Attribute(kind="number", log=True, missing=-1.0),
+    "handset_age": Attribute(kind="number", log=True, missing=12.0),
 }
 
 
@@ -47,9 +50,12 @@ def test_the_edge_keeps_declared_attributes_of_their_kind_and_names_one_that_is_
     sent = {"credit_class": "B", "handset_age": 14, "contract_end": "2027-01-31", "shoe_size": 44, "plan_family": None}
     assert admit(sent, DECLARED) == {"credit_class": "B", "handset_age": 14.0,
                                      "contract_end": float(date(2027, 1, 31).toordinal())}
-    assert admit({"credit_class": 3}, DECLARED) == {"credit_class": "3"}  # a class sent as a number is still a class
+    # A class sent as a number is still the class: JSON numbers decode as floats, 3 as 3.0.
+    assert admit({"credit_class": 3.0}, DECLARED) == {"credit_class": "3"}
+    assert admit({"credit_class": 2.5}, DECLARED) == {"credit_class": "2.5"}
     for bad, field in (({"handset_age": "old"}, "attributes.handset_age"),
                        ({"handset_age": float("nan")}, "attributes.handset_age"),
+                       ({"handset_age": 1e200}, "attributes.handset_age"),  # would overflow the model's scaler
                        ({"contract_end": "31/01/2027"}, "attributes.contract_end")):
         with pytest.raises(AttributeRefused) as refused:
             admit(bad, DECLARED)
@@ -67,8 +73,9 @@ def test_the_model_sees_one_column_per_category_value_days_to_a_date_and_numbers
     assert list(m) == list(columns(DECLARED))
     assert m["attr:credit_class=C"].tolist() == [1.0, 0.0, 0.0]  # "Z" was never declared: none of the columns
     assert m["attr:credit_class=A"].tolist() == [0.0, 0.0, 0.0]
-    assert m["attr:contract_end"].tolist() == [30.0, -3650.0, 0.0]  # clipped at ten years; none: `missing`
-    assert m["attr:handset_age"].tolist() == pytest.approx([np.log1p(24.0), -1.0, -1.0])
+    # Clipped at ten years; no date known is none coming (ten years off), unless `missing` says otherwise.
+    assert m["attr:contract_end"].tolist() == [30.0, -3650.0, 3650.0]
+    assert m["attr:handset_age"].tolist() == pytest.approx([np.log1p(24.0), np.log1p(12.0), np.log1p(12.0)])
 
 
 def test_an_attribute_reads_as_the_operator_declared_it() -> None:
@@ -77,6 +84,8 @@ def test_an_attribute_reads_as_the_operator_declared_it() -> None:
     assert describe("attr:contract_end", 12.0, DECLARED) == "contract ends: in 12 days"
     assert describe("attr:contract_end", -3.0, DECLARED) == "contract ends: 3 days ago"
     assert describe("attr:handset_age", float(np.log1p(24.0)), DECLARED) == "handset age: 24"
+    assert describe("attr:handset_age", 5000.0, DECLARED).startswith("handset age: ")  # no overflow
+    assert describe("attr:contract_end", float("nan"), DECLARED) == "contract ends"
 
 
 def test_settings_take_attributes_from_a_file_and_say_in_one_line_what_is_wrong(tmp_path: Path) -> None:
@@ -88,7 +97,13 @@ def test_settings_take_attributes_from_a_file_and_say_in_one_line_what_is_wrong(
                                                                 "attr:tier=x", "attr:tier=y")
     for text, why in (("attributes:\n  tier: {kind: category}\n", "lists its `values`"),
                       ("attributes:\n  Tier: {kind: number}\n", "attribute names ['Tier']"),
+                      ("attributes:\n  yes: {kind: number}\n", "attribute names [True]"),
                       ("attributes:\n  tier: {kind: colour}\n", "kind"),
+                      ("attributes:\n  tier: {kind: number, missing: .inf}\n", "missing"),
+                      ("attributes:\n  tier: {kind: category, values: [a], missing: 1}\n", "takes no `log` or `missing`"),
+                      ("attributes:\n  tier: {kind: number}\n  tier: {kind: date}\n", "given twice"),
+                      # Two names whose keys in the state are the same number.
+                      ("attributes:\n  attr_e889b: {kind: number}\n  attr_f02060: {kind: number}\n", "share a key"),
                       ("attributes: [\n", "attributes.yaml")):
         good.write_text(text)
         with pytest.raises(ValidationError, match=why.replace("[", r"\[").replace("]", r"\]")):
@@ -118,7 +133,7 @@ def test_a_profiles_attributes_reach_the_snapshots_and_a_bad_one_goes_to_dead_le
     snaps = [s for s in out.snapshots if s.customer_id == c]
     assert snaps and all(len(s.x) == len(names) for s in snaps)
     assert {s.x[names.index("attr:credit_class=C")] for s in snaps} == {1.0}
-    assert {s.x[names.index("attr:contract_end")] for s in snaps} == {0.0}  # not sent: the declared `missing`
+    assert {s.x[names.index("attr:contract_end")] for s in snaps} == {3650.0}  # not sent: none coming
 
 
 def test_a_model_that_fears_an_attribute_scores_it_and_says_so_in_the_operators_words() -> None:
@@ -170,3 +185,23 @@ def test_a_mapping_brings_a_data_sets_own_columns_and_the_model_learns_from_them
     learned, blind = figures["with"], figures["without"]
     assert min(learned.auc_online, learned.auc_champion, learned.auc_batch_reference) > 0.75
     assert max(blind.auc_online, blind.auc_champion, blind.auc_batch_reference) < 0.62
+
+
+def test_a_settings_mistake_is_one_line_that_shows_no_secret(tmp_path: Path) -> None:
+    env = {"CHURNWATCH_ATTRIBUTES_FILE": str(tmp_path / "nowhere.yaml"), "REDIS_URL": "redis://:hunter2@r:6379"}
+    done = CliRunner(env=env).invoke(main, ["model", "report"])
+    assert done.exit_code == 1 and "nowhere.yaml" in done.output and "hunter2" not in done.output
+    done = CliRunner(env={"CHURNWATCH_ATTRIBUTES": "{not json"}).invoke(main, ["model", "report"])
+    assert done.exit_code == 1 and '"attributes"' in done.output and len(done.output.splitlines()) == 1
+
+
+def test_a_cell_the_service_would_refuse_is_no_value_and_the_customer_is_still_replayed(tmp_path: Path) -> None:
+    table = tmp_path / "ends.csv"
+    table.write_text("id,minutes,ends,churn\ncust00001,100,2027-01-31,0\ncust00002,100,31/01/2027,1\n")
+    mapping = tmp_path / "ends.yaml"
+    mapping.write_text("description: ends\nid_column: id\ncolumn_pattern: '{column}'\nmonths: {'': '2026-06'}\n"
+                       "counters:\n  out_min: [{column: minutes}]\n"
+                       "label: {column: churn, meaning: left, exit_reason_code: 101}\n"
+                       "attributes:\n  contract_end: {kind: date, column: ends}\n")
+    rows = read_rows(table, load_mapping(mapping))
+    assert [r.attributes for r in rows] == [{"contract_end": "2027-01-31"}, {}]

@@ -193,6 +193,11 @@ def test_two_scores_of_the_same_labels_are_compared_pair_by_pair_and_customer_by
     days = np.repeat(np.arange(20), 30)
     assert auc_gain_low(y[days], mine[days], theirs[days], days) <= 0
     assert np.isnan(auc_gain_low(np.zeros(5), np.arange(5.0), np.arange(5.0), np.arange(5)))
+    # Thirty days of one churner among stayers: a score that puts that one customer first is not
+    # thereby better; the draws without the churner count against it, not for it.
+    one = np.r_[np.ones(30, bool), np.zeros(300, bool)]
+    who = np.r_[np.zeros(30, int), np.arange(1, 301)]
+    assert auc_gain_low(one, rng.normal(0, 1, 330), one + rng.normal(0, 0.1, 330), who) <= 0
 
 
 def test_a_store_of_one_outcome_is_not_refitted() -> None:
