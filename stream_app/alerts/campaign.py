@@ -27,11 +27,14 @@ from statistics import NormalDist
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from stream_app.alerts.call_plan import alert_day, plan_days
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 from stream_app.settings import Settings
 
-__all__ = ["CampaignCosts", "CampaignRow", "campaign_report", "latest_outcomes", "difference_interval", "MIN_CONTROL"]
+__all__ = ["CampaignCosts", "CampaignRow", "campaign_customers", "campaign_report", "latest_outcomes",
+           "difference_interval", "MIN_CONTROL"]
 
 REACHED = frozenset({"contacted", "accepted", "declined"})
 MIN_CONTROL = 30  # control-group alerts below which a row's uplift is not judged
@@ -201,6 +204,19 @@ def campaign_report(alerts: Iterable[Alert], outcomes: Iterable[Outcome], churns
                    alert.alert_id in compared)
     return sorted(rows.values(), key=lambda r: (r.week == "all", r.week, r.action == "all", r.action,
                                                 r.segment == "all", r.segment, r.region == "all", r.region))
+
+
+def campaign_customers(row: CampaignRow, alerts: Iterable[Alert]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row's customers as the Qini curve (model/qini.py) judges the list's order: each one's
+    highest value at risk (what the daily list ranks by), whether they were called (else control),
+    and whether they churned within the window of one of their alerts."""
+    risk: dict[str, float] = {}
+    for a in alerts:
+        risk[a.customer_id] = max(risk.get(a.customer_id, 0.0), a.value_at_risk)
+    people = [(c, True, churned) for c, churned in row.called_customers.items()] + \
+             [(c, False, churned) for c, churned in row.control_customers.items()]
+    return (np.array([risk.get(c, 0.0) for c, _, _ in people]), np.array([t for _, t, _ in people], bool),
+            np.array([y for _, _, y in people], bool))
 
 
 def _count(row: CampaignRow, alert: Alert, outcome: Outcome | None, churned: bool, matured: bool,

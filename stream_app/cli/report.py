@@ -114,8 +114,10 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
 @report.command("campaign")
 @click.option("--weeks", default=8, show_default=True, type=click.IntRange(1, 104), help="Newest weeks to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the Qini curve of the call list's order to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
-def campaign(weeks: int, fmt: str, as_json: bool) -> None:
+def campaign(weeks: int, fmt: str, plot: Path | None, as_json: bool) -> None:
     """What the calls did, per week and suggested action, per segment and per region: calls,
     reach, acceptance, churn within the window for called versus control-group customers, the
     uplift with its 95% interval and a verdict, customers and revenue kept, cost and ROI."""
@@ -134,7 +136,26 @@ def campaign(weeks: int, fmt: str, as_json: bool) -> None:
     shown = [r.to_json(costs) for r in rows if r.week in kept or r.week == "all"]
     total = shown.pop() if shown else CampaignRow("all", "all").to_json(costs)
     doc = {"as_of": as_of.isoformat(), "costs": asdict(costs), "rows": shown, "total": total}
+    if plot is not None:
+        doc["qini"] = _qini_plot(rows[-1] if rows else CampaignRow("all", "all"), alerts, plot, as_json)
     _emit(doc, lambda: [_campaign_table(shown + [total])], lambda: _csv(list(total), shown + [total]), fmt, as_json)
+
+
+def _qini_plot(total: CampaignRow, alerts: list, plot: Path, as_json: bool) -> dict:
+    """Draw the Qini curve of the whole campaign; its coefficient, for the JSON."""
+    from stream_app.alerts.campaign import MIN_CONTROL, campaign_customers
+    from stream_app.model.qini import qini, qini_curve
+    from stream_app.reports.charts import qini_chart
+
+    score, called, churned = campaign_customers(total, alerts)
+    if not called.any():
+        raise click.ClickException("no called customer yet: there is no Qini curve to draw")
+    q = qini(score, called, churned)
+    small = (~called).sum() < MIN_CONTROL
+    qini_chart(qini_curve(score, called, churned), q, plot,
+               f"only {(~called).sum()} control customers: too few to conclude" if small else "")
+    click.echo(f"chart written to {plot}", err=as_json)
+    return q.to_json()
 
 
 _CAMPAIGN = (("week", "week"), ("action", "action"), ("segment", "segment"), ("region", "region"),

@@ -9,7 +9,7 @@ It measures the calls two ways and says whether they agree:
 And it learns uplift online from the same loop (model/uplift.py): each held control alert and
 each reached call, with the customer's snapshot of that day and whether they churned within the
 horizon. Each such label is scored before it is learned, once both arms have the evidence, and the
-Qini coefficient of those scores (offline/qini.py) says whether the model ranks first the
+Qini coefficient of those scores (model/qini.py) says whether the model ranks first the
 customers a call keeps.
 """
 
@@ -25,9 +25,9 @@ import numpy as np
 from stream_app.alerts.call_plan import alert_day
 from stream_app.alerts.campaign import CampaignCosts, campaign_report
 from stream_app.contracts.events import Label
+from stream_app.model.qini import qini
 from stream_app.model.uplift import CONTROL, UpliftModel
 from stream_app.offline.call_centre import CallCentreConfig, SimCallCentre, closed_loop
-from stream_app.offline.qini import qini
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import Ruleset

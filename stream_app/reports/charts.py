@@ -20,9 +20,11 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from stream_app.contracts.events import REASON_CODES  # noqa: E402
+from stream_app.model.qini import Qini  # noqa: E402
 from stream_app.reports.monthly import ChurnReport, CohortReport  # noqa: E402
 
-__all__ = ["churn_charts", "churn_figure", "cohort_chart", "cohort_figure", "TYPE_COLOURS", "BASE_COLOUR"]
+__all__ = ["churn_charts", "churn_figure", "cohort_chart", "cohort_figure", "qini_chart", "qini_figure", "TYPE_COLOURS",
+           "BASE_COLOUR"]
 
 TYPE_COLOURS = {"voluntary": "#1f77b4", "involuntary": "#d62728", "revenue churn": "#9467bd"}
 BASE_COLOUR, SHARE_COLOUR = "#2ca02c", "#555555"
@@ -128,6 +130,28 @@ def cohort_figure(r: CohortReport) -> Figure:
     ax.set(ylabel="retained (%)", ylim=(min(rates + [70.0]) - 5, 100 * 1.05))
     ax.axhspan(70, 75, color="#bbbbbb", alpha=0.3, label="usual one-year target, 70-75%")
     ax.legend(loc="lower left")
+    return fig
+
+
+def qini_chart(curve: np.ndarray, q: Qini, path: Path, note: str = "") -> None:
+    """The Qini curve of the call list's order (`campaign_customers`), against a random order."""
+    _save(qini_figure(curve, q, note), path)
+
+
+def qini_figure(curve: np.ndarray, q: Qini, note: str = "") -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    n = len(curve) - 1
+    share = np.linspace(0, 100, n + 1)
+    ax.plot(share, curve, color=BASE_COLOUR, label="ranked by value at risk, as the call list is")
+    ax.plot([0, 100], [0, curve[-1]], color=SHARE_COLOUR, linestyle="--", label="a random order")
+    fig.suptitle(f"Qini curve: customers the calls kept, {q.called:,} called and {q.control:,} in the control group")
+    ax.set_title(f"Qini coefficient {q.coefficient:+.4f} (95% interval {q.low:+.4f} to {q.high:+.4f})"
+                 + (f"; {note}" if note else ""), fontsize=8)
+    low, high = min(0.0, float(curve.min())), max(0.0, float(curve.max()))
+    ax.set(xlabel="customers, highest value at risk first (%)", ylabel="customers kept (called less control)",
+           ylim=(low - 0.1 * (high - low or 1), high + (HEADROOM - 1) * (high - low or 1)))
+    ax.axhline(0, color="#bbbbbb", linewidth=0.8)
+    ax.legend(loc="upper left")
     return fig
 
 

@@ -189,10 +189,14 @@ def test_agents_see_the_calls_in_order_and_record_an_outcome_that_reaches_the_ca
         client.close()
         assert kept.rec["alerted_level"][0] == len(LEVELS) - 1
 
-        report = subprocess.run([sys.executable, "-m", "stream_app.cli", "report", "campaign", "--json"], env=env,
-                                capture_output=True, text=True, timeout=120)
+        report = subprocess.run([sys.executable, "-m", "stream_app.cli", "report", "campaign", "--json",
+                                 "--plot", str(tmp_path / "qini.png")], env=env, capture_output=True, text=True,
+                                timeout=120)
         assert report.returncode == 0, report.stderr
-        total = json.loads(report.stdout.strip().splitlines()[-1])["total"]
+        doc = json.loads(report.stdout.strip().splitlines()[-1])
+        total = doc["total"]
+        # The Qini curve of the campaign so far: the one call, against the control customers held.
+        assert doc["qini"]["called"] == 1 and (tmp_path / "qini.png").stat().st_size > 10_000
         # The control group is the control alerts the plan ranked within the budget of 4: of the two, those.
         assert (total["alerts"], total["calls"], total["accepted"]) == (12, 1, 1) and total["holdout"] <= 2
     finally:

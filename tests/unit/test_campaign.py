@@ -12,11 +12,13 @@ from stream_app.alerts.campaign import (
     MIN_CONTROL,
     CampaignCosts,
     CampaignRow,
+    campaign_customers,
     campaign_report,
     difference_interval,
     latest_outcomes,
 )
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.model.qini import qini
 
 ZONE = ZoneInfo("Asia/Shanghai")
 MONDAY = date(2026, 3, 2)  # ISO week 2026-W10
@@ -141,3 +143,25 @@ def test_with_the_budget_the_control_group_is_the_control_alerts_the_plan_ranked
     everyone = by_key(campaign_report([*called, near, far], outcomes, [], ZONE, as_of=MONDAY), "all", "all")
     fair = by_key(campaign_report([*called, near, far], outcomes, [], ZONE, as_of=MONDAY, budget=3), "all", "all")
     assert (everyone.holdout, fair.holdout, fair.calls, fair.alerts) == (2, 1, 3, 5)
+
+
+def test_the_qini_curve_judges_each_called_and_control_customer_once_by_their_highest_value_at_risk() -> None:
+    """Calls that keep the valuable customers and not the others: ranked by value at risk, as the
+    call list is, the kept come first and the Qini coefficient is positive."""
+    def valued(customer: str, value: float, day: date = MONDAY, holdout: bool = False) -> Alert:
+        return msgspec.structs.replace(alert(customer, day, holdout=holdout), value_at_risk=value)
+
+    called = [valued(f"c{i}", 1000.0 - i) for i in range(40)] + [valued("c0", 5.0, MONDAY + timedelta(days=7))]
+    control = [valued(f"h{i}", 1000.0 - i, holdout=True) for i in range(40)]
+    # Every control customer leaves; of the called, only the less valuable half does.
+    churns = [churn(f"h{i}", MONDAY + timedelta(days=10)) for i in range(40)] + \
+             [churn(f"c{i}", MONDAY + timedelta(days=10)) for i in range(20, 40)]
+    outcomes = [outcome(a, "accepted") for a in called]
+    rows = campaign_report([*called, *control], outcomes, churns, ZONE, as_of=date(2026, 12, 1))
+    score, was_called, churned = campaign_customers(rows[-1], [*called, *control])
+    assert len(score) == 80 and was_called.sum() == 40  # c0, alerted twice, is one customer
+    assert score[:1].tolist() == [1000.0]  # at their highest value at risk
+    assert churned[was_called].sum() == 20 and churned[~was_called].all()
+    q = qini(score, was_called, churned)
+    assert q.low > 0 and (q.called, q.control) == (40, 40)
+    assert qini(-score, was_called, churned).coefficient < q.coefficient  # the other order keeps them last

@@ -6,11 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from stream_app.reports.charts import BASE_COLOUR, churn_charts, churn_figure, cohort_chart, cohort_figure
+from stream_app.model.qini import qini, qini_curve
+from stream_app.reports.charts import (
+    BASE_COLOUR,
+    churn_charts,
+    churn_figure,
+    cohort_chart,
+    cohort_figure,
+    qini_chart,
+    qini_figure,
+)
 from stream_app.reports.monthly import ChurnMonth, ChurnReport, CohortReport
 
 
@@ -98,3 +108,18 @@ def test_the_pngs_are_written_at_the_size_asked(report: ChurnReport, tmp_path: P
     cohort_chart(CohortReport("2026-03", "definition", 10, ["2026-04"], [1], [9], [0.9]), tmp_path / "cohort.png")
     assert matplotlib.image.imread(tmp_path / "churn.png").shape[:2] == (550, 1760)
     assert matplotlib.image.imread(tmp_path / "cohort.png").shape[:2] == (550, 880)
+
+
+def test_the_qini_curve_shows_its_coefficient_the_random_order_and_a_control_group_too_small(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    score, called = rng.random(60), np.arange(60) % 5 > 0  # 12 control customers
+    churned = rng.random(60) < np.where(called, 0.2, 0.4)
+    curve, q = qini_curve(score, called, churned), qini(score, called, churned)
+    fig = drawn(qini_figure(curve, q, "only 12 control customers: too few to conclude"))
+    [ax] = fig.axes
+    assert legend_labels(ax) == ["ranked by value at risk, as the call list is", "a random order"]
+    assert f"{q.coefficient:+.4f}" in ax.get_title() and "too few to conclude" in ax.get_title()
+    low, high = ax.get_ylim()
+    assert low < curve.min() and high > curve.max()  # the curve is inside the axes
+    qini_chart(curve, q, tmp_path / "qini.png")
+    assert matplotlib.image.imread(tmp_path / "qini.png").shape[:2] == (550, 880)

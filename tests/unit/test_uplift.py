@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stream_app.model.qini import qini, qini_curve
 from stream_app.model.uplift import CONTROL, MIN_ARM_LABELS, UpliftModel, uplift_learnable
-from stream_app.offline.qini import qini, qini_curve
 
 
 def population(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
