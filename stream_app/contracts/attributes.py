@@ -6,10 +6,11 @@ contract end, credit class, plan family ...) often tells as much (on a public se
 customers, a batch model on the usage alone reached about 0.60 AUC, on all columns about 0.68).
 Attributes are declared in settings (`Settings.attributes`), sent on each profile
 (`Profile.attributes`), and seen by the model as:
-- a `number`: its value, or log(1 + value) with `log`; `missing` where the customer has none;
+- a `number`: its value, or log(1 + value) with `log`; `missing` (0) where the customer has none;
 - a `date`: the days from the scoring day to it (negative once passed), within +-MAX_DAYS;
+  `missing` (MAX_DAYS: none coming) where the customer has none;
 - a `category`: one column per declared value, 1 for the customer's; any other value, or none,
-  leaves them all 0, so a new plan family costs no restart and no retraining to be refused.
+  leaves them all 0, so a new plan family is no error and needs no restart.
 An attribute a profile sends but settings do not declare is dropped at the edge; a declared one
 of the wrong kind sends the profile to dead letter, naming the attribute. The state keeps each
 value under the CRC of its name (5 bytes of key), so declaring one more costs nothing until
@@ -28,7 +29,8 @@ import numpy as np
 from stream_app.errors import ChurnwatchError
 from stream_app.settings import MAX_DAYS, MAX_NUMBER, Attribute
 
-__all__ = ["PREFIX", "AttributeRefused", "admit", "category_text", "stored", "columns", "matrix", "is_attribute", "describe", "key"]
+__all__ = ["PREFIX", "AttributeRefused", "admit", "category_text", "stored", "columns", "matrix", "is_attribute",
+           "describe", "key"]
 
 PREFIX = "attr:"  # model columns of attributes: no built-in feature is named so
 
