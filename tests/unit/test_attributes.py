@@ -100,7 +100,7 @@ def test_settings_take_attributes_from_a_file_and_say_in_one_line_what_is_wrong(
                       ("attributes:\n  yes: {kind: number}\n", "attribute names [True]"),
                       ("attributes:\n  tier: {kind: colour}\n", "kind"),
                       ("attributes:\n  tier: {kind: number, missing: .inf}\n", "missing"),
-                      ("attributes:\n  tier: {kind: category, values: [a], missing: 1}\n", "takes no `log` or `missing`"),
+                      ("attributes:\n  tier: {kind: category, values: [a], missing: 1}\n", "takes no `log`"),
                       ("attributes:\n  tier: {kind: number}\n  tier: {kind: date}\n", "given twice"),
                       # Two names whose keys in the state are the same number.
                       ("attributes:\n  attr_e889b: {kind: number}\n  attr_f02060: {kind: number}\n", "share a key"),
