@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["Metrics", "TrainerMetrics"]
+__all__ = ["Metrics", "TrainerMetrics", "region_label"]
+
+OTHER_REGION = "other"
+
+
+def region_label(region: str | None, named: frozenset[str]) -> str:
+    """A region as metrics name it: one of the regions settings name, else `other` (profiles carry
+    free text, and a label must stay bounded)."""
+    return region if region in named else OTHER_REGION
 
 
 class Metrics:
-    """Every metric the worker exports. Labels are bounded: topic, reason, level, rule."""
+    """Every metric the worker exports. Labels are bounded: topic, reason, level, rule, and region
+    (those settings name, the rest as `other`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -32,7 +41,8 @@ class Metrics:
             registry=registry)
         self.deadletters = Counter(
             "churnwatch_deadletters_total", "Events sent to dead letter, by reason", ["reason"], registry=registry)
-        self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level", ["level"], registry=registry)
+        self.alerts = Counter("churnwatch_alerts_total", "Alerts emitted, by level and region", ["level", "region"],
+                              registry=registry)
         self.suppressed = Counter(
             "churnwatch_alerts_suppressed_total", "Alerts not emitted (cooldown) or not to be called (holdout), by cause",
             ["cause"], registry=registry)
@@ -108,7 +118,8 @@ class Metrics:
         self.snapshots = Counter(
             "churnwatch_snapshots_total", "Daily feature snapshots sent for labelling", registry=registry)
         self.churned = Counter(
-            "churnwatch_churn_events_total", "Customers seen to churn, by kind", ["kind"], registry=registry)
+            "churnwatch_churn_events_total", "Customers seen to churn, by kind and region", ["kind", "region"],
+            registry=registry)
 
 
 class TrainerMetrics:

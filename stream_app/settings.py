@@ -32,6 +32,7 @@ ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_ATTRIBUTES = 32  # declared at most; a profile sends at most as many
 MAX_CATEGORY_VALUES = 32  # a category's declared values, each a model column
 MAX_NUMBER = 1e12  # a number attribute's magnitude at most: past it a profile is refused, not learned from
+MAX_REGIONS = 50  # regions named in metrics at most: each is a series per level and per churn kind
 MAX_DAYS = 3650  # a date's distance the model sees, at most, either way: ten years off says no more
 A = TypeVar("A", bound="Attribute")
 
@@ -231,6 +232,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="regions (branches) with call budgets of their own, as JSON (`{\"north\": 40}`): their alerts "
                     "compete only with each other; the other regions share `CHURNWATCH_DAILY_CALL_BUDGET`")
+    regions: list[str] = Field(
+        default_factory=list, max_length=MAX_REGIONS,
+        description="the operator's regions (branches), as JSON (`[\"north\", \"south\"]`): metrics count alerts and "
+                    "churn per region for these and those of `CHURNWATCH_REGION_CALL_BUDGETS`; any other as `other`")
     # Value at risk = churn probability x ARPU x margin share x expected lifetime (1 / the segment's monthly
     # churn rate, at most 60 months).
     margin_share: float = Field(
@@ -345,6 +350,11 @@ class Settings(BaseSettings):
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (a client certificate and its key)")
         return self
+
+    @property
+    def metric_regions(self) -> frozenset[str]:
+        """The regions metrics name (`regions` and those with a budget of their own); bounded."""
+        return frozenset(self.regions) | frozenset(self.region_call_budgets)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -31,7 +31,7 @@ from stream_app.features.baselines import increments as baseline_increments
 from stream_app.features.derive import derive
 from stream_app.ingest.admission import Edge, Erasure
 from stream_app.ingest.deadletters import dead_letter
-from stream_app.metrics import Metrics
+from stream_app.metrics import Metrics, region_label
 from stream_app.model.observations import churn_events, snapshot_days, snapshots
 from stream_app.model.scoring import Scorer, model_inputs, monthly_pending
 from stream_app.privacy import Pseudonyms
@@ -342,7 +342,7 @@ class BatchProcessor:
                                            "reason": d.reason, "field": d.field,
                                            "customer": self.log_ids(d.key) if d.key else None})
         for a in out.alerts:
-            self.metrics.alerts.labels(a.level).inc()
+            self.metrics.alerts.labels(a.level, region_label(a.region, self.settings.metric_regions)).inc()
             if a.holdout:
                 self.metrics.suppressed.labels("holdout").inc()
             log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": self.log_ids(a.customer_id),
@@ -351,7 +351,7 @@ class BatchProcessor:
         self.metrics.suppressed.labels("cooldown").inc(out.cooled)
         self.metrics.snapshots.inc(len(out.snapshots))
         for c in out.churn_events:
-            self.metrics.churned.labels(c.kind).inc()
+            self.metrics.churned.labels(c.kind, region_label(c.region, self.settings.metric_regions)).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
         self.metrics.erased.inc(len(out.erased))

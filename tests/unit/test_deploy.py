@@ -23,10 +23,11 @@ def exported() -> set[str]:
     metrics = Metrics(registry)
     TrainerMetrics(registry).labels.labels("1").inc()
     metrics.build.info({"version": "test"})
-    for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high"),
+    for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high", "other"),
                   metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok"),
                   metrics.consumer_lag.labels("cdr", "0"), metrics.suppressed.labels("cooldown"),
-                  metrics.call_plan.labels("called"), metrics.baseline.labels("mass", "mou_out_mom", "10")):
+                  metrics.call_plan.labels("called"), metrics.baseline.labels("mass", "mou_out_mom", "10"),
+                  metrics.churned.labels("port_out", "other")):
         child.inc() if hasattr(child, "inc") else child.observe(0.001)
     return {s.name for family in registry.collect() for s in family.samples}
 

@@ -173,7 +173,7 @@ def test_one_snapshot_per_customer_per_ended_active_day_and_none_after_the_exit(
     out = run(proc, log.records, size=2)
     counted = proc.metrics.registry.get_sample_value
     assert counted("churnwatch_snapshots_total") == 3
-    assert counted("churnwatch_churn_events_total", {"kind": "disconnect"}) == 1
+    assert counted("churnwatch_churn_events_total", {"kind": "disconnect", "region": "other"}) == 1
     assert [date.fromordinal(s.day).day for s in out.snapshots] == [3, 4, 6]  # not 8: the line had ended
     assert all(len(s.x) == len(NAMES) and s.score is None for s in out.snapshots)
     [exit_event] = out.churn_events
@@ -394,3 +394,20 @@ def test_the_demo_shows_an_alert_on_one_short_line() -> None:
     assert line.startswith(f"[{alert.level.upper():6}] ") and alert.customer_id in line and "150 yuan/month" in line
     assert strongest[:40] in line and line.endswith(f"-> {alert.queue.replace('_', ' ')}")
     assert (f"(+{len(alert.reasons) - 1} more)" in line) == (len(alert.reasons) > 1)
+
+
+def test_metrics_count_alerts_and_churn_by_the_regions_settings_name_and_the_rest_as_other() -> None:
+    log = Log()
+    for customer, region in (("8613800000301", "north"), ("8613800000302", "atlantis")):
+        decliner(log, customer, region=region)
+        log.add("billing", customer, billing(customer, "2026-06-25T09:00:00+08:00", kind="port_out", reason_code=101))
+    proc = BatchProcessor(Settings(_env_file=None, regions=["north", "south"]), MemoryWindowStore(), lambda: RULES,
+                          Metrics(CollectorRegistry()), clock=lambda: CLOCK)
+    out = run(proc, log.records)
+    assert {a.region for a in out.alerts} == {"north", "atlantis"}
+    counted = proc.metrics.registry.get_sample_value
+    for region in ("north", "other"):
+        assert sum(counted("churnwatch_alerts_total", {"level": level, "region": region}) or 0
+                   for level in ("low", "medium", "high")) >= 1
+        assert counted("churnwatch_churn_events_total", {"kind": "port_out", "region": region}) == 1
+    assert counted("churnwatch_churn_events_total", {"kind": "port_out", "region": "atlantis"}) is None
