@@ -201,6 +201,7 @@ class Snapshot(Struct, frozen=True, array_like=True):
     rules_level: int = 0  # index into LEVELS: what the rules alone said that day
     rules_score: float = 0.0  # summed importance of the rules that fired
     exits_known: int = 0  # day up to which the worker had read every exit of this partition
+    features: int = 0  # which features `x` holds (`model.scoring.feature_digest`); 0: from before the digest
 
 
 class ChurnEvent(Struct, frozen=True):
@@ -227,6 +228,7 @@ class Label(Struct, frozen=True, array_like=True):
     y: int
     partition: int
     offset: int
+    features: int = 0  # as on its snapshot
 
 
 class ModelEvent(Struct, frozen=True):

@@ -52,7 +52,7 @@ class Labeler:
         days = self.churned.get(snap.customer_id, ())
         at = bisect.bisect_right(days, snap.day)
         y = int(at < len(days) and days[at] <= snap.day + self.horizon)
-        return Label(snap.customer_id, snap.day, snap.x, y, partition, offset)
+        return Label(snap.customer_id, snap.day, snap.x, y, partition, offset, snap.features)
 
     def forget_before(self, day: int) -> None:
         """Drop churn days no pending snapshot can reach (snapshots older than `day` are labelled)."""

@@ -44,9 +44,9 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_day
 
 
 def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rules: Evaluation,
-              days: np.ndarray, scorer: Scorer | None, exits_known: list[int]) -> list[Snapshot]:
+              days: np.ndarray, scorer: Scorer | None, exits_known: list[int], digest: int = 0) -> list[Snapshot]:
     """The snapshots of `sub` (from `snapshot_days`), but not of those already gone: after an exit
-    or in revenue churn there is nothing left to predict."""
+    or in revenue churn there is nothing left to predict. `digest`: which features `x` holds."""
     out = []
     score = features["churn_score"]
     for k, customer in enumerate(sub.customers):
@@ -55,7 +55,7 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
         s = float(score[k])
         out.append(Snapshot(customer, int(days[k]), x[k].tolist(), None if np.isnan(s) else round(s, 6),
                             scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k]),
-                            exits_known[k]))
+                            exits_known[k], digest))
     return out
 
 

@@ -9,10 +9,12 @@ each score is explained by its largest terms (weight x standardised value).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 import pickle
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
@@ -31,7 +33,7 @@ from stream_app.settings import Attribute
 
 __all__ = [
     "MODEL_FEATURES", "FORMAT", "ModelRefused", "ModelSnapshot", "Scorer", "Adaptation", "Learner", "Driver",
-    "model_features", "model_inputs", "monthly_pending", "encode_snapshot", "decode_model",
+    "feature_digest", "model_features", "model_inputs", "monthly_pending", "encode_snapshot", "decode_model",
 ]
 
 #: Features the model learns from, and how each is squashed first: heavy-tailed volumes
@@ -62,6 +64,13 @@ FORMAT = 2  # bump when a snapshot's meaning changes; older scorers then refuse 
 def model_features(attributes: Mapping[str, Attribute]) -> tuple[str, ...]:
     """What the model sees: the built-in features, then the declared attributes' columns."""
     return NAMES + attribute_columns(attributes)
+
+
+@functools.lru_cache(maxsize=8)  # the trainer asks once per label
+def feature_digest(features: tuple[str, ...]) -> int:
+    """A number that tells feature lists apart (never 0), carried by snapshots and labels: two lists
+    of the same length but other attributes would otherwise pass for each other."""
+    return zlib.crc32("\n".join(features).encode()) or 1
 
 
 def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray] | None = None,

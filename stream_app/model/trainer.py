@@ -34,7 +34,7 @@ from stream_app.metrics import TrainerMetrics
 from stream_app.model.champion import CANDIDATES, Contest, Verdict
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import publish
-from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, model_features
+from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, feature_digest, model_features
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.settings import Settings
 
@@ -80,12 +80,13 @@ class TrainerCore:
         """Learn one label read at `offset` of churn.labels. None if it was learned before;
         otherwise what it changed in following drift, and what the contest did."""
         self.labels_offset = offset + 1
-        if len(label.x) != len(self.contest.features):
+        own = self.contest.features
+        if len(label.x) != len(own) or label.features not in (0, feature_digest(own)):
             # An upgrade's leftovers, or workers that declare other attributes than this trainer.
             if not self.misfits:
-                log.warning("a label of %d features, where this trainer learns %d: skipped, as are the next such; "
-                            "do workers and trainer declare the same CHURNWATCH_ATTRIBUTES?",
-                            len(label.x), len(self.contest.features))
+                log.warning("a label of other features (%d, where this trainer learns %d): skipped, as are the next "
+                            "such; do workers and trainer declare the same CHURNWATCH_ATTRIBUTES?",
+                            len(label.x), len(own))
             self.misfits += 1
             return None
         if label.offset <= self.learned.get(label.partition, -1):

@@ -33,7 +33,7 @@ from stream_app.ingest.admission import Edge, Erasure
 from stream_app.ingest.deadletters import dead_letter
 from stream_app.metrics import Metrics, region_label
 from stream_app.model.observations import churn_events, snapshot_days, snapshots
-from stream_app.model.scoring import Scorer, model_inputs, monthly_pending
+from stream_app.model.scoring import Scorer, feature_digest, model_features, model_inputs, monthly_pending
 from stream_app.privacy import Pseudonyms
 from stream_app.reports.facts import Before, report_increments
 from stream_app.rules.evaluate import Evaluation, Streaks, evaluate, with_segments
@@ -110,6 +110,7 @@ class BatchProcessor:
         self.baselines = baselines
         self.metrics = metrics
         self.policy = policy or AlertPolicy.of(settings)
+        self._digest = feature_digest(model_features(settings.attributes))  # on each snapshot: what `x` holds
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         # Event-time clock per partition: the newest day reached by any customer in it. Per
@@ -218,7 +219,8 @@ class BatchProcessor:
             partitions = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer, ruleset)
             sub_ev = evaluate_rules(sub, ruleset, sub_features, days)
-            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions))
+            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions),
+                                      self._digest)
         out.churn_events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
         w.mark_revenue_churn(reported)
         out.report, tails = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from stream_app.cli import main
 from stream_app.contracts.attributes import AttributeRefused, admit, columns, describe, key, matrix
+from stream_app.contracts.events import Label
 from stream_app.metrics import Metrics
 from stream_app.model.scoring import (
     NAMES,
@@ -23,8 +24,10 @@ from stream_app.model.scoring import (
     Scorer,
     decode_model,
     encode_snapshot,
+    feature_digest,
     model_features,
 )
+from stream_app.model.trainer import TrainerCore
 from stream_app.offline.evaluate_monthly import evaluate_monthly
 from stream_app.offline.mapping import load_mapping
 from stream_app.offline.monthly_data import read_rows
@@ -131,7 +134,7 @@ def test_a_profiles_attributes_reach_the_snapshots_and_a_bad_one_goes_to_dead_le
     assert tail is not None and tail.attributes == {key("credit_class"): "C", key("handset_age"): 30.0}
     names = model_features(DECLARED)
     snaps = [s for s in out.snapshots if s.customer_id == c]
-    assert snaps and all(len(s.x) == len(names) for s in snaps)
+    assert snaps and all(len(s.x) == len(names) and s.features == feature_digest(names) for s in snaps)
     assert {s.x[names.index("attr:credit_class=C")] for s in snaps} == {1.0}
     assert {s.x[names.index("attr:contract_end")] for s in snaps} == {3650.0}  # not sent: none coming
 
@@ -205,3 +208,15 @@ def test_a_cell_the_service_would_refuse_is_no_value_and_the_customer_is_still_r
                        "attributes:\n  contract_end: {kind: date, column: ends}\n")
     rows = read_rows(table, load_mapping(mapping))
     assert [r.attributes for r in rows] == [{"contract_end": "2027-01-31"}, {}]
+
+
+def test_a_trainer_skips_labels_made_for_other_attributes_even_of_the_same_width() -> None:
+    mine = Settings(_env_file=None, attributes={"credit_score": Attribute(kind="number")})
+    own, width = feature_digest(model_features(mine.attributes)), len(model_features(mine.attributes))
+    other = feature_digest(model_features({"handset_age": Attribute(kind="number")}))
+    core = TrainerCore.fresh(mine)
+    assert own != other and core.learn(Label("c00001", 1000, [0.0] * width, 0, 0, 0, other), 0) is None
+    assert core.misfits == 1 and core.learner.labels == 0
+    assert core.learn(Label("c00002", 1000, [0.0] * width, 1, 0, 1, own), 1) is not None
+    assert core.learn(Label("c00003", 1000, [0.0] * width, 0, 0, 2), 2) is not None  # made before the digest
+    assert core.learner.labels == 2
