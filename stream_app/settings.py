@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.yaml_source import load_yaml
 
-__all__ = ["Attribute", "CohortRule", "Settings", "Topics", "checked_attributes"]
+__all__ = ["Attribute", "CohortRule", "Settings", "Topics", "attribute_key", "checked_attributes"]
 
 #: An attribute's name: what profiles send it as (`Profile.attributes`) and the model column's root.
 ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
@@ -366,6 +366,11 @@ class Settings(BaseSettings):
                           self.cohort_churn_spend)
 
 
+def attribute_key(name: str) -> int:
+    """An attribute's key in the customer's state: short, and the same wherever it is declared."""
+    return zlib.crc32(name.encode())
+
+
 def checked_attributes(value: dict[str, A]) -> dict[str, A]:
     """`value` in the order of its names, which the model's columns follow wherever they were
     declared; a ValueError naming names that are not ones, or too many of them."""
@@ -375,7 +380,7 @@ def checked_attributes(value: dict[str, A]) -> dict[str, A]:
                          "at most 40")
     if len(value) > MAX_ATTRIBUTES:
         raise ValueError(f"{len(value)} attributes declared; at most {MAX_ATTRIBUTES}")
-    keys = {zlib.crc32(name.encode()) for name in value}  # the state keeps values under these keys
+    keys = {attribute_key(name) for name in value}
     if len(keys) != len(value):
         raise ValueError(f"two of the attribute names {sorted(value)} share a key in the state; rename one")
     return dict(sorted(value.items()))

@@ -20,7 +20,6 @@ profiles carry it.
 from __future__ import annotations
 
 import math
-import zlib
 from datetime import date
 from typing import Mapping, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from stream_app.errors import ChurnwatchError
 from stream_app.settings import MAX_DAYS, MAX_NUMBER, Attribute
+from stream_app.settings import attribute_key as key
 
 __all__ = ["PREFIX", "AttributeRefused", "admit", "category_text", "stored", "columns", "matrix", "is_attribute",
            "describe", "key"]
@@ -43,11 +43,6 @@ class AttributeRefused(ChurnwatchError, ValueError):
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(detail)
         self.field = f"attributes.{name}"
-
-
-def key(name: str) -> int:
-    """An attribute's key in the state: short, and the same wherever it is declared."""
-    return zlib.crc32(name.encode())
 
 
 def stored(admitted: Mapping[str, float | str | None]) -> dict[int, float | str]:

@@ -43,7 +43,7 @@ from stream_app.model.validation import auc, budget_figures, lift
 from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
 from stream_app.offline.replay import replay
 from stream_app.rules.pack import Ruleset
-from stream_app.settings import Settings
+from stream_app.settings import Settings, checked_attributes
 from stream_app.windows.state import Windows
 from stream_app.worker.pipeline import evaluate_rules
 
@@ -87,7 +87,8 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
     rows = [rows[i] for i in np.random.default_rng(ORDER_SEED).permutation(len(rows))]
     # Streamed, and judged from the final states: neither the records nor the daily snapshots are kept.
     # The mapping's attributes are declared for this replay, beside any the settings declare.
-    settings = settings.model_copy(update={"attributes": settings.attributes | mapping.declared})
+    # (model_copy does not validate: the merge is put in the settings' own order, and checked, here.)
+    settings = settings.model_copy(update={"attributes": checked_attributes(settings.attributes | mapping.declared)})
     records = monthly_events(rows, mapping.label, settings.zone, exits=False, month_done=month_done)
     result = replay(records, settings, rules, learn=False, keep_snapshots=False)
     if result.refused == result.events:

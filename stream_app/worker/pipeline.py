@@ -110,7 +110,11 @@ class BatchProcessor:
         self.baselines = baselines
         self.metrics = metrics
         self.policy = policy or AlertPolicy.of(settings)
-        self._digest = feature_digest(model_features(settings.attributes))  # on each snapshot: what `x` holds
+        # Read once: what the model's attribute columns are, which features each snapshot's `x` holds, and
+        # the regions metrics name.
+        self._attribute_columns = attribute_columns(settings.attributes)
+        self._digest = feature_digest(model_features(settings.attributes))
+        self._regions = settings.metric_regions
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         # Event-time clock per partition: the newest day reached by any customer in it. Per
@@ -253,10 +257,9 @@ class BatchProcessor:
         changes against the built-in segments' baselines: its inputs do not change with the
         rule files."""
         baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
-        attributes = self.settings.attributes
-        features = with_segments(ruleset, derive(w, day, self.settings.zone, attributes))
+        features = with_segments(ruleset, derive(w, day, self.settings.zone, self.settings.attributes))
         columns = baselines.columns(features, day, defined)
-        x = model_inputs(features, baselines.medians(features, day, columns, defined), attribute_columns(attributes))
+        x = model_inputs(features, baselines.medians(features, day, columns, defined), self._attribute_columns)
         features |= columns
         features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
@@ -344,7 +347,7 @@ class BatchProcessor:
                                            "reason": d.reason, "field": d.field,
                                            "customer": self.log_ids(d.key) if d.key else None})
         for a in out.alerts:
-            self.metrics.alerts.labels(a.level, region_label(a.region, self.settings.metric_regions)).inc()
+            self.metrics.alerts.labels(a.level, region_label(a.region, self._regions)).inc()
             if a.holdout:
                 self.metrics.suppressed.labels("holdout").inc()
             log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": self.log_ids(a.customer_id),
@@ -353,7 +356,7 @@ class BatchProcessor:
         self.metrics.suppressed.labels("cooldown").inc(out.cooled)
         self.metrics.snapshots.inc(len(out.snapshots))
         for c in out.churn_events:
-            self.metrics.churned.labels(c.kind, region_label(c.region, self.settings.metric_regions)).inc()
+            self.metrics.churned.labels(c.kind, region_label(c.region, self._regions)).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
         self.metrics.erased.inc(len(out.erased))
