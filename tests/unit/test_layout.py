@@ -38,7 +38,7 @@ def test_the_examples_in_docstrings_run(name: str) -> None:
 
 def test_every_stage_is_a_package_and_no_module_sits_loose_beside_them() -> None:
     top = sorted(p.name for p in (REPO / "stream_app").iterdir() if p.suffix == ".py")
-    assert top == ["__init__.py", "errors.py", "logs.py", "metrics.py", "privacy.py", "settings.py", "testing.py",
+    assert top == ["__init__.py", "errors.py", "logs.py", "metrics.py", "privacy.py", "testing.py",
                    "yaml_source.py"], top
 
 

@@ -56,7 +56,7 @@ def test_every_setting_is_in_the_configuration_table(variable: str) -> None:
 def test_every_setting_has_a_meaning() -> None:
     fields = {**_settings(), "CHURNWATCH_TOPICS": Settings.model_fields["topics"]}
     bare = sorted(var for var, field in fields.items() if not (field.description or "").strip())
-    assert not bare, f"add Field(description=...) in stream_app/settings.py for {bare}"
+    assert not bare, f"add Field(description=...) in stream_app/settings/ for {bare}"
 
 
 class _HalfDocumented(BaseModel):
