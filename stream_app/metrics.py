@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["Metrics", "TrainerMetrics", "region_label"]
+__all__ = ["Metrics", "NotifyMetrics", "TrainerMetrics", "region_label"]
 
 OTHER_REGION = "other"
 
@@ -164,3 +164,27 @@ class TrainerMetrics:
         for candidate in ("online", "boosted"):  # from the first scrape: no promotion yet is a figure too
             self.promotions.labels(candidate)
             self.champion.labels(candidate).set(float(candidate == "online"))
+
+
+class NotifyMetrics:
+    """What `churnwatch notify` exports: the alerts it read and what became of the messages."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.alerts = Counter(
+            "churnwatch_notify_alerts_total", "Alerts read by the notifier, by what became of them: for a manager, "
+            "no manager, control group, expired, or an account manager the managers file does not list", ["outcome"],
+            registry=registry)
+        self.messages = Counter(
+            "churnwatch_notify_messages_total", "Messages to account managers, by kind, channel and result: sent, "
+            "failed (to dead letter) or already sent (a resend after a restart, not sent again)",
+            ["kind", "channel", "result"], registry=registry)
+        self.retries = Counter("churnwatch_notify_retries_total", "Tries of a message that failed and were retried",
+                               ["channel"], registry=registry)
+        self.pending = Gauge("churnwatch_notify_digest_pending", "Alerts waiting for the next digest",
+                             registry=registry)
+        for channel in ("webhook", "email"):  # from the first scrape, so that a rate of failures is never absent
+            self.retries.labels(channel)
+            for kind in ("warning", "digest"):
+                for result in ("sent", "failed"):
+                    self.messages.labels(kind, channel, result)

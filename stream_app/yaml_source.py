@@ -1,13 +1,22 @@
 """Reading a YAML file a manager wrote: a key given twice is an error (PyYAML would keep the last
-silently), and every node's line is known, so that each problem names the line to fix."""
+silently), and every node's line is known, so that each problem names the line to fix. A file
+the service rereads when it changes (accounts, account managers) is a `WatchedYaml`."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["UniqueKeyLoader", "line_map", "load_yaml"]
+from stream_app.errors import ConfigError
+
+__all__ = ["UniqueKeyLoader", "WatchedYaml", "line_map", "load_yaml", "read_model"]
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -45,3 +54,44 @@ def line_map(text: str) -> dict[tuple, int]:
     if root is not None:
         walk(root, ())
     return lines
+
+
+def read_model(path: Path, model: type[M], setting: str) -> M:
+    """The file read into `model` (an absent file reads as empty), or a ConfigError naming the
+    file, the place in it and the setting that names the file."""
+    try:
+        return model.model_validate((load_yaml(path.read_text()) if path.exists() else None) or {})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML ({' '.join(str(exc).split())}); the file of {setting}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        raise ConfigError(f"{path}: {where}: {err['msg']} (the file of {setting})") from None
+
+
+class WatchedYaml(Generic[M]):
+    """A YAML file read into `model`, reread when its modification time or size changes: a valid
+    edit counts at the next `read`, without a restart; one that is not valid is logged and what
+    was read before stays in force (at start, the error is raised: nothing was read before)."""
+
+    def __init__(self, path: Path, model: type[M], setting: str, missing: str = "") -> None:
+        self.path, self.model, self.setting, self.missing = path, model, setting, missing
+        self._stamp: tuple[int, int] | None = None
+        self._value: M | None = None
+        self.read()
+
+    def read(self) -> M:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise ConfigError(f"{self.path}: no such file{self.missing}; or change {self.setting}") from None
+        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+            self._stamp = (stat.st_mtime_ns, stat.st_size)
+            try:
+                self._value = read_model(self.path, self.model, self.setting)
+            except ConfigError as exc:
+                if self._value is None:
+                    raise
+                log.error("%s is not valid; what was read before stays in force: %s", self.path, exc)
+        assert self._value is not None
+        return self._value

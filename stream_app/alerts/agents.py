@@ -18,7 +18,6 @@ checks the password, and an account needs no `password`, only its queues.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -32,12 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from stream_app.contracts.events import QueueName
 from stream_app.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from stream_app.yaml_source import WatchedYaml, read_model
 
 __all__ = ["Agent", "Accounts", "add_agent", "remove_agent", "hash_password"]
 
 _hasher = PasswordHasher()
+SETTING = "CHURNWATCH_QUEUE_ACCOUNTS"
 AgentId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_.@-]{1,64}$")]
 
 
@@ -83,44 +82,22 @@ def hash_password(password: str) -> str:
 
 
 def _read(path: Path) -> _File:
-    try:
-        raw = yaml.safe_load(path.read_text()) if path.exists() else None
-        return _File.model_validate(raw or {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML ({exc.__class__.__name__}); set CHURNWATCH_QUEUE_ACCOUNTS") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: {where}: {err['msg']} (the accounts file of CHURNWATCH_QUEUE_ACCOUNTS)") from None
+    return read_model(path, _File, SETTING)
 
 
 class Accounts:
-    """The accounts file, reread when its modification time changes."""
+    """The accounts file, reread when it changes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._file = _File()
-        self._refresh()
+        self._watched = WatchedYaml(path, _File, SETTING, missing="; create it with `churnwatch agent add`")
 
-    def _refresh(self) -> None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            raise ConfigError(f"{self.path}: no such accounts file; create it with `churnwatch agent add` "
-                              "or change CHURNWATCH_QUEUE_ACCOUNTS") from None
-        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-            stamp, self._stamp = self._stamp, (stat.st_mtime_ns, stat.st_size)
-            try:
-                self._file = _read(self.path)
-            except ConfigError as exc:
-                if stamp is None:
-                    raise  # at start: the page does not open on a file it cannot read
-                log.error("the accounts file is not valid; the accounts read before stay in force: %s", exc)
+    @property
+    def _file(self) -> _File:
+        return self._watched.read()
 
     def agent(self, agent_id: str) -> Agent | None:
         """The agent with this id, if the file still lists them."""
-        self._refresh()
         account = self._file.agents.get(agent_id)
         if account is None:
             return None
@@ -136,7 +113,6 @@ class Accounts:
     def login(self, agent_id: str, password: str) -> Agent | None:
         """The agent, if the password matches their hash. An unknown id costs a hash too, so
         that the time taken does not tell which ids exist."""
-        self._refresh()
         account = self._file.agents.get(agent_id)
         stored = account.password if account and account.password else _DECOY
         try:

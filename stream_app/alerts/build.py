@@ -183,7 +183,7 @@ def _alert(w: Windows, values: dict[str, float], segment: str, ev: Evaluation, r
         vip_tier=VIP_TIERS[int(w.rec["vip"][i])], arpu=round(arpu, 2),
         value_at_risk=policy.value_at_risk(LEVEL_RISK[level], arpu, segment),
         suggested_action="", lifecycle=LIFECYCLE[int(values["lifecycle"]) - 1],
-        region=(w.text[i] or StateTail()).region,
+        region=(tail := w.text[i] or StateTail()).region, account_manager=tail.manager,
     )
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Iterable
+from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from stream_app.contracts.events import Alert
 from stream_app.metrics import Metrics
 
-__all__ = ["DayPlan", "plan_days", "monthly_list", "alert_day", "summary_fields", "observe_call_plan"]
+__all__ = ["DayPlan", "plan_days", "for_call_centre", "monthly_list", "strongest_per_customer", "alert_day",
+           "summary_fields", "observe_call_plan"]
 
 LEVEL_ORDER = {"high": 2, "medium": 1, "low": 0}
 
@@ -48,6 +49,12 @@ class DayPlan:
 def alert_day(alert: Alert, zone: ZoneInfo) -> date:
     """The day an alert joins the plan: the day of the newest event behind it, in the operator's zone."""
     return alert.event_time.astimezone(zone).date()
+
+
+def for_call_centre(alerts: Iterable[Alert], managed_too: bool) -> Iterator[Alert]:
+    """The alerts the call centre plans for: without those of customers with an account manager,
+    who calls them (docs/managers.md), unless `managed_too` (`CHURNWATCH_MANAGED_BY_CALL_CENTRE`)."""
+    return (a for a in alerts if managed_too or not a.account_manager)
 
 
 def _open_days(alert: Alert) -> int:
@@ -122,10 +129,13 @@ def monthly_list(alerts: Iterable[Alert], month: str, zone: ZoneInfo) -> list[Al
     """The month's warning list: each customer warned that month once, at their highest level
     (then newest), ranked by value at risk; control-group customers included and flagged, since
     the monthly list goes to account managers to read, not to the call queue."""
+    return strongest_per_customer(a for a in alerts if alert_day(a, zone).strftime("%Y-%m") == month)
+
+
+def strongest_per_customer(alerts: Iterable[Alert]) -> list[Alert]:
+    """Each customer's alert at their highest level (then newest), ranked by value at risk."""
     best: dict[str, Alert] = {}
     for a in alerts:
-        if alert_day(a, zone).strftime("%Y-%m") != month:
-            continue
         held = best.get(a.customer_id)
         if held is None or (LEVEL_ORDER[a.level], a.event_time) > (LEVEL_ORDER[held.level], held.event_time):
             best[a.customer_id] = a

@@ -27,7 +27,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from stream_app.alerts.agents import Agent
-from stream_app.alerts.call_plan import alert_day, plan_days
+from stream_app.alerts.call_plan import alert_day, for_call_centre, plan_days
 from stream_app.alerts.campaign import latest_outcomes
 from stream_app.connect.kafka import client_options
 from stream_app.connect.topic_reader import TopicFollower, outcome_or_none
@@ -129,7 +129,8 @@ class CallQueue:
             self._known = {k: a for k, a in self._known.items() if alert_day(a, zone) >= oldest}
             self.outcomes = {k: o for k, o in self.outcomes.items() if k in self._known}
             self._settled = {k: t for k, t in self._settled.items() if k in self._known}
-        plan = plan_days(self._known.values(), day, day, self.budget, zone, self.settings.region_call_budgets)[0] \
+        alerts = for_call_centre(self._known.values(), self.settings.managed_by_call_centre)
+        plan = plan_days(alerts, day, day, self.budget, zone, self.settings.region_call_budgets)[0] \
             if day else None
         self.day, self.alerts = day, plan.calls if plan else []
         self.waiting = plan.waiting if plan else 0

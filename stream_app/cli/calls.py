@@ -13,7 +13,7 @@ import msgspec
 from kafka import KafkaProducer
 from rich.table import Table
 
-from stream_app.alerts.call_plan import monthly_list, plan_days, summary_fields
+from stream_app.alerts.call_plan import for_call_centre, monthly_list, plan_days, summary_fields
 from stream_app.cli.common import kafka_reachable
 from stream_app.cli.report import month_option, report_console
 from stream_app.connect.kafka import client_options
@@ -46,7 +46,8 @@ def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_jso
     settings = Settings()
     kafka_reachable(settings)
     day = day_.date()
-    [plan] = plan_days(read_alerts(settings), day, day, budget or settings.daily_call_budget, settings.zone,
+    alerts = for_call_centre(read_alerts(settings), settings.managed_by_call_centre)
+    [plan] = plan_days(alerts, day, day, budget or settings.daily_call_budget, settings.zone,
                        settings.region_call_budgets)
     _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}", plan.calls, as_json)
     click.echo(f"waiting {plan.waiting}, expired {plan.expired}, control group {plan.holdout}, "

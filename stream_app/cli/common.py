@@ -23,12 +23,23 @@ def read_settings() -> Settings:
     except SettingsError as exc:  # a variable that is not the JSON its setting takes
         raise click.ClickException(f"invalid settings: {exc}") from None
     except ValidationError as exc:
-        secret = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+        secret = _secret_fields(Settings)
         # An error of the whole settings (no field) would show every setting, secrets among them.
         lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                 + ("" if not e["loc"] or e["loc"][0] in secret else f" (got {e.get('input')!r})")
+                 + ("" if not e["loc"] or set(map(str, e["loc"])) & secret else f" (got {e.get('input')!r})")
                  for e in exc.errors()]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def _secret_fields(model: type) -> set[str]:
+    """The names of `model`'s secret fields, nested settings' (the notifier's) among them."""
+    names = set()
+    for name, f in model.model_fields.items():  # type: ignore[attr-defined]
+        if "SecretStr" in str(f.annotation):
+            names.add(name)
+        elif hasattr(f.annotation, "model_fields"):
+            names |= _secret_fields(f.annotation)
+    return names
 
 
 def kafka_ready(settings: Settings) -> None:

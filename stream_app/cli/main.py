@@ -302,12 +302,13 @@ def schemas(out: Path) -> None:
 def _add_commands() -> None:
     from stream_app.cli.calls import calls
     from stream_app.cli.model import evaluate, model, trainer
+    from stream_app.cli.notify import notify
     from stream_app.cli.queue import agent, queue
     from stream_app.cli.replay import replay_monthly
     from stream_app.cli.report import report
     from stream_app.cli.rules import rules
 
-    for command in (trainer, model, evaluate, report, calls, queue, agent, replay_monthly, rules):
+    for command in (trainer, model, evaluate, report, calls, queue, agent, replay_monthly, rules, notify):
         main.add_command(command)
 
 

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from stream_app.alerts.call_plan import alert_day
+from stream_app.alerts.call_plan import alert_day, for_call_centre
 from stream_app.alerts.campaign import CampaignCosts, CampaignRow, campaign_report
 from stream_app.cli.common import kafka_reachable
 from stream_app.connect.redis import connect_redis_sync
@@ -130,6 +130,8 @@ def campaign(weeks: int, fmt: str, plot: Path | None, as_json: bool) -> None:
     # Days follow event time, like the call lists: the newest day any alert or churn is known for.
     known = [alert_day(a, settings.zone) for a in alerts] + [date.fromordinal(c.day) for c in churns]
     as_of = max(known, default=date.today())
+    # The call centre's campaign: customers their account managers call are not in it (for_call_centre).
+    alerts = list(for_call_centre(alerts, settings.managed_by_call_centre))
     rows = campaign_report(alerts, read_outcomes(settings), churns, settings.zone, as_of, costs,
                            settings.daily_call_budget, settings.region_call_budgets)
     kept = sorted({r.week for r in rows if r.week != "all"})[-weeks:]

@@ -27,7 +27,7 @@ import numpy as np
 
 from stream_app.errors import ChurnwatchError
 from stream_app.settings.attributes import MAX_DAYS, MAX_NUMBER, Attribute
-from stream_app.settings import attribute_key as key
+from stream_app.settings.attributes import attribute_key as key
 
 __all__ = ["PREFIX", "AttributeRefused", "admit", "category_text", "stored", "columns", "matrix", "is_attribute",
            "describe", "key"]

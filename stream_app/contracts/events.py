@@ -94,6 +94,9 @@ class Profile(Struct, frozen=True, forbid_unknown_fields=True):
     value_level: Annotated[int, Meta(ge=1, le=10)] | None = None
     key_person: bool = False
     prepaid: bool = False
+    #: The customer's own account manager, by id in the managers file (settings `notify.managers_file`):
+    #: they are told of the customer's warnings and call them in place of the call centre.
+    account_manager: Name = ""  # "": none
     #: The operator's own attributes (handset age, contract end, credit class ...): the model learns
     #: from those that settings declare (contracts/attributes.py), a date as YYYY-MM-DD.
     attributes: Annotated[dict[AttributeName, float | Name | None], Meta(max_length=32)] = {}
@@ -151,6 +154,7 @@ class Alert(Struct, frozen=True):
     queue: QueueName = "general"
     treatment: Treatment = "relationship"
     region: str = ""  # the customer's region (branch) from their profile; "" when none is known
+    account_manager: str = ""  # the customer's account manager from their profile; "" when they have none
     lifecycle: Literal["A", "B", "C", "D", "E"] = "C"  # acquisition, build-up, mature, decline, exit
     holdout: bool = False  # control group: not to be called, so that the effect of calls can be measured
     score: float | None = None

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS"]
+__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS",
+           "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED", "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK"]
 
 PREFIX = "cw"
 # Fields of the report hashes (`report`) that hold segment baselines' histograms, not report counters.
@@ -50,6 +51,15 @@ MODEL = f"{PREFIX}:{{model}}:current"  # the latest published snapshot (model.en
 MODEL_VERSION = f"{PREFIX}:{{model}}:version"  # its version, so scorers poll a few bytes
 TRAINER_STATE = f"{PREFIX}:{{model}}:trainer"  # the trainer's own checkpoint
 TRAINER_LEASE = f"{PREFIX}:{{model}}:lease"  # held by the one trainer that may publish
+# The notifier's (stream_app/notify): messages delivered (id|channel -> when, a sorted set pruned by
+# age), the alerts waiting for the next digest (alert id -> alert), those a digest carried (a
+# sorted set, pruned by age) and the day the last digests went out to.
+NOTIFY_SENT = f"{PREFIX}:{{notify}}:sent"
+NOTIFY_PENDING = f"{PREFIX}:{{notify}}:pending"
+NOTIFY_DIGESTED = f"{PREFIX}:{{notify}}:digested"
+NOTIFY_DIGEST_DAY = f"{PREFIX}:{{notify}}:digest-day"
+NOTIFY_DIGEST_LOCK = f"{PREFIX}:{{notify}}:digest-lock"  # held while one notifier sends the digests
 # The service's own keys of fixed name: with the report shards' and the quarantine's, every key
 # that is not a customer's state.
-SERVICE_KEYS = (CALL_PLAN, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX)
+SERVICE_KEYS = (CALL_PLAN, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX, NOTIFY_SENT,
+                NOTIFY_PENDING, NOTIFY_DIGESTED, NOTIFY_DIGEST_DAY, NOTIFY_DIGEST_LOCK)

@@ -9,22 +9,14 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeInt,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.settings.attributes import Attribute, attribute_key, checked_attributes
+from stream_app.settings.notify import Notify
 from stream_app.yaml_source import load_yaml
 
-__all__ = ["Attribute", "CohortRule", "Settings", "Topics", "attribute_key", "checked_attributes"]
+__all__ = ["Attribute", "CohortRule", "Notify", "Settings", "Topics", "attribute_key", "checked_attributes"]
 
 MAX_REGIONS = 50  # regions named in metrics at most: each is a series per level and per churn kind
 
@@ -147,6 +139,9 @@ class Settings(BaseSettings):
         description="how soon a dead worker's partitions move to the others (Kafka's default is 45 s)")
     topics: Topics = Field(
         default_factory=Topics, description="topic names, each from its own `CHURNWATCH_TOPIC_<NAME>` variable")
+    notify: Notify = Field(
+        default_factory=Notify, description="account managers' warnings, each from its own `CHURNWATCH_NOTIFY_<NAME>` "
+                                            "variable (`churnwatch notify`, docs/managers.md)")
     # The model (docs/model.md).
     model_kind: Literal["logistic", "forest"] = Field(
         default="logistic",
@@ -199,6 +194,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="regions (branches) with call budgets of their own, as JSON (`{\"north\": 40}`): their alerts "
                     "compete only with each other; the other regions share `CHURNWATCH_DAILY_CALL_BUDGET`")
+    managed_by_call_centre: bool = Field(
+        default=False, description="customers with an account manager (profile `account_manager`) are on the call "
+                                   "centre's lists too; by default their manager calls them, not the call centre")
     regions: list[str] = Field(
         default_factory=list, max_length=MAX_REGIONS,
         description="the operator's regions (branches), as JSON (`[\"north\", \"south\"]`): metrics count alerts and "

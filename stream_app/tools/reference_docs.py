@@ -1,6 +1,6 @@
 """The reference tables in `docs/`, rendered from the code so they cannot drift from it:
 `docs/configuration.md` from `Settings` (one row per environment variable) and `docs/metrics.md`
-from `Metrics` and `TrainerMetrics` (one row per metric family, as Prometheus scrapes it); and
+from `Metrics`, `TrainerMetrics` and `NotifyMetrics` (one row per metric family, as Prometheus scrapes it); and
 the Prometheus Operator's copy of the alerting rules (`deploy/k8s/base/prometheus-rule.yaml`)
 from `deploy/prometheus/alerts.yml`.
 
@@ -28,7 +28,7 @@ from pydantic import AliasChoices, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from stream_app.errors import ConfigError
-from stream_app.metrics import Metrics, TrainerMetrics
+from stream_app.metrics import Metrics, NotifyMetrics, TrainerMetrics
 from stream_app.settings import Settings
 
 __all__ = ["COMMAND", "configuration_table", "env_names", "metrics_table", "render", "write"]
@@ -62,7 +62,8 @@ def _settings_rows(model: type[BaseModel]) -> Iterator[tuple[list[str], FieldInf
     for name, field in model.model_fields.items():
         if not (field.description or "").strip():
             raise ConfigError(f"{model.__name__}.{name} has no description: add Field(description=...) "
-                              f"in {Path(inspect.getfile(model)).relative_to(REPO)}; it is the meaning in docs/configuration.md")
+                              f"in {Path(inspect.getfile(model)).relative_to(REPO)}; it is the meaning in "
+                              "docs/configuration.md")
         nested = field.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             yield from _settings_rows(nested)
@@ -175,7 +176,7 @@ def _families(build: Callable[[CollectorRegistry], object]) -> list[tuple[str, s
 
 
 def metrics_table(build: Callable[[CollectorRegistry], object] = Metrics) -> str:
-    """One row per metric family `build` (`Metrics` or `TrainerMetrics`) registers."""
+    """One row per metric family `build` (`Metrics`, `TrainerMetrics` or `NotifyMetrics`) registers."""
     lines = ["| metric | type | labels | help |", "|---|---|---|---|"]
     lines += [f"| `{name}` | {kind} | {labels} | {_cell(text)} |" for name, kind, labels, text in _families(build)]
     return "\n".join(lines) + "\n"
@@ -206,7 +207,10 @@ def render(root: Path = REPO) -> dict[str, str]:
         + metrics_table(Metrics) +
         "\n## Trainer\n\n"
         "`churnwatch trainer` serves them on a `/metrics` of its own (`--metrics-port`).\n\n"
-        + metrics_table(TrainerMetrics))
+        + metrics_table(TrainerMetrics) +
+        "\n## Notifier\n\n"
+        "`churnwatch notify run` serves them on a `/metrics` of its own (`--metrics-port`).\n\n"
+        + metrics_table(NotifyMetrics))
     return {"docs/configuration.md": configuration, "docs/metrics.md": metrics,
             "deploy/k8s/base/prometheus-rule.yaml": prometheus_rule((root / ALERTS).read_text())}
 

@@ -294,8 +294,7 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
             rec["exit_ts"][cust], rec["exit_reason"][cust] = ts, e.reason_code or 0
             rec["exit_kind"][cust] = EXIT_KINDS.index(e.kind)
         counter = _BILLING_COUNTER.get(e.kind)
-        # Billing counts in months only: bills are monthly, and a billing topic that runs
-        # ahead of the CDRs (a catch-up after downtime) must not roll the usage days forward.
+        # Billing counts in months only: a billing topic ahead of the CDRs (a catch-up) must not roll the days on.
         if counter:
             rows.others.append((cust, _bill_month(e, month), C[counter], round(e.amount * 100)))
     elif isinstance(e, Profile) and int(rec["profile_ts"][cust]) <= ts:
@@ -304,7 +303,8 @@ def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: in
         rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0
         # Only the profile's fields: a plan change must not drop the streaks or cohort memberships.
         w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), plan=e.plan, region=e.region,
-                                               segment=e.segment, attributes=stored(e.attributes))
+                                               segment=e.segment, attributes=stored(e.attributes),
+                                               manager=e.account_manager)
     elif isinstance(e, Outcome):
         _close_the_loop(w, cust, e, ts)
 

@@ -101,6 +101,7 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     seen: dict[int, bytes] = {}
     #: The operator's own attributes of the latest profile, under their keys (contracts/attributes.py).
     attributes: dict[int, float | str] = {}
+    manager: str = ""  # the profile's account manager
 
 
 _tail_encoder = msgspec.msgpack.Encoder()

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from stream_app.alerts.call_plan import monthly_list, plan_days
+from stream_app.alerts.call_plan import for_call_centre, monthly_list, plan_days
 from stream_app.contracts.events import Alert
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -91,3 +91,13 @@ def test_value_at_risk_weighs_a_segment_by_how_long_its_customers_stay(monkeypat
     # 1 / 1% is 100 months, capped at 60; 1 / 5% is 20 months.
     assert policy.value_at_risk(0.5, 200.0, "mid_high_end") == 0.5 * 200 * 0.5 * 60
     assert policy.value_at_risk(0.5, 200.0, "mass") == 0.5 * 200 * 0.5 * 20
+
+
+def test_customers_with_an_account_manager_are_theirs_to_call_unless_the_settings_say_otherwise() -> None:
+    managed = msgspec.structs.replace(alert("m1234", 1, 900), account_manager="am-17")
+    alerts = [managed, *(alert(f"c123{i}", 1, 100 + i) for i in range(3))]
+    day = date(2026, 3, 1)
+    [plan] = plan_days(for_call_centre(alerts, managed_too=False), day, day, budget=2, zone=ZONE)
+    assert [a.customer_id for a in plan.calls] == ["c1232", "c1231"]
+    [plan] = plan_days(for_call_centre(alerts, managed_too=True), day, day, budget=2, zone=ZONE)
+    assert [a.customer_id for a in plan.calls] == ["m1234", "c1232"]

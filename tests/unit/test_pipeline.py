@@ -411,3 +411,20 @@ def test_metrics_count_alerts_and_churn_by_the_regions_settings_name_and_the_res
                    for level in ("low", "medium", "high")) >= 1
         assert counted("churnwatch_churn_events_total", {"kind": "port_out", "region": region}) == 1
     assert counted("churnwatch_churn_events_total", {"kind": "port_out", "region": "atlantis"}) is None
+
+
+def test_the_profiles_account_manager_is_on_the_customers_alerts_and_a_new_profile_changes_it() -> None:
+    log = Log()
+    decliner(log, "8613800000401", account_manager="am-17")
+    decliner(log, "8613800000402")
+    out = run(processor(), log.records)
+    assert {a.customer_id: a.account_manager for a in out.alerts} == {"8613800000401": "am-17", "8613800000402": ""}
+    log.add("customers", "8613800000401", profile("8613800000401", ts="2026-06-01T00:00:00+08:00",
+                                                   account_manager="am-20"))
+    for day in range(21, 29, 3):
+        log.add("cdr", "8613800000401", cdr("8613800000401", f"2026-06-{day}T10:00:00+08:00", duration_s=360))
+    store = MemoryWindowStore()
+    proc = processor(store=store)
+    run(proc, log.records)
+    [tail] = Windows.load(["8613800000401"], asyncio.run(store.load(["8613800000401"]))).text
+    assert tail.manager == "am-20"

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic.fields import FieldInfo
 
-from stream_app.metrics import Metrics, TrainerMetrics
-from stream_app.settings import Settings, Topics
+from stream_app.metrics import Metrics, NotifyMetrics, TrainerMetrics
+from stream_app.settings import Notify, Settings, Topics
 from stream_app.tools import reference_docs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,10 +28,11 @@ def _env_var(prefix: str, name: str, alias: object) -> str:
 
 
 def _settings() -> dict[str, FieldInfo]:
-    """Every setting by its usual environment variable; the topics by their own prefix."""
+    """Every setting by its usual environment variable; the topics' and the notifier's by their own prefix."""
     fields = {_env_var("CHURNWATCH_", name, field.validation_alias): field
-              for name, field in Settings.model_fields.items() if field.annotation is not Topics}
-    return fields | {_env_var("CHURNWATCH_TOPIC_", name, None): field for name, field in Topics.model_fields.items()}
+              for name, field in Settings.model_fields.items() if field.annotation not in (Topics, Notify)}
+    return (fields | {_env_var("CHURNWATCH_TOPIC_", name, None): field for name, field in Topics.model_fields.items()}
+            | {_env_var("CHURNWATCH_NOTIFY_", name, None): field for name, field in Notify.model_fields.items()})
 
 
 def _exposed_families(build) -> list[str]:
@@ -54,7 +55,8 @@ def test_every_setting_is_in_the_configuration_table(variable: str) -> None:
 
 
 def test_every_setting_has_a_meaning() -> None:
-    fields = {**_settings(), "CHURNWATCH_TOPICS": Settings.model_fields["topics"]}
+    fields = {**_settings(), "CHURNWATCH_TOPICS": Settings.model_fields["topics"],
+              "CHURNWATCH_NOTIFY": Settings.model_fields["notify"]}
     bare = sorted(var for var, field in fields.items() if not (field.description or "").strip())
     assert not bare, f"add Field(description=...) in stream_app/settings/ for {bare}"
 
@@ -70,7 +72,7 @@ def test_a_setting_without_a_meaning_stops_the_table_and_is_named(monkeypatch: p
         reference_docs.configuration_table()
 
 
-@pytest.mark.parametrize("build", [Metrics, TrainerMetrics])
+@pytest.mark.parametrize("build", [Metrics, TrainerMetrics, NotifyMetrics])
 def test_every_metric_family_is_in_the_metrics_doc(build) -> None:
     text = (REPO / "docs/metrics.md").read_text()
     missing = [name for name in _exposed_families(build) if f"| `{name}` |" not in text]
