@@ -1,5 +1,5 @@
-"""The SREs' files (Prometheus alerting rules, Grafana dashboard) only name metrics the worker
-or the trainer exports."""
+"""The SREs' files (Prometheus alerting rules, Grafana dashboard) only name metrics the worker,
+the trainer or the notifier exports."""
 
 import json
 import re
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream_app.metrics import Metrics, TrainerMetrics
+from stream_app.metrics import Metrics, NotifyMetrics, TrainerMetrics
 from tests.conftest import IN_CI
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -22,6 +22,7 @@ def exported() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     TrainerMetrics(registry).labels.labels("1").inc()
+    NotifyMetrics(registry).alerts.labels("for_manager").inc()
     metrics.build.info({"version": "test"})
     for child in (metrics.events.labels("cdr"), metrics.deadletters.labels("x"), metrics.alerts.labels("high", "other"),
                   metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok"),

@@ -137,7 +137,7 @@ def test_the_alerts_select_the_jobs_the_deploy_scrapes() -> None:
     [rule] = by_kind("PrometheusRule")
     selected = {job for group in rule["spec"]["groups"] for r in group["rules"]
                 for job in re.findall(r'job="([^"]+)"', r["expr"])}
-    assert selected == {"churnwatch", "churnwatch-trainer"}
+    assert selected == {"churnwatch", "churnwatch-trainer", "churnwatch-notifier"}
     # Kubernetes: the Prometheus Operator names a job after the Service label its `jobLabel` names
     # (after the Service itself without one), for each Service the ServiceMonitor selects.
     [monitor] = by_kind("ServiceMonitor")
