@@ -18,7 +18,7 @@ from rich.text import Text
 from stream_app.cli.common import read_settings
 from stream_app.cli.report import report_console
 from stream_app.errors import ConfigError
-from stream_app.rules.pack import check_files
+from stream_app.rules.pack import check_files, load_rules, region_files
 
 if TYPE_CHECKING:
     from stream_app.offline.backtest import Backtest, Change, Figures, Warned
@@ -36,14 +36,23 @@ def rules() -> None:
 
 @rules.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-def rules_check(paths: tuple[Path, ...]) -> None:
-    """Report every problem in the rule files (default: alert_rules/) and exit 1 if any."""
-    problems = check_files(list(paths) or [Path("alert_rules")])
+@click.option("--region", help="also list the rules in force for this region's customers (the base pack with "
+                               "its file in regions/ applied)")
+def rules_check(paths: tuple[Path, ...], region: str | None) -> None:
+    """Report every problem in the rule files and region files (default: alert_rules/) and exit 1 if any."""
+    folders = list(paths) or [Path("alert_rules")]
+    problems = check_files(folders)
     for p in problems:
         click.echo(str(p), err=True)
     if problems:
         sys.exit(1)
     click.echo("rules OK")
+    if region is not None:
+        ruleset = load_rules(folders)
+        files = [f for f in region_files(folders) if f.stem == region]
+        click.echo(f"rules in force in {region} ({', '.join(map(str, files)) or 'no region file: the base pack'}):")
+        for c in ruleset.effective(region):
+            click.echo(f"  {c.rule.id:32} {c.group.name:24} importance {c.rule.importance:g}: {c.rule.expr}")
 
 
 @rules.command("test")

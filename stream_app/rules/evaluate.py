@@ -120,11 +120,12 @@ class Evaluation:
 
 
 def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | None = None,
-             periods: dict[str, np.ndarray] | None = None) -> Evaluation:
+             periods: dict[str, np.ndarray] | None = None, regions: np.ndarray | None = None) -> Evaluation:
     """Fire every rule over every customer of the batch, then map to levels.
 
     `periods` gives each customer's current evaluation period per cadence (`daily`: the day,
     `monthly`: the month); a condition counts once per period towards its rule's `for`.
+    `regions` gives each customer's region, for the rules of region files (none: no region).
     """
     n = len(next(iter(features.values()))) if features else 0
     if not isinstance(features, Segmented):  # the worker applies them once, before the baselines
@@ -139,6 +140,10 @@ def evaluate(ruleset: Any, features: dict[str, np.ndarray], streaks: Streaks | N
         hit = np.broadcast_to(evaluator.eval(c.rule.expr, previously_parsed=c.tree), (n,))
         if c.group.segment is not None:
             hit = hit & (features[c.group.segment] > 0)
+        if c.regions is not None or c.not_regions:
+            where = np.full(n, "", object) if regions is None else regions
+            hit = hit & (np.isin(where, list(c.regions)) if c.regions is not None
+                         else ~np.isin(where, list(c.not_regions)))
         holds[:, j] = hit
     before = streaks or Streaks.empty(n, len(rules))
     after = Streaks(before.count.copy(), before.period.copy())
@@ -194,15 +199,17 @@ def _by_combination(ruleset: Any, features: dict[str, np.ndarray], fired: np.nda
                     evaluator: VectorEval) -> np.ndarray:
     n = fired.shape[0]
     level = np.zeros(n, np.int8)
-    column = {rid: j for j, rid in enumerate(ruleset.ids)}
+    columns: dict[str, list[int]] = {}  # a rule's column and its region versions' (`<id>@<region>`)
+    for j, rid in enumerate(ruleset.ids):
+        columns.setdefault(rid.split("@")[0], []).append(j)
     for combo, tree in ruleset.combinations:
         ok = np.ones(n, np.bool_)
         if combo.segment is not None:
             ok &= features[combo.segment] > 0
         if combo.all_of:
-            ok &= fired[:, [column[r] for r in combo.all_of]].all(axis=1)
+            ok &= np.all([fired[:, columns[r]].any(axis=1) for r in combo.all_of], axis=0)
         if combo.any_of:
-            ok &= fired[:, [column[r] for r in combo.any_of]].any(axis=1)
+            ok &= fired[:, [j for r in combo.any_of for j in columns[r]]].any(axis=1)
         if tree is not None:
             ok &= np.broadcast_to(evaluator.eval(combo.expr, previously_parsed=tree), (n,))
         level = np.maximum(level, np.where(ok, LEVELS.index(combo.level), 0).astype(np.int8))

@@ -9,27 +9,29 @@ the feature registry at load time, and evaluated over a whole batch at once.
 from __future__ import annotations
 
 import ast
+import collections
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from simpleeval import InvalidExpression, SimpleEval
 
 from stream_app.contracts.events import REASON_CODES, QueueName, Treatment
 from stream_app.errors import RuleError, RuleFileError
-from stream_app.features.baselines import COLUMNS as BASELINE_COLUMNS
 from stream_app.features.derive import FEATURES
-from stream_app.rules.evaluate import BASELINES, FUNCTIONS, LEVELS, Evaluation, VectorEval, evaluate, thresholds_of
-from stream_app.rules.summary import SummaryError, check_summary
-from stream_app.rules.units import threshold_problems
+from stream_app.rules.checks import check_expr, expr_problems, names_in, where
+from stream_app.rules.evaluate import LEVELS, Evaluation, evaluate, thresholds_of
 from stream_app.yaml_source import line_map, load_yaml
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
            "thresholds_of"]
 
+
+
+REGIONS = "regions"  # the rules folder's sub-folder of region files
 
 
 class _Frozen(BaseModel):
@@ -148,6 +150,16 @@ class RuleFile(_Frozen):
         return value
 
 
+class RegionFile(_Frozen):
+    """A region's changes to the base pack (`regions/<region>.yaml` in the rules folder): rules
+    with a base rule's id replace it for the region's customers, new ids are added for them, and
+    `disable` lists base rules that do not apply to them. Levels, combinations, segments and
+    actions stay the base pack's; a combination naming a rule counts its region versions too."""
+
+    disable: list[str] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     rule: Rule
@@ -155,6 +167,11 @@ class CompiledRule:
     tree: ast.AST  # as simpleeval parses it, so it is parsed once per load
     names: tuple[str, ...]
     thresholds: dict[str, float]
+    regions: frozenset[str] | None = None  # a region file's rule: only these regions' customers
+    not_regions: frozenset[str] = frozenset()  # a base rule: not for the regions whose files change it
+
+    def applies_in(self, region: str) -> bool:
+        return region in self.regions if self.regions is not None else region not in self.not_regions
 
 
 @dataclass(frozen=True)
@@ -173,78 +190,18 @@ class Ruleset:
     def action_for(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> Action | None:
         return next((a for a in self.actions if a.matches(reason_code, segment, vip_tier, lifecycle)), None)
 
+    @property
+    def scoped(self) -> bool:
+        """Some rules apply in some regions only (region files): evaluation needs each customer's region."""
+        return any(c.regions is not None or c.not_regions for c in self.rules)
 
-def _names_in(tree: ast.AST) -> tuple[str, ...]:
-    return tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS) - set(BASELINES)))
-
-
-def _check_expr(expr: str, summary: str | None, segments: Iterable[str] = ()) -> ast.AST:
-    """Parse an expression and prove it on the feature registry (and the file's segments);
-    raise on any problem."""
-    known = set(FEATURES) | set(segments)
-    try:
-        tree = SimpleEval.parse(expr)
-    except SyntaxError as exc:
-        if "%" in expr:  # `-30%`: a percent where the features hold fractions
-            raise ValueError(f"`%` is not a percent sign in an expression: changes and shares are fractions "
-                             f"(-0.30 = down 30%, 0.08 = 8%); got {expr!r}") from None
-        raise ValueError(f"not an expression ({exc.msg}): {expr!r}") from None
-    unknown = [n for n in _names_in(tree) if n not in known]
-    if unknown:
-        raise ValueError(f"unknown feature {', '.join(unknown)}; valid features: {', '.join(sorted(known))}")
-    mistaken = threshold_problems(tree)
-    if mistaken:
-        raise ValueError("; ".join(mistaken))
-    probe = {name: np.zeros(2) for name in (*known, *BASELINE_COLUMNS)}
-    result = np.asarray(VectorEval(probe).eval(expr, previously_parsed=tree))
-    if result.dtype != np.bool_:
-        raise ValueError(f"must be a condition (true/false), got a {result.dtype} value")
-    if summary is not None:
-        check_summary(summary, known)
-    return tree
+    def effective(self, region: str) -> list[CompiledRule]:
+        """The rules a customer of `region` is evaluated with."""
+        return [c for c in self.rules if c.applies_in(region)]
 
 
-def _expr_problems(path: Path, data: Any, lines: dict[tuple, int]) -> list[RuleError]:
-    """Expression and annotation problems, found even when other fields are wrong."""
-    problems = []
-    segments = data.get("segments") if isinstance(data, dict) else None
-    segments = segments if isinstance(segments, dict) else {}
-    for name, expr in segments.items():
-        try:
-            _check_expr(str(expr), None)
-        except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
-            problems.append(RuleError(str(path), lines.get(("segments", name)), f"segments/{name}", "expr", str(exc)))
-    groups = data.get("groups") if isinstance(data, dict) else None
-    for gi, group in enumerate(groups if isinstance(groups, list) else []):
-        rules = group.get("rules") if isinstance(group, dict) else None
-        for ri, rule in enumerate(rules if isinstance(rules, list) else []):
-            if not isinstance(rule, dict) or not isinstance(rule.get("expr"), str):
-                continue
-            annotations = rule.get("annotations")
-            summary = annotations.get("summary") if isinstance(annotations, dict) else None
-            try:
-                _check_expr(rule["expr"], summary if isinstance(summary, str) else None, segments)
-            except (SyntaxError, ValueError, KeyError, TypeError, IndexError, InvalidExpression) as exc:
-                field = "annotations.summary" if isinstance(exc, (SummaryError, KeyError, IndexError)) else "expr"
-                loc = ("groups", gi, "rules", ri, *field.split("."))
-                problems.append(RuleError(str(path), lines.get(loc), _where(data, loc), field, str(exc)))
-    return problems
-
-
-def _where(data: Any, loc: tuple) -> str:
-    if len(loc) >= 2 and loc[0] == "groups" and isinstance(loc[1], int):
-        try:
-            group = data["groups"][loc[1]]
-            name = group.get("name", f"group {loc[1]}")
-            if len(loc) >= 4 and loc[2] == "rules" and isinstance(loc[3], int):
-                return f"{name}/{group['rules'][loc[3]].get('id', f'rule {loc[3]}')}"
-            return str(name)
-        except (KeyError, IndexError, TypeError, AttributeError):
-            pass
-    return "-"
-
-
-def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[RuleError]]:
+def _check_file(path: Path, model: type[RuleFile] | type[RegionFile] = RuleFile,
+                base_segments: tuple[str, ...] = ()) -> tuple[Any, list[CompiledRule], list[RuleError]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:  # a folder or file named in the settings that is not there
@@ -255,9 +212,9 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return None, [], [RuleError(str(path), mark.line + 1 if mark else None, "-", "yaml", str(exc).splitlines()[0])]
-    errors = _expr_problems(path, data, lines)
+    errors = expr_problems(path, data, lines, base_segments)
     try:
-        parsed = RuleFile.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
@@ -265,30 +222,31 @@ def _check_file(path: Path) -> tuple[RuleFile | None, list[CompiledRule], list[R
             field = ".".join(str(p) for p in loc[-2:] if not isinstance(p, int)) or "-"
             got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
             said = err["msg"].removeprefix("Value error, ")
-            errors.append(RuleError(str(path), line, _where(data, loc), field, said + got))
+            errors.append(RuleError(str(path), line, where(data, loc), field, said + got))
         return None, [], errors
-    known = set(FEATURES) | set(parsed.segments)
+    segments = [*base_segments, *getattr(parsed, "segments", {})]
+    known = set(FEATURES) | set(segments)
     for gi, group in enumerate(parsed.groups):
         if group.segment is not None and group.segment not in known:
             errors.append(RuleError(str(path), lines.get(("groups", gi, "segment")), group.name, "segment",
                                     f"unknown segment {group.segment!r}; expected a flag feature such as 'mid_high_end'"))
-    for ci, combo in enumerate(parsed.combinations):
-        where = f"combinations/{ci}"
+    for ci, combo in enumerate(getattr(parsed, "combinations", [])):
+        place = f"combinations/{ci}"
         if combo.segment is not None and combo.segment not in known:
-            errors.append(RuleError(str(path), lines.get(("combinations", ci, "segment")), where, "segment",
+            errors.append(RuleError(str(path), lines.get(("combinations", ci, "segment")), place, "segment",
                                     f"unknown segment {combo.segment!r}"))
         if combo.expr is not None:
             try:
-                _check_expr(combo.expr, None, parsed.segments)
+                check_expr(combo.expr, None, segments)
             except (SyntaxError, ValueError, TypeError, InvalidExpression) as exc:
-                errors.append(RuleError(str(path), lines.get(("combinations", ci, "expr")), where, "expr", str(exc)))
+                errors.append(RuleError(str(path), lines.get(("combinations", ci, "expr")), place, "expr", str(exc)))
     if errors:
         return None, [], errors
     compiled = []
     for g in parsed.groups:
         for r in g.rules:
             tree = SimpleEval.parse(r.expr)
-            compiled.append(CompiledRule(r, g, tree, _names_in(tree), thresholds_of(tree)))
+            compiled.append(CompiledRule(r, g, tree, names_in(tree), thresholds_of(tree)))
     return parsed, compiled, []
 
 
@@ -350,7 +308,42 @@ def _read(paths: list[Path]) -> _Read:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
     elif not problems and "default" not in levels:
         problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
-    return _Read(problems, rules, levels, combinations, segments, files, actions)
+    regional = region_files(paths)
+    rules, region_problems = _with_regions(rules, regional, tuple(segments))
+    return _Read(problems + region_problems, rules, levels, combinations, segments, files + regional, actions)
+
+
+def region_files(paths: list[Path]) -> list[Path]:
+    """The region files of the rules folders named: `regions/<region>.yaml` (not `*.test.yaml`)."""
+    return rule_files([p / REGIONS for p in paths if (p / REGIONS).is_dir()])
+
+
+def _with_regions(base: list[CompiledRule], files: list[Path],
+                  segments: tuple[str, ...]) -> tuple[list[CompiledRule], list[RuleError]]:
+    """The base rules, each scoped away from the regions whose files change it, and every region
+    file's rules as `<id>@<region>`, scoped to that region."""
+    base_ids, changed = {c.rule.id for c in base}, collections.defaultdict(set)
+    added: list[CompiledRule] = []
+    problems: list[RuleError] = []
+    for f in files:
+        region = f.stem
+        parsed, compiled, errors = _check_file(f, RegionFile, segments)
+        problems += errors
+        if parsed is None:
+            continue
+        ids = [c.rule.id for c in compiled]
+        for rid in sorted({*(i for i in ids if ids.count(i) > 1), *(set(ids) & set(parsed.disable))}):
+            problems.append(RuleError(str(f), None, "-", "id", f"{rid} is given twice (or given and disabled)"))
+        for rid in (r for r in parsed.disable if r not in base_ids):
+            problems.append(RuleError(str(f), None, "disable", "disable",
+                                      f"unknown rule {rid}; the base rules: {', '.join(sorted(base_ids))}"))
+        for rid in [*parsed.disable, *(i for i in ids if i in base_ids)]:
+            changed[rid].add(region)
+        added += [dataclasses.replace(c, rule=c.rule.model_copy(update={"id": f"{c.rule.id}@{region}"}),
+                                      regions=frozenset({region})) for c in compiled]
+    scoped = [dataclasses.replace(c, not_regions=frozenset(changed[c.rule.id])) if c.rule.id in changed else c
+              for c in base]
+    return scoped + added, problems
 
 
 def check_files(paths: list[Path]) -> list[RuleError]:

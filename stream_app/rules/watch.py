@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stream_app.errors import NotReady, RuleFileError
 from stream_app.metrics import Metrics
-from stream_app.rules.pack import Ruleset, load_rules, rule_files
+from stream_app.rules.pack import Ruleset, load_rules, region_files, rule_files
 
 __all__ = ["RulesWatch"]
 
@@ -29,7 +29,8 @@ class RulesWatch:
         return self._rules
 
     def _files_stamp(self) -> tuple:
-        return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in rule_files(self.paths) if f.exists())
+        files = [*rule_files(self.paths), *region_files(self.paths)]
+        return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
 
     def reload_if_changed(self) -> bool:
         if self._files_stamp() == self._stamp:

@@ -370,7 +370,8 @@ def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray]
     streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
     streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
     periods = {"daily": now_day, "monthly": months_of_days(now_day)}
-    return evaluate(ruleset, features, streaks, periods)
+    regions = np.array([t.region if t else "" for t in w.text], dtype=object) if ruleset.scoped else None
+    return evaluate(ruleset, features, streaks, periods, regions)
 
 
 def remember_streaks(w: Windows, ruleset: Ruleset, ev: Evaluation, rows: Sequence[int]) -> None:
