@@ -71,8 +71,9 @@ def read_model(path: Path, model: type[M], setting: str) -> M:
 
 class WatchedYaml(Generic[M]):
     """A YAML file read into `model`, reread when its modification time or size changes: a valid
-    edit counts at the next `read`, without a restart; one that is not valid is logged and what
-    was read before stays in force (at start, the error is raised: nothing was read before)."""
+    edit counts at the next `read`, without a restart; one that is not valid, an empty file (one
+    being rewritten) or a file gone is logged and what was read before stays in force (at start,
+    the error is raised: nothing was read before)."""
 
     def __init__(self, path: Path, model: type[M], setting: str, missing: str = "") -> None:
         self.path, self.model, self.setting, self.missing = path, model, setting, missing
@@ -84,14 +85,23 @@ class WatchedYaml(Generic[M]):
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            raise ConfigError(f"{self.path}: no such file{self.missing}; or change {self.setting}") from None
+            problem = ConfigError(f"{self.path}: no such file{self.missing}; or change {self.setting}")
+            return self._keep(problem)
         if (stat.st_mtime_ns, stat.st_size) != self._stamp:
             self._stamp = (stat.st_mtime_ns, stat.st_size)
             try:
+                if self._value is not None and stat.st_size == 0:
+                    # Most likely a file being rewritten in place: its old content stays in force.
+                    raise ConfigError(f"{self.path}: empty (write the file aside and rename it over)")
                 self._value = read_model(self.path, self.model, self.setting)
             except ConfigError as exc:
-                if self._value is None:
-                    raise
-                log.error("%s is not valid; what was read before stays in force: %s", self.path, exc)
+                return self._keep(exc)
         assert self._value is not None
+        return self._value
+
+    def _keep(self, problem: ConfigError) -> M:
+        """What was read before, with the problem logged; at start, the problem is raised."""
+        if self._value is None:
+            raise problem
+        log.error("%s; what was read before stays in force", problem)
         return self._value

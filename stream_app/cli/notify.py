@@ -74,11 +74,14 @@ def send_digest(through: datetime | None, as_json: bool) -> None:
     kafka_ready(settings)
     day = through.date() if through else datetime.now(settings.zone).date() - timedelta(days=1)
 
-    async def main() -> dict:
+    async def main() -> dict | None:
         async with open_notifier(settings, NotifyMetrics(CollectorRegistry())) as notifier:
-            return (await notifier.send_digests(day)).to_json()
+            run = await notifier.digests.send(day)
+            return run.to_json() if run else None
 
     doc = asyncio.run(main())
+    if doc is None:
+        raise click.ClickException("another notifier has been sending the digests for a minute; try again later")
     click.echo(f"digests through {doc['through']}: {doc['alerts']} warnings to {doc['recipients']} recipients, "
                f"{doc['failed']} failed (to dead letter)", err=as_json)
     if as_json:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 __all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS",
-           "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED", "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK"]
+           "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED", "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK",
+           "NOTIFY_DIGEST_INFLIGHT"]
 
 PREFIX = "cw"
 # Fields of the report hashes (`report`) that hold segment baselines' histograms, not report counters.
@@ -59,7 +60,9 @@ NOTIFY_PENDING = f"{PREFIX}:{{notify}}:pending"
 NOTIFY_DIGESTED = f"{PREFIX}:{{notify}}:digested"
 NOTIFY_DIGEST_DAY = f"{PREFIX}:{{notify}}:digest-day"
 NOTIFY_DIGEST_LOCK = f"{PREFIX}:{{notify}}:digest-lock"  # held while one notifier sends the digests
+NOTIFY_DIGEST_INFLIGHT = f"{PREFIX}:{{notify}}:digest-inflight"  # the alerts a digest run carries, until it ends
 # The service's own keys of fixed name: with the report shards' and the quarantine's, every key
 # that is not a customer's state.
 SERVICE_KEYS = (CALL_PLAN, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX, NOTIFY_SENT,
-                NOTIFY_PENDING, NOTIFY_DIGESTED, NOTIFY_DIGEST_DAY, NOTIFY_DIGEST_LOCK)
+                NOTIFY_PENDING, NOTIFY_DIGESTED, NOTIFY_DIGEST_DAY, NOTIFY_DIGEST_LOCK,
+                NOTIFY_DIGEST_INFLIGHT)

@@ -25,6 +25,7 @@ import ssl
 import time
 from email.message import EmailMessage
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,10 +33,11 @@ from stream_app.errors import ChurnwatchError
 from stream_app.notify.messages import Message
 from stream_app.settings.notify import Notify
 
-__all__ = ["Retry", "Refused", "Webhook", "Email", "sign", "verify", "SIGNATURE_TOLERANCE_S"]
+__all__ = ["Retry", "Refused", "Webhook", "Email", "sign", "verify", "SIGNATURE_TOLERANCE_S", "SMTP_PORTS"]
 
 SIGNATURE_TOLERANCE_S = 300  # a receiver refuses a signature older than this (a replay)
 _RETRY_STATUS = {408, 429}
+SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}  # when CHURNWATCH_NOTIFY_SMTP_PORT is unset
 
 
 class Retry(ChurnwatchError):
@@ -58,10 +60,14 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str, now: floa
     (True, False)
     >>> verify(key, "1700000000", b"{}", s, now=1_700_001_000)  # a replay, ten minutes on
     False
+    >>> verify(key, "1700000000", b"{}", "sha256=é", now=1_700_000_100)  # a forged header is refused, not raised on
+    False
     """
-    if not timestamp.isdigit() or abs((time.time() if now is None else now) - int(timestamp)) > SIGNATURE_TOLERANCE_S:
+    if not (timestamp.isascii() and timestamp.isdigit()):
         return False
-    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+    if abs((time.time() if now is None else now) - int(timestamp)) > SIGNATURE_TOLERANCE_S:
+        return False
+    return hmac.compare_digest(sign(secret, int(timestamp), body).encode(), signature.encode("utf-8", "replace"))
 
 
 class Webhook:
@@ -77,17 +83,28 @@ class Webhook:
         now = int(time.time())
         headers = {"Content-Type": "application/json", "X-Churnwatch-Id": message.message_id,
                    "X-Churnwatch-Timestamp": str(now), "X-Churnwatch-Signature": sign(self.secret, now, body)}
+        where = _host(url)  # a webhook's path and query can hold its token: never in a log or dead letter
         try:
             async with self.session.post(url, data=body, headers=headers, timeout=self.timeout,
                                          allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return
-                reason = f"{url} answered {response.status} {response.reason or ''}".strip()
+                reason = f"{where} answered {response.status} {response.reason or ''}".strip()
                 if response.status in _RETRY_STATUS or response.status >= 500:
                     raise Retry(reason)
                 raise Refused(reason)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise Retry(f"{url}: {type(exc).__name__}: {exc}") from None
+            raise Retry(f"{where}: {type(exc).__name__}") from None
+
+
+def _host(url: str) -> str:
+    """The scheme, host and port of `url`.
+
+    >>> _host("https://hooks.example.com/services/T000/B000/XXXX?token=abc")
+    'https://hooks.example.com'
+    """
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 class Email:
@@ -106,17 +123,20 @@ class Email:
         s = self.settings
         if s.smtp_host is None:
             raise Refused("CHURNWATCH_NOTIFY_SMTP_HOST is not set")
-        where = f"SMTP {s.smtp_host}:{s.smtp_port}"
+        port = s.smtp_port or SMTP_PORTS[s.smtp_security]
+        where = f"SMTP {s.smtp_host}:{port}"
         try:
             context = ssl.create_default_context()
-            smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=30, context=context) \
-                if s.smtp_security == "tls" else smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30)
-            with smtp:
+            smtp = smtplib.SMTP_SSL(s.smtp_host, port, timeout=30, context=context) \
+                if s.smtp_security == "tls" else smtplib.SMTP(s.smtp_host, port, timeout=30)
+            try:
                 if s.smtp_security == "starttls":
                     smtp.starttls(context=context)
                 if s.smtp_username and s.smtp_password:
                     smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
                 smtp.send_message(mail)
+            finally:
+                _close(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise (Retry if all(400 <= c < 500 for c in codes) else Refused)(f"{where} refused {mail['To']}: "
@@ -126,3 +146,11 @@ class Email:
             raise (Retry if 400 <= exc.smtp_code < 500 else Refused)(f"{where}: {exc.smtp_code} {text}") from None
         except (smtplib.SMTPException, OSError) as exc:
             raise Retry(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    """Say goodbye; once the server has taken the mail, a goodbye it does not answer changes nothing."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()

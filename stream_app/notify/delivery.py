@@ -14,16 +14,20 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
 from stream_app.contracts import keys
+from stream_app.contracts.events import DeadLetter
+from stream_app.errors import InvalidEvent
+from stream_app.ingest.deadletters import Located, dead_letter
 from stream_app.metrics import NotifyMetrics
 from stream_app.notify.channels import Email, Refused, Retry, Webhook
 from stream_app.notify.directory import Manager
 from stream_app.notify.messages import Message
 from stream_app.settings.notify import Notify
 
-__all__ = ["Delivery", "Failure", "channels"]
+__all__ = ["Delivery", "Failure", "channels", "failed_delivery"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class Failure:
     message: Message
     channel: str
     reason: str
+
+
+def failed_delivery(failure: Failure, rec: Located, now: datetime) -> DeadLetter:
+    """The dead letter of a message no try delivered: the reason, `<channel>:<recipient>` and `rec`,
+    the record it came from."""
+    err = InvalidEvent("delivery_failed", f"{failure.channel}:{failure.message.recipient}",
+                       f"{failure.message.message_id}: {failure.reason}")
+    return dead_letter(rec, err, now)
 
 
 def channels(manager: Manager) -> list[tuple[str, str]]:
@@ -52,15 +64,25 @@ class Delivery:
         by_recipient: dict[str, list[Message]] = collections.defaultdict(list)
         for m in messages:
             by_recipient[m.recipient].append(m)
-        done = await asyncio.gather(*(self._in_order(ms, managers[r]) for r, ms in by_recipient.items()))
-        return [f for failures in done for f in failures]
+        # A TaskGroup: if one recipient's delivery raises (Redis is gone), the others stop too,
+        # so that the batch, handled again, does not race copies of itself still retrying.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._in_order(ms, managers[r])) for r, ms in by_recipient.items()]
+        return [f for t in tasks for f in t.result()]
 
     async def _in_order(self, messages: list[Message], manager: Manager) -> list[Failure]:
-        failures = []
+        """One recipient's messages in order. Once a channel has failed for good, the recipient's
+        next messages on it fail at once: a receiver that is down costs a batch one give-up, not one each."""
+        failures: list[Failure] = []
+        down: dict[str, str] = {}
         for message in messages:
             for channel, address in channels(manager):
-                if (failure := await self._once(message, channel, address)) is not None:
+                if channel in down:
+                    self.metrics.messages.labels(message.kind, channel, "failed").inc()
+                    failures.append(Failure(message, channel, f"not tried: {down[channel]}"))
+                elif (failure := await self._once(message, channel, address)) is not None:
                     failures.append(failure)
+                    down[channel] = failure.reason
         return failures
 
     async def _once(self, message: Message, channel: str, address: str) -> Failure | None:
@@ -69,6 +91,7 @@ class Delivery:
             self.metrics.messages.labels(message.kind, channel, "already_sent").inc()
             return None
         wait, reason = self.settings.backoff_s, ""
+        give_up = time.monotonic() + self.settings.give_up_s
         for attempt in range(1, self.settings.attempts + 1):
             try:
                 await self._send[channel](address, message)
@@ -77,10 +100,12 @@ class Delivery:
                 break
             except Retry as exc:
                 reason = str(exc)
-                if attempt < self.settings.attempts:
-                    self.metrics.retries.labels(channel).inc()
-                    await self.sleep(min(wait, self.settings.backoff_max_s))
-                    wait *= 2
+                pause = min(wait, self.settings.backoff_max_s)
+                if attempt == self.settings.attempts or time.monotonic() + pause > give_up:
+                    break
+                self.metrics.retries.labels(channel).inc()
+                await self.sleep(pause)
+                wait *= 2
                 continue
             await self.redis.zadd(keys.NOTIFY_SENT, {mark: time.time()})
             self.metrics.messages.labels(message.kind, channel, "sent").inc()

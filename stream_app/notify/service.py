@@ -71,8 +71,11 @@ def open_notifier(settings: Settings, metrics: NotifyMetrics, directory: Directo
 async def run_notifier(settings: Settings, metrics: NotifyMetrics, stopping: asyncio.Event,
                        directory: Directory | None = None) -> None:
     """Follow the alerts topic until `stopping` is set."""
+    # A batch waits for its slowest delivery (at most a give-up per channel and recipient, 240 s at
+    # most): the group must not take the partitions away meanwhile.
     consumer = AIOKafkaConsumer(settings.topics.alerts, group_id=f"{settings.app_id}-notify",
-                                enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings))
+                                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=900_000,
+                                **client_options(settings))
     await consumer.start()
     try:
         async with open_notifier(settings, metrics, directory) as notifier:
@@ -83,7 +86,7 @@ async def run_notifier(settings: Settings, metrics: NotifyMetrics, stopping: asy
                 if records and await _until_done(lambda: notifier.take(records), stopping):
                     await _commit(consumer)
                 if asyncio.get_running_loop().time() >= digest_at:
-                    await _until_done(notifier.digest_if_due, stopping)
+                    await _until_done(notifier.digests.if_due, stopping)
                     digest_at = asyncio.get_running_loop().time() + _DIGEST_EVERY_S
     finally:
         await consumer.stop()

@@ -15,7 +15,9 @@ __all__ = ["Notify"]
 class Notify(BaseSettings):
     """The notifier's settings, each from its own `CHURNWATCH_NOTIFY_<NAME>` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_NOTIFY_", frozen=True, extra="forbid")
+    # An empty variable is an unset one: compose passes `${VAR:-}` as "" when the user set nothing.
+    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_NOTIFY_", frozen=True, extra="forbid",
+                                      env_ignore_empty=True)
 
     managers_file: Path | None = Field(
         default=None, description="the account managers: a YAML file (`managers:` id -> name, email, webhook, "
@@ -26,7 +28,8 @@ class Notify(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="a webhook's answer is awaited this long")
     smtp_host: str | None = Field(default=None, description="the SMTP server e-mails go through; needed once a "
                                                             "manager has an e-mail address")
-    smtp_port: int = Field(default=587, ge=1, le=65535, description="the SMTP server's port")
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, description="the SMTP server's port; unset, the "
+                                                                         "security's own: 587, 465 or 25")
     smtp_security: Literal["starttls", "tls", "none"] = Field(
         default="starttls", description="`starttls` (port 587), `tls` (port 465) or `none` (a relay on the same host)")
     smtp_username: str | None = Field(default=None, description="the SMTP login, if the server asks for one")
@@ -36,7 +39,10 @@ class Notify(BaseSettings):
                                                                "dead letter with the last reason")
     backoff_s: float = Field(default=2.0, gt=0, description="the wait after a first failed try; it doubles after "
                                                             "each, up to `CHURNWATCH_NOTIFY_BACKOFF_MAX_S`")
-    backoff_max_s: float = Field(default=300.0, gt=0, description="the longest wait between two tries")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="the longest wait between two tries")
+    give_up_s: float = Field(default=120.0, gt=0, le=240, description="a message still failing this long after its "
+                                                                      "first try goes to dead letter, tries left or "
+                                                                      "not: the batch it is in waits for it")
     digest_hour: int = Field(default=8, ge=0, le=23, description="the hour of the day (operator's zone) the daily "
                                                                  "digests of the day before go out")
 

@@ -7,6 +7,7 @@ manager and expired alerts never; nothing sent twice when the same alerts are re
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp import ClientSession
 from prometheus_client import CollectorRegistry
 
 from stream_app.connect.redis import connect_redis
+from stream_app.contracts import keys
 from stream_app.contracts.events import Alert, AlertReason, DeadLetter
 from stream_app.metrics import NotifyMetrics
 from stream_app.notify.channels import Email, Webhook
@@ -167,19 +169,21 @@ def test_a_receiver_down_past_every_try_and_one_that_refuses_send_the_warning_to
 
     async def scenario(w: World) -> None:
         await w.notifier.take(records(alert("c-down"), alert("c-refused", manager="am-3"),
-                                      alert("c-no-mailbox", manager="am-4")))
+                                      alert("c-no-mailbox", manager="am-4"), alert("c-down-too")))
         letters = {(d.field, d.offset): d for d in w.dead}
-        assert set(letters) == {("webhook:am-1", 0), ("webhook:am-3", 1), ("email:am-4", 2)}
+        assert set(letters) == {("webhook:am-1", 0), ("webhook:am-3", 1), ("email:am-4", 2), ("webhook:am-1", 3)}
         assert "503" in letters["webhook:am-1", 0].detail and "400" in letters["webhook:am-3", 1].detail
         assert "550" in letters["email:am-4", 2].detail
         assert {d.reason for d in w.dead} == {"delivery_failed"}
-        assert len(hook.ids("refuse")) == 1 and sum(hook.ids("refuse").values()) == 1  # a refusal is not retried
-        assert sum(hook.ids("am-1").values()) == 3  # every try, then dead letter
-        assert len(mail.to("zhang@north.example.com")) == 1  # the e-mail channel of am-1 still got it
+        assert not [d for d in w.dead if "token-123" in d.detail]  # a webhook's path can hold its secret
+        assert len(hook.ids("refuse/token-123")) == 1 and sum(hook.ids("refuse/token-123").values()) == 1
+        # Every try for the first, then dead letter; the second is not tried against a receiver that is down.
+        assert sum(hook.ids("am-1").values()) == 3 and "not tried" in letters["webhook:am-1", 3].detail
+        assert len(mail.to("zhang@north.example.com")) == 2  # the e-mail channel of am-1 still got both
 
     with MailReceiver(refuse={"nobody@north.example.com"}) as mail:
         run(tmp_path, redis_url, hook, mail, scenario, attempts=3,
-            **{"am-3": {"name": "Refused", "webhook": hook.url("refuse")},
+            **{"am-3": {"name": "Refused", "webhook": hook.url("refuse/token-123")},
                "am-4": {"name": "Gone", "email": "nobody@north.example.com"}})
 
 
@@ -192,7 +196,7 @@ def test_digests_carry_each_managers_warnings_once_and_the_supervisor_gets_the_t
 
     async def scenario(w: World) -> None:
         await w.notifier.take(batch)
-        run_ = await w.notifier.send_digests(day)
+        run_ = await w.notifier.digests.send(day)
         assert (run_.alerts, run_.recipients, run_.failed) == (4, 3, 0)
         digests = {k: v for k, v in hook.received.items() if k.startswith("digest:")}
         [mine] = digests.values()
@@ -205,10 +209,10 @@ def test_digests_carry_each_managers_warnings_once_and_the_supervisor_gets_the_t
         [li] = mail.to("li@north.example.com")
         assert "c3" in li.get_content() and "c1" not in li.get_content()
         sent = len(mail.mails)
-        again = await w.notifier.send_digests(day)
+        again = await w.notifier.digests.send(day)
         assert (again.alerts, again.recipients) == (0, 0) and len(mail.mails) == sent
         await w.notifier.take(batch)  # read again after the digest: not digested twice
-        later = await w.notifier.send_digests(late)
+        later = await w.notifier.digests.send(late)
         assert later.alerts == 1 and "c4" in mail.to("zhang@north.example.com")[-1].get_content()
 
     with MailReceiver() as mail:
@@ -220,14 +224,42 @@ def test_the_digests_go_out_once_a_day_from_the_digest_hour(tmp_path: Path, redi
 
     async def scenario(w: World) -> None:
         await w.notifier.take(records(alert("c1", level="medium")))
-        w.notifier.clock = lambda: datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)
-        early = await w.notifier.digest_if_due()  # before 08:00 the digest of 11-29 is the one due
+        w.notifier.digests.clock = lambda: datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)
+        early = await w.notifier.digests.if_due()  # before 08:00 the digest of 11-29 is the one due
         assert early is not None and (early.through, early.alerts) == ("2026-11-29", 0)
-        w.notifier.clock = lambda: datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
-        due = await w.notifier.digest_if_due()
+        w.notifier.digests.clock = lambda: datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+        due = await w.notifier.digests.if_due()
         assert due is not None and (due.through, due.alerts, due.recipients) == ("2026-11-30", 1, 2)
-        assert await w.notifier.digest_if_due() is None  # sent today already
+        assert await w.notifier.digests.if_due() is None  # sent today already
         assert len(mail.to("zhang@north.example.com")) == 1 and len(mail.to("wang@north.example.com")) == 1
+
+    with MailReceiver() as mail:
+        run(tmp_path, redis_url, hook, mail, scenario)
+
+
+def test_a_digest_cut_short_is_sent_again_with_the_same_alerts_and_a_managers_removal_dead_letters_theirs(
+        tmp_path: Path, redis_url: str) -> None:
+    hook = WebhookReceiver(SECRET.encode())
+
+    async def scenario(w: World) -> None:
+        await w.notifier.take(records(alert("c1", level="medium"), alert("c2", level="medium"),
+                                      alert("c3", level="medium", manager="am-2")))
+        # What a run that crashed after writing down its alerts leaves: it carried c1 only (c2 came late).
+        await w.notifier.redis.set(keys.NOTIFY_DIGEST_INFLIGHT, msgspec.json.encode(
+            {"through": ZONE_DAY.isoformat(), "ids": [f"c1-medium-{ZONE_DAY}"]}))
+        path = w.notifier.directory._watched.path
+        doc = yaml.safe_load(path.read_text())
+        del doc["managers"]["am-2"]
+        path.write_text(yaml.safe_dump(doc))
+        os.utime(path, ns=(1, 4_000_000_000_000_000_000))
+        run_ = await w.notifier.digests.send(ZONE_DAY)
+        assert run_ is not None and run_.alerts == 1
+        [mine] = [v for k, v in hook.received.items() if k.startswith("digest:am-1:")]
+        assert [a["customer_id"] for a in mine["alerts"]] == ["c1"]
+        later = await w.notifier.digests.send(ZONE_DAY)  # c2, and am-2's c3 whose manager left the file
+        assert later is not None and later.alerts == 2
+        [orphan] = w.dead
+        assert (orphan.reason, orphan.key) == ("unknown_account_manager", "c3")
 
     with MailReceiver() as mail:
         run(tmp_path, redis_url, hook, mail, scenario)

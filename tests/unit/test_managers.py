@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from stream_app.cli import main
 from stream_app.errors import ConfigError
 from stream_app.notify.directory import Directory
-from stream_app.notify.notifier import digest_due
+from stream_app.notify.digests import digest_due
 from stream_app.settings import Notify, Settings
 
 SECRET = "s3cret-webhook-key-0123"
@@ -67,6 +67,18 @@ def test_an_edit_counts_at_the_next_read_and_a_bad_one_keeps_the_file_read_befor
     path.write_text("managers: [not, a, mapping")
     os.utime(path, ns=(1, 3_000_000_000_000_000_000))
     assert directory.team("sup") == ["am-1"] and directory.manager("am-1") is not None
+    path.write_text("")  # a file being rewritten in place
+    assert directory.team("sup") == ["am-1"]
+    path.unlink()  # or moved away for a moment
+    assert directory.team("sup") == ["am-1"]
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose passes `${CHURNWATCH_NOTIFY_WEBHOOK_SECRET:-}` as "" when the user set none."""
+    monkeypatch.setenv("CHURNWATCH_NOTIFY_WEBHOOK_SECRET", "")
+    monkeypatch.setenv("CHURNWATCH_NOTIFY_SMTP_HOST", "")
+    notify = Settings(_env_file=None).notify
+    assert notify.webhook_secret is None and notify.smtp_host is None
 
 
 def test_notify_check_lists_each_manager_with_their_channels_and_team(tmp_path: Path,
