@@ -66,8 +66,11 @@ class Delivery:
             by_recipient[m.recipient].append(m)
         # A TaskGroup: if one recipient's delivery raises (Redis is gone), the others stop too,
         # so that the batch, handled again, does not race copies of itself still retrying.
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._in_order(ms, managers[r])) for r, ms in by_recipient.items()]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._in_order(ms, managers[r])) for r, ms in by_recipient.items()]
+        except* Exception as failed:  # the first of them, as one call would raise it (the caller retries on it)
+            raise failed.exceptions[0] from None
         return [f for t in tasks for f in t.result()]
 
     async def _in_order(self, messages: list[Message], manager: Manager) -> list[Failure]:

@@ -26,6 +26,7 @@ from stream_app.metrics import NotifyMetrics
 from stream_app.notify.channels import Email, Webhook
 from stream_app.notify.delivery import Delivery
 from stream_app.notify.directory import Directory
+from stream_app.notify.messages import warning
 from stream_app.notify.notifier import Notifier
 from stream_app.settings import Notify, Settings
 from tests.integration.receivers import MailReceiver, WebhookReceiver
@@ -263,3 +264,18 @@ def test_a_digest_cut_short_is_sent_again_with_the_same_alerts_and_a_managers_re
 
     with MailReceiver() as mail:
         run(tmp_path, redis_url, hook, mail, scenario)
+
+
+def test_redis_failing_mid_delivery_raises_its_own_error_for_the_notifier_to_wait_on(tmp_path: Path) -> None:
+    """The service waits and retries on a RedisError; one wrapped in an ExceptionGroup would stop it."""
+    from redis.exceptions import RedisError
+
+    hook = WebhookReceiver(SECRET.encode())
+
+    async def scenario(w: World) -> None:
+        messages = [warning(alert("c1"), "am-1", "CNY"), warning(alert("c2", manager="am-2"), "am-2", "CNY")]
+        with pytest.raises(RedisError):  # raised by the two recipients' deliveries, side by side
+            await w.notifier.delivery.deliver(messages, w.notifier.directory.managers)
+
+    with MailReceiver() as mail:
+        run(tmp_path, "redis://127.0.0.1:1/0", hook, mail, scenario)  # nothing listens on port 1
