@@ -56,13 +56,21 @@ def line_map(text: str) -> dict[tuple, int]:
     return lines
 
 
-def read_model(path: Path, model: type[M], setting: str) -> M:
-    """The file read into `model` (an absent file reads as empty), or a ConfigError naming the
-    file, the place in it and the setting that names the file."""
+def read_model(path: Path, model: type[M], setting: str, empty_ok: bool = True) -> M:
+    """The file read into `model`, or a ConfigError naming the file, the place in it and the
+    setting that names the file. An absent or empty file reads as empty, unless not `empty_ok`."""
     try:
-        return model.model_validate((load_yaml(path.read_text()) if path.exists() else None) or {})
+        text = path.read_text()
+    except FileNotFoundError:
+        text = ""
+    try:
+        doc = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not YAML ({' '.join(str(exc).split())}); the file of {setting}") from None
+    if not doc and not empty_ok:
+        raise ConfigError(f"{path}: empty or gone (write the file aside and rename it over); the file of {setting}")
+    try:
+        return model.model_validate(doc or {})
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "the file"
@@ -90,10 +98,9 @@ class WatchedYaml(Generic[M]):
         if (stat.st_mtime_ns, stat.st_size) != self._stamp:
             self._stamp = (stat.st_mtime_ns, stat.st_size)
             try:
-                if self._value is not None and stat.st_size == 0:
-                    # Most likely a file being rewritten in place: its old content stays in force.
-                    raise ConfigError(f"{self.path}: empty (write the file aside and rename it over)")
-                self._value = read_model(self.path, self.model, self.setting)
+                # After start, an empty document is most likely a file being rewritten in place (or
+                # gone between the stat and the read): what was read before stays in force.
+                self._value = read_model(self.path, self.model, self.setting, empty_ok=self._value is None)
             except ConfigError as exc:
                 return self._keep(exc)
         assert self._value is not None

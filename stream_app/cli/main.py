@@ -144,9 +144,12 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="write records as JSON lines here instead of producing to KAFKA_BOOTSTRAP")
 @click.option("--truth", type=click.Path(path_type=Path), required=True, help="ground-truth file (JSON lines)")
+@click.option("--regions", default=7, show_default=True, type=click.IntRange(1), help="branches, region-0 ...")
+@click.option("--managers-per-region", default=0, show_default=True, type=click.IntRange(0),
+              help="account managers per region for gold and diamond customers (am-<region>-<k>)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, out: Path | None,
-             truth: Path, as_json: bool) -> None:
+             truth: Path, regions: int, managers_per_region: int, as_json: bool) -> None:
     """Produce realistic synthetic traffic; write who really churned to --truth."""
     import threading
 
@@ -154,7 +157,7 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     from stream_app.tools.demo import produce_simulation
 
     sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
-                              warmup_days=warmup_days))
+                              warmup_days=warmup_days, regions=regions, managers_per_region=managers_per_region))
     if out is not None:
         counts: dict[str, int] = {}
         with out.open("wb") as f:

@@ -81,7 +81,8 @@ def send_digest(through: datetime | None, as_json: bool) -> None:
 
     doc = asyncio.run(main())
     if doc is None:
-        raise click.ClickException("another notifier has been sending the digests for a minute; try again later")
+        raise click.ClickException("another notifier holds the digests' lock in Redis (a run cut short holds it "
+                                   "up to 10 minutes); try again later")
     click.echo(f"digests through {doc['through']}: {doc['alerts']} warnings to {doc['recipients']} recipients, "
                f"{doc['failed']} failed (to dead letter)", err=as_json)
     if as_json:

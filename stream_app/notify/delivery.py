@@ -37,6 +37,7 @@ class Failure:
     message: Message
     channel: str
     reason: str
+    down: bool = False  # every try failed to reach the receiver (not a refusal)
 
 
 def failed_delivery(failure: Failure, rec: Located, now: datetime) -> DeadLetter:
@@ -74,35 +75,41 @@ class Delivery:
         return [f for t in tasks for f in t.result()]
 
     async def _in_order(self, messages: list[Message], manager: Manager) -> list[Failure]:
-        """One recipient's messages in order. Once a channel has failed for good, the recipient's
-        next messages on it fail at once: a receiver that is down costs a batch one give-up, not one each."""
+        """One recipient's messages in order. Once a channel has failed every try, the recipient's
+        next messages on it fail at once: a receiver that is down costs a batch one give-up, not one
+        each. (A refusal is the message's own: the next are still tried.)"""
         failures: list[Failure] = []
         down: dict[str, str] = {}
         for message in messages:
             for channel, address in channels(manager):
+                if await self._sent(message, channel):
+                    continue
                 if channel in down:
                     self.metrics.messages.labels(message.kind, channel, "failed").inc()
                     failures.append(Failure(message, channel, f"not tried: {down[channel]}"))
-                elif (failure := await self._once(message, channel, address)) is not None:
+                elif (failure := await self._try(message, channel, address)) is not None:
                     failures.append(failure)
-                    down[channel] = failure.reason
+                    if failure.down:
+                        down[channel] = failure.reason
         return failures
 
-    async def _once(self, message: Message, channel: str, address: str) -> Failure | None:
-        mark = f"{message.message_id}|{channel}"
-        if await self.redis.zscore(keys.NOTIFY_SENT, mark) is not None:
-            self.metrics.messages.labels(message.kind, channel, "already_sent").inc()
-            return None
-        wait, reason = self.settings.backoff_s, ""
+    async def _sent(self, message: Message, channel: str) -> bool:
+        if await self.redis.zscore(keys.NOTIFY_SENT, f"{message.message_id}|{channel}") is None:
+            return False
+        self.metrics.messages.labels(message.kind, channel, "already_sent").inc()
+        return True
+
+    async def _try(self, message: Message, channel: str, address: str) -> Failure | None:
+        wait, reason, down = self.settings.backoff_s, "", False
         give_up = time.monotonic() + self.settings.give_up_s
         for attempt in range(1, self.settings.attempts + 1):
             try:
                 await self._send[channel](address, message)
             except Refused as exc:
-                reason = str(exc)
+                reason, down = str(exc), False
                 break
             except Retry as exc:
-                reason = str(exc)
+                reason, down = str(exc), True
                 pause = min(wait, self.settings.backoff_max_s)
                 if attempt == self.settings.attempts or time.monotonic() + pause > give_up:
                     break
@@ -110,8 +117,8 @@ class Delivery:
                 await self.sleep(pause)
                 wait *= 2
                 continue
-            await self.redis.zadd(keys.NOTIFY_SENT, {mark: time.time()})
+            await self.redis.zadd(keys.NOTIFY_SENT, {f"{message.message_id}|{channel}": time.time()})
             self.metrics.messages.labels(message.kind, channel, "sent").inc()
             return None
         self.metrics.messages.labels(message.kind, channel, "failed").inc()
-        return Failure(message, channel, reason)
+        return Failure(message, channel, reason, down)

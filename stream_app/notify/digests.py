@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 import msgspec
+from redis.exceptions import LockError
 
 from stream_app.alerts.call_plan import alert_day
 from stream_app.contracts import keys
@@ -31,9 +32,11 @@ from stream_app.notify.directory import Directory
 from stream_app.notify.messages import Message, digest
 from stream_app.settings import Settings
 
-__all__ = ["Digests", "DigestRun", "digest_due", "KEEP_S"]
+__all__ = ["Digests", "DigestRun", "digest_due", "KEEP_S", "LOCK_S"]
 
 log = logging.getLogger(__name__)
+# A digest run holds its lock this long at most: a run cut short by a crash delays the next by as much.
+LOCK_S = 600
 KEEP_S = 14 * 86400  # marks of messages sent and alerts digested are kept this long: an alert expires in a week
 _decode = msgspec.json.Decoder(Alert).decode
 
@@ -87,7 +90,7 @@ class Digests:
         """Every manager's digest of the warnings waiting up to the end of `through`, and each
         supervisor's with their team's; then those warnings stop waiting. None if another notifier
         holds the digests past `wait_s`, or (`unless_sent`) once they have gone out through that day."""
-        lock = self.redis.lock(keys.NOTIFY_DIGEST_LOCK, timeout=3600, blocking_timeout=wait_s)
+        lock = self.redis.lock(keys.NOTIFY_DIGEST_LOCK, timeout=LOCK_S, blocking_timeout=wait_s)
         if not await lock.acquire(blocking=wait_s > 0):
             return None
         try:
@@ -95,7 +98,10 @@ class Digests:
                 return None
             return await self._send(through)
         finally:
-            await lock.release()
+            try:
+                await lock.release()
+            except LockError as exc:  # it expired during a long run, or Redis is gone: the run is done
+                log.warning("the digests' lock was not released: %s", exc)
 
     async def _sent_through(self, through: date) -> bool:
         last = await self.redis.get(keys.NOTIFY_DIGEST_DAY)

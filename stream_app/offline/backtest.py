@@ -42,7 +42,7 @@ from stream_app.alerts.call_plan import alert_day, plan_days
 from stream_app.contracts.events import Alert
 from stream_app.errors import ConfigError, RuleFileError
 from stream_app.offline.replay import ReplayResult, replay
-from stream_app.rules.pack import Ruleset, load_rules, rule_files
+from stream_app.rules.pack import REGIONS, Ruleset, load_rules, rule_files
 from stream_app.settings import Settings
 from stream_app.windows.state import EXIT_KINDS
 
@@ -186,7 +186,8 @@ def proposed_files(new: Path, baseline_dir: Path) -> tuple[list[Path], str]:
     files = rule_files([baseline_dir])
     kept = [f for f in files if f.name != new.name]
     said = f"in place of its {new.name}" if len(kept) < len(files) else "added"
-    return sorted([*kept, new], key=lambda f: f.name), f"{baseline_dir}, with {new} {said}"
+    regions = [baseline_dir / REGIONS] if (baseline_dir / REGIONS).is_dir() else []  # the baseline's stay in force
+    return sorted([*kept, new], key=lambda f: f.name) + regions, f"{baseline_dir}, with {new} {said}"
 
 
 def load_pack(paths: list[Path], what: str) -> Ruleset:

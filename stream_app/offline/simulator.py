@@ -46,6 +46,10 @@ class SimConfig:
     # Keep each customer's counted calls, customer-service, dropped and off-net calls per day (2 bytes
     # each) for the ceiling of `evaluate` (`offline/ceiling.py`); the traffic is the same either way.
     keep_counts: bool = False
+    regions: int = 7  # branches: customer i is in region-(i mod regions)
+    # Account managers per region for its gold and diamond customers (0: none has one). Assigned by
+    # position, so the traffic is the same either way.
+    managers_per_region: int = 0
 
 
 class SimRecord(NamedTuple):
@@ -156,6 +160,12 @@ class Simulator:
         for d in range(self.cfg.days):
             yield from self.day_records(d)
 
+    def account_manager(self, i: int) -> str | None:
+        """Customer `i`'s account manager: one of their region's, for gold and diamond customers."""
+        if not self.cfg.managers_per_region or self.fee[i] <= 130:
+            return None
+        return f"am-{i % self.cfg.regions}-{i // self.cfg.regions % self.cfg.managers_per_region}"
+
     def profile_records(self) -> Iterator[SimRecord]:
         return self._profiles()
 
@@ -224,9 +234,11 @@ class Simulator:
                 "event_id": self._event_id(), "customer_id": c, "ts": ts,
                 "activation_date": str(self.cfg.start - timedelta(days=int(self.rng.integers(30, 3000)))),
                 "plan": "prepaid-basic" if self.prepaid[i] else f"postpaid-{int(self.fee[i] // 10 * 10)}",
-                "region": f"region-{i % 7}", "vip_tier": tier, "prepaid": bool(self.prepaid[i]),
+                "region": f"region-{i % self.cfg.regions}", "vip_tier": tier, "prepaid": bool(self.prepaid[i]),
                 "age": int(self.rng.integers(18, 80)),
             }
+            if (manager := self.account_manager(i)) is not None:
+                body["account_manager"] = manager
             yield SimRecord("customers", c.encode(), msgspec.json.encode(body), 0)
 
     def _day(self, d: int) -> list[SimRecord]:

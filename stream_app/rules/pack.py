@@ -254,8 +254,10 @@ def rule_files(paths: list[Path]) -> list[Path]:
     """Rule files named or found in folders (`*.yaml` / `*.yml`, not `*.test.yaml`)."""
     found: list[Path] = []
     for p in paths:
+        if p.is_dir() and p.name == REGIONS:
+            continue  # region files change the pack; they are not one (region_files)
         if p.is_dir():
-            found += sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and ".test." not in f.name)
+            found += _yaml_files(p)
         else:
             found.append(p)
     return found
@@ -313,9 +315,15 @@ def _read(paths: list[Path]) -> _Read:
     return _Read(problems + region_problems, rules, levels, combinations, segments, files + regional, actions)
 
 
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix in (".yaml", ".yml") and ".test." not in f.name)
+
+
 def region_files(paths: list[Path]) -> list[Path]:
-    """The region files of the rules folders named: `regions/<region>.yaml` (not `*.test.yaml`)."""
-    return rule_files([p / REGIONS for p in paths if (p / REGIONS).is_dir()])
+    """The region files of the rules folders named (their `regions/<region>.yaml`, not `*.test.yaml`),
+    or of a `regions` folder named itself (a backtest of one file keeps the baseline's)."""
+    folders = [p if p.name == REGIONS else p / REGIONS for p in paths if p.is_dir()]
+    return [f for folder in folders if folder.is_dir() for f in _yaml_files(folder)]
 
 
 def _with_regions(base: list[CompiledRule], files: list[Path],
@@ -325,18 +333,29 @@ def _with_regions(base: list[CompiledRule], files: list[Path],
     base_ids, changed = {c.rule.id for c in base}, collections.defaultdict(set)
     added: list[CompiledRule] = []
     problems: list[RuleError] = []
+    regions: dict[str, Path] = {}
     for f in files:
         region = f.stem
+        if region in regions:
+            problems.append(RuleError(str(f), None, "-", "file", f"a second file for region {region}, "
+                                                                 f"with {regions[region]}; keep one"))
+            continue
+        regions[region] = f
         parsed, compiled, errors = _check_file(f, RegionFile, segments)
         problems += errors
         if parsed is None:
             continue
+        lines = line_map(f.read_text(encoding="utf-8"))
+        places = {r.id: ("groups", gi, "rules", ri, "id") for gi, g in enumerate(parsed.groups)
+                  for ri, r in enumerate(g.rules)}
         ids = [c.rule.id for c in compiled]
         for rid in sorted({*(i for i in ids if ids.count(i) > 1), *(set(ids) & set(parsed.disable))}):
-            problems.append(RuleError(str(f), None, "-", "id", f"{rid} is given twice (or given and disabled)"))
-        for rid in (r for r in parsed.disable if r not in base_ids):
-            problems.append(RuleError(str(f), None, "disable", "disable",
-                                      f"unknown rule {rid}; the base rules: {', '.join(sorted(base_ids))}"))
+            problems.append(RuleError(str(f), lines.get(places[rid]), "-", "id",
+                                      f"{rid} is given twice (or given and disabled)"))
+        for k, rid in enumerate(parsed.disable):
+            if rid not in base_ids:
+                problems.append(RuleError(str(f), lines.get(("disable", k)), "disable", "disable",
+                                          f"unknown rule {rid}; the base rules: {', '.join(sorted(base_ids))}"))
         for rid in [*parsed.disable, *(i for i in ids if i in base_ids)]:
             changed[rid].add(region)
         added += [dataclasses.replace(c, rule=c.rule.model_copy(update={"id": f"{c.rule.id}@{region}"}),

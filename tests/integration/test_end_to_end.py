@@ -28,7 +28,7 @@ from stream_app.connect.topic_reader import read_alerts
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import Alert, DeadLetter
-from stream_app.metrics import TrainerMetrics
+from stream_app.metrics import NotifyMetrics, TrainerMetrics
 from stream_app.offline.monthly_data import load_mapping, read_rows
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.privacy import is_pseudonym
@@ -129,13 +129,14 @@ SUFFIXES = re.compile(r"_(total|bucket|sum|count|info)$")
 
 
 def worker_names_in_deploy_files() -> set[str]:
-    """Metric families the alerting rules and the dashboard query, but the trainer's."""
+    """Metric families the alerting rules and the dashboard query, but the trainer's and the notifier's."""
     text = (DEPLOY / "prometheus" / "alerts.yml").read_text()
     text += (DEPLOY / "grafana" / "dashboards" / "churnwatch.json").read_text()
     registry = CollectorRegistry()
     TrainerMetrics(registry)
-    trainer = {family.name for family in registry.collect()}
-    return {SUFFIXES.sub("", n) for n in NAME.findall(text)} - trainer
+    NotifyMetrics(registry)
+    others = {family.name for family in registry.collect()}
+    return {SUFFIXES.sub("", n) for n in NAME.findall(text)} - others
 
 
 def live_families(port: int) -> set[str]:

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
+from stream_app.alerts.call_plan import alert_day
 from stream_app.connect.topic_reader import read_topic
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts.events import Alert, DeadLetter
 from stream_app.metrics import NotifyMetrics
-from stream_app.notify.service import run_notifier
+from stream_app.notify.service import open_notifier, run_notifier
+from stream_app.offline.replay import replay
+from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.rules.pack import load_rules
 from stream_app.settings import Notify, Settings, Topics
 from tests.integration.receivers import MailReceiver, WebhookReceiver
 from tests.integration.test_notify import SECRET, alert, managers_file
@@ -77,3 +82,65 @@ def test_the_notifier_follows_the_alerts_topic_and_after_a_restart_sends_nothing
         assert sorted(hook.ids("am-1").values()) == [1, 1] and hook.bad_signatures == 0
         letters = list(read_topic(settings, settings.topics.deadletter, msgspec.json.Decoder(DeadLetter).decode))
         assert [(d.reason, d.key) for d in letters] == [("unknown_account_manager", "c-stranger")]
+
+
+def test_on_the_simulator_each_manager_hears_exactly_their_customers_warnings_once_despite_a_replay(
+        tansu_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> None:
+    """Three regions with two managers each and a supervisor per region: the live pipeline's alerts
+    (the worker's code, replayed in-process) reach the topic, the first half twice as a worker
+    restarted mid-way sends them, and the notifier is restarted between the halves."""
+    sim = Simulator(SimConfig(customers=600, days=110, regions=3, managers_per_region=2, seed=11))
+    settings = Settings(_env_file=None)
+    rules = load_rules([settings.rules_dir])
+    alerts = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, lambda: rules, learn=False).alerts
+    hook = WebhookReceiver(SECRET.encode())
+    managers = {f"am-{r}-{k}": {"webhook": hook.url(f"am-{r}-{k}"), "supervisor": f"sup-{r}"}
+                for r in range(3) for k in range(2)}
+    managers |= {f"sup-{r}": {"webhook": hook.url(f"sup-{r}")} for r in range(3)}
+    path = tmp_path / "managers.yaml"
+    path.write_text(yaml.safe_dump({"managers": managers}))
+    settings = Settings(_env_file=None, kafka_bootstrap=tansu_bootstrap, redis_url=redis_url, app_id=f"sim-{unique}",
+                        notify=Notify(managers_file=path, webhook_secret=SECRET, backoff_s=0.2),
+                        topics=Topics(alerts=f"alerts-{unique}", deadletter=f"deadletter-{unique}"))
+    ensure_topics(settings, tansu_bootstrap)
+    warned = {m: {a.alert_id for a in alerts if a.account_manager == m and a.level == "high" and not a.holdout}
+              for m in managers}
+    assert sum(map(len, warned.values())) >= 5 and len({m for m, ids in warned.items() if ids}) >= 3, warned
+    half = len(alerts) // 2
+    first = {a.alert_id for a in alerts[:half]} & set().union(*warned.values())
+
+    async def phase(expected: int, *batches: list[Alert]) -> None:
+        for batch in batches:
+            produce(settings, *batch)
+        await hook.start()
+        try:
+            await notify_until(settings, lambda: len(hook.received) >= expected)
+        finally:
+            await hook.stop()
+
+    asyncio.run(phase(len(first), alerts[:half]))
+    # A worker restarted mid-way sends its last alerts again; the notifier goes on from its offsets.
+    asyncio.run(phase(sum(map(len, warned.values())), alerts[:half], alerts[half:]))
+    for m, ids in warned.items():
+        got = hook.ids(m)
+        assert {i.split(":")[1] for i in got} == ids, m  # each of their customers' HIGH warnings ...
+        assert set(got.values()) <= {1}, m  # ... once
+    last = max(alert_day(a, settings.zone) for a in alerts)
+
+    async def digests() -> None:
+        await hook.start()
+        try:
+            async with open_notifier(settings, NotifyMetrics(CollectorRegistry())) as notifier:
+                await notifier.digests.send(last)
+        finally:
+            await hook.stop()
+
+    asyncio.run(digests())
+    for m in managers:
+        [body] = [b for i, b in hook.received.items() if i.startswith(f"digest:{m}:")] or [None]
+        if m.startswith("am-"):
+            theirs = {a.customer_id for a in alerts if a.account_manager == m and not a.holdout}
+            assert {a["customer_id"] for a in (body or {}).get("alerts", [])} == theirs, m
+        else:
+            team = {a.account_manager for a in alerts if a.account_manager.startswith(f"am-{m[4:]}-") and not a.holdout}
+            assert set((body or {}).get("team", {})) == team, m

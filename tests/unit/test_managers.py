@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from stream_app.cli import main
 from stream_app.errors import ConfigError
-from stream_app.notify.directory import Directory
 from stream_app.notify.digests import digest_due
+from stream_app.notify.directory import Directory
 from stream_app.settings import Notify, Settings
 
 SECRET = "s3cret-webhook-key-0123"
@@ -68,6 +68,8 @@ def test_an_edit_counts_at_the_next_read_and_a_bad_one_keeps_the_file_read_befor
     os.utime(path, ns=(1, 3_000_000_000_000_000_000))
     assert directory.team("sup") == ["am-1"] and directory.manager("am-1") is not None
     path.write_text("")  # a file being rewritten in place
+    assert directory.team("sup") == ["am-1"]
+    path.write_text("# account managers\n")  # ... a line of it written so far
     assert directory.team("sup") == ["am-1"]
     path.unlink()  # or moved away for a moment
     assert directory.team("sup") == ["am-1"]

@@ -114,3 +114,24 @@ def test_an_edit_of_a_region_file_is_picked_up_without_a_restart_and_a_bad_one_k
     assert watch.reload_if_changed() and "south_minutes_low@south" in watch.current().ids
     (folder / "regions" / "south.yaml").write_text("disable: [nothing_like_it]\n")
     assert not watch.reload_if_changed() and "south_minutes_low@south" in watch.current().ids
+
+
+def test_a_region_given_two_files_and_a_bad_disable_are_refused_with_their_lines(tmp_path: Path) -> None:
+    folder = rules_dir(tmp_path, north=NORTH)
+    (folder / "regions" / "north.yml").write_text(NORTH)
+    (folder / "regions" / "south.yaml").write_text("# south\ndisable:\n  - mou_out_drop_mom\n  - not_a_rule\n")
+    problems = [str(p) for p in check_files([folder])]
+    assert any("north.yml" in p and "a second file for region north" in p for p in problems), problems
+    assert any(p.startswith(f"{folder}/regions/south.yaml:4:") and "unknown rule not_a_rule" in p
+               for p in problems), problems
+
+
+def test_a_backtest_of_one_rule_file_keeps_the_baselines_region_files(tmp_path: Path) -> None:
+    from stream_app.offline.backtest import load_pack, proposed_files
+
+    folder = rules_dir(tmp_path, north=NORTH)
+    change = tmp_path / "churn.yaml"
+    shutil.copy(folder / "churn.yaml", change)
+    paths, _ = proposed_files(change, folder)
+    proposal = load_pack(paths, "proposed")
+    assert "mou_out_drop_mom@north" in proposal.ids and proposal.ids == load_pack([folder], "baseline").ids
