@@ -22,7 +22,16 @@ from stream_app.cli.common import kafka_reachable
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
 from stream_app.contracts.events import REASON_CODES
-from stream_app.reports.monthly import ChurnMonth, ChurnReport, CohortReport, churn_report, cohort_report, latest_month
+from stream_app.reports.monthly import (
+    ChurnMonth,
+    ChurnReport,
+    CohortReport,
+    churn_report,
+    cohort_report,
+    counted_regions,
+    latest_month,
+    region_counts,
+)
 from stream_app.settings import Settings
 from stream_app.windows.store import read_counts
 
@@ -48,12 +57,26 @@ def _counts(settings: Settings) -> dict[str, int]:
         client.close()
 
 
-def _churn(month: str | None, months: int) -> ChurnReport:
+def _churn(month: str | None, months: int, region: str | None = None) -> ChurnReport:
     counts = _counts(Settings())
+    if region is not None:
+        counts = _of_region(counts, region)
     last = month or latest_month(counts)
     if last is None:
         raise click.ClickException("no report counters yet: has a worker processed any events?")
     return churn_report(counts, last, months)
+
+
+def _of_region(counts: dict[str, int], region: str) -> dict[str, int]:
+    """The counters of `region`, or one line saying which regions have their own."""
+    mine = region_counts(counts, region)
+    if not mine:
+        known = ", ".join(counted_regions(counts)) or "none: name them in CHURNWATCH_REGIONS"
+        raise click.ClickException(f"no report counters for region {region!r}; regions counted: {known}")
+    return mine
+
+
+_REGION = click.option("--region", help="One region's figures (those CHURNWATCH_REGIONS names, or `other`).")
 
 
 @click.group()
@@ -67,9 +90,10 @@ def report() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the charts to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
-def churn(month: str | None, months: int, fmt: str, plot: Path | None, as_json: bool) -> None:
+@_REGION
+def churn(month: str | None, months: int, fmt: str, plot: Path | None, as_json: bool, region: str | None) -> None:
     """Totals, churn by reason code, region and segment, revenue lost, and the mid/high-end base."""
-    result = _churn(month, months)
+    result = _churn(month, months, region)
     _emit(result.to_json(), lambda: _churn_tables(result), lambda: _churn_csv(result), fmt, as_json)
     if plot is not None:
         from stream_app.reports.charts import churn_charts
@@ -83,9 +107,10 @@ def churn(month: str | None, months: int, fmt: str, plot: Path | None, as_json: 
 @click.option("--months", default=6, show_default=True, type=click.IntRange(1, 36), help="Months to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
-def base(month: str | None, months: int, fmt: str, as_json: bool) -> None:
+@_REGION
+def base(month: str | None, months: int, fmt: str, as_json: bool, region: str | None) -> None:
     """The customer base by month: size, net adds, revenue, and the mid/high-end customers in it."""
-    result = _churn(month, months)
+    result = _churn(month, months, region)
     rows = [{name: getattr(m, name) for name in _BASE} for m in result.months]
     table = _month_table("Customer base", "", [m.month for m in result.months])
     for name in _BASE[1:]:

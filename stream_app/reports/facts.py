@@ -28,12 +28,14 @@ from stream_app.contracts import segments
 from stream_app.contracts.calendar import local_clock, month_index, month_label, month_of_day, months_of_days
 from stream_app.contracts.events import ChurnEvent
 from stream_app.contracts.inputs import Input
+from stream_app.metrics import region_label
 from stream_app.settings import CohortRule
 from stream_app.windows.state import N_MONTHS, SCALE, C, StateTail, Windows
 
-__all__ = ["Before", "report_increments"]
+__all__ = ["Before", "REGION", "report_increments"]
 
 _UNSAFE = re.compile(r"[|\t\n]")
+REGION = "region|"  # the prefix of a region's own counters
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def closing_days(w: Windows, grace_days: int) -> np.ndarray:
 
 
 def report_increments(w: Windows, rows: list[int], before: Before, churned: list[ChurnEvent], zone: ZoneInfo,
-                      cohort: CohortRule, grace_days: int) -> tuple[dict[str, dict[str, int]], dict[int, StateTail]]:
+                      cohort: CohortRule, grace_days: int,
+                      regions: frozenset[str] = frozenset()) -> tuple[dict[str, dict[str, int]], dict[int, StateTail]]:
     """Customer -> counter increments for the changed `rows` (customers with none are left out),
     and the state tails whose cohort memberships changed (for `Windows.keep_tails`).
 
@@ -78,7 +81,12 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     is counted depends neither on where batches end nor on how the topics interleave. An exit
     closes every month before it (no more events will come to move it on); its bills are final
     then (exits come in order on the billing topic), and what its usage decides is corrected as
-    late usage arrives (`_usage_decided`)."""
+    late usage arrives (`_usage_decided`).
+
+    With `regions` (those settings name), each counter but the cohorts' is counted again under
+    `region|<region>|`, the region of the customer's profile when it is counted (`other` for a
+    region not named): the same facts per branch, counted in the same script, so the regions'
+    figures add up to the totals."""
     exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
     revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
     out: dict[str, dict[str, int]] = {}
@@ -106,6 +114,9 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
         kept = (tuple(sorted(m for m in members if m >= oldest)), tuple(sorted(m for m in lost if m >= oldest)))
         if kept != (tail.cohorts, tail.cohort_lost):
             tails[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
+        if counts and regions:
+            branch = f"{REGION}{_UNSAFE.sub('_', region_label(tail.region, regions))}|"
+            counts.update({branch + name: v for name, v in list(counts.items()) if not name.startswith("cohort|")})
         if counts:
             out[customer] = dict(counts)
     return out, tails

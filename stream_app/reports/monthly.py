@@ -15,17 +15,19 @@ from typing import Any, Iterable
 from stream_app.contracts.calendar import month_label, month_of_label
 from stream_app.contracts.events import REASON_CODES
 from stream_app.errors import ChurnwatchError
+from stream_app.reports.facts import REGION
 from stream_app.settings import CohortRule
 from stream_app.windows.state import SCALE
 
 __all__ = ["ChurnMonth", "ChurnReport", "CohortReport", "NoData", "churn_report", "cohort_report", "counted_months",
-           "latest_month"]
+           "counted_regions", "latest_month", "region_counts"]
 
 
 class NoData(ChurnwatchError):
     """A report asked for a period or a cohort the workers have counted nothing in."""
 
 YUAN = SCALE["spend"]
+_OWN = ("cohort|", REGION)  # counters that are not a month's totals
 
 
 @dataclass
@@ -85,7 +87,19 @@ class CohortReport:
 def counted_months(counts: dict[str, int]) -> list[str]:
     """The months anything was counted in, oldest first, but activations (which may lie years
     before the stream, or in its future)."""
-    return sorted({k.split("|", 1)[0] for k in counts if not k.startswith("cohort|") and not k.endswith("|adds")})
+    return sorted({k.split("|", 1)[0] for k in counts if not k.startswith(_OWN) and not k.endswith("|adds")})
+
+
+def region_counts(counts: dict[str, int], region: str) -> dict[str, int]:
+    """The counters of one region (`facts.REGION`), named as the totals are: every report reads them
+    alike. Empty for a region the settings did not name while the workers counted."""
+    prefix = f"{REGION}{region}|"
+    return {name[len(prefix):]: v for name, v in counts.items() if name.startswith(prefix)}
+
+
+def counted_regions(counts: dict[str, int]) -> list[str]:
+    """The regions with counters of their own."""
+    return sorted({name.split("|", 2)[1] for name in counts if name.startswith(REGION)})
 
 
 def latest_month(counts: dict[str, int]) -> str | None:
@@ -106,7 +120,7 @@ def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
     wanted = [month_label(m) for m in range(end - months + 1, end + 1)]
     by_month: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for name, value in counts.items():
-        if not name.startswith("cohort|"):
+        if not name.startswith(_OWN):
             month, what = name.split("|", 1)
             by_month[month][what] += value
     base = sum(c["adds"] - _exits(c) for m, c in by_month.items() if m < wanted[0])

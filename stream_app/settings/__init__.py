@@ -199,8 +199,9 @@ class Settings(BaseSettings):
                                    "centre's lists too; by default their manager calls them, not the call centre")
     regions: list[str] = Field(
         default_factory=list, max_length=MAX_REGIONS,
-        description="the operator's regions (branches), as JSON (`[\"north\", \"south\"]`): metrics count alerts and "
-                    "churn per region for these and those of `CHURNWATCH_REGION_CALL_BUDGETS`; any other as `other`")
+        description="the operator's regions (branches), as JSON (`[\"north\", \"south\"]`): metrics and the report "
+                    "counters count per region for these and those of `CHURNWATCH_REGION_CALL_BUDGETS`; any other as "
+                    "`other`")
     # Value at risk = churn probability x ARPU x margin share x expected lifetime (1 / the segment's monthly
     # churn rate, at most 60 months).
     margin_share: float = Field(

@@ -110,8 +110,7 @@ class BatchProcessor:
         self.baselines = baselines
         self.metrics = metrics
         self.policy = policy or AlertPolicy.of(settings)
-        # Read once: what the model's attribute columns are, which features each snapshot's `x` holds, and
-        # the regions metrics name.
+        # Read once: the model's attribute columns, the features a snapshot's `x` holds, the regions named.
         self._attribute_columns = attribute_columns(settings.attributes)
         self._digest = feature_digest(model_features(settings.attributes))
         self._regions = settings.metric_regions
@@ -227,7 +226,8 @@ class BatchProcessor:
                                       self._digest)
         out.churn_events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
         w.mark_revenue_churn(reported)
-        out.report, tails = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days)
+        out.report, tails = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days,
+                                              self._regions)
         w.keep_tails(tails)
         if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
             defined = [name for name, _ in ruleset.segments]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from stream_app.cli.report import _churn_csv, _cohort_csv
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
-from stream_app.reports.monthly import NoData, churn_report, cohort_report, latest_month
+from stream_app.reports.monthly import NoData, churn_report, cohort_report, counted_regions, latest_month, region_counts
 from stream_app.rules.pack import load_rules
 from stream_app.settings import CohortRule, Settings
 from stream_app.windows.store import MemoryWindowStore
@@ -158,3 +158,54 @@ def test_a_period_or_a_cohort_without_counters_is_said_so_not_shown_as_nobody_le
     assert cohort_report(counts, "2026-02", CohortRule()).members == 2
     with pytest.raises(NoData, match="the 2026-03 cohort has no members"):
         cohort_report(counts, "2026-03", CohortRule())
+
+
+def test_each_regions_report_counts_its_own_customers_and_the_regions_add_up_to_the_totals() -> None:
+    sim = Simulator(SimConfig(customers=250, days=110, seed=5, monthly_churn=0.03, regions=3))
+    settings = Settings(_env_file=None, regions=["region-0", "region-1"])  # region-2 counts as `other`
+    counts = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, lambda: RULES, learn=False).report
+    assert counted_regions(counts) == ["other", "region-0", "region-1"]
+    last = latest_month(counts)
+    total = churn_report(counts, last, 4)
+    parts = [churn_report(region_counts(counts, r), last, 4) for r in counted_regions(counts)]
+    summed = ("customers_start", "gross_adds", "churn", "voluntary_churn", "customers_end", "revenue_lost",
+              "customers_billed", "revenue", "mid_high_end")
+    for k, month in enumerate(total.months):
+        for name in summed:
+            assert sum(getattr(p.months[k], name) or 0 for p in parts) == pytest.approx(getattr(month, name) or 0), \
+                (month.month, name)
+        reasons = collections.Counter()
+        for p in parts:
+            reasons.update(p.by_reason.get(month.month, {}))
+        assert reasons == collections.Counter(total.by_reason.get(month.month, {}))
+    # A region's exits are its own customers': region-0's are customers 0, 3, 6 ...
+    leavers = {t.customer_id for t in sim.truth if t.churn_date and t.churn_date[:7] in {m.month for m in total.months}}
+    in_zero = sum(1 for c in leavers if int(c[-8:]) % 3 == 0)
+    assert sum(m.churn for m in parts[1].months) == in_zero
+
+
+@pytest.mark.integration
+def test_report_churn_of_a_region_reads_its_counters_from_redis_and_names_the_regions_counted(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import redis
+
+    from stream_app.cli.main import main
+    from stream_app.contracts import keys
+
+    counts = {"2026-01|adds": 5, "2026-02|exits|voluntary": 2, "region|north|2026-01|adds": 3,
+              "region|north|2026-02|exits|voluntary": 1, "region|other|2026-01|adds": 2,
+              "region|other|2026-02|exits|voluntary": 1}
+    client = redis.Redis.from_url(redis_url)
+    client.hset(keys.report(0), mapping=counts)
+    client.close()
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["report", "churn", "--region", "north", "--month", "2026-02", "--months", "1",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    [february] = json.loads(result.output.strip().splitlines()[-1])["months"]
+    assert (february["customers_start"], february["churn"], february["customers_end"]) == (3, 1, 2)
+    result = CliRunner().invoke(main, ["report", "base", "--region", "south"])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: no report counters for region 'south'; regions counted: north, other"]
