@@ -124,10 +124,12 @@ def base(month: str | None, months: int, fmt: str, as_json: bool, region: str | 
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the retention curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="End with the report as one JSON object on the last line.")
-def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_json: bool) -> None:
+@_REGION
+def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_json: bool, region: str | None) -> None:
     """The snapshot cohort (DOMAIN.md) and its retention rate month by month."""
     settings = Settings()
-    result = cohort_report(_counts(settings), snapshot, settings.cohort, through)
+    counts = _counts(settings)
+    result = cohort_report(_of_region(counts, region) if region else counts, snapshot, settings.cohort, through)
     _emit(result.to_json(), lambda: _cohort_tables(result), lambda: _cohort_csv(result), fmt, as_json)
     if plot is not None:
         from stream_app.reports.charts import cohort_chart

@@ -83,7 +83,7 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     then (exits come in order on the billing topic), and what its usage decides is corrected as
     late usage arrives (`_usage_decided`).
 
-    With `regions` (those settings name), each counter but the cohorts' is counted again under
+    With `regions` (those settings name), each counter is counted again under
     `region|<region>|`, the region of the customer's profile when it is counted (`other` for a
     region not named): the same facts per branch, counted in the same script, so the regions'
     figures add up to the totals."""
@@ -116,7 +116,7 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
             tails[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
         if counts and regions:
             branch = f"{REGION}{_UNSAFE.sub('_', region_label(tail.region, regions))}|"
-            counts.update({branch + name: v for name, v in list(counts.items()) if not name.startswith("cohort|")})
+            counts.update({branch + name: v for name, v in list(counts.items())})
         if counts:
             out[customer] = dict(counts)
     return out, tails
