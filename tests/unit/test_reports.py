@@ -179,7 +179,8 @@ def test_each_regions_report_counts_its_own_customers_and_the_regions_add_up_to_
             reasons.update(p.by_reason.get(month.month, {}))
         assert reasons == collections.Counter(total.by_reason.get(month.month, {}))
     cohort = next(k.split("|")[1] for k in counts if k.startswith("cohort|"))
-    members = [cohort_report(region_counts(counts, r), cohort, settings.cohort).members for r in counted_regions(counts)]
+    members = [cohort_report(region_counts(counts, r), cohort, settings.cohort).members
+               for r in counted_regions(counts)]
     assert sum(members) == cohort_report(counts, cohort, settings.cohort).members and min(members) > 0
     # A region's exits are its own customers': region-0's are customers 0, 3, 6 ...
     leavers = {t.customer_id for t in sim.truth if t.churn_date and t.churn_date[:7] in {m.month for m in total.months}}
