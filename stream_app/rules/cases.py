@@ -14,7 +14,8 @@ tests:
       - {cs_calls_30d: 5}
     fired: [customer_service_calls]
 ```
-Features not given are 0.
+Features not given are 0. With `regions` among the `rule_files` (the rules folder's `regions/`),
+a case's `region: north` evaluates it as a customer of the north, with that region's file applied.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _Case(BaseModel):
     evaluations: list[dict[str, float]] | None = None
     fired: list[str] = Field(default_factory=list)
     level: Literal["none", "low", "medium", "high"] | None = None
+    region: str = ""  # the customer's region, for the region files named in `rule_files` (their `regions` folder)
 
     @model_validator(mode="after")
     def _one_input(self) -> "_Case":
@@ -112,7 +114,7 @@ def _check(ruleset, case: _Case) -> str | None:
         features = {name: np.array([float(row.get(name, 0.0))]) for name in FEATURES}
         features |= {name: np.array([float(row.get(name, math.nan))]) for name in BASELINE_COLUMNS}
         periods = {"daily": np.array([period]), "monthly": np.array([period])}
-        ev = evaluate(ruleset, features, streaks, periods)
+        ev = evaluate(ruleset, features, streaks, periods, np.array([case.region], dtype=object))
         streaks = ev.streaks
     fired = sorted(rid for j, rid in enumerate(ruleset.ids) if ev.fired[0, j])
     problems = []

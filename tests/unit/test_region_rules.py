@@ -135,3 +135,27 @@ def test_a_backtest_of_one_rule_file_keeps_the_baselines_region_files(tmp_path: 
     paths, _ = proposed_files(change, folder)
     proposal = load_pack(paths, "proposed")
     assert "mou_out_drop_mom@north" in proposal.ids and proposal.ids == load_pack([folder], "baseline").ids
+
+
+def test_rule_test_cases_can_be_a_regions_customers(tmp_path: Path) -> None:
+    from stream_app.rules.cases import run_rule_tests
+
+    folder = rules_dir(tmp_path, north=NORTH)
+    fall = "{arpu_m2: 150, mou_out_m1: 60, mou_out_m2: 300, mou_out_mom: -0.8, mou_out_mom_z: -4}"
+    (folder / "regions.test.yaml").write_text(f"""\
+rule_files: [churn.yaml, regions]
+tests:
+  - name: elsewhere an 80% fall fires the base rule
+    features: {fall}
+    fired: [mou_out_drop_mom]
+  - name: the north wants a 90% fall
+    region: north
+    features: {fall}
+    fired: []
+  - name: the north's own version, past 90%
+    region: north
+    features: {{arpu_m2: 150, mou_out_m1: 20, mou_out_m2: 300, mou_out_mom: -0.95, mou_out_mom_z: -4}}
+    fired: [mou_out_drop_mom@north]
+""")
+    outcomes = run_rule_tests(folder / "regions.test.yaml")
+    assert [o.problem for o in outcomes] == [None, None, None], outcomes
