@@ -76,7 +76,8 @@ def _of_region(counts: dict[str, int], region: str) -> dict[str, int]:
     return mine
 
 
-_REGION = click.option("--region", help="One region's figures (those CHURNWATCH_REGIONS names, or `other`).")
+_REGION = click.option("--region", help="One region's figures: one that CHURNWATCH_REGIONS or CHURNWATCH_REGION_CALL_BUDGETS "
+                                         "names, `other` or `unknown` (docs/rules.md, \"Per region\").")
 
 
 @click.group()
@@ -129,7 +130,8 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
     """The snapshot cohort (DOMAIN.md) and its retention rate month by month."""
     settings = Settings()
     counts = _counts(settings)
-    result = cohort_report(_of_region(counts, region) if region else counts, snapshot, settings.cohort, through)
+    result = cohort_report(_of_region(counts, region) if region is not None else counts, snapshot, settings.cohort,
+                           through)
     _emit(result.to_json(), lambda: _cohort_tables(result), lambda: _cohort_csv(result), fmt, as_json)
     if plot is not None:
         from stream_app.reports.charts import cohort_chart

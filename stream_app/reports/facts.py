@@ -32,10 +32,11 @@ from stream_app.metrics import region_label
 from stream_app.settings import CohortRule
 from stream_app.windows.state import N_MONTHS, SCALE, C, StateTail, Windows
 
-__all__ = ["Before", "REGION", "report_increments"]
+__all__ = ["Before", "REGION", "UNKNOWN", "report_increments"]
 
 _UNSAFE = re.compile(r"[|\t\n]")
 REGION = "region|"  # the prefix of a region's own counters
+UNKNOWN = "unknown"  # the region of facts counted before the customer's first profile
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,10 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     late usage arrives (`_usage_decided`).
 
     With `regions` (those settings name), each counter is counted again under
-    `region|<region>|`, the region of the customer's profile when it is counted (`other` for a
-    region not named): the same facts per branch, counted in the same script, so the regions'
-    figures add up to the totals."""
+    `region|<region>|`: the region of the customer's profile when their first fact was counted
+    (`other` for a region not named, `unknown` without a profile yet), kept in their state, so
+    that every fact of a customer, corrections included, lands in the same region and the
+    regions' figures add up to the totals."""
     exits = {c.customer_id: c for c in churned if c.kind != "revenue"}
     revenue_churned = {c.customer_id: c for c in churned if c.kind == "revenue"}
     out: dict[str, dict[str, int]] = {}
@@ -115,8 +117,10 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
         if kept != (tail.cohorts, tail.cohort_lost):
             tails[i] = msgspec.structs.replace(tail, cohorts=kept[0], cohort_lost=kept[1])
         if counts and regions:
-            branch = f"{REGION}{_UNSAFE.sub('_', region_label(tail.region, regions))}|"
-            counts.update({branch + name: v for name, v in list(counts.items())})
+            branch = tail.report_region or (region_label(tail.region, regions) if tail.region else UNKNOWN)
+            if not tail.report_region:  # the customer's facts stay in one region, corrections included
+                tails[i] = msgspec.structs.replace(tails.get(i, tail), report_region=branch)
+            counts.update({f"{REGION}{branch}|{name}": v for name, v in list(counts.items())})
         if counts:
             out[customer] = dict(counts)
     return out, tails

@@ -289,6 +289,16 @@ class Settings(BaseSettings):
     def _attribute_names(cls, value: dict[str, Attribute]) -> dict[str, Attribute]:
         return checked_attributes(value)
 
+    @field_validator("regions", "region_call_budgets")
+    @classmethod
+    def _region_names(cls, value: list[str] | dict[str, int]) -> list[str] | dict[str, int]:
+        """A region names report counters and metric labels: it cannot be one of their reserved words."""
+        bad = [r for r in value if not r or r in ("other", "unknown") or set(r) & set("|\t\n")]
+        if bad:
+            raise ValueError(f"region names {bad}: expected non-empty names without |, tabs or line breaks, "
+                             "and neither `other` nor `unknown` (they count the regions not named)")
+        return value
+
     @model_validator(mode="after")
     def _attributes_file_read(self) -> "Settings":
         if self.attributes_file is None:

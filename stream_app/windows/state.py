@@ -102,6 +102,7 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     #: The operator's own attributes of the latest profile, under their keys (contracts/attributes.py).
     attributes: dict[int, float | str] = {}
     manager: str = ""  # the profile's account manager
+    report_region: str = ""  # the region the report counters count this customer's facts in (reports/facts.py)
 
 
 _tail_encoder = msgspec.msgpack.Encoder()
