@@ -25,14 +25,15 @@ def retention_days(settings: Settings) -> dict[str, int]:
     wait = settings.horizon_days + settings.late_grace_days
     campaign = settings.campaign_churn_days + 31
     return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.labels: 365,
-            t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400}
+            t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400,
+            t.calls_winback: 400}
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every topic the service uses, co-partitioned, unless it exists already."""
     t = settings.topics
     names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events, t.calls_daily,
-             t.calls_monthly]
+             t.calls_monthly, t.calls_winback]
     keep = retention_days(settings)
     admin = KafkaAdminClient(**client_options(settings, bootstrap), client_id=f"{settings.app_id}-admin")
     try:

@@ -71,16 +71,22 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
         tail = w.text[i]
         region = tail.region if tail else ""
         arpu = round(float(features["arpu_m1"][i]), 2)
+        activated = int(rec["activation"][i])
+
+        def tenure(day: int) -> int:
+            return max(day - activated, 0) if activated else 0
+
         if exit_before[i] == 0 and rec["exit_ts"][i] > 0:
             code = int(rec["exit_reason"][i]) or None
             out.append(ChurnEvent(w.customers[i], int(exit_day[i]),
                                   EXIT_KINDS[int(rec["exit_kind"][i])], code,  # type: ignore[arg-type]
-                                  None if code is None else code < 300, region, value_segment(features, i), arpu))
+                                  None if code is None else code < 300, region, value_segment(features, i), arpu,
+                                  tenure(int(exit_day[i]))))
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)
         if features["revenue_churn"][i] and not reported and not features["exited"][i]:
             reported_now[i] = True
             out.append(ChurnEvent(w.customers[i], int(now_day[i]), "revenue", None, None, region,
-                                  value_segment(features, i), arpu))
+                                  value_segment(features, i), arpu, tenure(int(now_day[i]))))
         elif not features["revenue_churn"][i] and reported:
             reported_now[i] = False
     return out, reported_now

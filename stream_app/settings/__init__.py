@@ -56,6 +56,8 @@ class Topics(BaseSettings):
     calls_daily: str = Field(default="churn.calls.daily",
                              description="output: each day's call list, in priority order, JSON")
     calls_monthly: str = Field(default="churn.calls.monthly", description="output: each month's warning list, JSON")
+    calls_winback: str = Field(default="churn.calls.winback",
+                               description="output: the win-back list of customers who left, JSON")
 
     def inputs(self) -> tuple[str, ...]:
         """The topics that update customer state, in the order their offsets are stored
