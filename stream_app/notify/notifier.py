@@ -51,10 +51,16 @@ class Notifier:
         for rec in records:
             try:
                 alert = _decode(rec.value or b"")
+                outcome = self._outcome(alert, managers, now)
+                message = warning(alert, alert.account_manager, self.settings.currency) \
+                    if outcome == "for_manager" and alert.level == "high" else None
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 dead.append(dead_letter(rec, InvalidEvent("not_an_alert", None, str(exc)), now))
                 continue
-            outcome = self._outcome(alert, managers, now)
+            except Exception as exc:  # noqa: BLE001 - one record must not stop the notifier
+                log.warning("an alert raised %s", type(exc).__name__, exc_info=True)
+                dead.append(dead_letter(rec, InvalidEvent("unreadable", None, f"{type(exc).__name__}: {exc}"), now))
+                continue
             self.metrics.alerts.labels(outcome).inc()
             if outcome == "unknown_manager":
                 dead.append(dead_letter(rec, InvalidEvent(
@@ -62,8 +68,8 @@ class Notifier:
                     f"{alert.account_manager!r} is not in the managers file"), now))
             elif outcome == "for_manager":
                 waiting[alert.alert_id] = rec.value or b""
-                if alert.level == "high":
-                    warnings.append((warning(alert, alert.account_manager, self.settings.currency), rec))
+                if message is not None:
+                    warnings.append((message, rec))
         await self._keep_for_digest(waiting)
         failures = await self.delivery.deliver([m for m, _ in warnings], managers)
         source = {m.message_id: rec for m, rec in warnings}

@@ -123,7 +123,7 @@ def test_a_high_warning_reaches_its_manager_signed_by_webhook_and_by_mail_and_on
                     alert("c-stranger", manager="am-99"))
 
     async def scenario(w: World) -> None:
-        await w.notifier.take(batch)
+        await w.notifier.take([*batch, Rec(b'{"not": "an alert"}', 7)])
         assert set(hook.received) == {"warning:c-high-high-2026-11-30:am-1"}
         body = hook.received["warning:c-high-high-2026-11-30:am-1"]
         assert body["alert"]["customer_id"] == "c-high" and body["manager"] == "am-1" and hook.bad_signatures == 0
@@ -132,8 +132,9 @@ def test_a_high_warning_reaches_its_manager_signed_by_webhook_and_by_mail_and_on
         assert "c-high" in mine["Subject"] and "800 CNY at risk" in mine["Subject"]
         assert "Outgoing minutes in the last 30 days: 60, down 80%" in mine.get_content()
         assert mine["Message-ID"] == "<warning.c-high-high-2026-11-30.am-1@churnwatch>"
-        [stranger] = w.dead
+        stranger, garbage = w.dead  # one record that is not an alert does not stop the rest
         assert (stranger.reason, stranger.field, stranger.offset) == ("unknown_account_manager", "account_manager", 6)
+        assert (garbage.reason, garbage.offset) == ("not_an_alert", 7)
         outcomes = {o: counted(w.metrics, "churnwatch_notify_alerts_total", outcome=o)
                     for o in ("for_manager", "control_group", "no_manager", "expired", "unknown_manager")}
         assert outcomes == {"for_manager": 3, "control_group": 1, "no_manager": 1, "expired": 1, "unknown_manager": 1}
