@@ -6,6 +6,7 @@ committed: no warning lost, none sent twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -147,3 +148,20 @@ def test_on_the_simulator_each_manager_hears_exactly_their_customers_warnings_on
         else:
             team = {a.account_manager for a in alerts if a.account_manager.startswith(f"am-{m[4:]}-") and not a.holdout}
             assert {t for b in bodies for t in b["team"]} == team, m
+
+
+def test_notify_digest_runs_the_days_digests_now_and_says_what_it_sent(
+        tansu_bootstrap: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli import main
+
+    path = tmp_path / "managers.yaml"
+    path.write_text(yaml.safe_dump({"managers": {"am-1": {"webhook": "http://127.0.0.1:1/hook"}}}))
+    for name, value in (("KAFKA_BOOTSTRAP", tansu_bootstrap), ("REDIS_URL", redis_url),
+                        ("CHURNWATCH_NOTIFY_MANAGERS_FILE", str(path)), ("CHURNWATCH_NOTIFY_WEBHOOK_SECRET", SECRET)):
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["notify", "digest", "--through", "2026-11-30", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1]) == {"through": "2026-11-30", "alerts": 0,
+                                                                   "recipients": 0, "failed": 0}
