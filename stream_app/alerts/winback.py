@@ -2,10 +2,11 @@
 for the call centre by what winning them back is worth.
 
 It is built from what the live pipeline wrote: the churn events the workers emit as exits and
-revenue churn happen (with the reason code, the spend of the last complete month before, the
-tenure and the region), the alerts raised before the exit and the call outcomes recorded for
-them. Involuntary exits (credit, fraud and non-use: reason codes 3xx) are not on it: the operator
-ended those lines.
+revenue churn happen (with the reason code, the spend of the last complete month before, or of
+the months before the cut for a revenue churner, the tenure and the region), the alerts raised
+before the exit and the call outcomes recorded for them up to the list's day. A customer whose
+latest churn is involuntary (credit, fraud and non-use: reason codes 3xx, or a disconnect
+without a reason, as the churn report counts it) is not on it: the operator ended that line.
 
 The priority is the monthly value times the chance the customer can still be won back, taken to
 halve every `HALF_LIFE_DAYS` after they left: a leaver's new contract and number settle in, and a
@@ -15,7 +16,7 @@ here, not fitted; `--days` bounds the window.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
@@ -23,12 +24,13 @@ import msgspec
 
 from stream_app.alerts.call_plan import LEVEL_ORDER, alert_day
 from stream_app.alerts.campaign import latest_outcomes
+from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome, WinbackEntry
 
 __all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "winback_list"]
 
 HALF_LIFE_DAYS = 30
-WARNED_DAYS = 90  # an alert this many days before the exit at most counts as a warning of it
+WARNED_DAYS = WINBACK_DAYS  # an alert this many days before the exit at most counts as a warning of it
 
 
 def winback_list(churns: Iterable[ChurnEvent], alerts: Iterable[Alert], outcomes: Iterable[Outcome], as_of: date,
@@ -38,18 +40,25 @@ def winback_list(churns: Iterable[ChurnEvent], alerts: Iterable[Alert], outcomes
     first = as_of.toordinal() - days + 1
     latest: dict[str, ChurnEvent] = {}
     for c in churns:
-        if first <= c.day <= as_of.toordinal() and c.voluntary is not False:
-            if c.customer_id not in latest or c.day >= latest[c.customer_id].day:
-                latest[c.customer_id] = c
+        if first <= c.day <= as_of.toordinal() and (c.customer_id not in latest or c.day >= latest[c.customer_id].day):
+            latest[c.customer_id] = c
+    latest = {k: c for k, c in latest.items() if _voluntary(c)}  # their latest churn decides, an involuntary one too
     before: dict[str, list[Alert]] = {}
     for a in alerts:
         c = latest.get(a.customer_id)
         if c is not None and c.day - WARNED_DAYS <= alert_day(a, zone).toordinal() <= c.day:
             before.setdefault(a.customer_id, []).append(a)
-    answered = latest_outcomes(outcomes)
+    end = datetime.combine(as_of, time.max, zone)
+    answered = latest_outcomes(o for o in outcomes if o.ts <= end)  # what was known on the list's day
     entries = [_entry(c, before.get(c.customer_id, []), answered, as_of) for c in latest.values()]
     entries.sort(key=lambda e: (-e.priority, e.customer_id))
     return [_ranked(e, rank) for rank, e in enumerate(entries, 1)]
+
+
+def _voluntary(c: ChurnEvent) -> bool:
+    """As the churn report counts exits: by the reason code, else a port-out is the customer's
+    choice and a disconnect without a reason the operator's; revenue churn is the customer's."""
+    return c.voluntary if c.voluntary is not None else c.kind in ("port_out", "revenue")
 
 
 def _entry(c: ChurnEvent, warnings: list[Alert], answered: dict[str, Outcome], as_of: date) -> WinbackEntry:

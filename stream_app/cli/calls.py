@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -22,6 +22,7 @@ from stream_app.cli.report import month_option, report_console
 from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
+from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts import keys
 from stream_app.contracts.events import REASON_CODES, Alert, CallListEntry, WinbackEntry
 from stream_app.settings import Settings
@@ -86,7 +87,8 @@ def monthly(month: str, csv_path: Path | None, produce: bool, as_json: bool) -> 
 @calls.command("winback")
 @click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]),
               help="The list's day, YYYY-MM-DD (default: the newest day a churn is known for).")
-@click.option("--days", default=60, show_default=True, type=click.IntRange(1, 365), help="Who left in these days.")
+@click.option("--days", default=60, show_default=True, type=click.IntRange(1, WINBACK_DAYS),
+              help="Who left in these days (the topics keep the churn events and alerts it needs).")
 @click.option("--budget", type=click.IntRange(1), help="Calls to list at most (default: all).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
 @click.option("--produce", is_flag=True, help="Send the list to the win-back topic, in priority order.")
@@ -99,7 +101,8 @@ def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the win-back list reads churn events, alerts and outcomes")
     kafka_reachable(settings)
     churns = list(read_churn_events(settings))
-    as_of = day_.date() if day_ else max((date.fromordinal(c.day) for c in churns), default=date.today())
+    newest = max((date.fromordinal(c.day) for c in churns), default=datetime.now(settings.zone).date())
+    as_of = day_.date() if day_ else newest
     listed = winback_list(churns, read_alerts(settings), read_outcomes(settings), as_of, days, settings.zone)
     listed = listed[:budget] if budget else listed
     table = Table(title=f"Win-back list for {as_of}: {len(listed)} customers who left in {days} days",
@@ -123,7 +126,7 @@ def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce:
         click.echo(json.dumps({"day": as_of.isoformat(), "days": days, "customers": len(listed),
                                "monthly_value": round(sum(e.monthly_value for e in listed), 2),
                                "warned": sum(e.warned is not None for e in listed),
-                               "called": sum(e.called is not None for e in listed)}))
+                               "reached": sum(e.called not in (None, "not_reached") for e in listed)}))
 
 
 def _show(title: str, alerts: list[Alert], as_json: bool) -> None:

@@ -8,10 +8,11 @@ from kafka.errors import TopicAlreadyExistsError
 from stream_app.connect.kafka import client_options
 from stream_app.settings import Settings
 
-__all__ = ["ensure_topics", "retention_days"]
+__all__ = ["ensure_topics", "retention_days", "WINBACK_DAYS"]
 
 
 _DAY_MS = 86_400_000
+WINBACK_DAYS = 90  # the win-back list's window at most, and its look-back for warnings (alerts/winback.py)
 
 
 def retention_days(settings: Settings) -> dict[str, int]:
@@ -20,10 +21,11 @@ def retention_days(settings: Settings) -> dict[str, int]:
     after a restart; labels are kept a year for audits and bootstraps; alerts feed the monthly
     warning list of the month before; call lists are kept for audits. The campaign report follows
     each alert for `campaign_churn_days` after it, so alerts and churn events outlive that, and
-    outcomes are kept a year like the call lists they answer."""
+    outcomes are kept a year like the call lists they answer. The win-back list looks back up to
+    `WINBACK_DAYS` for leavers and as long again before each exit for warnings of it."""
     t = settings.topics
     wait = settings.horizon_days + settings.late_grace_days
-    campaign = settings.campaign_churn_days + 31
+    campaign = max(settings.campaign_churn_days + 31, 2 * WINBACK_DAYS + 14)
     return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.labels: 365,
             t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400,
             t.calls_winback: 400}

@@ -218,7 +218,7 @@ class ChurnEvent(Struct, frozen=True):
     voluntary: bool | None
     region: str
     segment: str
-    arpu: float  # spend in the last complete month
+    arpu: float  # spend in the last complete month; for revenue churn, the monthly average of the 3 before the cut
     tenure_days: int = 0  # days from activation to the churn (0: activation unknown)
 
 

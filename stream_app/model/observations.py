@@ -85,8 +85,9 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)
         if features["revenue_churn"][i] and not reported and not features["exited"][i]:
             reported_now[i] = True
+            before = round(float(features["arpu_prev_3m"][i]), 2)  # their spend before the cut, not after
             out.append(ChurnEvent(w.customers[i], int(now_day[i]), "revenue", None, None, region,
-                                  value_segment(features, i), arpu, tenure(int(now_day[i]))))
+                                  value_segment(features, i), before, tenure(int(now_day[i]))))
         elif not features["revenue_churn"][i] and reported:
             reported_now[i] = False
     return out, reported_now

@@ -39,7 +39,7 @@ def test_the_winback_list_reads_the_services_topics_and_produces_itself_in_order
     result = CliRunner().invoke(main, ["calls", "winback", "--day", TODAY.isoformat(), "--produce", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    assert (summary["customers"], summary["warned"], summary["called"]) == (2, 1, 0)
+    assert (summary["customers"], summary["warned"], summary["reached"]) == (2, 1, 0)
     sent = list(read_topic(settings, names["calls_winback"], msgspec.json.Decoder(WinbackEntry).decode))
     # Keyed by customer, so partitions may interleave: the rank gives the order.
     assert sorted((e.rank, e.customer_id, e.warned) for e in sent) == [(1, "c-big", "high"), (2, "c-small", None)]

@@ -38,11 +38,15 @@ def warned(customer: str, days_ago: int, level: str = "high", holdout: bool = Fa
 def test_leavers_are_ranked_by_value_fading_with_time_and_say_what_was_known_and_done() -> None:
     churns = [left("c-recent", 10, 200.0), left("c-revenue", 5, 100.0, kind="revenue", code=None, voluntary=None),
               left("c-old", 70, 900.0), left("c-fraud", 3, 500.0, code=345, voluntary=False),
-              left("c-control", 20, 150.0)]
+              left("c-control", 20, 150.0),
+              left("c-cut-off", 40, 30.0, kind="revenue", code=None, voluntary=None),  # then cut off for non-use:
+              left("c-cut-off", 5, 30.0, kind="disconnect", code=380, voluntary=False),  # the latest churn decides
+              left("c-no-reason", 4, 300.0, kind="disconnect", code=None, voluntary=None)]  # the operator's doing
     alerts = [warned("c-recent", 30, "medium"), warned("c-recent", 25), warned("c-control", 40, holdout=True),
               warned("c-revenue", 200)]  # c-revenue's alert is too long before to be a warning of it
     call = Outcome("o1", "c-recent", datetime(2026, 10, 7, tzinfo=timezone.utc), alerts[1].alert_id, "declined")
-    listed = winback_list(churns, alerts, [call], TODAY, 60, ZONE)
+    later = Outcome("o2", "c-control", datetime(2026, 11, 5, tzinfo=timezone.utc), alerts[2].alert_id, "accepted")
+    listed = winback_list(churns, alerts, [call, later], TODAY, 60, ZONE)  # the list of TODAY knows nothing of `later`
     assert [e.customer_id for e in listed] == ["c-recent", "c-control", "c-revenue"]  # not the old one, nor fraud
     recent, control, revenue = listed
     assert recent.priority == round(200.0 * 0.5 ** (10 / HALF_LIFE_DAYS), 2) and recent.rank == 1
@@ -70,3 +74,12 @@ def test_on_the_simulator_the_list_holds_the_customers_who_really_left_with_thei
                for e in top)
     assert {e.customer_id for e in exits} == real  # and every voluntary leaver of the window is on it
     assert [e.priority for e in listed] == sorted((e.priority for e in listed), reverse=True)
+
+
+def test_the_topics_keep_what_the_widest_window_and_its_warnings_need() -> None:
+    from stream_app.alerts.winback import WARNED_DAYS
+    from stream_app.connect.topics import WINBACK_DAYS, retention_days
+
+    settings = Settings(_env_file=None)
+    kept = retention_days(settings)
+    assert min(kept[settings.topics.alerts], kept[settings.topics.churn_events]) >= WINBACK_DAYS + WARNED_DAYS
