@@ -91,7 +91,7 @@ def test_on_the_simulator_each_manager_hears_exactly_their_customers_warnings_on
     """Three regions with two managers each and a supervisor per region: the live pipeline's alerts
     (the worker's code, replayed in-process) reach the topic, the first half twice as a worker
     restarted mid-way sends them, and the notifier is restarted between the halves."""
-    sim = Simulator(SimConfig(customers=600, days=110, regions=3, managers_per_region=2, seed=11))
+    sim = Simulator(SimConfig(customers=400, days=105, regions=3, managers_per_region=2, seed=4))
     settings = Settings(_env_file=None)
     rules = load_rules([settings.rules_dir])
     alerts = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, lambda: rules, learn=False).alerts

@@ -57,7 +57,7 @@ def test_leavers_are_ranked_by_value_fading_with_time_and_say_what_was_known_and
 
 
 def test_on_the_simulator_the_list_holds_the_customers_who_really_left_with_their_reasons() -> None:
-    sim = Simulator(SimConfig(customers=300, days=110, seed=5, monthly_churn=0.03))
+    sim = Simulator(SimConfig(customers=200, days=110, seed=5, monthly_churn=0.05))
     result = replay(((r.topic, r.key, r.value) for r in sim.records()), Settings(_env_file=None), lambda: RULES,
                     learn=False)
     as_of = sim.cfg.start + timedelta(days=sim.cfg.days - 1)
