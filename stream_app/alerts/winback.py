@@ -42,7 +42,7 @@ def winback_list(churns: Iterable[ChurnEvent], alerts: Iterable[Alert], outcomes
     for c in churns:
         if first <= c.day <= as_of.toordinal() and (c.customer_id not in latest or c.day >= latest[c.customer_id].day):
             latest[c.customer_id] = c
-    latest = {k: c for k, c in latest.items() if _voluntary(c)}  # their latest churn decides, an involuntary one too
+    latest = {k: c for k, c in latest.items() if c.by_choice}  # their latest churn decides, an involuntary one too
     before: dict[str, list[Alert]] = {}
     for a in alerts:
         c = latest.get(a.customer_id)
@@ -53,12 +53,6 @@ def winback_list(churns: Iterable[ChurnEvent], alerts: Iterable[Alert], outcomes
     entries = [_entry(c, before.get(c.customer_id, []), answered, as_of) for c in latest.values()]
     entries.sort(key=lambda e: (-e.priority, e.customer_id))
     return [_ranked(e, rank) for rank, e in enumerate(entries, 1)]
-
-
-def _voluntary(c: ChurnEvent) -> bool:
-    """As the churn report counts exits: by the reason code, else a port-out is the customer's
-    choice and a disconnect without a reason the operator's; revenue churn is the customer's."""
-    return c.voluntary if c.voluntary is not None else c.kind in ("port_out", "revenue")
 
 
 def _entry(c: ChurnEvent, warnings: list[Alert], answered: dict[str, Outcome], as_of: date) -> WinbackEntry:

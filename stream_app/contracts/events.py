@@ -221,6 +221,12 @@ class ChurnEvent(Struct, frozen=True):
     arpu: float  # spend in the last complete month; for revenue churn, the monthly average of the 3 before the cut
     tenure_days: int = 0  # days from activation to the churn (0: activation unknown)
 
+    @property
+    def by_choice(self) -> bool:
+        """The customer's own doing: by the reason code, else a port-out or revenue churn is, and a
+        disconnect without a reason is the operator's (how the churn report and the win-back list count it)."""
+        return self.voluntary if self.voluntary is not None else self.kind in ("port_out", "revenue")
+
 
 class Label(Struct, frozen=True, array_like=True):
     """A snapshot whose outcome is known: churned within the horizon (1) or not (0).

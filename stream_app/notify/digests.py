@@ -108,7 +108,7 @@ class Digests:
         return last is not None and date.fromisoformat(last.decode()) >= through
 
     async def _send(self, through: date) -> DigestRun:
-        due = await self._due(through)
+        due, unreadable = await self._due(through)
         managers = self.directory.managers
         by_manager: dict[str, list[Alert]] = collections.defaultdict(list)
         orphans: list[tuple[Alert, bytes]] = []
@@ -118,9 +118,12 @@ class Digests:
             else:
                 orphans.append((a, raw))
         recipients = set(by_manager) | {s for m in by_manager if (s := managers[m].supervisor)}
-        messages = [digest(r, through, by_manager.get(r, []),
-                           {m: by_manager.get(m, []) for m in self.directory.team(r)}, self.settings.currency)
-                    for r in sorted(recipients)]
+        teams: dict[str, list[str]] = collections.defaultdict(list)  # from the one reading of the file this run uses
+        for m, spec in sorted(managers.items()):
+            if spec.supervisor:
+                teams[spec.supervisor].append(m)
+        messages = [digest(r, through, by_manager.get(r, []), {m: by_manager.get(m, []) for m in teams[r]},
+                           self.settings.currency) for r in sorted(recipients)]
         messages = [m for m in messages if m.payload["alerts"] or m.payload["team"]]
         failures = await self.delivery.deliver(messages, managers)
         now = self.clock()
@@ -128,23 +131,32 @@ class Digests:
         dead += [dead_letter(_Source(self.settings.topics.alerts, a.customer_id.encode(), raw), InvalidEvent(
             "unknown_account_manager", "account_manager",
             f"{a.account_manager!r} left the managers file before the digest of {through}"), now) for a, raw in orphans]
+        dead += [dead_letter(_Source(self.settings.topics.alerts, None, raw), InvalidEvent(
+            "not_an_alert", None, "a waiting warning no longer reads as an alert"), now) for raw in unreadable.values()]
         if dead:
             await self.dead_letters(dead)
-        await self._done(through, list(due))
+        await self._done(through, [*due, *unreadable])
         return DigestRun(through.isoformat(), len(due), len(messages), len(failures))
 
-    async def _due(self, through: date) -> dict[str, tuple[Alert, bytes]]:
-        """The waiting alerts of days up to `through`; those of a run cut short if it was for the same day."""
-        pending = {k.decode(): v for k, v in (await self.redis.hgetall(keys.NOTIFY_PENDING)).items()}
+    async def _due(self, through: date) -> tuple[dict[str, tuple[Alert, bytes]], dict[str, bytes]]:
+        """The waiting alerts of days up to `through` (those of a run cut short if it was for the same
+        day), and those that no longer read as alerts (written by another version): they cannot stop
+        the digests, so they go to dead letter."""
+        pending, unreadable = {}, {}
+        for key, raw in (await self.redis.hgetall(keys.NOTIFY_PENDING)).items():
+            try:
+                pending[key.decode()] = (_decode(raw), raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                unreadable[key.decode()] = raw
         held = await self.redis.get(keys.NOTIFY_DIGEST_INFLIGHT)
         started = msgspec.json.decode(held) if held else {}
         if started.get("through") == through.isoformat():
-            return {i: (_decode(pending[i]), pending[i]) for i in started["ids"] if i in pending}
+            return {i: pending[i] for i in started["ids"] if i in pending}, unreadable
         zone = self.settings.zone
-        due = {i: (a, raw) for i, raw in pending.items() if alert_day(a := _decode(raw), zone) <= through}
+        due = {i: entry for i, entry in pending.items() if alert_day(entry[0], zone) <= through}
         await self.redis.set(keys.NOTIFY_DIGEST_INFLIGHT,
                              msgspec.json.encode({"through": through.isoformat(), "ids": sorted(due)}))
-        return due
+        return due, unreadable
 
     async def _done(self, through: date, ids: list[str]) -> None:
         now = time.time()

@@ -212,8 +212,7 @@ def _exit(w: Windows, i: int, event: ChurnEvent, m: int, counts: collections.Cou
     """An exit, in the month `m` it happened in; the revenue lost is the spend of the month before."""
     k = int(w.month0[i]) - (m - 1)
     label = month_label(m)
-    voluntary = event.voluntary if event.voluntary is not None else event.kind == "port_out"
-    counts[f"{label}|exits|{'voluntary' if voluntary else 'involuntary'}"] += 1
+    counts[f"{label}|exits|{'voluntary' if event.by_choice else 'involuntary'}"] += 1
     counts[f"{label}|reason|{event.reason_code if event.reason_code is not None else 'unknown'}"] += 1
     counts.update(_exit_profile(w, i, m))
     fen = int(_revenue_fen(w, i)[k]) if 0 <= k < N_MONTHS else 0  # k < 0: no events in that month

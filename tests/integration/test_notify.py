@@ -283,3 +283,19 @@ def test_redis_failing_mid_delivery_raises_its_own_error_for_the_notifier_to_wai
 
     with MailReceiver() as mail:
         run(tmp_path, "redis://127.0.0.1:1/0", hook, mail, scenario)  # nothing listens on port 1
+
+
+def test_a_waiting_warning_that_no_longer_reads_as_an_alert_goes_to_dead_letter_and_the_digests_go_out(
+        tmp_path: Path, redis_url: str) -> None:
+    hook = WebhookReceiver(SECRET.encode())
+
+    async def scenario(w: World) -> None:
+        await w.notifier.take(records(alert("c1", level="medium")))
+        await w.notifier.redis.hset(keys.NOTIFY_PENDING, "old-alert", b'{"written": "by another version"}')
+        run_ = await w.notifier.digests.send(ZONE_DAY)
+        assert run_ is not None and (run_.alerts, run_.recipients) == (1, 2)
+        [broken] = w.dead
+        assert broken.reason == "not_an_alert" and not await w.notifier.redis.hexists(keys.NOTIFY_PENDING, "old-alert")
+
+    with MailReceiver() as mail:
+        run(tmp_path, redis_url, hook, mail, scenario)
