@@ -1,7 +1,8 @@
 """Synthetic CDR, billing and profile traffic that looks like a real base (DOMAIN.md).
 
 Heavy-tailed usage, weekly cycles and day-to-day noise; holidays that move everyone at
-once; customers who dip for a while and come back; churners who decline for one to three
+once; customers who dip for a while and come back; customers whose usage and spend grow over
+months; churners who decline for one to three
 months first (fewer minutes, more off-net calls, complaints or dropped calls, lower
 spend) and churners who leave with no warning at all; monthly bills; duplicated and late
 records from mediation. The ground truth goes to a separate file, never on the wire.
@@ -37,6 +38,11 @@ class SimConfig:
     warmup_days: int = 70
     silent_share: float = 0.3  # churners with no warning signs
     dip_share: float = 0.06  # customers who dip for a while and recover
+    # Staying customers whose usage and spend grow over two to six months, to 1.3-2 times what they
+    # were (a new job, a family's lines moved onto one plan, a first smartphone): the build-up stage.
+    # Drawn apart from the churn plans, which stay the same for a seed. None by default, so that the
+    # churn figures measured before them stay comparable; `evaluate --lists` asks for 5%.
+    grow_share: float = 0.0
     duplicate_rate: float = 0.003
     late_rate: float = 0.01  # delivered 1-2 days late, within the default grace
     very_late_rate: float = 0.0005  # delivered 6-10 days late: dead letter
@@ -62,12 +68,14 @@ class SimRecord(NamedTuple):
 @dataclass
 class Truth:
     customer_id: str
-    pattern: str  # stable, dipper, decliner, silent_churner; prompted: left because a call reminded them to
+    pattern: str  # stable, dipper, grower, decliner, silent_churner; prompted: left because a call reminded them to
     churn_date: str | None = None
     churn_kind: str | None = None
     reason_code: int | None = None
     decline_start: str | None = None
     dip: list[str] = field(default_factory=list)
+    grows: list[str] = field(default_factory=list)  # a grower's first and last day of growth
+    grows_by: float | None = None  # what their usage and spend are multiplied by at the end of it
     # The simulated call centre (call_centre.py): the day of the call that reached them and what
     # it did; `planned_churn` keeps the churn date they had before a call changed it (kept:
     # churn_date None; prompted to leave: a churn date they had not planned).
@@ -145,6 +153,7 @@ class Simulator:
             self.truth[i].pattern = "dipper"
             self.truth[i].dip = [str(cfg.start + timedelta(days=start)),
                                  str(cfg.start + timedelta(days=min(start + length, cfg.days)))]
+        self._plan_growth(np.nonzero([t.pattern == "stable" for t in self.truth])[0])
         for d in range(cfg.days):
             day = cfg.start + timedelta(days=d)
             if any(day.month == m and first <= day.day < first + k for m, first, k in HOLIDAYS):
@@ -153,6 +162,18 @@ class Simulator:
             if cfg.slump is not None and day.strftime("%Y-%m") == cfg.slump[0]:
                 self.mult[:, d] *= cfg.slump[1]
                 self.common[d] *= cfg.slump[1]
+
+    def _plan_growth(self, stable: np.ndarray) -> None:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, 2])
+        for i in stable[rng.random(len(stable)) < cfg.grow_share]:
+            start, length, factor = int(rng.integers(0, cfg.days)), int(rng.integers(60, 181)), rng.uniform(1.3, 2.0)
+            ramp = np.linspace(1.0, factor, length)[:cfg.days - start]
+            self.mult[i, start:start + len(ramp)] *= ramp
+            self.mult[i, start + len(ramp):] *= factor
+            t = self.truth[i]
+            t.pattern, t.grows_by = "grower", round(float(factor), 3)
+            t.grows = [str(cfg.start + timedelta(days=start)), str(cfg.start + timedelta(days=start + length))]
 
     def records(self) -> Iterator[SimRecord]:
         """Every record, in delivery order."""
