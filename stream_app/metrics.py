@@ -109,6 +109,15 @@ class Metrics:
         self.call_plan_day = Gauge(
             "churnwatch_call_plan_day_timestamp_seconds", "Start of the day the latest call plan was made for (0: none)",
             registry=registry)
+        self.list_customers = Gauge(
+            "churnwatch_list_customers", "Customers on the lifecycle list last produced (winback, growth)",
+            ["list"], registry=registry)
+        self.list_value = Gauge(
+            "churnwatch_list_monthly_value", "Monthly spend of the customers on the lifecycle list last produced "
+            "(yuan: before they left on the win-back list, now on the growth list)", ["list"], registry=registry)
+        self.list_day = Gauge(
+            "churnwatch_list_day_timestamp_seconds", "Start of the day the lifecycle list last produced was made for",
+            ["list"], registry=registry)
         self.baseline = Gauge(
             "churnwatch_segment_baseline", "Live segment percentile of a month-over-month change (NaN: too few "
             "customers yet)", ["segment", "feature", "percentile"], registry=registry)

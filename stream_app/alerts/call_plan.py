@@ -21,7 +21,7 @@ from stream_app.contracts.events import Alert
 from stream_app.metrics import Metrics
 
 __all__ = ["DayPlan", "plan_days", "for_call_centre", "monthly_list", "strongest_per_customer", "alert_day",
-           "summary_fields", "observe_call_plan"]
+           "summary_fields", "observe_call_plan", "observe_lists"]
 
 LEVEL_ORDER = {"high": 2, "medium": 1, "low": 0}
 
@@ -147,6 +147,22 @@ def summary_fields(plan: DayPlan, zone: ZoneInfo) -> dict[str, str]:
     start = datetime.combine(plan.day, time.min, zone).timestamp()
     return {"day_ts": str(int(start)), "called": str(len(plan.calls)), "waiting": str(plan.waiting),
             "expired": str(plan.expired), "holdout": str(plan.holdout)}
+
+
+def observe_lists(metrics: Metrics, fields: dict[bytes, bytes], zone: ZoneInfo) -> None:
+    """Set the lifecycle lists' gauges from `cli.lifecycle.list_fields` as read back from Redis."""
+    for key, value in fields.items():
+        try:
+            name, _, figure = key.decode().partition("|")
+            if figure == "customers":
+                metrics.list_customers.labels(name).set(int(value))
+            elif figure == "monthly_value":
+                metrics.list_value.labels(name).set(float(value))
+            elif figure == "day":
+                start = datetime.combine(date.fromisoformat(value.decode()), time.min, zone)
+                metrics.list_day.labels(name).set(start.timestamp())
+        except (ValueError, OverflowError):  # not what `list_fields` writes: left unset, the health check goes on
+            continue
 
 
 def observe_call_plan(metrics: Metrics, fields: dict[bytes, bytes]) -> None:

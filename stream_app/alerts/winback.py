@@ -25,7 +25,8 @@ import msgspec
 from stream_app.alerts.call_plan import LEVEL_ORDER, alert_day
 from stream_app.alerts.campaign import latest_outcomes
 from stream_app.connect.topics import WINBACK_DAYS
-from stream_app.contracts.events import Alert, ChurnEvent, Outcome, WinbackEntry
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.contracts.lists import WinbackEntry
 
 __all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "winback_list"]
 

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 if TYPE_CHECKING:
+    from stream_app.rules.pack import Ruleset
     from stream_app.settings import Settings
 
-__all__ = ["kafka_ready", "logging_setup", "read_settings"]
+__all__ = ["kafka_ready", "logging_setup", "read_settings", "produce_records", "read_rules"]
 
 
 def read_settings() -> Settings:
@@ -29,6 +30,18 @@ def read_settings() -> Settings:
                  + ("" if not e["loc"] or set(map(str, e["loc"])) & secret else f" (got {e.get('input')!r})")
                  for e in exc.errors()]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def read_rules(settings: Settings) -> Ruleset:
+    """The rule pack in `CHURNWATCH_RULES_DIR`, or one line saying what is wrong with it."""
+    from pathlib import Path
+
+    from stream_app.rules.pack import RuleFileError, load_rules
+
+    try:
+        return load_rules([Path(settings.rules_dir)])
+    except RuleFileError as exc:
+        raise click.ClickException(f"the rules in CHURNWATCH_RULES_DIR={settings.rules_dir}: {exc}") from None
 
 
 def _secret_fields(model: type) -> set[str]:
@@ -71,3 +84,19 @@ def logging_setup(settings: Settings) -> dict:
     from stream_app.logs import logging_config
 
     return logging_config({"auto": None, "json": True, "console": False}[settings.log_format])
+
+
+def produce_records(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
+    """Send a list in order. Keyed by customer like every topic here; a re-run sends the same
+    records, which readers tell apart by the list's day or month."""
+    from kafka import KafkaProducer
+
+    from stream_app.connect.kafka import client_options
+
+    producer = KafkaProducer(**client_options(settings), acks="all")
+    try:
+        for customer, value in records:
+            producer.send(topic, key=customer.encode(), value=value)
+        producer.flush()
+    finally:
+        producer.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from stream_app.cli.common import kafka_ready, logging_setup, read_settings
+from stream_app.cli.common import kafka_ready, logging_setup, read_rules, read_settings
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -34,12 +34,7 @@ def _redis(settings: Settings) -> Any:
 
 
 def _rules(settings):
-    from stream_app.rules.pack import RuleFileError, load_rules
-
-    try:
-        ruleset = load_rules([Path(settings.rules_dir)])
-    except RuleFileError as exc:
-        raise click.ClickException(f"the rules in CHURNWATCH_RULES_DIR={settings.rules_dir}: {exc}") from None
+    ruleset = read_rules(settings)
     return lambda: ruleset
 
 
@@ -169,11 +164,17 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
 @click.option("--closed-loop", is_flag=True,
               help="with the simulated call centre making the calls: what they kept, measured against the "
                    "simulator's truth, and how well uplift learned online ranks them")
+@click.option("--lists", is_flag=True,
+              help="the lifecycle lists (growth, win-back) built from what the pipeline kept, against the simulator's "
+                   "truth of who it made grow and leave")
+@click.option("--grow-share", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="with --lists: staying customers the simulator makes grow (the build-up stage)")
 @click.option("--call-budget", type=click.IntRange(1),
               help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
-             mapping: Path | None, doc: Path | None, closed_loop: bool, call_budget: int | None, as_json: bool) -> None:
+             mapping: Path | None, doc: Path | None, closed_loop: bool, lists: bool, grow_share: float,
+             call_budget: int | None, as_json: bool) -> None:
     """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
     both, and a batch reference."""
     if data is not None:
@@ -181,6 +182,9 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
         return
     if closed_loop:
         _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget, as_json)
+        return
+    if lists:
+        _evaluate_lists(customers, days, seed, monthly_churn, warmup_days, grow_share, as_json)
         return
     from stream_app.offline.ceiling import truth_features
     from stream_app.offline.evaluate import evaluate_replay
@@ -219,6 +223,21 @@ def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: f
     budget = budget or max(1, round(customers * settings.call_budget_share / 7))
     cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days)
     report = evaluate_closed_loop(settings, _rules(settings), cfg, budget).to_json()
+    for name, value in report.items():
+        click.echo(f"  {name:26} {value}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def _evaluate_lists(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int,
+                    grow_share: float, as_json: bool) -> None:
+    from stream_app.offline.lists_eval import evaluate_lists
+    from stream_app.offline.simulator import SimConfig
+
+    settings = read_settings()
+    cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days,
+                    grow_share=grow_share)
+    report = evaluate_lists(settings, _rules(settings), cfg).to_json()
     for name, value in report.items():
         click.echo(f"  {name:26} {value}", err=as_json)
     if as_json:

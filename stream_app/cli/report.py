@@ -246,14 +246,15 @@ def _emit(doc: dict[str, Any], tables, rows_csv, fmt: str, as_json: bool) -> Non
 
 
 _BASE = ("month", "customers_start", "gross_adds", "churn", "net_adds", "customers_end", "customers_billed",
-         "closed_share", "revenue", "mid_high_end", "mid_high_end_revenue_share")
+         "closed_share", "revenue", "mid_high_end", "mid_high_end_new", "mid_high_end_revenue_share")
 _HEADINGS = {
     "customers_start": "customers at start", "gross_adds": "gross adds", "voluntary_churn": "voluntary churn",
     "involuntary_churn": "involuntary churn", "churn": "churn (exits)", "net_adds": "net adds",
     "customers_end": "customers at end", "churn_rate": "churn rate", "revenue_churn": "revenue churn (stayed)",
     "revenue_lost": "revenue lost, yuan/month", "customers_billed": "customers billed",
     "closed_share": "month closed for (share of customers)", "revenue": "revenue, yuan",
-    "mid_high_end": "mid/high-end customers", "mid_high_end_revenue_share": "mid/high-end share of revenue",
+    "mid_high_end": "mid/high-end customers", "mid_high_end_new": "of them crossed the line that month",
+    "mid_high_end_revenue_share": "mid/high-end share of revenue",
 }
 
 

@@ -17,11 +17,12 @@ from typing import Annotated, Callable, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct
 
+from stream_app.contracts.lists import GrowthEntry, WinbackEntry
 from stream_app.errors import InvalidEvent
 
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
-    "Profile", "Snapshot", "WinbackEntry", "LEVELS", "QUEUES", "QueueName", "TREATMENTS", "Treatment",
+    "Profile", "Snapshot", "WinbackEntry", "GrowthEntry", "LEVELS", "QUEUES", "QueueName", "TREATMENTS", "Treatment",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
@@ -308,31 +309,10 @@ def decode_billing(raw: bytes) -> Billing:
 
 
 #: Every contract with a schema file, by file stem.
-class WinbackEntry(Struct, frozen=True):
-    """One line of the win-back list (alerts/winback.py): a customer who left, what they were worth
-    and what was known and done before they went."""
-
-    rank: Annotated[int, Meta(ge=1)]
-    day: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]  # the list's day
-    customer_id: str
-    left_on: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-    kind: Literal["disconnect", "port_out", "revenue"]
-    reason_code: int | None
-    monthly_value: float  # spend in the last complete month before they left
-    tenure_days: int
-    region: str
-    segment: str
-    days_since: int
-    warned: Literal["high", "medium", "low"] | None  # the strongest warning before they left, if any
-    control: bool  # warned in the control group: never called
-    called: Literal["not_reached", "contacted", "accepted", "declined"] | None  # the latest outcome of a call
-    priority: float  # monthly value x the chance they still come back, halving every `winback.HALF_LIFE_DAYS`
-
-
 CONTRACTS: dict[str, type] = {
     "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
     "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
-    "call_list_entry": CallListEntry, "winback_entry": WinbackEntry,
+    "call_list_entry": CallListEntry, "winback_entry": WinbackEntry, "growth_entry": GrowthEntry,
 }
 
 

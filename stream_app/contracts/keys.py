@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS",
+__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "STATE_PATTERN", "customer_of_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "LISTS", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS",
            "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED", "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK",
            "NOTIFY_DIGEST_INFLIGHT"]
 
@@ -15,6 +15,14 @@ BASELINE_FIELD = "baseline|"
 def customer_state(customer: str) -> str:
     """The customer's windows, offsets and profile (one string, see `state.STATE`)."""
     return f"{PREFIX}:{{{customer}}}:s"
+
+
+STATE_PATTERN = customer_state("*")
+
+
+def customer_of_state(key: str) -> str:
+    """The customer whose state is at `key` (a `customer_state` key)."""
+    return key[key.index("{") + 1:key.rindex("}")]
 
 
 def quarantined_state(customer: str) -> str:
@@ -46,6 +54,9 @@ def applied(shard: int) -> str:
 
 APPLIED_PATTERN = f"{PREFIX}:{{report-*}}:applied"
 CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
+# The lifecycle lists last produced ("<list>|<figure>" -> value: their day, customers and value), for
+# the workers' metrics: the lists are made by `churnwatch calls`, which serves no metrics itself.
+LISTS = f"{PREFIX}:{{calls}}:lists"
 
 # The model registry: one hash tag, so a publication is one MULTI/EXEC on Redis Cluster too.
 MODEL = f"{PREFIX}:{{model}}:current"  # the latest published snapshot (model.encode_snapshot)
@@ -63,6 +74,6 @@ NOTIFY_DIGEST_LOCK = f"{PREFIX}:{{notify}}:digest-lock"  # held while one notifi
 NOTIFY_DIGEST_INFLIGHT = f"{PREFIX}:{{notify}}:digest-inflight"  # the alerts a digest run carries, until it ends
 # The service's own keys of fixed name: with the report shards' and the quarantine's, every key
 # that is not a customer's state.
-SERVICE_KEYS = (CALL_PLAN, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX, NOTIFY_SENT,
+SERVICE_KEYS = (CALL_PLAN, LISTS, MODEL, MODEL_VERSION, TRAINER_STATE, TRAINER_LEASE, QUARANTINE_INDEX, NOTIFY_SENT,
                 NOTIFY_PENDING, NOTIFY_DIGESTED, NOTIFY_DIGEST_DAY, NOTIFY_DIGEST_LOCK,
                 NOTIFY_DIGEST_INFLIGHT)

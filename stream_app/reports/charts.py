@@ -24,7 +24,7 @@ from stream_app.model.qini import Qini  # noqa: E402
 from stream_app.reports.monthly import ChurnReport, CohortReport  # noqa: E402
 
 __all__ = ["churn_charts", "churn_figure", "cohort_chart", "cohort_figure", "qini_chart", "qini_figure", "TYPE_COLOURS",
-           "BASE_COLOUR"]
+           "BASE_COLOUR", "HEADROOM", "save_figure", "plt"]
 
 TYPE_COLOURS = {"voluntary": "#1f77b4", "involuntary": "#d62728", "revenue churn": "#9467bd"}
 BASE_COLOUR, SHARE_COLOUR = "#2ca02c", "#555555"
@@ -34,7 +34,7 @@ SHOWN_FROM, FINAL_FROM = 0.5, 0.98  # the base of a month closed for this share 
 
 def churn_charts(r: ChurnReport, path: Path) -> None:
     """Churn by month stacked by type, exits by reason code, and the mid/high-end base by month."""
-    _save(churn_figure(r), path)
+    save_figure(churn_figure(r), path)
 
 
 def churn_figure(r: ChurnReport) -> Figure:
@@ -115,7 +115,7 @@ def _base(r: ChurnReport, ax: Axes) -> None:
 
 def cohort_chart(r: CohortReport, path: Path) -> None:
     """The cohort's retention rate month by month after the snapshot."""
-    _save(cohort_figure(r), path)
+    save_figure(cohort_figure(r), path)
 
 
 def cohort_figure(r: CohortReport) -> Figure:
@@ -135,7 +135,7 @@ def cohort_figure(r: CohortReport) -> Figure:
 
 def qini_chart(curve: np.ndarray, q: Qini, path: Path, note: str = "") -> None:
     """The Qini curve of the call list's order (`campaign_customers`), against a random order."""
-    _save(qini_figure(curve, q, note), path)
+    save_figure(qini_figure(curve, q, note), path)
 
 
 def qini_figure(curve: np.ndarray, q: Qini, note: str = "") -> Figure:
@@ -155,6 +155,6 @@ def qini_figure(curve: np.ndarray, q: Qini, note: str = "") -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -275,17 +275,37 @@ def _billed_months(w: Windows, i: int, oldest: int, end: int) -> collections.Cou
 
 
 def _mid_high_months(w: Windows, i: int, first: int, end: int) -> collections.Counter[str]:
-    """Mid/high-end membership and its revenue for months `first` to `end` (excluded) in the window."""
+    """Mid/high-end membership and its revenue for months `first` to `end` (excluded) in the window,
+    and whether the customer crossed the line that month (`mid_high_new`: mid/high-end, and a
+    customer all the month before who was not; a newcomer's first month is pro rata), when the
+    month before is in the window too."""
     counts: collections.Counter[str] = collections.Counter()
     now = int(w.month0[i])
     revenue = _revenue_fen(w, i)
     spend, mou = _spend_and_mou(w, i)
+    oldest = _oldest_month(w, i)
+    activated = int(w.rec["activation"][i])  # 0: the profile never said
     for m in range(max(first, now - N_MONTHS + 1), min(end, now + 1)):
         k = now - m
         if segments.mid_high(spend[k], mou[k]):
             counts[f"{month_label(m)}|mid_high"] += 1
             counts[f"{month_label(m)}|mid_high_revenue_fen"] += int(revenue[k])
+            known = k + 1 < N_MONTHS and oldest is not None and oldest < m and activated <= _first_day(m - 1)
+            if known and not segments.mid_high(spend[k + 1], mou[k + 1]):
+                counts[f"{month_label(m)}|mid_high_new"] += 1
     return counts
+
+
+def _first_day(month: int) -> int:
+    """The ordinal of a `month_index`'s first day."""
+    year, m = divmod(month, 12)
+    return date(year, m + 1, 1).toordinal()
+
+
+def _compared(key: str, first: str) -> bool:
+    if "|mid_high_new" in key:
+        return key[:7] > first
+    return ("|mid_high" not in key and "|billed" not in key) or key[:7] >= first
 
 
 def _correct(w: Windows, i: int, before: Before, zone: ZoneInfo, counts: collections.Counter[str]) -> None:
@@ -294,9 +314,9 @@ def _correct(w: Windows, i: int, before: Before, zone: ZoneInfo, counts: collect
     oldest = max(int(before.month0[i]), int(w.month0[i])) - N_MONTHS + 1
     first = month_label(oldest)
     exit_month = _local_month(int(w.rec["exit_ts"][i]), zone)
-    now = _usage_decided(w, i, exit_month, oldest)
-    then = {k: v for k, v in before.usage_decided[i].items()
-            if ("|mid_high" not in k and "|billed" not in k) or k[:7] >= first}
+    # A crossing needs the month before it: at the window's first month only one of the windows has it.
+    now = {k: v for k, v in _usage_decided(w, i, exit_month, oldest).items() if _compared(k, first)}
+    then = {k: v for k, v in before.usage_decided[i].items() if _compared(k, first)}
     for key in now.keys() | then.keys():
         if now.get(key, 0) != then.get(key, 0):
             counts[key] += now.get(key, 0) - then.get(key, 0)

@@ -24,6 +24,7 @@ from stream_app.errors import RuleError, RuleFileError
 from stream_app.features.derive import FEATURES
 from stream_app.rules.checks import check_expr, expr_problems, names_in, where
 from stream_app.rules.evaluate import LEVELS, Evaluation, evaluate, thresholds_of
+from stream_app.rules.growth_table import GrowthTable
 from stream_app.yaml_source import line_map, load_yaml
 
 __all__ = ["Rule", "Group", "Combination", "Action", "Ruleset", "Evaluation", "LEVELS", "load_rules", "evaluate", "check_files",
@@ -139,6 +140,7 @@ class RuleFile(_Frozen):
     combinations: list[Combination] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
+    growth: GrowthTable | None = None  # the growth list's table (rules/growth_table.py): one file gives it
 
     @field_validator("segments")
     @classmethod
@@ -182,6 +184,7 @@ class Ruleset:
     combinations: tuple[tuple[Combination, ast.AST | None], ...] = ()
     segments: tuple[tuple[str, ast.AST], ...] = ()
     actions: tuple[Action, ...] = ()
+    growth: GrowthTable = GrowthTable()
 
     @property
     def ids(self) -> list[str]:
@@ -272,6 +275,7 @@ class _Read:
     segments: dict[str, ast.AST]
     files: list[Path]
     actions: list[Action]
+    growth: GrowthTable
 
 
 def _read(paths: list[Path]) -> _Read:
@@ -283,6 +287,7 @@ def _read(paths: list[Path]) -> _Read:
     combination_files: list[Path] = []
     segments: dict[str, ast.AST] = {}
     actions: list[Action] = []
+    growth: dict[Path, GrowthTable] = {}
     seen: dict[str, str] = {}
     files = rule_files(paths)
     for f in files:
@@ -297,6 +302,7 @@ def _read(paths: list[Path]) -> _Read:
             rules += compiled
             levels.update(parsed.levels)
             actions += parsed.actions
+            growth |= {f: parsed.growth} if parsed.growth is not None else {}
             segments.update({name: SimpleEval.parse(expr) for name, expr in parsed.segments.items()})
             for combo in parsed.combinations:
                 combinations.append((combo, SimpleEval.parse(combo.expr) if combo.expr else None))
@@ -310,9 +316,13 @@ def _read(paths: list[Path]) -> _Read:
         problems.append(RuleError(",".join(map(str, paths)), None, "-", "-", "no rule files found"))
     elif not problems and "default" not in levels:
         problems.append(RuleError(str(files[0]), None, "-", "levels", "a 'default' entry is required"))
+    if len(growth) > 1:
+        problems.append(RuleError(str(list(growth)[1]), None, "-", "growth", f"a second growth table, with "
+                                                                           f"{list(growth)[0]}; keep one"))
     regional = region_files(paths)
     rules, region_problems = _with_regions(rules, regional, tuple(segments))
-    return _Read(problems + region_problems, rules, levels, combinations, segments, files + regional, actions)
+    return _Read(problems + region_problems, rules, levels, combinations, segments, files + regional, actions,
+                 next(iter(growth.values()), GrowthTable()))
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -376,4 +386,4 @@ def load_rules(paths: list[Path]) -> Ruleset:
     if read.problems:
         raise RuleFileError(read.problems)
     return Ruleset(tuple(read.rules), read.levels, tuple(str(f) for f in read.files), tuple(read.combinations),
-                   tuple(read.segments.items()), tuple(read.actions))
+                   tuple(read.segments.items()), tuple(read.actions), read.growth)

@@ -58,6 +58,8 @@ class Topics(BaseSettings):
     calls_monthly: str = Field(default="churn.calls.monthly", description="output: each month's warning list, JSON")
     calls_winback: str = Field(default="churn.calls.winback",
                                description="output: the win-back list of customers who left, JSON")
+    calls_growth: str = Field(default="churn.calls.growth",
+                              description="output: the growth list of customers nearing the mid/high-end line, JSON")
 
     def inputs(self) -> tuple[str, ...]:
         """The topics that update customer state, in the order their offsets are stored

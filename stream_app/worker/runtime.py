@@ -15,7 +15,7 @@ import msgspec
 from aiokafka import TopicPartition
 from redis.exceptions import RedisError
 
-from stream_app.alerts.call_plan import observe_call_plan
+from stream_app.alerts.call_plan import observe_call_plan, observe_lists
 from stream_app.alerts.ledger import AlertLedger
 from stream_app.contracts import keys
 from stream_app.features.baseline_counts import BaselineSource
@@ -123,6 +123,7 @@ class Worker:
             self.metrics.customers.set(await self.processor.store.customers())
             self.health.redis_answered_at = time.monotonic()
             observe_call_plan(self.metrics, await self.client.hgetall(keys.CALL_PLAN))
+            observe_lists(self.metrics, await self.client.hgetall(keys.LISTS), self.settings.zone)
         except RedisError as exc:
             log.warning("Redis did not answer the health check: %s", exc)
         self.metrics.ready.set(int(self.health()[0]))  # for dashboards, which cannot probe /readyz

@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from stream_app.cli import main
 from stream_app.connect.topic_reader import read_topic
 from stream_app.connect.topics import ensure_topics
-from stream_app.contracts.events import WinbackEntry
+from stream_app.contracts.lists import WinbackEntry
 from stream_app.settings import Settings, Topics
 from tests.unit.test_winback import TODAY, left, warned
 

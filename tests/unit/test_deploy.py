@@ -28,7 +28,8 @@ def exported() -> set[str]:
                   metrics.rule_fired.labels("r"), metrics.redis_seconds.labels("load"), metrics.rules_reloads.labels("ok"),
                   metrics.consumer_lag.labels("cdr", "0"), metrics.suppressed.labels("cooldown"),
                   metrics.call_plan.labels("called"), metrics.baseline.labels("mass", "mou_out_mom", "10"),
-                  metrics.churned.labels("port_out", "other")):
+                  metrics.churned.labels("port_out", "other"), metrics.list_customers.labels("growth"),
+                  metrics.list_value.labels("growth")):
         child.inc() if hasattr(child, "inc") else child.observe(0.001)
     return {s.name for family in registry.collect() for s in family.samples}
 

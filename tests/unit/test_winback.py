@@ -8,11 +8,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
+import pytest
 
 from stream_app.alerts.winback import HALF_LIFE_DAYS, winback_list
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.reports.list_charts import winback_figure
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 
@@ -54,6 +56,11 @@ def test_leavers_are_ranked_by_value_fading_with_time_and_say_what_was_known_and
     assert (control.warned, control.control, control.called) == ("high", True, None)
     assert (revenue.warned, revenue.kind, revenue.tenure_days) == (None, "revenue", 900)
     assert msgspec.json.decode(msgspec.json.encode(recent))["left_on"] == "2026-10-21"
+    # The chart adds up to the list: everyone once, in the week bars, with their value, stacked by why.
+    fig = winback_figure(listed, "win-back")
+    count, value = ([sum(p.get_height() for p in ax.patches) for ax in fig.axes])
+    assert count == len(listed) and value == pytest.approx(sum(e.monthly_value for e in listed))
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["101 price", "revenue"]
 
 
 def test_on_the_simulator_the_list_holds_the_customers_who_really_left_with_their_reasons() -> None:

@@ -1,0 +1,172 @@
+"""`churnwatch calls winback|growth`: the lifecycle's lists beside the warnings. The win-back list of
+customers who left is read from the topics the workers write (churn events, alerts, outcomes); the
+growth list of customers approaching the mid/high-end line from the state they keep in Redis. Each
+shows as a table, and goes to a CSV file, its topic and a chart; its size goes to Redis, where the
+workers export it as metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import msgspec
+from rich.table import Table
+
+from stream_app.alerts.growth import growth_candidates, ranked
+from stream_app.alerts.winback import winback_list
+from stream_app.cli.common import kafka_reachable, produce_records, read_rules, read_settings
+from stream_app.cli.report import report_console
+from stream_app.connect.redis import connect_redis_sync
+from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
+from stream_app.connect.topics import WINBACK_DAYS
+from stream_app.contracts import keys
+from stream_app.contracts.events import REASON_CODES
+from stream_app.contracts.lists import GrowthEntry, WinbackEntry
+from stream_app.settings import Settings
+
+__all__ = ["winback", "growth", "list_fields"]
+
+_csv = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
+_plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the list's chart (PNG).")
+_json = click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
+_budget = click.option("--budget", type=click.IntRange(1), help="Customers to list at most (default: all).")
+
+
+@click.command("winback")
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]),
+              help="The list's day, YYYY-MM-DD (default: the newest day a churn is known for).")
+@click.option("--days", default=60, show_default=True, type=click.IntRange(1, WINBACK_DAYS),
+              help="Who left in these days (the topics keep the churn events and alerts it needs).")
+@_budget
+@_csv
+@click.option("--produce", is_flag=True, help="Send the list to the win-back topic, in priority order.")
+@_plot
+@_json
+def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce: bool, plot: Path | None,
+            as_json: bool) -> None:
+    """Customers who left (or cut their spend) lately, worth most to win back first: their value before,
+    the reason, tenure, and whether they were warned, called or in the control group."""
+    settings = read_settings()
+    if not settings.kafka_bootstrap:
+        raise click.UsageError("KAFKA_BOOTSTRAP is not set: the win-back list reads churn events, alerts and outcomes")
+    kafka_reachable(settings)
+    _check_outputs(settings, False, plot)
+    churns = list(read_churn_events(settings))
+    newest = max((date.fromordinal(c.day) for c in churns), default=datetime.now(settings.zone).date())
+    as_of = day_.date() if day_ else newest
+    listed = winback_list(churns, read_alerts(settings), read_outcomes(settings), as_of, days, settings.zone)
+    listed = listed[:budget] if budget else listed
+    title = f"Win-back list for {as_of}: {len(listed)} customers who left in {days} days"
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "customer", "left on", "why", "monthly value", "tenure", "warned", "called", "priority"):
+        table.add_column(name, justify="right" if name in ("#", "monthly value", "tenure", "priority") else "left")
+    for e in listed[:50]:
+        why = e.kind if e.reason_code is None else f"{e.kind} {e.reason_code} {REASON_CODES.get(e.reason_code, '')}"
+        table.add_row(str(e.rank), e.customer_id, e.left_on, why.strip(), f"{e.monthly_value:,.2f}",
+                      f"{e.tenure_days} d", ("control " if e.control else "") + (e.warned or "-"), e.called or "-",
+                      f"{e.priority:,.2f}")
+    report_console(as_json).print(table)
+    summary = {"day": as_of.isoformat(), "days": days, "customers": len(listed),
+               "monthly_value": round(sum(e.monthly_value for e in listed), 2),
+               "warned": sum(e.warned is not None for e in listed),
+               "reached": sum(e.called not in (None, "not_reached") for e in listed)}
+    _outputs(settings, WinbackEntry, listed, summary, csv_path, settings.topics.calls_winback if produce else None,
+             plot, title)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+@click.command("growth")
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]),
+              help="The list's day, YYYY-MM-DD (default: today in CHURNWATCH_TIMEZONE); its last three complete "
+                   "months are judged.")
+@_budget
+@_csv
+@click.option("--produce", is_flag=True, help="Send the list to the growth topic, in priority order.")
+@_plot
+@_json
+def growth(day_, budget: int | None, csv_path: Path | None, produce: bool, plot: Path | None, as_json: bool) -> None:
+    """Potential mid/high-end customers (3-month average spend 100 to 120 yuan) whose spend is rising,
+    nearest the mid/high-end line first, each with an upsell from the growth table (alert_rules)."""
+    from stream_app.windows.scan import read_states
+
+    settings = read_settings()
+    if settings.redis_url is None:
+        raise click.UsageError("REDIS_URL is not set: the growth list reads the customers' state the workers keep")
+    _check_outputs(settings, produce, plot)
+    table_ = read_rules(settings).growth
+    as_of = day_.date() if day_ else datetime.now(settings.zone).date()
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    found: list[GrowthEntry] = []
+    customers = unreadable = billed = 0
+    try:
+        for names, raws in read_states(client):
+            chunk = growth_candidates(names, raws, as_of, settings.zone, table_)
+            found += chunk.entries
+            customers, unreadable, billed = customers + len(names), unreadable + chunk.unreadable, billed + chunk.billed
+    finally:
+        client.close()
+    if customers and not billed:
+        click.echo(f"warning: no postpaid customer has spend in the month before {as_of:%Y-%m}: its bills are not "
+                   f"read yet; --day a later day, or one in the month after the last one billed", err=True)
+    listed = ranked(found)[:budget] if budget else ranked(found)
+    title = f"Growth list for {as_of}: {len(listed)} customers growing towards the mid/high-end line"
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "customer", "3-month spend", "last month", "growth a month", "minutes", "months to line",
+                 "growing", "upsell"):
+        table.add_column(name, justify="left" if name in ("customer", "growing", "upsell") else "right")
+    for e in listed[:50]:
+        table.add_row(str(e.rank), e.customer_id, f"{e.arpu_3m:,.2f}", f"{e.arpu_m1:,.2f}", f"{e.growth:+,.2f}",
+                      f"{e.mou_out_m1:,.0f}", f"{e.months_to_line:.1f}", e.driver, e.upsell)
+    report_console(as_json).print(table)
+    summary = {"day": as_of.isoformat(), "month": listed[0].month if listed else None, "customers": len(listed),
+               "monthly_value": round(sum(e.arpu_3m for e in listed), 2), "read": customers,
+               "unreadable": unreadable, "by_driver": {d: sum(e.driver == d for e in listed)
+                                                       for d in ("voice", "data")}}
+    _outputs(settings, GrowthEntry, listed, summary, csv_path, settings.topics.calls_growth if produce else None,
+             plot, title)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _check_outputs(settings: Settings, produce: bool, plot: Path | None) -> None:
+    """Before the work: the broker a list is produced to, and a chart format matplotlib writes."""
+    if produce and not settings.kafka_bootstrap:
+        raise click.UsageError("KAFKA_BOOTSTRAP is not set: --produce sends the list to its topic")
+    if produce:
+        kafka_reachable(settings)
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise click.UsageError(f"--plot {plot}: the chart is written as .png, .svg or .pdf")
+
+
+def list_fields(name: str, summary: dict[str, Any]) -> dict[str, str]:
+    """What the workers export about a list last produced (kept in Redis at `keys.LISTS`)."""
+    return {f"{name}|customers": str(summary["customers"]), f"{name}|monthly_value": str(summary["monthly_value"]),
+            f"{name}|day": summary["day"]}
+
+
+def _outputs(settings: Settings, kind: type[WinbackEntry] | type[GrowthEntry],
+             listed: Sequence[WinbackEntry] | Sequence[GrowthEntry], summary: dict[str, Any], csv_path: Path | None,
+             topic: str | None, plot: Path | None, title: str) -> None:
+    name = "winback" if kind is WinbackEntry else "growth"
+    if csv_path is not None:
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, kind.__struct_fields__)
+            writer.writeheader()
+            writer.writerows(msgspec.structs.asdict(e) for e in listed)
+    if plot is not None:
+        from stream_app.reports.list_charts import growth_chart, winback_chart
+
+        (winback_chart if name == "winback" else growth_chart)(listed, title, plot)  # type: ignore[arg-type]
+    if topic is not None:
+        produce_records(settings, topic, [(e.customer_id, msgspec.json.encode(e)) for e in listed])
+        if settings.redis_url is not None:  # the list in force: the workers export its size
+            client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+            try:
+                client.hset(keys.LISTS, mapping=list_fields(name, summary))
+            finally:
+                client.close()
