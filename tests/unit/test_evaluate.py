@@ -35,6 +35,19 @@ def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatc
     assert report["champion"] in ("online", "boosted") and report["refits"] >= 0
 
 
+def test_evaluate_lists_measures_both_lifecycle_lists_against_the_simulators_truth(monkeypatch) -> None:
+    monkeypatch.setenv("CHURNWATCH_RULES_DIR", str(REPO / "alert_rules"))
+    result = CliRunner().invoke(main, ["evaluate", "--lists", "--customers", "120", "--days", "100", "--seed", "5",
+                                       "--monthly-churn", "0.08", "--grow-share", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["customers"], report["day"]) == (120, "2026-11-08")
+    assert report["growers"] > 20 and 0 < report["rising"] and report["rising_precision"] >= 0.8
+    # Every voluntary leaver of the 60 days is on the win-back list, which holds revenue churners too.
+    assert report["winback_truth"] > 0 and report["winback_recall"] == 1.0
+    assert report["winback_listed"] >= report["winback_truth"]
+
+
 def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
     # One call a week among two customers over three weeks; "a" always scores highest, and
     # churns within the horizon, "b" never does.
