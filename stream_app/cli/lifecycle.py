@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +31,7 @@ from stream_app.settings import Settings
 __all__ = ["winback", "growth", "list_fields"]
 
 _csv = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
-_plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the list's chart (PNG).")
+_plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the list's chart (.png, .svg or .pdf).")
 _json = click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
 _budget = click.option("--budget", type=click.IntRange(1), help="Customers to list at most (default: all).")
 
@@ -123,7 +123,8 @@ def growth(day_, budget: int | None, csv_path: Path | None, produce: bool, plot:
         table.add_row(str(e.rank), e.customer_id, f"{e.arpu_3m:,.2f}", f"{e.arpu_m1:,.2f}", f"{e.growth:+,.2f}",
                       f"{e.mou_out_m1:,.0f}", f"{e.months_to_line:.1f}", e.driver, e.upsell)
     report_console(as_json).print(table)
-    summary = {"day": as_of.isoformat(), "month": listed[0].month if listed else None, "customers": len(listed),
+    last_month = (as_of.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    summary = {"day": as_of.isoformat(), "month": last_month, "customers": len(listed),
                "monthly_value": round(sum(e.arpu_3m for e in listed), 2), "read": customers,
                "unreadable": unreadable, "by_driver": {d: sum(e.driver == d for e in listed)
                                                        for d in ("voice", "data")}}
