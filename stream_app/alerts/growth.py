@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 
-from stream_app.contracts.calendar import month_label, months_of_days
+from stream_app.contracts.calendar import month_label, month_of_day
 from stream_app.contracts.lists import GrowthEntry
 from stream_app.contracts.segments import MID_HIGH_MOU, MID_HIGH_SPEND
 from stream_app.features.derive import derive
@@ -60,15 +60,12 @@ def growth_candidates(customers: list[str], raws: Sequence[bytes | None], day: d
         mou_months = np.where(f["mou_out_m1"] >= MID_HIGH_MOU, 0.0,
                               np.where(mou_pace > 0, (MID_HIGH_MOU - f["mou_out_m1"]) / mou_pace, np.inf))
     months = np.maximum(spend_months, mou_months)
-    unreadable = {i for i, _ in w.quarantined}
     on = rising(f, table.min_monthly_growth) & (f["potential_mid_high_end"] > 0) & (f["mid_high_end"] == 0) \
         & np.isfinite(months)
     driver = np.where(f["data_mom"] > f["mou_out_mom"], "data", "voice")
-    month = month_label(int(months_of_days(np.array([day.toordinal()]))[0]) - 1)
+    month = month_label(month_of_day(day.toordinal()) - 1)
     entries = []
-    for i in np.nonzero(on)[0]:
-        if i in unreadable:
-            continue
+    for i in np.nonzero(on)[0]:  # an unreadable state loads empty: never on the list
         tier = VIP_TIERS[int(w.rec["vip"][i])]
         entries.append(GrowthEntry(
             rank=1, day=day.isoformat(), month=month, customer_id=customers[i], arpu_3m=round(float(avg[i]), 2),
@@ -78,7 +75,7 @@ def growth_candidates(customers: list[str], raws: Sequence[bytes | None], day: d
             upsell=table.upsell_for(str(driver[i]), tier), vip_tier=tier,
             region=w.text[i].region if w.text[i] else "", tenure_days=int(f["tenure_days"][i])))
     billed = int(((f["prepaid"] == 0) & (m1 > 0)).sum())
-    return Found(entries, len(unreadable), billed)
+    return Found(entries, len(w.quarantined), billed)
 
 
 def spend_slope(f: dict[str, np.ndarray]) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +24,7 @@ from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
 from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts import keys
+from stream_app.contracts.calendar import month_label, month_of_day
 from stream_app.contracts.events import REASON_CODES
 from stream_app.contracts.lists import GrowthEntry, WinbackEntry
 from stream_app.settings import Settings
@@ -31,7 +32,8 @@ from stream_app.settings import Settings
 __all__ = ["winback", "growth", "list_fields"]
 
 _csv = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
-_plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Draw the list's chart (.png, .svg or .pdf).")
+_plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Draw the list's chart (.png, .svg or .pdf).")
 _json = click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
 _budget = click.option("--budget", type=click.IntRange(1), help="Customers to list at most (default: all).")
 
@@ -123,8 +125,8 @@ def growth(day_, budget: int | None, csv_path: Path | None, produce: bool, plot:
         table.add_row(str(e.rank), e.customer_id, f"{e.arpu_3m:,.2f}", f"{e.arpu_m1:,.2f}", f"{e.growth:+,.2f}",
                       f"{e.mou_out_m1:,.0f}", f"{e.months_to_line:.1f}", e.driver, e.upsell)
     report_console(as_json).print(table)
-    last_month = (as_of.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
-    summary = {"day": as_of.isoformat(), "month": last_month, "customers": len(listed),
+    judged = month_label(month_of_day(as_of.toordinal()) - 1)
+    summary = {"day": as_of.isoformat(), "month": judged, "customers": len(listed),
                "monthly_value": round(sum(e.arpu_3m for e in listed), 2), "read": customers,
                "unreadable": unreadable, "by_driver": {d: sum(e.driver == d for e in listed)
                                                        for d in ("voice", "data")}}

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 __all__ = ["EPOCH_ORDINAL", "LocalClock", "local_clock", "local_days", "month_index", "month_label", "month_of_day",
-           "month_of_label", "months_of_days"]
+           "first_day", "month_of_label", "months_of_days"]
 
 EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): unix days to day ordinals
 
@@ -54,6 +54,16 @@ def month_of_day(ordinal: int) -> int:
     """
     day = date.fromordinal(ordinal)
     return month_index(day.year, day.month)
+
+
+def first_day(index: int) -> int:
+    """The day ordinal of a `month_index`'s first day.
+
+    >>> date.fromordinal(first_day(month_index(2026, 2)))
+    datetime.date(2026, 2, 1)
+    """
+    year, month = divmod(index, 12)
+    return date(year, month + 1, 1).toordinal()
 
 
 def months_of_days(ordinals: np.ndarray) -> np.ndarray:

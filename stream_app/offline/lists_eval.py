@@ -13,6 +13,7 @@ import numpy as np
 
 from stream_app.alerts.growth import growth_candidates, ranked, rising
 from stream_app.alerts.winback import winback_list
+from stream_app.contracts.calendar import first_day, month_of_day
 from stream_app.features.derive import derive
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
@@ -82,11 +83,8 @@ def evaluate_lists(settings: Settings, rules: Callable[[], Ruleset], cfg: SimCon
 def _judged_months(day: date) -> tuple[str, str]:
     """The first day of the three complete months before `day`'s, and the first of the last of them:
     a grower shows rising when their growth spans them."""
-    first = day.replace(day=1)
-    for _ in range(3):
-        first = (first - timedelta(days=1)).replace(day=1)
-    last = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
-    return str(first), str(last)
+    month = month_of_day(day.toordinal())
+    return str(date.fromordinal(first_day(month - 3))), str(date.fromordinal(first_day(month - 1)))
 
 
 def _share(hits: np.ndarray) -> float | None:

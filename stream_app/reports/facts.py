@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from stream_app.contracts import segments
-from stream_app.contracts.calendar import local_clock, month_index, month_label, month_of_day, months_of_days
+from stream_app.contracts.calendar import first_day, local_clock, month_index, month_label, month_of_day, months_of_days
 from stream_app.contracts.events import ChurnEvent
 from stream_app.contracts.inputs import Input
 from stream_app.metrics import region_label
@@ -290,16 +290,10 @@ def _mid_high_months(w: Windows, i: int, first: int, end: int) -> collections.Co
         if segments.mid_high(spend[k], mou[k]):
             counts[f"{month_label(m)}|mid_high"] += 1
             counts[f"{month_label(m)}|mid_high_revenue_fen"] += int(revenue[k])
-            known = k + 1 < N_MONTHS and oldest is not None and oldest < m and activated <= _first_day(m - 1)
+            known = k + 1 < N_MONTHS and oldest is not None and oldest < m and activated <= first_day(m - 1)
             if known and not segments.mid_high(spend[k + 1], mou[k + 1]):
                 counts[f"{month_label(m)}|mid_high_new"] += 1
     return counts
-
-
-def _first_day(month: int) -> int:
-    """The ordinal of a `month_index`'s first day."""
-    year, m = divmod(month, 12)
-    return date(year, m + 1, 1).toordinal()
 
 
 def _compared(key: str, first: str) -> bool:
