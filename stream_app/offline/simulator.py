@@ -17,6 +17,8 @@ from typing import Iterator, NamedTuple
 import msgspec
 import numpy as np
 
+from stream_app.offline.contacts import Contacts
+
 __all__ = ["SimConfig", "SimRecord", "Truth", "Simulator"]
 
 TZ = timezone(timedelta(hours=8))
@@ -117,6 +119,7 @@ class Simulator:
                                  for d in range(cfg.days)])  # and the weekend, on top
         self.counts = {k: np.zeros((n, cfg.days), np.int16) for k in COUNTED} if cfg.keep_counts else {}
         self.truth = [Truth(c, "stable") for c in self.ids]
+        self.contacts = Contacts(self.ids, cfg.seed)
         self._ramp: dict[int, tuple[int, np.ndarray]] = {}  # decliners: first day, usage multipliers
         self._plan_patterns()
         self._delayed: dict[int, list[SimRecord]] = {}
@@ -293,15 +296,19 @@ class Simulator:
             for _ in range(count):
                 secs = int(rng.exponential(self.duration[i]))
                 off = rng.random() < min(0.95, self.offnet[i] + self.offnet_extra[i, d])
-                peer = self._peer(i, d)
+                rank = self._rank(i, d)
+                j = self.contacts.on_net(i, rank)
+                peer, network, competitor = self.contacts.call(i, rank, off, self.exit_day[j] <= d,
+                                                               self.truth[j].churn_kind == "port_out")
                 drop = rng.random() < self.dropped[i] * self.drop_mult[i, d]
-                offnet, dropped = offnet + off, dropped + drop
-                body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=peer,
-                                 peer_network="off_net" if off else "on_net",
+                offnet, dropped = offnet + (network == "off_net"), dropped + drop
+                body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=peer, peer_network=network,
                                  termination="dropped" if drop else "normal",
                                  long_distance=bool(rng.random() < 0.1), roaming=bool(rng.random() < 0.02))
                 if off:
-                    body["competitor"] = "op-b" if rng.random() < 0.6 else "op-c"
+                    rng.random()  # the draw that once chose the competitor, kept: a seed gives the traffic it gave
+                if competitor is not None:
+                    body["competitor"] = competitor
                 self._emit(out, "cdr", c, body, d)
                 minutes += secs / 60 if kind == "MO" else 0
         if self.counts:
@@ -312,7 +319,7 @@ class Simulator:
                                                  peer_network="on_net", customer_service=True), d)
         for _ in range(n["sms"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "sms", "MO" if rng.random() < 0.5 else "MT",
-                                                 peer_id=self._peer(i, d)), d)
+                                                 peer_id=self.ids[self.contacts.on_net(i, self._rank(i, d))]), d)
         for _ in range(n["data"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "data", "MO",
                                                  data_bytes=int(rng.exponential(self.data_mb[i] / 2) * 1e6)), d)
@@ -327,12 +334,11 @@ class Simulator:
                 self.balance[i] += amount
                 self._billing(out, i, d, midnight + timedelta(hours=int(rng.integers(8, 22))), "recharge", amount=amount)
 
-    def _peer(self, i: int, d: int) -> str:
-        """Someone from the customer's circle: a few close contacts get most calls; a
-        customer in decline keeps only the closest."""
+    def _rank(self, i: int, d: int) -> int:
+        """The rank of the contact in the customer's circle who takes a call or message: a few close
+        contacts get most; a customer in decline keeps only the closest (`contacts.py` says who)."""
         size = max(1, int(self.circle[i] * min(1.0, 0.3 + self.mult[i, d])))
-        k = min(int(self.rng.zipf(1.6)) - 1, size - 1)
-        return f"86139{(i * 7919 + k * 104729) % 10**8:08d}"
+        return min(int(self.rng.zipf(1.6)) - 1, size - 1)
 
     def _cdr(self, c: str, midnight: datetime, kind: str, direction: str, **extra: object) -> dict:
         ts = midnight + timedelta(seconds=int(self.rng.integers(6 * 3600, 86400)))
@@ -349,6 +355,13 @@ class Simulator:
         for i in np.nonzero((~self.prepaid) & (self.exit_day > d) & (self.accrued > 0))[0]:
             self._billing(out, i, d, ts, "bill", amount=round(float(self.accrued[i]), 2), period=last_month)
         self.accrued[~self.prepaid] = 0.0
+
+    def competitor_truth(self) -> dict[str, tuple[str, float]]:
+        """Number -> (competitor, monthly spend) of the competitors' customers our base calls:
+        the off-net people, and the customers of ours who ported out by the last day."""
+        leavers = {i: float(self.fee[i]) for i, t in enumerate(self.truth)
+                   if t.churn_kind == "port_out" and self.exit_day[i] < self.cfg.days}
+        return self.contacts.truth(leavers)
 
     def truth_lines(self) -> Iterator[bytes]:
         for t in self.truth:

