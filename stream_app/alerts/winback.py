@@ -12,6 +12,9 @@ The priority is the monthly value times the chance the customer can still be won
 halve every `HALF_LIFE_DAYS` after they left: a leaver's new contract and number settle in, and a
 call a week after is worth more than one after a quarter. The half-life is an assumption stated
 here, not fitted; `--days` bounds the window.
+
+A customer who ported out kept their number: customers of ours who still call them show in the
+off-net book under it (`with_contacts`), the leaver's usual contacts who are still ours.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from stream_app.alerts.campaign import latest_outcomes
 from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
 from stream_app.contracts.lists import WinbackEntry
+from stream_app.windows.book import ACQUAINTANCES, Entry, distinct
 
-__all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "winback_list"]
+__all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "winback_list", "with_contacts"]
 
 HALF_LIFE_DAYS = 30
 WARNED_DAYS = WINBACK_DAYS  # an alert this many days before the exit at most counts as a warning of it
@@ -66,6 +70,20 @@ def _entry(c: ChurnEvent, warnings: list[Alert], answered: dict[str, Outcome], a
         segment=c.segment, days_since=since, warned=strongest.level if strongest else None,
         control=any(a.holdout for a in warnings), called=calls[-1].result if calls else None,
         priority=round(c.arpu * 0.5 ** (since / HALF_LIFE_DAYS), 2))
+
+
+def with_contacts(entries: Iterable[WinbackEntry], found: dict[str, Entry], ours: set[str]) -> list[WinbackEntry]:
+    """The port-outs of `entries` with their contacts from the book: `found`, the book's record of
+    each leaver's number since they left (alerts/competitor.contacts_of); `ours`, who of the
+    customers named there is still ours."""
+    out = []
+    for e in entries:
+        if e.kind == "port_out":
+            book = found.get(e.customer_id, Entry())
+            e = msgspec.structs.replace(e, contacts_with_us=distinct(book.sketch),
+                                        known_by=[c for c in book.acquaintances if c in ours][:ACQUAINTANCES])
+        out.append(e)
+    return out
 
 
 def _ranked(entry: WinbackEntry, rank: int) -> WinbackEntry:

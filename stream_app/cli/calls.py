@@ -1,4 +1,4 @@
-"""`churnwatch calls daily|monthly|winback|growth`: the call centre's daily call list within its
+"""`churnwatch calls daily|monthly|winback|growth|competitor`: the call centre's daily call list within its
 budget and the monthly warning list, from the alerts on `churn.alerts`, as a table, a CSV file and
 a topic; the lifecycle's other lists are in cli/lifecycle.py."""
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from stream_app.alerts.call_plan import for_call_centre, monthly_list, plan_days, summary_fields
 from stream_app.cli.common import kafka_reachable, produce_records
-from stream_app.cli.lifecycle import growth, winback
+from stream_app.cli.lifecycle import competitor, growth, winback
 from stream_app.cli.report import month_option, report_console
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts
@@ -38,6 +38,7 @@ def calls() -> None:
 
 calls.add_command(winback)
 calls.add_command(growth)
+calls.add_command(competitor)
 
 
 @calls.command("daily")

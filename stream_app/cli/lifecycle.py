@@ -1,8 +1,9 @@
-"""`churnwatch calls winback|growth`: the lifecycle's lists beside the warnings. The win-back list of
-customers who left is read from the topics the workers write (churn events, alerts, outcomes); the
-growth list of customers approaching the mid/high-end line from the state they keep in Redis. Each
-shows as a table, and goes to a CSV file, its topic and a chart; its size goes to Redis, where the
-workers export it as metrics."""
+"""`churnwatch calls winback|growth|competitor`: the lifecycle's lists beside the warnings. The
+win-back list of customers who left is read from the topics the workers write (churn events,
+alerts, outcomes); the growth list of customers approaching the mid/high-end line from the state
+they keep in Redis, and the competitor list from their off-net book there. Each shows as a table,
+and goes to a CSV file, its topic and a chart; its size goes to Redis, where the workers export it
+as metrics."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import click
 import msgspec
 from rich.table import Table
 
+from stream_app.alerts.competitor import OurBase, competitor_list, contacts_of, months_read, still_ours
 from stream_app.alerts.growth import growth_candidates, ranked
-from stream_app.alerts.winback import winback_list
+from stream_app.alerts.winback import winback_list, with_contacts
 from stream_app.cli.common import kafka_reachable, produce_records, read_rules, read_settings
 from stream_app.cli.report import report_console
 from stream_app.connect.redis import connect_redis_sync
@@ -26,10 +28,13 @@ from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts import keys
 from stream_app.contracts.calendar import month_label, month_of_day
 from stream_app.contracts.events import REASON_CODES
-from stream_app.contracts.lists import GrowthEntry, WinbackEntry
+from stream_app.contracts.lists import CompetitorEntry, GrowthEntry, WinbackEntry
 from stream_app.settings import Settings
 
-__all__ = ["winback", "growth", "list_fields"]
+__all__ = ["winback", "growth", "competitor", "list_fields"]
+
+Entry = WinbackEntry | GrowthEntry | CompetitorEntry
+_NAMES = {WinbackEntry: "winback", GrowthEntry: "growth", CompetitorEntry: "competitor"}
 
 _csv = click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the list here.")
 _plot = click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,25 +66,47 @@ def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce:
     newest = max((date.fromordinal(c.day) for c in churns), default=datetime.now(settings.zone).date())
     as_of = day_.date() if day_ else newest
     listed = winback_list(churns, read_alerts(settings), read_outcomes(settings), as_of, days, settings.zone)
-    listed = listed[:budget] if budget else listed
+    listed = _contacts(settings, listed[:budget] if budget else listed, as_of, days)
     title = f"Win-back list for {as_of}: {len(listed)} customers who left in {days} days"
     table = Table(title=title, title_justify="left")
-    for name in ("#", "customer", "left on", "why", "monthly value", "tenure", "warned", "called", "priority"):
-        table.add_column(name, justify="right" if name in ("#", "monthly value", "tenure", "priority") else "left")
+    for name in ("#", "customer", "left on", "why", "monthly value", "tenure", "warned", "called", "contacts ours",
+                 "priority"):
+        table.add_column(name, justify="right" if name in ("#", "monthly value", "tenure", "contacts ours", "priority")
+                         else "left")
     for e in listed[:50]:
         why = e.kind if e.reason_code is None else f"{e.kind} {e.reason_code} {REASON_CODES.get(e.reason_code, '')}"
         table.add_row(str(e.rank), e.customer_id, e.left_on, why.strip(), f"{e.monthly_value:,.2f}",
                       f"{e.tenure_days} d", ("control " if e.control else "") + (e.warned or "-"), e.called or "-",
-                      f"{e.priority:,.2f}")
+                      "-" if e.contacts_with_us is None else str(e.contacts_with_us), f"{e.priority:,.2f}")
     report_console(as_json).print(table)
     summary = {"day": as_of.isoformat(), "days": days, "customers": len(listed),
                "monthly_value": round(sum(e.monthly_value for e in listed), 2),
                "warned": sum(e.warned is not None for e in listed),
-               "reached": sum(e.called not in (None, "not_reached") for e in listed)}
+               "reached": sum(e.called not in (None, "not_reached") for e in listed),
+               "with_contacts_ours": sum(bool(e.known_by) for e in listed)}
     _outputs(settings, WinbackEntry, listed, summary, csv_path, settings.topics.calls_winback if produce else None,
              plot, title)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _contacts(settings: Settings, listed: list[WinbackEntry], as_of: date, days: int) -> list[WinbackEntry]:
+    """The port-outs' contacts still ours, from the off-net book, when the workers keep one (REDIS_URL)."""
+    if settings.redis_url is None or not settings.competitor_days or not any(e.kind == "port_out" for e in listed):
+        return listed
+    from stream_app.windows.scan import read_book, read_some
+    from stream_app.windows.state import Windows
+
+    now = month_of_day(as_of.toordinal())
+    months = [month_label(m) for m in range(month_of_day(as_of.toordinal() - days + 1), now + 1)]
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    try:
+        found = contacts_of(read_book(client, months), [e.customer_id for e in listed if e.kind == "port_out"])
+        named = sorted({c for e in found.values() for c in e.acquaintances})
+        w = Windows.load(named, read_some(client, named))
+    finally:
+        client.close()
+    return with_contacts(listed, found, {named[i] for i in still_ours(w).nonzero()[0]})
 
 
 @click.command("growth")
@@ -136,6 +163,57 @@ def growth(day_, budget: int | None, csv_path: Path | None, produce: bool, plot:
         click.echo(json.dumps(summary))
 
 
+@click.command("competitor")
+@click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]),
+              help="The list's day, YYYY-MM-DD (default: today in CHURNWATCH_TIMEZONE).")
+@click.option("--months", default=2, show_default=True, type=click.IntRange(1, 13),
+              help="Calls of the list's month and the months before it, as far as CHURNWATCH_COMPETITOR_DAYS keeps.")
+@click.option("--competitor", "name", help="Only this competitor, as the CDRs name it.")
+@_csv
+@click.option("--produce", is_flag=True, help="Send the list to the competitor topic, each competitor's widest first.")
+@_plot
+@_json
+def competitor(day_, months: int, name: str | None, csv_path: Path | None, produce: bool, plot: Path | None,
+               as_json: bool) -> None:
+    """The competitors' customers our base talks to most widely (CHURNWATCH_COMPETITOR_TOP per competitor),
+    with their likely spend and customers of ours who know them, for a member-get-member offer."""
+    from stream_app.windows.scan import read_book, read_states
+
+    settings = read_settings()
+    if settings.redis_url is None:
+        raise click.UsageError("REDIS_URL is not set: the competitor list reads the off-net book the workers keep")
+    if not settings.competitor_days:
+        raise click.UsageError("CHURNWATCH_COMPETITOR_DAYS is 0: the workers keep no off-net book to list from")
+    _check_outputs(settings, produce, plot)
+    as_of = day_.date() if day_ else datetime.now(settings.zone).date()
+    client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
+    ours = OurBase(as_of, settings.zone)
+    try:
+        book = read_book(client, months_read(as_of, months))
+        for names, raws in read_states(client):
+            ours.add(names, raws)
+    finally:
+        client.close()
+    listed = competitor_list(book, ours.base, as_of, months, settings.competitor_share, settings.competitor_top, name)
+    title = f"Competitor list for {as_of}: {len(listed)} numbers on other networks our base talks to"
+    table = Table(title=title, title_justify="left")
+    for column in ("competitor", "#", "number", "customers of ours", "calls", "minutes", "value estimate", "known by"):
+        table.add_column(column, justify="left" if column in ("competitor", "number", "known by") else "right")
+    for e in listed[:100]:
+        table.add_row(e.competitor or "-", str(e.rank), e.number, f"{e.customers_of_ours:,}", f"{e.calls:,}",
+                      f"{e.minutes:,.0f}", f"{e.value_estimate:,.2f}", ", ".join(e.known_by))
+    report_console(as_json).print(table)
+    summary = {"day": as_of.isoformat(), "months": months, "customers": len(listed), "numbers_seen": len(book),
+               "monthly_value": round(sum(e.value_estimate for e in listed), 2),
+               "yuan_per_minute": round(ours.base.yuan_per_minute, 4),
+               "by_competitor": {c: sum(e.competitor == c for e in listed)
+                                 for c in sorted({e.competitor for e in listed})}}
+    topic = settings.topics.calls_competitor if produce else None
+    _outputs(settings, CompetitorEntry, listed, summary, csv_path, topic, plot, title)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
 def _check_outputs(settings: Settings, produce: bool, plot: Path | None) -> None:
     """Before the work: the broker a list is produced to, and a chart format matplotlib writes."""
     if produce and not settings.kafka_bootstrap:
@@ -152,21 +230,24 @@ def list_fields(name: str, summary: dict[str, Any]) -> dict[str, str]:
             f"{name}|day": summary["day"]}
 
 
-def _outputs(settings: Settings, kind: type[WinbackEntry] | type[GrowthEntry],
-             listed: Sequence[WinbackEntry] | Sequence[GrowthEntry], summary: dict[str, Any], csv_path: Path | None,
-             topic: str | None, plot: Path | None, title: str) -> None:
-    name = "winback" if kind is WinbackEntry else "growth"
+def _outputs(settings: Settings, kind: type[Entry], listed: Sequence[Entry], summary: dict[str, Any],
+             csv_path: Path | None, topic: str | None, plot: Path | None, title: str) -> None:
+    name = _NAMES[kind]
     if csv_path is not None:
         with csv_path.open("w", newline="") as f:
             writer = csv.DictWriter(f, kind.__struct_fields__)
             writer.writeheader()
-            writer.writerows(msgspec.structs.asdict(e) for e in listed)
+            for e in listed:  # a list (the customers who know a number) as one cell
+                row = msgspec.structs.asdict(e)
+                writer.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()})
     if plot is not None:
-        from stream_app.reports.list_charts import growth_chart, winback_chart
+        from stream_app.reports.list_charts import competitor_chart, growth_chart, winback_chart
 
-        (winback_chart if name == "winback" else growth_chart)(listed, title, plot)  # type: ignore[arg-type]
+        charts = {"winback": winback_chart, "growth": growth_chart, "competitor": competitor_chart}
+        charts[name](listed, title, plot)  # type: ignore[operator]
     if topic is not None:
-        produce_records(settings, topic, [(e.customer_id, msgspec.json.encode(e)) for e in listed])
+        produce_records(settings, topic, [(e.number if isinstance(e, CompetitorEntry) else e.customer_id,
+                                           msgspec.json.encode(e)) for e in listed])
         if settings.redis_url is not None:  # the list in force: the workers export its size
             client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
             try:

@@ -33,7 +33,7 @@ from stream_app.reports.monthly import (
     region_counts,
 )
 from stream_app.settings import Settings
-from stream_app.windows.store import read_counts
+from stream_app.windows.scan import read_counts
 
 __all__ = ["report", "month_option", "report_console"]
 

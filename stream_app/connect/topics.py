@@ -28,14 +28,14 @@ def retention_days(settings: Settings) -> dict[str, int]:
     campaign = max(settings.campaign_churn_days + 31, 2 * WINBACK_DAYS + 14)
     return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.labels: 365,
             t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400,
-            t.calls_winback: 400, t.calls_growth: 400}
+            t.calls_winback: 400, t.calls_growth: 400, t.calls_competitor: 400}
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every topic the service uses, co-partitioned, unless it exists already."""
     t = settings.topics
     names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events, t.calls_daily,
-             t.calls_monthly, t.calls_winback, t.calls_growth]
+             t.calls_monthly, t.calls_winback, t.calls_growth, t.calls_competitor]
     keep = retention_days(settings)
     admin = KafkaAdminClient(**client_options(settings, bootstrap), client_id=f"{settings.app_id}-admin")
     try:

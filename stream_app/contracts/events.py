@@ -17,12 +17,13 @@ from typing import Annotated, Callable, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from stream_app.contracts.lists import GrowthEntry, WinbackEntry
+from stream_app.contracts.lists import CompetitorEntry, GrowthEntry, WinbackEntry
 from stream_app.errors import InvalidEvent
 
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
-    "Profile", "Snapshot", "WinbackEntry", "GrowthEntry", "LEVELS", "QUEUES", "QueueName", "TREATMENTS", "Treatment",
+    "Profile", "Snapshot", "WinbackEntry", "GrowthEntry", "CompetitorEntry", "LEVELS", "QUEUES", "QueueName",
+    "TREATMENTS", "Treatment",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
 ]
@@ -313,6 +314,7 @@ CONTRACTS: dict[str, type] = {
     "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
     "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
     "call_list_entry": CallListEntry, "winback_entry": WinbackEntry, "growth_entry": GrowthEntry,
+    "competitor_entry": CompetitorEntry,
 }
 
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "STATE_PATTERN", "customer_of_state", "quarantined_state", "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN", "CALL_PLAN", "LISTS", "MODEL", "MODEL_VERSION", "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS",
-           "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED", "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK",
-           "NOTIFY_DIGEST_INFLIGHT"]
+__all__ = ["PREFIX", "BASELINE_FIELD", "customer_state", "STATE_PATTERN", "customer_of_state", "quarantined_state",
+           "QUARANTINE_TTL_S", "QUARANTINE_INDEX", "report", "REPORT_PATTERN", "applied", "APPLIED_PATTERN",
+           "offnet_book", "offnet_months", "OFFNET_MONTHS_PATTERN", "CALL_PLAN", "LISTS", "MODEL", "MODEL_VERSION",
+           "TRAINER_STATE", "TRAINER_LEASE", "SERVICE_KEYS", "NOTIFY_SENT", "NOTIFY_PENDING", "NOTIFY_DIGESTED",
+           "NOTIFY_DIGEST_DAY", "NOTIFY_DIGEST_LOCK", "NOTIFY_DIGEST_INFLIGHT"]
 
 PREFIX = "cw"
 # Fields of the report hashes (`report`) that hold segment baselines' histograms, not report counters.
@@ -53,6 +55,21 @@ def applied(shard: int) -> str:
 
 
 APPLIED_PATTERN = f"{PREFIX}:{{report-*}}:applied"
+
+
+def offnet_book(shard: int | str, month: str) -> str:
+    """The off-net book of one month on one node (`windows/book.py`): beside the report hash of the
+    same shard, written in the same script as the customers whose calls it counts."""
+    return f"{PREFIX}:{{report-{shard}}}:offnet:{month}"
+
+
+def offnet_months(shard: int | str) -> str:
+    """The months whose off-net book this shard holds (a set), so that a reader finds them and the
+    count of customers leaves them out."""
+    return f"{PREFIX}:{{report-{shard}}}:offnet-months"
+
+
+OFFNET_MONTHS_PATTERN = offnet_months("*")
 CALL_PLAN = f"{PREFIX}:{{calls}}:latest"  # the latest daily call plan's counts, for the workers' metrics
 # The lifecycle lists last produced ("<list>|<figure>" -> value: their day, customers and value), for
 # the workers' metrics: the lists are made by `churnwatch calls`, which serves no metrics itself.

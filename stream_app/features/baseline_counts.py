@@ -10,7 +10,7 @@ from typing import Any
 from stream_app.contracts import keys
 from stream_app.features.baselines import BASELINED, PREFIX, QUANTILES, BaselineRule, Baselines
 from stream_app.metrics import Metrics
-from stream_app.windows.store import read_counts
+from stream_app.windows.scan import read_counts
 
 __all__ = ["BaselineSource", "read_baselines"]
 

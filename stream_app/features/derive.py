@@ -21,7 +21,8 @@ from stream_app.contracts.calendar import local_days, month_index, months_of_day
 from stream_app.settings import Attribute
 from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
 
-__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "own_zscore", "ratio_change", "shortfall_z"]
+__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore", "ratio_change",
+           "shortfall_z"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,11 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
     """Sum of a daily counter over days aged [start, stop) before `now_day`, in its unit."""
     return _by_age(w, now_day, (counter,))[:, start:stop].sum(axis=1)
+
+
+def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
+    """A counter of the month `age` months before each customer's `now_day` (0: its month), in its unit."""
+    return _month(w, months_of_days(now_day), counter, age)
 
 
 def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndarray:

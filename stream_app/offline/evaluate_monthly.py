@@ -42,10 +42,10 @@ from stream_app.model.signing import Signer
 from stream_app.model.validation import auc, budget_figures, lift
 from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
 from stream_app.offline.replay import replay
+from stream_app.rules.in_state import evaluate_rules
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings, checked_attributes
 from stream_app.windows.state import Windows
-from stream_app.worker.pipeline import evaluate_rules
 
 __all__ = ["MonthlyEvaluation", "BUDGETS", "evaluate_monthly"]
 

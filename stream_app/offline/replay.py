@@ -31,6 +31,7 @@ from stream_app.model.signing import Signer
 from stream_app.model.trainer import TrainerCore
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings, Topics
+from stream_app.windows.book import Entry
 from stream_app.windows.store import MemoryWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
@@ -47,6 +48,7 @@ class ReplayResult:
     core: TrainerCore | None = None
     report: dict[str, int] = field(default_factory=dict)  # the report counters (reports/facts.py)
     states: dict[str, bytes] = field(default_factory=dict)  # every customer's state at the end
+    book: dict[str, dict[str, Entry]] = field(default_factory=dict)  # the off-net book, by month (windows/book.py)
     refused: int = 0  # records sent to dead letter
     refusal: str = ""  # the first one's reason, field and detail
 
@@ -174,7 +176,7 @@ async def _replay(records: Iterable[Record], settings: Settings, rules: Callable
     if batch:
         await flush()
     result.seconds = time.perf_counter() - started
-    result.report, result.states = dict(store.report), store.data
+    result.report, result.states, result.book = dict(store.report), store.data, store.book
     return result
 
 

@@ -1,6 +1,7 @@
-"""Charts of the lifecycle's lists (`calls winback|growth --plot`), drawn from the list's own
-entries, so the chart adds up to the table: who is on it, how soon or how long ago, and what
-they are worth, stacked by what a manager acts on (the reason they left, what is growing)."""
+"""Charts of the lifecycle's lists (`calls winback|growth|competitor --plot`), drawn from the list's
+own entries, so the chart adds up to the table: who is on it, how soon, how long ago or how widely
+known, and what they are worth, stacked by what a manager acts on (the reason they left, what is
+growing, the competitor)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from typing import Callable, Sequence, TypeVar
 from matplotlib.figure import Figure
 
 from stream_app.contracts.events import REASON_CODES
-from stream_app.contracts.lists import GrowthEntry, WinbackEntry
+from stream_app.contracts.lists import CompetitorEntry, GrowthEntry, WinbackEntry
 from stream_app.reports.charts import HEADROOM, plt, save_figure
 
-__all__ = ["winback_chart", "winback_figure", "growth_chart", "growth_figure", "WINBACK_WEEKS", "GROWTH_MONTHS"]
+__all__ = ["winback_chart", "winback_figure", "growth_chart", "growth_figure", "competitor_chart", "competitor_figure",
+           "WINBACK_WEEKS", "GROWTH_MONTHS", "BREADTH"]
 
 E = TypeVar("E")
 WINBACK_WEEKS = ((0, 7, "this week"), (7, 14, "1 week"), (14, 28, "2-3 weeks"), (28, 56, "4-7 weeks"),
                  (56, 10**6, "8+ weeks"))  # days since they left
 GROWTH_MONTHS = ((0, 1, "< 1"), (1, 2, "1-2"), (2, 3, "2-3"), (3, 6, "3-6"), (6, float("inf"), "6+"))
+BREADTH = ((0, 5, "1-4"), (5, 10, "5-9"), (10, 20, "10-19"), (20, 50, "20-49"), (50, 10**9, "50+"))  # customers of ours
 
 
 def winback_chart(entries: Sequence[WinbackEntry], title: str, path: Path) -> None:
@@ -40,6 +43,18 @@ def growth_figure(entries: Sequence[GrowthEntry], title: str) -> Figure:
     and the monthly spend they bring now."""
     return _stacked(entries, GROWTH_MONTHS, lambda e: e.months_to_line, lambda e: e.driver, lambda e: e.arpu_3m,
                     ("customers growing", "their monthly spend now (yuan)", "months to the mid/high-end line"), title)
+
+
+def competitor_chart(entries: Sequence[CompetitorEntry], title: str, path: Path) -> None:
+    save_figure(competitor_figure(entries, title), path)
+
+
+def competitor_figure(entries: Sequence[CompetitorEntry], title: str) -> Figure:
+    """Competitors' numbers by how many customers of ours talk to them, stacked by competitor; and
+    what they likely spend a month."""
+    return _stacked(entries, BREADTH, lambda e: e.customers_of_ours, lambda e: e.competitor or "unnamed",
+                    lambda e: e.value_estimate, ("numbers", "their likely monthly spend (yuan)", "customers of ours "
+                                                 "talking to them"), title)
 
 
 def _why(e: WinbackEntry) -> str:

@@ -58,6 +58,8 @@ class Topics(BaseSettings):
     calls_monthly: str = Field(default="churn.calls.monthly", description="output: each month's warning list, JSON")
     calls_winback: str = Field(default="churn.calls.winback",
                                description="output: the win-back list of customers who left, JSON")
+    calls_competitor: str = Field(default="churn.calls.competitor",
+                                  description="output: the competitor list of off-net numbers our base knows, JSON")
     calls_growth: str = Field(default="churn.calls.growth",
                               description="output: the growth list of customers nearing the mid/high-end line, JSON")
 
@@ -265,6 +267,16 @@ class Settings(BaseSettings):
     queue_correct_minutes: float = Field(
         default=15.0, ge=0, le=1440, description="how long an agent can change an outcome they recorded; a call "
                                                  "not reached can be tried again all day")
+    # The competitor list (`churnwatch calls competitor`, windows/book.py).
+    competitor_days: int = Field(
+        default=90, ge=0, le=400, description="how long the off-net book keeps a month's calls with each competitor's "
+                                              "number after its last write; 0: no book, no competitor list")
+    competitor_top: int = Field(
+        default=50, ge=1, le=10_000, description="the competitor list's numbers per competitor at most")
+    competitor_share: float = Field(
+        default=0.4, gt=0, le=1, description="an off-net customer's calls with our base as a share of all their calls "
+                                             "(about our market share): turns their minutes with us into a value "
+                                             "estimate")
     # The snapshot cohort of the retention report (DOMAIN.md); facts are recorded under the values in force.
     cohort_months: int = Field(
         default=3, ge=1, le=6, description="the snapshot cohort: customers whose spend over this many months to the "

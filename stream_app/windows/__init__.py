@@ -2,6 +2,7 @@
 Redis store that writes a batch's states exactly once."""
 
 from stream_app.windows.apply import ApplyResult, Envelope, erase_first
+from stream_app.windows.scan import read_counts
 from stream_app.windows.state import (
     CONTACT_BITS,
     COUNTERS,
@@ -34,7 +35,6 @@ from stream_app.windows.store import (
     StateLost,
     WindowStore,
     Write,
-    read_counts,
     retry_forever,
 )
 

@@ -43,6 +43,7 @@ from stream_app.windows.state import (
     StateTail,
     Windows,
     contacts_estimate,
+    roll_buckets,
 )
 
 __all__ = ["Envelope", "ApplyResult", "apply", "erase_first"]
@@ -67,6 +68,8 @@ class ApplyResult:
     duplicates: int = 0  # an event id this customer had just seen
     refused: list[tuple[Envelope, InvalidEvent]] = field(default_factory=list)  # late, or raised while applied
     changed: set[int] = field(default_factory=set)  # rows whose state changed
+    # Calls and messages with an off-net peer (windows/book.py): row, month, competitor, peer id, tenths
+    offnet: list[tuple[int, int, str, str, int]] = field(default_factory=list)
 
 
 # How much a CDR adds to a counter: one, its tenths of a minute, or its started 64 KiB blocks.
@@ -184,6 +187,7 @@ class _Rows:
     cdrs: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
     others: list[tuple[int, int, int, int]] = field(default_factory=list)  # row, month, counter, value (months only)
     contacts: list[tuple[int, int, int]] = field(default_factory=list)  # row, month, crc32 of the number
+    offnet: list[tuple[int, int, str, str, int]] = field(default_factory=list)  # see ApplyResult.offnet
 
 
 def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grace_days: int) -> ApplyResult:
@@ -201,7 +205,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
     # The loop runs once per event: locals instead of attribute lookups, and the CDR's rows
     # inline, roughly halve its cost. (A `try` costs nothing in Python 3.11 until it catches.)
     part, offset, newest_day, last_seen, remember = s.part, s.offset, s.newest, s.last_seen, s.remember
-    changed, cdrs, contacts = result.changed, rows.cdrs, rows.contacts
+    changed, cdrs, contacts, offnet = result.changed, rows.cdrs, rows.contacts, rows.offnet
     crc32, digest, kind_index, cdr_kind = zlib.crc32, _id_digest, _KIND_INDEX, _CDR_KIND
     for cust, env in batch:
         try:
@@ -237,6 +241,8 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 seen[kind] = ts
             if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
                 contacts.append((cust, month, crc32(e.peer_id.encode())))
+                if e.peer_network == "off_net":
+                    offnet.append((cust, month, e.competitor or "", e.peer_id, (e.duration_s + 3) // 6))
             traits = (e.kind, e.direction == "MO", e.peer_network == "off_net", e.roaming, e.long_distance,
                       e.forwarded, e.customer_service, e.termination == "dropped")
             cdrs.append((cust, day, month, cdr_kind[traits], (e.duration_s + 3) // 6, -(-e.data_bytes // 65536)))
@@ -245,6 +251,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
             result.refused.append((env, InvalidEvent("apply_failed", None, f"{type(exc).__name__}: {exc}")))
     s.store(w, grace_days)
     _add(w, rows)
+    result.offnet = rows.offnet
     return result
 
 
@@ -269,7 +276,7 @@ def _erase(w: Windows, s: "_Scratch", rows: "_Rows", cust: int, topic: int) -> N
     s.last_seen[cust] = [0] * len(s.last_seen[cust])
     # The topic's offset counts as known from here on (a replayed tombstone is skipped).
     s.newest[cust][topic] = max(s.newest[cust][topic], 1)
-    for gathered in (rows.cdrs, rows.others, rows.contacts):  # in place: `apply` holds them by name
+    for gathered in (rows.cdrs, rows.others, rows.contacts, rows.offnet):  # in place: `apply` holds them by name
         gathered[:] = [r for r in gathered if r[0] != cust]
 
 
@@ -351,12 +358,12 @@ def _add(w: Windows, rows: _Rows) -> None:
         np.maximum.at(new_day0, cdr_rows, cdr_days)
     new_month0 = w.rec["month0"].astype(np.int64)
     np.maximum.at(new_month0, cust, month)
-    _roll(w.daily, w.rec["day0"], new_day0)
-    _roll(w.monthly, w.rec["month0"], new_month0)
+    roll_buckets(w.daily, w.rec["day0"], new_day0)
+    roll_buckets(w.monthly, w.rec["month0"], new_month0)
     # Contact bitmaps follow the month of usage, not month0: a bill read ahead of the usage (a
     # catch-up) would otherwise roll the month still being used out of the two bitmaps.
     usage_month = _month_of_days(new_day0)
-    _roll(w.rec["contacts"], _month_of_days(w.rec["day0"].astype(np.int64)), usage_month)
+    roll_buckets(w.rec["contacts"], _month_of_days(w.rec["day0"].astype(np.int64)), usage_month)
     w.rec["day0"], w.rec["month0"] = new_day0, new_month0
     d_age = new_day0[cust] - day
     daily_col = _DAILY_COLUMN[counter]
@@ -387,14 +394,3 @@ def _count_contacts(w: Windows, contacts: np.ndarray, usage_month: np.ndarray, m
         idx = month0[touched] - usage_month[touched] + slot
         ok = (idx >= 0) & (idx < N_MONTHS)
         w.monthly[touched[ok], idx[ok], C["contacts"]] = estimates[ok, slot]
-
-
-def _roll(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
-    """Shift bucket rows so that index 0 is the newest period again; old rows fall off."""
-    for i in np.nonzero(new != old)[0]:
-        shift = int(new[i] - old[i]) if old[i] else buckets.shape[1]
-        if shift >= buckets.shape[1]:
-            buckets[i] = 0
-        else:
-            buckets[i, shift:] = buckets[i, :-shift].copy()
-            buckets[i, :shift] = 0

@@ -20,7 +20,7 @@ from stream_app.contracts.inputs import Input
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
-    "contacts_estimate", "usage_fingerprint",
+    "contacts_estimate", "roll_buckets", "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -284,3 +284,14 @@ def usage_fingerprint(raw: bytes) -> bytes:
     rec["seq"], rec["alerted_level"], rec["alerted_day"], rec["flags"] = 0, 0, 0, 0
     tail = _tail_decoder.decode(raw[STATE.itemsize:]) if len(raw) > STATE.itemsize else StateTail()
     return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(tail, streaks={}))
+
+
+def roll_buckets(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+    """Shift bucket rows so that index 0 is the newest period again; old rows fall off."""
+    for i in np.nonzero(new != old)[0]:
+        shift = int(new[i] - old[i]) if old[i] else buckets.shape[1]
+        if shift >= buckets.shape[1]:
+            buckets[i] = 0
+        else:
+            buckets[i, shift:] = buckets[i, :-shift].copy()
+            buckets[i, :shift] = 0

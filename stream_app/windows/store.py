@@ -23,10 +23,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
+from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
+from stream_app.windows.book import add as book_add
 from stream_app.windows.state import NEVER_WRITTEN, SEQ_OFFSET
 
-__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore",
-           "read_counts", "retry_forever"]
+__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "retry_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ log = logging.getLogger(__name__)
 # then per key: the write counter's bytes as the writer read them, and the new state (which carries
 # the next counter). A customer's increments are added only if their state was written: both count
 # once. Applied offsets only grow. If one this writer recorded is gone, Redis lost data since:
-# nothing is written, and {-1} says so.
-_CAS_FUNCTION = """
+# nothing is written, and {-1} says so. After the per-key pairs: the off-net book's lines, its
+# hashes' name without the month, and their TTL in ms (`windows/book.py`).
+_CAS_FUNCTION = BOOK_LUA + """
 local function cas(keys, argv)
   local ttl, at, report, applied = argv[1], tonumber(argv[2]), argv[3], argv[5]
   for field, _, known in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t(%d)\\n') do
@@ -58,6 +60,8 @@ local function cas(keys, argv)
   for i, field, delta in string.gmatch(argv[4], '(%d+)\\t([^\\t\\n]+)\\t(-?%d+)\\n') do
     if not refused[tonumber(i)] then redis.call('HINCRBY', report, field, delta) end
   end
+  local book = 2 * #keys + 7
+  if argv[book] ~= '' then add_to_book(keys, argv[book], argv[book + 1], argv[book + 2], argv[book + 3], refused) end
   for field, offset in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t%d\\n') do
     local known = redis.call('HGET', applied, field)
     if not known or tonumber(known) < tonumber(offset) then redis.call('HSET', applied, field, offset) end
@@ -125,11 +129,11 @@ class WindowStore(Protocol):
         ...
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
         """Write each state whose stored counter is still the one read, add the report increments
-        of the customers written, and raise the applied offsets (`applied`), all at once; return
-        the customers that conflicted. `StateLost` if an applied offset this store recorded
-        before is gone: then nothing is written."""
+        and the off-net book's calls of the customers written, and raise the applied offsets
+        (`applied`), all at once; return the customers that conflicted. `StateLost` if an applied
+        offset this store recorded before is gone: then nothing is written."""
         ...
 
     async def applied(self) -> Applied:
@@ -158,6 +162,7 @@ class MemoryWindowStore:
         self.baselines: collections.Counter[str] = collections.Counter()
         self.quarantined: dict[str, bytes] = {}
         self.offsets: Applied = {}
+        self.book: dict[str, dict[str, Entry]] = {}  # month -> "competitor|number" -> its record
         self._recorded: set[tuple[str, int]] = set()
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
@@ -170,7 +175,7 @@ class MemoryWindowStore:
         return [c for c, (expected, _) in writes.items() if _seq_of(self.data.get(c)) != expected]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
         if any(where in self._recorded and where not in self.offsets for where in applied or {}):
             self._recorded.clear()
             raise StateLost("an applied offset recorded before is gone")
@@ -182,6 +187,9 @@ class MemoryWindowStore:
                 self.data[customer] = blob
                 for name, delta in (report or {}).get(customer, {}).items():
                     (self.baselines if name.startswith(keys.BASELINE_FIELD) else self.report)[name] += delta
+                for (month, name), (calls, tenths) in (book or {}).get(customer, {}).items():
+                    records = self.book.setdefault(month, {})
+                    records[name] = book_add(records.get(name, Entry()), customer, calls, tenths)
         for where, offset in (applied or {}).items():
             self.offsets[where] = max(offset, self.offsets.get(where, -1))
             self._recorded.add(where)
@@ -209,10 +217,11 @@ class MemoryWindowStore:
 class RedisWindowStore:
     """Customer state in Redis, one string per customer."""
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, ttl_s: int, book_ttl_s: int = 90 * 86400) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.ttl_ms = ttl_s * 1000
+        self.book_ttl_ms = book_ttl_s * 1000
         self._cas = client.register_script(_CAS)
         self._stale = client.register_script(_STALE)
         self._slots_known = False
@@ -251,16 +260,16 @@ class RedisWindowStore:
         return [SEQ_OFFSET + 1, keys.applied(shard), recorded, *(writes[c][0] for c in group)]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
         if not writes and not applied:
             return []
-        report, applied = report or {}, applied or {}
+        report, applied, book = report or {}, applied or {}, book or {}
         if not self.cluster:
             group = list(writes)
             async with self.client.pipeline(transaction=False) as pipe:
                 # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
                 await self._cas(keys=[keys.customer_state(c) for c in group],
-                                args=self._argv(group, writes, report, 0, applied), client=pipe)
+                                args=self._argv(group, writes, report, 0, applied, book), client=pipe)
                 [conflicts] = await pipe.execute()
             return self._conflicts([(0, group, conflicts)], applied)
         # Each node keeps the applied offsets of the batches that wrote to it; a batch that
@@ -271,7 +280,7 @@ class RedisWindowStore:
         replies = await asyncio.gather(*(
             self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(group),
                                         *(keys.customer_state(c) for c in group),
-                                        *self._argv(group, writes, report, shard, applied), target_nodes=node)
+                                        *self._argv(group, writes, report, shard, applied, book), target_nodes=node)
             for shard, (node, group) in zip(shards, groups)))
         return self._conflicts([(shard, group, r) for shard, (_, group), r in zip(shards, groups, replies)], applied)
 
@@ -314,11 +323,14 @@ class RedisWindowStore:
             total = await self.client.dbsize(target_nodes=RedisCluster.PRIMARIES)  # the sum, not one node's
         else:
             shards, total = [0], await self.client.dbsize()
-        names = [*keys.SERVICE_KEYS, *(k for s in shards for k in (keys.report(s), keys.applied(s)))]
+        names = [*keys.SERVICE_KEYS,
+                 *(k for s in shards for k in (keys.report(s), keys.applied(s), keys.offnet_months(s)))]
+        for s in shards:  # the off-net book's hashes, one per month (windows/book.py)
+            names += [keys.offnet_book(s, m.decode()) for m in await self.client.smembers(keys.offnet_months(s))]
         return total - quarantined - await self.client.exists(*names)
 
     def _argv(self, group: list[str], writes: dict[str, Write], report: Increments, shard: int,
-              applied: Applied) -> list[bytes | int | str]:
+              applied: Applied, book: Book) -> list[bytes | int | str]:
         lines = "".join(f"{i}\t{name}\t{delta}\n" for i, c in enumerate(group)
                         for name, delta in report.get(c, {}).items())
         marks = "".join(f"{t}|{p}\t{o}\t{int((shard, (t, p)) in self._recorded)}\n" for (t, p), o in applied.items())
@@ -327,7 +339,8 @@ class RedisWindowStore:
         for c in group:
             expected, blob = writes[c]
             argv += [expected, blob]
-        return argv
+        return argv + [book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard),
+                       self.book_ttl_ms]
 
     def _report_shard(self, node: Any) -> int:
         """A report shard whose hashes' slot `node` serves, so its script may write them."""
@@ -380,16 +393,3 @@ async def retry_forever(
                 on_error(exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
-
-
-def read_counts(client: Any, histograms: bool = False) -> dict[str, int]:
-    """Every report counter, summed over the hashes of all nodes (see `keys.report`); with
-    `histograms`, the segment baselines' histograms instead, which share those hashes."""
-    totals: collections.Counter[str] = collections.Counter()
-    prefix = keys.BASELINE_FIELD.encode()
-    for key in client.scan_iter(match=keys.REPORT_PATTERN, count=1000):
-        for name, value in client.hgetall(key).items():
-            if name.startswith(prefix) == histograms:
-                totals[name.decode()] += int(value)
-    # A leaver's corrections can bring a counter back to 0 (`reports.facts`): nothing counted.
-    return {name: total for name, total in totals.items() if total}

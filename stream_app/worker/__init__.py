@@ -3,9 +3,10 @@ stages together, the faust app, and the health and metrics endpoints.
 
 Imported on their own, for what they load: `app` (faust)."""
 
+from stream_app.rules.in_state import evaluate_rules
 from stream_app.worker.consumer import BatchConsumer, Rebuild, rebuilds
 from stream_app.worker.endpoints import Health, serve
-from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord, evaluate_rules
+from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 from stream_app.worker.runtime import Emitter, Worker, until_done
 
 __all__ = [

@@ -81,7 +81,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     def connect() -> tuple[Any, RedisWindowStore]:
         client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
-        return client, RedisWindowStore(client, settings.idle_expiry_days * 86400)
+        return client, RedisWindowStore(client, settings.idle_expiry_days * 86400, settings.competitor_days * 86400)
 
     t = settings.topics
     emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events])

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
 from stream_app.contracts.attributes import columns as attribute_columns
-from stream_app.contracts.calendar import local_days, months_of_days
+from stream_app.contracts.calendar import local_days
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
 from stream_app.contracts.inputs import CLOCKED
 from stream_app.errors import InvalidEvent, NotReady
@@ -36,14 +36,16 @@ from stream_app.model.observations import churn_events, snapshot_days, snapshots
 from stream_app.model.scoring import Scorer, feature_digest, model_features, model_inputs, monthly_pending
 from stream_app.privacy import Pseudonyms
 from stream_app.reports.facts import Before, report_increments
-from stream_app.rules.evaluate import Evaluation, Streaks, evaluate, with_segments
+from stream_app.rules.evaluate import with_segments
+from stream_app.rules.in_state import evaluate_rules, remember_streaks
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
 from stream_app.windows.apply import Envelope, apply, erase_first
-from stream_app.windows.state import Windows, rule_key
+from stream_app.windows.book import Book, gather
+from stream_app.windows.state import Windows
 from stream_app.windows.store import WindowStore, Write, retry_forever
 
-__all__ = ["RawRecord", "BatchOutput", "BatchProcessor", "evaluate_rules"]
+__all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class BatchOutput:
     cooled: int = 0  # alerts the cooldown held back
     writes: dict[str, Write] = field(default_factory=dict)
     report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
+    book: Book = field(default_factory=dict)  # customer -> their calls with off-net numbers (windows/book.py)
     applied: int = 0
     replayed: int = 0
     duplicates: int = 0
@@ -80,6 +83,7 @@ class BatchOutput:
             getattr(self, name).extend(getattr(other, name))
         self.writes |= other.writes
         self.report |= other.report
+        self.book |= other.book
         self.partitions |= other.partitions
         self.cooled += other.cooled
         self.applied += other.applied
@@ -160,6 +164,8 @@ class BatchProcessor:
         before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
+        if self.settings.competitor_days:
+            out.book = gather(customers, result.offnet)
         now = self.clock()
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         inputs = self.settings.topics.inputs()
@@ -285,7 +291,8 @@ class BatchProcessor:
             if not silent:
                 for _ in out.alerts:
                     self.metrics.arrival_to_alert.observe(time.perf_counter() - started)
-            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, applied | (marks or {})))
+            done = applied | (marks or {})
+            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, done, out.book))
             self._count(out)
             if not conflicts:
                 break
@@ -362,28 +369,6 @@ class BatchProcessor:
         self.metrics.erased.inc(len(out.erased))
         for customer in out.erased:
             log.info("customer erased", extra={"customer": self.log_ids(customer)})
-
-
-def evaluate_rules(w: Windows, ruleset: Ruleset, features: dict[str, np.ndarray], now_day: np.ndarray) -> Evaluation:
-    """Evaluate the rules, going on from the streaks of rules with `for` kept in the customers' state."""
-    lasting, keys = _lasting(ruleset)
-    streaks = Streaks.empty(len(w.customers), len(ruleset.rules))
-    streaks.count[:, lasting], streaks.period[:, lasting] = w.streaks(keys)
-    periods = {"daily": now_day, "monthly": months_of_days(now_day)}
-    regions = np.array([t.region if t else "" for t in w.text], dtype=object) if ruleset.scoped else None
-    return evaluate(ruleset, features, streaks, periods, regions)
-
-
-def remember_streaks(w: Windows, ruleset: Ruleset, ev: Evaluation, rows: Sequence[int]) -> None:
-    """Keep the streaks of `rows` that an evaluation left running, for the next one."""
-    lasting, keys = _lasting(ruleset)
-    w.set_streaks(keys, ev.streaks.count[:, lasting], ev.streaks.period[:, lasting], rows)
-
-
-def _lasting(ruleset: Ruleset) -> tuple[list[int], list[int]]:
-    """The rules with `for` (their columns, and their keys in the state)."""
-    lasting = [j for j, c in enumerate(ruleset.rules) if c.rule.for_ > 1]
-    return lasting, [rule_key(ruleset.ids[j]) for j in lasting]
 
 
 def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:

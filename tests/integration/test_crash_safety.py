@@ -24,8 +24,8 @@ from stream_app.settings import Settings, Topics
 from stream_app.tools.demo import consumed, scrape, stop_worker
 from stream_app.tools.embedded.process import ServerProcess, free_port
 from stream_app.tools.embedded.servers import redis_server
+from stream_app.windows.scan import read_counts
 from stream_app.windows.state import STATE, Windows, usage_fingerprint
-from stream_app.windows.store import read_counts
 from tests.conftest import flush
 from tests.probes import get
 

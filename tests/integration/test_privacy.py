@@ -43,7 +43,12 @@ def everything_in_redis(url: str) -> list[bytes]:
     out = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
-        value = client.get(key) if kind == b"string" else b"".join(b"%s=%s" % kv for kv in client.hgetall(key).items())
+        if kind == b"string":
+            value = client.get(key)
+        elif kind == b"set":  # the months of the off-net book
+            value = b",".join(client.smembers(key))
+        else:
+            value = b"".join(b"%s=%s" % kv for kv in client.hgetall(key).items())
         out.append(key + b"\t" + value)
     client.close()
     return out

@@ -5,10 +5,13 @@ from typing import Callable
 
 import pytest
 
-from stream_app.connect.redis import connect_redis
+from stream_app.connect.redis import connect_redis, connect_redis_sync
 from stream_app.contracts import keys
+from stream_app.contracts.calendar import month_index
+from stream_app.windows.book import Entry, distinct, gather, in_months
+from stream_app.windows.scan import read_book, read_counts
 from stream_app.windows.state import Windows
-from stream_app.windows.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, read_counts
+from stream_app.windows.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore
 from tests.conftest import flush
 from tests.factories import snapshot_features
 
@@ -233,3 +236,67 @@ def test_customers_are_counted_exactly_beside_the_services_own_keys(make_store: 
         return counted
 
     assert asyncio.run(go()) == 25
+
+
+@pytest.fixture(params=["memory", "redis", "redis_cluster"])
+def book_store(request: pytest.FixtureRequest) -> tuple[WindowStore, Callable[[list[str]], dict[str, Entry]]]:
+    """A store, and what reads its off-net book of some months."""
+    if request.param == "memory":
+        memory = MemoryWindowStore()
+        return memory, lambda months: in_months(memory.book, months)
+    cluster = request.param == "redis_cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    flush(url, cluster)
+    reader = connect_redis_sync(url, cluster)
+    request.addfinalizer(reader.close)
+    return RedisWindowStore(connect_redis(url, cluster), ttl_s=3600), lambda months: read_book(reader, months)
+
+
+def test_the_off_net_book_counts_the_calls_of_customers_written_once_and_keeps_three_who_know_a_number(
+        book_store: tuple[WindowStore, Callable[[list[str]], dict[str, Entry]]]) -> None:
+    store, read = book_store
+    customers = [f"86138{i:08d}" for i in range(40)]  # spread over every node of a cluster
+
+    async def go() -> list[str]:
+        calls = {c: {("2026-09", "op-b|8613700000001"): (2, 30), ("2026-10", "op-b|8613700000001"): (1, 5)}
+                 for c in customers}
+        calls[customers[0]][("2026-10", "op-c|8613700000002")] = (4, 100)
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, None, calls)
+        # A stale writer's batch for the first ten, and a fresh one for the next ten: only the fresh adds.
+        again = {c: (seq(0), state(c, 2, 2)) for c in customers[:10]} | {
+            c: (seq(1), state(c, 2, 2)) for c in customers[10:20]}
+        refused = await store.save(again, None, None, {c: calls[c] for c in customers[:20]})
+        count = await store.customers()
+        await store.close()
+        assert count == len(customers)  # the book's hashes are not customers
+        return refused
+
+    assert sorted(asyncio.run(go())) == customers[:10]
+    both = read(["2026-09", "2026-10"])
+    assert set(both) == {"op-b|8613700000001", "op-c|8613700000002"}
+    b = both["op-b|8613700000001"]
+    assert (b.calls, b.tenths) == (3 * 50, 35 * 50)  # 40 customers once, 10 of them twice
+    # The first three of each month on each node, each once.
+    assert len(b.acquaintances) == len(set(b.acquaintances)) >= 3 and set(b.acquaintances) <= set(customers)
+    assert 32 <= distinct(b.sketch) <= 50  # 40 customers, however many times each
+    assert both["op-c|8613700000002"].acquaintances == [customers[0]]
+    september = read(["2026-09"])["op-b|8613700000001"]
+    assert (september.calls, september.tenths) == (2 * 50, 30 * 50)
+    assert len(september.acquaintances) % 3 == 0  # three on each node that holds some of the customers
+
+
+def test_a_competitor_or_peer_named_with_separators_cannot_break_the_books_lines(
+        book_store: tuple[WindowStore, Callable[[list[str]], dict[str, Entry]]]) -> None:
+    store, read = book_store
+    customers = ["8613800000001", "8613800000002"]
+    month = month_index(2026, 9)
+    rows = [(0, month, "op\tb|c,d\n", "86137|x\ty", 12), (1, month, "op-c", "8613700000009", 30)]
+
+    async def go() -> None:
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, None, gather(customers, rows))
+        await store.close()
+
+    asyncio.run(go())
+    book = read(["2026-09"])
+    assert set(book) == {"op_b_c_d_|86137_x_y", "op-c|8613700000009"}
+    assert book["op_b_c_d_|86137_x_y"].acquaintances == [customers[0]] and book["op-c|8613700000009"].tenths == 30

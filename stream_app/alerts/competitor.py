@@ -1,0 +1,108 @@
+"""The competitors' valuable customers (the lifecycle's acquisition stage): the numbers on other
+networks that our base talks to most widely, per competitor, with what they likely spend and
+customers of ours who know them, for a member-get-member offer.
+
+It is built from the off-net book the workers keep (windows/book.py): per number, the calls and
+minutes with our base and a sketch of the customers of ours on them, over the months read.
+Ranked, within each competitor, by how many distinct customers of ours talk to them, then by
+minutes: someone a whole circle of our customers calls is someone with a circle, and breadth is
+what people who spend more have; minutes alone are as often one talkative friend of one customer.
+The value estimate turns their minutes with us into a month's spend: their minutes per 30 days,
+divided by the share of their calls that are with our base (`CHURNWATCH_COMPETITOR_SHARE`, about
+our market share), at the yuan per minute our own base paid last month.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Iterable, Sequence
+from zoneinfo import ZoneInfo
+
+import msgspec
+import numpy as np
+
+from stream_app.contracts.calendar import first_day, month_label, month_of_day
+from stream_app.contracts.lists import CompetitorEntry
+from stream_app.features.derive import derive, month_counter
+from stream_app.windows.book import ACQUAINTANCES, Entry, distinct, merge
+from stream_app.windows.state import Windows
+
+__all__ = ["Base", "OurBase", "competitor_list", "contacts_of", "months_read", "still_ours"]
+
+
+@dataclass
+class Base:
+    """What the list needs of our own base, from every customer's state."""
+
+    ours: set[str] = field(default_factory=set)  # customers still with us: known, not gone
+    spend: float = 0.0  # last complete month, yuan
+    minutes: float = 0.0  # of calls, both ways, that month
+
+    @property
+    def yuan_per_minute(self) -> float:
+        return self.spend / self.minutes if self.minutes else 0.0
+
+
+class OurBase:
+    """Reads our base chunk by chunk (`windows/scan.read_states`) into a `Base`."""
+
+    def __init__(self, day: date, zone: ZoneInfo) -> None:
+        self.day, self.zone, self.base = day, zone, Base()
+
+    def add(self, customers: list[str], raws: Sequence[bytes | None]) -> None:
+        w = Windows.load(customers, raws)
+        day = np.full(len(customers), self.day.toordinal(), np.int64)
+        f = derive(w, day, self.zone)
+        ours = still_ours(w)
+        self.base.ours.update(customers[i] for i in np.nonzero(ours)[0])
+        self.base.spend += float(f["arpu_m1"][ours].sum())
+        self.base.minutes += float((month_counter(w, day, "out_min", 1) + month_counter(w, day, "in_min", 1))[ours].sum())
+
+
+def still_ours(w: Windows) -> np.ndarray:
+    """Which customers of `w` are still ours: known (a profile, not erased) and not gone."""
+    return (w.rec["exit_ts"] == 0) & np.array([t is not None for t in w.text], bool)
+
+
+def months_read(day: date, months: int) -> list[str]:
+    """The months a list on `day` reads: `day`'s and the `months - 1` before it."""
+    now = month_of_day(day.toordinal())
+    return [month_label(now - k) for k in range(months - 1, -1, -1)]
+
+
+def competitor_list(book: dict[str, Entry], base: Base, day: date, months: int, share: float, top: int,
+                    competitor: str | None = None) -> list[CompetitorEntry]:
+    """The list on `day` from the book of `months_read(day, months)`: per competitor (or only
+    `competitor`), its `top` numbers, widest first. A customer of ours who left is no longer ours:
+    their number, now a competitor's, is listed like any other."""
+    first = first_day(month_of_day(day.toordinal()) - months + 1)
+    per_30 = 30 / max(1, day.toordinal() - first + 1)
+    by_competitor: dict[str, list[CompetitorEntry]] = {}
+    for name, e in book.items():
+        who, number = name.split("|", 1)
+        if (competitor is not None and who != competitor) or number in base.ours:
+            continue
+        monthly = e.minutes * per_30
+        by_competitor.setdefault(who, []).append(CompetitorEntry(
+            rank=1, day=day.isoformat(), since=date.fromordinal(first).isoformat(), competitor=who, number=number,
+            customers_of_ours=distinct(e.sketch), calls=e.calls,
+            minutes=round(e.minutes, 1), monthly_minutes=round(monthly, 1),
+            value_estimate=round(monthly / share * base.yuan_per_minute, 2),
+            known_by=[c for c in e.acquaintances if c in base.ours][:ACQUAINTANCES]))
+    out = []
+    for who in sorted(by_competitor):
+        order = sorted(by_competitor[who], key=lambda c: (-c.customers_of_ours, -c.minutes, c.number))[:top]
+        out += [msgspec.structs.replace(c, rank=rank) for rank, c in enumerate(order, 1)]
+    return out
+
+
+def contacts_of(book: dict[str, Entry], numbers: Iterable[str]) -> dict[str, Entry]:
+    """The book's record of each of `numbers` (whatever competitor the calls named)."""
+    wanted = set(numbers)
+    found: dict[str, Entry] = {}
+    for name, e in book.items():
+        number = name.split("|", 1)[1]
+        if number in wanted:
+            found[number] = e if number not in found else merge([found[number], e])
+    return found
