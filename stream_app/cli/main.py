@@ -191,7 +191,8 @@ def bench(events: int, customers: int, no_broker: bool, days: int, latency_secon
     """Measure the worker against the bare-consumer ceiling, latency, memory, rules and model cost.
 
     Uses KAFKA_BOOTSTRAP and REDIS_URL if set (fresh topics; point REDIS_URL at a scratch
-    database, simulated customers are written to it), else embedded ones."""
+    database: simulated customers are written to it, and --no-broker clears churnwatch's keys
+    between its passes with and without the off-net book), else embedded ones."""
     from stream_app.tools.bench import bench_model, bench_rules, bench_state
 
     settings = read_settings()

@@ -165,8 +165,8 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="with the simulated call centre making the calls: what they kept, measured against the "
                    "simulator's truth, and how well uplift learned online ranks them")
 @click.option("--lists", is_flag=True,
-              help="the lifecycle lists (growth, win-back) built from what the pipeline kept, against the simulator's "
-                   "truth of who it made grow and leave")
+              help="the lifecycle lists (growth, win-back, competitor) built from what the pipeline kept, against the "
+                   "simulator's truth of who it made grow and leave and what the competitors' customers spend")
 @click.option("--grow-share", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="with --lists: staying customers the simulator makes grow (the build-up stage)")
 @click.option("--call-budget", type=click.IntRange(1),

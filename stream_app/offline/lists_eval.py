@@ -1,7 +1,8 @@
 """The lifecycle lists measured on the simulator (`churnwatch evaluate --lists`): the traffic is
 replayed through the pipeline, the lists are built from what it kept and wrote (the customers'
-states for the growth list, the churn events and alerts for the win-back list), and each is
-compared with the simulator's truth of who it made grow and who it made leave."""
+states for the growth list, the churn events and alerts for the win-back list, the off-net book
+for the competitor list and the leavers' contacts), and each is compared with the simulator's
+truth of who it made grow, who it made leave and what the competitors' customers spend."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ from typing import Callable
 
 import numpy as np
 
+from stream_app.alerts.competitor import OurBase, competitor_list, contacts_of, months_read
 from stream_app.alerts.growth import growth_candidates, ranked, rising
-from stream_app.alerts.winback import winback_list
+from stream_app.alerts.winback import winback_list, with_contacts
 from stream_app.contracts.calendar import first_day, month_of_day
+from stream_app.contracts.segments import MID_HIGH_SPEND
 from stream_app.features.derive import derive
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
+from stream_app.windows.book import in_months
 from stream_app.windows.state import Windows
 
 __all__ = ["ListsEvaluation", "evaluate_lists", "TOP"]
 
 TOP = 50  # the head of a list the call centre works first, where its precision is measured
 WINBACK_WINDOW = 60  # days, the win-back list's default
+COMPETITOR_MONTHS = 2  # the competitor list's default: the list's month and the one before
 
 
 @dataclass
@@ -43,6 +48,11 @@ class ListsEvaluation:
     # (the list holds revenue churners, who may exit after the list's day).
     winback_precision_top: float | None
     winback_recall: float | None
+    winback_port_outs: int  # port-outs on the win-back list
+    winback_with_contacts: float | None  # of them, the share with customers of ours still calling them
+    competitor_listed: int  # `TOP` per competitor at most
+    competitor_precision_top: float | None  # share of them mid/high-end at their operator, by the simulator's truth
+    competitor_base_rate: float | None  # the same share over every off-net number in the book: what chance gives
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -71,13 +81,24 @@ def evaluate_lists(settings: Settings, rules: Callable[[], Ruleset], cfg: SimCon
                  if t.churn_date and (t.reason_code or 0) < 300}
     left = {c for c, d in by_choice.items() if first <= d <= day.toordinal()}
     winback = winback_list(result.churn, result.alerts, [], day, WINBACK_WINDOW, settings.zone)
+    ours = OurBase(day, settings.zone)
+    ours.add(names, raws)
+    book = in_months(result.book, months_read(day, COMPETITOR_MONTHS))
+    port_outs = [e for e in with_contacts(winback, contacts_of(book, [e.customer_id for e in winback]), ours.base.ours)
+                 if e.kind == "port_out"]
+    competitors = competitor_list(book, ours.base, day, COMPETITOR_MONTHS, settings.competitor_share, TOP)
+    spend = sim.competitor_truth()
+    valuable = np.array([spend[name.split("|", 1)[1]][1] >= MID_HIGH_SPEND for name in book
+                         if name.split("|", 1)[1] in spend])
     # Right: a voluntary leaver of the window, or a decliner the list took for a revenue churner before their exit.
     right = {e.customer_id for e in winback if by_choice.get(e.customer_id, 0) >= first}
     return ListsEvaluation(
         cfg.customers, day.isoformat(), int(grower.sum()), int(up.sum()), _share(grower[up]), _share(up[through]),
         len(entries), _share(np.array([truth[e.customer_id].pattern == "grower" for e in growth])),
         len(winback), len(left), _share(np.array([e.customer_id in right for e in winback[:TOP]])),
-        _share(np.array([c in {e.customer_id for e in winback} for c in left])))
+        _share(np.array([c in {e.customer_id for e in winback} for c in left])), len(port_outs),
+        _share(np.array([bool(e.known_by) for e in port_outs])), len(competitors),
+        _share(np.array([spend[e.number][1] >= MID_HIGH_SPEND for e in competitors])), _share(valuable))
 
 
 def _judged_months(day: date) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from stream_app.connect.redis import connect_redis, connect_redis_sync
+from stream_app.contracts import keys
 from stream_app.contracts.keys import customer_state
 from stream_app.metrics import Metrics
 from stream_app.offline.simulator import SimConfig, Simulator
@@ -31,7 +32,7 @@ from stream_app.windows.state import ID_DIGEST, STATE, Windows
 from stream_app.windows.store import RedisWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
-__all__ = ["StateBench", "bench_state", "bench_rules", "id_memory", "memory_per_key"]
+__all__ = ["StateBench", "bench_state", "bench_rules", "book_memory", "id_memory", "memory_per_key"]
 
 
 @dataclass
@@ -47,6 +48,12 @@ class StateBench:
     # bytes above, and how many ids it holds: exact resends are dropped however much lies between.
     id_memory_bytes_per_customer: float
     ids_remembered_per_customer: float
+    # The off-net book (windows/book.py): the same traffic without it, in the same run, and what it
+    # keeps: numbers (per month), their bytes, and those bytes spread over the customers.
+    pipeline_events_per_s_without_book: float
+    offnet_numbers: int
+    offnet_bytes_per_number: float
+    offnet_bytes_per_customer: float
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
@@ -58,6 +65,8 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
             url = f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
         client = connect_redis_sync(url, settings.redis_cluster)
+        plain = asyncio.run(_feed(settings.model_copy(update={"competitor_days": 0}), url, records, batch))
+        _clear(client)
         before = client.info("memory")["used_memory"]
         seconds = asyncio.run(_feed(settings, url, records, batch))
         # Customers' states only: the report and baseline hashes are shared, not per customer.
@@ -66,13 +75,37 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
         per_key = memory_per_key(client, sample)
         id_bytes, ids = id_memory(client, sample)
         used = (client.info("memory")["used_memory"] - before) / customers
+        numbers, book_bytes = book_memory(client)
         client.close()
     return StateBench(len(records), customers, days, round(len(records) / seconds), per_key,
-                      round(used, 1), STATE.itemsize, id_bytes, ids)
+                      round(used, 1), STATE.itemsize, id_bytes, ids, round(len(records) / plain), numbers,
+                      round(book_bytes / max(numbers, 1), 1), round(book_bytes / customers, 1))
+
+
+def _clear(client: redis.Redis) -> None:
+    """Remove what a pass wrote (every key of churnwatch's), so the next starts from nothing."""
+    found = [k for k in client.scan_iter(match=f"{keys.PREFIX}:*", count=1000)]
+    for k in found:  # one by one: the keys span a cluster's slots
+        client.unlink(k)
+
+
+def book_memory(client: redis.Redis) -> tuple[int, int]:
+    """(numbers, bytes) of the off-net book in Redis: its fields over every month's hash, and their
+    `MEMORY USAGE`."""
+    numbers = total = 0
+    for index in client.scan_iter(match=keys.OFFNET_MONTHS_PATTERN, count=1000):
+        name = index.decode()
+        shard = name[name.index("{report-") + 8:name.index("}")]
+        for month in client.smembers(name):
+            book = keys.offnet_book(shard, month.decode())
+            numbers += client.hlen(book)
+            total += client.memory_usage(book, samples=0) or 0
+    return numbers, total
 
 
 async def _feed(settings: Settings, url: str, records: list, batch: int) -> float:
-    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), settings.idle_expiry_days * 86400)
+    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), settings.idle_expiry_days * 86400,
+                             settings.competitor_days * 86400)
     rules = load_rules([Path(settings.rules_dir)])
     processor = BatchProcessor(settings, store, lambda: rules, Metrics(CollectorRegistry()))
     offsets: dict[str, int] = {}

@@ -41,7 +41,7 @@ from stream_app.contracts.events import decode_billing, decode_cdr, decode_profi
 from stream_app.errors import NotReady
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.tools.bench import id_memory, memory_per_key
+from stream_app.tools.bench import book_memory, id_memory, memory_per_key
 from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
 from stream_app.tools.embedded.process import free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
@@ -80,6 +80,9 @@ class StreamBench:
     id_memory_bytes_per_customer: float  # of the bytes above: the event ids of the grace window
     rss_bytes: int | None
     alerts: int
+    offnet_numbers: int  # the off-net book's numbers, per month (windows/book.py)
+    offnet_bytes_per_number: float
+    offnet_bytes_per_customer: float  # the book's bytes spread over the customers: beside redis_bytes_per_customer
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
@@ -114,13 +117,18 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
+        client = connect_redis_sync(url, settings.redis_cluster)
+        numbers, book_bytes = book_memory(client)
+        client.close()
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
     return StreamBench(
         events=len(history), customers=customers, ceiling_events_per_s=round(ceiling), events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
         latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
-        rss_bytes=rss, alerts=alerts_total,
+        rss_bytes=rss, alerts=alerts_total, offnet_numbers=numbers,
+        offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
+        offnet_bytes_per_customer=round(book_bytes / customers, 1),
     )
 
 

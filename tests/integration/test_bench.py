@@ -21,6 +21,9 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0
     assert figures["model_score_us_per_customer"] > 0 and figures["model_learn_us_per_label"] > 0
     assert figures["boosted_score_us_per_customer"] > 0 and figures["boosted_refit_s"] > 0
+    # The off-net book, measured in the same run as the traffic without it.
+    assert figures["pipeline_events_per_s_without_book"] > 0 and figures["offnet_numbers"] > 150
+    assert 40 < figures["offnet_bytes_per_number"] < 400 and figures["offnet_bytes_per_customer"] > 0
 
 
 def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
@@ -35,7 +38,7 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     assert figures["events_per_s"] > 0 and figures["ceiling_events_per_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["events_per_s"] / figures["ceiling_events_per_s"], abs=1e-3)
     assert figures["latency_events"] > 0 and figures["rss_bytes"] > 10 * 2**20
-    assert figures["redis_bytes_per_customer"] > STATE.itemsize
+    assert figures["redis_bytes_per_customer"] > STATE.itemsize and figures["offnet_numbers"] > 0
     if figures["latency_alerts"]:  # latency is measured on the alerts the phase brought
         assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"]
     else:

@@ -9,6 +9,7 @@ import csv
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Iterator
 
 import msgspec
 import pytest
@@ -27,6 +28,7 @@ from stream_app.privacy import Pseudonyms, is_pseudonym
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings, Topics
 from stream_app.testing import fixed_clock
+from stream_app.tools.embedded.servers import redis_server
 from stream_app.windows.book import distinct, in_months
 from stream_app.windows.scan import read_book
 from stream_app.windows.store import MemoryWindowStore, RedisWindowStore
@@ -72,7 +74,14 @@ def plain() -> tuple[dict, Simulator]:
     return in_months(memory.book, MONTHS), sim
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of this module's own, kept across its tests: the book is written once."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield f"redis://127.0.0.1:{server.port}/0"
+
+
+@pytest.fixture(scope="module")
 def books(redis_url: str, plain: tuple[dict, Simulator]) -> tuple[dict, dict, Simulator]:
     """The same traffic's book kept in Redis under pseudonyms, and the plain one."""
     _run(RedisWindowStore(connect_redis(redis_url), ttl_s=86400 * 30), Settings(_env_file=None, pseudonym_key=KEY))

@@ -35,7 +35,7 @@ def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatc
     assert report["champion"] in ("online", "boosted") and report["refits"] >= 0
 
 
-def test_evaluate_lists_measures_both_lifecycle_lists_against_the_simulators_truth(monkeypatch) -> None:
+def test_evaluate_lists_measures_the_lifecycle_lists_against_the_simulators_truth(monkeypatch) -> None:
     monkeypatch.setenv("CHURNWATCH_RULES_DIR", str(REPO / "alert_rules"))
     result = CliRunner().invoke(main, ["evaluate", "--lists", "--customers", "120", "--days", "100", "--seed", "5",
                                        "--monthly-churn", "0.08", "--grow-share", "0.5", "--json"])
@@ -46,6 +46,10 @@ def test_evaluate_lists_measures_both_lifecycle_lists_against_the_simulators_tru
     # Every voluntary leaver of the 60 days is on the win-back list, which holds revenue churners too.
     assert report["winback_truth"] > 0 and report["winback_recall"] == 1.0
     assert report["winback_listed"] >= report["winback_truth"]
+    # Customers of ours still call most leavers who ported out: their number is in the off-net book.
+    assert report["winback_port_outs"] > 0 and report["winback_with_contacts"] >= 0.5
+    # The competitors' numbers our base knows most widely are mid/high-end more often than chance.
+    assert report["competitor_listed"] > 0 and report["competitor_precision_top"] > report["competitor_base_rate"] > 0
 
 
 def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
