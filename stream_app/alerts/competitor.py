@@ -28,7 +28,7 @@ from stream_app.features.derive import derive, month_counter
 from stream_app.windows.book import ACQUAINTANCES, Entry, distinct, merge
 from stream_app.windows.state import Windows
 
-__all__ = ["Base", "OurBase", "competitor_list", "contacts_of", "months_read", "still_ours"]
+__all__ = ["Base", "OurBase", "competitor_list", "competitors_in", "contacts_of", "months_read", "still_ours"]
 
 
 @dataclass
@@ -57,7 +57,8 @@ class OurBase:
         ours = still_ours(w)
         self.base.ours.update(customers[i] for i in np.nonzero(ours)[0])
         self.base.spend += float(f["arpu_m1"][ours].sum())
-        self.base.minutes += float((month_counter(w, day, "out_min", 1) + month_counter(w, day, "in_min", 1))[ours].sum())
+        minutes = month_counter(w, day, "out_min", 1) + month_counter(w, day, "in_min", 1)
+        self.base.minutes += float(minutes[ours].sum())
 
 
 def still_ours(w: Windows) -> np.ndarray:
@@ -74,13 +75,14 @@ def months_read(day: date, months: int) -> list[str]:
 def competitor_list(book: dict[str, Entry], base: Base, day: date, months: int, share: float, top: int,
                     competitor: str | None = None) -> list[CompetitorEntry]:
     """The list on `day` from the book of `months_read(day, months)`: per competitor (or only
-    `competitor`), its `top` numbers, widest first. A customer of ours who left is no longer ours:
-    their number, now a competitor's, is listed like any other."""
+    `competitor`), its `top` numbers, widest first. A number the CDRs put with several competitors
+    (a switch that leaves the name out, a port between two) is one line, under the name most of its
+    calls gave. A customer of ours who left is no longer ours: their number, now a competitor's, is
+    listed like any other."""
     first = first_day(month_of_day(day.toordinal()) - months + 1)
     per_30 = 30 / max(1, day.toordinal() - first + 1)
     by_competitor: dict[str, list[CompetitorEntry]] = {}
-    for name, e in book.items():
-        who, number = name.split("|", 1)
+    for number, (who, e) in _by_number(book).items():
         if (competitor is not None and who != competitor) or number in base.ours:
             continue
         monthly = e.minutes * per_30
@@ -97,12 +99,23 @@ def competitor_list(book: dict[str, Entry], base: Base, day: date, months: int, 
     return out
 
 
+def _by_number(book: dict[str, Entry]) -> dict[str, tuple[str, Entry]]:
+    """Number -> (its competitor: the name most of its calls gave, a named one before none; its
+    records merged)."""
+    named: dict[str, list[tuple[str, Entry]]] = {}
+    for name, e in book.items():
+        who, number = name.split("|", 1)
+        named.setdefault(number, []).append((who, e))
+    return {number: (max(records, key=lambda r: (r[0] != "", r[1].calls, r[0]))[0], merge(e for _, e in records))
+            for number, records in named.items()}
+
+
+def competitors_in(book: dict[str, Entry]) -> list[str]:
+    """The competitors' names the book's numbers are listed under."""
+    return sorted({who for who, _ in _by_number(book).values()})
+
+
 def contacts_of(book: dict[str, Entry], numbers: Iterable[str]) -> dict[str, Entry]:
     """The book's record of each of `numbers` (whatever competitor the calls named)."""
     wanted = set(numbers)
-    found: dict[str, Entry] = {}
-    for name, e in book.items():
-        number = name.split("|", 1)[1]
-        if number in wanted:
-            found[number] = e if number not in found else merge([found[number], e])
-    return found
+    return {number: e for number, (_, e) in _by_number(book).items() if number in wanted}

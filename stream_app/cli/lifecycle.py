@@ -17,7 +17,7 @@ import click
 import msgspec
 from rich.table import Table
 
-from stream_app.alerts.competitor import OurBase, competitor_list, contacts_of, months_read, still_ours
+from stream_app.alerts.competitor import OurBase, competitor_list, competitors_in, contacts_of, months_read, still_ours
 from stream_app.alerts.growth import growth_candidates, ranked
 from stream_app.alerts.winback import winback_list, with_contacts
 from stream_app.cli.common import kafka_reachable, produce_records, read_rules, read_settings
@@ -103,10 +103,11 @@ def _contacts(settings: Settings, listed: list[WinbackEntry], as_of: date, days:
     try:
         found = contacts_of(read_book(client, months), [e.customer_id for e in listed if e.kind == "port_out"])
         named = sorted({c for e in found.values() for c in e.acquaintances})
-        w = Windows.load(named, read_some(client, named))
+        raws = read_some(client, named)
     finally:
         client.close()
-    return with_contacts(listed, found, {named[i] for i in still_ours(w).nonzero()[0]})
+    ours = {named[i] for i in still_ours(Windows.load(named, raws)).nonzero()[0]} if named else set()
+    return with_contacts(listed, found, ours)
 
 
 @click.command("growth")
@@ -166,14 +167,15 @@ def growth(day_, budget: int | None, csv_path: Path | None, produce: bool, plot:
 @click.command("competitor")
 @click.option("--day", "day_", type=click.DateTime(["%Y-%m-%d"]),
               help="The list's day, YYYY-MM-DD (default: today in CHURNWATCH_TIMEZONE).")
-@click.option("--months", default=2, show_default=True, type=click.IntRange(1, 13),
-              help="Calls of the list's month and the months before it, as far as CHURNWATCH_COMPETITOR_DAYS keeps.")
+@click.option("--months", type=click.IntRange(1, 13),
+              help="Calls of the list's month and the months before it (default 2), as far as "
+                   "CHURNWATCH_COMPETITOR_DAYS keeps them.")
 @click.option("--competitor", "name", help="Only this competitor, as the CDRs name it.")
 @_csv
 @click.option("--produce", is_flag=True, help="Send the list to the competitor topic, each competitor's widest first.")
 @_plot
 @_json
-def competitor(day_, months: int, name: str | None, csv_path: Path | None, produce: bool, plot: Path | None,
+def competitor(day_, months: int | None, name: str | None, csv_path: Path | None, produce: bool, plot: Path | None,
                as_json: bool) -> None:
     """The competitors' customers our base talks to most widely (CHURNWATCH_COMPETITOR_TOP per competitor),
     with their likely spend and customers of ours who know them, for a member-get-member offer."""
@@ -184,6 +186,11 @@ def competitor(day_, months: int, name: str | None, csv_path: Path | None, produ
         raise click.UsageError("REDIS_URL is not set: the competitor list reads the off-net book the workers keep")
     if not settings.competitor_days:
         raise click.UsageError("CHURNWATCH_COMPETITOR_DAYS is 0: the workers keep no off-net book to list from")
+    kept = settings.competitor_days // 31 + 1  # months whose calls are all still kept
+    months = months or min(2, kept)
+    if months > kept:
+        raise click.UsageError(f"--months {months}: the workers keep a month's calls {settings.competitor_days} days "
+                               f"after it (CHURNWATCH_COMPETITOR_DAYS), so {kept} month(s) at most")
     _check_outputs(settings, produce, plot)
     as_of = day_.date() if day_ else datetime.now(settings.zone).date()
     client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
@@ -194,6 +201,13 @@ def competitor(day_, months: int, name: str | None, csv_path: Path | None, produ
             ours.add(names, raws)
     finally:
         client.close()
+    if not book:
+        click.echo(f"warning: the off-net book holds no calls for {', '.join(months_read(as_of, months))}: no "
+                   "worker has written them (CHURNWATCH_COMPETITOR_DAYS on the workers), or --day is not the "
+                   "day meant", err=True)
+    elif name is not None and name not in (known := competitors_in(book)):
+        click.echo(f"warning: no number is listed under the competitor {name!r}; the CDRs name "
+                   f"{', '.join(repr(k) for k in known)}", err=True)
     listed = competitor_list(book, ours.base, as_of, months, settings.competitor_share, settings.competitor_top, name)
     title = f"Competitor list for {as_of}: {len(listed)} numbers on other networks our base talks to"
     table = Table(title=title, title_justify="left")

@@ -161,8 +161,4 @@ class Edge:
             event = msgspec.structs.replace(event, attributes=self._attributes(event))
         if self.pseudonyms.enabled and rec.topic in self._numbered:
             event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
-            # The peer too: an off-net number is kept in the off-net book, and a customer who
-            # ported out is found there under the pseudonym they had with us.
-            if isinstance(event, Cdr) and event.peer_id:
-                event = msgspec.structs.replace(event, peer_id=self.pseudonyms(event.peer_id))
         return event

@@ -21,7 +21,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from stream_app.contracts.calendar import month_label
 
@@ -151,12 +151,16 @@ def distinct(sketch: int) -> int:
     return FULL if zeros == 0 else min(FULL, round(SKETCH_BITS * math.log(SKETCH_BITS / zeros)))
 
 
-def gather(customers: Sequence[str], rows: Iterable[tuple[int, int, str, str, int]]) -> Book:
-    """A batch's calls with off-net peers (`ApplyResult.offnet`) as the book's increments."""
+def gather(customers: Sequence[str], rows: Iterable[tuple[int, int, str, str, int]],
+           pseudonym: Callable[[str], str]) -> Book:
+    """A batch's calls with off-net peers (`ApplyResult.offnet`) as the book's increments, each
+    number under `pseudonym` (privacy.Pseudonyms: the customers' key, so a customer who ported out
+    is found under the pseudonym they had with us). Only here: the contact bitmaps count peers by
+    their number as it came, which a key set or changed mid-month must not double."""
     out: Book = {}
     for row, month, competitor, peer, tenths in rows:
         mine = out.setdefault(customers[row], {})
-        key = (month_label(month), f"{_UNSAFE.sub('_', competitor)}|{_UNSAFE.sub('_', peer)}")
+        key = (month_label(month), f"{_UNSAFE.sub('_', competitor)}|{_UNSAFE.sub('_', pseudonym(peer))}")
         calls, total = mine.get(key, (0, 0))
         mine[key] = (calls + 1, total + tenths)
     return out

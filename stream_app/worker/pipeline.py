@@ -165,7 +165,7 @@ class BatchProcessor:
         result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
         out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
         if self.settings.competitor_days:
-            out.book = gather(customers, result.offnet)
+            out.book = gather(customers, result.offnet, self.edge.pseudonyms)
         now = self.clock()
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         inputs = self.settings.topics.inputs()

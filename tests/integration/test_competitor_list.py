@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -182,3 +182,22 @@ def test_the_win_back_list_names_a_port_outs_contacts_still_ours_from_the_book(
     named = {c for e in found for c in e.known_by}
     assert named and not named & gone  # customers of ours, none of them gone
     assert all(len(e.known_by) <= 3 for e in found)
+
+
+def test_months_the_book_no_longer_keeps_are_refused_and_an_empty_book_is_said(
+        monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+    from stream_app.cli.lifecycle import _contacts
+    from stream_app.contracts.lists import WinbackEntry
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["calls", "competitor", "--months", "5"])  # 90 days keep 3 months
+    assert result.exit_code == 2 and "3 month(s) at most" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["calls", "competitor", "--day", "2025-01-10", "--json"])
+    assert result.exit_code == 0 and "holds no calls for 2024-12, 2025-01" in result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["customers"] == 0
+    # A port-out nobody called since: no contacts, and no error.
+    gone = WinbackEntry(rank=1, day="2025-01-10", customer_id="8613899999999", left_on="2025-01-01", kind="port_out",
+                        reason_code=101, monthly_value=80.0, tenure_days=400, region="r", segment="s", days_since=9,
+                        warned=None, control=False, called=None, priority=1.0)
+    [found] = _contacts(Settings(_env_file=None, redis_url=redis_url), [gone], date(2025, 1, 10), 60)
+    assert (found.contacts_with_us, found.known_by) == (0, [])

@@ -293,7 +293,7 @@ def test_a_competitor_or_peer_named_with_separators_cannot_break_the_books_lines
     rows = [(0, month, "op\tb|c,d\n", "86137|x\ty", 12), (1, month, "op-c", "8613700000009", 30)]
 
     async def go() -> None:
-        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, None, gather(customers, rows))
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, None, gather(customers, rows, str))
         await store.close()
 
     asyncio.run(go())
