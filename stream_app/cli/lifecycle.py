@@ -217,7 +217,8 @@ def competitor(day_, months: int | None, name: str | None, csv_path: Path | None
         table.add_row(e.competitor or "-", str(e.rank), e.number, f"{e.customers_of_ours:,}", f"{e.calls:,}",
                       f"{e.minutes:,.0f}", f"{e.value_estimate:,.2f}", ", ".join(e.known_by))
     report_console(as_json).print(table)
-    summary = {"day": as_of.isoformat(), "months": months, "customers": len(listed), "numbers_seen": len(book),
+    summary = {"day": as_of.isoformat(), "months": months, "customers": len(listed),
+               "numbers_seen": len({field.split("|", 1)[1] for field in book}),
                "monthly_value": round(sum(e.value_estimate for e in listed), 2),
                "yuan_per_minute": round(ours.base.yuan_per_minute, 4),
                "by_competitor": {c: sum(e.competitor == c for e in listed)

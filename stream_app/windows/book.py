@@ -120,7 +120,7 @@ def decode(raw: bytes) -> Entry:
     """A record as the script writes it."""
     values = struct.unpack_from(_LAYOUT, raw)
     sketch = sum((w & 0xFFFFFFFF) << (32 * k) for k, w in enumerate(values[2:]))
-    rest = raw[_FIXED:].decode()
+    rest = raw[_FIXED:].decode(errors="replace")
     return Entry(values[0], values[1], sketch, rest.split(",") if rest else [])
 
 
