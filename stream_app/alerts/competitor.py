@@ -17,14 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, Sequence
-from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 
 from stream_app.contracts.calendar import first_day, month_label, month_of_day
 from stream_app.contracts.lists import CompetitorEntry
-from stream_app.features.derive import derive, month_counter
+from stream_app.features.derive import month_counter
 from stream_app.windows.book import ACQUAINTANCES, Entry, distinct, merge
 from stream_app.windows.state import Windows
 
@@ -47,16 +46,16 @@ class Base:
 class OurBase:
     """Reads our base chunk by chunk (`windows/scan.read_states`) into a `Base`."""
 
-    def __init__(self, day: date, zone: ZoneInfo) -> None:
-        self.day, self.zone, self.base = day, zone, Base()
+    def __init__(self, day: date) -> None:
+        self.day, self.base = day, Base()
 
     def add(self, customers: list[str], raws: Sequence[bytes | None]) -> None:
         w = Windows.load(customers, raws)
         day = np.full(len(customers), self.day.toordinal(), np.int64)
-        f = derive(w, day, self.zone)
         ours = still_ours(w)
         self.base.ours.update(customers[i] for i in np.nonzero(ours)[0])
-        self.base.spend += float(f["arpu_m1"][ours].sum())
+        spend = month_counter(w, day, "spend", 1) + month_counter(w, day, "topup", 1)  # arpu_m1's, alone
+        self.base.spend += float(spend[ours].sum())
         minutes = month_counter(w, day, "out_min", 1) + month_counter(w, day, "in_min", 1)
         self.base.minutes += float(minutes[ours].sum())
 

@@ -97,8 +97,7 @@ def _contacts(settings: Settings, listed: list[WinbackEntry], as_of: date, days:
     from stream_app.windows.scan import read_book, read_some
     from stream_app.windows.state import Windows
 
-    now = month_of_day(as_of.toordinal())
-    months = [month_label(m) for m in range(month_of_day(as_of.toordinal() - days + 1), now + 1)]
+    months = months_read(as_of, month_of_day(as_of.toordinal()) - month_of_day(as_of.toordinal() - days + 1) + 1)
     client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
     try:
         found = contacts_of(read_book(client, months), [e.customer_id for e in listed if e.kind == "port_out"])
@@ -194,7 +193,7 @@ def competitor(day_, months: int | None, name: str | None, csv_path: Path | None
     _check_outputs(settings, produce, plot)
     as_of = day_.date() if day_ else datetime.now(settings.zone).date()
     client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
-    ours = OurBase(as_of, settings.zone)
+    ours = OurBase(as_of)
     try:
         book = read_book(client, months_read(as_of, months))
         for names, raws in read_states(client):

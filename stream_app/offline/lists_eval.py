@@ -81,7 +81,7 @@ def evaluate_lists(settings: Settings, rules: Callable[[], Ruleset], cfg: SimCon
                  if t.churn_date and (t.reason_code or 0) < 300}
     left = {c for c, d in by_choice.items() if first <= d <= day.toordinal()}
     winback = winback_list(result.churn, result.alerts, [], day, WINBACK_WINDOW, settings.zone)
-    ours = OurBase(day, settings.zone)
+    ours = OurBase(day)
     ours.add(names, raws)
     book = in_months(result.book, months_read(day, COMPETITOR_MONTHS))
     port_outs = [e for e in with_contacts(winback, contacts_of(book, [e.customer_id for e in winback]), ours.base.ours)

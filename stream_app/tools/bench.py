@@ -28,6 +28,7 @@ from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.tools.embedded.servers import redis_server
+from stream_app.windows.scan import book_hashes
 from stream_app.windows.state import ID_DIGEST, STATE, Windows
 from stream_app.windows.store import RedisWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
@@ -93,13 +94,9 @@ def book_memory(client: redis.Redis) -> tuple[int, int]:
     """(numbers, bytes) of the off-net book in Redis: its fields over every month's hash, and their
     `MEMORY USAGE`."""
     numbers = total = 0
-    for index in client.scan_iter(match=keys.OFFNET_MONTHS_PATTERN, count=1000):
-        name = index.decode()
-        shard = name[name.index("{report-") + 8:name.index("}")]
-        for month in client.smembers(name):
-            book = keys.offnet_book(shard, month.decode())
-            numbers += client.hlen(book)
-            total += client.memory_usage(book, samples=0) or 0
+    for _, book in book_hashes(client):
+        numbers += client.hlen(book)
+        total += client.memory_usage(book, samples=0) or 0
     return numbers, total
 
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 from stream_app.contracts import keys
 from stream_app.windows.book import Entry, decode, merge
 
-__all__ = ["read_states", "read_some", "read_counts", "read_book"]
+__all__ = ["read_states", "read_some", "read_counts", "book_hashes", "read_book"]
 
 
 def read_states(client: Any, chunk: int = 2000) -> Iterator[tuple[list[str], list[bytes | None]]]:
@@ -56,17 +56,23 @@ def read_counts(client: Any, histograms: bool = False) -> dict[str, int]:
     return {name: total for name, total in totals.items() if total}
 
 
-def read_book(client: Any, months: Iterable[str]) -> dict[str, Entry]:
-    """The off-net book of `months` ("YYYY-MM"), each "competitor|number" merged over the months
-    and the nodes (`windows/book.py`)."""
-    wanted = set(months)
-    found: dict[str, list[Entry]] = collections.defaultdict(list)
+def book_hashes(client: Any) -> Iterator[tuple[str, str]]:
+    """(month, its hash's key) of every hash of the off-net book, on every node (`windows/book.py`)."""
     for index in client.scan_iter(match=keys.OFFNET_MONTHS_PATTERN, count=1000):
         name = index.decode() if isinstance(index, bytes) else index
         shard = name[name.index("{report-") + 8:name.index("}")]
         for month in client.smembers(name):
             month = month.decode() if isinstance(month, bytes) else month
-            if month in wanted:
-                for field, raw in client.hscan_iter(keys.offnet_book(shard, month), count=1000):
-                    found[field.decode() if isinstance(field, bytes) else field].append(decode(raw))
+            yield month, keys.offnet_book(shard, month)
+
+
+def read_book(client: Any, months: Iterable[str]) -> dict[str, Entry]:
+    """The off-net book of `months` ("YYYY-MM"), each "competitor|number" merged over the months
+    and the nodes (`windows/book.py`)."""
+    wanted = set(months)
+    found: dict[str, list[Entry]] = collections.defaultdict(list)
+    for month, key in book_hashes(client):
+        if month in wanted:
+            for field, raw in client.hscan_iter(key, count=1000):
+                found[field.decode() if isinstance(field, bytes) else field].append(decode(raw))
     return {name: merge(entries) for name, entries in found.items()}
