@@ -271,12 +271,23 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     labels_in.seek(labels_tp, core.labels_offset)
     labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
 
+    renewed = time.monotonic()
+
+    def keep_lease(force: bool = False) -> None:
+        """Renew the lease a third of its time after the last renewal at the latest: a busy loop
+        (a backlog of labels, a refit, a starved CPU) must not let it lapse to a successor."""
+        nonlocal renewed
+        if force or time.monotonic() - renewed > settings.trainer_lease_s / 3:
+            lease.reacquire()
+            renewed = time.monotonic()
+
     def event(kind: str, detail: str) -> None:
         producer.send(t.model_events, _json(ModelEvent(kind, core.version, core.learner.labels,  # type: ignore[arg-type]
                                                        datetime.now(timezone.utc), detail)))
     try:
         while not stop():
             labelling.advance(labeler)
+            keep_lease()
             made = labelling.due_labels(labeler)
             for label in made:
                 producer.send(t.labels, encode_internal(label))
@@ -287,6 +298,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                 for r in records:
                     label = decode_label(r.value)
                     learnt = core.learn(label, r.offset)
+                    keep_lease()
                     if learnt is None:
                         continue
                     learned += 1
@@ -297,13 +309,13 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                     for verdict in verdicts:
                         _contested(verdict, metrics, event)
                     if verdicts:  # a refit takes seconds, and a poll's labels can hold many
-                        lease.reacquire()
+                        keep_lease(force=True)
             if core.due(settings):
                 snapshot = _publish(client, core, metrics, signer, token)
                 event("published", f"figures {snapshot.figures}")
                 log.info("published model version %d (%d labels, AUC %.3f)", snapshot.version, snapshot.labels,
                          snapshot.figures.get("auc", float("nan")))
-            lease.reacquire()
+            keep_lease(force=True)
             if not made and not learned:
                 time.sleep(0.2)
     finally:
