@@ -129,6 +129,9 @@ class Metrics:
         self.churned = Counter(
             "churnwatch_churn_events_total", "Customers seen to churn, by kind and region", ["kind", "region"],
             registry=registry)
+        self.won_back = Counter(
+            "churnwatch_won_back_total", "Customers seen to come back after leaving, by region", ["region"],
+            registry=registry)
 
 
 class TrainerMetrics:

@@ -123,6 +123,7 @@ def run_through(processor: BatchProcessor, records: Sequence[RawRecord], batch_s
         total.deadletters += out.deadletters
         total.snapshots += out.snapshots
         total.churn_events += out.churn_events
+        total.won_back += out.won_back
         total.erased += out.erased
 
     async def go() -> None:

@@ -8,6 +8,8 @@ windows/scan.py), with the features the rules see (features/derive.py), all judg
 list's day. A customer is on it when, over their last three complete months:
 - their spend averages 100 to 120 yuan, and they are not mid/high-end already (in either of
   the last two months) nor gone;
+- they have been with us six months at least (`SETTLED_DAYS`), the months the rule reads: a
+  newcomer's first months, or those of a customer back on their number, ramp up from nothing;
 - they are postpaid: a prepaid line's spend is its top-ups, which come in lumps of 30 to 100
   yuan, and three months of them show no trend to trust (on the simulator, every prepaid line
   that looked rising was a steady one);
@@ -39,7 +41,9 @@ from stream_app.features.derive import derive
 from stream_app.rules.growth_table import GrowthTable
 from stream_app.windows.state import VIP_TIERS, Windows
 
-__all__ = ["Found", "growth_candidates", "ranked", "rising", "spend_slope"]
+__all__ = ["Found", "SETTLED_DAYS", "growth_candidates", "ranked", "rising", "spend_slope"]
+
+SETTLED_DAYS = 183  # tenure before which a customer's spend has no six months to be judged on
 
 
 class Found(NamedTuple):
@@ -93,7 +97,8 @@ def rising(f: dict[str, np.ndarray], min_growth: float) -> np.ndarray:
     avg = f["arpu_3m"]
     m3 = 3 * avg - f["arpu_m1"] - f["arpu_m2"]
     usage = np.maximum(f["mou_out_30d_mom"], f["data_mom"])
-    return (f["exited"] == 0) & (f["prepaid"] == 0) & (m3 > 0) & (spend_slope(f) >= min_growth * avg) \
+    settled = f["tenure_days"] >= SETTLED_DAYS  # a newcomer's first months ramp up from nothing: not growth
+    return (f["exited"] == 0) & (f["prepaid"] == 0) & settled & (m3 > 0) & (spend_slope(f) >= min_growth * avg) \
         & (avg >= (1 + 3 * min_growth) * f["arpu_prev_3m"]) & (usage > 0) & (usage >= min_growth)
 
 

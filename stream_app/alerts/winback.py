@@ -15,10 +15,15 @@ here, not fitted; `--days` bounds the window.
 
 A customer who ported out kept their number: customers of ours who still call them show in the
 off-net book under it (`with_contacts`), the leaver's usual contacts who are still ours.
+
+Those who come back (windows/lifecycle.py) are counted per week in the campaign report
+(`won_back_weeks`): how many, on which line, how many the lists had named before, and what they
+were worth when they left.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, time
 from typing import Iterable
 from zoneinfo import ZoneInfo
@@ -28,26 +33,31 @@ import msgspec
 from stream_app.alerts.call_plan import LEVEL_ORDER, alert_day
 from stream_app.alerts.campaign import latest_outcomes
 from stream_app.connect.topics import WINBACK_DAYS
-from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome, WonBack
 from stream_app.contracts.lists import WinbackEntry
 from stream_app.windows.book import ACQUAINTANCES, Entry, distinct
 
-__all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "winback_list", "with_contacts"]
+__all__ = ["HALF_LIFE_DAYS", "WARNED_DAYS", "WonBackWeek", "winback_list", "with_contacts", "won_back_weeks"]
 
 HALF_LIFE_DAYS = 30
 WARNED_DAYS = WINBACK_DAYS  # an alert this many days before the exit at most counts as a warning of it
 
 
 def winback_list(churns: Iterable[ChurnEvent], alerts: Iterable[Alert], outcomes: Iterable[Outcome], as_of: date,
-                 days: int, zone: ZoneInfo) -> list[WinbackEntry]:
+                 days: int, zone: ZoneInfo, returns: Iterable[WonBack] = ()) -> list[WinbackEntry]:
     """Every voluntary leaver and revenue churner of the `days` days up to `as_of`, highest priority
-    first; a customer once, at their latest churn."""
+    first; a customer once, at their latest churn, and not once they have come back (`returns`)."""
     first = as_of.toordinal() - days + 1
     latest: dict[str, ChurnEvent] = {}
     for c in churns:
         if first <= c.day <= as_of.toordinal() and (c.customer_id not in latest or c.day >= latest[c.customer_id].day):
             latest[c.customer_id] = c
-    latest = {k: c for k, c in latest.items() if c.by_choice}  # their latest churn decides, an involuntary one too
+    back = {}
+    for r in returns:
+        if r.day <= as_of.toordinal():
+            back[r.previous_customer_id] = max(back.get(r.previous_customer_id, 0), r.day)
+    # Their latest churn decides, an involuntary one too; a return after it takes them off.
+    latest = {k: c for k, c in latest.items() if c.by_choice and back.get(k, 0) < c.day}
     before: dict[str, list[Alert]] = {}
     for a in alerts:
         c = latest.get(a.customer_id)
@@ -88,3 +98,44 @@ def with_contacts(entries: Iterable[WinbackEntry], found: dict[str, Entry], ours
 
 def _ranked(entry: WinbackEntry, rank: int) -> WinbackEntry:
     return msgspec.structs.replace(entry, rank=rank)
+
+
+@dataclass
+class WonBackWeek:
+    """The customers who came back in one ISO week (`2026-W23`), or in `all` of them."""
+
+    week: str
+    won_back: int = 0
+    same_number: int = 0  # ported back or reconnected
+    new_line: int = 0  # the same person on a new line, as their profile said
+    listed: int = 0  # on a win-back list produced after they left and before they came back (`--produce`)
+    monthly_value: float = 0.0  # what they spent in the month before the one they left in, yuan
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"monthly_value": round(self.monthly_value, 2)}
+
+
+def won_back_weeks(returns: Iterable[WonBack], churns: Iterable[ChurnEvent],
+                   lists: Iterable[WinbackEntry]) -> list[WonBackWeek]:
+    """Per week of return, oldest first, then `all`; a customer recorded twice (a replay) once."""
+    exits: dict[str, list[ChurnEvent]] = {}
+    for c in churns:
+        if c.kind != "revenue":
+            exits.setdefault(c.customer_id, []).append(c)
+    listed: dict[str, list[int]] = {}
+    for e in lists:
+        listed.setdefault(e.customer_id, []).append(date.fromisoformat(e.day).toordinal())
+    weeks: dict[str, WonBackWeek] = {}
+    for b in {(r.customer_id, r.day): r for r in returns}.values():
+        week = "%d-W%02d" % date.fromordinal(b.day).isocalendar()[:2]
+        exit_ = max((c for c in exits.get(b.previous_customer_id, ()) if c.day <= b.day), key=lambda c: c.day,
+                    default=None)  # the exit they came back from
+        since = exit_.day if exit_ else (b.left_on or 0)
+        named = any(since <= d <= b.day for d in listed.get(b.previous_customer_id, ()))
+        for row in (weeks.setdefault(week, WonBackWeek(week)), weeks.setdefault("all", WonBackWeek("all"))):
+            row.won_back += 1
+            row.same_number += b.previous_customer_id == b.customer_id
+            row.new_line += b.previous_customer_id != b.customer_id
+            row.listed += named
+            row.monthly_value += exit_.arpu if exit_ else 0.0
+    return sorted(weeks.values(), key=lambda r: (r.week == "all", r.week))

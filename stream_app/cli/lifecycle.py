@@ -23,7 +23,7 @@ from stream_app.alerts.winback import winback_list, with_contacts
 from stream_app.cli.common import kafka_reachable, produce_records, read_rules, read_settings
 from stream_app.cli.report import report_console
 from stream_app.connect.redis import connect_redis_sync
-from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
+from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes, read_won_back
 from stream_app.connect.topics import WINBACK_DAYS
 from stream_app.contracts import keys
 from stream_app.contracts.calendar import month_label, month_of_day
@@ -55,8 +55,9 @@ _budget = click.option("--budget", type=click.IntRange(1), help="Customers to li
 @_json
 def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce: bool, plot: Path | None,
             as_json: bool) -> None:
-    """Customers who left (or cut their spend) lately, worth most to win back first: their value before,
-    the reason, tenure, and whether they were warned, called or in the control group."""
+    """Customers who left (or cut their spend) lately and have not come back, worth most to win back
+    first: their value before, the reason, tenure, and whether they were warned, called or in the
+    control group."""
     settings = read_settings()
     if not settings.kafka_bootstrap:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the win-back list reads churn events, alerts and outcomes")
@@ -65,7 +66,8 @@ def winback(day_, days: int, budget: int | None, csv_path: Path | None, produce:
     churns = list(read_churn_events(settings))
     newest = max((date.fromordinal(c.day) for c in churns), default=datetime.now(settings.zone).date())
     as_of = day_.date() if day_ else newest
-    listed = winback_list(churns, read_alerts(settings), read_outcomes(settings), as_of, days, settings.zone)
+    listed = winback_list(churns, read_alerts(settings), read_outcomes(settings), as_of, days, settings.zone,
+                          read_won_back(settings))
     listed = _contacts(settings, listed[:budget] if budget else listed, as_of, days)
     title = f"Win-back list for {as_of}: {len(listed)} customers who left in {days} days"
     table = Table(title=title, title_justify="left")

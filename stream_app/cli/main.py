@@ -147,9 +147,11 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
 @click.option("--regions", default=7, show_default=True, type=click.IntRange(1), help="branches, region-0 ...")
 @click.option("--managers-per-region", default=0, show_default=True, type=click.IntRange(0),
               help="account managers per region for gold and diamond customers (am-<region>-<k>)")
+@click.option("--comeback-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="share of those who port out over price or a promotion who port back 30-120 days later")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, out: Path | None,
-             truth: Path, regions: int, managers_per_region: int, as_json: bool) -> None:
+             truth: Path, regions: int, managers_per_region: int, comeback_share: float, as_json: bool) -> None:
     """Produce realistic synthetic traffic; write who really churned to --truth."""
     import threading
 
@@ -157,7 +159,8 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     from stream_app.tools.demo import produce_simulation
 
     sim = Simulator(SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn,
-                              warmup_days=warmup_days, regions=regions, managers_per_region=managers_per_region))
+                              warmup_days=warmup_days, regions=regions, managers_per_region=managers_per_region,
+                              comeback_share=comeback_share))
     if out is not None:
         counts: dict[str, int] = {}
         with out.open("wb") as f:

@@ -229,6 +229,9 @@ def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: f
         click.echo(json.dumps(report))
 
 
+LISTS_COMEBACK_SHARE = 0.1  # leavers over price who port back, for the win-back list (SimConfig.comeback_share)
+
+
 def _evaluate_lists(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int,
                     grow_share: float, as_json: bool) -> None:
     from stream_app.offline.lists_eval import evaluate_lists
@@ -236,7 +239,7 @@ def _evaluate_lists(customers: int, days: int, seed: int, monthly_churn: float, 
 
     settings = read_settings()
     cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days,
-                    grow_share=grow_share)
+                    grow_share=grow_share, comeback_share=LISTS_COMEBACK_SHARE)
     report = evaluate_lists(settings, _rules(settings), cfg).to_json()
     for name, value in report.items():
         click.echo(f"  {name:26} {value}", err=as_json)

@@ -18,9 +18,16 @@ from rich.table import Table
 
 from stream_app.alerts.call_plan import alert_day, for_call_centre
 from stream_app.alerts.campaign import CampaignCosts, CampaignRow, campaign_report
+from stream_app.alerts.winback import won_back_weeks
 from stream_app.cli.common import kafka_reachable
 from stream_app.connect.redis import connect_redis_sync
-from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes
+from stream_app.connect.topic_reader import (
+    read_alerts,
+    read_churn_events,
+    read_outcomes,
+    read_winback_lists,
+    read_won_back,
+)
 from stream_app.contracts.events import REASON_CODES
 from stream_app.reports.monthly import (
     ChurnMonth,
@@ -149,7 +156,8 @@ def cohort(snapshot: str, through: str | None, fmt: str, plot: Path | None, as_j
 def campaign(weeks: int, fmt: str, plot: Path | None, as_json: bool) -> None:
     """What the calls did, per week and suggested action, per segment and per region: calls,
     reach, acceptance, churn within the window for called versus control-group customers, the
-    uplift with its 95% interval and a verdict, customers and revenue kept, cost and ROI."""
+    uplift with its 95% interval and a verdict, customers and revenue kept, cost and ROI; and the
+    customers won back per week, how many of them the win-back lists had named."""
     settings = Settings()
     if not settings.kafka_bootstrap:
         raise click.UsageError("KAFKA_BOOTSTRAP is not set: the campaign report reads alerts, outcomes and churn")
@@ -166,10 +174,13 @@ def campaign(weeks: int, fmt: str, plot: Path | None, as_json: bool) -> None:
     kept = sorted({r.week for r in rows if r.week != "all"})[-weeks:]
     shown = [r.to_json(costs) for r in rows if r.week in kept or r.week == "all"]
     total = shown.pop() if shown else CampaignRow("all", "all").to_json(costs)
-    doc = {"as_of": as_of.isoformat(), "costs": asdict(costs), "rows": shown, "total": total}
+    back = [w.to_json() for w in won_back_weeks(read_won_back(settings), churns, read_winback_lists(settings))]
+    back = back[-weeks - 1:]  # the newest weeks, and all of them
+    doc = {"as_of": as_of.isoformat(), "costs": asdict(costs), "rows": shown, "total": total, "won_back": back}
     if plot is not None:
         doc["qini"] = _qini_plot(rows[-1] if rows else CampaignRow("all", "all"), alerts, plot, as_json)
-    _emit(doc, lambda: [_campaign_table(shown + [total])], lambda: _csv(list(total), shown + [total]), fmt, as_json)
+    _emit(doc, lambda: [_campaign_table(shown + [total]), _won_back_table(back)],
+          lambda: _csv(list(total), shown + [total]), fmt, as_json)
 
 
 def _qini_plot(total: CampaignRow, alerts: list, plot: Path, as_json: bool) -> dict:
@@ -204,6 +215,16 @@ def _campaign_table(rows: list[dict]) -> Table:
         table.add_column(heading, justify="left" if left else "right")
     for row in rows:
         table.add_row(*(_campaign_cell(name, row[name], row) for name, _ in _CAMPAIGN))
+    return table
+
+
+def _won_back_table(rows: list[dict]) -> Table:
+    table = Table(title="Customers won back", title_justify="left")
+    for heading in ("week", "won back", "same number", "new line", "on a win-back list before", "monthly value, yuan"):
+        table.add_column(heading, justify="left" if heading == "week" else "right")
+    for r in rows:
+        table.add_row(r["week"], *(str(r[k]) for k in ("won_back", "same_number", "new_line", "listed")),
+                      f"{r['monthly_value']:,.0f}")
     return table
 
 
@@ -245,10 +266,11 @@ def _emit(doc: dict[str, Any], tables, rows_csv, fmt: str, as_json: bool) -> Non
         click.echo(json.dumps(doc))
 
 
-_BASE = ("month", "customers_start", "gross_adds", "churn", "net_adds", "customers_end", "customers_billed",
-         "closed_share", "revenue", "mid_high_end", "mid_high_end_new", "mid_high_end_revenue_share")
+_BASE = ("month", "customers_start", "gross_adds", "won_back", "churn", "net_adds", "customers_end",
+         "customers_billed", "closed_share", "revenue", "mid_high_end", "mid_high_end_new", "mid_high_end_revenue_share")
 _HEADINGS = {
-    "customers_start": "customers at start", "gross_adds": "gross adds", "voluntary_churn": "voluntary churn",
+    "customers_start": "customers at start", "gross_adds": "gross adds", "won_back": "of them won back",
+    "voluntary_churn": "voluntary churn",
     "involuntary_churn": "involuntary churn", "churn": "churn (exits)", "net_adds": "net adds",
     "customers_end": "customers at end", "churn_rate": "churn rate", "revenue_churn": "revenue churn (stayed)",
     "revenue_lost": "revenue lost, yuan/month", "customers_billed": "customers billed",

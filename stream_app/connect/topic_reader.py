@@ -10,11 +10,12 @@ import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 from stream_app.connect.kafka import client_options
-from stream_app.contracts.events import Alert, ChurnEvent, Outcome, decode_outcome
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome, WinbackEntry, WonBack, decode_outcome
 from stream_app.errors import ConfigError, InvalidEvent
 from stream_app.settings import Settings
 
-__all__ = ["TopicFollower", "read_topic", "read_alerts", "read_outcomes", "outcome_or_none", "read_churn_events"]
+__all__ = ["TopicFollower", "read_topic", "read_alerts", "read_outcomes", "outcome_or_none", "read_churn_events",
+           "read_won_back", "read_winback_lists"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -98,3 +99,13 @@ def read_outcomes(settings: Settings) -> Iterator[Outcome]:
 def read_churn_events(settings: Settings) -> Iterator[ChurnEvent]:
     """Every exit and revenue churn still on the churn events topic."""
     return read_topic(settings, settings.topics.churn_events, msgspec.json.Decoder(ChurnEvent).decode)
+
+
+def read_won_back(settings: Settings) -> Iterator[WonBack]:
+    """Every customer the workers saw come back, still on its topic."""
+    return read_topic(settings, settings.topics.won_back, msgspec.json.Decoder(WonBack).decode)
+
+
+def read_winback_lists(settings: Settings) -> Iterator[WinbackEntry]:
+    """Every line of the win-back lists produced (`calls winback --produce`), still on their topic."""
+    return read_topic(settings, settings.topics.calls_winback, msgspec.json.Decoder(WinbackEntry).decode)

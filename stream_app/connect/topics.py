@@ -21,12 +21,12 @@ def retention_days(settings: Settings) -> dict[str, int]:
     after a restart; labels are kept a year for audits and bootstraps; alerts feed the monthly
     warning list of the month before; call lists are kept for audits. The campaign report follows
     each alert for `campaign_churn_days` after it, so alerts and churn events outlive that, and
-    outcomes are kept a year like the call lists they answer (and the growth list). The win-back list looks back up to
+    outcomes are kept a year like the call lists they answer (and the growth list, and the customers won back). The win-back list looks back up to
     `WINBACK_DAYS` for leavers and as long again before each exit for warnings of it."""
     t = settings.topics
     wait = settings.horizon_days + settings.late_grace_days
     campaign = max(settings.campaign_churn_days + 31, 2 * WINBACK_DAYS + 14)
-    return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.labels: 365,
+    return {t.snapshots: wait + 14, t.churn_events: max(campaign, wait + 14), t.won_back: 400, t.labels: 365,
             t.alerts: max(62, campaign), t.outcomes: 400, t.calls_daily: 400, t.calls_monthly: 400,
             t.calls_winback: 400, t.calls_growth: 400, t.calls_competitor: 400}
 
@@ -34,8 +34,8 @@ def retention_days(settings: Settings) -> dict[str, int]:
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every topic the service uses, co-partitioned, unless it exists already."""
     t = settings.topics
-    names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.model_events, t.calls_daily,
-             t.calls_monthly, t.calls_winback, t.calls_growth, t.calls_competitor]
+    names = [*t.inputs(), t.alerts, t.deadletter, t.snapshots, t.churn_events, t.won_back, t.model_events,
+             t.calls_daily, t.calls_monthly, t.calls_winback, t.calls_growth, t.calls_competitor]
     keep = retention_days(settings)
     admin = KafkaAdminClient(**client_options(settings, bootstrap), client_id=f"{settings.app_id}-admin")
     try:

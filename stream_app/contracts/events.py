@@ -22,7 +22,7 @@ from stream_app.errors import InvalidEvent
 
 __all__ = [
     "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
-    "Profile", "Snapshot", "WinbackEntry", "GrowthEntry", "CompetitorEntry", "LEVELS", "QUEUES", "QueueName",
+    "Profile", "Snapshot", "WonBack", "WinbackEntry", "GrowthEntry", "CompetitorEntry", "LEVELS", "QUEUES", "QueueName",
     "TREATMENTS", "Treatment",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
     "decode_outcome", "json_schema",
@@ -67,12 +67,14 @@ class Cdr(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Billing(Struct, frozen=True, forbid_unknown_fields=True):
-    """A billing fact. `disconnect` and `port_out` end the line and carry a reason code."""
+    """A billing fact. `disconnect` and `port_out` end the line and carry a reason code; `port_in`
+    (the number ported back) and `reconnect` bring a line that had ended back (a win-back)."""
 
     event_id: EventId
     customer_id: CustomerId
     ts: AwareTime
-    kind: Literal["bill", "payment", "recharge", "plan_change", "arrears", "disconnect", "port_out"]
+    kind: Literal["bill", "payment", "recharge", "plan_change", "arrears", "disconnect", "port_out", "port_in",
+                  "reconnect"]
     amount: Money = 0.0
     period: Annotated[str, Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
     plan: Name | None = None
@@ -102,6 +104,10 @@ class Profile(Struct, frozen=True, forbid_unknown_fields=True):
     #: The operator's own attributes (handset age, contract end, credit class ...): the model learns
     #: from those that settings declare (contracts/attributes.py), a date as YYYY-MM-DD.
     attributes: Annotated[dict[AttributeName, float | Name | None], Meta(max_length=32)] = {}
+    #: The line the same person left us on, when they come back on a new one (a win-back); read
+    #: from their first profile. A customer back on the same number needs none: a `port_in` or
+    #: `reconnect` on the billing topic says so.
+    previous_customer_id: CustomerId | None = None
 
 
 class Outcome(Struct, frozen=True, forbid_unknown_fields=True):
@@ -220,7 +226,7 @@ class ChurnEvent(Struct, frozen=True):
     voluntary: bool | None
     region: str
     segment: str
-    arpu: float  # spend in the last complete month; for revenue churn, the monthly average of the 3 before the cut
+    arpu: float  # spend in the month before the exit's; for revenue churn, the monthly average of the 3 before the cut
     tenure_days: int = 0  # days from activation to the churn (0: activation unknown)
 
     @property
@@ -228,6 +234,18 @@ class ChurnEvent(Struct, frozen=True):
         """The customer's own doing: by the reason code, else a port-out or revenue churn is, and a
         disconnect without a reason is the operator's (how the churn report and the win-back list count it)."""
         return self.voluntary if self.voluntary is not None else self.kind in ("port_out", "revenue")
+
+
+class WonBack(Struct, frozen=True):
+    """A customer who came back after leaving (windows/lifecycle.py): on the same number, ported
+    back or reconnected, or, as their first profile says, the same person on a new line."""
+
+    customer_id: str
+    day: int  # the day they were activated again (ordinal)
+    previous_customer_id: str  # the line they had left: their own for the same number
+    left_on: int | None  # the day they had left (ordinal); None: left on another line
+    region: str
+    segment: str
 
 
 class Label(Struct, frozen=True, array_like=True):
@@ -312,7 +330,8 @@ def decode_billing(raw: bytes) -> Billing:
 #: Every contract with a schema file, by file stem.
 CONTRACTS: dict[str, type] = {
     "cdr": Cdr, "billing": Billing, "customer_profile": Profile, "retention_outcome": Outcome,
-    "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "model_event": ModelEvent,
+    "alert": Alert, "deadletter": DeadLetter, "churn_event": ChurnEvent, "won_back": WonBack,
+    "model_event": ModelEvent,
     "call_list_entry": CallListEntry, "winback_entry": WinbackEntry, "growth_entry": GrowthEntry,
     "competitor_entry": CompetitorEntry,
 }

@@ -161,4 +161,6 @@ class Edge:
             event = msgspec.structs.replace(event, attributes=self._attributes(event))
         if self.pseudonyms.enabled and rec.topic in self._numbered:
             event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
+            if isinstance(event, Profile) and event.previous_customer_id:
+                event = msgspec.structs.replace(event, previous_customer_id=self.pseudonyms(event.previous_customer_id))
         return event

@@ -1,5 +1,5 @@
 """What a batch tells the model and the reports, besides alerts: daily feature snapshots of
-the customers it touched, and the customers who churned in it."""
+the customers it touched, the customers who churned in it, and those who came back."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from stream_app.contracts.calendar import local_days
-from stream_app.contracts.events import ChurnEvent, Snapshot
+from stream_app.contracts.events import ChurnEvent, Snapshot, WonBack
+from stream_app.features.derive import month_counter
 from stream_app.model.scoring import Scorer
 from stream_app.rules.evaluate import Evaluation
-from stream_app.windows.state import EXIT_KINDS, N_DAYS, REVENUE_CHURN_FLAG, Windows
+from stream_app.windows.lifecycle import Moves, Return
+from stream_app.windows.state import N_DAYS, REVENUE_CHURN_FLAG, StateTail, Windows
 
-__all__ = ["snapshot_days", "snapshots", "churn_events", "value_segment"]
+__all__ = ["snapshot_days", "snapshots", "churn_events", "spent_before", "value_segment", "won_back"]
 
 
 
@@ -59,29 +61,29 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
     return out
 
 
-def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], exit_before: np.ndarray,
+def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], moves: Moves,
                  now_day: np.ndarray, zone: ZoneInfo) -> tuple[list[ChurnEvent], dict[int, bool]]:
-    """Exits first seen in this batch (on the operator's day, `zone`), and revenue churn when it
-    starts (reported once per episode); and, per row whose episode began or ended, whether one is
-    now reported (for `Windows.mark_revenue_churn`)."""
-    rec = w.rec
-    exit_day = local_days(rec["exit_ts"], zone)
+    """The batch's exits (`moves.exits`, from `apply`; on the operator's day, `zone`), and revenue churn
+    when it starts (reported once per episode); and, per row whose episode began or ended, whether
+    one is now reported (for `Windows.mark_revenue_churn`)."""
+    rec, exits = w.rec, moves.exits
+    day = np.zeros(len(w.customers), np.int64)
+    day[list(exits)] = local_days(np.array([e.ts for e in exits.values()], np.int64), zone)
     out, reported_now = [], {}
     for i in rows:
         tail = w.text[i]
         region = tail.region if tail else ""
-        arpu = round(float(features["arpu_m1"][i]), 2)
         activated = int(rec["activation"][i])
 
         def tenure(day: int) -> int:
             return max(day - activated, 0) if activated else 0
 
-        if exit_before[i] == 0 and rec["exit_ts"][i] > 0:
-            code = int(rec["exit_reason"][i]) or None
-            out.append(ChurnEvent(w.customers[i], int(exit_day[i]),
-                                  EXIT_KINDS[int(rec["exit_kind"][i])], code,  # type: ignore[arg-type]
-                                  None if code is None else code < 300, region, value_segment(features, i), arpu,
-                                  tenure(int(exit_day[i]))))
+        if i in exits:
+            e = exits[i]
+            out.append(ChurnEvent(w.customers[i], int(day[i]), e.kind, e.reason_code,  # type: ignore[arg-type]
+                                  None if e.reason_code is None else e.reason_code < 300, region,
+                                  value_segment(features, i), spent_before(*moves.as_at_exit(w, i), int(day[i])),
+                                  tenure(int(day[i]))))
         reported = bool(rec["flags"][i] & REVENUE_CHURN_FLAG)
         if features["revenue_churn"][i] and not reported and not features["exited"][i]:
             reported_now[i] = True
@@ -91,3 +93,21 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], e
         elif not features["revenue_churn"][i] and reported:
             reported_now[i] = False
     return out, reported_now
+
+
+def spent_before(w: Windows, i: int, day: int) -> float:
+    """What a leaver spent in the month before the one of `day` they left on, however far past it
+    the batch has read."""
+    sub, when = w.subset([i]), np.array([day], np.int64)
+    return round(float(month_counter(sub, when, "spend", 1)[0] + month_counter(sub, when, "topup", 1)[0]), 2)
+
+
+def won_back(w: Windows, features: dict[str, np.ndarray], returns: dict[int, Return], zone: ZoneInfo) -> list[WonBack]:
+    """The batch's returns (`returns`, from `apply`): on the same number, or on a new line."""
+    out = []
+    for i, r in sorted(returns.items()):
+        tail = w.text[i] or StateTail()
+        day = int(local_days(np.array([r.ts]), zone)[0])
+        left = int(local_days(np.array([r.left_ts]), zone)[0]) if r.left_ts else None
+        out.append(WonBack(w.customers[i], day, r.previous, left, tail.region, value_segment(features, i)))
+    return out

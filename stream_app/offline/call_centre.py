@@ -99,14 +99,14 @@ class SimCallCentre:
     def _call(self, alert: Alert, d: int, day: date) -> SimRecord:
         i, rng, truth = self.index[alert.customer_id], self.rng, self.sim.truth[self.index[alert.customer_id]]
         self.calls += 1
-        gone = self.sim.exit_day[i] <= d
+        gone = self.sim.exit_day[i] <= d < self.sim.back_day[i]  # ported back: reachable again
         if gone or rng.random() >= self.cfg.reach_rate:
             return self._outcome(alert, day, "not_reached")
         self.reached += 1
         truth.called, truth.treatment = str(day), alert.treatment
         self.decisions.append((alert.customer_id, alert_day(alert, self.settings.zone).toordinal(), True,
                                alert.treatment))
-        if truth.churn_date is not None:
+        if truth.churn_date is not None and self.sim.exit_day[i] > d:  # still to leave (not back after leaving)
             if truth.pattern == "decliner" and rng.random() < EFFECTS.get((truth.reason_code or 0, alert.treatment), 0):
                 self.sim.keep(i, d)
                 self.kept += 1

@@ -53,6 +53,9 @@ class ListsEvaluation:
     competitor_listed: int  # `TOP` per competitor at most
     competitor_precision_top: float | None  # share of them mid/high-end at their operator, by the simulator's truth
     competitor_base_rate: float | None  # the same share over every off-net number in the book: what chance gives
+    won_back_truth: int  # customers the simulator brought back by the last day (`comeback_share`)
+    won_back_recorded: float | None  # of them, the share the workers recorded, on the right day
+    winback_listed_back: int  # customers on the win-back list who had come back by its day: 0 is right
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,8 +82,10 @@ def evaluate_lists(settings: Settings, rules: Callable[[], Ruleset], cfg: SimCon
     first = day.toordinal() - WINBACK_WINDOW + 1
     by_choice = {t.customer_id: date.fromisoformat(t.churn_date).toordinal() for t in sim.truth
                  if t.churn_date and (t.reason_code or 0) < 300}
-    left = {c for c, d in by_choice.items() if first <= d <= day.toordinal()}
-    winback = winback_list(result.churn, result.alerts, [], day, WINBACK_WINDOW, settings.zone)
+    came_back = {t.customer_id: date.fromisoformat(t.back_date).toordinal() for t in sim.truth if t.back_date}
+    left = {c for c, d in by_choice.items() if first <= d <= day.toordinal() and c not in came_back}
+    winback = winback_list(result.churn, result.alerts, [], day, WINBACK_WINDOW, settings.zone, result.won_back)
+    recorded = {(b.customer_id, b.day) for b in result.won_back}
     ours = OurBase(day)
     ours.add(names, raws)
     book = in_months(result.book, months_read(day, COMPETITOR_MONTHS))
@@ -98,7 +103,9 @@ def evaluate_lists(settings: Settings, rules: Callable[[], Ruleset], cfg: SimCon
         len(winback), len(left), _share(np.array([e.customer_id in right for e in winback[:TOP]])),
         _share(np.array([c in {e.customer_id for e in winback} for c in left])), len(port_outs),
         _share(np.array([bool(e.known_by) for e in port_outs])), len(competitors),
-        _share(np.array([spend[e.number][1] >= MID_HIGH_SPEND for e in competitors])), _share(valuable))
+        _share(np.array([spend[e.number][1] >= MID_HIGH_SPEND for e in competitors])), _share(valuable),
+        len(came_back), _share(np.array([item in recorded for item in came_back.items()])),
+        sum(e.customer_id in came_back for e in winback))
 
 
 def _judged_months(day: date) -> tuple[str, str]:

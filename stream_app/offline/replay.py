@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from stream_app.contracts.events import Alert, ChurnEvent, Label, Snapshot
+from stream_app.contracts.events import Alert, ChurnEvent, Label, Snapshot, WonBack
 from stream_app.errors import ConfigError
 from stream_app.features.baseline_counts import KEEP_DAYS
 from stream_app.features.baselines import BaselineRule, Baselines
@@ -43,6 +43,7 @@ class ReplayResult:
     snapshots: list[Snapshot] = field(default_factory=list)  # each with the score it had when taken
     alerts: list[Alert] = field(default_factory=list)
     churn: list[ChurnEvent] = field(default_factory=list)
+    won_back: list[WonBack] = field(default_factory=list)
     events: int = 0
     seconds: float = 0.0
     core: TrainerCore | None = None
@@ -151,6 +152,7 @@ async def _replay(records: Iterable[Record], settings: Settings, rules: Callable
         if on_alerts is not None and out.alerts:
             on_alerts(out.alerts)
         result.churn += out.churn_events
+        result.won_back += out.won_back
         if out.deadletters and not result.refusal:
             d = out.deadletters[0]
             result.refusal = f"{d.reason} (field {d.field}): {d.detail}" if d.field else f"{d.reason}: {d.detail}"

@@ -2,10 +2,10 @@
 
 Heavy-tailed usage, weekly cycles and day-to-day noise; holidays that move everyone at
 once; customers who dip for a while and come back; customers whose usage and spend grow over
-months; churners who decline for one to three
-months first (fewer minutes, more off-net calls, complaints or dropped calls, lower
-spend) and churners who leave with no warning at all; monthly bills; duplicated and late
-records from mediation. The ground truth goes to a separate file, never on the wire.
+months; churners who decline for one to three months first (fewer minutes, more off-net calls,
+complaints or dropped calls, lower spend) and churners who leave with no warning at all; some
+who left over price port their number back; monthly bills; duplicated and late records from
+mediation. The ground truth goes to a separate file, never on the wire.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Iterator, NamedTuple
 import msgspec
 import numpy as np
 
+from stream_app.offline.comebacks import plan_returns
 from stream_app.offline.contacts import Contacts
 
 __all__ = ["SimConfig", "SimRecord", "Truth", "Simulator"]
@@ -45,6 +46,11 @@ class SimConfig:
     # Drawn apart from the churn plans, which stay the same for a seed. None by default, so that the
     # churn figures measured before them stay comparable; `evaluate --lists` asks for 5%.
     grow_share: float = 0.0
+    # Leavers who come back: of those who ported out over price or a promotion (101, 102), the
+    # share who port their number back 30 to 120 days later, and use it as they did before their
+    # decline. An assumption, not fitted; drawn apart from everything else, so the rest of the
+    # traffic stays the same. None by default, as growers; `evaluate --lists` asks for 10%.
+    comeback_share: float = 0.0
     duplicate_rate: float = 0.003
     late_rate: float = 0.01  # delivered 1-2 days late, within the default grace
     very_late_rate: float = 0.0005  # delivered 6-10 days late: dead letter
@@ -84,6 +90,7 @@ class Truth:
     called: str | None = None
     treatment: str | None = None
     planned_churn: str | None = None
+    back_date: str | None = None  # a leaver who ported their number back in: the day (comeback_share)
 
 
 class Simulator:
@@ -122,8 +129,13 @@ class Simulator:
         self.contacts = Contacts(self.ids, cfg.seed)
         self._ramp: dict[int, tuple[int, np.ndarray]] = {}  # decliners: first day, usage multipliers
         self._plan_patterns()
+        self.back_day = plan_returns([(t.churn_kind, t.reason_code) for t in self.truth], self.exit_day, cfg.days,
+                                     cfg.seed, cfg.comeback_share)
+        for i in np.nonzero(self.back_day < cfg.days)[0]:  # the truth says when
+            self.truth[i].back_date = str(cfg.start + timedelta(days=int(self.back_day[i])))
+        self.back_rng = np.random.default_rng([cfg.seed, 5])  # their days after it: the rest stays the same
         self._delayed: dict[int, list[SimRecord]] = {}
-        self._seq = 0
+        self._seq = [0, 0]  # event ids: everyone's, and those who came back
 
     def _plan_patterns(self) -> None:
         cfg, rng, n = self.cfg, self.rng, self.cfg.customers
@@ -180,7 +192,7 @@ class Simulator:
 
     def records(self) -> Iterator[SimRecord]:
         """Every record, in delivery order."""
-        yield from self._profiles()
+        yield from self.profile_records()
         for d in range(self.cfg.days):
             yield from self.day_records(d)
 
@@ -190,9 +202,6 @@ class Simulator:
             return None
         return f"am-{i % self.cfg.regions}-{i // self.cfg.regions % self.cfg.managers_per_region}"
 
-    def profile_records(self) -> Iterator[SimRecord]:
-        return self._profiles()
-
     def day_records(self, d: int) -> list[SimRecord]:
         """Day `d`'s records (and those delivered late on it); days go in order, once each."""
         return self._day(d) + self._delayed.pop(d, [])
@@ -201,8 +210,8 @@ class Simulator:
         """Customer `i`, reached on day `d`, stays: no exit, and what the decline took comes back
         over `recover_days` (their usage, their usual off-net share, complaints and dropped calls)."""
         t = self.truth[i]
-        t.planned_churn, t.churn_date, t.churn_kind = t.churn_date, None, None  # the reason they had stays
-        self.exit_day[i] = self.cfg.days + 1
+        t.planned_churn, t.churn_date, t.churn_kind, t.back_date = t.churn_date, None, None, None  # the reason stays
+        self.exit_day[i] = self.back_day[i] = self.cfg.days + 1
         declined = self._declined(i, d, self.cfg.days)  # what the decline takes, day by day from d
         recovery = np.ones(len(declined))
         n = min(recover_days, len(declined))
@@ -235,8 +244,9 @@ class Simulator:
         return out
 
     def _event_id(self) -> str:
-        self._seq += 1
-        return f"sim-{self.cfg.seed}-{self._seq}"
+        back = self.rng is self.back_rng  # a returner's own numbering: the others' ids stay the same
+        self._seq[back] += 1
+        return f"sim-{self.cfg.seed}-{'back-' if back else ''}{self._seq[back]}"
 
     def _emit(self, out: list[SimRecord], topic: str, customer: str, body: dict, d: int) -> None:
         rec = SimRecord(topic, customer.encode(), msgspec.json.encode(body), d)
@@ -250,7 +260,7 @@ class Simulator:
         if topic == "cdr" and self.rng.random() < self.cfg.duplicate_rate:
             out.append(rec)  # mediation re-sent the same record
 
-    def _profiles(self) -> Iterator[SimRecord]:
+    def profile_records(self) -> Iterator[SimRecord]:
         ts = datetime.combine(self.cfg.start, datetime.min.time(), TZ).isoformat()
         for i, c in enumerate(self.ids):
             tier = "diamond" if self.fee[i] > 200 else "gold" if self.fee[i] > 130 else "silver" if self.fee[i] > 90 else "none"
@@ -286,7 +296,24 @@ class Simulator:
             t = self.truth[i]
             self._billing(out, i, d, midnight + timedelta(hours=12), t.churn_kind or "port_out",
                           reason_code=t.reason_code, voluntary=t.reason_code not in (335, 345, 380))
+        self._back(out, d, midnight)
         return out
+
+    def _back(self, out: list[SimRecord], d: int, midnight: datetime) -> None:
+        """Those who came back, drawn apart (`back_rng`): their port-in, then their usual usage."""
+        back = np.nonzero(self.back_day <= d)[0]
+        rng, self.rng = self.rng, self.back_rng
+        try:
+            level = self.rng.gamma(4.0, 0.25, len(back)) * self.mult[back, d] * self.weekday[d]
+            for i, lv in zip(back, level):
+                if self.back_day[i] == d:
+                    self._billing(out, i, d, midnight + timedelta(hours=9), "port_in")
+                rates = np.array([self.mo_rate[i], self.mt_rate[i], self.sms_rate[i], self.cs_rate[i]])
+                n = dict(zip(("mo", "mt", "sms", "cs"), self.rng.poisson(rates * [lv, lv, lv, 1]).tolist()))
+                n["data"] = int(self.rng.poisson(2 * min(lv, 3) * (self.data_mb[i] > 0)))
+                self._customer_day(out, i, d, midnight, n)
+        finally:
+            self.rng = rng
 
     def _customer_day(self, out: list[SimRecord], i: int, d: int, midnight: datetime, n: dict[str, int]) -> None:
         rng, c = self.rng, self.ids[i]
@@ -298,8 +325,9 @@ class Simulator:
                 off = rng.random() < min(0.95, self.offnet[i] + self.offnet_extra[i, d])
                 rank = self._rank(i, d)
                 j = self.contacts.on_net(i, rank)
-                peer, network, competitor = self.contacts.call(i, rank, off, self.exit_day[j] <= d,
-                                                               self.truth[j].churn_kind == "port_out")
+                gone = self.exit_day[j] <= d < self.back_day[j]
+                ported = self.truth[j].churn_kind == "port_out"
+                peer, network, competitor = self.contacts.call(i, rank, off, gone, ported)
                 drop = rng.random() < self.dropped[i] * self.drop_mult[i, d]
                 offnet, dropped = offnet + (network == "off_net"), dropped + drop
                 body = self._cdr(c, midnight, "voice", kind, duration_s=secs, peer_id=peer, peer_network=network,
@@ -352,15 +380,18 @@ class Simulator:
     def _bills(self, out: list[SimRecord], d: int, day: date) -> None:
         last_month = (day - timedelta(days=1)).strftime("%Y-%m")
         ts = datetime.combine(day, datetime.min.time(), TZ) + timedelta(hours=2)
-        for i in np.nonzero((~self.prepaid) & (self.exit_day > d) & (self.accrued > 0))[0]:
-            self._billing(out, i, d, ts, "bill", amount=round(float(self.accrued[i]), 2), period=last_month)
+        for here, rng in ((self.exit_day > d, self.rng), (self.back_day < d, self.back_rng)):  # returners: apart
+            kept, self.rng = self.rng, rng
+            for i in np.nonzero((~self.prepaid) & here & (self.accrued > 0))[0]:
+                self._billing(out, i, d, ts, "bill", amount=round(float(self.accrued[i]), 2), period=last_month)
+            self.rng = kept
         self.accrued[~self.prepaid] = 0.0
 
     def competitor_truth(self) -> dict[str, tuple[str, float]]:
         """Number -> (competitor, monthly spend) of the competitors' customers our base calls:
         the off-net people, and the customers of ours who ported out by the last day."""
         leavers = {i: float(self.fee[i]) for i, t in enumerate(self.truth)
-                   if t.churn_kind == "port_out" and self.exit_day[i] < self.cfg.days}
+                   if t.churn_kind == "port_out" and self.exit_day[i] < self.cfg.days <= self.back_day[i]}
         return self.contacts.truth(leavers)
 
     def truth_lines(self) -> Iterator[bytes]:

@@ -30,6 +30,7 @@ from stream_app.contracts.events import ChurnEvent
 from stream_app.contracts.inputs import Input
 from stream_app.metrics import region_label
 from stream_app.settings import CohortRule
+from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import N_MONTHS, SCALE, C, StateTail, Windows
 
 __all__ = ["Before", "REGION", "UNKNOWN", "report_increments"]
@@ -71,8 +72,8 @@ def closing_days(w: Windows, grace_days: int) -> np.ndarray:
     return np.minimum(w.day0.astype(np.int64), np.where(billing > 0, billing + grace_days, 0))
 
 
-def report_increments(w: Windows, rows: list[int], before: Before, churned: list[ChurnEvent], zone: ZoneInfo,
-                      cohort: CohortRule, grace_days: int,
+def report_increments(w: Windows, rows: list[int], before: Before, churned: list[ChurnEvent], moves: Moves,
+                      zone: ZoneInfo, cohort: CohortRule, grace_days: int,
                       regions: frozenset[str] = frozenset()) -> tuple[dict[str, dict[str, int]], dict[int, StateTail]]:
     """Customer -> counter increments for the changed `rows` (customers with none are left out),
     and the state tails whose cohort memberships changed (for `Windows.keep_tails`).
@@ -82,7 +83,9 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     is counted depends neither on where batches end nor on how the topics interleave. An exit
     closes every month before it (no more events will come to move it on); its bills are final
     then (exits come in order on the billing topic), and what its usage decides is corrected as
-    late usage arrives (`_usage_decided`).
+    late usage arrives (`_usage_decided`). A customer back (`moves.returns`) is a gross add again,
+    and counted from the month they came back in (windows/lifecycle.py: the months before are
+    forgotten; they were counted when the exit closed them).
 
     With `regions` (those settings name), each counter is counted again under
     `region|<region>|`: the region of the customer's profile when their first fact was counted
@@ -94,21 +97,37 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
     out: dict[str, dict[str, int]] = {}
     tails: dict[int, StateTail] = {}
     closing = closing_days(w, grace_days)
-    for i in _with_news(w, rows, before, closing, grace_days, set(exits) | set(revenue_churned)):
+    for i in _with_news(w, rows, before, closing, grace_days, set(exits) | set(revenue_churned), moves):
         customer = w.customers[i]
         counts: collections.Counter[str] = collections.Counter()
-        if before.profile_ts[i] == 0 and w.rec["profile_ts"][i] > 0:
-            activated = date.fromordinal(int(w.rec["activation"][i]))
-            counts[f"{month_label(month_index(activated.year, activated.month))}|adds"] += 1
         tail = w.text[i] or StateTail()
+        if before.profile_ts[i] == 0 and w.rec["profile_ts"][i] > 0:
+            counts[f"{_month_of(tail.joined or int(w.rec['activation'][i]))}|adds"] += 1
+        back = moves.returns.get(i)
+        on_number = back is not None and back.left_ts > 0  # back on their number, not on a new line
+        if on_number:  # a gross add again
+            month = _month_of(local_clock(zone)(back.ts)[0])
+            counts.update({f"{month}|won_back": 1, f"{month}|adds": 1})
+        elif back is not None:  # on a new line: added by their first profile, above
+            counts[f"{_month_of(tail.joined or int(w.rec['activation'][i]))}|won_back"] += 1
         members, lost = set(tail.cohorts), set(tail.cohort_lost)
-        if before.exit_ts[i] == 0:  # nothing new is counted for a customer after their exit
-            exit_month = _local_month(int(w.rec["exit_ts"][i]), zone) if customer in exits else None
-            _close(w, i, before, int(closing[i]), grace_days, exit_month, cohort, counts, members, lost)
+        # An exit is counted with the months it closes: before a return of this batch, on the buckets
+        # as they were (`as_at_exit`); after one, from the month the customer came back in.
+        after_back = on_number and i in moves.exits and moves.exits[i].ts > back.ts  # type: ignore[union-attr]
+        if before.exit_ts[i] == 0:  # nothing new is counted for a customer after their exit, until they come back
+            exit_month = month_of_day(exits[customer].day) if customer in exits and not after_back else None
+            at, k = moves.as_at_exit(w, i) if exit_month is not None else (w, i)
+            upto = 0 if on_number else int(closing[i])  # back within the batch: up to the exit only
+            _close(at, k, int(before.closing_day[i]), upto, grace_days, exit_month, cohort, counts, members, lost)
+            if exit_month is not None:
+                _exit(at, k, exits[customer], exit_month, counts, members, lost)
+        elif i in before.usage_decided:  # late usage of a leaver's last months, read before any return
+            _correct(*moves.as_before_return(w, i), before, i, zone, counts)
+        if on_number:
+            exit_month = month_of_day(exits[customer].day) if after_back else None
+            _close(w, i, 0, int(closing[i]), grace_days, exit_month, cohort, counts, members, lost)
             if exit_month is not None:
                 _exit(w, i, exits[customer], exit_month, counts, members, lost)
-        elif i in before.usage_decided:
-            _correct(w, i, before, zone, counts)
         if customer in revenue_churned:
             started = date.fromordinal(revenue_churned[customer].day)
             counts[f"{month_label(month_index(started.year, started.month))}|revenue_churn"] += 1
@@ -127,16 +146,17 @@ def report_increments(w: Windows, rows: list[int], before: Before, churned: list
 
 
 def _with_news(w: Windows, rows: list[int], before: Before, closing: np.ndarray, grace_days: int,
-               churned: set[str]) -> list[int]:
-    """The rows with anything to count: a first profile, a churn, or a month newly closed. Most
-    batches have few, so the rest are ruled out with a few array operations."""
+               churned: set[str], moves: Moves) -> list[int]:
+    """The rows with anything to count: a first profile, a churn, a return, or a month newly
+    closed. Most batches have few, so the rest are ruled out with a few array operations."""
     idx = np.asarray(rows, np.int64)
     if not len(idx):
         return []
     after_open, before_open = (_open_months(day[idx], grace_days) for day in (closing, before.closing_day))
     news = (before.profile_ts[idx] == 0) & (w.rec["profile_ts"][idx] > 0)
     news |= (after_open != before_open) & (before.exit_ts[idx] == 0)
-    return [i for i, new in zip(rows, news) if new or w.customers[i] in churned or i in before.usage_decided]
+    return [i for i, new in zip(rows, news)
+            if new or w.customers[i] in churned or i in before.usage_decided or i in moves.returns]
 
 
 def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
@@ -144,19 +164,24 @@ def _open_months(day0: np.ndarray, grace_days: int) -> np.ndarray:
     return np.where(day0 > 0, months_of_days(day0.astype(np.int64) - grace_days), 0)
 
 
-def _close(w: Windows, i: int, before: Before, closing: int, grace_days: int, exit_month: int | None,
+def _close(w: Windows, i: int, opened: int, closing: int, grace_days: int, exit_month: int | None,
            cohort: CohortRule, counts: collections.Counter[str], members: set[int], lost: set[int]) -> None:
     """Count the months this batch closed for the customer: from the first still open before it
-    (or their first month of usage) to the first still open after it, or to their exit."""
+    (by the closing day before it, `opened`; 0: from their first month of usage) to the first
+    still open after it, or to their exit."""
     first = _oldest_month(w, i)
     if first is None:
         return
-    if before.closing_day[i] > 0:
-        first = max(first, _open_month(int(before.closing_day[i]), grace_days))
+    if opened > 0:
+        first = max(first, _open_month(opened, grace_days))
     end = _open_month(closing, grace_days) if closing > 0 else first
     if exit_month is not None:
         end = max(end, exit_month)
     _closed_months(w, i, first, end, cohort, counts, members, lost)
+
+
+def _month_of(day: int) -> str:
+    return month_label(month_of_day(day))
 
 
 def _local_month(ts: int, zone: ZoneInfo) -> int:
@@ -302,15 +327,15 @@ def _compared(key: str, first: str) -> bool:
     return ("|mid_high" not in key and "|billed" not in key) or key[:7] >= first
 
 
-def _correct(w: Windows, i: int, before: Before, zone: ZoneInfo, counts: collections.Counter[str]) -> None:
+def _correct(w: Windows, i: int, before: Before, b: int, zone: ZoneInfo, counts: collections.Counter[str]) -> None:
     """Count how a leaver's late usage changed `_usage_decided`, over the months in both windows
-    (a month rolling out of the window is not a change)."""
-    oldest = max(int(before.month0[i]), int(w.month0[i])) - N_MONTHS + 1
+    (a month rolling out of the window is not a change); `b`: their row in `before`."""
+    oldest = max(int(before.month0[b]), int(w.month0[i])) - N_MONTHS + 1
     first = month_label(oldest)
-    exit_month = _local_month(int(w.rec["exit_ts"][i]), zone)
+    exit_month = _local_month(int(before.exit_ts[b]), zone)
     # A crossing needs the month before it: at the window's first month only one of the windows has it.
     now = {k: v for k, v in _usage_decided(w, i, exit_month, oldest).items() if _compared(k, first)}
-    then = {k: v for k, v in before.usage_decided[i].items() if _compared(k, first)}
+    then = {k: v for k, v in before.usage_decided[b].items() if _compared(k, first)}
     for key in now.keys() | then.keys():
         if now.get(key, 0) != then.get(key, 0):
             counts[key] += now.get(key, 0) - then.get(key, 0)

@@ -55,6 +55,8 @@ class ChurnMonth:
     # top-up has been read, so a prepaid customer's month closes at their next top-up.
     closed_share: float = 0.0
     mid_high_end_new: int | None = None  # mid/high-end that month, and customers all the month before who were not
+    # Of the gross adds, customers who had left and came back: on their number, or as their profile says on a new line.
+    won_back: int = 0
 
 
 @dataclass
@@ -136,7 +138,7 @@ def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
             c["mid_high"] if c["billed"] else None,
             round(c["mid_high_revenue_fen"] / c["revenue_fen"], 4) if c["revenue_fen"] else None,
             round(min(c["billed"] / max(base + c["adds"] - churn, 1), 1.0), 4),
-            c["mid_high_new"] if c["billed"] else None))
+            c["mid_high_new"] if c["billed"] else None, c["won_back"]))
         base += c["adds"] - churn
     return ChurnReport(rows, *(_breakdown(by_month, wanted, kind) for kind in ("reason", "region", "segment")))
 

@@ -49,6 +49,7 @@ class Topics(BaseSettings):
     snapshots: str = Field(default="churn.snapshots",
                            description="internal: daily model features per customer, msgpack")
     churn_events: str = Field(default="churn.events", description="output: exits and revenue churn, JSON")
+    won_back: str = Field(default="churn.won_back", description="output: customers who came back after leaving, JSON")
     labels: str = Field(default="churn.labels", description="internal: labelled snapshots; one partition, so one "
                         "trainer learns them in order (msgpack)")
     model_events: str = Field(default="churn.model.events",

@@ -26,12 +26,13 @@ import numpy as np
 from stream_app.contracts.attributes import stored
 from stream_app.contracts.calendar import local_clock, month_of_label, months_of_days
 from stream_app.contracts.events import LEVELS, Billing, Cdr, Outcome, Profile
+from stream_app.contracts.inputs import Input
 from stream_app.errors import InvalidEvent
 from stream_app.ingest.admission import Erasure, Event
+from stream_app.windows.lifecycle import Moves, before_return, first_profile, forget_before, record_move
 from stream_app.windows.state import (
     CONTACT_BITS,
     COUNTERS,
-    EXIT_KINDS,
     ID_DIGEST,
     LAST_SEEN_KINDS,
     N_DAYS,
@@ -70,6 +71,7 @@ class ApplyResult:
     changed: set[int] = field(default_factory=set)  # rows whose state changed
     # Calls and messages with an off-net peer (windows/book.py): row, month, competitor, peer id, tenths
     offnet: list[tuple[int, int, str, str, int]] = field(default_factory=list)
+    moves: Moves = field(default_factory=Moves)  # exits and returns (windows/lifecycle.py)
 
 
 # How much a CDR adds to a counter: one, its tenths of a minute, or its started 64 KiB blocks.
@@ -114,16 +116,12 @@ def _cdr_kinds() -> tuple[dict[tuple, int], np.ndarray, np.ndarray]:
 
 _CDR_KIND, _CDR_COUNTERS, _CDR_UNITS = _cdr_kinds()
 _DAILY_COLUMN = np.array([D.get(name, -1) for name in COUNTERS], np.int64)
-
-
 _BILLING_COUNTER = {"bill": "spend", "recharge": "topup", "arrears": "arrears"}
 
 
 def _bill_month(e: Billing, default: int) -> int:
     # A bill belongs to the month it charges for, not the day it was issued.
-    if e.period is None:
-        return default
-    return month_of_label(e.period)
+    return default if e.period is None else month_of_label(e.period)
 
 
 @dataclass
@@ -136,6 +134,7 @@ class _Scratch:
     newest: list[list[int]]
     last_seen: list[list[int]]
     tails: list[StateTail | None]
+    back: list[int]  # when each customer last came back (windows/lifecycle.py); 0: never
     seen: dict[int, dict[int, set[bytes]]] = field(default_factory=dict)  # row -> id group -> digests
     added: dict[int, dict[int, list[bytes]]] = field(default_factory=dict)  # row -> id group -> new, in order
 
@@ -143,7 +142,7 @@ class _Scratch:
     def of(cls, w: Windows) -> "_Scratch":
         rec = w.rec
         return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["last_seen"].tolist(),
-                   w.text)
+                   w.text, [t.back_ts if t else 0 for t in w.text])
 
     def remember(self, cust: int, topic: int, day: int, digest: bytes) -> bool:
         """Add an event id to the customer's memory; False if it is there already (a resend)."""
@@ -195,16 +194,15 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
 
     Skipped: events at or below a customer's stored offset (a replay) and event ids the
     customer has seen within the grace window (a producer's resend). Refused: events older than the topic's
-    newest day for that customer minus `grace_days` (late), and any event whose applying
-    raised; the rest of the batch goes on.
-    """
+    newest day for that customer minus `grace_days` (late), usage and bills from before the customer
+    came back (windows/lifecycle.py), and any event whose applying raised; the rest of the batch goes on."""
     result = ApplyResult()
     s = _Scratch.of(w)
     local = local_clock(zone)
     rows = _Rows()
     # The loop runs once per event: locals instead of attribute lookups, and the CDR's rows
     # inline, roughly halve its cost. (A `try` costs nothing in Python 3.11 until it catches.)
-    part, offset, newest_day, last_seen, remember = s.part, s.offset, s.newest, s.last_seen, s.remember
+    part, offset, newest_day, last_seen, remember, back = s.part, s.offset, s.newest, s.last_seen, s.remember, s.back
     changed, cdrs, contacts, offnet = result.changed, rows.cdrs, rows.contacts, rows.offnet
     crc32, digest, kind_index, cdr_kind = zlib.crc32, _id_digest, _KIND_INDEX, _CDR_KIND
     for cust, env in batch:
@@ -218,6 +216,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
             e = env.event
             if isinstance(e, Erasure):
                 _erase(w, s, rows, cust, t)
+                result.moves.exits.pop(cust, None), result.moves.returns.pop(cust, None)
                 continue
             ts = int(e.ts.timestamp())
             day, month = local(ts)
@@ -226,6 +225,9 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 why = f"event day is {newest - day} days before the newest seen, grace is {grace_days}"
                 result.refused.append((env, InvalidEvent("late", "ts", why)))
                 continue
+            if ts < back[cust] and t <= Input.BILLING:  # usage or bills of the life before the customer came back
+                result.refused.append((env, before_return(back[cust])))
+                continue
             if not remember(cust, t, day, digest(e.event_id.encode(), digest_size=ID_DIGEST).digest()):
                 result.duplicates += 1
                 continue
@@ -233,7 +235,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 newest_day[cust][t] = day
             result.applied += 1
             if not isinstance(e, Cdr):
-                _add_other(w, s, rows, cust, e, ts, month)
+                _add_other(w, s, rows, result.moves, cust, e, ts, month)
                 continue
             seen = last_seen[cust]
             kind = kind_index[e.kind]
@@ -251,6 +253,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
             result.refused.append((env, InvalidEvent("apply_failed", None, f"{type(exc).__name__}: {exc}")))
     s.store(w, grace_days)
     _add(w, rows)
+    forget_before(w, result.moves, local)
     result.offnet = rows.offnet
     return result
 
@@ -273,6 +276,7 @@ def erase_first(w: Windows, erasures: Sequence[tuple[int, Envelope]]) -> list[st
 def _erase(w: Windows, s: "_Scratch", rows: "_Rows", cust: int, topic: int) -> None:
     w.erase(cust)
     s.forget(cust)
+    s.back[cust] = 0
     s.last_seen[cust] = [0] * len(s.last_seen[cust])
     # The topic's offset counts as known from here on (a replayed tombstone is skipped).
     s.newest[cust][topic] = max(s.newest[cust][topic], 1)
@@ -293,18 +297,18 @@ TOP_LEVEL = len(LEVELS) - 1
 _BILLED = LAST_SEEN_KINDS.index("billing")
 
 
-def _add_other(w: Windows, s: _Scratch, rows: _Rows, cust: int, e: Event, ts: int, month: int) -> None:
+def _add_other(w: Windows, s: _Scratch, rows: _Rows, moves: Moves, cust: int, e: Event, ts: int, month: int) -> None:
     rec = w.rec
     if isinstance(e, Billing):
         s.last_seen[cust][_BILLED] = max(s.last_seen[cust][_BILLED], ts)
-        if e.kind in ("disconnect", "port_out") and int(rec["exit_ts"][cust]) < ts:
-            rec["exit_ts"][cust], rec["exit_reason"][cust] = ts, e.reason_code or 0
-            rec["exit_kind"][cust] = EXIT_KINDS.index(e.kind)
+        if record_move(w, cust, e, ts, moves):
+            s.back[cust] = ts
         counter = _BILLING_COUNTER.get(e.kind)
         # Billing counts in months only: a billing topic ahead of the CDRs (a catch-up) must not roll the days on.
         if counter:
             rows.others.append((cust, _bill_month(e, month), C[counter], round(e.amount * 100)))
     elif isinstance(e, Profile) and int(rec["profile_ts"][cust]) <= ts:
+        first_profile(w, cust, e, ts, moves)
         rec["profile_ts"][cust], rec["activation"][cust] = ts, e.activation_date.toordinal()
         rec["vip"][cust], rec["prepaid"][cust] = VIP_TIERS.index(e.vip_tier), e.prepaid
         rec["age"][cust], rec["value_level"][cust] = e.age or 0, e.value_level or 0

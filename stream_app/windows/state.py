@@ -103,6 +103,8 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     attributes: dict[int, float | str] = {}
     manager: str = ""  # the profile's account manager
     report_region: str = ""  # the region the report counters count this customer's facts in (reports/facts.py)
+    joined: int = 0  # the activation day of their first profile (a later one may be a return): when they joined
+    back_ts: int = 0  # when they last came back on their number (windows/lifecycle.py), epoch seconds
 
 
 _tail_encoder = msgspec.msgpack.Encoder()

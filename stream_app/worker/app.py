@@ -84,7 +84,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
         return client, RedisWindowStore(client, settings.idle_expiry_days * 86400, settings.competitor_days * 86400)
 
     t = settings.topics
-    emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events])
+    emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events, t.won_back])
     worker = Worker(settings, metrics, emitter, rules.current, model, baselines, AlertLedger(settings),
                     connect, health)
     ingest = BatchConsumer(settings, worker.process, lock, lambda: worker.processor.store.applied(),

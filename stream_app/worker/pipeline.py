@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.contracts.calendar import local_days
-from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot
+from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
 from stream_app.contracts.inputs import CLOCKED
 from stream_app.errors import InvalidEvent, NotReady
 from stream_app.features.baselines import Baselines
@@ -32,7 +32,7 @@ from stream_app.features.derive import derive
 from stream_app.ingest.admission import Edge, Erasure
 from stream_app.ingest.deadletters import dead_letter
 from stream_app.metrics import Metrics, region_label
-from stream_app.model.observations import churn_events, snapshot_days, snapshots
+from stream_app.model.observations import churn_events, snapshot_days, snapshots, won_back
 from stream_app.model.scoring import Scorer, feature_digest, model_features, model_inputs, monthly_pending
 from stream_app.privacy import Pseudonyms
 from stream_app.reports.facts import Before, report_increments
@@ -42,6 +42,7 @@ from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
 from stream_app.windows.apply import Envelope, apply, erase_first
 from stream_app.windows.book import Book, gather
+from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import Windows
 from stream_app.windows.store import WindowStore, Write, retry_forever
 
@@ -67,6 +68,7 @@ class BatchOutput:
     deadletters: list[DeadLetter] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     churn_events: list[ChurnEvent] = field(default_factory=list)
+    won_back: list[WonBack] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)  # customers erased in this batch (tombstones on customers)
     partitions: dict[str, int] = field(default_factory=dict)  # customer -> the input partition they came from
     cooled: int = 0  # alerts the cooldown held back
@@ -79,7 +81,7 @@ class BatchOutput:
 
     def merge(self, other: "BatchOutput") -> None:
         """Add the output of a disjoint set of customers."""
-        for name in ("alerts", "deadletters", "snapshots", "churn_events", "erased"):
+        for name in ("alerts", "deadletters", "snapshots", "churn_events", "won_back", "erased"):
             getattr(self, name).extend(getattr(other, name))
         self.writes |= other.writes
         self.report |= other.report
@@ -179,7 +181,7 @@ class BatchProcessor:
         erased = set(out.erased)
         judged = [i for i in changed if customers[i] not in erased]
         if result.applied and judged:
-            self._derive(w, judged, now_day, now, before, out.partitions, out)
+            self._derive(w, judged, now_day, now, before, result.moves, out.partitions, out)
         out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
 
@@ -210,7 +212,7 @@ class BatchProcessor:
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
         return np.maximum(clock, w.day0)
 
-    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before,
+    def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before, moves: Moves,
                 partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s = self.rules(), self.model(), self.settings
@@ -230,10 +232,11 @@ class BatchProcessor:
             sub_ev = evaluate_rules(sub, ruleset, sub_features, days)
             out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions),
                                       self._digest)
-        out.churn_events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
+        out.churn_events, reported = churn_events(w, features, rows, moves, now_day, s.zone)
+        out.won_back = won_back(w, features, moves.returns, s.zone)
         w.mark_revenue_churn(reported)
-        out.report, tails = report_increments(w, rows, before, out.churn_events, s.zone, s.cohort, s.late_grace_days,
-                                              self._regions)
+        out.report, tails = report_increments(w, rows, before, out.churn_events, moves, s.zone, s.cohort,
+                                              s.late_grace_days, self._regions)
         w.keep_tails(tails)
         if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
             defined = [name for name, _ in ruleset.segments]
@@ -364,6 +367,8 @@ class BatchProcessor:
         self.metrics.snapshots.inc(len(out.snapshots))
         for c in out.churn_events:
             self.metrics.churned.labels(c.kind, region_label(c.region, self._regions)).inc()
+        for b in out.won_back:
+            self.metrics.won_back.labels(region_label(b.region, self._regions)).inc()
         self.metrics.replayed.inc(out.replayed)
         self.metrics.duplicates.inc(out.duplicates)
         self.metrics.erased.inc(len(out.erased))

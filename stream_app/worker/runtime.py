@@ -93,6 +93,7 @@ class Worker:
         # An erased customer's snapshots still waiting for their label go too: the trainer drops them.
         futures += [await emit(t.snapshots, c.encode(), None) for c in out.erased]
         futures += [await emit(t.churn_events, c.customer_id.encode(), _json.encode(c)) for c in out.churn_events]
+        futures += [await emit(t.won_back, b.customer_id.encode(), _json.encode(b)) for b in out.won_back]
         for meta in await asyncio.gather(*sent):
             self.ledger.record(meta.partition, meta.offset)
         await asyncio.gather(*futures)

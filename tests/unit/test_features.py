@@ -73,10 +73,10 @@ def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
     w = Windows.load([STEADY], [None])
     call = decode_cdr(cdr(STEADY, "2026-07-31T02:00:00+08:00"))
     leave = decode_billing(billing(STEADY, "2026-07-31T03:00:00+08:00", kind="port_out", reason_code=102))
-    apply(w, [(0, Envelope(0, 0, 0, call)), (0, Envelope(1, 0, 0, leave))], SH, 3)
+    applied = apply(w, [(0, Envelope(0, 0, 0, call)), (0, Envelope(1, 0, 0, leave))], SH, 3)
     f = derive(w, np.array([LAST.toordinal()]), SH)
     assert f["days_since_active"][0] == 0 and f["exited"][0] == 1
-    [event], _ = churn_events(w, f, [0], np.zeros(1), np.array([LAST.toordinal()]), SH)
+    [event], _ = churn_events(w, f, [0], applied.moves, np.array([LAST.toordinal()]), SH)
     assert date.fromordinal(event.day) == LAST
 
 

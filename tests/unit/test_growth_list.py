@@ -35,9 +35,10 @@ DAY = date(2026, 7, 1)  # the list's day: April, May and June are its three comp
 
 
 def customer(log: Log, who: str, bills: tuple[float, float, float], minutes: tuple[int, int, int] = (150, 150, 150),
-             data_mb: tuple[int, int, int] = (0, 0, 0), exit_in_june: bool = False, prepaid: bool = False) -> None:
+             data_mb: tuple[int, int, int] = (0, 0, 0), exit_in_june: bool = False, prepaid: bool = False,
+             activated: str = "2025-01-01") -> None:
     """Three months (April to June) of bills (top-ups if `prepaid`), outgoing minutes and data."""
-    log.add("customers", who, profile(who, activation_date="2025-01-01", prepaid=prepaid))
+    log.add("customers", who, profile(who, activation_date=activated, prepaid=prepaid))
     for month, amount, total, mb in zip((4, 5, 6), bills, minutes, data_mb):
         for day in range(2, 30, 3):  # ten calls a month, the last 30 days before DAY holding June's
             ts = datetime(2026, month, day, 10).isoformat() + "+08:00"
@@ -68,6 +69,8 @@ def store() -> MemoryWindowStore:
     customer(log, "c-far", (80.0, 85.0, 95.0))  # 3-month average under 100
     customer(log, "c-gone", (100.0, 108.0, 118.0), minutes=(140, 150, 165), exit_in_june=True)
     customer(log, "c-prepaid", (100.0, 108.0, 118.0), minutes=(140, 150, 165), prepaid=True)  # top-ups: no trend
+    # Joined in March: their first months ramp up from nothing (as do those of a customer back on their number).
+    customer(log, "c-newcomer", (100.0, 108.0, 118.0), minutes=(140, 150, 165), activated="2026-03-25")
     run_batches(log.records, RULES, store=kept, batch_size=50)
     return kept
 

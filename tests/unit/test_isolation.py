@@ -164,10 +164,10 @@ def test_a_customer_whose_records_make_the_batch_raise_is_set_aside_and_the_othe
 def test_an_event_that_raises_while_it_is_applied_goes_to_dead_letter_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     real = windows._add_other
 
-    def add_other(w, s, rows, cust, e, ts, month):  # type: ignore[no-untyped-def]
+    def add_other(w, s, rows, moves, cust, e, ts, month):  # type: ignore[no-untyped-def]
         if getattr(e, "amount", 0) == 66.6:
             raise OverflowError("Python int too large to convert to C int")
-        return real(w, s, rows, cust, e, ts, month)
+        return real(w, s, rows, moves, cust, e, ts, month)
 
     monkeypatch.setattr(windows, "_add_other", add_other)
     log = Log()

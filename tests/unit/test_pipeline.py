@@ -328,6 +328,7 @@ def test_the_stages_return_what_they_decide_and_leave_the_windows_they_read_alon
     from stream_app.features.derive import derive
     from stream_app.model.observations import churn_events
     from stream_app.reports.facts import Before, report_increments
+    from stream_app.windows.lifecycle import Exit, Moves
     from stream_app.worker.pipeline import evaluate_rules
 
     store, log = MemoryWindowStore(), Log()
@@ -342,12 +343,14 @@ def test_the_stages_return_what_they_decide_and_leave_the_windows_they_read_alon
     now_day = w.day0.astype(np.int64)
     before = Before.of(w, s.zone, s.late_grace_days)
     before.exit_ts[:] = 0  # as if the exit came in this batch
+    leaver = customers.index("8613800000003")
+    moves = Moves(exits={leaver: Exit(int(w.rec["exit_ts"][leaver]), "port_out", 101)})
     untouched = _state(w)
     features = derive(w, now_day, s.zone)
     features["churn_score"] = np.full(len(rows), np.nan)
     ev = evaluate_rules(w, RULES, features, now_day)
-    events, reported = churn_events(w, features, rows, before.exit_ts, now_day, s.zone)
-    report, tails = report_increments(w, rows, before, events, s.zone, s.cohort, s.late_grace_days)
+    events, reported = churn_events(w, features, rows, moves, now_day, s.zone)
+    report, tails = report_increments(w, rows, before, events, moves, s.zone, s.cohort, s.late_grace_days)
     alerts, _, alerted = build_alerts(w, ev.features, ev, RULES, rows, now_day, s.zone, AlertPolicy(), CLOCK)
     assert _state(w) == untouched  # every stage only read the windows
     decliner_row = customers.index("8613800000001")

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from stream_app.alerts.winback import HALF_LIFE_DAYS, winback_list
-from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.alerts.winback import HALF_LIFE_DAYS, winback_list, won_back_weeks
+from stream_app.contracts.events import Alert, ChurnEvent, Outcome, WonBack
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.reports.list_charts import winback_figure
@@ -90,3 +90,22 @@ def test_the_topics_keep_what_the_widest_window_and_its_warnings_need() -> None:
     settings = Settings(_env_file=None)
     kept = retention_days(settings)
     assert min(kept[settings.topics.alerts], kept[settings.topics.churn_events]) >= WINBACK_DAYS + WARNED_DAYS
+
+
+def test_a_leaver_who_came_back_is_off_the_list_and_counted_in_the_week_they_came_back() -> None:
+    churns = [left("c-back", 30, 200.0), left("c-new-line", 20, 120.0), left("c-gone", 10, 80.0),
+              left("c-twice", 50, 90.0), left("c-twice", 5, 95.0)]  # back in between, and left again
+    back = [WonBack("c-back", TODAY.toordinal() - 3, "c-back", TODAY.toordinal() - 30, "north", "mass"),
+            WonBack("c-9", TODAY.toordinal() - 2, "c-new-line", None, "north", "mass"),
+            WonBack("c-twice", TODAY.toordinal() - 20, "c-twice", TODAY.toordinal() - 50, "north", "mass"),
+            WonBack("c-later", TODAY.toordinal() + 5, "c-gone", None, "north", "mass")]  # after the list's day
+    listed = winback_list(churns, [], [], TODAY, 60, ZONE, back)
+    assert [e.customer_id for e in listed] == ["c-twice", "c-gone"]
+    lists = [msgspec.structs.replace(e, day=str(TODAY - timedelta(days=25))) for e in
+             winback_list(churns, [], [], TODAY - timedelta(days=25), 60, ZONE)]  # c-back listed before, c-new-line not
+    weeks = won_back_weeks(back[:3] + back[:1], churns, lists)  # c-back read twice: once
+    total = weeks[-1]
+    assert (total.week, total.won_back, total.same_number, total.new_line, total.listed) == ("all", 3, 2, 1, 2)
+    assert total.monthly_value == 200.0 + 120.0 + 90.0  # c-twice's value is that of the exit they came back from
+    assert [w.week for w in weeks[:-1]] == sorted({"%d-W%02d" % date.fromordinal(b.day).isocalendar()[:2]
+                                                   for b in back[:3]})

@@ -1,5 +1,5 @@
 import random
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -237,7 +237,9 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
     event = decode_profile(profile(CUST, plan="new-plan", region="south"))
     apply(w, [(0, Envelope(2, 0, 0, event))], SH, 3)
     tail = msgspec.structs.replace(w.text[0], seen={})  # the profile's id is remembered too
-    assert tail == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,))
+    # Its first profile read also says when the customer joined (reports/facts.py counts them then).
+    assert tail == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,),
+                             joined=date(2020, 5, 1).toordinal())
 
 
 def outcome(result: str, ts: str) -> Envelope:
