@@ -12,12 +12,16 @@ import time
 import urllib.error
 from pathlib import Path
 
+import msgspec
 import pytest
 from kafka import KafkaProducer
 
+from stream_app.connect.topic_reader import read_topic
+from stream_app.contracts.events import WonBack
+from stream_app.settings import Settings, Topics
 from stream_app.tools.demo import scrape, stop_worker
 from tests.integration.test_end_to_end import counter_sum, start_worker
-from tests.unit.test_won_back import story
+from tests.unit.test_won_back import BACK, LEFT, NEW, story
 
 pytestmark = pytest.mark.integration
 TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter", "churn_events", "won_back",
@@ -50,6 +54,9 @@ def test_customers_back_are_recorded_once_counted_in_the_base_and_in_the_campaig
         assert counter_sum(scrape(worker["metrics_port"]), "churnwatch_won_back_total") == 2
     finally:
         stop_worker(worker["proc"])
+    settings = Settings(_env_file=None, kafka_bootstrap=tansu_bootstrap, topics=Topics(won_back=names["won_back"]))
+    sent = list(read_topic(settings, names["won_back"], msgspec.json.Decoder(WonBack).decode))
+    assert sorted((b.customer_id, b.previous_customer_id) for b in sent) == [(BACK, BACK), (NEW, LEFT)]
     env = dict(os.environ, KAFKA_BOOTSTRAP=tansu_bootstrap, REDIS_URL=redis_url,
                **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in names.items()})
 
@@ -65,7 +72,7 @@ def test_customers_back_are_recorded_once_counted_in_the_base_and_in_the_campaig
     assert (september["gross_adds"], september["won_back"], september["customers_end"]) == (2, 2, 3)
     won = cli("report", "campaign")["won_back"]
     total = won[-1]
-    assert total["week"] == "all" and (total["won_back"], total["same_number"], total["new_line"], total["listed"]) == (
-        2, 1, 1, 2)
+    assert total["week"] == "all"
+    assert (total["won_back"], total["same_number"], total["new_line"], total["listed"]) == (2, 1, 1, 2)
     assert total["monthly_value"] == 300.0  # what BACK and LEFT spent in June, their last month before
     assert {w["week"] for w in won[:-1]} == {"2026-W37", "2026-W38"}  # 10 and 20 September
