@@ -216,7 +216,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
             e = env.event
             if isinstance(e, Erasure):
                 _erase(w, s, rows, cust, t)
-                result.moves.exits.pop(cust, None), result.moves.returns.pop(cust, None)
+                result.moves.drop(cust)
                 continue
             ts = int(e.ts.timestamp())
             day, month = local(ts)

@@ -60,6 +60,11 @@ class Moves:
     # for what their exit counts and corrects (`as_at_exit`).
     forgotten: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
+    def drop(self, cust: int) -> None:
+        """Forget what a customer erased in the batch did before the tombstone."""
+        for noted in (self.exits, self.returns, self.forgotten):
+            noted.pop(cust, None)
+
     def as_before_return(self, w: Windows, i: int) -> tuple[Windows, int]:
         """The windows and row of row `i` as they were before a return in this batch forgot them."""
         if i not in self.forgotten:
