@@ -43,7 +43,6 @@ def _rules(settings):
 def trainer(metrics_port: int) -> None:
     """Label snapshots, learn, publish model versions to Redis. Run exactly one (a lease enforces it)."""
     from prometheus_client import CollectorRegistry, start_http_server
-    from redis.exceptions import LockNotOwnedError
 
     from stream_app.metrics import TrainerMetrics
     from stream_app.model.registry import LeaseLost
@@ -63,7 +62,7 @@ def trainer(metrics_port: int) -> None:
         signal.signal(sig, lambda *_: stopping.append(True))
     try:
         run_trainer(settings, metrics, lambda: bool(stopping))
-    except (LeaseLost, LockNotOwnedError) as exc:
+    except LeaseLost as exc:
         # Paused past its lease (a long GC, a frozen VM): another trainer has taken over.
         raise click.ClickException(f"stopping: this trainer lost its lease to another ({exc})") from None
 

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import msgspec
 import numpy as np
-from redis.exceptions import LockError
 
 from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
@@ -33,6 +32,7 @@ from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
 from stream_app.model.champion import CANDIDATES, Contest, Verdict
 from stream_app.model.labels import Labeler
+from stream_app.model.lease import Lease
 from stream_app.model.registry import publish
 from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, feature_digest, model_features
 from stream_app.model.signing import Signer, Unsigned
@@ -253,10 +253,9 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     url = settings.redis_url.get_secret_value()
     client = connect_redis_sync(url, settings.redis_cluster)
     signer = Signer.of(settings)
-    lease = client.lock(keys.TRAINER_LEASE, timeout=settings.trainer_lease_s)
+    lease = Lease(client, keys.TRAINER_LEASE, settings.trainer_lease_s)
     log.info("waiting for the trainer lease")
-    lease.acquire(blocking=True)
-    token = lease.local.token
+    token = lease.acquire()
     stored = client.get(keys.TRAINER_STATE)
     published = int(client.get(keys.MODEL_VERSION) or 0)
     core = TrainerCore.restore(stored, settings, signer, published) if stored else TrainerCore.fresh(settings)
@@ -271,23 +270,14 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
     labels_in.seek(labels_tp, core.labels_offset)
     labeler = Labeler(settings.horizon_days, settings.late_grace_days, settings.label_revenue_churn)
 
-    renewed = time.monotonic()
-
-    def keep_lease(force: bool = False) -> None:
-        """Renew the lease a third of its time after the last renewal at the latest: a busy loop
-        (a backlog of labels, a refit, a starved CPU) must not let it lapse to a successor."""
-        nonlocal renewed
-        if force or time.monotonic() - renewed > settings.trainer_lease_s / 3:
-            lease.reacquire()
-            renewed = time.monotonic()
 
     def event(kind: str, detail: str) -> None:
         producer.send(t.model_events, _json(ModelEvent(kind, core.version, core.learner.labels,  # type: ignore[arg-type]
                                                        datetime.now(timezone.utc), detail)))
     try:
         while not stop():
+            lease.check()
             labelling.advance(labeler)
-            keep_lease()
             made = labelling.due_labels(labeler)
             for label in made:
                 producer.send(t.labels, encode_internal(label))
@@ -298,7 +288,6 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                 for r in records:
                     label = decode_label(r.value)
                     learnt = core.learn(label, r.offset)
-                    keep_lease()
                     if learnt is None:
                         continue
                     learned += 1
@@ -308,14 +297,11 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
                         _adapted(change, core.learner, metrics, event)
                     for verdict in verdicts:
                         _contested(verdict, metrics, event)
-                    if verdicts:  # a refit takes seconds, and a poll's labels can hold many
-                        keep_lease(force=True)
             if core.due(settings):
                 snapshot = _publish(client, core, metrics, signer, token)
                 event("published", f"figures {snapshot.figures}")
                 log.info("published model version %d (%d labels, AUC %.3f)", snapshot.version, snapshot.labels,
                          snapshot.figures.get("auc", float("nan")))
-            keep_lease(force=True)
             if not made and not learned:
                 time.sleep(0.2)
     finally:
@@ -323,10 +309,7 @@ def run_trainer(settings: Settings, metrics: TrainerMetrics, stop: Callable[[], 
         producer.close()
         labelling.close()
         labels_in.close()
-        try:
-            lease.release()
-        except LockError:  # lost to another trainer already
-            pass
+        lease.release()
 
 
 def _adapted(change: Adaptation, learner: Learner, metrics: TrainerMetrics, event: Callable[[str, str], None]) -> None:

@@ -196,3 +196,27 @@ def test_a_trainer_paused_past_its_lease_cannot_publish_over_its_successor(redis
         publish(client, core.next_model(SIGNER), core.checkpoint(SIGNER), old.local.token)
     assert int(client.get(keys.MODEL_VERSION)) == 1 and decode_model(client.get(keys.MODEL)).version == 1
     client.close()
+
+
+def test_the_lease_outlives_a_busy_loop_and_says_when_it_was_taken(redis_url: str) -> None:
+    from stream_app.model.lease import Lease
+    from stream_app.model.registry import LeaseLost
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.TRAINER_LEASE)
+    lease = Lease(client, keys.TRAINER_LEASE, ttl_s=1)
+    token = lease.acquire()
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:  # a refit holding the main thread for three times the lease
+        sum(range(10_000))
+    assert client.get(keys.TRAINER_LEASE) == token
+    lease.check()
+    successor = client.lock(keys.TRAINER_LEASE, timeout=30)
+    assert not successor.acquire(blocking=False)
+    client.set(keys.TRAINER_LEASE, b"another-trainer")  # as if it had lapsed during a pause and been taken
+    time.sleep(1)  # three beats
+    with pytest.raises(LeaseLost):
+        lease.check()
+    lease.release()
+    assert client.get(keys.TRAINER_LEASE) == b"another-trainer"  # not released from under its holder
+    client.close()
