@@ -15,6 +15,7 @@ from stream_app.alerts.wording import model_reason
 from stream_app.contracts.attributes import describe, is_attribute
 from stream_app.contracts.events import Alert, AlertReason
 from stream_app.model.observations import value_segment
+from stream_app.model.saving import SavingCosts, SavingModel
 from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset
 from stream_app.rules.summary import like_them, render
@@ -63,12 +64,14 @@ class AlertPolicy:
     segment_churn: tuple[tuple[str, float], ...] = field(default_factory=lambda: tuple(
         Settings.model_fields["segment_monthly_churn"].default_factory().items()))  # type: ignore[misc]
     max_lifetime_months: float = 60.0
+    costs: SavingCosts = field(default_factory=SavingCosts)  # what a call and an offer cost (expected saving)
 
     @classmethod
     def of(cls, settings: Settings) -> "AlertPolicy":
-        """The policy the settings describe (control group, margin, churn per segment)."""
+        """The policy the settings describe (control group, margin, churn per segment, costs)."""
         return cls(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
-                   segment_churn=tuple(settings.segment_monthly_churn.items()))
+                   segment_churn=tuple(settings.segment_monthly_churn.items()),
+                   costs=SavingCosts(settings.call_cost, settings.offer_cost, settings.kept_value_months))
 
     def value_at_risk(self, probability: float, arpu: float, segment: str) -> float:
         """Churn probability x monthly margin x expected remaining lifetime (DOMAIN.md)."""
@@ -122,11 +125,20 @@ def in_holdout(customer: str, share: float) -> bool:
     return draw < share
 
 
-def _act(alert: Alert, ruleset: Ruleset, policy: AlertPolicy) -> Alert:
-    """The alert with the action table's suggestion and its place in or out of the calls."""
-    action = ruleset.action_for(alert.reason_code, alert.segment, alert.vip_tier, alert.lifecycle) or FALLBACK_ACTION
+def _act(alert: Alert, ruleset: Ruleset, policy: AlertPolicy, saving: SavingModel | None = None) -> Alert:
+    """The alert with its action and its place in or out of the calls. The action is the table's
+    first match until the evidence of what calls keep is in; then, among the entries that match in
+    the same queue (who calls stays the table's choice), the one expected to save most (next best
+    action), with that saving."""
+    matching = ruleset.actions_for(alert.reason_code, alert.segment, alert.vip_tier, alert.lifecycle)
+    action, expected = (matching or [FALLBACK_ACTION])[0], None
+    if saving is not None and saving.ready:
+        options = [a for a in matching if a.queue == action.queue] or [action]
+        scored = [(saving.expected(alert, a.treatment, policy.costs), a) for a in options]
+        expected, action = max(scored, key=lambda s: s[0])  # the first of equals: the table's order
+        expected = round(expected, 2)
     return msgspec.structs.replace(alert, suggested_action=action.action, queue=action.queue,
-                                   treatment=action.treatment,
+                                   treatment=action.treatment, expected_saving=expected,
                                    holdout=in_holdout(alert.customer_id, policy.holdout_share))
 
 
@@ -160,7 +172,7 @@ def build_alerts(
                        created_at)
         if model is not None:
             alert = _with_model(alert, model, values, i, policy)
-        alerts.append(_act(alert, ruleset, policy))
+        alerts.append(_act(alert, ruleset, policy, model.scorer.snapshot.saving if model is not None else None))
     return alerts, cooled, alerted
 
 

@@ -4,8 +4,11 @@ warning lists (DOMAIN.md: warnings run daily and monthly).
 The plan is a pure function of the alerts: each day, the alerts raised up to the end of that
 day that are still open (not called, not expired, not in the control group) are ranked by
 value at risk, and the top `budget` are that day's calls; the rest wait for a later day or
-expire. A customer's newer alert replaces their older one (an escalation), and an alert seen
-twice (a replay) counts once. Days follow the events' own time, so a replay of the same alerts
+expire. Once every open alert carries an expected saving (model/saving.py), they are ranked by
+it instead, and an alert that no call pays for (a saving at or below zero) is not called; a
+`Saving` given to the plan replaces the alerts' own (the simulated call centre's rankings).
+A customer's newer alert replaces their older one (an escalation), and an alert seen twice (a
+replay) counts once. Days follow the events' own time, so a replay of the same alerts
 gives the same lists whenever and however often it is run.
 """
 
@@ -14,16 +17,18 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from stream_app.contracts.events import Alert
 from stream_app.metrics import Metrics
 
-__all__ = ["DayPlan", "plan_days", "for_call_centre", "monthly_list", "strongest_per_customer", "alert_day",
+__all__ = ["DayPlan", "Saving", "plan_days", "for_call_centre", "monthly_list", "strongest_per_customer", "alert_day",
            "summary_fields", "observe_call_plan", "observe_lists"]
 
 LEVEL_ORDER = {"high": 2, "medium": 1, "low": 0}
+#: An alert's expected saved value, or None while there is no evidence for it (ranked by value at risk).
+Saving = Callable[[Alert], "float | None"]
 
 
 @dataclass
@@ -39,10 +44,13 @@ class DayPlan:
     expired: int = 0  # alerts whose last day this was, never called
     holdout: int = 0  # alerts raised this day for the control group: never called
     superseded: int = 0  # open alerts replaced by a newer alert of the same customer
+    no_call: int = 0  # open alerts that no call pays for (expected saving at or below zero)
+    ranked_by: str = "value_at_risk"  # or "expected_saving", once every open alert carries one
 
     def to_json(self) -> dict:
         return {"day": self.day.isoformat(), "calls": len(self.calls), "waiting": self.waiting,
                 "expired": self.expired, "holdout": self.holdout, "superseded": self.superseded,
+                "no_call": self.no_call, "ranked_by": self.ranked_by,
                 "value_at_risk": round(sum(a.value_at_risk for a in self.calls), 2)}
 
 
@@ -67,11 +75,12 @@ def priority(alert: Alert) -> tuple:
 
 
 def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zone: ZoneInfo,
-              region_budgets: dict[str, int] | None = None) -> list[DayPlan]:
+              region_budgets: dict[str, int] | None = None, saving: Saving | None = None) -> list[DayPlan]:
     """The plan of every day from `first` to `last`, given every alert that could still be open on
     `first` (callers read back at least the alerts' open days before it). A region of
     `region_budgets` has its own daily budget and its alerts compete only with each other; the
-    other regions share `budget`."""
+    other regions share `budget`. Alerts rank by `saving` (by default their own expected saving)
+    once it knows them all."""
     region_budgets = region_budgets or {}
     by_day: dict[date, list[Alert]] = collections.defaultdict(list)
     seen: set[str] = set()
@@ -90,7 +99,9 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
             if a.customer_id in open_:
                 plan.superseded += not a.holdout
             open_[a.customer_id] = (a, day + timedelta(days=_open_days(a) - 1))
-        ranked = sorted((a for a, _ in open_.values()), key=priority)
+        ranked, unpaid = _ranked([a for a, _ in open_.values()], saving or _carried)
+        if unpaid is not None:
+            plan.ranked_by = "expected_saving"
         plan.calls, plan.held = _within_budgets(ranked, budget, region_budgets)
         for a in plan.calls + plan.held:
             del open_[a.customer_id]
@@ -98,11 +109,26 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
             if until <= day:
                 del open_[customer]
                 plan.expired += not a.holdout
-        plan.waiting = sum(not a.holdout for a, _ in open_.values())
+        plan.no_call = sum(not a.holdout and a.alert_id in (unpaid or ()) for a, _ in open_.values())
+        plan.waiting = sum(not a.holdout for a, _ in open_.values()) - plan.no_call
         if day >= first:
             plans.append(plan)
         day += timedelta(days=1)
     return plans
+
+
+def _carried(alert: Alert) -> float | None:
+    return alert.expected_saving
+
+
+def _ranked(alerts: list[Alert], saving: Saving) -> tuple[list[Alert], set[str] | None]:
+    """The alerts in calling order, and the ids of those no call pays for (left out of it); None
+    for those when the savings are not known, and the value at risk ranks them."""
+    savings = [saving(a) for a in alerts]
+    if not savings or any(s is None for s in savings):
+        return sorted(alerts, key=priority), None
+    paying = sorted(((s, a) for s, a in zip(savings, alerts) if s > 0), key=lambda p: (-p[0], priority(p[1])))
+    return [a for _, a in paying], {a.alert_id for s, a in zip(savings, alerts) if s <= 0}
 
 
 def _within_budgets(ranked: list[Alert], budget: int,

@@ -27,7 +27,7 @@ __all__ = ["calls"]
 
 CSV_COLUMNS = ("rank", "alert_id", "customer_id", "level", "value_at_risk", "arpu", "score", "segment", "vip_tier",
                "lifecycle", "region", "queue", "suggested_action", "reason_code", "reasons", "event_time", "expires_at",
-               "holdout")
+               "holdout", "expected_saving")
 
 
 @click.group()
@@ -48,16 +48,20 @@ calls.add_command(competitor)
 @click.option("--produce", is_flag=True, help="Send the list to the daily calls topic, in priority order.")
 @click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on the last line.")
 def daily(day_, budget: int | None, csv_path: Path | None, produce: bool, as_json: bool) -> None:
-    """The day's calls: the open alerts with the most value at risk, up to the budget; the rest wait or expire."""
+    """The day's calls: the open alerts with the most expected saving (or value at risk, until the
+    effect of calls is measured), up to the budget; the rest wait or expire."""
     settings = Settings()
     kafka_reachable(settings)
     day = day_.date()
     alerts = for_call_centre(read_alerts(settings), settings.managed_by_call_centre)
     [plan] = plan_days(alerts, day, day, budget or settings.daily_call_budget, settings.zone,
                        settings.region_call_budgets)
-    _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}", plan.calls, as_json)
+    by = ("expected saving" if plan.ranked_by == "expected_saving"
+          else "value at risk (the effect of calls is not measured yet)")
+    _show(f"Calls for {day}: {len(plan.calls)} of budget {budget or settings.daily_call_budget}, ranked by {by}",
+          plan.calls, as_json)
     click.echo(f"waiting {plan.waiting}, expired {plan.expired}, control group {plan.holdout}, "
-               f"superseded {plan.superseded}", err=as_json)
+               f"superseded {plan.superseded}, no call pays {plan.no_call}", err=as_json)
     _outputs(settings, plan.calls, csv_path, produce, settings.topics.calls_daily, {"day": day.isoformat()})
     if produce and settings.redis_url is not None:  # the plan in force: the workers export its counts
         client = connect_redis_sync(settings.redis_url.get_secret_value(), settings.redis_cluster)
@@ -88,10 +92,11 @@ def monthly(month: str, csv_path: Path | None, produce: bool, as_json: bool) -> 
 
 def _show(title: str, alerts: list[Alert], as_json: bool) -> None:
     table = Table(title=title, title_justify="left")
-    for name in ("#", "customer", "level", "value at risk", "suggested action", "why"):
-        table.add_column(name, justify="right" if name in ("#", "value at risk") else "left")
+    for name in ("#", "customer", "level", "value at risk", "expected saving", "suggested action", "why"):
+        table.add_column(name, justify="right" if name in ("#", "value at risk", "expected saving") else "left")
     for rank, a in enumerate(alerts[:50], 1):
-        table.add_row(str(rank), a.customer_id, a.level, f"{a.value_at_risk:,.2f}", a.suggested_action,
+        saving = "-" if a.expected_saving is None else f"{a.expected_saving:,.2f}"
+        table.add_row(str(rank), a.customer_id, a.level, f"{a.value_at_risk:,.2f}", saving, a.suggested_action,
                       _reasons(a)[:120])
     console = report_console(as_json)
     console.print(table)
@@ -109,7 +114,8 @@ def _rows(alerts: Iterable[Alert]) -> Iterator[dict]:
                "value_at_risk": a.value_at_risk, "arpu": a.arpu, "score": a.score, "segment": a.segment,
                "vip_tier": a.vip_tier, "lifecycle": a.lifecycle, "region": a.region, "queue": a.queue,
                "suggested_action": a.suggested_action, "reason_code": a.reason_code, "reasons": _reasons(a),
-               "event_time": a.event_time.isoformat(), "expires_at": a.expires_at.isoformat(), "holdout": a.holdout}
+               "event_time": a.event_time.isoformat(), "expires_at": a.expires_at.isoformat(), "holdout": a.holdout,
+               "expected_saving": a.expected_saving}
 
 
 def _outputs(settings: Settings, alerts: list[Alert], csv_path: Path | None, produce: bool, topic: str,

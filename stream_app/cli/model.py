@@ -17,6 +17,7 @@ import click
 from stream_app.cli.common import kafka_ready, logging_setup, read_rules, read_settings
 
 if TYPE_CHECKING:
+    from stream_app.model.saving import SavingModel
     from stream_app.settings import Settings
 
 __all__ = ["trainer", "model", "evaluate"]
@@ -82,7 +83,7 @@ def model() -> None:
 @model.command("report")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def model_report(as_json: bool) -> None:
-    """The published model: version, labels learned, progressive-validation figures."""
+    """The published model: version, labels learned, progressive-validation figures, and what calls keep."""
     from stream_app.contracts import keys
     from stream_app.model.scoring import ModelRefused, decode_model, model_features
 
@@ -103,8 +104,24 @@ def model_report(as_json: bool) -> None:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in shown.items() if k in ("auc", "precision_at_budget", "labels"))
         click.echo(f"candidate {candidate:12} {figures}", err=as_json)
     report["candidates"] = snap.candidates
+    report["calls"] = _call_evidence(snap.saving, as_json)
     if as_json:
         click.echo(json.dumps(report))
+
+
+def _call_evidence(saving: SavingModel | None, as_json: bool) -> dict | None:
+    """What calls keep, per action, as the call list uses it (model/saving.py)."""
+    if saving is None:
+        return None
+    shown = saving.to_json()
+    state = "in use: the call list ranks by expected saving" if shown["ready"] else \
+        "not enough yet: the call list ranks by value at risk"
+    click.echo(f"evidence of calls      {state} (control: {saving.control.decisions} alerts, "
+               f"{saving.control.expected:.1f} expected churners; calibration {shown['calibration']:.2f})", err=as_json)
+    for action, figures in shown["actions"].items():
+        click.echo(f"  {action:20} {figures['calls']} calls, keeps {figures['kept']:.1%} of would-be churners, "
+                   f"offer taken {figures['accepted']:.1%}", err=as_json)
+    return shown
 
 
 @model.command("bootstrap")

@@ -21,7 +21,8 @@ from stream_app.contracts.lists import CompetitorEntry, GrowthEntry, WinbackEntr
 from stream_app.errors import InvalidEvent
 
 __all__ = [
-    "Alert", "AlertReason", "Billing", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label", "ModelEvent", "Outcome",
+    "Alert", "AlertReason", "Billing", "CallDecision", "CallListEntry", "ChurnEvent", "Cdr", "DeadLetter", "Label",
+    "ModelEvent", "Outcome",
     "Profile", "Snapshot", "WonBack", "WinbackEntry", "GrowthEntry", "CompetitorEntry", "LEVELS", "QUEUES", "QueueName",
     "TREATMENTS", "Treatment",
     "CUSTOMER_ID_PATTERN", "REASON_CODES", "CONTRACTS", "decode_cdr", "decode_billing", "decode_profile",
@@ -168,6 +169,10 @@ class Alert(Struct, frozen=True):
     score: float | None = None
     model_version: int | None = None
     model_labels: int | None = None  # labels the model had learned when it scored
+    # What a call with this action is expected to save, net of its cost (model/saving.py): the
+    # call list ranks by it, and calls no one it is at or below zero for. None until calls and
+    # the control group have given the evidence: the call list ranks by value at risk.
+    expected_saving: float | None = None
 
 
 class CallListEntry(Struct, frozen=True, omit_defaults=True):
@@ -248,6 +253,15 @@ class WonBack(Struct, frozen=True):
     segment: str
 
 
+class CallDecision(Struct, frozen=True, array_like=True):
+    """What the call plan did with the customer's alert behind a label (model/decisions.py)."""
+
+    arm: str  # "control" (never called), or the treatment the call was made with
+    reason: int  # the alert's top reason code, 0 for none
+    risk: float  # the churn risk the alert was raised with
+    accepted: bool = False  # the customer took the call's offer
+
+
 class Label(Struct, frozen=True, array_like=True):
     """A snapshot whose outcome is known: churned within the horizon (1) or not (0).
 
@@ -260,6 +274,7 @@ class Label(Struct, frozen=True, array_like=True):
     partition: int
     offset: int
     features: int = 0  # as on its snapshot
+    decision: CallDecision | None = None  # the call or the control alert of these days, if any
 
 
 class ModelEvent(Struct, frozen=True):

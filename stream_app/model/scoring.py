@@ -27,6 +27,7 @@ from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
 from stream_app.features.derive import CALL_PERIODS, shortfall_z
 from stream_app.model.boosted import Trees, TreeScorer, TreesRefused
+from stream_app.model.saving import SavingModel
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.model.validation import ProgressiveValidation, auc
 from stream_app.settings import Attribute
@@ -148,6 +149,7 @@ class ModelSnapshot(msgspec.Struct, frozen=True):
     trees: Trees | None = None  # boosted only: the trees as arrays (boosted.py), no pickle
     candidates: dict[str, dict[str, float]] = {}  # every candidate's figures at the last round (champion.py)
     promotions: int = 0  # champions replaced so far
+    saving: SavingModel | None = None  # the evidence of what calls keep (saving.py), learned beside the model
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -9,6 +9,10 @@ and every N labels or T seconds publishes a model version and its own checkpoint
 Redis transaction. Each label names the snapshot it came from, and the checkpoint keeps
 the last one learned per partition: after a crash the labeller starts again from there,
 and the labels it makes a second time are recognised and skipped, so each is learned once.
+
+The labeller also reads the alerts and the call outcomes, and a label carries what the call plan
+did with its customer's alert of those days (model/decisions.py): the learner adds it to the
+evidence of what calls keep (model/saving.py), published with the model.
 """
 
 from __future__ import annotations
@@ -19,21 +23,24 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import msgspec
 import numpy as np
 
 from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
+from stream_app.connect.topic_reader import outcome_or_none
 from stream_app.contracts import keys
-from stream_app.contracts.events import ChurnEvent, Label, ModelEvent, Snapshot
+from stream_app.contracts.events import Alert, ChurnEvent, Label, ModelEvent, Snapshot
 from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
 from stream_app.model.champion import CANDIDATES, Contest, Verdict
+from stream_app.model.decisions import Decisions
 from stream_app.model.labels import Labeler
 from stream_app.model.lease import Lease
 from stream_app.model.registry import publish
+from stream_app.model.saving import SavingModel
 from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, feature_digest, model_features
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.settings import Settings
@@ -48,6 +55,7 @@ _msgpack = msgspec.msgpack.Encoder()
 decode_feature_snapshot = msgspec.msgpack.Decoder(Snapshot).decode
 decode_label = msgspec.msgpack.Decoder(Label).decode
 _decode_churn = msgspec.json.Decoder(ChurnEvent).decode
+_decode_alert = msgspec.json.Decoder(Alert).decode
 encode_internal = _msgpack.encode
 
 
@@ -66,6 +74,7 @@ class TrainerCore:
     since_publish: int = 0
     misfits: int = 0  # labels of another feature count, skipped
     published_at: float = field(default_factory=time.monotonic)
+    saving: SavingModel = field(default_factory=SavingModel)  # what calls keep, from the labels' decisions
 
     @classmethod
     def fresh(cls, settings: Settings) -> "TrainerCore":
@@ -96,6 +105,11 @@ class TrainerCore:
             return None  # the same customer and day again: a resent snapshot
         self.days[label.customer_id] = label.day
         self.since_publish += 1
+        if (d := label.decision) is not None:
+            if d.arm == "control":
+                self.saving.learn_control(d.risk, bool(label.y))
+            else:
+                self.saving.learn_call(d.arm, d.reason, d.risk, bool(label.y), d.accepted)
         return self.contest.learn(np.asarray(label.x, np.float64), label.y, label.day, label.customer_id)
 
     def forget_before(self, day: int) -> None:
@@ -115,11 +129,12 @@ class TrainerCore:
         self.published_at = time.monotonic()
         if self.days:
             self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
-        return self.contest.snapshot(self.version, signer)
+        return msgspec.structs.replace(self.contest.snapshot(self.version, signer), saving=self.saving)
 
     def checkpoint(self, signer: Signer) -> bytes:
         """The trainer as a pickle, signed: it is read back only under the same key."""
-        return signer.sign(pickle.dumps((self.contest, self.version, self.learned, self.labels_offset, self.days)))
+        return signer.sign(pickle.dumps((self.contest, self.version, self.learned, self.labels_offset, self.days,
+                                         msgspec.msgpack.encode(self.saving))))
 
     @classmethod
     def restore(cls, raw: bytes, settings: Settings, signer: Signer, version: int = 0) -> "TrainerCore":
@@ -129,7 +144,7 @@ class TrainerCore:
         features, a fresh learner goes on from the same place in the labels; a checkpoint from
         before the contest keeps its online model, and the trees start from the labels to come."""
         try:
-            contest, version, learned, labels_offset, days = signer.unpickle(raw)
+            contest, version, learned, labels_offset, days, *rest = signer.unpickle(raw)
         except Unsigned as exc:
             log.error("the trainer's checkpoint was refused (%s): learning afresh from the labels topic", exc)
             return dataclasses.replace(cls.fresh(settings), version=version)
@@ -142,7 +157,9 @@ class TrainerCore:
             online, contest = contest, Contest(settings)
             contest.online = online
         contest.reconfigure(settings)
-        return cls(contest, version, learned, labels_offset, days)
+        # A checkpoint from before the evidence of calls starts it empty.
+        saving = msgspec.msgpack.decode(rest[0], type=SavingModel) if rest else SavingModel()
+        return cls(contest, version, learned, labels_offset, days, saving=saving)
 
 
 def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Signer, token: bytes) -> ModelSnapshot:
@@ -184,12 +201,20 @@ class _Labelling:
         churn = [TopicPartition(t.churn_events, p) for p in _partitions(self.churn, t.churn_events)]
         self.churn.assign(churn)
         self.churn.seek_to_beginning(*churn)
+        # The alerts and outcomes, from the start of what the topics keep, to join the decisions.
+        self.calls = KafkaConsumer(**common)
+        calls = [TopicPartition(topic, p) for topic in (t.alerts, t.outcomes) for p in _partitions(self.calls, topic)]
+        self.calls.assign(calls)
+        self.calls.seek_to_beginning(*calls)
+        self.alerts_topic = t.alerts
+        self.decisions = Decisions(settings.zone)
+        self.last_day = dict(core.days)  # customer -> day of their last label made
         self.clock: dict[int, int] = {}
         self.paused_at: dict[int, int] = {}
         self.labelled_day: dict[int, int] = {}
 
     def close(self) -> None:
-        for c in (self.head, self.tail, self.churn):
+        for c in (self.head, self.tail, self.churn, self.calls):
             c.close()
 
     def advance(self, labeler: Labeler) -> None:
@@ -202,11 +227,25 @@ class _Labelling:
                     continue
                 known = decode_feature_snapshot(r.value).exits_known
                 self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
-        ends = self.churn.end_offsets(list(self.churn.assignment()))
-        while any(self.churn.position(tp) < end for tp, end in ends.items()):
-            for records in self.churn.poll(timeout_ms=200).values():
-                for r in records:
-                    labeler.churn(_decode_churn(r.value))
+        for records in _to_end(self.churn):
+            for r in records:
+                labeler.churn(_decode_churn(r.value))
+        for records in _to_end(self.calls):
+            for r in records:
+                self._decision(r)
+
+    def _decision(self, record: Any) -> None:
+        """An alert or an outcome for the decisions; a record that is neither is skipped (the
+        worker dead-letters what it cannot read; the trainer only learns less from it)."""
+        if record.value is None:
+            return
+        if record.topic == self.alerts_topic:
+            try:
+                self.decisions.alert(_decode_alert(record.value))
+            except msgspec.DecodeError:
+                log.warning("an alert the trainer cannot read, at %s:%d: skipped", record.topic, record.offset)
+        elif (outcome := outcome_or_none(record.value)) is not None:
+            self.decisions.outcome(outcome)
 
     def due_labels(self, labeler: Labeler) -> list[Label]:
         """Labels of every snapshot whose horizon has closed, in offset order per partition."""
@@ -227,12 +266,30 @@ class _Labelling:
                     self.tail.pause(tp)
                     self.paused_at[tp.partition] = clock
                     break
-                out.append(labeler.label(snap, tp.partition, r.offset))
+                out.append(self._with_decision(labeler.label(snap, tp.partition, r.offset)))
                 self.labelled_day[tp.partition] = snap.day
         if self.labelled_day:
             # Snapshots arrive in day order per partition, give or take the lateness grace.
-            labeler.forget_before(min(self.labelled_day.values()) - 2 * labeler.wait)
+            oldest = min(self.labelled_day.values()) - 2 * labeler.wait
+            labeler.forget_before(oldest)
+            self.decisions.forget_before(oldest)
+            self.last_day = {c: d for c, d in self.last_day.items() if d >= oldest - _RESEND_REACH_DAYS}
         return out
+
+    def _with_decision(self, label: Label) -> Label:
+        previous = self.last_day.get(label.customer_id, -1)
+        if label.day <= previous:  # a resent snapshot: the learner skips it
+            return label
+        self.last_day[label.customer_id] = label.day
+        decision = self.decisions.for_label(label.customer_id, label.day, previous)
+        return msgspec.structs.replace(label, decision=decision) if decision is not None else label
+
+
+def _to_end(consumer: Any) -> Iterator[list[Any]]:
+    """The records of the consumer's partitions up to their ends as of now, a poll at a time."""
+    ends = consumer.end_offsets(list(consumer.assignment()))
+    while any(consumer.position(tp) < end for tp, end in ends.items()):
+        yield from consumer.poll(timeout_ms=200).values()
 
 
 def _partitions(consumer: Any, topic: str, wait_s: float = 30.0) -> list[int]:

@@ -11,6 +11,12 @@ truth), never on what the model can see:
 - a customer who was staying anyway may take an offer (a cost with no benefit), and a few are
   reminded to shop around and leave (`PROMPTED_TO_LEAVE`).
 
+The list is ranked as `CallCentreConfig.ranking` says: by churn risk, by value at risk (the
+product's default), or by expected saved value (model/saving.py, learned from this loop's own
+labels by the caller). Each call's draws (reached, kept, offer taken) come from a stream of its
+own, seeded by the customer and the day, so that two rankings calling the same customer on the
+same day draw the same outcome (common random numbers: what differs between them is who they call).
+
 Every call ends in an outcome event on the outcomes topic, as an agent would record it. The
 numbers are assumptions, stated here so that every figure built on them can be traced back:
 save rates of 10-40% for the churners an offer answers, and offers taken by a quarter of the
@@ -21,20 +27,21 @@ truth records, for every customer a call changed, what they would have done with
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Iterator
+from typing import Iterator, Literal
 
 import msgspec
 import numpy as np
 
-from stream_app.alerts.call_plan import alert_day, plan_days
+from stream_app.alerts.call_plan import Saving, alert_day, plan_days
 from stream_app.contracts.events import Alert, Outcome
+from stream_app.model.saving import SavingCosts, SavingModel, alert_risk
 from stream_app.offline.simulator import SimRecord, Simulator
 from stream_app.settings import Settings
 
-__all__ = ["EFFECTS", "OFFER_TAKEN_BY_STAYERS", "PROMPTED_TO_LEAVE", "CallCentreConfig", "SimCallCentre",
-           "closed_loop", "BARRIER"]
+__all__ = ["EFFECTS", "OFFER_TAKEN_BY_STAYERS", "PROMPTED_TO_LEAVE", "RANKINGS", "Ranking", "CallCentreConfig",
+           "Decision", "SimCallCentre", "closed_loop", "BARRIER"]
 
 #: P(kept | reached) of a churner, by their true reason code and the call's treatment; a pair not
 #: listed keeps nobody. 210 relocation, 335 credit, 345 fraud: no call keeps them.
@@ -54,11 +61,32 @@ OFFERS = {"plan_offer": "PLAN", "promotion_match": "MATCH", "reactivation": "REA
 BARRIER = (None, b"", b"")  # between two days: the replay processes what it holds before going on
 
 
+Ranking = Literal["risk", "risk_value", "saving"]
+RANKINGS: tuple[Ranking, ...] = ("risk", "risk_value", "saving")
+
+
 @dataclass(frozen=True)
 class CallCentreConfig:
     budget: int  # calls a day
     reach_rate: float = 0.65  # a call that reaches the customer
     seed: int = 11
+    ranking: Ranking = "risk_value"
+    costs: SavingCosts = field(default_factory=SavingCosts)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A call made, or a control alert (never called), for learning what calls do."""
+
+    customer: str
+    day: int  # the ordinal of the alert's day
+    called: bool
+    treatment: str
+    reason: int | None  # the alert's top reason code
+    risk: float  # the alert's churn risk
+    rank_score: float  # what the ranking ranked it by
+    reached: bool = False
+    accepted: bool = False  # the customer took the offer
 
 
 class SimCallCentre:
@@ -66,20 +94,22 @@ class SimCallCentre:
 
     def __init__(self, sim: Simulator, settings: Settings, cfg: CallCentreConfig) -> None:
         self.sim, self.settings, self.cfg = sim, settings, cfg
-        self.rng = np.random.default_rng(cfg.seed)
         self.index = {c: i for i, c in enumerate(sim.ids)}
         self.alerts: list[Alert] = []  # those that can still be on a list
         self.observed: list[Alert] = []  # every alert
         self.outcomes: list[Outcome] = []
-        # Who was reached with which treatment, and which control alerts the plan held, by the
-        # alert's day: (customer, ordinal day, called, treatment), for learning uplift.
-        self.decisions: list[tuple[str, int, bool, str]] = []
-        self.calls = self.reached = self.kept = self.offers_taken = self.prompted = 0
+        self.decisions: list[Decision] = []
+        self.saving = SavingModel()  # learned by the caller from the decisions' labels
+        self.calls = self.reached = self.kept = self.offers_taken = self.prompted = self.accepted = 0
+        self.revenue_kept = 0.0  # the truth: value of the churners kept less that of those prompted to leave
         self._called: set[str] = set()
 
     def observe(self, alerts: list[Alert]) -> None:
         self.alerts += alerts
         self.observed += alerts
+        # Every control alert is a decision not to call: customers alerted like those called.
+        self.decisions += [Decision(a.customer_id, alert_day(a, self.settings.zone).toordinal(), False, a.treatment,
+                                    a.reason_code, alert_risk(a), self._rank_score(a)) for a in alerts if a.holdout]
 
     def work(self, d: int) -> list[SimRecord]:
         """Day `d`'s calls: the list the day before made (once all its alerts were in), called the
@@ -89,43 +119,69 @@ class SimCallCentre:
         recent = [a for a in self.alerts if alert_day(a, zone) >= day - timedelta(days=30)]
         self.alerts = recent  # older alerts cannot be open any more
         yesterday = day - timedelta(days=1)
-        [plan] = plan_days(recent, yesterday, yesterday, self.cfg.budget, zone, self.settings.region_call_budgets)
+        [plan] = plan_days(recent, yesterday, yesterday, self.cfg.budget, zone, self.settings.region_call_budgets,
+                           self._ranking())
         # A late alert can change the day before's ranking after the fact: an alert is still called once.
         calls = [a for a in plan.calls if a.customer_id in self.index and a.alert_id not in self._called]
         self._called.update(a.alert_id for a in calls)
-        self.decisions += [(a.customer_id, alert_day(a, zone).toordinal(), False, a.treatment) for a in plan.held]
         return [self._call(a, d, day) for a in calls]
 
+    def _ranking(self) -> Saving:
+        if self.cfg.ranking == "risk":
+            return alert_risk
+        if self.cfg.ranking == "saving":
+            return lambda a: self.saving.saving(a, self.cfg.costs)
+        return lambda a: None  # value at risk, whatever the alerts carry
+
+    def _rank_score(self, alert: Alert) -> float:
+        score = self._ranking()(alert)
+        return alert.value_at_risk if score is None else score
+
     def _call(self, alert: Alert, d: int, day: date) -> SimRecord:
-        i, rng, truth = self.index[alert.customer_id], self.rng, self.sim.truth[self.index[alert.customer_id]]
+        i = self.index[alert.customer_id]
+        rng = np.random.default_rng([self.cfg.seed, i, d])  # this call's own draws, whatever else was called
         self.calls += 1
         gone = self.sim.exit_day[i] <= d < self.sim.back_day[i]  # ported back: reachable again
-        if gone or rng.random() >= self.cfg.reach_rate:
-            return self._outcome(alert, day, "not_reached")
+        reached = not gone and rng.random() < self.cfg.reach_rate
+        result = self._effect(alert, i, d, day, rng) if reached else "not_reached"
+        accepted = result == "accepted" and alert.treatment in OFFERS
+        self.accepted += accepted
+        self.decisions.append(Decision(alert.customer_id, alert_day(alert, self.settings.zone).toordinal(), True,
+                                       alert.treatment, alert.reason_code, alert_risk(alert), self._rank_score(alert),
+                                       reached, accepted))
+        return self._outcome(alert, day, result, rng)
+
+    def _effect(self, alert: Alert, i: int, d: int, day: date, rng: np.random.Generator) -> str:
+        """What a reached call does to customer `i`, by their truth; the outcome an agent records."""
         self.reached += 1
+        truth, value = self.sim.truth[i], alert.arpu * self.cfg.costs.value_months
         truth.called, truth.treatment = str(day), alert.treatment
-        self.decisions.append((alert.customer_id, alert_day(alert, self.settings.zone).toordinal(), True,
-                               alert.treatment))
         if truth.churn_date is not None and self.sim.exit_day[i] > d:  # still to leave (not back after leaving)
             if truth.pattern == "decliner" and rng.random() < EFFECTS.get((truth.reason_code or 0, alert.treatment), 0):
                 self.sim.keep(i, d)
                 self.kept += 1
-                return self._outcome(alert, day, "accepted" if alert.treatment in OFFERS else "contacted")
-            return self._outcome(alert, day, "declined")
+                self.revenue_kept += value
+                return "accepted" if alert.treatment in OFFERS else "contacted"
+            return "declined"
         if rng.random() < PROMPTED_TO_LEAVE:
             self.sim.leave(i, d + int(rng.integers(14, 45)), 101)
             self.prompted += 1
+            self.revenue_kept -= value
         if rng.random() < OFFER_TAKEN_BY_STAYERS.get(alert.treatment, 0.0):
             self.offers_taken += 1
-            return self._outcome(alert, day, "accepted")
-        return self._outcome(alert, day, "contacted")
+            return "accepted"
+        return "contacted"
 
-    def _outcome(self, alert: Alert, day: date, result: str) -> SimRecord:
-        hour = int(self.rng.integers(9, 18))
+    def net_revenue_kept(self) -> float:
+        """The truth's revenue kept, less the calls' and the accepted offers' costs."""
+        return self.revenue_kept - self.calls * self.cfg.costs.call - self.accepted * self.cfg.costs.offer
+
+    def _outcome(self, alert: Alert, day: date, result: str, rng: np.random.Generator) -> SimRecord:
+        hour = int(rng.integers(9, 18))
         ts = datetime.combine(day, time(hour), self.settings.zone)
         offer = f"{OFFERS[alert.treatment]}{day:%m}" if result == "accepted" and alert.treatment in OFFERS else None
-        outcome = Outcome(uuid.UUID(int=int(self.rng.integers(0, 2**62))).hex, alert.customer_id, ts, alert.alert_id,
-                          result, offer, f"sim-agent-{int(self.rng.integers(1, 9))}")  # type: ignore[arg-type]
+        outcome = Outcome(uuid.UUID(int=int(rng.integers(0, 2**62))).hex, alert.customer_id, ts, alert.alert_id,
+                          result, offer, f"sim-agent-{int(rng.integers(1, 9))}")  # type: ignore[arg-type]
         self.outcomes.append(outcome)
         return SimRecord("outcomes", alert.customer_id.encode(), msgspec.json.encode(outcome), 0)
 

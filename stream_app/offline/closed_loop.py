@@ -26,9 +26,10 @@ from stream_app.alerts.call_plan import alert_day
 from stream_app.alerts.campaign import CampaignCosts, campaign_report
 from stream_app.contracts.events import Label
 from stream_app.model.qini import qini
+from stream_app.model.saving import SavingCosts
 from stream_app.model.uplift import CONTROL, UpliftModel
-from stream_app.offline.call_centre import CallCentreConfig, SimCallCentre, closed_loop
-from stream_app.offline.replay import replay
+from stream_app.offline.call_centre import RANKINGS, CallCentreConfig, Decision, Ranking, SimCallCentre, closed_loop
+from stream_app.offline.replay import ReplayResult, replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
@@ -51,44 +52,54 @@ class ClosedLoopEvaluation:
     within_interval: bool  # the true uplift lies in the measured 95% interval
     qini: dict | None  # of the uplift scores given before learning; None until the arms had evidence
     uplift_evidence: dict = field(default_factory=dict)
+    rankings: dict = field(default_factory=dict)  # risk, risk_value, saving: what each one's calls did
+    saving_vs_risk_value: float | None = None  # net revenue kept, ranking by expected saving over by value at risk
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-class _UpliftLearning:
-    """Labels of decisions, scored by the uplift model before it learns them."""
+class _Learning:
+    """Labels of decisions, learned by the call centre's saving model and by the uplift model, which
+    scores each before it learns it."""
 
     def __init__(self, centre: SimCallCentre) -> None:
         self.centre, self.model = centre, UpliftModel()
         self.used = 0
         self.scored: list[tuple[float, bool, int]] = []
-        self._open: dict[str, list[tuple[int, bool, str]]] = collections.defaultdict(list)
+        self.ranked: list[tuple[float, bool, int]] = []  # the ranking's own score of each labelled decision
+        self._open: dict[str, list[Decision]] = collections.defaultdict(list)
 
     def __call__(self, label: Label) -> None:
-        for customer, day, called, treatment in self.centre.decisions[self.used:]:
-            self._open[customer].append((day, called, treatment))
+        for d in self.centre.decisions[self.used:]:
+            self._open[d.customer].append(d)
         self.used = len(self.centre.decisions)
         waiting = self._open.get(label.customer_id)
-        match = next((d for d in waiting or () if d[0] <= label.day <= d[0] + MATCH_DAYS), None)
+        match = next((d for d in waiting or () if d.day <= label.day <= d.day + MATCH_DAYS), None)
         if match is None:
             return
         waiting.remove(match)  # type: ignore[union-attr]
-        _, called, treatment = match
+        churned = bool(label.y)
+        self.ranked.append((match.rank_score, match.called, label.y))
+        if match.called:
+            self.centre.saving.learn_call(match.treatment, match.reason, match.risk, churned, match.accepted)
+        else:
+            self.centre.saving.learn_control(match.risk, churned)
+        if match.called and not match.reached:  # the uplift model learns what a conversation does
+            return
         x = np.asarray(label.x)
-        score = self.model.uplift(x, treatment)
+        score = self.model.uplift(x, match.treatment)
         if score is not None:
-            self.scored.append((score, called, label.y))
-        self.model.learn(x, treatment if called else CONTROL, bool(label.y))
+            self.scored.append((score, match.called, label.y))
+        self.model.learn(x, match.treatment if match.called else CONTROL, churned)
 
 
 def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig,
                          budget: int) -> ClosedLoopEvaluation:
-    sim = Simulator(sim_cfg)
-    centre = SimCallCentre(sim, settings, CallCentreConfig(budget=budget, seed=sim_cfg.seed + 1))
-    learning = _UpliftLearning(centre)
-    result = replay(closed_loop(sim, centre, settings), settings, rules, keep_snapshots=False,
-                    on_alerts=centre.observe, on_label=learning)
+    """The three rankings, one loop each on the same simulated base; the product's (value at risk)
+    is also measured the manager's way."""
+    arms = {ranking: _run(settings, rules, sim_cfg, budget, ranking) for ranking in RANKINGS}
+    sim, centre, result, learning = arms["risk_value"]
     end = sim_cfg.start + timedelta(days=sim_cfg.days - 1)
     costs = CampaignCosts.of(settings)
     rows = campaign_report(result.alerts, centre.outcomes, result.churn, settings.zone, end, costs, budget,
@@ -96,12 +107,39 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
     total = next(r for r in rows if (r.week, r.action, r.segment, r.region) == ("all",) * 4).to_json(costs)
     true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
-    scored = np.array(learning.scored, dtype=float).reshape(-1, 3)
-    measured_qini = qini(scored[:, 0], scored[:, 1].astype(bool), scored[:, 2].astype(bool)).to_json() \
-        if len(scored) >= 100 else None
+    measured_qini = _qini(learning.scored)
+    rankings = {name: _figures(arm[1], arm[3]) for name, arm in arms.items()}
+    base = rankings["risk_value"]["net_revenue_kept"]
     return ClosedLoopEvaluation(
         budget, centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken, round(true, 4), total,
-        low is not None and low <= true <= high, measured_qini, learning.model.evidence())
+        low is not None and low <= true <= high, measured_qini, learning.model.evidence(), rankings,
+        round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
+
+
+def _run(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig, budget: int,
+         ranking: Ranking) -> tuple[Simulator, SimCallCentre, ReplayResult, _Learning]:
+    sim = Simulator(sim_cfg)
+    cfg = CallCentreConfig(budget=budget, seed=sim_cfg.seed + 1, ranking=ranking, costs=SavingCosts(
+        settings.call_cost, settings.offer_cost, settings.kept_value_months))
+    centre = SimCallCentre(sim, settings, cfg)
+    learning = _Learning(centre)
+    result = replay(closed_loop(sim, centre, settings), settings, rules, keep_snapshots=False,
+                    on_alerts=centre.observe, on_label=learning)
+    return sim, centre, result, learning
+
+
+def _figures(centre: SimCallCentre, learning: _Learning) -> dict:
+    """What one ranking's calls did, by the truth, and the Qini of the order it called in."""
+    return {"calls": centre.calls, "reached": centre.reached, "kept": centre.kept, "prompted": centre.prompted,
+            "offers_accepted": centre.accepted, "revenue_kept": round(centre.revenue_kept, 2),
+            "net_revenue_kept": round(centre.net_revenue_kept(), 2), "qini": _qini(learning.ranked),
+            "saving_model": centre.saving.to_json()}
+
+
+def _qini(scored: list[tuple[float, bool, int]]) -> dict | None:
+    """The Qini coefficient of (score, called, churned) triples, with its interval; None under 100."""
+    a = np.array(scored, dtype=float).reshape(-1, 3)
+    return qini(a[:, 0], a[:, 1].astype(bool), a[:, 2].astype(bool)).to_json() if len(a) >= 100 else None
 
 
 def true_uplift(sim: Simulator, centre: SimCallCentre, settings: Settings, end: date, window: int) -> float:

@@ -193,6 +193,11 @@ class Ruleset:
     def action_for(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> Action | None:
         return next((a for a in self.actions if a.matches(reason_code, segment, vip_tier, lifecycle)), None)
 
+    def actions_for(self, reason_code: int | None, segment: str, vip_tier: str, lifecycle: str) -> list[Action]:
+        """Every entry that matches, the table's choice first: the alternatives evidence of what
+        calls keep may prefer (alerts/build.py)."""
+        return [a for a in self.actions if a.matches(reason_code, segment, vip_tier, lifecycle)]
+
     @property
     def scoped(self) -> bool:
         """Some rules apply in some regions only (region files): evaluation needs each customer's region."""

@@ -52,6 +52,7 @@ def test_bootstrap_publishes_a_model_from_history_that_the_report_shows(redis_ur
     shown = json.loads(report.stdout.strip().splitlines()[-1])
     assert shown["version"] == model.version and shown["labels"] == model.labels
     assert shown["log_loss"] == pytest.approx(model.figures["log_loss"])
+    assert shown["calls"]["ready"] is False and shown["calls"]["actions"] == {}  # history holds no calls
 
     client.set(keys.MODEL, client.get(keys.MODEL)[:-5])  # a torn write
     broken = runner.invoke(main, ["model", "report"])

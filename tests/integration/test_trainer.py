@@ -3,12 +3,15 @@ killed mid-stream that resumes without learning any label twice."""
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -37,14 +40,36 @@ TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter", "sn
           "model_events")
 
 
+EARLY_RULES = """
+levels:
+  default: {high: 5, medium: 3, low: 2}
+groups:
+  - name: early
+    cadence: daily
+    rules:
+      - id: dropped_calls
+        expr: dropped_rate_30d >= 0.015
+        importance: 5
+        labels: {reason_code: 205}
+        annotations:
+          summary: "Dropped calls {dropped_rate_30d:.1%}"
+actions:
+  - action: "technical follow-up"
+    treatment: technical_fix
+"""
+
+
 @pytest.fixture
-def env(tansu_bootstrap: str, redis_url: str, unique: str) -> dict[str, str]:
+def env(tansu_bootstrap: str, redis_url: str, unique: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    # Rules that fire within the weeks simulated, so that calls and the control group have alerts.
+    rules = tmp_path_factory.mktemp("rules")
+    (rules / "early.yaml").write_text(EARLY_RULES)
     return dict(
         os.environ, KAFKA_BOOTSTRAP=tansu_bootstrap, REDIS_URL=redis_url, CHURNWATCH_APP_ID=f"cw-{unique}",
-        CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_BATCH_WITHIN_S="0.2",
+        CHURNWATCH_RULES_DIR=str(rules), CHURNWATCH_BATCH_WITHIN_S="0.2",
         CHURNWATCH_HORIZON_DAYS="7", CHURNWATCH_MODEL_PUBLISH_LABELS="300", CHURNWATCH_MODEL_PUBLISH_S="1",
         CHURNWATCH_MODEL_REFRESH_S="1", CHURNWATCH_TRAINER_LEASE_S="5", CHURNWATCH_METRICS_PORT=str(free_port()),
-        CHURNWATCH_MODEL_SIGNING_KEY=SIGNING_KEY,
+        CHURNWATCH_MODEL_SIGNING_KEY=SIGNING_KEY, CHURNWATCH_HOLDOUT_SHARE="0.3",
         **{f"CHURNWATCH_TOPIC_{t.upper()}": f"{t}-{unique}" for t in TOPICS},
     )
 
@@ -102,6 +127,26 @@ def read_all(bootstrap: str, topic: str, kind: type) -> list:
         consumer.close()
 
 
+def call_the_alerts(env: dict[str, str]) -> int:
+    """Outcomes for every alert outside the control group so far, the day after it; how many."""
+    from stream_app.contracts.events import Alert, Outcome
+
+    consumer = KafkaConsumer(env["CHURNWATCH_TOPIC_ALERTS"], bootstrap_servers=env["KAFKA_BOOTSTRAP"],
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    alerts = [msgspec.json.decode(m.value, type=Alert) for m in consumer]
+    consumer.close()
+    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP"])
+    called = [a for a in alerts if not a.holdout]
+    for k, a in enumerate(called):
+        result, offer = ("accepted", "PLAN01") if k % 2 else ("declined", None)
+        outcome = Outcome(f"outcome-{a.alert_id}", a.customer_id, a.event_time + timedelta(days=1), a.alert_id,
+                          result, offer)  # type: ignore[arg-type]
+        producer.send(env["CHURNWATCH_TOPIC_OUTCOMES"], key=a.customer_id.encode(), value=msgspec.json.encode(outcome))
+    producer.flush()
+    producer.close()
+    return len(called)
+
+
 def trainer_names_in_deploy_files() -> set[str]:
     registry = CollectorRegistry()
     TrainerMetrics(registry)
@@ -135,6 +180,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
     # a worker that read weeks in one batch would snapshot only the newest day.
     feed = Feed(records, settings, int(env["CHURNWATCH_METRICS_PORT"]), logs)
     feed.days_before(30)
+    called = call_the_alerts(env)  # the call centre's outcomes, before any of their labels is made
     trainer = start(["trainer", "--metrics-port", str(free_port())], env, logs[1])
     try:
         wait_for("a first model version", lambda: client.get(keys.MODEL_VERSION) is not None, 240, logs)
@@ -177,6 +223,18 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
     assert sum(lb.y for _, _, lb in labels) > 0  # churners gave positives, though exits were read first
     model = decode_model(client.get(keys.MODEL))
     assert model.version == core.version >= 2 and model.labels == core.learner.labels
+    # Each learned label's decision counted once, across the crash: the first copy of a label is the one learned.
+    first: dict[tuple[int, int], Label] = {}
+    for _, _, lb in sorted(labels, key=lambda r: r[1]):
+        first.setdefault((lb.partition, lb.offset), lb)
+    arms = collections.Counter(lb.decision.arm == "control" for lb in first.values() if lb.decision is not None)
+    assert called and arms[False] > 0 and arms[True] > 0
+    assert (core.saving.calls.decisions, core.saving.control.decisions) == (arms[False], arms[True])
+    assert model.saving is not None and model.saving.calls.decisions == arms[False]
+    report = subprocess.run([sys.executable, "-m", "stream_app.cli", "model", "report", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    shown = json.loads(report.stdout.strip().splitlines()[-1])["calls"]
+    assert sum(a["calls"] for a in shown["actions"].values()) == arms[False] and "evidence of calls" in report.stderr
     wait_for("the worker to score with a published version",
              lambda: scrape(int(env["CHURNWATCH_METRICS_PORT"])).get("churnwatch_model_version", 0) >= 1, 30, logs)
 

@@ -101,3 +101,29 @@ def test_customers_with_an_account_manager_are_theirs_to_call_unless_the_setting
     assert [a.customer_id for a in plan.calls] == ["c1232", "c1231"]
     [plan] = plan_days(for_call_centre(alerts, managed_too=True), day, day, budget=2, zone=ZONE)
     assert [a.customer_id for a in plan.calls] == ["m1234", "c1232"]
+
+
+def test_ranked_by_expected_saving_the_calls_go_to_what_pays_and_none_to_what_does_not() -> None:
+    alerts = [alert("a1234", 1, 900), alert("b1234", 1, 100), alert("c1234", 1, 500), alert("d1234", 1, 300),
+              alert("e1234", 1, 800, holdout=True)]
+    saving = {"a1234": -5.0, "b1234": 40.0, "c1234": 10.0, "d1234": 0.0, "e1234": 60.0}
+    [plan] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE,
+                       saving=lambda a: saving[a.customer_id])
+    assert [a.customer_id for a in plan.calls] == ["b1234", "c1234"]  # a and d: no call pays, the budget left unused
+    assert [a.customer_id for a in plan.held] == ["e1234"] and (plan.no_call, plan.waiting) == (2, 0)
+    assert plan.ranked_by == "expected_saving"
+    [before] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE,
+                         saving=lambda a: None if a.customer_id == "c1234" else 1.0)
+    # Until every open alert has a saving, the value at risk ranks them all.
+    assert [a.customer_id for a in before.calls] == ["a1234", "c1234", "d1234"] and before.no_call == 0
+    assert before.ranked_by == "value_at_risk"
+
+
+def test_the_alerts_own_expected_saving_ranks_the_plan_once_they_all_carry_one() -> None:
+    saved = {"a1234": (900, 5.0), "b1234": (100, 80.0), "c1234": (500, -1.0)}
+    alerts = [msgspec.structs.replace(alert(c, 1, v), expected_saving=s) for c, (v, s) in saved.items()]
+    [plan] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE)
+    assert [a.customer_id for a in plan.calls] == ["b1234", "a1234"] and plan.no_call == 1
+    older = alert("d1234", 1, 50)  # raised before the evidence was in: the whole day by value at risk again
+    [mixed] = plan_days([*alerts, older], date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE)
+    assert [a.customer_id for a in mixed.calls] == ["a1234", "c1234", "b1234"] and mixed.ranked_by == "value_at_risk"

@@ -1,0 +1,144 @@
+"""Expected saved value: what a call with a given action is worth, learned from the closed loop.
+
+For an alert with churn risk p, monthly value v and action a,
+
+    saving = c * p * kept(a) * v * months - (call + accepted(a) * offer)
+
+- `kept(a)`, the share of would-be churners a call with action a keeps, is learned as a ratio of
+  observed to expected churners: among the customers called with a whose label is known, the
+  churners seen (O) against the sum of their risks at the call (E, what they would have had
+  uncalled). kept(a) = 1 - O / (c E). It uses every call, not only a model per arm, so it is
+  usable after hundreds of calls where a per-customer uplift model (model/uplift.py) needs
+  thousands; what it cannot see is who within an action a call keeps, beyond their risk and value.
+- `c` calibrates the risks on the control group ranked within the budget (alerts never called):
+  their churners over the sum of their risks. A model that over- or under-states the risk of
+  alerted customers would otherwise read as a call effect.
+- The ratio is kept per action and per action and reason code (the alert's top reason: a plan
+  offer keeps those leaving over price, not those who move away), each shrunk towards the one
+  above it (a reason's towards its action's, an action's towards all calls', all calls' towards
+  no effect, the control's towards calibrated) by `PRIOR_CHURNERS` pseudo-churners, so a few
+  calls move it little and a new pair starts at what its action does on average.
+- `accepted(a)` is the share of calls with a that took the offer (its cost is paid whoever takes
+  it: kept churners and customers who were staying anyway).
+
+Until the control and the calls each have `MIN_EXPECTED` expected churners, `ready` is False and
+callers keep ranking by value at risk, and say so. A saving at or below zero means no call pays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from stream_app.contracts.events import Alert
+
+__all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "PRIOR_CHURNERS", "MIN_EXPECTED"]
+
+PRIOR_CHURNERS = 10.0
+MIN_EXPECTED = 20.0
+#: Churn probability assumed per level where the model gives no score (as alerts.build.LEVEL_RISK).
+_LEVEL_RISK = {"low": 0.15, "medium": 0.35, "high": 0.6}
+
+
+def alert_risk(alert: Alert) -> float:
+    """The churn probability an alert was raised with: the model's score, or its level's."""
+    return alert.score if alert.score is not None else _LEVEL_RISK[alert.level]
+
+
+class Evidence(msgspec.Struct):
+    """Labelled decisions of one arm: how many, how many churned, the sum of their risks, offers taken."""
+
+    decisions: int = 0
+    churned: int = 0
+    expected: float = 0.0
+    accepted: int = 0
+
+    def add(self, risk: float, churned: bool, accepted: bool = False) -> None:
+        self.decisions += 1
+        self.churned += churned
+        self.expected += risk
+        self.accepted += accepted
+
+
+@dataclass(frozen=True)
+class SavingCosts:
+    call: float = 2.0
+    offer: float = 30.0
+    value_months: float = 12.0  # how long a kept customer is valued (the campaign report's figure)
+
+
+class SavingModel(msgspec.Struct):
+    """The evidence: published with the churn model (plain counts, no pickle)."""
+
+    control: Evidence = msgspec.field(default_factory=Evidence)
+    actions: dict[str, Evidence] = msgspec.field(default_factory=dict)
+    reasons: dict[str, Evidence] = msgspec.field(default_factory=dict)  # "action|reason code" (0 for none)
+
+    def learn_control(self, risk: float, churned: bool) -> None:
+        """A control-group alert ranked within the budget, and whether its customer churned."""
+        self.control.add(risk, churned)
+
+    def learn_call(self, action: str, reason: int | None, risk: float, churned: bool, accepted: bool) -> None:
+        """A call made with `action` for `reason` (reached or not), whether the offer was taken, and
+        whether they churned."""
+        self.actions.setdefault(action, Evidence()).add(risk, churned, accepted)
+        self.reasons.setdefault(_pair(action, reason), Evidence()).add(risk, churned, accepted)
+
+    @property
+    def calls(self) -> Evidence:
+        total = Evidence()
+        for e in self.actions.values():
+            total.decisions += e.decisions
+            total.churned += e.churned
+            total.expected += e.expected
+            total.accepted += e.accepted
+        return total
+
+    @property
+    def ready(self) -> bool:
+        return self.control.expected >= MIN_EXPECTED and self.calls.expected >= MIN_EXPECTED
+
+    def calibration(self) -> float:
+        """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated)."""
+        return _ratio(self.control.churned, self.control.expected, 1.0)
+
+    def kept(self, action: str, reason: int | None = None) -> float:
+        """The share of would-be churners a call with `action` keeps (negative: calls that lose them)."""
+        c, pooled = self.calibration(), self.calls
+        ratio = _ratio(pooled.churned, c * pooled.expected, 1.0)
+        for e in (self.actions.get(action), self.reasons.get(_pair(action, reason))):
+            e = e or Evidence()
+            ratio = _ratio(e.churned, c * e.expected, ratio)
+        return 1.0 - ratio
+
+    def accepted(self, action: str) -> float:
+        e, pooled = self.actions.get(action, Evidence()), self.calls
+        pooled_rate = (pooled.accepted + 1) / (pooled.decisions + 2)
+        return (e.accepted + PRIOR_CHURNERS * pooled_rate) / (e.decisions + PRIOR_CHURNERS)
+
+    def saving(self, alert: Alert, costs: SavingCosts) -> float | None:
+        """The alert's expected saved value for its action, net of what the call costs; None before `ready`."""
+        return self.expected(alert, alert.treatment, costs) if self.ready else None
+
+    def expected(self, alert: Alert, treatment: str, costs: SavingCosts) -> float:
+        """What a call with `treatment` is expected to save for `alert`'s customer, net of its cost."""
+        value = alert.arpu * costs.value_months
+        return (self.calibration() * alert_risk(alert) * self.kept(treatment, alert.reason_code) * value
+                - costs.call - self.accepted(treatment) * costs.offer)
+
+    def to_json(self) -> dict:
+        return {"ready": self.ready, "calibration": round(self.calibration(), 4),
+                "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
+                "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
+                                "kept": round(self.kept(a), 4), "accepted": round(self.accepted(a), 4)}
+                            for a, e in sorted(self.actions.items())}}
+
+
+def _pair(action: str, reason: int | None) -> str:
+    return f"{action}|{reason or 0}"
+
+
+def _ratio(observed: float, expected: float, prior: float) -> float:
+    """observed / expected, shrunk towards `prior` by PRIOR_CHURNERS pseudo-churners."""
+    return (observed + PRIOR_CHURNERS * prior) / (expected + PRIOR_CHURNERS)

@@ -1,0 +1,144 @@
+"""Expected saved value: the share of would-be churners each action keeps, learned from calls
+against the control group, and the saving it gives an alert net of what the call costs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from stream_app.contracts.events import Alert
+from stream_app.model.saving import MIN_EXPECTED, SavingCosts, SavingModel, alert_risk
+from tests.unit.test_rules import RULES
+
+COSTS = SavingCosts(call=2.0, offer=30.0, value_months=12.0)
+
+
+def alert(treatment: str, reason: int | None, score: float | None = 0.4, arpu: float = 100.0,
+          level: str = "high") -> Alert:
+    t = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    return Alert("a", "c1234", level, "2026-03", t, t + timedelta(days=7), t, [], reason, "mass", "none", arpu,
+                 0.0, "call", treatment=treatment, score=score)  # type: ignore[arg-type]
+
+
+def loop(model: SavingModel, rng: np.random.Generator, n: int, kept: dict[tuple[str, int], float],
+         bias: float = 1.0) -> None:
+    """n control alerts and n calls split across `kept`'s pairs; risks that understate churn by `bias`."""
+    for _ in range(n):
+        risk = rng.uniform(0.1, 0.5)
+        model.learn_control(risk, rng.random() < min(1.0, risk * bias))
+    pairs = list(kept)
+    for k in range(n):
+        (action, reason), risk = pairs[k % len(pairs)], rng.uniform(0.1, 0.5)
+        churned = rng.random() < min(1.0, risk * bias) * (1 - kept[(action, reason)])
+        model.learn_call(action, reason, risk, churned, accepted=not churned and rng.random() < 0.2)
+
+
+def test_no_saving_until_both_the_control_and_the_calls_have_the_evidence() -> None:
+    model = SavingModel()
+    model.learn_control(MIN_EXPECTED - 0.5, True)
+    model.learn_call("plan_offer", 101, MIN_EXPECTED + 1, False, False)
+    assert not model.ready and model.saving(alert("plan_offer", 101), COSTS) is None
+    model.learn_control(1.0, False)
+    assert model.ready and model.saving(alert("plan_offer", 101), COSTS) is not None
+
+
+def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_no_call() -> None:
+    model, rng = SavingModel(), np.random.default_rng(3)
+    truth = {("plan_offer", 101): 0.5, ("plan_offer", 210): 0.0, ("relationship", 101): 0.0}
+    loop(model, rng, 6000, truth, bias=1.5)  # the model's risks understate the alerted customers' churn
+    assert model.calibration() == pytest.approx(1.5, abs=0.1)  # the control group says by how much
+    assert model.kept("plan_offer", 101) == pytest.approx(0.5, abs=0.08)
+    assert abs(model.kept("plan_offer", 210)) < 0.08 and abs(model.kept("relationship", 101)) < 0.08
+    price = model.saving(alert("plan_offer", 101), COSTS)
+    # About 1.5 x 0.4 x 0.5 x 1,200 = 360 saved, less a call and the offers taken.
+    assert price == pytest.approx(model.calibration() * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
+                                  - 30 * model.accepted("plan_offer"))
+    assert 300 < price < 400
+    assert model.saving(alert("relationship", 101, arpu=5.0), COSTS) <= 0  # keeps nobody: the call costs
+
+
+def test_a_pair_never_called_starts_at_its_action_and_a_level_stands_in_for_a_missing_score() -> None:
+    model, rng = SavingModel(), np.random.default_rng(4)
+    loop(model, rng, 3000, {("plan_offer", 101): 0.6, ("plan_offer", 102): 0.2})
+    assert model.kept("plan_offer", 999) == pytest.approx(model.kept("plan_offer"), abs=1e-9)
+    assert model.kept("plan_offer", 102) < model.kept("plan_offer") < model.kept("plan_offer", 101)
+    assert alert_risk(alert("plan_offer", 101, score=None, level="medium")) == 0.35
+
+
+def test_the_next_best_action_is_the_matching_entry_in_the_same_queue_that_saves_most(tmp_path) -> None:
+    from stream_app.alerts.build import AlertPolicy, _act
+    from stream_app.rules.pack import load_rules
+
+    entry = '    action: "plan offer: a cheaper or better-fitting plan"\n    treatment: plan_offer\n'
+    text = (RULES / "churn.yaml").read_text()
+    assert entry in text
+    # Alternatives after the table's own entry for price churners, which it never picks.
+    (tmp_path / "churn.yaml").write_text(text.replace(entry, entry + (
+        '  - reason_codes: [101]\n    action: "match the competitor\'s price"\n    treatment: promotion_match\n'
+        '  - reason_codes: [101]\n    queue: retention_specialist\n    action: "specialist"\n'
+        '    treatment: billing_review\n'), 1))
+    ruleset, policy = load_rules([tmp_path]), AlertPolicy(costs=COSTS)
+    table = _act(alert("relationship", 101), ruleset, policy)
+    assert (table.treatment, table.expected_saving) == ("plan_offer", None)  # no evidence: the table's choice
+    model = SavingModel()
+    loop(model, np.random.default_rng(5), 4000, {("plan_offer", 101): 0.1, ("promotion_match", 101): 0.5,
+                                                ("billing_review", 101): 0.9, ("relationship", 101): 0.0})
+    best = _act(alert("relationship", 101), ruleset, policy, model)
+    # billing_review keeps most but is another queue's to call; of the general queue's three entries
+    # that match (the plan offer, the match, the catch-all retention call) the match keeps most.
+    assert (best.treatment, best.queue) == ("promotion_match", "general")
+    assert best.expected_saving == pytest.approx(model.expected(alert("x", 101), "promotion_match", COSTS), abs=0.01)
+
+
+def test_a_label_carries_the_decision_of_its_customers_alert_once_and_the_latest_outcome() -> None:
+    from zoneinfo import ZoneInfo
+
+    import msgspec
+
+    from stream_app.contracts.events import CallDecision, Outcome
+    from stream_app.model.decisions import Decisions
+
+    zone = ZoneInfo("Asia/Shanghai")
+    decisions = Decisions(zone)
+    day = datetime(2026, 3, 1, 12, tzinfo=zone)
+    ordinal = day.date().toordinal()
+
+    def raised(customer: str, holdout: bool) -> Alert:
+        return msgspec.structs.replace(alert("plan_offer", 101, score=0.3), alert_id=f"a-{customer}",
+                                       customer_id=customer, event_time=day, holdout=holdout)
+
+    for customer, holdout in (("ctrl1", True), ("call1", False), ("none1", False)):
+        decisions.alert(raised(customer, holdout))
+    for result, offer in (("not_reached", None), ("accepted", "PLAN03")):  # Monday's miss, Tuesday's offer
+        decisions.outcome(Outcome(f"o-{result}", "call1", day, "a-call1", result, offer))  # type: ignore[arg-type]
+    decisions.outcome(Outcome("o-x", "who12", day, "a-unknown", "contacted"))  # an alert never read
+    assert decisions.for_label("ctrl1", ordinal, -1) == CallDecision("control", 101, 0.3)
+    assert decisions.for_label("call1", ordinal + 2, ordinal - 1) == CallDecision("plan_offer", 101, 0.3, True)
+    assert decisions.for_label("call1", ordinal + 2, ordinal) is None  # an earlier label carried it already
+    assert decisions.for_label("call1", ordinal + 4, ordinal - 1) is None  # too long after the alert
+    assert decisions.for_label("none1", ordinal, -1) is None  # never called: no decision
+    decisions.forget_before(ordinal + 10)
+    assert decisions.for_label("ctrl1", ordinal, -1) is None and len(decisions) == 2  # the two sent may still be called
+
+
+def test_the_trainer_learns_each_labels_decision_once_and_publishes_the_evidence() -> None:
+    from stream_app.contracts.events import CallDecision, Label
+    from stream_app.model.signing import Signer
+    from stream_app.model.trainer import TrainerCore
+    from stream_app.settings import Settings
+
+    signer, core = Signer(b"a-key-for-these-tests"), TrainerCore.fresh(Settings())
+    x = [0.0] * len(core.contest.features)
+    labels = [Label(f"c{i:04d}", 1000, x, i % 2, 0, i, 0, CallDecision("control" if i % 3 else "plan_offer", 101, 0.4))
+              for i in range(30)]
+    for offset, label in enumerate(labels[:20]):
+        core.learn(label, offset)
+    restored = TrainerCore.restore(core.checkpoint(signer), Settings(), signer)
+    for offset, label in enumerate(labels[10:], start=20):  # the first ten again: learned before
+        restored.learn(label, offset)
+    assert restored.saving.control.decisions == 20 and restored.saving.calls.decisions == 10
+    assert restored.saving.control.churned == sum(lb.y for lb in labels if lb.decision.arm == "control")
+    published = restored.next_model(signer)
+    assert published.saving.to_json() == restored.saving.to_json()
