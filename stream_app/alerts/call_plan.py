@@ -4,9 +4,10 @@ warning lists (DOMAIN.md: warnings run daily and monthly).
 The plan is a pure function of the alerts: each day, the alerts raised up to the end of that
 day that are still open (not called, not expired, not in the control group) are ranked by
 value at risk, and the top `budget` are that day's calls; the rest wait for a later day or
-expire. Once every open alert carries an expected saving (model/saving.py), they are ranked by
-it instead, and an alert that no call pays for (a saving at or below zero) is not called; a
-`Saving` given to the plan replaces the alerts' own (the simulated call centre's rankings).
+expire. Once alerts carry an expected saving (model/saving.py), they are ranked by it instead,
+and an alert that no call pays for (a saving at or below zero) is not called; alerts raised
+before the evidence was in follow, by value at risk, while they are open. A `Saving` given to
+the plan replaces the alerts' own (the simulated call centre's rankings).
 A customer's newer alert replaces their older one (an escalation), and an alert seen twice (a
 replay) counts once. Days follow the events' own time, so a replay of the same alerts
 gives the same lists whenever and however often it is run.
@@ -45,7 +46,7 @@ class DayPlan:
     holdout: int = 0  # alerts raised this day for the control group: never called
     superseded: int = 0  # open alerts replaced by a newer alert of the same customer
     no_call: int = 0  # open alerts that no call pays for (expected saving at or below zero)
-    ranked_by: str = "value_at_risk"  # or "expected_saving", once every open alert carries one
+    ranked_by: str = "value_at_risk"  # or "expected_saving", once open alerts carry one
 
     def to_json(self) -> dict:
         return {"day": self.day.isoformat(), "calls": len(self.calls), "waiting": self.waiting,
@@ -80,7 +81,7 @@ def plan_days(alerts: Iterable[Alert], first: date, last: date, budget: int, zon
     `first` (callers read back at least the alerts' open days before it). A region of
     `region_budgets` has its own daily budget and its alerts compete only with each other; the
     other regions share `budget`. Alerts rank by `saving` (by default their own expected saving)
-    once it knows them all."""
+    where it knows them."""
     region_budgets = region_budgets or {}
     by_day: dict[date, list[Alert]] = collections.defaultdict(list)
     seen: set[str] = set()
@@ -123,12 +124,15 @@ def _carried(alert: Alert) -> float | None:
 
 def _ranked(alerts: list[Alert], saving: Saving) -> tuple[list[Alert], set[str] | None]:
     """The alerts in calling order, and the ids of those no call pays for (left out of it); None
-    for those when the savings are not known, and the value at risk ranks them."""
+    when no saving is known, and the value at risk ranks them all. Alerts whose saving is not
+    known (raised before the evidence) follow those that pay, by value at risk."""
     savings = [saving(a) for a in alerts]
-    if not savings or any(s is None for s in savings):
+    if all(s is None for s in savings):
         return sorted(alerts, key=priority), None
-    paying = sorted(((s, a) for s, a in zip(savings, alerts) if s > 0), key=lambda p: (-p[0], priority(p[1])))
-    return [a for _, a in paying], {a.alert_id for s, a in zip(savings, alerts) if s <= 0}
+    paying = sorted(((s, a) for s, a in zip(savings, alerts) if s is not None and s > 0),
+                    key=lambda p: (-p[0], priority(p[1])))
+    unknown = sorted((a for s, a in zip(savings, alerts) if s is None), key=priority)
+    return [a for _, a in paying] + unknown, {a.alert_id for s, a in zip(savings, alerts) if s is not None and s <= 0}
 
 
 def _within_budgets(ranked: list[Alert], budget: int,

@@ -55,13 +55,18 @@ class Lease:
             self._lock.release()
         except LockError:  # lapsed or taken by another trainer already
             pass
+        except RedisError as exc:  # it lapses by itself: a successor waits out its time at most
+            log.warning("could not release the trainer lease: %s", exc)
 
     def _renew(self) -> None:
-        while not self._stopped.wait(self._every_s):
+        wait = self._every_s
+        while not self._stopped.wait(wait):
             try:
                 self._lock.reacquire()
+                wait = self._every_s
             except LockNotOwnedError as exc:
                 self._lost = str(exc)
                 return
-            except RedisError as exc:  # Redis unreachable for a moment: the lease may hold until the next beat
+            except RedisError as exc:  # Redis unreachable for a moment: try again soon, the lease still holds
                 log.warning("could not renew the trainer lease, trying again: %s", exc)
+                wait = min(1.0, self._every_s)

@@ -10,16 +10,19 @@ For an alert with churn risk p, monthly value v and action a,
   uncalled). kept(a) = 1 - O / (c E). It uses every call, not only a model per arm, so it is
   usable after hundreds of calls where a per-customer uplift model (model/uplift.py) needs
   thousands; what it cannot see is who within an action a call keeps, beyond their risk and value.
-- `c` calibrates the risks on the control group ranked within the budget (alerts never called):
-  their churners over the sum of their risks. A model that over- or under-states the risk of
-  alerted customers would otherwise read as a call effect.
+- `c` calibrates the risks on the control group (alerts never called): their churners over the
+  sum of their risks. A model that over- or under-states the risk of alerted customers would
+  otherwise read as a call effect. It takes every control alert, not only those the plan ranked
+  within the budget: five to ten times the evidence, at the price of assuming the risks are as
+  well calibrated at the top of the list as across it.
 - The ratio is kept per action and per action and reason code (the alert's top reason: a plan
   offer keeps those leaving over price, not those who move away), each shrunk towards the one
   above it (a reason's towards its action's, an action's towards all calls', all calls' towards
   no effect, the control's towards calibrated) by `PRIOR_CHURNERS` pseudo-churners, so a few
   calls move it little and a new pair starts at what its action does on average.
 - `accepted(a)` is the share of calls with a that took the offer (its cost is paid whoever takes
-  it: kept churners and customers who were staying anyway).
+  it: kept churners and customers who were staying anyway), shrunk towards all calls' share for
+  the actions that make an offer (`OFFER_TREATMENTS`) and towards none for the others.
 
 Until the control and the calls each have `MIN_EXPECTED` expected churners, `ready` is False and
 callers keep ranking by value at risk, and say so. A saving at or below zero means no call pays.
@@ -33,10 +36,12 @@ import msgspec
 
 from stream_app.contracts.events import Alert
 
-__all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "PRIOR_CHURNERS", "MIN_EXPECTED"]
+__all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "PRIOR_CHURNERS", "MIN_EXPECTED",
+           "OFFER_TREATMENTS"]
 
 PRIOR_CHURNERS = 10.0
 MIN_EXPECTED = 20.0
+OFFER_TREATMENTS = frozenset({"plan_offer", "promotion_match", "reactivation"})
 #: Churn probability assumed per level where the model gives no score (as alerts.build.LEVEL_RISK).
 _LEVEL_RISK = {"low": 0.15, "medium": 0.35, "high": 0.6}
 
@@ -104,18 +109,28 @@ class SavingModel(msgspec.Struct):
         return _ratio(self.control.churned, self.control.expected, 1.0)
 
     def kept(self, action: str, reason: int | None = None) -> float:
-        """The share of would-be churners a call with `action` keeps (negative: calls that lose them)."""
+        """The share of would-be churners a call with `action` for `reason` keeps (negative: calls
+        that lose them)."""
+        return 1.0 - self._ratios(action, reason)[1]
+
+    def kept_by_action(self, action: str) -> float:
+        """The same for `action` whatever the reason."""
+        return 1.0 - self._ratios(action, None)[0]
+
+    def _ratios(self, action: str, reason: int | None) -> tuple[float, float]:
+        """Observed over expected churners of the action's calls, and of the action and reason's."""
         c, pooled = self.calibration(), self.calls
         ratio = _ratio(pooled.churned, c * pooled.expected, 1.0)
-        for e in (self.actions.get(action), self.reasons.get(_pair(action, reason))):
-            e = e or Evidence()
-            ratio = _ratio(e.churned, c * e.expected, ratio)
-        return 1.0 - ratio
+        e = self.actions.get(action) or Evidence()
+        by_action = _ratio(e.churned, c * e.expected, ratio)
+        e = self.reasons.get(_pair(action, reason)) or Evidence()
+        return by_action, _ratio(e.churned, c * e.expected, by_action)
 
     def accepted(self, action: str) -> float:
+        """The share of calls with `action` whose customer took the offer."""
         e, pooled = self.actions.get(action, Evidence()), self.calls
-        pooled_rate = (pooled.accepted + 1) / (pooled.decisions + 2)
-        return (e.accepted + PRIOR_CHURNERS * pooled_rate) / (e.decisions + PRIOR_CHURNERS)
+        prior = (pooled.accepted + 1) / (pooled.decisions + 2) if action in OFFER_TREATMENTS else 0.0
+        return (e.accepted + PRIOR_CHURNERS * prior) / (e.decisions + PRIOR_CHURNERS)
 
     def saving(self, alert: Alert, costs: SavingCosts) -> float | None:
         """The alert's expected saved value for its action, net of what the call costs; None before `ready`."""
@@ -131,7 +146,7 @@ class SavingModel(msgspec.Struct):
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
                 "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
-                                "kept": round(self.kept(a), 4), "accepted": round(self.accepted(a), 4)}
+                                "kept": round(self.kept_by_action(a), 4), "accepted": round(self.accepted(a), 4)}
                             for a, e in sorted(self.actions.items())}}
 
 

@@ -207,7 +207,7 @@ class _Labelling:
         self.calls.assign(calls)
         self.calls.seek_to_beginning(*calls)
         self.alerts_topic = t.alerts
-        self.decisions = Decisions(settings.zone)
+        self.decisions = Decisions(settings.zone, settings.snapshot_every_days, settings.managed_by_call_centre)
         self.last_day = dict(core.days)  # customer -> day of their last label made
         self.clock: dict[int, int] = {}
         self.paused_at: dict[int, int] = {}

@@ -13,9 +13,11 @@ truth), never on what the model can see:
 
 The list is ranked as `CallCentreConfig.ranking` says: by churn risk, by value at risk (the
 product's default), or by expected saved value (model/saving.py, learned from this loop's own
-labels by the caller). Each call's draws (reached, kept, offer taken) come from a stream of its
-own, seeded by the customer and the day, so that two rankings calling the same customer on the
-same day draw the same outcome (common random numbers: what differs between them is who they call).
+labels by the caller), an alert's saving fixed when it is first ranked, as a worker fixes it on
+the alert. Each call's draws (reached, kept, offer taken) come from a stream of its own, seeded
+by the customer and the day, so that two rankings calling the same customer on the same day draw
+the same outcome. The traffic does not share its noise that far: the simulator draws everyone's
+usage from one stream, so after the first customer a call kept the rest of the traffic differs.
 
 Every call ends in an outcome event on the outcomes topic, as an agent would record it. The
 numbers are assumptions, stated here so that every figure built on them can be traced back:
@@ -103,6 +105,7 @@ class SimCallCentre:
         self.calls = self.reached = self.kept = self.offers_taken = self.prompted = self.accepted = 0
         self.revenue_kept = 0.0  # the truth: value of the churners kept less that of those prompted to leave
         self._called: set[str] = set()
+        self._savings: dict[str, float | None] = {}
 
     def observe(self, alerts: list[Alert]) -> None:
         self.alerts += alerts
@@ -130,8 +133,13 @@ class SimCallCentre:
         if self.cfg.ranking == "risk":
             return alert_risk
         if self.cfg.ranking == "saving":
-            return lambda a: self.saving.saving(a, self.cfg.costs)
+            return self._frozen_saving
         return lambda a: None  # value at risk, whatever the alerts carry
+
+    def _frozen_saving(self, alert: Alert) -> float | None:
+        if alert.alert_id not in self._savings:  # a replanned day keeps what its alerts were ranked by
+            self._savings[alert.alert_id] = self.saving.saving(alert, self.cfg.costs)
+        return self._savings[alert.alert_id]
 
     def _rank_score(self, alert: Alert) -> float:
         score = self._ranking()(alert)

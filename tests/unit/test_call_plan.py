@@ -112,9 +112,8 @@ def test_ranked_by_expected_saving_the_calls_go_to_what_pays_and_none_to_what_do
     assert [a.customer_id for a in plan.calls] == ["b1234", "c1234"]  # a and d: no call pays, the budget left unused
     assert [a.customer_id for a in plan.held] == ["e1234"] and (plan.no_call, plan.waiting) == (2, 0)
     assert plan.ranked_by == "expected_saving"
-    [before] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE,
-                         saving=lambda a: None if a.customer_id == "c1234" else 1.0)
-    # Until every open alert has a saving, the value at risk ranks them all.
+    [before] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE, saving=lambda a: None)
+    # Before any saving is known, the value at risk ranks them all.
     assert [a.customer_id for a in before.calls] == ["a1234", "c1234", "d1234"] and before.no_call == 0
     assert before.ranked_by == "value_at_risk"
 
@@ -124,6 +123,7 @@ def test_the_alerts_own_expected_saving_ranks_the_plan_once_they_all_carry_one()
     alerts = [msgspec.structs.replace(alert(c, 1, v), expected_saving=s) for c, (v, s) in saved.items()]
     [plan] = plan_days(alerts, date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE)
     assert [a.customer_id for a in plan.calls] == ["b1234", "a1234"] and plan.no_call == 1
-    older = alert("d1234", 1, 50)  # raised before the evidence was in: the whole day by value at risk again
-    [mixed] = plan_days([*alerts, older], date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE)
-    assert [a.customer_id for a in mixed.calls] == ["a1234", "c1234", "b1234"] and mixed.ranked_by == "value_at_risk"
+    older = [alert("d1234", 1, 50), alert("e1234", 1, 700)]  # raised before the evidence: after those that pay
+    [mixed] = plan_days([*alerts, *older], date(2026, 3, 1), date(2026, 3, 1), budget=3, zone=ZONE)
+    assert [a.customer_id for a in mixed.calls] == ["b1234", "a1234", "e1234"] and mixed.no_call == 1
+    assert mixed.ranked_by == "expected_saving" and mixed.waiting == 1

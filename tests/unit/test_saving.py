@@ -62,8 +62,11 @@ def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_
 def test_a_pair_never_called_starts_at_its_action_and_a_level_stands_in_for_a_missing_score() -> None:
     model, rng = SavingModel(), np.random.default_rng(4)
     loop(model, rng, 3000, {("plan_offer", 101): 0.6, ("plan_offer", 102): 0.2})
-    assert model.kept("plan_offer", 999) == pytest.approx(model.kept("plan_offer"), abs=1e-9)
-    assert model.kept("plan_offer", 102) < model.kept("plan_offer") < model.kept("plan_offer", 101)
+    assert model.kept("plan_offer", 999) == pytest.approx(model.kept_by_action("plan_offer"), abs=1e-9)
+    assert model.kept("plan_offer", 102) < model.kept_by_action("plan_offer") < model.kept("plan_offer", 101)
+    # An action never tried: no offer cost where it makes no offer, all calls' share where it does.
+    assert model.accepted("technical_fix") == 0 < model.accepted("promotion_match") == pytest.approx(
+        (model.calls.accepted + 1) / (model.calls.decisions + 2))
     assert alert_risk(alert("plan_offer", 101, score=None, level="medium")) == 0.35
 
 
@@ -111,16 +114,27 @@ def test_a_label_carries_the_decision_of_its_customers_alert_once_and_the_latest
 
     for customer, holdout in (("ctrl1", True), ("call1", False), ("none1", False)):
         decisions.alert(raised(customer, holdout))
-    for result, offer in (("not_reached", None), ("accepted", "PLAN03")):  # Monday's miss, Tuesday's offer
-        decisions.outcome(Outcome(f"o-{result}", "call1", day, "a-call1", result, offer))  # type: ignore[arg-type]
+    for later, result, offer in ((1, "accepted", "PLAN03"), (0, "not_reached", None)):  # Tuesday's offer counts
+        decisions.outcome(Outcome(f"o-{result}", "call1", day + timedelta(days=later), "a-call1", result,
+                                  offer))  # type: ignore[arg-type]
     decisions.outcome(Outcome("o-x", "who12", day, "a-unknown", "contacted"))  # an alert never read
     assert decisions.for_label("ctrl1", ordinal, -1) == CallDecision("control", 101, 0.3)
     assert decisions.for_label("call1", ordinal + 2, ordinal - 1) == CallDecision("plan_offer", 101, 0.3, True)
     assert decisions.for_label("call1", ordinal + 2, ordinal) is None  # an earlier label carried it already
     assert decisions.for_label("call1", ordinal + 4, ordinal - 1) is None  # too long after the alert
     assert decisions.for_label("none1", ordinal, -1) is None  # never called: no decision
+    decisions.outcome(Outcome("o-early", "late1", day, "a-late1", "contacted"))  # read before its alert
+    decisions.alert(raised("late1", False))
+    managed = msgspec.structs.replace(raised("mgr12", True), account_manager="anna")  # theirs to call, not ours
+    decisions.alert(managed)
+    assert decisions.for_label("late1", ordinal, -1) == CallDecision("plan_offer", 101, 0.3)
+    assert decisions.for_label("mgr12", ordinal, -1) is None
+    weekly = Decisions(zone, snapshot_every_days=7)  # a label a week apart still carries it
+    weekly.alert(raised("ctrl1", True))
+    assert weekly.for_label("ctrl1", ordinal + 6, ordinal - 1) is not None
     decisions.forget_before(ordinal + 10)
-    assert decisions.for_label("ctrl1", ordinal, -1) is None and len(decisions) == 2  # the two sent may still be called
+    # Gone: the control decision. Kept: the three alerts sent and their outcomes, which may still change.
+    assert decisions.for_label("ctrl1", ordinal, -1) is None and len(decisions) == 3 + 3
 
 
 def test_the_trainer_learns_each_labels_decision_once_and_publishes_the_evidence() -> None:
