@@ -129,7 +129,8 @@ class TrainerCore:
         self.published_at = time.monotonic()
         if self.days:
             self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
-        return msgspec.structs.replace(self.contest.snapshot(self.version, signer), saving=self.saving)
+        evidence = msgspec.msgpack.decode(msgspec.msgpack.encode(self.saving), type=SavingModel)  # as of now
+        return msgspec.structs.replace(self.contest.snapshot(self.version, signer), saving=evidence)
 
     def checkpoint(self, signer: Signer) -> bytes:
         """The trainer as a pickle, signed: it is read back only under the same key."""
@@ -157,8 +158,7 @@ class TrainerCore:
             online, contest = contest, Contest(settings)
             contest.online = online
         contest.reconfigure(settings)
-        # A checkpoint from before the evidence of calls starts it empty.
-        saving = msgspec.msgpack.decode(rest[0], type=SavingModel) if rest else SavingModel()
+        saving = msgspec.msgpack.decode(rest[0], type=SavingModel) if rest else SavingModel()  # older: none yet
         return cls(contest, version, learned, labels_offset, days, saving=saving)
 
 

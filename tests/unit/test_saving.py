@@ -154,5 +154,7 @@ def test_the_trainer_learns_each_labels_decision_once_and_publishes_the_evidence
         restored.learn(label, offset)
     assert restored.saving.control.decisions == 20 and restored.saving.calls.decisions == 10
     assert restored.saving.control.churned == sum(lb.y for lb in labels if lb.decision.arm == "control")
-    published = restored.next_model(signer)
-    assert published.saving.to_json() == restored.saving.to_json()
+    from stream_app.model.scoring import decode_model, encode_snapshot
+
+    published = decode_model(encode_snapshot(restored.next_model(signer)), restored.contest.features)
+    assert published.saving is not None and published.saving.to_json() == restored.saving.to_json()
