@@ -11,9 +11,10 @@ are read together, so an outcome can come before its alert: it waits for it.
 A label of day d carries the decision of an alert raised on day a with a <= d <= a + window
 (MATCH_DAYS, plus the snapshot cadence's days less one: a customer snapshotted weekly has a
 label a week apart), if no earlier label of that customer came on or after a: each decision
-reaches one label, the customer's first from the alert's day on. That depends only on the customer's previous label
-day, which a restarted labeller takes from the checkpoint, so a label made twice across a crash
-carries the same decision both times (and is learned once, like every label).
+reaches one label, the customer's first from the alert's day on. That depends only on the
+customer's previous label day, which a restarted labeller takes from the checkpoint, so a label
+made twice across a crash carries the same decision both times (and is learned once, like every
+label).
 """
 
 from __future__ import annotations
