@@ -15,7 +15,7 @@ from stream_app.alerts.wording import model_reason
 from stream_app.contracts.attributes import describe, is_attribute
 from stream_app.contracts.events import Alert, AlertReason
 from stream_app.model.observations import value_segment
-from stream_app.model.saving import SavingCosts, SavingModel
+from stream_app.model.saving import LEVEL_RISK, SavingCosts, SavingModel
 from stream_app.model.scoring import Scorer
 from stream_app.rules.pack import LEVELS, LIFECYCLE, Action, Evaluation, Ruleset
 from stream_app.rules.summary import like_them, render
@@ -25,8 +25,6 @@ from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, StateTail, Wind
 __all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts",
            "in_holdout", "monthly_value"]
 
-#: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
-LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
 _BILLED = LAST_SEEN_KINDS.index("billing")  # the last-seen kinds before it are usage
 
 #: When no entry of the rule files' `actions` matches.
@@ -71,7 +69,7 @@ class AlertPolicy:
         """The policy the settings describe (control group, margin, churn per segment, costs)."""
         return cls(holdout_share=settings.holdout_share, margin_share=settings.margin_share,
                    segment_churn=tuple(settings.segment_monthly_churn.items()),
-                   costs=SavingCosts(settings.call_cost, settings.offer_cost, settings.kept_value_months))
+                   costs=SavingCosts.of(settings))
 
     def value_at_risk(self, probability: float, arpu: float, segment: str) -> float:
         """Churn probability x monthly margin x expected remaining lifetime (DOMAIN.md)."""

@@ -56,6 +56,8 @@ class TopicFollower(Generic[T]):
             for records in self._consumer.poll(timeout_ms=1000).values():
                 for msg in records:
                     self.records_read += 1
+                    if msg.value is None:  # a tombstone: nothing to read
+                        continue
                     try:
                         value = self.decode(msg.value)
                     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

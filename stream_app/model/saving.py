@@ -34,21 +34,22 @@ from dataclasses import dataclass
 
 import msgspec
 
-from stream_app.contracts.events import Alert
+from stream_app.contracts.events import LEVELS, Alert
+from stream_app.settings import Settings
 
-__all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "PRIOR_CHURNERS", "MIN_EXPECTED",
+__all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "LEVEL_RISK", "PRIOR_CHURNERS", "MIN_EXPECTED",
            "OFFER_TREATMENTS"]
 
 PRIOR_CHURNERS = 10.0
 MIN_EXPECTED = 20.0
 OFFER_TREATMENTS = frozenset({"plan_offer", "promotion_match", "reactivation"})
-#: Churn probability assumed per level where the model gives no score (as alerts.build.LEVEL_RISK).
-_LEVEL_RISK = {"low": 0.15, "medium": 0.35, "high": 0.6}
+#: Churn probability assumed per level (none, low, medium, high) where the model gives no score.
+LEVEL_RISK = (0.0, 0.15, 0.35, 0.6)
 
 
 def alert_risk(alert: Alert) -> float:
     """The churn probability an alert was raised with: the model's score, or its level's."""
-    return alert.score if alert.score is not None else _LEVEL_RISK[alert.level]
+    return alert.score if alert.score is not None else LEVEL_RISK[LEVELS.index(alert.level)]
 
 
 class Evidence(msgspec.Struct):
@@ -71,6 +72,10 @@ class SavingCosts:
     call: float = 2.0
     offer: float = 30.0
     value_months: float = 12.0  # how long a kept customer is valued (the campaign report's figure)
+
+    @classmethod
+    def of(cls, settings: Settings) -> "SavingCosts":
+        return cls(settings.call_cost, settings.offer_cost, settings.kept_value_months)
 
 
 class SavingModel(msgspec.Struct):

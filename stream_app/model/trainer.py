@@ -23,14 +23,14 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import msgspec
 import numpy as np
 
 from stream_app.connect.kafka import client_options
 from stream_app.connect.redis import connect_redis_sync
-from stream_app.connect.topic_reader import outcome_or_none
+from stream_app.connect.topic_reader import TopicFollower, outcome_or_none
 from stream_app.contracts import keys
 from stream_app.contracts.events import Alert, ChurnEvent, Label, ModelEvent, Snapshot
 from stream_app.errors import NotReady
@@ -202,19 +202,19 @@ class _Labelling:
         self.churn.assign(churn)
         self.churn.seek_to_beginning(*churn)
         # The alerts and outcomes, from the start of what the topics keep, to join the decisions.
-        self.calls = KafkaConsumer(**common)
-        calls = [TopicPartition(topic, p) for topic in (t.alerts, t.outcomes) for p in _partitions(self.calls, topic)]
-        self.calls.assign(calls)
-        self.calls.seek_to_beginning(*calls)
-        self.alerts_topic = t.alerts
+        for topic in (t.alerts, t.outcomes):
+            _partitions(self.churn, topic)  # made by the workers: a trainer started first waits for them
+        self.alerts = TopicFollower(settings, t.alerts, _decode_alert)
+        self.outcomes = TopicFollower(settings, t.outcomes, outcome_or_none)
         self.decisions = Decisions(settings.zone, settings.snapshot_every_days, settings.managed_by_call_centre)
         self.last_day = dict(core.days)  # customer -> day of their last label made
         self.clock: dict[int, int] = {}
         self.paused_at: dict[int, int] = {}
         self.labelled_day: dict[int, int] = {}
+        self.forgot_before = -1
 
     def close(self) -> None:
-        for c in (self.head, self.tail, self.churn, self.calls):
+        for c in (self.head, self.tail, self.churn, self.alerts, self.outcomes):
             c.close()
 
     def advance(self, labeler: Labeler) -> None:
@@ -227,25 +227,16 @@ class _Labelling:
                     continue
                 known = decode_feature_snapshot(r.value).exits_known
                 self.clock[tp.partition] = max(self.clock.get(tp.partition, 0), known)
-        for records in _to_end(self.churn):
-            for r in records:
-                labeler.churn(_decode_churn(r.value))
-        for records in _to_end(self.calls):
-            for r in records:
-                self._decision(r)
-
-    def _decision(self, record: Any) -> None:
-        """An alert or an outcome for the decisions; a record that is neither is skipped (the
-        worker dead-letters what it cannot read; the trainer only learns less from it)."""
-        if record.value is None:
-            return
-        if record.topic == self.alerts_topic:
-            try:
-                self.decisions.alert(_decode_alert(record.value))
-            except msgspec.DecodeError:
-                log.warning("an alert the trainer cannot read, at %s:%d: skipped", record.topic, record.offset)
-        elif (outcome := outcome_or_none(record.value)) is not None:
-            self.decisions.outcome(outcome)
+        ends = self.churn.end_offsets(list(self.churn.assignment()))
+        while any(self.churn.position(tp) < end for tp, end in ends.items()):
+            for records in self.churn.poll(timeout_ms=200).values():
+                for r in records:
+                    labeler.churn(_decode_churn(r.value))
+        for alert in self.alerts.read_new():  # a record that is no alert or outcome is skipped, and said
+            self.decisions.alert(alert)
+        for outcome in self.outcomes.read_new():
+            if outcome is not None:  # not an outcome: the worker dead-letters it
+                self.decisions.outcome(outcome)
 
     def due_labels(self, labeler: Labeler) -> list[Label]:
         """Labels of every snapshot whose horizon has closed, in offset order per partition."""
@@ -268,9 +259,11 @@ class _Labelling:
                     break
                 out.append(self._with_decision(labeler.label(snap, tp.partition, r.offset)))
                 self.labelled_day[tp.partition] = snap.day
-        if self.labelled_day:
-            # Snapshots arrive in day order per partition, give or take the lateness grace.
-            oldest = min(self.labelled_day.values()) - 2 * labeler.wait
+        # Snapshots arrive in day order per partition, give or take the lateness grace. Forgetting
+        # walks every customer: once a day further, not at every poll.
+        oldest = min(self.labelled_day.values(), default=0) - 2 * labeler.wait
+        if self.labelled_day and oldest > self.forgot_before:
+            self.forgot_before = oldest
             labeler.forget_before(oldest)
             self.decisions.forget_before(oldest)
             self.last_day = {c: d for c, d in self.last_day.items() if d >= oldest - _RESEND_REACH_DAYS}
@@ -283,13 +276,6 @@ class _Labelling:
         self.last_day[label.customer_id] = label.day
         decision = self.decisions.for_label(label.customer_id, label.day, previous)
         return msgspec.structs.replace(label, decision=decision) if decision is not None else label
-
-
-def _to_end(consumer: Any) -> Iterator[list[Any]]:
-    """The records of the consumer's partitions up to their ends as of now, a poll at a time."""
-    ends = consumer.end_offsets(list(consumer.assignment()))
-    while any(consumer.position(tp) < end for tp, end in ends.items()):
-        yield from consumer.poll(timeout_ms=200).values()
 
 
 def _partitions(consumer: Any, topic: str, wait_s: float = 30.0) -> list[int]:

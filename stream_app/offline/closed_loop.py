@@ -25,6 +25,7 @@ import numpy as np
 from stream_app.alerts.call_plan import alert_day
 from stream_app.alerts.campaign import CampaignCosts, campaign_report
 from stream_app.contracts.events import Label
+from stream_app.model.decisions import MATCH_DAYS
 from stream_app.model.qini import qini
 from stream_app.model.saving import SavingCosts
 from stream_app.model.uplift import CONTROL, UpliftModel
@@ -36,7 +37,6 @@ from stream_app.settings import Settings
 
 __all__ = ["ClosedLoopEvaluation", "evaluate_closed_loop", "true_uplift"]
 
-MATCH_DAYS = 3  # a decision's label: the customer's first snapshot this many days after it at most
 
 
 @dataclass
@@ -119,8 +119,7 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
 def _run(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig, budget: int,
          ranking: Ranking) -> tuple[Simulator, SimCallCentre, ReplayResult, _Learning]:
     sim = Simulator(sim_cfg)
-    cfg = CallCentreConfig(budget=budget, seed=sim_cfg.seed + 1, ranking=ranking, costs=SavingCosts(
-        settings.call_cost, settings.offer_cost, settings.kept_value_months))
+    cfg = CallCentreConfig(budget=budget, seed=sim_cfg.seed + 1, ranking=ranking, costs=SavingCosts.of(settings))
     centre = SimCallCentre(sim, settings, cfg)
     learning = _Learning(centre)
     result = replay(closed_loop(sim, centre, settings), settings, rules, keep_snapshots=False,
