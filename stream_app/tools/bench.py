@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from stream_app.connect.redis import connect_redis, connect_redis_sync
 from stream_app.contracts import keys
 from stream_app.contracts.keys import customer_state
-from stream_app.metrics import Metrics
+from stream_app.metrics import STAGES, Metrics
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
@@ -33,7 +33,7 @@ from stream_app.windows.state import ID_DIGEST, STATE, Windows
 from stream_app.windows.store import RedisWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
-__all__ = ["StateBench", "bench_state", "bench_rules", "book_memory", "id_memory", "memory_per_key"]
+__all__ = ["StateBench", "bench_state", "bench_rules", "book_memory", "id_memory", "memory_per_key", "stage_figures"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ class StateBench:
     offnet_numbers: int
     offnet_bytes_per_number: float
     offnet_bytes_per_customer: float
+    stages: dict[str, dict[str, float]]  # per stage of the batches, with the book: see `stage_figures`
 
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
@@ -66,10 +67,10 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
             url = f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
         client = connect_redis_sync(url, settings.redis_cluster)
-        plain = asyncio.run(_feed(settings.model_copy(update={"competitor_days": 0}), url, records, batch))
+        plain, _ = asyncio.run(_feed(settings.model_copy(update={"competitor_days": 0}), url, records, batch))
         _clear(client)
         before = client.info("memory")["used_memory"]
-        seconds = asyncio.run(_feed(settings, url, records, batch))
+        seconds, stages = asyncio.run(_feed(settings, url, records, batch))
         # Customers' states only: the report and baseline hashes are shared, not per customer.
         states = list(client.scan_iter(customer_state("*"), count=1000))
         sample = random.Random(seed).sample(states, k=min(2000, len(states)))
@@ -80,7 +81,34 @@ def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000
         client.close()
     return StateBench(len(records), customers, days, round(len(records) / seconds), per_key,
                       round(used, 1), STATE.itemsize, id_bytes, ids, round(len(records) / plain), numbers,
-                      round(book_bytes / max(numbers, 1), 1), round(book_bytes / customers, 1))
+                      round(book_bytes / max(numbers, 1), 1), round(book_bytes / customers, 1),
+                      stage_figures(stages, len(records), seconds))
+
+
+def stage_figures(seconds: dict[str, float], events: int, wall_s: float,
+                  ceiling: float | None = None) -> dict[str, dict[str, float]]:
+    """Per stage of the batches (metrics.STAGES), from the seconds each took over `events` in
+    `wall_s`: microseconds per event, share of the wall time, and with a bare-consumer ceiling
+    (events/s) the `ratio` of the rate the stage alone would allow to that ceiling, comparable
+    with the worker's own ratio: the stage with the smallest is the next bottleneck. `other` is
+    the wall time no stage counted (the event loop's other tasks: timers, metrics, the fetcher)."""
+    out: dict[str, dict[str, float]] = {}
+    rest = wall_s
+    for stage in STAGES:
+        spent = seconds.get(stage, 0.0)
+        rest -= spent
+        if spent:
+            out[stage] = _stage(spent, events, wall_s, ceiling)
+    out["other"] = _stage(max(rest, 0.0), events, wall_s, ceiling)
+    return out
+
+
+def _stage(spent: float, events: int, wall_s: float, ceiling: float | None) -> dict[str, float]:
+    us = spent / max(events, 1) * 1e6
+    figures = {"us_per_event": round(us, 2), "share": round(spent / max(wall_s, 1e-9), 3)}
+    if ceiling:
+        figures["ratio"] = round(1e6 / max(us, 1e-3) / ceiling, 3)
+    return figures
 
 
 def _clear(client: redis.Redis) -> None:
@@ -100,11 +128,13 @@ def book_memory(client: redis.Redis) -> tuple[int, int]:
     return numbers, total
 
 
-async def _feed(settings: Settings, url: str, records: list, batch: int) -> float:
+async def _feed(settings: Settings, url: str, records: list, batch: int) -> tuple[float, dict[str, float]]:
+    """Seconds to run `records` through the pipeline in batches, and seconds per stage."""
     store = RedisWindowStore(connect_redis(url, settings.redis_cluster), settings.idle_expiry_days * 86400,
                              settings.competitor_days * 86400)
     rules = load_rules([Path(settings.rules_dir)])
-    processor = BatchProcessor(settings, store, lambda: rules, Metrics(CollectorRegistry()))
+    metrics = Metrics(CollectorRegistry())
+    processor = BatchProcessor(settings, store, lambda: rules, metrics)
     offsets: dict[str, int] = {}
 
     async def discard(out: BatchOutput) -> None:
@@ -120,7 +150,9 @@ async def _feed(settings: Settings, url: str, records: list, batch: int) -> floa
         await processor.run(raws, discard)
     elapsed = time.perf_counter() - started
     await store.close()
-    return elapsed
+    stages = {s.labels["stage"]: s.value for s in metrics.stage_seconds.collect()[0].samples
+              if s.name.endswith("_total")}
+    return elapsed, stages
 
 
 def memory_per_key(client: redis.Redis, keys: list) -> float:

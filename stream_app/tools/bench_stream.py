@@ -41,7 +41,7 @@ from stream_app.contracts.events import decode_billing, decode_cdr, decode_profi
 from stream_app.errors import NotReady
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
-from stream_app.tools.bench import book_memory, id_memory, memory_per_key
+from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage_figures
 from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
 from stream_app.tools.embedded.process import free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
@@ -83,6 +83,7 @@ class StreamBench:
     offnet_numbers: int  # the off-net book's numbers, per month (windows/book.py)
     offnet_bytes_per_number: float
     offnet_bytes_per_customer: float  # the book's bytes spread over the customers: beside redis_bytes_per_customer
+    stages: dict[str, dict[str, float]]  # per stage of the worker's batches: see tools/bench.stage_figures
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
@@ -110,7 +111,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         worker = start_command(["worker"], run_settings, bootstrap, url, port, workdir / "worker.log",
                                dict(env, CHURNWATCH_APP_ID=run, CHURNWATCH_RULES_DIR=str(rules)))
         stack.callback(stop_worker, worker)
-        rate = _sustained_rate(port, worker, len(history), workdir / "worker.log")
+        sustained = _sustained_rate(port, worker, len(history), workdir / "worker.log")
+        rate = sustained.rate
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
         paced = live[:int(rate / 2 * latency_s)]
@@ -129,6 +131,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         rss_bytes=rss, alerts=alerts_total, offnet_numbers=numbers,
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
         offnet_bytes_per_customer=round(book_bytes / customers, 1),
+        stages=stage_figures(sustained.stages, sustained.events, sustained.seconds, ceiling),
     )
 
 
@@ -179,20 +182,41 @@ async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> floa
         await consumer.stop()
 
 
-def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> float:
-    """Events/s from the first event the worker counted to the last, by its own counter."""
-    first: tuple[float, int] | None = None
+@dataclass
+class _Sustained:
+    """What the worker did from the first event it counted to the last."""
+
+    events: int
+    seconds: float
+    stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
+
+    @property
+    def rate(self) -> float:
+        return self.events / max(self.seconds, 1e-6)
+
+
+def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> _Sustained:
+    """Events/s from the first event the worker counted to the last, by its own counter, and
+    the time its stages took meanwhile."""
+    first: tuple[float, int, dict[str, float]] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen, now = consumed(port), time.monotonic()
         if seen and first is None:
-            first = (now, seen)
+            first = (now, seen, _stage_seconds(port))
         if seen >= expected and first is not None:
-            return (seen - first[1]) / max(now - first[0], 1e-6)
+            stages = _stage_seconds(port)
+            return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()})
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
+
+
+def _stage_seconds(port: int) -> dict[str, float]:
+    """Seconds per stage the worker serving metrics on `port` has counted."""
+    prefix = "churnwatch_stage_seconds_total{stage="
+    return {k[len(prefix):-1]: v for k, v in scrape(port).items() if k.startswith(prefix)}
 
 
 async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimRecord], rate: float,

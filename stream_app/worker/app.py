@@ -88,7 +88,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     worker = Worker(settings, metrics, emitter, rules.current, model, baselines, AlertLedger(settings),
                     connect, health)
     ingest = BatchConsumer(settings, worker.process, lock, lambda: worker.processor.store.applied(),
-                           worker.show_lag, worker.rebuilding, worker.ledger.recover)
+                           worker.show_lag, worker.rebuilding, worker.ledger.recover, metrics.stage)
 
     @app.task
     async def consume_inputs() -> None:

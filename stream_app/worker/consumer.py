@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
@@ -102,7 +103,8 @@ class BatchConsumer:
     def __init__(self, settings: Settings, handle: Handler, lock: asyncio.Lock, applied: AppliedReader,
                  on_lag: Callable[[dict[tuple[str, int], int]], None] = lambda lags: None,
                  on_rebuild: Callable[[TopicPartition, Rebuild, int], None] = lambda tp, rebuild, first: None,
-                 on_state: Callable[[set[int], dict[tuple[str, int], int]], Awaitable[None]] | None = None) -> None:
+                 on_state: Callable[[set[int], dict[tuple[str, int], int]], Awaitable[None]] | None = None,
+                 stage: Callable[[str], AbstractContextManager] = lambda name: nullcontext()) -> None:
         self.settings = settings
         self.handle = handle
         self.lock = lock
@@ -110,6 +112,7 @@ class BatchConsumer:
         self.on_lag = on_lag  # after each batch: messages behind, per partition it read
         self.on_rebuild = on_rebuild  # a partition found behind in Redis, and the first offset Kafka holds
         self.on_state = on_state  # given the partitions owned now and what Redis has applied (alerts/ledger.py)
+        self.stage = stage  # times the fetch and the commit (metrics.StageClock)
         self.consumer: AIOKafkaConsumer | None = None  # made in `run`, inside the worker's event loop
         self.silent_until: dict[TopicPartition, int] = {}  # partitions being rebuilt
         self._rewound: set[TopicPartition] = set()  # since the last fetch began: its batch is read again
@@ -172,8 +175,9 @@ class BatchConsumer:
 
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
         self._rewound = set()
-        fetched = await consumer.getmany(timeout_ms=int(self.settings.batch_within_s * 1000),
-                                         max_records=self.settings.batch_size)
+        with self.stage("fetch"):
+            fetched = await consumer.getmany(timeout_ms=int(self.settings.batch_within_s * 1000),
+                                             max_records=self.settings.batch_size)
         if not fetched:
             return
         async with self.lock:
@@ -200,10 +204,12 @@ class BatchConsumer:
         """Process a fetched batch (its records below a rebuild's end silently), then commit it."""
         done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
         silent, live = [], []
-        for tp, messages in fetched.items():
-            until = self.silent_until.get(tp, -1)
-            for m in messages:
-                (silent if m.offset < until else live).append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value))
+        with self.stage("fetch"):
+            for tp, messages in fetched.items():
+                until = self.silent_until.get(tp, -1)
+                for m in messages:
+                    record = RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                    (silent if m.offset < until else live).append(record)
         try:
             if silent:
                 await self.handle(silent, True)
@@ -218,7 +224,8 @@ class BatchConsumer:
             await self._check_state(consumer.assignment())
             return
         # A rebuild does not commit below what was committed before: a crash resumes it.
-        await self._commit(consumer, {tp: o for tp, o in done.items() if o > self.silent_until.get(tp, -1)})
+        with self.stage("commit"):
+            await self._commit(consumer, {tp: o for tp, o in done.items() if o > self.silent_until.get(tp, -1)})
         for tp in [tp for tp, until in self.silent_until.items() if done.get(tp, -1) >= until]:
             del self.silent_until[tp]
             log.warning("partition %s-%d rebuilt from Kafka", tp.topic, tp.partition)

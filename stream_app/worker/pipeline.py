@@ -151,39 +151,48 @@ class BatchProcessor:
 
     async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
         """Everything a batch produces, without writing anything yet."""
-        out = BatchOutput()
-        decoded = self.decode(records, out)
-        customers = list(dict.fromkeys(c for c, _ in decoded))
+        out, stage = BatchOutput(), self.metrics.stage
+        with stage("decode"):
+            decoded = self.decode(records, out)
+            customers = list(dict.fromkeys(c for c, _ in decoded))
         if not customers:
             return out
         out.partitions = {c: env.partition for c, env in decoded}
-        raws = await self._redis("load", lambda: self.store.load(customers))
-        w = Windows.load(customers, raws)
+        with stage("load"):
+            raws = await self._redis("load", lambda: self.store.load(customers))
+            w = Windows.load(customers, raws)
         if w.quarantined:
             await self._quarantine(w, raws)
-        row = {c: i for i, c in enumerate(customers)}
-        out.erased = erase_first(w, [(row[c], env) for c, env in decoded if isinstance(env.event, Erasure)])
-        before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
-        result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
-        out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
-        if self.settings.competitor_days:
-            out.book = gather(customers, result.offnet, self.edge.pseudonyms)
-        now = self.clock()
-        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
-        inputs = self.settings.topics.inputs()
-        for env, err in result.refused:
-            rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
-            out.deadletters.append(self._dead_letter(rec, err, now))
-        now_day = self._advance_clock(w, decoded, row)
+        with stage("apply"):
+            row = {c: i for i, c in enumerate(customers)}
+            out.erased = erase_first(w, [(row[c], env) for c, env in decoded if isinstance(env.event, Erasure)])
+            before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
+            result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
+            out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
+            if self.settings.competitor_days:
+                out.book = gather(customers, result.offnet, self.edge.pseudonyms)
+            self._refused(records, result.refused, out)
+            now_day = self._advance_clock(w, decoded, row)
         changed = sorted(result.changed)
         # An erased customer sends nothing in the batch that erased them; events after the
         # tombstone are kept, and judged with their next batch.
         erased = set(out.erased)
         judged = [i for i in changed if customers[i] not in erased]
         if result.applied and judged:
-            self._derive(w, judged, now_day, now, before, result.moves, out.partitions, out)
-        out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
+            self._derive(w, judged, now_day, self.clock(), before, result.moves, out.partitions, out)
+        with stage("write"):
+            out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
         return out
+
+    def _refused(self, records: Sequence[RawRecord], refused: list[tuple[Envelope, InvalidEvent]],
+                 out: BatchOutput) -> None:
+        """Events refused while applied (late, before a return, raised) go to dead letter."""
+        now = self.clock()
+        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
+        inputs = self.settings.topics.inputs()
+        for env, err in refused:
+            rec = by_offset[(inputs[env.topic], env.partition, env.offset)]
+            out.deadletters.append(self._dead_letter(rec, err, now))
 
     async def _quarantine(self, w: Windows, raws: Sequence[bytes | None]) -> None:
         """States that cannot be read are set aside and their customers start afresh: a record of
@@ -215,43 +224,47 @@ class BatchProcessor:
     def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before, moves: Moves,
                 partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
-        ruleset, scorer, s = self.rules(), self.model(), self.settings
+        ruleset, scorer, s, stage = self.rules(), self.model(), self.settings, self.metrics.stage
         features, x = self._features(w, now_day, scorer, ruleset)
-        ev = evaluate_rules(w, ruleset, features, now_day)
-        remember_streaks(w, ruleset, ev, rows)
-        for j, rule_id in enumerate(ruleset.ids):
-            fired = int(ev.fired[rows, j].sum())
-            if fired:
-                self.metrics.rule_fired.labels(rule_id).inc(fired)
+        with stage("rules"):
+            ev = evaluate_rules(w, ruleset, features, now_day)
+            remember_streaks(w, ruleset, ev, rows)
+            for j, rule_id in enumerate(ruleset.ids):
+                fired = int(ev.fired[rows, j].sum())
+                if fired:
+                    self.metrics.rule_fired.labels(rule_id).inc(fired)
         picks, days = snapshot_days(w, rows, before.day0, s.snapshot_every_days)
         if picks:
             # A copy as of the snapshot days: what its rules say is not the customers' streaks.
             sub = w.subset(picks)
-            partitions = [partition_of[w.customers[i]] for i in picks]
             sub_features, sub_x = self._features(sub, days, scorer, ruleset)
-            sub_ev = evaluate_rules(sub, ruleset, sub_features, days)
-            out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer, self._exits_known(partitions),
-                                      self._digest)
-        out.churn_events, reported = churn_events(w, features, rows, moves, now_day, s.zone)
-        out.won_back = won_back(w, features, moves.returns, s.zone)
-        w.mark_revenue_churn(reported)
-        out.report, tails = report_increments(w, rows, before, out.churn_events, moves, s.zone, s.cohort,
-                                              s.late_grace_days, self._regions)
-        w.keep_tails(tails)
-        if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
-            defined = [name for name, _ in ruleset.segments]
-            for customer, counts in baseline_increments(sub.customers, sub_features, days, defined).items():
-                mine = out.report.setdefault(customer, {})
-                for name, n in counts.items():
-                    mine[name] = mine.get(name, 0) + n
-        if scorer is not None and scorer.labels >= s.model_min_labels:
-            score = np.where(monthly_pending(features), 0.0, features["churn_score"])
-            by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
-            ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
-        view = ModelView(scorer, x, features["churn_score"], s.attributes) if scorer is not None else None
-        out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone, self.policy,
-                                                       now, view)
-        w.mark_alerted(alerted)
+            with stage("rules"):
+                sub_ev = evaluate_rules(sub, ruleset, sub_features, days)
+            with stage("outputs"):
+                partitions = [partition_of[w.customers[i]] for i in picks]
+                out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer,
+                                          self._exits_known(partitions), self._digest)
+        with stage("outputs"):
+            out.churn_events, reported = churn_events(w, features, rows, moves, now_day, s.zone)
+            out.won_back = won_back(w, features, moves.returns, s.zone)
+            w.mark_revenue_churn(reported)
+            out.report, tails = report_increments(w, rows, before, out.churn_events, moves, s.zone, s.cohort,
+                                                  s.late_grace_days, self._regions)
+            w.keep_tails(tails)
+            if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
+                defined = [name for name, _ in ruleset.segments]
+                for customer, counts in baseline_increments(sub.customers, sub_features, days, defined).items():
+                    mine = out.report.setdefault(customer, {})
+                    for name, n in counts.items():
+                        mine[name] = mine.get(name, 0) + n
+            if scorer is not None and scorer.labels >= s.model_min_labels:
+                score = np.where(monthly_pending(features), 0.0, features["churn_score"])
+                by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
+                ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
+            view = ModelView(scorer, x, features["churn_score"], s.attributes) if scorer is not None else None
+            out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone,
+                                                           self.policy, now, view)
+            w.mark_alerted(alerted)
 
     def _exits_known(self, partitions: list[int]) -> list[int]:
         """Per snapshot: the day up to which its partition's exits have been read (usage and billing
@@ -265,12 +278,15 @@ class BatchProcessor:
         true in a rule, without a model) and the live segment baselines. The model measures
         changes against the built-in segments' baselines: its inputs do not change with the
         rule files."""
-        baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
-        features = with_segments(ruleset, derive(w, day, self.settings.zone, self.settings.attributes))
-        columns = baselines.columns(features, day, defined)
-        x = model_inputs(features, baselines.medians(features, day, columns, defined), self._attribute_columns)
-        features |= columns
-        features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
+        stage = self.metrics.stage
+        with stage("derive"):
+            baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
+            features = with_segments(ruleset, derive(w, day, self.settings.zone, self.settings.attributes))
+            columns = baselines.columns(features, day, defined)
+            x = model_inputs(features, baselines.medians(features, day, columns, defined), self._attribute_columns)
+            features |= columns
+        with stage("model"):
+            features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
 
     async def run(self, records: Sequence[RawRecord], send: Sender, silent: bool = False) -> BatchOutput:
@@ -279,23 +295,26 @@ class BatchProcessor:
         instant between the check and the write, its customers are prepared and sent again
         (under the same alert ids). `silent`: a rebuild of records whose outputs were sent
         before the state was lost (`worker/consumer.py`), which writes the state and sends nothing."""
-        started = time.perf_counter()
+        started, stage = time.perf_counter(), self.metrics.stage
         for topic, n in Counter(rec.topic for rec in records).items():
             self.metrics.events.labels(topic).inc(n)
         applied = _newest_offsets(records)
         pending = list(records)
         for _attempt in range(10):
             out = await self.isolated(pending)
-            stale = await self._redis("check", lambda: self.store.stale(out.writes))
+            with stage("write"):
+                stale = await self._redis("check", lambda: self.store.stale(out.writes))
             if stale:
                 self.metrics.redis_conflicts.inc(len(stale))
                 continue  # read again: the stored offsets skip what the other writer applied
-            marks = None if silent else await send(out)
+            with stage("send"):
+                marks = None if silent else await send(out)
             if not silent:
                 for _ in out.alerts:
                     self.metrics.arrival_to_alert.observe(time.perf_counter() - started)
             done = applied | (marks or {})
-            conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, done, out.book))
+            with stage("write"):
+                conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, done, out.book))
             self._count(out)
             if not conflicts:
                 break

@@ -1,5 +1,6 @@
 import asyncio
 import math
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -9,12 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_app.alerts.build import in_holdout
-from stream_app.metrics import Metrics
+from stream_app.metrics import STAGES, Metrics
 from stream_app.model.scoring import NAMES, ModelSnapshot, Scorer
 from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.testing import run_through
+from stream_app.tools.bench import stage_figures
 from stream_app.tools.inspection import describe, render
 from stream_app.windows.state import C, Windows, usage_fingerprint
 from stream_app.windows.store import MemoryWindowStore
@@ -431,3 +433,25 @@ def test_the_profiles_account_manager_is_on_the_customers_alerts_and_a_new_profi
     run(proc, log.records)
     [tail] = Windows.load(["8613800000401"], asyncio.run(store.load(["8613800000401"]))).text
     assert tail.manager == "am-20"
+
+
+def test_each_stage_of_a_batch_is_timed_and_together_they_fit_in_its_time() -> None:
+    log = Log()
+    decliner(log, "8613800000001")
+    proc = processor()
+    started = time.perf_counter()
+    run(proc, log.records, size=len(log.records))
+    wall = time.perf_counter() - started
+    seconds = {s.labels["stage"]: s.value for s in proc.metrics.stage_seconds.collect()[0].samples
+               if s.name.endswith("_total")}
+    # The consumer times fetch and commit; a batch through the pipeline goes through every other stage.
+    assert {stage for stage, spent in seconds.items() if spent > 0} == set(STAGES) - {"fetch", "commit"}
+    assert sum(seconds.values()) <= wall
+
+
+def test_stage_figures_say_which_stage_caps_the_worker() -> None:
+    figures = stage_figures({"decode": 2.0, "apply": 6.0}, events=1_000_000, wall_s=10.0, ceiling=200_000)
+    assert figures["apply"] == {"us_per_event": 6.0, "share": 0.6, "ratio": round(1e6 / 6.0 / 200_000, 3)}
+    assert figures["decode"]["ratio"] == 2.5  # alone it would run at 500,000 events/s: 2.5 ceilings
+    assert figures["other"] == {"us_per_event": 2.0, "share": 0.2, "ratio": 2.5}  # the 2 s no stage counted
+    assert "ratio" not in stage_figures({"apply": 1.0}, events=10, wall_s=1.0)["apply"]  # no ceiling, no ratio
