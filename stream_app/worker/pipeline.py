@@ -22,9 +22,7 @@ from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
 from stream_app.contracts.attributes import columns as attribute_columns
-from stream_app.contracts.calendar import local_days
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
-from stream_app.contracts.inputs import CLOCKED
 from stream_app.errors import InvalidEvent, NotReady
 from stream_app.features.baselines import Baselines
 from stream_app.features.baselines import increments as baseline_increments
@@ -45,6 +43,7 @@ from stream_app.windows.book import Book, gather
 from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import Windows
 from stream_app.windows.store import WindowStore, Write, retry_forever
+from stream_app.worker.event_clock import EventClock
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
 
@@ -122,13 +121,7 @@ class BatchProcessor:
         self._regions = settings.metric_regions
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
-        # Event-time clock per partition: the newest day reached by any customer in it. Per
-        # partition, because partitions progress at their own pace and a lagging one must
-        # not make its customers look inactive.
-        self.watermarks: dict[int, int] = {}
-        # Newest event-time (unix s) read per (topic, partition) of usage and billing: how far
-        # the labeller may trust that every exit of a partition has been reported.
-        self.topic_seen: dict[tuple[int, int], int] = {}
+        self.event_clock = EventClock(settings.zone)
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
@@ -172,7 +165,7 @@ class BatchProcessor:
             if self.settings.competitor_days:
                 out.book = gather(customers, result.offnet, self.edge.pseudonyms)
             self._refused(records, result.refused, out)
-            now_day = self._advance_clock(w, decoded, row)
+            now_day = self.event_clock.advance(w, decoded, row)
         changed = sorted(result.changed)
         # An erased customer sends nothing in the batch that erased them; events after the
         # tombstone are kept, and judged with their next batch.
@@ -204,23 +197,6 @@ class BatchProcessor:
         aside = {w.customers[i]: raws[i] for i, _ in w.quarantined}
         await self._redis("quarantine", lambda: self.store.quarantine(aside))  # type: ignore[arg-type]
 
-    def _advance_clock(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
-        partition = np.zeros(len(w.customers), np.int64)
-        partition[[row[c] for c, _ in decoded]] = [env.partition for _, env in decoded]  # the last one wins
-        seen = self.topic_seen
-        newest: dict[tuple[int, int], datetime] = {}
-        for _, env in decoded:
-            if env.topic in CLOCKED:
-                key = (env.topic, env.partition)
-                if key not in newest or newest[key] < env.event.ts:
-                    newest[key] = env.event.ts
-        for key, ts in newest.items():
-            seen[key] = max(seen.get(key, 0), int(ts.timestamp()))
-        for p in np.unique(partition):
-            self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
-        clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
-        return np.maximum(clock, w.day0)
-
     def _derive(self, w: Windows, rows: list[int], now_day: np.ndarray, now: datetime, before: Before, moves: Moves,
                 partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
@@ -243,7 +219,7 @@ class BatchProcessor:
             with stage("outputs"):
                 partitions = [partition_of[w.customers[i]] for i in picks]
                 out.snapshots = snapshots(sub, sub_x, sub_features, sub_ev, days, scorer,
-                                          self._exits_known(partitions), self._digest)
+                                          self.event_clock.exits_known(partitions), self._digest)
         with stage("outputs"):
             out.churn_events, reported = churn_events(w, features, rows, moves, now_day, s.zone)
             out.won_back = won_back(w, features, moves.returns, s.zone)
@@ -265,12 +241,6 @@ class BatchProcessor:
             out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone,
                                                            self.policy, now, view)
             w.mark_alerted(alerted)
-
-    def _exits_known(self, partitions: list[int]) -> list[int]:
-        """Per snapshot: the day up to which its partition's exits have been read (usage and billing
-        both past it; in a catch-up one topic can run days ahead of the other)."""
-        both = np.array([min(self.topic_seen.get((topic, p), 0) for topic in CLOCKED) for p in partitions])
-        return np.where(both > 0, local_days(both, self.settings.zone) - 1, 0).tolist()
 
     def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
                   ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:

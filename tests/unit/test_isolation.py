@@ -59,7 +59,7 @@ def test_an_event_time_out_of_bounds_is_refused_and_moves_no_clock(ts: str) -> N
     assert reasons(out) == [(first.offset, "out_of_range", "ts"), (bad.offset, "out_of_range", "ts")]
     w = state(store, GOOD)
     assert w.monthly[0, 0, C["out_calls"]] == 2  # the day after the bad one still counts: nothing was "late"
-    assert max(proc.watermarks.values()) == int(w.day0[0])
+    assert max(proc.event_clock.watermarks.values()) == int(w.day0[0])
 
 
 def test_an_event_time_within_the_skew_is_admitted() -> None:
