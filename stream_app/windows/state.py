@@ -4,6 +4,12 @@ One fixed-size numpy record per customer (`STATE`) followed by a short msgpack t
 (`StateTail`), so a whole batch decodes and encodes with a few numpy calls. Counters are
 integers in fixed units (tenths of a minute, 64 KiB of data, fen): sums are exact and do
 not depend on the order events are added in. `windows.apply` is what changes them.
+
+Stored, the record leaves out its zero bytes (`_pack`): most of it is counters of months and
+days a customer has not used yet and the high bytes of small counts (in a month of simulated
+traffic, 165 of its 774 bytes after the write counter are not zero). A bitmap says which bytes
+are there; a batch packs and unpacks with a few numpy calls, and the write counter stays in
+place for the store's compare-and-set.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from stream_app.contracts.inputs import Input
 
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
-    "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET", "NEVER_WRITTEN", "StateTail", "Windows", "rule_key",
-    "contacts_estimate", "roll_buckets", "usage_fingerprint",
+    "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
+    "NEVER_WRITTEN", "StateTail", "Windows", "rule_key", "contacts_estimate", "record_and_tail", "roll_buckets",
+    "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -34,7 +41,7 @@ ID_DIGEST = 6
 CONTACT_BITS = 128  # linear-counting bitmap per month (about 7% error at 100 contacts)
 LAST_SEEN_KINDS = ("voice", "sms", "data", "billing")
 VIP_TIERS = ("none", "silver", "gold", "diamond")
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: the record stored without its zero bytes
 
 # Counters in months, in column order, grouped by storage width.
 _M_COUNTS = ("out_calls", "in_calls", "sms_out", "sms_in", "cs_calls", "dropped_calls", "offnet_calls",
@@ -71,9 +78,16 @@ _BUCKETS = [
 ]
 STATE = np.dtype(_HEADER + _BUCKETS)
 #: Earlier layouts a worker still reads (and writes back in the current one): version 2 kept a
-#: ring of 16 event-id hashes in the record, which forgot a resend after a dozen other events.
-_LAYOUTS = {2: np.dtype(_HEADER + [("dedup", "<u4", (16,)), ("dedup_pos", "u1")] + _BUCKETS), STATE_VERSION: STATE}
+#: ring of 16 event-id hashes in the record, which forgot a resend after a dozen other events;
+#: version 3 stored the record whole.
+_LAYOUTS = {2: np.dtype(_HEADER + [("dedup", "<u4", (16,)), ("dedup_pos", "u1")] + _BUCKETS), 3: STATE}
 SEQ_OFFSET = STATE.fields["seq"][1]  # where the write counter sits, for the store's compare-and-set
+# The packed layout (`_pack`): the record's bytes up to the write counter's end as they are, a
+# bitmap of the rest's bytes that are not zero (big-endian bits, as numpy packs them), those bytes.
+_KEPT = SEQ_OFFSET + 8
+_BODY = STATE.itemsize - _KEPT
+_BITMAP = -(-_BODY // 8)
+_PADDING = (1 << (8 * _BITMAP - _BODY)) - 1  # the bitmap's last bits, past the record: always clear
 _D_BLOCKS = (("d_counts", _D_COUNTS), ("d_minutes", _D_MINUTES))
 _M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minutes", _M_RARE_MINUTES),
              ("m_data", ("data_mb",)), ("m_money", _M_MONEY))
@@ -156,6 +170,7 @@ class Windows:
         fixed: list[bytes] = []
         text: list[StateTail | None] = []
         quarantined: list[tuple[int, str]] = []
+        packed: list[tuple[int, bytes]] = []  # (row, record part) of states in the packed layout
         for i, raw in enumerate(raws):
             head, tail = empty, None
             if raw is not None:
@@ -163,9 +178,16 @@ class Windows:
                     head, tail = _readable(raw)
                 except _Unreadable as why:
                     quarantined.append((i, str(why)))
+                else:
+                    if raw[0] == STATE_VERSION:  # packed: unpacked below, with the batch's others
+                        packed.append((i, head))
+                        head = empty
             fixed.append(head)
             text.append(tail)
         rec = np.frombuffer(b"".join(fixed), STATE).copy()
+        if packed:
+            rows, parts = zip(*packed)
+            rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[list(rows)] = _unpack(parts)
         rec["version"] = STATE_VERSION
         expected = [raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
@@ -237,12 +259,11 @@ class Windows:
                 part = _saturate(buckets[:, :, start:start + len(names)], self.rec.dtype[f].base)
                 self.rec[f] = part.reshape(self.rec[f].shape)
                 start += len(names)
-        out = []
         for i in rows:
             self.rec["seq"][i] += 1
-            tail = _tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""
-            out.append((self.expected[i], self.rec[i:i + 1].tobytes() + tail))
-        return out
+        parts = _pack(self.rec[np.asarray(rows, np.int64)])
+        return [(self.expected[i], part + (_tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""))
+                for i, part in zip(rows, parts)]
 
 
 NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
@@ -252,18 +273,66 @@ class _Unreadable(Exception):
     """A stored state this worker cannot read."""
 
 
-def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
-    """(fixed record in the current layout, tail) of a stored state; `_Unreadable` if it is not one."""
+def _pack(rec: np.ndarray) -> list[bytes]:
+    """Each record in the packed layout (see the module's docstring)."""
+    raw = np.frombuffer(rec.tobytes(), np.uint8).reshape(len(rec), STATE.itemsize)
+    body = raw[:, _KEPT:]
+    there = body != 0
+    bitmaps, values = np.packbits(there, axis=1), body[there]
+    ends = np.cumsum(there.sum(axis=1)).tolist()
+    starts = [0] + ends[:-1]
+    return [raw[k, :_KEPT].tobytes() + bitmaps[k].tobytes() + values[a:b].tobytes()
+            for k, (a, b) in enumerate(zip(starts, ends))]
+
+
+def _unpack(parts: Sequence[bytes]) -> np.ndarray:
+    """(n, STATE.itemsize) bytes of the records of packed parts (checked by `_record_length`)."""
+    n = len(parts)
+    kept = np.frombuffer(b"".join(p[:_KEPT] for p in parts), np.uint8).reshape(n, _KEPT)
+    bitmaps = np.frombuffer(b"".join(p[_KEPT:_KEPT + _BITMAP] for p in parts), np.uint8).reshape(n, _BITMAP)
+    there = np.unpackbits(bitmaps, axis=1)[:, :_BODY].astype(bool)
+    body = np.zeros((n, _BODY), np.uint8)
+    body[there] = np.frombuffer(b"".join(p[_KEPT + _BITMAP:] for p in parts), np.uint8)
+    return np.concatenate([kept, body], axis=1)
+
+
+def _record_length(raw: bytes) -> int:
+    """Bytes of a stored state's record part, before its tail; `_Unreadable` if it cannot hold one."""
     layout = _LAYOUTS.get(raw[0]) if raw else None
-    if layout is None:
-        raise _Unreadable(f"layout version {raw[0] if raw else None}; this worker reads {sorted(_LAYOUTS)}")
-    if len(raw) < layout.itemsize:
-        raise _Unreadable(f"{len(raw)} bytes; a version {raw[0]} record has {layout.itemsize}")
+    if raw and raw[0] == STATE_VERSION:
+        if len(raw) < _KEPT + _BITMAP:
+            raise _Unreadable(f"{len(raw)} bytes; a version {raw[0]} record has at least {_KEPT + _BITMAP}")
+        bitmap = raw[_KEPT:_KEPT + _BITMAP]
+        if bitmap[-1] & _PADDING:
+            raise _Unreadable("its bitmap marks bytes past the record")
+        length = _KEPT + _BITMAP + int.from_bytes(bitmap, "big").bit_count()
+    elif layout is not None:
+        length = layout.itemsize
+    else:
+        raise _Unreadable(f"layout version {raw[0] if raw else None}; this worker reads "
+                          f"{sorted([*_LAYOUTS, STATE_VERSION])}")
+    if len(raw) < length:
+        raise _Unreadable(f"{len(raw)} bytes; its version {raw[0]} record has {length}")
+    return length
+
+
+def record_and_tail(raw: bytes) -> tuple[bytes, bytes]:
+    """A stored state's record part, as stored, and its tail's bytes."""
+    length = _record_length(raw)
+    return raw[:length], raw[length:]
+
+
+def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
+    """(the record in the current layout, or packed, tail) of a stored state; `_Unreadable` if it is not one."""
+    length = _record_length(raw)
     try:
-        tail = _tail_decoder.decode(raw[layout.itemsize:]) if len(raw) > layout.itemsize else None
+        tail = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _Unreadable(f"its tail does not decode: {exc}") from None
-    head = raw[:layout.itemsize]
+    head = raw[:length]
+    if raw[0] == STATE_VERSION:
+        return head, tail  # packed: `Windows.load` unpacks a batch of them at once
+    layout = _LAYOUTS[raw[0]]
     if layout is not STATE:
         old = np.frombuffer(head, layout)
         new = np.zeros(1, STATE)
@@ -281,11 +350,14 @@ def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def usage_fingerprint(raw: bytes) -> bytes:
     """The state without its write counter and evaluation bookkeeping (alert cooldown, rule
     streaks, what has been reported), which depend on how often and when it was written and
-    evaluated: equal fingerprints mean the same events were counted."""
-    rec = np.frombuffer(raw[:STATE.itemsize], STATE).copy()
+    evaluated: equal fingerprints mean the same events were counted. The record comes whole (the
+    current layout, unpacked), then the tail."""
+    w = Windows.load([""], [raw])
+    if w.quarantined:
+        raise ValueError(f"not a state: {w.quarantined[0][1]}")
+    rec = w.rec.copy()
     rec["seq"], rec["alerted_level"], rec["alerted_day"], rec["flags"] = 0, 0, 0, 0
-    tail = _tail_decoder.decode(raw[STATE.itemsize:]) if len(raw) > STATE.itemsize else StateTail()
-    return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(tail, streaks={}))
+    return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(w.text[0] or StateTail(), streaks={}))
 
 
 def roll_buckets(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:

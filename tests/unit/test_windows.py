@@ -8,7 +8,7 @@ import numpy as np
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.windows.apply import Envelope, apply
-from stream_app.windows.state import STATE, C, D, StateTail, Windows, contacts_estimate
+from stream_app.windows.state import STATE, STATE_VERSION, C, D, StateTail, Windows, contacts_estimate, record_and_tail
 from tests.factories import billing, cdr, profile
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -106,11 +106,47 @@ def test_state_round_trips_through_its_encoding() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
     [(expected, blob)] = w.dump([0])
-    assert expected == bytes(8) and len(blob) > STATE.itemsize  # the tail remembers the event's id
+    assert expected == bytes(8) and record_and_tail(blob)[1]  # the tail remembers the event's id
     again = Windows.load([CUST], [blob])
     np.testing.assert_array_equal(again.monthly, w.monthly)
     np.testing.assert_array_equal(again.daily, w.daily)
+    assert again.rec.tobytes() == w.rec.tobytes()
     assert int(again.rec["seq"][0]) == 1 and again.rec["offset"][0, 0] == 0
+
+
+def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whole() -> None:
+    rng = np.random.default_rng(5)
+    n = 50
+    # Records as sparse as a customer's first days or as full as years of traffic (the last one),
+    # stored whole by the previous version.
+    raw = np.zeros((n, STATE.itemsize), np.uint8)
+    for i in range(n):
+        raw[i, 10:] = np.where(rng.random(STATE.itemsize - 10) < (i + 1) / n, rng.integers(1, 256, STATE.itemsize - 10), 0)
+    raw[:, 0] = 3
+    w = Windows.load([f"c{i:04d}" for i in range(n)], [bytes(r) for r in raw])
+    w.text[3] = StateTail(plan="gold", seen={12: b"abcdef"})
+    stored = [blob for _, blob in w.dump(list(range(n)))]
+    assert stored[0][0] == STATE_VERSION and len(stored[0]) < STATE.itemsize / 4  # mostly zeros: small
+    assert len(stored[-1]) > STATE.itemsize  # nothing to leave out: the bitmap is extra
+    again = Windows.load(w.customers, stored)
+    assert again.quarantined == [] and again.rec.tobytes() == w.rec.tobytes() and again.text[3] == w.text[3]
+    assert np.array_equal(again.monthly, w.monthly) and np.array_equal(again.daily, w.daily)
+    # The write counter stays where the store's compare-and-set reads it.
+    assert [blob[2:10] for blob in stored] == [int(s).to_bytes(8, "little") for s in w.rec["seq"]]
+
+
+def test_a_state_stored_whole_by_the_previous_version_is_read_and_written_packed() -> None:
+    w = fresh()
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
+    w.dump([0])  # the buckets into the record
+    whole = w.rec.copy()
+    whole["version"] = 3
+    previous = whole.tobytes() + msgspec.msgpack.encode(w.text[0])
+    again = Windows.load([CUST], [previous])
+    assert again.quarantined == [] and again.text[0] == w.text[0]
+    np.testing.assert_array_equal(again.monthly, w.monthly)
+    [(expected, packed)] = again.dump([0])
+    assert expected == previous[2:10] and packed[0] == STATE_VERSION and len(packed) < len(previous)
 
 
 def test_a_resent_event_id_counts_once() -> None:
@@ -154,7 +190,7 @@ def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> 
     old["m_counts"][0, 0, 0] = 12
     raw = old.tobytes() + msgspec.msgpack.encode(["plan", "north", "mass", {}, [], []])
     w = Windows.load([CUST], [raw])
-    assert w.quarantined == [] and w.rec["version"][0] == 3
+    assert w.quarantined == [] and w.rec["version"][0] == STATE_VERSION
     assert (int(w.rec["seq"][0]), int(w.day0[0]), w.rec["offset"][0].tolist()) == (41, 740_000, [5, 6, 7, 8])
     assert w.monthly[0, 0, C["out_calls"]] == 12 and w.text[0].plan == "plan"
     [(expected, new)] = w.dump([0])
@@ -162,16 +198,24 @@ def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> 
 
 
 def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afresh() -> None:
-    good = fresh().dump([0])[0][1]
+    w = fresh()
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
+    good = w.dump([0])[0][1]
+    record, tail = record_and_tail(good)
     unknown = b"\x09" + good[1:]
     cut = good[:40]
     bad_tail = good + b"\xc1\xc1"
-    w = Windows.load(["a1234", "b1234", "c1234", "d1234"], [unknown, cut, bad_tail, good])
+    short = record[:-1]  # the bitmap promises a byte more than there is
+    padded = bytearray(good)
+    padded[10 + 96] |= 1  # a bit past the record's last byte
+    stored = [unknown, cut, bad_tail, short, bytes(padded), good]
+    w = Windows.load(["a1234", "b1234", "c1234", "d1234", "e1234", "f1234"], stored)
     assert [(i, why.split(";")[0].split(":")[0]) for i, why in w.quarantined] == [
-        (0, "layout version 9"), (1, "40 bytes"), (2, "its tail does not decode")]
-    assert not w.monthly.any() and w.text[:3] == [None, None, None]
+        (0, "layout version 9"), (1, "40 bytes"), (2, "its tail does not decode"), (3, f"{len(short)} bytes"),
+        (4, "its bitmap marks bytes past the record")]
+    assert not w.monthly[:5].any() and w.text[:5] == [None] * 5 and w.monthly[5].any()
     # The write goes to the key read: compared with the counter's bytes as they were.
-    assert [expected for expected, _ in w.dump([0, 1, 2, 3])] == [unknown[2:10], cut[2:10], bad_tail[2:10], good[2:10]]
+    assert [expected for expected, _ in w.dump(list(range(6)))] == [raw[2:10] for raw in stored]
 
 
 def test_distinct_contacts_are_estimated_per_month() -> None:
@@ -211,7 +255,7 @@ def test_which_ids_are_remembered_does_not_depend_on_how_topics_interleave() -> 
         apply(w, batch, SH, 3)
         resent = apply(w, [(0, env(calls[0], 100))], SH, 3)  # the first call again, 16 events later
         assert resent.duplicates == 1, order
-        streams.append(w.dump([0])[0][1][STATE.itemsize:])  # the tail's bytes, as stored
+        streams.append(record_and_tail(w.dump([0])[0][1])[1])  # the tail's bytes, as stored
     assert streams[0] == streams[1] == streams[2]
 
 
@@ -267,5 +311,5 @@ def test_the_latest_outcome_is_kept_and_an_accepted_offer_closes_the_case_for_th
 def test_a_tail_written_before_the_outcome_fields_still_decodes() -> None:
     old = msgspec.msgpack.encode(["plan", "north", "mass", {}, [24319], []])
     [(_, raw)] = fresh().dump([0])
-    header = raw[:STATE.itemsize]
+    header = record_and_tail(raw)[0]
     assert Windows.load([CUST], [header + old]).text[0] == StateTail("plan", "north", "mass", cohorts=(24319,))
