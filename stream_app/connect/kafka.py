@@ -19,7 +19,7 @@ from aiokafka.conn import create_conn
 from stream_app.errors import ChurnwatchError
 from stream_app.settings import Settings
 
-__all__ = ["KafkaUnreachable", "check_connection", "client_options", "faust_credentials", "ssl_context"]
+__all__ = ["KafkaUnreachable", "check_connection", "client_options", "faust_credentials", "librdkafka_options", "ssl_context"]
 
 
 class KafkaUnreachable(ChurnwatchError):
@@ -49,6 +49,22 @@ def client_options(settings: Settings, bootstrap: str | None = None) -> dict[str
         assert settings.kafka_sasl_password is not None  # the settings check it
         options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
                        sasl_plain_password=settings.kafka_sasl_password.get_secret_value())
+    return options
+
+
+def librdkafka_options(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:
+    """The same servers and security as `client_options`, as librdkafka's configuration (a
+    confluent-kafka client's)."""
+    options: dict[str, Any] = {"bootstrap.servers": bootstrap or settings.kafka_bootstrap,
+                               "security.protocol": settings.kafka_security_protocol.lower()}
+    files = {"ssl.ca.location": settings.kafka_ssl_cafile, "ssl.certificate.location": settings.kafka_ssl_certfile,
+             "ssl.key.location": settings.kafka_ssl_keyfile}
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options.update({name: str(path) for name, path in files.items() if path is not None})
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings check it
+        options.update({"sasl.mechanism": settings.kafka_sasl_mechanism, "sasl.username": settings.kafka_sasl_username,
+                        "sasl.password": settings.kafka_sasl_password.get_secret_value()})
     return options
 
 

@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.connect.kafka import client_options
+from stream_app.connect.kafka import client_options, librdkafka_options
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts import keys
@@ -68,7 +68,8 @@ EVENTS_PER_CUSTOMER_DAY = 11  # what the simulator makes, on average
 class StreamBench:
     events: int
     customers: int
-    ceiling_events_per_s: float
+    ceiling_events_per_s: float  # aiokafka's, which the worker reads with
+    ceiling_librdkafka_events_per_s: float  # the same bare consumer on librdkafka, in the same run
     events_per_s: float
     ratio: float
     p50_latency_s: float | None
@@ -104,6 +105,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         asyncio.run(_produce(kafka, topics, history))
         ceiling = asyncio.run(_ceiling(kafka, topics, len(history)))
         show(f"bare consumer + decode: {ceiling:,.0f} events/s")
+        librdkafka = _ceiling_librdkafka(run_settings, bootstrap, topics, len(history))
+        show(f"the same on librdkafka (confluent-kafka): {librdkafka:,.0f} events/s")
         port = free_port()
         rules = workdir / "rules"
         shutil.copytree(settings.rules_dir, rules)
@@ -124,7 +127,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         client.close()
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
     return StreamBench(
-        events=len(history), customers=customers, ceiling_events_per_s=round(ceiling), events_per_s=round(rate),
+        events=len(history), customers=customers, ceiling_events_per_s=round(ceiling),
+        ceiling_librdkafka_events_per_s=round(librdkafka), events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
         latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
@@ -154,6 +158,36 @@ async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimR
         await producer.flush()
     finally:
         await producer.stop()
+
+
+def _ceiling_librdkafka(settings: Settings, bootstrap: str, topics: Topics, expected: int) -> float:
+    """The same bare consumer on librdkafka (confluent-kafka), the other client a worker could use.
+    librdkafka fetches on its own threads; a partition whose local queue is full waits
+    `fetch.queue.backoff.ms` (1 s by default) before it is fetched again, which a consumer that
+    drains its queue as fast as this one would keep meeting: 10 ms here."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
+    from confluent_kafka import TopicPartition as Partition
+
+    decoders = {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
+    consumer = Consumer(librdkafka_options(settings, bootstrap) | {
+        "group.id": f"bench-ceiling-{os.getpid()}", "enable.auto.commit": False, "fetch.wait.max.ms": 100,
+        "max.partition.fetch.bytes": 4 << 20, "fetch.queue.backoff.ms": 10, "queued.max.messages.kbytes": 65536})
+    try:
+        metadata = consumer.list_topics(timeout=30)
+        consumer.assign([Partition(t, p, OFFSET_BEGINNING) for t in decoders for p in metadata.topics[t].partitions])
+        seen, started = 0, None
+        while seen < expected:
+            messages = consumer.consume(num_messages=5000, timeout=1.0)
+            if messages and started is None:
+                started = time.perf_counter()
+            for m in messages:
+                if m.error():
+                    raise KafkaException(m.error())
+                decoders[m.topic()](m.value())
+            seen += len(messages)
+        return seen / (time.perf_counter() - started)  # type: ignore[operator]
+    finally:
+        consumer.close()
 
 
 async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> float:

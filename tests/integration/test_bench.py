@@ -16,8 +16,9 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["customers"] == 150 and figures["events"] > 150 * 20
     assert figures["pipeline_events_per_s"] > 0
-    # MEMORY USAGE counts the record, its tail and Redis's own overhead for the key.
-    assert figures["redis_bytes_per_customer"] > STATE.itemsize == figures["state_record_bytes"]
+    # MEMORY USAGE counts the record without its zero bytes, its tail and Redis's own overhead for the key:
+    # twenty days of traffic leave most of a customer's counters at zero.
+    assert 200 < figures["redis_bytes_per_customer"] < STATE.itemsize == figures["state_record_bytes"]
     assert figures["rules"] == 20 and figures["rules_us_per_customer"] > 0
     assert figures["model_score_us_per_customer"] > 0 and figures["model_learn_us_per_label"] > 0
     assert figures["boosted_score_us_per_customer"] > 0 and figures["boosted_refit_s"] > 0
@@ -40,9 +41,10 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["events"] == 20000 and figures["customers"] == 1000
     assert figures["events_per_s"] > 0 and figures["ceiling_events_per_s"] > 0
+    assert figures["ceiling_librdkafka_events_per_s"] > 0  # the other client, on the same events
     assert figures["ratio"] == pytest.approx(figures["events_per_s"] / figures["ceiling_events_per_s"], abs=1e-3)
     assert figures["latency_events"] > 0 and figures["rss_bytes"] > 10 * 2**20
-    assert figures["redis_bytes_per_customer"] > STATE.itemsize and figures["offnet_numbers"] > 0
+    assert 100 < figures["redis_bytes_per_customer"] < STATE.itemsize and figures["offnet_numbers"] > 0
     # The worker's own stage clocks over the measured span (read from its metrics), each with the rate
     # it alone would allow over the ceiling.
     stages = figures["stages"]

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.connect.kafka import KafkaUnreachable, check_connection, client_options
+from stream_app.connect.kafka import KafkaUnreachable, check_connection, client_options, librdkafka_options
 from stream_app.connect.topics import ensure_topics
 from stream_app.settings import Settings, Topics
 from stream_app.tools.demo import stop_worker
@@ -116,3 +116,41 @@ def test_an_untrusted_broker_certificate_and_a_plaintext_client_are_refused(secu
     with pytest.raises(KafkaUnreachable, match=secure_kafka["KAFKA_BOOTSTRAP"]):
         check_connection(plaintext, secure_kafka["KAFKA_BOOTSTRAP"], timeout_s=5)
     check_connection(settings_from(secure_kafka, monkeypatch), timeout_s=10)
+
+
+def test_librdkafka_reads_through_the_same_security_settings(secure_kafka: dict[str, str], unique: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench's second ceiling runs on librdkafka: the settings that secure aiokafka secure it too."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError
+    from confluent_kafka import TopicPartition as Partition
+
+    topics = Topics(**{name: f"{value}-rd-{unique}" for name, value in Topics().model_dump().items()})
+    settings = settings_from(secure_kafka, monkeypatch, topics=topics)
+    ensure_topics(settings, settings.kafka_bootstrap)
+    producer = KafkaProducer(**client_options(settings), acks="all")
+    producer.send(topics.cdr, key=b"8613800000001", value=b"over TLS", partition=0)
+    producer.flush()
+    producer.close()
+    options = librdkafka_options(settings)
+    assert options["security.protocol"] == "sasl_ssl" and options["sasl.mechanism"] == "SCRAM-SHA-512"
+    consumer = Consumer(options | {"group.id": f"rd-{unique}", "enable.auto.commit": False})
+    try:
+        consumer.assign([Partition(topics.cdr, 0, OFFSET_BEGINNING)])
+        messages = []
+        deadline = time.monotonic() + 60
+        while not messages and time.monotonic() < deadline:
+            messages = [m for m in consumer.consume(num_messages=10, timeout=1.0) if m.error() is None]
+    finally:
+        consumer.close()
+    assert [(m.key(), m.value()) for m in messages] == [(b"8613800000001", b"over TLS")]
+    # The wrong password is refused by the broker, not read through.
+    wrong = librdkafka_options(settings_from(secure_kafka, monkeypatch, kafka_sasl_password="not-the-password"))
+    errors: list = []
+    refused = Consumer(wrong | {"group.id": f"rd-wrong-{unique}", "error_cb": errors.append})
+    try:
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            refused.poll(0.5)
+    finally:
+        refused.close()
+    assert KafkaError._AUTHENTICATION in {e.code() for e in errors}, errors
