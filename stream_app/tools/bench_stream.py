@@ -85,6 +85,10 @@ class StreamBench:
     offnet_bytes_per_number: float
     offnet_bytes_per_customer: float  # the book's bytes spread over the customers: beside redis_bytes_per_customer
     stages: dict[str, dict[str, float]]  # per stage of the worker's batches: see tools/bench.stage_figures
+    # Cores the worker process kept busy while measured, and its events per second of one core: what
+    # a worker does per core, whatever else shares the box (the broker and Redis here).
+    worker_cores: float | None
+    events_per_core_s: float | None
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
@@ -136,6 +140,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
         offnet_bytes_per_customer=round(book_bytes / customers, 1),
         stages=stage_figures(sustained.stages, sustained.events, sustained.seconds, ceiling),
+        worker_cores=None if sustained.cpu_s is None else round(sustained.cpu_s / sustained.seconds, 2),
+        events_per_core_s=None if not sustained.cpu_s else round(sustained.events / sustained.cpu_s),
     )
 
 
@@ -223,6 +229,7 @@ class _Sustained:
     events: int
     seconds: float
     stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
+    cpu_s: float | None  # CPU time the worker process used meanwhile (None off Linux)
 
     @property
     def rate(self) -> float:
@@ -232,19 +239,29 @@ class _Sustained:
 def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> _Sustained:
     """Events/s from the first event the worker counted to the last, by its own counter, and
     the time its stages took meanwhile."""
-    first: tuple[float, int, dict[str, float]] | None = None
+    first: tuple[float, int, dict[str, float], float | None] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen, now = consumed(port), time.monotonic()
         if seen and first is None:
-            first = (now, seen, _stage_seconds(port))
+            first = (now, seen, _stage_seconds(port), _cpu_seconds(worker.pid))
         if seen >= expected and first is not None:
-            stages = _stage_seconds(port)
-            return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()})
+            stages, cpu = _stage_seconds(port), _cpu_seconds(worker.pid)
+            return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()},
+                              None if cpu is None or first[3] is None else cpu - first[3])
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds a process has used (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _stage_seconds(port: int) -> dict[str, float]:
