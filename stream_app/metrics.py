@@ -27,7 +27,9 @@ def region_label(region: str | None, named: frozenset[str]) -> str:
 
 class StageClock:
     """Adds the wall time of each stage of a batch to `churnwatch_stage_seconds_total`: the
-    stage that takes most is the next one to make faster. A few clock reads per batch."""
+    stage that takes most is the next one to make faster. A few clock reads per batch. A stage
+    that awaits Redis or the broker (fetch, load, send, write, commit) also counts what the event
+    loop ran meanwhile (timers, the metrics endpoint, the client's own fetching)."""
 
     def __init__(self, counter: Counter) -> None:
         self._children = {stage: counter.labels(stage) for stage in STAGES}

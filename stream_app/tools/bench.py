@@ -90,8 +90,9 @@ def stage_figures(seconds: dict[str, float], events: int, wall_s: float,
     """Per stage of the batches (metrics.STAGES), from the seconds each took over `events` in
     `wall_s`: microseconds per event, share of the wall time, and with a bare-consumer ceiling
     (events/s) the `ratio` of the rate the stage alone would allow to that ceiling, comparable
-    with the worker's own ratio: the stage with the smallest is the next bottleneck. `other` is
-    the wall time no stage counted (the event loop's other tasks: timers, metrics, the fetcher)."""
+    with the worker's own ratio: the stage with the smallest is the next bottleneck. A stage that
+    awaits also counts what the event loop ran meanwhile (`metrics.StageClock`), so its ratio is
+    a lower bound. `other` is the wall time no stage was under way."""
     out: dict[str, dict[str, float]] = {}
     rest = wall_s
     for stage in STAGES:

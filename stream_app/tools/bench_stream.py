@@ -38,7 +38,7 @@ from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topics import ensure_topics
 from stream_app.contracts import keys
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_profile
-from stream_app.errors import NotReady
+from stream_app.errors import ConfigError, NotReady
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
 from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage_figures
@@ -248,6 +248,9 @@ def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: floa
         if seen and first is None:
             first = (now, seen, _stage_seconds(port), _cpu_seconds(worker.pid))
         if seen >= expected and first is not None:
+            if now == first[0]:
+                raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
+                                  "to measure a rate (--events)")
             stages, cpu = _stage_seconds(port), _cpu_seconds(worker.pid)
             return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()},
                               None if cpu is None or first[3] is None else cpu - first[3])

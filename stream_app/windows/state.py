@@ -22,12 +22,13 @@ import msgspec
 import numpy as np
 
 from stream_app.contracts.inputs import Input
+from stream_app.errors import NotReady
 
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
-    "NEVER_WRITTEN", "StateTail", "Windows", "rule_key", "contacts_estimate", "record_and_tail", "roll_buckets",
-    "usage_fingerprint",
+    "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
+    "record_and_tail", "roll_buckets", "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -88,6 +89,9 @@ _KEPT = SEQ_OFFSET + 8
 _BODY = STATE.itemsize - _KEPT
 _BITMAP = -(-_BODY // 8)
 _PADDING = (1 << (8 * _BITMAP - _BODY)) - 1  # the bitmap's last bits, past the record: always clear
+# A first byte up to this above the current layout is taken for a newer release's layout (which must
+# not be overwritten), one beyond it for bytes that are no state at all (set aside).
+_NEWEST_PLAUSIBLE = STATE_VERSION + 8
 _D_BLOCKS = (("d_counts", _D_COUNTS), ("d_minutes", _D_MINUTES))
 _M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minutes", _M_RARE_MINUTES),
              ("m_data", ("data_mb",)), ("m_money", _M_MONEY))
@@ -251,8 +255,12 @@ class Windows:
         for i, tail in tails.items():
             self.text[i] = tail
 
-    def dump(self, rows: Sequence[int]) -> list[tuple[bytes, bytes]]:
-        """(the write counter's bytes as read, new state) for each row, counters saturated to their widths."""
+    def dump(self, rows: Sequence[int], layout: int = STATE_VERSION) -> list[tuple[bytes, bytes]]:
+        """(the write counter's bytes as read, new state) for each row, counters saturated to their
+        widths: packed (4), or whole (3) for a rolling upgrade from a release that reads only that
+        one (`CHURNWATCH_STATE_LAYOUT`). Every worker reads both."""
+        if layout not in (3, STATE_VERSION):
+            raise ValueError(f"states are written in layout 3 or {STATE_VERSION}, not {layout}")
         for buckets, blocks in ((self.daily, _D_BLOCKS), (self.monthly, _M_BLOCKS)):
             start = 0
             for f, names in blocks:
@@ -261,12 +269,23 @@ class Windows:
                 start += len(names)
         for i in rows:
             self.rec["seq"][i] += 1
-        parts = _pack(self.rec[np.asarray(rows, np.int64)])
+        picked = self.rec[np.asarray(rows, np.int64)]
+        if layout == STATE_VERSION:
+            parts = _pack(picked)
+        else:
+            picked["version"] = layout
+            parts = [r.tobytes() for r in picked]
         return [(self.expected[i], part + (_tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""))
                 for i, part in zip(rows, parts)]
 
 
 NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
+
+
+class NewerState(NotReady):
+    """A stored state in a layout newer than this worker's: a newer release wrote it, and this
+    worker must neither read nor overwrite it. The batch waits (readiness says why) until the
+    worker is replaced by one that reads it."""
 
 
 class _Unreadable(Exception):
@@ -308,6 +327,9 @@ def _record_length(raw: bytes) -> int:
         length = _KEPT + _BITMAP + int.from_bytes(bitmap, "big").bit_count()
     elif layout is not None:
         length = layout.itemsize
+    elif raw and STATE_VERSION < raw[0] <= _NEWEST_PLAUSIBLE:
+        raise NewerState(f"a customer's state is in layout {raw[0]}, newer than this worker's {STATE_VERSION}: "
+                         "a newer release wrote it; replace this worker with that release")
     else:
         raise _Unreadable(f"layout version {raw[0] if raw else None}; this worker reads "
                           f"{sorted([*_LAYOUTS, STATE_VERSION])}")

@@ -41,7 +41,7 @@ from stream_app.settings import Settings
 from stream_app.windows.apply import Envelope, apply, erase_first
 from stream_app.windows.book import Book, gather
 from stream_app.windows.lifecycle import Moves
-from stream_app.windows.state import Windows
+from stream_app.windows.state import NewerState, Windows
 from stream_app.windows.store import WindowStore, Write, retry_forever
 from stream_app.worker.event_clock import EventClock
 
@@ -174,7 +174,7 @@ class BatchProcessor:
         if result.applied and judged:
             self._derive(w, judged, now_day, self.clock(), before, result.moves, out.partitions, out)
         with stage("write"):
-            out.writes = dict(zip((customers[i] for i in changed), w.dump(changed)))
+            out.writes = dict(zip((customers[i] for i in changed), w.dump(changed, self.settings.state_layout)))
         return out
 
     def _refused(self, records: Sequence[RawRecord], refused: list[tuple[Envelope, InvalidEvent]],
@@ -301,10 +301,10 @@ class BatchProcessor:
         """`prepare`, but if it raises, the batch is split by customer until the customers whose
         records make it raise are found: their records go to dead letter, the others go on.
         Every stage is per customer, so halves give what the whole would have. Infrastructure
-        errors (Redis) are not the records' fault and are raised."""
+        errors (Redis) are not the records' fault and are raised, nor is a state a newer release wrote."""
         try:
             return await self.prepare(records)
-        except RedisError:
+        except (RedisError, NewerState):
             raise
         except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
             groups: dict[str | None, list[RawRecord]] = {}

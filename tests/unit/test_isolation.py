@@ -12,7 +12,7 @@ import pytest
 
 from stream_app.ingest.deadletters import DEAD_LETTER_PREFIX
 from stream_app.windows import apply as windows
-from stream_app.windows.state import C, Windows
+from stream_app.windows.state import C, NewerState, Windows
 from stream_app.windows.store import MemoryWindowStore
 from stream_app.worker import pipeline
 from tests.factories import Log, billing, cdr, decliner, profile
@@ -182,7 +182,7 @@ def test_an_event_that_raises_while_it_is_applied_goes_to_dead_letter_alone(monk
 
 def test_a_stored_state_of_an_unknown_layout_is_set_aside_counted_and_never_stops_a_batch() -> None:
     store = MemoryWindowStore()
-    garbage = b"\x07" + bytes(300)
+    garbage = b"\x00" + bytes(300)  # no layout at all: version 0
     store.data[GOOD] = garbage
     log = Log()
     log.add("cdr", GOOD, cdr(GOOD, "2026-03-01T10:00:00+08:00"))
@@ -193,3 +193,19 @@ def test_a_stored_state_of_an_unknown_layout_is_set_aside_counted_and_never_stop
     assert proc.metrics.registry.get_sample_value("churnwatch_states_quarantined_total") == 1
     w = state(store, GOOD)
     assert w.quarantined == [] and w.monthly[0, 0, C["out_calls"]] == 1
+
+
+def test_a_state_a_newer_release_wrote_holds_the_batch_instead_of_being_overwritten() -> None:
+    """Not the records' fault: nothing goes to dead letter, nothing is written, the batch is tried
+    again (runtime.until_done) until a worker that reads the layout takes over."""
+    store = MemoryWindowStore()
+    log = Log()
+    log.add("cdr", GOOD, cdr(GOOD, "2026-03-01T10:00:00+08:00"))
+    run(processor(store), log.records)
+    stored = store.data[GOOD]
+    store.data[GOOD] = newer = bytes([stored[0] + 1]) + stored[1:]
+    later = Log()
+    later.add("cdr", GOOD, cdr(GOOD, "2026-03-02T10:00:00+08:00"))
+    with pytest.raises(NewerState):
+        asyncio.run(processor(store).run(later.records, lambda out: asyncio.sleep(0)))
+    assert store.data[GOOD] == newer

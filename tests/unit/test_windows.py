@@ -4,11 +4,22 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
+import pytest
 
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.windows.apply import Envelope, apply
-from stream_app.windows.state import STATE, STATE_VERSION, C, D, StateTail, Windows, contacts_estimate, record_and_tail
+from stream_app.windows.state import (
+    STATE,
+    STATE_VERSION,
+    C,
+    D,
+    NewerState,
+    StateTail,
+    Windows,
+    contacts_estimate,
+    record_and_tail,
+)
 from tests.factories import billing, cdr, profile
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -135,6 +146,27 @@ def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whol
     assert [blob[2:10] for blob in stored] == [int(s).to_bytes(8, "little") for s in w.rec["seq"]]
 
 
+def test_a_state_a_newer_release_wrote_is_neither_read_nor_set_aside() -> None:
+    [(_, good)] = fresh().dump([0])
+    newer = bytes([STATE_VERSION + 1]) + good[1:]
+    with pytest.raises(NewerState, match=f"layout {STATE_VERSION + 1}, newer than this worker's {STATE_VERSION}"):
+        Windows.load(["a1234", CUST], [good, newer])
+
+
+def test_during_a_rolling_upgrade_states_are_written_whole_for_the_release_before() -> None:
+    w = fresh()
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
+    [(_, whole)] = w.dump([0], layout=3)
+    # What a release that reads only layout 3 does with it: the record whole, then the tail.
+    record = np.frombuffer(whole[:STATE.itemsize], STATE)
+    assert record["version"][0] == 3 and record["m_minutes"][0].any()
+    assert msgspec.msgpack.decode(whole[STATE.itemsize:], type=StateTail) == w.text[0]
+    again = Windows.load([CUST], [whole])
+    np.testing.assert_array_equal(again.monthly, w.monthly)
+    with pytest.raises(ValueError, match="layout 3 or 4, not 2"):
+        again.dump([0], layout=2)
+
+
 def test_a_state_stored_whole_by_the_previous_version_is_read_and_written_packed() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
@@ -202,7 +234,7 @@ def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afre
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
     good = w.dump([0])[0][1]
     record, tail = record_and_tail(good)
-    unknown = b"\x09" + good[1:]
+    unknown = b"\x7f" + good[1:]  # no layout a release could have written
     cut = good[:40]
     bad_tail = good + b"\xc1\xc1"
     short = record[:-1]  # the bitmap promises a byte more than there is
@@ -211,7 +243,7 @@ def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afre
     stored = [unknown, cut, bad_tail, short, bytes(padded), good]
     w = Windows.load(["a1234", "b1234", "c1234", "d1234", "e1234", "f1234"], stored)
     assert [(i, why.split(";")[0].split(":")[0]) for i, why in w.quarantined] == [
-        (0, "layout version 9"), (1, "40 bytes"), (2, "its tail does not decode"), (3, f"{len(short)} bytes"),
+        (0, "layout version 127"), (1, "40 bytes"), (2, "its tail does not decode"), (3, f"{len(short)} bytes"),
         (4, "its bitmap marks bytes past the record")]
     assert not w.monthly[:5].any() and w.text[:5] == [None] * 5 and w.monthly[5].any()
     # The write goes to the key read: compared with the counter's bytes as they were.
