@@ -28,7 +28,7 @@ __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
     "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
-    "record_and_tail", "roll_buckets", "usage_fingerprint",
+    "record_and_tail", "roll_buckets", "stored_seq", "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -193,7 +193,7 @@ class Windows:
             rows, parts = zip(*packed)
             rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[list(rows)] = _unpack(parts)
         rec["version"] = STATE_VERSION
-        expected = [raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN for raw in raws]
+        expected = [stored_seq(raw) for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
         daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2)
@@ -280,6 +280,12 @@ class Windows:
 
 
 NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
+
+
+def stored_seq(raw: bytes | None) -> bytes:
+    """The write counter's bytes as the store's scripts read them (GETRANGE): 8, fewer for a value
+    cut short, and `NEVER_WRITTEN` for no value or one too short to reach it."""
+    return raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None and len(raw) > SEQ_OFFSET else NEVER_WRITTEN
 
 
 class NewerState(NotReady):

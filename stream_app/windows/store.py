@@ -25,7 +25,7 @@ from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
 from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
 from stream_app.windows.book import add as book_add
-from stream_app.windows.state import NEVER_WRITTEN, SEQ_OFFSET
+from stream_app.windows.state import SEQ_OFFSET, stored_seq
 
 __all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "retry_forever"]
 
@@ -35,23 +35,28 @@ log = logging.getLogger(__name__)
 # argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>",
 # argv[5]: the hash of applied offsets, argv[6]: the batch's newest offset per input partition as
 # lines "<topic>|<partition>\t<offset>\t<1 if this writer has recorded that partition here before>";
-# then per key: the write counter's bytes as the writer read them, and the new state (which carries
-# the next counter). A customer's increments are added only if their state was written: both count
-# once. Applied offsets only grow. If one this writer recorded is gone, Redis lost data since:
-# nothing is written, and {-1} says so. After the per-key pairs: the off-net book's lines, its
-# hashes' name without the month, and their TTL in ms (`windows/book.py`).
+# argv[7]: per key, one after another, the write counter's bytes as read (`_counted`), the new state's
+# length (4, big-endian) and the new state (which carries the next counter): one argument, not two per
+# key for the client to pack in Python. A customer's increments are added only if their state was
+# written: both count once. Applied offsets only grow. If one this writer recorded is gone, Redis lost
+# data since: nothing is written, and {-1} says so. Then: the off-net book's lines, its hashes' name
+# without the month, and their TTL in ms (`windows/book.py`).
 _CAS_FUNCTION = BOOK_LUA + """
 local function cas(keys, argv)
-  local ttl, at, report, applied = argv[1], tonumber(argv[2]), argv[3], argv[5]
+  local ttl, at, report, applied, states = argv[1], tonumber(argv[2]), argv[3], argv[5], argv[7]
   for field, _, known in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t(%d)\\n') do
     if known == '1' and redis.call('HEXISTS', applied, field) == 0 then return {-1} end
   end
-  local conflicts, refused = {}, {}
+  local conflicts, refused, pos = {}, {}, 1
   for i, key in ipairs(keys) do
-    local current = redis.call('GET', key)
-    local seq = current and string.sub(current, at, at + 7) or string.rep('\\0', 8)
-    if seq == argv[2 * i + 5] then
-      redis.call('SET', key, argv[2 * i + 6], 'PX', ttl)
+    local n = string.byte(states, pos)
+    local expected, size = string.sub(states, pos + 1, pos + n), struct.unpack('>I4', states, pos + 1 + n)
+    local state = string.sub(states, pos + 5 + n, pos + 4 + n + size)
+    pos = pos + 5 + n + size
+    local seq = redis.call('GETRANGE', key, at - 1, at + 6)
+    if seq == '' then seq = string.rep('\\0', 8) end
+    if seq == expected then
+      redis.call('SET', key, state, 'PX', ttl)
     else
       conflicts[#conflicts + 1] = i - 1
       refused[i - 1] = true
@@ -60,7 +65,7 @@ local function cas(keys, argv)
   for i, field, delta in string.gmatch(argv[4], '(%d+)\\t([^\\t\\n]+)\\t(-?%d+)\\n') do
     if not refused[tonumber(i)] then redis.call('HINCRBY', report, field, delta) end
   end
-  local book = 2 * #keys + 7
+  local book = 8
   if argv[book] ~= '' then add_to_book(keys, argv[book], argv[book + 1], argv[book + 2], argv[book + 3], refused) end
   for field, offset in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t%d\\n') do
     local known = redis.call('HGET', applied, field)
@@ -70,19 +75,21 @@ local function cas(keys, argv)
 end
 """
 # keys: state keys. argv[1]: where the write counter starts (1-based), argv[2]: the hash of applied
-# offsets, argv[3]: the partitions this writer recorded there, as lines "<topic>|<partition>"; then
-# per key the counter's bytes as read. Returns the indices of the keys whose counter has moved
-# since they were read, or {-1} if a recorded partition is gone (Redis lost data).
+# offsets, argv[3]: the partitions this writer recorded there, as lines "<topic>|<partition>";
+# argv[4]: per key, one after another, the counter's bytes as read (`_counted`). Returns the indices of
+# the keys whose counter has moved since they were read, or {-1} if a recorded partition is gone.
 _STALE_FUNCTION = """
 local function stale(keys, argv)
-  local at, applied, out = tonumber(argv[1]), argv[2], {}
+  local at, applied, expected, out, pos = tonumber(argv[1]), argv[2], argv[4], {}, 1
   for field in string.gmatch(argv[3], '([^\\n]+)\\n') do
     if redis.call('HEXISTS', applied, field) == 0 then return {-1} end
   end
   for i, key in ipairs(keys) do
+    local n = string.byte(expected, pos)
     local seq = redis.call('GETRANGE', key, at - 1, at + 6)
     if seq == '' then seq = string.rep('\\0', 8) end
-    if seq ~= argv[i + 3] then out[#out + 1] = i - 1 end
+    if seq ~= string.sub(expected, pos + 1, pos + n) then out[#out + 1] = i - 1 end
+    pos = pos + 1 + n
   end
   return out
 end
@@ -104,8 +111,9 @@ _CLUSTER_STALE = "#!lua flags=allow-cross-slot-keys\n" + _STALE_FUNCTION + _CROS
 Write = tuple[bytes, bytes]
 
 
-def _seq_of(raw: bytes | None) -> bytes:
-    return raw[SEQ_OFFSET:SEQ_OFFSET + 8] if raw is not None else NEVER_WRITTEN
+def _counted(expected: bytes) -> bytes:
+    """A write counter's bytes as read (`state.stored_seq`), after their count in a byte."""
+    return bytes([len(expected)]) + expected
 
 
 #: Report counter increments per customer (`reports.facts.report_increments`).
@@ -172,7 +180,7 @@ class MemoryWindowStore:
         if any(where not in self.offsets for where in self._recorded):
             self._recorded.clear()
             raise StateLost("an applied offset recorded before is gone")
-        return [c for c, (expected, _) in writes.items() if _seq_of(self.data.get(c)) != expected]
+        return [c for c, (expected, _) in writes.items() if stored_seq(self.data.get(c)) != expected]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None) -> list[str]:
@@ -181,7 +189,7 @@ class MemoryWindowStore:
             raise StateLost("an applied offset recorded before is gone")
         conflicts = []
         for customer, (expected, blob) in writes.items():
-            if _seq_of(self.data.get(customer)) != expected:
+            if stored_seq(self.data.get(customer)) != expected:
                 conflicts.append(customer)
             else:
                 self.data[customer] = blob
@@ -257,7 +265,7 @@ class RedisWindowStore:
 
     def _stale_argv(self, group: list[str], writes: dict[str, Write], shard: int) -> list[bytes | int | str]:
         recorded = "".join(f"{t}|{p}\n" for s, (t, p) in self._recorded if s == shard)
-        return [SEQ_OFFSET + 1, keys.applied(shard), recorded, *(writes[c][0] for c in group)]
+        return [SEQ_OFFSET + 1, keys.applied(shard), recorded, b"".join(_counted(writes[c][0]) for c in group)]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None) -> list[str]:
@@ -334,13 +342,10 @@ class RedisWindowStore:
         lines = "".join(f"{i}\t{name}\t{delta}\n" for i, c in enumerate(group)
                         for name, delta in report.get(c, {}).items())
         marks = "".join(f"{t}|{p}\t{o}\t{int((shard, (t, p)) in self._recorded)}\n" for (t, p), o in applied.items())
-        argv: list[bytes | int | str] = [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard),
-                                         marks]
-        for c in group:
-            expected, blob = writes[c]
-            argv += [expected, blob]
-        return argv + [book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard),
-                       self.book_ttl_ms]
+        states = b"".join(_counted(expected) + len(blob).to_bytes(4, "big") + blob
+                          for expected, blob in map(writes.get, group))
+        return [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard), marks, states,
+                book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard), self.book_ttl_ms]
 
     def _report_shard(self, node: Any) -> int:
         """A report shard whose hashes' slot `node` serves, so its script may write them."""

@@ -67,6 +67,28 @@ def test_a_stale_writer_is_refused(make_store: Callable[[], WindowStore]) -> Non
     asyncio.run(go())
 
 
+def test_a_value_cut_short_is_compared_as_read_and_replaced(make_store: Callable[[], WindowStore]) -> None:
+    """Values a worker cannot read (it sets them aside and starts the customer afresh): the write
+    goes to them, compared with the counter's bytes as far as the value reaches, or as none."""
+    async def go() -> None:
+        store = make_store()
+        cut = {"a1234": b"\x04", "b1234": b"\x04\x00\x07\x00\x00", "c1234": state("c1234", 3, 2)[:12]}
+        for customer, raw in cut.items():
+            if isinstance(store, RedisWindowStore):
+                await store.client.set(keys.customer_state(customer), raw)
+            else:
+                store.data[customer] = raw
+        w = Windows.load(list(cut), await store.load(list(cut)))
+        assert [row for row, _ in w.quarantined] == [0, 1, 2]
+        writes = dict(zip(cut, w.dump([0, 1, 2])))
+        assert await store.stale(writes) == [] and await store.save(writes) == []
+        # The count goes on from the bytes there were: none, 7 in the three bytes there, 3.
+        assert [raw[2:10] for raw in await store.load(list(cut))] == [seq(1), seq(8), seq(4)]
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_a_check_before_sending_finds_who_another_writer_moved_on(make_store: Callable[[], WindowStore]) -> None:
     async def go() -> None:
         store = make_store()
