@@ -169,7 +169,8 @@ class Windows:
         (a layout this worker does not know, cut short, a tail that does not decode) is
         quarantined: its customer starts afresh, and `quarantined` says who and why, so that the
         caller can set the bytes aside. Either way the write goes to the key read, as a
-        compare-and-set against the write counter's bytes as they were (`expected`)."""
+        compare-and-set against the write counter's bytes as they were (`expected`). One in a
+        layout newer than this worker's raises `NewerState`: it must not be overwritten."""
         empty = bytes(STATE.itemsize)
         fixed: list[bytes] = []
         text: list[StateTail | None] = []
@@ -351,7 +352,8 @@ def record_and_tail(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
-    """(the record in the current layout, or packed, tail) of a stored state; `_Unreadable` if it is not one."""
+    """(the record in the current layout, or packed, tail) of a stored state; `_Unreadable` if it is
+    not one, `NewerState` if a newer release wrote it."""
     length = _record_length(raw)
     try:
         tail = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
