@@ -124,15 +124,20 @@ def _bill_month(e: Billing, default: int) -> int:
     return default if e.period is None else month_of_label(e.period)
 
 
+_KINDS = len(LAST_SEEN_KINDS)
+
+
 @dataclass
 class _Scratch:
     """Per-batch Python copies of the header fields `apply` reads per event (numpy scalars are
-    slow), and the event ids seen, read from the tails group by group as events need them."""
+    slow), and the event ids seen, read from the tails group by group as events need them. The
+    per-topic and per-kind fields are flat lists, row-major (customer i's topic t at
+    i * N_TOPICS + t): one flat `tolist` costs a tenth of a list per customer."""
 
-    part: list[list[int]]
-    offset: list[list[int]]
-    newest: list[list[int]]
-    last_seen: list[list[int]]
+    part: list[int]
+    offset: list[int]
+    newest: list[int]
+    last_seen: list[int]
     tails: list[StateTail | None]
     back: list[int]  # when each customer last came back (windows/lifecycle.py); 0: never
     seen: dict[int, dict[int, set[bytes]]] = field(default_factory=dict)  # row -> id group -> digests
@@ -141,8 +146,8 @@ class _Scratch:
     @classmethod
     def of(cls, w: Windows) -> "_Scratch":
         rec = w.rec
-        return cls(rec["part"].tolist(), rec["offset"].tolist(), rec["newest"].tolist(), rec["last_seen"].tolist(),
-                   w.text, [t.back_ts if t else 0 for t in w.text])
+        return cls(rec["part"].ravel().tolist(), rec["offset"].ravel().tolist(), rec["newest"].ravel().tolist(),
+                   rec["last_seen"].ravel().tolist(), w.text, [t.back_ts if t else 0 for t in w.text])
 
     def remember(self, cust: int, topic: int, day: int, digest: bytes) -> bool:
         """Add an event id to the customer's memory; False if it is there already (a resend)."""
@@ -165,7 +170,9 @@ class _Scratch:
 
     def store(self, w: Windows, grace_days: int) -> None:
         rec = w.rec
-        rec["part"], rec["offset"], rec["newest"], rec["last_seen"] = self.part, self.offset, self.newest, self.last_seen
+        n = len(rec)
+        rec["part"], rec["offset"] = np.reshape(self.part, (n, N_TOPICS)), np.reshape(self.offset, (n, N_TOPICS))
+        rec["newest"], rec["last_seen"] = np.reshape(self.newest, (n, N_TOPICS)), np.reshape(self.last_seen, (n, _KINDS))
         for cust, added in self.added.items():
             tail = w.text[cust] or StateTail()
             seen = dict(tail.seen)
@@ -173,7 +180,7 @@ class _Scratch:
                 seen[key] = seen.get(key, b"") + b"".join(digests)
             # Days the late grace has closed on their topic: their events are refused before this memory is asked.
             # Sorted, so that the bytes do not depend on how the topics interleaved.
-            newest = self.newest[cust]
+            newest = self.newest[cust * N_TOPICS:(cust + 1) * N_TOPICS]
             w.text[cust] = msgspec.structs.replace(tail, seen={
                 key: seen[key] for key in sorted(seen) if key // N_TOPICS >= newest[key % N_TOPICS] - grace_days})
 
@@ -208,10 +215,11 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
     for cust, env in batch:
         try:
             t = env.topic
-            if part[cust][t] == env.partition and env.offset <= offset[cust][t] and newest_day[cust][t]:
+            at = cust * N_TOPICS + t
+            if part[at] == env.partition and env.offset <= offset[at] and newest_day[at]:
                 result.replayed += 1
                 continue
-            part[cust][t], offset[cust][t] = env.partition, env.offset
+            part[at], offset[at] = env.partition, env.offset
             changed.add(cust)
             e = env.event
             if isinstance(e, Erasure):
@@ -220,7 +228,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 continue
             ts = int(e.ts.timestamp())
             day, month = local(ts)
-            newest = newest_day[cust][t]
+            newest = newest_day[at]
             if newest and day < newest - grace_days:
                 why = f"event day is {newest - day} days before the newest seen, grace is {grace_days}"
                 result.refused.append((env, InvalidEvent("late", "ts", why)))
@@ -232,15 +240,14 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 result.duplicates += 1
                 continue
             if day > newest:
-                newest_day[cust][t] = day
+                newest_day[at] = day
             result.applied += 1
             if not isinstance(e, Cdr):
                 _add_other(w, s, rows, result.moves, cust, e, ts, month)
                 continue
-            seen = last_seen[cust]
             kind = kind_index[e.kind]
-            if seen[kind] < ts:
-                seen[kind] = ts
+            if last_seen[cust * _KINDS + kind] < ts:
+                last_seen[cust * _KINDS + kind] = ts
             if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
                 contacts.append((cust, month, crc32(e.peer_id.encode())))
                 if e.peer_network == "off_net":
@@ -277,9 +284,9 @@ def _erase(w: Windows, s: "_Scratch", rows: "_Rows", cust: int, topic: int) -> N
     w.erase(cust)
     s.forget(cust)
     s.back[cust] = 0
-    s.last_seen[cust] = [0] * len(s.last_seen[cust])
+    s.last_seen[cust * _KINDS:(cust + 1) * _KINDS] = [0] * _KINDS
     # The topic's offset counts as known from here on (a replayed tombstone is skipped).
-    s.newest[cust][topic] = max(s.newest[cust][topic], 1)
+    s.newest[cust * N_TOPICS + topic] = max(s.newest[cust * N_TOPICS + topic], 1)
     for gathered in (rows.cdrs, rows.others, rows.contacts, rows.offnet):  # in place: `apply` holds them by name
         gathered[:] = [r for r in gathered if r[0] != cust]
 
@@ -300,7 +307,7 @@ _BILLED = LAST_SEEN_KINDS.index("billing")
 def _add_other(w: Windows, s: _Scratch, rows: _Rows, moves: Moves, cust: int, e: Event, ts: int, month: int) -> None:
     rec = w.rec
     if isinstance(e, Billing):
-        s.last_seen[cust][_BILLED] = max(s.last_seen[cust][_BILLED], ts)
+        s.last_seen[cust * _KINDS + _BILLED] = max(s.last_seen[cust * _KINDS + _BILLED], ts)
         if record_move(w, cust, e, ts, moves):
             s.back[cust] = ts
         counter = _BILLING_COUNTER.get(e.kind)
