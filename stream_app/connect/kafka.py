@@ -19,7 +19,8 @@ from aiokafka.conn import create_conn
 from stream_app.errors import ChurnwatchError
 from stream_app.settings import Settings
 
-__all__ = ["KafkaUnreachable", "check_connection", "client_options", "faust_credentials", "librdkafka_options", "ssl_context"]
+__all__ = ["KafkaUnreachable", "check_connection", "client_options", "faust_credentials", "librdkafka_options",
+           "ssl_context"]
 
 
 class KafkaUnreachable(ChurnwatchError):

@@ -171,8 +171,9 @@ class _Scratch:
     def store(self, w: Windows, grace_days: int) -> None:
         rec = w.rec
         n = len(rec)
-        rec["part"], rec["offset"] = np.reshape(self.part, (n, N_TOPICS)), np.reshape(self.offset, (n, N_TOPICS))
-        rec["newest"], rec["last_seen"] = np.reshape(self.newest, (n, N_TOPICS)), np.reshape(self.last_seen, (n, _KINDS))
+        for name, values, width in (("part", self.part, N_TOPICS), ("offset", self.offset, N_TOPICS),
+                                    ("newest", self.newest, N_TOPICS), ("last_seen", self.last_seen, _KINDS)):
+            rec[name] = np.reshape(values, (n, width))
         for cust, added in self.added.items():
             tail = w.text[cust] or StateTail()
             seen = dict(tail.seen)

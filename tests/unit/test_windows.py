@@ -132,7 +132,8 @@ def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whol
     # stored whole by the previous version.
     raw = np.zeros((n, STATE.itemsize), np.uint8)
     for i in range(n):
-        raw[i, 10:] = np.where(rng.random(STATE.itemsize - 10) < (i + 1) / n, rng.integers(1, 256, STATE.itemsize - 10), 0)
+        there = rng.random(STATE.itemsize - 10) < (i + 1) / n
+        raw[i, 10:] = np.where(there, rng.integers(1, 256, STATE.itemsize - 10), 0)
     raw[:, 0] = 3
     w = Windows.load([f"c{i:04d}" for i in range(n)], [bytes(r) for r in raw])
     w.text[3] = StateTail(plan="gold", seen={12: b"abcdef"})
