@@ -30,6 +30,7 @@ from stream_app.contracts.inputs import Input
 from stream_app.errors import InvalidEvent
 from stream_app.ingest.admission import Erasure, Event
 from stream_app.windows.lifecycle import Moves, before_return, first_profile, forget_before, record_move
+from stream_app.windows.scratch import KINDS, Scratch
 from stream_app.windows.state import (
     CONTACT_BITS,
     COUNTERS,
@@ -124,68 +125,6 @@ def _bill_month(e: Billing, default: int) -> int:
     return default if e.period is None else month_of_label(e.period)
 
 
-_KINDS = len(LAST_SEEN_KINDS)
-
-
-@dataclass
-class _Scratch:
-    """Per-batch Python copies of the header fields `apply` reads per event (numpy scalars are
-    slow), and the event ids seen, read from the tails group by group as events need them. The
-    per-topic and per-kind fields are flat lists, row-major (customer i's topic t at
-    i * N_TOPICS + t): one flat `tolist` costs a tenth of a list per customer."""
-
-    part: list[int]
-    offset: list[int]
-    newest: list[int]
-    last_seen: list[int]
-    tails: list[StateTail | None]
-    back: list[int]  # when each customer last came back (windows/lifecycle.py); 0: never
-    seen: dict[int, dict[int, set[bytes]]] = field(default_factory=dict)  # row -> id group -> digests
-    added: dict[int, dict[int, list[bytes]]] = field(default_factory=dict)  # row -> id group -> new, in order
-
-    @classmethod
-    def of(cls, w: Windows) -> "_Scratch":
-        rec = w.rec
-        return cls(rec["part"].ravel().tolist(), rec["offset"].ravel().tolist(), rec["newest"].ravel().tolist(),
-                   rec["last_seen"].ravel().tolist(), w.text, [t.back_ts if t else 0 for t in w.text])
-
-    def remember(self, cust: int, topic: int, day: int, digest: bytes) -> bool:
-        """Add an event id to the customer's memory; False if it is there already (a resend)."""
-        key = day * N_TOPICS + topic
-        groups = self.seen.setdefault(cust, {})
-        ids = groups.get(key)
-        if ids is None:
-            tail = self.tails[cust]
-            stored = tail.seen.get(key, b"") if tail is not None else b""
-            ids = groups[key] = {stored[k:k + ID_DIGEST] for k in range(0, len(stored), ID_DIGEST)}
-        if digest in ids:
-            return False
-        ids.add(digest)
-        self.added.setdefault(cust, {}).setdefault(key, []).append(digest)
-        return True
-
-    def forget(self, cust: int) -> None:
-        self.seen.pop(cust, None)
-        self.added.pop(cust, None)
-
-    def store(self, w: Windows, grace_days: int) -> None:
-        rec = w.rec
-        n = len(rec)
-        for name, values, width in (("part", self.part, N_TOPICS), ("offset", self.offset, N_TOPICS),
-                                    ("newest", self.newest, N_TOPICS), ("last_seen", self.last_seen, _KINDS)):
-            rec[name] = np.reshape(values, (n, width))
-        for cust, added in self.added.items():
-            tail = w.text[cust] or StateTail()
-            seen = dict(tail.seen)
-            for key, digests in added.items():
-                seen[key] = seen.get(key, b"") + b"".join(digests)
-            # Days the late grace has closed on their topic: their events are refused before this memory is asked.
-            # Sorted, so that the bytes do not depend on how the topics interleaved.
-            newest = self.newest[cust * N_TOPICS:(cust + 1) * N_TOPICS]
-            w.text[cust] = msgspec.structs.replace(tail, seen={
-                key: seen[key] for key in sorted(seen) if key // N_TOPICS >= newest[key % N_TOPICS] - grace_days})
-
-
 @dataclass
 class _Rows:
     """What a batch adds, gathered event by event and added in numpy at the end."""
@@ -205,7 +144,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
     newest day for that customer minus `grace_days` (late), usage and bills from before the customer
     came back (windows/lifecycle.py), and any event whose applying raised; the rest of the batch goes on."""
     result = ApplyResult()
-    s = _Scratch.of(w)
+    s = Scratch.of(w)
     local = local_clock(zone)
     rows = _Rows()
     # The loop runs once per event: locals instead of attribute lookups, and the CDR's rows
@@ -247,8 +186,8 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 _add_other(w, s, rows, result.moves, cust, e, ts, month)
                 continue
             kind = kind_index[e.kind]
-            if last_seen[cust * _KINDS + kind] < ts:
-                last_seen[cust * _KINDS + kind] = ts
+            if last_seen[cust * KINDS + kind] < ts:
+                last_seen[cust * KINDS + kind] = ts
             if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
                 contacts.append((cust, month, crc32(e.peer_id.encode())))
                 if e.peer_network == "off_net":
@@ -281,11 +220,11 @@ def erase_first(w: Windows, erasures: Sequence[tuple[int, Envelope]]) -> list[st
     return out
 
 
-def _erase(w: Windows, s: "_Scratch", rows: "_Rows", cust: int, topic: int) -> None:
+def _erase(w: Windows, s: "Scratch", rows: "_Rows", cust: int, topic: int) -> None:
     w.erase(cust)
     s.forget(cust)
     s.back[cust] = 0
-    s.last_seen[cust * _KINDS:(cust + 1) * _KINDS] = [0] * _KINDS
+    s.last_seen[cust * KINDS:(cust + 1) * KINDS] = [0] * KINDS
     # The topic's offset counts as known from here on (a replayed tombstone is skipped).
     s.newest[cust * N_TOPICS + topic] = max(s.newest[cust * N_TOPICS + topic], 1)
     for gathered in (rows.cdrs, rows.others, rows.contacts, rows.offnet):  # in place: `apply` holds them by name
@@ -305,10 +244,10 @@ TOP_LEVEL = len(LEVELS) - 1
 _BILLED = LAST_SEEN_KINDS.index("billing")
 
 
-def _add_other(w: Windows, s: _Scratch, rows: _Rows, moves: Moves, cust: int, e: Event, ts: int, month: int) -> None:
+def _add_other(w: Windows, s: Scratch, rows: _Rows, moves: Moves, cust: int, e: Event, ts: int, month: int) -> None:
     rec = w.rec
     if isinstance(e, Billing):
-        s.last_seen[cust * _KINDS + _BILLED] = max(s.last_seen[cust * _KINDS + _BILLED], ts)
+        s.last_seen[cust * KINDS + _BILLED] = max(s.last_seen[cust * KINDS + _BILLED], ts)
         if record_move(w, cust, e, ts, moves):
             s.back[cust] = ts
         counter = _BILLING_COUNTER.get(e.kind)

@@ -134,8 +134,6 @@ def rule_key(rule_id: str) -> int:
     return zlib.crc32(rule_id.encode())
 
 
-
-
 def contacts_estimate(bitmaps: np.ndarray) -> np.ndarray:
     """Distinct contacts from linear-counting bitmaps (..., CONTACT_BITS // 8) uint8."""
     ones = np.unpackbits(bitmaps, axis=-1).sum(axis=-1)
