@@ -33,6 +33,7 @@ class Scratch:
 
     @classmethod
     def of(cls, w: Windows) -> "Scratch":
+        """The copies of a batch's states, before its events are applied."""
         rec = w.rec
         return cls(rec["part"].ravel().tolist(), rec["offset"].ravel().tolist(), rec["newest"].ravel().tolist(),
                    rec["last_seen"].ravel().tolist(), w.text, [t.back_ts if t else 0 for t in w.text])
@@ -53,10 +54,12 @@ class Scratch:
         return True
 
     def forget(self, cust: int) -> None:
+        """Drop what the batch remembered of a customer (erased)."""
         self.seen.pop(cust, None)
         self.added.pop(cust, None)
 
     def store(self, w: Windows, grace_days: int) -> None:
+        """Write the copies back into the states, and each customer's new event ids into their tail."""
         rec = w.rec
         n = len(rec)
         for name, values, width in (("part", self.part, N_TOPICS), ("offset", self.offset, N_TOPICS),
