@@ -166,6 +166,11 @@ async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimR
         await producer.stop()
 
 
+def _decoders(topics: Topics) -> dict[str, Callable[[bytes], object]]:
+    """Each input topic's decoder, as the worker's edge uses them: what a bare consumer does per record."""
+    return {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
+
+
 def _ceiling_librdkafka(settings: Settings, bootstrap: str, topics: Topics, expected: int) -> float:
     """The same bare consumer on librdkafka (confluent-kafka), the other client a worker could use.
     librdkafka fetches on its own threads; a partition whose local queue is full waits
@@ -174,7 +179,7 @@ def _ceiling_librdkafka(settings: Settings, bootstrap: str, topics: Topics, expe
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
     from confluent_kafka import TopicPartition as Partition
 
-    decoders = {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
+    decoders = _decoders(topics)
     consumer = Consumer(librdkafka_options(settings, bootstrap) | {
         "group.id": f"bench-ceiling-{os.getpid()}", "enable.auto.commit": False, "fetch.wait.max.ms": 100,
         "max.partition.fetch.bytes": 4 << 20, "fetch.queue.backoff.ms": 10, "queued.max.messages.kbytes": 65536})
@@ -198,7 +203,7 @@ def _ceiling_librdkafka(settings: Settings, bootstrap: str, topics: Topics, expe
 
 async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> float:
     """Events/s of a consumer that does nothing but fetch, decode and validate."""
-    decoders = {topics.cdr: decode_cdr, topics.billing: decode_billing, topics.customers: decode_profile}
+    decoders = _decoders(topics)
     consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20, max_poll_records=5000)
     await consumer.start()

@@ -186,8 +186,9 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 _add_other(w, s, rows, result.moves, cust, e, ts, month)
                 continue
             kind = kind_index[e.kind]
-            if last_seen[cust * KINDS + kind] < ts:
-                last_seen[cust * KINDS + kind] = ts
+            seen_at = cust * KINDS + kind
+            if last_seen[seen_at] < ts:
+                last_seen[seen_at] = ts
             if e.peer_id and kind != 2 and not e.customer_service:  # 2: data
                 contacts.append((cust, month, crc32(e.peer_id.encode())))
                 if e.peer_network == "off_net":

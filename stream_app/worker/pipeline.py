@@ -180,6 +180,8 @@ class BatchProcessor:
     def _refused(self, records: Sequence[RawRecord], refused: list[tuple[Envelope, InvalidEvent]],
                  out: BatchOutput) -> None:
         """Events refused while applied (late, before a return, raised) go to dead letter."""
+        if not refused:  # most batches: no index of the batch's records to build
+            return
         now = self.clock()
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         inputs = self.settings.topics.inputs()
