@@ -21,7 +21,7 @@ import contextlib
 import csv
 import math
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
@@ -31,11 +31,11 @@ import msgspec
 from stream_app.contracts.attributes import AttributeRefused, admit
 from stream_app.contracts.events import CUSTOMER_ID_PATTERN
 from stream_app.offline.mapping import MONEY, LabelRule, Mapping, MappingError, load_mapping, next_month
+from stream_app.offline.monthly_records import month_records
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
-RECORDS_PER_MONTH = 8  # when the data has totals but no counts: this many records a month, spread evenly
-JUDGED_SPAN = 29  # the days of a month that hold its records (see the module's docstring)
+_ID = re.compile(CUSTOMER_ID_PATTERN)
 DEFAULT_TENURE_DAYS = 365  # a customer's age on the network before the first month, where the data has none
 
 
@@ -51,24 +51,27 @@ class MonthlyRow(msgspec.Struct, frozen=True):
 
 def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
     """Every customer of `data` through `mapping`; a column the mapping names but the file lacks
-    is an error naming it and the file."""
+    is an error naming it and the file. The table is read a line at a time: a wide row becomes
+    its customer's counters at once, and a long layout keeps only the columns the mapping names
+    until a customer's months are all in (a 226-column line is about 20 KB in Python)."""
     with data.open(newline="") as f:
         reader = csv.DictReader(f)
-        header = set(reader.fieldnames or [])
-        records = list(reader)
-    _check_columns(data, mapping, header)
-    ids = [mapping.id_prefix + (r[mapping.id_column] if mapping.id_column else f"row{k:07d}")
-           for k, r in enumerate(records, 1)]
-    _check_ids(data, mapping, ids)
-    if mapping.layout == "wide":
-        return [_wide_row(mapping, cid, r) for cid, r in zip(ids, records)]
-    by_customer: dict[str, dict[str, dict[str, str]]] = {}
-    for cid, r in zip(ids, records):
-        by_customer.setdefault(cid, {})[r[mapping.month_column or ""]] = r
-    return [_long_row(mapping, cid, rows) for cid, rows in by_customer.items()]
+        wanted = _check_columns(data, mapping, set(reader.fieldnames or []))
+        ids = _Ids(data, mapping)
+        if mapping.layout == "wide":
+            rows = [_wide_row(mapping, ids.next(r), r) for r in reader]
+        else:
+            by_customer: dict[str, dict[str, dict[str, str]]] = {}
+            for r in reader:
+                kept = {c: r[c] for c in wanted}
+                by_customer.setdefault(ids.next(r), {})[r[mapping.month_column or ""]] = kept
+            rows = [_long_row(mapping, cid, months) for cid, months in by_customer.items()]
+    ids.check()
+    return rows
 
 
-def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> None:
+def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> set[str]:
+    """The columns the mapping reads, all of which `data` must have."""
     wanted = {c for c in (mapping.id_column, mapping.month_column) if c is not None}
     months = list(mapping.months) if mapping.layout == "wide" else [""]
     for sources in mapping.counters.values():
@@ -83,17 +86,33 @@ def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> None:
     missing = sorted(wanted - header)
     if missing:
         raise MappingError(f"{data}: no column(s) {', '.join(repr(m) for m in missing)} named by the mapping")
+    return wanted
 
 
-def _check_ids(data: Path, mapping: Mapping, ids: list[str]) -> None:
-    """Every id must be one the worker accepts: otherwise each of its records would go to dead
-    letter and the replay would judge customers it never saw."""
-    bad = [i for i in ids if not re.match(CUSTOMER_ID_PATTERN, i)]
-    if bad:
-        shown = ", ".join(repr(i) for i in bad[:3])
-        raise MappingError(f"{data}: {len(bad):,} of {len(ids):,} customer ids (column {mapping.id_column!r}) are not "
-                           f"5 to 64 letters, digits, _ or -, e.g. {shown}; an `id_prefix` in the mapping "
-                           f"lengthens short ones")
+class _Ids:
+    """Each line's customer id, checked as it is read. Every id must be one the worker accepts:
+    otherwise each of its records would go to dead letter and the replay would judge customers
+    it never saw."""
+
+    def __init__(self, data: Path, mapping: Mapping) -> None:
+        self.data, self.mapping = data, mapping
+        self.lines = 0
+        self.bad: list[str] = []
+
+    def next(self, record: dict[str, str]) -> str:
+        self.lines += 1
+        m = self.mapping
+        cid = m.id_prefix + (record[m.id_column] if m.id_column else f"row{self.lines:07d}")
+        if not _ID.match(cid):
+            self.bad.append(cid)
+        return cid
+
+    def check(self) -> None:
+        if self.bad:
+            shown = ", ".join(repr(i) for i in self.bad[:3])
+            raise MappingError(f"{self.data}: {len(self.bad):,} of {self.lines:,} customer ids (column "
+                               f"{self.mapping.id_column!r}) are not 5 to 64 letters, digits, _ or -, e.g. {shown}; "
+                               f"an `id_prefix` in the mapping lengthens short ones")
 
 
 def _tenure_days(mapping: Mapping, record: dict[str, str]) -> int:
@@ -174,14 +193,9 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exi
             "plan": "replayed", "region": "unknown", "attributes": r.attributes})
     for month in months:
         start = datetime.strptime(month, "%Y-%m").date()
-        days = (next_month(start) - start).days
-        per_day: list[list[tuple[str, bytes, bytes]]] = [[] for _ in range(days)]
-        for r in rows:
-            if month in r.months:
-                for day, record in _customer_month(r.customer_id, month, r.months[month], start, days, zone):
-                    per_day[day].append(record)
-        for day in per_day:
-            yield from day
+        held = [r for r in rows if month in r.months]
+        yield from month_records([r.customer_id for r in held], [r.months[month] for r in held], month, start,
+                                 (next_month(start) - start).days, zone)
         if month_done is not None:
             month_done(month)
     end = next_month(datetime.strptime(months[-1], "%Y-%m").date())
@@ -191,72 +205,3 @@ def monthly_events(rows: list[MonthlyRow], label: LabelRule, zone: ZoneInfo, exi
                 "event_id": f"mr-x-{r.customer_id}", "customer_id": r.customer_id, "kind": label.exit_kind,
                 "reason_code": label.exit_reason_code, "voluntary": label.exit_reason_code < 300,
                 "ts": datetime.combine(end + timedelta(days=14), time(12), zone).isoformat()})
-
-
-def _customer_month(customer: str, month: str, c: dict[str, float], start: date, days: int,
-                    zone: ZoneInfo) -> Iterator[tuple[int, tuple[str, bytes, bytes]]]:
-    """(day index, record) of one customer-month: totals split into records spread over the month."""
-    seq = 0
-    span = min(days, JUDGED_SPAN)
-
-    def at(k: int, n: int) -> int:
-        """The day of record k of n of a counter: the middle of its share of the judged span."""
-        return days - span + (2 * k + 1) * span // (2 * n)
-
-    def record(day: int, topic: str, body: dict) -> tuple[int, tuple[str, bytes, bytes]]:
-        nonlocal seq
-        seq += 1
-        ts = datetime.combine(start + timedelta(days=day), time(8 + seq % 12, seq % 60), zone)
-        return day, (topic, customer.encode(), msgspec.json.encode({
-            "event_id": f"mr-{customer}-{month}-{seq}", "customer_id": customer, "ts": ts.isoformat(), **body}))
-
-    contacts = max(1, int(c.get("contacts", 0)))
-    out_seconds = round(c.get("out_min", 0) * 60)
-    offnet_seconds = min(out_seconds, round(c.get("offnet_min", 0) * 60))
-    dropped = round(c.get("dropped_calls", 0))
-    chunks = _split(out_seconds, _records(c, "out_calls"))
-    for k, secs in enumerate(chunks):
-        off = k < _calls_for(offnet_seconds, out_seconds, len(chunks))
-        yield record(at(k, len(chunks)), "cdr", {
-            "kind": "voice", "direction": "MO", "duration_s": secs, "peer_id": f"p{k % contacts}",
-            "peer_network": "off_net" if off else "on_net", "termination": "dropped" if k < dropped else "normal"})
-    in_seconds = round(c.get("in_min", 0) * 60)
-    chunks = _split(in_seconds, _records(c, "in_calls"))
-    for k, secs in enumerate(chunks):
-        yield record(at(k, len(chunks)), "cdr", {"kind": "voice", "direction": "MT", "duration_s": secs})
-    sms = round(c.get("sms_out", 0))
-    for k in range(sms):
-        yield record(at(k, sms), "cdr", {"kind": "sms", "direction": "MO"})
-    cs = round(c.get("cs_calls", 0))
-    for k in range(cs):
-        yield record(at(k, cs), "cdr", {"kind": "voice", "direction": "MO", "duration_s": 0, "customer_service": True})
-    data_bytes = round(c.get("data_mb", 0) * 1024 * 1024)
-    sessions = RECORDS_PER_MONTH
-    chunks = _split(data_bytes, sessions, most=1 << 40)
-    for k, size in enumerate(chunks):
-        yield record(at(k, len(chunks)), "cdr", {"kind": "data", "data_bytes": size})
-    if c.get("topup"):
-        yield record(at(0, 1), "billing", {"kind": "recharge", "amount": round(c["topup"], 2)})
-    if c.get("spend"):  # the month's bill arrives at the end of it, so it counts in that month
-        yield record(days - 1, "billing", {"kind": "bill", "amount": round(c["spend"], 2), "period": month})
-
-
-def _records(c: dict[str, float], count: str) -> int:
-    """How many records carry a month's minutes: the table's count, rounded (a monthly average
-    can be under one) and at least one; `RECORDS_PER_MONTH` where the table has no count."""
-    return max(1, round(c[count])) if c.get(count) else RECORDS_PER_MONTH
-
-
-def _calls_for(part: int, whole: int, calls: int) -> int:
-    """How many of `calls` carry `part` of `whole` seconds (off-net calls)."""
-    return round(calls * part / whole) if whole else 0
-
-
-def _split(total: int, parts: int, most: int = 86_400) -> list[int]:
-    """`total` in `parts` near-equal integers that sum to it exactly, more parts if one would
-    exceed `most` (a call lasts at most a day)."""
-    if parts <= 0 or total <= 0:
-        return []
-    parts = max(parts, math.ceil(total / most))
-    base, extra = divmod(total, parts)
-    return [base + (1 if k < extra else 0) for k in range(parts)]
