@@ -19,7 +19,7 @@ from stream_app.contracts import segments
 from stream_app.contracts.attributes import matrix
 from stream_app.contracts.calendar import local_days, month_index, months_of_days
 from stream_app.settings import Attribute
-from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
+from stream_app.windows.state import DAILY, N_DAYS, N_MONTHS, SCALE, C, D, Windows
 
 __all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore", "ratio_change",
            "shortfall_z"]
@@ -30,6 +30,8 @@ class Feature:
     unit: str
     description: str
 
+
+_DAILY_SCALE = np.array([SCALE.get(c, 1.0) for c in DAILY])  # stored units per unit
 
 #: Periods (first and last day aged + 1) in which calls are compared with the customer's usual:
 #: five weeks from the daily buckets, then two four-week spans from the months. A decline
@@ -146,9 +148,10 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return out
 
 
-def _days(w: Windows, now_day: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
-    """Sum of a daily counter over days aged [start, stop) before `now_day`, in its unit."""
-    return _by_age(w, now_day, (counter,))[:, start:stop].sum(axis=1)
+def _days(by_age: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
+    """Sum of a daily counter over days aged [start, stop) before each customer's day, in its
+    unit, from `_by_age`."""
+    return by_age[D[counter], :, start:stop].sum(axis=1)
 
 
 def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
@@ -164,10 +167,11 @@ def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndar
     return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) / SCALE.get(counter, 1.0)
 
 
-def _aged(w: Windows, now_day: np.ndarray, counters: tuple[str, ...], start: int, stop: int) -> np.ndarray:
+def _aged(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[str, ...], start: int,
+          stop: int) -> np.ndarray:
     """Sum of `counters` over days aged [start, stop) before `now_day`: the daily buckets where
     they reach, then the months spread evenly over their days."""
-    total = sum(_days(w, now_day, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
+    total = sum(_days(by_age, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
         else np.zeros(len(now_day))
     cols = [C[c] for c in counters]
     scale = np.array([SCALE.get(c, 1.0) for c in counters])
@@ -194,13 +198,14 @@ def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
     return _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
 
 
-def _call_shortfalls(w: Windows, now_day: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
+def _call_shortfalls(w: Windows, now_day: np.ndarray, by_age: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
     """`calls_z_d<a>_<b>` and `calls_vs_usual_d<a>_<b>` for every period of `CALL_PERIODS`."""
-    by_age = _by_age(w, now_day, ("out_calls", "in_calls"))
+    made_and_received = by_age[D["out_calls"]] + by_age[D["in_calls"]]
     out = {}
     for a, b in CALL_PERIODS:
         expected = usual * (b - a)
-        calls = by_age[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, ("out_calls", "in_calls"), a, b)
+        calls = made_and_received[:, a:b].sum(axis=1) if b <= N_DAYS \
+            else _aged(w, now_day, by_age, ("out_calls", "in_calls"), a, b)
         change = out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
         out[f"calls_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
@@ -215,13 +220,13 @@ def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | fl
     return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
 
 
-def _by_age(w: Windows, now_day: np.ndarray, counters: tuple[str, ...]) -> np.ndarray:
-    """(customers, N_DAYS): the daily counters' sum on the day aged k in column k, 0 where not held."""
+def _by_age(w: Windows, now_day: np.ndarray) -> np.ndarray:
+    """(DAILY, customers, N_DAYS): each daily counter, in its unit, on the day aged k before
+    `now_day` in column k, 0 where not held. Aligned once for every period summed after it."""
     ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
     rows, buckets = np.nonzero((ages >= 0) & (ages < N_DAYS) & (w.day0[:, None] > 0))
-    out = np.zeros((len(now_day), N_DAYS))
-    scale = np.array([SCALE.get(c, 1.0) for c in counters])
-    out[rows, ages[rows, buckets]] = (w.daily[rows, buckets][:, [D[c] for c in counters]] / scale).sum(axis=1)
+    out = np.zeros((len(DAILY), len(now_day), N_DAYS))
+    out[:, rows, ages[rows, buckets]] = (w.daily[rows, buckets] / _DAILY_SCALE).T
     return out
 
 
@@ -247,11 +252,12 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
     mou = [_month(w, now_month, "out_min", a) for a in range(N_MONTHS)]
     in_m1 = _month(w, now_month, "in_min", 1)
-    mou_14, mou_prev_14 = _days(w, now_day, "out_min", 0, 14), _days(w, now_day, "out_min", 14, 28)
-    calls_30 = _days(w, now_day, "out_calls", 0, 30) + _days(w, now_day, "in_calls", 0, 30)
+    by_age = _by_age(w, now_day)
+    mou_14, mou_prev_14 = _days(by_age, "out_min", 0, 14), _days(by_age, "out_min", 14, 28)
+    calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
     usual = _usual_calls(w, now_month)
-    out_30 = _days(w, now_day, "out_min", 0, 30)
-    out_prev_30 = _aged(w, now_day, ("out_min",), 30, 60)
+    out_30 = _days(by_age, "out_min", 0, 30)
+    out_prev_30 = _aged(w, now_day, by_age, ("out_min",), 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
     exit_day = local_days(rec["exit_ts"], zone)
     exited = (exit_day > 0) & (exit_day <= now_day)
@@ -293,13 +299,13 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
-        "calls_out_30d": _days(w, now_day, "out_calls", 0, 30),
+        "calls_out_30d": _days(by_age, "out_calls", 0, 30),
         "calls_usual": usual,
-        **_call_shortfalls(w, now_day, usual),
-        "cs_calls_30d": _days(w, now_day, "cs_calls", 0, 30),
+        **_call_shortfalls(w, now_day, by_age, usual),
+        "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
-        "dropped_rate_30d": _share(_days(w, now_day, "dropped_calls", 0, 30), calls_30),
-        "offnet_share_30d": _share(_days(w, now_day, "offnet_min", 0, 30), out_30),
+        "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),
+        "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), out_30),
         "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
         "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
         "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),
