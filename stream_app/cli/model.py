@@ -6,7 +6,9 @@ import json
 import logging
 import logging.config
 import math
+import resource
 import signal
+import time
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -263,6 +265,11 @@ def _evaluate_lists(customers: int, days: int, seed: int, monthly_churn: float, 
         click.echo(json.dumps(report))
 
 
+def _peak_kb() -> int:
+    """The process's peak resident memory so far, in KB (Linux counts ru_maxrss in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _evaluate_real(data: Path, mapping: Path | None, doc: Path | None, as_json: bool) -> None:
     from stream_app.cli.replay import load_table, month_progress
     from stream_app.offline.evaluate_monthly import evaluate_monthly, markdown, refresh_doc
@@ -270,9 +277,12 @@ def _evaluate_real(data: Path, mapping: Path | None, doc: Path | None, as_json: 
     if mapping is None:
         raise click.UsageError("--replay needs --mapping")
     settings = read_settings()
+    started, peak = time.perf_counter(), _peak_kb()
     spec, rows = load_table(data, mapping)
     with month_progress(data.name, rows, as_json) as advance:
         result = evaluate_monthly(data.stem, rows, spec, settings, _rules(settings), advance)
+    result.total_seconds = round(time.perf_counter() - started, 1)
+    result.peak_kb_per_customer = round((_peak_kb() - peak) / max(1, result.customers), 1)
     section = markdown(result, f"churnwatch evaluate --replay {data.name} --mapping {mapping.name}")
     click.echo(section, err=as_json)
     if doc is not None:

@@ -76,6 +76,10 @@ class MonthlyEvaluation:
     by_budget: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     refused: int = 0  # records the service sent to dead letter
     champions: list[str] = field(default_factory=list)  # the champion learned in each fold
+    # The whole evaluation (reading, replay, judging): its time and how far it raised the process's
+    # peak memory, per customer (set by the command, which reads the table).
+    total_seconds: float = 0.0
+    peak_kb_per_customer: float = 0.0
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -200,7 +204,9 @@ def markdown(e: MonthlyEvaluation, command: str) -> str:
               "batch_reference": e.auc_batch_reference, "call_list": e.auc_call_list}
     lines = [f"## {e.data}", "", f"{e.customers:,} customers, {e.churners:,} churners "
              f"({e.churners / e.customers:.1%}); {e.events:,} events replayed in {e.seconds} s"
-             + (f", {e.refused:,} of them refused" if e.refused else "") + f". Made by `{command}`.",
+             + (f", {e.refused:,} of them refused" if e.refused else "")
+             + f"; {e.total_seconds} s in all, raising the peak memory by {e.peak_kb_per_customer:.1f} KB a customer. "
+             f"Made by `{command}`.",
              "", "| approach | AUC | " + " | ".join(f"top {s:.0%}: precision / recall / value" for s in BUDGETS) + " |",
              "|---|---|" + "---|" * len(BUDGETS)]
     for key, name in APPROACHES.items():

@@ -60,7 +60,10 @@ def test_evaluate_replay_writes_a_document_only_when_asked(tmp_path: Path) -> No
     with chdir(tmp_path):
         done = run(main, ["evaluate", "--replay", str(table), "--mapping", str(mapping), "--json"])
         assert done.exit_code == 0, done.output
-        assert json.loads(done.output.splitlines()[-1])["customers"] == 300
+        figures = json.loads(done.output.splitlines()[-1])
+        assert figures["customers"] == 300
+        # The whole run's time and the peak memory it added (0 if an earlier test in this process went higher).
+        assert figures["total_seconds"] >= figures["seconds"] > 0 and figures["peak_kb_per_customer"] >= 0
         assert sorted(p.name for p in tmp_path.rglob("*")) == ["sample.csv"]  # not docs/evaluation.md
         done = run(main, ["evaluate", "--replay", str(table), "--mapping", str(mapping), "--doc", "figures.md"])
         assert done.exit_code == 0, done.output
