@@ -59,15 +59,26 @@ def read_rows(data: Path, mapping: Mapping) -> list[MonthlyRow]:
         wanted = _check_columns(data, mapping, set(reader.fieldnames or []))
         ids = _Ids(data, mapping)
         if mapping.layout == "wide":
-            rows = [_wide_row(mapping, ids.next(r), r) for r in reader]
+            rows = [_wide_row(mapping, ids.next(r), r) for r in _whole_lines(data, reader)]
         else:
             by_customer: dict[str, dict[str, dict[str, str]]] = {}
-            for r in reader:
+            for r in _whole_lines(data, reader):
                 kept = {c: r[c] for c in wanted}
                 by_customer.setdefault(ids.next(r), {})[r[mapping.month_column or ""]] = kept
             rows = [_long_row(mapping, cid, months) for cid, months in by_customer.items()]
     ids.check()
     return rows
+
+
+def _whole_lines(data: Path, reader: csv.DictReader) -> Iterator[dict[str, str]]:
+    """The table's lines; one with fewer cells than the header (cut short, or a stray line) stops
+    the read, named, rather than be read with cells missing."""
+    for r in reader:
+        if None in r.values():
+            cells = sum(v is not None for v in r.values())
+            raise MappingError(f"{data}:{reader.line_num}: {cells} cells where the header has "
+                               f"{len(reader.fieldnames or [])}; every line needs them all")
+        yield r
 
 
 def _check_columns(data: Path, mapping: Mapping, header: set[str]) -> set[str]:

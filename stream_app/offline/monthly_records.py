@@ -5,8 +5,8 @@ incoming calls, SMS, customer-service calls, data sessions, a recharge and a bil
 order. The month is replayed day by day, so every customer's records of a day come before any of
 the next. Built and held until the month's last customer was done, the records took about 6.6 KB a
 customer at 100,000 customers. Here the month is planned as four numbers a record (kind, customer,
-index, day: 11 bytes), sorted by day, and each record is encoded only as it is yielded, from the
-customer's totals.
+index, day: 11 bytes held, about 36 at the peak while they are sorted), sorted by day, and each
+record is encoded only as it is yielded, from the customer's totals.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ LONGEST_CALL_S = 86_400  # a call lasts at most a day: a longer total takes more
 LARGEST_SESSION_B = 1 << 40
 KINDS = ("out", "in", "sms", "cs", "data", "recharge", "bill")  # the order a customer-month's records are numbered in
 _CHUNK = 65_536  # records turned into Python values at a time
+_LARGEST_TOTAL = 1e12  # a counter's monthly total at most: data in bytes stays within int64
 
 Record = tuple[str, bytes, bytes]
 
@@ -79,8 +80,11 @@ def _parts(total: np.ndarray, parts: np.ndarray | int, most: int) -> np.ndarray:
 def _counts(counters: list[dict[str, float]]) -> dict:
     """Per customer: the totals the records split and how many records each kind takes."""
 
-    def c(name: str) -> np.ndarray:  # a counter, one value a customer (0 where the table has none)
-        return np.array([x.get(name, 0.0) for x in counters], np.float64)
+    def c(name: str) -> np.ndarray:
+        """A counter, one value a customer: 0 where the table has none or no number, within
+        [0, 10^12] (read_rows gives no other, but rows can be made by hand)."""
+        values = np.array([x.get(name, 0.0) for x in counters], np.float64)
+        return np.clip(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), 0.0, _LARGEST_TOTAL)
 
     out_s = np.round(c("out_min") * 60).astype(np.int64)
     in_s = np.round(c("in_min") * 60).astype(np.int64)
@@ -104,10 +108,11 @@ def _plan(n: dict[str, np.ndarray], days: int) -> dict[str, np.ndarray]:
     parts: list[dict[str, np.ndarray]] = []
     for kind_index, kind in enumerate(KINDS):
         who = np.repeat(np.arange(len(n[kind]), dtype=np.int32), n[kind])
-        k = (np.arange(len(who)) - np.repeat(np.cumsum(n[kind]) - n[kind], n[kind])).astype(np.int32)
+        k = np.arange(len(who)) - np.repeat(np.cumsum(n[kind]) - n[kind], n[kind])
         # Record k of n falls in the middle of its share of the judged span; the bill on the last day.
         day = np.full(len(who), days - 1) if kind == "bill" else days - span + (2 * k + 1) * span // (2 * n[kind][who])
-        parts.append({"kind": np.full(len(who), kind_index, np.int8), "who": who, "k": k, "day": day.astype(np.int16)})
+        parts.append({"kind": np.full(len(who), kind_index, np.int8), "who": who, "k": k.astype(np.int32),
+                      "day": day.astype(np.int16)})
     plan = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     del parts
     order = np.lexsort((plan["k"], plan["kind"], plan["who"], plan["day"]))

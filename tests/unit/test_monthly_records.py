@@ -54,3 +54,10 @@ def test_the_records_carry_each_total_exactly_and_no_call_lasts_over_a_day() -> 
     second = [v for _, k, v in records if k == CUSTOMERS[1]]
     assert [v for v in second if v.get("customer_service")] and len(second) == 8 + 1
     assert sum(v["duration_s"] for v in second if not v.get("customer_service")) == 438
+
+
+def test_counters_made_by_hand_that_are_negative_or_not_numbers_make_no_records() -> None:
+    odd = [{"sms_out": -3.0, "cs_calls": -1.0, "out_min": float("nan"), "in_min": float("inf"), "contacts": 1e19,
+            "spend": 12.0}]
+    records = list(month_records(["cust-00009"], odd, "2014-07", date(2014, 7, 1), 31, ZONE))
+    assert [json.loads(v)["kind"] for _, _, v in records] == ["bill"]

@@ -131,3 +131,9 @@ def test_tenure_comes_from_the_data_as_of_the_end_of_the_last_month(tmp_path: Pa
     assert [p["activation_date"] for p in profiles] == ["2024-12-28", "2026-01-01"]
     default = read_rows(tmp_path / "t.csv", load_mapping(_table(tmp_path, text)))
     assert {r.tenure_days for r in default} == {365}
+
+
+def test_a_line_cut_short_is_named_rather_than_read_with_cells_missing(tmp_path: Path) -> None:
+    text = "msisdn,ym,mou,calls,cs,left\n8613800000001,a,10,2,0,0\n8613800000002,a,10\n"
+    with pytest.raises(MappingError, match=r"t\.csv:3: 3 cells where the header has 6; every line needs them all"):
+        read_rows(tmp_path / "t.csv", load_mapping(_table(tmp_path, text)))
