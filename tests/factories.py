@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from stream_app.features.baselines import BASELINED as BASELINE_FEATURES
+from stream_app.ingest.admission import Event
 from stream_app.testing import Log, billing, cdr, decliner, profile
+from stream_app.windows.apply import Envelope
 
-__all__ = ["Log", "billing", "cdr", "decliner", "profile", "snapshot_features"]
+__all__ = ["Log", "billing", "cdr", "decliner", "envelope", "profile", "snapshot_features"]
+
+
+def envelope(topic: int, partition: int, offset: int, event: Event) -> Envelope:
+    """An event as `apply` gets it, with its time in seconds as the worker's edge reads it."""
+    ts = getattr(event, "ts", None)
+    return Envelope(topic, partition, offset, event, int(ts.timestamp()) if ts is not None else 0)
 
 
 def snapshot_features(n: int, **given: np.ndarray) -> dict[str, np.ndarray]:

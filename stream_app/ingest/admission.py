@@ -17,7 +17,7 @@ keeps them representable even where the wall-clock check is off (replays of reco
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol, Union
 from zoneinfo import ZoneInfo
@@ -68,21 +68,29 @@ class Bounds:
     skew: timedelta
     zone: ZoneInfo
     now: Callable[[], datetime] | None
+    floor_s: float = field(init=False)  # the floor in unix seconds
 
-    def latest(self) -> datetime:
-        """The newest event time admitted at this moment."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "floor_s", self.floor.timestamp())
+
+    def latest(self) -> float:
+        """The newest event time admitted at this moment, in unix seconds."""
         if self.now is None:
-            return CEILING
-        return min(CEILING, self.now() + self.skew)
+            return CEILING.timestamp()
+        return min(CEILING, self.now() + self.skew).timestamp()
 
-    def check(self, event: object, latest: datetime) -> None:
-        """Raise `InvalidEvent` if the event's time, or a bill's period, is out of bounds."""
+    def check(self, event: object, latest: float) -> int:
+        """The event's time in unix seconds; `InvalidEvent` if it, or a bill's period, is out of
+        bounds. Compared as seconds: comparing two aware datetimes of different zones costs more
+        than a conversion (each side's UTC offset is looked up), and apply needs the seconds."""
         ts: datetime = event.ts  # type: ignore[attr-defined]
-        if ts < self.floor:
+        seconds = ts.timestamp()
+        if seconds < self.floor_s:
             raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}; event times start at "
                                                      f"{self.floor.date().isoformat()} (CHURNWATCH_EVENT_TIME_FLOOR)")
-        if ts > latest:
-            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}, ahead of the clock ({latest.isoformat()}, "
+        if seconds > latest:
+            ahead = datetime.fromtimestamp(latest, timezone.utc).isoformat()
+            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}, ahead of the clock ({ahead}, "
                                                      "CHURNWATCH_MAX_CLOCK_SKEW_S)")
         if isinstance(event, Billing) and event.period is not None:
             local = ts.astimezone(self.zone)
@@ -92,6 +100,7 @@ class Bounds:
                 raise InvalidEvent("out_of_range", "period", f"got {event.period!r} on a bill of "
                                                              f"{local.date().isoformat()}; expected the month of the "
                                                              "event or one either side")
+        return int(seconds)
 
 
 class Record(Protocol):
@@ -136,9 +145,10 @@ class Edge:
         customer = rec.key.decode("utf-8", "replace")
         return self.pseudonyms(customer) if rec.topic in self._numbered else customer
 
-    def admit(self, rec: Record, latest: datetime) -> Event:
+    def admit(self, rec: Record, latest: float) -> tuple[Event, int]:
         """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
-        every check; `InvalidEvent` otherwise. `latest`: `bounds.latest()`, once per batch."""
+        every check, and its time in unix seconds (0 for an erasure); `InvalidEvent` otherwise.
+        `latest`: `bounds.latest()`, once per batch."""
         size = len(rec.value or b"") + len(rec.key or b"")
         if size > self.settings.max_record_bytes:
             raise InvalidEvent("too_large", None, f"{size} bytes; at most {self.settings.max_record_bytes} "
@@ -151,16 +161,16 @@ class Edge:
                 raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
             if not _CUSTOMER_ID.match(customer):
                 raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
-            return Erasure(self.customer_of(rec))  # type: ignore[arg-type]
+            return Erasure(self.customer_of(rec)), 0  # type: ignore[arg-type]
         event = self._decoders[rec.topic](rec.value)
         if customer != event.customer_id:
             raise InvalidEvent("key_mismatch", "customer_id",
                                f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
-        self.bounds.check(event, latest)
+        seconds = self.bounds.check(event, latest)
         if isinstance(event, Profile) and event.attributes:
             event = msgspec.structs.replace(event, attributes=self._attributes(event))
         if self.pseudonyms.enabled and rec.topic in self._numbered:
             event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
             if isinstance(event, Profile) and event.previous_customer_id:
                 event = msgspec.structs.replace(event, previous_customer_id=self.pseudonyms(event.previous_customer_id))
-        return event
+        return event, seconds

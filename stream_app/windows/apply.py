@@ -61,6 +61,7 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     partition: int
     offset: int
     event: Event
+    ts: int  # the event's time in unix seconds, as admitted (0: an erasure)
 
 
 @dataclass
@@ -166,7 +167,7 @@ def apply(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, gra
                 _erase(w, s, rows, cust, t)
                 result.moves.drop(cust)
                 continue
-            ts = int(e.ts.timestamp())
+            ts = env.ts
             day, month = local(ts)
             newest = newest_day[at]
             if newest and day < newest - grace_days:

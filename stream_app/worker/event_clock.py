@@ -3,7 +3,6 @@ and up to which day a partition's exits are known."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -34,14 +33,11 @@ class EventClock:
         partition = np.zeros(len(w.customers), np.int64)
         partition[[row[c] for c, _ in decoded]] = [env.partition for _, env in decoded]  # the last one wins
         seen = self.topic_seen
-        newest: dict[tuple[int, int], datetime] = {}
         for _, env in decoded:
             if env.topic in CLOCKED:
                 key = (env.topic, env.partition)
-                if key not in newest or newest[key] < env.event.ts:
-                    newest[key] = env.event.ts
-        for key, ts in newest.items():
-            seen[key] = max(seen.get(key, 0), int(ts.timestamp()))
+                if seen.get(key, 0) < env.ts:
+                    seen[key] = env.ts
         for p in np.unique(partition):
             self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
         clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)

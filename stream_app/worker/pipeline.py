@@ -130,7 +130,7 @@ class BatchProcessor:
         latest = self.edge.bounds.latest()
         for rec in records:
             try:
-                event = self.edge.admit(rec, latest)
+                event, seconds = self.edge.admit(rec, latest)
             except InvalidEvent as err:
                 out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
@@ -138,7 +138,7 @@ class BatchProcessor:
                 log.warning("a record raised %s while it was read", type(exc).__name__, exc_info=True)
                 out.deadletters.append(self._dead_letter(rec, _unexpected(exc), now))
                 continue
-            envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event)
+            envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event, seconds)
             decoded.append((event.customer_id, envelope))
         return decoded
 

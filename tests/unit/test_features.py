@@ -6,9 +6,9 @@ import numpy as np
 
 from stream_app.contracts.events import decode_cdr
 from stream_app.features.derive import CALL_PERIODS, derive
-from stream_app.windows.apply import Envelope, apply
+from stream_app.windows.apply import apply
 from stream_app.windows.state import Windows
-from tests.factories import cdr
+from tests.factories import cdr, envelope
 
 SH = ZoneInfo("Asia/Shanghai")
 FIRST, LAST = date(2026, 1, 1), date(2026, 7, 31)  # judged on the last day, 31 July
@@ -36,7 +36,7 @@ def windows(calls: Callable[[str, date], int]) -> Windows:
         for row, c in enumerate(customers):
             for k in range(calls(c, day)):
                 raw = cdr(c, f"{day.isoformat()}T{9 + k:02d}:00:00+08:00", duration_s=60)
-                batch.append((row, Envelope(0, 0, offset, decode_cdr(raw))))
+                batch.append((row, envelope(0, 0, offset, decode_cdr(raw))))
                 offset += 1
         apply(w, batch, SH, 3)
         day += timedelta(days=1)
@@ -73,7 +73,7 @@ def test_activity_and_exits_are_counted_in_the_operators_days() -> None:
     w = Windows.load([STEADY], [None])
     call = decode_cdr(cdr(STEADY, "2026-07-31T02:00:00+08:00"))
     leave = decode_billing(billing(STEADY, "2026-07-31T03:00:00+08:00", kind="port_out", reason_code=102))
-    applied = apply(w, [(0, Envelope(0, 0, 0, call)), (0, Envelope(1, 0, 0, leave))], SH, 3)
+    applied = apply(w, [(0, envelope(0, 0, 0, call)), (0, envelope(1, 0, 0, leave))], SH, 3)
     f = derive(w, np.array([LAST.toordinal()]), SH)
     assert f["days_since_active"][0] == 0 and f["exited"][0] == 1
     [event], _ = churn_events(w, f, [0], applied.moves, np.array([LAST.toordinal()]), SH)

@@ -20,7 +20,7 @@ from stream_app.windows.state import (
     contacts_estimate,
     record_and_tail,
 )
-from tests.factories import billing, cdr, profile
+from tests.factories import billing, cdr, envelope, profile
 
 SH = ZoneInfo("Asia/Shanghai")
 NY = ZoneInfo("America/New_York")
@@ -29,7 +29,7 @@ CUST = "8613800000001"
 
 def env(raw: bytes, offset: int, topic: int = 0, partition: int = 0) -> Envelope:
     event = decode_cdr(raw) if topic == 0 else decode_billing(raw)
-    return Envelope(topic, partition, offset, event)
+    return envelope(topic, partition, offset, event)
 
 
 def fresh() -> Windows:
@@ -312,7 +312,7 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
     w = fresh()
     w.text[0] = StateTail("old-plan", "north", "consumer", streaks={7: (2, 5)}, cohorts=(24319,), cohort_lost=())
     event = decode_profile(profile(CUST, plan="new-plan", region="south"))
-    apply(w, [(0, Envelope(2, 0, 0, event))], SH, 3)
+    apply(w, [(0, envelope(2, 0, 0, event))], SH, 3)
     tail = msgspec.structs.replace(w.text[0], seen={})  # the profile's id is remembered too
     # Its first profile read also says when the customer joined (reports/facts.py counts them then).
     assert tail == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,),
@@ -322,7 +322,7 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
 def outcome(result: str, ts: str) -> Envelope:
     raw = msgspec.json.encode({"event_id": f"o-{result}-{ts}", "customer_id": CUST, "ts": ts, "alert_id": "a1",
                                "result": result, "offer": "PLAN20", "agent_id": "agent-7"})
-    return Envelope(3, 0, 0, decode_outcome(raw))
+    return envelope(3, 0, 0, decode_outcome(raw))
 
 
 def test_the_latest_outcome_is_kept_and_an_accepted_offer_closes_the_case_for_the_cooldown() -> None:
@@ -331,11 +331,11 @@ def test_the_latest_outcome_is_kept_and_an_accepted_offer_closes_the_case_for_th
     apply(w, [(0, outcome("not_reached", "2026-06-03T10:00:00+08:00"))], SH, 3)
     assert (w.text[0].outcome, w.rec["alerted_level"][0]) == ("not_reached", 2)
     accepted = outcome("accepted", "2026-06-04T10:00:00+08:00")
-    apply(w, [(0, Envelope(3, 0, 1, accepted.event))], SH, 3)
+    apply(w, [(0, envelope(3, 0, 1, accepted.event))], SH, 3)
     assert w.text[0].outcome == "accepted" and w.text[0].outcome_ts == int(accepted.event.ts.timestamp())
     assert (w.rec["alerted_level"][0], w.rec["alerted_day"][0]) == (3, 740_000)  # high now cools too
     older = outcome("declined", "2026-06-02T10:00:00+08:00")  # recorded before, read after
-    apply(w, [(0, Envelope(3, 0, 2, older.event))], SH, 3)
+    apply(w, [(0, envelope(3, 0, 2, older.event))], SH, 3)
     assert w.text[0].outcome == "accepted"
     [(_, raw)] = w.dump([0])
     assert Windows.load([CUST], [raw]).text[0].outcome == "accepted"
