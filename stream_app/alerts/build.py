@@ -23,7 +23,7 @@ from stream_app.settings import Attribute, Settings
 from stream_app.windows.state import LAST_SEEN_KINDS, VIP_TIERS, StateTail, Windows
 
 __all__ = ["LEVEL_RISK", "QUEUED_LEVELS", "FALLBACK_ACTION", "AlertPolicy", "ModelView", "alert_id", "build_alerts",
-           "in_holdout", "monthly_value"]
+           "in_holdout", "monthly_value", "alert_risks", "levels_with_score", "queue_order"]
 
 _BILLED = LAST_SEEN_KINDS.index("billing")  # the last-seen kinds before it are usage
 
@@ -80,6 +80,36 @@ class AlertPolicy:
 
 #: The levels that reach the call queue under the default policy.
 QUEUED_LEVELS: tuple[str, ...] = tuple(LEVELS[AlertPolicy.min_level:])
+
+
+def levels_with_score(rules_level: np.ndarray, score: np.ndarray, medium: float, high: float) -> np.ndarray:
+    """The level the service gives: the rules' or the one the model's score reaches alone (from
+    `medium`, from `high`), whichever is higher; a NaN score (no model) reaches none.
+
+    >>> levels_with_score(np.array([3, 0, 1, 0]), np.array([0.1, 0.7, 0.4, np.nan]), 0.35, 0.6).tolist()
+    [3, 3, 2, 0]
+    """
+    score = np.nan_to_num(score, nan=0.0)
+    return np.maximum(rules_level, np.where(score >= high, 3, np.where(score >= medium, 2, 0)))
+
+
+def queue_order(level: np.ndarray, priority: np.ndarray, min_level: int = AlertPolicy.min_level) -> np.ndarray:
+    """A key that ranks customers as the call queue does: those with an alert that reaches it (`level`
+    from `levels_with_score`) before all others, each group by `priority` (the alert's risk, or its
+    value at risk). The others are never called; they rank after, as a budget larger than the
+    alerts would find them.
+
+    >>> np.argsort(-queue_order(np.array([3, 0, 2]), np.array([0.1, 0.9, 0.5]))).tolist()
+    [2, 0, 1]
+    """
+    lift = np.abs(priority).max(initial=0.0) + 1.0
+    return np.where(level >= min_level, priority + lift, priority)
+
+
+def alert_risks(level: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The churn probability an alert is raised with (`saving.alert_risk`), for arrays: the model's
+    score, or where there is none its level's."""
+    return np.where(np.isfinite(score), score, np.asarray(LEVEL_RISK)[level])
 
 
 def monthly_value(values: dict[str, float]) -> float:

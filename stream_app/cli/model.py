@@ -219,7 +219,8 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     silent = {t.customer_id for t in sim.truth if t.pattern == "silent_churner"}
     ev = evaluate_replay(result.snapshots, result.alerts, truth, settings.horizon_days, settings.call_budget_share,
                          core.version, core.learner.labels, silent=silent,
-                         truth=lambda who, when: truth_features(sim, who, when))
+                         truth=lambda who, when: truth_features(sim, who, when),
+                         score_levels=(settings.model_medium_score, settings.model_high_score))
     report = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(ev).items()}
     report |= {"events": result.events, "events_per_s": round(result.events / result.seconds),
                "champion": core.contest.champion, "promotions": core.contest.promotions,

@@ -5,7 +5,9 @@ the horizon after it. Every approach is judged on the same test period (the late
 the replay, with a full horizon of truth after each day):
 - online: the model's score at the time, learned only from labels that were due by then;
 - rules: the rules' level (ties broken by the summed importance of the fired rules);
-- combined: what the service does, the higher of the model's score and the level's risk;
+- combined: what the service does: the customers with an alert that reaches the call queue (the
+  rules' level or the level the score reaches alone, medium or more) before the others, each
+  ranked by the alert's risk, the model's score (the level's fixed risk only without a score);
 - batch reference: gradient-boosted trees (scikit-learn) trained offline on the snapshots
   before the test period whose horizon closed before it, on the same features.
 """
@@ -21,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from stream_app.alerts.build import LEVEL_RISK, QUEUED_LEVELS, AlertPolicy
+from stream_app.alerts.build import QUEUED_LEVELS, AlertPolicy, alert_risks, levels_with_score, queue_order
 from stream_app.contracts.events import Alert, Snapshot
 from stream_app.model.boosted import BOOSTING
 from stream_app.model.validation import auc, lift
@@ -169,20 +171,24 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
                     test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days,
-                    silent: Collection[str] = (), truth: Truth | None = None) -> ReplayEvaluation:
+                    silent: Collection[str] = (), truth: Truth | None = None,
+                    score_levels: tuple[float, float] = (0.35, 0.6)) -> ReplayEvaluation:
     """Score every approach on the snapshots of the test period (see the module's docstring);
     `silent`: churners known to have shown no warning sign; `truth`: per snapshot (customers,
-    days), features of what the traffic allows, by name (`offline/ceiling.py`)."""
+    days), features of what the traffic allows, by name (`offline/ceiling.py`); `score_levels`: the
+    scores from which the model alone raises medium and high (`CHURNWATCH_MODEL_*_SCORE`)."""
     churn_day = {c: d.toordinal() for c, d in churn_dates.items() if d is not None}
     days = np.array([s.day for s in snapshots])
     customers = np.array([s.customer_id for s in snapshots])
     x = np.array([s.x for s in snapshots])
     y = np.array([int(s.customer_id in churn_day and s.day < churn_day[s.customer_id] <= s.day + horizon)
                   for s in snapshots])
-    online = np.array([s.score if s.score is not None else 0.0 for s in snapshots])
+    score = np.array([s.score if s.score is not None else np.nan for s in snapshots])
+    online = np.nan_to_num(score, nan=0.0)
     level = np.array([s.rules_level for s in snapshots])
     rules = level * 1000.0 + np.array([s.rules_score for s in snapshots])
-    combined = np.maximum(online, np.array(LEVEL_RISK)[level])
+    service_level = levels_with_score(level, score, *score_levels)
+    combined = queue_order(service_level, alert_risks(service_level, score))
     last = days.max() - horizon  # later snapshots do not have a full horizon of truth yet
     start = int(days.min() + (last - days.min()) * (1 - test_share))
     test = (days >= start) & (days <= last)

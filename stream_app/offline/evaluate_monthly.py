@@ -9,10 +9,12 @@ the service would have then. Side by side, on the same customers and features:
 - champion: what the trainer would publish (`model/champion.py`: the online model and boosted trees
   refitted on recent labels, the better on labels neither learned yet), learned from four fifths of
   the customers and scoring the fifth it never saw, over the reference's folds;
-- combined: what the service does, the higher of the champion's score and the level's risk;
+- combined: what the service does: the customers with an alert that reaches the call queue (the
+  rules' level or the level the champion's score reaches alone, medium or more) before the others,
+  each ranked by the alert's risk, the champion's score (`alerts/build.queue_order`);
 - batch reference: gradient-boosted trees (scikit-learn), 5-fold cross-validated;
-- call list: the daily call list's order, value at risk (`alerts/build.py`: the combined risk x the
-  monthly value the alert would carry x the segment's expected lifetime).
+- call list: the daily call list's order: the same alerts first, by value at risk (`alerts/build.py`:
+  the champion's score x the monthly value the alert would carry x the segment's expected lifetime).
 Value captured is the share of the churners' revenue (spend in the last month) among the
 customers a budget lets the call centre reach.
 
@@ -30,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from stream_app.alerts.build import LEVEL_RISK, AlertPolicy, monthly_value
+from stream_app.alerts.build import AlertPolicy, levels_with_score, monthly_value, queue_order
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.errors import ConfigError
 from stream_app.features.derive import derive
@@ -113,9 +115,10 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
         "online": _online(x, y, settings),
     }
     scores["champion"], champions = _champion_cross_validated(x, y, as_of, settings)
-    scores["combined"] = np.maximum(np.asarray(LEVEL_RISK)[ev.level], scores["champion"])
+    level = levels_with_score(ev.level, scores["champion"], settings.model_medium_score, settings.model_high_score)
+    scores["combined"] = queue_order(level, scores["champion"])
     scores["batch_reference"] = _cross_validated(x, y)
-    scores["call_list"] = _value_at_risk(scores["combined"], features, settings)
+    scores["call_list"] = queue_order(level, _value_at_risk(scores["champion"], features, settings))
     by_budget = {approach: {f"{share:g}": list(_at_budget(y, s, revenue, share)) for share in BUDGETS}
                  for approach, s in scores.items()}
     precision, recall, captured = _at_budget(y, scores["combined"], revenue, HEADLINE_BUDGET)

@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from redis.exceptions import RedisError
 
-from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts
+from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts, levels_with_score
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
 from stream_app.errors import InvalidEvent, NotReady
@@ -237,8 +237,8 @@ class BatchProcessor:
                         mine[name] = mine.get(name, 0) + n
             if scorer is not None and scorer.labels >= s.model_min_labels:
                 score = np.where(monthly_pending(features), 0.0, features["churn_score"])
-                by_score = np.where(score >= s.model_high_score, 3, np.where(score >= s.model_medium_score, 2, 0))
-                ev = dataclasses.replace(ev, level=np.maximum(ev.level, by_score))
+                ev = dataclasses.replace(ev, level=levels_with_score(ev.level, score, s.model_medium_score,
+                                                                     s.model_high_score))
             view = ModelView(scorer, x, features["churn_score"], s.attributes) if scorer is not None else None
             out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone,
                                                            self.policy, now, view)

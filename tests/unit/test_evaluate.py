@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from stream_app.alerts.build import alert_risks, levels_with_score, queue_order
 from stream_app.cli.main import main
 from stream_app.offline.evaluate import _alert_recall, _false_alerts, _weekly_budget
 
@@ -67,6 +68,24 @@ def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
     assert precision == pytest.approx(2 / 3) and recall == 1.0
     # A cooldown longer than the period: "a" once, "b" once, and in week 3 both are still waiting.
     assert _weekly_budget(days, customers, score, y, churn, 1, cooldown=30)[0] == pytest.approx(1 / 2)
+
+
+def test_the_service_calls_its_alerts_in_the_order_of_the_models_score() -> None:
+    # "a": the rules say high, the model 0.1, stays. "b": no rule fires, the model's 0.5 reaches
+    # medium alone, churns. "c": no rule, 0.3, no alert, churns.
+    days, customers = np.full(3, 740_000), np.array(["a", "b", "c"])
+    score, y, churn = np.array([0.1, 0.5, 0.3]), np.array([0, 1, 1]), {"b": 740_010, "c": 740_010}
+    level = levels_with_score(np.array([3, 0, 0]), score, 0.35, 0.6)
+    assert level.tolist() == [3, 2, 0]
+    key = queue_order(level, alert_risks(level, score))
+    # The queue ranks alerts by the score (the rule's high level is no risk of 0.6): "b" first.
+    assert _weekly_budget(days, customers, key, y, churn, 1)[0] == 1.0
+    # "c" has no alert, so it is never called before one, however its score compares.
+    assert np.argsort(-key).tolist() == [1, 0, 2]
+    # Without a model the levels' risks rank the alerts.
+    none = np.full(3, np.nan)
+    level = levels_with_score(np.array([2, 3, 0]), none, 0.35, 0.6)
+    assert np.argsort(-queue_order(level, alert_risks(level, none))).tolist() == [1, 0, 2]
 
 
 def test_false_alerts_count_the_queued_alerts_of_customers_who_stayed_per_1000_customers_a_month() -> None:
