@@ -101,15 +101,20 @@ def queue_order(level: np.ndarray, priority: np.ndarray, min_level: int = AlertP
 
     >>> np.argsort(-queue_order(np.array([3, 0, 2]), np.array([0.1, 0.9, 0.5]))).tolist()
     [2, 0, 1]
+    >>> np.argsort(-queue_order(np.array([2, 0]), np.array([-5.0, 5.0]))).tolist()  # a credit: still an alert
+    [0, 1]
     """
-    lift = np.abs(priority).max(initial=0.0) + 1.0
-    return np.where(level >= min_level, priority + lift, priority)
+    priority = np.asarray(priority, np.float64)
+    known = priority[np.isfinite(priority)]
+    low, high = (known.min(), known.max()) if known.size else (0.0, 0.0)
+    # The lowest alert (a NaN counts as the lowest) lands above the highest of the rest.
+    return np.where(level >= min_level, np.where(np.isnan(priority), low, priority) + (high - low + 1.0), priority)
 
 
 def alert_risks(level: np.ndarray, score: np.ndarray) -> np.ndarray:
     """The churn probability an alert is raised with (`saving.alert_risk`), for arrays: the model's
     score, or where there is none its level's."""
-    return np.where(np.isfinite(score), score, np.asarray(LEVEL_RISK)[level])
+    return np.where(np.isfinite(score), score, np.asarray(LEVEL_RISK)[np.clip(level, 0, len(LEVEL_RISK) - 1)])
 
 
 def monthly_value(values: dict[str, float]) -> float:

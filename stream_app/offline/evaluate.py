@@ -5,9 +5,11 @@ the horizon after it. Every approach is judged on the same test period (the late
 the replay, with a full horizon of truth after each day):
 - online: the model's score at the time, learned only from labels that were due by then;
 - rules: the rules' level (ties broken by the summed importance of the fired rules);
-- combined: what the service does: the customers with an alert that reaches the call queue (the
-  rules' level or the level the score reaches alone, medium or more) before the others, each
-  ranked by the alert's risk, the model's score (the level's fixed risk only without a score);
+- combined: the service's alerts by risk: the customers with an alert that reaches the call queue
+  (the rules' level or the level the score reaches alone, medium or more) before the others, each
+  ranked by the churn probability its alert carries, the model's score (the level's fixed risk only
+  without one). The queue multiplies it by the customer's value; precision at the budget is
+  about risk, so value is left out here;
 - batch reference: gradient-boosted trees (scikit-learn) trained offline on the snapshots
   before the test period whose horizon closed before it, on the same features.
 """

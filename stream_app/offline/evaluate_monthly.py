@@ -9,12 +9,13 @@ the service would have then. Side by side, on the same customers and features:
 - champion: what the trainer would publish (`model/champion.py`: the online model and boosted trees
   refitted on recent labels, the better on labels neither learned yet), learned from four fifths of
   the customers and scoring the fifth it never saw, over the reference's folds;
-- combined: what the service does: the customers with an alert that reaches the call queue (the
-  rules' level or the level the champion's score reaches alone, medium or more) before the others,
-  each ranked by the alert's risk, the champion's score (`alerts/build.queue_order`);
+- combined: the service's alerts by risk: the customers with an alert that reaches the call queue
+  (the rules' level, or the level the champion's score reaches alone once it has learned
+  `CHURNWATCH_MODEL_MIN_LABELS` labels, medium or more) before the others, each ranked by the churn
+  probability its alert carries, the champion's score (`alerts/build.queue_order`);
 - batch reference: gradient-boosted trees (scikit-learn), 5-fold cross-validated;
-- call list: the daily call list's order: the same alerts first, by value at risk (`alerts/build.py`:
-  the champion's score x the monthly value the alert would carry x the segment's expected lifetime).
+- call list: the call queue's own order: the same alerts first, by value at risk (`alerts/build.py`:
+  that probability x the monthly value the alert would carry x the segment's expected lifetime).
 Value captured is the share of the churners' revenue (spend in the last month) among the
 customers a budget lets the call centre reach.
 
@@ -114,8 +115,10 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
         "rules": ev.level + ev.score / (1 + ev.score.max(initial=0)),  # level first, importance breaks ties
         "online": _online(x, y, settings),
     }
-    scores["champion"], champions = _champion_cross_validated(x, y, as_of, settings)
-    level = levels_with_score(ev.level, scores["champion"], settings.model_medium_score, settings.model_high_score)
+    scores["champion"], learned, champions = _champion_cross_validated(x, y, as_of, settings)
+    # As in the worker, a score raises levels only from a model of CHURNWATCH_MODEL_MIN_LABELS labels.
+    level = np.where(learned >= settings.model_min_labels, levels_with_score(
+        ev.level, scores["champion"], settings.model_medium_score, settings.model_high_score), ev.level)
     scores["combined"] = queue_order(level, scores["champion"])
     scores["batch_reference"] = _cross_validated(x, y)
     scores["call_list"] = queue_order(level, _value_at_risk(scores["champion"], features, settings))
@@ -159,18 +162,20 @@ def _folds(y: np.ndarray, folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def _champion_cross_validated(x: np.ndarray, y: np.ndarray, day: int,
-                              settings: Settings) -> tuple[np.ndarray, list[str]]:
-    """Out-of-fold scores of the champion a trainer learns from the other folds, in the data's order."""
-    out = np.zeros(len(y))
+                              settings: Settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Out-of-fold scores of the champion a trainer learns from the other folds, in the data's order,
+    with the labels that champion had learned and which candidate it was in each fold."""
+    out, learned = np.zeros(len(y)), np.zeros(len(y), np.int64)
     champions = []
     for train, test in _folds(y):
+        learned[test] = len(train)
         contest = Contest(settings)
         for i in train:  # in the data's order, as the trainer would meet them
             contest.learn(x[i], int(y[i]), day, str(i))
         signer = Signer.ephemeral()  # a forest's pickle, signed and opened within this process
         out[test] = Scorer(contest.snapshot(1, signer), signer).score(x[test])
         champions.append(contest.champion)
-    return out, champions
+    return out, learned, champions
 
 
 def _cross_validated(x: np.ndarray, y: np.ndarray) -> np.ndarray:

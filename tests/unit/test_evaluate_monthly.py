@@ -93,5 +93,6 @@ def test_the_champion_is_cross_validated_with_a_forest_too() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(0, 1, (300, len(NAMES)))
     y = (x[:, 0] + rng.normal(0, 1, 300) > 1.2).astype(int)
-    scores, champions = _champion_cross_validated(x, y, 740_000, Settings(_env_file=None, model_kind="forest"))
+    scores, learned, champions = _champion_cross_validated(x, y, 740_000, Settings(_env_file=None, model_kind="forest"))
     assert len(champions) == 5 and np.all((0 <= scores) & (scores <= 1))  # each fold's forest opened and scored
+    assert set(learned.tolist()) == {240}  # each customer scored by a champion of the other four fifths
