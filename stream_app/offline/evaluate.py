@@ -29,9 +29,12 @@ from stream_app.alerts.build import QUEUED_LEVELS, AlertPolicy, alert_risks, lev
 from stream_app.contracts.events import Alert, Snapshot
 from stream_app.model.boosted import BOOSTING
 from stream_app.model.validation import auc, lift
+from stream_app.settings import Settings
 
 __all__ = ["ReplayEvaluation", "evaluate_replay", "Truth"]
 
+#: The scores from which the model alone raises medium and high, unless told otherwise.
+SCORE_LEVELS = (Settings.model_fields["model_medium_score"].default, Settings.model_fields["model_high_score"].default)
 #: Per snapshot (customer ids, ordinal days): features of what the traffic allows, by name.
 Truth = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
@@ -174,7 +177,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
                     test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days,
                     silent: Collection[str] = (), truth: Truth | None = None,
-                    score_levels: tuple[float, float] = (0.35, 0.6)) -> ReplayEvaluation:
+                    score_levels: tuple[float, float] = SCORE_LEVELS) -> ReplayEvaluation:
     """Score every approach on the snapshots of the test period (see the module's docstring);
     `silent`: churners known to have shown no warning sign; `truth`: per snapshot (customers,
     days), features of what the traffic allows, by name (`offline/ceiling.py`); `score_levels`: the
