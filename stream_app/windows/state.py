@@ -195,8 +195,9 @@ class Windows:
         expected = [stored_seq(raw) for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
-        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, -1) for f, _ in _D_BLOCKS], axis=2)
-        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, -1) for f, _ in _M_BLOCKS], axis=2)
+        shape = {f: (len(rec), STATE[f].shape[0], int(np.prod(STATE[f].shape[1:]))) for f, _ in _D_BLOCKS + _M_BLOCKS}
+        daily = np.concatenate([rec[f].reshape(shape[f]) for f, _ in _D_BLOCKS], axis=2)  # not -1: 0 rows infer none
+        monthly = np.concatenate([rec[f].reshape(shape[f]) for f, _ in _M_BLOCKS], axis=2)
         return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined)
 
     def subset(self, rows: Sequence[int]) -> "Windows":

@@ -10,6 +10,9 @@ from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.windows.apply import Envelope, apply
 from stream_app.windows.state import (
+    DAILY,
+    N_DAYS,
+    N_MONTHS,
     STATE,
     STATE_VERSION,
     C,
@@ -346,3 +349,12 @@ def test_a_tail_written_before_the_outcome_fields_still_decodes() -> None:
     [(_, raw)] = fresh().dump([0])
     header = record_and_tail(raw)[0]
     assert Windows.load([CUST], [header + old]).text[0] == StateTail("plan", "north", "mass", cohorts=(24319,))
+
+
+def test_a_chunk_of_no_customers_loads_and_derives_to_empty_columns() -> None:
+    from stream_app.features.derive import derive
+
+    w = Windows.load([], [])
+    assert w.daily.shape == (0, N_DAYS, len(DAILY)) and w.monthly.shape[:2] == (0, N_MONTHS)
+    features = derive(w, np.zeros(0, np.int64), SH)
+    assert features and all(column.shape == (0,) for column in features.values())
