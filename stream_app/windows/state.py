@@ -195,9 +195,9 @@ class Windows:
         expected = [stored_seq(raw) for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
-        shape = {f: (len(rec), STATE[f].shape[0], int(np.prod(STATE[f].shape[1:]))) for f, _ in _D_BLOCKS + _M_BLOCKS}
-        daily = np.concatenate([rec[f].reshape(shape[f]) for f, _ in _D_BLOCKS], axis=2)  # not -1: 0 rows infer none
-        monthly = np.concatenate([rec[f].reshape(shape[f]) for f, _ in _M_BLOCKS], axis=2)
+        # Each block's width is its counters' count (-1 cannot be inferred from a chunk of no customers).
+        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, len(c)) for f, c in _D_BLOCKS], axis=2)
+        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, len(c)) for f, c in _M_BLOCKS], axis=2)
         return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined)
 
     def subset(self, rows: Sequence[int]) -> "Windows":
