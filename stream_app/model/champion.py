@@ -18,6 +18,12 @@ two models that rank alike. The comparison is paired: it judged each AUC's own e
 if the two were independent, and on the Iranian set (2,520 labels a fold) trees better by 0.03
 to 0.05 of AUC lost the first round in every fold, and the online model stayed champion.
 
+Before a round has counted, the online model is champion only by coming first: at each refit the
+two are judged instead by cross-validation on the store (`store_folds.py`), where the challenger
+wins on the margin and the precision alone, with no confidence bound and no streak. A store of a
+few hundred labels leaves no round a chance (a fold of the monthly sample holds 800 labels, a round
+1,000), and there trees fitted on them ranked the held-out customers better in each of five folds.
+
 Only the labels of customers the trees did not learn as churners are judged: a churner has a
 positive label for each of the horizon's days before leaving, and trees refitted on the first of
 them recognise the customer in the next (their features barely move from a day to the next),
@@ -41,6 +47,7 @@ from stream_app.model.boosted import Trees, TreeScorer, fit_trees
 from stream_app.model.label_store import LabelStore
 from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, model_features
 from stream_app.model.signing import Signer
+from stream_app.model.store_folds import FOLDS, out_of_fold
 from stream_app.model.validation import auc_gain_low, figures
 from stream_app.settings import Settings
 
@@ -106,6 +113,11 @@ class _Scores:
         return self.y[:n][both], self.p[:n][both], self.who[:n][both]
 
 
+def _enough(y: np.ndarray, who: np.ndarray) -> bool:
+    """Whether labels can judge: enough of them, not all churners, and enough customers among the churners."""
+    return len(y) >= _JUDGED_MIN and not y.all() and len(np.unique(who[y == 1])) >= _JUDGED_MIN_POSITIVES
+
+
 class Contest:
     """The candidates, what they are judged on, and which one is the champion."""
 
@@ -125,13 +137,16 @@ class Contest:
         self.streak = 0  # rounds the challenger has won in a row
         self.promotions = 0
         self.since_round = 0
-        self.figures: dict[str, dict[str, float]] = {}  # per candidate, at the last round
+        self.figures: dict[str, dict[str, float]] = {}  # per candidate, at the last judgement
+        self.rounds_counted = 0  # rounds judged with enough evidence; before the first, the store judges
 
     def reconfigure(self, settings: Settings) -> None:
         """Take the settings in force (after a restart): a store or window of another size keeps its
         newest labels; without the challenger, the online model is the champion again."""
         self.policy = Policy.of(settings)
         p = self.policy
+        # A checkpoint from before the store's judgement: a round had counted if it kept figures.
+        self.__dict__.setdefault("rounds_counted", int(bool(self.figures)))
         if (self.store.capacity, self.store.max_age_days) != (p.store_labels, p.store_days):
             old, self.store = self.store, LabelStore(p.store_labels, len(self.features), p.store_days)
             n = len(old)
@@ -199,31 +214,51 @@ class Contest:
         self._churners = np.unique(who[y == 1])
         self._trees = TreeScorer(self.trees, len(self.features))
         self.refits += 1
-        return [Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels ({int(y.sum()):,} "
-                                 f"churned) in {time.perf_counter() - started:.1f} s")]
+        verdicts = [Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels "
+                                     f"({int(y.sum()):,} churned) in {time.perf_counter() - started:.1f} s")]
+        return verdicts + (self._judge_on_store(x, y, who) if not self.rounds_counted else [])
 
     def _judge(self) -> list[Verdict]:
         y, p, who = self.scores.judged()
-        if len(y) < _JUDGED_MIN or y.all() or len(np.unique(who[y == 1])) < _JUDGED_MIN_POSITIVES:
-            return []  # not enough evidence (churners counted as customers): the round does not count either way
-        share = self.policy.budget_share
-        self.figures = {name: figures(y, p[:, i], share) for i, name in enumerate(CANDIDATES)}
+        if not _enough(y, who):
+            return []  # not enough evidence: the round does not count either way
+        self.rounds_counted += 1
+        self.streak = self.streak + 1 if self._challenger_wins(y, p, who, confident=True) else 0
+        if self.streak < self.policy.rounds:
+            return []
+        return [self._promote(f"on the last {len(y):,} labels, {self.policy.rounds} rounds in a row")]
+
+    def _judge_on_store(self, x: np.ndarray, y: np.ndarray, who: np.ndarray) -> list[Verdict]:
+        """Before the first round, the candidates' out-of-fold scores on the store judge (store_folds.py):
+        the better by the margin is the champion, without the rounds' confidence and streak, since
+        the online model holds the title only by coming first."""
+        p = out_of_fold(self.online, x, y, who) if _enough(y, who) else None
+        if p is None or not self._challenger_wins(y, p, who, confident=False):
+            return []
+        return [self._promote(f"by {FOLDS}-fold cross-validation on the store's {len(y):,} labels, before any round")]
+
+    def _challenger_wins(self, y: np.ndarray, p: np.ndarray, who: np.ndarray, confident: bool) -> bool:
+        """Whether the challenger's scores `p[:, its column]` beat the champion's by the margin, with no
+        lower precision at the call budget, and (`confident`) with 97.5% confidence; keeps the figures."""
+        self.figures = {name: figures(y, p[:, i], self.policy.budget_share) for i, name in enumerate(CANDIDATES)}
         challenger = next(name for name in CANDIDATES if name != self.champion)
         mine, theirs = self.figures[self.champion], self.figures[challenger]
         at = {name: i for i, name in enumerate(CANDIDATES)}
-        won = (theirs["auc"] >= mine["auc"] + self.policy.margin
-               and auc_gain_low(y, p[:, at[self.champion]], p[:, at[challenger]], who, seed=self.scores.seen) > 0
-               and theirs["precision_at_budget"] >= mine["precision_at_budget"])
-        self.streak = self.streak + 1 if won else 0
-        if self.streak < self.policy.rounds:
-            return []
-        before, self.champion, self.streak = self.champion, challenger, 0
+        return (theirs["auc"] >= mine["auc"] + self.policy.margin
+                and theirs["precision_at_budget"] >= mine["precision_at_budget"]
+                and (not confident
+                     or auc_gain_low(y, p[:, at[self.champion]], p[:, at[challenger]], who, seed=self.scores.seen) > 0))
+
+    def _promote(self, how: str) -> Verdict:
+        before = self.champion
+        self.champion = next(name for name in CANDIDATES if name != before)
+        self.streak = 0
         self.promotions += 1
-        return [Verdict("promoted", f"{challenger} is the champion: AUC {theirs['auc']:.3f} against {before}'s "
-                                    f"{mine['auc']:.3f}, precision at the call budget "
-                                    f"{theirs['precision_at_budget']:.2f} against {mine['precision_at_budget']:.2f}, "
-                                    f"on the last {len(y):,} labels, {self.policy.rounds} rounds in a row",
-                        challenger)]
+        mine, theirs = self.figures[before], self.figures[self.champion]
+        return Verdict("promoted", f"{self.champion} is the champion: AUC {theirs['auc']:.3f} against {before}'s "
+                                   f"{mine['auc']:.3f}, precision at the call budget "
+                                   f"{theirs['precision_at_budget']:.2f} against {mine['precision_at_budget']:.2f}, "
+                                   f"{how}", self.champion)
 
     def snapshot(self, version: int, signer: Signer | None = None) -> ModelSnapshot:
         """The champion as published, with every candidate's figures at the last round."""

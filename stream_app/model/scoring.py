@@ -147,7 +147,7 @@ class ModelSnapshot(msgspec.Struct, frozen=True):
     pickled: bytes | None = None  # forest only: the river model itself
     format: int = FORMAT
     trees: Trees | None = None  # boosted only: the trees as arrays (boosted.py), no pickle
-    candidates: dict[str, dict[str, float]] = {}  # every candidate's figures at the last round (champion.py)
+    candidates: dict[str, dict[str, float]] = {}  # every candidate's figures at the last judgement (champion.py)
     promotions: int = 0  # champions replaced so far
     saving: SavingModel | None = None  # the evidence of what calls keep (saving.py), learned beside the model
 

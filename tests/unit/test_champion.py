@@ -254,3 +254,48 @@ def test_refits_and_promotions_are_counted_and_announced(promoted) -> None:
     assert value("churnwatch_model_promotions_total", {"candidate": "boosted"}) == 1
     assert value("churnwatch_model_promotions_total", {"candidate": "online"}) == 0
     assert any(kind == "promoted" and "boosted is the champion" in detail for kind, detail in events)
+
+
+def young_contest(x: np.ndarray, y: np.ndarray, **settings) -> tuple[Contest, list]:
+    """A contest over fewer labels than a round (1,000 by default), one customer each."""
+    contest = Contest(Settings(_env_file=None, **settings))
+    verdicts = []
+    for k, (xi, yi) in enumerate(zip(x, y)):
+        verdicts += contest.learn(xi, int(yi), 1000, f"c{k:04d}")[1]
+    return contest, verdicts
+
+
+def test_before_any_round_the_candidates_are_judged_by_cross_validation_on_the_store() -> None:
+    # 800 labels: no round yet; trees that rank them better than a straight line are the champion.
+    contest, verdicts = young_contest(*bands(800))
+    promoted = [v for v in verdicts if v.kind == "promoted"]
+    assert len(promoted) == 1 and "cross-validation" in promoted[0].detail
+    assert contest.champion == "boosted" and contest.rounds_counted == 0
+    assert contest.figures["boosted"]["auc"] > contest.figures["online"]["auc"] + 0.05
+    # Churn spread evenly over every feature, which a straight line sees at once and trees piece
+    # together split by split: the online model keeps the title.
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (800, F))
+    y = (rng.random(800) < 1 / (1 + np.exp(-(0.5 * x.sum(axis=1) - 2)))).astype(int)
+    contest, verdicts = young_contest(x, y)
+    assert contest.refits >= 1 and contest.champion == "online"
+    assert contest.figures["online"]["auc"] > contest.figures["boosted"]["auc"] + 0.05
+    assert not [v for v in verdicts if v.kind == "promoted"]
+
+
+def test_once_a_round_has_counted_only_rounds_judge() -> None:
+    contest = Contest(Settings(_env_file=None))
+    contest.rounds_counted = 1  # the trees of `bands` would win on the store (the test above)
+    x, y = bands(800)
+    verdicts = [v for k in range(800) for v in contest.learn(x[k], int(y[k]), 1000, f"c{k:04d}")[1]]
+    assert [v.kind for v in verdicts] == ["refit"] and contest.champion == "online" and not contest.figures
+
+
+def test_a_checkpoint_from_before_the_store_judged_keeps_whether_a_round_had_counted() -> None:
+    settings = Settings(_env_file=None)
+    for figures, counted in (({}, 0), ({"online": {"auc": 0.8}}, 1)):
+        contest = Contest(settings)
+        del contest.__dict__["rounds_counted"]
+        contest.figures = figures
+        contest.reconfigure(settings)
+        assert contest.rounds_counted == counted
