@@ -6,6 +6,7 @@ import json
 import logging
 import logging.config
 import math
+import os
 import resource
 import signal
 import time
@@ -189,17 +190,20 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="with --lists: staying customers the simulator makes grow (the build-up stage)")
 @click.option("--call-budget", type=click.IntRange(1),
               help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="with --closed-loop: rankings looped at once, each in a process of its own (default: the "
+                   "machine's cores, at most 3)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
              mapping: Path | None, doc: Path | None, closed_loop: bool, lists: bool, grow_share: float,
-             call_budget: int | None, as_json: bool) -> None:
+             call_budget: int | None, jobs: int | None, as_json: bool) -> None:
     """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
     both, and a batch reference."""
     if data is not None:
         _evaluate_real(data, mapping, doc, as_json)
         return
     if closed_loop:
-        _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget, as_json)
+        _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget, jobs, as_json)
         return
     if lists:
         _evaluate_lists(customers, days, seed, monthly_churn, warmup_days, grow_share, as_json)
@@ -234,14 +238,15 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 
 
 def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int,
-                          budget: int | None, as_json: bool) -> None:
+                          budget: int | None, jobs: int | None, as_json: bool) -> None:
     from stream_app.offline.closed_loop import evaluate_closed_loop
     from stream_app.offline.simulator import SimConfig
 
     settings = read_settings()
     budget = budget or max(1, round(customers * settings.call_budget_share / 7))
     cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days)
-    report = evaluate_closed_loop(settings, _rules(settings), cfg, budget).to_json()
+    jobs = jobs or min(3, len(os.sched_getaffinity(0)))
+    report = evaluate_closed_loop(settings, _rules(settings), cfg, budget, jobs).to_json()
     for name, value in report.items():
         click.echo(f"  {name:26} {value}", err=as_json)
     if as_json:

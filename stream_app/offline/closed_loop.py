@@ -16,6 +16,8 @@ customers a call keeps.
 from __future__ import annotations
 
 import collections
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Callable
@@ -95,11 +97,51 @@ class _Learning:
 
 
 def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig,
-                         budget: int) -> ClosedLoopEvaluation:
-    """The three rankings, one loop each on the same simulated base; the product's (value at risk)
-    is also measured the manager's way."""
-    arms = {ranking: _run(settings, rules, sim_cfg, budget, ranking) for ranking in RANKINGS}
-    sim, centre, result, learning = arms["risk_value"]
+                         budget: int, jobs: int = 1) -> ClosedLoopEvaluation:
+    """The three rankings, one loop each on the same simulated base, `jobs` loops at a time (each in
+    a process of its own beyond one); the product's (value at risk) is also measured the manager's way."""
+    inputs = _ArmInputs(settings, rules, sim_cfg, budget)
+    if jobs <= 1:
+        arms = {ranking: _arm(inputs, ranking) for ranking in RANKINGS}
+    else:  # forked, the inputs handed over by the fork: the rules are a callable, which pickling refuses
+        with ProcessPoolExecutor(min(jobs, len(RANKINGS)), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_receive, initargs=(inputs,)) as pool:
+            arms = dict(zip(RANKINGS, pool.map(_forked_arm, RANKINGS)))
+    product = arms["risk_value"]
+    rankings = {name: arm["figures"] for name, arm in arms.items()}
+    base = rankings["risk_value"]["net_revenue_kept"]
+    return ClosedLoopEvaluation(
+        budget, *product["counts"], product["true_uplift"], product["measured"], product["within_interval"],
+        product["qini"], product["evidence"], rankings,
+        round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
+
+
+@dataclass(frozen=True)
+class _ArmInputs:
+    settings: Settings
+    rules: Callable[[], Ruleset]
+    sim_cfg: SimConfig
+    budget: int
+
+
+_received: _ArmInputs | None = None  # in a forked loop's process: what it runs on
+
+
+def _receive(inputs: _ArmInputs) -> None:
+    global _received
+    _received = inputs
+
+
+def _forked_arm(ranking: Ranking) -> dict:
+    assert _received is not None
+    return _arm(_received, ranking)
+
+
+def _arm(inputs: _ArmInputs, ranking: Ranking) -> dict:
+    """One ranking's loop, and what it did: the figures every ranking has and, measured the manager's
+    way beside the simulator's truth, the campaign report's."""
+    settings, sim_cfg, budget = inputs.settings, inputs.sim_cfg, inputs.budget
+    sim, centre, result, learning = _run(settings, inputs.rules, sim_cfg, budget, ranking)
     end = sim_cfg.start + timedelta(days=sim_cfg.days - 1)
     costs = CampaignCosts.of(settings)
     rows = campaign_report(result.alerts, centre.outcomes, result.churn, settings.zone, end, costs, budget,
@@ -107,13 +149,10 @@ def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_c
     total = next(r for r in rows if (r.week, r.action, r.segment, r.region) == ("all",) * 4).to_json(costs)
     true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
-    measured_qini = _qini(learning.scored)
-    rankings = {name: _figures(arm[1], arm[3]) for name, arm in arms.items()}
-    base = rankings["risk_value"]["net_revenue_kept"]
-    return ClosedLoopEvaluation(
-        budget, centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken, round(true, 4), total,
-        low is not None and low <= true <= high, measured_qini, learning.model.evidence(), rankings,
-        round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
+    counts = (centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken)
+    return {"figures": _figures(centre, learning), "counts": counts, "true_uplift": round(true, 4),
+            "measured": total, "within_interval": low is not None and low <= true <= high,
+            "qini": _qini(learning.scored), "evidence": learning.model.evidence()}
 
 
 def _run(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig, budget: int,

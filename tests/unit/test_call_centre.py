@@ -130,14 +130,16 @@ def test_thetrue_uplift_counts_each_called_customer_once_kept_within_the_window_
 
 def test_the_closed_loop_evaluation_runs_three_rankings_on_one_base_and_counts_their_net_revenue(
         tmp_path: Path) -> None:
-    from stream_app.offline.closed_loop import evaluate_closed_loop
+    from stream_app.offline.closed_loop import _arm, _ArmInputs, evaluate_closed_loop
 
     (tmp_path / "loose.yaml").write_text(LOOSE_RULES)
     settings = Settings(rules_dir=tmp_path, holdout_share=0.5)
     rules = load_rules([settings.rules_dir])
     cfg = SimConfig(customers=80, days=80, warmup_days=40, monthly_churn=0.15, seed=5)
-    report = evaluate_closed_loop(settings, lambda: rules, cfg, budget=1)
+    report = evaluate_closed_loop(settings, lambda: rules, cfg, budget=1, jobs=3)  # each loop in a forked process
     arms = report.rankings
+    # A loop run here, not forked, does exactly what the forked one did.
+    assert _arm(_ArmInputs(settings, lambda: rules, cfg, 1), "risk_value")["figures"] == arms["risk_value"]
     assert set(arms) == {"risk", "risk_value", "saving"}
     for arm in arms.values():
         assert 0 < arm["calls"] <= cfg.days - 1 and arm["reached"] <= arm["calls"]
