@@ -4,7 +4,6 @@ a topic; the lifecycle's other lists are in cli/lifecycle.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -17,6 +16,7 @@ from stream_app.alerts.call_plan import for_call_centre, monthly_list, plan_days
 from stream_app.cli.common import kafka_reachable, produce_records
 from stream_app.cli.lifecycle import competitor, growth, winback
 from stream_app.cli.report import month_option, report_console
+from stream_app.cli.spreadsheet import write_csv
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts
 from stream_app.contracts import keys
@@ -122,9 +122,7 @@ def _outputs(settings: Settings, alerts: list[Alert], csv_path: Path | None, pro
              about: dict[str, str]) -> None:
     if csv_path is not None:
         with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(_rows(alerts))
+            write_csv(f, CSV_COLUMNS, _rows(alerts))
     if produce:
         produce_records(settings, topic, [(a.customer_id, msgspec.json.encode(CallListEntry(rank, a, **about)))
                                    for rank, a in enumerate(alerts, 1)])

@@ -7,7 +7,6 @@ as metrics."""
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import date, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from stream_app.alerts.growth import growth_candidates, ranked
 from stream_app.alerts.winback import winback_list, with_contacts
 from stream_app.cli.common import kafka_reachable, produce_records, read_rules, read_settings
 from stream_app.cli.report import report_console
+from stream_app.cli.spreadsheet import write_csv
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import read_alerts, read_churn_events, read_outcomes, read_won_back
 from stream_app.connect.topics import WINBACK_DAYS
@@ -251,11 +251,9 @@ def _outputs(settings: Settings, kind: type[Entry], listed: Sequence[Entry], sum
     name = _NAMES[kind]
     if csv_path is not None:
         with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, kind.__struct_fields__)
-            writer.writeheader()
-            for e in listed:  # a list (the customers who know a number) as one cell
-                row = msgspec.structs.asdict(e)
-                writer.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()})
+            # A list (the customers who know a number) as one cell.
+            write_csv(f, kind.__struct_fields__, ({k: ";".join(v) if isinstance(v, list) else v
+                                                   for k, v in msgspec.structs.asdict(e).items()} for e in listed))
     if plot is not None:
         from stream_app.reports.list_charts import competitor_chart, growth_chart, winback_chart
 

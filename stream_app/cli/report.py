@@ -3,7 +3,6 @@ and the charts they look at as a PNG."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -20,6 +19,7 @@ from stream_app.alerts.call_plan import alert_day, for_call_centre
 from stream_app.alerts.campaign import CampaignCosts, CampaignRow, campaign_report
 from stream_app.alerts.winback import won_back_weeks
 from stream_app.cli.common import kafka_reachable
+from stream_app.cli.spreadsheet import write_csv
 from stream_app.connect.redis import connect_redis_sync
 from stream_app.connect.topic_reader import (
     read_alerts,
@@ -355,7 +355,5 @@ def _cohort_csv(r: CohortReport) -> str:
 
 def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, restval=0, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    write_csv(buf, columns, rows, restval=0, lineterminator="\n")
     return buf.getvalue()
