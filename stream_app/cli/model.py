@@ -192,7 +192,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="with --closed-loop: rankings looped at once, each in a process of its own (default: the "
-                   "machine's cores, at most 3)")
+                   "cores this process may use, at most 3, one per ranking)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
              mapping: Path | None, doc: Path | None, closed_loop: bool, lists: bool, grow_share: float,
@@ -246,7 +246,7 @@ def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: f
     budget = budget or max(1, round(customers * settings.call_budget_share / 7))
     cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days)
     jobs = jobs or min(3, len(os.sched_getaffinity(0)))
-    report = evaluate_closed_loop(settings, _rules(settings), cfg, budget, jobs).to_json()
+    report = evaluate_closed_loop(settings, read_rules(settings), cfg, budget, jobs).to_json()
     for name, value in report.items():
         click.echo(f"  {name:26} {value}", err=as_json)
     if as_json:

@@ -16,6 +16,7 @@ customers a call keeps.
 from __future__ import annotations
 
 import collections
+import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -96,52 +97,49 @@ class _Learning:
         self.model.learn(x, match.treatment if match.called else CONTROL, churned)
 
 
-def evaluate_closed_loop(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig,
-                         budget: int, jobs: int = 1) -> ClosedLoopEvaluation:
+def evaluate_closed_loop(settings: Settings, rules: Ruleset, sim_cfg: SimConfig, budget: int,
+                         jobs: int = 1) -> ClosedLoopEvaluation:
     """The three rankings, one loop each on the same simulated base, `jobs` loops at a time (each in
     a process of its own beyond one); the product's (value at risk) is also measured the manager's way."""
-    inputs = _ArmInputs(settings, rules, sim_cfg, budget)
+    arm = functools.partial(_arm, _ArmInputs(settings, rules, sim_cfg, budget))
     if jobs <= 1:
-        arms = {ranking: _arm(inputs, ranking) for ranking in RANKINGS}
-    else:  # forked, the inputs handed over by the fork: the rules are a callable, which pickling refuses
-        with ProcessPoolExecutor(min(jobs, len(RANKINGS)), mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_receive, initargs=(inputs,)) as pool:
-            arms = dict(zip(RANKINGS, pool.map(_forked_arm, RANKINGS)))
+        arms = {ranking: arm(ranking) for ranking in RANKINGS}
+    else:  # spawned, not forked: a fork of a process whose OpenMP pool has run (scikit-learn's trees) hangs
+        with ProcessPoolExecutor(min(jobs, len(RANKINGS)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            arms = dict(zip(RANKINGS, pool.map(arm, RANKINGS)))
     product = arms["risk_value"]
-    rankings = {name: arm["figures"] for name, arm in arms.items()}
+    rankings = {name: a.figures for name, a in arms.items()}
     base = rankings["risk_value"]["net_revenue_kept"]
     return ClosedLoopEvaluation(
-        budget, *product["counts"], product["true_uplift"], product["measured"], product["within_interval"],
-        product["qini"], product["evidence"], rankings,
-        round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
+        budget, *product.counts, product.true_uplift, product.measured, product.within_interval, product.qini,
+        product.evidence, rankings, round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
 
 
 @dataclass(frozen=True)
 class _ArmInputs:
     settings: Settings
-    rules: Callable[[], Ruleset]
+    rules: Ruleset
     sim_cfg: SimConfig
     budget: int
 
 
-_received: _ArmInputs | None = None  # in a forked loop's process: what it runs on
+@dataclass(frozen=True)
+class _ArmResult:
+    """What one ranking's loop did (`_figures`) and, for the product's, the manager's measures."""
+
+    figures: dict
+    counts: tuple[int, int, int, int, int]  # calls, reached, kept, prompted, offers taken by stayers
+    true_uplift: float
+    measured: dict
+    within_interval: bool
+    qini: dict | None
+    evidence: dict
 
 
-def _receive(inputs: _ArmInputs) -> None:
-    global _received
-    _received = inputs
-
-
-def _forked_arm(ranking: Ranking) -> dict:
-    assert _received is not None
-    return _arm(_received, ranking)
-
-
-def _arm(inputs: _ArmInputs, ranking: Ranking) -> dict:
-    """One ranking's loop, and what it did: the figures every ranking has and, measured the manager's
-    way beside the simulator's truth, the campaign report's."""
+def _arm(inputs: _ArmInputs, ranking: Ranking) -> _ArmResult:
+    """One ranking's loop, and what it did, measured the manager's way beside the simulator's truth."""
     settings, sim_cfg, budget = inputs.settings, inputs.sim_cfg, inputs.budget
-    sim, centre, result, learning = _run(settings, inputs.rules, sim_cfg, budget, ranking)
+    sim, centre, result, learning = _run(settings, lambda: inputs.rules, sim_cfg, budget, ranking)
     end = sim_cfg.start + timedelta(days=sim_cfg.days - 1)
     costs = CampaignCosts.of(settings)
     rows = campaign_report(result.alerts, centre.outcomes, result.churn, settings.zone, end, costs, budget,
@@ -149,10 +147,10 @@ def _arm(inputs: _ArmInputs, ranking: Ranking) -> dict:
     total = next(r for r in rows if (r.week, r.action, r.segment, r.region) == ("all",) * 4).to_json(costs)
     true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
-    counts = (centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken)
-    return {"figures": _figures(centre, learning), "counts": counts, "true_uplift": round(true, 4),
-            "measured": total, "within_interval": low is not None and low <= true <= high,
-            "qini": _qini(learning.scored), "evidence": learning.model.evidence()}
+    return _ArmResult(_figures(centre, learning),
+                      (centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken),
+                      round(true, 4), total, low is not None and low <= true <= high, _qini(learning.scored),
+                      learning.model.evidence())
 
 
 def _run(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig, budget: int,
