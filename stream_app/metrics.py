@@ -204,7 +204,8 @@ class TrainerMetrics:
         self.champion = Gauge("churnwatch_model_champion", "1 for the candidate workers score with, 0 for the others",
                               ["candidate"], registry=registry)
         self.candidate = Gauge("churnwatch_model_candidate_figure",
-                               "Each candidate's figures on the recent labels both scored before learning them",
+                               "Each candidate's figures on the recent labels both scored before learning them (before "
+                               "the first round, out of fold on the label store)",
                                ["candidate", "figure"], registry=registry)
         for candidate in ("online", "boosted"):  # from the first scrape: no promotion yet is a figure too
             self.promotions.labels(candidate)

@@ -20,9 +20,15 @@ to 0.05 of AUC lost the first round in every fold, and the online model stayed c
 
 Before a round has counted, the online model is champion only by coming first: at each refit the
 two are judged instead by cross-validation on the store (`store_folds.py`), where the challenger
-wins on the margin and the precision alone, with no confidence bound and no streak. A store of a
-few hundred labels leaves no round a chance (a fold of the monthly sample holds 800 labels, a round
-1,000), and there trees fitted on them ranked the held-out customers better in each of five folds.
+wins its first promotion on the margin and the precision alone, with no confidence bound and no
+streak; a change after that needs the confidence too, so that a young store's noise does not make
+the champion flap. A store of a few hundred labels leaves no round a chance (a fold of the monthly
+sample holds 800 labels, a round 1,000), and there trees fitted on all 800 ranked the held-out
+customers better than the online model in each of five folds. The store judges only while it
+holds every label the online model learned (a model restored from before the store, or one that
+has outlived the store's capacity or age, knows more than a fresh one learning the store would),
+up to `CHURNWATCH_VALIDATION_WINDOW` labels, and for the linear online model: the forest's
+learning is too slow to cross-validate on the trainer's path.
 
 Only the labels of customers the trees did not learn as churners are judged: a churner has a
 positive label for each of the horizon's days before leaving, and trees refitted on the first of
@@ -216,7 +222,7 @@ class Contest:
         self.refits += 1
         verdicts = [Verdict("refit", f"boosted trees refitted on the {len(y):,} most recent labels "
                                      f"({int(y.sum()):,} churned) in {time.perf_counter() - started:.1f} s")]
-        return verdicts + (self._judge_on_store(x, y, who) if not self.rounds_counted else [])
+        return verdicts + (self._judge_on_store(x, y, who) if self._store_judges(len(y)) else [])
 
     def _judge(self) -> list[Verdict]:
         y, p, who = self.scores.judged()
@@ -228,12 +234,20 @@ class Contest:
             return []
         return [self._promote(f"on the last {len(y):,} labels, {self.policy.rounds} rounds in a row")]
 
+    def _store_judges(self, fitted_on: int) -> bool:
+        """Whether the store judges the candidates (see the module's docstring): before any round has
+        counted, while the trees were fitted on every label the online model learned (not after a
+        restart from a model older than the store, nor once the store has dropped labels), and while
+        cross-validating stays cheap (a window's labels, the linear model)."""
+        return (not self.rounds_counted and fitted_on == self.online.labels <= self.policy.window
+                and self.online.kind == "logistic")
+
     def _judge_on_store(self, x: np.ndarray, y: np.ndarray, who: np.ndarray) -> list[Verdict]:
-        """Before the first round, the candidates' out-of-fold scores on the store judge (store_folds.py):
-        the better by the margin is the champion, without the rounds' confidence and streak, since
-        the online model holds the title only by coming first."""
+        """The candidates' out-of-fold scores on the store judge (store_folds.py). The first time, the
+        better by the margin is the champion, without the rounds' confidence and streak, since the
+        online model holds the title only by coming first; a later change needs the confidence."""
         p = out_of_fold(self.online, x, y, who) if _enough(y, who) else None
-        if p is None or not self._challenger_wins(y, p, who, confident=False):
+        if p is None or not self._challenger_wins(y, p, who, confident=self.promotions > 0):
             return []
         return [self._promote(f"by {FOLDS}-fold cross-validation on the store's {len(y):,} labels, before any round")]
 
@@ -261,14 +275,16 @@ class Contest:
                                    f"{how}", self.champion)
 
     def snapshot(self, version: int, signer: Signer | None = None) -> ModelSnapshot:
-        """The champion as published, with every candidate's figures at the last round."""
+        """The champion as published, with every candidate's figures at the last judgement."""
         base = self.online.snapshot(version, signer)
         shown = {name: {k: v for k, v in f.items() if math.isfinite(v)} for name, f in self.figures.items()}
         base = msgspec.structs.replace(base, candidates=shown, promotions=self.promotions)
         if self.champion != "boosted" or self.trees is None or not self.policy.challenger:
             return base
-        y, p, _ = self.scores.judged()
-        own = {k: v for k, v in figures(y, p[:, 1], self.policy.budget_share).items() if math.isfinite(v)}
+        y, p, who = self.scores.judged()
+        # Trees the store made champion may not have scored a label since: their out-of-fold figures.
+        judged = figures(y, p[:, 1], self.policy.budget_share) if _enough(y, who) else self.figures["boosted"]
+        own = {k: v for k, v in judged.items() if math.isfinite(v)}
         return msgspec.structs.replace(base, kind="boosted", weights=[], intercept=0.0, pickled=None,
                                        trees=self.trees, figures=own)
 

@@ -24,12 +24,12 @@ FOLDS = 5
 def out_of_fold(like: Learner, x: np.ndarray, y: np.ndarray, who: np.ndarray) -> np.ndarray | None:
     """(n, 2) scores of each label by a fresh online model like `like` and by trees, each learned
     from the folds without it; None when the store has too few customers for the folds."""
-    from sklearn.model_selection import GroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
     if len(np.unique(who)) < FOLDS:
         return None
     out = np.empty((len(y), 2))
-    for train, test in GroupKFold(FOLDS).split(x, y, who):
+    for train, test in StratifiedGroupKFold(FOLDS).split(x, y, who):
         if len(np.unique(y[train])) < 2:
             return None  # a fold of one outcome: trees cannot be fitted on it
         online = Learner(like.kind, like.validation.size, like.validation.budget_share, like.features)
