@@ -6,7 +6,9 @@ would wait more than a month for its first one. A data team with those labels wo
 two ways of learning by cross-validation, and so does the contest then: each candidate learns
 the other folds (the online model in the order the labels came, as it does live; the trees fitted
 on them) and scores the fold it did not see. Folds are drawn by customer, so that no customer's
-labels are on both sides (a churner's daily labels look alike; trees would recognise them).
+labels are on both sides (a churner's daily labels look alike; trees would recognise them), and
+balanced in churners: the scores of the five folds are ranked together, and models learned on
+folds of other churn rates would score on other scales.
 """
 
 from __future__ import annotations
