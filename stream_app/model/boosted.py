@@ -49,9 +49,11 @@ class Trees(msgspec.Struct, frozen=True):
 
 
 def fit_trees(x: np.ndarray, y: np.ndarray, seed: int = 7) -> Trees:
-    """Fit boosted trees on (x, y) and return them as arrays."""
+    """Fit boosted trees on (x, y) and return them as arrays; an infinite value counts as missing."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    # scikit-learn refuses infinities (one label could carry one) but reads NaN as missing.
+    x = np.where(np.isfinite(x), x, np.nan)
     model = HistGradientBoostingClassifier(**BOOSTING, random_state=seed).fit(x, y)
     parts, offset = [], 0
     for (predictor,) in model._predictors:  # binary: one tree per iteration

@@ -215,8 +215,7 @@ class Contest:
         self.fitted = self.store.seen
         if len(np.unique(y)) < 2:
             return []  # the recent labels have one outcome only (the age limit dropped the others)
-        # scikit-learn refuses infinities (one label could carry one) but reads NaN as missing.
-        self.trees = fit_trees(np.where(np.isfinite(x), x, np.nan), y)
+        self.trees = fit_trees(x, y)
         self._churners = np.unique(who[y == 1])
         self._trees = TreeScorer(self.trees, len(self.features))
         self.refits += 1

@@ -347,3 +347,12 @@ def test_after_its_first_promotion_the_store_needs_confidence_to_change_the_cham
     assert contest._judge_on_store(np.zeros((300, F)), y, who) == [] and contest.champion == "boosted"
     scores["online"] = sharp + 3.0 * y  # far better: sure
     assert contest._judge_on_store(np.zeros((300, F)), y, who) and contest.champion == "online"
+
+
+def test_trees_are_fitted_with_an_infinite_value_read_as_missing() -> None:
+    x, y = bands(2000)
+    held = x.copy()
+    held[::9, 0] = np.inf  # scikit-learn would refuse it
+    x[::9, 0] = np.nan
+    probe, _ = bands(200, seed=9)
+    assert np.array_equal(TreeScorer(fit_trees(held, y), F).score(probe), TreeScorer(fit_trees(x, y), F).score(probe))
