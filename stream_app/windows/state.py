@@ -390,11 +390,15 @@ def usage_fingerprint(raw: bytes) -> bytes:
 
 
 def roll_buckets(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
-    """Shift bucket rows so that index 0 is the newest period again; old rows fall off."""
-    for i in np.nonzero(new != old)[0]:
-        shift = int(new[i] - old[i]) if old[i] else buckets.shape[1]
-        if shift >= buckets.shape[1]:
-            buckets[i] = 0
-        else:
-            buckets[i, shift:] = buckets[i, :-shift].copy()
-            buckets[i, :shift] = 0
+    """Shift bucket rows so that index 0 is the newest period again; old rows fall off. All rows
+    at once: bucket j of a row moved on by `shift` takes what was bucket j - shift."""
+    rows = np.nonzero(new != old)[0]
+    if not len(rows):
+        return
+    width = buckets.shape[1]
+    shift = np.where(old[rows] != 0, new[rows].astype(np.int64) - old[rows], width)
+    source = np.arange(width)[None, :] - shift[:, None]
+    kept = (source >= 0) & (source < width)  # (a period cannot move back, but a row must not wrap if it did)
+    moved = buckets[rows[:, None], np.clip(source, 0, width - 1)]
+    moved[~kept] = 0
+    buckets[rows] = moved

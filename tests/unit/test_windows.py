@@ -22,6 +22,7 @@ from stream_app.windows.state import (
     Windows,
     contacts_estimate,
     record_and_tail,
+    roll_buckets,
 )
 from tests.factories import billing, cdr, envelope, profile
 
@@ -85,6 +86,22 @@ def test_buckets_roll_off() -> None:
     apply(w, [(0, env(cdr(CUST, "2026-03-20T10:00:00+08:00"), 1))], SH, 3)
     assert w.daily[0, :, D["out_calls"]].sum() == 1  # January's day fell off the daily window
     assert w.monthly[0, 2, C["out_calls"]] == 1 and w.monthly[0, 0, C["out_calls"]] == 1
+
+
+def test_rows_roll_on_by_their_own_shift_at_once() -> None:
+    rng = np.random.default_rng(5)
+    buckets = rng.integers(1, 100, (40, N_DAYS, 3))
+    old = rng.integers(0, 3, 40) * rng.integers(730_000, 730_010, 40)  # some never used (0)
+    old[:4] = 730_000
+    new = np.where(old > 0, old + np.r_[0, 1, N_DAYS, N_DAYS + 2, rng.integers(0, N_DAYS + 3, 36)], 730_005)
+    expected = buckets.copy()
+    for i in range(40):  # one row at a time: bucket j takes bucket j - shift, the newest are empty
+        shift = new[i] - old[i] if old[i] else N_DAYS
+        expected[i] = 0
+        if shift < N_DAYS:
+            expected[i, shift:] = buckets[i, :N_DAYS - shift]
+    roll_buckets(buckets, old, new)
+    assert (buckets == expected).all()
 
 
 def test_bills_count_in_the_month_they_charge_for() -> None:
