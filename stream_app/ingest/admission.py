@@ -42,7 +42,7 @@ from stream_app.errors import InvalidEvent
 from stream_app.privacy import Pseudonyms
 from stream_app.settings import Settings
 
-__all__ = ["Bounds", "CEILING", "Edge", "Erasure", "Event"]
+__all__ = ["Bounds", "CEILING", "Edge", "Envelope", "Erasure", "Event"]
 
 
 class Erasure(msgspec.Struct, frozen=True, gc=False):
@@ -54,6 +54,17 @@ class Erasure(msgspec.Struct, frozen=True, gc=False):
 
 
 Event = Union[Cdr, Billing, Profile, Outcome, Erasure]
+
+
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A decoded event and where it came from, as `windows.apply` takes it. A struct, not a
+    NamedTuple: one is made per event, and a NamedTuple's constructor is a Python function call."""
+
+    topic: int  # index into Settings.topics.inputs()
+    partition: int
+    offset: int
+    event: Event
+    ts: int  # the event's time in unix seconds, as admitted (0: an erasure)
 
 #: Latest event time any record may carry, wall clock or not: the state's u32 seconds end in 2106.
 CEILING = datetime(2100, 1, 1, tzinfo=timezone.utc)
