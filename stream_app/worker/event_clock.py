@@ -9,7 +9,7 @@ import numpy as np
 
 from stream_app.contracts.calendar import local_days
 from stream_app.contracts.inputs import CLOCKED
-from stream_app.windows.apply import Envelope
+from stream_app.ingest.admission import Envelope
 from stream_app.windows.state import Windows
 
 __all__ = ["EventClock"]
@@ -30,17 +30,25 @@ class EventClock:
     def advance(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
         """Move the clocks on with a batch's events (applied to `w`); the day each of its customers
         is judged as of: their partition's newest day, or their own if it is newer."""
+        envs = [env for _, env in decoded]
+        parts = np.array([env.partition for env in envs], np.int64)
         partition = np.zeros(len(w.customers), np.int64)
-        partition[[row[c] for c, _ in decoded]] = [env.partition for _, env in decoded]  # the last one wins
+        partition[[row[c] for c, _ in decoded]] = parts  # the last one wins
+        topic = np.array([env.topic for env in envs], np.int64)
+        ts = np.array([env.ts for env in envs], np.int64)
+        clocked = np.isin(topic, list(CLOCKED))
+        keys, first = np.unique(np.stack([topic[clocked], parts[clocked]], axis=1), axis=0, return_inverse=True)
+        newest = np.zeros(len(keys), np.int64)
+        np.maximum.at(newest, first.ravel(), ts[clocked])
         seen = self.topic_seen
-        for _, env in decoded:
-            if env.topic in CLOCKED:
-                key = (env.topic, env.partition)
-                if seen.get(key, 0) < env.ts:
-                    seen[key] = env.ts
-        for p in np.unique(partition):
-            self.watermarks[int(p)] = max(self.watermarks.get(int(p), 0), int(w.day0[partition == p].max()))
-        clock = np.array([self.watermarks[int(p)] for p in partition], np.int64)
+        for (t, p), latest in zip(keys.tolist(), newest.tolist()):
+            seen[(t, p)] = max(seen.get((t, p), 0), latest)
+        parts_of, which = np.unique(partition, return_inverse=True)
+        reached = np.zeros(len(parts_of), np.int64)
+        np.maximum.at(reached, which.ravel(), w.day0)
+        for p, day in zip(parts_of.tolist(), reached.tolist()):
+            self.watermarks[p] = max(self.watermarks.get(p, 0), day)
+        clock = np.array([self.watermarks[p] for p in parts_of.tolist()], np.int64)[which.ravel()]
         return np.maximum(clock, w.day0)
 
     def exits_known(self, partitions: list[int]) -> list[int]:
