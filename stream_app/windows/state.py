@@ -267,9 +267,9 @@ class Windows:
                 part = _saturate(buckets[:, :, start:start + len(names)], self.rec.dtype[f].base)
                 self.rec[f] = part.reshape(self.rec[f].shape)
                 start += len(names)
-        for i in rows:
-            self.rec["seq"][i] += 1
-        picked = self.rec[np.asarray(rows, np.int64)]
+        idx = np.asarray(rows, np.int64)
+        self.rec["seq"][idx] += 1  # rows are distinct: each counter moves on once
+        picked = self.rec[idx]
         if layout == STATE_VERSION:
             parts = _pack(picked)
         else:
