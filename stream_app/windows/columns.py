@@ -78,14 +78,16 @@ def plan(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grac
     topic = np.array([env.topic for env in envs], np.int64)
     part = np.array([env.partition for env in envs], np.int64)
     offset = np.array([env.offset for env in envs], np.int64)
+    ts = np.array([env.ts for env in envs], np.int64)
     events = [env.event for env in envs]
-    pick = _column_wise(rows, rows * N_TOPICS + topic, part, offset, np.array([type(e) is Cdr for e in events]))
+    # (A time before 1970-01-02 never passes admission; `local_days` would read it as no day at all.)
+    plain = np.array([type(e) is Cdr for e in events], bool) & (ts >= 86_400)
+    pick = _column_wise(rows, rows * N_TOPICS + topic, part, offset, plain)
     out = Planned(pick.tolist(), np.nonzero(~np.isin(np.arange(len(batch)), pick))[0].tolist())
     if not len(pick):
         return out
-    rows, topic, part, offset = rows[pick], topic[pick], part[pick], offset[pick]
+    rows, topic, part, offset, ts = rows[pick], topic[pick], part[pick], offset[pick], ts[pick]
     events = [events[k] for k in out.positions]
-    ts = np.array([envs[k].ts for k in out.positions], np.int64)
     at = rows * N_TOPICS + topic
     replayed = ((w.rec["part"].ravel()[at] == part) & (offset <= w.rec["offset"].ravel()[at])
                 & (w.rec["newest"].ravel()[at] != 0))
@@ -116,14 +118,14 @@ def plan(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grac
 
 
 def _column_wise(rows: np.ndarray, at: np.ndarray, part: np.ndarray, offset: np.ndarray,
-                 cdr: np.ndarray) -> np.ndarray:
-    """Positions of the CDRs of customers with only CDRs in the batch, each topic of them read from
-    one partition with rising offsets."""
+                 plain: np.ndarray) -> np.ndarray:
+    """Positions of the plain CDRs of customers with nothing else in the batch, each topic of them
+    read from one partition with rising offsets."""
     n = len(rows)
     order = np.lexsort((np.arange(n), at))
     same = at[order][1:] == at[order][:-1]
     odd = same & ((part[order][1:] != part[order][:-1]) | (offset[order][1:] <= offset[order][:-1]))
-    return np.nonzero(cdr & ~np.isin(rows, rows[~cdr]) & ~np.isin(rows, rows[order][1:][odd]))[0]
+    return np.nonzero(plain & ~np.isin(rows, rows[~plain]) & ~np.isin(rows, rows[order][1:][odd]))[0]
 
 
 def _fields(events: list[Cdr]) -> dict[str, np.ndarray]:
@@ -168,9 +170,9 @@ def _resent(w: Windows, rows: np.ndarray, group: np.ndarray, digests: list[bytes
     for p, key in enumerate(pairs.tolist()):
         tail = w.text[key >> 32]
         ids = tail.seen.get(key & 0xFFFFFFFF) if tail is not None and tail.seen else None
-        if ids:
+        if ids:  # (a cut-short last id, which no digest can match, is left out, as one by one)
             stored_pair.append(np.full(len(ids) // ID_DIGEST, p, np.int64))
-            stored.append(ids)
+            stored.append(ids[:len(ids) // ID_DIGEST * ID_DIGEST])
     known = len(stored_pair) and sum(len(p) for p in stored_pair)
     all_pair = np.concatenate([*stored_pair, pair.ravel()]) if known else pair.ravel()
     all_ids = _digest_values(b"".join(stored) + b"".join(digests)) if known else _digest_values(b"".join(digests))

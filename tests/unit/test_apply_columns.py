@@ -93,7 +93,7 @@ def _run(batches: list[list[Envelope]], grace: int) -> list[tuple]:
 
 def _summary(result: ApplyResult, customers: list[str]) -> tuple:
     return (result.applied, result.replayed, result.duplicates, sorted(customers[i] for i in result.changed),
-            sorted((env.topic, env.partition, env.offset, why.reason, why.detail) for env, why in result.refused),
+            [(env.topic, env.partition, env.offset, why.reason, why.detail) for env, why in result.refused],
             sorted(result.offnet), sorted(result.moves.exits.items()), sorted(result.moves.returns.items()))
 
 
@@ -121,3 +121,8 @@ def test_most_cdrs_of_a_plain_batch_go_column_wise() -> None:
     planned = columns.plan(w, [(CUSTOMERS.index(e.event.customer_id), e) for e in envs], SH, 3)
     assert planned.positions == [2, 3, 6, 7, 10, 11]  # customers 2 and 3: CDRs alone, one partition
     assert planned.rest == [0, 1, 4, 5, 8, 9, 12, 13]
+
+
+def test_an_empty_batch_is_planned_without_a_fallback() -> None:
+    planned = columns.plan(Windows.load([], []), [], SH, 3)
+    assert (planned.positions, planned.rest, planned.applied) == ([], [], 0)
