@@ -46,10 +46,9 @@ from stream_app.windows.state import (
     StateTail,
     Windows,
     contacts_estimate,
-    roll_buckets,
 )
 
-__all__ = ["Envelope", "ApplyResult", "apply", "erase_first"]
+__all__ = ["Envelope", "ApplyResult", "apply", "erase_first", "roll_buckets"]
 
 log = logging.getLogger(__name__)
 
@@ -376,3 +375,16 @@ def _count_contacts(w: Windows, contacts: np.ndarray, usage_month: np.ndarray, m
         idx = month0[touched] - usage_month[touched] + slot
         ok = (idx >= 0) & (idx < N_MONTHS)
         w.monthly[touched[ok], idx[ok], C["contacts"]] = estimates[ok, slot]
+
+
+def roll_buckets(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+    """Shift bucket rows so that index 0 is the newest period again; old rows fall off. All rows
+    at once: bucket j of a row moved on by `shift` takes what was bucket j - shift."""
+    rows = np.nonzero(new != old)[0]
+    width = buckets.shape[1]
+    shift = np.where(old[rows] != 0, new[rows].astype(np.int64) - old[rows], width)
+    source = np.arange(width)[None, :] - shift[:, None]
+    kept = (source >= 0) & (source < width)  # (a period cannot move back, but a row must not wrap if it did)
+    moved = buckets[rows[:, None], np.clip(source, 0, width - 1)]
+    moved[~kept] = 0
+    buckets[rows] = moved

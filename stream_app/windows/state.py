@@ -28,7 +28,7 @@ __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
     "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
-    "record_and_tail", "roll_buckets", "stored_seq", "usage_fingerprint",
+    "record_and_tail", "stored_seq", "usage_fingerprint",
 ]
 
 N_DAYS = 35
@@ -388,17 +388,3 @@ def usage_fingerprint(raw: bytes) -> bytes:
     rec["seq"], rec["alerted_level"], rec["alerted_day"], rec["flags"] = 0, 0, 0, 0
     return rec.tobytes() + _tail_encoder.encode(msgspec.structs.replace(w.text[0] or StateTail(), streaks={}))
 
-
-def roll_buckets(buckets: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
-    """Shift bucket rows so that index 0 is the newest period again; old rows fall off. All rows
-    at once: bucket j of a row moved on by `shift` takes what was bucket j - shift."""
-    rows = np.nonzero(new != old)[0]
-    if not len(rows):
-        return
-    width = buckets.shape[1]
-    shift = np.where(old[rows] != 0, new[rows].astype(np.int64) - old[rows], width)
-    source = np.arange(width)[None, :] - shift[:, None]
-    kept = (source >= 0) & (source < width)  # (a period cannot move back, but a row must not wrap if it did)
-    moved = buckets[rows[:, None], np.clip(source, 0, width - 1)]
-    moved[~kept] = 0
-    buckets[rows] = moved

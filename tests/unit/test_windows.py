@@ -8,7 +8,7 @@ import pytest
 
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
-from stream_app.windows.apply import Envelope, apply
+from stream_app.windows.apply import Envelope, apply, roll_buckets
 from stream_app.windows.state import (
     DAILY,
     N_DAYS,
@@ -22,7 +22,6 @@ from stream_app.windows.state import (
     Windows,
     contacts_estimate,
     record_and_tail,
-    roll_buckets,
 )
 from tests.factories import billing, cdr, envelope, profile
 
