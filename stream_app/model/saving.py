@@ -15,6 +15,12 @@ For an alert with churn risk p, monthly value v and action a,
   otherwise read as a call effect. It takes every control alert, not only those the plan ranked
   within the budget: five to ten times the evidence, at the price of assuming the risks are as
   well calibrated at the top of the list as across it.
+- `c` is kept per reason code too, shrunk towards the whole control's, and each call's expected
+  churners are counted at its own reason's: customers leaving over the network churn more for the
+  same risk than those leaving over price, and the actions go to different reasons (a technical fix
+  to network churners), so one calibration for all would read that mix as an effect of the action.
+  The calls of an action are compared with control alerts of the same reasons, weighted as the
+  calls are (direct standardisation).
 - The ratio is kept per action and per action and reason code (the alert's top reason: a plan
   offer keeps those leaving over price, not those who move away), each shrunk towards the one
   above it (a reason's towards its action's, an action's towards all calls', all calls' towards
@@ -30,6 +36,7 @@ callers keep ranking by value at risk, and say so. A saving at or below zero mea
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 import msgspec
@@ -84,10 +91,12 @@ class SavingModel(msgspec.Struct):
     control: Evidence = msgspec.field(default_factory=Evidence)
     actions: dict[str, Evidence] = msgspec.field(default_factory=dict)
     reasons: dict[str, Evidence] = msgspec.field(default_factory=dict)  # "action|reason code" (0 for none)
+    control_reasons: dict[int, Evidence] = msgspec.field(default_factory=dict)  # reason code (0 for none)
 
-    def learn_control(self, risk: float, churned: bool) -> None:
-        """A control-group alert ranked within the budget, and whether its customer churned."""
+    def learn_control(self, risk: float, churned: bool, reason: int | None = None) -> None:
+        """A control-group alert for `reason`, and whether its customer churned."""
         self.control.add(risk, churned)
+        self.control_reasons.setdefault(reason or 0, Evidence()).add(risk, churned)
 
     def learn_call(self, action: str, reason: int | None, risk: float, churned: bool, accepted: bool) -> None:
         """A call made with `action` for `reason` (reached or not), whether the offer was taken, and
@@ -109,9 +118,14 @@ class SavingModel(msgspec.Struct):
     def ready(self) -> bool:
         return self.control.expected >= MIN_EXPECTED and self.calls.expected >= MIN_EXPECTED
 
-    def calibration(self) -> float:
-        """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated)."""
-        return _ratio(self.control.churned, self.control.expected, 1.0)
+    def calibration(self, reason: int | None = None) -> float:
+        """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated); for
+        `reason`, its control alerts', shrunk towards the whole control's."""
+        whole = _ratio(self.control.churned, self.control.expected, 1.0)
+        if reason is None:
+            return whole
+        e = self.control_reasons.get(reason or 0) or Evidence()
+        return _ratio(e.churned, e.expected, whole)
 
     def kept(self, action: str, reason: int | None = None) -> float:
         """The share of would-be churners a call with `action` for `reason` keeps (negative: calls
@@ -123,13 +137,18 @@ class SavingModel(msgspec.Struct):
         return 1.0 - self._ratios(action, None)[0]
 
     def _ratios(self, action: str, reason: int | None) -> tuple[float, float]:
-        """Observed over expected churners of the action's calls, and of the action and reason's."""
-        c, pooled = self.calibration(), self.calls
-        ratio = _ratio(pooled.churned, c * pooled.expected, 1.0)
-        e = self.actions.get(action) or Evidence()
-        by_action = _ratio(e.churned, c * e.expected, ratio)
+        """Observed over expected churners of the action's calls, and of the action and reason's,
+        each call's risk calibrated by its reason's control alerts."""
+        expected: dict[str, float] = collections.defaultdict(float)
+        observed: dict[str, int] = collections.defaultdict(int)
+        for pair, e in self.reasons.items():
+            name, code = pair.split("|")
+            expected[name] += self.calibration(int(code)) * e.expected
+            observed[name] += e.churned
+        ratio = _ratio(sum(observed.values()), sum(expected.values()), 1.0)
+        by_action = _ratio(observed[action], expected[action], ratio)
         e = self.reasons.get(_pair(action, reason)) or Evidence()
-        return by_action, _ratio(e.churned, c * e.expected, by_action)
+        return by_action, _ratio(e.churned, self.calibration(reason or 0) * e.expected, by_action)
 
     def accepted(self, action: str) -> float:
         """The share of calls with `action` whose customer took the offer."""
@@ -144,11 +163,13 @@ class SavingModel(msgspec.Struct):
     def expected(self, alert: Alert, treatment: str, costs: SavingCosts) -> float:
         """What a call with `treatment` is expected to save for `alert`'s customer, net of its cost."""
         value = alert.arpu * costs.value_months
-        return (self.calibration() * alert_risk(alert) * self.kept(treatment, alert.reason_code) * value
+        reason = alert.reason_code or 0
+        return (self.calibration(reason) * alert_risk(alert) * self.kept(treatment, reason) * value
                 - costs.call - self.accepted(treatment) * costs.offer)
 
     def to_json(self) -> dict:
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
+                "calibration_by_reason": {str(r): round(self.calibration(r), 4) for r in sorted(self.control_reasons)},
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
                 "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
                                 "kept": round(self.kept_by_action(a), 4), "accepted": round(self.accepted(a), 4)}

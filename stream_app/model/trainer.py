@@ -107,7 +107,7 @@ class TrainerCore:
         self.since_publish += 1
         if (d := label.decision) is not None:
             if d.arm == "control":
-                self.saving.learn_control(d.risk, bool(label.y))
+                self.saving.learn_control(d.risk, bool(label.y), d.reason)
             else:
                 self.saving.learn_call(d.arm, d.reason, d.risk, bool(label.y), d.accepted)
         return self.contest.learn(np.asarray(label.x, np.float64), label.y, label.day, label.customer_id)

@@ -87,7 +87,7 @@ class _Learning:
         if match.called:
             self.centre.saving.learn_call(match.treatment, match.reason, match.risk, churned, match.accepted)
         else:
-            self.centre.saving.learn_control(match.risk, churned)
+            self.centre.saving.learn_control(match.risk, churned, match.reason)
         if match.called and not match.reached:  # the uplift model learns what a conversation does
             return
         x = np.asarray(label.x)

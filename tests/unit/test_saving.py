@@ -23,15 +23,17 @@ def alert(treatment: str, reason: int | None, score: float | None = 0.4, arpu: f
 
 
 def loop(model: SavingModel, rng: np.random.Generator, n: int, kept: dict[tuple[str, int], float],
-         bias: float = 1.0) -> None:
-    """n control alerts and n calls split across `kept`'s pairs; risks that understate churn by `bias`."""
-    for _ in range(n):
-        risk = rng.uniform(0.1, 0.5)
-        model.learn_control(risk, rng.random() < min(1.0, risk * bias))
+         bias: float | dict[int, float] = 1.0) -> None:
+    """n control alerts and n calls split across `kept`'s pairs; risks that understate churn by `bias`
+    (or by a bias per reason code, the control's alerts split across the same reasons as the calls)."""
     pairs = list(kept)
+    by_reason = bias if isinstance(bias, dict) else {r: bias for _, r in pairs}
+    for k in range(n):
+        reason, risk = pairs[k % len(pairs)][1], rng.uniform(0.1, 0.5)
+        model.learn_control(risk, rng.random() < min(1.0, risk * by_reason[reason]), reason)
     for k in range(n):
         (action, reason), risk = pairs[k % len(pairs)], rng.uniform(0.1, 0.5)
-        churned = rng.random() < min(1.0, risk * bias) * (1 - kept[(action, reason)])
+        churned = rng.random() < min(1.0, risk * by_reason[reason]) * (1 - kept[(action, reason)])
         model.learn_call(action, reason, risk, churned, accepted=not churned and rng.random() < 0.2)
 
 
@@ -53,10 +55,28 @@ def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_
     assert abs(model.kept("plan_offer", 210)) < 0.08 and abs(model.kept("relationship", 101)) < 0.08
     price = model.saving(alert("plan_offer", 101), COSTS)
     # About 1.5 x 0.4 x 0.5 x 1,200 = 360 saved, less a call and the offers taken.
-    assert price == pytest.approx(model.calibration() * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
+    assert price == pytest.approx(model.calibration(101) * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
                                   - 30 * model.accepted("plan_offer"))
     assert 300 < price < 400
     assert model.saving(alert("relationship", 101, arpu=5.0), COSTS) <= 0  # keeps nobody: the call costs
+
+
+def test_an_action_sent_to_the_reasons_that_churn_most_is_compared_with_control_alerts_of_those_reasons() -> None:
+    model, rng = SavingModel(), np.random.default_rng(6)
+    # Network churners (301) leave twice as often as price churners (101) for the same risk. The fix,
+    # sent only to them, keeps nobody; the offer, sent only to price churners, keeps a third.
+    loop(model, rng, 6000, {("technical_fix", 301): 0.0, ("plan_offer", 101): 1 / 3}, bias={301: 1.6, 101: 0.8})
+    assert model.calibration() == pytest.approx(1.2, abs=0.06)  # the whole control: the mix of both
+    assert model.calibration(301) == pytest.approx(1.6, abs=0.1)
+    assert model.calibration(101) == pytest.approx(0.8, abs=0.06)
+    # Against the whole control the fix would look harmful (1.6 / 1.2: a third more churners than
+    # expected) and the offer would look to keep more than half (0.8 x 2/3 / 1.2 = 0.44 churning).
+    assert abs(model.kept_by_action("technical_fix")) < 0.08 and abs(model.kept("technical_fix", 301)) < 0.08
+    assert model.kept_by_action("plan_offer") == pytest.approx(1 / 3, abs=0.08)
+    assert model.expected(alert("x", 301), "technical_fix", COSTS) == pytest.approx(
+        model.calibration(301) * 0.4 * model.kept("technical_fix", 301) * 1200 - 2
+        - 30 * model.accepted("technical_fix"))
+    assert "301" in model.to_json()["calibration_by_reason"]
 
 
 def test_a_pair_never_called_starts_at_its_action_and_a_level_stands_in_for_a_missing_score() -> None:
