@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import click
 
@@ -190,20 +190,24 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="with --lists: staying customers the simulator makes grow (the build-up stage)")
 @click.option("--call-budget", type=click.IntRange(1),
               help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
+@click.option("--ranking", "rankings", multiple=True, type=click.Choice(["risk", "saving"]),
+              help="with --closed-loop: loop only these rankings beside risk_value, the product's, which always "
+                   "runs (repeatable; default: all three)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="with --closed-loop: rankings looped at once, each in a process of its own (default: the "
                    "cores this process may use, at most 3, one per ranking)")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object")
 def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int, data: Path | None,
              mapping: Path | None, doc: Path | None, closed_loop: bool, lists: bool, grow_share: float,
-             call_budget: int | None, jobs: int | None, as_json: bool) -> None:
+             call_budget: int | None, rankings: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
     """Replay simulated traffic (or real monthly data) through the pipeline; compare the model, the rules,
     both, and a batch reference."""
     if data is not None:
         _evaluate_real(data, mapping, doc, as_json)
         return
     if closed_loop:
-        _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget, jobs, as_json)
+        _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget,
+                              rankings or ("risk", "saving"), jobs, as_json)
         return
     if lists:
         _evaluate_lists(customers, days, seed, monthly_churn, warmup_days, grow_share, as_json)
@@ -238,7 +242,7 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 
 
 def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: float, warmup_days: int,
-                          budget: int | None, jobs: int | None, as_json: bool) -> None:
+                          budget: int | None, rankings: Collection[str], jobs: int | None, as_json: bool) -> None:
     from stream_app.offline.closed_loop import evaluate_closed_loop
     from stream_app.offline.simulator import SimConfig
 
@@ -246,7 +250,7 @@ def _evaluate_closed_loop(customers: int, days: int, seed: int, monthly_churn: f
     budget = budget or max(1, round(customers * settings.call_budget_share / 7))
     cfg = SimConfig(customers=customers, days=days, seed=seed, monthly_churn=monthly_churn, warmup_days=warmup_days)
     jobs = jobs or min(3, len(os.sched_getaffinity(0)))
-    report = evaluate_closed_loop(settings, read_rules(settings), cfg, budget, jobs).to_json()
+    report = evaluate_closed_loop(settings, read_rules(settings), cfg, budget, jobs, rankings).to_json()
     for name, value in report.items():
         click.echo(f"  {name:26} {value}", err=as_json)
     if as_json:

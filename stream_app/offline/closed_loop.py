@@ -21,7 +21,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
@@ -98,21 +98,24 @@ class _Learning:
 
 
 def evaluate_closed_loop(settings: Settings, rules: Ruleset, sim_cfg: SimConfig, budget: int,
-                         jobs: int = 1) -> ClosedLoopEvaluation:
-    """The three rankings, one loop each on the same simulated base, `jobs` loops at a time (each in
-    a process of its own beyond one); the product's (value at risk) is also measured the manager's way."""
+                         jobs: int = 1, rankings: Collection[Ranking] = RANKINGS) -> ClosedLoopEvaluation:
+    """The rankings (the three by default), one loop each on the same simulated base, `jobs` loops
+    at a time (each in a process of its own beyond one); the product's (value at risk), which the
+    others are compared with, always runs and is also measured the manager's way."""
     arm = functools.partial(_arm, _ArmInputs(settings, rules, sim_cfg, budget))
+    chosen = [r for r in RANKINGS if r in rankings or r == "risk_value"]
     if jobs <= 1:
-        arms = {ranking: arm(ranking) for ranking in RANKINGS}
+        arms = {ranking: arm(ranking) for ranking in chosen}
     else:  # spawned, not forked: a fork of a process whose OpenMP pool has run (scikit-learn's trees) hangs
-        with ProcessPoolExecutor(min(jobs, len(RANKINGS)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            arms = dict(zip(RANKINGS, pool.map(arm, RANKINGS)))
+        with ProcessPoolExecutor(min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            arms = dict(zip(chosen, pool.map(arm, chosen)))
     product = arms["risk_value"]
     rankings = {name: a.figures for name, a in arms.items()}
     base = rankings["risk_value"]["net_revenue_kept"]
+    saving = rankings.get("saving", {}).get("net_revenue_kept")
     return ClosedLoopEvaluation(
         budget, *product.counts, product.true_uplift, product.measured, product.within_interval, product.qini,
-        product.evidence, rankings, round(rankings["saving"]["net_revenue_kept"] / base, 3) if base > 0 else None)
+        product.evidence, rankings, round(saving / base, 3) if saving is not None and base > 0 else None)
 
 
 @dataclass(frozen=True)

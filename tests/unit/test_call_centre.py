@@ -5,6 +5,7 @@ does reaches the worker's state and the simulator's truth."""
 from __future__ import annotations
 
 import collections
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -155,6 +156,31 @@ def test_the_closed_loop_evaluation_runs_three_rankings_on_one_base_and_counts_t
             {k: v for k, v in arms["risk_value"].items() if k != "saving_model"}
     else:  # it ranked by what it learned: a different list, whatever it kept
         assert arms["saving"] != arms["risk_value"]
+
+
+def test_a_closed_loop_of_some_rankings_always_runs_the_products_and_compares_only_what_ran(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli.main import main
+
+    (tmp_path / "loose.yaml").write_text(LOOSE_RULES)
+    args = ["evaluate", "--closed-loop", "--customers", "60", "--days", "60", "--warmup-days", "30", "--seed", "5",
+            "--call-budget", "1", "--jobs", "1", "--json"]
+    env = {"CHURNWATCH_RULES_DIR": str(tmp_path), "CHURNWATCH_HOLDOUT_SHARE": "0.5"}
+    runs = {name: CliRunner().invoke(main, args + ["--ranking", name], env=env) for name in ("saving", "risk")}
+    for name, run in runs.items():
+        assert run.exit_code == 0, run.output
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+        assert set(report["rankings"]) == {"risk_value", name}
+        net = report["rankings"]["risk_value"]["net_revenue_kept"]
+        ratio = report["saving_vs_risk_value"]
+        if name == "risk" or net <= 0:
+            assert ratio is None
+        else:
+            assert ratio == round(report["rankings"]["saving"]["net_revenue_kept"] / net, 3)
+    # The product's loop is the same whichever ran beside it.
+    assert json.loads(runs["saving"].stdout.splitlines()[-1])["rankings"]["risk_value"] == \
+        json.loads(runs["risk"].stdout.splitlines()[-1])["rankings"]["risk_value"]
 
 
 def test_ranked_by_saving_the_centre_calls_what_its_evidence_says_pays_and_same_day_calls_draw_alike() -> None:
