@@ -162,10 +162,13 @@ class SavingModel(msgspec.Struct):
 
     def expected(self, alert: Alert, treatment: str, costs: SavingCosts) -> float:
         """What a call with `treatment` is expected to save for `alert`'s customer, net of its cost."""
-        value = alert.arpu * costs.value_months
-        reason = alert.reason_code or 0
-        return (self.calibration(reason) * alert_risk(alert) * self.kept(treatment, reason) * value
+        return (self.uplift(alert_risk(alert), treatment, alert.reason_code) * alert.arpu * costs.value_months
                 - costs.call - self.accepted(treatment) * costs.offer)
+
+    def uplift(self, risk: float, treatment: str, reason: int | None) -> float:
+        """How much a call with `treatment` lowers the churn probability of a customer alerted with
+        `risk` for `reason`: their calibrated risk times the share a call keeps."""
+        return self.calibration(reason or 0) * risk * self.kept(treatment, reason)
 
     def to_json(self) -> dict:
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),

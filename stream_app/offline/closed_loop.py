@@ -10,7 +10,8 @@ And it learns uplift online from the same loop (model/uplift.py): each held cont
 each reached call, with the customer's snapshot of that day and whether they churned within the
 horizon. Each such label is scored before it is learned, once both arms have the evidence, and the
 Qini coefficient of those scores (model/qini.py) says whether the model ranks first the
-customers a call keeps.
+customers a call keeps. The saving model (model/saving.py) learns from the same labels, every
+call reached or not, and its uplift (calibrated risk x share kept) is scored the same way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ClosedLoopEvaluation:
     measured: dict  # the campaign report's total row
     within_interval: bool  # the true uplift lies in the measured 95% interval
     qini: dict | None  # of the uplift scores given before learning; None until the arms had evidence
+    qini_saving: dict | None  # the same for the saving model's uplift (calibrated risk x share kept)
     uplift_evidence: dict = field(default_factory=dict)
     rankings: dict = field(default_factory=dict)  # risk, risk_value, saving: what each one's calls did
     saving_vs_risk_value: float | None = None  # net revenue kept, ranking by expected saving over by value at risk
@@ -70,6 +72,7 @@ class _Learning:
         self.centre, self.model = centre, UpliftModel()
         self.used = 0
         self.scored: list[tuple[float, bool, int]] = []
+        self.saving_scored: list[tuple[float, bool, int]] = []  # the saving model's uplift, before it learns
         self.ranked: list[tuple[float, bool, int]] = []  # the ranking's own score of each labelled decision
         self._open: dict[str, list[Decision]] = collections.defaultdict(list)
 
@@ -84,6 +87,9 @@ class _Learning:
         waiting.remove(match)  # type: ignore[union-attr]
         churned = bool(label.y)
         self.ranked.append((match.rank_score, match.called, label.y))
+        if self.centre.saving.ready:  # every call counts, reached or not, as the saving model learns them
+            uplift = self.centre.saving.uplift(match.risk, match.treatment, match.reason)
+            self.saving_scored.append((uplift, match.called, label.y))
         if match.called:
             self.centre.saving.learn_call(match.treatment, match.reason, match.risk, churned, match.accepted)
         else:
@@ -113,9 +119,10 @@ def evaluate_closed_loop(settings: Settings, rules: Ruleset, sim_cfg: SimConfig,
     rankings = {name: a.figures for name, a in arms.items()}
     base = rankings["risk_value"]["net_revenue_kept"]
     saving = rankings.get("saving", {}).get("net_revenue_kept")
+    ratio = round(saving / base, 3) if saving is not None and base > 0 else None
     return ClosedLoopEvaluation(
         budget, *product.counts, product.true_uplift, product.measured, product.within_interval, product.qini,
-        product.evidence, rankings, round(saving / base, 3) if saving is not None and base > 0 else None)
+        product.figures["qini_saving_uplift"], product.evidence, rankings, ratio)
 
 
 @dataclass(frozen=True)
@@ -168,11 +175,12 @@ def _run(settings: Settings, rules: Callable[[], Ruleset], sim_cfg: SimConfig, b
 
 
 def _figures(centre: SimCallCentre, learning: _Learning) -> dict:
-    """What one ranking's calls did, by the truth, and the Qini of the order it called in."""
+    """What one ranking's calls did, by the truth, the Qini of the order it called in, and that of
+    the saving model's uplift given to each label before it was learned."""
     return {"calls": centre.calls, "reached": centre.reached, "kept": centre.kept, "prompted": centre.prompted,
             "offers_accepted": centre.accepted, "revenue_kept": round(centre.revenue_kept, 2),
             "net_revenue_kept": round(centre.net_revenue_kept(), 2), "qini": _qini(learning.ranked),
-            "saving_model": centre.saving.to_json()}
+            "qini_saving_uplift": _qini(learning.saving_scored), "saving_model": centre.saving.to_json()}
 
 
 def _qini(scored: list[tuple[float, bool, int]]) -> dict | None:

@@ -208,3 +208,28 @@ def test_ranked_by_saving_the_centre_calls_what_its_evidence_says_pays_and_same_
     again.work(10)
     reached = lambda c: {d.customer: d.reached for d in c.decisions if d.customer in called(by_value)}  # noqa: E731
     assert reached(again) == reached(by_value) and len(called(again)) == 20
+
+
+def test_the_saving_models_uplift_is_scored_before_it_learns_each_label_calls_reached_or_not() -> None:
+    from stream_app.contracts.events import Label
+    from stream_app.model.scoring import NAMES
+    from stream_app.offline.call_centre import Decision
+    from stream_app.offline.closed_loop import _Learning
+    from tests.unit.test_saving import loop
+
+    centre = SimCallCentre(Simulator(SimConfig(customers=50, days=10, seed=4)), Settings(), CallCentreConfig(budget=5))
+    learning = _Learning(centre)
+    centre.decisions += [Decision("c0001", 100, True, "plan_offer", 101, 0.4, 1.0),  # called, not reached
+                         Decision("c0002", 100, False, "technical_fix", 301, 0.3, 1.0)]
+    label = lambda who, y: Label(who, 101, [0.0] * len(NAMES), y, 0, 0)  # noqa: E731
+    learning(label("c0001", 1))  # no evidence yet: learned, not scored
+    assert learning.saving_scored == [] and centre.saving.calls.decisions == 1
+    loop(centre.saving, np.random.default_rng(2), 2000, {("plan_offer", 101): 0.5, ("technical_fix", 301): 0.0})
+    centre.decisions.append(Decision("c0003", 100, True, "plan_offer", 101, 0.4, 1.0))
+    offer = centre.saving.uplift(0.4, "plan_offer", 101)
+    learning(label("c0003", 0))
+    fix = centre.saving.uplift(0.3, "technical_fix", 301)  # after the last label was learned
+    learning(label("c0002", 1))
+    assert learning.saving_scored == [(offer, True, 0), (fix, False, 1)]
+    assert offer > 0.1 > abs(fix)  # the offer keeps price churners; the fix keeps nobody
+    assert centre.saving.control.decisions == 2001
