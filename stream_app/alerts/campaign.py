@@ -31,6 +31,7 @@ import numpy as np
 
 from stream_app.alerts.call_plan import alert_day, plan_days
 from stream_app.contracts.events import Alert, ChurnEvent, Outcome
+from stream_app.model.saving import SavingCosts
 from stream_app.settings import Settings
 
 __all__ = ["CampaignCosts", "CampaignRow", "campaign_customers", "campaign_report", "latest_outcomes",
@@ -54,13 +55,11 @@ def difference_interval(x1: int, n1: int, x2: int, n2: int) -> tuple[float, floa
 
 
 @dataclass(frozen=True)
-class CampaignCosts:
-    """What a call and an accepted offer cost, and how long a kept customer is valued."""
+class CampaignCosts(SavingCosts):
+    """What a call and an accepted offer cost and how long a kept customer is valued (as the
+    saving model counts them), and how long after an alert its customer's churn is counted."""
 
-    call: float = 2.0
-    offer: float = 30.0
-    value_months: float = 12.0
-    window_days: int = 90  # churn is counted this long after the alert
+    window_days: int = 90
 
     @classmethod
     def of(cls, settings: Settings) -> "CampaignCosts":

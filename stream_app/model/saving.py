@@ -76,6 +76,8 @@ class Evidence(msgspec.Struct):
 
 @dataclass(frozen=True)
 class SavingCosts:
+    """What a call and an accepted offer cost, and how long a kept customer is valued."""
+
     call: float = 2.0
     offer: float = 30.0
     value_months: float = 12.0  # how long a kept customer is valued (the campaign report's figure)
