@@ -190,7 +190,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="with --lists: staying customers the simulator makes grow (the build-up stage)")
 @click.option("--call-budget", type=click.IntRange(1),
               help="with --closed-loop: calls a day (default: CHURNWATCH_CALL_BUDGET_SHARE of the customers a week)")
-@click.option("--ranking", "rankings", multiple=True, type=click.Choice(["risk", "saving"]),
+@click.option("--ranking", "rankings", multiple=True, type=click.Choice(["risk", "risk_value", "saving"]),
               help="with --closed-loop: loop only these rankings beside risk_value, the product's, which always "
                    "runs (repeatable; default: all three)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,

@@ -20,7 +20,7 @@ For an alert with churn risk p, monthly value v and action a,
   same risk than those leaving over price, and the actions go to different reasons (a technical fix
   to network churners), so one calibration for all would read that mix as an effect of the action.
   The calls of an action are compared with control alerts of the same reasons, weighted as the
-  calls are (direct standardisation).
+  calls are (indirect standardisation: observed over expected at the control's rates per reason).
 - The ratio is kept per action and per action and reason code (the alert's top reason: a plan
   offer keeps those leaving over price, not those who move away), each shrunk towards the one
   above it (a reason's towards its action's, an action's towards all calls', all calls' towards
@@ -87,8 +87,10 @@ class SavingCosts:
         return cls(settings.call_cost, settings.offer_cost, settings.kept_value_months)
 
 
-class SavingModel(msgspec.Struct):
-    """The evidence: published with the churn model (plain counts, no pickle)."""
+class SavingModel(msgspec.Struct, dict=True):
+    """The evidence: published with the churn model (plain counts, no pickle). Its instances also
+    hold, unpublished, the calls' reason-calibrated expected churners per action (`_by_action`),
+    which every learned decision clears."""
 
     control: Evidence = msgspec.field(default_factory=Evidence)
     actions: dict[str, Evidence] = msgspec.field(default_factory=dict)
@@ -99,12 +101,14 @@ class SavingModel(msgspec.Struct):
         """A control-group alert for `reason`, and whether its customer churned."""
         self.control.add(risk, churned)
         self.control_reasons.setdefault(reason or 0, Evidence()).add(risk, churned)
+        self.__dict__.pop("_by_action", None)
 
     def learn_call(self, action: str, reason: int | None, risk: float, churned: bool, accepted: bool) -> None:
         """A call made with `action` for `reason` (reached or not), whether the offer was taken, and
         whether they churned."""
         self.actions.setdefault(action, Evidence()).add(risk, churned, accepted)
         self.reasons.setdefault(_pair(action, reason), Evidence()).add(risk, churned, accepted)
+        self.__dict__.pop("_by_action", None)
 
     @property
     def calls(self) -> Evidence:
@@ -120,14 +124,14 @@ class SavingModel(msgspec.Struct):
     def ready(self) -> bool:
         return self.control.expected >= MIN_EXPECTED and self.calls.expected >= MIN_EXPECTED
 
-    def calibration(self, reason: int | None = None) -> float:
-        """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated); for
-        `reason`, its control alerts', shrunk towards the whole control's."""
-        whole = _ratio(self.control.churned, self.control.expected, 1.0)
-        if reason is None:
-            return whole
+    def calibration(self) -> float:
+        """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated)."""
+        return _ratio(self.control.churned, self.control.expected, 1.0)
+
+    def reason_calibration(self, reason: int | None) -> float:
+        """The same for the control alerts of `reason` (None: no reason), shrunk towards the whole control's."""
         e = self.control_reasons.get(reason or 0) or Evidence()
-        return _ratio(e.churned, e.expected, whole)
+        return _ratio(e.churned, e.expected, self.calibration())
 
     def kept(self, action: str, reason: int | None = None) -> float:
         """The share of would-be churners a call with `action` for `reason` keeps (negative: calls
@@ -141,16 +145,25 @@ class SavingModel(msgspec.Struct):
     def _ratios(self, action: str, reason: int | None) -> tuple[float, float]:
         """Observed over expected churners of the action's calls, and of the action and reason's,
         each call's risk calibrated by its reason's control alerts."""
+        pooled, by_action = self._action_ratios()
+        action_ratio = by_action.get(action, pooled)
+        e = self.reasons.get(_pair(action, reason)) or Evidence()
+        return action_ratio, _ratio(e.churned, self.reason_calibration(reason) * e.expected, action_ratio)
+
+    def _action_ratios(self) -> tuple[float, dict[str, float]]:
+        """All calls' ratio, and each action's shrunk towards it; kept until the next decision is
+        learned (an alert asks for them once per action it could take)."""
+        if (cached := self.__dict__.get("_by_action")) is not None:
+            return cached
         expected: dict[str, float] = collections.defaultdict(float)
         observed: dict[str, int] = collections.defaultdict(int)
         for pair, e in self.reasons.items():
             name, code = pair.split("|")
-            expected[name] += self.calibration(int(code)) * e.expected
+            expected[name] += self.reason_calibration(int(code)) * e.expected
             observed[name] += e.churned
-        ratio = _ratio(sum(observed.values()), sum(expected.values()), 1.0)
-        by_action = _ratio(observed[action], expected[action], ratio)
-        e = self.reasons.get(_pair(action, reason)) or Evidence()
-        return by_action, _ratio(e.churned, self.calibration(reason or 0) * e.expected, by_action)
+        pooled = _ratio(sum(observed.values()), sum(expected.values()), 1.0)
+        cached = self._by_action = pooled, {a: _ratio(observed[a], expected[a], pooled) for a in expected}
+        return cached
 
     def accepted(self, action: str) -> float:
         """The share of calls with `action` whose customer took the offer."""
@@ -170,11 +183,12 @@ class SavingModel(msgspec.Struct):
     def uplift(self, risk: float, treatment: str, reason: int | None) -> float:
         """How much a call with `treatment` lowers the churn probability of a customer alerted with
         `risk` for `reason`: their calibrated risk times the share a call keeps."""
-        return self.calibration(reason or 0) * risk * self.kept(treatment, reason)
+        return self.reason_calibration(reason) * risk * self.kept(treatment, reason)
 
     def to_json(self) -> dict:
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
-                "calibration_by_reason": {str(r): round(self.calibration(r), 4) for r in sorted(self.control_reasons)},
+                "calibration_by_reason": {str(r): round(self.reason_calibration(r), 4)
+                                          for r in sorted(self.control_reasons)},
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
                 "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
                                 "kept": round(self.kept_by_action(a), 4), "accepted": round(self.accepted(a), 4)}

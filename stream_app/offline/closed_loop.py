@@ -116,13 +116,13 @@ def evaluate_closed_loop(settings: Settings, rules: Ruleset, sim_cfg: SimConfig,
         with ProcessPoolExecutor(min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
             arms = dict(zip(chosen, pool.map(arm, chosen)))
     product = arms["risk_value"]
-    rankings = {name: a.figures for name, a in arms.items()}
-    base = rankings["risk_value"]["net_revenue_kept"]
-    saving = rankings.get("saving", {}).get("net_revenue_kept")
+    figures = {name: a.figures for name, a in arms.items()}
+    base = product.figures["net_revenue_kept"]
+    saving = figures.get("saving", {}).get("net_revenue_kept")
     ratio = round(saving / base, 3) if saving is not None and base > 0 else None
     return ClosedLoopEvaluation(
         budget, *product.counts, product.true_uplift, product.measured, product.within_interval, product.qini,
-        product.figures["qini_saving_uplift"], product.evidence, rankings, ratio)
+        product.figures["qini_saving_uplift"], product.evidence, figures, ratio)
 
 
 @dataclass(frozen=True)

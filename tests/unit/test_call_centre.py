@@ -158,7 +158,7 @@ def test_the_closed_loop_evaluation_runs_three_rankings_on_one_base_and_counts_t
         assert arms["saving"] != arms["risk_value"]
 
 
-def test_a_closed_loop_of_some_rankings_always_runs_the_products_and_compares_only_what_ran(tmp_path: Path) -> None:
+def test_a_closed_loop_of_some_rankings_always_runs_the_products_beside_them(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from stream_app.cli.main import main
@@ -168,19 +168,33 @@ def test_a_closed_loop_of_some_rankings_always_runs_the_products_and_compares_on
             "--call-budget", "1", "--jobs", "1", "--json"]
     env = {"CHURNWATCH_RULES_DIR": str(tmp_path), "CHURNWATCH_HOLDOUT_SHARE": "0.5"}
     runs = {name: CliRunner().invoke(main, args + ["--ranking", name], env=env) for name in ("saving", "risk")}
+    reports = {}
     for name, run in runs.items():
         assert run.exit_code == 0, run.output
-        report = json.loads(run.stdout.strip().splitlines()[-1])
-        assert set(report["rankings"]) == {"risk_value", name}
-        net = report["rankings"]["risk_value"]["net_revenue_kept"]
-        ratio = report["saving_vs_risk_value"]
-        if name == "risk" or net <= 0:
-            assert ratio is None
-        else:
-            assert ratio == round(report["rankings"]["saving"]["net_revenue_kept"] / net, 3)
+        reports[name] = json.loads(run.stdout.strip().splitlines()[-1])
+        assert set(reports[name]["rankings"]) == {"risk_value", name} and "qini_saving" in reports[name]
+    assert reports["risk"]["saving_vs_risk_value"] is None  # the saving ranking did not run
     # The product's loop is the same whichever ran beside it.
-    assert json.loads(runs["saving"].stdout.splitlines()[-1])["rankings"]["risk_value"] == \
-        json.loads(runs["risk"].stdout.splitlines()[-1])["rankings"]["risk_value"]
+    assert reports["saving"]["rankings"]["risk_value"] == reports["risk"]["rankings"]["risk_value"]
+
+
+def test_the_closed_loop_compares_the_saving_rankings_net_revenue_with_the_products(monkeypatch) -> None:
+    from stream_app.offline import closed_loop
+
+    ran = []
+
+    def arm(_inputs, ranking: str) -> closed_loop._ArmResult:  # what each loop did, made up
+        ran.append(ranking)
+        figures = {"net_revenue_kept": {"risk": 50.0, "risk_value": 80.0, "saving": 100.0}[ranking],
+                   "qini_saving_uplift": {"qini": len(ranking)}}
+        return closed_loop._ArmResult(figures, (9, 6, 2, 0, 1), 0.05, {}, True, None, {})
+
+    monkeypatch.setattr(closed_loop, "_arm", arm)
+    report = closed_loop.evaluate_closed_loop(Settings(), None, SimConfig(), 1, rankings=("saving",))  # type: ignore
+    assert ran == ["risk_value", "saving"] and report.saving_vs_risk_value == 1.25
+    assert report.qini_saving == {"qini": len("risk_value")} and report.calls == 9  # the product's
+    every = closed_loop.evaluate_closed_loop(Settings(), None, SimConfig(), 1)  # type: ignore[arg-type]
+    assert ran[2:] == ["risk", "risk_value", "saving"] and every.saving_vs_risk_value == 1.25
 
 
 def test_ranked_by_saving_the_centre_calls_what_its_evidence_says_pays_and_same_day_calls_draw_alike() -> None:

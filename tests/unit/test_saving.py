@@ -55,7 +55,7 @@ def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_
     assert abs(model.kept("plan_offer", 210)) < 0.08 and abs(model.kept("relationship", 101)) < 0.08
     price = model.saving(alert("plan_offer", 101), COSTS)
     # About 1.5 x 0.4 x 0.5 x 1,200 = 360 saved, less a call and the offers taken.
-    assert price == pytest.approx(model.calibration(101) * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
+    assert price == pytest.approx(model.reason_calibration(101) * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
                                   - 30 * model.accepted("plan_offer"))
     assert 300 < price < 400
     assert model.saving(alert("relationship", 101, arpu=5.0), COSTS) <= 0  # keeps nobody: the call costs
@@ -67,16 +67,24 @@ def test_an_action_sent_to_the_reasons_that_churn_most_is_compared_with_control_
     # sent only to them, keeps nobody; the offer, sent only to price churners, keeps a third.
     loop(model, rng, 6000, {("technical_fix", 301): 0.0, ("plan_offer", 101): 1 / 3}, bias={301: 1.6, 101: 0.8})
     assert model.calibration() == pytest.approx(1.2, abs=0.06)  # the whole control: the mix of both
-    assert model.calibration(301) == pytest.approx(1.6, abs=0.1)
-    assert model.calibration(101) == pytest.approx(0.8, abs=0.06)
+    assert model.reason_calibration(301) == pytest.approx(1.6, abs=0.1)
+    assert model.reason_calibration(101) == pytest.approx(0.8, abs=0.06)
     # Against the whole control the fix would look harmful (1.6 / 1.2: a third more churners than
     # expected) and the offer would look to keep more than half (0.8 x 2/3 / 1.2 = 0.44 churning).
     assert abs(model.kept_by_action("technical_fix")) < 0.08 and abs(model.kept("technical_fix", 301)) < 0.08
     assert model.kept_by_action("plan_offer") == pytest.approx(1 / 3, abs=0.08)
     assert model.expected(alert("x", 301), "technical_fix", COSTS) == pytest.approx(
-        model.calibration(301) * 0.4 * model.kept("technical_fix", 301) * 1200 - 2
+        model.reason_calibration(301) * 0.4 * model.kept("technical_fix", 301) * 1200 - 2
         - 30 * model.accepted("technical_fix"))
     assert "301" in model.to_json()["calibration_by_reason"]
+    # What an alert is offered moves with every decision learned, calls and control alike.
+    for learn in (lambda: model.learn_call("technical_fix", 301, 0.3, False, False),
+                  lambda: model.learn_control(0.3, True, 301)):
+        fix, by_action = model.kept("technical_fix", 301), model.kept_by_action("technical_fix")
+        for _ in range(200):
+            learn()
+        assert model.kept("technical_fix", 301) > fix + 0.05
+        assert model.kept_by_action("technical_fix") > by_action + 0.05
 
 
 def test_a_pair_never_called_starts_at_its_action_and_a_level_stands_in_for_a_missing_score() -> None:
