@@ -13,8 +13,10 @@ __all__ = ["Metrics", "NotifyMetrics", "STAGES", "StageClock", "TrainerMetrics",
 #: The stages of a worker's batch, in the order a batch goes through them: waiting for and reading
 #: records (fetch), decoding and admitting them, loading the states, applying the events to the
 #: windows, deriving features, scoring, evaluating rules, making the outputs (snapshots, churn
-#: events, report facts, alerts), sending them, writing the states, committing the offsets.
-STAGES = ("fetch", "decode", "load", "apply", "derive", "model", "rules", "outputs", "send", "write", "commit")
+#: events, report facts, alerts), encoding the states, checking that no other writer moved them
+#: on (a round trip to Redis), sending the outputs, writing the states, committing the offsets.
+STAGES = ("fetch", "decode", "load", "apply", "derive", "model", "rules", "outputs", "encode", "check", "send", "write",
+          "commit")
 
 OTHER_REGION = "other"
 

@@ -173,7 +173,7 @@ class BatchProcessor:
         judged = [i for i in changed if customers[i] not in erased]
         if result.applied and judged:
             self._derive(w, judged, now_day, self.clock(), before, result.moves, out.partitions, out)
-        with stage("write"):
+        with stage("encode"):
             out.writes = dict(zip((customers[i] for i in changed), w.dump(changed, self.settings.state_layout)))
         return out
 
@@ -274,7 +274,7 @@ class BatchProcessor:
         pending = list(records)
         for _attempt in range(10):
             out = await self.isolated(pending)
-            with stage("write"):
+            with stage("check"):
                 stale = await self._redis("check", lambda: self.store.stale(out.writes))
             if stale:
                 self.metrics.redis_conflicts.inc(len(stale))

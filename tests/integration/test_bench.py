@@ -27,7 +27,7 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert 40 < figures["offnet_bytes_per_number"] < 400 and figures["offnet_bytes_per_customer"] > 0
     # Where the pipeline's time goes, stage by stage, within the time the pass took.
     stages = figures["stages"]
-    assert {"decode", "load", "apply", "derive", "rules", "outputs", "write", "other"} <= set(stages)
+    assert {"decode", "load", "apply", "derive", "rules", "outputs", "encode", "check", "write", "other"} <= set(stages)
     assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0, abs=0.01)
 
 
@@ -51,9 +51,9 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     # The worker's own stage clocks over the measured span (read from its metrics), each with the rate
     # it alone would allow over the ceiling.
     stages = figures["stages"]
-    assert {"fetch", "decode", "apply", "write", "send", "commit"} <= set(stages)
+    assert {"fetch", "decode", "apply", "encode", "check", "write", "send", "commit"} <= set(stages)
     assert all(stages[name]["us_per_event"] > 0 and 0 < stages[name]["share"] < 1 and stages[name]["ratio"] > 0
-               for name in ("fetch", "decode", "apply", "write"))
+               for name in ("fetch", "decode", "apply", "encode", "check", "write"))
     assert all(s["us_per_event"] >= 0 and 0 <= s["share"] <= 1 for s in stages.values())
     if figures["latency_alerts"]:  # latency is measured on the alerts the phase brought
         assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"]
