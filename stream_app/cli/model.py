@@ -121,6 +121,11 @@ def _call_evidence(saving: SavingModel | None, as_json: bool) -> dict | None:
         "not enough yet: the call list ranks by value at risk"
     click.echo(f"evidence of calls      {state} (control: {saving.control.decisions} alerts, "
                f"{saving.control.expected:.1f} expected churners; calibration {shown['calibration']:.2f})", err=as_json)
+    from stream_app.model.control_rates import RISK_BANDS
+
+    edges = ["0", *map(str, RISK_BANDS), "1"]
+    click.echo("  control's churners per unit of risk, by risk: " + ", ".join(
+        f"{lo}-{hi} {f:.2f}" for lo, hi, f in zip(edges, edges[1:], shown["calibration_by_band"])), err=as_json)
     for action, figures in shown["actions"].items():
         click.echo(f"  {action:20} {figures['calls']} calls, keeps {figures['kept']:.1%} of would-be churners, "
                    f"offer taken {figures['accepted']:.1%}", err=as_json)

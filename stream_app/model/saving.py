@@ -2,25 +2,23 @@
 
 For an alert with churn risk p, monthly value v and action a,
 
-    saving = c * p * kept(a) * v * months - (call + accepted(a) * offer)
+    saving = c(reason, p) * p * kept(a) * v * months - (call + accepted(a) * offer)
 
 - `kept(a)`, the share of would-be churners a call with action a keeps, is learned as a ratio of
   observed to expected churners: among the customers called with a whose label is known, the
-  churners seen (O) against the sum of their risks at the call (E, what they would have had
-  uncalled). kept(a) = 1 - O / (c E). It uses every call, not only a model per arm, so it is
-  usable after hundreds of calls where a per-customer uplift model (model/uplift.py) needs
-  thousands; what it cannot see is who within an action a call keeps, beyond their risk and value.
-- `c` calibrates the risks on the control group (alerts never called): their churners over the
-  sum of their risks. A model that over- or under-states the risk of alerted customers would
-  otherwise read as a call effect. It takes every control alert, not only those the plan ranked
-  within the budget: five to ten times the evidence, at the price of assuming the risks are as
-  well calibrated at the top of the list as across it.
-- `c` is kept per reason code too, shrunk towards the whole control's, and each call's expected
-  churners are counted at its own reason's: customers leaving over the network churn more for the
-  same risk than those leaving over price, and the actions go to different reasons (a technical fix
-  to network churners), so one calibration for all would read that mix as an effect of the action.
-  The calls of an action are compared with control alerts of the same reasons, weighted as the
-  calls are (indirect standardisation: observed over expected at the control's rates per reason).
+  churners seen (O) against what they would have had uncalled (E: the sum of their risks at the
+  call, each times the control's `c` for its reason and risk). kept(a) = 1 - O / E. It uses every
+  call, not only a model per arm, so it is usable after hundreds of calls where a per-customer
+  uplift model (model/uplift.py) needs thousands; what it cannot see is who within an action a
+  call keeps, beyond their reason, risk and value.
+- `c` calibrates the risks on the control group (alerts never called): their churners per unit
+  of risk, per reason code and risk band (model/control_rates.py). A model that over- or
+  under-states the risk of alerted customers would otherwise read as a call effect, and so would
+  the difference between the calls' mix and the control's: a technical fix goes to network
+  churners, who churn more for the same risk, and a ranking by saving calls other risks than the
+  control's. Each action's calls are so compared with control alerts of their own reasons and
+  risks (indirect standardisation). It takes every control alert, not only those the plan ranked
+  within the budget: five to ten times the evidence.
 - The ratio is kept per action and per action and reason code (the alert's top reason: a plan
   offer keeps those leaving over price, not those who move away), each shrunk towards the one
   above it (a reason's towards its action's, an action's towards all calls', all calls' towards
@@ -42,6 +40,7 @@ from dataclasses import dataclass
 import msgspec
 
 from stream_app.contracts.events import LEVELS, Alert
+from stream_app.model.control_rates import ControlRates, band
 from stream_app.settings import Settings
 
 __all__ = ["Evidence", "SavingModel", "SavingCosts", "alert_risk", "LEVEL_RISK", "PRIOR_CHURNERS", "MIN_EXPECTED",
@@ -89,26 +88,27 @@ class SavingCosts:
 
 class SavingModel(msgspec.Struct, dict=True):
     """The evidence: published with the churn model (plain counts, no pickle). Its instances also
-    hold, unpublished, the calls' reason-calibrated expected churners per action (`_by_action`),
-    which every learned decision clears."""
+    hold, unpublished, what is fitted from it (`_fit`), which every learned decision clears."""
 
     control: Evidence = msgspec.field(default_factory=Evidence)
     actions: dict[str, Evidence] = msgspec.field(default_factory=dict)
     reasons: dict[str, Evidence] = msgspec.field(default_factory=dict)  # "action|reason code" (0 for none)
-    control_reasons: dict[int, Evidence] = msgspec.field(default_factory=dict)  # reason code (0 for none)
+    control_cells: dict[str, Evidence] = msgspec.field(default_factory=dict)  # "reason|risk band"
+    cells: dict[str, Evidence] = msgspec.field(default_factory=dict)  # calls: "action|reason|risk band"
 
     def learn_control(self, risk: float, churned: bool, reason: int | None = None) -> None:
         """A control-group alert for `reason`, and whether its customer churned."""
         self.control.add(risk, churned)
-        self.control_reasons.setdefault(reason or 0, Evidence()).add(risk, churned)
-        self.__dict__.pop("_by_action", None)
+        self.control_cells.setdefault(f"{reason or 0}|{band(risk)}", Evidence()).add(risk, churned)
+        self.__dict__.pop("_fit", None)
 
     def learn_call(self, action: str, reason: int | None, risk: float, churned: bool, accepted: bool) -> None:
         """A call made with `action` for `reason` (reached or not), whether the offer was taken, and
         whether they churned."""
         self.actions.setdefault(action, Evidence()).add(risk, churned, accepted)
         self.reasons.setdefault(_pair(action, reason), Evidence()).add(risk, churned, accepted)
-        self.__dict__.pop("_by_action", None)
+        self.cells.setdefault(f"{_pair(action, reason)}|{band(risk)}", Evidence()).add(risk, churned, accepted)
+        self.__dict__.pop("_fit", None)
 
     @property
     def calls(self) -> Evidence:
@@ -128,42 +128,45 @@ class SavingModel(msgspec.Struct, dict=True):
         """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated)."""
         return _ratio(self.control.churned, self.control.expected, 1.0)
 
-    def reason_calibration(self, reason: int | None) -> float:
-        """The same for the control alerts of `reason` (None: no reason), shrunk towards the whole control's."""
-        e = self.control_reasons.get(reason or 0) or Evidence()
-        return _ratio(e.churned, e.expected, self.calibration())
+    def rates(self) -> ControlRates:
+        """The control's churners per unit of risk by reason and risk band (model/control_rates.py)."""
+        return self._fitted().rates
 
     def kept(self, action: str, reason: int | None = None) -> float:
         """The share of would-be churners a call with `action` for `reason` keeps (negative: calls
         that lose them)."""
-        return 1.0 - self._ratios(action, reason)[1]
+        fit = self._fitted()
+        e, pair = self.reasons.get(_pair(action, reason)) or Evidence(), _pair(action, reason)
+        by_action = fit.by_action.get(action, fit.pooled)
+        return 1.0 - _ratio(e.churned, fit.expected.get(pair, 0.0), by_action)
 
     def kept_by_action(self, action: str) -> float:
         """The same for `action` whatever the reason."""
-        return 1.0 - self._ratios(action, None)[0]
+        fit = self._fitted()
+        return 1.0 - fit.by_action.get(action, fit.pooled)
 
-    def _ratios(self, action: str, reason: int | None) -> tuple[float, float]:
-        """Observed over expected churners of the action's calls, and of the action and reason's,
-        each call's risk calibrated by its reason's control alerts."""
-        pooled, by_action = self._action_ratios()
-        action_ratio = by_action.get(action, pooled)
-        e = self.reasons.get(_pair(action, reason)) or Evidence()
-        return action_ratio, _ratio(e.churned, self.reason_calibration(reason) * e.expected, action_ratio)
-
-    def _action_ratios(self) -> tuple[float, dict[str, float]]:
-        """All calls' ratio, and each action's shrunk towards it; kept until the next decision is
-        learned (an alert asks for them once per action it could take)."""
-        if (cached := self.__dict__.get("_by_action")) is not None:
-            return cached
-        expected: dict[str, float] = collections.defaultdict(float)
-        observed: dict[str, int] = collections.defaultdict(int)
+    def _fitted(self) -> _Fit:
+        """The control's rates and, at them, the churners each action's and pair's calls would have
+        had uncalled (each call at its reason's and risk band's rate); kept until the next decision
+        is learned (an alert asks for them once per action it could take)."""
+        if (fit := self.__dict__.get("_fit")) is not None:
+            return fit
+        whole = self.calibration()
+        rates = ControlRates.fit({_cell(key): (e.churned, e.expected) for key, e in self.control_cells.items()},
+                                 whole, PRIOR_CHURNERS)
+        expected = {pair: whole * e.expected for pair, e in self.reasons.items()}  # evidence before the bands
+        for key, e in self.cells.items():
+            action, reason, risk_band = key.split("|")
+            pair = f"{action}|{reason}"
+            expected[pair] += (rates.factor(int(reason), int(risk_band)) - whole) * e.expected
+        by_action: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         for pair, e in self.reasons.items():
-            name, code = pair.split("|")
-            expected[name] += self.reason_calibration(int(code)) * e.expected
-            observed[name] += e.churned
-        pooled = _ratio(sum(observed.values()), sum(expected.values()), 1.0)
-        cached = self._by_action = pooled, {a: _ratio(observed[a], expected[a], pooled) for a in expected}
-        return cached
+            observed_expected = by_action[pair.split("|")[0]]
+            observed_expected[0] += e.churned
+            observed_expected[1] += expected[pair]
+        pooled = _ratio(sum(o for o, _ in by_action.values()), sum(x for _, x in by_action.values()), 1.0)
+        fit = self._fit = _Fit(rates, expected, pooled, {a: _ratio(o, x, pooled) for a, (o, x) in by_action.items()})
+        return fit
 
     def accepted(self, action: str) -> float:
         """The share of calls with `action` whose customer took the offer."""
@@ -183,20 +186,34 @@ class SavingModel(msgspec.Struct, dict=True):
     def uplift(self, risk: float, treatment: str, reason: int | None) -> float:
         """How much a call with `treatment` lowers the churn probability of a customer alerted with
         `risk` for `reason`: their calibrated risk times the share a call keeps."""
-        return self.reason_calibration(reason) * risk * self.kept(treatment, reason)
+        return self.rates().factor(reason, band(risk)) * risk * self.kept(treatment, reason)
 
     def to_json(self) -> dict:
+        rates = self.rates()
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
-                "calibration_by_reason": {str(r): round(self.reason_calibration(r), 4)
-                                          for r in sorted(self.control_reasons)},
+                "calibration_by_band": [round(f, 4) for f in rates.bands.tolist()],
+                "reason_factors": {str(r): round(f, 4) for r, f in rates.reasons.items()},
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
                 "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
                                 "kept": round(self.kept_by_action(a), 4), "accepted": round(self.accepted(a), 4)}
                             for a, e in sorted(self.actions.items())}}
 
 
+@dataclass(frozen=True)
+class _Fit:
+    rates: ControlRates
+    expected: dict[str, float]  # per "action|reason": the churners its calls would have had uncalled
+    pooled: float  # all calls' observed over expected churners
+    by_action: dict[str, float]  # each action's, shrunk towards all calls'
+
+
 def _pair(action: str, reason: int | None) -> str:
     return f"{action}|{reason or 0}"
+
+
+def _cell(key: str) -> tuple[int, int]:
+    reason, risk_band = key.split("|")
+    return int(reason), int(risk_band)
 
 
 def _ratio(observed: float, expected: float, prior: float) -> float:

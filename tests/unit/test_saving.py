@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stream_app.contracts.events import Alert
+from stream_app.model.control_rates import RISK_BANDS, ControlRates, band
 from stream_app.model.saving import MIN_EXPECTED, SavingCosts, SavingModel, alert_risk
 from tests.unit.test_rules import RULES
 
@@ -55,8 +56,8 @@ def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_
     assert abs(model.kept("plan_offer", 210)) < 0.08 and abs(model.kept("relationship", 101)) < 0.08
     price = model.saving(alert("plan_offer", 101), COSTS)
     # About 1.5 x 0.4 x 0.5 x 1,200 = 360 saved, less a call and the offers taken.
-    assert price == pytest.approx(model.reason_calibration(101) * 0.4 * model.kept("plan_offer", 101) * 1200 - 2
-                                  - 30 * model.accepted("plan_offer"))
+    assert price == pytest.approx(model.rates().factor(101, band(0.4)) * 0.4 * model.kept("plan_offer", 101) * 1200
+                                  - 2 - 30 * model.accepted("plan_offer"))
     assert 300 < price < 400
     assert model.saving(alert("relationship", 101, arpu=5.0), COSTS) <= 0  # keeps nobody: the call costs
 
@@ -67,16 +68,17 @@ def test_an_action_sent_to_the_reasons_that_churn_most_is_compared_with_control_
     # sent only to them, keeps nobody; the offer, sent only to price churners, keeps a third.
     loop(model, rng, 6000, {("technical_fix", 301): 0.0, ("plan_offer", 101): 1 / 3}, bias={301: 1.6, 101: 0.8})
     assert model.calibration() == pytest.approx(1.2, abs=0.06)  # the whole control: the mix of both
-    assert model.reason_calibration(301) == pytest.approx(1.6, abs=0.1)
-    assert model.reason_calibration(101) == pytest.approx(0.8, abs=0.06)
+    for risk in (0.15, 0.25, 0.4):  # the same at every risk the alerts had
+        assert model.rates().factor(301, band(risk)) == pytest.approx(1.6, abs=0.15)
+        assert model.rates().factor(101, band(risk)) == pytest.approx(0.8, abs=0.1)
     # Against the whole control the fix would look harmful (1.6 / 1.2: a third more churners than
     # expected) and the offer would look to keep more than half (0.8 x 2/3 / 1.2 = 0.44 churning).
     assert abs(model.kept_by_action("technical_fix")) < 0.08 and abs(model.kept("technical_fix", 301)) < 0.08
     assert model.kept_by_action("plan_offer") == pytest.approx(1 / 3, abs=0.08)
     assert model.expected(alert("x", 301), "technical_fix", COSTS) == pytest.approx(
-        model.reason_calibration(301) * 0.4 * model.kept("technical_fix", 301) * 1200 - 2
+        model.rates().factor(301, band(0.4)) * 0.4 * model.kept("technical_fix", 301) * 1200 - 2
         - 30 * model.accepted("technical_fix"))
-    assert "301" in model.to_json()["calibration_by_reason"]
+    assert "301" in model.to_json()["reason_factors"]
     # What an alert is offered moves with every decision learned, calls and control alike.
     for learn in (lambda: model.learn_call("technical_fix", 301, 0.3, False, False),
                   lambda: model.learn_control(0.3, True, 301)):
@@ -85,6 +87,36 @@ def test_an_action_sent_to_the_reasons_that_churn_most_is_compared_with_control_
             learn()
         assert model.kept("technical_fix", 301) > fix + 0.05
         assert model.kept_by_action("technical_fix") > by_action + 0.05
+
+
+def test_calls_are_compared_with_control_alerts_of_their_own_risk_where_the_score_is_off_unevenly() -> None:
+    model, rng = SavingModel(), np.random.default_rng(8)
+    # Alerted customers churn 45% of the time whatever their score says. One ranking's calls go to
+    # low scores, another's to high ones; neither keeps anybody. Against one factor for all (0.45
+    # over the control's mean risk) the first looks harmful and the second looks to keep a third.
+    for _ in range(4000):
+        model.learn_control(rng.uniform(0.1, 0.6), rng.random() < 0.45, 101)
+    for _ in range(2000):
+        model.learn_call("relationship", 101, rng.uniform(0.1, 0.2), rng.random() < 0.45, False)
+        model.learn_call("plan_offer", 101, rng.uniform(0.45, 0.6), rng.random() < 0.45, False)
+    assert abs(model.kept("relationship", 101)) < 0.08 and abs(model.kept("plan_offer", 101)) < 0.08
+    assert model.rates().factor(101, band(0.15)) == pytest.approx(0.45 / 0.15, rel=0.1)
+    assert model.rates().factor(101, band(0.5)) == pytest.approx(0.45 / 0.525, rel=0.1)
+    # The uplift of a customer is what their band's control churns at, times the share kept.
+    assert model.uplift(0.5, "plan_offer", 101) == pytest.approx(
+        model.rates().factor(101, band(0.5)) * 0.5 * model.kept("plan_offer", 101))
+
+
+def test_control_rates_are_a_reasons_factor_times_a_bands_and_evidence_less_ones_are_the_wholes() -> None:
+    reasons, bands = {101: 0.5, 205: 2.0}, np.linspace(0.6, 1.8, len(RISK_BANDS) + 1)
+    cells = {(r, b): (f * bands[b] * 400.0, 400.0) for r, f in reasons.items() for b in range(len(bands))}
+    rates = ControlRates.fit(cells, whole=1.1, prior=10.0)
+    for (r, b), (observed, exposure) in cells.items():  # the multiplicative truth, within the prior's pull
+        assert rates.factor(r, b) == pytest.approx(observed / exposure, rel=0.03)
+    empty = ControlRates.fit({}, whole=1.1, prior=10.0)
+    assert all(empty.factor(r, b) == pytest.approx(1.1) for r in (0, 101) for b in range(len(bands)))
+    assert rates.factor(999, 2) == pytest.approx(float(rates.bands[2]))  # a reason never seen: the bands' own
+    assert band(0.05) == 0 and band(0.1) == 1 and band(0.59) == 4 and band(0.99) == len(RISK_BANDS)
 
 
 def test_a_pair_never_called_starts_at_its_action_and_a_level_stands_in_for_a_missing_score() -> None:
