@@ -152,13 +152,13 @@ class SavingModel(msgspec.Struct, dict=True):
         if (fit := self.__dict__.get("_fit")) is not None:
             return fit
         whole = self.calibration()
-        rates = ControlRates.fit({_cell(key): (e.churned, e.expected) for key, e in self.control_cells.items()},
-                                 whole, PRIOR_CHURNERS)
+        rates = ControlRates.fit({_cell(key): (e.churned, e.expected, e.decisions)
+                                  for key, e in self.control_cells.items()}, whole)
         expected = {pair: whole * e.expected for pair, e in self.reasons.items()}  # evidence before the bands
         for key, e in self.cells.items():
             action, reason, risk_band = key.split("|")
             pair = f"{action}|{reason}"
-            expected[pair] += (rates.factor(int(reason), int(risk_band)) - whole) * e.expected
+            expected[pair] = expected.get(pair, 0.0) + (rates.factor(int(reason), int(risk_band)) - whole) * e.expected
         by_action: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         for pair, e in self.reasons.items():
             observed_expected = by_action[pair.split("|")[0]]
