@@ -171,8 +171,7 @@ class SimCallCentre:
                 self.revenue_kept += value
                 return "accepted" if alert.treatment in OFFERS else "contacted"
             return "declined"
-        if rng.random() < PROMPTED_TO_LEAVE:
-            self.sim.leave(i, d + int(rng.integers(14, 45)), 101)
+        if rng.random() < PROMPTED_TO_LEAVE and self.sim.leave(i, d + int(rng.integers(14, 45)), 101):
             self.prompted += 1
             self.revenue_kept -= value
         if rng.random() < OFFER_TAKEN_BY_STAYERS.get(alert.treatment, 0.0):

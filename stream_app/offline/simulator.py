@@ -221,14 +221,16 @@ class Simulator:
             extra[i, d:] = usual
         self._ramp.pop(i, None)
 
-    def leave(self, i: int, d: int, reason_code: int) -> None:
-        """Customer `i`, who was staying, leaves on day `d` without warning (ported out)."""
+    def leave(self, i: int, d: int, reason_code: int) -> bool:
+        """Customer `i`, who was staying, leaves on day `d` without warning (ported out); False when
+        they cannot (they left before, or the day is past the simulation's end)."""
         t = self.truth[i]
         if t.churn_date is not None or d >= self.cfg.days:
-            return
+            return False
         t.pattern, t.churn_date, t.churn_kind, t.reason_code = "prompted", str(self.cfg.start + timedelta(days=d)), \
             "port_out", reason_code
         self.exit_day[i] = d
+        return True
 
     def _declined(self, i: int, start: int, end: int) -> np.ndarray:
         """The part of customer `i`'s usage multiplier on days `start` to `end` that their

@@ -173,6 +173,8 @@ def test_a_closed_loop_of_some_rankings_always_runs_the_products_beside_them(tmp
         assert run.exit_code == 0, run.output
         reports[name] = json.loads(run.stdout.strip().splitlines()[-1])
         assert set(reports[name]["rankings"]) == {"risk_value", name} and "qini_saving" in reports[name]
+        ceiling = reports[name]["saving_ceiling"]  # the product's alerts, planned again on the truth
+        assert list(ceiling) == ["risk", "risk_value", "cells", "cells_by_risk", "oracle"]
     assert reports["risk"]["saving_vs_risk_value"] is None  # the saving ranking did not run
     # The product's loop is the same whichever ran beside it.
     assert reports["saving"]["rankings"]["risk_value"] == reports["risk"]["rankings"]["risk_value"]
@@ -187,12 +189,13 @@ def test_the_closed_loop_compares_the_saving_rankings_net_revenue_with_the_produ
         ran.append(ranking)
         figures = {"net_revenue_kept": {"risk": 50.0, "risk_value": 80.0, "saving": 100.0}[ranking],
                    "qini_saving_uplift": {"qini": len(ranking)}}
-        return closed_loop._ArmResult(figures, (9, 6, 2, 0, 1), 0.05, {}, True, None, {})
+        return closed_loop._ArmResult(figures, (9, 6, 2, 0, 1), 0.05, {}, True, None, {}, {"arm": ranking})
 
     monkeypatch.setattr(closed_loop, "_arm", arm)
     report = closed_loop.evaluate_closed_loop(Settings(), None, SimConfig(), 1, rankings=("saving",))  # type: ignore
     assert ran == ["risk_value", "saving"] and report.saving_vs_risk_value == 1.25
     assert report.qini_saving == {"qini": len("risk_value")} and report.calls == 9  # the product's
+    assert report.saving_ceiling == {"arm": "risk_value"}
     every = closed_loop.evaluate_closed_loop(Settings(), None, SimConfig(), 1)  # type: ignore[arg-type]
     assert ran[2:] == ["risk", "risk_value", "saving"] and every.saving_vs_risk_value == 1.25
 

@@ -1,0 +1,132 @@
+"""What ranking calls by expected saving could keep on the simulator, with perfect evidence.
+
+The saving ranking (model/saving.py) learns what a call keeps from the closed loop's own labels,
+per action, reason code and risk band. Before asking how well it learns, this asks what it could
+reach if it knew the truth behind each of those cells: the same alerts (those a closed loop
+raised), planned again with the same budget and the same plan (alerts/call_plan.py), each call
+worth its expected net revenue kept by the simulator's truth and the call centre's effects
+(call_centre.py): reached with the reach rate; a churner still to leave kept with the effect of
+their true reason and the call's treatment; a customer who was staying prompted to leave, or
+taking an offer, with the stated rates; less the call and the expected offer cost. Expected
+values, not draws, so that rankings differ only in whom they call.
+
+The rankings:
+- `risk`, `risk_value`: as the call centre ranks (the product's ranking is `risk_value`);
+- `cells`: each alert worth the mean of its (reason code, risk band, treatment) cell's calls,
+  per unit of value: what a saving model that counts a cell's churn per alert could learn from
+  unlimited evidence;
+- `cells_by_risk`: the same cell's mean per unit of risk, times the alert's risk: the form of
+  today's saving model (calibrated risk x share kept), with unlimited evidence;
+- `oracle`: each alert worth its own customer's truth, for reference: no model sees that.
+
+The cells are averaged over the same alerts they rank (in sample), so the figures lean high, as a
+ceiling should. The alerts themselves were raised under one ranking's calls, and the planned churn
+of a customer that loop kept is still counted as a churn here; the truth is the simulator's
+before any call.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Hashable
+
+from stream_app.alerts.call_plan import Saving, alert_day, plan_days
+from stream_app.contracts.events import Alert
+from stream_app.model.control_rates import band
+from stream_app.model.saving import alert_risk
+from stream_app.offline.call_centre import EFFECTS, OFFER_TAKEN_BY_STAYERS, OFFERS, PROMPTED_TO_LEAVE, CallCentreConfig
+from stream_app.offline.simulator import Simulator
+from stream_app.settings import Settings
+
+__all__ = ["CEILING_RANKINGS", "CallWorth", "saving_ceiling"]
+
+CEILING_RANKINGS = ("risk", "risk_value", "cells", "cells_by_risk", "oracle")
+
+
+@dataclass(frozen=True)
+class CallWorth:
+    """A call's expected effect, by the truth: revenue kept per unit of the customer's value, and cost."""
+
+    gain: float  # expected churners kept less stayers prompted to leave
+    cost: float  # the call and the expected offer taken
+
+    def net(self, value: float) -> float:
+        return self.gain * value - self.cost
+
+
+def call_worth(sim: Simulator, i: int, d: int, treatment: str, cfg: CallCentreConfig) -> CallWorth:
+    """What calling customer `i` on day `d` with `treatment` does, in expectation (SimCallCentre._call)."""
+    costs, truth = cfg.costs, sim.truth[i]
+    if sim.exit_day[i] <= d < sim.back_day[i]:  # gone: never reached
+        return CallWorth(0.0, costs.call)
+    if truth.churn_date is not None and sim.exit_day[i] > d:  # still to leave
+        kept = EFFECTS.get((truth.reason_code or 0, treatment), 0.0) if truth.pattern == "decliner" else 0.0
+        accepted = kept if treatment in OFFERS else 0.0
+        return CallWorth(cfg.reach_rate * kept, costs.call + cfg.reach_rate * accepted * costs.offer)
+    # One who left and came back stays; a leave after the simulation's end is not seen (Simulator.leave).
+    seen = min(max((sim.cfg.days - d - 14) / 31, 0.0), 1.0)
+    prompted = PROMPTED_TO_LEAVE * seen if truth.churn_date is None else 0.0
+    accepted = OFFER_TAKEN_BY_STAYERS.get(treatment, 0.0)
+    return CallWorth(-cfg.reach_rate * prompted, costs.call + cfg.reach_rate * accepted * costs.offer)
+
+
+def saving_ceiling(alerts: list[Alert], sim: Simulator, settings: Settings, cfg: CallCentreConfig,
+                   last_day: int) -> dict:
+    """Per ranking, the calls the plan makes of `alerts` over the loop's days and their expected net
+    revenue kept by the truth; and each ranking's over `risk_value`'s."""
+    index = {c: i for i, c in enumerate(sim.ids)}
+    alerts = [a for a in alerts if a.customer_id in index]
+    zone, value = settings.zone, lambda a: a.arpu * cfg.costs.value_months
+    start = sim.cfg.start
+
+    def worth(a: Alert, day_after: int) -> CallWorth:
+        return call_worth(sim, index[a.customer_id], day_after, a.treatment, cfg)
+
+    at_alert = {a.alert_id: worth(a, (alert_day(a, zone) - start).days + 1) for a in alerts if not a.holdout}
+    by_id = {a.alert_id: a for a in alerts}
+    rankings: dict[str, Saving] = {
+        "risk": alert_risk, "risk_value": lambda a: None,
+        "cells": _cell_ranking(at_alert, by_id, value, per_risk=False),
+        "cells_by_risk": _cell_ranking(at_alert, by_id, value, per_risk=True),
+        "oracle": lambda a: at_alert[a.alert_id].net(value(a)) if a.alert_id in at_alert else None}
+    first, last = start + timedelta(days=1), start + timedelta(days=last_day)
+    figures = {}
+    for name, ranking in rankings.items():
+        calls = [(a, (p.day - start).days + 1) for p in plan_days(alerts, first - timedelta(days=1),
+                                                                  last - timedelta(days=1), cfg.budget, zone,
+                                                                  settings.region_call_budgets, ranking)
+                 for a in p.calls]
+        net = sum(worth(a, d).net(value(a)) for a, d in calls)
+        figures[name] = {"calls": len(calls), "net_revenue_kept": round(net, 2)}
+    base = figures["risk_value"]["net_revenue_kept"]
+    for f in figures.values():
+        f["vs_risk_value"] = round(f["net_revenue_kept"] / base, 3) if base > 0 else None
+    return figures
+
+
+def _cell_ranking(worth: dict[str, CallWorth], alerts: dict[str, Alert], value: Callable[[Alert], float],
+                  per_risk: bool) -> Saving:
+    """Each alert's saving by its cell's mean gain (per alert, or per unit of risk) and mean cost."""
+    sums: dict[Hashable, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for alert_id, w in worth.items():
+        a = alerts[alert_id]
+        s = sums[_cell(a)]
+        s[0], s[1], s[2], s[3] = s[0] + w.gain, s[1] + w.cost, s[2] + _exposure(a, per_risk), s[3] + 1
+
+    def saving(a: Alert) -> float | None:
+        gain, cost, exposure, n = sums.get(_cell(a), (0.0, 0.0, 0.0, 0.0))
+        if not n:
+            return None
+        return gain * _exposure(a, per_risk) / exposure * value(a) - cost / n
+
+    return saving
+
+
+def _exposure(a: Alert, per_risk: bool) -> float:
+    return max(alert_risk(a), 1e-9) if per_risk else 1.0
+
+
+def _cell(a: Alert) -> tuple[int, int, str]:
+    return a.reason_code or 0, band(alert_risk(a)), a.treatment
