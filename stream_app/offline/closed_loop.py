@@ -35,7 +35,7 @@ from stream_app.model.saving import SavingCosts
 from stream_app.model.uplift import CONTROL, UpliftModel
 from stream_app.offline.call_centre import RANKINGS, CallCentreConfig, Decision, Ranking, SimCallCentre, closed_loop
 from stream_app.offline.replay import ReplayResult, replay
-from stream_app.offline.saving_ceiling import saving_ceiling
+from stream_app.offline.saving_ceiling import saving_ceilings
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
@@ -60,7 +60,7 @@ class ClosedLoopEvaluation:
     uplift_evidence: dict = field(default_factory=dict)
     rankings: dict = field(default_factory=dict)  # risk, risk_value, saving: what each one's calls did
     saving_vs_risk_value: float | None = None  # net revenue kept, ranking by expected saving over by value at risk
-    saving_ceiling: dict = field(default_factory=dict)  # the product's alerts planned again on the truth
+    saving_ceiling: dict = field(default_factory=dict)  # by budget: the product's alerts planned again on the truth
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -160,7 +160,7 @@ def _arm(inputs: _ArmInputs, ranking: Ranking) -> _ArmResult:
     total = next(r for r in rows if (r.week, r.action, r.segment, r.region) == ("all",) * 4).to_json(costs)
     true = true_uplift(sim, centre, settings, end, costs.window_days)
     low, high = total["uplift_low"], total["uplift_high"]
-    ceiling = saving_ceiling(centre.observed, Simulator(sim_cfg), settings, centre.cfg, sim_cfg.days - 1) \
+    ceiling = saving_ceilings(centre.observed, Simulator(sim_cfg), settings, centre.cfg, sim_cfg.days - 1) \
         if ranking == "risk_value" else {}
     return _ArmResult(_figures(centre, learning),
                       (centre.calls, centre.reached, centre.kept, centre.prompted, centre.offers_taken),

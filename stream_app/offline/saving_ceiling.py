@@ -13,10 +13,10 @@ values, not draws, so that rankings differ only in whom they call.
 The rankings:
 - `risk`, `risk_value`: as the call centre ranks (the product's ranking is `risk_value`);
 - `cells`: each alert worth the mean of its (reason code, risk band, treatment) cell's calls,
-  per unit of value: what a saving model that counts a cell's churn per alert could learn from
-  unlimited evidence;
-- `cells_by_risk`: the same cell's mean per unit of risk, times the alert's risk: the form of
-  today's saving model (calibrated risk x share kept), with unlimited evidence;
+  per unit of value: what the saving model, which counts a cell's churn per alert, could learn
+  from unlimited evidence;
+- `cells_by_risk`: the same cell's mean per unit of risk, times the alert's risk: the form the
+  saving model had before (calibrated risk x share kept), with unlimited evidence;
 - `oracle`: each alert worth its own customer's truth, for reference: no model sees that.
 
 The cells are averaged over the same alerts they rank (in sample), so the figures lean high, as a
@@ -28,7 +28,7 @@ before any call.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Callable, Hashable
 
@@ -40,7 +40,7 @@ from stream_app.offline.call_centre import EFFECTS, OFFER_TAKEN_BY_STAYERS, OFFE
 from stream_app.offline.simulator import Simulator
 from stream_app.settings import Settings
 
-__all__ = ["CEILING_RANKINGS", "CallWorth", "saving_ceiling"]
+__all__ = ["CEILING_RANKINGS", "CallWorth", "call_worth", "saving_ceiling", "saving_ceilings"]
 
 CEILING_RANKINGS = ("risk", "risk_value", "cells", "cells_by_risk", "oracle")
 
@@ -70,6 +70,14 @@ def call_worth(sim: Simulator, i: int, d: int, treatment: str, cfg: CallCentreCo
     prompted = PROMPTED_TO_LEAVE * seen if truth.churn_date is None else 0.0
     accepted = OFFER_TAKEN_BY_STAYERS.get(treatment, 0.0)
     return CallWorth(-cfg.reach_rate * prompted, costs.call + cfg.reach_rate * accepted * costs.offer)
+
+
+def saving_ceilings(alerts: list[Alert], sim: Simulator, settings: Settings, cfg: CallCentreConfig,
+                    last_day: int) -> dict[str, dict]:
+    """`saving_ceiling` at the loop's budget and at its halves down to one call a day (the same
+    alerts: a budget that binds harder is where a ranking matters most), by budget."""
+    budgets = sorted({max(1, cfg.budget >> k) for k in range(4)}, reverse=True)
+    return {str(b): saving_ceiling(alerts, sim, settings, replace(cfg, budget=b), last_day) for b in budgets}
 
 
 def saving_ceiling(alerts: list[Alert], sim: Simulator, settings: Settings, cfg: CallCentreConfig,

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from stream_app.offline.call_centre import EFFECTS, OFFER_TAKEN_BY_STAYERS, CallCentreConfig, SimCallCentre
-from stream_app.offline.saving_ceiling import call_worth, saving_ceiling
+from stream_app.offline.saving_ceiling import call_worth, saving_ceiling, saving_ceilings
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.settings import Settings
 from tests.unit.test_call_centre import alerts_for
@@ -78,6 +78,8 @@ def test_each_ranking_calls_what_it_knows_pays_and_is_valued_by_the_truth() -> N
     ratio = figures["oracle"]["net_revenue_kept"] / figures["risk_value"]["net_revenue_kept"]
     assert figures["oracle"]["vs_risk_value"] == pytest.approx(ratio, abs=1e-3)
     assert collections.Counter(f["calls"] for f in figures.values()) == {2: 5}
+    by_budget = saving_ceilings(alerts, sim, settings, CallCentreConfig(budget=5), last_day=100)
+    assert list(by_budget) == ["5", "2", "1"] and by_budget["1"] == figures  # the budget's halves
 
 
 def test_a_stayer_who_cannot_leave_within_the_simulation_is_not_counted_as_prompted(monkeypatch) -> None:
