@@ -124,8 +124,8 @@ def _call_evidence(saving: SavingModel | None, as_json: bool) -> dict | None:
     from stream_app.model.control_rates import RISK_BANDS
 
     edges = ["0", *map(str, RISK_BANDS), "1"]
-    click.echo("  control's churners per unit of risk, by risk: " + ", ".join(
-        f"{lo}-{hi} {f:.2f}" for lo, hi, f in zip(edges, edges[1:], shown["calibration_by_band"])), err=as_json)
+    click.echo("  control's churn per alert, by risk: " + ", ".join(
+        f"{lo}-{hi} {f:.2f}" for lo, hi, f in zip(edges, edges[1:], shown["churn_by_band"])), err=as_json)
     for action, figures in shown["actions"].items():
         click.echo(f"  {action:20} {figures['calls']} calls, keeps {figures['kept']:.1%} of would-be churners, "
                    f"offer taken {figures['accepted']:.1%}", err=as_json)

@@ -2,23 +2,23 @@
 
 For an alert with churn risk p, monthly value v and action a,
 
-    saving = c(reason, p) * p * kept(a) * v * months - (call + accepted(a) * offer)
+    saving = r(reason, band(p)) * kept(a) * v * months - (call + accepted(a) * offer)
 
 - `kept(a)`, the share of would-be churners a call with action a keeps, is learned as a ratio of
   observed to expected churners: among the customers called with a whose label is known, the
-  churners seen (O) against what they would have had uncalled (E: the sum of their risks at the
-  call, each times the control's `c` for its reason and risk). kept(a) = 1 - O / E. It uses every
-  call, not only a model per arm, so it is usable after hundreds of calls where a per-customer
-  uplift model (model/uplift.py) needs thousands; what it cannot see is who within an action a
-  call keeps, beyond their reason, risk and value.
-- `c` calibrates the risks on the control group (alerts never called): their churners per unit
-  of risk, per reason code and risk band (model/control_rates.py). A model that over- or
-  under-states the risk of alerted customers would otherwise read as a call effect, and so would
-  the difference between the calls' mix and the control's: a technical fix goes to network
-  churners, who churn more for the same risk, and a ranking by saving calls other risks than the
-  control's. Each action's calls are so compared with control alerts of their own reasons and
-  risks (indirect standardisation). It takes every control alert, not only those the plan ranked
-  within the budget: five to ten times the evidence.
+  churners seen (O) against what they would have had uncalled (E: for each call, the control's
+  churn per alert `r` of its reason and risk band). kept(a) = 1 - O / E. It uses every call, not
+  only a model per arm, so it is usable after hundreds of calls where a per-customer uplift model
+  (model/uplift.py) needs thousands; what it cannot see is who within an action a call keeps,
+  beyond their reason, risk band and value.
+- `r` is how often the control group's alerts (never called) churned, per reason code and risk
+  band (model/control_rates.py). A model that over- or under-states the risk of alerted
+  customers would otherwise read as a call effect, and so would the difference between the
+  calls' mix and the control's: a technical fix goes to network churners, who churn more for the
+  same risk, and a ranking by saving calls other risks than the control's. Each action's calls
+  are so compared with control alerts of their own reasons and risk bands (indirect
+  standardisation). It takes every control alert, not only those the plan ranked within the
+  budget: five to ten times the evidence.
 - The ratio is kept per action and per action and reason code (the alert's top reason: a plan
   offer keeps those leaving over price, not those who move away), each shrunk towards the one
   above it (a reason's towards its action's, an action's towards all calls', all calls' towards
@@ -128,8 +128,12 @@ class SavingModel(msgspec.Struct, dict=True):
         """The control's churners per unit of risk, shrunk towards 1 (risks as calibrated)."""
         return _ratio(self.control.churned, self.control.expected, 1.0)
 
+    def control_churn(self) -> float:
+        """The control's churn per alert: its mean risk, calibrated."""
+        return self.calibration() * self.control.expected / max(self.control.decisions, 1)
+
     def rates(self) -> ControlRates:
-        """The control's churners per unit of risk by reason and risk band (model/control_rates.py)."""
+        """The control's churn per alert by reason and risk band (model/control_rates.py)."""
         return self._fitted().rates
 
     def kept(self, action: str, reason: int | None = None) -> float:
@@ -148,17 +152,17 @@ class SavingModel(msgspec.Struct, dict=True):
     def _fitted(self) -> _Fit:
         """The control's rates and, at them, the churners each action's and pair's calls would have
         had uncalled (each call at its reason's and risk band's rate); kept until the next decision
-        is learned (an alert asks for them once per action it could take)."""
+        is learned (an alert asks for them once per action it could take). Calls learned before
+        the bands were kept count at the whole control's rate."""
         if (fit := self.__dict__.get("_fit")) is not None:
             return fit
-        whole = self.calibration()
-        rates = ControlRates.fit({_cell(key): (e.churned, e.expected, e.decisions)
-                                  for key, e in self.control_cells.items()}, whole)
-        expected = {pair: whole * e.expected for pair, e in self.reasons.items()}  # evidence before the bands
+        whole = self.control_churn()
+        rates = ControlRates.fit({_cell(key): (e.churned, e.decisions) for key, e in self.control_cells.items()}, whole)
+        expected = {pair: whole * e.decisions for pair, e in self.reasons.items()}
         for key, e in self.cells.items():
             action, reason, risk_band = key.split("|")
             pair = f"{action}|{reason}"
-            expected[pair] = expected.get(pair, 0.0) + (rates.factor(int(reason), int(risk_band)) - whole) * e.expected
+            expected[pair] = expected.get(pair, 0.0) + (rates.rate(int(reason), int(risk_band)) - whole) * e.decisions
         by_action: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         for pair, e in self.reasons.items():
             observed_expected = by_action[pair.split("|")[0]]
@@ -185,13 +189,14 @@ class SavingModel(msgspec.Struct, dict=True):
 
     def uplift(self, risk: float, treatment: str, reason: int | None) -> float:
         """How much a call with `treatment` lowers the churn probability of a customer alerted with
-        `risk` for `reason`: their calibrated risk times the share a call keeps."""
-        return self.rates().factor(reason, band(risk)) * risk * self.kept(treatment, reason)
+        `risk` for `reason`: how often the control's alerts of their reason and risk band churn,
+        times the share a call keeps."""
+        return self.rates().rate(reason, band(risk)) * self.kept(treatment, reason)
 
     def to_json(self) -> dict:
         rates = self.rates()
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
-                "calibration_by_band": [round(f, 4) for f in rates.bands.tolist()],
+                "churn_by_band": [round(f, 4) for f in rates.bands.tolist()],
                 "reason_factors": {str(r): round(f, 4) for r, f in rates.reasons.items()},
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
                 "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),

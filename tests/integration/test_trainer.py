@@ -235,7 +235,7 @@ def test_trainer_learns_late_labels_once_across_a_crash_and_workers_score_with_i
                             capture_output=True, text=True, timeout=60)
     shown = json.loads(report.stdout.strip().splitlines()[-1])["calls"]
     assert sum(a["calls"] for a in shown["actions"].values()) == arms[False] and "evidence of calls" in report.stderr
-    assert "churners per unit of risk, by risk: 0-0.1 " in report.stderr and len(shown["calibration_by_band"]) == 6
+    assert "churn per alert, by risk: 0-0.1 " in report.stderr and len(shown["churn_by_band"]) == 6
     wait_for("the worker to score with a published version",
              lambda: scrape(int(env["CHURNWATCH_METRICS_PORT"])).get("churnwatch_model_version", 0) >= 1, 30, logs)
 
