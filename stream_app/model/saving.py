@@ -129,8 +129,10 @@ class SavingModel(msgspec.Struct, dict=True):
         return _ratio(self.control.churned, self.control.expected, 1.0)
 
     def control_churn(self) -> float:
-        """The control's churn per alert: its mean risk, calibrated."""
-        return self.calibration() * self.control.expected / max(self.control.decisions, 1)
+        """The control's churn per alert: its mean risk, calibrated; with no control alerts yet, the
+        calls' mean risk as the scores give it (neutral, as `calibration` is)."""
+        arm = self.control if self.control.decisions else self.calls
+        return max(self.calibration() * arm.expected / max(arm.decisions, 1), 1e-3)
 
     def rates(self) -> ControlRates:
         """The control's churn per alert by reason and risk band (model/control_rates.py)."""
@@ -194,12 +196,17 @@ class SavingModel(msgspec.Struct, dict=True):
         return self.rates().rate(reason, band(risk)) * self.kept(treatment, reason)
 
     def to_json(self) -> dict:
-        rates = self.rates()
+        """The evidence as `model report` shows it: an action's `expected` is the churners its calls
+        would have had uncalled (at the control's rates), which `kept` sets its churners against."""
+        fit = self._fitted()
+        uncalled: dict[str, float] = collections.defaultdict(float)
+        for pair, expected in fit.expected.items():
+            uncalled[pair.split("|")[0]] += expected
         return {"ready": self.ready, "calibration": round(self.calibration(), 4),
-                "churn_by_band": [round(f, 4) for f in rates.bands.tolist()],
-                "reason_factors": {str(r): round(f, 4) for r, f in rates.reasons.items()},
+                "churn_by_band": [round(f, 4) for f in fit.rates.bands.tolist()],
+                "reason_factors": {str(r): round(f, 4) for r, f in fit.rates.reasons.items()},
                 "control": msgspec.structs.asdict(self.control) | {"expected": round(self.control.expected, 2)},
-                "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(e.expected, 2),
+                "actions": {a: {"calls": e.decisions, "churned": e.churned, "expected": round(uncalled[a], 2),
                                 "kept": round(self.kept_by_action(a), 4), "accepted": round(self.accepted(a), 4)}
                             for a, e in sorted(self.actions.items())}}
 

@@ -11,7 +11,8 @@ each reached call, with the customer's snapshot of that day and whether they chu
 horizon. Each such label is scored before it is learned, once both arms have the evidence, and the
 Qini coefficient of those scores (model/qini.py) says whether the model ranks first the
 customers a call keeps. The saving model (model/saving.py) learns from the same labels, every
-call reached or not, and its uplift (calibrated risk x share kept) is scored the same way.
+call reached or not, and its uplift (the control's churn in the customer's reason and risk band
+x share kept) is scored the same way.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ClosedLoopEvaluation:
     measured: dict  # the campaign report's total row
     within_interval: bool  # the true uplift lies in the measured 95% interval
     qini: dict | None  # of the uplift scores given before learning; None until the arms had evidence
-    qini_saving: dict | None  # the same for the saving model's uplift (calibrated risk x share kept)
+    qini_saving: dict | None  # the same for the saving model's uplift (control churn x share kept)
     uplift_evidence: dict = field(default_factory=dict)
     rankings: dict = field(default_factory=dict)  # risk, risk_value, saving: what each one's calls did
     saving_vs_risk_value: float | None = None  # net revenue kept, ranking by expected saving over by value at risk

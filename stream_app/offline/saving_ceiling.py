@@ -13,16 +13,19 @@ values, not draws, so that rankings differ only in whom they call.
 The rankings:
 - `risk`, `risk_value`: as the call centre ranks (the product's ranking is `risk_value`);
 - `cells`: each alert worth the mean of its (reason code, risk band, treatment) cell's calls,
-  per unit of value: what the saving model, which counts a cell's churn per alert, could learn
-  from unlimited evidence;
+  per alert: a model with its own rate per cell, learned from unlimited evidence. The saving
+  model is coarser (a reason's factor times a band's rate, a share kept per action and reason),
+  so this is a ceiling for its kind of model, counting churn per alert as it does;
 - `cells_by_risk`: the same cell's mean per unit of risk, times the alert's risk: the form the
-  saving model had before (calibrated risk x share kept), with unlimited evidence;
+  saving model had before (churn in proportion to the score), with the same idealisation;
 - `oracle`: each alert worth its own customer's truth, for reference: no model sees that.
 
 The cells are averaged over the same alerts they rank (in sample), so the figures lean high, as a
 ceiling should. The alerts themselves were raised under one ranking's calls, and the planned churn
 of a customer that loop kept is still counted as a churn here; the truth is the simulator's
-before any call.
+before any call. A customer called more than once is valued in calling order: a churner an earlier
+call may have kept is, to that extent, called as one who stays. The rankings value each alert
+on its own, as if it were the customer's first call.
 """
 
 from __future__ import annotations
@@ -51,39 +54,53 @@ class CallWorth:
 
     gain: float  # expected churners kept less stayers prompted to leave
     cost: float  # the call and the expected offer taken
+    kept: float = 0.0  # the chance that this call keeps a churner
 
     def net(self, value: float) -> float:
         return self.gain * value - self.cost
 
 
-def call_worth(sim: Simulator, i: int, d: int, treatment: str, cfg: CallCentreConfig) -> CallWorth:
-    """What calling customer `i` on day `d` with `treatment` does, in expectation (SimCallCentre._call)."""
+def call_worth(sim: Simulator, i: int, d: int, treatment: str, cfg: CallCentreConfig,
+               leaving: float = 1.0) -> CallWorth:
+    """What calling customer `i` on day `d` with `treatment` does, in expectation (SimCallCentre._call);
+    `leaving`: for a churner, the chance that no earlier call kept them (one kept is called as a stayer)."""
     costs, truth = cfg.costs, sim.truth[i]
     if sim.exit_day[i] <= d < sim.back_day[i]:  # gone: never reached
         return CallWorth(0.0, costs.call)
-    if truth.churn_date is not None and sim.exit_day[i] > d:  # still to leave
-        kept = EFFECTS.get((truth.reason_code or 0, treatment), 0.0) if truth.pattern == "decliner" else 0.0
-        accepted = kept if treatment in OFFERS else 0.0
-        return CallWorth(cfg.reach_rate * kept, costs.call + cfg.reach_rate * accepted * costs.offer)
-    # One who left and came back stays; a leave after the simulation's end is not seen (Simulator.leave).
-    seen = min(max((sim.cfg.days - d - 14) / 31, 0.0), 1.0)
-    prompted = PROMPTED_TO_LEAVE * seen if truth.churn_date is None else 0.0
+    if truth.churn_date is None or sim.exit_day[i] <= d:  # staying, or left and came back: stays
+        return _stayer(sim, d, treatment, cfg, can_leave=truth.churn_date is None)
+    effect = EFFECTS.get((truth.reason_code or 0, treatment), 0.0) if truth.pattern == "decliner" else 0.0
+    kept = leaving * cfg.reach_rate * effect
+    accepted = kept if treatment in OFFERS else 0.0
+    stayer = _stayer(sim, d, treatment, cfg, can_leave=True)  # kept by an earlier call
+    return CallWorth(kept + (1 - leaving) * stayer.gain,
+                     costs.call + accepted * costs.offer + (1 - leaving) * (stayer.cost - costs.call), kept)
+
+
+def _stayer(sim: Simulator, d: int, treatment: str, cfg: CallCentreConfig, can_leave: bool) -> CallWorth:
+    # A leave after the simulation's end is not seen (Simulator.leave), nor one of a customer who left before.
+    seen = min(max((sim.cfg.days - d - 14) / 31, 0.0), 1.0) if can_leave else 0.0
     accepted = OFFER_TAKEN_BY_STAYERS.get(treatment, 0.0)
-    return CallWorth(-cfg.reach_rate * prompted, costs.call + cfg.reach_rate * accepted * costs.offer)
+    return CallWorth(-cfg.reach_rate * PROMPTED_TO_LEAVE * seen,
+                     cfg.costs.call + cfg.reach_rate * accepted * cfg.costs.offer)
 
 
 def saving_ceilings(alerts: list[Alert], sim: Simulator, settings: Settings, cfg: CallCentreConfig,
                     last_day: int) -> dict[str, dict]:
     """`saving_ceiling` at the loop's budget and at its halves down to one call a day (the same
     alerts: a budget that binds harder is where a ranking matters most), by budget."""
-    budgets = sorted({max(1, cfg.budget >> k) for k in range(4)}, reverse=True)
-    return {str(b): saving_ceiling(alerts, sim, settings, replace(cfg, budget=b), last_day) for b in budgets}
+    regions = settings.region_call_budgets
+    return {str(cfg.budget >> k): saving_ceiling(alerts, sim, settings, replace(cfg, budget=cfg.budget >> k), last_day,
+                                                 {r: max(1, b >> k) for r, b in regions.items()})
+            for k in range(4) if cfg.budget >> k >= 1}
 
 
 def saving_ceiling(alerts: list[Alert], sim: Simulator, settings: Settings, cfg: CallCentreConfig,
-                   last_day: int) -> dict:
-    """Per ranking, the calls the plan makes of `alerts` over the loop's days and their expected net
-    revenue kept by the truth; and each ranking's over `risk_value`'s."""
+                   last_day: int, region_budgets: dict[str, int] | None = None) -> dict:
+    """Per ranking, the calls the plan makes of `alerts` over the loop's days (`cfg.budget` and the
+    settings' regional budgets, or `region_budgets`) and their expected net revenue kept by the
+    truth; and each ranking's over `risk_value`'s."""
+    regions = settings.region_call_budgets if region_budgets is None else region_budgets
     index = {c: i for i, c in enumerate(sim.ids)}
     alerts = [a for a in alerts if a.customer_id in index]
     zone, value = settings.zone, lambda a: a.arpu * cfg.costs.value_months
@@ -104,10 +121,15 @@ def saving_ceiling(alerts: list[Alert], sim: Simulator, settings: Settings, cfg:
     for name, ranking in rankings.items():
         calls = [(a, (p.day - start).days + 1) for p in plan_days(alerts, first - timedelta(days=1),
                                                                   last - timedelta(days=1), cfg.budget, zone,
-                                                                  settings.region_call_budgets, ranking)
+                                                                  regions, ranking)
                  for a in p.calls]
-        net = sum(worth(a, d).net(value(a)) for a, d in calls)
-        figures[name] = {"calls": len(calls), "net_revenue_kept": round(net, 2)}
+        leaving: dict[int, float] = collections.defaultdict(lambda: 1.0)
+        net = 0.0
+        for a, d in calls:  # in calling order: a churner called again may have been kept already
+            w = call_worth(sim, index[a.customer_id], d, a.treatment, cfg, leaving[index[a.customer_id]])
+            leaving[index[a.customer_id]] -= w.kept
+            net += w.net(value(a))
+        figures[name] = {"calls": len(calls), "customers": len(leaving), "net_revenue_kept": round(net, 2)}
     base = figures["risk_value"]["net_revenue_kept"]
     for f in figures.values():
         f["vs_risk_value"] = round(f["net_revenue_kept"] / base, 3) if base > 0 else None

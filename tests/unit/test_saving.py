@@ -47,6 +47,15 @@ def test_no_saving_until_both_the_control_and_the_calls_have_the_evidence() -> N
     assert model.ready and model.saving(alert("plan_offer", 101), COSTS) is not None
 
 
+def test_before_any_control_alert_calls_are_judged_at_the_risks_their_scores_gave() -> None:
+    model = SavingModel()
+    for k in range(50):
+        model.learn_call("plan_offer", 101, 0.4, k % 5 < 2, False)  # 40% churn at risk 0.4: as the scores say
+    assert abs(model.kept("plan_offer", 101)) < 0.05
+    shown = model.to_json()["actions"]["plan_offer"]  # the churners these calls would have had uncalled
+    assert shown["churned"] == 20 and shown["expected"] == pytest.approx(20.0)
+
+
 def test_each_pair_keeps_what_its_calls_kept_and_an_action_that_keeps_nobody_is_no_call() -> None:
     model, rng = SavingModel(), np.random.default_rng(3)
     truth = {("plan_offer", 101): 0.5, ("plan_offer", 210): 0.0, ("relationship", 101): 0.0}
