@@ -222,8 +222,7 @@ class Simulator:
         self._ramp.pop(i, None)
 
     def leave(self, i: int, d: int, reason_code: int) -> bool:
-        """Customer `i`, who was staying, leaves on day `d` without warning (ported out); False when
-        they cannot (they left before, or the day is past the simulation's end)."""
+        """Staying customer `i` ports out unwarned on day `d`; False if they left before or `d` is past the end."""
         t = self.truth[i]
         if t.churn_date is not None or d >= self.cfg.days:
             return False
