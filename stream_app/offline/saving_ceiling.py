@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Callable, Hashable
 
-from stream_app.alerts.call_plan import Saving, alert_day, plan_days
+from stream_app.alerts.call_plan import DayPlan, Saving, alert_day, plan_days
 from stream_app.contracts.events import Alert
 from stream_app.model.control_rates import band
 from stream_app.model.saving import alert_risk
@@ -43,9 +43,7 @@ from stream_app.offline.call_centre import EFFECTS, OFFER_TAKEN_BY_STAYERS, OFFE
 from stream_app.offline.simulator import Simulator
 from stream_app.settings import Settings
 
-__all__ = ["CEILING_RANKINGS", "CallWorth", "call_worth", "saving_ceiling", "saving_ceilings"]
-
-CEILING_RANKINGS = ("risk", "risk_value", "cells", "cells_by_risk", "oracle")
+__all__ = ["CallWorth", "call_worth", "saving_ceiling", "saving_ceilings"]
 
 
 @dataclass(frozen=True)
@@ -106,34 +104,36 @@ def saving_ceiling(alerts: list[Alert], sim: Simulator, settings: Settings, cfg:
     zone, value = settings.zone, lambda a: a.arpu * cfg.costs.value_months
     start = sim.cfg.start
 
-    def worth(a: Alert, day_after: int) -> CallWorth:
-        return call_worth(sim, index[a.customer_id], day_after, a.treatment, cfg)
-
-    at_alert = {a.alert_id: worth(a, (alert_day(a, zone) - start).days + 1) for a in alerts if not a.holdout}
+    at_alert = {a.alert_id: call_worth(sim, index[a.customer_id], (alert_day(a, zone) - start).days + 1, a.treatment,
+                                       cfg) for a in alerts if not a.holdout}  # were it called the next morning
     by_id = {a.alert_id: a for a in alerts}
     rankings: dict[str, Saving] = {
         "risk": alert_risk, "risk_value": lambda a: None,
         "cells": _cell_ranking(at_alert, by_id, value, per_risk=False),
         "cells_by_risk": _cell_ranking(at_alert, by_id, value, per_risk=True),
         "oracle": lambda a: at_alert[a.alert_id].net(value(a)) if a.alert_id in at_alert else None}
-    first, last = start + timedelta(days=1), start + timedelta(days=last_day)
-    figures = {}
-    for name, ranking in rankings.items():
-        calls = [(a, (p.day - start).days + 1) for p in plan_days(alerts, first - timedelta(days=1),
-                                                                  last - timedelta(days=1), cfg.budget, zone,
-                                                                  regions, ranking)
-                 for a in p.calls]
-        leaving: dict[int, float] = collections.defaultdict(lambda: 1.0)
-        net = 0.0
-        for a, d in calls:  # in calling order: a churner called again may have been kept already
-            w = call_worth(sim, index[a.customer_id], d, a.treatment, cfg, leaving[index[a.customer_id]])
-            leaving[index[a.customer_id]] -= w.kept
-            net += w.net(value(a))
-        figures[name] = {"calls": len(calls), "customers": len(leaving), "net_revenue_kept": round(net, 2)}
+    plan_last = start + timedelta(days=last_day - 1)  # each day's list is called the next morning
+    figures = {name: _valued(plan_days(alerts, start, plan_last, cfg.budget, zone, regions, ranking), sim, index,
+                             cfg, value) for name, ranking in rankings.items()}
     base = figures["risk_value"]["net_revenue_kept"]
     for f in figures.values():
         f["vs_risk_value"] = round(f["net_revenue_kept"] / base, 3) if base > 0 else None
     return figures
+
+
+def _valued(plans: list[DayPlan], sim: Simulator, index: dict[str, int], cfg: CallCentreConfig,
+            value: Callable[[Alert], float]) -> dict:
+    """The plans' calls, made the morning after, valued in calling order: a churner called again
+    may have been kept already."""
+    leaving: dict[int, float] = collections.defaultdict(lambda: 1.0)
+    calls, net = 0, 0.0
+    for plan in plans:
+        for a in plan.calls:
+            i = index[a.customer_id]
+            w = call_worth(sim, i, (plan.day - sim.cfg.start).days + 1, a.treatment, cfg, leaving[i])
+            leaving[i] -= w.kept
+            calls, net = calls + 1, net + w.net(value(a))
+    return {"calls": calls, "customers": len(leaving), "net_revenue_kept": round(net, 2)}
 
 
 def _cell_ranking(worth: dict[str, CallWorth], alerts: dict[str, Alert], value: Callable[[Alert], float],
