@@ -42,8 +42,8 @@ from stream_app.model.saving import SavingCosts, SavingModel, alert_risk
 from stream_app.offline.simulator import SimRecord, Simulator
 from stream_app.settings import Settings
 
-__all__ = ["EFFECTS", "OFFER_TAKEN_BY_STAYERS", "PROMPTED_TO_LEAVE", "RANKINGS", "Ranking", "CallCentreConfig",
-           "Decision", "SimCallCentre", "closed_loop", "BARRIER"]
+__all__ = ["EFFECTS", "OFFER_TAKEN_BY_STAYERS", "PROMPTED_AFTER_DAYS", "PROMPTED_TO_LEAVE", "RANKINGS", "Ranking",
+           "CallCentreConfig", "Decision", "SimCallCentre", "closed_loop", "BARRIER"]
 
 #: P(kept | reached) of a churner, by their true reason code and the call's treatment; a pair not
 #: listed keeps nobody. 210 relocation, 335 credit, 345 fraud: no call keeps them.
@@ -59,6 +59,7 @@ EFFECTS: dict[tuple[int, str], float] = {
 OFFER_TAKEN_BY_STAYERS = {"plan_offer": 0.25, "promotion_match": 0.25, "reactivation": 0.10}
 #: P(leaves within weeks | reached) of a customer who was staying: the call reminded them to shop around.
 PROMPTED_TO_LEAVE = 0.004
+PROMPTED_AFTER_DAYS = (14, 45)  # they leave this many days after the call (the upper bound excluded)
 OFFERS = {"plan_offer": "PLAN", "promotion_match": "MATCH", "reactivation": "REACT"}  # offer codes recorded
 BARRIER = (None, b"", b"")  # between two days: the replay processes what it holds before going on
 
@@ -171,7 +172,7 @@ class SimCallCentre:
                 self.revenue_kept += value
                 return "accepted" if alert.treatment in OFFERS else "contacted"
             return "declined"
-        if rng.random() < PROMPTED_TO_LEAVE and self.sim.leave(i, d + int(rng.integers(14, 45)), 101):
+        if rng.random() < PROMPTED_TO_LEAVE and self.sim.leave(i, d + int(rng.integers(*PROMPTED_AFTER_DAYS)), 101):
             self.prompted += 1
             self.revenue_kept -= value
         if rng.random() < OFFER_TAKEN_BY_STAYERS.get(alert.treatment, 0.0):

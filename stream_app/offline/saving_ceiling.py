@@ -39,7 +39,14 @@ from stream_app.alerts.call_plan import DayPlan, Saving, alert_day, plan_days
 from stream_app.contracts.events import Alert
 from stream_app.model.control_rates import band
 from stream_app.model.saving import alert_risk
-from stream_app.offline.call_centre import EFFECTS, OFFER_TAKEN_BY_STAYERS, OFFERS, PROMPTED_TO_LEAVE, CallCentreConfig
+from stream_app.offline.call_centre import (
+    EFFECTS,
+    OFFER_TAKEN_BY_STAYERS,
+    OFFERS,
+    PROMPTED_AFTER_DAYS,
+    PROMPTED_TO_LEAVE,
+    CallCentreConfig,
+)
 from stream_app.offline.simulator import Simulator
 from stream_app.settings import Settings
 
@@ -77,7 +84,8 @@ def call_worth(sim: Simulator, i: int, d: int, treatment: str, cfg: CallCentreCo
 
 def _stayer(sim: Simulator, d: int, treatment: str, cfg: CallCentreConfig, can_leave: bool) -> CallWorth:
     # A leave after the simulation's end is not seen (Simulator.leave), nor one of a customer who left before.
-    seen = min(max((sim.cfg.days - d - 14) / 31, 0.0), 1.0) if can_leave else 0.0
+    first, end = PROMPTED_AFTER_DAYS
+    seen = min(max((sim.cfg.days - d - first) / (end - first), 0.0), 1.0) if can_leave else 0.0
     accepted = OFFER_TAKEN_BY_STAYERS.get(treatment, 0.0)
     return CallWorth(-cfg.reach_rate * PROMPTED_TO_LEAVE * seen,
                      cfg.costs.call + cfg.reach_rate * accepted * cfg.costs.offer)
