@@ -17,16 +17,25 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from stream_app.errors import ChurnwatchError
 
-__all__ = ["Trees", "TreeScorer", "fit_trees", "TreesRefused"]
+__all__ = ["Trees", "TreeScorer", "fit_trees", "one_thread", "TreesRefused"]
 
 #: The reference's settings (`offline/evaluate_monthly.py`): the same library, the same trees.
 BOOSTING = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20}
 #: What a worker accepts: ten times what these settings make (200 trees of at most 61 nodes), so that
 #: arrays read from Redis cannot hold a batch for seconds.
 MAX_TREES, MAX_NODES = 2_000, 200_000
+
+
+def one_thread() -> threadpool_limits:
+    """Holds scikit-learn's trees to one OpenMP thread while in use. On a shared two-core machine
+    OpenMP's threads wait on each other, spinning for whole time slices: a fit of a few thousand
+    labels has run past 300 s (seen in CI, inside the trainer's refit). One thread costs 1.2-1.8x on
+    a quiet machine (2,000 to 100,000 rows of 25 features), and workers keep the other core busy."""
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 class TreesRefused(ChurnwatchError, ValueError):
@@ -54,7 +63,8 @@ def fit_trees(x: np.ndarray, y: np.ndarray, seed: int = 7) -> Trees:
 
     # scikit-learn refuses infinities (one label could carry one) but reads NaN as missing.
     x = np.where(np.isfinite(x), x, np.nan)
-    model = HistGradientBoostingClassifier(**BOOSTING, random_state=seed).fit(x, y)
+    with one_thread():
+        model = HistGradientBoostingClassifier(**BOOSTING, random_state=seed).fit(x, y)
     parts, offset = [], 0
     for (predictor,) in model._predictors:  # binary: one tree per iteration
         nodes = predictor.nodes

@@ -14,7 +14,6 @@ folds of other churn rates would score on other scales.
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from stream_app.model.boosted import TreeScorer, fit_trees
 from stream_app.model.scoring import Learner
@@ -27,17 +26,10 @@ FOLDS = 5
 def out_of_fold(like: Learner, x: np.ndarray, y: np.ndarray, who: np.ndarray) -> np.ndarray | None:
     """(n, 2) scores of each label by a fresh online model like `like` and by trees, each learned
     from the folds without it; None when the store has too few customers for the folds."""
-    if len(np.unique(who)) < FOLDS:
-        return None
-    # Five small fits: OpenMP's threads would cost more in waiting on each other (spinning, on a
-    # busy machine, for whole time slices) than they save.
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return _scores(like, x, y, who)
-
-
-def _scores(like: Learner, x: np.ndarray, y: np.ndarray, who: np.ndarray) -> np.ndarray | None:
     from sklearn.model_selection import StratifiedGroupKFold
 
+    if len(np.unique(who)) < FOLDS:
+        return None
     out = np.empty((len(y), 2))
     for train, test in StratifiedGroupKFold(FOLDS).split(x, y, who):
         if len(np.unique(y[train])) < 2:

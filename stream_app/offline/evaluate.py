@@ -27,7 +27,7 @@ import numpy as np
 
 from stream_app.alerts.build import QUEUED_LEVELS, AlertPolicy, alert_risks, levels_with_score, queue_order
 from stream_app.contracts.events import Alert, Snapshot
-from stream_app.model.boosted import BOOSTING
+from stream_app.model.boosted import BOOSTING, one_thread
 from stream_app.model.validation import auc, lift
 from stream_app.settings import Settings
 
@@ -119,8 +119,9 @@ def _best_precision(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nd
         return math.nan
     learners = (HistGradientBoostingClassifier(**BOOSTING, random_state=7),
                 make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
-    return max(_weekly_budget(days[test], customers[test], m.fit(x[train], y[train]).predict_proba(x[test])[:, 1],
-                              y[test], churn_day, per_week)[0] for m in learners)
+    with one_thread():
+        return max(_weekly_budget(days[test], customers[test], m.fit(x[train], y[train]).predict_proba(x[test])[:, 1],
+                                  y[test], churn_day, per_week)[0] for m in learners)
 
 
 def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
@@ -129,8 +130,8 @@ def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.n
     if len(np.unique(y[train])) < 2:
         return math.nan
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=7)
-    model.fit(x[train], y[train])
-    return auc(y[test], model.predict_proba(x[test])[:, 1])
+    with one_thread():
+        return auc(y[test], model.fit(x[train], y[train]).predict_proba(x[test])[:, 1])
 
 
 def _false_alerts(alerts: list[Alert], churn_day: dict[str, int], horizon: int, first: int, last: int,

@@ -37,7 +37,7 @@ from stream_app.alerts.build import AlertPolicy, levels_with_score, monthly_valu
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.errors import ConfigError
 from stream_app.features.derive import derive
-from stream_app.model.boosted import BOOSTING
+from stream_app.model.boosted import BOOSTING, one_thread
 from stream_app.model.champion import Contest
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Learner, Scorer, model_features, model_inputs
@@ -183,10 +183,10 @@ def _cross_validated(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     out = np.zeros(len(y))
-    for train, test in _folds(y):
-        model = HistGradientBoostingClassifier(**BOOSTING, random_state=7)
-        model.fit(x[train], y[train])
-        out[test] = model.predict_proba(x[test])[:, 1]
+    with one_thread():
+        for train, test in _folds(y):
+            model = HistGradientBoostingClassifier(**BOOSTING, random_state=7)
+            out[test] = model.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
     return out
 
 

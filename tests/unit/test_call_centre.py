@@ -13,7 +13,6 @@ import msgspec
 import numpy as np
 import pytest
 
-from stream_app.model.boosted import fit_trees
 from stream_app.offline.call_centre import EFFECTS, CallCentreConfig, SimCallCentre, closed_loop
 from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
@@ -139,8 +138,9 @@ def test_the_closed_loop_evaluation_runs_three_rankings_on_one_base_and_counts_t
     settings = Settings(rules_dir=tmp_path, holdout_share=0.5)
     rules = load_rules([settings.rules_dir])
     cfg = SimConfig(customers=80, days=80, warmup_days=40, monthly_churn=0.15, seed=5)
-    # The trees fitted here first: a forked loop would inherit OpenMP's pool and hang.
-    fit_trees(np.arange(40.0).reshape(-1, 1), np.arange(40) % 2)
+    # Trees fitted here first on OpenMP's threads: a forked loop would inherit its pool and hang.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    HistGradientBoostingClassifier(max_iter=5).fit(np.arange(40.0).reshape(-1, 1), np.arange(40) % 2)
     report = evaluate_closed_loop(settings, rules, cfg, budget=1, jobs=3)  # each loop in a process of its own
     arms = report.rankings
     # A loop run in this process does exactly what the other process's did.

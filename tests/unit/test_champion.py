@@ -356,3 +356,19 @@ def test_trees_are_fitted_with_an_infinite_value_read_as_missing() -> None:
     x[::9, 0] = np.nan
     probe, _ = bands(200, seed=9)
     assert np.array_equal(TreeScorer(fit_trees(held, y), F).score(probe), TreeScorer(fit_trees(x, y), F).score(probe))
+
+
+def test_trees_are_fitted_on_one_openmp_thread_and_the_limit_is_lifted_after(monkeypatch) -> None:
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"}
+
+    seen: list[set[int]] = []
+    fit = HistGradientBoostingClassifier.fit
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit",
+                        lambda self, *a, **k: seen.append(openmp_threads()) or fit(self, *a, **k))
+    before = openmp_threads()
+    fit_trees(*bands(500))
+    assert seen == [{1}]
+    assert openmp_threads() == before
