@@ -77,6 +77,15 @@ class ReplayEvaluation:
     precision_ceiling: float = math.nan
     precision_oracle: float = math.nan
     precision_to_ceiling: float = math.nan
+    # Lead times on the test period, for the churners who left at least a horizon into it (so that a
+    # whole horizon of test snapshots came before): the median days from the first snapshot the service
+    # rated high (the rules' level or the model's score) to the exit, and from the first the ceiling's
+    # observer scored at the model's high score (`CHURNWATCH_MODEL_HIGH_SCORE`); with the churners each
+    # rated high. What the traffic allows a warning's lead, beside what it allows its precision.
+    lead_time_test_days_median: float = math.nan
+    churners_warned_high_test: int = 0
+    lead_time_ceiling_days_median: float = math.nan
+    churners_high_ceiling: int = 0
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -107,21 +116,24 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
 
 
 def _best_precision(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, days: np.ndarray,
-                    customers: np.ndarray, churn_day: dict[str, int], per_week: int) -> float:
+                    customers: np.ndarray, churn_day: dict[str, int], per_week: int) -> tuple[float, np.ndarray]:
     """The weekly precision at the budget of the better of boosted trees and logistic regression
-    learned from `x` on the training snapshots."""
+    learned from `x` on the training snapshots, and that learner's churn probability of each test
+    snapshot (NaN where the training snapshots hold one outcome only)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if len(np.unique(y[train])) < 2:
-        return math.nan
+        return math.nan, np.full(int(test.sum()), np.nan)
     learners = (HistGradientBoostingClassifier(**BOOSTING, random_state=7),
                 make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
     with one_thread():
-        return max(_weekly_budget(days[test], customers[test], m.fit(x[train], y[train]).predict_proba(x[test])[:, 1],
-                                  y[test], churn_day, per_week)[0] for m in learners)
+        scored = [m.fit(x[train], y[train]).predict_proba(x[test])[:, 1] for m in learners]
+    precisions = [_weekly_budget(days[test], customers[test], p, y[test], churn_day, per_week)[0] for p in scored]
+    best = int(np.argmax(precisions))
+    return precisions[best], scored[best]
 
 
 def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
@@ -174,6 +186,21 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
     return [churn_day[c] - d for c, d in first.items()]
 
 
+def _first_high(days: np.ndarray, customers: np.ndarray, high: np.ndarray, churn_day: dict[str, int],
+                watched: Collection[str]) -> list[int]:
+    """For each churner of `watched` flagged `high` on a snapshot before they left: the days from
+    the first such snapshot to their exit."""
+    first: dict[str, int] = {}
+    for c, d in zip(customers[high], days[high]):
+        if c in watched and d < churn_day[c]:
+            first[c] = min(first.get(c, d), int(d))
+    return [churn_day[c] - d for c, d in first.items()]
+
+
+def _median(values: list[int]) -> float:
+    return float(np.median(values)) if values else math.nan
+
+
 def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates: dict[str, date | None],
                     horizon: int, budget_share: float, model_version: int, labels_learned: int,
                     test_share: float = 0.4, cooldown: int = AlertPolicy.cooldown_days,
@@ -207,6 +234,10 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     allowed = {name: _best_precision(f, y, train, test, days, customers, churn_day, per_week)
                for name, f in (truth(customers, days) if truth else {}).items()}
     leads = _lead_times(alerts, churn_day)
+    watched = {c for c, d in churn_day.items() if start + horizon <= d <= last + 1}
+    leads_test = _first_high(days[test], customers[test], service_level[test] >= 3, churn_day, watched)
+    leads_ceiling = _first_high(days[test], customers[test], allowed["ceiling"][1] >= score_levels[1], churn_day,
+                                watched) if "ceiling" in allowed else []
     false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
@@ -216,10 +247,13 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         precision_at_budget=precision, recall_at_budget=recall, precision_at_budget_online=precision_online,
         precision_at_budget_cooldown=precision_cooldown,
         top_decile_lift=lift(y[test], combined[test], 0.1),
-        lead_time_days_median=float(np.median(leads)) if leads else math.nan, churners_warned_high=len(leads),
+        lead_time_days_median=_median(leads), churners_warned_high=len(leads),
         model_version=model_version, labels_learned=labels_learned,
         false_alerts_per_1000_customers_month=false_by_level, false_alerts_by_rule=false_by_rule,
         alert_recall=_alert_recall(alerts, churn_day, horizon, start, last, set(silent)),
-        precision_ceiling=allowed.get("ceiling", math.nan), precision_oracle=allowed.get("oracle", math.nan),
-        precision_to_ceiling=precision / allowed["ceiling"] if allowed.get("ceiling") else math.nan,
+        precision_ceiling=allowed.get("ceiling", (math.nan,))[0],
+        precision_oracle=allowed.get("oracle", (math.nan,))[0],
+        precision_to_ceiling=precision / allowed["ceiling"][0] if allowed.get("ceiling", (0,))[0] else math.nan,
+        lead_time_test_days_median=_median(leads_test), churners_warned_high_test=len(leads_test),
+        lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
     )

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
         "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
-        "precision_oracle", "precision_to_ceiling"}
+        "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -108,6 +108,33 @@ def test_evaluate_replay_judges_the_alerts_by_the_risk_they_carry_not_a_rules_fi
     # The queue calls the customers whose alerts carry the highest scores; taking the rules' high as
     # a risk of 0.6 would call the stayers every week (precision 0).
     assert ev.precision_at_budget > 0.5 and ev.precision_at_budget == ev.precision_at_budget_online
+
+
+def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_same_churners() -> None:
+    from datetime import date
+
+    from stream_app.contracts.events import Snapshot
+    from stream_app.offline.evaluate import evaluate_replay
+
+    # The service's score reaches high (0.6) 8 days before a churner leaves; the ceiling's observer
+    # sees a sign 20 days before, which means churn within the horizon every time it shows.
+    first = date(2026, 1, 1).toordinal()
+    churn = {f"c{i}": first + 40 + 2 * i for i in range(65)}
+    leaves = churn | {f"s{i}": first + 10_000 for i in range(100)}
+    snapshots = [Snapshot(c, first + d, [float(i % 7)], 0.7 if 0 < day - first - d <= 8 else 0.1, 1)
+                 for i, (c, day) in enumerate(leaves.items()) for d in range(200) if first + d < day]
+
+    def sign(who: np.ndarray, when: np.ndarray) -> dict[str, np.ndarray]:
+        seen = np.array([0 < leaves[c] - d <= 20 for c, d in zip(who, when)], float)[:, None]
+        return {"ceiling": seen, "oracle": seen}
+
+    truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(100)}
+    ev = evaluate_replay(snapshots, [], truth, horizon=30, budget_share=0.01, model_version=1, labels_learned=10_000,
+                         truth=sign)
+    # Days 0-199: the test period runs from day 101 to 169, so the churners who leave from day 131
+    # to 170 are watched (day 132 to 168: 19 of them).
+    assert ev.churners_warned_high_test == ev.churners_high_ceiling == 19
+    assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
 
 
 def test_false_alerts_count_the_queued_alerts_of_customers_who_stayed_per_1000_customers_a_month() -> None:
