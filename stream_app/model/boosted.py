@@ -31,11 +31,12 @@ MAX_TREES, MAX_NODES = 2_000, 200_000
 
 
 def one_thread() -> threadpool_limits:
-    """Holds scikit-learn's trees to one OpenMP thread while in use. On a shared two-core machine
-    OpenMP's threads wait on each other, spinning for whole time slices: a fit of a few thousand
-    labels has run past 300 s (seen in CI, inside the trainer's refit). One thread costs 1.2-1.8x on
-    a quiet machine (2,000 to 100,000 rows of 25 features), and workers keep the other core busy."""
-    return threadpool_limits(limits=1, user_api="openmp")
+    """Holds scikit-learn's trees (OpenMP) and the linear algebra under its other learners (BLAS)
+    to one thread while in use. On a shared two-core machine their threads wait on each other,
+    spinning for whole time slices: a fit of a few thousand labels has run past 300 s (seen in CI,
+    inside the trainer's refit). One thread costs 1.2-1.8x on a quiet machine (trees on 2,000 to
+    100,000 rows of 25 features), and workers keep the other core busy."""
+    return threadpool_limits(limits=1)
 
 
 class TreesRefused(ChurnwatchError, ValueError):
