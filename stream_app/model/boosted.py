@@ -35,7 +35,8 @@ def one_thread() -> threadpool_limits:
     to one thread while in use. On a shared two-core machine their threads wait on each other,
     spinning for whole time slices: a fit of a few thousand labels has run past 300 s (seen in CI,
     inside the trainer's refit). One thread costs 1.2-1.8x on a quiet machine (trees on 2,000 to
-    100,000 rows of 25 features), and workers keep the other core busy."""
+    100,000 rows of 25 features), and workers keep the other core busy. BLAS's limit is the
+    process's: hold it from one thread at a time (every fit here runs on the caller's thread)."""
     return threadpool_limits(limits=1)
 
 

@@ -35,8 +35,9 @@ __all__ = ["ReplayEvaluation", "evaluate_replay", "Truth"]
 
 #: The scores from which the model alone raises medium and high, unless told otherwise.
 SCORE_LEVELS = (Settings.model_fields["model_medium_score"].default, Settings.model_fields["model_high_score"].default)
-#: Per snapshot (customer ids, ordinal days): features of what the traffic allows, by name.
-Truth = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+#: Per snapshot (customer ids, ordinal days): features of what the traffic allows, by name, as the
+#: sets of columns each is learned on.
+Truth = Callable[[np.ndarray, np.ndarray], dict[str, list[np.ndarray]]]
 
 
 
@@ -78,10 +79,12 @@ class ReplayEvaluation:
     precision_oracle: float = math.nan
     precision_to_ceiling: float = math.nan
     # Lead times on the test period, for the churners who left at least a horizon into it (so that a
-    # whole horizon of test snapshots came before): the median days from the first snapshot the service
-    # rated high (the rules' level or the model's score) to the exit, and from the first the ceiling's
-    # observer scored at the model's high score (`CHURNWATCH_MODEL_HIGH_SCORE`); with the churners each
-    # rated high. What the traffic allows a warning's lead, beside what it allows its precision.
+    # whole horizon of test snapshots came before; `churners_watched_test`): the median days from the
+    # first snapshot within the horizon before the exit that the service rated high (the rules' level
+    # or the model's score), and from the first that the observer behind `precision_ceiling` scored at
+    # the model's high score (`CHURNWATCH_MODEL_HIGH_SCORE`); with the churners each rated high. What
+    # the traffic allows a warning's lead, beside what it allows its precision.
+    churners_watched_test: int = 0
     lead_time_test_days_median: float = math.nan
     churners_warned_high_test: int = 0
     lead_time_ceiling_days_median: float = math.nan
@@ -115,11 +118,11 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
     return (hits / calls if calls else math.nan), (len(caught) / len(churners) if churners else math.nan)
 
 
-def _best_precision(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, days: np.ndarray,
+def _best_precision(xs: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, days: np.ndarray,
                     customers: np.ndarray, churn_day: dict[str, int], per_week: int) -> tuple[float, np.ndarray]:
-    """The weekly precision at the budget of the better of boosted trees and logistic regression
-    learned from `x` on the training snapshots, and that learner's churn probability of each test
-    snapshot (NaN where the training snapshots hold one outcome only)."""
+    """The weekly precision at the budget of the best of boosted trees and logistic regression, each
+    learned from each of the feature sets `xs` on the training snapshots, and that learner's churn
+    probability of each test snapshot (NaN where the training snapshots hold one outcome only)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -127,12 +130,12 @@ def _best_precision(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nd
 
     if len(np.unique(y[train])) < 2:
         return math.nan, np.full(int(test.sum()), np.nan)
-    learners = (HistGradientBoostingClassifier(**BOOSTING, random_state=7),
-                make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
+    learners = (lambda: HistGradientBoostingClassifier(**BOOSTING, random_state=7),
+                lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
     with one_thread():
-        scored = [m.fit(x[train], y[train]).predict_proba(x[test])[:, 1] for m in learners]
+        scored = [m().fit(x[train], y[train]).predict_proba(x[test])[:, 1] for x in xs for m in learners]
     precisions = [_weekly_budget(days[test], customers[test], p, y[test], churn_day, per_week)[0] for p in scored]
-    best = int(np.argmax(precisions))
+    best = int(np.argmax(np.nan_to_num(precisions, nan=-1.0)))
     return precisions[best], scored[best]
 
 
@@ -187,13 +190,13 @@ def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
 
 
 def _first_high(days: np.ndarray, customers: np.ndarray, high: np.ndarray, churn_day: dict[str, int],
-                watched: Collection[str]) -> list[int]:
-    """For each churner of `watched` flagged `high` on a snapshot before they left: the days from
-    the first such snapshot to their exit."""
+                watched: Collection[str], horizon: int) -> list[int]:
+    """For each churner of `watched` flagged `high` on a snapshot within the horizon before they left:
+    the days from the first such snapshot to their exit."""
     first: dict[str, int] = {}
-    for c, d in zip(customers[high], days[high]):
-        if c in watched and d < churn_day[c]:
-            first[c] = min(first.get(c, d), int(d))
+    for c, d in zip(customers[high], days[high].tolist()):
+        if c in watched and churn_day[c] - horizon <= d < churn_day[c]:
+            first[c] = min(first.get(c, d), d)
     return [churn_day[c] - d for c, d in first.items()]
 
 
@@ -235,9 +238,9 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
                for name, f in (truth(customers, days) if truth else {}).items()}
     leads = _lead_times(alerts, churn_day)
     watched = {c for c, d in churn_day.items() if start + horizon <= d <= last + 1}
-    leads_test = _first_high(days[test], customers[test], service_level[test] >= 3, churn_day, watched)
+    leads_test = _first_high(days[test], customers[test], service_level[test] >= 3, churn_day, watched, horizon)
     leads_ceiling = _first_high(days[test], customers[test], allowed["ceiling"][1] >= score_levels[1], churn_day,
-                                watched) if "ceiling" in allowed else []
+                                watched, horizon) if "ceiling" in allowed else []
     false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
@@ -254,6 +257,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         precision_ceiling=allowed.get("ceiling", (math.nan,))[0],
         precision_oracle=allowed.get("oracle", (math.nan,))[0],
         precision_to_ceiling=precision / allowed["ceiling"][0] if allowed.get("ceiling", (0,))[0] else math.nan,
+        churners_watched_test=len(watched),
         lead_time_test_days_median=_median(leads_test), churners_warned_high_test=len(leads_test),
         lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
     )

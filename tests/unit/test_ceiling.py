@@ -35,11 +35,13 @@ def test_the_usual_rates_expect_what_is_counted_and_a_decline_falls_short(counte
     stable = [t.customer_id for t in sim.truth if t.pattern == "stable"]
     who = np.repeat(stable, len(day))
     when = np.tile(day, len(stable)) + sim.cfg.start.toordinal()
-    ratio_30d = truth_features(sim, who, when)["ceiling"][:, 2 * WINDOWS.index((0, 30)) + 1]
+    full, calls_only = truth_features(sim, who, when)["ceiling"]
+    assert np.array_equal(calls_only, full[:, :2 * len(WINDOWS)])  # the observer's call counts, learned alone too
+    ratio_30d = full[:, 2 * WINDOWS.index((0, 30)) + 1]
     # Holidays and weekends are in the expectation: a stable customer's months are counted as expected.
     assert 0.9 < ratio_30d.mean() < 1.1
     # And the truth behind them is usual: a multiplier of 1 on weekdays, weekends and holidays alike.
-    own_month = truth_features(sim, who, when)["oracle"][:, WINDOWS.index((0, 30))]
+    own_month = truth_features(sim, who, when)["oracle"][0][:, WINDOWS.index((0, 30))]
     assert np.allclose(own_month, 1.0)
 
     decliners = [t for t in sim.truth if t.pattern == "decliner"]
@@ -47,8 +49,8 @@ def test_the_usual_rates_expect_what_is_counted_and_a_decline_falls_short(counte
     who = [t.customer_id for t in decliners]
     when = np.array([date.fromisoformat(t.churn_date).toordinal() - 3 for t in decliners])
     features = truth_features(sim, np.array(who), when)
-    assert np.median(features["ceiling"][:, 2 * WINDOWS.index((0, 7))]) < -2  # standard deviations short
-    own_last_week = features["oracle"][:, WINDOWS.index((0, 7))]
+    assert np.median(features["ceiling"][0][:, 2 * WINDOWS.index((0, 7))]) < -2  # standard deviations short
+    own_last_week = features["oracle"][0][:, WINDOWS.index((0, 7))]
     assert own_last_week.max() < 0.6  # the truth: each is at 15-50% of usual by the end of the ramp
 
 

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
         "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
-        "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median"}
+        "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median",
+        "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -116,24 +117,27 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
     from stream_app.contracts.events import Snapshot
     from stream_app.offline.evaluate import evaluate_replay
 
-    # The service's score reaches high (0.6) 8 days before a churner leaves; the ceiling's observer
-    # sees a sign 20 days before, which means churn within the horizon every time it shows.
+    # The service's score reaches high (0.6) 8 days before a churner leaves, and once 35 days before,
+    # outside the horizon; the ceiling's observer sees a sign 20 days before, which means churn
+    # within the horizon every time it shows.
     first = date(2026, 1, 1).toordinal()
-    churn = {f"c{i}": first + 40 + 2 * i for i in range(65)}
+    exits = [40 + 2 * i for i in range(65)] + [130, 131, 169, 170, 171]
+    churn = {f"c{i}": first + day for i, day in enumerate(exits)}
     leaves = churn | {f"s{i}": first + 10_000 for i in range(100)}
-    snapshots = [Snapshot(c, first + d, [float(i % 7)], 0.7 if 0 < day - first - d <= 8 else 0.1, 1)
+    snapshots = [Snapshot(c, first + d, [float(i % 7)], 0.7 if day - first - d in (*range(1, 9), 35) else 0.1, 1)
                  for i, (c, day) in enumerate(leaves.items()) for d in range(200) if first + d < day]
 
-    def sign(who: np.ndarray, when: np.ndarray) -> dict[str, np.ndarray]:
+    def sign(who: np.ndarray, when: np.ndarray) -> dict[str, list[np.ndarray]]:
         seen = np.array([0 < leaves[c] - d <= 20 for c, d in zip(who, when)], float)[:, None]
-        return {"ceiling": seen, "oracle": seen}
+        noise = np.random.default_rng(3).normal(size=(len(who), 1))
+        return {"ceiling": [noise, np.hstack([seen, noise])], "oracle": [seen]}
 
     truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(100)}
     ev = evaluate_replay(snapshots, [], truth, horizon=30, budget_share=0.01, model_version=1, labels_learned=10_000,
                          truth=sign)
     # Days 0-199: the test period runs from day 101 to 169, so the churners who leave from day 131
-    # to 170 are watched (day 132 to 168: 19 of them).
-    assert ev.churners_warned_high_test == ev.churners_high_ceiling == 19
+    # to 170 are watched: 19 on the even days 132-168, and those of days 131, 169 and 170.
+    assert ev.churners_watched_test == ev.churners_warned_high_test == ev.churners_high_ceiling == 22
     assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
 
 
