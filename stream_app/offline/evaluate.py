@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
@@ -178,23 +178,12 @@ def _alert_recall(alerts: list[Alert], churn_day: dict[str, int], horizon: int, 
     return round(len(warned) / len(watched), 4) if watched else math.nan
 
 
-def _lead_times(alerts: list[Alert], churn_day: dict[str, int]) -> list[int]:
+def _leads(flags: Iterable[tuple[str, int]], churn_day: dict[str, int], watched: Collection[str],
+           horizon: float) -> list[int]:
+    """For each churner of `watched` flagged (customer, ordinal day) within `horizon` days before
+    they left: the days from the first such flag to their exit."""
     first: dict[str, int] = {}
-    for a in alerts:
-        if a.level != "high":
-            continue
-        day = a.event_time.date().toordinal()
-        if a.customer_id in churn_day and day < churn_day[a.customer_id]:
-            first[a.customer_id] = min(first.get(a.customer_id, day), day)
-    return [churn_day[c] - d for c, d in first.items()]
-
-
-def _first_high(days: np.ndarray, customers: np.ndarray, high: np.ndarray, churn_day: dict[str, int],
-                watched: Collection[str], horizon: int) -> list[int]:
-    """For each churner of `watched` flagged `high` on a snapshot within the horizon before they left:
-    the days from the first such snapshot to their exit."""
-    first: dict[str, int] = {}
-    for c, d in zip(customers[high], days[high].tolist()):
+    for c, d in flags:
         if c in watched and churn_day[c] - horizon <= d < churn_day[c]:
             first[c] = min(first.get(c, d), d)
     return [churn_day[c] - d for c, d in first.items()]
@@ -236,11 +225,19 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
                                            cooldown)
     allowed = {name: _best_precision(f, y, train, test, days, customers, churn_day, per_week)
                for name, f in (truth(customers, days) if truth else {}).items()}
-    leads = _lead_times(alerts, churn_day)
+    # Every churner's first high alert at any time before the exit (`lead_time_days_median`, as
+    # docs/model.md has long quoted it); then, on the test period, the service's and the ceiling's
+    # first high flags within the horizon before the exit.
+    leads = _leads(((a.customer_id, a.event_time.date().toordinal()) for a in alerts if a.level == "high"),
+                   churn_day, churn_day, math.inf)
     watched = {c for c, d in churn_day.items() if start + horizon <= d <= last + 1}
-    leads_test = _first_high(days[test], customers[test], service_level[test] >= 3, churn_day, watched, horizon)
-    leads_ceiling = _first_high(days[test], customers[test], allowed["ceiling"][1] >= score_levels[1], churn_day,
-                                watched, horizon) if "ceiling" in allowed else []
+
+    def test_leads(high: np.ndarray) -> list[int]:
+        return _leads(zip(customers[test][high], days[test][high].tolist()), churn_day, watched, horizon)
+
+    ceiling, ceiling_scores = allowed.get("ceiling", (math.nan, None))
+    leads_test = test_leads(service_level[test] >= 3)
+    leads_ceiling = test_leads(ceiling_scores >= score_levels[1]) if ceiling_scores is not None else []
     false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
@@ -254,9 +251,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         model_version=model_version, labels_learned=labels_learned,
         false_alerts_per_1000_customers_month=false_by_level, false_alerts_by_rule=false_by_rule,
         alert_recall=_alert_recall(alerts, churn_day, horizon, start, last, set(silent)),
-        precision_ceiling=allowed.get("ceiling", (math.nan,))[0],
-        precision_oracle=allowed.get("oracle", (math.nan,))[0],
-        precision_to_ceiling=precision / allowed["ceiling"][0] if allowed.get("ceiling", (0,))[0] else math.nan,
+        precision_ceiling=ceiling, precision_oracle=allowed.get("oracle", (math.nan, None))[0],
+        precision_to_ceiling=precision / ceiling if ceiling else math.nan,
         churners_watched_test=len(watched),
         lead_time_test_days_median=_median(leads_test), churners_warned_high_test=len(leads_test),
         lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
