@@ -65,13 +65,12 @@ def _counts(settings: Settings) -> dict[str, int]:
 
 
 def _churn(month: str | None, months: int, region: str | None = None) -> ChurnReport:
-    counts = _counts(Settings())
-    if region is not None:
-        counts = _of_region(counts, region)
-    last = month or latest_month(counts)
+    base = _counts(Settings())
+    counts = base if region is None else _of_region(base, region)
+    last = month or latest_month(base)
     if last is None:
         raise click.ClickException("no report counters yet: has a worker processed any events?")
-    return churn_report(counts, last, months)
+    return churn_report(counts, last, months, base)
 
 
 def _of_region(counts: dict[str, int], region: str) -> dict[str, int]:

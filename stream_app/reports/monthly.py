@@ -111,11 +111,12 @@ def latest_month(counts: dict[str, int]) -> str | None:
     return months[-1] if months else None
 
 
-def churn_report(counts: dict[str, int], last: str, months: int) -> ChurnReport:
+def churn_report(counts: dict[str, int], last: str, months: int, base: dict[str, int] | None = None) -> ChurnReport:
     """The churn totals and breakdowns of the `months` months ending with `last` (YYYY-MM), which
     must be a month the workers have counted in (`NoData`): a month after the stream would show
-    the whole base staying, which no one measured."""
-    counted = counted_months(counts)
+    the whole base staying, which no one measured. For a region's `counts`, `base` is the whole
+    base's: a month it was counted in was counted for the region too, exits or none."""
+    counted = counted_months(counts if base is None else base)
     if not counted or not counted[0] <= last <= counted[-1]:
         span = f"{counted[0]} to {counted[-1]}" if counted else "nothing yet"
         raise NoData(f"no report counters for {last}: the workers have counted {span}")

@@ -171,7 +171,8 @@ def test_each_regions_report_counts_its_own_customers_and_the_regions_add_up_to_
     assert counted_regions(counts) == ["other", "region-0", "region-1"]
     last = latest_month(counts)
     total = churn_report(counts, last, 4)
-    parts = [churn_report(region_counts(counts, r), last, 4) for r in counted_regions(counts)]
+    # The latest month is the base's: a region with no exit in it has it counted all the same.
+    parts = [churn_report(region_counts(counts, r), last, 4, counts) for r in counted_regions(counts)]
     summed = ("customers_start", "gross_adds", "churn", "voluntary_churn", "customers_end", "revenue_lost",
               "customers_billed", "revenue", "mid_high_end")
     for k, month in enumerate(total.months):
@@ -204,7 +205,8 @@ def test_report_churn_of_a_region_reads_its_counters_from_redis_and_names_the_re
 
     counts = {"2026-01|adds": 5, "2026-02|exits|voluntary": 2, "region|north|2026-01|adds": 3,
               "region|north|2026-02|exits|voluntary": 1, "region|other|2026-01|adds": 2,
-              "region|other|2026-02|exits|voluntary": 1}
+              "region|other|2026-02|exits|voluntary": 1, "2026-03|exits|voluntary": 1,
+              "region|other|2026-03|exits|voluntary": 1}
     client = redis.Redis.from_url(redis_url)
     client.hset(keys.report(0), mapping=counts)
     client.close()
@@ -214,6 +216,10 @@ def test_report_churn_of_a_region_reads_its_counters_from_redis_and_names_the_re
     assert result.exit_code == 0, result.output
     [february] = json.loads(result.output.strip().splitlines()[-1])["months"]
     assert (february["customers_start"], february["churn"], february["customers_end"]) == (3, 1, 2)
+    # March was counted for the whole base; north had no exit in it, and its report reaches it all the same.
+    result = CliRunner().invoke(main, ["report", "churn", "--region", "north", "--months", "1", "--json"])
+    [march] = json.loads(result.output.strip().splitlines()[-1])["months"]
+    assert (march["month"], march["customers_start"], march["churn"], march["customers_end"]) == ("2026-03", 2, 0, 2)
     result = CliRunner().invoke(main, ["report", "base", "--region", "south"])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         "Error: no report counters for region 'south'; regions counted: north, other"]
