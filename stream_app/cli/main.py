@@ -139,7 +139,8 @@ def demo(customers: int, days: int, seconds: float | None, seed: int, monthly_ch
 @click.option("--customers", default=1000, show_default=True)
 @click.option("--days", default=120, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option("--monthly-churn", default=0.02, show_default=True)
+@click.option("--monthly-churn", default=0.02, show_default=True,
+              help="share of the base leaving each month after the warm-up")
 @click.option("--warmup-days", default=70, show_default=True, help="days before the first churner leaves")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="write records as JSON lines here instead of producing to KAFKA_BOOTSTRAP")

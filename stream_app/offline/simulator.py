@@ -28,7 +28,7 @@ HOLIDAYS = ((10, 1, 7), (5, 1, 5), (1, 1, 1))
 DECLINE_REASONS = (205, 101, 102, 103)
 SILENT_REASONS = (210, 210, 335, 345)
 WEEKEND = 0.85  # the whole base's usage on a Saturday or Sunday
-COUNTED = ("calls", "cs", "dropped", "offnet")  # what `SimConfig.keep_counts` keeps per customer and day
+COUNTED = ("calls", "cs", "dropped", "offnet", "sms", "data")  # what `SimConfig.keep_counts` keeps per customer and day
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class SimConfig:
     days: int = 120
     start: date = date(2026, 8, 1)
     seed: int = 7
+    # The share of the base that leaves each month once churn has begun, after `warmup_days` of
+    # history in which nobody leaves.
     monthly_churn: float = 0.02
     warmup_days: int = 70
     silent_share: float = 0.3  # churners with no warning signs
@@ -139,11 +141,14 @@ class Simulator:
 
     def _plan_patterns(self) -> None:
         cfg, rng, n = self.cfg, self.rng, self.cfg.customers
-        p_churn = 1 - (1 - cfg.monthly_churn) ** (cfg.days / 30)
+        # After a warm-up, so that every churner has months of history to be judged on; the monthly
+        # rate holds over the days that remain, as it does in a base that has been losing customers
+        # all along.
+        first = min(cfg.warmup_days, cfg.days - 1)
+        p_churn = 1 - (1 - cfg.monthly_churn) ** ((cfg.days - first) / 30)
         churners = np.nonzero(rng.random(n) < p_churn)[0]
         for i in churners:
-            # After a warm-up, so that every churner has months of history to be judged on.
-            day = int(rng.integers(min(cfg.warmup_days, cfg.days - 1), cfg.days))
+            day = int(rng.integers(first, cfg.days))
             self.exit_day[i] = day
             t = self.truth[i]
             t.churn_date = str(cfg.start + timedelta(days=day))
@@ -341,7 +346,7 @@ class Simulator:
                 self._emit(out, "cdr", c, body, d)
                 minutes += secs / 60 if kind == "MO" else 0
         if self.counts:
-            for name, value in zip(COUNTED, (n["mo"] + n["mt"], n["cs"], dropped, offnet)):
+            for name, value in zip(COUNTED, (n["mo"] + n["mt"], n["cs"], dropped, offnet, n["sms"], n["data"])):
                 self.counts[name][i, d] = value
         for _ in range(n["cs"]):
             self._emit(out, "cdr", c, self._cdr(c, midnight, "voice", "MO", duration_s=int(rng.integers(60, 900)),

@@ -126,9 +126,9 @@ def test_the_chart_adds_up_to_the_list(store: MemoryWindowStore, tmp_path: Path)
 
 def test_on_the_simulator_rising_customers_are_those_it_made_grow_and_the_list_holds_only_them() -> None:
     """A base where half the staying customers grow (`evaluate --lists` makes 5% grow: a test base of
-    400 would hold two or three on the line's doorstep). Measured against the simulator's truth: who the
+    1,200 would hold a handful on the line's doorstep). Measured against the simulator's truth: who the
     pipeline's state shows rising, and who is on the list."""
-    sim = Simulator(SimConfig(customers=400, days=100, seed=5, grow_share=0.5))
+    sim = Simulator(SimConfig(customers=1200, days=100, seed=5, grow_share=0.5))
     result = replay(((r.topic, r.key, r.value) for r in sim.records()), Settings(_env_file=None), lambda: RULES,
                     learn=False, keep_snapshots=False)
     names = sorted(result.states)
@@ -142,11 +142,13 @@ def test_on_the_simulator_rising_customers_are_those_it_made_grow_and_the_list_h
     early = str(sim.cfg.start + timedelta(days=31))
     through = grower & np.array([bool(t.grows) and t.grows[0] <= early for t in truth]) \
         & ~sim.prepaid[[sim.ids.index(n) for n in names]]
-    assert up.sum() >= 50 and grower[up].mean() >= 0.85  # precision (65 rising, 0.92 measured)
-    assert up[through].mean() >= 0.7  # recall of those whose growth the months can show (0.84)
+    assert up.sum() >= 150 and grower[up].mean() >= 0.85  # precision (210 rising, 0.94 measured)
+    assert up[through].mean() >= 0.7  # recall of those whose growth the months can show (0.86)
     entries, _, _ = growth_candidates(names, raws, day, ZONE, RULES.growth)
     patterns = {t.customer_id: t.pattern for t in truth}
-    assert entries and all(patterns[e.customer_id] == "grower" for e in ranked(entries)[:50])
+    # About ten on the list; a dipper whose months climb back from the dip can look the same.
+    first = ranked(entries)[:50]
+    assert len(first) >= 5 and sum(patterns[e.customer_id] == "grower" for e in first) >= 0.8 * len(first)
     # Customers cross the line month by month; the stream's first month has no month before it to cross from.
     rows = {m.month: m for m in churn_report(result.report, "2026-10", 3).months}
     assert rows["2026-08"].mid_high_end_new == 0

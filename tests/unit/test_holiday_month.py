@@ -35,7 +35,8 @@ def replay_months(slump: tuple[str, float] | None, rules: Ruleset) -> tuple[list
 @functools.lru_cache(maxsize=2)
 def simulated(slump: tuple[str, float] | None) -> tuple[list[tuple[str, bytes, bytes]], list[Truth]]:
     """The simulator's records and truth, made once for the two replays of the slump."""
-    sim = Simulator(SimConfig(customers=CUSTOMERS, days=DAYS, start=START, seed=11, monthly_churn=0.06, slump=slump))
+    # 12% a month after the warm-up: enough decliners in the slump to count.
+    sim = Simulator(SimConfig(customers=CUSTOMERS, days=DAYS, start=START, seed=11, monthly_churn=0.12, slump=slump))
     return [(r.topic, r.key, r.value) for r in sim.records()], sim.truth
 
 
