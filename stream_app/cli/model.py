@@ -174,10 +174,13 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
 
 @click.command()
 @click.option("--customers", default=1000, show_default=True, help="simulated customers")
-@click.option("--days", default=240, show_default=True, help="simulated days")
+@click.option("--days", default=360, show_default=True, help="simulated days, the warm-up included")
 @click.option("--seed", default=7, show_default=True)
-@click.option("--monthly-churn", default=0.02, show_default=True)
-@click.option("--warmup-days", default=70, show_default=True, help="days before the first simulated churn")
+@click.option("--monthly-churn", default=0.02, show_default=True,
+              help="share of the base leaving each month after the warm-up")
+@click.option("--warmup-days", default=180, show_default=True,
+              help="days of history before the first simulated churn: a warm base, as an operator's is; 180 gives "
+                   "every churner the months m3-m6 that the model's usual calls come from")
 @click.option("--replay", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="real monthly data to replay instead of simulated traffic (with --mapping)")
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),

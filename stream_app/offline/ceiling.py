@@ -5,20 +5,21 @@ Counting noise caps every learner: a customer who makes three calls a day in a g
 two or four on a given day, and a decline is seen only once it outgrows that. So the service's
 precision is measured against what the same traffic allows:
 - **ceiling**: an observer who knows each customer's true usual rates (what perfect history would
-  give: calls, customer-service calls, dropped-call and off-net shares) and counts the same traffic.
-  Per snapshot: the calls counted in the last 7, 14 and 30 days and in the 30 before, each against
-  the calls expected at the usual rate over those days (with the holidays, slumps and weekends that
-  move the whole base), in Poisson standard deviations and as a ratio; the customer-service,
-  dropped and off-net calls of the last 30 days against what the usual rates expect of them.
+  give: calls, SMS and data sessions, customer-service calls, dropped-call and off-net shares) and
+  counts the same traffic. Per snapshot: the calls, SMS and data sessions counted in the last 7, 14
+  and 30 days and in the 30 before, each against those expected at the usual rates over those days
+  (with the holidays, slumps and weekends that move the whole base), in Poisson standard deviations
+  and as a ratio; the customer-service, dropped and off-net calls of the last 30 days against what
+  the usual rates expect of them.
 - **oracle**, for reference: the noise-free truth behind the traffic, which no one observes: how far
   the customer's own usage multiplier is below usual over the same windows, and the complaint,
   dropped-call and off-net drivers of the decline on the snapshot's day.
-Each is learned on the evaluation's training snapshots by boosted trees and by logistic regression
-and judged on its test weeks exactly as the service is (`offline/evaluate.py`); the ceiling is also
-learned on its call counts alone, since more features can fit the training weeks' noise (on 3,000
-customers, seeds 7 and 11, the call counts alone reach 0.692 and 0.785 against 0.626 and 0.713).
-The best is the figure (chosen on the test weeks, so it leans high, as a ceiling should). Churners
-who leave without a warning sign stay invisible to both.
+Each is learned by boosted trees and by logistic regression, refitted every four weeks of the
+evaluation's test period on the labels due by then, and judged on its test weeks exactly as the
+service is (`offline/evaluate.py`); the ceiling is also learned on its usage counts alone, since
+its other features can fit the training weeks' noise. The best is the figure (chosen on the test
+weeks, so it leans high, as a ceiling should). Churners who leave without a warning sign stay
+invisible to both.
 """
 
 from __future__ import annotations
@@ -43,9 +44,13 @@ def truth_features(sim: Simulator, customers: np.ndarray, days: np.ndarray) -> d
     i = np.array([row[c] for c in customers])
     d = np.asarray(days) - sim.cfg.start.toordinal()  # the snapshot's day, included in its windows
     active = np.arange(sim.cfg.days)[None, :] < sim.exit_day[:, None]
-    usual = (sim.mo_rate + sim.mt_rate)[:, None] * (sim.common * sim.weekday)[None, :] * active
-    calls = sim.counts["calls"].astype(np.float64)
-    observed = _observed(sim, calls, usual, active, i, d)
+    # Calls, SMS and data sessions all follow the customer's usage that day: their sum is what the
+    # observer reads a decline from (counted apart, each is a noisier reading of the same).
+    base = (sim.common * sim.weekday)[None, :] * active
+    usual = ((sim.mo_rate + sim.mt_rate + sim.sms_rate)[:, None] * base
+             + 2 * np.minimum(base, 3) * (sim.data_mb > 0)[:, None])
+    activity = sum(sim.counts[k].astype(np.float64) for k in ("calls", "sms", "data"))
+    observed = _observed(sim, activity, usual, active, i, d)
     return {"ceiling": [observed, observed[:, :2 * len(WINDOWS)]], "oracle": [_noise_free(sim, active, i, d)]}
 
 
@@ -57,14 +62,14 @@ def _window_sums(daily: np.ndarray, i: np.ndarray, d: np.ndarray, back: int, len
     return cumulative[i, end] - cumulative[i, start]
 
 
-def _observed(sim: Simulator, calls: np.ndarray, usual: np.ndarray, active: np.ndarray, i: np.ndarray,
+def _observed(sim: Simulator, activity: np.ndarray, usual: np.ndarray, active: np.ndarray, i: np.ndarray,
               d: np.ndarray) -> np.ndarray:
     columns = []
     for back, last in WINDOWS:
-        seen = _window_sums(calls, i, d, back, last - back)
+        seen = _window_sums(activity, i, d, back, last - back)
         expected = _window_sums(usual, i, d, back, last - back)
         columns += [(seen - expected) / np.sqrt(expected + 1.0), seen / (expected + 1.0)]
-    month_calls = _window_sums(calls, i, d, 0, 30)
+    month_calls = _window_sums(sim.counts["calls"].astype(np.float64), i, d, 0, 30)
     usual_cs = _window_sums(sim.cs_rate[:, None] * active, i, d, 0, 30)  # the days there were, active
     for name, usual_share in (("cs", None), ("dropped", sim.dropped), ("offnet", sim.offnet)):
         seen = _window_sums(sim.counts[name].astype(np.float64), i, d, 0, 30)

@@ -1,8 +1,8 @@
 """How well warnings work, measured against what customers really did.
 
 The unit is a snapshot: a customer on a day, positive if the customer really churned within
-the horizon after it. Every approach is judged on the same test period (the later part of
-the replay, with a full horizon of truth after each day):
+the horizon after it. Every approach is judged on the same test period: the later part of the
+days from the first whose horizon holds an exit, with a full horizon of truth after each day:
 - online: the model's score at the time, learned only from labels that were due by then;
 - rules: the rules' level (ties broken by the summed importance of the fired rules);
 - combined: the service's alerts by risk: the customers with an alert that reaches the call queue
@@ -10,8 +10,9 @@ the replay, with a full horizon of truth after each day):
   ranked by the churn probability its alert carries, the model's score (the level's fixed risk only
   without one). The queue multiplies it by the customer's value; precision at the budget is
   about risk, so value is left out here;
-- batch reference: gradient-boosted trees (scikit-learn) trained offline on the snapshots
-  before the test period whose horizon closed before it, on the same features.
+- batch reference: gradient-boosted trees (scikit-learn) on the same features, refitted offline
+  every four weeks of the test period on the snapshots whose horizon had closed by then (the
+  labels the online model had learned).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -38,7 +39,13 @@ SCORE_LEVELS = (Settings.model_fields["model_medium_score"].default, Settings.mo
 #: Per snapshot (customer ids, ordinal days): features of what the traffic allows, by name, as the
 #: sets of columns each is learned on.
 Truth = Callable[[np.ndarray, np.ndarray], dict[str, list[np.ndarray]]]
+#: How often the offline learners are refitted over the test period (`_refitted`).
+REFIT_DAYS = 28
 
+
+class Learner(Protocol):
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Learner: ...
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -58,7 +65,7 @@ class ReplayEvaluation:
     # cooldown. The weekly figure above counts a decliner on the list week after week each time.
     precision_at_budget_cooldown: float
     top_decile_lift: float
-    lead_time_days_median: float
+    lead_time_days_median: float  # days from each churner's first high alert within the horizon before the exit
     churners_warned_high: int
     model_version: int
     labels_learned: int
@@ -118,35 +125,51 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
     return (hits / calls if calls else math.nan), (len(caught) / len(churners) if churners else math.nan)
 
 
-def _best_precision(xs: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, days: np.ndarray,
+def _refitted(learner: Callable[[], Learner], x: np.ndarray, y: np.ndarray, days: np.ndarray, test: np.ndarray,
+              horizon: int) -> np.ndarray | None:
+    """The churn probability of each test snapshot from `learner` refitted every `REFIT_DAYS` days
+    of the test period on the snapshots whose horizon had closed by then: the labels the online
+    model had learned by that day, as a data team refitting each month would have them. None where
+    the first fit's snapshots hold one outcome only."""
+    if not test.any():
+        return None
+    out, blocks = np.full(len(days), np.nan), days[test]
+    for begin in range(int(blocks.min()), int(blocks.max()) + 1, REFIT_DAYS):
+        train = days + horizon < begin
+        if len(np.unique(y[train])) < 2:
+            return None
+        rows = test & (days >= begin) & (days < begin + REFIT_DAYS)
+        with one_thread():
+            out[rows] = learner().fit(x[train], y[train]).predict_proba(x[rows])[:, 1]
+    return out[test]
+
+
+def _best_precision(xs: list[np.ndarray], y: np.ndarray, test: np.ndarray, horizon: int, days: np.ndarray,
                     customers: np.ndarray, churn_day: dict[str, int], per_week: int) -> tuple[float, np.ndarray]:
     """The weekly precision at the budget of the best of boosted trees and logistic regression, each
-    learned from each of the feature sets `xs` on the training snapshots, and that learner's churn
-    probability of each test snapshot (NaN where the training snapshots hold one outcome only)."""
+    learned (`_refitted`) from each of the feature sets `xs`, and that learner's churn probability
+    of each test snapshot (NaN where the first fit's snapshots hold one outcome only)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if len(np.unique(y[train])) < 2:
-        return math.nan, np.full(int(test.sum()), np.nan)
     learners = (lambda: HistGradientBoostingClassifier(**BOOSTING, random_state=7),
                 lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
-    with one_thread():
-        scored = [m().fit(x[train], y[train]).predict_proba(x[test])[:, 1] for x in xs for m in learners]
+    scored = [p for x in xs for m in learners if (p := _refitted(m, x, y, days, test, horizon)) is not None]
+    if not scored:
+        return math.nan, np.full(int(test.sum()), np.nan)
     precisions = [_weekly_budget(days[test], customers[test], p, y[test], churn_day, per_week)[0] for p in scored]
     best = int(np.argmax(np.nan_to_num(precisions, nan=-1.0)))
     return precisions[best], scored[best]
 
 
-def _batch_reference(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+def _batch_reference(x: np.ndarray, y: np.ndarray, days: np.ndarray, test: np.ndarray, horizon: int) -> float:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    if len(np.unique(y[train])) < 2:
-        return math.nan
-    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=7)
-    with one_thread():
-        return auc(y[test], model.fit(x[train], y[train]).predict_proba(x[test])[:, 1])
+    scored = _refitted(lambda: HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=7),
+                       x, y, days, test, horizon)
+    return math.nan if scored is None else auc(y[test], scored)
 
 
 def _false_alerts(alerts: list[Alert], churn_day: dict[str, int], horizon: int, first: int, last: int,
@@ -189,6 +212,16 @@ def _leads(flags: Iterable[tuple[str, int]], churn_day: dict[str, int], watched:
     return [churn_day[c] - d for c, d in first.items()]
 
 
+def _first_day(days: np.ndarray, churn_day: dict[str, int], horizon: int, last: int) -> int:
+    """The first day whose horizon holds an exit: the snapshots before it are all negative, and a
+    history kept before the first exit (a warm base) would otherwise leave the training period with
+    no churner to learn from."""
+    first = int(days.min())
+    if churn_day:
+        first = max(first, min(churn_day.values()) - horizon)
+    return first if first < last else int(days.min())
+
+
 def _median(values: list[int]) -> float:
     return float(np.median(values)) if values else math.nan
 
@@ -215,21 +248,21 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     service_level = levels_with_score(level, score, *score_levels)
     combined = queue_order(service_level, alert_risks(service_level, score))
     last = days.max() - horizon  # later snapshots do not have a full horizon of truth yet
-    start = int(days.min() + (last - days.min()) * (1 - test_share))
+    first = _first_day(days, churn_day, horizon, last)
+    start = int(first + (last - first) * (1 - test_share))
     test = (days >= start) & (days <= last)
-    train = days + horizon < start
     per_week = max(1, math.ceil(budget_share * len(churn_dates)))
     precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week)
     precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)
-    allowed = {name: _best_precision(f, y, train, test, days, customers, churn_day, per_week)
+    allowed = {name: _best_precision(f, y, test, horizon, days, customers, churn_day, per_week)
                for name, f in (truth(customers, days) if truth else {}).items()}
-    # Every churner's first high alert at any time before the exit (`lead_time_days_median`, as
-    # docs/model.md has long quoted it); then, on the test period, the service's and the ceiling's
-    # first high flags within the horizon before the exit.
+    # Every churner's first high alert within the horizon before the exit (`lead_time_days_median`: one
+    # months before warned of nothing that happened then); then, on the test period, the service's and
+    # the ceiling's first high flags within the horizon before the exit.
     leads = _leads(((a.customer_id, a.event_time.date().toordinal()) for a in alerts if a.level == "high"),
-                   churn_day, churn_day, math.inf)
+                   churn_day, churn_day, horizon)
     watched = {c for c, d in churn_day.items() if start + horizon <= d <= last + 1}
 
     def test_leads(high: np.ndarray) -> list[int]:
@@ -243,7 +276,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
         test_positives=int(y[test].sum()),
         auc_online=auc(y[test], online[test]), auc_rules=auc(y[test], rules[test]),
-        auc_combined=auc(y[test], combined[test]), auc_batch_reference=_batch_reference(x, y, train, test),
+        auc_combined=auc(y[test], combined[test]), auc_batch_reference=_batch_reference(x, y, days, test, horizon),
         precision_at_budget=precision, recall_at_budget=recall, precision_at_budget_online=precision_online,
         precision_at_budget_cooldown=precision_cooldown,
         top_decile_lift=lift(y[test], combined[test], 0.1),

@@ -35,10 +35,11 @@ def test_the_usual_rates_expect_what_is_counted_and_a_decline_falls_short(counte
     stable = [t.customer_id for t in sim.truth if t.pattern == "stable"]
     who = np.repeat(stable, len(day))
     when = np.tile(day, len(stable)) + sim.cfg.start.toordinal()
-    full, calls_only = truth_features(sim, who, when)["ceiling"]
-    assert np.array_equal(calls_only, full[:, :2 * len(WINDOWS)])  # the observer's call counts, learned alone too
+    full, usage_only = truth_features(sim, who, when)["ceiling"]
+    assert np.array_equal(usage_only, full[:, :2 * len(WINDOWS)])  # the observer's usage counts, learned alone too
     ratio_30d = full[:, 2 * WINDOWS.index((0, 30)) + 1]
-    # Holidays and weekends are in the expectation: a stable customer's months are counted as expected.
+    # Holidays and weekends are in the expectation: a stable customer's calls, SMS and data sessions of
+    # a month are counted as expected.
     assert 0.9 < ratio_30d.mean() < 1.1
     # And the truth behind them is usual: a multiplier of 1 on weekdays, weekends and holidays alike.
     own_month = truth_features(sim, who, when)["oracle"][0][:, WINDOWS.index((0, 30))]

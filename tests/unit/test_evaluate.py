@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from stream_app.alerts.build import alert_risks, levels_with_score, queue_order
 from stream_app.cli.main import main
-from stream_app.offline.evaluate import _alert_recall, _false_alerts, _weekly_budget
+from stream_app.offline.evaluate import REFIT_DAYS, _alert_recall, _false_alerts, _refitted, _weekly_budget
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
@@ -121,7 +121,7 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
     # outside the horizon; the ceiling's observer sees a sign 20 days before, which means churn
     # within the horizon every time it shows.
     first = date(2026, 1, 1).toordinal()
-    exits = [40 + 2 * i for i in range(65)] + [130, 131, 169, 170, 171]
+    exits = [30 + 2 * i for i in range(70)] + [130, 131, 169, 170, 171]
     churn = {f"c{i}": first + day for i, day in enumerate(exits)}
     leaves = churn | {f"s{i}": first + 10_000 for i in range(100)}
     snapshots = [Snapshot(c, first + d, [float(i % 7)], 0.7 if day - first - d in (*range(1, 9), 35) else 0.1, 1)
@@ -133,12 +133,43 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
         return {"ceiling": [noise, np.hstack([seen, noise])], "oracle": [seen]}
 
     truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(100)}
-    ev = evaluate_replay(snapshots, [], truth, horizon=30, budget_share=0.01, model_version=1, labels_learned=10_000,
-                         truth=sign)
+    # High alerts: c0 35 and 8 days before it left, c1 only 60 days before, c2 12 days before.
+    alerts = [_alert("c0", "high", churn["c0"] - 35), _alert("c0", "high", churn["c0"] - 8),
+              _alert("c1", "high", churn["c1"] - 60), _alert("c2", "high", churn["c2"] - 12)]
+    ev = evaluate_replay(snapshots, alerts, truth, horizon=30, budget_share=0.01, model_version=1,
+                         labels_learned=10_000, truth=sign)
+    # An alert outside the horizon before the exit warned of nothing.
+    assert ev.churners_warned_high == 2 and ev.lead_time_days_median == 10
     # Days 0-199: the test period runs from day 101 to 169, so the churners who leave from day 131
     # to 170 are watched: 19 on the even days 132-168, and those of days 131, 169 and 170.
     assert ev.churners_watched_test == ev.churners_warned_high_test == ev.churners_high_ceiling == 22
     assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
+
+
+def test_a_warm_base_is_split_from_the_first_exit_so_both_periods_hold_churners() -> None:
+    from datetime import date
+
+    from stream_app.contracts.events import Snapshot
+    from stream_app.offline.evaluate import evaluate_replay
+
+    # 200 days of history in which nobody leaves, then an exit every other day: split from day 0,
+    # the training period would end before the first churner's horizon.
+    first = date(2026, 1, 1).toordinal()
+    churn = {f"c{i}": first + 200 + 2 * i for i in range(50)}
+    leaves = churn | {f"s{i}": first + 10_000 for i in range(100)}
+    snapshots = [Snapshot(c, first + d, [0.0], 0.7 if 0 < day - first - d <= 10 else 0.1, 1)
+                 for c, day in leaves.items() for d in range(330) if first + d < day]
+
+    def sign(who: np.ndarray, when: np.ndarray) -> dict[str, list[np.ndarray]]:
+        return {"ceiling": [np.array([0 < leaves[c] - d <= 10 for c, d in zip(who, when)], float)[:, None]]}
+
+    truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(100)}
+    ev = evaluate_replay(snapshots, [], truth, horizon=30, budget_share=0.01, model_version=1, labels_learned=10_000,
+                         truth=sign)
+    # From day 170 (the first exit's horizon) to 299: the test period runs from day 247, and the
+    # churners who leave from day 278 to 299 are watched.
+    assert ev.churners_watched_test == 11
+    assert ev.precision_ceiling > 0.5 and not math.isnan(ev.auc_batch_reference)
 
 
 def test_false_alerts_count_the_queued_alerts_of_customers_who_stayed_per_1000_customers_a_month() -> None:
@@ -204,3 +235,26 @@ def test_a_replay_that_keeps_no_snapshots_ends_in_the_same_state() -> None:
     assert kept.snapshots and not lean.snapshots
     assert lean.states == kept.states and lean.report == kept.report and lean.events == kept.events == len(records)
     assert [a.alert_id for a in lean.alerts] == [a.alert_id for a in kept.alerts]
+
+
+def test_the_offline_learners_are_refitted_on_the_labels_due_by_each_month_of_the_test_period() -> None:
+    fits: list[tuple[float, float]] = []  # (the last day learned, the first day scored)
+
+    class Recorder:
+        def fit(self, x: np.ndarray, y: np.ndarray) -> "Recorder":
+            self.learned = float(x.max())
+            return self
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            fits.append((self.learned, float(x.min())))
+            return np.column_stack([1 - x[:, 0] / 1000, x[:, 0] / 1000])
+
+    days = np.repeat(np.arange(200), 3)
+    y = (np.arange(len(days)) % 3 == 0).astype(int)
+    test = days >= 120
+    scored = _refitted(Recorder, days[:, None].astype(float), y, days, test, horizon=30)
+    # Days 120-199 in blocks of four weeks, each learned from the days whose horizon had closed.
+    assert [first for _, first in fits] == [120, 120 + REFIT_DAYS, 120 + 2 * REFIT_DAYS]
+    assert all(learned == first - 31 for learned, first in fits)
+    assert np.allclose(scored, days[test] / 1000)
+    assert _refitted(Recorder, days[:, None].astype(float), np.zeros_like(y), days, test, horizon=30) is None
