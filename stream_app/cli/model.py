@@ -213,6 +213,9 @@ def evaluate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
     if data is not None:
         _evaluate_real(data, mapping, doc, as_json)
         return
+    if warmup_days >= days:
+        raise click.UsageError(f"--warmup-days {warmup_days} leaves no day of --days {days} for anyone to leave: "
+                               "make it smaller or --days larger")
     if closed_loop:
         _evaluate_closed_loop(customers, days, seed, monthly_churn, warmup_days, call_budget,
                               rankings or ("risk", "saving"), jobs, as_json)

@@ -28,7 +28,7 @@ HOLIDAYS = ((10, 1, 7), (5, 1, 5), (1, 1, 1))
 DECLINE_REASONS = (205, 101, 102, 103)
 SILENT_REASONS = (210, 210, 335, 345)
 WEEKEND = 0.85  # the whole base's usage on a Saturday or Sunday
-COUNTED = ("calls", "cs", "dropped", "offnet", "sms", "data")  # what `SimConfig.keep_counts` keeps per customer and day
+COUNTED = ("calls", "cs", "dropped", "offnet", "sms", "data")  # kept per customer and day (`keep_counts`)
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,8 @@ class SimConfig:
     days: int = 120
     start: date = date(2026, 8, 1)
     seed: int = 7
-    # The share of the base that leaves each month once churn has begun, after `warmup_days` of
-    # history in which nobody leaves.
-    monthly_churn: float = 0.02
-    warmup_days: int = 70
+    monthly_churn: float = 0.02  # the share of the base leaving each month after the warm-up
+    warmup_days: int = 70  # history in which nobody leaves
     silent_share: float = 0.3  # churners with no warning signs
     dip_share: float = 0.06  # customers who dip for a while and recover
     # Staying customers whose usage and spend grow over two to six months, to 1.3-2 times what they
@@ -59,8 +57,7 @@ class SimConfig:
     # ("YYYY-MM", factor): the whole base's usage that month times factor, as in a long
     # holiday, an outage or a price change; None: no such month.
     slump: tuple[str, float] | None = None
-    # Keep each customer's counted calls, customer-service, dropped and off-net calls per day (2 bytes
-    # each) for the ceiling of `evaluate` (`offline/ceiling.py`); the traffic is the same either way.
+    # Keep each customer's `COUNTED` a day (2 bytes each) for `evaluate`'s ceiling; the same traffic either way.
     keep_counts: bool = False
     regions: int = 7  # branches: customer i is in region-(i mod regions)
     # Account managers per region for its gold and diamond customers (0: none has one). Assigned by
@@ -141,9 +138,7 @@ class Simulator:
 
     def _plan_patterns(self) -> None:
         cfg, rng, n = self.cfg, self.rng, self.cfg.customers
-        # After a warm-up, so that every churner has months of history to be judged on; the monthly
-        # rate holds over the days that remain, as it does in a base that has been losing customers
-        # all along.
+        # After a warm-up (months of history to judge every churner on); the rate holds after it.
         first = min(cfg.warmup_days, cfg.days - 1)
         p_churn = 1 - (1 - cfg.monthly_churn) ** ((cfg.days - first) / 30)
         churners = np.nonzero(rng.random(n) < p_churn)[0]

@@ -37,7 +37,7 @@ from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CFG = SimConfig(customers=100, days=70, seed=3, monthly_churn=0.05)
+CFG = SimConfig(customers=100, days=70, seed=3, warmup_days=20, monthly_churn=0.05)
 DAY = CFG.start + timedelta(days=CFG.days - 1)
 MONTHS = ["2026-09", "2026-10"]
 KEY = "k" * 32

@@ -40,7 +40,8 @@ def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatc
 def test_evaluate_lists_measures_the_lifecycle_lists_against_the_simulators_truth(monkeypatch) -> None:
     monkeypatch.setenv("CHURNWATCH_RULES_DIR", str(REPO / "alert_rules"))
     result = CliRunner().invoke(main, ["evaluate", "--lists", "--customers", "120", "--days", "100", "--seed", "5",
-                                       "--monthly-churn", "0.08", "--grow-share", "0.5", "--json"])
+                                       "--warmup-days", "40", "--monthly-churn", "0.08", "--grow-share", "0.5",
+                                       "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert (report["customers"], report["day"]) == (120, "2026-11-08")

@@ -96,3 +96,10 @@ def test_the_champion_is_cross_validated_with_a_forest_too() -> None:
     scores, learned, champions = _champion_cross_validated(x, y, 740_000, Settings(_env_file=None, model_kind="forest"))
     assert len(champions) == 5 and np.all((0 <= scores) & (scores <= 1))  # each fold's forest opened and scored
     assert set(learned.tolist()) == {240}  # each customer scored by a champion of the other four fifths
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_in_one_line() -> None:
+    done = CliRunner().invoke(main, ["evaluate", "--lists", "--days", "100"])
+    assert done.exit_code == 2
+    assert done.output.strip().splitlines()[-1] == ("Error: --warmup-days 180 leaves no day of --days 100 for anyone "
+                                                    "to leave: make it smaller or --days larger")
