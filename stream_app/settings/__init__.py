@@ -120,12 +120,12 @@ class Settings(BaseSettings):
         description="an event time further ahead of the worker's clock goes to dead letter")
     event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1),
                                    description="an event time before this day goes to dead letter")
-    # Layout 4 stores a state without its zero bytes; a release before it reads only layout 3 and
-    # would start afresh any customer a new worker wrote. Roll an upgrade out with 3, then switch.
+    # A release reads the layouts up to its own and would start afresh any customer a newer worker
+    # wrote: roll an upgrade out with the layout of the release before, then switch.
     state_layout: int = Field(
-        default=4, ge=3, le=4, description="the layout workers write customers' states in: 4 packed, 3 whole "
-                                           "(for a rolling upgrade from a release that reads only 3); every worker "
-                                           "reads both")
+        default=5, ge=3, le=5, description="the layout workers write customers' states in: 5 packed, with SMS and "
+                                           "data sessions by day; 4 packed without them, 3 whole (for a rolling "
+                                           "upgrade from a release that reads no newer); every worker reads them all")
     idle_expiry_days: int = Field(
         default=120, ge=1, description="state of a customer with no events for this long expires")
     metrics_port: int = Field(

@@ -76,7 +76,9 @@ def _cdr_counters(kind: str, mo: bool, off_net: bool, roaming: bool, long_distan
     if kind == "sms":
         return [("sms_out" if mo else "sms_in", _ONE)]
     if kind == "data":
-        return [("data_mb", _BLOCKS)]  # started 64 KiB blocks, as operators charge
+        # Started 64 KiB blocks, as operators charge; and the session, which follows the customer's
+        # use of the line the way calls and messages do, whatever its volume.
+        return [("data_mb", _BLOCKS), ("data_sessions", _ONE)]
     rows = [("out_min", _TENTHS), ("out_calls", _ONE)] if mo else [("in_min", _TENTHS), ("in_calls", _ONE)]
     if mo and off_net:
         rows += [("offnet_calls", _ONE), ("offnet_min", _TENTHS)]

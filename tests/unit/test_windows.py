@@ -10,6 +10,8 @@ from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.windows.apply import Envelope, apply, roll_buckets
 from stream_app.windows.state import (
+    _PACKED,
+    _WHOLE,
     DAILY,
     N_DAYS,
     N_MONTHS,
@@ -148,17 +150,18 @@ def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whol
     rng = np.random.default_rng(5)
     n = 50
     # Records as sparse as a customer's first days or as full as years of traffic (the last one),
-    # stored whole by the previous version.
-    raw = np.zeros((n, STATE.itemsize), np.uint8)
+    # stored whole in layout 3.
+    size = _WHOLE[3].itemsize
+    raw = np.zeros((n, size), np.uint8)
     for i in range(n):
-        there = rng.random(STATE.itemsize - 10) < (i + 1) / n
-        raw[i, 10:] = np.where(there, rng.integers(1, 256, STATE.itemsize - 10), 0)
+        there = rng.random(size - 10) < (i + 1) / n
+        raw[i, 10:] = np.where(there, rng.integers(1, 256, size - 10), 0)
     raw[:, 0] = 3
     w = Windows.load([f"c{i:04d}" for i in range(n)], [bytes(r) for r in raw])
     w.text[3] = StateTail(plan="gold", seen={12: b"abcdef"})
     stored = [blob for _, blob in w.dump(list(range(n)))]
     assert stored[0][0] == STATE_VERSION and len(stored[0]) < STATE.itemsize / 4  # mostly zeros: small
-    assert len(stored[-1]) > STATE.itemsize  # nothing to leave out: the bitmap is extra
+    assert len(stored[-1]) > size  # nothing to leave out of what there was: the bitmap is extra
     again = Windows.load(w.customers, stored)
     assert again.quarantined == [] and again.rec.tobytes() == w.rec.tobytes() and again.text[3] == w.text[3]
     assert np.array_equal(again.monthly, w.monthly) and np.array_equal(again.daily, w.daily)
@@ -178,22 +181,20 @@ def test_during_a_rolling_upgrade_states_are_written_whole_for_the_release_befor
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
     [(_, whole)] = w.dump([0], layout=3)
     # What a release that reads only layout 3 does with it: the record whole, then the tail.
-    record = np.frombuffer(whole[:STATE.itemsize], STATE)
+    size = _WHOLE[3].itemsize
+    record = np.frombuffer(whole[:size], _WHOLE[3])
     assert record["version"][0] == 3 and record["m_minutes"][0].any()
-    assert msgspec.msgpack.decode(whole[STATE.itemsize:], type=StateTail) == w.text[0]
+    assert msgspec.msgpack.decode(whole[size:], type=StateTail) == w.text[0]
     again = Windows.load([CUST], [whole])
     np.testing.assert_array_equal(again.monthly, w.monthly)
-    with pytest.raises(ValueError, match="layout 3 or 4, not 2"):
+    with pytest.raises(ValueError, match=f"layout 3 or 4 or {STATE_VERSION}, not 2"):
         again.dump([0], layout=2)
 
 
 def test_a_state_stored_whole_by_the_previous_version_is_read_and_written_packed() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
-    w.dump([0])  # the buckets into the record
-    whole = w.rec.copy()
-    whole["version"] = 3
-    previous = whole.tobytes() + msgspec.msgpack.encode(w.text[0])
+    [(_, previous)] = w.dump([0], layout=3)
     again = Windows.load([CUST], [previous])
     assert again.quarantined == [] and again.text[0] == w.text[0]
     np.testing.assert_array_equal(again.monthly, w.monthly)
@@ -235,9 +236,7 @@ def test_the_memory_of_ids_keeps_the_grace_window_and_no_more() -> None:
 
 
 def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> None:
-    from stream_app.windows.state import _LAYOUTS
-
-    old = np.zeros(1, _LAYOUTS[2])
+    old = np.zeros(1, _WHOLE[2])
     old["version"], old["seq"], old["day0"], old["offset"] = 2, 41, 740_000, [5, 6, 7, 8]
     old["m_counts"][0, 0, 0] = 12
     raw = old.tobytes() + msgspec.msgpack.encode(["plan", "north", "mass", {}, [], []])
@@ -259,7 +258,7 @@ def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afre
     bad_tail = good + b"\xc1\xc1"
     short = record[:-1]  # the bitmap promises a byte more than there is
     padded = bytearray(good)
-    padded[10 + 96] |= 1  # a bit past the record's last byte
+    padded[10 + _PACKED[STATE_VERSION].bitmap - 1] |= 1  # a bit past the record's last byte
     stored = [unknown, cut, bad_tail, short, bytes(padded), good]
     w = Windows.load(["a1234", "b1234", "c1234", "d1234", "e1234", "f1234"], stored)
     assert [(i, why.split(";")[0].split(":")[0]) for i, why in w.quarantined] == [
@@ -374,3 +373,32 @@ def test_a_chunk_of_no_customers_loads_and_derives_to_empty_columns() -> None:
     assert w.daily.shape == (0, N_DAYS, len(DAILY)) and w.monthly.shape[:2] == (0, N_MONTHS)
     features = derive(w, np.zeros(0, np.int64), SH)
     assert features and all(column.shape == (0,) for column in features.values())
+
+
+def test_sms_and_data_sessions_are_counted_by_day_and_month() -> None:
+    w = fresh()
+    records = [cdr(CUST, "2026-03-01T10:00:00+08:00", kind="sms", direction="MT", duration_s=0),
+               cdr(CUST, "2026-03-02T10:00:00+08:00", kind="sms", duration_s=0),
+               *[cdr(CUST, f"2026-03-02T1{k}:00:00+08:00", kind="data", duration_s=0, data_bytes=200_000)
+                 for k in range(3)]]
+    apply(w, [(0, env(raw, k)) for k, raw in enumerate(records)], SH, 3)
+    today, yesterday = w.daily[0, 0], w.daily[0, 1]
+    assert (today[D["sms_out"]], today[D["sms_in"]], today[D["data_sessions"]]) == (1, 0, 3)
+    assert (yesterday[D["sms_out"]], yesterday[D["sms_in"]], yesterday[D["data_sessions"]]) == (0, 1, 0)
+    assert w.monthly[0, 0, C["data_sessions"]] == 3 and w.monthly[0, 0, C["data_mb"]] == 3 * 4  # 64 KiB blocks
+
+
+def test_a_state_written_packed_for_the_release_before_keeps_its_counters_across_the_upgrade() -> None:
+    """Layout 4, which a worker writes during a rolling upgrade from the release before, has no SMS
+    or data sessions by day: they start at zero on the new release, every other counter carries over."""
+    w = fresh()
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0)),
+              (0, env(cdr(CUST, "2026-03-01T11:00:00+08:00", kind="sms", duration_s=0), 1))], SH, 3)
+    [(_, packed)] = w.dump([0], layout=4)
+    assert packed[0] == 4 and len(packed) < _WHOLE[3].itemsize
+    again = Windows.load([CUST], [packed])
+    assert again.quarantined == [] and again.rec["version"][0] == STATE_VERSION and again.text[0] == w.text[0]
+    np.testing.assert_array_equal(again.monthly, w.monthly)
+    assert again.daily[0, 0, D["out_calls"]] == 1 and again.daily[0, 0, D["sms_out"]] == 0
+    [(expected, new)] = again.dump([0])
+    assert expected == packed[2:10] and new[0] == STATE_VERSION
