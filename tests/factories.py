@@ -22,5 +22,5 @@ def snapshot_features(n: int, **given: np.ndarray) -> dict[str, np.ndarray]:
     """Features of `n` snapshots for the segment baselines: mid/high-end customers whose changes
     have nothing before to compare with (so count in no histogram), but those `given`."""
     nothing = ("arpu_m2", "mou_out_m2", "mou_out_prev_30d", "mou_out_prev_14d", "data_mb_m2", "contacts_m2",
-               "calls_usual", "potential_mid_high_end", *BASELINE_FEATURES)
+               "activity_usual", "potential_mid_high_end", *BASELINE_FEATURES)
     return {**{name: np.zeros(n) for name in nothing}, "prepaid": np.ones(n), "mid_high_end": np.ones(n), **given}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from stream_app.features.derive import CALL_PERIODS
+from stream_app.features.derive import ACTIVITY_PERIODS
 from stream_app.rules.summary import like_them, render
 from stream_app.windows.state import VIP_TIERS
 
@@ -25,14 +25,14 @@ def _period(start: int, stop: int) -> str:
     return f"in the last {stop} days" if start == 0 else f"{start + 1} to {stop} days ago"
 
 
-def _calls_against_usual(start: int, stop: int) -> Callable[[Values], str]:
-    ratio = f"calls_vs_usual_d{start}_{stop}"
+def _activity_against_usual(start: int, stop: int) -> Callable[[Values], str]:
+    ratio = f"activity_vs_usual_d{start}_{stop}"
 
     def say(v: Values) -> str:
         fraction = v[ratio]
         how = "as many as usual" if round(abs(fraction) * 100) == 0 else \
             f"{abs(fraction):.0%} {'fewer' if fraction < 0 else 'more'} than usual"
-        return f"Calls made and received {_period(start, stop)}: {how}"
+        return f"Calls, messages and data sessions {_period(start, stop)}: {how}"
     return say
 
 
@@ -71,11 +71,11 @@ MODEL_WORDS: dict[str, Callable[[Values], str]] = {
     "days_since_active": _fixed("Last used the phone {days_since_active:.0f} days ago"),
     "mid_high_end": lambda v: "Mid/high-end customer (120 yuan or more a month)" if v["mid_high_end"]
     else "Not a mid/high-end customer",
-    "calls_usual": _fixed("Usually makes and receives {calls_usual:.1f} calls a day"),
-    **{f"calls_z_d{a}_{b}": _calls_against_usual(a, b) for a, b in CALL_PERIODS},
+    "activity_usual": _fixed("Usually {activity_usual:.1f} calls, messages and data sessions a day"),
+    **{f"activity_z_d{a}_{b}": _activity_against_usual(a, b) for a, b in ACTIVITY_PERIODS},
 }
 #: The change behind each model feature whose segment's baseline says what is usual.
-_CHANGE_OF = {f"calls_z_d{a}_{b}": f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS}
+_CHANGE_OF = {f"activity_z_d{a}_{b}": f"activity_vs_usual_d{a}_{b}" for a, b in ACTIVITY_PERIODS}
 
 
 def model_reason(feature: str, values: Values) -> str:

@@ -16,10 +16,10 @@ from stream_app.features.baselines import (
     segment_of,
     segment_order,
 )
-from stream_app.features.derive import CALL_PERIODS, FEATURES, Feature, own_zscore, ratio_change, shortfall_z
+from stream_app.features.derive import ACTIVITY_PERIODS, FEATURES, Feature, own_zscore, ratio_change, shortfall_z
 
 __all__ = [
-    "BASELINED", "BaselineRule", "Baselines", "BaselineSource", "CALL_PERIODS", "column_name", "COLUMNS",
+    "BASELINED", "BaselineRule", "Baselines", "BaselineSource", "ACTIVITY_PERIODS", "column_name", "COLUMNS",
     "comparable", "Feature", "FEATURES", "increments", "own_zscore", "parse_call", "QUANTILES", "ratio_change",
     "read_baselines", "segment_of", "segment_order", "SEGMENTS", "shortfall_z"
 ]

@@ -39,15 +39,15 @@ from stream_app.contracts import keys
 from stream_app.contracts.calendar import month_index, months_of_days
 from stream_app.contracts.segments import SEGMENTS
 from stream_app.errors import ConfigError
-from stream_app.features.derive import CALL_PERIODS
+from stream_app.features.derive import ACTIVITY_PERIODS
 from stream_app.settings import Settings
 
 __all__ = ["BASELINED", "SEGMENTS", "QUANTILES", "COLUMNS", "BaselineRule", "Baselines", "increments",
            "column_name", "comparable", "parse_call", "segment_of", "segment_order"]
 
 MONTHLY = ("mou_out_mom", "arpu_mom", "postpaid_arpu_mom", "data_mom", "contacts_mom")  # baseline per data month
-CALLS = tuple(f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS)
-DAILY = ("mou_out_30d_mom", "mou_out_14d_trend", *CALLS)  # baseline per day, from the days just before
+ACTIVITY_CHANGES = tuple(f"activity_vs_usual_d{a}_{b}" for a, b in ACTIVITY_PERIODS)
+DAILY = ("mou_out_30d_mom", "mou_out_14d_trend", *ACTIVITY_CHANGES)  # baseline per day, from the days just before
 BASELINED = MONTHLY + DAILY
 POOL_DAYS = 3  # snapshot days pooled for a daily baseline
 QUANTILES = (5, 10, 25, 50, 75, 90, 95)
@@ -108,7 +108,7 @@ def comparable(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "postpaid_arpu_mom": postpaid & (features["arpu_m2"] > 0), "data_mom": features["data_mb_m2"] > 0,
             "contacts_mom": features["contacts_m2"] > 0,
             "mou_out_30d_mom": features["mou_out_prev_30d"] > 0, "mou_out_14d_trend": features["mou_out_prev_14d"] > 0,
-            **{name: features["calls_usual"] > 0 for name in CALLS}}
+            **{name: features["activity_usual"] > 0 for name in ACTIVITY_CHANGES}}
 
 
 def column_name(quantile: int, feature: str) -> str:

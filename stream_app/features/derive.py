@@ -21,8 +21,8 @@ from stream_app.contracts.calendar import local_days, month_index, months_of_day
 from stream_app.settings import Attribute
 from stream_app.windows.state import DAILY, N_DAYS, N_MONTHS, SCALE, C, D, Windows
 
-__all__ = ["CALL_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore", "ratio_change",
-           "shortfall_z"]
+__all__ = ["ACTIVITY", "ACTIVITY_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore",
+           "ratio_change", "shortfall_z"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,17 @@ class Feature:
 
 _DAILY_SCALE = np.array([SCALE.get(c, 1.0) for c in DAILY])  # stored units per unit
 
-#: Periods (first and last day aged + 1) in which calls are compared with the customer's usual:
-#: five weeks from the daily buckets, then two four-week spans from the months. A decline
+#: Periods (first and last day aged + 1) in which the customer's activity is compared with their
+#: usual: five weeks from the daily buckets, then two four-week spans from the months. A decline
 #: that runs for months shows as a shortfall in every period; a dip of a week or three
 #: shows in the recent ones only. Counted in standard deviations, so that one week of a
-#: customer with two calls a day weighs less than one of a customer with twenty.
-CALL_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63, 91))
+#: customer with two records a day weighs less than one of a customer with twenty.
+ACTIVITY_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63, 91))
+#: What activity counts: calls made and received, SMS sent and received, data sessions. Each follows
+#: how much the customer uses the line; counted together, a decline outgrows chance sooner than in
+#: calls alone (simulator, 3,000 customers: precision at the call budget 0.664 -> 0.691 on seed 7,
+#: 0.573 -> 0.609 on seed 11).
+ACTIVITY = ("out_calls", "in_calls", "sms_out", "sms_in", "data_sessions")
 
 FEATURES: dict[str, Feature] = {
     "tenure_days": Feature("days", "days since activation"),
@@ -71,15 +76,16 @@ FEATURES: dict[str, Feature] = {
     "mou_out_prev_14d": Feature("minutes", "outgoing minutes in the 14 days before that"),
     "mou_out_14d_trend": Feature("ratio", "change of outgoing minutes, last 14 days vs the 14 before"),
     "calls_out_30d": Feature("calls", "outgoing calls in the last 30 days"),
-    "calls_usual": Feature("calls/day", "calls made and received a day in months m3-m6 (those with any): the "
-                                        "customer's usual, from before the last quarter; 0 without such months"),
-    **{f"calls_z_d{a}_{b}": Feature("sd", f"calls made and received in days aged {a}-{b - 1} against the usual "
-                                          f"(expected = `calls_usual` x {b - a}), in Poisson standard deviations: "
-                                          "(calls - expected) / sqrt(expected + 1); 0 without a usual")
-       for a, b in CALL_PERIODS},
-    **{f"calls_vs_usual_d{a}_{b}": Feature("ratio", "the same calls against the same expected, as a change: "
-                                                    "calls / expected - 1 (-0.4 = 40% fewer); 0 without a usual")
-       for a, b in CALL_PERIODS},
+    "activity_usual": Feature("records/day", "calls made and received, SMS sent and received and data sessions a "
+                                             "day in months m3-m6 (those with any): the customer's usual, from before "
+                                             "the last quarter; 0 without such months"),
+    **{f"activity_z_d{a}_{b}": Feature("sd", f"calls, SMS and data sessions in days aged {a}-{b - 1} against the "
+                                             f"usual (expected = `activity_usual` x {b - a}), in Poisson standard "
+                                             "deviations: (seen - expected) / sqrt(expected + 1); 0 without a usual")
+       for a, b in ACTIVITY_PERIODS},
+    **{f"activity_vs_usual_d{a}_{b}": Feature("ratio", "the same activity against the same expected, as a change: "
+                                                       "seen / expected - 1 (-0.4 = 40% less); 0 without a usual")
+       for a, b in ACTIVITY_PERIODS},
     "cs_calls_30d": Feature("calls", "calls to customer service in the last 30 days"),
     "cs_calls_prev": Feature("calls", "calls to customer service in the last complete month"),
     "dropped_rate_30d": Feature("share", "dropped calls / all calls, last 30 days"),
@@ -191,30 +197,29 @@ def _aged(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[s
     return total
 
 
-def _usual_calls(w: Windows, now_month: np.ndarray) -> np.ndarray:
-    """Calls made and received a day over months m3-m6, those with any calls."""
-    months = np.stack([_month(w, now_month, "out_calls", a) + _month(w, now_month, "in_calls", a)
-                       for a in range(3, 7)], axis=1)
+def _usual_activity(w: Windows, now_month: np.ndarray) -> np.ndarray:
+    """`ACTIVITY` a day over months m3-m6, those with any."""
+    months = np.stack([sum(_month(w, now_month, c, a) for c in ACTIVITY) for a in range(3, 7)], axis=1)
     return _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
 
 
-def _call_shortfalls(w: Windows, now_day: np.ndarray, by_age: np.ndarray, usual: np.ndarray) -> dict[str, np.ndarray]:
-    """`calls_z_d<a>_<b>` and `calls_vs_usual_d<a>_<b>` for every period of `CALL_PERIODS`."""
-    made_and_received = by_age[D["out_calls"]] + by_age[D["in_calls"]]
+def _activity_shortfalls(w: Windows, now_day: np.ndarray, by_age: np.ndarray,
+                         usual: np.ndarray) -> dict[str, np.ndarray]:
+    """`activity_z_d<a>_<b>` and `activity_vs_usual_d<a>_<b>` for every period of `ACTIVITY_PERIODS`."""
+    daily = sum(by_age[D[c]] for c in ACTIVITY)
     out = {}
-    for a, b in CALL_PERIODS:
+    for a, b in ACTIVITY_PERIODS:
         expected = usual * (b - a)
-        calls = made_and_received[:, a:b].sum(axis=1) if b <= N_DAYS \
-            else _aged(w, now_day, by_age, ("out_calls", "in_calls"), a, b)
-        change = out[f"calls_vs_usual_d{a}_{b}"] = ratio_change(calls, expected)
-        out[f"calls_z_d{a}_{b}"] = shortfall_z(change, expected)
+        seen = daily[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, by_age, ACTIVITY, a, b)
+        change = out[f"activity_vs_usual_d{a}_{b}"] = ratio_change(seen, expected)
+        out[f"activity_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
 
 
 def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | float = 0.0) -> np.ndarray:
-    """Calls against the expected in Poisson standard deviations, from their change
-    (calls / expected - 1), with the expected first moved by `shift` as a change (a segment's
-    median, model.py): (calls - e') / sqrt(e' + 1) for e' = expected x (1 + shift); 0 without
+    """Counts against the expected in Poisson standard deviations, from their change
+    (seen / expected - 1), with the expected first moved by `shift` as a change (a segment's
+    median, model.py): (seen - e') / sqrt(e' + 1) for e' = expected x (1 + shift); 0 without
     an expected."""
     moved = expected * (1 + shift)
     return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
@@ -255,7 +260,7 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
     by_age = _by_age(w, now_day)
     mou_14, mou_prev_14 = _days(by_age, "out_min", 0, 14), _days(by_age, "out_min", 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
-    usual = _usual_calls(w, now_month)
+    usual = _usual_activity(w, now_month)
     out_30 = _days(by_age, "out_min", 0, 30)
     out_prev_30 = _aged(w, now_day, by_age, ("out_min",), 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
@@ -300,8 +305,8 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
         "calls_out_30d": _days(by_age, "out_calls", 0, 30),
-        "calls_usual": usual,
-        **_call_shortfalls(w, now_day, by_age, usual),
+        "activity_usual": usual,
+        **_activity_shortfalls(w, now_day, by_age, usual),
         "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
         "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),

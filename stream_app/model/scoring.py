@@ -25,7 +25,7 @@ from river import compose, drift, forest, linear_model, optim, preprocessing
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
-from stream_app.features.derive import CALL_PERIODS, shortfall_z
+from stream_app.features.derive import ACTIVITY_PERIODS, shortfall_z
 from stream_app.model.boosted import Trees, TreeScorer, TreesRefused
 from stream_app.model.saving import SavingModel
 from stream_app.model.signing import Signer, Unsigned
@@ -43,7 +43,7 @@ __all__ = [
 #: lines' only: a prepaid customer's top-ups come in lumps, and with them a linear model
 #: took a month without a top-up for a collapse (on the simulator, half the weekly call list
 #: was such customers; without them precision at the budget went 0.21 -> 0.40). The calls
-#: of each recent period against the customer's usual (`calls_z_d*`, standard deviations,
+#: of each recent period against the customer's usual (`activity_z_d*`, standard deviations,
 #: clipped to +-SD_LIMIT) tell a months-long decline from a dip of a few weeks: 0.40 -> 0.57.
 MODEL_FEATURES: dict[str, Literal["log", "ratio", "sd", "as_is"]] = {
     "tenure_days": "log", "vip": "as_is", "prepaid": "as_is", "postpaid_arpu_m1": "log", "arpu_3m": "log",
@@ -51,7 +51,7 @@ MODEL_FEATURES: dict[str, Literal["log", "ratio", "sd", "as_is"]] = {
     "mou_out_30d_mom": "ratio", "mou_out_14d_trend": "ratio", "calls_out_30d": "log",
     "cs_calls_30d": "log", "dropped_rate_30d": "as_is", "offnet_share_30d": "as_is", "data_mom": "ratio",
     "contacts_m1": "log", "contacts_mom": "ratio", "days_since_active": "log", "mid_high_end": "as_is",
-    "calls_usual": "log", **{f"calls_z_d{a}_{b}": "sd" for a, b in CALL_PERIODS},
+    "activity_usual": "log", **{f"activity_z_d{a}_{b}": "sd" for a, b in ACTIVITY_PERIODS},
 }
 NAMES = tuple(MODEL_FEATURES)
 SD_LIMIT = 10.0  # "sd" features: a heavy caller who stops is -40 sd; past 10 the evidence is already plain
@@ -90,9 +90,9 @@ def model_inputs(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]
         col = np.asarray(features[name], np.float64)
         if name in shift:
             col = col - shift[name]
-        elif name in _CALLS_Z:  # the expected calls moved as the segment's
-            change = _CALLS_Z[name]
-            col = shortfall_z(features[change], features["calls_usual"] * _PERIOD_DAYS[name], shift.get(change, 0.0))
+        elif name in _ACTIVITY_Z:  # the expected activity moved as the segment's
+            change = _ACTIVITY_Z[name]
+            col = shortfall_z(features[change], features["activity_usual"] * _PERIOD_DAYS[name], shift.get(change, 0.0))
         columns.append(np.log1p(np.maximum(col, 0)) if how == "log" else np.clip(col, -1, 3) if how == "ratio"
                        else np.clip(col, -SD_LIMIT, SD_LIMIT) if how == "sd" else col)
     columns += [np.asarray(features[name], np.float64) for name in attributes]
@@ -107,9 +107,9 @@ def monthly_pending(features: dict[str, np.ndarray]) -> np.ndarray:
 
 
 _MONTHLY_CHANGES = [name for name in MONTHLY if name in MODEL_FEATURES]
-#: Each `calls_z_d*` input, the change it is recomputed from, and its period in days.
-_CALLS_Z = {f"calls_z_d{a}_{b}": f"calls_vs_usual_d{a}_{b}" for a, b in CALL_PERIODS}
-_PERIOD_DAYS = {f"calls_z_d{a}_{b}": b - a for a, b in CALL_PERIODS}
+#: Each `activity_z_d*` input, the change it is recomputed from, and its period in days.
+_ACTIVITY_Z = {f"activity_z_d{a}_{b}": f"activity_vs_usual_d{a}_{b}" for a, b in ACTIVITY_PERIODS}
+_PERIOD_DAYS = {f"activity_z_d{a}_{b}": b - a for a, b in ACTIVITY_PERIODS}
 
 
 def _shifts(features: dict[str, np.ndarray], medians: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "yuan": (0.0, math.inf, "an amount in yuan"),
     "minutes": (0.0, math.inf, "minutes"),
     "calls": (0.0, math.inf, "a number of calls"),
-    "calls/day": (0.0, math.inf, "calls a day"),
+    "records/day": (0.0, math.inf, "calls, SMS and data sessions a day"),
     "days": (0.0, math.inf, "a number of days"),
     "people": (0.0, math.inf, "a number of people"),
     "MB": (0.0, math.inf, "megabytes"),

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from stream_app.contracts.events import decode_cdr
-from stream_app.features.derive import CALL_PERIODS, derive
+from stream_app.features.derive import ACTIVITY_PERIODS, derive
 from stream_app.windows.apply import apply
 from stream_app.windows.state import Windows
 from tests.factories import cdr, envelope
@@ -26,7 +26,8 @@ def calls_a_day(customer: str, day: date) -> int:
     return 6
 
 
-def windows(calls: Callable[[str, date], int]) -> Windows:
+def windows(calls: Callable[[str, date], int], kind: Callable[[str, date, int], str] = lambda *_: "voice") -> Windows:
+    """The three customers' traffic: `calls` records a day, the k-th of them of `kind(customer, day, k)`."""
     customers = [STEADY, DECLINER, DIPPER]
     w = Windows.load(customers, [None] * len(customers))
     offset = 0
@@ -35,7 +36,9 @@ def windows(calls: Callable[[str, date], int]) -> Windows:
         batch = []
         for row, c in enumerate(customers):
             for k in range(calls(c, day)):
-                raw = cdr(c, f"{day.isoformat()}T{9 + k:02d}:00:00+08:00", duration_s=60)
+                what = kind(c, day, k)
+                raw = cdr(c, f"{day.isoformat()}T{9 + k:02d}:00:00+08:00", kind=what,
+                          duration_s=60 if what == "voice" else 0, **({"data_bytes": 10**6} if what == "data" else {}))
                 batch.append((row, envelope(0, 0, offset, decode_cdr(raw))))
                 offset += 1
         apply(w, batch, SH, 3)
@@ -43,10 +46,10 @@ def windows(calls: Callable[[str, date], int]) -> Windows:
     return w
 
 
-def test_call_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
+def test_activity_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
     f = derive(windows(calls_a_day), np.full(3, LAST.toordinal()), SH)
-    assert np.allclose(f["calls_usual"], 6.0, atol=0.2)
-    z = {(a, b): f[f"calls_z_d{a}_{b}"] for a, b in CALL_PERIODS}
+    assert np.allclose(f["activity_usual"], 6.0, atol=0.2)
+    z = {(a, b): f[f"activity_z_d{a}_{b}"] for a, b in ACTIVITY_PERIODS}
     steady, decliner, dipper = 0, 1, 2
     assert all(abs(v[steady]) < 1.5 for v in z.values())
     # The decline shows in every period that reaches into it, the oldest least.
@@ -55,6 +58,22 @@ def test_call_shortfalls_tell_a_months_long_decline_from_a_short_dip() -> None:
     # The dip only in the days it lasted.
     assert z[(0, 7)][dipper] < -5 and z[(7, 14)][dipper] < -2
     assert all(abs(v[dipper]) < 1.5 for (a, _), v in z.items() if a >= 14)
+
+
+def test_messages_and_data_sessions_count_in_the_activity_against_the_usual() -> None:
+    """Two calls, two SMS and two data sessions a day; the decliner keeps calling but has sent no SMS
+    and opened no data session for the last 21 days."""
+    def records(customer: str, day: date) -> int:
+        return 2 if customer == DECLINER and (LAST - day).days < 21 else 6
+
+    f = derive(windows(records, lambda _, __, k: ("voice", "sms", "data")[k // 2]), np.full(3, LAST.toordinal()), SH)
+    assert np.allclose(f["activity_usual"], 6.0, atol=0.2)
+    steady, decliner = 0, 1
+    for a, b in ((0, 7), (7, 14), (14, 21)):
+        assert abs(f[f"activity_z_d{a}_{b}"][steady]) < 1.5
+        # 14 records a week against 42: two thirds less, 4.3 standard deviations.
+        assert f[f"activity_vs_usual_d{a}_{b}"][decliner] < -0.6 and f[f"activity_z_d{a}_{b}"][decliner] < -4
+    assert f["calls_out_30d"][decliner] == f["calls_out_30d"][steady]  # the calls alone kept their pace
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.contracts.events import ChurnEvent, Label, Snapshot
 from stream_app.features.baselines import BASELINED as BASELINE_FEATURES
-from stream_app.features.derive import CALL_PERIODS, FEATURES
+from stream_app.features.derive import ACTIVITY_PERIODS, FEATURES
 from stream_app.metrics import Metrics, TrainerMetrics
 from stream_app.model.labels import Labeler
 from stream_app.model.registry import ScorerSource
@@ -256,11 +256,11 @@ def _segment_day(calls_share: list[float], mou_30d_mom: list[float], prepaid: li
     n = len(calls_share)
     f = {name: np.zeros(n) for name in FEATURES}
     share = np.array(calls_share)
-    f["calls_usual"] = np.full(n, 10.0)
-    for a, b in CALL_PERIODS:
+    f["activity_usual"] = np.full(n, 10.0)
+    for a, b in ACTIVITY_PERIODS:
         expected = 10.0 * (b - a)
-        f[f"calls_vs_usual_d{a}_{b}"] = share - 1
-        f[f"calls_z_d{a}_{b}"] = (share - 1) * expected / np.sqrt(expected + 1)
+        f[f"activity_vs_usual_d{a}_{b}"] = share - 1
+        f[f"activity_z_d{a}_{b}"] = (share - 1) * expected / np.sqrt(expected + 1)
     f["mou_out_30d_mom"], f["mou_out_prev_30d"] = np.array(mou_30d_mom), np.full(n, 300.0)
     f["prepaid"], f["arpu_m2"] = np.array(prepaid, np.float64), np.full(n, 100.0)
     f["postpaid_arpu_mom"] = np.where(f["prepaid"] == 0, f["mou_out_30d_mom"], 0.0)
@@ -273,7 +273,7 @@ def test_a_move_of_the_whole_segment_is_taken_out_of_the_inputs_and_a_decline_wi
     medians = {name: np.full(3, -0.4) for name in BASELINE_FEATURES}
     seen = model_inputs(slump, medians)
     changes = [NAMES.index(n) for n in ("mou_out_30d_mom", "postpaid_arpu_mom")]
-    calls = [NAMES.index(f"calls_z_d{a}_{b}") for a, b in CALL_PERIODS]
+    calls = [NAMES.index(f"activity_z_d{a}_{b}") for a, b in ACTIVITY_PERIODS]
     # A usual customer in a month when everyone is at 60% looks like one in a normal month.
     assert seen[0, changes] == pytest.approx([0.0, 0.0])
     assert seen[0, calls] == pytest.approx(np.zeros(len(calls)))
