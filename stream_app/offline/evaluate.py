@@ -96,6 +96,10 @@ class ReplayEvaluation:
     churners_warned_high_test: int = 0
     lead_time_ceiling_days_median: float = math.nan
     churners_high_ceiling: int = 0
+    # Of the test snapshots that the model's score alone rates medium and high, how many, their mean
+    # score, and the share whose customer left within the horizon: a calibrated score has the last
+    # two about equal; a share well above the mean score says the score is timid, and warns late.
+    score_reliability: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -212,6 +216,14 @@ def _leads(flags: Iterable[tuple[str, int]], churn_day: dict[str, int], watched:
     return [churn_day[c] - d for c, d in first.items()]
 
 
+def _reliability(score: np.ndarray, y: np.ndarray,
+                 levels: tuple[float, float]) -> dict[str, dict[str, float | None]]:
+    """`ReplayEvaluation.score_reliability`; None for a level the score never raised."""
+    bands = {"medium": (score >= levels[0]) & (score < levels[1]), "high": score >= levels[1]}
+    return {name: {"snapshots": int(band.sum()), "mean_score": float(score[band].mean()) if band.any() else None,
+                   "churned": float(y[band].mean()) if band.any() else None} for name, band in bands.items()}
+
+
 def _first_day(days: np.ndarray, churn_day: dict[str, int], horizon: int, last: int) -> int:
     """The first day whose horizon holds an exit: the snapshots before it are all negative, and a
     history kept before the first exit (a warm base) would otherwise leave the training period with
@@ -289,4 +301,5 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         churners_watched_test=len(watched),
         lead_time_test_days_median=_median(leads_test), churners_warned_high_test=len(leads_test),
         lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
+        score_reliability=_reliability(score[test], y[test], score_levels),
     )

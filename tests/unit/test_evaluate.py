@@ -15,7 +15,7 @@ KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "preci
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
         "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
         "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median",
-        "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling"}
+        "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling", "score_reliability"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -145,6 +145,27 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
     # to 170 are watched: 19 on the even days 132-168, and those of days 131, 169 and 170.
     assert ev.churners_watched_test == ev.churners_warned_high_test == ev.churners_high_ceiling == 22
     assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
+
+
+def test_each_level_the_score_raises_is_set_beside_how_many_it_named_left() -> None:
+    from datetime import date
+
+    from stream_app.contracts.events import Snapshot
+    from stream_app.offline.evaluate import evaluate_replay
+
+    # Stayers scored medium (0.4) every day; churners too, but high (0.7) in the 10 days before they leave.
+    first = date(2026, 1, 1).toordinal()
+    churn = {f"c{i}": first + 150 + i for i in range(20)}
+    snapshots = [Snapshot(f"s{i}", first + d, [0.0], 0.4, 1) for i in range(80) for d in range(200)]
+    snapshots += [Snapshot(c, first + d, [0.0], 0.7 if day - first - d <= 10 else 0.4, 1)
+                  for c, day in churn.items() for d in range(200) if first + d < day]
+    truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(80)}
+    ev = evaluate_replay(snapshots, [], truth, horizon=30, budget_share=0.01, model_version=1, labels_learned=10)
+    medium, high = ev.score_reliability["medium"], ev.score_reliability["high"]
+    assert medium["snapshots"] + high["snapshots"] == ev.test_snapshots
+    # Every customer rated high left within the horizon: a score of 0.7 was timid.
+    assert high["mean_score"] == pytest.approx(0.7) and high["churned"] == 1.0
+    assert medium["mean_score"] == pytest.approx(0.4) and 0 < medium["churned"] < 0.1
 
 
 def test_a_warm_base_is_split_from_the_first_exit_so_both_periods_hold_churners() -> None:
