@@ -180,7 +180,7 @@ def model_bootstrap(source: Path, force: bool, as_json: bool) -> None:
               help="share of the base leaving each month after the warm-up")
 @click.option("--warmup-days", default=180, show_default=True,
               help="days of history before the first simulated churn: a warm base, as an operator's is; 180 gives "
-                   "every churner the months m3-m6 that the model's usual calls come from")
+                   "every churner the months m3-m6 that the model's usual activity comes from")
 @click.option("--replay", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="real monthly data to replay instead of simulated traffic (with --mapping)")
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),

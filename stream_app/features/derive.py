@@ -44,6 +44,7 @@ ACTIVITY_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63
 #: calls alone (simulator, 3,000 customers: precision at the call budget 0.664 -> 0.691 on seed 7,
 #: 0.573 -> 0.609 on seed 11).
 ACTIVITY = ("out_calls", "in_calls", "sms_out", "sms_in", "data_sessions")
+CALLS = ("out_calls", "in_calls")
 
 FEATURES: dict[str, Feature] = {
     "tenure_days": Feature("days", "days since activation"),
@@ -78,7 +79,9 @@ FEATURES: dict[str, Feature] = {
     "calls_out_30d": Feature("calls", "outgoing calls in the last 30 days"),
     "activity_usual": Feature("records/day", "calls made and received, SMS sent and received and data sessions a "
                                              "day in months m3-m6 (those with any): the customer's usual, from before "
-                                             "the last quarter; 0 without such months"),
+                                             "the last quarter; 0 without such months. Calls alone for 7 to 8 months "
+                                             "after a state is upgraded from a layout before 5, which kept no SMS or "
+                                             "data sessions by day"),
     **{f"activity_z_d{a}_{b}": Feature("sd", f"calls, SMS and data sessions in days aged {a}-{b - 1} against the "
                                              f"usual (expected = `activity_usual` x {b - a}), in Poisson standard "
                                              "deviations: (seen - expected) / sqrt(expected + 1); 0 without a usual")
@@ -197,20 +200,31 @@ def _aged(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[s
     return total
 
 
-def _usual_activity(w: Windows, now_month: np.ndarray) -> np.ndarray:
-    """`ACTIVITY` a day over months m3-m6, those with any."""
-    months = np.stack([sum(_month(w, now_month, c, a) for c in ACTIVITY) for a in range(3, 7)], axis=1)
-    return _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
+def _activity(w: Windows, now_day: np.ndarray, now_month: np.ndarray, by_age: np.ndarray) -> dict[str, np.ndarray]:
+    """`activity_usual` and its periods (`_shortfalls`). A state converted from a layout that kept
+    no SMS or data sessions by day (`messages_since`) counts calls alone, both in its usual and in
+    its periods, until every month of its usual kept them: counted in only some, a steady
+    customer would look like a decline, then like a rise."""
+    since = w.rec["messages_since"].astype(np.int64)
+    kept = (since == 0) | (months_of_days(np.maximum(since, 1)) < now_month - 6)
+    full = _shortfalls(w, now_day, now_month, by_age, ACTIVITY)
+    if kept.all():
+        return full
+    calls = _shortfalls(w, now_day, now_month, by_age, CALLS)
+    return {name: np.where(kept, full[name], calls[name]) for name in full}
 
 
-def _activity_shortfalls(w: Windows, now_day: np.ndarray, by_age: np.ndarray,
-                         usual: np.ndarray) -> dict[str, np.ndarray]:
-    """`activity_z_d<a>_<b>` and `activity_vs_usual_d<a>_<b>` for every period of `ACTIVITY_PERIODS`."""
-    daily = sum(by_age[D[c]] for c in ACTIVITY)
-    out = {}
+def _shortfalls(w: Windows, now_day: np.ndarray, now_month: np.ndarray, by_age: np.ndarray,
+                counters: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`activity_usual` (`counters` a day over months m3-m6, those with any) and, for every period of
+    `ACTIVITY_PERIODS`, `activity_z_d<a>_<b>` and `activity_vs_usual_d<a>_<b>`."""
+    months = np.stack([sum(_month(w, now_month, c, a) for c in counters) for a in range(3, 7)], axis=1)
+    usual = _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
+    daily = sum(by_age[D[c]] for c in counters)
+    out = {"activity_usual": usual}
     for a, b in ACTIVITY_PERIODS:
         expected = usual * (b - a)
-        seen = daily[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, by_age, ACTIVITY, a, b)
+        seen = daily[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, by_age, counters, a, b)
         change = out[f"activity_vs_usual_d{a}_{b}"] = ratio_change(seen, expected)
         out[f"activity_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
@@ -260,7 +274,6 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
     by_age = _by_age(w, now_day)
     mou_14, mou_prev_14 = _days(by_age, "out_min", 0, 14), _days(by_age, "out_min", 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
-    usual = _usual_activity(w, now_month)
     out_30 = _days(by_age, "out_min", 0, 30)
     out_prev_30 = _aged(w, now_day, by_age, ("out_min",), 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
@@ -305,8 +318,7 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
         "calls_out_30d": _days(by_age, "out_calls", 0, 30),
-        "activity_usual": usual,
-        **_activity_shortfalls(w, now_day, by_age, usual),
+        **_activity(w, now_day, now_month, by_age),
         "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
         "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),

@@ -21,7 +21,7 @@ __all__ = ["COUNTERS", "MONEY", "LabelRule", "MappedAttribute", "Mapping", "Mapp
 
 #: Counters a column may feed; minutes, MB and money are totals for the month, the rest counts.
 COUNTERS = ("out_min", "in_min", "offnet_min", "data_mb", "spend", "topup", "out_calls", "in_calls", "sms_out",
-            "cs_calls", "dropped_calls", "contacts")
+            "cs_calls", "dropped_calls", "contacts", "data_sessions")
 MONEY = ("spend", "topup")
 
 

@@ -92,7 +92,7 @@ def _counts(counters: list[dict[str, float]]) -> dict:
     n = {"out": _parts(out_s, _records(c("out_calls")), LONGEST_CALL_S),
          "in": _parts(in_s, _records(c("in_calls")), LONGEST_CALL_S),
          "sms": np.round(c("sms_out")).astype(np.int64), "cs": np.round(c("cs_calls")).astype(np.int64),
-         "data": _parts(data_b, RECORDS_PER_MONTH, LARGEST_SESSION_B),
+         "data": _parts(data_b, _records(c("data_sessions")), LARGEST_SESSION_B),
          "recharge": (c("topup") != 0).astype(np.int64), "bill": (c("spend") != 0).astype(np.int64)}
     offnet_s = np.minimum(out_s, np.round(c("offnet_min") * 60).astype(np.int64))
     # The off-net calls: the off-net share of the minutes, in calls (the first ones).

@@ -120,8 +120,9 @@ class Settings(BaseSettings):
         description="an event time further ahead of the worker's clock goes to dead letter")
     event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1),
                                    description="an event time before this day goes to dead letter")
-    # A release reads the layouts up to its own and would start afresh any customer a newer worker
-    # wrote: roll an upgrade out with the layout of the release before, then switch.
+    # A release reads the layouts up to its own: one before layout 4 starts afresh a customer a newer
+    # worker wrote, one of layout 4 holds the batch (NewerState). Roll an upgrade out with the layout
+    # of the release before, then switch (docs/operations.md).
     state_layout: int = Field(
         default=5, ge=3, le=5, description="the layout workers write customers' states in: 5 packed, with SMS and "
                                            "data sessions by day; 4 packed without them, 3 whole (for a rolling "

@@ -77,7 +77,10 @@ _BUCKETS_4 = [
     ("m_rare_minutes", "<u2", (N_MONTHS, len(_M_RARE_MINUTES))),
     ("m_data", "<u4", (N_MONTHS,)), ("m_money", "<u4", (N_MONTHS, len(_M_MONEY))),
 ]
-_BUCKETS = _BUCKETS_4 + [("d_messages", "<u2", (N_DAYS, len(_D_MESSAGES))), ("m_sessions", "<u4", (N_MONTHS,))]
+#: Layout 5's fields. `messages_since`: the first day whose SMS and data sessions are kept by day, the
+#: day after the newest usage of a state converted from an earlier layout (0: kept from the first).
+_BUCKETS = _BUCKETS_4 + [("d_messages", "<u2", (N_DAYS, len(_D_MESSAGES))), ("m_sessions", "<u4", (N_MONTHS,)),
+                         ("messages_since", "<i4")]
 STATE = np.dtype(_HEADER + _BUCKETS)
 _STATE_4 = np.dtype(_HEADER + _BUCKETS_4)
 SEQ_OFFSET = STATE.fields["seq"][1]  # where the write counter sits, for the store's compare-and-set
@@ -171,28 +174,24 @@ class Windows:
         caller can set the bytes aside. Either way the write goes to the key read, as a
         compare-and-set against the write counter's bytes as they were (`expected`). One in a
         layout newer than this worker's raises `NewerState`: it must not be overwritten."""
-        empty = bytes(STATE.itemsize)
-        fixed: list[bytes] = []
-        text: list[StateTail | None] = []
+        text: list[StateTail | None] = [None] * len(raws)
         quarantined: list[tuple[int, str]] = []
-        packed: list[tuple[int, bytes]] = []  # (row, record part) of states in the packed layout
+        layouts: dict[int, list[tuple[int, bytes]]] = {}  # layout -> (row, record part as stored)
         for i, raw in enumerate(raws):
-            head, tail = empty, None
             if raw is not None:
                 try:
-                    head, tail = _readable(raw)
+                    head, text[i] = _readable(raw)
                 except _Unreadable as why:
                     quarantined.append((i, str(why)))
                 else:
-                    if raw[0] == STATE_VERSION:  # packed: unpacked below, with the batch's others
-                        packed.append((i, head))
-                        head = empty
-            fixed.append(head)
-            text.append(tail)
-        rec = np.frombuffer(b"".join(fixed), STATE).copy()
-        if packed:
-            rows, parts = zip(*packed)
-            rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[list(rows)] = unpack(parts, _PACKED[STATE_VERSION])
+                    layouts.setdefault(raw[0], []).append((i, head))
+        rec = np.zeros(len(raws), STATE)
+        for layout, stored in layouts.items():  # a few numpy calls per layout, not per state
+            rows, parts = map(list, zip(*stored))
+            if layout == STATE_VERSION:
+                rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[rows] = unpack(parts, _PACKED[layout])
+            else:
+                rec[rows] = _upgraded(parts, layout)
         rec["version"] = STATE_VERSION
         expected = [stored_seq(raw) for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
@@ -329,22 +328,27 @@ def record_and_tail(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
-    """(the record in the current layout, or packed, tail) of a stored state; `_Unreadable` if it is
-    not one, `NewerState` if a newer release wrote it."""
+    """(the record part as stored, tail) of a stored state; `_Unreadable` if it is not one,
+    `NewerState` if a newer release wrote it."""
     length = _record_length(raw)
     try:
         tail = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _Unreadable(f"its tail does not decode: {exc}") from None
-    head = raw[:length]
-    if raw[0] == STATE_VERSION:
-        return head, tail  # packed: `Windows.load` unpacks a batch of them at once
-    if raw[0] in _PACKED:
-        packing = _PACKED[raw[0]]
-        old = unpack([head], packing).view(packing.dtype).reshape(1)
+    return raw[:length], tail
+
+
+def _upgraded(parts: Sequence[bytes], layout: int) -> np.ndarray:
+    """Record parts of an earlier layout, in the current one. Their SMS and data sessions are kept
+    by day from the day after their newest usage on."""
+    if layout in _PACKED:
+        packing = _PACKED[layout]
+        old = unpack(parts, packing).view(packing.dtype).reshape(len(parts))
     else:
-        old = np.frombuffer(head, _WHOLE[raw[0]])
-    return converted(old, STATE).tobytes(), tail
+        old = np.frombuffer(b"".join(parts), _WHOLE[layout])
+    new = converted(old, STATE)
+    new["messages_since"] = np.where(new["day0"] > 0, new["day0"] + 1, 0)
+    return new
 
 
 def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -3,11 +3,12 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 
 from stream_app.contracts.events import decode_cdr
 from stream_app.features.derive import ACTIVITY_PERIODS, derive
 from stream_app.windows.apply import apply
-from stream_app.windows.state import Windows
+from stream_app.windows.state import D, Windows
 from tests.factories import cdr, envelope
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -74,6 +75,18 @@ def test_messages_and_data_sessions_count_in_the_activity_against_the_usual() ->
         # 14 records a week against 42: two thirds less, 4.3 standard deviations.
         assert f[f"activity_vs_usual_d{a}_{b}"][decliner] < -0.6 and f[f"activity_z_d{a}_{b}"][decliner] < -4
     assert f["calls_out_30d"][decliner] == f["calls_out_30d"][steady]  # the calls alone kept their pace
+
+
+def test_a_state_upgraded_from_a_layout_without_messages_by_day_counts_calls_alone_until_its_usual_kept_them() -> None:
+    w = windows(lambda c, d: 6, lambda _, __, k: ("voice", "sms", "data")[k // 2])
+    w.daily[:, :, [D["sms_out"], D["data_sessions"]]] = 0  # as converted: kept from the day after
+    w.rec["messages_since"] = [LAST.toordinal() + 1, date(2026, 1, 5).toordinal(), date(2025, 12, 31).toordinal()]
+    f = derive(w, np.full(3, LAST.toordinal()), SH)
+    # Upgraded in August, or in January (month m6 of July): calls alone, as usual as ever.
+    assert np.allclose(f["activity_usual"][:2], 2.0, atol=0.1)
+    assert (np.abs([f[f"activity_z_d{a}_{b}"][:2] for a, b in ACTIVITY_PERIODS]) < 1.5).all()
+    # Upgraded before m6: SMS and sessions are in its usual, and the days without them are a fall.
+    assert f["activity_usual"][2] == pytest.approx(6.0, abs=0.2) and f["activity_z_d0_7"][2] < -4
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:

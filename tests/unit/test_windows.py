@@ -257,8 +257,9 @@ def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afre
     cut = good[:40]
     bad_tail = good + b"\xc1\xc1"
     short = record[:-1]  # the bitmap promises a byte more than there is
-    padded = bytearray(good)
-    padded[10 + _PACKED[STATE_VERSION].bitmap - 1] |= 1  # a bit past the record's last byte
+    padded = bytearray(w.dump([0], layout=4)[0][1])  # layout 4's bitmap has bits past its record
+    assert _PACKED[4].padding & 1
+    padded[10 + _PACKED[4].bitmap - 1] |= 1  # a bit past the record's last byte
     stored = [unknown, cut, bad_tail, short, bytes(padded), good]
     w = Windows.load(["a1234", "b1234", "c1234", "d1234", "e1234", "f1234"], stored)
     assert [(i, why.split(";")[0].split(":")[0]) for i, why in w.quarantined] == [
@@ -395,10 +396,18 @@ def test_a_state_written_packed_for_the_release_before_keeps_its_counters_across
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0)),
               (0, env(cdr(CUST, "2026-03-01T11:00:00+08:00", kind="sms", duration_s=0), 1))], SH, 3)
     [(_, packed)] = w.dump([0], layout=4)
+    [(_, whole)] = w.dump([0], layout=3)
+    [(_, current)] = w.dump([0])
     assert packed[0] == 4 and len(packed) < _WHOLE[3].itemsize
-    again = Windows.load([CUST], [packed])
-    assert again.quarantined == [] and again.rec["version"][0] == STATE_VERSION and again.text[0] == w.text[0]
-    np.testing.assert_array_equal(again.monthly, w.monthly)
-    assert again.daily[0, 0, D["out_calls"]] == 1 and again.daily[0, 0, D["sms_out"]] == 0
+    # A batch holding every layout, and a customer never seen: each layout converted at once.
+    again = Windows.load([CUST, CUST, "a1234", CUST], [packed, whole, None, current])
+    assert again.quarantined == [] and (again.rec["version"] == STATE_VERSION).all() and again.text[0] == w.text[0]
+    for row in (0, 1):
+        np.testing.assert_array_equal(again.monthly[row], w.monthly[0])
+        assert again.daily[row, 0, D["out_calls"]] == 1 and again.daily[row, 0, D["sms_out"]] == 0
+    np.testing.assert_array_equal(again.daily[3], w.daily[0])
+    assert not again.monthly[2].any() and again.text[2] is None
+    # Activity counts SMS and sessions only over days that kept them (features/derive.py).
+    assert again.rec["messages_since"].tolist() == [w.day0[0] + 1, w.day0[0] + 1, 0, 0]
     [(expected, new)] = again.dump([0])
     assert expected == packed[2:10] and new[0] == STATE_VERSION
