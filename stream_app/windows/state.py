@@ -7,7 +7,7 @@ not depend on the order events are added in. `windows.apply` is what changes the
 
 Stored, the record leaves out its zero bytes (`windows.packing`): most of it is counters of
 months and days a customer has not used yet and the high bytes of small counts (in a month of
-simulated traffic, 211 of its 1,012 bytes after the write counter are not zero).
+simulated traffic, 211 of its 1,016 bytes after the write counter are not zero).
 """
 
 from __future__ import annotations
