@@ -38,9 +38,10 @@ TOPICS = ("cdr", "billing", "customers", "outcomes", "alerts", "deadletter")
 class Run:
     """One worker's topics, consumer group and Redis database, fed the same simulated events."""
 
-    def __init__(self, bootstrap: str, redis_url: str, name: str, workdir: Path, cluster: bool = False) -> None:
+    def __init__(self, bootstrap: str, redis_url: str, name: str, workdir: Path, cluster: bool = False,
+                 rules_dir: Path = REPO / "alert_rules") -> None:
         self.bootstrap, self.redis_url, self.name, self.workdir = bootstrap, redis_url, name, workdir
-        self.cluster = cluster
+        self.cluster, self.rules_dir = cluster, rules_dir
         self.topics = {t: f"{t}-{name}" for t in TOPICS}
         self.expected: dict[str, tuple[int, ...]] = {}
         self.proc: subprocess.Popen | None = None
@@ -64,7 +65,7 @@ class Run:
         self.port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP=self.bootstrap, REDIS_URL=self.redis_url,
                    CHURNWATCH_APP_ID=f"cw-{self.name}", CHURNWATCH_METRICS_PORT=str(self.port),
-                   CHURNWATCH_RULES_DIR=str(REPO / "alert_rules"), CHURNWATCH_KAFKA_SESSION_TIMEOUT_S="6",
+                   CHURNWATCH_RULES_DIR=str(self.rules_dir), CHURNWATCH_KAFKA_SESSION_TIMEOUT_S="6",
                    CHURNWATCH_REDIS_RETRY_MAX_S="1", CHURNWATCH_REDIS_CLUSTER=str(self.cluster).lower(),
                    **{f"CHURNWATCH_TOPIC_{t.upper()}": n for t, n in self.topics.items()})
         with open(self.workdir / f"worker-{self.name}.log", "ab") as log:
