@@ -96,6 +96,12 @@ class ReplayEvaluation:
     churners_warned_high_test: int = 0
     lead_time_ceiling_days_median: float = math.nan
     churners_high_ceiling: int = 0
+    # The same watched churners' lead from the first high alert the service sent (`lead_time_days_median`'s
+    # measure, on the test period's churners): what the call queue was told, cooldown and all, once the
+    # model has learned from a season of exits. Over all churners, the first months' churners meet a
+    # model that has seen no churner yet, which `lead_time_days_median` counts with the rest.
+    lead_time_alerts_test_days_median: float = math.nan
+    churners_alerted_high_test: int = 0
     # Of the test snapshots that the model's score alone rates medium and high, how many, their mean
     # score, and the share whose customer left within the horizon: a calibrated score has the last
     # two about equal; a share well above the mean score says the score is timid, and warns late.
@@ -273,9 +279,10 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     # Every churner's first high alert within the horizon before the exit (`lead_time_days_median`: one
     # months before warned of nothing that happened then); then, on the test period, the service's and
     # the ceiling's first high flags within the horizon before the exit.
-    leads = _leads(((a.customer_id, a.event_time.date().toordinal()) for a in alerts if a.level == "high"),
-                   churn_day, churn_day, horizon)
+    high_alerts = [(a.customer_id, a.event_time.date().toordinal()) for a in alerts if a.level == "high"]
+    leads = _leads(high_alerts, churn_day, churn_day, horizon)
     watched = {c for c, d in churn_day.items() if start + horizon <= d <= last + 1}
+    leads_alerts_test = _leads(high_alerts, churn_day, watched, horizon)
 
     def test_leads(high: np.ndarray) -> list[int]:
         return _leads(zip(customers[test][high], days[test][high].tolist()), churn_day, watched, horizon)
@@ -301,5 +308,6 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         churners_watched_test=len(watched),
         lead_time_test_days_median=_median(leads_test), churners_warned_high_test=len(leads_test),
         lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
+        lead_time_alerts_test_days_median=_median(leads_alerts_test), churners_alerted_high_test=len(leads_alerts_test),
         score_reliability=_reliability(score[test], y[test], score_levels),
     )

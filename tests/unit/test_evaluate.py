@@ -15,7 +15,8 @@ KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "preci
         "top_decile_lift", "lead_time_days_median", "customers", "churners", "precision_at_budget_cooldown",
         "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
         "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median",
-        "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling", "score_reliability"}
+        "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling", "score_reliability",
+        "lead_time_alerts_test_days_median", "churners_alerted_high_test"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -134,17 +135,22 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
         return {"ceiling": [noise, np.hstack([seen, noise])], "oracle": [seen]}
 
     truth = {c: date.fromordinal(d) for c, d in churn.items()} | {f"s{i}": None for i in range(100)}
-    # High alerts: c0 35 and 8 days before it left, c1 only 60 days before, c2 12 days before.
+    # High alerts: c0 35 and 8 days before it left, c1 only 60 days before, c2 12 days before; c60
+    # (watched in the test period) 40 and 9 days before, and c61 4 days before.
     alerts = [_alert("c0", "high", churn["c0"] - 35), _alert("c0", "high", churn["c0"] - 8),
-              _alert("c1", "high", churn["c1"] - 60), _alert("c2", "high", churn["c2"] - 12)]
+              _alert("c1", "high", churn["c1"] - 60), _alert("c2", "high", churn["c2"] - 12),
+              _alert("c60", "high", churn["c60"] - 40), _alert("c60", "high", churn["c60"] - 9),
+              _alert("c61", "high", churn["c61"] - 4)]
     ev = evaluate_replay(snapshots, alerts, truth, horizon=30, budget_share=0.01, model_version=1,
                          labels_learned=10_000, truth=sign)
     # An alert outside the horizon before the exit warned of nothing.
-    assert ev.churners_warned_high == 2 and ev.lead_time_days_median == 10
+    assert ev.churners_warned_high == 4 and ev.lead_time_days_median == 8.5
     # Days 0-199: the test period runs from day 101 to 169, so the churners who leave from day 131
     # to 170 are watched: 19 on the even days 132-168, and those of days 131, 169 and 170.
     assert ev.churners_watched_test == ev.churners_warned_high_test == ev.churners_high_ceiling == 22
     assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
+    # Of the alerts, only c60's and c61's are about churners the test period watched.
+    assert ev.churners_alerted_high_test == 2 and ev.lead_time_alerts_test_days_median == 6.5
 
 
 def test_each_level_the_score_raises_is_set_beside_how_many_it_named_left() -> None:
