@@ -239,12 +239,12 @@ def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | fl
     return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
 
 
-def _by_age(w: Windows, now_day: np.ndarray) -> np.ndarray:
-    """(DAILY, customers, N_DAYS): each daily counter, in its unit, on the day aged k before
+def _by_age(w: Windows, now_day: np.ndarray, width: int = N_DAYS) -> np.ndarray:
+    """(DAILY, customers, width): each daily counter, in its unit, on the day aged k before
     `now_day` in column k, 0 where not held. Aligned once for every period summed after it."""
     ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
-    rows, buckets = np.nonzero((ages >= 0) & (ages < N_DAYS) & (w.day0[:, None] > 0))
-    out = np.zeros((len(DAILY), len(now_day), N_DAYS))
+    rows, buckets = np.nonzero((ages >= 0) & (ages < width) & (w.day0[:, None] > 0))
+    out = np.zeros((len(DAILY), len(now_day), width))
     out[:, rows, ages[rows, buckets]] = (w.daily[rows, buckets] / _DAILY_SCALE).T
     return out
 
@@ -257,25 +257,36 @@ def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) ->
 
 
 def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo,
-           attributes: Mapping[str, Attribute] | None = None) -> dict[str, np.ndarray]:
+           attributes: Mapping[str, Attribute] | None = None, day_over: bool = True) -> dict[str, np.ndarray]:
     """Every feature in `FEATURES` but `churn_score` (the pipeline adds it) for every customer of
     `w`, as of each one's event-time day `now_day`; days are the operator's (`zone`). With the
-    declared `attributes`, their model columns too (contracts/attributes.py)."""
-    return _usage(w, now_day, zone) | (matrix([t and t.attributes for t in w.text], now_day, attributes)
-                                       if attributes else {})
+    declared `attributes`, their model columns too (contracts/attributes.py).
+
+    `day_over` False: `now_day` is still under way (a live judgement), so the usage that can fall
+    (minutes and activity over the recent days, against the days or the usual before) is measured
+    over the whole days before it. Part of a day read as a day is a fall: judged as their events
+    arrive in time order, customers' first calls of the morning made decliners of them. The model
+    and the segment baselines learn whole days (a snapshot is taken once its day is over). Counts
+    that only rise (complaints, dropped and off-net calls) keep today."""
+    return _usage(w, now_day, zone, day_over) | (matrix([t and t.attributes for t in w.text], now_day, attributes)
+                                                 if attributes else {})
 
 
-def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndarray]:
+def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> dict[str, np.ndarray]:
     now_month = months_of_days(now_day)
     rec = w.rec
     spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
     mou = [_month(w, now_month, "out_min", a) for a in range(N_MONTHS)]
     in_m1 = _month(w, now_month, "in_min", 1)
-    by_age = _by_age(w, now_day)
-    mou_14, mou_prev_14 = _days(by_age, "out_min", 0, 14), _days(by_age, "out_min", 14, 28)
+    # One column more while the day is under way: the days before it are then the columns from 1.
+    aligned = _by_age(w, now_day, N_DAYS + (0 if day_over else 1))
+    by_age = aligned[:, :, :N_DAYS]
+    done = now_day if day_over else now_day - 1  # the last whole day
+    whole = by_age if day_over else aligned[:, :, 1:]
+    mou_14, mou_prev_14 = _days(whole, "out_min", 0, 14), _days(whole, "out_min", 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
-    out_30 = _days(by_age, "out_min", 0, 30)
-    out_prev_30 = _aged(w, now_day, by_age, ("out_min",), 30, 60)
+    out_30 = _days(whole, "out_min", 0, 30)
+    out_prev_30 = _aged(w, done, whole, ("out_min",), 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
     exit_day = local_days(rec["exit_ts"], zone)
     exited = (exit_day > 0) & (exit_day <= now_day)
@@ -317,12 +328,12 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo) -> dict[str, np.ndar
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
-        "calls_out_30d": _days(by_age, "out_calls", 0, 30),
-        **_activity(w, now_day, now_month, by_age),
+        "calls_out_30d": _days(whole, "out_calls", 0, 30),
+        **_activity(w, done, months_of_days(done), whole),
         "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
         "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),
-        "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), out_30),
+        "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), _days(by_age, "out_min", 0, 30)),
         "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
         "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
         "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),

@@ -203,7 +203,7 @@ class BatchProcessor:
                 partition_of: dict[str, int], out: BatchOutput) -> None:
         """Features, model score, rules, alerts, snapshots, churn events and report facts of the changed rows."""
         ruleset, scorer, s, stage = self.rules(), self.model(), self.settings, self.metrics.stage
-        features, x = self._features(w, now_day, scorer, ruleset)
+        features, x = self._features(w, now_day, scorer, ruleset, day_over=False)
         with stage("rules"):
             ev = evaluate_rules(w, ruleset, features, now_day)
             remember_streaks(w, ruleset, ev, rows)
@@ -244,16 +244,16 @@ class BatchProcessor:
                                                            self.policy, now, view)
             w.mark_alerted(alerted)
 
-    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None,
-                  ruleset: Ruleset) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The features as of `day`, with the rule files' segments, the model's score (NaN, never
-        true in a rule, without a model) and the live segment baselines. The model measures
-        changes against the built-in segments' baselines: its inputs do not change with the
-        rule files."""
+    def _features(self, w: Windows, day: np.ndarray, scorer: Scorer | None, ruleset: Ruleset,
+                  day_over: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The features as of `day` (still under way unless `day_over`: `derive`), with the rule
+        files' segments, the model's score (NaN, never true in a rule, without a model) and the
+        live segment baselines. The model measures changes against the built-in segments'
+        baselines: its inputs do not change with the rule files."""
         stage = self.metrics.stage
         with stage("derive"):
             baselines, defined = self.baselines(), [name for name, _ in ruleset.segments]
-            features = with_segments(ruleset, derive(w, day, self.settings.zone, self.settings.attributes))
+            features = with_segments(ruleset, derive(w, day, self.settings.zone, self.settings.attributes, day_over))
             columns = baselines.columns(features, day, defined)
             x = model_inputs(features, baselines.medians(features, day, columns, defined), self._attribute_columns)
             features |= columns

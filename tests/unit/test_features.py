@@ -89,6 +89,37 @@ def test_a_state_upgraded_from_a_layout_without_messages_by_day_counts_calls_alo
     assert f["activity_usual"][2] == pytest.approx(6.0, abs=0.2) and f["activity_z_d0_7"][2] < -4
 
 
+def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaints_count() -> None:
+    """The morning after LAST: each customer has made one call, and the steady one has also rung
+    customer service. Live, the day is under way: a part of a day must not read as a fall."""
+    w = windows(lambda c, d: 6)
+    morning = LAST + timedelta(days=1)
+    batch = [(row, envelope(0, 0, 10**6 + row, decode_cdr(cdr(c, f"{morning.isoformat()}T08:00:00+08:00",
+                                                             duration_s=60))))
+             for row, c in enumerate([STEADY, DECLINER, DIPPER])]
+    batch.append((0, envelope(0, 0, 10**6 + 9, decode_cdr(cdr(STEADY, f"{morning.isoformat()}T08:30:00+08:00",
+                                                               customer_service=True)))))
+    apply(w, batch, SH, 3)
+    falls = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "mou_out_prev_30d", "mou_out_30d_mom", "calls_out_30d",
+             *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS for k in ("z", "vs_usual")), "activity_usual"]
+    # Also judged days later (their partition's clock ahead of their own last day), into the next month.
+    for later in (1, 3, 20):
+        day = np.full(3, morning.toordinal() + later)
+        ahead, before = derive(w, day, SH, day_over=False), derive(w, day - 1, SH)
+        assert all(np.array_equal(ahead[name], before[name]) for name in falls), later
+    today = np.full(3, morning.toordinal())
+    live = derive(w, today, SH, day_over=False)
+    yesterday = derive(w, np.full(3, LAST.toordinal()), SH)
+    as_if_over = derive(w, today, SH)
+    for name in falls:
+        assert np.array_equal(live[name], yesterday[name]), name
+    steady = 0
+    assert abs(live["activity_z_d0_7"][steady]) < 1.5
+    # Read as a whole day, the morning is most of a day missing from the last week.
+    assert as_if_over["activity_z_d0_7"][steady] < live["activity_z_d0_7"][steady] - 0.5
+    assert live["cs_calls_30d"][steady] == yesterday["cs_calls_30d"][steady] + 1
+
+
 def test_rolling_30_days_before_reach_into_the_months() -> None:
     f = derive(windows(lambda c, d: 6), np.full(3, LAST.toordinal()), SH)
     # Days aged 30-59: five from the daily buckets, the rest spread from June and July.

@@ -141,10 +141,10 @@ def test_a_customer_whose_records_make_the_batch_raise_is_set_aside_and_the_othe
     poison = "8613800000205"
     real = pipeline.derive
 
-    def derive(w: Windows, now_day, zone, attributes=None):  # type: ignore[no-untyped-def]
+    def derive(w: Windows, now_day, zone, attributes=None, day_over=True):  # type: ignore[no-untyped-def]
         if poison in w.customers:
             raise ValueError("a state no test foresaw")
-        return real(w, now_day, zone, attributes)
+        return real(w, now_day, zone, attributes, day_over)
 
     monkeypatch.setattr(pipeline, "derive", derive)
     log = Log()
