@@ -20,7 +20,8 @@ def describe(customer: str, raw: bytes, zone: ZoneInfo, as_of: date | None = Non
     rec = w.rec[0]
     day0, month0 = int(rec["day0"]), int(rec["month0"])
     now = np.array([as_of.toordinal() if as_of else max(day0, 1)])
-    features = {name: round(float(v[0]), 4) for name, v in derive(w, now, zone).items()}
+    # Without `as_of`, as the worker judges the newest day: still under way (`derive`).
+    features = {name: round(float(v[0]), 4) for name, v in derive(w, now, zone, day_over=as_of is not None).items()}
     months = {}
     for age in range(w.monthly.shape[1]):
         index = month0 - age

@@ -27,13 +27,15 @@ def calls_a_day(customer: str, day: date) -> int:
     return 6
 
 
-def windows(calls: Callable[[str, date], int], kind: Callable[[str, date, int], str] = lambda *_: "voice") -> Windows:
-    """The three customers' traffic: `calls` records a day, the k-th of them of `kind(customer, day, k)`."""
+def windows(calls: Callable[[str, date], int], kind: Callable[[str, date, int], str] = lambda *_: "voice",
+            last: date = LAST) -> Windows:
+    """The three customers' traffic until `last`: `calls` records a day, the k-th of them of
+    `kind(customer, day, k)`."""
     customers = [STEADY, DECLINER, DIPPER]
     w = Windows.load(customers, [None] * len(customers))
     offset = 0
     day = FIRST
-    while day <= LAST:
+    while day <= last:
         batch = []
         for row, c in enumerate(customers):
             for k in range(calls(c, day)):
@@ -90,34 +92,36 @@ def test_a_state_upgraded_from_a_layout_without_messages_by_day_counts_calls_alo
 
 
 def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaints_count() -> None:
-    """The morning after LAST: each customer has made one call, and the steady one has also rung
-    customer service. Live, the day is under way: a part of a day must not read as a fall."""
-    w = windows(lambda c, d: 6)
-    morning = LAST + timedelta(days=1)
-    batch = [(row, envelope(0, 0, 10**6 + row, decode_cdr(cdr(c, f"{morning.isoformat()}T08:00:00+08:00",
-                                                             duration_s=60))))
+    """Each customer keeps a pace of their own each month. The morning after LAST each has made
+    one call, and the first has also rung customer service and had a call dropped. Live, the day
+    is under way: the features that measure a fall read as the evening before did, a part of a
+    day does not read as a fall, and what only rises counts this morning's."""
+    evening_day = LAST + timedelta(days=10)  # mid-month: the months of the usual are all kept
+    w = windows(lambda c, d: 3 + (d.month + int(c[-1])) % 4, last=evening_day)
+    evening = w.subset([0, 1, 2])  # as that evening left the states
+    morning = evening_day + timedelta(days=1)
+    at = f"{morning.isoformat()}T08:00:00+08:00"
+    batch = [(row, envelope(0, 0, 10**6 + row, decode_cdr(cdr(c, at, duration_s=60))))
              for row, c in enumerate([STEADY, DECLINER, DIPPER])]
-    batch.append((0, envelope(0, 0, 10**6 + 9, decode_cdr(cdr(STEADY, f"{morning.isoformat()}T08:30:00+08:00",
-                                                               customer_service=True)))))
+    batch += [(0, envelope(0, 0, 10**6 + 9, decode_cdr(cdr(STEADY, at, customer_service=True)))),
+              (0, envelope(0, 0, 10**6 + 10, decode_cdr(cdr(STEADY, at, termination="dropped"))))]
     apply(w, batch, SH, 3)
+    today = np.full(3, morning.toordinal())
+    live, last_evening = derive(w, today, SH, day_over=False), derive(evening, today - 1, SH)
     falls = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "mou_out_prev_30d", "mou_out_30d_mom", "calls_out_30d",
-             *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS for k in ("z", "vs_usual")), "activity_usual"]
-    # Also judged days later (their partition's clock ahead of their own last day), into the next month.
+             "mou_out_30d_vs_m2", "activity_usual",
+             *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS for k in ("z", "vs_usual"))]
+    for name in falls:  # the oldest day the buckets gave up for today's comes back from its month
+        assert np.allclose(live[name], last_evening[name]), name
+    # Read as a whole day, the morning (one to three records against three to six a day) is a fall.
+    assert (derive(w, today, SH)["activity_z_d0_7"] < live["activity_z_d0_7"] - 0.15).all()
+    assert live["cs_calls_30d"][0] == last_evening["cs_calls_30d"][0] + 1
+    assert live["dropped_rate_30d"][0] > last_evening["dropped_rate_30d"][0] == 0
+    # Judged days later (their partition's clock ahead of their own last day), into the next month.
     for later in (1, 3, 20):
         day = np.full(3, morning.toordinal() + later)
         ahead, before = derive(w, day, SH, day_over=False), derive(w, day - 1, SH)
-        assert all(np.array_equal(ahead[name], before[name]) for name in falls), later
-    today = np.full(3, morning.toordinal())
-    live = derive(w, today, SH, day_over=False)
-    yesterday = derive(w, np.full(3, LAST.toordinal()), SH)
-    as_if_over = derive(w, today, SH)
-    for name in falls:
-        assert np.array_equal(live[name], yesterday[name]), name
-    steady = 0
-    assert abs(live["activity_z_d0_7"][steady]) < 1.5
-    # Read as a whole day, the morning is most of a day missing from the last week.
-    assert as_if_over["activity_z_d0_7"][steady] < live["activity_z_d0_7"][steady] - 0.5
-    assert live["cs_calls_30d"][steady] == yesterday["cs_calls_30d"][steady] + 1
+        assert all(np.allclose(ahead[name], before[name]) for name in falls), later
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
