@@ -159,23 +159,8 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 def _days(by_age: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
     """Sum of a daily counter over days aged [start, stop) before each customer's day, in its
-    unit, from `_by_age`: the daily buckets alone (`_window` fills what they no longer hold)."""
+    unit, from `_by_age`."""
     return by_age[D[counter], :, start:stop].sum(axis=1)
-
-
-def _held(w: Windows, now_day: np.ndarray) -> np.ndarray:
-    """How many days back from `now_day` the daily buckets still hold: each day of usage after
-    it (a day judged once it is over, or the last whole day) took the place of the oldest."""
-    return N_DAYS - np.clip(w.day0 - now_day, 0, N_DAYS)
-
-
-def _window(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[str, ...], start: int,
-            stop: int) -> np.ndarray:
-    """Sum of `counters` over days aged [start, stop) before `now_day`: from the daily buckets, and
-    from the months for days they no longer hold (`_aged`) where any customer needs it."""
-    if len(now_day) and stop > _held(w, now_day).min():
-        return _aged(w, now_day, by_age, counters, start, stop)
-    return sum((_days(by_age, c, start, stop) for c in counters), np.zeros(len(now_day)))
 
 
 def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
@@ -194,17 +179,16 @@ def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndar
 def _aged(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[str, ...], start: int,
           stop: int) -> np.ndarray:
     """Sum of `counters` over days aged [start, stop) before `now_day`: the daily buckets where
-    they reach (`_held`), then the months spread evenly over their days."""
+    they reach, then the months spread evenly over their days."""
     total = sum(_days(by_age, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
         else np.zeros(len(now_day))
     cols = [C[c] for c in counters]
     scale = np.array([SCALE.get(c, 1.0) for c in counters])
-    judged = np.stack([now_day, _held(w, now_day)], axis=1)
-    for day, reach in np.unique(judged[now_day > 0], axis=0).tolist():  # day 0: no usage yet, nothing to spread
-        rows = np.nonzero((now_day == day) & (judged[:, 1] == reach))[0]
+    for day in np.unique(now_day[now_day > 0]):  # 0: no usage yet, nothing to spread
+        rows = np.nonzero(now_day == day)[0]
         # How much of each month the period covers: its days there / the month's days.
         share: dict[int, float] = {}
-        for age in range(max(reach, start), stop):
+        for age in range(max(N_DAYS, start), stop):
             d = date.fromordinal(int(day) - age)
             key = month_index(d.year, d.month)
             share[key] = share.get(key, 0.0) + 1.0 / calendar.monthrange(d.year, d.month)[1]
@@ -237,11 +221,10 @@ def _shortfalls(w: Windows, now_day: np.ndarray, now_month: np.ndarray, by_age: 
     months = np.stack([sum(_month(w, now_month, c, a) for c in counters) for a in range(3, 7)], axis=1)
     usual = _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
     daily = sum(by_age[D[c]] for c in counters)
-    reach = int(_held(w, now_day).min()) if len(now_day) else N_DAYS
     out = {"activity_usual": usual}
     for a, b in ACTIVITY_PERIODS:
         expected = usual * (b - a)
-        seen = daily[:, a:b].sum(axis=1) if b <= reach else _aged(w, now_day, by_age, counters, a, b)
+        seen = daily[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, by_age, counters, a, b)
         change = out[f"activity_vs_usual_d{a}_{b}"] = ratio_change(seen, expected)
         out[f"activity_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
@@ -300,9 +283,9 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
     by_age = aligned[:, :, :N_DAYS]
     done = now_day if day_over else now_day - 1  # the last whole day
     whole = by_age if day_over else aligned[:, :, 1:]
-    mou_14, mou_prev_14 = _window(w, done, whole, ("out_min",), 0, 14), _window(w, done, whole, ("out_min",), 14, 28)
-    calls_30 = _window(w, now_day, by_age, ("out_calls", "in_calls"), 0, 30)
-    out_30 = _window(w, done, whole, ("out_min",), 0, 30)
+    mou_14, mou_prev_14 = _days(whole, "out_min", 0, 14), _days(whole, "out_min", 14, 28)
+    calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
+    out_30 = _days(whole, "out_min", 0, 30)
     out_prev_30 = _aged(w, done, whole, ("out_min",), 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
     exit_day = local_days(rec["exit_ts"], zone)
@@ -345,13 +328,12 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
-        "calls_out_30d": _window(w, done, whole, ("out_calls",), 0, 30),
+        "calls_out_30d": _days(whole, "out_calls", 0, 30),
         **_activity(w, done, months_of_days(done), whole),
-        "cs_calls_30d": _window(w, now_day, by_age, ("cs_calls",), 0, 30),
+        "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
-        "dropped_rate_30d": _share(_window(w, now_day, by_age, ("dropped_calls",), 0, 30), calls_30),
-        "offnet_share_30d": _share(_window(w, now_day, by_age, ("offnet_min",), 0, 30),
-                                   _window(w, now_day, by_age, ("out_min",), 0, 30)),
+        "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),
+        "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), _days(by_age, "out_min", 0, 30)),
         "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
         "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
         "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),

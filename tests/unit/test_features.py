@@ -92,10 +92,10 @@ def test_a_state_upgraded_from_a_layout_without_messages_by_day_counts_calls_alo
 
 
 def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaints_count() -> None:
-    """Each customer keeps a pace of their own each month. The morning after LAST each has made
-    one call, and the first has also rung customer service and had a call dropped. Live, the day
-    is under way: the features that measure a fall read as the evening before did, a part of a
-    day does not read as a fall, and what only rises counts this morning's."""
+    """Each customer keeps a pace of their own each month. The morning after the evening judged,
+    each has made one call, and the first has also rung customer service and had a call dropped.
+    Live, the day is under way: the features that measure a fall read as the evening before did, a
+    part of a day does not read as a fall, and what only rises counts this morning's."""
     evening_day = LAST + timedelta(days=10)  # mid-month: the months of the usual are all kept
     w = windows(lambda c, d: 3 + (d.month + int(c[-1])) % 4, last=evening_day)
     evening = w.subset([0, 1, 2])  # as that evening left the states
@@ -108,11 +108,17 @@ def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaint
     apply(w, batch, SH, 3)
     today = np.full(3, morning.toordinal())
     live, last_evening = derive(w, today, SH, day_over=False), derive(evening, today - 1, SH)
-    falls = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "mou_out_prev_30d", "mou_out_30d_mom", "calls_out_30d",
-             "mou_out_30d_vs_m2", "activity_usual",
-             *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS for k in ("z", "vs_usual"))]
-    for name in falls:  # the oldest day the buckets gave up for today's comes back from its month
+    recent = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "calls_out_30d", "mou_out_30d_vs_m2", "activity_usual",
+              *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS[:4] for k in ("z", "vs_usual"))]
+    for name in recent:
         assert np.allclose(live[name], last_evening[name]), name
+    # The periods that reach the oldest daily bucket: today's took its place, in the live view as in a
+    # snapshot of yesterday taken now, which is what the model learns from.
+    falls = recent + ["mou_out_prev_30d", "mou_out_30d_mom",
+                      *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS[4:] for k in ("z", "vs_usual"))]
+    snapshot = derive(w, today - 1, SH)
+    for name in falls:
+        assert np.array_equal(live[name], snapshot[name]), name
     # Read as a whole day, the morning (one to three records against three to six a day) is a fall.
     assert (derive(w, today, SH)["activity_z_d0_7"] < live["activity_z_d0_7"] - 0.15).all()
     assert live["cs_calls_30d"][0] == last_evening["cs_calls_30d"][0] + 1
