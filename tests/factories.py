@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from stream_app.features.baselines import BASELINED as BASELINE_FEATURES
@@ -9,7 +12,18 @@ from stream_app.ingest.admission import Event
 from stream_app.testing import Log, billing, cdr, decliner, profile
 from stream_app.windows.apply import Envelope
 
-__all__ = ["Log", "billing", "cdr", "decliner", "envelope", "profile", "snapshot_features"]
+__all__ = ["Log", "billing", "cdr", "decliner", "envelope", "profile", "shipped_pack_with", "snapshot_features"]
+
+SHIPPED_PACK = Path(__file__).resolve().parents[1] / "alert_rules"
+
+
+def shipped_pack_with(folder: Path, old: str, new: str) -> Path:
+    """`folder`: a copy of the shipped rule pack whose churn.yaml has `old` (found exactly once) as `new`."""
+    shutil.copytree(SHIPPED_PACK, folder)
+    text = (folder / "churn.yaml").read_text()
+    assert text.count(old) == 1, f"the shipped pack no longer has {old!r} once: pick another part to change"
+    (folder / "churn.yaml").write_text(text.replace(old, new))
+    return folder
 
 
 def envelope(topic: int, partition: int, offset: int, event: Event) -> Envelope:

@@ -282,6 +282,7 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
     aligned = _by_age(w, now_day, N_DAYS + (0 if day_over else 1))
     by_age = aligned[:, :, :N_DAYS]
     done = now_day if day_over else now_day - 1  # the last whole day
+    done_month = now_month if day_over else months_of_days(done)
     whole = by_age if day_over else aligned[:, :, 1:]
     mou_14, mou_prev_14 = _days(whole, "out_min", 0, 14), _days(whole, "out_min", 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
@@ -324,12 +325,12 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "mou_out_30d": out_30,
         "mou_out_prev_30d": out_prev_30,
         "mou_out_30d_mom": mou_30_mom,
-        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, _month(w, months_of_days(done), "out_min", 2)),
+        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, _month(w, done_month, "out_min", 2)),
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
         "calls_out_30d": _days(whole, "out_calls", 0, 30),
-        **_activity(w, done, months_of_days(done), whole),
+        **_activity(w, done, done_month, whole),
         "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
         "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
         "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import itertools
 import random
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +28,8 @@ from stream_app.tools.demo import scrape
 from stream_app.tools.embedded.process import ServerProcess, free_port
 from stream_app.tools.embedded.servers import redis_server
 from stream_app.windows.state import C, Windows
-from tests.integration.test_crash_safety import REPO, Run
+from tests.factories import shipped_pack_with
+from tests.integration.test_crash_safety import Run
 
 pytestmark = pytest.mark.integration
 SH = Settings().zone
@@ -46,14 +46,6 @@ SHIPPED_RULE = """          mou_out_30d_mom <= -0.45 and mou_out_prev_30d >= 100
 LOOSE_RULE = """          mou_out_30d_mom <= -0.3 and mou_out_prev_30d >= 50
         importance: 3"""
 
-
-def loose_rules(folder: Path) -> Path:
-    """A copy of the shipped pack with the 30-day fall in minutes loosened."""
-    shutil.copytree(REPO / "alert_rules", folder)
-    text = (folder / "churn.yaml").read_text()
-    assert text.count(SHIPPED_RULE) == 1, "the shipped 30-day rule changed: loosen another one here"
-    (folder / "churn.yaml").write_text(text.replace(SHIPPED_RULE, LOOSE_RULE))
-    return folder
 
 
 class Sent(NamedTuple):
@@ -197,7 +189,7 @@ def test_chaos(tansu_bootstrap: str, tmp_path: Path) -> None:
     port = free_port()
     redis: ServerProcess = redis_server(tmp_path / "redis", port).start()  # nothing kept across a restart
     url = f"redis://127.0.0.1:{port}/0"
-    rules = loose_rules(tmp_path / "alert_rules")
+    rules = shipped_pack_with(tmp_path / "alert_rules", SHIPPED_RULE, LOOSE_RULE)
     a = Run(tansu_bootstrap, url, f"chaos-{tmp_path.name[-6:]}", tmp_path, rules_dir=rules)
     b = Run(tansu_bootstrap, url, a.name, tmp_path / "b", rules_dir=rules)
     b.workdir.mkdir()

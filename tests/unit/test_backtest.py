@@ -20,6 +20,7 @@ from stream_app.offline.replay import ReplayResult, replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
+from tests.factories import shipped_pack_with
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "alert_rules"
@@ -44,12 +45,7 @@ def settings() -> Settings:
 @pytest.fixture(scope="module")
 def loosened(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the shipped pack with one threshold loosened."""
-    folder = tmp_path_factory.mktemp("loosened") / "alert_rules"
-    shutil.copytree(SHIPPED, folder)
-    text = (folder / "churn.yaml").read_text()
-    assert text.count(STRICT) == 1, f"the shipped pack no longer has {STRICT!r}: pick another threshold to loosen"
-    (folder / "churn.yaml").write_text(text.replace(STRICT, LOOSE))
-    return folder
+    return shipped_pack_with(tmp_path_factory.mktemp("loosened") / "alert_rules", STRICT, LOOSE)
 
 
 def _replay(records: Records, settings: Settings, rules: Path) -> ReplayResult:
