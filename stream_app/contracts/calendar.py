@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 __all__ = ["EPOCH_ORDINAL", "LocalClock", "local_clock", "local_days", "month_index", "month_label", "month_of_day",
-           "first_day", "month_of_label", "months_of_days"]
+           "first_day", "first_days", "month_of_label", "months_of_days"]
 
 EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): unix days to day ordinals
 
@@ -64,6 +64,17 @@ def first_day(index: int) -> int:
     """
     year, month = divmod(index, 12)
     return date(year, month + 1, 1).toordinal()
+
+
+def first_days(indices: np.ndarray) -> np.ndarray:
+    """`first_day` of each `month_index` (at least 1).
+
+    >>> first_days(np.array([month_index(2026, 2), month_index(2026, 3)])).tolist() == [
+    ...     date(2026, 2, 1).toordinal(), date(2026, 3, 1).toordinal()]
+    True
+    """
+    months = (np.maximum(np.asarray(indices, np.int64), 12) - month_index(1970, 1)).astype("datetime64[M]")
+    return months.astype("datetime64[D]").astype(np.int64) + EPOCH_ORDINAL
 
 
 def months_of_days(ordinals: np.ndarray) -> np.ndarray:

@@ -7,9 +7,7 @@ operator's zone: `m1` is the last complete month, `m2` the one before, `m0` the 
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
-from datetime import date
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
@@ -17,9 +15,10 @@ import numpy as np
 
 from stream_app.contracts import segments
 from stream_app.contracts.attributes import matrix
-from stream_app.contracts.calendar import local_days, month_index, months_of_days
+from stream_app.contracts.calendar import first_days, local_days, months_of_days
+from stream_app.features.by_age import DaysByAge, aligned, aligned_months
 from stream_app.settings import Attribute
-from stream_app.windows.state import DAILY, N_DAYS, N_MONTHS, SCALE, C, D, Windows
+from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
 
 __all__ = ["ACTIVITY", "ACTIVITY_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore",
            "ratio_change", "shortfall_z"]
@@ -30,8 +29,6 @@ class Feature:
     unit: str
     description: str
 
-
-_DAILY_SCALE = np.array([SCALE.get(c, 1.0) for c in DAILY])  # stored units per unit
 
 #: Periods (first and last day aged + 1) in which the customer's activity is compared with their
 #: usual: five weeks from the daily buckets, then two four-week spans from the months. A decline
@@ -45,6 +42,7 @@ ACTIVITY_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63
 #: 0.573 -> 0.609 on seed 11).
 ACTIVITY = ("out_calls", "in_calls", "sms_out", "sms_in", "data_sessions")
 CALLS = ("out_calls", "in_calls")
+_OUT = ("out_min",)
 
 FEATURES: dict[str, Feature] = {
     "tenure_days": Feature("days", "days since activation"),
@@ -70,7 +68,8 @@ FEATURES: dict[str, Feature] = {
     "postpaid_arpu_mom": Feature("ratio", "arpu_mom of a postpaid line; 0 for prepaid"),
     "postpaid_arpu_cv_6m": Feature("ratio", "arpu_cv_6m of a postpaid line; 0 for prepaid"),
     "mou_out_30d": Feature("minutes", "outgoing minutes in the last 30 days"),
-    "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days 36-59 spread from months)"),
+    "mou_out_prev_30d": Feature("minutes", "outgoing minutes in the 30 days before that (days the daily buckets "
+                                           "no longer hold: from their months)"),
     "mou_out_30d_mom": Feature("ratio", "change of outgoing minutes, last 30 days vs the 30 before"),
     "mou_out_30d_vs_m2": Feature("ratio", "change of outgoing minutes, last 30 days vs month m2"),
     "mou_out_14d": Feature("minutes", "outgoing minutes in the last 14 days"),
@@ -159,8 +158,8 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 def _days(by_age: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
     """Sum of a daily counter over days aged [start, stop) before each customer's day, in its
-    unit, from `_by_age`."""
-    return by_age[D[counter], :, start:stop].sum(axis=1)
+    unit, from `aligned`."""
+    return by_age[:, start:stop, D[counter]].sum(axis=1)
 
 
 def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
@@ -176,55 +175,30 @@ def _month(w: Windows, now_month: np.ndarray, counter: str, age: int) -> np.ndar
     return np.where(ok, w.monthly[rows, np.clip(idx, 0, N_MONTHS - 1), C[counter]], 0) / SCALE.get(counter, 1.0)
 
 
-def _aged(w: Windows, now_day: np.ndarray, by_age: np.ndarray, counters: tuple[str, ...], start: int,
-          stop: int) -> np.ndarray:
-    """Sum of `counters` over days aged [start, stop) before `now_day`: the daily buckets where
-    they reach, then the months spread evenly over their days."""
-    total = sum(_days(by_age, c, start, min(stop, N_DAYS)) for c in counters) if start < N_DAYS \
-        else np.zeros(len(now_day))
-    cols = [C[c] for c in counters]
-    scale = np.array([SCALE.get(c, 1.0) for c in counters])
-    for day in np.unique(now_day[now_day > 0]):  # 0: no usage yet, nothing to spread
-        rows = np.nonzero(now_day == day)[0]
-        # How much of each month the period covers: its days there / the month's days.
-        share: dict[int, float] = {}
-        for age in range(max(N_DAYS, start), stop):
-            d = date.fromordinal(int(day) - age)
-            key = month_index(d.year, d.month)
-            share[key] = share.get(key, 0.0) + 1.0 / calendar.monthrange(d.year, d.month)[1]
-        for key, part in share.items():
-            idx = w.month0[rows] - key
-            ok = (idx >= 0) & (idx < N_MONTHS) & (w.month0[rows] > 0)
-            months = w.monthly[rows[:, None], np.clip(idx, 0, N_MONTHS - 1)[:, None], cols] / scale
-            total[rows] += np.where(ok, months.sum(axis=1), 0.0) * part
-    return total
-
-
-def _activity(w: Windows, now_day: np.ndarray, now_month: np.ndarray, by_age: np.ndarray) -> dict[str, np.ndarray]:
+def _activity(w: Windows, now_month: np.ndarray, months: np.ndarray, days: DaysByAge) -> dict[str, np.ndarray]:
     """`activity_usual` and its periods (`_shortfalls`). A state converted from a layout that kept
     no SMS or data sessions by day (`messages_since`) counts calls alone, both in its usual and in
     its periods, until every month of its usual kept them: counted in only some, a steady
     customer would look like a decline, then like a rise."""
     since = w.rec["messages_since"].astype(np.int64)
     kept = (since == 0) | (months_of_days(np.maximum(since, 1)) < now_month - 6)
-    full = _shortfalls(w, now_day, now_month, by_age, ACTIVITY)
+    full = _shortfalls(months, days, ACTIVITY)
     if kept.all():
         return full
-    calls = _shortfalls(w, now_day, now_month, by_age, CALLS)
+    calls = _shortfalls(months, days, CALLS)
     return {name: np.where(kept, full[name], calls[name]) for name in full}
 
 
-def _shortfalls(w: Windows, now_day: np.ndarray, now_month: np.ndarray, by_age: np.ndarray,
-                counters: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """`activity_usual` (`counters` a day over months m3-m6, those with any) and, for every period of
-    `ACTIVITY_PERIODS`, `activity_z_d<a>_<b>` and `activity_vs_usual_d<a>_<b>`."""
-    months = np.stack([sum(_month(w, now_month, c, a) for c in counters) for a in range(3, 7)], axis=1)
-    usual = _share(months.sum(axis=1), (months > 0).sum(axis=1) * 30.44)
-    daily = sum(by_age[D[c]] for c in counters)
+def _shortfalls(months: np.ndarray, days: DaysByAge, counters: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`activity_usual` (`counters` a day over months m3-m6, those with any; `months` from
+    `aligned_months`) and, for every period of `ACTIVITY_PERIODS`, `activity_z_d<a>_<b>` and
+    `activity_vs_usual_d<a>_<b>`."""
+    usual_months = months[:, 3:7, [C[c] for c in counters]].sum(axis=2)
+    usual = _share(usual_months.sum(axis=1), (usual_months > 0).sum(axis=1) * 30.44)
     out = {"activity_usual": usual}
     for a, b in ACTIVITY_PERIODS:
         expected = usual * (b - a)
-        seen = daily[:, a:b].sum(axis=1) if b <= N_DAYS else _aged(w, now_day, by_age, counters, a, b)
+        seen = days.total(counters, a, b)
         change = out[f"activity_vs_usual_d{a}_{b}"] = ratio_change(seen, expected)
         out[f"activity_z_d{a}_{b}"] = shortfall_z(change, expected)
     return out
@@ -237,16 +211,6 @@ def shortfall_z(change: np.ndarray, expected: np.ndarray, shift: np.ndarray | fl
     an expected."""
     moved = expected * (1 + shift)
     return np.where(expected > 0, (change - shift) * expected / np.sqrt(moved + 1.0), 0.0)
-
-
-def _by_age(w: Windows, now_day: np.ndarray, width: int = N_DAYS) -> np.ndarray:
-    """(DAILY, customers, width): each daily counter, in its unit, on the day aged k before
-    `now_day` in column k, 0 where not held. Aligned once for every period summed after it."""
-    ages = (now_day - w.day0)[:, None] + np.arange(N_DAYS)[None, :]
-    rows, buckets = np.nonzero((ages >= 0) & (ages < width) & (w.day0[:, None] > 0))
-    out = np.zeros((len(DAILY), len(now_day), width))
-    out[:, rows, ages[rows, buckets]] = (w.daily[rows, buckets] / _DAILY_SCALE).T
-    return out
 
 
 def _lifecycle(tenure: np.ndarray, exited: np.ndarray, declining: np.ndarray) -> np.ndarray:
@@ -275,19 +239,25 @@ def derive(w: Windows, now_day: np.ndarray, zone: ZoneInfo,
 def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> dict[str, np.ndarray]:
     now_month = months_of_days(now_day)
     rec = w.rec
-    spend = [_month(w, now_month, "spend", a) + _month(w, now_month, "topup", a) for a in range(7)]
-    mou = [_month(w, now_month, "out_min", a) for a in range(N_MONTHS)]
-    in_m1 = _month(w, now_month, "in_min", 1)
+    months = aligned_months(w, now_month)
+
+    def month(counter: str, age: int) -> np.ndarray:
+        return months[:, age, C[counter]]
+
+    spend = [month("spend", a) + month("topup", a) for a in range(7)]
+    mou = [month("out_min", a) for a in range(N_MONTHS)]
+    in_m1 = month("in_min", 1)
     # One column more while the day is under way: the days before it are then the columns from 1.
-    aligned = _by_age(w, now_day, N_DAYS + (0 if day_over else 1))
-    by_age = aligned[:, :, :N_DAYS]
+    ring = aligned(w, now_day, N_DAYS + (0 if day_over else 1))
+    by_age = ring[:, :N_DAYS]
     done = now_day if day_over else now_day - 1  # the last whole day
     done_month = now_month if day_over else months_of_days(done)
-    whole = by_age if day_over else aligned[:, :, 1:]
-    mou_14, mou_prev_14 = _days(whole, "out_min", 0, 14), _days(whole, "out_min", 14, 28)
+    done_months = months if np.array_equal(done_month, now_month) else aligned_months(w, done_month)
+    days = DaysByAge(w, done, by_age if day_over else ring[:, 1:])
+    mou_14, mou_prev_14 = days.total(_OUT, 0, 14), days.total(_OUT, 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
-    out_30 = _days(whole, "out_min", 0, 30)
-    out_prev_30 = _aged(w, done, whole, ("out_min",), 30, 60)
+    out_30 = days.total(_OUT, 0, 30)
+    out_prev_30 = days.total(_OUT, 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
     exit_day = local_days(rec["exit_ts"], zone)
     exited = (exit_day > 0) & (exit_day <= now_day)
@@ -295,8 +265,8 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
     tenure = np.where(activation > 0, now_day - activation, 0.0)
     arpu_3m = (spend[1] + spend[2] + spend[3]) / 3.0
     six = np.stack(spend[1:7], axis=1)
-    contacts = [_month(w, now_month, "contacts", a) for a in (1, 2)]
-    data = [_month(w, now_month, "data_mb", a) for a in (1, 2)]
+    contacts = [month("contacts", a) for a in (1, 2)]
+    data = [month("data_mb", a) for a in (1, 2)]
     mou_mom = ratio_change(mou[1], mou[2])
     mou_30_mom = ratio_change(out_30, out_prev_30)
     arpu_mom = ratio_change(spend[1], spend[2])
@@ -316,7 +286,8 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "postpaid_arpu_m1": np.where(postpaid, spend[1], 0.0),
         "postpaid_arpu_mom": np.where(postpaid, arpu_mom, 0.0),
         "postpaid_arpu_cv_6m": np.where(postpaid, arpu_cv, 0.0),
-        "mou_out_m0": mou[0],
+        # A snapshot is taken after its day: the month's days after it are not its own.
+        "mou_out_m0": days.total(_OUT, 0, done - first_days(now_month) + 1) if day_over else mou[0],
         "mou_out_m1": mou[1],
         "mou_out_m2": mou[2],
         "mou_out_mom": mou_mom,
@@ -325,20 +296,20 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "mou_out_30d": out_30,
         "mou_out_prev_30d": out_prev_30,
         "mou_out_30d_mom": mou_30_mom,
-        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, _month(w, done_month, "out_min", 2)),
+        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, done_months[:, 2, C["out_min"]]),
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
-        "calls_out_30d": _days(whole, "out_calls", 0, 30),
-        **_activity(w, done, done_month, whole),
+        "calls_out_30d": days.total(("out_calls",), 0, 30),
+        **_activity(w, done_month, done_months, days),
         "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
-        "cs_calls_prev": _month(w, now_month, "cs_calls", 1),
+        "cs_calls_prev": month("cs_calls", 1),
         "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),
         "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), _days(by_age, "out_min", 0, 30)),
-        "offnet_share_m2": _share(_month(w, now_month, "offnet_min", 2), mou[2]),
-        "roam_share_m1": _share(_month(w, now_month, "roam_min", 1), mou[1] + in_m1),
-        "ld_share_m1": _share(_month(w, now_month, "ld_min", 1), mou[1] + in_m1),
-        "fwd_share_m1": _share(_month(w, now_month, "fwd_calls", 1), _month(w, now_month, "in_calls", 1)),
+        "offnet_share_m2": _share(month("offnet_min", 2), mou[2]),
+        "roam_share_m1": _share(month("roam_min", 1), mou[1] + in_m1),
+        "ld_share_m1": _share(month("ld_min", 1), mou[1] + in_m1),
+        "fwd_share_m1": _share(month("fwd_calls", 1), month("in_calls", 1)),
         "out_share_m1": _share(mou[1], mou[1] + in_m1),
         "data_mb_m1": data[0],
         "data_mb_m2": data[1],

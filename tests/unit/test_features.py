@@ -27,6 +27,11 @@ def calls_a_day(customer: str, day: date) -> int:
     return 6
 
 
+#: What measures a fall over recent days against those before.
+FALLS = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "calls_out_30d", "mou_out_30d_vs_m2", "mou_out_prev_30d",
+         "mou_out_30d_mom", *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS for k in ("z", "vs_usual"))]
+
+
 def windows(calls: Callable[[str, date], int], kind: Callable[[str, date, int], str] = lambda *_: "voice",
             last: date = LAST) -> Windows:
     """The three customers' traffic until `last`: `calls` records a day, the k-th of them of
@@ -108,16 +113,12 @@ def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaint
     apply(w, batch, SH, 3)
     today = np.full(3, morning.toordinal())
     live, last_evening = derive(w, today, SH, day_over=False), derive(evening, today - 1, SH)
-    recent = ["mou_out_14d", "mou_out_14d_trend", "mou_out_30d", "calls_out_30d", "mou_out_30d_vs_m2", "activity_usual",
-              *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS[:4] for k in ("z", "vs_usual"))]
-    for name in recent:
-        assert np.allclose(live[name], last_evening[name]), name
-    # The periods that reach the oldest daily bucket: today's took its place, in the live view as in a
-    # snapshot of yesterday taken now, which is what the model learns from.
-    falls = recent + ["mou_out_prev_30d", "mou_out_30d_mom",
-                      *(f"activity_{k}_d{a}_{b}" for a, b in ACTIVITY_PERIODS[4:] for k in ("z", "vs_usual"))]
+    # Every period, the one that reaches the oldest daily bucket too: today's took its place, and that
+    # day is read from its month, as in a snapshot of yesterday taken now, which the model learns from.
+    falls = [*FALLS, "activity_usual"]
     snapshot = derive(w, today - 1, SH)
     for name in falls:
+        assert np.allclose(live[name], last_evening[name]), name
         assert np.array_equal(live[name], snapshot[name]), name
     # Read as a whole day, the morning (one to three records against three to six a day) is a fall.
     assert (derive(w, today, SH)["activity_z_d0_7"] < live["activity_z_d0_7"] - 0.15).all()
@@ -128,6 +129,35 @@ def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaint
         day = np.full(3, morning.toordinal() + later)
         ahead, before = derive(w, day, SH, day_over=False), derive(w, day - 1, SH)
         assert all(np.allclose(ahead[name], before[name]) for name in falls), later
+
+
+def test_a_snapshot_taken_after_quiet_days_reads_its_own_days_and_none_after() -> None:
+    """Customers quiet for a while after an evening: the snapshot of that evening, taken when they
+    come back, reads the same days as one taken that evening (the daily buckets have moved on, so
+    their oldest days come from the months) and nothing of the return (its calls are in the months)."""
+    evening_day = LAST + timedelta(days=10)
+    pace = lambda c, d: 3 + (d.month + int(c[-1])) % 4  # noqa: E731 - a pace of each customer's own each month
+    evening = windows(pace, last=evening_day)
+    judged = np.full(3, evening_day.toordinal())
+    that_evening = derive(evening, judged, SH)
+    for quiet in (12, 40):
+        back = evening_day + timedelta(days=quiet)
+        seen = []
+        for calls in (1, 60):
+            w = evening.subset([0, 1, 2])
+            batch = [(row, envelope(0, 0, 10**6 + 100 * row + k, decode_cdr(
+                cdr(c, f"{back.isoformat()}T08:{k:02d}:00+08:00", duration_s=600)))) for row, c in
+                enumerate([STEADY, DECLINER, DIPPER]) for k in range(calls)]
+            apply(w, batch, SH, 3)
+            seen.append(derive(w, judged, SH))
+        for name, value in seen[0].items():
+            assert np.array_equal(value, seen[1][name], equal_nan=True), (quiet, name)  # nothing of the return
+        # Back a ring's length later, the evening's month is read from the months alone; and the oldest
+        # month of its usual has gone from the monthly buckets, so only the sums of days compare.
+        same = ["mou_out_14d", "mou_out_prev_14d", "mou_out_30d", "mou_out_prev_30d", "calls_out_30d"] if quiet > 35 \
+            else list(that_evening)
+        for name in same:
+            assert np.allclose(that_evening[name], seen[0][name], equal_nan=True), (quiet, name)
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
