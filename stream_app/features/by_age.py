@@ -19,6 +19,7 @@ __all__ = ["DaysByAge", "aligned", "aligned_months"]
 
 _DAILY_SCALE = np.array([SCALE.get(c, 1.0) for c in DAILY])  # stored units per unit
 _MONTHLY_SCALE = np.array([SCALE.get(c, 1.0) for c in COUNTERS])
+_SHARED_LAG = 64  # rows at one lag copied as a block; fewer are gathered with the rest
 
 
 def aligned(w: Windows, day: np.ndarray, width: int = N_DAYS) -> np.ndarray:
@@ -38,25 +39,23 @@ def aligned_months(w: Windows, month: np.ndarray) -> np.ndarray:
 
 def _shifted(ring: np.ndarray, lag: np.ndarray, width: int) -> np.ndarray:
     """`ring`'s buckets (newest first) moved `lag` columns older, per row, in `width` columns. A
-    batch has a few lags, nearly all of its customers the same: one shifted copy of every row at
-    that lag, then the other rows again at theirs."""
+    batch has a few lags that most of its customers share: a shifted copy of the rows at each of
+    those, then one gather of the rest."""
     out = np.zeros((len(ring), width, ring.shape[2]))
-    if not len(lag):
-        return out
     lags, counts = np.unique(lag, return_counts=True)
-    usual = lags[counts.argmax()]
-    _put(out, slice(None), ring, int(usual), width)
-    for k in lags[lags != usual]:
-        rows = np.nonzero(lag == k)[0]
-        out[rows] = 0.0
-        _put(out, rows, ring, int(k), width)
+    rest = np.ones(len(lag), bool)
+    for k in lags[counts >= _SHARED_LAG]:
+        first, last = max(int(k), 0), min(int(k) + ring.shape[1], width)  # the columns the buckets land in
+        rows = slice(None) if len(lags) == 1 else np.nonzero(lag == k)[0]
+        rest[rows] = False
+        if first < last:
+            out[rows, first:last] = ring[rows, first - k:last - k]
+    others = np.nonzero(rest)[0]
+    if len(others):
+        bucket = np.arange(width)[None, :] - lag[others][:, None]
+        held = (bucket >= 0) & (bucket < ring.shape[1])
+        out[others] = np.where(held[:, :, None], ring[others[:, None], np.clip(bucket, 0, ring.shape[1] - 1)], 0)
     return out
-
-
-def _put(out: np.ndarray, rows: slice | np.ndarray, ring: np.ndarray, lag: int, width: int) -> None:
-    first, last = max(lag, 0), min(lag + ring.shape[1], width)  # the columns the buckets land in
-    if first < last:
-        out[rows, first:last] = ring[rows, first - lag:last - lag]
 
 
 class DaysByAge:
@@ -75,10 +74,11 @@ class DaysByAge:
         self.first = first_days(months)
         last = first_days(months + 1) - 1
         known = (day0 > 0) & (w.month0 > 0)
-        # The days `ring` does not hold, in each month: from its first to the day before the ring, and
-        # none after the judged day. A snapshot is taken once the customer's next day has come; were
-        # that a ring's length later, the judged day's month would be spread over the quiet days after it.
-        self.lost_last = np.where(known[:, None], np.minimum(last, np.minimum(self.start - 1, self.day)[:, None]), 0)
+        # The days `ring` does not hold, in each month: from its first to the day before the ring, none
+        # after the judged day (snapshots are of days the ring holds: observations.py) nor after the
+        # newest with usage (judged long after it, the days between had none).
+        newest = np.minimum(self.start - 1, np.minimum(self.day, day0))
+        self.lost_last = np.where(known[:, None], np.minimum(last, newest[:, None]), 0)
         self.lost_days = np.maximum(self.lost_last - self.first + 1, 0)
         # The month `ring` starts in has days of both kinds: its held days are the daily buckets from
         # the newest of that month to the oldest `ring` holds.

@@ -30,11 +30,13 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_day
     last active day of each period the customer's usage has moved past (a batch may span
     several), so that snapshots do not depend on where batches end. A customer's very last
     day of usage is never over in this sense, so a leaver's last day is not snapshotted;
-    their earlier days are, even when the exit was read first (billing can run ahead)."""
+    their earlier days are, even when the exit was read first (billing can run ahead). Nor is a
+    day the daily buckets no longer hold (a batch that spans their length, or a customer back after
+    as long): its month's count would mix in the days that came after it."""
     picks, days = [], []
     for i in rows:
         now = int(w.day0[i])
-        if day_before[i] <= 0 or now <= day_before[i]:
+        if day_before[i] <= 0 or now <= day_before[i] or now - day_before[i] >= N_DAYS:
             continue
         active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
                                          if now - d < N_DAYS and w.daily[i, now - d].any()]

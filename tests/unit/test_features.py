@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from stream_app.contracts.events import decode_cdr
+from stream_app.features.by_age import DaysByAge, aligned
 from stream_app.features.derive import ACTIVITY_PERIODS, derive
+from stream_app.model.observations import snapshot_days
 from stream_app.windows.apply import apply
-from stream_app.windows.state import D, Windows
+from stream_app.windows.state import DAILY, N_DAYS, SCALE, D, Windows
 from tests.factories import cdr, envelope
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -102,7 +104,7 @@ def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaint
     Live, the day is under way: the features that measure a fall read as the evening before did, a
     part of a day does not read as a fall, and what only rises counts this morning's."""
     evening_day = LAST + timedelta(days=10)  # mid-month: the months of the usual are all kept
-    w = windows(lambda c, d: 3 + (d.month + int(c[-1])) % 4, last=evening_day)
+    w = windows(pace, last=evening_day)
     evening = w.subset([0, 1, 2])  # as that evening left the states
     morning = evening_day + timedelta(days=1)
     at = f"{morning.isoformat()}T08:00:00+08:00"
@@ -131,16 +133,20 @@ def test_a_day_under_way_is_judged_on_the_whole_days_before_it_but_its_complaint
         assert all(np.allclose(ahead[name], before[name]) for name in falls), later
 
 
+def pace(customer: str, day: date) -> int:
+    """Calls a day: a pace of each customer's own each month."""
+    return 3 + (day.month + int(customer[-1])) % 4
+
+
 def test_a_snapshot_taken_after_quiet_days_reads_its_own_days_and_none_after() -> None:
     """Customers quiet for a while after an evening: the snapshot of that evening, taken when they
     come back, reads the same days as one taken that evening (the daily buckets have moved on, so
     their oldest days come from the months) and nothing of the return (its calls are in the months)."""
     evening_day = LAST + timedelta(days=10)
-    pace = lambda c, d: 3 + (d.month + int(c[-1])) % 4  # noqa: E731 - a pace of each customer's own each month
     evening = windows(pace, last=evening_day)
     judged = np.full(3, evening_day.toordinal())
     that_evening = derive(evening, judged, SH)
-    for quiet in (12, 40):
+    for quiet in (5, 12, 30):
         back = evening_day + timedelta(days=quiet)
         seen = []
         for calls in (1, 60):
@@ -149,15 +155,69 @@ def test_a_snapshot_taken_after_quiet_days_reads_its_own_days_and_none_after() -
                 cdr(c, f"{back.isoformat()}T08:{k:02d}:00+08:00", duration_s=600)))) for row, c in
                 enumerate([STEADY, DECLINER, DIPPER]) for k in range(calls)]
             apply(w, batch, SH, 3)
+            assert snapshot_days(w, [0, 1, 2], evening.day0, 1)[0] == [0, 1, 2]
             seen.append(derive(w, judged, SH))
         for name, value in seen[0].items():
             assert np.array_equal(value, seen[1][name], equal_nan=True), (quiet, name)  # nothing of the return
-        # Back a ring's length later, the evening's month is read from the months alone; and the oldest
-        # month of its usual has gone from the monthly buckets, so only the sums of days compare.
-        same = ["mou_out_14d", "mou_out_prev_14d", "mou_out_30d", "mou_out_prev_30d", "calls_out_30d"] if quiet > 35 \
-            else list(that_evening)
+        # Back in a later month, the monthly buckets have moved on too: their oldest month has gone
+        # from the usual, so only the sums of days compare.
+        same = list(that_evening) if back.month == evening_day.month else \
+            ["mou_out_14d", "mou_out_prev_14d", "mou_out_30d", "mou_out_prev_30d", "calls_out_30d"]
         for name in same:
             assert np.allclose(that_evening[name], seen[0][name], equal_nan=True), (quiet, name)
+
+
+def test_no_snapshot_is_taken_of_a_day_the_daily_buckets_no_longer_hold() -> None:
+    """Its month's count would hold the days after it: a batch that spans the buckets' length (a
+    catch-up), or a return after as long."""
+    evening_day = LAST + timedelta(days=10)
+    evening = windows(pace, last=evening_day)
+    for days in (range(1, 41), [35], [34]):
+        w = evening.subset([0, 1, 2])
+        batch = [(row, envelope(0, 0, 10**6 + 100 * k + row, decode_cdr(
+            cdr(c, f"{(evening_day + timedelta(days=k)).isoformat()}T08:00:00+08:00")))) for k in days
+            for row, c in enumerate([STEADY, DECLINER, DIPPER])]
+        apply(w, batch, SH, 3)
+        rows, when = snapshot_days(w, [0, 1, 2], evening.day0, 1)
+        held = w.day0[0] - when < N_DAYS
+        assert held.all() and (evening_day.toordinal() in when) == (max(days) < 35), days
+
+
+def test_judged_long_after_their_last_day_the_days_before_come_from_the_months() -> None:
+    """Weeks after a customer's last call the daily buckets reach none of the days judged; the months
+    give the minutes of the days that had any, and none to the quiet days after them."""
+    last_day = LAST + timedelta(days=10)
+    w = windows(pace, last=last_day)
+    for later in (40, 50, 60, 75):
+        done = np.full(3, (last_day + timedelta(days=later)).toordinal())
+        days = DaysByAge(w, done, aligned(w, done))
+        for a, b in ((0, 30), (30, 60), (35, 63), (63, 91)):
+            for row, customer in enumerate([STEADY, DECLINER, DIPPER]):
+                # One minute a call, on the days of the period up to the last.
+                period = [date.fromordinal(int(done[row]) - age) for age in range(a, b)]
+                expected = sum(pace(customer, d) for d in period if d <= last_day)
+                assert days.total(("out_min",), a, b)[row] == pytest.approx(expected), (later, a, b)
+
+
+def test_the_daily_buckets_are_aligned_by_age_whatever_each_customers_lag() -> None:
+    """Most customers of a batch share a lag between their newest day and the day judged; the others
+    are judged at lags of their own, days before or after it, within the width or beyond."""
+    rng, scale = np.random.default_rng(5), np.array([SCALE.get(c, 1.0) for c in DAILY])
+    customers = [f"86138{k:08d}" for k in range(200)]
+    w = Windows.load(customers, [None] * len(customers))
+    w.daily[:] = rng.integers(0, 50, w.daily.shape)
+    w.day0[:] = 740_000
+    w.day0[:5] = 0  # no usage yet
+    day = np.full(len(customers), 740_001)
+    day[130:] += rng.integers(-45, 45, 70)
+    for width in (N_DAYS, N_DAYS + 1, 3):
+        got = aligned(w, day, width)
+        for row in range(len(customers)):
+            for age in range(width):
+                bucket = age - (day[row] - w.day0[row])
+                held = w.day0[row] > 0 and 0 <= bucket < N_DAYS
+                want = w.daily[row, bucket] / scale if held else np.zeros(len(DAILY))
+                assert np.array_equal(got[row, age], want), (row, age, width)
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
