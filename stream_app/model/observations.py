@@ -36,11 +36,13 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_day
     picks, days = [], []
     for i in rows:
         now = int(w.day0[i])
-        if day_before[i] <= 0 or now <= day_before[i] or now - day_before[i] >= N_DAYS:
+        if day_before[i] <= 0 or now <= day_before[i]:
             continue
         active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
                                          if now - d < N_DAYS and w.daily[i, now - d].any()]
         ends = active[1:] + [now]
+        if now - active[0] >= N_DAYS:
+            active, ends = active[1:], ends[1:]
         wanted = [d for d, nxt in zip(active, ends) if d // every_days < nxt // every_days]
         picks += [i] * len(wanted)
         days += wanted

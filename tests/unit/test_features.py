@@ -179,8 +179,10 @@ def test_no_snapshot_is_taken_of_a_day_the_daily_buckets_no_longer_hold() -> Non
             for row, c in enumerate([STEADY, DECLINER, DIPPER])]
         apply(w, batch, SH, 3)
         rows, when = snapshot_days(w, [0, 1, 2], evening.day0, 1)
-        held = w.day0[0] - when < N_DAYS
-        assert held.all() and (evening_day.toordinal() in when) == (max(days) < 35), days
+        newest = evening_day.toordinal() + max(days)
+        held = [d for d in [evening_day.toordinal(), *(evening_day.toordinal() + k for k in days)][:-1]
+                if newest - d < N_DAYS]  # every day with usage but the newest, if the buckets hold it
+        assert rows == [r for r in (0, 1, 2) for _ in held] and when.tolist() == held * 3, days
 
 
 def test_judged_long_after_their_last_day_the_days_before_come_from_the_months() -> None:
