@@ -12,7 +12,8 @@ from stream_app.ingest.admission import Event
 from stream_app.testing import Log, billing, cdr, decliner, profile
 from stream_app.windows.apply import Envelope
 
-__all__ = ["Log", "billing", "cdr", "decliner", "envelope", "profile", "shipped_pack_with", "snapshot_features"]
+__all__ = ["Log", "billing", "cdr", "decliner", "envelope", "loosened_pack", "profile", "shipped_pack_with",
+           "snapshot_features"]
 
 SHIPPED_PACK = Path(__file__).resolve().parents[1] / "alert_rules"
 
@@ -24,6 +25,22 @@ def shipped_pack_with(folder: Path, old: str, new: str) -> Path:
     assert text.count(old) == 1, f"the shipped pack no longer has {old!r} once: pick another part to change"
     (folder / "churn.yaml").write_text(text.replace(old, new))
     return folder
+
+
+# The shipped rule on a 30-day fall of minutes, and the same loosened: a smaller fall, no segment
+# baseline (which a worker rereads on a timer), and weight enough for medium alone.
+_FALLING_30D = """          mou_out_30d_mom <= -0.45 and mou_out_prev_30d >= 100
+          and not 1 + mou_out_30d_mom > 0.55 * (1 + segment_p50(mou_out_30d_mom))
+        importance: 2"""
+_LOOSE_FALLING_30D = """          mou_out_30d_mom <= -0.3 and mou_out_prev_30d >= 50
+        importance: 3"""
+
+
+def loosened_pack(folder: Path) -> Path:
+    """`folder`: the shipped pack with its 30-day fall rule loosened. On a small simulated base the
+    shipped pack raises a handful of alerts, or none; a test that needs alerts, whatever the
+    timing, runs with this."""
+    return shipped_pack_with(folder, _FALLING_30D, _LOOSE_FALLING_30D)
 
 
 def envelope(topic: int, partition: int, offset: int, event: Event) -> Envelope:

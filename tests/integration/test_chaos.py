@@ -28,7 +28,7 @@ from stream_app.tools.demo import scrape
 from stream_app.tools.embedded.process import ServerProcess, free_port
 from stream_app.tools.embedded.servers import redis_server
 from stream_app.windows.state import C, Windows
-from tests.factories import shipped_pack_with
+from tests.factories import loosened_pack
 from tests.integration.test_crash_safety import Run
 
 pytestmark = pytest.mark.integration
@@ -36,16 +36,8 @@ SH = Settings().zone
 GRACE = Settings().late_grace_days
 # 80 customers for 80 days (about 60,000 events), churners from day 20.
 TRAFFIC = SimConfig(customers=80, days=80, seed=21, warmup_days=20, monthly_churn=0.1)
-# The shipped pack raises a handful of alerts on so few customers, or none, and its rolling rules
-# wait for the live segment baselines, which a worker rereads on a timer. The duplicate check needs
-# alerts whatever the timing: one rule loosened, with no baseline, and enough weight for medium
-# alone. Offline (`offline/replay.py`) the traffic then raises 29 alerts for 23 customers.
-SHIPPED_RULE = """          mou_out_30d_mom <= -0.45 and mou_out_prev_30d >= 100
-          and not 1 + mou_out_30d_mom > 0.55 * (1 + segment_p50(mou_out_30d_mom))
-        importance: 2"""
-LOOSE_RULE = """          mou_out_30d_mom <= -0.3 and mou_out_prev_30d >= 50
-        importance: 3"""
-
+# The shipped pack raises a handful of alerts on so few customers, or none: the test runs with
+# `loosened_pack`.
 
 
 class Sent(NamedTuple):
@@ -189,7 +181,7 @@ def test_chaos(tansu_bootstrap: str, tmp_path: Path) -> None:
     port = free_port()
     redis: ServerProcess = redis_server(tmp_path / "redis", port).start()  # nothing kept across a restart
     url = f"redis://127.0.0.1:{port}/0"
-    rules = shipped_pack_with(tmp_path / "alert_rules", SHIPPED_RULE, LOOSE_RULE)
+    rules = loosened_pack(tmp_path / "alert_rules")
     a = Run(tansu_bootstrap, url, f"chaos-{tmp_path.name[-6:]}", tmp_path, rules_dir=rules)
     b = Run(tansu_bootstrap, url, a.name, tmp_path / "b", rules_dir=rules)
     b.workdir.mkdir()

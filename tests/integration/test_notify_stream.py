@@ -27,6 +27,7 @@ from stream_app.offline.replay import replay
 from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Notify, Settings, Topics
+from tests.factories import loosened_pack
 from tests.integration.receivers import MailReceiver, WebhookReceiver
 from tests.integration.test_notify import SECRET, alert, managers_file
 
@@ -93,7 +94,7 @@ def test_on_the_simulator_each_manager_hears_exactly_their_customers_warnings_on
     restarted mid-way sends them, and the notifier is restarted between the halves."""
     sim = Simulator(SimConfig(customers=400, days=105, regions=3, managers_per_region=2, seed=4))
     settings = Settings(_env_file=None)
-    rules = load_rules([settings.rules_dir])
+    rules = load_rules([loosened_pack(tmp_path / "alert_rules")])  # 13 high warnings for all 6 managers
     alerts = replay(((r.topic, r.key, r.value) for r in sim.records()), settings, lambda: rules, learn=False).alerts
     hook = WebhookReceiver(SECRET.encode())
     managers = {f"am-{r}-{k}": {"webhook": hook.url(f"am-{r}-{k}"), "supervisor": f"sup-{r}"}
