@@ -68,12 +68,16 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
 
 #: Latest event time any record may carry, wall clock or not: the state's u32 seconds end in 2106.
 CEILING = datetime(2100, 1, 1, tzinfo=timezone.utc)
+#: In a replay of recordings, how far an event may run ahead of the newest admitted in the batches
+#: before it. A recording's time moves on day by day; one stray date decades ahead would carry the
+#: clock there and make every record after it late.
+REPLAY_LEAP = timedelta(days=366)
 
 
 @dataclass(frozen=True)
 class Bounds:
     """The admission rules of one worker. `now` is the wall clock; None in a replay of recorded
-    traffic, whose own time is not today's (only the floor and the hard ceiling apply then)."""
+    traffic, whose own time is not today's (the floor, the hard ceiling and `REPLAY_LEAP` apply then)."""
 
     floor: datetime
     skew: timedelta
@@ -84,10 +88,11 @@ class Bounds:
     def __post_init__(self) -> None:
         object.__setattr__(self, "floor_s", self.floor.timestamp())
 
-    def latest(self) -> float:
-        """The newest event time admitted at this moment, in unix seconds."""
+    def latest(self, newest: float = 0.0) -> float:
+        """The newest event time admitted at this moment, in unix seconds. `newest`: in a replay,
+        the newest event time admitted before (0: none yet)."""
         if self.now is None:
-            return CEILING.timestamp()
+            return min(CEILING.timestamp(), newest + REPLAY_LEAP.total_seconds()) if newest else CEILING.timestamp()
         return min(CEILING, self.now() + self.skew).timestamp()
 
     def check(self, event: object, latest: float) -> int:
@@ -101,8 +106,8 @@ class Bounds:
                                                      f"{self.floor.date().isoformat()} (CHURNWATCH_EVENT_TIME_FLOOR)")
         if seconds > latest:
             ahead = datetime.fromtimestamp(latest, timezone.utc).isoformat()
-            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}, ahead of the clock ({ahead}, "
-                                                     "CHURNWATCH_MAX_CLOCK_SKEW_S)")
+            bound = "CHURNWATCH_MAX_CLOCK_SKEW_S" if self.now else "a replay: a year past the newest event time before"
+            raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}, ahead of the clock ({ahead}, {bound})")
         if isinstance(event, Billing) and event.period is not None:
             local = ts.astimezone(self.zone)
             year, month = event.period.split("-")

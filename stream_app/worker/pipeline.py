@@ -122,12 +122,13 @@ class BatchProcessor:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         self.event_clock = EventClock(settings.zone)
+        self._newest = 0.0  # in a replay, the newest event time admitted (`Bounds.latest`)
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
         decoded = []
         now = self.clock()
-        latest = self.edge.bounds.latest()
+        latest = self.edge.bounds.latest(self._newest)
         for rec in records:
             try:
                 event, seconds = self.edge.admit(rec, latest)
@@ -140,6 +141,8 @@ class BatchProcessor:
                 continue
             envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event, seconds)
             decoded.append((event.customer_id, envelope))
+        if self.edge.bounds.now is None and decoded:  # a replay: its own clock bounds the next batch
+            self._newest = max(self._newest, max(env.ts for _, env in decoded))
         return decoded
 
     async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:

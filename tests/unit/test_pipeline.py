@@ -48,6 +48,27 @@ def test_a_decliner_is_alerted_and_a_steady_customer_is_not() -> None:
     assert "60, down 80% from 300 the month before" in next(r.text for r in alert.reasons if r.rule_id == "mou_out_drop_mom")
 
 
+def test_in_a_replay_a_date_decades_ahead_goes_to_dead_letter_and_the_recording_goes_on() -> None:
+    """A replay has no wall clock to bound event times: a record more than a year past the newest
+    before it would carry the clock there and make everything after it late."""
+    log = Log()
+    customer = "8613800000021"
+    for day in (1, 2):
+        log.add("cdr", customer, cdr(customer, f"2026-03-{day:02d}T10:00:00+08:00"))
+    stray = log.add("cdr", customer, cdr(customer, "2099-12-31T10:00:00+08:00"))
+    for day in (3, 4):
+        log.add("cdr", customer, cdr(customer, f"2026-03-{day:02d}T10:00:00+08:00"))
+    store = MemoryWindowStore()
+    replaying = BatchProcessor(Settings(), store, lambda: RULES, Metrics(CollectorRegistry()), clock=lambda: CLOCK,
+                               wall_clock_bound=False)
+    out = run(replaying, log.records, size=2)
+    assert [(d.offset, d.reason, d.field) for d in out.deadletters] == [(stray.offset, "out_of_range", "ts")]
+    assert "a year past the newest event time" in out.deadletters[0].detail
+    [state] = store.data.values()
+    w = Windows.load([customer], [state])
+    assert w.daily[0, :4, 0].tolist() == [1, 1, 1, 1] and date.fromordinal(int(w.day0[0])) == date(2026, 3, 4)
+
+
 def test_bad_events_go_to_dead_letter_and_their_neighbours_are_processed() -> None:
     log = Log()
     good = "8613800000003"
