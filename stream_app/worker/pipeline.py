@@ -122,13 +122,15 @@ class BatchProcessor:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         self.event_clock = EventClock(settings.zone)
-        self._newest = 0.0  # in a replay, the newest event time admitted (`Bounds.latest`)
+        # In a replay, the newest event time admitted, and as it was when the batch under way began: the
+        # bound of its records (`Bounds.latest`), the same however often the batch is prepared again.
+        self._newest = self._newest_before = 0.0
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
         decoded = []
         now = self.clock()
-        latest = self.edge.bounds.latest(self._newest)
+        latest = self.edge.bounds.latest(self._newest_before)
         for rec in records:
             try:
                 event, seconds = self.edge.admit(rec, latest)
@@ -274,6 +276,7 @@ class BatchProcessor:
         for topic, n in Counter(rec.topic for rec in records).items():
             self.metrics.events.labels(topic).inc(n)
         applied = _newest_offsets(records)
+        self._newest_before = self._newest
         pending = list(records)
         for _attempt in range(10):
             out = await self.isolated(pending)
