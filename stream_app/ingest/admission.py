@@ -90,7 +90,7 @@ class Bounds:
 
     def latest(self, newest: float = 0.0) -> float:
         """The newest event time admitted at this moment, in unix seconds. `newest`: in a replay,
-        the newest event time admitted before (0: none yet)."""
+        the newest event time read before (0: none yet)."""
         if self.now is None:
             return min(CEILING.timestamp(), newest + REPLAY_LEAP.total_seconds()) if newest else CEILING.timestamp()
         return min(CEILING, self.now() + self.skew).timestamp()

@@ -122,15 +122,15 @@ class BatchProcessor:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         self.event_clock = EventClock(settings.zone)
-        # In a replay, the newest event time admitted, and as it was when the batch under way began: the
-        # bound of its records (`Bounds.latest`), the same however often the batch is prepared again.
-        self._newest = self._newest_before = 0.0
+        # In a replay, the newest usage or billing time read before the batch under way (the event
+        # clock's): the bound of its records (`Bounds.latest`), the same however often it is prepared.
+        self._read_to = 0
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
         decoded = []
         now = self.clock()
-        latest = self.edge.bounds.latest(self._newest_before)
+        latest = self.edge.bounds.latest(self._read_to)
         for rec in records:
             try:
                 event, seconds = self.edge.admit(rec, latest)
@@ -143,8 +143,6 @@ class BatchProcessor:
                 continue
             envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event, seconds)
             decoded.append((event.customer_id, envelope))
-        if self.edge.bounds.now is None and decoded:  # a replay: its own clock bounds the next batch
-            self._newest = max(self._newest, max(env.ts for _, env in decoded))
         return decoded
 
     async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
@@ -276,7 +274,7 @@ class BatchProcessor:
         for topic, n in Counter(rec.topic for rec in records).items():
             self.metrics.events.labels(topic).inc(n)
         applied = _newest_offsets(records)
-        self._newest_before = self._newest
+        self._read_to = max(self.event_clock.topic_seen.values(), default=0)
         pending = list(records)
         for _attempt in range(10):
             out = await self.isolated(pending)
