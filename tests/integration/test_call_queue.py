@@ -99,11 +99,21 @@ def wait_for(check, what: str, procs: list[tuple[subprocess.Popen, Path]], timeo
 def until(browser, condition, seconds: float = 15):
     """Wait for `condition(browser)` on whichever page is loaded: a click returns before the page
     it leads to has replaced the old one."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def settled(b):
+        # Chromium reports a node replaced between finding it and reading it as an "inspector
+        # error" rather than a stale element; it is the same race, so it is tried again too.
+        try:
+            return condition(b)
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return False
+            raise
+
     ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(browser, seconds, ignored_exceptions=ignored).until(condition)
+    return WebDriverWait(browser, seconds, ignored_exceptions=ignored).until(settled)
 
 
 def outcome_shown(browser, alert_id: str, text: str) -> bool:
