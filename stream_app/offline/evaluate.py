@@ -30,6 +30,7 @@ from stream_app.alerts.build import QUEUED_LEVELS, AlertPolicy, alert_risks, lev
 from stream_app.contracts.events import Alert, Snapshot
 from stream_app.model.boosted import BOOSTING, one_thread
 from stream_app.model.validation import auc, lift
+from stream_app.offline.intervals import WeeklyCalls, median_interval, precision_interval
 from stream_app.settings import Settings
 
 __all__ = ["ReplayEvaluation", "evaluate_replay", "Truth"]
@@ -106,6 +107,13 @@ class ReplayEvaluation:
     # score, and the share whose customer left within the horizon: a calibrated score has the last
     # two about equal; a share well above the mean score says the score is timid, and warns late.
     score_reliability: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # How far chance alone moves the figures above (`offline/intervals.py`): 95% bootstrap intervals
+    # of the precision at the budget and its ratio to the ceiling (over the test period's weeks), and
+    # of the test period's median lead times (over the churners). None where too few to resample.
+    precision_at_budget_interval: list[float] | None = None
+    precision_to_ceiling_interval: list[float] | None = None
+    lead_time_test_days_interval: list[float] | None = None
+    lead_time_alerts_test_days_interval: list[float] | None = None
 
 
 def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray,
@@ -113,7 +121,15 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
     """Each week, call the `per_week` customers with the highest score that week (once each),
     skipping those called less than `cooldown` days before: precision over all calls, and
     recall over the churners who had a snapshot in the period."""
-    hits, calls, caught = 0, 0, set()
+    weekly, caught = _weekly_calls(days, customers, score, y, per_week, cooldown)
+    churners = {c for c, yy in zip(customers, y) if yy and c in churn_day}
+    return weekly.precision, (len(caught) / len(churners) if churners else math.nan)
+
+
+def _weekly_calls(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray, per_week: int,
+                  cooldown: int = 0) -> tuple[WeeklyCalls, set[str]]:
+    """`_weekly_budget`'s calls and hits week by week, and the churners called."""
+    hits, calls, caught = [], [], set()
     called: dict[str, int] = {}  # customer -> day of the last call
     weeks = (days - days.min()) // 7
     for w in np.unique(weeks):
@@ -125,14 +141,14 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
             if customers[i] not in best or score[i] > score[best[customers[i]]]:
                 best[customers[i]] = i
         top = sorted(best.values(), key=lambda i: -score[i])[:per_week]
-        calls += len(top)
+        calls.append(len(top))
+        hits.append(0)
         for i in top:
             called[customers[i]] = int(days[i])
             if y[i]:
-                hits += 1
+                hits[-1] += 1
                 caught.add(customers[i])
-    churners = {c for c, yy in zip(customers, y) if yy and c in churn_day}
-    return (hits / calls if calls else math.nan), (len(caught) / len(churners) if churners else math.nan)
+    return WeeklyCalls(hits, calls), caught
 
 
 def _refitted(learner: Callable[[], Learner], x: np.ndarray, y: np.ndarray, days: np.ndarray, test: np.ndarray,
@@ -271,6 +287,7 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     test = (days >= start) & (days <= last)
     per_week = max(1, math.ceil(budget_share * len(churn_dates)))
     precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week)
+    weekly, _ = _weekly_calls(days[test], customers[test], combined[test], y[test], per_week)
     precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)
@@ -290,6 +307,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     ceiling, ceiling_scores = allowed.get("ceiling", (math.nan, None))
     leads_test = test_leads(service_level[test] >= 3)
     leads_ceiling = test_leads(ceiling_scores >= score_levels[1]) if ceiling_scores is not None else []
+    ceiling_weekly = (_weekly_calls(days[test], customers[test], ceiling_scores, y[test], per_week)[0]
+                      if ceiling_scores is not None and math.isfinite(ceiling) else None)
     false_by_level, false_by_rule = _false_alerts(alerts, churn_day, horizon, start, last, len(churn_dates))
     return ReplayEvaluation(
         customers=len(churn_dates), churners=len(churn_day), test_snapshots=int(test.sum()),
@@ -310,4 +329,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
         lead_time_ceiling_days_median=_median(leads_ceiling), churners_high_ceiling=len(leads_ceiling),
         lead_time_alerts_test_days_median=_median(leads_alerts_test), churners_alerted_high_test=len(leads_alerts_test),
         score_reliability=_reliability(score[test], y[test], score_levels),
+        precision_at_budget_interval=precision_interval(weekly),
+        precision_to_ceiling_interval=precision_interval(weekly, ceiling_weekly) if ceiling_weekly is not None else None,
+        lead_time_test_days_interval=median_interval(leads_test),
+        lead_time_alerts_test_days_interval=median_interval(leads_alerts_test),
     )

@@ -16,7 +16,8 @@ KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "preci
         "false_alerts_per_1000_customers_month", "false_alerts_by_rule", "alert_recall", "precision_ceiling",
         "precision_oracle", "precision_to_ceiling", "lead_time_test_days_median", "lead_time_ceiling_days_median",
         "churners_watched_test", "churners_warned_high_test", "churners_high_ceiling", "score_reliability",
-        "lead_time_alerts_test_days_median", "churners_alerted_high_test"}
+        "lead_time_alerts_test_days_median", "churners_alerted_high_test", "precision_at_budget_interval",
+        "precision_to_ceiling_interval", "lead_time_test_days_interval", "lead_time_alerts_test_days_interval"}
 
 
 def test_evaluate_replays_the_simulator_and_ends_with_one_json_object(monkeypatch) -> None:
@@ -151,6 +152,13 @@ def test_the_lead_time_of_high_warnings_is_measured_beside_the_ceilings_on_the_s
     assert ev.lead_time_test_days_median == 8 and ev.lead_time_ceiling_days_median == 20
     # Of the alerts, only c60's and c61's are about churners the test period watched.
     assert ev.churners_alerted_high_test == 2 and ev.lead_time_alerts_test_days_median == 6.5
+    # What chance alone allows: every watched churner was rated high 8 days before, so no resample
+    # of them moves the median; two alerted churners are too few to resample.
+    assert ev.lead_time_test_days_interval == [8.0, 8.0] and ev.lead_time_alerts_test_days_interval is None
+    low, high = ev.precision_at_budget_interval
+    assert low <= ev.precision_at_budget <= high
+    low, high = ev.precision_to_ceiling_interval
+    assert low <= ev.precision_to_ceiling <= high
 
 
 def test_each_level_the_score_raises_is_set_beside_how_many_it_named_left() -> None:
