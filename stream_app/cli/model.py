@@ -107,26 +107,9 @@ def model_report(as_json: bool) -> None:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in shown.items() if k in ("auc", "precision_at_budget", "labels"))
         click.echo(f"candidate {candidate:12} {figures}", err=as_json)
     report["candidates"] = snap.candidates
-    report["calibration"] = _calibration(snap.calibration, as_json)
     report["calls"] = _call_evidence(snap.saving, as_json)
     if as_json:
         click.echo(json.dumps(report))
-
-
-def _calibration(curve: list[list[float]], as_json: bool) -> dict[str, float] | None:
-    """What a few of the model's own scores mean after the published calibration (calibration.py)."""
-    import numpy as np
-
-    from stream_app.model.calibration import calibrated
-
-    if not curve:
-        click.echo("calibration            none yet: scores are the model's own", err=as_json)
-        return None
-    points = (0.05, 0.1, 0.2, 0.35, 0.5)
-    mapped = calibrated(np.array(points), curve)
-    click.echo("calibration            the model's " + ", ".join(f"{p:.2f} -> {m:.2f}" for p, m in zip(points, mapped)),
-               err=as_json)
-    return {f"{p:.2f}": round(float(m), 4) for p, m in zip(points, mapped)}
 
 
 def _call_evidence(saving: SavingModel | None, as_json: bool) -> dict | None:

@@ -219,10 +219,6 @@ class Snapshot(Struct, frozen=True, array_like=True):
     rules_score: float = 0.0  # summed importance of the rules that fired
     exits_known: int = 0  # day up to which the worker had read every exit of this partition
     features: int = 0  # which features `x` holds (`model.scoring.feature_digest`); 0: from before the digest
-    # The model's own score before the published calibration (`model/calibration.py`); `score` is
-    # what the service judged with. None: no model, or a snapshot from before calibration, whose
-    # `score` was the model's own.
-    raw_score: float | None = None
 
 
 class ChurnEvent(Struct, frozen=True):
@@ -279,10 +275,6 @@ class Label(Struct, frozen=True, array_like=True):
     offset: int
     features: int = 0  # as on its snapshot
     decision: CallDecision | None = None  # the call or the control alert of these days, if any
-    # The model's own score of the snapshot and the version that gave it: what the calibration is
-    # fitted on (`model/calibration.py`). None: no model scored it.
-    raw_score: float | None = None
-    model_version: int | None = None
 
 
 class ModelEvent(Struct, frozen=True):

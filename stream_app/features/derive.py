@@ -111,8 +111,6 @@ FEATURES: dict[str, Feature] = {
     "exited": Feature("flag", "disconnected or ported out"),
     "churn_score": Feature("probability", "the model's churn probability within the horizon; NaN (never "
                                           "matches) until a model is published"),
-    "churn_score_raw": Feature("probability", "the model's own churn probability, before the calibration published "
-                                              "with it (`churn_score` is after it); NaN until a model is published"),
     "lifecycle": Feature("stage", "1 A acquisition (< 90 days), 2 B build-up (< 1 year), 3 C mature, 4 D decline "
                                   "(minutes or spend down 30% or more), 5 E exit"),
 }

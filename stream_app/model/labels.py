@@ -52,9 +52,7 @@ class Labeler:
         days = self.churned.get(snap.customer_id, ())
         at = bisect.bisect_right(days, snap.day)
         y = int(at < len(days) and days[at] <= snap.day + self.horizon)
-        raw = snap.raw_score if snap.raw_score is not None else snap.score  # before calibration: the model's own
-        return Label(snap.customer_id, snap.day, snap.x, y, partition, offset, snap.features,
-                     raw_score=raw, model_version=snap.model_version)
+        return Label(snap.customer_id, snap.day, snap.x, y, partition, offset, snap.features)
 
     def forget_before(self, day: int) -> None:
         """Drop churn days no pending snapshot can reach (snapshots older than `day` are labelled)."""

@@ -54,14 +54,14 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
     """The snapshots of `sub` (from `snapshot_days`), but not of those already gone: after an exit
     or in revenue churn there is nothing left to predict. `digest`: which features `x` holds."""
     out = []
-    score, raw = features["churn_score"], features["churn_score_raw"]
+    score = features["churn_score"]
     for k, customer in enumerate(sub.customers):
         if features["exited"][k] or features["revenue_churn"][k]:
             continue
-        s, r = float(score[k]), float(raw[k])
+        s = float(score[k])
         out.append(Snapshot(customer, int(days[k]), x[k].tolist(), None if np.isnan(s) else round(s, 6),
                             scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k]),
-                            exits_known[k], digest, None if np.isnan(r) else round(r, 6)))
+                            exits_known[k], digest))
     return out
 
 

@@ -27,7 +27,6 @@ from stream_app.errors import ChurnwatchError
 from stream_app.features.baselines import MONTHLY, column_name, comparable
 from stream_app.features.derive import ACTIVITY_PERIODS, shortfall_z
 from stream_app.model.boosted import Trees, TreeScorer, TreesRefused
-from stream_app.model.calibration import calibrated
 from stream_app.model.saving import SavingModel
 from stream_app.model.signing import Signer, Unsigned
 from stream_app.model.validation import ProgressiveValidation, auc
@@ -152,7 +151,6 @@ class ModelSnapshot(msgspec.Struct, frozen=True):
     candidates: dict[str, dict[str, float]] = {}  # every candidate's figures at the last judgement (champion.py)
     promotions: int = 0  # champions replaced so far
     saving: SavingModel | None = None  # the evidence of what calls keep (saving.py), learned beside the model
-    calibration: list[list[float]] = []  # [scores, probabilities] the scores are mapped through (calibration.py)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -235,14 +233,6 @@ class Scorer:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Churn probability within the horizon for each row of `x` (from `model_inputs`)."""
-        return self.calibrate(self.raw(x))
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """The model's own scores (`raw`) through the published calibration (calibration.py)."""
-        return calibrated(raw, self.snapshot.calibration)
-
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        """The model's own score of each row, before calibration."""
         if self._w is not None:
             logit = self.standardise(x) @ self._w + self.snapshot.intercept
             return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))

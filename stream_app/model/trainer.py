@@ -35,7 +35,6 @@ from stream_app.contracts import keys
 from stream_app.contracts.events import Alert, ChurnEvent, Label, ModelEvent, Snapshot
 from stream_app.errors import NotReady
 from stream_app.metrics import TrainerMetrics
-from stream_app.model.calibration import ScoreTally
 from stream_app.model.champion import CANDIDATES, Contest, Verdict
 from stream_app.model.decisions import Decisions
 from stream_app.model.labels import Labeler
@@ -76,7 +75,6 @@ class TrainerCore:
     misfits: int = 0  # labels of another feature count, skipped
     published_at: float = field(default_factory=time.monotonic)
     saving: SavingModel = field(default_factory=SavingModel)  # what calls keep, from the labels' decisions
-    tally: ScoreTally = field(default_factory=ScoreTally)  # the workers' scores against the labels (calibration.py)
 
     @classmethod
     def fresh(cls, settings: Settings) -> "TrainerCore":
@@ -112,7 +110,6 @@ class TrainerCore:
                 self.saving.learn_control(d.risk, bool(label.y), d.reason)
             else:
                 self.saving.learn_call(d.arm, d.reason, d.risk, bool(label.y), d.accepted)
-        self.tally.add(label.day, label.raw_score, label.y, label.model_version)
         return self.contest.learn(np.asarray(label.x, np.float64), label.y, label.day, label.customer_id)
 
     def forget_before(self, day: int) -> None:
@@ -133,17 +130,12 @@ class TrainerCore:
         if self.days:
             self.forget_before(max(self.days.values()) - _RESEND_REACH_DAYS)
         evidence = msgspec.msgpack.decode(msgspec.msgpack.encode(self.saving), type=SavingModel)  # as of now
-        snapshot = self.contest.snapshot(self.version, signer)
-        if snapshot.kind != self.tally.kind:  # another kind of model scores otherwise: count its scores afresh
-            self.tally.restart(snapshot.kind, self.version)
-        # Boosted trees are fitted whole on the store at each refit, by log loss: calibrated as fitted.
-        curve = self.tally.fit() if snapshot.kind != "boosted" else []
-        return msgspec.structs.replace(snapshot, saving=evidence, calibration=curve)
+        return msgspec.structs.replace(self.contest.snapshot(self.version, signer), saving=evidence)
 
     def checkpoint(self, signer: Signer) -> bytes:
         """The trainer as a pickle, signed: it is read back only under the same key."""
         return signer.sign(pickle.dumps((self.contest, self.version, self.learned, self.labels_offset, self.days,
-                                         msgspec.msgpack.encode(self.saving), self.tally)))
+                                         msgspec.msgpack.encode(self.saving))))
 
     @classmethod
     def restore(cls, raw: bytes, settings: Settings, signer: Signer, version: int = 0) -> "TrainerCore":
@@ -161,14 +153,13 @@ class TrainerCore:
         if getattr(contest, "features", None) != features:
             log.warning("the checkpointed model was made for other features: learning afresh for %s",
                         ", ".join(features))
-            contest, rest = Contest(settings), rest[:1]  # and the old model's scores tell nothing of the new one's
+            contest = Contest(settings)
         elif isinstance(contest, Learner):
             online, contest = contest, Contest(settings)
             contest.online = online
         contest.reconfigure(settings)
         saving = msgspec.msgpack.decode(rest[0], type=SavingModel) if rest else SavingModel()  # older: none yet
-        tally = rest[1] if len(rest) > 1 else ScoreTally()  # older: none yet
-        return cls(contest, version, learned, labels_offset, days, saving=saving, tally=tally)
+        return cls(contest, version, learned, labels_offset, days, saving=saving)
 
 
 def _publish(client: Any, core: TrainerCore, metrics: TrainerMetrics, signer: Signer, token: bytes) -> ModelSnapshot:

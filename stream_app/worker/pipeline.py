@@ -261,9 +261,7 @@ class BatchProcessor:
             x = model_inputs(features, baselines.medians(features, day, columns, defined), self._attribute_columns)
             features |= columns
         with stage("model"):
-            raw = scorer.raw(x) if scorer is not None else np.full(len(w.customers), np.nan)
-            features["churn_score_raw"] = raw
-            features["churn_score"] = scorer.calibrate(raw) if scorer is not None else raw
+            features["churn_score"] = scorer.score(x) if scorer is not None else np.full(len(w.customers), np.nan)
         return features, x
 
     async def run(self, records: Sequence[RawRecord], send: Sender, silent: bool = False) -> BatchOutput:

@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.alerts.build import in_holdout
 from stream_app.metrics import STAGES, Metrics
-from stream_app.model.calibration import calibrated
 from stream_app.model.scoring import NAMES, ModelSnapshot, Scorer
 from stream_app.privacy import Pseudonyms
 from stream_app.rules.pack import load_rules
@@ -247,26 +246,6 @@ def test_a_published_model_scores_raises_the_level_and_explains_itself() -> None
     lifetime = {"mid_high_end": 100.0, "potential_mid_high_end": 1 / 0.015, "mass": 40.0}[alert.segment]
     assert alert.value_at_risk == pytest.approx(alert.score * alert.arpu * min(lifetime, 60), rel=1e-3)
     assert {s.model_version for s in out.snapshots} == {7} and all(s.score is not None for s in out.snapshots)
-    assert all(s.raw_score == s.score for s in out.snapshots)  # no calibration published: the model's own
-
-
-def test_a_calibrated_model_judges_and_snapshots_with_the_calibrated_score_and_keeps_its_own() -> None:
-    weights = [0.0] * len(NAMES)
-    weights[NAMES.index("mou_out_m1")] = 1.0
-    # A timid model: its 0.2 meant 0.7, its 0.5 meant 0.9. The curve lifts the heavy caller to high.
-    snapshot = ModelSnapshot(7, "logistic", list(NAMES), 5000, 0.0, [0.0] * len(NAMES), [1.0] * len(NAMES),
-                             weights, -5.0, {}, calibration=[[0.01, 0.2, 0.5], [0.02, 0.7, 0.9]])
-    log = Log()
-    decliner(log, "8613800000014", minutes=(300, 300, 300))
-    plain = run(processor(model=Scorer(msgspec.structs.replace(snapshot, calibration=[]))), log.records)
-    out = run(processor(model=Scorer(snapshot)), log.records)
-    alert = next(a for a in out.alerts if a.customer_id == "8613800000014")
-    own = next(a for a in plain.alerts if a.customer_id == "8613800000014")
-    assert own.score < 0.6 <= alert.score and alert.level == "high"
-    assert alert.score == pytest.approx(float(calibrated(np.array([own.score]), snapshot.calibration)[0]), abs=1e-6)
-    for s in out.snapshots:
-        assert s.score == pytest.approx(float(calibrated(np.array([s.raw_score]), snapshot.calibration)[0]), abs=1e-6)
-    assert [s.raw_score for s in out.snapshots] == [s.score for s in plain.snapshots]
 
 
 def test_alerts_carry_the_action_tables_queue_and_the_control_group_flag() -> None:
