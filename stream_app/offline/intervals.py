@@ -8,7 +8,9 @@ The intervals are percentile bootstraps (scipy.stats.bootstrap):
   of each other), the service's and the ceiling's weeks paired, as both called in the same weeks;
 - a median lead time: the churners are resampled.
 Weeks are taken as independent of each other; a customer called week after week ties them, so
-the intervals are somewhat narrow.
+the intervals are somewhat narrow. So is the ratio's: the ceiling's learner is picked on the same
+test weeks, and the resamples keep that pick. A resample without a figure (no calls, or no hits
+of the ceiling) is left out.
 """
 
 from __future__ import annotations
@@ -77,11 +79,16 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int) -> list[float
     from scipy.stats import DegenerateDataWarning, bootstrap
 
     with warnings.catch_warnings():
-        # Every resample alike (a precision of 1 each week): the interval is that one value.
+        # Every resample alike (a precision of 1 each week): the interval is that one value. A
+        # resample with no calls, or no ceiling hits, has no figure: dropped below, not the interval.
         warnings.simplefilter("ignore", DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         result = bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=_ROUNDS,
                            confidence_level=LEVEL, method="percentile", rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    if not (math.isfinite(low) and math.isfinite(high)):
+    figures = np.asarray(result.bootstrap_distribution, np.float64)
+    figures = figures[np.isfinite(figures)]
+    if len(figures) < _ROUNDS // 2:
         return None
-    return [round(float(low), 4), round(float(high), 4)]
+    low, high = np.percentile(figures, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+    # Rounded outwards, so that the interval still holds what it was computed to hold.
+    return [math.floor(low * 1e4) / 1e4, math.ceil(high * 1e4) / 1e4]

@@ -8,7 +8,14 @@ from click.testing import CliRunner
 
 from stream_app.alerts.build import alert_risks, levels_with_score, queue_order
 from stream_app.cli.main import main
-from stream_app.offline.evaluate import REFIT_DAYS, _alert_recall, _false_alerts, _refitted, _weekly_budget
+from stream_app.offline.evaluate import (
+    REFIT_DAYS,
+    _alert_recall,
+    _false_alerts,
+    _refitted,
+    _weekly_budget,
+    _weekly_calls,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"auc_online", "auc_rules", "auc_combined", "auc_batch_reference", "precision_at_budget", "recall_at_budget",
@@ -72,6 +79,9 @@ def test_the_call_list_skips_customers_called_within_the_cooldown() -> None:
     assert precision == pytest.approx(2 / 3) and recall == 1.0
     # A cooldown longer than the period: "a" once, "b" once, and in week 3 both are still waiting.
     assert _weekly_budget(days, customers, score, y, churn, 1, cooldown=30)[0] == pytest.approx(1 / 2)
+    # Week by week, as the intervals resample them: the weeks' calls and hits.
+    weekly, caught = _weekly_calls(days, customers, score, y, 1, cooldown=14)
+    assert (weekly.hits.tolist(), weekly.calls.tolist(), caught) == ([1, 0, 1], [1, 1, 1], {"a"})
 
 
 def test_the_service_calls_its_alerts_in_the_order_of_the_models_score() -> None:

@@ -13,11 +13,27 @@ def test_a_precision_interval_holds_the_figure_and_narrows_as_weeks_are_added() 
     short, long = weeks(12, 0.6, 1), weeks(120, 0.6, 1)
     low, high = precision_interval(short)
     assert low < short.precision < high
-    # About two binomial standard errors either side: 12 weeks of 30 calls at 0.6.
-    assert (high - low) / 2 == pytest.approx(1.96 * np.sqrt(0.6 * 0.4 / 360), rel=0.35)
     long_low, long_high = precision_interval(long)
     assert long_low < long.precision < long_high
     assert (long_high - long_low) < 0.5 * (high - low)
+
+
+def test_the_interval_is_95_percent_of_the_spread_between_weeks() -> None:
+    # Enough weeks that the spread of their pooled precision is the weeks' own standard error
+    # (the calls are equal each week): 1.96 of them either side.
+    many = weeks(400, 0.6, 4)
+    low, high = precision_interval(many)
+    se = many.hits.std(ddof=1) / 30 / np.sqrt(400)
+    assert (high - low) / 2 == pytest.approx(1.96 * se, rel=0.06)
+
+
+def test_precision_is_pooled_over_the_weeks_calls_not_averaged_over_weeks() -> None:
+    # Short weeks of 10 calls at 0.9 and long ones of 50 at 0.2: 190 hits of 600 calls, 0.32;
+    # the mean of the weeks' own precisions would be 0.55.
+    mixed = WeeklyCalls([9, 10] * 10, [10, 50] * 10)
+    low, high = precision_interval(mixed)
+    assert mixed.precision == pytest.approx(190 / 600)
+    assert low <= mixed.precision <= high < 0.55
 
 
 def test_the_ratio_to_the_ceiling_resamples_the_same_weeks_of_both() -> None:
