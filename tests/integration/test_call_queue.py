@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -96,9 +96,10 @@ def wait_for(check, what: str, procs: list[tuple[subprocess.Popen, Path]], timeo
         time.sleep(0.5)
 
 
-def until(browser, condition, seconds: float = 15):
+def until(browser, condition, seconds: float = 60):
     """Wait for `condition(browser)` on whichever page is loaded: a click returns before the page
-    it leads to has replaced the old one."""
+    it leads to has replaced the old one. Generous: a login's password hash and an outcome's first
+    send to the broker are slow on a busy machine, and the wait ends as soon as the page is there."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -243,7 +244,7 @@ def test_the_page_reads_only_what_the_topics_gained_since_its_last_refresh(
         queue.refresh()
         assert queue.records_read == 6
         # An alert from a wrong clock, a year ahead, does not move the page past every real call.
-        send(settings.topics.alerts, alert("cust9999", day=MONDAY + timedelta(days=400)))
+        send(settings.topics.alerts, alert("cust9999", day=date.today() + timedelta(days=365)))
         queue.refresh()
         assert (queue.day, len(queue.alerts)) == (MONDAY, 5)
     finally:

@@ -31,7 +31,9 @@ from stream_app.windows.state import C, Windows
 from tests.factories import loosened_pack
 from tests.integration.test_crash_safety import Run
 
-pytestmark = pytest.mark.integration
+# Longer than the suite's 300 s: five worker starts, three kills and a Redis restart, on a busy machine;
+# its own deadlines say what timed out before this does.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 SH = Settings().zone
 GRACE = Settings().late_grace_days
 # 80 customers for 80 days (about 60,000 events), churners from day 20.

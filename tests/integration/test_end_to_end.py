@@ -174,6 +174,12 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
         ("not_json", None), ("invalid_field", "duration_s"), ("invalid_field", "customer_id"),
         ("invalid_field", "duration_s"), ("invalid_field", "kind")])
     assert all(d.topic == t["cdr"] and d.value_b64 for d in dead)
+    # The batches' state, counters and logs are written after their alerts and dead letters are
+    # sent: wait until every batch is (the batch-size histogram is observed last).
+    deadline = time.monotonic() + 60
+    while scrape(worker["metrics_port"]).get("churnwatch_batch_size_events_sum", 0) < len(records) + len(bad):
+        assert time.monotonic() < deadline, "the last batch was never written"
+        time.sleep(0.3)
     # Every good call around the bad ones was counted, once.
     client = redis.Redis.from_url(redis_url)
     calls = sum(1 for r in records if r.topic == "cdr" and r.key == c.encode())
@@ -192,12 +198,15 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
     assert all(r["topic"] == t["cdr"] and r["level"] == "info" and is_pseudonym(r["customer"]) for r in logged
                if r["customer"] is not None)
     assert c not in worker["log"].read_text() and "8613800000001" not in worker["log"].read_text()
-    # Consumer lag per owned input partition, from the worker's own position: all caught up.
-    deadline = time.monotonic() + 30
+    # Consumer lag per owned input partition, from the worker's own position: all caught up. The
+    # worker sets these, and the customers it tracks, on its next look (every 5 s): wait for both.
+    deadline = time.monotonic() + 60
     while True:
-        lag = {k: v for k, v in scrape(worker["metrics_port"]).items() if k.startswith("churnwatch_consumer_lag")}
+        samples = scrape(worker["metrics_port"])
+        lag = {k: v for k, v in samples.items() if k.startswith("churnwatch_consumer_lag")}
         cdr_partitions = [k for k in lag if f"topic={t['cdr']}" in k]
-        if (len(cdr_partitions) == 4 and sum(lag.values()) == 0) or time.monotonic() > deadline:
+        caught_up = len(cdr_partitions) == 4 and sum(lag.values()) == 0
+        if (caught_up and samples.get("churnwatch_customers_tracked", 0) >= 2) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert len(cdr_partitions) == 4 and sum(lag.values()) == 0, lag
