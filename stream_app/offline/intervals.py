@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int) -> list[float] | None:  # type: ignore[no-untyped-def]
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], seed: int) -> list[float] | None:
     from scipy.stats import DegenerateDataWarning, bootstrap
 
     with warnings.catch_warnings():
