@@ -42,7 +42,7 @@ from stream_app.model.champion import Contest
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Learner, Scorer, model_features, model_inputs
 from stream_app.model.signing import Signer
-from stream_app.model.validation import auc, budget_figures, lift
+from stream_app.model.validation import auc, auc_gain_low, budget_figures, lift
 from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
 from stream_app.offline.replay import replay
 from stream_app.rules.in_state import evaluate_rules
@@ -55,6 +55,7 @@ __all__ = ["MonthlyEvaluation", "BUDGETS", "evaluate_monthly"]
 BUDGETS = (0.01, 0.05, 0.1, 0.2)  # shares of customers the call centre can reach
 HEADLINE_BUDGET = 0.1  # the budget behind precision_at_budget, recall_at_budget and value_captured
 ORDER_SEED = 0  # the customers' shuffled order (see the docstring)
+GAP_RESAMPLES = 1000  # draws of the customers behind `auc_gap_batch_reference_interval`
 
 
 @dataclass
@@ -83,6 +84,11 @@ class MonthlyEvaluation:
     # peak memory, per customer (set by the command, which reads the table).
     total_seconds: float = 0.0
     peak_kb_per_customer: float = 0.0
+    # How far the batch reference ranks above the champion (AUC), and its 95% interval over
+    # resamples of the customers, both scores judged on each draw (`validation.auc_gain_low`):
+    # the figure the champion is held to (within 0.02), with what chance alone allows.
+    auc_gap_batch_reference: float = math.nan
+    auc_gap_batch_reference_interval: list[float] | None = None
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -130,7 +136,19 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
         auc(y, scores["online"]), auc(y, scores["champion"]), auc(y, scores["rules"]), auc(y, scores["combined"]),
         auc(y, scores["batch_reference"]), auc(y, scores["call_list"]), precision, recall,
         lift(y, scores["combined"], 0.1), captured,
-        by_budget=by_budget, refused=result.refused, champions=champions)
+        by_budget=by_budget, refused=result.refused, champions=champions,
+        auc_gap_batch_reference=auc(y, scores["batch_reference"]) - auc(y, scores["champion"]),
+        auc_gap_batch_reference_interval=_gap_interval(y, scores["champion"], scores["batch_reference"]))
+
+
+def _gap_interval(y: np.ndarray, champion: np.ndarray, reference: np.ndarray) -> list[float] | None:
+    """The 95% interval of AUC(reference) - AUC(champion): the same draws of customers both ways."""
+    who = np.arange(len(y))
+    low = auc_gain_low(y, champion, reference, who, resamples=GAP_RESAMPLES)
+    high = -auc_gain_low(y, reference, champion, who, resamples=GAP_RESAMPLES)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return [math.floor(low * 1e4) / 1e4, math.ceil(high * 1e4) / 1e4]
 
 
 def _value_at_risk(risk: np.ndarray, features: dict[str, np.ndarray], settings: Settings) -> np.ndarray:
@@ -220,7 +238,10 @@ def markdown(e: MonthlyEvaluation, command: str) -> str:
     for key, name in APPROACHES.items():
         cells = [" / ".join(f"{v:.2f}" for v in e.by_budget[key][f"{s:g}"]) for s in BUDGETS]
         lines.append(f"| {name} | {auc_of[key]:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", f"Champion in each fold: {', '.join(e.champions)}.", "",
+    gap = e.auc_gap_batch_reference_interval
+    lines += ["", f"Champion in each fold: {', '.join(e.champions)}. The batch reference's AUC over the champion's: "
+              f"{e.auc_gap_batch_reference:+.3f}" + (f" (95% interval {gap[0]:+.3f} to {gap[1]:+.3f})." if gap else "."),
+              "",
               f"Rules + champion, calling the top {HEADLINE_BUDGET:.0%}: {e.precision_at_budget:.0%} of the calls "
               f"reach a customer about to leave, {e.recall_at_budget:.0%} of the leavers are reached, "
               f"{e.value_captured:.0%} of the revenue they take away is in the list; the top decile holds "

@@ -38,6 +38,24 @@ def test_the_monthly_sample_is_judged_by_rules_model_both_and_a_batch_reference(
         assert recalls == sorted(recalls) and all(0 <= v <= 1 for v in recalls)  # a bigger budget reaches more
     assert e.by_budget["combined"]["0.1"] == [e.precision_at_budget, e.recall_at_budget, e.value_captured]
     assert not math.isnan(e.top_decile_lift)
+    assert e.auc_gap_batch_reference == pytest.approx(e.auc_batch_reference - e.auc_champion)
+    low, high = e.auc_gap_batch_reference_interval
+    assert low <= e.auc_gap_batch_reference <= high and low < high
+
+
+def test_the_gap_to_the_batch_reference_comes_with_what_chance_allows() -> None:
+    from stream_app.model.validation import auc
+    from stream_app.offline.evaluate_monthly import _gap_interval
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(2000) < 0.2).astype(int)
+    truth = y + rng.normal(0, 1, 2000)
+    better, worse = truth + rng.normal(0, 0.3, 2000), truth + rng.normal(0, 1.5, 2000)
+    low, high = _gap_interval(y, worse, better)
+    assert 0 < low <= auc(y, better) - auc(y, worse) <= high
+    low, high = _gap_interval(y, better, worse)  # the other way round: the same draws, the sign turned
+    assert low <= auc(y, worse) - auc(y, better) <= high < 0
+    assert _gap_interval(y, better, better) == [0.0, 0.0]  # a score against itself: no gap on any draw
 
 
 def test_refreshing_the_document_replaces_only_this_data_sets_section(tmp_path: Path) -> None:
