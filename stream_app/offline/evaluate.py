@@ -122,8 +122,13 @@ def _weekly_budget(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y
     skipping those called less than `cooldown` days before: precision over all calls, and
     recall over the churners who had a snapshot in the period."""
     weekly, caught = _weekly_calls(days, customers, score, y, per_week, cooldown)
+    return weekly.precision, _recall(caught, customers, y, churn_day)
+
+
+def _recall(caught: set[str], customers: np.ndarray, y: np.ndarray, churn_day: dict[str, int]) -> float:
+    """The share of the churners with a snapshot in the period who were called."""
     churners = {c for c, yy in zip(customers, y) if yy and c in churn_day}
-    return weekly.precision, (len(caught) / len(churners) if churners else math.nan)
+    return len(caught) / len(churners) if churners else math.nan
 
 
 def _weekly_calls(days: np.ndarray, customers: np.ndarray, score: np.ndarray, y: np.ndarray, per_week: int,
@@ -286,8 +291,8 @@ def evaluate_replay(snapshots: list[Snapshot], alerts: list[Alert], churn_dates:
     start = int(first + (last - first) * (1 - test_share))
     test = (days >= start) & (days <= last)
     per_week = max(1, math.ceil(budget_share * len(churn_dates)))
-    precision, recall = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week)
-    weekly, _ = _weekly_calls(days[test], customers[test], combined[test], y[test], per_week)
+    weekly, caught = _weekly_calls(days[test], customers[test], combined[test], y[test], per_week)
+    precision, recall = weekly.precision, _recall(caught, customers[test], y[test], churn_day)
     precision_online, _ = _weekly_budget(days[test], customers[test], online[test], y[test], churn_day, per_week)
     precision_cooldown, _ = _weekly_budget(days[test], customers[test], combined[test], y[test], churn_day, per_week,
                                            cooldown)

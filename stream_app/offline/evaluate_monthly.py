@@ -43,6 +43,7 @@ from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Learner, Scorer, model_features, model_inputs
 from stream_app.model.signing import Signer
 from stream_app.model.validation import auc, auc_gain_low, budget_figures, lift
+from stream_app.offline.intervals import outwards
 from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
 from stream_app.offline.replay import replay
 from stream_app.rules.in_state import evaluate_rules
@@ -84,14 +85,18 @@ class MonthlyEvaluation:
     # peak memory, per customer (set by the command, which reads the table).
     total_seconds: float = 0.0
     peak_kb_per_customer: float = 0.0
-    # How far the batch reference ranks above the champion (AUC), and its 95% interval over
-    # resamples of the customers, both scores judged on each draw (`validation.auc_gain_low`):
-    # the figure the champion is held to (within 0.02), with what chance alone allows.
-    auc_gap_batch_reference: float = math.nan
+    # How far the batch reference ranks above the champion (`auc_gap_batch_reference`, the figure
+    # the champion is held to: within 0.02), and its 95% interval over resamples of the customers,
+    # both scores judged on each draw (`validation.auc_gain_low`): what chance alone allows.
     auc_gap_batch_reference_interval: list[float] | None = None
 
+    @property
+    def auc_gap_batch_reference(self) -> float:
+        return self.auc_batch_reference - self.auc_champion
+
     def to_json(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
+        figures = asdict(self) | {"auc_gap_batch_reference": self.auc_gap_batch_reference}
+        return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in figures.items()}
 
 
 def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settings: Settings,
@@ -137,7 +142,6 @@ def evaluate_monthly(name: str, rows: list[MonthlyRow], mapping: Mapping, settin
         auc(y, scores["batch_reference"]), auc(y, scores["call_list"]), precision, recall,
         lift(y, scores["combined"], 0.1), captured,
         by_budget=by_budget, refused=result.refused, champions=champions,
-        auc_gap_batch_reference=auc(y, scores["batch_reference"]) - auc(y, scores["champion"]),
         auc_gap_batch_reference_interval=_gap_interval(y, scores["champion"], scores["batch_reference"]))
 
 
@@ -146,9 +150,7 @@ def _gap_interval(y: np.ndarray, champion: np.ndarray, reference: np.ndarray) ->
     who = np.arange(len(y))
     low = auc_gain_low(y, champion, reference, who, resamples=GAP_RESAMPLES)
     high = -auc_gain_low(y, reference, champion, who, resamples=GAP_RESAMPLES)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return None
-    return [math.floor(low * 1e4) / 1e4, math.ceil(high * 1e4) / 1e4]
+    return outwards(low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def _value_at_risk(risk: np.ndarray, features: dict[str, np.ndarray], settings: Settings) -> np.ndarray:

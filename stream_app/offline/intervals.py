@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LEVEL", "WeeklyCalls", "precision_interval", "median_interval"]
+__all__ = ["LEVEL", "WeeklyCalls", "precision_interval", "median_interval", "outwards"]
 
 #: Two-sided confidence level of every interval.
 LEVEL = 0.95
@@ -89,6 +89,9 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray
     figures = figures[np.isfinite(figures)]
     if len(figures) < _ROUNDS // 2:
         return None
-    low, high = np.percentile(figures, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-    # Rounded outwards, so that the interval still holds what it was computed to hold.
+    return outwards(*np.percentile(figures, [50 * (1 - LEVEL), 50 * (1 + LEVEL)]))
+
+
+def outwards(low: float, high: float) -> list[float]:
+    """An interval to 4 places, rounded outwards, so that it still holds what it was computed to hold."""
     return [math.floor(low * 1e4) / 1e4, math.ceil(high * 1e4) / 1e4]
