@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -223,6 +224,20 @@ def test_events_in_alerts_and_dead_letters_out(worker: dict, redis_url: str) -> 
         time.sleep(1)
 
 
+def wait_ready(worker: dict, timeout_s: float = 120) -> None:
+    """Until the worker's /readyz says it reads its partitions."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert worker["proc"].poll() is None, worker["log"].read_text()[-3000:]
+        try:
+            if get(worker["metrics_port"], "/readyz")[0] == 200:
+                return
+        except OSError:  # not listening yet
+            pass
+        assert time.monotonic() < deadline, "the worker never became ready"
+        time.sleep(0.5)
+
+
 def counter_sum(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
 
@@ -233,7 +248,15 @@ def test_each_metric_moves_as_expected_during_a_simulated_replay(worker: dict) -
     t, port = worker["topics"], worker["metrics_port"]
     settings = Settings(topics=Topics(**t))
     sim = Simulator(SimConfig(customers=100, days=100, seed=3))
-    produced = produce_simulation(sim, worker["bootstrap"], settings, threading.Event())
+    # The worker, once it reads its partitions, is paused while the replay is sent, so that it has a
+    # backlog to work through however its speed compares with the producer's (one that kept up
+    # would show no lag).
+    wait_ready(worker)
+    os.kill(worker["proc"].pid, signal.SIGSTOP)
+    try:
+        produced = produce_simulation(sim, worker["bootstrap"], settings, threading.Event())
+    finally:
+        os.kill(worker["proc"].pid, signal.SIGCONT)
     total = sum(produced.values())
 
     # While the worker works through the backlog, lag is seen above zero and counters only grow.
