@@ -184,7 +184,8 @@ class Settings(BaseSettings):
         default=30_000, ge=500, description="the recent labels the boosted trees are refitted on (4 bytes a feature "
                                             "each, kept in the trainer's checkpoint)")
     model_store_days: int = Field(
-        default=180, ge=30, description="labels older than this many days, from the newest, are not refitted on")
+        default=90, ge=30, description="the days the stored labels span: once the store is full, labels are sampled "
+                                       "to spread it over them; older ones are not refitted on")
     model_refit_labels: int = Field(
         default=20_000, ge=100, description="the trees are refitted after this many new labels at most (sooner "
                                             "while the store is small: once it has grown by a quarter)")
