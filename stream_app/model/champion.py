@@ -69,7 +69,6 @@ from stream_app.settings import Settings
 __all__ = ["CANDIDATES", "Contest", "Policy", "Verdict"]
 
 CANDIDATES = ("online", "boosted")
-SCORED = 3  # columns of the scores kept per label: online, trees alone, trees blended with online
 FIRST_FIT_LABELS = 500  # the trees' first fit waits for this many labels ...
 FIRST_FIT_POSITIVES = 20  # ... and this many churners among them
 _JUDGED_MIN = 200  # labels both candidates scored, at least, for a round to count
@@ -111,22 +110,27 @@ class _Scores:
 
     def __init__(self, size: int) -> None:
         self.y = np.zeros(size, np.int8)
-        self.p = np.full((size, SCORED), np.nan)  # the online model, the trees alone, the two blended
+        self.p = np.full((size, len(CANDIDATES)), np.nan)  # the online model, the trees alone
+        self.mixed = np.full(size, np.nan)  # the two blended (apart: a rollback's build reads `p` as it was)
         self.who = np.zeros(size, np.int64)  # the customer, hashed
         self.blind = np.zeros(size, bool)  # a customer the trees scoring it had not learned as a churner
         self.seen = 0
 
     def add(self, y: np.ndarray, p: np.ndarray, who: np.ndarray, blind: np.ndarray) -> None:
+        """`p`: per label, the online model's score, the trees', and the two blended."""
         for row in range(len(y)):
             at = self.seen % len(self.y)
-            self.y[at], self.p[at], self.who[at], self.blind[at] = y[row], p[row], who[row], blind[row]
+            self.y[at], self.who[at], self.blind[at] = y[row], who[row], blind[row]
+            self.p[at], self.mixed[at] = p[row, :2], p[row, 2]
             self.seen += 1
 
     def judged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(y, p, customer) of the labels in the window that every candidate scored blind."""
+        """(y, p, customer) of the labels in the window that every candidate scored blind; `p` as `add`
+        takes it."""
         n = min(self.seen, len(self.y))
-        both = np.isfinite(self.p[:n]).all(axis=1) & self.blind[:n]
-        return self.y[:n][both], self.p[:n][both], self.who[:n][both]
+        p = np.column_stack([self.p[:n], self.mixed[:n]])
+        both = np.isfinite(p).all(axis=1) & self.blind[:n]
+        return self.y[:n][both], p[both], self.who[:n][both]
 
 
 def _enough(y: np.ndarray, who: np.ndarray) -> bool:
@@ -164,11 +168,11 @@ class Contest:
         p = self.policy
         # A checkpoint from before the store's judgement: a round had counted if it kept figures.
         self.__dict__.setdefault("rounds_counted", int(bool(self.figures)))
-        self.store.__dict__.setdefault("offered", self.store.seen)  # a store from before sampling kept every label
+        self.store.upgrade()
         self.__dict__.setdefault("blended", False)
         if (self.store.capacity, self.store.max_age_days) != (p.store_labels, p.store_days):
             self.store = self.store.resized(p.store_labels, p.store_days)
-        if len(self.scores.y) != p.window or self.scores.p.shape[1] != SCORED:
+        if len(self.scores.y) != p.window or not hasattr(self.scores, "mixed"):
             self.scores = _Scores(p.window)  # the rounds to come are judged on labels scored from now on
         if not p.challenger:
             self.champion, self.streak = "online", 0
@@ -226,7 +230,7 @@ class Contest:
             self.blended = auc(y, p[:, 2]) > auc(y, p[:, 1])
 
     def _refit_due(self) -> bool:
-        new = self.store.offered - self.fitted
+        new = self.store.seen - self.fitted
         if not self.fitted:
             return new >= FIRST_FIT_LABELS and self.store.y[:len(self.store)].sum() >= FIRST_FIT_POSITIVES
         return new >= min(self.policy.refit_labels, max(FIRST_FIT_LABELS, self.fitted // 4))
@@ -234,7 +238,7 @@ class Contest:
     def _refit(self) -> list[Verdict]:
         started = time.perf_counter()
         x, y, who = self.store.recent()
-        self.fitted = self.store.offered
+        self.fitted = self.store.seen
         if len(np.unique(y)) < 2:
             return []  # the recent labels have one outcome only (the age limit dropped the others)
         self._choose_blend(*self.scores.judged())  # by the trees about to be replaced, on labels they had not seen
@@ -242,9 +246,10 @@ class Contest:
         self._churners = np.unique(who[y == 1])
         self._trees = TreeScorer(self.trees, len(self.features))
         self.refits += 1
-        verdicts = [Verdict("refit", f"boosted trees refitted on {len(y):,} labels of the last "
+        how = "blended with the online model" if self.blended else "alone"
+        verdicts = [Verdict("refit", f"boosted trees refitted on {len(y):,} labels of up to "
                                      f"{self.policy.store_days} days ({int(y.sum()):,} churned) "
-                                     f"in {time.perf_counter() - started:.1f} s")]
+                                     f"in {time.perf_counter() - started:.1f} s; scored {how}")]
         return verdicts + (self._judge_on_store(x, y, who) if self._store_judges(len(y)) else [])
 
     def _judge(self) -> list[Verdict]:
@@ -319,7 +324,8 @@ class Contest:
         judged = (figures(y, self._candidates(p)[:, 1], self.policy.budget_share) if _enough(y, who)
                   else self.figures["boosted"])
         own = {k: v for k, v in judged.items() if math.isfinite(v)}
-        snap = msgspec.structs.replace(base, kind="boosted", pickled=None, trees=self.trees, figures=own)
-        # Blended, the online model's weights travel with the trees; alone, the trees are the model.
-        return snap if self.blended else msgspec.structs.replace(snap, weights=[], intercept=0.0)
+        snap = msgspec.structs.replace(base, kind="blended", pickled=None, trees=self.trees, figures=own)
+        # Blended, the online model's weights travel with the trees (a kind of its own, which a build
+        # that cannot blend refuses, keeping its model); alone, the trees are the model.
+        return snap if self.blended else msgspec.structs.replace(snap, kind="boosted", weights=[], intercept=0.0)
 

@@ -136,13 +136,13 @@ class ModelSnapshot(msgspec.Struct, frozen=True):
     linear snapshot of this one, and refuses a boosted one (its kind), keeping the model it has."""
 
     version: int
-    kind: Literal["logistic", "forest", "boosted"]
+    kind: Literal["logistic", "forest", "boosted", "blended"]  # blended: boosted trees averaged with the linear
     features: list[str]
     labels: int  # labels learned
     created_at: float
     mean: list[float]
     scale: list[float]  # standard deviation; 0 where a feature never varied
-    weights: list[float]  # linear only
+    weights: list[float]  # logistic and blended only
     intercept: float
     figures: dict[str, float]  # progressive validation at publication
     pickled: bytes | None = None  # forest only: the river model itself
@@ -179,14 +179,14 @@ def decode_model(raw: bytes, features: tuple[str, ...] = NAMES) -> ModelSnapshot
         missing, extra = sorted(set(features) - set(snap.features)), sorted(set(snap.features) - set(features))
         raise ModelRefused(f"model made for other features (missing {missing}, extra {extra}, or another order); "
                            "do workers and trainer declare the same CHURNWATCH_ATTRIBUTES?")
-    arrays = [snap.mean, snap.scale] + ([snap.weights] if snap.kind == "logistic" or snap.weights else [])
+    arrays = [snap.mean, snap.scale] + ([snap.weights] if snap.kind in ("logistic", "blended") else [])
     if any(len(a) != len(features) for a in arrays):
         raise ModelRefused("model arrays do not match its feature list")
     if not all(math.isfinite(v) for a in arrays for v in a) or not math.isfinite(snap.intercept):
         raise ModelRefused("model has non-finite parameters")
     if snap.kind == "forest" and not snap.pickled:
         raise ModelRefused("forest model without its trees")
-    if snap.kind == "boosted":
+    if snap.kind in ("boosted", "blended"):
         _tree_scorer(snap)
     return snap
 
@@ -224,10 +224,9 @@ class Scorer:
         self._mean = np.array(snapshot.mean)
         scale = np.array(snapshot.scale)
         self._inv_scale = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
-        # Boosted trees published with the online model's weights are scored blended with it (`blend`).
-        self._w = np.array(snapshot.weights) if snapshot.kind == "logistic" or snapshot.weights else None
+        self._w = np.array(snapshot.weights) if snapshot.kind in ("logistic", "blended") else None
         self._forest = _unpickle(snapshot.pickled, signer) if snapshot.kind == "forest" else None
-        self._trees = _tree_scorer(snapshot) if snapshot.kind == "boosted" else None
+        self._trees = _tree_scorer(snapshot) if snapshot.kind in ("boosted", "blended") else None
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self._mean) * self._inv_scale, -Z_LIMIT, Z_LIMIT)

@@ -193,8 +193,9 @@ class Settings(BaseSettings):
         default=1000, ge=100, description="the candidates are compared every this many labels, on the "
                                           "validation window's labels that both scored before learning them")
     model_promote_margin: float = Field(
-        default=0.005, ge=0, lt=0.5, description="a challenger must beat the champion's AUC by this much, "
-                                                 "without a lower precision at the call budget")
+        default=0.005, ge=0, lt=0.5, description="a challenger wins a round by beating the champion's AUC by "
+                                                 "this much (or by calling two more churners at the call "
+                                                 "budget), without a lower precision at the budget")
     model_promote_rounds: int = Field(
         default=2, ge=1, description="rounds in a row a challenger must win before it becomes the champion")
     call_budget_share: float = Field(

@@ -390,6 +390,7 @@ def test_the_trees_are_blended_with_the_online_model_where_that_ranks_better(pro
 
 def test_blended_trees_are_published_with_the_online_model_and_scored_so(promoted, mixed) -> None:
     snap = decode_model(encode_snapshot(mixed.snapshot(4)))
+    assert snap.kind == "blended" and len(snap.weights) == F  # a kind a build that cannot blend refuses
     probe, _ = bands(300, seed=12)
     linear = Scorer(msgspec.structs.replace(snap, kind="logistic", trees=None)).score(probe)
     trees = TreeScorer(snap.trees, F).score(probe)
@@ -399,7 +400,8 @@ def test_blended_trees_are_published_with_the_online_model_and_scored_so(promote
         decode_model(encode_snapshot(msgspec.structs.replace(snap, weights=snap.weights[:-1])))
     # Trees alone are published without the online model's weights (as an older trainer published them).
     alone = decode_model(encode_snapshot(promoted[0].snapshot(4)))
-    assert alone.weights == [] and np.allclose(Scorer(alone).score(probe), TreeScorer(alone.trees, F).score(probe))
+    assert alone.kind == "boosted" and alone.weights == []
+    assert np.allclose(Scorer(alone).score(probe), TreeScorer(alone.trees, F).score(probe))
 
 
 def test_a_challenger_that_calls_more_churners_at_the_budget_wins_without_the_margin() -> None:
@@ -436,3 +438,28 @@ def test_a_store_that_samples_is_refitted_as_often_as_labels_come() -> None:
         contest.learn(x[k], int(y[k]), 1000 + k // 200, f"c{k % 200:04d}")
     assert len(contest.store) == 500 and contest.store.keep_share() == 500 / (200 * 30)
     assert contest.refits >= 6  # after every 1,000 labels at most, kept or not
+
+
+def test_a_blended_model_explains_a_score_by_both_models_terms(mixed) -> None:
+    scorer = Scorer(decode_model(encode_snapshot(mixed.snapshot(4))))
+    probe, _ = bands(50, seed=13)
+    linear = scorer.standardise(probe[0]) * scorer._w
+    trees = scorer._trees.contributions(probe[0])
+    expected = sorted(range(F), key=lambda j: -(linear[j] + trees[j]))[:3]
+    assert [d.feature for d in scorer.drivers(probe[0])] == [NAMES[j] for j in expected if linear[j] + trees[j] > 0]
+    assert [d.contribution for d in scorer.drivers(probe[0])] == [(linear[j] + trees[j]) / 2 for j in expected
+                                                                  if linear[j] + trees[j] > 0]
+
+
+def test_a_checkpoint_of_the_build_before_blending_is_taken_up(mixed) -> None:
+    import copy
+    old = copy.deepcopy(mixed)
+    old.scores = type(old.scores)(2000)
+    del old.blended, old.scores.mixed, old.store.kept, old.store.day_counts  # what that build pickled
+    old.scores.p = old.scores.p[:, :2]
+    old.reconfigure(Settings(_env_file=None, **QUICK, model_store_days=old.policy.store_days))
+    assert not old.blended and hasattr(old.scores, "mixed") and len(old.store) == old.store.seen
+    x, y = bands(1200, seed=21)
+    for k in range(1200):
+        old.learn(x[k], int(y[k]), 1100, f"n{k:04d}")
+    assert old.scores.judged()[1].shape[1] == 3 and old.refits > mixed.refits

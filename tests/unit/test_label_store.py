@@ -16,7 +16,7 @@ def fill(store: LabelStore, days: range, per_day: int, churners: int = 5) -> Non
 
 
 def test_the_store_keeps_the_newest_labels_within_its_age() -> None:
-    store = LabelStore(capacity=4, width=2, max_age_days=10)
+    store = LabelStore(capacity=8, width=2, max_age_days=10)
     for k, day in enumerate([1, 2, 3, 20, 25, 26]):
         store.add(np.array([k, k]), k % 2, day, 100 + k)
     x, y, who = store.recent()
@@ -29,7 +29,7 @@ def test_a_full_store_samples_its_labels_to_span_its_days() -> None:
     store = LabelStore(capacity=1000, width=2, max_age_days=50)
     fill(store, range(200), 100)
     x, y, _ = store.recent()
-    assert store.keep_share() == 1000 / (100 * 50) and store.offered == 200 * 100
+    assert store.keep_share() == 1000 / (100 * 50) and store.seen == 200 * 100
     assert 45 <= 199 - x[:, 0].min() <= 55
     assert 0.02 < y.mean() < 0.09  # the churners' share as the labels came (5%)
     # Each day of the span holds about its share, not the first labels the day brought.
@@ -62,4 +62,25 @@ def test_a_resized_store_keeps_the_newest_labels_and_its_count() -> None:
     fill(store, range(30), 50)
     smaller = store.resized(100, 20)
     assert np.array_equal(smaller.recent()[0], store.recent()[0][-100:])
-    assert smaller.offered == store.offered and smaller.keep_share() == 100 / (50 * 20)
+    assert smaller.seen == store.seen and smaller.keep_share() == 100 / (50 * 20)
+
+
+def test_the_rate_is_read_from_every_partition_of_a_day_whatever_their_pace() -> None:
+    # 3,000 labels a day from three partitions, one of them a day behind the others.
+    store = LabelStore(capacity=1000, width=2, max_age_days=90)
+    for tick in range(20):
+        for k in range(3000):  # the day's labels of two partitions, then the day before's of the third
+            day = tick - 1 if k % 3 == 0 else tick
+            if day >= 0:
+                store.add(np.array([day, k]), 0, day, k)
+    assert store.keep_share() == 1000 / (3000 * 90)
+
+
+def test_a_store_from_before_sampling_reads_as_one_that_kept_every_label() -> None:
+    store = LabelStore(capacity=10, width=2, max_age_days=30)
+    fill(store, range(1, 3), 4)
+    del store.kept, store.day_counts  # as a checkpoint of the build before pickled it
+    store.upgrade()
+    assert len(store) == 8 and store.recent()[0][:, 1].tolist() == [0, 1, 2, 3] * 2
+    store.add(np.array([3, 9]), 0, 3, 9)
+    assert store.recent()[0][-1].tolist() == [3, 9]
