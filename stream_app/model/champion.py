@@ -16,28 +16,28 @@ Every `CHURNWATCH_MODEL_ROUND_LABELS` labels the candidates are compared on the 
 `CHURNWATCH_VALIDATION_WINDOW` labels that both scored. The challenger wins a round when its
 precision at the call budget is no lower and either its AUC beats the champion's by
 `CHURNWATCH_MODEL_PROMOTE_MARGIN`, better with 97.5% confidence (`validation.auc_gain_low`: the two
-scored the same labels, resampled by customer, since a customer has a label a day and a window of
-a small base holds a few churners many times over), or it calls at least two more churners at the
-budget with an AUC no lower: the call list is what the service is for, and a blend that calls
-more churners while ranking the rest as well wins no AUC margin (one more churner in a window's
-few calls comes and goes between rounds: on the simulator, the champion changed 7 to 9 times
-where it needed only one more). After `CHURNWATCH_MODEL_PROMOTE_ROUNDS` rounds
-won in a row it becomes the champion. The margin and the rounds keep the champion from flapping between
-two models that rank alike. The comparison is paired: it judged each AUC's own error before, as
-if the two were independent, and on the Iranian set (2,520 labels a fold) trees better by 0.03
-to 0.05 of AUC lost the first round in every fold, and the online model stayed champion.
+scored the same labels, resampled by customer, since a customer has a label a day and a window of a
+small base holds a few churners many times over), or it calls at least two more churners at the
+budget with an AUC no lower: the call list is what the service is for, and a blend that calls more
+churners while ranking the rest as well wins no AUC margin (one more churner in a window's few
+calls comes and goes between rounds: on the simulator, the champion changed 7 to 9 times where it
+needed only one more). After `CHURNWATCH_MODEL_PROMOTE_ROUNDS` rounds won in a row it becomes the
+champion. The margin and the rounds keep the champion from flapping between two models that rank
+alike. The comparison is paired: it judged each AUC's own error before, as if the two were
+independent, and on the Iranian set (2,520 labels a fold) trees better by 0.03 to 0.05 of AUC lost
+the first round in every fold, and the online model stayed champion.
 
 Before a round has counted, the online model is champion only by coming first: at each refit the
 two are judged instead by cross-validation on the store (`store_folds.py`), where the challenger
-wins its first promotion on the margin and the precision alone, with no confidence bound and no
-streak; a change after that needs the confidence too, so that a young store's noise does not make
-the champion flap. A store of a few hundred labels leaves no round a chance (a fold of the monthly
-sample holds 800 labels, a round 1,000), and there trees fitted on all 800 ranked the held-out
-customers better than the online model in each of five folds. The store judges only while it
-holds every label the online model learned (a model restored from before the store, or one that
-has outlived the store's capacity or age, knows more than a fresh one learning the store would),
-up to `CHURNWATCH_VALIDATION_WINDOW` labels, and for the linear online model: the forest's
-learning is too slow to cross-validate on the trainer's path.
+wins its first promotion on the margin (or two more churners called) and the precision alone, with
+no confidence bound and no streak; a change after that needs the confidence too, so that a young
+store's noise does not make the champion flap. A store of a few hundred labels leaves no round a
+chance (a fold of the monthly sample holds 800 labels, a round 1,000), and there trees fitted on
+all 800 ranked the held-out customers better than the online model in each of five folds. The store
+judges only while it holds every label the online model learned (a model restored from before the
+store, or one that has outlived the store's capacity or age, knows more than a fresh one learning
+the store would), up to `CHURNWATCH_VALIDATION_WINDOW` labels, and for the linear online model: the
+forest's learning is too slow to cross-validate on the trainer's path.
 
 Only the labels of customers the trees did not learn as churners are judged: a churner has a
 positive label for each of the horizon's days before leaving, and trees refitted on the first of
@@ -213,8 +213,8 @@ class Contest:
         online_p = np.array([row[2] for row in self._pending])
         tree_p = self._trees.score(x) if self._trees is not None else np.full(len(x), np.nan)
         who = np.array([row[3] for row in self._pending], np.int64)
-        self.scores.add(np.array([row[1] for row in self._pending]),
-                        np.column_stack([online_p, tree_p, blend(online_p, tree_p)]), who, ~np.isin(who, self._churners))
+        scored = np.column_stack([online_p, tree_p, blend(online_p, tree_p)])
+        self.scores.add(np.array([row[1] for row in self._pending]), scored, who, ~np.isin(who, self._churners))
         self._pending = []
 
     def _candidates(self, p: np.ndarray) -> np.ndarray:
