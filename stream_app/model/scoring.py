@@ -243,8 +243,8 @@ class Scorer:
 
     def drivers(self, x_row: np.ndarray, top: int = 3) -> list[Driver]:
         """The terms that raised this score most: weight x standardised value for the linear
-        model; for boosted trees, what the splits on each feature added to the log-odds; for a
-        forest, the features furthest above or below the base."""
+        model; for boosted trees, what the splits on each feature added to the log-odds (blended, the
+        two averaged); for a forest, the features furthest above or below the base."""
         z = self.standardise(x_row)
         parts = [t for t in (z * self._w if self._w is not None else None,
                              self._trees.contributions(x_row) if self._trees is not None else None) if t is not None]
