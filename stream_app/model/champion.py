@@ -63,7 +63,7 @@ from stream_app.model.label_store import LabelStore
 from stream_app.model.scoring import Adaptation, Learner, ModelSnapshot, blend, model_features
 from stream_app.model.signing import Signer
 from stream_app.model.store_folds import FOLDS, out_of_fold
-from stream_app.model.validation import auc, auc_gain_low, figures
+from stream_app.model.validation import auc, auc_gain_low, budget_calls, figures
 from stream_app.settings import Settings
 
 __all__ = ["CANDIDATES", "Contest", "Policy", "Verdict"]
@@ -297,7 +297,7 @@ class Contest:
                                                            seed=self.scores.seen) > 0))
         # Or it calls more churners at the budget, the service's own measure, while ranking all no worse:
         # two more at least, since one in a window's few calls comes and goes from a round to the next.
-        calls = max(1, round(self.policy.budget_share * len(y)))
+        calls = budget_calls(len(y), self.policy.budget_share)
         more = (theirs["precision_at_budget"] - mine["precision_at_budget"]) * calls
         return ranks_better or (more > 1.5 and theirs["auc"] >= mine["auc"])
 

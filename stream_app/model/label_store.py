@@ -48,14 +48,12 @@ class LabelStore:
     def __len__(self) -> int:
         return min(self.kept, self.capacity)
 
-    def add(self, x: np.ndarray, y: int, day: int, who: int) -> bool:
-        """Keep the label, or not once the store is full (see the module's docstring); whether kept."""
+    def add(self, x: np.ndarray, y: int, day: int, who: int) -> None:
+        """Keep the label, or not once the store is full (see the module's docstring)."""
         self._count(day)
         self.seen += 1
-        if self.kept >= self.capacity and _draw(who, day) >= self.keep_share():
-            return False
-        self._put(x, y, day, who)
-        return True
+        if self.kept < self.capacity or _draw(who, day) < self.keep_share():
+            self._put(x, y, day, who)
 
     def _put(self, x: np.ndarray, y: int, day: int, who: int) -> None:
         at = self.kept % self.capacity

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ProgressiveValidation", "auc", "auc_gain_low", "budget_figures", "figures"]
+__all__ = ["ProgressiveValidation", "auc", "auc_gain_low", "budget_calls", "budget_figures", "figures"]
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -66,12 +66,17 @@ def _weighted_auc(y: np.ndarray, weight: np.ndarray, group: np.ndarray, groups: 
     return float((pos * (below + 0.5 * neg)).sum() / total) if total else float("nan")
 
 
+def budget_calls(labels: int, share: float) -> int:
+    """How many of `labels` the top `share` calls: at least one."""
+    return max(1, int(round(share * labels)))
+
+
 def budget_figures(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:
     """(precision, recall) when only the top `share` of scores can be called."""
     y = np.asarray(y, np.float64)
     if len(y) == 0:
         return float("nan"), float("nan")
-    k = max(1, int(round(share * len(y))))
+    k = budget_calls(len(y), share)
     top = np.argsort(-np.asarray(p), kind="mergesort")[:k]
     hits = y[top].sum()
     return float(hits / k), float(hits / y.sum()) if y.sum() else float("nan")

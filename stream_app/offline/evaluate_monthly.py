@@ -42,7 +42,7 @@ from stream_app.model.champion import Contest
 from stream_app.model.observations import value_segment
 from stream_app.model.scoring import Learner, Scorer, model_features, model_inputs
 from stream_app.model.signing import Signer
-from stream_app.model.validation import auc, auc_gain_low, budget_figures, lift
+from stream_app.model.validation import auc, auc_gain_low, budget_calls, budget_figures, lift
 from stream_app.offline.intervals import outwards
 from stream_app.offline.monthly_data import Mapping, MonthlyRow, monthly_events, next_month
 from stream_app.offline.replay import replay
@@ -213,7 +213,7 @@ def _cross_validated(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _at_budget(y: np.ndarray, score: np.ndarray, revenue: np.ndarray, share: float) -> tuple[float, float, float]:
     """(precision, recall, value captured) when the top `share` of customers by score are called."""
     precision, recall = budget_figures(y, score, share)
-    k = max(1, int(round(share * len(y))))
+    k = budget_calls(len(y), share)
     top = np.argsort(-score, kind="mergesort")[:k]
     lost = float(revenue[y == 1].sum())
     captured = float(revenue[top][y[top] == 1].sum()) / lost if lost else math.nan
