@@ -268,7 +268,9 @@ class BatchProcessor:
         """Process a batch end to end: prepare, check, send, write. Customers another writer moved
         on since they were read are prepared again before anything is sent; if one moves in the
         instant between the check and the write, its customers are prepared and sent again
-        (under the same alert ids). `silent`: a rebuild of records whose outputs were sent
+        (under the same alert ids). Only customers with something to send are checked: one with
+        nothing that another writer moved on is caught by the write's compare-and-set, and
+        prepared again. `silent`: a rebuild of records whose outputs were sent
         before the state was lost (`worker/consumer.py`), which writes the state and sends nothing."""
         started, stage = time.perf_counter(), self.metrics.stage
         for topic, n in Counter(rec.topic for rec in records).items():
@@ -279,7 +281,8 @@ class BatchProcessor:
         for _attempt in range(10):
             out = await self.isolated(pending)
             with stage("check"):
-                stale = await self._redis("check", lambda: self.store.stale(out.writes))
+                sending = _sending(out)
+                stale = await self._redis("check", lambda: self.store.stale(sending))
             if stale:
                 self.metrics.redis_conflicts.inc(len(stale))
                 continue  # read again: the stored offsets skip what the other writer applied
@@ -369,6 +372,17 @@ class BatchProcessor:
         self.metrics.erased.inc(len(out.erased))
         for customer in out.erased:
             log.info("customer erased", extra={"customer": self.log_ids(customer)})
+
+
+def _sending(out: BatchOutput) -> dict[str, Write]:
+    """The writes of the customers a batch sends something of (alerts, snapshots, churn events,
+    returns, erasures, dead letters): the ones the check before sending must find unmoved. A
+    customer with nothing to send that another writer moved on is caught by the write's own
+    compare-and-set and prepared again, before anything of theirs is sent."""
+    named = {a.customer_id for a in out.alerts} | {s.customer_id for s in out.snapshots}
+    named |= {c.customer_id for c in out.churn_events} | {b.customer_id for b in out.won_back}
+    named |= {d.key for d in out.deadletters if d.key is not None} | set(out.erased)
+    return {c: out.writes[c] for c in named if c in out.writes}
 
 
 def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
