@@ -37,11 +37,13 @@ class EventClock:
         topic = np.array([env.topic for env in envs], np.int64)
         ts = np.array([env.ts for env in envs], np.int64)
         clocked = np.isin(topic, list(CLOCKED))
-        keys, first = np.unique(np.stack([topic[clocked], parts[clocked]], axis=1), axis=0, return_inverse=True)
+        # One integer per (topic, partition): a 1-d unique is many times cheaper than one by rows.
+        keys, first = np.unique(topic[clocked] << 32 | parts[clocked], return_inverse=True)
         newest = np.zeros(len(keys), np.int64)
         np.maximum.at(newest, first.ravel(), ts[clocked])
         seen = self.topic_seen
-        for (t, p), latest in zip(keys.tolist(), newest.tolist()):
+        for key, latest in zip(keys.tolist(), newest.tolist()):
+            t, p = key >> 32, key & 0xFFFFFFFF
             seen[(t, p)] = max(seen.get((t, p), 0), latest)
         parts_of, which = np.unique(partition, return_inverse=True)
         reached = np.zeros(len(parts_of), np.int64)
