@@ -24,7 +24,7 @@ from stream_app.connect.redis import connect_redis, connect_redis_sync
 from stream_app.contracts import keys
 from stream_app.contracts.keys import customer_state
 from stream_app.metrics import STAGES, Metrics
-from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.offline.simulator import SimConfig, Simulator, in_time_order
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.tools.embedded.servers import redis_server
@@ -60,7 +60,7 @@ class StateBench:
 
 def bench_state(settings: Settings, customers: int, days: int, batch: int = 5000, seed: int = 3) -> StateBench:
     """Run `days` of traffic for `customers` through the pipeline into Redis and measure it."""
-    records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed)).records())
+    records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed)).records())
     with ExitStack() as stack:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         if url is None:

@@ -39,7 +39,7 @@ from stream_app.connect.topics import ensure_topics
 from stream_app.contracts import keys
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_profile
 from stream_app.errors import ConfigError, NotReady
-from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
+from stream_app.offline.simulator import SimConfig, SimRecord, Simulator, in_time_order
 from stream_app.settings import Settings, Topics
 from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage_figures
 from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
@@ -150,7 +150,8 @@ def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], l
     The simulated days end today, so that the held-back day, stamped now, follows on."""
     days = max(2, -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 1)
     start = date.today() - timedelta(days=days - 1)
-    records = list(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
+    # As a mediation system delivers them: a batch holds one or two events of each of its customers.
+    records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
     split = next(k for k, r in enumerate(records) if r.day == days - 1)  # records come in delivery order
     return records[:split][:events], records[split:]
 
