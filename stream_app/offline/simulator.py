@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import msgspec
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from stream_app.offline.comebacks import plan_returns
 from stream_app.offline.contacts import Contacts
 
-__all__ = ["SimConfig", "SimRecord", "Truth", "Simulator", "in_time_order"]
+__all__ = ["SimConfig", "SimRecord", "Truth", "Simulator"]
 
 TZ = timezone(timedelta(hours=8))
 #: Public holidays that move the whole base (month, first day, days): national day, May day.
@@ -70,22 +70,6 @@ class SimRecord(NamedTuple):
     key: bytes
     value: bytes
     day: int  # simulated day of delivery
-
-
-class _Stamp(msgspec.Struct):
-    ts: str = ""
-
-
-def in_time_order(records: Iterable[SimRecord]) -> list[SimRecord]:
-    """The records with each delivery day's in the order of their event times, days in order. The
-    simulator delivers a day customer by customer; a mediation system delivers it as the calls
-    were made, every customer's interleaved, so that a few minutes of traffic hold one or two events
-    of each of thousands of customers. Records delivered late come first on their day. (The
-    simulator writes every time in one zone, so the ISO strings sort as the times do.)"""
-    stamped = [((r.day, msgspec.json.decode(r.value, type=_Stamp).ts if r.value else ""), k, r)
-               for k, r in enumerate(records)]
-    stamped.sort(key=lambda s: s[:2])
-    return [r for _, _, r in stamped]
 
 
 @dataclass

@@ -24,7 +24,8 @@ from stream_app.connect.redis import connect_redis, connect_redis_sync
 from stream_app.contracts import keys
 from stream_app.contracts.keys import customer_state
 from stream_app.metrics import STAGES, Metrics
-from stream_app.offline.simulator import SimConfig, Simulator, in_time_order
+from stream_app.offline.delivery import in_time_order
+from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.tools.embedded.servers import redis_server

@@ -39,7 +39,8 @@ from stream_app.connect.topics import ensure_topics
 from stream_app.contracts import keys
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_profile
 from stream_app.errors import ConfigError, NotReady
-from stream_app.offline.simulator import SimConfig, SimRecord, Simulator, in_time_order
+from stream_app.offline.delivery import in_time_order
+from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
 from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage_figures
 from stream_app.tools.demo import consumed, scrape, start_command, stop_worker

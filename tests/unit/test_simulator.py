@@ -9,7 +9,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from stream_app.offline.simulator import SimConfig, Simulator, in_time_order
+from stream_app.offline.delivery import in_time_order
+from stream_app.offline.simulator import SimConfig, Simulator
 
 
 @pytest.mark.parametrize("days,warmup", [(240, 70), (360, 180)])
