@@ -166,16 +166,19 @@ def _resent(w: Windows, rows: np.ndarray, group: np.ndarray, digests: list[bytes
     if not digests:
         return np.zeros(0, bool)
     pairs, pair = np.unique(rows * (1 << 32) + group, return_inverse=True)
-    stored_pair, stored = [], []
-    for p, key in enumerate(pairs.tolist()):
-        tail = w.text[key >> 32]
-        ids = tail.seen.get(key & 0xFFFFFFFF) if tail is not None and tail.seen else None
-        if ids:  # (a cut-short last id, which no digest can match, is left out, as one by one)
-            stored_pair.append(np.full(len(ids) // ID_DIGEST, p, np.int64))
-            stored.append(ids[:len(ids) // ID_DIGEST * ID_DIGEST])
-    known = len(stored_pair) and sum(len(p) for p in stored_pair)
-    all_pair = np.concatenate([*stored_pair, pair.ravel()]) if known else pair.ravel()
-    all_ids = _digest_values(b"".join(stored) + b"".join(digests)) if known else _digest_values(b"".join(digests))
+    counts, stored = [], []
+    text = w.text
+    for key in pairs.tolist():
+        tail = text[key >> 32]
+        ids = tail.seen.get(key & 0xFFFFFFFF, b"") if tail is not None and tail.seen else b""
+        whole = len(ids) // ID_DIGEST  # (a cut-short last id, which no digest can match, is left out, as one by one)
+        counts.append(whole)
+        if whole:
+            stored.append(ids[:whole * ID_DIGEST])
+    known = sum(counts)
+    stored_pair = np.repeat(np.arange(len(pairs)), counts)
+    all_pair = np.concatenate([stored_pair, pair.ravel()]) if known else pair.ravel()
+    all_ids = _digest_values(b"".join(stored) + b"".join(digests))
     # Stored ids sort first in their (day and topic, id) run, then the batch's in order: all but a
     # run's first are resends.
     place = np.r_[np.full(known, -1, np.int64), np.arange(len(digests))] if known else np.arange(len(digests))
@@ -249,11 +252,12 @@ def _remember(w: Windows, out: Planned, rows: np.ndarray, group: np.ndarray, dig
     if "newest" in out.header:
         flat, value = out.header["newest"]
         newest.ravel()[flat] = value
+    newest_of, empty = newest.tolist(), StateTail()  # one list for the batch, not one per row
     for row, groups in added.items():
-        tail = w.text[row] or StateTail()
+        tail = w.text[row] or empty
         seen = dict(tail.seen)
         for key, ids in groups.items():
             seen[key] = seen.get(key, b"") + b"".join(ids)
-        top = newest[row].tolist()
+        floor = [day - grace_days for day in newest_of[row]]
         out.tails[row] = msgspec.structs.replace(tail, seen={
-            key: seen[key] for key in sorted(seen) if key // N_TOPICS >= top[key % N_TOPICS] - grace_days})
+            key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floor[key % N_TOPICS]})

@@ -9,7 +9,7 @@ unpacks with a few numpy calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -19,23 +19,20 @@ __all__ = ["Packing", "converted", "pack", "unpack"]
 
 @dataclass(frozen=True)
 class Packing:
-    """The packed layout of one record type: its first `kept` bytes as they are, then the bitmap."""
+    """The packed layout of one record type: its first `kept` bytes as they are, then the bitmap.
+    Its sizes are worked out once: every stored state read asks for them."""
 
     dtype: np.dtype
     kept: int
+    body: int = field(init=False)  # bytes after the kept ones
+    bitmap: int = field(init=False)  # bytes of the bitmap
+    padding: int = field(init=False)  # the bitmap's last bits, past the record: always clear
 
-    @property
-    def body(self) -> int:
-        return self.dtype.itemsize - self.kept
-
-    @property
-    def bitmap(self) -> int:
-        return -(-self.body // 8)
-
-    @property
-    def padding(self) -> int:
-        """The bitmap's last bits, past the record: always clear."""
-        return (1 << (8 * self.bitmap - self.body)) - 1
+    def __post_init__(self) -> None:
+        body = self.dtype.itemsize - self.kept
+        bitmap = -(-body // 8)
+        for name, value in (("body", body), ("bitmap", bitmap), ("padding", (1 << (8 * bitmap - body)) - 1)):
+            object.__setattr__(self, name, value)
 
 
 def converted(rec: np.ndarray, dtype: np.dtype) -> np.ndarray:
