@@ -34,10 +34,10 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_day
     day the daily buckets no longer hold (a batch that spans their length, or a customer back after
     as long): its month's count would mix in the days that came after it."""
     picks, days = [], []
-    for i in rows:
+    at = np.asarray(rows, np.int64)
+    moved = at[(day_before[at] > 0) & (w.day0[at] > day_before[at])]  # in a batch of hours, the few whose day moved
+    for i in moved.tolist():
         now = int(w.day0[i])
-        if day_before[i] <= 0 or now <= day_before[i]:
-            continue
         active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
                                          if now - d < N_DAYS and w.daily[i, now - d].any()]
         ends = active[1:] + [now]
@@ -74,7 +74,13 @@ def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], m
     day = np.zeros(len(w.customers), np.int64)
     day[list(exits)] = local_days(np.array([e.ts for e in exits.values()], np.int64), zone)
     out, reported_now = [], {}
+    # Only rows that left, or whose revenue churn began or ended, have anything to say.
+    at = np.asarray(rows, np.int64)
+    on, reported = features["revenue_churn"][at] > 0, (rec["flags"][at] & REVENUE_CHURN_FLAG) > 0
+    news = set(at[(on & ~reported & (features["exited"][at] == 0)) | (~on & reported)].tolist()) | set(exits)
     for i in rows:
+        if i not in news:
+            continue
         tail = w.text[i]
         region = tail.region if tail else ""
         activated = int(rec["activation"][i])
