@@ -35,13 +35,12 @@ from stream_app.windows.store import (
     StateLost,
     WindowStore,
     Write,
-    retry_forever,
 )
 
 __all__ = [
     "Applied", "ApplyResult", "C", "CONTACT_BITS", "contacts_estimate", "COUNTERS", "D", "DAILY", "Envelope",
     "erase_first", "EXIT_KINDS", "ID_DIGEST", "LAST_SEEN_KINDS", "MemoryWindowStore", "N_DAYS", "N_MONTHS",
-    "N_TOPICS", "NEVER_WRITTEN", "read_counts", "RedisWindowStore", "retry_forever", "REVENUE_CHURN_FLAG",
+    "N_TOPICS", "NEVER_WRITTEN", "read_counts", "RedisWindowStore", "REVENUE_CHURN_FLAG",
     "rule_key", "SCALE", "SEQ_OFFSET", "STATE", "STATE_VERSION", "StateLost", "StateTail", "usage_fingerprint",
     "VIP_TIERS", "Windows", "WindowStore", "Write"
 ]

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from datetime import date
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
@@ -27,9 +23,7 @@ from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
 from stream_app.windows.book import add as book_add
 from stream_app.windows.state import SEQ_OFFSET, stored_seq
 
-__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "retry_forever"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore"]
 
 # keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based),
 # argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>",
@@ -245,7 +239,9 @@ class RedisWindowStore:
         return await pipe.execute()
 
     async def stale(self, writes: dict[str, Write]) -> list[str]:
-        if not writes:
+        # With no customer to check, the applied offsets this store recorded are still checked:
+        # a batch with nothing to send must not write onto a Redis that lost them.
+        if not writes and not self._recorded:
             return []
         if not self.cluster:
             group = list(writes)
@@ -255,6 +251,13 @@ class RedisWindowStore:
                 [found] = await pipe.execute()
             return self._conflicts([(0, group, found)], {})
         groups = await self._by_node(writes)
+        # Every node this store recorded offsets on, whether or not it holds a customer to check.
+        named = {node.name for node, _ in groups}
+        for shard in sorted({shard for shard, _ in self._recorded}):
+            node = self.client.get_node_from_key(keys.report(shard))
+            if node.name not in named:
+                named.add(node.name)
+                groups.append((node, []))
         shards = [self._report_shard(node) for node, _ in groups]
         replies = await asyncio.gather(*(
             self.client.execute_command("EVAL", _CLUSTER_STALE, 0, len(group),
@@ -369,32 +372,3 @@ class RedisWindowStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-# Including a cluster's slots moving between nodes: the next try groups customers afresh.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError,
-             MovedError, AskError, TryAgainError, ClusterDownError)
-
-
-R = TypeVar("R")
-
-
-async def retry_forever(
-    what: str, call: Callable[[], Awaitable[R]], max_backoff_s: float,
-    on_error: Callable[[BaseException], None] | None = None,
-) -> R:
-    """Await `call()` until it succeeds, backing off on transient errors.
-
-    Events must never be acked while Redis is away, so the batch waits here instead of
-    raising (faust acks a batch whose agent raised).
-    """
-    backoff = 0.1
-    while True:
-        try:
-            return await call()
-        except TRANSIENT as exc:
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
-            if on_error is not None:
-                on_error(exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)

@@ -34,8 +34,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from stream_app.connect.kafka import client_options
+from stream_app.connect.retries import retry_forever
 from stream_app.settings import Settings
-from stream_app.windows.store import StateLost, retry_forever
+from stream_app.windows.store import StateLost
 from stream_app.worker.pipeline import RawRecord
 
 __all__ = ["BatchConsumer", "Rebuild", "rebuilds"]

@@ -21,6 +21,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts, levels_with_score
+from stream_app.connect.retries import retry_forever
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
 from stream_app.errors import InvalidEvent, NotReady
@@ -42,7 +43,7 @@ from stream_app.windows.apply import Envelope, apply, erase_first
 from stream_app.windows.book import Book, gather
 from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import NewerState, Windows
-from stream_app.windows.store import WindowStore, Write, retry_forever
+from stream_app.windows.store import WindowStore, Write
 from stream_app.worker.event_clock import EventClock
 
 __all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]

@@ -243,6 +243,25 @@ def test_a_writer_finds_out_when_redis_has_lost_what_it_wrote(make_store: Callab
     asyncio.run(go())
 
 
+def test_a_check_with_no_customer_to_check_still_finds_that_redis_lost_what_it_wrote(
+        make_store: Callable[[], WindowStore]) -> None:
+    """A batch with nothing to send checks no customer, but must still not write onto a Redis
+    that lost the applied offsets: written, a partition recorded afresh would hide from the
+    rebuild the records it lost."""
+    async def go() -> None:
+        store = make_store()
+        assert await store.stale({}) == []  # nothing recorded yet: nothing to find lost
+        customers = [f"86138{i:08d}" for i in range(30)]  # on every node of a cluster
+        await store.save({c: (seq(0), state(c, 1, 1)) for c in customers}, None, {("cdr", 0): 41})
+        assert await store.stale({}) == []
+        await lose_everything(store)
+        with pytest.raises(StateLost):
+            await store.stale({})
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_customers_are_counted_exactly_beside_the_services_own_keys(make_store: Callable[[], WindowStore]) -> None:
     async def go() -> int:
         store = make_store()
