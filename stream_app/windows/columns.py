@@ -252,12 +252,12 @@ def _remember(w: Windows, out: Planned, rows: np.ndarray, group: np.ndarray, dig
     if "newest" in out.header:
         flat, value = out.header["newest"]
         newest.ravel()[flat] = value
-    newest_of, empty = newest.tolist(), StateTail()  # one list for the batch, not one per row
+    floors, empty = (newest.astype(np.int64) - grace_days).tolist(), StateTail()  # once for the batch
     for row, groups in added.items():
         tail = w.text[row] or empty
         seen = dict(tail.seen)
         for key, ids in groups.items():
             seen[key] = seen.get(key, b"") + b"".join(ids)
-        floor = [day - grace_days for day in newest_of[row]]
+        floor = floors[row]
         out.tails[row] = msgspec.structs.replace(tail, seen={
             key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floor[key % N_TOPICS]})
