@@ -210,14 +210,16 @@ def bench(events: int, customers: int, no_broker: bool, days: int, latency_secon
     result["rules"], result["rules_us_per_customer"] = bench_rules(settings)
     result["model_score_us_per_customer"], result["model_learn_us_per_label"], result["boosted_score_us_per_customer"], \
         result["boosted_refit_s"] = bench_model(settings)
+    tables = ("stages", "latency_stages")
     for name, value in result.items():
-        if name != "stages":
+        if name not in tables:
             shown = "-" if value is None else format(value, ",")
             click.echo(f"{name:32} {shown:>14}", err=as_json)
-    click.echo(f"{'stage':32} {'us/event':>14} {'share':>8} {'ratio':>8}", err=as_json)
-    for stage, figures in result["stages"].items():
-        click.echo(f"{stage:32} {figures['us_per_event']:>14,} {figures['share']:>8} {figures.get('ratio', '-'):>8}",
-                   err=as_json)
+    for table in (t for t in tables if t in result):
+        click.echo(f"{table[:-1]:32} {'us/event':>14} {'share':>8} {'ratio':>8}", err=as_json)
+        for stage, figures in result[table].items():
+            click.echo(f"{stage:32} {figures['us_per_event']:>14,} {figures['share']:>8} "
+                       f"{figures.get('ratio', '-'):>8}", err=as_json)
     if as_json:
         click.echo(json.dumps(result))
 

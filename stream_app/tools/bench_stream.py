@@ -86,6 +86,9 @@ class StreamBench:
     offnet_bytes_per_number: float
     offnet_bytes_per_customer: float  # the book's bytes spread over the customers: beside redis_bytes_per_customer
     stages: dict[str, dict[str, float]]  # per stage of the worker's batches: see tools/bench.stage_figures
+    # The same over the latency phase, per event it read: where a slow alert's time went. Its
+    # share of the wall time counts the worker's waits for traffic sent at half its rate.
+    latency_stages: dict[str, dict[str, float]]
     # Cores the worker process kept busy while measured, and its events per second of one core: what
     # a worker does per core, whatever else shares the box (the broker and Redis here).
     worker_cores: float | None
@@ -124,7 +127,9 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
         paced = live[:int(rate / 2 * latency_s)]
+        before = (time.monotonic(), consumed(port), _stage_seconds(port))
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
+        after = (time.monotonic(), consumed(port), _stage_seconds(port))
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
         client = connect_redis_sync(url, settings.redis_cluster)
@@ -141,6 +146,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
         offnet_bytes_per_customer=round(book_bytes / customers, 1),
         stages=stage_figures(sustained.stages, sustained.events, sustained.seconds, ceiling),
+        latency_stages=stage_figures({k: v - before[2].get(k, 0.0) for k, v in after[2].items()},
+                                     after[1] - before[1], after[0] - before[0]),
         worker_cores=None if sustained.cpu_s is None else round(sustained.cpu_s / sustained.seconds, 2),
         events_per_core_s=None if not sustained.cpu_s else round(sustained.events / sustained.cpu_s),
     )

@@ -55,6 +55,10 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     assert all(stages[name]["us_per_event"] > 0 and 0 < stages[name]["share"] < 1 and stages[name]["ratio"] > 0
                for name in ("fetch", "decode", "apply", "encode", "check", "write"))
     assert all(s["us_per_event"] >= 0 and 0 <= s["share"] <= 1 for s in stages.values())
+    # The same clocks over the latency phase, per event it read: where a slow alert's time went.
+    latency = figures["latency_stages"]
+    assert {"decode", "apply", "write", "other"} <= set(latency) and latency["apply"]["us_per_event"] > 0
+    assert sum(s["share"] for s in latency.values()) == pytest.approx(1.0, abs=0.01)
     if figures["latency_alerts"]:  # latency is measured on the alerts the phase brought
         assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"]
     else:
