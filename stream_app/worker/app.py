@@ -44,13 +44,21 @@ log = logging.getLogger(__name__)
 
 
 class FaustEmitter:
-    """The worker's outputs through the app's producer: raw bytes, to the topic and partition given."""
+    """The worker's outputs through the app's producer: raw bytes, to the topic and partition given.
+
+    Straight to the transport's producer, not through faust's `Topic.send`: a batch of a morning's
+    traffic sends a snapshot per customer, and faust's message, codec and sensor layers cost
+    more per record than the producer itself (`docs/performance.md`, "Traffic in time order").
+    The topics are made before the worker starts (`ensure_topics`)."""
 
     def __init__(self, app: faust.App, topics: list[str]) -> None:
-        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in topics}
+        self.app, self.topics = app, frozenset(topics)
 
     async def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> Awaitable[Any]:
-        return await self.topics[topic].send(key=key, value=value, partition=partition)
+        if topic not in self.topics:
+            raise KeyError(f"not an output topic: {topic}")
+        producer = await self.app.maybe_start_producer()
+        return await producer.send(topic, key, value, partition, None, None)
 
 
 def create_app(settings: Settings, metrics: Metrics, health: Health | None = None) -> faust.App:
