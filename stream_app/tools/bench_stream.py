@@ -22,7 +22,7 @@ import shutil
 import signal
 import tempfile
 import time
-from bisect import bisect_right
+from bisect import bisect_left
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -321,7 +321,9 @@ async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimReco
 
 async def _alert_latencies(alerts: AIOKafkaConsumer, sent: dict[str, list[tuple[int, float]]],
                            quiet_s: float) -> list[float]:
-    """Alert time minus the send time of the newest event it could have seen, per alert."""
+    """Alert time minus the send time of the event its event time names, per alert. A customer may
+    have sent more than one event in that second; the first sent is taken, so a latency is never
+    understated (and one sent after the alert, which it cannot have seen, never makes it negative)."""
     out = []
     quiet_until = time.monotonic() + quiet_s
     while time.monotonic() < quiet_until:
@@ -332,10 +334,10 @@ async def _alert_latencies(alerts: AIOKafkaConsumer, sent: dict[str, list[tuple[
                 alert = msgspec.json.decode(m.value)
                 history = sent.get(alert["customer_id"], [])
                 second = int(datetime.fromisoformat(alert["event_time"]).timestamp())
-                # The newest send of that second: the alert's event time is the customer's newest.
-                at = bisect_right([s for s, _ in history], second) - 1
-                if at >= 0 and history[at][0] == second:
-                    out.append(m.timestamp / 1000 - history[at][1])
+                created = m.timestamp / 1000
+                at = bisect_left([s for s, _ in history], second)
+                if at < len(history) and history[at][0] == second and history[at][1] <= created:
+                    out.append(created - history[at][1])
     return out
 
 
