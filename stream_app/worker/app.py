@@ -47,8 +47,8 @@ class FaustEmitter:
     """The worker's outputs through the app's producer: raw bytes, to the topic and partition given.
 
     Straight to the transport's producer, not through faust's `Topic.send`: a batch of a morning's
-    traffic sends a snapshot per customer, and faust's message, codec and sensor layers cost
-    more per record than the producer itself (`docs/performance.md`, "Traffic in time order").
+    traffic sends a snapshot per customer, and faust's message, codec and sensor layers made each
+    record's send about half as dear again (`docs/performance.md`, "Traffic in time order").
     The topics are made before the worker starts (`ensure_topics`)."""
 
     def __init__(self, app: faust.App, topics: list[str]) -> None:
