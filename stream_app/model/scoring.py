@@ -246,9 +246,11 @@ class Scorer:
         model; for boosted trees, what the splits on each feature added to the log-odds (blended, the
         two averaged); for a forest, the features furthest above or below the base."""
         z = self.standardise(x_row)
-        parts = [t for t in (z * self._w if self._w is not None else None,
-                             self._trees.contributions(x_row) if self._trees is not None else None) if t is not None]
-        terms = blend(*parts) if len(parts) == 2 else parts[0] if parts else np.abs(z)  # log-odds terms, both
+        if self._w is not None and self._trees is not None:  # blended: log-odds terms, both
+            terms = blend(z * self._w, self._trees.contributions(x_row))
+        else:
+            terms = z * self._w if self._w is not None else self._trees.contributions(x_row) \
+                if self._trees is not None else np.abs(z)
         order = np.argsort(-terms, kind="mergesort")[:top]
         return [Driver(self.names[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
 
