@@ -28,14 +28,7 @@ from stream_app.windows.state import (
     rule_key,
     usage_fingerprint,
 )
-from stream_app.windows.store import (
-    Applied,
-    MemoryWindowStore,
-    RedisWindowStore,
-    StateLost,
-    WindowStore,
-    Write,
-)
+from stream_app.windows.store import Applied, MemoryWindowStore, RedisWindowStore, StateLost, WindowStore, Write
 
 __all__ = [
     "Applied", "ApplyResult", "C", "CONTACT_BITS", "contacts_estimate", "COUNTERS", "D", "DAILY", "Envelope",

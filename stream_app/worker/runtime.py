@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import msgspec
 from aiokafka import TopicPartition
@@ -46,6 +46,10 @@ class Emitter(Protocol):
 
     async def send(self, topic: str, key: bytes, value: bytes | None,
                    partition: int | None = None) -> Awaitable[Sent]: ...
+
+    async def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[Awaitable[object]]:
+        """Queue (key, value) records, each to its key's partition, in order; all the broker has
+        once everything returned resolves."""
 
 
 class Worker:
@@ -88,12 +92,14 @@ class Worker:
         fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
         fresh = [(a, p) for a, p in fresh if not self.ledger.already_sent(p, a.alert_id)]
         sent = [await emit(t.alerts, a.customer_id.encode(), _json.encode(a), p) for a, p in fresh]
-        futures = [await emit(t.deadletter, (d.key or "").encode(), _json.encode(d)) for d in out.deadletters]
-        futures += [await emit(t.snapshots, s.customer_id.encode(), _msgpack.encode(s)) for s in out.snapshots]
-        # An erased customer's snapshots still waiting for their label go too: the trainer drops them.
-        futures += [await emit(t.snapshots, c.encode(), None) for c in out.erased]
-        futures += [await emit(t.churn_events, c.customer_id.encode(), _json.encode(c)) for c in out.churn_events]
-        futures += [await emit(t.won_back, b.customer_id.encode(), _json.encode(b)) for b in out.won_back]
+        # The rest go as record batches: a morning's batch holds a snapshot of nearly every customer.
+        many = self.emitter.send_many
+        futures = await many(t.deadletter, [((d.key or "").encode(), _json.encode(d)) for d in out.deadletters])
+        # An erased customer's snapshots still waiting for their label go too, after them: the trainer drops them.
+        futures += await many(t.snapshots, [(s.customer_id.encode(), _msgpack.encode(s)) for s in out.snapshots]
+                              + [(c.encode(), None) for c in out.erased])
+        futures += await many(t.churn_events, [(c.customer_id.encode(), _json.encode(c)) for c in out.churn_events])
+        futures += await many(t.won_back, [(b.customer_id.encode(), _json.encode(b)) for b in out.won_back])
         for meta in await asyncio.gather(*sent):
             self.ledger.record(meta.partition, meta.offset)
         await asyncio.gather(*futures)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -52,6 +52,9 @@ class ListEmitter:
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         done.set_result(Placed(p, offset))
         return done
+
+    async def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[Any]:
+        return [await self.send(topic, key, value) for key, value in records]
 
     def on(self, topic: str) -> list[tuple[bytes, bytes | None, int]]:
         return [(k, v, p) for t, k, v, p in self.sent if t == topic]

@@ -1,0 +1,50 @@
+"""Many records to one topic as record batches, on the partitions Kafka's clients choose for their keys.
+
+A morning's batch of traffic sends a snapshot per customer. aiokafka's `send` does, per record,
+what a batch needs once (the topic's metadata, the size check, two lists of partitions) and hashes
+the key in pure Python: in a run of 20,000 snapshots of 200 bytes to the embedded broker, a record
+cost 12 us of the worker's CPU that way, 1.5 us as 256 KiB batches (docs/performance.md); the
+pure-Python hash alone is 3.3 us. `send_batches` hashes each key with murmur2 in compiled code
+(`murmurhash2`) and fills aiokafka's own record batches, one partition at a time, in the order
+given: a key's records keep their order, and each lands on the partition aiokafka's and the Java
+client's default partitioner give it.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from murmurhash2 import murmurhash2
+
+__all__ = ["partition_of", "send_batches"]
+
+_SEED = 0x9747B28C  # the seed of Kafka's murmur2 (the Java client's `Utils.murmur2`)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition, of `partitions`, that Kafka's default partitioner gives a record with this key."""
+    return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions
+
+
+async def send_batches(producer: AIOKafkaProducer, topic: str,
+                       records: Sequence[tuple[bytes, bytes | None]]) -> list[Awaitable[object]]:
+    """Queue (key, value) records to `topic`; each of what it returns resolves once the broker has
+    one batch of them (a value None is a tombstone)."""
+    if not records:
+        return []
+    partitions = sorted(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for key, value in records:
+        by_partition.setdefault(partitions[partition_of(key, len(partitions))], []).append((key, value))
+    sent = []
+    for partition, group in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in group:
+            # A full batch refuses a record (None); an empty one takes any.
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        sent.append(await producer.send_batch(batch, topic, partition=partition))
+    return sent

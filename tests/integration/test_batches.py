@@ -1,0 +1,71 @@
+"""Records sent as record batches land where aiokafka's own `send` puts them, once each, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from stream_app.connect.batches import partition_of, send_batches
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_key_hashes_to_the_partition_of_kafkas_default_partitioner() -> None:
+    rng = random.Random(7)
+    keys = [rng.randbytes(rng.randint(0, 40)) for _ in range(3000)] + [f"86138{i:08d}".encode() for i in range(3000)]
+    for count in (1, 3, 4, 12, 256):
+        partitions = list(range(count))
+        assert [partition_of(k, count) for k in keys] == [DefaultPartitioner()(k, partitions, []) for k in keys]
+
+
+async def _read(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes, bytes | None]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    got: list[tuple[int, bytes, bytes | None]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(got) < count:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    got += [(tp.partition, r.key, r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def _both_ways(bootstrap: str, unique: str) -> tuple[list, list, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    names = (f"one-by-one-{unique}", f"batched-{unique}")
+    await admin.create_topics([NewTopic(name, 4, 1) for name in names])
+    await admin.close()
+    # Enough to fill many of aiokafka's 16 KiB batches; each key three times, its last a tombstone.
+    keys = [f"86138{i:08d}".encode() for i in range(1500)]
+    records = [(k, os.urandom(200) if round < 2 else None) for round in range(3) for k in keys]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(names[0], v, key=k) for k, v in records])
+        sent = await send_batches(producer, names[1], records)
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return await _read(bootstrap, names[0], len(records)), await _read(bootstrap, names[1], len(records)), len(sent)
+
+
+def test_batched_records_land_where_send_puts_them_once_each_in_order(bootstrap: str, unique: str) -> None:
+    one_by_one, batched, batches = asyncio.run(_both_ways(bootstrap, unique))
+    assert batches > 4  # more than one record batch a partition
+    assert sorted(batched, key=repr) == sorted(one_by_one, key=repr)  # the same records, once each
+    by_key: dict[bytes, list[tuple[int, bytes | None]]] = {}
+    for partition, key, value in batched:
+        by_key.setdefault(key, []).append((partition, value))
+    for key, seen in by_key.items():
+        assert len({p for p, _ in seen}) == 1
+        assert seen[-1][1] is None and all(v is not None for _, v in seen[:-1])  # in the order sent
