@@ -1,10 +1,12 @@
 """`churnwatch bench` through a broker: the bare-consumer ceiling and the real worker, one
 after the other on the same events, then event-to-alert latency at half the worker's rate.
 
-1. Simulated traffic (the last days held back for the latency phase) goes to fresh topics.
+1. Simulated traffic (the last day held back for the latency phase) goes to fresh topics.
 2. Ceiling: a bare aiokafka consumer that only decodes and validates each event.
-3. Worker: `churnwatch worker` as a child process with everything on; its sustained rate is
-   read from its own events counter, from the first event consumed to the last.
+3. Worker: `churnwatch worker` as a child process with everything on. It reads a day of warm-up
+   first, so that the measured days are ordinary ones: each customer's first event of a day
+   takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
+   from its own events counter, from the end of the warm-up to the last event.
 4. Latency: the held-back traffic at half that rate, stamped with the time it is sent; each
    alert is matched to the send time of the event that made it (the customer's newest). The
    default rules need months of history that a run of ten events per customer does not hold,
@@ -67,8 +69,10 @@ EVENTS_PER_CUSTOMER_DAY = 11  # what the simulator makes, on average
 
 @dataclass
 class StreamBench:
-    events: int
+    events: int  # measured, after the warm-up
     customers: int
+    warmup_events: int  # the day read before the measured span
+    snapshots_per_event: float  # in the measured span: how much of an ordinary day's work it had
     ceiling_events_per_s: float  # aiokafka's, which the worker reads with
     ceiling_librdkafka_events_per_s: float  # the same bare consumer on librdkafka, in the same run
     events_per_s: float
@@ -98,7 +102,7 @@ class StreamBench:
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
                  latency_s: float = 30.0, seed: int = 3) -> StreamBench:
     """Run the phases above against the configured broker and Redis, or embedded ones."""
-    history, live = _traffic(events, customers, seed)
+    warmup, history, live = _traffic(events, customers, seed)
     run = f"bench-{os.getpid()}-{int(time.time())}"
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
@@ -109,11 +113,13 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         run_settings = settings.model_copy(update={"topics": topics, "app_id": run})
         ensure_topics(run_settings, bootstrap)
         kafka = client_options(run_settings, bootstrap)
-        show(f"producing {len(history):,} events for {customers:,} customers to {topics.cdr} ...")
-        asyncio.run(_produce(kafka, topics, history))
-        ceiling = asyncio.run(_ceiling(kafka, topics, len(history)))
+        show(f"producing {len(warmup):,} events of warm-up and {len(history):,} for {customers:,} customers "
+             f"to {topics.cdr} ...")
+        asyncio.run(_produce(kafka, topics, warmup + history))
+        total = len(warmup) + len(history)
+        ceiling = asyncio.run(_ceiling(kafka, topics, total))
         show(f"bare consumer + decode: {ceiling:,.0f} events/s")
-        librdkafka = _ceiling_librdkafka(run_settings, bootstrap, topics, len(history))
+        librdkafka = _ceiling_librdkafka(run_settings, bootstrap, topics, total)
         show(f"the same on librdkafka (confluent-kafka): {librdkafka:,.0f} events/s")
         port = free_port()
         rules = workdir / "rules"
@@ -122,7 +128,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         worker = start_command(["worker"], run_settings, bootstrap, url, port, workdir / "worker.log",
                                dict(env, CHURNWATCH_APP_ID=run, CHURNWATCH_RULES_DIR=str(rules)))
         stack.callback(stop_worker, worker)
-        sustained = _sustained_rate(port, worker, len(history), workdir / "worker.log")
+        sustained = _sustained_rate(port, worker, len(warmup), total, workdir / "worker.log")
         rate = sustained.rate
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
@@ -137,7 +143,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         client.close()
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
     return StreamBench(
-        events=len(history), customers=customers, ceiling_events_per_s=round(ceiling),
+        events=len(history), customers=customers, warmup_events=len(warmup),
+        snapshots_per_event=round(sustained.snapshots / max(sustained.events, 1), 4), ceiling_events_per_s=round(ceiling),
         ceiling_librdkafka_events_per_s=round(librdkafka), events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
@@ -153,15 +160,17 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
     )
 
 
-def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], list[SimRecord]]:
-    """`events` records of history, and the day after it held back for the latency phase.
-    The simulated days end today, so that the held-back day, stamped now, follows on."""
-    days = max(2, -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 1)
+def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], list[SimRecord], list[SimRecord]]:
+    """A day of warm-up, `events` records of the days after it, and the day after them held back
+    for the latency phase. The simulated days end today, so that the held-back day, stamped now,
+    follows on."""
+    days = -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 2
     start = date.today() - timedelta(days=days - 1)
     # As a mediation system delivers them: a batch holds one or two events of each of its customers.
     records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
-    split = next(k for k, r in enumerate(records) if r.day == days - 1)  # records come in delivery order
-    return records[:split][:events], records[split:]
+    # Records come in delivery order: a day's, then the next day's.
+    warm, held = (next(k for k, r in enumerate(records) if r.day == d) for d in (1, days - 1))
+    return records[:warm], records[warm:held][:events], records[held:]
 
 
 async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimRecord]) -> None:
@@ -244,30 +253,31 @@ class _Sustained:
     seconds: float
     stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
     cpu_s: float | None  # CPU time the worker process used meanwhile (None off Linux)
+    snapshots: float  # sent meanwhile
 
     @property
     def rate(self) -> float:
         return self.events / max(self.seconds, 1e-6)
 
 
-def _sustained_rate(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> _Sustained:
-    """Events/s from the first event the worker counted to the last, by its own counter, and
-    the time its stages took meanwhile."""
-    first: tuple[float, int, dict[str, float], float | None] | None = None
+def _sustained_rate(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> _Sustained:
+    """Events/s from the first look at the worker's own counter past the warm-up to the last
+    event, and the time its stages took meanwhile."""
+    first: tuple[float, int, dict[str, float], float | None, float] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen, now = consumed(port), time.monotonic()
-        if seen and first is None:
-            first = (now, seen, _stage_seconds(port), _cpu_seconds(worker.pid))
+        if seen >= max(warmup, 1) and first is None:
+            first = (now, seen, _stage_seconds(port), _cpu_seconds(worker.pid), _snapshots(port))
         if seen >= expected and first is not None:
             if now == first[0]:
                 raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
                                   "to measure a rate (--events)")
             stages, cpu = _stage_seconds(port), _cpu_seconds(worker.pid)
             return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()},
-                              None if cpu is None or first[3] is None else cpu - first[3])
+                              None if cpu is None or first[3] is None else cpu - first[3], _snapshots(port) - first[4])
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
 
@@ -279,6 +289,10 @@ def _cpu_seconds(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _snapshots(port: int) -> float:
+    return scrape(port).get("churnwatch_snapshots_total", 0.0)
 
 
 def _stage_seconds(port: int) -> dict[str, float]:

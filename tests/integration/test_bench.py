@@ -35,11 +35,14 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
         tansu_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP", tansu_bootstrap)
     monkeypatch.setenv("REDIS_URL", redis_url)
-    result = CliRunner().invoke(main, ["bench", "--events", "20000", "--customers", "1000", "--latency-seconds", "5",
+    result = CliRunner().invoke(main, ["bench", "--events", "20000", "--customers", "2000", "--latency-seconds", "5",
                                        "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
-    assert figures["events"] == 20000 and figures["customers"] == 1000
+    assert figures["events"] == 20000 and figures["customers"] == 2000
+    # The measured days follow a day of warm-up, so each customer's first event of a day takes the
+    # snapshot of the day before, as on an operator's ordinary day (and in the latency phase).
+    assert figures["warmup_events"] > 5000 and 0.01 < figures["snapshots_per_event"] < 0.5
     assert figures["events_per_s"] > 0 and figures["ceiling_events_per_s"] > 0
     assert figures["ceiling_librdkafka_events_per_s"] > 0  # the other client, on the same events
     # One Python process keeps at most one core busy with its own work (the client's threads add a little).
