@@ -270,6 +270,27 @@ def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afre
     assert [expected for expected, _ in w.dump(list(range(6)))] == [raw[2:10] for raw in stored]
 
 
+def test_a_batch_of_states_reads_as_each_state_read_alone() -> None:
+    # The current layout is read batch-wide, in one buffer; every other value one by one.
+    rng = np.random.default_rng(11)
+    names = [f"c{i:04d}" for i in range(40)]
+    w = Windows.load(names, [None] * 40)
+    for i in range(40):
+        minutes = rng.integers(0, 2000, size=int(rng.integers(0, 6))).tolist()
+        apply(w, [(i, env(cdr(f"c{i:04d}", f"2026-03-{1 + k % 28:02d}T10:00:00+08:00", duration_s=m), k))
+                  for k, m in enumerate(minutes)], SH, 3)
+    stored: list[bytes | None] = [blob for _, blob in w.dump(list(range(40)))]
+    stored[3], stored[7], stored[9] = None, stored[7][:30], stored[9] + b"\xc1"  # type: ignore[index, operator]
+    stored[12] = w.dump([12], layout=4)[0][1]  # an earlier layout, among them
+    batch = Windows.load(names, stored)
+    alone = [Windows.load([name], [raw]) for name, raw in zip(names, stored)]
+    assert batch.rec.tobytes() == b"".join(one.rec.tobytes() for one in alone)
+    assert batch.text == [one.text[0] for one in alone] and batch.expected == [one.expected[0] for one in alone]
+    assert batch.quarantined == [(i, one.quarantined[0][1]) for i, one in enumerate(alone) if one.quarantined]
+    assert [i for i, _ in batch.quarantined] == [7, 9] and batch.monthly[[0, 12, 39]].any(axis=(1, 2)).tolist() == [
+        bool(w.monthly[i].any()) for i in (0, 12, 39)]
+
+
 def test_distinct_contacts_are_estimated_per_month() -> None:
     w = fresh()
     batch = [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", peer_id=f"86139{k % 40:08d}"), k)) for k in range(200)]
