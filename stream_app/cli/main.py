@@ -183,8 +183,9 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 
 
 @main.command()
-@click.option("--events", default=1_000_000, show_default=True, help="events measured through the broker, after a day of warm-up")
-@click.option("--customers", default=100_000, show_default=True)
+@click.option("--events", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              help="events measured through the broker, after a day of warm-up")
+@click.option("--customers", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--no-broker", is_flag=True,
               help="only the pipeline into Redis, in this process (no broker, no worker): the state's cost")
 @click.option("--days", default=31, show_default=True,

@@ -144,8 +144,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (None, None)
     return StreamBench(
         events=len(history), customers=customers, warmup_events=len(warmup),
-        snapshots_per_event=round(sustained.snapshots / max(sustained.events, 1), 4), ceiling_events_per_s=round(ceiling),
-        ceiling_librdkafka_events_per_s=round(librdkafka), events_per_s=round(rate),
+        snapshots_per_event=round(sustained.snapshots / max(sustained.events, 1), 4),
+        ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka), events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
         latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
@@ -165,12 +165,18 @@ def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], l
     for the latency phase. The simulated days end today, so that the held-back day, stamped now,
     follows on."""
     days = -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 2
-    start = date.today() - timedelta(days=days - 1)
-    # As a mediation system delivers them: a batch holds one or two events of each of its customers.
-    records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
-    # Records come in delivery order: a day's, then the next day's.
-    warm, held = (next(k for k, r in enumerate(records) if r.day == d) for d in (1, days - 1))
-    return records[:warm], records[warm:held][:events], records[held:]
+    while True:  # a weekend or a holiday holds fewer: a day more, until the span holds `events`
+        start = date.today() - timedelta(days=days - 1)
+        # As a mediation system delivers them: a batch holds one or two events of each of its customers.
+        records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
+        # Records come in delivery order: a day's, then the next day's.
+        warm, held = (next((k for k, r in enumerate(records) if r.day == d), None) for d in (1, days - 1))
+        if warm is None or held is None:
+            raise ConfigError(f"the simulator made a day without traffic for {customers} customers: too few "
+                              "to bench (--customers)")
+        if held - warm >= events:
+            return records[:warm], records[warm:held][:events], records[held:]
+        days += 1
 
 
 async def _produce(kafka: dict[str, Any], topics: Topics, records: Sequence[SimRecord]) -> None:
