@@ -45,10 +45,11 @@ async def _both_ways(bootstrap: str, unique: str) -> tuple[list, list, int]:
     names = (f"one-by-one-{unique}", f"batched-{unique}")
     await admin.create_topics([NewTopic(name, 4, 1) for name in names])
     await admin.close()
-    # Enough to fill many of aiokafka's 16 KiB batches; each key three times, its last a tombstone.
+    # Each key three times, numbered, its last a tombstone: more than one of the worker's 256 KiB
+    # batches a partition.
     keys = [f"86138{i:08d}".encode() for i in range(1500)]
-    records = [(k, os.urandom(200) if round < 2 else None) for round in range(3) for k in keys]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    records = [(k, bytes([turn]) + os.urandom(300) if turn < 2 else None) for turn in range(3) for k in keys]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=256 * 1024)
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(names[0], v, key=k) for k, v in records])
@@ -68,4 +69,4 @@ def test_batched_records_land_where_send_puts_them_once_each_in_order(bootstrap:
         by_key.setdefault(key, []).append((partition, value))
     for key, seen in by_key.items():
         assert len({p for p, _ in seen}) == 1
-        assert seen[-1][1] is None and all(v is not None for _, v in seen[:-1])  # in the order sent
+        assert [v[0] if v is not None else None for _, v in seen] == [0, 1, None]  # in the order sent
