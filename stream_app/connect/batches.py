@@ -5,7 +5,7 @@ what a batch needs once (the topic's metadata, the size check, two lists of part
 the key in pure Python: in a run of 20,000 snapshots of 200 bytes to the embedded broker, a record
 cost 12 us of the worker's CPU that way, 1.5 us as 256 KiB batches (docs/performance.md); the
 pure-Python hash alone is 3.3 us. `send_batches` hashes each key with murmur2 in compiled code
-(`murmurhash2`) and fills aiokafka's own record batches, one partition at a time, in the order
+(`murmurhash2`) and fills aiokafka's own record batches partition by partition, each in the order
 given: a key's records keep their order, and each lands on the partition aiokafka's and the Java
 client's default partitioner give it. The batches go round by round across the partitions, so
 that one request carries a batch of each.
