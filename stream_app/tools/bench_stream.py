@@ -145,7 +145,8 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
     return StreamBench(
         events=len(history), customers=customers, warmup_events=len(warmup),
         snapshots_per_event=round(sustained.snapshots / max(sustained.events, 1), 4),
-        ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka), events_per_s=round(rate),
+        ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka),
+        events_per_s=round(rate),
         ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
         latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
