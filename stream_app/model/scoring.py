@@ -248,9 +248,9 @@ class Scorer:
         z = self.standardise(x_row)
         if self._w is not None and self._trees is not None:  # blended: log-odds terms, both
             terms = blend(z * self._w, self._trees.contributions(x_row))
-        else:
-            terms = z * self._w if self._w is not None else self._trees.contributions(x_row) \
-                if self._trees is not None else np.abs(z)
+        else:  # one model's log-odds terms, or a forest's distance from the base
+            terms = z * self._w if self._w is not None else (
+                self._trees.contributions(x_row) if self._trees is not None else np.abs(z))
         order = np.argsort(-terms, kind="mergesort")[:top]
         return [Driver(self.names[j], float(x_row[j]), float(z[j]), float(terms[j])) for j in order if terms[j] > 0]
 

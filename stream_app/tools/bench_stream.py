@@ -128,14 +128,14 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         worker = start_command(["worker"], run_settings, bootstrap, url, port, workdir / "worker.log",
                                dict(env, CHURNWATCH_APP_ID=run, CHURNWATCH_RULES_DIR=str(rules)))
         stack.callback(stop_worker, worker)
-        sustained = _sustained_rate(port, worker, len(warmup), total, workdir / "worker.log")
-        rate = sustained.rate
+        sustained = _sustained(port, worker, len(warmup), total, workdir / "worker.log")
+        rate = sustained.events / max(sustained.clock, 1e-6)
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
         paced = live[:int(rate / 2 * latency_s)]
-        before = (time.monotonic(), consumed(port), _stage_seconds(port))
+        before = _Look.of(port, worker.pid, consumed(port))
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
-        after = (time.monotonic(), consumed(port), _stage_seconds(port))
+        phase = _Look.of(port, worker.pid, consumed(port)).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
         client = connect_redis_sync(url, settings.redis_cluster)
@@ -146,17 +146,15 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         events=len(history), customers=customers, warmup_events=len(warmup),
         snapshots_per_event=round(sustained.snapshots / max(sustained.events, 1), 4),
         ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka),
-        events_per_s=round(rate),
-        ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
+        events_per_s=round(rate), ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
         latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
         rss_bytes=rss, alerts=alerts_total, offnet_numbers=numbers,
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
         offnet_bytes_per_customer=round(book_bytes / customers, 1),
-        stages=stage_figures(sustained.stages, sustained.events, sustained.seconds, ceiling),
-        latency_stages=stage_figures({k: v - before[2].get(k, 0.0) for k, v in after[2].items()},
-                                     after[1] - before[1], after[0] - before[0]),
-        worker_cores=None if sustained.cpu_s is None else round(sustained.cpu_s / sustained.seconds, 2),
+        stages=stage_figures(sustained.stages, sustained.events, sustained.clock, ceiling),
+        latency_stages=stage_figures(phase.stages, phase.events, phase.clock),
+        worker_cores=None if sustained.cpu_s is None else round(sustained.cpu_s / sustained.clock, 2),
         events_per_core_s=None if not sustained.cpu_s else round(sustained.events / sustained.cpu_s),
     )
 
@@ -253,38 +251,43 @@ async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> floa
 
 
 @dataclass
-class _Sustained:
-    """What the worker did from the first event it counted to the last."""
+class _Look:
+    """The worker's counters at one look, or their change over a span (`since`): its events, stage
+    seconds, CPU time (None off Linux) and snapshots sent."""
 
+    clock: float  # monotonic seconds; of a span, the seconds it lasted
     events: int
-    seconds: float
     stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
-    cpu_s: float | None  # CPU time the worker process used meanwhile (None off Linux)
-    snapshots: float  # sent meanwhile
+    cpu_s: float | None
+    snapshots: float
 
-    @property
-    def rate(self) -> float:
-        return self.events / max(self.seconds, 1e-6)
+    @classmethod
+    def of(cls, port: int, pid: int, events: int) -> "_Look":
+        return cls(time.monotonic(), events, _stage_seconds(port), _cpu_seconds(pid), _snapshots(port))
+
+    def since(self, first: "_Look") -> "_Look":
+        """What the worker did from `first` to this look."""
+        cpu = None if self.cpu_s is None or first.cpu_s is None else self.cpu_s - first.cpu_s
+        return _Look(self.clock - first.clock, self.events - first.events,
+                     {k: v - first.stages.get(k, 0.0) for k, v in self.stages.items()}, cpu,
+                     self.snapshots - first.snapshots)
 
 
-def _sustained_rate(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> _Sustained:
-    """Events/s from the first look at the worker's own counter past the warm-up to the last
-    event, and the time its stages took meanwhile."""
-    first: tuple[float, int, dict[str, float], float | None, float] | None = None
+def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> _Look:
+    """What the worker did from the first look at its own counter past the warm-up to the last event."""
+    first: _Look | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
-        seen, now = consumed(port), time.monotonic()
+        seen = consumed(port)
         if seen >= max(warmup, 1) and first is None:
-            first = (now, seen, _stage_seconds(port), _cpu_seconds(worker.pid), _snapshots(port))
+            first = _Look.of(port, worker.pid, seen)
         if seen >= expected and first is not None:
-            if now == first[0]:
+            if seen == first.events:
                 raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
                                   "to measure a rate (--events)")
-            stages, cpu = _stage_seconds(port), _cpu_seconds(worker.pid)
-            return _Sustained(seen - first[1], now - first[0], {k: v - first[2].get(k, 0.0) for k, v in stages.items()},
-                              None if cpu is None or first[3] is None else cpu - first[3], _snapshots(port) - first[4])
+            return _Look.of(port, worker.pid, seen).since(first)
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
 

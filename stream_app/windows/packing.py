@@ -9,7 +9,8 @@ unpacks with a few numpy calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -24,15 +25,20 @@ class Packing:
 
     dtype: np.dtype
     kept: int
-    body: int = field(init=False)  # bytes after the kept ones
-    bitmap: int = field(init=False)  # bytes of the bitmap
-    padding: int = field(init=False)  # the bitmap's last bits, past the record: always clear
 
-    def __post_init__(self) -> None:
-        body = self.dtype.itemsize - self.kept
-        bitmap = -(-body // 8)
-        for name, value in (("body", body), ("bitmap", bitmap), ("padding", (1 << (8 * bitmap - body)) - 1)):
-            object.__setattr__(self, name, value)
+    @cached_property
+    def body(self) -> int:
+        """Bytes after the kept ones."""
+        return self.dtype.itemsize - self.kept
+
+    @cached_property
+    def bitmap(self) -> int:
+        return -(-self.body // 8)
+
+    @cached_property
+    def padding(self) -> int:
+        """The bitmap's last bits, past the record: always clear."""
+        return (1 << (8 * self.bitmap - self.body)) - 1
 
 
 def converted(rec: np.ndarray, dtype: np.dtype) -> np.ndarray:
