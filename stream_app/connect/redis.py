@@ -5,17 +5,52 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import DataError
 
-__all__ = ["connect_redis", "connect_redis_sync"]
+__all__ = ["connect_redis", "connect_redis_sync", "pack_command"]
+
+
+def pack_command(*args: Any) -> list[bytes]:
+    """A command in Redis's protocol, packed by hiredis in C. redis-py's asyncio connections pack
+    each argument in Python (about 0.5 us a key, where hiredis takes 0.06), and a batch's read and
+    write name every customer's key. The same bytes as redis-py's, and the same split of a command
+    whose name has words (`SCRIPT LOAD`)."""
+    if isinstance(args[0], str):
+        args = (*args[0].encode().split(), *args[1:])
+    elif b" " in args[0]:
+        args = (*args[0].split(), *args[1:])
+    if any(isinstance(arg, bool) for arg in args):  # hiredis would send True as 1; redis-py refuses it
+        raise DataError("Invalid input of type: 'bool'. Convert to a bytes, string, int or float first.")
+    try:
+        return [hiredis.pack_command(args)]
+    except TypeError as exc:  # None, a dict...: refused as redis-py refuses them
+        raise DataError(str(exc)) from exc
+
+
+def _packed_in_c(connection_class: type) -> type:
+    """`connection_class` with its commands packed by `pack_command`."""
+    return type(f"PackedInC{connection_class.__name__}", (connection_class,),
+                {"pack_command": lambda self, *args: pack_command(*args)})
 
 
 def connect_redis(url: str, cluster: bool = False) -> aioredis.Redis | AsyncCluster:
     """An asyncio client for `url`; `cluster=True` for Redis Cluster (keys are routed by slot)."""
-    return AsyncCluster.from_url(url) if cluster else aioredis.Redis.from_url(url)
+    if cluster:
+        client = AsyncCluster.from_url(url)
+        kwargs = client.nodes_manager.connection_kwargs  # read as each node is found
+        kwargs["connection_class"] = _packed_in_c(kwargs["connection_class"])
+        for node in client.nodes_manager.startup_nodes.values():  # made already, connected later
+            node.connection_class = kwargs["connection_class"]
+        return client
+    client = aioredis.Redis.from_url(url)
+    pool = client.connection_pool
+    pool.connection_class = _packed_in_c(pool.connection_class)
+    return client
 
 
 def connect_redis_sync(url: str, cluster: bool = False) -> Any:
