@@ -12,6 +12,7 @@ import asyncio
 import collections
 import time
 from datetime import date
+from itertools import chain
 from typing import Any, Protocol, Sequence
 
 import redis.asyncio as aioredis
@@ -29,28 +30,25 @@ __all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "
 # argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>",
 # argv[5]: the hash of applied offsets, argv[6]: the batch's newest offset per input partition as
 # lines "<topic>|<partition>\t<offset>\t<1 if this writer has recorded that partition here before>";
-# argv[7]: per key, one after another, the write counter's bytes as read (`_counted`), the new state's
-# length (4, big-endian) and the new state (which carries the next counter): one argument, not two per
-# key for the client to pack in Python. A customer's increments are added only if their state was
-# written: both count once. Applied offsets only grow. If one this writer recorded is gone, Redis lost
-# data since: nothing is written, and {-1} says so. Then: the off-net book's lines, its hashes' name
-# without the month, and their TTL in ms (`windows/book.py`).
+# argv[7..10]: the off-net book's lines, its hashes' name without the month, the hash of its months and
+# their TTL in ms (`windows/book.py`); from argv[11], per key, two arguments: the write counter's bytes
+# as read and the new state (which carries the next counter). Two arguments a key, not one for the
+# batch: Redis makes each argument a Lua string, and one of a megabyte costs it about 0.6 us a key
+# more than the same bytes as a thousand arguments. A customer's increments are added only if their
+# state was written: both count once. Applied offsets only grow. If one this writer recorded is gone,
+# Redis lost data since: nothing is written, and {-1} says so.
 _CAS_FUNCTION = BOOK_LUA + """
 local function cas(keys, argv)
-  local ttl, at, report, applied, states = argv[1], tonumber(argv[2]), argv[3], argv[5], argv[7]
+  local ttl, at, report, applied = argv[1], tonumber(argv[2]), argv[3], argv[5]
   for field, _, known in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t(%d)\\n') do
     if known == '1' and redis.call('HEXISTS', applied, field) == 0 then return {-1} end
   end
-  local conflicts, refused, pos = {}, {}, 1
+  local conflicts, refused = {}, {}
   for i, key in ipairs(keys) do
-    local n = string.byte(states, pos)
-    local expected, size = string.sub(states, pos + 1, pos + n), struct.unpack('>I4', states, pos + 1 + n)
-    local state = string.sub(states, pos + 5 + n, pos + 4 + n + size)
-    pos = pos + 5 + n + size
     local seq = redis.call('GETRANGE', key, at - 1, at + 6)
     if seq == '' then seq = string.rep('\\0', 8) end
-    if seq == expected then
-      redis.call('SET', key, state, 'PX', ttl)
+    if seq == argv[9 + 2 * i] then
+      redis.call('SET', key, argv[10 + 2 * i], 'PX', ttl)
     else
       conflicts[#conflicts + 1] = i - 1
       refused[i - 1] = true
@@ -59,8 +57,7 @@ local function cas(keys, argv)
   for i, field, delta in string.gmatch(argv[4], '(%d+)\\t([^\\t\\n]+)\\t(-?%d+)\\n') do
     if not refused[tonumber(i)] then redis.call('HINCRBY', report, field, delta) end
   end
-  local book = 8
-  if argv[book] ~= '' then add_to_book(keys, argv[book], argv[book + 1], argv[book + 2], argv[book + 3], refused) end
+  if argv[7] ~= '' then add_to_book(keys, argv[7], argv[8], argv[9], argv[10], refused) end
   for field, offset in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t%d\\n') do
     local known = redis.call('HGET', applied, field)
     if not known or tonumber(known) < tonumber(offset) then redis.call('HSET', applied, field, offset) end
@@ -345,10 +342,9 @@ class RedisWindowStore:
         lines = "".join(f"{i}\t{name}\t{delta}\n" for i, c in enumerate(group)
                         for name, delta in report.get(c, {}).items())
         marks = "".join(f"{t}|{p}\t{o}\t{int((shard, (t, p)) in self._recorded)}\n" for (t, p), o in applied.items())
-        states = b"".join(_counted(expected) + len(blob).to_bytes(4, "big") + blob
-                          for expected, blob in map(writes.get, group))
-        return [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard), marks, states,
-                book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard), self.book_ttl_ms]
+        return [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard), marks,
+                book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard), self.book_ttl_ms,
+                *chain.from_iterable(map(writes.__getitem__, group))]
 
     def _report_shard(self, node: Any) -> int:
         """A report shard whose hashes' slot `node` serves, so its script may write them."""
