@@ -24,7 +24,7 @@ def pack_command(*args: Any) -> list[bytes]:
         args = (*args[0].encode().split(), *args[1:])
     elif b" " in args[0]:
         args = (*args[0].split(), *args[1:])
-    if any(isinstance(arg, bool) for arg in args):  # hiredis would send True as 1; redis-py refuses it
+    if bool in map(type, args):  # hiredis would send True as 1; redis-py refuses it (in C: no loop in Python)
         raise DataError("Invalid input of type: 'bool'. Convert to a bytes, string, int or float first.")
     try:
         return [hiredis.pack_command(args)]
