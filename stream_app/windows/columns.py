@@ -154,39 +154,30 @@ def _newest_before(at: np.ndarray, day: np.ndarray) -> np.ndarray:
     return out
 
 
-def _digest_values(raw: bytes) -> np.ndarray:
-    """Event-id digests, one after another, as integers."""
-    b = np.frombuffer(raw, np.uint8).reshape(-1, ID_DIGEST).astype(np.uint64)
-    return (b << (np.arange(ID_DIGEST, dtype=np.uint64) * np.uint64(8))).sum(axis=1, dtype=np.uint64)
-
-
 def _resent(w: Windows, rows: np.ndarray, group: np.ndarray, digests: list[bytes]) -> np.ndarray:
     """Which events carry an id their customer's day and topic already holds: in the stored memory
-    (`StateTail.seen`), or in an event before them in the batch."""
-    if not digests:
-        return np.zeros(0, bool)
-    pairs, pair = np.unique(rows * (1 << 32) + group, return_inverse=True)
-    counts, stored = [], []
+    (`StateTail.seen`), or in an event before them in the batch. Event by event: nearly every
+    customer of a batch has one event, and a lookup each costs less than sorting the batch's ids
+    with every stored one (2.0 -> 0.5 us an event)."""
+    out = np.zeros(len(digests), bool)
     text = w.text
-    for key in pairs.tolist():
-        tail = text[key >> 32]
-        ids = tail.seen.get(key & 0xFFFFFFFF, b"") if tail is not None and tail.seen else b""
-        whole = len(ids) // ID_DIGEST  # (a cut-short last id, which no digest can match, is left out, as one by one)
-        counts.append(whole)
-        if whole:
-            stored.append(ids[:whole * ID_DIGEST])
-    known = sum(counts)
-    stored_pair = np.repeat(np.arange(len(pairs)), counts)
-    all_pair = np.concatenate([stored_pair, pair.ravel()]) if known else pair.ravel()
-    all_ids = _digest_values(b"".join(stored) + b"".join(digests))
-    # Stored ids sort first in their (day and topic, id) run, then the batch's in order: all but a
-    # run's first are resends.
-    place = np.r_[np.full(known, -1, np.int64), np.arange(len(digests))] if known else np.arange(len(digests))
-    order = np.lexsort((place, all_ids, all_pair))
-    start = np.r_[True, (all_pair[order][1:] != all_pair[order][:-1]) | (all_ids[order][1:] != all_ids[order][:-1])]
-    repeat = np.empty(len(order), bool)
-    repeat[order] = ~start
-    return repeat[known:]
+    earlier: set[tuple[int, int, bytes]] = set()
+    for k, (row, key, digest) in enumerate(zip(rows.tolist(), group.tolist(), digests)):
+        tail = text[row]
+        stored = tail.seen.get(key) if tail is not None and tail.seen else None
+        if (stored and _holds(stored, digest)) or (row, key, digest) in earlier:
+            out[k] = True
+        else:
+            earlier.add((row, key, digest))
+    return out
+
+
+def _holds(ids: bytes, digest: bytes) -> bool:
+    """Whether `ids` (digests one after another, the last perhaps cut short) hold `digest` whole."""
+    at = ids.find(digest)
+    while at != -1 and at % ID_DIGEST:
+        at = ids.find(digest, at + 1)
+    return at != -1
 
 
 def _last_per(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,19 +236,20 @@ def _adds(out: Planned, rows: np.ndarray, day: np.ndarray, kind: np.ndarray, f: 
 def _remember(w: Windows, out: Planned, rows: np.ndarray, group: np.ndarray, digests: list[bytes],
               grace_days: int) -> None:
     """Each customer's tail with the ids of their events kept, as `Scratch.store` writes it."""
-    added: dict[int, dict[int, list[bytes]]] = {}
-    for row, key, d in zip(rows.tolist(), group.tolist(), digests):
-        added.setdefault(row, {}).setdefault(key, []).append(d)
+    text = w.text
+    seen_of: dict[int, dict[int, bytes]] = {}  # row -> its memory with the batch's ids
+    for row, key, digest in zip(rows.tolist(), group.tolist(), digests):
+        seen = seen_of.get(row)
+        if seen is None:
+            tail = text[row]
+            seen = seen_of[row] = dict(tail.seen) if tail is not None else {}
+        seen[key] = seen.get(key, b"") + digest
     newest = w.rec["newest"].copy()
     if "newest" in out.header:
         flat, value = out.header["newest"]
         newest.ravel()[flat] = value
     floors, empty = (newest.astype(np.int64) - grace_days).tolist(), StateTail()  # once for the batch
-    for row, groups in added.items():
-        tail = w.text[row] or empty
-        seen = dict(tail.seen)
-        for key, ids in groups.items():
-            seen[key] = seen.get(key, b"") + b"".join(ids)
+    for row, seen in seen_of.items():
         floor = floors[row]
-        out.tails[row] = msgspec.structs.replace(tail, seen={
+        out.tails[row] = msgspec.structs.replace(text[row] or empty, seen={
             key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floor[key % N_TOPICS]})

@@ -1,5 +1,6 @@
 import random
 from datetime import date, datetime
+from hashlib import blake2b
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -13,8 +14,10 @@ from stream_app.windows.state import (
     _PACKED,
     _WHOLE,
     DAILY,
+    ID_DIGEST,
     N_DAYS,
     N_MONTHS,
+    N_TOPICS,
     STATE,
     STATE_VERSION,
     C,
@@ -208,6 +211,20 @@ def test_a_resent_event_id_counts_once() -> None:
     result = apply(w, [(0, env(raw, 0)), (0, env(raw, 1))], SH, 3)
     assert (result.applied, result.duplicates) == (1, 1)
     assert w.monthly[0, 0, C["out_calls"]] == 1
+
+
+def test_an_id_found_only_across_two_remembered_ids_is_not_a_resend() -> None:
+    """The memory holds whole digests one after another: bytes that match across two are no match."""
+    w = fresh()
+    raw = cdr(CUST, "2026-03-01T10:00:00+08:00")
+    digest = blake2b(decode_cdr(raw).event_id.encode(), digest_size=ID_DIGEST).digest()
+    half = ID_DIGEST // 2
+    straddled = b"\xff" * half + digest + b"\xff" * (ID_DIGEST - half)  # two ids, neither of them this one
+    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: straddled})
+    result = apply(w, [(0, env(raw, 0))], SH, 3)
+    assert (result.applied, result.duplicates) == (1, 0)
+    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: b"\xff" * ID_DIGEST + digest})
+    assert apply(w, [(0, env(raw, 1))], SH, 3).duplicates == 1  # whole, it is one
 
 
 def test_a_resend_counts_once_however_many_events_lie_between_within_the_grace() -> None:
