@@ -32,10 +32,26 @@ def pack_command(*args: Any) -> list[bytes]:
         raise DataError(str(exc)) from exc
 
 
+class _PackedInC:
+    """A connection whose commands `pack_command` packs. What hiredis does not take as redis-py
+    would (a bytearray, an int subclass, strings in another encoding than UTF-8) is packed, or
+    refused, by redis-py itself, as before."""
+
+    encoder: Any
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        encoder = self.encoder
+        if encoder.encoding.lower().replace("-", "") == "utf8" and encoder.encoding_errors == "strict":
+            try:
+                return pack_command(*args)
+            except DataError:
+                pass
+        return super().pack_command(*args)  # type: ignore[misc]
+
+
 def _packed_in_c(connection_class: type) -> type:
     """`connection_class` with its commands packed by `pack_command`."""
-    return type(f"PackedInC{connection_class.__name__}", (connection_class,),
-                {"pack_command": lambda self, *args: pack_command(*args)})
+    return type(f"PackedInC{connection_class.__name__}", (_PackedInC, connection_class), {})
 
 
 def connect_redis(url: str, cluster: bool = False) -> aioredis.Redis | AsyncCluster:
