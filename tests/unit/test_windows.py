@@ -214,17 +214,26 @@ def test_a_resent_event_id_counts_once() -> None:
 
 
 def test_an_id_found_only_across_two_remembered_ids_is_not_a_resend() -> None:
-    """The memory holds whole digests one after another: bytes that match across two are no match."""
+    """The memory holds whole digests one after another: bytes that match across two are no match,
+    however often."""
     w = fresh()
     raw = cdr(CUST, "2026-03-01T10:00:00+08:00")
     digest = blake2b(decode_cdr(raw).event_id.encode(), digest_size=ID_DIGEST).digest()
-    half = ID_DIGEST // 2
-    straddled = b"\xff" * half + digest + b"\xff" * (ID_DIGEST - half)  # two ids, neither of them this one
+    straddled = b"".join(b"\xff" * k + digest + b"\xff" * (ID_DIGEST - k) for k in (1, ID_DIGEST // 2))  # 4 ids
     w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: straddled})
     result = apply(w, [(0, env(raw, 0))], SH, 3)
     assert (result.applied, result.duplicates) == (1, 0)
-    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: b"\xff" * ID_DIGEST + digest})
-    assert apply(w, [(0, env(raw, 1))], SH, 3).duplicates == 1  # whole, it is one
+    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: straddled + digest})
+    assert apply(w, [(0, env(raw, 1))], SH, 3).duplicates == 1  # whole, after a match across two, it is one
+
+
+def test_the_same_id_of_another_customer_or_another_day_in_a_batch_is_no_resend() -> None:
+    """A batch's ids are remembered per customer, day and topic, as the stored memory is."""
+    w = Windows.load([CUST, "8613800000002"], [None, None])
+    mine, other_day = (cdr(CUST, f"2026-03-0{d}T10:00:00+08:00", event_id="e-1") for d in (1, 2))
+    theirs = cdr("8613800000002", "2026-03-01T10:00:00+08:00", event_id="e-1")
+    result = apply(w, [(0, env(mine, 0)), (1, env(theirs, 1)), (0, env(other_day, 2)), (0, env(mine, 3))], SH, 3)
+    assert (result.applied, result.duplicates) == (3, 1)
 
 
 def test_a_resend_counts_once_however_many_events_lie_between_within_the_grace() -> None:
