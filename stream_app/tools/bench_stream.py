@@ -48,6 +48,7 @@ from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage
 from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
 from stream_app.tools.embedded.process import free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
+from stream_app.tools.worker_looks import Look
 
 __all__ = ["StreamBench", "bench_stream"]
 
@@ -133,9 +134,9 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
         paced = live[:int(rate / 2 * latency_s)]
-        before = _Look.of(port, worker.pid, consumed(port))
+        before = Look.after_a_fetch(port, worker.pid)
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
-        phase = _Look.of(port, worker.pid, consumed(port)).since(before)
+        phase = Look.of(port, worker.pid, consumed(port)).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
         client = connect_redis_sync(url, settings.redis_cluster)
@@ -250,65 +251,23 @@ async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> floa
         await consumer.stop()
 
 
-@dataclass
-class _Look:
-    """The worker's counters at one look, or their change over a span (`since`): its events, stage
-    seconds, CPU time (None off Linux) and snapshots sent."""
-
-    clock: float  # monotonic seconds; of a span, the seconds it lasted
-    events: int
-    stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
-    cpu_s: float | None
-    snapshots: float
-
-    @classmethod
-    def of(cls, port: int, pid: int, events: int) -> "_Look":
-        return cls(time.monotonic(), events, _stage_seconds(port), _cpu_seconds(pid), _snapshots(port))
-
-    def since(self, first: "_Look") -> "_Look":
-        """What the worker did from `first` to this look."""
-        cpu = None if self.cpu_s is None or first.cpu_s is None else self.cpu_s - first.cpu_s
-        return _Look(self.clock - first.clock, self.events - first.events,
-                     {k: v - first.stages.get(k, 0.0) for k, v in self.stages.items()}, cpu,
-                     self.snapshots - first.snapshots)
-
-
-def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> _Look:
+def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> Look:
     """What the worker did from the first look at its own counter past the warm-up to the last event."""
-    first: _Look | None = None
+    first: Look | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen = consumed(port)
         if seen >= max(warmup, 1) and first is None:
-            first = _Look.of(port, worker.pid, seen)
+            first = Look.of(port, worker.pid, seen)
         if seen >= expected and first is not None:
             if seen == first.events:
                 raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
                                   "to measure a rate (--events)")
-            return _Look.of(port, worker.pid, seen).since(first)
+            return Look.of(port, worker.pid, seen).since(first)
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User and system CPU seconds a process has used (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def _snapshots(port: int) -> float:
-    return scrape(port).get("churnwatch_snapshots_total", 0.0)
-
-
-def _stage_seconds(port: int) -> dict[str, float]:
-    """Seconds per stage the worker serving metrics on `port` has counted."""
-    prefix = "churnwatch_stage_seconds_total{stage="
-    return {k[len(prefix):-1]: v for k, v in scrape(port).items() if k.startswith(prefix)}
 
 
 async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimRecord], rate: float,
