@@ -158,7 +158,7 @@ def _resent(w: Windows, rows: np.ndarray, group: np.ndarray, digests: list[bytes
     """Which events carry an id their customer's day and topic already holds: in the stored memory
     (`StateTail.seen`), or in an event before them in the batch. Event by event: nearly every
     customer of a batch has one event, and a lookup each costs less than sorting the batch's ids
-    with every stored one (2.0 -> 0.5 us an event)."""
+    with every stored one (1.8 -> 0.34 us an event)."""
     out = np.zeros(len(digests), bool)
     text = w.text
     earlier: set[tuple[int, int, bytes]] = set()
