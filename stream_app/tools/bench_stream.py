@@ -136,7 +136,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         paced = live[:int(rate / 2 * latency_s)]
         before = Look.after_a_fetch(port, worker.pid)
         latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
-        phase = Look.of(port, worker.pid, consumed(port)).since(before)
+        phase = Look.of(port, worker.pid).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
         client = connect_redis_sync(url, settings.redis_cluster)
@@ -260,12 +260,13 @@ def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen = consumed(port)
         if seen >= max(warmup, 1) and first is None:
-            first = Look.of(port, worker.pid, seen)
+            first = Look.of(port, worker.pid)
         if seen >= expected and first is not None:
-            if seen == first.events:
+            last = Look.of(port, worker.pid)
+            if last.events == first.events:
                 raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
                                   "to measure a rate (--events)")
-            return Look.of(port, worker.pid, seen).since(first)
+            return last.since(first)
         time.sleep(0.2)
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
 

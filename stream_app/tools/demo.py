@@ -107,6 +107,11 @@ def consumed(port: int) -> int:
         samples = scrape(port)
     except OSError:
         return 0
+    return events_consumed(samples)
+
+
+def events_consumed(samples: dict[str, float]) -> int:
+    """Events consumed, from a worker's metrics as `scrape` reads them."""
     return int(sum(v for k, v in samples.items() if k.startswith("churnwatch_events_consumed_total")))
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.tools.demo import consumed, scrape
+from stream_app.tools.demo import events_consumed, scrape
 
 __all__ = ["Look"]
 
@@ -25,18 +25,21 @@ class Look:
     snapshots: float
 
     @classmethod
-    def of(cls, port: int, pid: int, events: int) -> "Look":
-        return cls(time.monotonic(), events, _stage_seconds(port), _cpu_seconds(pid), _snapshots(port))
+    def of(cls, port: int, pid: int) -> "Look":
+        """A look now: one read of the worker's metrics, and its CPU time."""
+        samples = scrape(port)
+        return cls(time.monotonic(), events_consumed(samples), _stage_seconds(samples), _cpu_seconds(pid),
+                   samples.get("churnwatch_snapshots_total", 0.0))
 
     @classmethod
     def after_a_fetch(cls, port: int, pid: int, wait_s: float = 2.0) -> "Look":
         """A look just after a fetch of the idle worker ended. A stage adds its seconds when it ends, so
         one under way at a look would count, whole, the time before it: a fetch waits for records up to
         `CHURNWATCH_BATCH_WITHIN_S`, a tenth of a short span."""
-        fetched, deadline = _stage_seconds(port).get("fetch"), time.monotonic() + wait_s
-        while _stage_seconds(port).get("fetch") == fetched and time.monotonic() < deadline:
+        fetched, deadline = _stage_seconds(scrape(port)).get("fetch"), time.monotonic() + wait_s
+        while _stage_seconds(scrape(port)).get("fetch") == fetched and time.monotonic() < deadline:
             time.sleep(0.005)
-        return cls.of(port, pid, consumed(port))
+        return cls.of(port, pid)
 
     def since(self, first: "Look") -> "Look":
         """What the worker did from `first` to this look."""
@@ -55,11 +58,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def _snapshots(port: int) -> float:
-    return scrape(port).get("churnwatch_snapshots_total", 0.0)
-
-
-def _stage_seconds(port: int) -> dict[str, float]:
-    """Seconds per stage the worker serving metrics on `port` has counted."""
+def _stage_seconds(samples: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage a worker has counted, from its metrics as `scrape` reads them."""
     prefix = "churnwatch_stage_seconds_total{stage="
-    return {k[len(prefix):-1]: v for k, v in scrape(port).items() if k.startswith(prefix)}
+    return {k[len(prefix):-1]: v for k, v in samples.items() if k.startswith(prefix)}
