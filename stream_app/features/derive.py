@@ -159,7 +159,7 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
 def _days(by_age: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
     """Sum of a daily counter over days aged [start, stop) before each customer's day, in its
     unit, from `aligned`."""
-    return by_age[:, start:stop, D[counter]].sum(axis=1)
+    return by_age[:, D[counter], start:stop].sum(axis=1) / SCALE.get(counter, 1.0)
 
 
 def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
@@ -193,7 +193,7 @@ def _shortfalls(months: np.ndarray, days: DaysByAge, counters: tuple[str, ...]) 
     """`activity_usual` (`counters` a day over months m3-m6, those with any; `months` from
     `aligned_months`) and, for every period of `ACTIVITY_PERIODS`, `activity_z_d<a>_<b>` and
     `activity_vs_usual_d<a>_<b>`."""
-    usual_months = months[:, 3:7, [C[c] for c in counters]].sum(axis=2)
+    usual_months = sum(months[:, C[c], 3:7] / SCALE.get(c, 1.0) for c in counters)
     usual = _share(usual_months.sum(axis=1), (usual_months > 0).sum(axis=1) * 30.44)
     out = {"activity_usual": usual}
     for a, b in ACTIVITY_PERIODS:
@@ -242,18 +242,18 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
     months = aligned_months(w, now_month)
 
     def month(counter: str, age: int) -> np.ndarray:
-        return months[:, age, C[counter]]
+        return months[:, C[counter], age] / SCALE.get(counter, 1.0)
 
     spend = [month("spend", a) + month("topup", a) for a in range(7)]
     mou = [month("out_min", a) for a in range(N_MONTHS)]
     in_m1 = month("in_min", 1)
     # One column more while the day is under way: the days before it are then the columns from 1.
     ring = aligned(w, now_day, N_DAYS + (0 if day_over else 1))
-    by_age = ring[:, :N_DAYS]
+    by_age = ring[:, :, :N_DAYS]
     done = now_day if day_over else now_day - 1  # the last whole day
     done_month = now_month if day_over else months_of_days(done)
     done_months = months if np.array_equal(done_month, now_month) else aligned_months(w, done_month)
-    days = DaysByAge(w, done, by_age if day_over else ring[:, 1:])
+    days = DaysByAge(w, done, by_age if day_over else ring[:, :, 1:])
     mou_14, mou_prev_14 = days.total(_OUT, 0, 14), days.total(_OUT, 14, 28)
     calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
     out_30 = days.total(_OUT, 0, 30)
@@ -296,7 +296,7 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "mou_out_30d": out_30,
         "mou_out_prev_30d": out_prev_30,
         "mou_out_30d_mom": mou_30_mom,
-        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, done_months[:, 2, C["out_min"]]),
+        "mou_out_30d_vs_m2": ratio_change(out_30 * 30.4 / 30, done_months[:, C["out_min"], 2] / SCALE["out_min"]),
         "mou_out_14d": mou_14,
         "mou_out_prev_14d": mou_prev_14,
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),

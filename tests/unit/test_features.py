@@ -10,7 +10,7 @@ from stream_app.features.by_age import DaysByAge, aligned
 from stream_app.features.derive import ACTIVITY_PERIODS, derive
 from stream_app.model.observations import snapshot_days
 from stream_app.windows.apply import apply
-from stream_app.windows.state import DAILY, N_DAYS, SCALE, D, Windows
+from stream_app.windows.state import DAILY, N_DAYS, D, Windows
 from tests.factories import cdr, envelope
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -204,22 +204,23 @@ def test_judged_long_after_their_last_day_the_days_before_come_from_the_months()
 def test_the_daily_buckets_are_aligned_by_age_whatever_each_customers_lag() -> None:
     """Most customers of a batch share a lag between their newest day and the day judged; the others
     are judged at lags of their own, days before or after it, within the width or beyond."""
-    rng, scale = np.random.default_rng(5), np.array([SCALE.get(c, 1.0) for c in DAILY])
-    customers = [f"86138{k:08d}" for k in range(200)]
+    rng = np.random.default_rng(5)
+    customers = [f"86138{k:08d}" for k in range(300)]
     w = Windows.load(customers, [None] * len(customers))
     w.daily[:] = rng.integers(0, 50, w.daily.shape)
     w.day0[:] = 740_000
     w.day0[:5] = 0  # no usage yet
     day = np.full(len(customers), 740_001)
-    day[130:] += rng.integers(-45, 45, 70)
+    day[130:200] -= 5  # a second lag many share, judged days before their newest
+    day[200:] += rng.integers(-45, 45, 100)
     for width in (N_DAYS, N_DAYS + 1, 3):
         got = aligned(w, day, width)
         for row in range(len(customers)):
             for age in range(width):
                 bucket = age - (day[row] - w.day0[row])
                 held = w.day0[row] > 0 and 0 <= bucket < N_DAYS
-                want = w.daily[row, bucket] / scale if held else np.zeros(len(DAILY))
-                assert np.array_equal(got[row, age], want), (row, age, width)
+                want = w.daily[row, bucket] if held else np.zeros(len(DAILY))
+                assert np.array_equal(got[row, :, age], want), (row, age, width)
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
