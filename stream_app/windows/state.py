@@ -175,25 +175,32 @@ class Windows:
         compare-and-set against the write counter's bytes as they were (`expected`). One in a
         layout newer than this worker's raises `NewerState`: it must not be overwritten."""
         text: list[StateTail | None] = [None] * len(raws)
+        expected = [NEVER_WRITTEN] * len(raws)
         quarantined: list[tuple[int, str]] = []
-        layouts: dict[int, list[tuple[int, bytes]]] = {}  # layout -> (row, record part as stored)
+        layouts: dict[int, tuple[list[int], list[bytes]]] = {}  # layout -> (rows, record parts as stored)
         for i, raw in enumerate(raws):
-            if raw is not None:
-                try:
-                    head, text[i] = _readable(raw)
-                except _Unreadable as why:
-                    quarantined.append((i, str(why)))
-                else:
-                    layouts.setdefault(raw[0], []).append((i, head))
+            if raw is None:
+                continue
+            expected[i] = stored_seq(raw)
+            try:
+                length = _record_length(raw)
+                text[i] = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
+            except _Unreadable as why:
+                quarantined.append((i, str(why)))
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                quarantined.append((i, f"its tail does not decode: {exc}"))
+                continue
+            rows, parts = layouts.setdefault(raw[0], ([], []))
+            rows.append(i)
+            parts.append(raw[:length])
         rec = np.zeros(len(raws), STATE)
-        for layout, stored in layouts.items():  # a few numpy calls per layout, not per state
-            rows, parts = map(list, zip(*stored))
+        for layout, (rows, parts) in layouts.items():  # a few numpy calls per layout, not per state
             if layout == STATE_VERSION:
                 rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[rows] = unpack(parts, _PACKED[layout])
             else:
                 rec[rows] = _upgraded(parts, layout)
         rec["version"] = STATE_VERSION
-        expected = [stored_seq(raw) for raw in raws]
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
         # Each block's width is its counters' count (-1 cannot be inferred from a chunk of no customers).
@@ -300,16 +307,15 @@ class _Unreadable(Exception):
 def _record_length(raw: bytes) -> int:
     """Bytes of a stored state's record part, before its tail; `_Unreadable` if it cannot hold one."""
     packing = _PACKED.get(raw[0]) if raw else None
-    layout = _WHOLE.get(raw[0]) if raw else None
     if packing is not None:
-        if len(raw) < _KEPT + packing.bitmap:
-            raise _Unreadable(f"{len(raw)} bytes; a version {raw[0]} record has at least {_KEPT + packing.bitmap}")
-        bitmap = raw[_KEPT:_KEPT + packing.bitmap]
-        if bitmap[-1] & packing.padding:
+        end = _KEPT + packing.bitmap  # of the bitmap
+        if len(raw) < end:
+            raise _Unreadable(f"{len(raw)} bytes; a version {raw[0]} record has at least {end}")
+        if raw[end - 1] & packing.padding:
             raise _Unreadable("its bitmap marks bytes past the record")
-        length = _KEPT + packing.bitmap + int.from_bytes(bitmap, "big").bit_count()
-    elif layout is not None:
-        length = layout.itemsize
+        length = end + int.from_bytes(raw[_KEPT:end], "big").bit_count()
+    elif raw and raw[0] in _WHOLE:
+        length = _WHOLE[raw[0]].itemsize
     elif raw and STATE_VERSION < raw[0] <= _NEWEST_PLAUSIBLE:
         raise NewerState(f"a customer's state is in layout {raw[0]}, newer than this worker's {STATE_VERSION}: "
                          "a newer release wrote it; replace this worker with that release")
@@ -325,17 +331,6 @@ def record_and_tail(raw: bytes) -> tuple[bytes, bytes]:
     """A stored state's record part, as stored, and its tail's bytes."""
     length = _record_length(raw)
     return raw[:length], raw[length:]
-
-
-def _readable(raw: bytes) -> tuple[bytes, StateTail | None]:
-    """(the record part as stored, tail) of a stored state; `_Unreadable` if it is not one,
-    `NewerState` if a newer release wrote it."""
-    length = _record_length(raw)
-    try:
-        tail = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _Unreadable(f"its tail does not decode: {exc}") from None
-    return raw[:length], tail
 
 
 def _upgraded(parts: Sequence[bytes], layout: int) -> np.ndarray:
