@@ -201,6 +201,17 @@ def test_judged_long_after_their_last_day_the_days_before_come_from_the_months()
                 assert days.total(("out_min",), a, b)[row] == pytest.approx(expected), (later, a, b)
 
 
+def test_counters_of_different_units_are_not_summed_as_one() -> None:
+    """Minutes are kept in tenths and calls as they are: a period's sum of both would mix them."""
+    w = windows(pace)
+    done = np.full(3, LAST.toordinal())
+    days = DaysByAge(w, done, aligned(w, done))
+    with pytest.raises(ValueError, match="different units"):
+        days.total(("out_min", "out_calls"), 0, 7)
+    both = days.total(("out_calls", "in_calls"), 0, 7)
+    assert np.array_equal(both, days.total(("out_calls",), 0, 7) + days.total(("in_calls",), 0, 7))
+
+
 def test_the_daily_buckets_are_aligned_by_age_whatever_each_customers_lag() -> None:
     """Most customers of a batch share a lag between their newest day and the day judged; the others
     are judged at lags of their own, days before or after it, within the width or beyond."""
