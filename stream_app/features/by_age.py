@@ -44,12 +44,14 @@ def _shifted(ring: np.ndarray, lag: np.ndarray, width: int) -> np.ndarray:
     out = np.zeros((len(ring), ring.shape[1], width), ring.dtype)
     lags, counts = np.unique(lag, return_counts=True)
     rest = np.ones(len(lag), bool)
-    for k in lags[np.argsort(-counts, kind="stable")][:np.count_nonzero(counts >= _SHARED_LAG)]:
+    shared = counts >= _SHARED_LAG
+    for k in lags[shared][np.argsort(-counts[shared], kind="stable")]:
         first, last = max(int(k), 0), min(int(k) + size, width)  # the columns the buckets land in
-        rows = slice(None) if rest.all() else np.nonzero(lag == k)[0]
+        at_k = lag == k
+        rows = slice(None) if rest.all() else np.nonzero(at_k)[0]
         if not isinstance(rows, slice):
             out[rows] = 0  # the commonest lag's copy was of every row
-        rest[lag == k] = False
+        rest[at_k] = False
         if first < last:
             out[rows, :, first:last] = ring[rows, :, first - k:last - k]
     others = np.nonzero(rest)[0]

@@ -37,7 +37,7 @@ from stream_app.errors import InvalidEvent
 from stream_app.ingest.admission import Envelope
 from stream_app.windows.lifecycle import before_return
 from stream_app.windows.scratch import KINDS
-from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows
+from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows, kept_ids
 
 __all__ = ["Planned", "plan"]
 
@@ -250,6 +250,4 @@ def _remember(w: Windows, out: Planned, rows: np.ndarray, group: np.ndarray, dig
         newest.ravel()[flat] = value
     floors, empty = (newest.astype(np.int64) - grace_days).tolist(), StateTail()  # once for the batch
     for row, seen in seen_of.items():
-        floor = floors[row]
-        out.tails[row] = msgspec.structs.replace(text[row] or empty, seen={
-            key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floor[key % N_TOPICS]})
+        out.tails[row] = msgspec.structs.replace(text[row] or empty, seen=kept_ids(seen, floors[row]))

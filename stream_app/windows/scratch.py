@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows
+from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows, kept_ids
 
 __all__ = ["KINDS", "Scratch"]
 
@@ -70,8 +70,5 @@ class Scratch:
             seen = dict(tail.seen)
             for key, digests in added.items():
                 seen[key] = seen.get(key, b"") + b"".join(digests)
-            # Days the late grace has closed on their topic: their events are refused before this memory is asked.
-            # Sorted, so that the bytes do not depend on how the topics interleaved.
-            newest = self.newest[cust * N_TOPICS:(cust + 1) * N_TOPICS]
-            w.text[cust] = msgspec.structs.replace(tail, seen={
-                key: seen[key] for key in sorted(seen) if key // N_TOPICS >= newest[key % N_TOPICS] - grace_days})
+            floors = [day - grace_days for day in self.newest[cust * N_TOPICS:(cust + 1) * N_TOPICS]]
+            w.text[cust] = msgspec.structs.replace(tail, seen=kept_ids(seen, floors))

@@ -27,7 +27,7 @@ __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
     "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
-    "record_and_tail", "stored_seq", "usage_fingerprint", "WRITTEN_LAYOUTS",
+    "record_and_tail", "stored_seq", "usage_fingerprint", "WRITTEN_LAYOUTS", "kept_ids",
 ]
 
 N_DAYS = 35
@@ -128,6 +128,13 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     report_region: str = ""  # the region the report counters count this customer's facts in (reports/facts.py)
     joined: int = 0  # the activation day of their first profile (a later one may be a return): when they joined
     back_ts: int = 0  # when they last came back on their number (windows/lifecycle.py), epoch seconds
+
+
+def kept_ids(seen: dict[int, bytes], floors: Sequence[int]) -> dict[int, bytes]:
+    """An id memory (`StateTail.seen`) as stored: without the days the late grace has closed on
+    their topic (`floors`: the first day kept, per topic), whose events are refused before the
+    memory is asked; sorted, so that the bytes do not depend on how the topics interleaved."""
+    return {key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floors[key % N_TOPICS]}
 
 
 _tail_encoder = msgspec.msgpack.Encoder()
