@@ -27,7 +27,7 @@ __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
     "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
-    "record_and_tail", "stored_seq", "usage_fingerprint", "WRITTEN_LAYOUTS", "kept_ids",
+    "record_and_tail", "stored_seq", "RENEWAL_SLACK_S", "usage_fingerprint", "WRITTEN_LAYOUTS", "kept_ids",
 ]
 
 N_DAYS = 35
@@ -164,6 +164,8 @@ class Windows:
     text: list[StateTail | None]
     expected: list[bytes] = field(default_factory=list)  # the write counter's bytes as read, per row
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (row, why) of states that could not be read
+    #: Per row, the newest event day over its topics as read (0: none): `renewed` compares with it.
+    newest_read: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def day0(self) -> np.ndarray:
@@ -213,13 +215,24 @@ class Windows:
         # Each block's width is its counters' count (-1 cannot be inferred from a chunk of no customers).
         daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, len(c)) for f, c in _D_BLOCKS], axis=2)
         monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, len(c)) for f, c in _M_BLOCKS], axis=2)
-        return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined)
+        return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined,
+                   rec["newest"].max(axis=1).astype(np.int64))
 
     def subset(self, rows: Sequence[int]) -> "Windows":
         """A copy of some rows (a row may repeat): changes to it do not reach this batch."""
         idx = np.asarray(rows, np.int64)
         return Windows([self.customers[i] for i in rows], self.rec[idx].copy(), self.daily[idx].copy(),
-                       self.monthly[idx].copy(), [self.text[i] for i in rows], [self.expected[i] for i in rows])
+                       self.monthly[idx].copy(), [self.text[i] for i in rows], [self.expected[i] for i in rows],
+                       newest_read=self.newest_read[idx])
+
+    def renewed(self, rows: Sequence[int]) -> list[int]:
+        """The rows whose stored state's expiry starts again when written: those whose newest event
+        day moved on since read, or who had none. Set at every write, the expiry took Redis a
+        quarter of the write's time; set once a customer's day, it outlives their last event by
+        at least the idle expiry when the time to live is that plus `RENEWAL_SLACK_S`."""
+        idx = np.asarray(rows, np.int64)
+        before = self.newest_read[idx]
+        return idx[(self.rec["newest"][idx].max(axis=1) > before) | (before == 0)].tolist()
 
     def erase(self, row: int) -> None:
         """Forget everything of a customer but where their topics were read up to (and the write
@@ -292,6 +305,9 @@ class Windows:
                 for i, part in zip(rows, parts)]
 
 
+#: What a state's time to live adds to the idle expiry (`Windows.renewed`): the day of the
+#: customer's newest event, a long one where the clocks change, and the time before its first write.
+RENEWAL_SLACK_S = 2 * 86_400
 NEVER_WRITTEN = bytes(8)  # the write counter of a customer never written, as the store compares it
 
 

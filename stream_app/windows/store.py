@@ -13,7 +13,7 @@ import collections
 import time
 from datetime import date
 from itertools import chain
-from typing import Any, Protocol, Sequence
+from typing import Any, Collection, Protocol, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -22,21 +22,22 @@ from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
 from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
 from stream_app.windows.book import add as book_add
-from stream_app.windows.state import SEQ_OFFSET, stored_seq
+from stream_app.windows.state import RENEWAL_SLACK_S, SEQ_OFFSET, stored_seq
 
-__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore"]
+__all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "state_ttl_s"]
 
 # keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based),
 # argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>",
 # argv[5]: the hash of applied offsets, argv[6]: the batch's newest offset per input partition as
 # lines "<topic>|<partition>\t<offset>\t<1 if this writer has recorded that partition here before>";
 # argv[7..10]: the off-net book's lines, its hashes' name without the month, the hash of its months and
-# their TTL in ms (`windows/book.py`); from argv[11], per key, two arguments: the write counter's bytes
-# as read and the new state (which carries the next counter). Two arguments a key, not one for the
-# batch: Redis makes each argument a Lua string, and one of a megabyte costs it about 0.6 us a key
-# more than the same bytes as a thousand arguments. A customer's increments are added only if their
-# state was written: both count once. Applied offsets only grow. If one this writer recorded is gone,
-# Redis lost data since: nothing is written, and {-1} says so.
+# their TTL in ms (`windows/book.py`); argv[11]: a byte per key, 1 if its expiry starts again at
+# argv[1] (`renew`), 0 if it keeps the one it has; from argv[12], per key, two arguments: the write
+# counter's bytes as read and the new state (which carries the next counter). Two arguments a key,
+# not one for the batch: Redis makes each argument a Lua string, and one of a megabyte costs it
+# about 0.6 us a key more than the same bytes as a thousand arguments. A customer's increments are
+# added only if their state was written: both count once. Applied offsets only grow. If one this
+# writer recorded is gone, Redis lost data since: nothing is written, and {-1} says so.
 _CAS_FUNCTION = BOOK_LUA + """
 local function cas(keys, argv)
   local ttl, at, report, applied = argv[1], tonumber(argv[2]), argv[3], argv[5]
@@ -46,9 +47,14 @@ local function cas(keys, argv)
   local conflicts, refused = {}, {}
   for i, key in ipairs(keys) do
     local seq = redis.call('GETRANGE', key, at - 1, at + 6)
+    local renew = seq == '' or string.byte(argv[11], i) == 1  -- a key not there has no expiry to keep
     if seq == '' then seq = string.rep('\\0', 8) end
-    if seq == argv[9 + 2 * i] then
-      redis.call('SET', key, argv[10 + 2 * i], 'PX', ttl)
+    if seq == argv[10 + 2 * i] then
+      if renew then
+        redis.call('SET', key, argv[11 + 2 * i], 'PX', ttl)
+      else
+        redis.call('SET', key, argv[11 + 2 * i], 'KEEPTTL')
+      end
     else
       conflicts[#conflicts + 1] = i - 1
       refused[i - 1] = true
@@ -107,6 +113,12 @@ def _counted(expected: bytes) -> bytes:
     return bytes([len(expected)]) + expected
 
 
+def state_ttl_s(idle_expiry_days: int) -> int:
+    """A state's time to live from a write that renews it (`Windows.renewed`): it outlives its
+    customer's last event by at least `idle_expiry_days`, and by at most two days more."""
+    return idle_expiry_days * 86_400 + RENEWAL_SLACK_S
+
+
 #: Report counter increments per customer (`reports.facts.report_increments`).
 Increments = dict[str, dict[str, int]]
 #: The newest offset of a batch per input partition: (topic, partition) -> offset.
@@ -128,11 +140,14 @@ class WindowStore(Protocol):
         ...
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None,
+                   renew: Collection[str] | None = None) -> list[str]:
         """Write each state whose stored counter is still the one read, add the report increments
         and the off-net book's calls of the customers written, and raise the applied offsets
         (`applied`), all at once; return the customers that conflicted. `StateLost` if an applied
-        offset this store recorded before is gone: then nothing is written."""
+        offset this store recorded before is gone: then nothing is written. The states of `renew`
+        (None: all), and any written where there was none, expire the store's time to live after
+        this write; the others keep the expiry they had."""
         ...
 
     async def applied(self) -> Applied:
@@ -152,7 +167,7 @@ class WindowStore(Protocol):
 
 
 class MemoryWindowStore:
-    """The same contract in a dict: for unit tests and tools that need no server."""
+    """The same contract in a dict, whose states never expire: for unit tests and tools that need no server."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
@@ -174,7 +189,8 @@ class MemoryWindowStore:
         return [c for c, (expected, _) in writes.items() if stored_seq(self.data.get(c)) != expected]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None,
+                   renew: Collection[str] | None = None) -> list[str]:
         if any(where in self._recorded and where not in self.offsets for where in applied or {}):
             self._recorded.clear()
             raise StateLost("an applied offset recorded before is gone")
@@ -268,16 +284,18 @@ class RedisWindowStore:
         return [SEQ_OFFSET + 1, keys.applied(shard), recorded, b"".join(_counted(writes[c][0]) for c in group)]
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None,
+                   renew: Collection[str] | None = None) -> list[str]:
         if not writes and not applied:
             return []
         report, applied, book = report or {}, applied or {}, book or {}
+        renew = writes.keys() if renew is None else renew
         if not self.cluster:
             group = list(writes)
             async with self.client.pipeline(transaction=False) as pipe:
                 # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
                 await self._cas(keys=[keys.customer_state(c) for c in group],
-                                args=self._argv(group, writes, report, 0, applied, book), client=pipe)
+                                args=self._argv(group, writes, report, 0, applied, book, renew), client=pipe)
                 [conflicts] = await pipe.execute()
             return self._conflicts([(0, group, conflicts)], applied)
         # Each node keeps the applied offsets of the batches that wrote to it; a batch that
@@ -288,7 +306,8 @@ class RedisWindowStore:
         replies = await asyncio.gather(*(
             self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(group),
                                         *(keys.customer_state(c) for c in group),
-                                        *self._argv(group, writes, report, shard, applied, book), target_nodes=node)
+                                        *self._argv(group, writes, report, shard, applied, book, renew),
+                                        target_nodes=node)
             for shard, (node, group) in zip(shards, groups)))
         return self._conflicts([(shard, group, r) for shard, (_, group), r in zip(shards, groups, replies)], applied)
 
@@ -338,13 +357,13 @@ class RedisWindowStore:
         return total - quarantined - await self.client.exists(*names)
 
     def _argv(self, group: list[str], writes: dict[str, Write], report: Increments, shard: int,
-              applied: Applied, book: Book) -> list[bytes | int | str]:
+              applied: Applied, book: Book, renew: Collection[str]) -> list[bytes | int | str]:
         lines = "".join(f"{i}\t{name}\t{delta}\n" for i, c in enumerate(group)
                         for name, delta in report.get(c, {}).items())
         marks = "".join(f"{t}|{p}\t{o}\t{int((shard, (t, p)) in self._recorded)}\n" for (t, p), o in applied.items())
         return [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard), marks,
                 book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard), self.book_ttl_ms,
-                *chain.from_iterable(map(writes.__getitem__, group))]
+                bytes(c in renew for c in group), *chain.from_iterable(map(writes.__getitem__, group))]
 
     def _report_shard(self, node: Any) -> int:
         """A report shard whose hashes' slot `node` serves, so its script may write them."""

@@ -73,6 +73,7 @@ class BatchOutput:
     partitions: dict[str, int] = field(default_factory=dict)  # customer -> the input partition they came from
     cooled: int = 0  # alerts the cooldown held back
     writes: dict[str, Write] = field(default_factory=dict)
+    renew: set[str] = field(default_factory=set)  # customers whose state's expiry starts again (`Windows.renewed`)
     report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
     book: Book = field(default_factory=dict)  # customer -> their calls with off-net numbers (windows/book.py)
     applied: int = 0
@@ -83,10 +84,8 @@ class BatchOutput:
         """Add the output of a disjoint set of customers."""
         for name in ("alerts", "deadletters", "snapshots", "churn_events", "won_back", "erased"):
             getattr(self, name).extend(getattr(other, name))
-        self.writes |= other.writes
-        self.report |= other.report
-        self.book |= other.book
-        self.partitions |= other.partitions
+        for name in ("writes", "renew", "report", "book", "partitions"):
+            setattr(self, name, getattr(self, name) | getattr(other, name))
         self.cooled += other.cooled
         self.applied += other.applied
         self.replayed += other.replayed
@@ -179,6 +178,7 @@ class BatchProcessor:
             self._derive(w, judged, now_day, self.clock(), before, result.moves, out.partitions, out)
         with stage("encode"):
             out.writes = dict(zip((customers[i] for i in changed), w.dump(changed, self.settings.state_layout)))
+            out.renew = {customers[i] for i in w.renewed(changed)}
         return out
 
     def _refused(self, records: Sequence[RawRecord], refused: list[tuple[Envelope, InvalidEvent]],
@@ -294,7 +294,8 @@ class BatchProcessor:
                     self.metrics.arrival_to_alert.observe(time.perf_counter() - started)
             done = applied | (marks or {})
             with stage("write"):
-                conflicts = await self._redis("save", lambda: self.store.save(out.writes, out.report, done, out.book))
+                writes, report, book, renew = out.writes, out.report, out.book, out.renew
+                conflicts = await self._redis("save", lambda: self.store.save(writes, report, done, book, renew))
             self._count(out)
             if not conflicts:
                 break
@@ -390,8 +391,7 @@ def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
     """The newest offset of each input partition in a batch: what Redis will have applied."""
     out: dict[tuple[str, int], int] = {}
     for r in records:
-        if r.offset > out.get((r.topic, r.partition), -1):
-            out[(r.topic, r.partition)] = r.offset
+        out[(r.topic, r.partition)] = max(r.offset, out.get((r.topic, r.partition), -1))
     return out
 
 

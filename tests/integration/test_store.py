@@ -121,16 +121,25 @@ def test_the_applied_offsets_only_grow_and_are_written_even_without_a_state(
 def test_state_keys_share_a_hash_tag_and_expire(redis_url: str) -> None:
     import redis
 
+    client, c = redis.Redis.from_url(redis_url), "8613800000007"
+
     async def go() -> None:
         store = RedisWindowStore(connect_redis(redis_url), ttl_s=3600)
-        await store.save({"8613800000007": (seq(0), state("8613800000007", 1, 1))})
+        await store.save({c: (seq(0), state(c, 1, 1))}, renew=())  # a new key: its expiry starts whatever
+        [key] = client.keys("*")
+        assert key == b"cw:{8613800000007}:s"
+        assert 3500 < client.ttl(key) <= 3600
+        client.expire(key, 100)
+        await store.save({c: (seq(1), state(c, 2, 1))}, renew=())  # kept
+        assert 0 < client.ttl(key) <= 100 and await store.load([c]) == [state(c, 2, 1)]
+        await store.save({c: (seq(2), state(c, 3, 1))}, renew={c})  # started again
+        assert 3500 < client.ttl(key) <= 3600
+        client.expire(key, 100)
+        await store.save({c: (seq(3), state(c, 4, 1))})  # every write renews unless told
+        assert 3500 < client.ttl(key) <= 3600
         await store.close()
 
     asyncio.run(go())
-    client = redis.Redis.from_url(redis_url)
-    [key] = client.keys("*")
-    assert key == b"cw:{8613800000007}:s"
-    assert 3500 < client.ttl(key) <= 3600
 
 
 def test_report_increments_count_only_with_the_state_they_came_with(make_store: Callable[[], WindowStore]) -> None:

@@ -2,7 +2,7 @@
 in a rebalance and does not know it yet): nothing is sent on a moved state, nothing counted twice."""
 
 import asyncio
-from typing import Sequence
+from typing import Collection, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -38,9 +38,10 @@ class Contested(MemoryWindowStore):
         return await super().stale(writes)
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
-                   applied: Applied | None = None, book: Book | None = None) -> list[str]:
+                   applied: Applied | None = None, book: Book | None = None,
+                   renew: Collection[str] | None = None) -> list[str]:
         await self._other_writer("write")
-        return await super().save(writes, report, applied, book)
+        return await super().save(writes, report, applied, book, renew)
 
 
 def worker(store: MemoryWindowStore, rules: Ruleset = RULES) -> BatchProcessor:

@@ -3,6 +3,7 @@ import math
 import time
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Collection
 
 import msgspec
 import numpy as np
@@ -18,8 +19,9 @@ from stream_app.settings import Settings
 from stream_app.testing import run_through
 from stream_app.tools.bench import stage_figures
 from stream_app.tools.inspection import describe, render
+from stream_app.windows.book import Book
 from stream_app.windows.state import C, Windows, usage_fingerprint
-from stream_app.windows.store import MemoryWindowStore
+from stream_app.windows.store import Applied, Increments, MemoryWindowStore, Write
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 from tests.factories import Log, billing, cdr, decliner, profile
 
@@ -476,3 +478,29 @@ def test_stage_figures_say_which_stage_caps_the_worker() -> None:
     assert figures["decode"]["ratio"] == 2.5  # alone it would run at 500,000 events/s: 2.5 ceilings
     assert figures["other"] == {"us_per_event": 2.0, "share": 0.2, "ratio": 2.5}  # the 2 s no stage counted
     assert "ratio" not in stage_figures({"apply": 1.0}, events=10, wall_s=1.0)["apply"]  # no ceiling, no ratio
+
+
+class _Renewals(MemoryWindowStore):
+    """A store that keeps which customers each write renewed the expiry of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewed: list[set[str]] = []
+
+    async def save(self, writes: dict[str, Write], report: Increments | None = None, applied: Applied | None = None,
+                   book: Book | None = None, renew: Collection[str] | None = None) -> list[str]:
+        self.renewed.append(set(writes if renew is None else renew))
+        return await super().save(writes, report, applied, book, renew)
+
+
+def test_a_state_s_expiry_starts_again_with_its_customer_s_first_write_of_a_new_day() -> None:
+    store, log, a, b = _Renewals(), Log(), "8613800000100", "8613800000110"
+    proc = processor(store)
+    made = {"cdr": cdr, "billing": lambda c, ts: billing(c, ts, amount=80.0, period="2026-04")}
+    for batch in ([("cdr", a, "2026-05-01T10:00"), ("cdr", b, "2026-05-01T11:00")],  # new customers
+                  [("cdr", a, "2026-05-01T15:00"), ("cdr", b, "2026-05-02T09:00")],  # b's day moved on
+                  [("cdr", a, "2026-04-30T23:00")],  # a late call: an older day
+                  [("billing", a, "2026-05-03T08:00")]):  # a bill on a new day
+        out = run(proc, [log.add(topic, c, made[topic](c, f"{ts}:00+08:00")) for topic, c, ts in batch])
+        assert out.applied == len(batch)
+    assert store.renewed == [{a, b}, {b}, set(), {a}]
