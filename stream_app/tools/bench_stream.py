@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
@@ -98,6 +99,10 @@ class StreamBench:
     # a worker does per core, whatever else shares the box (the broker and Redis here).
     worker_cores: float | None
     events_per_core_s: float | None
+    # Cores Redis and the broker kept busy over the same span, when they run on this machine (None:
+    # elsewhere, or a broker not started by the bench): what the worker's figures shared the box with.
+    redis_cores: float | None
+    broker_cores: float | None
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
@@ -107,9 +112,16 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
     run = f"bench-{os.getpid()}-{int(time.time())}"
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
-        bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{stack.enter_context(tansu(workdir)).port}"
+        servers: dict[str, int] = {}  # name -> process id, of those on this machine: their CPU time is read
+        if settings.kafka_bootstrap:
+            bootstrap = settings.kafka_bootstrap
+        else:
+            broker = stack.enter_context(tansu(workdir))
+            bootstrap, servers["broker"] = f"127.0.0.1:{broker.port}", broker.proc.pid
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         url = url or f"redis://127.0.0.1:{stack.enter_context(redis_server(workdir)).port}/0"
+        if (pid := _local_redis_pid(url, settings.redis_cluster)) is not None:
+            servers["redis"] = pid
         topics = Topics(**{name: f"{run}.{value}" for name, value in Topics().model_dump().items()})
         run_settings = settings.model_copy(update={"topics": topics, "app_id": run})
         ensure_topics(run_settings, bootstrap)
@@ -129,7 +141,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         worker = start_command(["worker"], run_settings, bootstrap, url, port, workdir / "worker.log",
                                dict(env, CHURNWATCH_APP_ID=run, CHURNWATCH_RULES_DIR=str(rules)))
         stack.callback(stop_worker, worker)
-        sustained = _sustained(port, worker, len(warmup), total, workdir / "worker.log")
+        sustained = _sustained(port, worker, len(warmup), total, workdir / "worker.log", servers)
         rate = sustained.events / max(sustained.clock, 1e-6)
         show(f"worker, everything on: {rate:,.0f} events/s")
         _add_probe_rule(rules, worker.pid, port)
@@ -155,7 +167,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         offnet_bytes_per_customer=round(book_bytes / customers, 1),
         stages=stage_figures(sustained.stages, sustained.events, sustained.clock, ceiling),
         latency_stages=stage_figures(phase.stages, phase.events, phase.clock),
-        worker_cores=None if sustained.cpu_s is None else round(sustained.cpu_s / sustained.clock, 2),
+        worker_cores=sustained.cores(), redis_cores=sustained.cores("redis"), broker_cores=sustained.cores("broker"),
         events_per_core_s=None if not sustained.cpu_s else round(sustained.events / sustained.cpu_s),
     )
 
@@ -251,8 +263,10 @@ async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> floa
         await consumer.stop()
 
 
-def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout_s: float = 3600) -> Look:
-    """What the worker did from the first look at its own counter past the warm-up to the last event."""
+def _sustained(port: int, worker, warmup: int, expected: int, log: Path, servers: dict[str, int],
+               timeout_s: float = 3600) -> Look:
+    """What the worker did from the first look at its own counter past the warm-up to the last event
+    (and what `servers` did meanwhile: `Look.of`)."""
     first: Look | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -260,9 +274,9 @@ def _sustained(port: int, worker, warmup: int, expected: int, log: Path, timeout
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         seen = consumed(port)
         if seen >= max(warmup, 1) and first is None:
-            first = Look.of(port, worker.pid)
+            first = Look.of(port, worker.pid, servers)
         if seen >= expected and first is not None:
-            last = Look.of(port, worker.pid)
+            last = Look.of(port, worker.pid, servers)
             if last.events == first.events:
                 raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
                                   "to measure a rate (--events)")
@@ -345,6 +359,17 @@ def _peak_rss(pid: int) -> int | None:
         return None
     kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
     return None if kib is None else kib * 1024
+
+
+def _local_redis_pid(url: str, cluster: bool) -> int | None:
+    """The process id of the Redis at `url` if it runs on this machine (a loopback address), else None."""
+    if cluster or urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    client = connect_redis_sync(url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
 
 
 def _redis_bytes(url: str, cluster: bool, customers: list[str], seed: int, sample: int = 2000) -> tuple[float, float]:

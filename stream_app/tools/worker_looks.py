@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_app.tools.demo import events_consumed, scrape
@@ -16,20 +16,23 @@ __all__ = ["Look"]
 @dataclass
 class Look:
     """The worker's counters at one look, or their change over a span (`since`): its events, stage
-    seconds, CPU time (None off Linux) and snapshots sent."""
+    seconds, CPU time (None off Linux) and snapshots sent, and the CPU time of the servers beside it."""
 
     clock: float  # monotonic seconds; of a span, the seconds it lasted
     events: int
     stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
     cpu_s: float | None
     snapshots: float
+    servers_cpu_s: dict[str, float | None] = field(default_factory=dict)  # by name, as `of` was given them
 
     @classmethod
-    def of(cls, port: int, pid: int) -> "Look":
-        """A look now: one read of the worker's metrics, and its CPU time."""
+    def of(cls, port: int, pid: int, servers: dict[str, int] | None = None) -> "Look":
+        """A look now: one read of the worker's metrics, its CPU time, and that of `servers` (name ->
+        process id on this machine)."""
         samples = scrape(port)
         return cls(time.monotonic(), events_consumed(samples), _stage_seconds(samples), _cpu_seconds(pid),
-                   samples.get("churnwatch_snapshots_total", 0.0))
+                   samples.get("churnwatch_snapshots_total", 0.0),
+                   {name: _cpu_seconds(server) for name, server in (servers or {}).items()})
 
     @classmethod
     def after_a_fetch(cls, port: int, pid: int, wait_s: float = 2.0) -> "Look":
@@ -43,10 +46,19 @@ class Look:
 
     def since(self, first: "Look") -> "Look":
         """What the worker did from `first` to this look."""
-        cpu = None if self.cpu_s is None or first.cpu_s is None else self.cpu_s - first.cpu_s
         return Look(self.clock - first.clock, self.events - first.events,
-                    {k: v - first.stages.get(k, 0.0) for k, v in self.stages.items()}, cpu,
-                    self.snapshots - first.snapshots)
+                    {k: v - first.stages.get(k, 0.0) for k, v in self.stages.items()}, _spent(self.cpu_s, first.cpu_s),
+                    self.snapshots - first.snapshots,
+                    {k: _spent(v, first.servers_cpu_s.get(k)) for k, v in self.servers_cpu_s.items()})
+
+    def cores(self, server: str | None = None) -> float | None:
+        """Of a span: the cores the worker (or the server of that name) kept busy, None if unknown."""
+        cpu = self.cpu_s if server is None else self.servers_cpu_s.get(server)
+        return None if cpu is None else round(cpu / self.clock, 2)
+
+
+def _spent(now: float | None, then: float | None) -> float | None:
+    return None if now is None or then is None else now - then
 
 
 def _cpu_seconds(pid: int) -> float | None:
