@@ -129,7 +129,8 @@ class Settings(BaseSettings):
                                            "upgrade from a release that reads no newer); every worker reads them all")
     idle_expiry_days: int = Field(
         default=120, ge=1,
-        description="state of a customer with no events for this long expires (within two days after)")
+        description="state of a customer with no events for this long expires (up to two days and "
+                    "CHURNWATCH_MAX_CLOCK_SKEW_S later)")
     metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="`/metrics`, `/healthz` and `/readyz` port")
     log_format: Literal["auto", "json", "console"] = Field(

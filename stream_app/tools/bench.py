@@ -132,8 +132,8 @@ def book_memory(client: redis.Redis) -> tuple[int, int]:
 
 async def _feed(settings: Settings, url: str, records: list, batch: int) -> tuple[float, dict[str, float]]:
     """Seconds to run `records` through the pipeline in batches, and seconds per stage."""
-    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), state_ttl_s(settings.idle_expiry_days),
-                             settings.competitor_days * 86400)
+    ttl_s = state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s)
+    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), ttl_s, settings.competitor_days * 86400)
     rules = load_rules([Path(settings.rules_dir)])
     metrics = Metrics(CollectorRegistry())
     processor = BatchProcessor(settings, store, lambda: rules, metrics)

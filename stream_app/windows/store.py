@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from datetime import date
 from itertools import chain
@@ -113,10 +114,11 @@ def _counted(expected: bytes) -> bytes:
     return bytes([len(expected)]) + expected
 
 
-def state_ttl_s(idle_expiry_days: int) -> int:
+def state_ttl_s(idle_expiry_days: int, max_clock_skew_s: float) -> int:
     """A state's time to live from a write that renews it (`Windows.renewed`): it outlives its
-    customer's last event by at least `idle_expiry_days`, and by at most two days more."""
-    return idle_expiry_days * 86_400 + RENEWAL_SLACK_S
+    customer's last event by at least `idle_expiry_days`. An event dated up to the clock skew
+    ahead moves the newest day on early, and the days it skips renew nothing: the skew is added."""
+    return idle_expiry_days * 86_400 + math.ceil(max_clock_skew_s) + RENEWAL_SLACK_S
 
 
 #: Report counter increments per customer (`reports.facts.report_increments`).

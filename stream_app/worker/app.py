@@ -102,7 +102,8 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     def connect() -> tuple[Any, RedisWindowStore]:
         client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
-        ttl_s, book_ttl_s = state_ttl_s(settings.idle_expiry_days), settings.competitor_days * 86400
+        ttl_s = state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s)
+        book_ttl_s = settings.competitor_days * 86400
         return client, RedisWindowStore(client, ttl_s, book_ttl_s)
 
     t = settings.topics

@@ -1,7 +1,7 @@
 import asyncio
 import math
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Collection
 
@@ -21,7 +21,7 @@ from stream_app.tools.bench import stage_figures
 from stream_app.tools.inspection import describe, render
 from stream_app.windows.book import Book
 from stream_app.windows.state import C, Windows, usage_fingerprint
-from stream_app.windows.store import Applied, Increments, MemoryWindowStore, Write
+from stream_app.windows.store import Applied, Increments, MemoryWindowStore, Write, state_ttl_s
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 from tests.factories import Log, billing, cdr, decliner, profile
 
@@ -504,3 +504,24 @@ def test_a_state_s_expiry_starts_again_with_its_customer_s_first_write_of_a_new_
         out = run(proc, [log.add(topic, c, made[topic](c, f"{ts}:00+08:00")) for topic, c, ts in batch])
         assert out.applied == len(batch)
     assert store.renewed == [{a, b}, {b}, set(), {a}]
+
+
+def test_a_state_outlives_its_customer_s_last_event_by_the_idle_expiry_after_an_event_dated_ahead() -> None:
+    # A bill dated three days ahead (within the skew allowed) moves the newest day on at once, so the
+    # calls of the days between renew nothing: the state's time to live must cover them.
+    settings, store, log, c = Settings(max_clock_skew_s=3 * 86400), _Renewals(), Log(), "8613800000120"
+    now = [datetime(2026, 5, 1, 2, tzinfo=timezone.utc)]
+    proc = BatchProcessor(settings, store, lambda: RULES, Metrics(CollectorRegistry()), clock=lambda: now[0])
+    renewed_at = []
+    bill = billing(c, "2026-05-04T02:00:00+00:00", amount=80.0, period="2026-05")
+    for wall, topic, event in ((datetime(2026, 5, 1, 2), "cdr", cdr(c, "2026-05-01T01:00:00+00:00")),
+                               (datetime(2026, 5, 1, 3), "billing", bill),
+                               *((datetime(2026, 5, day, 14), "cdr", cdr(c, f"2026-05-{day:02d}T13:00:00+00:00"))
+                                 for day in (2, 3, 4))):
+        now[0] = wall.replace(tzinfo=timezone.utc)
+        assert run(proc, [log.add(topic, c, event)]).applied == 1
+        renewed_at += [now[0]] if c in store.renewed[-1] else []
+    assert len(renewed_at) == 2  # the first call and the bill dated ahead; the calls after renew nothing
+    last_event = datetime(2026, 5, 4, 13, tzinfo=timezone.utc)
+    expires = renewed_at[-1] + timedelta(seconds=state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s))
+    assert expires >= last_event + timedelta(days=settings.idle_expiry_days)
