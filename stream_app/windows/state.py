@@ -229,7 +229,8 @@ class Windows:
         """The rows whose stored state's expiry starts again when written: those whose newest event
         day moved on since read, or who had none. Set at every write, the expiry took Redis a
         quarter of the write's time; set once a customer's day, it outlives their last event by
-        at least the idle expiry when the time to live is that plus `RENEWAL_SLACK_S`."""
+        at least the idle expiry when the time to live adds `RENEWAL_SLACK_S` and the clock skew
+        allowed (`store.state_ttl_s`)."""
         idx = np.asarray(rows, np.int64)
         before = self.newest_read[idx]
         return idx[(self.rec["newest"][idx].max(axis=1) > before) | (before == 0)].tolist()
