@@ -31,7 +31,7 @@ from stream_app.settings import Settings
 from stream_app.tools.embedded.servers import redis_server
 from stream_app.windows.scan import book_hashes
 from stream_app.windows.state import ID_DIGEST, STATE, Windows
-from stream_app.windows.store import RedisWindowStore, state_ttl_s
+from stream_app.windows.store import RedisWindowStore
 from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
 
 __all__ = ["StateBench", "bench_state", "bench_rules", "book_memory", "id_memory", "memory_per_key", "stage_figures"]
@@ -132,8 +132,7 @@ def book_memory(client: redis.Redis) -> tuple[int, int]:
 
 async def _feed(settings: Settings, url: str, records: list, batch: int) -> tuple[float, dict[str, float]]:
     """Seconds to run `records` through the pipeline in batches, and seconds per stage."""
-    ttl_s = state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s)
-    store = RedisWindowStore(connect_redis(url, settings.redis_cluster), ttl_s, settings.competitor_days * 86400)
+    store = RedisWindowStore.of(connect_redis(url, settings.redis_cluster), settings)
     rules = load_rules([Path(settings.rules_dir)])
     metrics = Metrics(CollectorRegistry())
     processor = BatchProcessor(settings, store, lambda: rules, metrics)

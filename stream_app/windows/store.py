@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
+from stream_app.settings import Settings
 from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
 from stream_app.windows.book import add as book_add
 from stream_app.windows.state import RENEWAL_SLACK_S, SEQ_OFFSET, stored_seq
@@ -244,6 +245,13 @@ class RedisWindowStore:
         self._slots_known = False
         self._report_shards: dict[str, int] = {}  # cluster node -> a report shard whose hashes it serves
         self._recorded: set[tuple[int, tuple[str, int]]] = set()  # (shard, input partition) this store recorded
+
+    @classmethod
+    def of(cls, client: aioredis.Redis | RedisCluster, settings: Settings) -> "RedisWindowStore":
+        """The store the settings describe: states renewed for their idle expiry (`state_ttl_s`),
+        the off-net book's months kept `CHURNWATCH_COMPETITOR_DAYS`."""
+        return cls(client, state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s),
+                   settings.competitor_days * 86400)
 
     async def load(self, customers: Sequence[str]) -> list[bytes | None]:
         if not self.cluster:  # one command: a pipeline costs the client ~16 us per queued GET

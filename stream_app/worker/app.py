@@ -34,7 +34,7 @@ from stream_app.model.scoring import model_features
 from stream_app.model.signing import Signer
 from stream_app.rules.watch import RulesWatch
 from stream_app.settings import Settings
-from stream_app.windows.store import RedisWindowStore, state_ttl_s
+from stream_app.windows.store import RedisWindowStore
 from stream_app.worker.consumer import BatchConsumer
 from stream_app.worker.endpoints import Health
 from stream_app.worker.runtime import Worker
@@ -102,9 +102,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
 
     def connect() -> tuple[Any, RedisWindowStore]:
         client = connect_redis(settings.redis_url.get_secret_value(), settings.redis_cluster)  # type: ignore[union-attr]
-        ttl_s = state_ttl_s(settings.idle_expiry_days, settings.max_clock_skew_s)
-        book_ttl_s = settings.competitor_days * 86400
-        return client, RedisWindowStore(client, ttl_s, book_ttl_s)
+        return client, RedisWindowStore.of(client, settings)
 
     t = settings.topics
     emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events, t.won_back])
