@@ -52,25 +52,20 @@ local function add_to_book(keys, lines, prefix, index, ttl, refused)
       '(%d+)\\t([^\\t\\n]+)\\t([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)\\t(%d+)\\n') do
     if not refused[tonumber(i)] then
       local key = prefix .. month
-      local rec = redis.call('HGET', key, field)
-      local v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-      local known = ''
-      if rec then
-        v = {struct.unpack('<iiiiiiiiii', rec)}
-        known = string.sub(rec, 41)
-      end
-      v[1] = v[1] + tonumber(calls)
-      v[2] = v[2] + tonumber(tenths)
-      local w = 3 + tonumber(word)
-      v[w] = bit.bor(v[w], bit.lshift(1, tonumber(b)))
+      local rec = redis.call('HGET', key, field) or EMPTY
+      -- Only the counts and the customer's word of the sketch change; the other words are copied as they are.
+      local at = 9 + 4 * tonumber(word)
+      local n_calls, n_tenths = struct.unpack('<ii', rec)
+      local bits = bit.bor(struct.unpack('<i', rec, at), bit.lshift(1, tonumber(b)))
+      local known = string.sub(rec, 41)
       local customer = string.match(keys[tonumber(i) + 1], '{(.*)}')
       local n = 0
       for _ in string.gmatch(known, '[^,]+') do n = n + 1 end
       if n < tonumber(MAX_ACQUAINTANCES) and not string.find(',' .. known .. ',', ',' .. customer .. ',', 1, true) then
         known = (n == 0) and customer or (known .. ',' .. customer)
       end
-      redis.call('HSET', key, field, struct.pack('<iiiiiiiiii', v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-        v[10]) .. known)
+      redis.call('HSET', key, field, struct.pack('<ii', n_calls + tonumber(calls), n_tenths + tonumber(tenths))
+        .. string.sub(rec, 9, at - 1) .. struct.pack('<i', bits) .. string.sub(rec, at + 4, 40) .. known)
       if not months[month] then
         months[month] = true
         redis.call('PEXPIRE', key, ttl)
@@ -80,7 +75,7 @@ local function add_to_book(keys, lines, prefix, index, ttl, refused)
     end
   end
 end
-""".replace("MAX_ACQUAINTANCES", str(ACQUAINTANCES))
+""".replace("MAX_ACQUAINTANCES", str(ACQUAINTANCES)).replace("EMPTY", f"string.rep('\\0', {_FIXED})")
 
 
 def sketch_bit(customer: str) -> int:

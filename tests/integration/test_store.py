@@ -8,7 +8,7 @@ import pytest
 from stream_app.connect.redis import connect_redis, connect_redis_sync
 from stream_app.contracts import keys
 from stream_app.contracts.calendar import month_index
-from stream_app.windows.book import Entry, distinct, gather, in_months
+from stream_app.windows.book import Entry, distinct, gather, in_months, sketch_bit
 from stream_app.windows.scan import read_book, read_counts
 from stream_app.windows.state import Windows
 from stream_app.windows.store import MemoryWindowStore, RedisWindowStore, StateLost, WindowStore
@@ -350,3 +350,32 @@ def test_a_competitor_or_peer_named_with_separators_cannot_break_the_books_lines
     book = read(["2026-09"])
     assert set(book) == {"op_b_c_d_|86137_x_y", "op-c|8613700000009"}
     assert book["op_b_c_d_|86137_x_y"].acquaintances == [customers[0]] and book["op-c|8613700000009"].tenths == 30
+
+
+def test_the_scripts_book_holds_what_the_in_memory_book_holds(redis_url: str) -> None:
+    """Every word of the sketch, counts added over several writes, records made and then added to:
+    the script changes only what a customer's calls change, and the same as `book.add`."""
+    flush(redis_url, False)
+    customers = [f"86138{i:08d}" for i in range(60)]  # their bits fall in every word of the sketch
+    numbers = [f"op-b|86137{k:08d}" for k in range(4)]
+    writes = [{c: {("2026-09", numbers[(i + r) % 4]): (1 + r, 7 * i + r), ("2026-10", numbers[i % 2]): (2, 9)}
+               for i, c in enumerate(customers) if (i + r) % 3} for r in range(3)]
+    memory, redis = MemoryWindowStore(), RedisWindowStore(connect_redis(redis_url, False), ttl_s=3600)
+
+    async def go() -> None:
+        for r, calls in enumerate(writes):
+            for store in (memory, redis):
+                await store.save({c: (seq(r), state(c, r + 1, 1)) for c in calls}, None, None, calls)
+        await redis.close()
+
+    asyncio.run(go())
+    reader = connect_redis_sync(redis_url, False)
+    for month in ("2026-09", "2026-10"):
+        expected, found = in_months(memory.book, [month]), read_book(reader, [month])
+        assert set(found) == set(expected) and len(found) == (4 if month == "2026-09" else 2)
+        for name, entry in expected.items():
+            got = found[name]
+            assert (got.calls, got.tenths, got.sketch) == (entry.calls, entry.tenths, entry.sketch), (month, name)
+            assert sorted(got.acquaintances) == sorted(entry.acquaintances)
+    reader.close()
+    assert {sketch_bit(c) // 32 for c in customers} == set(range(8))
