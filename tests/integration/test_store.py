@@ -363,9 +363,12 @@ def test_the_scripts_book_holds_what_the_in_memory_book_holds(redis_url: str) ->
     memory, redis = MemoryWindowStore(), RedisWindowStore(connect_redis(redis_url, False), ttl_s=3600)
 
     async def go() -> None:
-        for r, calls in enumerate(writes):
+        written = dict.fromkeys(customers, 0)
+        for calls in writes:
             for store in (memory, redis):
-                await store.save({c: (seq(r), state(c, r + 1, 1)) for c in calls}, None, None, calls)
+                states = {c: (seq(written[c]), state(c, written[c] + 1, 1)) for c in calls}
+                assert await store.save(states, None, None, calls) == []  # every write lands
+            written.update({c: written[c] + 1 for c in calls})
         await redis.close()
 
     asyncio.run(go())
