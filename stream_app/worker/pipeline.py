@@ -8,11 +8,10 @@ with the offsets in it, and only then let the consumer commit.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -241,8 +240,7 @@ class BatchProcessor:
                         mine[name] = mine.get(name, 0) + n
             if scorer is not None and scorer.labels >= s.model_min_labels:
                 score = np.where(monthly_pending(features), 0.0, features["churn_score"])
-                ev = dataclasses.replace(ev, level=levels_with_score(ev.level, score, s.model_medium_score,
-                                                                     s.model_high_score))
+                ev = replace(ev, level=levels_with_score(ev.level, score, s.model_medium_score, s.model_high_score))
             view = ModelView(scorer, x, features["churn_score"], s.attributes) if scorer is not None else None
             out.alerts, out.cooled, alerted = build_alerts(w, ev.features, ev, ruleset, rows, now_day, s.zone,
                                                            self.policy, now, view)
@@ -390,8 +388,9 @@ def _sending(out: BatchOutput) -> dict[str, Write]:
 def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
     """The newest offset of each input partition in a batch: what Redis will have applied."""
     out: dict[tuple[str, int], int] = {}
-    for r in records:
-        out[(r.topic, r.partition)] = max(r.offset, out.get((r.topic, r.partition), -1))
+    for r in records:  # a comparison, not max(): this runs once per record
+        if r.offset > out.get(key := (r.topic, r.partition), -1):
+            out[key] = r.offset
     return out
 
 
