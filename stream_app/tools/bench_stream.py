@@ -1,17 +1,15 @@
 """`churnwatch bench` through a broker: the bare-consumer ceiling and the real worker, one
 after the other on the same events, then event-to-alert latency at half the worker's rate.
 
-1. Simulated traffic (the last day held back for the latency phase) goes to fresh topics.
+1. Simulated traffic goes to fresh topics: days in a fixed stretch of the calendar, the last
+   held back for the latency phase (`_traffic`).
 2. Ceiling: a bare aiokafka consumer that only decodes and validates each event.
 3. Worker: `churnwatch worker` as a child process with everything on. It reads a day of warm-up
-   first, so that the measured days are ordinary ones: each customer's first event of a day
-   takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
-   from its own events counter, from the end of the warm-up to the last event.
-4. Latency: the held-back traffic at half that rate, stamped with the time it is sent; each
-   alert is matched to the send time of the event that made it (the customer's newest). The
-   default rules need months of history that a run of ten events per customer does not hold,
-   so a probe rule is added for this phase (hot-reloaded, as managers' edits are) that alerts
-   about one customer in a hundred: the alerts go through the whole alert path.
+   first, so that the measured events are an ordinary day's: each customer's first event of a
+   day takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
+   from its own events counter, from the end of the warm-up to the last measured event.
+4. Latency: the held-back day at half that rate, as simulated, each alert matched to the send
+   time of the event that made it (`tools/bench_latency.py`).
 5. Redis bytes per customer (`MEMORY USAGE` sampled) and the worker's peak RSS.
 """
 
@@ -21,18 +19,15 @@ import asyncio
 import os
 import random
 import shutil
-import signal
 import tempfile
 import time
-from bisect import bisect_left
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -46,27 +41,20 @@ from stream_app.offline.delivery import in_time_order
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.settings import Settings, Topics
 from stream_app.tools.bench import book_memory, id_memory, memory_per_key, stage_figures
-from stream_app.tools.demo import consumed, scrape, start_command, stop_worker
+from stream_app.tools.bench_latency import add_probe_rule, paced_latencies
+from stream_app.tools.demo import consumed, start_command, stop_worker
 from stream_app.tools.embedded.process import free_port
 from stream_app.tools.embedded.servers import redis_server, tansu
 from stream_app.tools.worker_looks import Look
 
 __all__ = ["StreamBench", "bench_stream"]
 
-PROBE_RULE = """\
-groups:
-  - name: bench_latency_probe
-    cadence: daily
-    rules:
-      - id: bench_latency_probe
-        expr: tenure_days % 100 == 0
-        importance: 5
-        labels: {reason_code: 380}
-        annotations:
-          summary: "latency probe of churnwatch bench: about one customer in a hundred"
-"""
-
-EVENTS_PER_CUSTOMER_DAY = 9  # a weekday of the simulator's after the first (9.8); weekends and holidays make fewer
+# The simulated days end on this day, whenever the bench runs: the simulator's traffic follows the
+# weekday, its holidays and the first of the month, so runs on different days read the same traffic
+# only if their days are the same. A Thursday in a month without a holiday; the worker admits event
+# times of the past (it refuses those ahead of its clock and before the floor).
+LAST_DAY = date(2026, 3, 12)
+EVENTS_PER_CUSTOMER_DAY = 11  # a weekday of the simulator's in that stretch, after the first: 11.3-11.8
 
 
 @dataclass
@@ -108,7 +96,8 @@ class StreamBench:
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
                  latency_s: float = 30.0, seed: int = 3) -> StreamBench:
     """Run the phases above against the configured broker and Redis, or embedded ones."""
-    warmup, history, live = _traffic(events, customers, seed)
+    traffic = _traffic(events, customers, seed, settings.event_time_floor)
+    warmup, history = traffic.warmup, traffic.measured
     run = f"bench-{os.getpid()}-{int(time.time())}"
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-bench-")))
@@ -126,9 +115,9 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         run_settings = settings.model_copy(update={"topics": topics, "app_id": run})
         ensure_topics(run_settings, bootstrap)
         kafka = client_options(run_settings, bootstrap)
-        show(f"producing {len(warmup):,} events of warm-up and {len(history):,} for {customers:,} customers "
-             f"to {topics.cdr} ...")
-        asyncio.run(_produce(kafka, topics, warmup + history))
+        show(f"producing {len(warmup):,} events of warm-up, {len(history):,} measured and {len(traffic.rest):,} "
+             f"after them for {customers:,} customers to {topics.cdr} ...")
+        asyncio.run(_produce(kafka, topics, warmup + history + traffic.rest))
         total = len(warmup) + len(history)
         ceiling = asyncio.run(_ceiling(kafka, topics, total))
         show(f"bare consumer + decode: {ceiling:,.0f} events/s")
@@ -144,10 +133,11 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         sustained = _sustained(port, worker, len(warmup), total, workdir / "worker.log", servers)
         rate = sustained.events / max(sustained.clock, 1e-6)
         show(f"worker, everything on: {rate:,.0f} events/s")
-        _add_probe_rule(rules, worker.pid, port)
-        paced = live[:int(rate / 2 * latency_s)]
+        _read_up_to(port, worker, total + len(traffic.rest), workdir / "worker.log")
+        add_probe_rule(rules, worker.pid, port)
+        paced = traffic.held[:int(rate / 2 * latency_s)]
         before = Look.after_a_fetch(port, worker.pid)
-        latencies, alerts_total, sent = asyncio.run(_latency(kafka, topics, paced, rate / 2, port))
+        latencies, alerts_total, sent = asyncio.run(paced_latencies(kafka, topics, paced, rate / 2, port))
         phase = Look.of(port, worker.pid).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
@@ -172,22 +162,35 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
     )
 
 
-def _traffic(events: int, customers: int, seed: int) -> tuple[list[SimRecord], list[SimRecord], list[SimRecord]]:
-    """A day of warm-up, `events` records of the days after it, and the day after them held back
-    for the latency phase. The simulated days end today, so that the held-back day, stamped now,
-    follows on."""
+class Traffic(NamedTuple):
+    """The simulated days, in the order they are sent: the first day (warm-up); `events` records from
+    the start of the next (measured); the rest of the last day they reach, read before the latency
+    phase so that the held-back day follows on; the day after (held back for the latency phase)."""
+    warmup: list[SimRecord]
+    measured: list[SimRecord]
+    rest: list[SimRecord]
+    held: list[SimRecord]
+
+
+def _traffic(events: int, customers: int, seed: int, floor: date) -> Traffic:
+    """The simulator's days in a fixed stretch of the calendar that ends on `LAST_DAY`, enough of
+    them for `events` measured records."""
     days = -(-events // (customers * EVENTS_PER_CUSTOMER_DAY)) + 2
     while True:  # a weekend or a holiday holds fewer: a day more, until the span holds `events`
-        start = date.today() - timedelta(days=days - 1)
+        start = LAST_DAY - timedelta(days=days - 1)
+        if start < floor:
+            raise ConfigError(f"the bench simulates {start} to {LAST_DAY}, before the event-time floor {floor} "
+                              "(CHURNWATCH_EVENT_TIME_FLOOR): the worker would refuse its events")
         # As a mediation system delivers them: a batch holds one or two events of each of its customers.
         records = in_time_order(Simulator(SimConfig(customers=customers, days=days, seed=seed, start=start)).records())
         # Records come in delivery order: a day's, then the next day's.
-        warm, held = (next((k for k, r in enumerate(records) if r.day == d), None) for d in (1, days - 1))
-        if warm is None or held is None:
+        first, held = (next((k for k, r in enumerate(records) if r.day == d), None) for d in (1, days - 1))
+        if first is None or held is None:
             raise ConfigError(f"the simulator made a day without traffic for {customers} customers: too few "
                               "to bench (--customers)")
-        if held - warm >= events:
-            return records[:warm], records[warm:held][:events], records[held:]
+        if held - first >= events:
+            end = first + events
+            return Traffic(records[:first], records[first:end], records[end:held], records[held:])
         days += 1
 
 
@@ -285,69 +288,14 @@ def _sustained(port: int, worker, warmup: int, expected: int, log: Path, servers
     raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
 
 
-async def _latency(kafka: dict[str, Any], topics: Topics, live: Sequence[SimRecord], rate: float,
-                   port: int) -> tuple[list[float], int, int]:
-    """Send `live` at `rate` events/s, stamped as sent; (latency of each alert, alerts counted by
-    the worker, events sent)."""
-    alerts = AIOKafkaConsumer(topics.alerts, **kafka, group_id=None, auto_offset_reset="latest",
-                              fetch_max_wait_ms=50)
-    await alerts.start()
-    await alerts.getmany(timeout_ms=500)  # joined, positioned at the end
-    sent: dict[str, list[tuple[int, float]]] = {}  # customer -> (ts second, time sent), in order
-    producer = AIOKafkaProducer(**kafka, linger_ms=2, acks="all")
-    await producer.start()
-    records = list(live)
-    started = time.time()
-    try:
-        for k, r in enumerate(records):
-            due = started + k / rate
-            if due > time.time() + 0.005:
-                await asyncio.sleep(due - time.time())
-            body = msgspec.json.decode(r.value)
-            now = time.time()
-            body["ts"] = datetime.fromtimestamp(int(now), timezone.utc).isoformat()
-            sent.setdefault(r.key.decode(), []).append((int(now), now))
-            await producer.send(getattr(topics, r.topic), msgspec.json.encode(body), key=r.key)
-        await producer.flush()
-        latencies = await _alert_latencies(alerts, sent, quiet_s=5.0)
-    finally:
-        await producer.stop()
-        await alerts.stop()
-    alerts_total = int(sum(v for k, v in scrape(port).items() if k.startswith("churnwatch_alerts_total")))
-    return latencies, alerts_total, len(records)
-
-
-async def _alert_latencies(alerts: AIOKafkaConsumer, sent: dict[str, list[tuple[int, float]]],
-                           quiet_s: float) -> list[float]:
-    """Alert time minus the send time of the event its event time names, per alert. A customer may
-    have sent more than one event in that second; the first sent is taken, so a latency is never
-    understated (and one sent after the alert, which it cannot have seen, never makes it negative)."""
-    out = []
-    quiet_until = time.monotonic() + quiet_s
-    while time.monotonic() < quiet_until:
-        batch = await alerts.getmany(timeout_ms=200)
-        for messages in batch.values():
-            quiet_until = time.monotonic() + quiet_s
-            for m in messages:
-                alert = msgspec.json.decode(m.value)
-                history = sent.get(alert["customer_id"], [])
-                second = int(datetime.fromisoformat(alert["event_time"]).timestamp())
-                created = m.timestamp / 1000
-                at = bisect_left([s for s, _ in history], second)
-                if at < len(history) and history[at][0] == second and history[at][1] <= created:
-                    out.append(created - history[at][1])
-    return out
-
-
-def _add_probe_rule(rules: Path, pid: int, port: int, timeout_s: float = 30) -> None:
-    """Add the probe rule and wait until the worker has it in force."""
-    loaded = scrape(port).get("churnwatch_rules_loaded", 0)
-    (rules / "bench_probe.yaml").write_text(PROBE_RULE)
-    os.kill(pid, signal.SIGHUP)
+def _read_up_to(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> None:
+    """Wait until the worker has read `expected` events."""
     deadline = time.monotonic() + timeout_s
-    while scrape(port).get("churnwatch_rules_loaded", 0) <= loaded:
+    while (seen := consumed(port)) < expected:
+        if worker.poll() is not None:
+            raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
-            raise TimeoutError("the worker did not load the probe rule")
+            raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
         time.sleep(0.2)
 
 

@@ -1,0 +1,36 @@
+from datetime import date, datetime, timedelta
+
+import msgspec
+import pytest
+
+from stream_app.errors import ConfigError
+from stream_app.offline.delivery import in_time_order
+from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.tools.bench_stream import LAST_DAY, _traffic
+
+
+def _days(records) -> set[date]:
+    return {datetime.fromisoformat(msgspec.json.decode(r.value)["ts"]).date() for r in records}
+
+
+def test_the_bench_reads_the_same_stretch_of_days_whenever_it_runs() -> None:
+    traffic = _traffic(events=3000, customers=300, seed=3, floor=date(2000, 1, 1))
+    assert len(traffic.measured) == 3000
+    # The measured records start a day, after the warm-up's; the rest of their last day is read
+    # before the latency phase, so the held-back day follows them on, and it is the stretch's last.
+    assert {r.day for r in traffic.warmup} == {0} and traffic.measured[0].day == 1
+    last = traffic.measured[-1].day
+    assert {r.day for r in traffic.rest} <= {last} and {r.day for r in traffic.held} == {last + 1}
+    # Records delivered late carry older days; the held-back day's own are LAST_DAY's.
+    assert max(_days(traffic.held)) == LAST_DAY and max(_days(traffic.measured + traffic.rest)) < LAST_DAY
+    # Nothing is left out or sent out of the simulator's delivery order, and the days are the same ones
+    # on any day the bench runs.
+    days = last + 2
+    start = LAST_DAY - timedelta(days=days - 1)
+    simulated = in_time_order(Simulator(SimConfig(customers=300, days=days, seed=3, start=start)).records())
+    assert traffic.warmup + traffic.measured + traffic.rest + traffic.held == simulated
+
+
+def test_the_bench_refuses_a_floor_after_its_days() -> None:
+    with pytest.raises(ConfigError, match="CHURNWATCH_EVENT_TIME_FLOOR"):
+        _traffic(events=3000, customers=300, seed=3, floor=LAST_DAY)
