@@ -272,8 +272,6 @@ class BatchProcessor:
         prepared again. `silent`: a rebuild of records whose outputs were sent
         before the state was lost (`worker/consumer.py`), which writes the state and sends nothing."""
         started, stage = time.perf_counter(), self.metrics.stage
-        for topic, n in Counter(rec.topic for rec in records).items():
-            self.metrics.events.labels(topic).inc(n)
         applied = _newest_offsets(records)
         self._read_to = max(self.event_clock.topic_seen.values(), default=0)
         pending = list(records)
@@ -302,6 +300,9 @@ class BatchProcessor:
             pending = [r for r in pending if self.edge.customer_of(r) in lost]
         else:
             raise NotReady("customers' states kept changing under this worker: another worker owns them")
+        # Counted once the batch went through: a batch tried again (`runtime.until_done`) is one batch.
+        for topic, n in Counter(rec.topic for rec in records).items():
+            self.metrics.events.labels(topic).inc(n)
         self.metrics.batch_size.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return out
