@@ -55,6 +55,12 @@ class AlertLedger:
         """An alert this worker sent."""
         self.newest[partition] = max(offset, self.newest.get(partition, -1))
 
+    def landed(self, partition: int, offset: int, alert_id: str) -> None:
+        """An alert this worker sent in a batch that failed after it: found, and not sent again,
+        when the batch is tried again."""
+        self.record(partition, offset)
+        self.sent.setdefault(partition, set()).add(alert_id)
+
     def marks(self, partitions: set[int]) -> dict[tuple[str, int], int]:
         """The newest alert offsets to record with a batch's state, as applied offsets."""
         return {(ALERTS, p): self.newest[p] for p in partitions if p in self.newest}

@@ -22,7 +22,7 @@ from stream_app.features.baseline_counts import BaselineSource
 from stream_app.metrics import Metrics
 from stream_app.model.registry import ScorerSource
 from stream_app.rules.pack import Ruleset
-from stream_app.settings import Settings
+from stream_app.settings import Settings, Topics
 from stream_app.windows.store import StateLost, WindowStore
 from stream_app.worker.consumer import Rebuild
 from stream_app.worker.endpoints import Health
@@ -86,23 +86,30 @@ class Worker:
     async def send(self, out: BatchOutput) -> dict[tuple[str, int], int]:
         """Send a batch's outputs and wait for the broker to have them, before the state (and so the
         offsets) moves on; the newest alert offsets to record with the state."""
-        t, emit = self.settings.topics, self.emitter.send
+        t, emit, many = self.settings.topics, self.emitter.send, self.emitter.send_many
         # An alert goes to its customer's input partition (the topics are co-partitioned), where
         # the ledger looks for alerts a crashed batch sent (alerts/ledger.py).
         fresh = [(a, out.partitions[a.customer_id]) for a in out.alerts]
         fresh = [(a, p) for a, p in fresh if not self.ledger.already_sent(p, a.alert_id)]
-        sent = [await emit(t.alerts, a.customer_id.encode(), _json.encode(a), p) for a, p in fresh]
-        # The rest go as record batches: a morning's batch holds a snapshot of nearly every customer.
-        many = self.emitter.send_many
-        futures = await many(t.deadletter, [((d.key or "").encode(), _json.encode(d)) for d in out.deadletters])
-        # An erased customer's snapshots still waiting for their label go too, after them: the trainer drops them.
-        futures += await many(t.snapshots, [(s.customer_id.encode(), _msgpack.encode(s)) for s in out.snapshots]
-                              + [(c.encode(), None) for c in out.erased])
-        futures += await many(t.churn_events, [(c.customer_id.encode(), _json.encode(c)) for c in out.churn_events])
-        futures += await many(t.won_back, [(b.customer_id.encode(), _json.encode(b)) for b in out.won_back])
-        for meta in await asyncio.gather(*sent):
+        sent: list[asyncio.Future[Sent]] = []
+        futures: list[asyncio.Future[object]] = []
+        try:
+            for a, p in fresh:
+                sent.append(asyncio.ensure_future(await emit(t.alerts, a.customer_id.encode(), _json.encode(a), p)))
+            for topic, records in _batched(t, out):
+                futures += map(asyncio.ensure_future, await many(topic, records))
+            landed = await asyncio.gather(*sent)
+            await asyncio.gather(*futures)
+        except Exception:
+            # What was queued before the failure lands or fails on its own: waited for, so that no
+            # failure goes unread and the batch, tried again, does not send the alerts that landed.
+            for (a, _), meta in zip(fresh, await asyncio.gather(*sent, return_exceptions=True)):
+                if not isinstance(meta, BaseException):
+                    self.ledger.landed(meta.partition, meta.offset, a.alert_id)
+            await asyncio.gather(*futures, return_exceptions=True)
+            raise
+        for meta in landed:
             self.ledger.record(meta.partition, meta.offset)
-        await asyncio.gather(*futures)
         return self.ledger.marks(set(out.partitions.values()))
 
     def show_lag(self, lags: dict[tuple[str, int], int]) -> None:
@@ -153,6 +160,17 @@ class Worker:
             await self.baselines.refresh(self.client)
         except RedisError as exc:
             log.warning("could not reread the segment baselines: %s", exc)
+
+
+def _batched(t: Topics, out: BatchOutput) -> list[tuple[str, list[tuple[bytes, bytes | None]]]]:
+    """The outputs but alerts, per topic, as (key, value) records: they go as record batches, since a
+    morning's batch holds a snapshot of nearly every customer."""
+    return [(t.deadletter, [((d.key or "").encode(), _json.encode(d)) for d in out.deadletters]),
+            # An erased customer's snapshots still waiting for their label go too, after them: the trainer drops them.
+            (t.snapshots, [(s.customer_id.encode(), _msgpack.encode(s)) for s in out.snapshots]
+             + [(c.encode(), None) for c in out.erased]),
+            (t.churn_events, [(c.customer_id.encode(), _json.encode(c)) for c in out.churn_events]),
+            (t.won_back, [(b.customer_id.encode(), _json.encode(b)) for b in out.won_back])]
 
 
 async def until_done(attempt: Callable[[], Awaitable[object]], health: Health, metrics: Metrics,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import msgspec
+import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_app.alerts.ledger import ALERTS, AlertLedger
@@ -109,3 +110,35 @@ def test_a_broker_that_does_not_answer_holds_the_batch_until_it_does() -> None:
     asyncio.run(w.process(decliners().records))
     assert len(emitter.on("churn.alerts")) == 1 and w.health.blocked is None
     assert w.metrics.registry.get_sample_value("churnwatch_batch_retries_total", {"error": "ConnectionError"}) == 2
+
+
+@dataclass
+class RefusesTopicsOnce(ListEmitter):
+    """Takes the alerts, then refuses some topics once each, as a broker that loses a partition's
+    leader between two sends does: "now", or "later", when what the send returned resolves."""
+
+    refusals: dict[str, str] = field(default_factory=dict)
+    refused: list[asyncio.Future] = field(default_factory=list)  # what it returned that failed
+
+    async def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[Any]:
+        when = self.refusals.pop(topic, None)
+        if when is None:
+            return await super().send_many(topic, records)
+        if when == "now":
+            raise ConnectionError("no leader for the partition")
+        self.refused.append(asyncio.get_running_loop().create_future())
+        self.refused[-1].set_exception(ConnectionError("no leader for the partition"))
+        return self.refused[-1:]
+
+
+@pytest.mark.parametrize("refusals", [{"deadletter": "now"}, {"deadletter": "later"},
+                                      {"deadletter": "later", "churn.snapshots": "now"}], ids=str)
+def test_alerts_that_landed_before_a_send_failed_are_not_sent_again_when_the_batch_is(refusals: dict) -> None:
+    emitter = RefusesTopicsOnce(refusals=dict(refusals))
+    w = worker(emitter, MemoryWindowStore())
+    asyncio.run(w.process(decliners().records))
+    assert emitter.refusals == {}  # each refused once, and the batch tried again
+    assert len(emitter.on("churn.alerts")) == 1 and len(emitter.on("deadletter")) == 1
+    assert w.metrics.registry.get_sample_value("churnwatch_batch_retries_total", {"error": "ConnectionError"}) == 1
+    # Each failed send was waited for: asyncio would log its exception as never retrieved otherwise.
+    assert not any(f._log_traceback for f in emitter.refused)
