@@ -47,7 +47,7 @@ async def paced_latencies(kafka: dict[str, Any], topics: Topics, live: Sequence[
     await alerts.start()
     await alerts.getmany(timeout_ms=500)  # joined, positioned at the end
     # The event time's second of each record, read before the clock starts: (customer, second) -> time sent.
-    stamps = [(r.key.decode(), int(msgspec.json.decode(r.value, type=_Stamped).ts.timestamp())) for r in live]
+    stamps = [_stamp(r) for r in live]
     sent: dict[tuple[str, int], float] = {}
     producer = AIOKafkaProducer(**kafka, linger_ms=2, acks="all")
     await producer.start()
@@ -57,7 +57,8 @@ async def paced_latencies(kafka: dict[str, Any], topics: Topics, live: Sequence[
             due = started + k / rate
             if due > time.time() + 0.005:
                 await asyncio.sleep(due - time.time())
-            sent.setdefault(stamp, time.time())
+            if stamp is not None:
+                sent.setdefault(stamp, time.time())
             await producer.send(getattr(topics, r.topic), r.value, key=r.key)
         await producer.flush()
         latencies = await _alert_latencies(alerts, sent, quiet_s=5.0)
@@ -69,7 +70,13 @@ async def paced_latencies(kafka: dict[str, Any], topics: Topics, live: Sequence[
 
 
 class _Stamped(msgspec.Struct):
-    ts: datetime
+    ts: datetime | None = None
+
+
+def _stamp(r: SimRecord) -> tuple[str, int] | None:
+    """(customer, event time's second) of a record; None for one without an event time."""
+    ts = msgspec.json.decode(r.value, type=_Stamped).ts if r.value else None
+    return None if ts is None else (r.key.decode(), int(ts.timestamp()))
 
 
 async def _alert_latencies(alerts: AIOKafkaConsumer, sent: dict[tuple[str, int], float],

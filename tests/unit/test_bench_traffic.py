@@ -1,12 +1,14 @@
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import msgspec
 import pytest
 
 from stream_app.errors import ConfigError
 from stream_app.offline.delivery import in_time_order
-from stream_app.offline.simulator import SimConfig, Simulator
+from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
+from stream_app.tools.bench_latency import _stamp
 from stream_app.tools.bench_stream import LAST_DAY, _traffic
+from tests.factories import cdr
 
 
 def _days(records) -> set[date]:
@@ -34,3 +36,10 @@ def test_the_bench_reads_the_same_stretch_of_days_whenever_it_runs() -> None:
 def test_the_bench_refuses_a_floor_after_its_days() -> None:
     with pytest.raises(ConfigError, match="CHURNWATCH_EVENT_TIME_FLOOR"):
         _traffic(events=3000, customers=300, seed=3, floor=LAST_DAY)
+
+
+def test_the_latency_phase_matches_alerts_by_customer_and_event_second_and_skips_records_without_a_time() -> None:
+    call = SimRecord("cdr", b"c1", cdr("c1", "2026-03-12T08:00:01.700+08:00"), 3)
+    assert _stamp(call) == ("c1", int(datetime(2026, 3, 12, 0, 0, 1, tzinfo=timezone.utc).timestamp()))
+    assert _stamp(SimRecord("customers", b"c1", None, 3)) is None
+    assert _stamp(SimRecord("customers", b"c1", b'{"customer_id": "c1"}', 3)) is None
