@@ -51,7 +51,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.events = Counter("churnwatch_events_consumed_total", "Events consumed, by topic", ["topic"], registry=registry)
+        self.events = Counter("churnwatch_events_consumed_total",
+                              "Events consumed, by topic: a batch counts once it went through", ["topic"],
+                              registry=registry)
         self.replayed = Counter(
             "churnwatch_events_replayed_total", "Events skipped because their offset was already applied",
             registry=registry)
