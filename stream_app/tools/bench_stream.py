@@ -266,26 +266,17 @@ async def _ceiling(kafka: dict[str, Any], topics: Topics, expected: int) -> floa
         await consumer.stop()
 
 
-def _sustained(port: int, worker, warmup: int, expected: int, log: Path, servers: dict[str, int],
-               timeout_s: float = 3600) -> Look:
+def _sustained(port: int, worker, warmup: int, expected: int, log: Path, servers: dict[str, int]) -> Look:
     """What the worker did from the first look at its own counter past the warm-up to the last event
     (and what `servers` did meanwhile: `Look.of`)."""
-    first: Look | None = None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
-        seen = consumed(port)
-        if seen >= max(warmup, 1) and first is None:
-            first = Look.of(port, worker.pid, servers)
-        if seen >= expected and first is not None:
-            last = Look.of(port, worker.pid, servers)
-            if last.events == first.events:
-                raise ConfigError(f"the worker read all {seen:,} events between two looks at its counter: too few "
-                                  "to measure a rate (--events)")
-            return last.since(first)
-        time.sleep(0.2)
-    raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
+    _read_up_to(port, worker, max(warmup, 1), log)
+    first = Look.of(port, worker.pid, servers)
+    _read_up_to(port, worker, expected, log)
+    last = Look.of(port, worker.pid, servers)
+    if last.events == first.events:
+        raise ConfigError(f"the worker read all {last.events:,} events between two looks at its counter: too few "
+                          "to measure a rate (--events)")
+    return last.since(first)
 
 
 def _read_up_to(port: int, worker, expected: int, log: Path, timeout_s: float = 3600) -> None:
