@@ -93,7 +93,7 @@ class Metrics:
             ["error"], registry=registry)
         self.batch_size = Histogram(
             "churnwatch_batch_size_events", "Events per batch", registry=registry,
-            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000))
         self.event_to_alert = Histogram(
             "churnwatch_event_to_alert_seconds",
             "From the own time of the newest event behind an alert to the alert's creation: how far behind "
