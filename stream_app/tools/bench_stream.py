@@ -1,5 +1,6 @@
 """`churnwatch bench` through a broker: the bare-consumer ceiling and the real worker, one
-after the other on the same events, then event-to-alert latency at half the worker's rate.
+after the other on the same events, then event-to-alert latency at a share of the worker's rate
+(half by default).
 
 1. Simulated traffic goes to fresh topics: days in a fixed stretch of the calendar, the last
    held back for the latency phase (`_traffic`).
@@ -8,7 +9,7 @@ after the other on the same events, then event-to-alert latency at half the work
    first, so that the measured events are an ordinary day's: each customer's first event of a
    day takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
    from its own events counter, from the end of the warm-up to the last measured event.
-4. Latency: the held-back day at half that rate, as simulated, each alert matched to the send
+4. Latency: the held-back day at a share of that rate (`load`), as simulated, each alert matched to the send
    time of the event that made it (`tools/bench_latency.py`).
 5. Redis bytes per customer (`MEMORY USAGE` sampled) and the worker's peak RSS.
 """
@@ -71,7 +72,8 @@ class StreamBench:
     p99_latency_s: float | None
     latency_alerts: int  # alerts the latency figures come from
     latency_events: int
-    latency_rate: float  # events/s sent in the latency phase
+    latency_rate: float  # events/s sent in the latency phase ...
+    latency_load: float  # ... as a share of the worker's measured rate
     redis_bytes_per_customer: float
     id_memory_bytes_per_customer: float  # of the bytes above: the event ids of the grace window
     rss_bytes: int | None
@@ -81,7 +83,7 @@ class StreamBench:
     offnet_bytes_per_customer: float  # the book's bytes spread over the customers: beside redis_bytes_per_customer
     stages: dict[str, dict[str, float]]  # per stage of the worker's batches: see tools/bench.stage_figures
     # The same over the latency phase, per event it read: where a slow alert's time went. Its
-    # share of the wall time counts the worker's waits for traffic sent at half its rate.
+    # share of the wall time counts the worker's waits for traffic sent below its rate.
     latency_stages: dict[str, dict[str, float]]
     # Cores the worker process kept busy while measured, and its events per second of one core: what
     # a worker does per core, whatever else shares the box (the broker and Redis here).
@@ -94,8 +96,9 @@ class StreamBench:
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
-                 latency_s: float = 30.0, seed: int = 3) -> StreamBench:
-    """Run the phases above against the configured broker and Redis, or embedded ones."""
+                 latency_s: float = 30.0, load: float = 0.5, seed: int = 3) -> StreamBench:
+    """Run the phases above against the configured broker and Redis, or embedded ones. `load`:
+    the latency phase's rate as a share of the worker's measured rate."""
     traffic = _traffic(events, customers, seed, settings.event_time_floor)
     warmup, history = traffic.warmup, traffic.measured
     run = f"bench-{os.getpid()}-{int(time.time())}"
@@ -135,9 +138,9 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         show(f"worker, everything on: {rate:,.0f} events/s")
         _read_up_to(port, worker, total + len(traffic.rest), workdir / "worker.log")
         add_probe_rule(rules, worker.pid, port)
-        paced = traffic.held[:int(rate / 2 * latency_s)]
+        paced = traffic.held[:int(rate * load * latency_s)]
         before = Look.after_a_fetch(port, worker.pid)
-        latencies, alerts_total, sent = asyncio.run(paced_latencies(kafka, topics, paced, rate / 2, port))
+        latencies, alerts_total, sent = asyncio.run(paced_latencies(kafka, topics, paced, rate * load, port))
         phase = Look.of(port, worker.pid).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
@@ -151,7 +154,7 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka),
         events_per_s=round(rate), ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
-        latency_rate=round(rate / 2), redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
+        latency_rate=round(rate * load), latency_load=load, redis_bytes_per_customer=per_customer, id_memory_bytes_per_customer=id_bytes,
         rss_bytes=rss, alerts=alerts_total, offnet_numbers=numbers,
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),
         offnet_bytes_per_customer=round(book_bytes / customers, 1),

@@ -36,7 +36,7 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     monkeypatch.setenv("KAFKA_BOOTSTRAP", tansu_bootstrap)
     monkeypatch.setenv("REDIS_URL", redis_url)
     result = CliRunner().invoke(main, ["bench", "--events", "20000", "--customers", "2000", "--latency-seconds", "5",
-                                       "--json"])
+                                       "--load", "0.7", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["events"] == 20000 and figures["customers"] == 2000
@@ -52,6 +52,9 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     assert figures["events_per_core_s"] == pytest.approx(figures["events_per_s"] / figures["worker_cores"], rel=0.05)
     assert figures["ratio"] == pytest.approx(figures["events_per_s"] / figures["ceiling_events_per_s"], abs=1e-3)
     assert figures["latency_events"] > 0 and figures["rss_bytes"] > 10 * 2**20
+    # The latency phase sends at the share of the measured rate asked for.
+    assert figures["latency_load"] == 0.7
+    assert figures["latency_rate"] == pytest.approx(0.7 * figures["events_per_s"], abs=1)
     assert 100 < figures["redis_bytes_per_customer"] < STATE.itemsize and figures["offnet_numbers"] > 0
     # The worker's own stage clocks over the measured span (read from its metrics), each with the rate
     # it alone would allow over the ceiling.
