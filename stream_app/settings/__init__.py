@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         default=4, ge=1, description="partitions of every topic (all co-partitioned by customer id)")
     timezone: str = Field(default="Asia/Shanghai", description="operator's zone: days and months are cut here")
     rules_dir: Path = Field(default=Path("alert_rules"), description="rule files, watched for changes")
-    # 4,000: most of what 8,000 gains over 2,000 in `bench`, with the p99 near saturation half of 8,000's
+    # 4,000: most of what 8,000 gains over 2,000 in `bench`, and a lower p99 than 8,000 near saturation
     # (docs/performance.md, "Batches of up to 4,000 events").
     batch_size: int = Field(default=4000, ge=1, description="events per batch at most")
     batch_within_s: float = Field(default=0.5, gt=0, description="longest wait to fill a batch")
