@@ -283,6 +283,30 @@ def test_a_replay_that_keeps_no_snapshots_ends_in_the_same_state() -> None:
     assert [a.alert_id for a in lean.alerts] == [a.alert_id for a in kept.alerts]
 
 
+def test_a_replay_batches_by_its_own_grain_whatever_the_worker_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay's batch is its grain of time (the model and baselines move on between batches),
+    so the evaluations' figures must not follow the worker's `batch_size`."""
+    from stream_app.offline import replay as replay_module
+    from stream_app.offline.simulator import SimConfig, Simulator
+    from stream_app.rules.pack import load_rules
+    from stream_app.settings import Settings
+    from stream_app.worker.pipeline import BatchOutput, BatchProcessor, Sender
+
+    sizes: list[int] = []
+    run = BatchProcessor.run
+
+    async def counted(self: BatchProcessor, records: list, send: Sender, silent: bool = False) -> BatchOutput:
+        sizes.append(len(records))
+        return await run(self, records, send, silent)
+
+    monkeypatch.setattr(BatchProcessor, "run", counted)
+    rules = load_rules([Path(__file__).resolve().parents[2] / "alert_rules"])
+    records = [(r.topic, r.key, r.value) for r in Simulator(SimConfig(customers=40, days=30, seed=5)).records()]
+    assert len(records) > 2 * replay_module.BATCH
+    replay_module.replay(records, Settings(_env_file=None, batch_size=50), lambda: rules, learn=False)
+    assert max(sizes) == replay_module.BATCH and sum(sizes) == len(records)
+
+
 def test_the_offline_learners_are_refitted_on_the_labels_due_by_each_month_of_the_test_period() -> None:
     fits: list[tuple[float, float]] = []  # (the last day learned, the first day scored)
 
