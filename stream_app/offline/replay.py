@@ -109,8 +109,8 @@ class _DailyBaselines:
 
 Record = tuple[str | None, bytes, bytes]  # (topic, key, value); a topic of None: process what is held now
 #: Records a replay's batch holds, whatever the worker's `batch_size`. The batch is a replay's grain of
-#: time: the model and the baselines move on between batches, where a worker's move on with its
-#: clock, so the evaluations' figures depend on it. In batches of 4,000, the slumped month of
+#: time: its model and baselines move on between batches (a worker's move on with its clock), so the
+#: evaluations' figures depend on it. In batches of 4,000, the slumped month of
 #: tests/unit/test_holiday_month.py warned 24 customers against a normal month's 9.
 BATCH = 2000
 

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     rules_dir: Path = Field(default=Path("alert_rules"), description="rule files, watched for changes")
     # 4,000: most of what 8,000 gains over 2,000 in `bench`, and a lower p99 than 8,000 near saturation
     # (docs/performance.md, "Batches of up to 4,000 events").
-    batch_size: int = Field(default=4000, ge=1, description="events per batch at most")
+    batch_size: int = Field(default=4000, ge=1,
+                            description="events per worker batch at most (replays keep their own 2,000)")
     batch_within_s: float = Field(default=0.5, gt=0, description="longest wait to fill a batch")
     late_grace_days: int = Field(
         default=3, ge=0, le=30, description="events older than the customer's newest day minus this go to dead letter")
