@@ -9,8 +9,8 @@ after the other on the same events, then event-to-alert latency at a share of th
    first, so that the measured events are an ordinary day's: each customer's first event of a
    day takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
    from its own events counter, from the end of the warm-up to the last measured event.
-4. Latency: the held-back day at a share of that rate (`load`), as simulated, each alert matched to the send
-   time of the event that made it (`tools/bench_latency.py`).
+4. Latency: the held-back day at a share of that rate (`load`), as simulated, each alert matched
+   to the send time of the event that made it (`tools/bench_latency.py`).
 5. Redis bytes per customer (`MEMORY USAGE` sampled) and the worker's peak RSS.
 """
 
