@@ -9,18 +9,30 @@ pure-Python hash alone is 3.3 us. `send_batches` hashes each key with murmur2 in
 given: a key's records keep their order, and each lands on the partition aiokafka's and the Java
 client's default partitioner give it. The batches go round by round across the partitions, so
 that one request carries a batch of each.
+
+A topic whose `max.message.bytes` is below a batch refuses it on every try. What it raises then
+names the topic and the setting that fits the batches to it (`OutputTooLarge`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from murmurhash2 import murmurhash2
 
-__all__ = ["partition_of", "send_batches"]
+from stream_app.errors import NotReady
+
+__all__ = ["OutputTooLarge", "partition_of", "send_batches"]
 
 _SEED = 0x9747B28C  # the seed of Kafka's murmur2 (the Java client's `Utils.murmur2`)
+
+
+class OutputTooLarge(NotReady):
+    """A topic refused a record batch as larger than its `max.message.bytes`: the batch is tried
+    again until the topic takes it, and readiness says what to change."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -45,8 +57,19 @@ async def send_batches(producer: AIOKafkaProducer, topic: str,
     for turn in range(max(len(queued) for queued in batches.values())):
         for partition, queued in batches.items():
             if turn < len(queued):
-                sent.append(await producer.send_batch(queued[turn], topic, partition=partition))
+                batch, size = queued[turn], queued[turn].size()
+                landed = await producer.send_batch(batch, topic, partition=partition)
+                sent.append(asyncio.ensure_future(_named(landed, topic, size)))
     return sent
+
+
+async def _named(landed: Awaitable[object], topic: str, size: int) -> object:
+    """What a batch's send resolves to; a refusal as too large names the topic and the fix."""
+    try:
+        return await landed
+    except MessageSizeTooLargeError as exc:
+        raise OutputTooLarge(f"{topic} refused a record batch of {size:,} bytes as too large: set CHURNWATCH_"
+                             "OUTPUT_BATCH_BYTES below the topic's max.message.bytes, or raise that") from exc
 
 
 def _filled(producer: AIOKafkaProducer, records: list[tuple[bytes, bytes | None]]) -> list[Any]:

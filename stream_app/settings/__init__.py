@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=4000, ge=1,
                             description="events per worker batch at most (replays keep their own 2,000)")
     batch_within_s: float = Field(default=0.5, gt=0, description="longest wait to fill a batch")
+    # Large batches cost the worker's CPU least a record (docs/performance.md, "Outputs as record
+    # batches"); a topic refuses any over its max.message.bytes, on every try (`connect/batches.py`).
+    output_batch_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=1 << 20,
+        description="record batches the worker sends to its output topics hold up to this many bytes; keep it "
+                    "below the topics' max.message.bytes (Kafka's default: 1 MB)")
     late_grace_days: int = Field(
         default=3, ge=0, le=30, description="events older than the customer's newest day minus this go to dead letter")
     # The edge's bounds (admission.py): a record over this size is refused before it is decoded;

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream_app.connect.batches import partition_of, send_batches
+from stream_app.connect.batches import OutputTooLarge, partition_of, send_batches
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,32 @@ def test_batched_records_land_where_send_puts_them_once_each_in_order(bootstrap:
     for key, seen in by_key.items():
         assert len({p for p, _ in seen}) == 1
         assert [v[0] if v is not None else None for _, v in seen] == [0, 1, None]  # in the order sent
+
+
+async def _to_a_small_topic(bootstrap: str, topic: str, batch_bytes: int) -> int | str:
+    """How many records of a batch sent in batches of `batch_bytes` land on a topic that takes
+    32 KiB a batch, or what the refusal said."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1, topic_configs={"max.message.bytes": str(32 * 1024)})])
+    await admin.close()
+    records = [(f"86138{i:08d}".encode(), os.urandom(300)) for i in range(600)]  # 190 KB that do not compress
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=batch_bytes)
+    await producer.start()
+    try:
+        await asyncio.gather(*await send_batches(producer, topic, records))
+    except OutputTooLarge as exc:
+        return str(exc)
+    finally:
+        await producer.stop()
+    return len(await _read(bootstrap, topic, len(records)))
+
+
+# Apache Kafka only: Tansu takes a batch over a topic's max.message.bytes.
+@pytest.mark.apache_kafka
+def test_a_topic_that_refuses_the_batches_as_too_large_names_the_setting_that_fits_them(kafka_bootstrap: str,
+                                                                                       unique: str) -> None:
+    refusal = asyncio.run(_to_a_small_topic(kafka_bootstrap, f"small-{unique}", 256 * 1024))
+    assert isinstance(refusal, str) and refusal.startswith(f"small-{unique} refused a record batch of ")
+    assert "CHURNWATCH_OUTPUT_BATCH_BYTES" in refusal
+    assert asyncio.run(_to_a_small_topic(kafka_bootstrap, f"fitted-{unique}", 16 * 1024)) == 600

@@ -22,6 +22,7 @@ from stream_app.model.registry import ScorerSource
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.windows.store import MemoryWindowStore
+from stream_app.worker.app import create_app
 from stream_app.worker.endpoints import Health
 from stream_app.worker.runtime import Worker
 from tests.factories import Log, decliner
@@ -110,6 +111,13 @@ def test_a_broker_that_does_not_answer_holds_the_batch_until_it_does() -> None:
     asyncio.run(w.process(decliners().records))
     assert len(emitter.on("churn.alerts")) == 1 and w.health.blocked is None
     assert w.metrics.registry.get_sample_value("churnwatch_batch_retries_total", {"error": "ConnectionError"}) == 2
+
+
+def test_the_worker_sends_its_outputs_in_record_batches_of_the_size_set() -> None:
+    # For a topic whose max.message.bytes is below the default (tests/integration/test_batches.py).
+    settings = Settings(_env_file=None, kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
+                        output_batch_bytes=32 * 1024)
+    assert create_app(settings, Metrics(CollectorRegistry())).conf.producer_max_batch_size == 32 * 1024
 
 
 @dataclass
