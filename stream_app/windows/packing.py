@@ -3,8 +3,13 @@
 Most of a record is counters of months and days a customer has not used yet and the high bytes
 of small counts. Packed, a record keeps its first bytes as they are (up to the write counter's
 end, which the store's compare-and-set reads in place), then a bitmap of which of the other
-bytes are not zero (big-endian bits, as numpy packs them), then those bytes. A batch packs and
-unpacks with a few numpy calls.
+bytes are not zero (big-endian bits, as numpy packs them), then those bytes.
+
+A batch's records are packed, and its stored values read, by two compiled loops (numba) over
+one buffer for the batch. In numpy, each record still cost a few Python steps (its bytes sliced
+out of the batch's, its length found from its bitmap, its parts joined) and every byte passed
+through several whole-batch arrays (docs/performance.md, "Records packed and read by compiled
+loops").
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Packing", "converted", "pack", "unpack"]
+from stream_app.windows.jit import compiled
+
+__all__ = ["Packing", "converted", "pack", "unpack", "unpack_batch"]
 
 
 @dataclass(frozen=True)
@@ -47,26 +54,84 @@ def converted(rec: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def pack(rec: np.ndarray, packing: Packing) -> list[bytes]:
     """Each record (of `packing.dtype`) packed."""
-    kept = packing.kept
-    raw = np.frombuffer(rec.tobytes(), np.uint8).reshape(len(rec), packing.dtype.itemsize)
-    body = raw[:, kept:]
-    there = body != 0
-    bitmaps, values = np.packbits(there, axis=1), body[there].tobytes()
-    ends = np.cumsum(there.sum(axis=1)).tolist()
-    # Each record's kept bytes and bitmap, and all the non-zero bytes, as two buffers: a slice of
-    # each a record costs less than three arrays made bytes (1.62 -> 1.36 us a record).
-    width = kept + bitmaps.shape[1]
-    heads = np.concatenate([raw[:, :kept], bitmaps], axis=1).tobytes()
-    return [heads[k * width:(k + 1) * width] + values[a:b] for k, (a, b) in enumerate(zip([0] + ends[:-1], ends))]
+    raw = np.ascontiguousarray(rec).view(np.uint8).reshape(len(rec), packing.dtype.itemsize)
+    out = np.empty(len(rec) * (packing.kept + packing.bitmap + packing.body), np.uint8)
+    ends = np.empty(len(rec), np.int64)
+    blob = out[:_packed_into(raw, packing.kept, packing.bitmap, out, ends)].tobytes()
+    bounds = ends.tolist()
+    return [blob[a:b] for a, b in zip([0] + bounds[:-1], bounds)]
+
+
+def unpack_batch(buf: bytes, sizes: np.ndarray, version: int, packing: Packing, out: np.ndarray) -> np.ndarray:
+    """Read values stored one after another in `buf` (`sizes` bytes each) into the rows of `out`
+    ((n, itemsize) bytes) where a value holds a whole packed record whose first byte is `version`;
+    the record part's length per value, -1 where it does not (those rows are left as they were:
+    what is wrong with them is for the caller to say)."""
+    lengths = np.empty(len(sizes), np.int64)
+    starts = np.cumsum(sizes) - sizes
+    _read_into(np.frombuffer(buf, np.uint8), starts, np.asarray(sizes, np.int64), version, packing.kept,
+               packing.bitmap, packing.padding, out, lengths)
+    return lengths
 
 
 def unpack(parts: Sequence[bytes], packing: Packing) -> np.ndarray:
-    """(n, itemsize) bytes of the records of packed parts, each of the length its bitmap says
-    (the caller checks it)."""
-    n, kept, width = len(parts), packing.kept, packing.bitmap
-    head = np.frombuffer(b"".join(p[:kept] for p in parts), np.uint8).reshape(n, kept)
-    bitmaps = np.frombuffer(b"".join(p[kept:kept + width] for p in parts), np.uint8).reshape(n, width)
-    there = np.unpackbits(bitmaps, axis=1)[:, :packing.body].astype(bool)
-    body = np.zeros((n, packing.body), np.uint8)
-    body[there] = np.frombuffer(b"".join(p[kept + width:] for p in parts), np.uint8)
-    return np.concatenate([head, body], axis=1)
+    """(n, itemsize) bytes of the records of packed parts of one layout, each of the length its
+    bitmap says (the caller checks it)."""
+    out = np.zeros((len(parts), packing.dtype.itemsize), np.uint8)
+    if parts:
+        unpack_batch(b"".join(parts), np.fromiter(map(len, parts), np.int64, len(parts)), parts[0][0], packing, out)
+    return out
+
+
+@compiled
+def _packed_into(raw: np.ndarray, kept: int, bitmap: int, out: np.ndarray, ends: np.ndarray) -> int:
+    """Pack each row of `raw` into `out`, one after another; `ends[i]`: where row i's ends. The
+    bytes used."""
+    rows, width = raw.shape
+    at = 0
+    for i in range(rows):
+        for j in range(kept):
+            out[at + j] = raw[i, j]
+        flags, values = at + kept, at + kept + bitmap
+        for b in range(bitmap):
+            bits = 0
+            for k in range(8):
+                column = kept + 8 * b + k
+                if column < width and raw[i, column] != 0:
+                    bits |= 128 >> k
+                    out[values] = raw[i, column]
+                    values += 1
+            out[flags + b] = bits
+        at = values
+        ends[i] = at
+    return at
+
+
+@compiled
+def _read_into(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, version: int, kept: int, bitmap: int,
+               padding: int, out: np.ndarray, lengths: np.ndarray) -> None:
+    """`unpack_batch`'s loop."""
+    head = kept + bitmap
+    for i in range(len(starts)):
+        at, size = starts[i], sizes[i]
+        lengths[i] = -1
+        if size < head or buf[at] != version or buf[at + head - 1] & padding:
+            continue
+        count = 0
+        for b in range(bitmap):
+            bits = buf[at + kept + b]
+            while bits:
+                bits &= bits - 1
+                count += 1
+        if size < head + count:
+            continue
+        lengths[i] = head + count
+        for j in range(kept):
+            out[i, j] = buf[at + j]
+        value = at + head
+        for b in range(bitmap):
+            bits = buf[at + kept + b]
+            for k in range(8):
+                if bits & (128 >> k):
+                    out[i, kept + 8 * b + k] = buf[value]
+                    value += 1

@@ -21,7 +21,8 @@ import numpy as np
 
 from stream_app.contracts.inputs import Input
 from stream_app.errors import NotReady
-from stream_app.windows.packing import Packing, converted, pack, unpack
+from stream_app.windows.counters import narrowed_into, widened
+from stream_app.windows.packing import Packing, converted, pack, unpack, unpack_batch
 
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
@@ -183,40 +184,41 @@ class Windows:
         caller can set the bytes aside. Either way the write goes to the key read, as a
         compare-and-set against the write counter's bytes as they were (`expected`). One in a
         layout newer than this worker's raises `NewerState`: it must not be overwritten."""
-        text: list[StateTail | None] = [None] * len(raws)
-        expected = [NEVER_WRITTEN] * len(raws)
+        n = len(raws)
+        text: list[StateTail | None] = [None] * n
+        expected = [stored_seq(raw) for raw in raws]
         quarantined: list[tuple[int, str]] = []
-        layouts: dict[int, tuple[list[int], list[bytes]]] = {}  # layout -> (rows, record parts as stored)
-        for i, raw in enumerate(raws):
+        rec = np.zeros(n, STATE)
+        flat = rec.view(np.uint8).reshape(n, STATE.itemsize)
+        # The current layout's records for the whole batch in one pass; the rest one by one below.
+        blobs = [raw or b"" for raw in raws]
+        lengths = unpack_batch(b"".join(blobs), np.fromiter(map(len, blobs), np.int64, n), STATE_VERSION,
+                               _PACKED[STATE_VERSION], flat).tolist()
+        layouts: dict[int, tuple[list[int], list[bytes]]] = {}  # earlier layout -> (rows, record parts as stored)
+        for i, (raw, length) in enumerate(zip(raws, lengths)):
             if raw is None:
                 continue
-            expected[i] = stored_seq(raw)
             try:
-                length = _record_length(raw)
-                text[i] = _tail_decoder.decode(raw[length:]) if len(raw) > length else None
+                if length < 0:
+                    length = _record_length(raw)
+                    rows, parts = layouts.setdefault(raw[0], ([], []))
+                    rows.append(i)
+                    parts.append(raw[:length])
+                if len(raw) > length:
+                    text[i] = _tail_decoder.decode(raw[length:])
             except _Unreadable as why:
                 quarantined.append((i, str(why)))
-                continue
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 quarantined.append((i, f"its tail does not decode: {exc}"))
-                continue
-            rows, parts = layouts.setdefault(raw[0], ([], []))
-            rows.append(i)
-            parts.append(raw[:length])
-        rec = np.zeros(len(raws), STATE)
         for layout, (rows, parts) in layouts.items():  # a few numpy calls per layout, not per state
-            if layout == STATE_VERSION:
-                rec.view(np.uint8).reshape(len(rec), STATE.itemsize)[rows] = unpack(parts, _PACKED[layout])
-            else:
-                rec[rows] = _upgraded(parts, layout)
+            rec[rows] = _upgraded(parts, layout)
+        if quarantined:
+            flat[[i for i, _ in quarantined]] = 0  # read or not, such a customer starts afresh
         rec["version"] = STATE_VERSION
         for i, _ in quarantined:  # the count goes on from the bytes that were there
             rec["seq"][i] = int.from_bytes(expected[i].ljust(8, b"\0"), "little")
-        # Each block's width is its counters' count (-1 cannot be inferred from a chunk of no customers).
-        daily = np.concatenate([rec[f].reshape(len(rec), N_DAYS, len(c)) for f, c in _D_BLOCKS], axis=2)
-        monthly = np.concatenate([rec[f].reshape(len(rec), N_MONTHS, len(c)) for f, c in _M_BLOCKS], axis=2)
-        return cls(customers, rec, daily.astype(np.int64), monthly.astype(np.int64), text, expected, quarantined,
-                   rec["newest"].max(axis=1).astype(np.int64))
+        return cls(customers, rec, widened(rec, _D_BLOCKS, N_DAYS), widened(rec, _M_BLOCKS, N_MONTHS), text, expected,
+                   quarantined, rec["newest"].max(axis=1).astype(np.int64))
 
     def subset(self, rows: Sequence[int]) -> "Windows":
         """A copy of some rows (a row may repeat): changes to it do not reach this batch."""
@@ -291,12 +293,8 @@ class Windows:
         day, 3 the same whole). Every worker reads them all."""
         if layout not in WRITTEN_LAYOUTS:
             raise ValueError(f"states are written in layout {' or '.join(map(str, WRITTEN_LAYOUTS))}, not {layout}")
-        for buckets, blocks in ((self.daily, _D_BLOCKS), (self.monthly, _M_BLOCKS)):
-            start = 0
-            for f, names in blocks:
-                part = _saturate(buckets[:, :, start:start + len(names)], self.rec.dtype[f].base)
-                self.rec[f] = part.reshape(self.rec[f].shape)
-                start += len(names)
+        narrowed_into(self.daily, self.rec, _D_BLOCKS)
+        narrowed_into(self.monthly, self.rec, _M_BLOCKS)
         idx = np.asarray(rows, np.int64)
         self.rec["seq"][idx] += 1  # rows are distinct: each counter moves on once
         picked = converted(self.rec[idx], _PACKED[layout].dtype if layout in _PACKED else _WHOLE[layout])
@@ -368,10 +366,6 @@ def _upgraded(parts: Sequence[bytes], layout: int) -> np.ndarray:
     new = converted(old, STATE)
     new["messages_since"] = np.where(new["day0"] > 0, new["day0"] + 1, 0)
     return new
-
-
-def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    return np.clip(values, 0, np.iinfo(dtype).max).astype(dtype)
 
 
 def usage_fingerprint(raw: bytes) -> bytes:

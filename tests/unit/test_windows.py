@@ -274,6 +274,20 @@ def test_a_state_of_the_previous_layout_is_read_and_written_in_the_new_one() -> 
     assert expected == (41).to_bytes(8, "little") and Windows.load([CUST], [new]).rec["seq"][0] == 42
 
 
+def test_counters_past_their_stored_width_are_kept_at_its_largest_value_not_wrapped() -> None:
+    w = Windows.load(["a", "b"], [None, None])
+    w.daily[0, 3, D["out_calls"]] = 300  # a byte a day
+    w.daily[1, 3, D["sms_out"]] = 70_000  # 16 bits a day
+    w.monthly[0, 2, C["roam_min"]] = 80_000  # 16 bits a month, in tenths of a minute
+    w.monthly[1, 2, C["spend"]] = 5_000_000_000  # 32 bits a month, in fen
+    w.monthly[0, 1, C["out_calls"]] = -4  # never below nothing
+    back = Windows.load(["a", "b"], [blob for _, blob in w.dump([0, 1])])
+    assert back.daily[0, 3, D["out_calls"]] == 255 and back.daily[1, 3, D["sms_out"]] == 65_535
+    assert back.monthly[0, 2, C["roam_min"]] == 65_535 and back.monthly[1, 2, C["spend"]] == 2**32 - 1
+    assert back.monthly[0, 1, C["out_calls"]] == 0
+    assert back.daily.sum() == 255 + 65_535 and back.monthly.sum() == 65_535 + 2**32 - 1  # nothing else moved
+
+
 def test_a_state_that_cannot_be_read_is_quarantined_and_the_customer_starts_afresh() -> None:
     w = fresh()
     apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00", duration_s=4000), 0))], SH, 3)
