@@ -4,7 +4,7 @@ The record keeps its counters in blocks of the width each needs (a byte for a da
 32 bits for a month's spend in fen); apply adds to them and derive reads them as (customers,
 buckets, counters) int64 arrays, one per ring (days, months). Both ways are compiled loops
 (numba) over the blocks: in numpy each block went through a temporary array of its own width
-and a second of int64 (docs/performance.md, "Records packed and read by compiled loops").
+and a second of int64 (docs/performance.md, "States read and packed by compiled loops").
 """
 
 from __future__ import annotations

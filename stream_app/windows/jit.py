@@ -1,11 +1,11 @@
 """The decorator of the compiled loops: numba, imported and compiling on a loop's first call.
 
 Deferred, so that a command that never reads a state does not load numba and LLVM (a third of
-a second, and about 60 MB). numba keeps what it compiled beside the module or in the user's
-cache directory, and with neither writable (a container's read-only root file system) it
-refuses to compile at all; so unless `NUMBA_CACHE_DIR` says otherwise, the cache goes to a
-directory of this user's in the temporary directory: compiled once per machine and release,
-loaded by every process after.
+a second, and 60 MB before it has compiled anything). numba keeps what it compiled beside the
+module or in the user's cache directory, and with neither writable (a container's read-only root
+file system) it refuses to compile at all; so unless `NUMBA_CACHE_DIR` says otherwise, the cache
+goes to a directory of this user's in the temporary directory: compiled once per machine and
+release, loaded by every process after.
 """
 
 from __future__ import annotations

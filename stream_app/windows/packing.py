@@ -8,7 +8,7 @@ bytes are not zero (big-endian bits, as numpy packs them), then those bytes.
 A batch's records are packed, and its stored values read, by two compiled loops (numba) over
 one buffer for the batch. In numpy, each record still cost a few Python steps (its bytes sliced
 out of the batch's, its length found from its bitmap, its parts joined) and every byte passed
-through several whole-batch arrays (docs/performance.md, "Records packed and read by compiled
+through several whole-batch arrays (docs/performance.md, "States read and packed by compiled
 loops").
 """
 
