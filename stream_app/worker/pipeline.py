@@ -41,7 +41,7 @@ from stream_app.settings import Settings
 from stream_app.windows.apply import Envelope, apply, erase_first
 from stream_app.windows.book import Book, gather
 from stream_app.windows.lifecycle import Moves
-from stream_app.windows.state import NewerState, Windows
+from stream_app.windows.state import Windows
 from stream_app.windows.store import WindowStore, Write
 from stream_app.worker.event_clock import EventClock
 
@@ -310,11 +310,11 @@ class BatchProcessor:
     async def isolated(self, records: Sequence[RawRecord]) -> BatchOutput:
         """`prepare`, but if it raises, the batch is split by customer until the customers whose
         records make it raise are found: their records go to dead letter, the others go on.
-        Every stage is per customer, so halves give what the whole would have. Infrastructure
-        errors (Redis) are not the records' fault and are raised, nor is a state a newer release wrote."""
+        Every stage is per customer, so halves give what the whole would have. Redis errors and
+        `NotReady` (a newer release's state, loops that cannot compile) are not theirs: raised."""
         try:
             return await self.prepare(records)
-        except (RedisError, NewerState):
+        except (RedisError, NotReady):
             raise
         except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
             groups: dict[str | None, list[RawRecord]] = {}

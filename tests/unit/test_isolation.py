@@ -12,6 +12,8 @@ import pytest
 
 from stream_app.ingest.deadletters import DEAD_LETTER_PREFIX
 from stream_app.windows import apply as windows
+from stream_app.windows import state as windows_state
+from stream_app.windows.jit import CompilerUnavailable
 from stream_app.windows.state import C, NewerState, Windows
 from stream_app.windows.store import MemoryWindowStore
 from stream_app.worker import pipeline
@@ -209,3 +211,22 @@ def test_a_state_a_newer_release_wrote_holds_the_batch_instead_of_being_overwrit
     with pytest.raises(NewerState):
         asyncio.run(processor(store).run(later.records, lambda out: asyncio.sleep(0)))
     assert store.data[GOOD] == newer
+
+
+def test_loops_that_cannot_compile_hold_the_batch_instead_of_sending_it_to_dead_letter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The install's fault, not the records': every batch would fail alike, so none is split into
+    dead letters; the batch is tried again (runtime.until_done) and readiness says why."""
+
+    def broken(*args: object) -> None:
+        raise CompilerUnavailable("numba cannot be imported, so the state's loops cannot compile: llvmlite is broken")
+
+    store = MemoryWindowStore()
+    log = Log()
+    log.add("cdr", GOOD, cdr(GOOD, "2026-03-01T10:00:00+08:00"))
+    log.add("cdr", "8613800000202", cdr("8613800000202", "2026-03-01T11:00:00+08:00"))
+    monkeypatch.setattr(windows_state, "unpack_batch", broken)
+    sent: list[pipeline.BatchOutput] = []
+    with pytest.raises(CompilerUnavailable):
+        asyncio.run(processor(store).run(log.records, lambda out: asyncio.sleep(0, sent.append(out))))
+    assert sent == [] and store.data == {}
