@@ -133,9 +133,10 @@ class Settings(BaseSettings):
     # worker wrote, one of layout 4 holds the batch (NewerState). Roll an upgrade out with the layout
     # of the release before, then switch (docs/operations.md).
     state_layout: int = Field(
-        default=5, ge=3, le=5, description="the layout workers write customers' states in: 5 packed, with SMS and "
-                                           "data sessions by day; 4 packed without them, 3 whole (for a rolling "
-                                           "upgrade from a release that reads no newer); every worker reads them all")
+        default=6, ge=3, le=6, description="the layout workers write customers' states in: 6 packed, with the event "
+                                           "ids as bytes; 5 with them as a map, 4 also without SMS and data sessions "
+                                           "by day, 3 the same whole (for a rolling upgrade from a release that reads "
+                                           "no newer); every worker reads them all")
     idle_expiry_days: int = Field(
         default=120, ge=1,
         description="state of a customer with no events for this long expires (up to two days and "

@@ -29,6 +29,7 @@ from stream_app.offline.simulator import SimConfig, Simulator
 from stream_app.rules.pack import load_rules
 from stream_app.settings import Settings
 from stream_app.tools.embedded.servers import redis_server
+from stream_app.windows.id_memory import grouped
 from stream_app.windows.scan import book_hashes
 from stream_app.windows.state import ID_DIGEST, STATE, Windows
 from stream_app.windows.store import RedisWindowStore
@@ -46,7 +47,7 @@ class StateBench:
     redis_bytes_per_customer: float
     redis_used_memory_per_customer: float
     state_record_bytes: int
-    # What the memory of event ids over the grace window costs (`state.StateTail.seen`), in the
+    # What the memory of event ids over the grace window costs (`state.StateTail.ids`), in the
     # bytes above, and how many ids it holds: exact resends are dropped however much lies between.
     id_memory_bytes_per_customer: float
     ids_remembered_per_customer: float
@@ -165,9 +166,9 @@ def id_memory(client: redis.Redis, keys: list) -> tuple[float, float]:
     """(bytes, ids) of the memory of event ids in the states at `keys`, on average."""
     raws = [client.get(k) for k in keys]  # one by one: the keys span a cluster's slots
     w = Windows.load([str(k) for k in keys], raws)
-    seen = [t.seen if t is not None else {} for t in w.text]
-    size = [len(msgspec.msgpack.encode(s)) if s else 0 for s in seen]
-    count = [sum(len(ids) for ids in s.values()) // ID_DIGEST for s in seen]
+    memories = [t.ids if t is not None else b"" for t in w.text]
+    size = [len(msgspec.msgpack.encode(ids)) if ids else 0 for ids in memories]
+    count = [sum(len(ids) for ids in grouped(m).values()) // ID_DIGEST for m in memories]
     n = max(len(keys), 1)
     return round(sum(size) / n, 1), round(sum(count) / n, 1)
 

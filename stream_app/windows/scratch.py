@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows, kept_ids
+from stream_app.windows import id_memory
+from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows
 
 __all__ = ["KINDS", "Scratch"]
 
@@ -45,7 +46,7 @@ class Scratch:
         ids = groups.get(key)
         if ids is None:
             tail = self.tails[cust]
-            stored = tail.seen.get(key, b"") if tail is not None else b""
+            stored = id_memory.grouped(tail.ids).get(key, b"") if tail is not None else b""
             ids = groups[key] = {stored[k:k + ID_DIGEST] for k in range(0, len(stored), ID_DIGEST)}
         if digest in ids:
             return False
@@ -65,10 +66,16 @@ class Scratch:
         for name, values, width in (("part", self.part, N_TOPICS), ("offset", self.offset, N_TOPICS),
                                     ("newest", self.newest, N_TOPICS), ("last_seen", self.last_seen, KINDS)):
             rec[name] = np.reshape(values, (n, width))
+        if not self.added:
+            return
+        rows, keys, digests = [], [], []
         for cust, added in self.added.items():
-            tail = w.text[cust] or StateTail()
-            seen = dict(tail.seen)
-            for key, digests in added.items():
-                seen[key] = seen.get(key, b"") + b"".join(digests)
-            floors = [day - grace_days for day in self.newest[cust * N_TOPICS:(cust + 1) * N_TOPICS]]
-            w.text[cust] = msgspec.structs.replace(tail, seen=kept_ids(seen, floors))
+            for key, new in added.items():
+                rows += [cust] * len(new)
+                keys += [key] * len(new)
+                digests += new
+        floors = np.reshape(self.newest, (n, N_TOPICS)) - grace_days
+        memories = [t.ids if t is not None else b"" for t in w.text]
+        for cust, ids in id_memory.remembered(memories, np.array(rows, np.int64), np.array(keys, np.int64), digests,
+                                              floors).items():
+            w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), ids=ids)

@@ -22,13 +22,14 @@ import numpy as np
 from stream_app.contracts.inputs import Input
 from stream_app.errors import NotReady
 from stream_app.windows.counters import narrowed_into, widened
+from stream_app.windows.id_memory import ID_DIGEST, as_bytes, grouped
 from stream_app.windows.packing import Packing, converted, pack, unpack, unpack_batch
 
 __all__ = [
     "COUNTERS", "DAILY", "C", "D", "SCALE", "N_DAYS", "N_MONTHS", "N_TOPICS", "REVENUE_CHURN_FLAG",
     "ID_DIGEST", "CONTACT_BITS", "LAST_SEEN_KINDS", "VIP_TIERS", "EXIT_KINDS", "STATE", "STATE_VERSION", "SEQ_OFFSET",
     "NEVER_WRITTEN", "NewerState", "StateTail", "Windows", "rule_key", "contacts_estimate",
-    "record_and_tail", "stored_seq", "RENEWAL_SLACK_S", "usage_fingerprint", "WRITTEN_LAYOUTS", "kept_ids",
+    "record_and_tail", "stored_seq", "RENEWAL_SLACK_S", "usage_fingerprint", "WRITTEN_LAYOUTS",
 ]
 
 N_DAYS = 35
@@ -36,13 +37,10 @@ N_MONTHS = 7  # the current month and six complete ones
 #: Bit of the state's `flags`: this revenue-churn episode has been reported.
 REVENUE_CHURN_FLAG = 1
 N_TOPICS = len(Input)  # offsets, newest times and event ids kept per input topic
-#: Bytes of an event id's digest in the state's memory of ids (`StateTail.seen`): two ids of one
-#: customer within the grace window collide with odds of about 2^-48 per pair.
-ID_DIGEST = 6
 CONTACT_BITS = 128  # linear-counting bitmap per month (about 7% error at 100 contacts)
 LAST_SEEN_KINDS = ("voice", "sms", "data", "billing")
 VIP_TIERS = ("none", "silver", "gold", "diamond")
-STATE_VERSION = 5  # 5: SMS and data sessions by day too; 4: the record stored without its zero bytes
+STATE_VERSION = 6  # 6: event ids as bytes; 5: SMS and data sessions by day too; 4: the record without its zero bytes
 
 # Counters in months, in column order, grouped by storage width.
 _M_COUNTS = ("out_calls", "in_calls", "sms_out", "sms_in", "cs_calls", "dropped_calls", "offnet_calls",
@@ -90,11 +88,13 @@ _KEPT = SEQ_OFFSET + 8  # a packed record keeps its bytes up to here as they are
 
 #: Earlier layouts a worker still reads (and writes back in the current one): version 2 kept a
 #: ring of 16 event-id hashes in the record, which forgot a resend after a dozen other events;
-#: version 3 stored the record whole; version 4 kept neither SMS nor data sessions by day.
+#: version 3 stored the record whole; version 4 kept neither SMS nor data sessions by day; version 5
+#: has this record, and its tail the event ids as a map (`StateTail.seen`).
 _WHOLE = {2: np.dtype(_HEADER + [("dedup", "<u4", (16,)), ("dedup_pos", "u1")] + _BUCKETS_4), 3: _STATE_4}
-_PACKED = {4: Packing(_STATE_4, _KEPT), STATE_VERSION: Packing(STATE, _KEPT)}
+_PACKED = {4: Packing(_STATE_4, _KEPT), 5: Packing(STATE, _KEPT), STATE_VERSION: Packing(STATE, _KEPT)}
 #: Layouts a worker can write (`CHURNWATCH_STATE_LAYOUT`), for a rolling upgrade from a release that reads no newer.
-WRITTEN_LAYOUTS = (3, 4, STATE_VERSION)
+WRITTEN_LAYOUTS = (3, 4, 5, STATE_VERSION)
+_IDS_AS_BYTES = 6  # the first layout that keeps the event ids as bytes (`StateTail.ids`), not as a map
 # A first byte up to this above the current layout is taken for a newer release's layout (which must
 # not be overwritten), one beyond it for bytes that are no state at all (set aside).
 _NEWEST_PLAUSIBLE = STATE_VERSION + 8
@@ -118,10 +118,9 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     cohort_lost: tuple[int, ...] = ()  # ... and those of them already counted as lost (reports/facts.py)
     outcome: str = ""  # the latest call outcome from retention.outcomes (not_reached ... accepted) ...
     outcome_ts: int = 0  # ... and when the agent recorded it, epoch seconds
-    #: Event ids applied within the grace window, so that a resend is never counted twice however
-    #: much lies between: (day ordinal * N_TOPICS + topic) -> `ID_DIGEST`-byte digests, one after
-    #: another. A resend carries its event's time, so only its day's group is searched; days a
-    #: topic's late grace has closed are dropped (their events are refused as late anyway).
+    #: Layouts up to 5: the event ids applied within the grace window, (day ordinal * N_TOPICS +
+    #: topic) -> `ID_DIGEST`-byte digests one after another. Layout 6 keeps them in `ids`; a state
+    #: read is converted, and one written in layout 5 converted back.
     seen: dict[int, bytes] = {}
     #: The operator's own attributes of the latest profile, under their keys (contracts/attributes.py).
     attributes: dict[int, float | str] = {}
@@ -129,13 +128,10 @@ class StateTail(msgspec.Struct, array_like=True, frozen=True):
     report_region: str = ""  # the region the report counters count this customer's facts in (reports/facts.py)
     joined: int = 0  # the activation day of their first profile (a later one may be a return): when they joined
     back_ts: int = 0  # when they last came back on their number (windows/lifecycle.py), epoch seconds
-
-
-def kept_ids(seen: dict[int, bytes], floors: Sequence[int]) -> dict[int, bytes]:
-    """An id memory (`StateTail.seen`) as stored: without the days the late grace has closed on
-    their topic (`floors`: the first day kept, per topic), whose events are refused before the
-    memory is asked; sorted, so that the bytes do not depend on how the topics interleaved."""
-    return {key: seen[key] for key in sorted(seen) if key // N_TOPICS >= floors[key % N_TOPICS]}
+    #: The event ids applied within the grace window, so that a resend is never counted twice
+    #: however much lies between, grouped by day and topic (windows/id_memory.py). Days a topic's
+    #: late grace has closed are dropped (their events are refused as late anyway).
+    ids: bytes = b""
 
 
 _tail_encoder = msgspec.msgpack.Encoder()
@@ -205,7 +201,9 @@ class Windows:
                     rows.append(i)
                     parts.append(raw[:length])
                 if len(raw) > length:
-                    text[i] = _tail_decoder.decode(raw[length:])
+                    text[i] = tail = _tail_decoder.decode(raw[length:])
+                    if tail.seen and raw[0] < _IDS_AS_BYTES:  # the event ids as a map: an earlier layout
+                        text[i] = msgspec.structs.replace(tail, seen={}, ids=as_bytes(tail.seen))
             except _Unreadable as why:
                 quarantined.append((i, str(why)))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -289,8 +287,8 @@ class Windows:
     def dump(self, rows: Sequence[int], layout: int = STATE_VERSION) -> list[tuple[bytes, bytes]]:
         """(the write counter's bytes as read, new state) for each row, counters saturated to their
         widths: in this release's layout, or in an earlier one for a rolling upgrade from a release
-        that reads only that (`CHURNWATCH_STATE_LAYOUT`: 4 packed without SMS and data sessions by
-        day, 3 the same whole). Every worker reads them all."""
+        that reads only that (`CHURNWATCH_STATE_LAYOUT`: 5 with the event ids as a map, 4 also
+        without SMS and data sessions by day, 3 the same whole). Every worker reads them all."""
         if layout not in WRITTEN_LAYOUTS:
             raise ValueError(f"states are written in layout {' or '.join(map(str, WRITTEN_LAYOUTS))}, not {layout}")
         narrowed_into(self.daily, self.rec, _D_BLOCKS)
@@ -300,8 +298,12 @@ class Windows:
         picked = converted(self.rec[idx], _PACKED[layout].dtype if layout in _PACKED else _WHOLE[layout])
         picked["version"] = layout
         parts = pack(picked, _PACKED[layout]) if layout in _PACKED else [r.tobytes() for r in picked]
-        return [(self.expected[i], part + (_tail_encoder.encode(self.text[i]) if self.text[i] is not None else b""))
-                for i, part in zip(rows, parts)]
+        tails = [self.text[i] for i in rows]
+        if layout < _IDS_AS_BYTES:  # a release before reads the event ids from the map
+            tails = [msgspec.structs.replace(t, seen=grouped(t.ids), ids=b"") if t is not None and t.ids else t
+                     for t in tails]
+        return [(self.expected[i], part + (_tail_encoder.encode(tail) if tail is not None else b""))
+                for i, part, tail in zip(rows, parts, tails)]
 
 
 #: What a state's time to live adds to the idle expiry (`Windows.renewed`): the day of the
@@ -356,15 +358,16 @@ def record_and_tail(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _upgraded(parts: Sequence[bytes], layout: int) -> np.ndarray:
-    """Record parts of an earlier layout, in the current one. Their SMS and data sessions are kept
-    by day from the day after their newest usage on."""
+    """Record parts of an earlier layout, in the current one. Those before layout 5 keep SMS and
+    data sessions by day from the day after their newest usage on."""
     if layout in _PACKED:
         packing = _PACKED[layout]
         old = unpack(parts, packing).view(packing.dtype).reshape(len(parts))
     else:
         old = np.frombuffer(b"".join(parts), _WHOLE[layout])
     new = converted(old, STATE)
-    new["messages_since"] = np.where(new["day0"] > 0, new["day0"] + 1, 0)
+    if "messages_since" not in (old.dtype.names or ()):
+        new["messages_since"] = np.where(new["day0"] > 0, new["day0"] + 1, 0)
     return new
 
 

@@ -10,6 +10,7 @@ import pytest
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import decode_billing, decode_cdr, decode_outcome, decode_profile
 from stream_app.windows.apply import Envelope, apply, roll_buckets
+from stream_app.windows.id_memory import as_bytes, grouped
 from stream_app.windows.state import (
     _PACKED,
     _WHOLE,
@@ -161,7 +162,7 @@ def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whol
         raw[i, 10:] = np.where(there, rng.integers(1, 256, size - 10), 0)
     raw[:, 0] = 3
     w = Windows.load([f"c{i:04d}" for i in range(n)], [bytes(r) for r in raw])
-    w.text[3] = StateTail(plan="gold", seen={12: b"abcdef"})
+    w.text[3] = StateTail(plan="gold", ids=as_bytes({12: b"abcdef"}))
     stored = [blob for _, blob in w.dump(list(range(n)))]
     assert stored[0][0] == STATE_VERSION and len(stored[0]) < STATE.itemsize / 4  # mostly zeros: small
     assert len(stored[-1]) > size  # nothing to leave out of what there was: the bitmap is extra
@@ -187,10 +188,14 @@ def test_during_a_rolling_upgrade_states_are_written_whole_for_the_release_befor
     size = _WHOLE[3].itemsize
     record = np.frombuffer(whole[:size], _WHOLE[3])
     assert record["version"][0] == 3 and record["m_minutes"][0].any()
-    assert msgspec.msgpack.decode(whole[size:], type=StateTail) == w.text[0]
+    # Its tail keeps the event ids as a map, where that release reads them.
+    ids = w.text[0].ids
+    assert msgspec.msgpack.decode(whole[size:], type=StateTail) == msgspec.structs.replace(
+        w.text[0], seen=grouped(ids), ids=b"")
     again = Windows.load([CUST], [whole])
     np.testing.assert_array_equal(again.monthly, w.monthly)
-    with pytest.raises(ValueError, match=f"layout 3 or 4 or {STATE_VERSION}, not 2"):
+    assert again.text[0] == w.text[0]  # and read back as bytes
+    with pytest.raises(ValueError, match=f"layout 3 or 4 or 5 or {STATE_VERSION}, not 2"):
         again.dump([0], layout=2)
 
 
@@ -220,10 +225,10 @@ def test_an_id_found_only_across_two_remembered_ids_is_not_a_resend() -> None:
     raw = cdr(CUST, "2026-03-01T10:00:00+08:00")
     digest = blake2b(decode_cdr(raw).event_id.encode(), digest_size=ID_DIGEST).digest()
     straddled = b"".join(b"\xff" * k + digest + b"\xff" * (ID_DIGEST - k) for k in (1, ID_DIGEST // 2))  # 4 ids
-    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: straddled})
+    w.text[0] = StateTail(ids=as_bytes({date(2026, 3, 1).toordinal() * N_TOPICS: straddled}))
     result = apply(w, [(0, env(raw, 0))], SH, 3)
     assert (result.applied, result.duplicates) == (1, 0)
-    w.text[0] = StateTail(seen={date(2026, 3, 1).toordinal() * N_TOPICS: straddled + digest})
+    w.text[0] = StateTail(ids=as_bytes({date(2026, 3, 1).toordinal() * N_TOPICS: straddled + digest}))
     assert apply(w, [(0, env(raw, 1))], SH, 3).duplicates == 1  # whole, after a match across two, it is one
 
 
@@ -254,9 +259,9 @@ def test_the_memory_of_ids_keeps_the_grace_window_and_no_more() -> None:
     w = fresh()
     days = [cdr(CUST, f"2026-03-{d:02d}T10:00:00+08:00") for d in range(1, 11)]
     apply(w, [(0, env(raw, k)) for k, raw in enumerate(days)], SH, 3)
-    kept = sorted(key // 4 for key in w.text[0].seen)
+    kept = sorted(key // 4 for key in grouped(w.text[0].ids))
     assert kept == [datetime(2026, 3, d).toordinal() for d in range(7, 11)]  # the 10th and the three days before
-    assert all(len(ids) == 6 for ids in w.text[0].seen.values())
+    assert all(len(ids) == 6 for ids in grouped(w.text[0].ids).values())
     old = apply(w, [(0, env(days[0], 10))], SH, 3)  # past the grace: refused as late, not counted
     assert old.applied == 0 and [err.reason for _, err in old.refused] == ["late"]
 
@@ -393,7 +398,7 @@ def test_a_profile_update_keeps_the_customers_streaks_and_cohorts() -> None:
     w.text[0] = StateTail("old-plan", "north", "consumer", streaks={7: (2, 5)}, cohorts=(24319,), cohort_lost=())
     event = decode_profile(profile(CUST, plan="new-plan", region="south"))
     apply(w, [(0, envelope(2, 0, 0, event))], SH, 3)
-    tail = msgspec.structs.replace(w.text[0], seen={})  # the profile's id is remembered too
+    tail = msgspec.structs.replace(w.text[0], ids=b"")  # the profile's id is remembered too
     # Its first profile read also says when the customer joined (reports/facts.py counts them then).
     assert tail == StateTail("new-plan", "south", "consumer", streaks={7: (2, 5)}, cohorts=(24319,),
                              joined=date(2020, 5, 1).toordinal())
@@ -472,3 +477,22 @@ def test_a_state_written_packed_for_the_release_before_keeps_its_counters_across
     assert again.rec["messages_since"].tolist() == [w.day0[0] + 1, w.day0[0] + 1, 0, 0]
     [(expected, new)] = again.dump([0])
     assert expected == packed[2:10] and new[0] == STATE_VERSION
+
+
+def test_a_state_of_layout_5_keeps_its_event_ids_and_days_of_messages_across_the_upgrade() -> None:
+    """Layout 5 has this record, and keeps the event ids in the tail as a map. A worker writes it
+    during a rolling upgrade from that release, which reads the ids from the map."""
+    w = fresh()
+    call = cdr(CUST, "2026-03-01T10:00:00+08:00")
+    apply(w, [(0, env(call, 0)), (0, env(cdr(CUST, "2026-03-02T11:00:00+08:00", kind="sms", duration_s=0), 1))],
+          SH, 3)
+    [(_, five)] = w.dump([0], layout=5)
+    tail = msgspec.msgpack.decode(record_and_tail(five)[1], type=StateTail)
+    assert five[0] == 5 and tail.ids == b"" and tail.seen == grouped(w.text[0].ids) and len(tail.seen) == 2
+    again = Windows.load([CUST], [five])
+    assert again.quarantined == [] and again.text[0] == w.text[0]
+    assert again.rec["messages_since"][0] == w.rec["messages_since"][0] == 0  # its days of SMS were kept from the first
+    np.testing.assert_array_equal(again.daily, w.daily)
+    assert apply(again, [(0, env(call, 2))], SH, 3).duplicates == 1  # the ids came across: a resend is known
+    [(_, six)] = again.dump([0])
+    assert six[0] == STATE_VERSION and Windows.load([CUST], [six]).text[0] == again.text[0]
