@@ -39,6 +39,10 @@ def test_a_memory_cut_short_is_read_as_far_as_it_holds_whole_groups_and_never_pa
     assert found.tolist() == [True, False]
     kept = remembered(memories, np.array([0]), np.array([12]), [digest(9)], np.zeros((2, TOPICS), np.int64))
     assert grouped(kept[0]) == {10: digest(1), 12: digest(9)}
+    # Groups out of order (no worker writes them so): each is still read, and the merge ends.
+    unordered = as_bytes({9: digest(1)}) + as_bytes({5: digest(2)})
+    kept = remembered([unordered], np.array([0]), np.array([5]), [digest(3)], np.zeros((1, TOPICS), np.int64))
+    assert grouped(kept[0]) == {5: digest(3) + digest(2), 9: digest(1)}
     rng = random.Random(4)
     for _ in range(300):  # any bytes at all: read without error
         junk = [rng.randbytes(rng.randrange(40)) for _ in range(3)]
@@ -77,3 +81,8 @@ def test_ids_added_to_a_full_group_go_on_in_another_of_the_same_key_and_are_foun
     assert len(kept[0]) == 2 * 6 + len(many) + 2 * ID_DIGEST
     assert grouped(kept[0]) == {7: many + digest(10**6) + digest(10**6 + 1)}
     assert resent([kept[0]], np.array([0]), np.array([7]), [digest(10**6 + 1)]).tolist() == [True]
+    # Stored in two groups of the key already: the batch's ids go after both.
+    more = many + b"".join(digest(k) for k in range(0xFFFF, 70_000))
+    kept = remembered([as_bytes({7: more})], np.array([0]), np.array([7]), [digest(10**6)],
+                      np.zeros((1, TOPICS), np.int64))
+    assert grouped(kept[0]) == {7: more + digest(10**6)}
