@@ -37,9 +37,10 @@ _MOST = 0xFFFF  # ids a group's count can say
 
 def as_bytes(groups: dict[int, bytes]) -> bytes:
     """A memory kept as a map (group key -> digests one after another, layouts up to 5) as
-    layout 6 stores it. A digest cut short at a group's end is dropped: it never matched."""
+    layout 6 stores it. A digest cut short at a group's end is dropped, and so is a key no event's
+    day and topic can have (stored bytes gone wrong): neither ever matched."""
     out = bytearray()
-    for key in sorted(groups):
+    for key in sorted(k for k in groups if 0 <= k <= 0xFFFFFFFF):
         digests = groups[key]
         count = len(digests) // ID_DIGEST
         for start in range(0, count, _MOST):
@@ -126,9 +127,9 @@ def _resent(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.ndar
             stop = at + 6 + 6 * (np.int64(buf[at + 4]) | (np.int64(buf[at + 5]) << 8))
             group = (np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8) | (np.int64(buf[at + 2]) << 16)
                      | (np.int64(buf[at + 3]) << 24))
-            if stop > end or group > key:
+            if stop > end:
                 break
-            if group == key:
+            if group == key:  # (every group is read: bytes gone wrong may hold them out of order)
                 for d in range(at + 6, stop, 6):
                     same = True
                     for b in range(6):

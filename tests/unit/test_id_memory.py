@@ -39,10 +39,14 @@ def test_a_memory_cut_short_is_read_as_far_as_it_holds_whole_groups_and_never_pa
     assert found.tolist() == [True, False]
     kept = remembered(memories, np.array([0]), np.array([12]), [digest(9)], np.zeros((2, TOPICS), np.int64))
     assert grouped(kept[0]) == {10: digest(1), 12: digest(9)}
-    # Groups out of order (no worker writes them so): each is still read, and the merge ends.
+    # Groups out of order (no worker writes them so): each is still read, as `grouped` reads them
+    # (the one-by-one path), and the merge ends.
     unordered = as_bytes({9: digest(1)}) + as_bytes({5: digest(2)})
+    assert resent([unordered], np.array([0]), np.array([5]), [digest(2)]).tolist() == [True]
     kept = remembered([unordered], np.array([0]), np.array([5]), [digest(3)], np.zeros((1, TOPICS), np.int64))
     assert grouped(kept[0]) == {5: digest(3) + digest(2), 9: digest(1)}
+    # A key no day and topic can have, from a map gone wrong, is dropped rather than raising.
+    assert grouped(as_bytes({-1: digest(1), 2**32: digest(2), 7: digest(3)})) == {7: digest(3)}
     rng = random.Random(4)
     for _ in range(300):  # any bytes at all: read without error
         junk = [rng.randbytes(rng.randrange(40)) for _ in range(3)]
