@@ -259,12 +259,14 @@ class Windows:
         return count, period
 
     def set_streaks(self, keys: Sequence[int], count: np.ndarray, period: np.ndarray, rows: Sequence[int]) -> None:
-        """Keep the running streaks of `rows`; a broken one is dropped (tails stay small)."""
-        for i in rows:
-            old = self.text[i] or StateTail()
-            running = {key: (int(count[i, j]), int(period[i, j])) for j, key in enumerate(keys) if count[i, j] > 0}
-            if running or old.streaks:
-                self.text[i] = msgspec.structs.replace(old, streaks=running)
+        """Keep the running streaks of `rows`; a broken one is dropped (tails stay small). Only the
+        rows with a streak running or kept are touched: most have neither."""
+        text, idx = self.text, np.asarray(rows, np.int64)
+        kept = np.fromiter((bool(text[i] is not None and text[i].streaks) for i in rows), bool, len(idx))
+        for i in idx[kept | (count[idx] > 0).any(axis=1)].tolist():
+            on = np.nonzero(count[i] > 0)[0].tolist()
+            running = {keys[j]: (int(count[i, j]), int(period[i, j])) for j in on}
+            self.text[i] = msgspec.structs.replace(text[i] or StateTail(), streaks=running)
 
     def mark_alerted(self, alerted: dict[int, tuple[int, int]]) -> None:
         """Keep each row's newest alert (level, day): the cooldown reads it."""

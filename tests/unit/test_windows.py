@@ -496,3 +496,19 @@ def test_a_state_of_layout_5_keeps_its_event_ids_and_days_of_messages_across_the
     assert apply(again, [(0, env(call, 2))], SH, 3).duplicates == 1  # the ids came across: a resend is known
     [(_, six)] = again.dump([0])
     assert six[0] == STATE_VERSION and Windows.load([CUST], [six]).text[0] == again.text[0]
+
+
+def test_a_broken_streak_is_dropped_from_the_state_and_a_running_one_kept() -> None:
+    w = Windows.load(["a1234", "b1234", "c1234", "d1234", "e1234"], [None] * 5)
+    w.text[0] = StateTail(streaks={7: (3, 100), 9: (1, 100)})
+    w.text[1] = StateTail(plan="gold")
+    w.text[2] = StateTail(plan="gold", streaks={7: (2, 100)})
+    w.text[3] = StateTail(streaks={7: (5, 100)})
+    count = np.array([[0, 2], [1, 0], [0, 0], [4, 0], [0, 0]])
+    period = np.array([[0, 101], [101, 0], [0, 0], [101, 0], [0, 0]])
+    w.set_streaks([7, 9], count, period, [0, 1, 2, 4])
+    assert w.text[0].streaks == {9: (2, 101)}  # rule 7's broke: dropped
+    assert w.text[1].streaks == {7: (1, 101)} and w.text[1].plan == "gold"
+    assert w.text[2] == StateTail(plan="gold")  # every one broke: none kept
+    assert w.text[3].streaks == {7: (5, 100)}  # not among the rows: as it was
+    assert w.text[4] is None  # nothing running, nothing kept: no tail made
