@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     event_time_floor: date = Field(default=date(2000, 1, 1), ge=date(1970, 1, 2), le=date(2099, 1, 1),
                                    description="an event time before this day goes to dead letter")
     # A release reads the layouts up to its own: one before layout 4 starts afresh a customer a newer
-    # worker wrote, one of layout 4 holds the batch (NewerState). Roll an upgrade out with the layout
+    # worker wrote, one of layout 4 or later holds the batch (NewerState). Roll an upgrade out with the layout
     # of the release before, then switch (docs/operations.md).
     state_layout: int = Field(
         default=6, ge=3, le=6, description="the layout workers write customers' states in: 6 packed, with the event "
