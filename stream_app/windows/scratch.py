@@ -65,7 +65,8 @@ class Scratch:
         n = len(rec)
         for name, values, width in (("part", self.part, N_TOPICS), ("offset", self.offset, N_TOPICS),
                                     ("newest", self.newest, N_TOPICS), ("last_seen", self.last_seen, KINDS)):
-            rec[name] = np.reshape(values, (n, width))
+            # `fromiter` with the type given: half the time of `reshape`, which infers it.
+            rec[name] = np.fromiter(values, np.int64, n * width).reshape(n, width)
         if not self.added:
             return
         rows, keys, digests = [], [], []
@@ -74,7 +75,7 @@ class Scratch:
                 rows += [cust] * len(new)
                 keys += [key] * len(new)
                 digests += new
-        floors = np.reshape(self.newest, (n, N_TOPICS)) - grace_days
+        floors = rec["newest"].astype(np.int64) - grace_days
         memories = [t.ids if t is not None else b"" for t in w.text]
         for cust, ids in id_memory.remembered(memories, np.array(rows, np.int64), np.array(keys, np.int64), digests,
                                               floors).items():
