@@ -166,7 +166,7 @@ def id_memory(client: redis.Redis, keys: list) -> tuple[float, float]:
     """(bytes, ids) of the memory of event ids in the states at `keys`, on average."""
     raws = [client.get(k) for k in keys]  # one by one: the keys span a cluster's slots
     w = Windows.load([str(k) for k in keys], raws)
-    memories = [t.ids if t is not None else b"" for t in w.text]
+    memories = w.id_memories()
     size = [len(msgspec.msgpack.encode(ids)) if ids else 0 for ids in memories]
     count = [sum(len(ids) for ids in grouped(m).values()) // ID_DIGEST for m in memories]
     n = max(len(keys), 1)

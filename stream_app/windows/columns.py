@@ -105,7 +105,7 @@ def plan(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grac
     checked = np.nonzero(fresh & ~late & ~early)[0]
     digests = [blake2b(events[k].event_id.encode(), digest_size=ID_DIGEST).digest() for k in checked.tolist()]
     group = day[checked] * N_TOPICS + topic[checked]
-    memories = [t.ids if t is not None else b"" for t in w.text]
+    memories = w.id_memories()
     resent = id_memory.resent(memories, rows[checked], group, digests)
     kept = checked[~resent]
     out.replayed, out.duplicates, out.applied = int(replayed.sum()), int(resent.sum()), len(kept)

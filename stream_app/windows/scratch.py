@@ -76,7 +76,7 @@ class Scratch:
                 keys += [key] * len(new)
                 digests += new
         floors = rec["newest"].astype(np.int64) - grace_days
-        memories = [t.ids if t is not None else b"" for t in w.text]
+        memories = w.id_memories()
         for cust, ids in id_memory.remembered(memories, np.array(rows, np.int64), np.array(keys, np.int64), digests,
                                               floors).items():
             w.text[cust] = msgspec.structs.replace(w.text[cust] or StateTail(), ids=ids)

@@ -91,7 +91,8 @@ _KEPT = SEQ_OFFSET + 8  # a packed record keeps its bytes up to here as they are
 #: version 3 stored the record whole; version 4 kept neither SMS nor data sessions by day; version 5
 #: has this record, and its tail the event ids as a map (`StateTail.seen`).
 _WHOLE = {2: np.dtype(_HEADER + [("dedup", "<u4", (16,)), ("dedup_pos", "u1")] + _BUCKETS_4), 3: _STATE_4}
-_PACKED = {4: Packing(_STATE_4, _KEPT), 5: Packing(STATE, _KEPT), STATE_VERSION: Packing(STATE, _KEPT)}
+_PACKED_STATE = Packing(STATE, _KEPT)  # layouts 5 and 6 have the same record
+_PACKED = {4: Packing(_STATE_4, _KEPT), 5: _PACKED_STATE, STATE_VERSION: _PACKED_STATE}
 #: Layouts a worker can write (`CHURNWATCH_STATE_LAYOUT`), for a rolling upgrade from a release that reads no newer.
 WRITTEN_LAYOUTS = (3, 4, 5, STATE_VERSION)
 _IDS_AS_BYTES = 6  # the first layout that keeps the event ids as bytes (`StateTail.ids`), not as a map
@@ -280,6 +281,10 @@ class Windows:
                 self.rec["flags"][i] |= REVENUE_CHURN_FLAG
             else:
                 self.rec["flags"][i] &= np.uint8(0xFF ^ REVENUE_CHURN_FLAG)
+
+    def id_memories(self) -> list[bytes]:
+        """Each row's memory of event ids as stored (`StateTail.ids`; empty without a tail)."""
+        return [t.ids if t is not None else b"" for t in self.text]
 
     def keep_tails(self, tails: dict[int, StateTail]) -> None:
         """Replace the tails of some rows (their cohort memberships, for instance)."""
