@@ -16,9 +16,9 @@ import numpy as np
 from stream_app.contracts import segments
 from stream_app.contracts.attributes import matrix
 from stream_app.contracts.calendar import first_days, local_days, months_of_days
-from stream_app.features.by_age import DaysByAge, aligned, aligned_months
+from stream_app.features.by_age import DaysByAge, RingByAge, aligned_months
 from stream_app.settings import Attribute
-from stream_app.windows.state import N_DAYS, N_MONTHS, SCALE, C, D, Windows
+from stream_app.windows.state import N_MONTHS, SCALE, C, Windows
 
 __all__ = ["ACTIVITY", "ACTIVITY_PERIODS", "FEATURES", "Feature", "derive", "month_counter", "own_zscore",
            "ratio_change", "shortfall_z"]
@@ -43,6 +43,8 @@ ACTIVITY_PERIODS = ((0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 63), (63
 ACTIVITY = ("out_calls", "in_calls", "sms_out", "sms_in", "data_sessions")
 CALLS = ("out_calls", "in_calls")
 _OUT = ("out_min",)
+#: The ages the periods summed start or end at (`RingByAge`).
+_AGES = {0, 14, 28, 30, 60, *(age for period in ACTIVITY_PERIODS for age in period)}
 
 FEATURES: dict[str, Feature] = {
     "tenure_days": Feature("days", "days since activation"),
@@ -156,12 +158,6 @@ def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return out
 
 
-def _days(by_age: np.ndarray, counter: str, start: int, stop: int) -> np.ndarray:
-    """Sum of a daily counter over days aged [start, stop) before each customer's day, in its
-    unit, from `aligned`."""
-    return by_age[:, D[counter], start:stop].sum(axis=1) / SCALE.get(counter, 1.0)
-
-
 def month_counter(w: Windows, now_day: np.ndarray, counter: str, age: int) -> np.ndarray:
     """A counter of the month `age` months before each customer's `now_day` (0: its month), in its unit."""
     return _month(w, months_of_days(now_day), counter, age)
@@ -247,15 +243,17 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
     spend = [month("spend", a) + month("topup", a) for a in range(7)]
     mou = [month("out_min", a) for a in range(N_MONTHS)]
     in_m1 = month("in_min", 1)
-    # One column more while the day is under way: the days before it are then the columns from 1.
-    ring = aligned(w, now_day, N_DAYS + (0 if day_over else 1))
-    by_age = ring[:, :, :N_DAYS]
     done = now_day if day_over else now_day - 1  # the last whole day
     done_month = now_month if day_over else months_of_days(done)
     done_months = months if np.array_equal(done_month, now_month) else aligned_months(w, done_month)
-    days = DaysByAge(w, done, by_age if day_over else ring[:, :, 1:])
+    days = DaysByAge(w, done, _AGES)
+    today = days.ring if day_over else RingByAge(w, now_day, (0, 30))
+
+    def today_on(counter: str) -> np.ndarray:  # counts that only rise: the 30 days up to today
+        return today.total(counter, 0, 30)
+
     mou_14, mou_prev_14 = days.total(_OUT, 0, 14), days.total(_OUT, 14, 28)
-    calls_30 = _days(by_age, "out_calls", 0, 30) + _days(by_age, "in_calls", 0, 30)
+    calls_30 = today_on("out_calls") + today_on("in_calls")
     out_30 = days.total(_OUT, 0, 30)
     out_prev_30 = days.total(_OUT, 30, 60)
     last_use_day = local_days(rec["last_seen"][:, :3].max(axis=1), zone)
@@ -302,10 +300,10 @@ def _usage(w: Windows, now_day: np.ndarray, zone: ZoneInfo, day_over: bool) -> d
         "mou_out_14d_trend": ratio_change(mou_14, mou_prev_14),
         "calls_out_30d": days.total(("out_calls",), 0, 30),
         **_activity(w, done_month, done_months, days),
-        "cs_calls_30d": _days(by_age, "cs_calls", 0, 30),
+        "cs_calls_30d": today_on("cs_calls"),
         "cs_calls_prev": month("cs_calls", 1),
-        "dropped_rate_30d": _share(_days(by_age, "dropped_calls", 0, 30), calls_30),
-        "offnet_share_30d": _share(_days(by_age, "offnet_min", 0, 30), _days(by_age, "out_min", 0, 30)),
+        "dropped_rate_30d": _share(today_on("dropped_calls"), calls_30),
+        "offnet_share_30d": _share(today_on("offnet_min"), today_on("out_min")),
         "offnet_share_m2": _share(month("offnet_min", 2), mou[2]),
         "roam_share_m1": _share(month("roam_min", 1), mou[1] + in_m1),
         "ld_share_m1": _share(month("ld_min", 1), mou[1] + in_m1),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from stream_app.contracts.events import decode_cdr
-from stream_app.features.by_age import DaysByAge, aligned
+from stream_app.features.by_age import DaysByAge, RingByAge
 from stream_app.features.derive import ACTIVITY_PERIODS, derive
 from stream_app.model.observations import snapshot_days
 from stream_app.windows.apply import apply
-from stream_app.windows.state import DAILY, N_DAYS, D, Windows
+from stream_app.windows.state import DAILY, N_DAYS, SCALE, D, Windows
 from tests.factories import cdr, envelope
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -192,7 +192,7 @@ def test_judged_long_after_their_last_day_the_days_before_come_from_the_months()
     w = windows(pace, last=last_day)
     for later in (40, 50, 60, 75):
         done = np.full(3, (last_day + timedelta(days=later)).toordinal())
-        days = DaysByAge(w, done, aligned(w, done))
+        days = DaysByAge(w, done)
         for a, b in ((0, 30), (30, 60), (35, 63), (63, 91)):
             for row, customer in enumerate([STEADY, DECLINER, DIPPER]):
                 # One minute a call, on the days of the period up to the last.
@@ -205,16 +205,16 @@ def test_counters_of_different_units_are_not_summed_as_one() -> None:
     """Minutes are kept in tenths and calls as they are: a period's sum of both would mix them."""
     w = windows(pace)
     done = np.full(3, LAST.toordinal())
-    days = DaysByAge(w, done, aligned(w, done))
+    days = DaysByAge(w, done)
     with pytest.raises(ValueError, match="different units"):
         days.total(("out_min", "out_calls"), 0, 7)
     both = days.total(("out_calls", "in_calls"), 0, 7)
     assert np.array_equal(both, days.total(("out_calls",), 0, 7) + days.total(("in_calls",), 0, 7))
 
 
-def test_the_daily_buckets_are_aligned_by_age_whatever_each_customers_lag() -> None:
+def test_each_days_bucket_is_read_at_its_age_whatever_each_customers_lag() -> None:
     """Most customers of a batch share a lag between their newest day and the day judged; the others
-    are judged at lags of their own, days before or after it, within the width or beyond."""
+    are judged at lags of their own, days before or after it, within the ring's reach or beyond."""
     rng = np.random.default_rng(5)
     customers = [f"86138{k:08d}" for k in range(300)]
     w = Windows.load(customers, [None] * len(customers))
@@ -224,14 +224,14 @@ def test_the_daily_buckets_are_aligned_by_age_whatever_each_customers_lag() -> N
     day = np.full(len(customers), 740_001)
     day[130:200] -= 5  # a second lag many share, judged days before their newest
     day[200:] += rng.integers(-45, 45, 100)
-    for width in (N_DAYS, N_DAYS + 1, 3):
-        got = aligned(w, day, width)
-        for row in range(len(customers)):
-            for age in range(width):
+    for ring in (RingByAge(w, day), RingByAge(w, day, range(N_DAYS + 2))):  # summed where it lies, and up to ages
+        for age, counter in ((age, counter) for age in range(N_DAYS + 2) for counter in DAILY):
+            got = ring.total(counter, age, age + 1)
+            for row in range(len(customers)):
                 bucket = age - (day[row] - w.day0[row])
-                held = w.day0[row] > 0 and 0 <= bucket < N_DAYS
-                want = w.daily[row, bucket] if held else np.zeros(len(DAILY))
-                assert np.array_equal(got[row, :, age], want), (row, age, width)
+                held = w.day0[row] > 0 and 0 <= bucket < N_DAYS and age < N_DAYS
+                want = w.daily[row, bucket, D[counter]] / SCALE.get(counter, 1.0) if held else 0
+                assert got[row] == want, (row, age, counter)
 
 
 def test_rolling_30_days_before_reach_into_the_months() -> None:
