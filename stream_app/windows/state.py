@@ -221,9 +221,9 @@ class Windows:
 
     def subset(self, rows: Sequence[int]) -> "Windows":
         """A copy of some rows (a row may repeat): changes to it do not reach this batch."""
-        idx = np.asarray(rows, np.int64)
-        return Windows([self.customers[i] for i in rows], self.rec[idx].copy(), self.daily[idx].copy(),
-                       self.monthly[idx].copy(), [self.text[i] for i in rows], [self.expected[i] for i in rows],
+        idx = np.asarray(rows, np.int64)  # indexed by an array, each is a copy already
+        return Windows([self.customers[i] for i in rows], self.rec[idx], self.daily[idx],
+                       self.monthly[idx], [self.text[i] for i in rows], [self.expected[i] for i in rows],
                        newest_read=self.newest_read[idx])
 
     def renewed(self, rows: Sequence[int]) -> list[int]:

@@ -512,3 +512,16 @@ def test_a_broken_streak_is_dropped_from_the_state_and_a_running_one_kept() -> N
     assert w.text[2] == StateTail(plan="gold")  # every one broke: none kept
     assert w.text[3].streaks == {7: (5, 100)}  # not among the rows: as it was
     assert w.text[4] is None  # nothing running, nothing kept: no tail made
+
+
+def test_a_subsets_changes_do_not_reach_the_batch() -> None:
+    """Snapshots judge a copy of some rows as of their day: what that copy changes stays in it."""
+    w = Windows.load(["8613800000001", "8613800000002"], [None, None])
+    w.daily[:] = 3
+    w.monthly[:] = 5
+    sub = w.subset([1, 1, 0])
+    sub.daily[:] = 7
+    sub.monthly[:] = 9
+    sub.rec["seq"] = 11
+    assert (w.daily == 3).all() and (w.monthly == 5).all() and (w.rec["seq"] == 0).all()
+    assert sub.daily.shape == (3, *w.daily.shape[1:])
