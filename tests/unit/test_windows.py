@@ -525,3 +525,17 @@ def test_a_subsets_changes_do_not_reach_the_batch() -> None:
     sub.rec["seq"] = 11
     assert (w.daily == 3).all() and (w.monthly == 5).all() and (w.rec["seq"] == 0).all()
     assert sub.daily.shape == (3, *w.daily.shape[1:])
+
+
+def test_a_days_minutes_past_their_width_are_kept_at_its_most_never_wrapped() -> None:
+    """A day's minutes are stored in 16 bits: a batch of day-long calls on one customer's day (28.8
+    million tenths of a minute) is stored as the most 16 bits hold, and the month, 32 bits wide,
+    keeps every tenth."""
+    w = fresh()
+    batch = [(0, env(cdr(CUST, "2026-03-10T10:00:00+08:00", duration_s=86_400), k)) for k in range(2_000)]
+    assert apply(w, batch, SH, 3).applied == 2_000
+    assert w.daily[0, 0, D["out_min"]] == 2_000 * 14_400
+    (_, raw), = w.dump([0])
+    again = Windows.load([CUST], [raw])
+    assert again.daily[0, 0, D["out_min"]] == np.iinfo(np.uint16).max
+    assert again.monthly[0, 0, C["out_min"]] == 2_000 * 14_400
