@@ -38,20 +38,24 @@ class RingByAge:
     sums up to each are taken for every counter in one pass over the ring, so that a period between
     two of them reads no more of it; any other period is summed in a pass of its own."""
 
-    def __init__(self, w: Windows, day: np.ndarray, ages: Iterable[int] = ()) -> None:
-        self.w, self.lag = w, _lags(w.day0, day, N_DAYS)
+    def __init__(self, w: Windows, day: np.ndarray | int, ages: Iterable[int] = ()) -> None:
+        self.w, self.lag = w, _lags(w.day0, _each(w, day), N_DAYS)
+        if any(age < 0 for age in ages):
+            raise ValueError(f"periods are of ages 0 and more: {sorted(ages)}")
         kept = sorted({min(age, N_DAYS) for age in ages})
         self._at = {age: j for j, age in enumerate(kept)}  # age -> its column of `_upto`
         self._upto = _sums_upto(w.daily, self.lag, np.array(kept, np.int64))  # (customers, ages, DAILY)
 
     def counted(self, counters: tuple[str, ...], a: int, b: int | np.ndarray) -> np.ndarray:
         """Each customer's sum of `counters` over the days aged [a, b) the ring holds, in stored units."""
+        if a < 0:
+            raise ValueError(f"periods are of ages 0 and more: [{a}, {b})")
         start, idx = min(a, N_DAYS), np.array([D[c] for c in counters], np.int64)
         if isinstance(b, np.ndarray):  # a period of its own for each customer
-            return _ring_sums(self.w.daily, idx, self.lag, start, np.minimum(b, N_DAYS).astype(np.int64))
+            return _ring_sums(self.w.daily, idx, self.lag, start, _each(self.w, np.minimum(b, N_DAYS)))
         if start in self._at and min(b, N_DAYS) in self._at:
             return _between(self._upto, idx, self._at[start], self._at[min(b, N_DAYS)])
-        return _ring_sums(self.w.daily, idx, self.lag, start, np.full(len(self.lag), min(b, N_DAYS), np.int64))
+        return _ring_sums(self.w.daily, idx, self.lag, start, _each(self.w, min(b, N_DAYS)))
 
     def total(self, counter: str, a: int, b: int) -> np.ndarray:
         """One counter's `counted`, in its unit: the ring's days alone, nothing from the months."""
@@ -63,8 +67,8 @@ class DaysByAge:
     the ring where it holds their days (`ring`), and from the months' per-day rates times the days
     of each month the period spans beyond it. `ages` as `RingByAge` takes them."""
 
-    def __init__(self, w: Windows, day: np.ndarray, ages: Iterable[int] = ()) -> None:
-        self.w, self.day, self.ring = w, np.asarray(day, np.int64), RingByAge(w, day, ages)
+    def __init__(self, w: Windows, day: np.ndarray | int, ages: Iterable[int] = ()) -> None:
+        self.w, self.day, self.ring = w, _each(w, day), RingByAge(w, day, ages)
         day0 = w.day0.astype(np.int64)
         # The oldest day in reach of the ring: its own oldest, or the oldest aged below N_DAYS
         # (judged days after the customer's newest, the ring holds older days than those).
@@ -95,8 +99,7 @@ class DaysByAge:
         if len(units) > 1:
             raise ValueError(f"counters of different units are not summed: {counters}")
         held = self.ring.counted(counters, a, b) / units.pop()
-        ends = b.astype(np.int64, copy=False) if isinstance(b, np.ndarray) else np.full(len(self.day), b, np.int64)
-        return held + _spread(self._rate(counters), self.first, self.lost_last, self.day, a, ends)
+        return held + _spread(self._rate(counters), self.first, self.lost_last, self.day, a, _each(self.w, b))
 
     def _rate(self, counters: tuple[str, ...]) -> np.ndarray:
         """(customers, N_MONTHS): the counters a day over each month's days beyond the ring."""
@@ -105,6 +108,11 @@ class DaysByAge:
                                            np.array([D[c] for c in counters], np.int64),
                                            SCALE.get(counters[0], 1.0), self.partial, self.lost_days)
         return self._rates[counters]
+
+
+def _each(w: Windows, value: np.ndarray | int) -> np.ndarray:
+    """`value` for each of `w`'s rows, as int64: the compiled loops read one a row, unchecked."""
+    return np.broadcast_to(np.asarray(value, np.int64), w.day0.shape).astype(np.int64)
 
 
 def _lags(newest: np.ndarray, judged: np.ndarray, width: int) -> np.ndarray:

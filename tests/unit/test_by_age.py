@@ -126,3 +126,21 @@ def test_the_months_share_is_added_in_numpys_order() -> None:
     assert np.array_equal(got, want)
     shares = (days.lost_days > 0).sum(axis=1)
     assert (shares >= 3).sum() > 50  # periods with three months' shares or more, where order tells
+
+
+def test_a_day_or_period_for_all_is_read_for_each_row_and_others_are_refused() -> None:
+    """The compiled loops read a judged day and a period's end for every row, unchecked: one for
+    all counts for each, an array of another length is refused, and so is an age below 0."""
+    w, _ = batch(9, rows=30)
+    day = np.full(30, 740_300, np.int64)
+    every, one = DaysByAge(w, day, {0, 30}), DaysByAge(w, 740_300, {0, 30})
+    assert np.array_equal(one.total(("out_min",), 0, 30), every.total(("out_min",), 0, 30))
+    assert np.array_equal(every.total(("out_min",), 0, np.array([45])), every.total(("out_min",), 0, 45))
+    with pytest.raises(ValueError):
+        DaysByAge(w, day[:29])
+    with pytest.raises(ValueError):
+        every.total(("out_min",), 0, np.full(29, 30))
+    with pytest.raises(ValueError, match="ages 0 and more"):
+        every.total(("out_min",), -2, 5)
+    with pytest.raises(ValueError, match="ages 0 and more"):
+        RingByAge(w, day, (-1, 30))
