@@ -51,11 +51,9 @@ class RingByAge:
         if a < 0:
             raise ValueError(f"periods are of ages 0 and more: [{a}, {b})")
         start, idx = min(a, N_DAYS), np.array([D[c] for c in counters], np.int64)
-        if isinstance(b, np.ndarray):  # a period of its own for each customer
-            return _ring_sums(self.w.daily, idx, self.lag, start, _each(self.w, np.minimum(b, N_DAYS)))
-        if start in self._at and min(b, N_DAYS) in self._at:
+        if not isinstance(b, np.ndarray) and start in self._at and min(b, N_DAYS) in self._at:
             return _between(self._upto, idx, self._at[start], self._at[min(b, N_DAYS)])
-        return _ring_sums(self.w.daily, idx, self.lag, start, _each(self.w, min(b, N_DAYS)))
+        return _ring_sums(self.w.daily, idx, self.lag, start, _each(self.w, np.minimum(b, N_DAYS)))
 
     def total(self, counter: str, a: int, b: int) -> np.ndarray:
         """One counter's `counted`, in its unit: the ring's days alone, nothing from the months."""
@@ -68,7 +66,8 @@ class DaysByAge:
     of each month the period spans beyond it. `ages` as `RingByAge` takes them."""
 
     def __init__(self, w: Windows, day: np.ndarray | int, ages: Iterable[int] = ()) -> None:
-        self.w, self.day, self.ring = w, _each(w, day), RingByAge(w, day, ages)
+        self.w, self.day = w, _each(w, day)
+        self.ring = RingByAge(w, self.day, ages)
         day0 = w.day0.astype(np.int64)
         # The oldest day in reach of the ring: its own oldest, or the oldest aged below N_DAYS
         # (judged days after the customer's newest, the ring holds older days than those).
