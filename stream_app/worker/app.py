@@ -108,7 +108,7 @@ def create_app(settings: Settings, metrics: Metrics, health: Health | None = Non
     emitter = FaustEmitter(app, [t.alerts, t.deadletter, t.snapshots, t.churn_events, t.won_back])
     worker = Worker(settings, metrics, emitter, rules.current, model, baselines, AlertLedger(settings),
                     connect, health)
-    ingest = BatchConsumer(settings, worker.process, lock, lambda: worker.processor.store.applied(),
+    ingest = BatchConsumer(settings, worker.begin, lock, lambda: worker.processor.store.applied(),
                            worker.show_lag, worker.rebuilding, worker.ledger.recover, metrics.stage)
 
     @app.task

@@ -8,7 +8,8 @@ app, which still supervises it, sends the outputs and runs the timers.
 All input topics share one consumer and one range assignment: partition p of every topic goes
 to the same worker, so a customer keeps one owner. Offsets are committed only after a batch's
 state is written; the state carries its own offsets, so a batch read again after a crash or a
-rebalance is skipped, not counted twice.
+rebalance is skipped, not counted twice. A batch's write is left under way while the next batch
+is fetched and decoded; that batch waits for it to land, and commits it, before it reads a state.
 
 Redis is rebuildable from Kafka, not the record. With every state write, Redis also raises the
 newest offset it has applied per input partition (`keys.applied`). A worker given a partition
@@ -39,27 +40,40 @@ from stream_app.settings import Settings
 from stream_app.windows.store import StateLost
 from stream_app.worker.pipeline import RawRecord
 
-__all__ = ["BatchConsumer", "Rebuild", "rebuilds"]
+__all__ = ["BatchConsumer", "Handler", "Landing", "Rebuild", "rebuilds"]
 
 log = logging.getLogger(__name__)
 
-#: Processes a batch; `silent`: its outputs were sent before Redis lost its state (a rebuild).
-Handler = Callable[[list[RawRecord], bool], Awaitable[None]]
+# How long a stopping worker waits for its last write to land. Past it the batch is left
+# uncommitted: read again by the next owner, its state's offsets skip what landed.
+_LAND_ON_STOP_S = 10.0
+
+#: Waits for a batch's state write to land, trying the batch again until it does; raises
+#: `StateLost` if Redis lost data.
+Landing = Callable[[], Awaitable[None]]
+#: Processes a batch up to its state write, which it leaves under way, and returns what waits
+#: for it. It awaits `previous`, the batch before's landing, before it reads a state. `silent`:
+#: its outputs were sent before Redis lost its state (a rebuild).
+Handler = Callable[[list[RawRecord], bool, Landing], Awaitable[Landing]]
 #: What Redis has applied: (topic, partition) -> newest offset (`store.WindowStore.applied`).
 AppliedReader = Callable[[], Awaitable[dict[tuple[str, int], int]]]
 
 
 class _WaitForBatch(ConsumerRebalanceListener):
-    """Partitions are given up only between batches, so that a batch's state is written by
-    the worker that read it before another worker reads the same customers; partitions given
-    are checked against what Redis holds between batches too, before their first one."""
+    """Partitions are given up only between batches, once the write under way has landed, so
+    that a batch's state is written by the worker that read it before another worker reads the
+    same customers; partitions given are checked against what Redis holds between batches too,
+    before their first one."""
 
-    def __init__(self, lock: asyncio.Lock, on_assigned: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
+    def __init__(self, lock: asyncio.Lock, on_revoked: Callable[[], Awaitable[None]],
+                 on_assigned: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
         self.lock = lock
+        self.on_revoked = on_revoked
         self.on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self.lock:
+            await self.on_revoked()
             log.info("giving up %d partitions", len(list(revoked)))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -67,6 +81,16 @@ class _WaitForBatch(ConsumerRebalanceListener):
         log.info("assigned %d partitions", len(given))
         async with self.lock:
             await self.on_assigned(given)
+
+
+@dataclass
+class _UnderWay:
+    """A batch whose state write is under way: what waits for it, the offsets to commit once it
+    has landed, and the first offsets read, to read again from if Redis lost data."""
+
+    landing: Landing
+    done: dict[TopicPartition, int]
+    first: dict[TopicPartition, int]
 
 
 @dataclass
@@ -117,6 +141,7 @@ class BatchConsumer:
         self.consumer: AIOKafkaConsumer | None = None  # made in `run`, inside the worker's event loop
         self.silent_until: dict[TopicPartition, int] = {}  # partitions being rebuilt
         self._rewound: set[TopicPartition] = set()  # since the last fetch began: its batch is read again
+        self._under_way: _UnderWay | None = None  # the batch whose write is under way, not yet committed
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -141,18 +166,56 @@ class BatchConsumer:
         """Consume until cancelled; the group is left cleanly on the way out."""
         self.consumer = consumer = self._consumer()
         await consumer.start()
-        consumer.subscribe(self.settings.topics.inputs(), listener=_WaitForBatch(self.lock, self._check_state))
+        listener = _WaitForBatch(self.lock, self._give_up, self._check_state)
+        consumer.subscribe(self.settings.topics.inputs(), listener=listener)
         try:
             while True:
                 await self._one_batch(consumer)
         finally:
-            await consumer.stop()
+            try:  # the last write lands and its batch is committed, unless Redis is away
+                await asyncio.wait_for(self._stop_cleanly(), _LAND_ON_STOP_S)
+            except asyncio.TimeoutError:
+                log.warning("the last batch's write did not land in %.0f s: left uncommitted", _LAND_ON_STOP_S)
+            finally:
+                await consumer.stop()
+
+    async def _stop_cleanly(self) -> None:
+        async with self.lock:
+            await self._give_up()
+
+    async def _give_up(self) -> None:
+        """Let the write under way land and commit its batch, before partitions go (under the batch
+        lock). If Redis lost data meanwhile, nothing is committed: whoever owns the partitions next
+        finds Redis behind the group's offsets and rebuilds."""
+        try:
+            await self._settle()
+        except StateLost as exc:
+            self._under_way = None
+            log.error("Redis lost data under this worker (%s): its last batch is left uncommitted", exc)
+
+    async def _settle(self) -> None:
+        """Wait for the batch whose write is under way to land, then commit it."""
+        under_way = self._under_way
+        if under_way is None:
+            return
+        await under_way.landing()
+        self._under_way = None
+        consumer = self.consumer
+        assert consumer is not None
+        # A rebuild does not commit below what was committed before: a crash resumes it.
+        with self.stage("commit"):
+            await self._commit(consumer, {tp: o for tp, o in under_way.done.items()
+                                          if o > self.silent_until.get(tp, -1)})
+        for tp in [tp for tp, until in self.silent_until.items() if under_way.done.get(tp, -1) >= until]:
+            del self.silent_until[tp]
+            log.warning("partition %s-%d rebuilt from Kafka", tp.topic, tp.partition)
 
     async def _check_state(self, assigned: set[TopicPartition]) -> None:
         """Rewind the partitions whose state Redis lost (see the module's docstring). Called
         between batches (under the batch lock)."""
         consumer = self.consumer
         assert consumer is not None
+        await self._give_up()  # none is under way after a revocation; this keeps it so
         self.silent_until = {tp: until for tp, until in self.silent_until.items() if tp in assigned}
         if not assigned:
             return
@@ -179,15 +242,17 @@ class BatchConsumer:
         with self.stage("fetch"):
             fetched = await consumer.getmany(timeout_ms=int(self.settings.batch_within_s * 1000),
                                              max_records=self.settings.batch_size)
-        if not fetched:
-            return
         async with self.lock:
+            if not fetched:  # a quiet spell: the batch under way lands and is committed now
+                await self._guarded(consumer, {}, self._settle())
+                return
             if self._rewound:
                 # Partitions were rewound while this batch was fetched: applied now, it would put
                 # newer records before the older ones the rebuild reads. Read it again in order.
                 self._read_again(consumer, fetched)
                 return
-            await self._handle(consumer, fetched)
+            first = {tp: messages[0].offset for tp, messages in fetched.items()}
+            await self._guarded(consumer, first, self._handle(fetched))
         # A backlog shows at once, not at the next health check, which a fast catch-up can miss.
         done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
         highs = {tp: consumer.highwater(tp) for tp in done}
@@ -201,9 +266,26 @@ class BatchConsumer:
             if tp in owned and tp not in self._rewound:
                 consumer.seek(tp, messages[0].offset)
 
-    async def _handle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list]) -> None:
-        """Process a fetched batch (its records below a rebuild's end silently), then commit it."""
-        done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+    async def _guarded(self, consumer: AIOKafkaConsumer, first: dict[TopicPartition, int],
+                       step: Awaitable[None]) -> None:
+        """`step`, but if Redis restarted empty under this worker, the batch under way and the one
+        fetched (starting at `first`) are read again, and every partition it owns is checked: those
+        whose committed offset Redis no longer covers are rebuilt."""
+        try:
+            await step
+        except StateLost as exc:
+            log.error("Redis lost data under this worker (%s): checking every partition it owns", exc)
+            under_way, self._under_way = self._under_way, None
+            for tp, offset in first.items():
+                consumer.seek(tp, min(offset, under_way.first.get(tp, offset)) if under_way else offset)
+            for tp, offset in under_way.first.items() if under_way else ():
+                if tp not in first:
+                    consumer.seek(tp, offset)
+            await self._check_state(consumer.assignment())
+
+    async def _handle(self, fetched: dict[TopicPartition, list]) -> None:
+        """Process a fetched batch (its records below a rebuild's end silently) up to its write,
+        which is left under way; the batch before is committed once its write has landed."""
         silent, live = [], []
         with self.stage("fetch"):
             for tp, messages in fetched.items():
@@ -211,25 +293,12 @@ class BatchConsumer:
                 for m in messages:
                     record = RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
                     (silent if m.offset < until else live).append(record)
-        try:
-            if silent:
-                await self.handle(silent, True)
-            if live:
-                await self.handle(live, False)
-        except StateLost as exc:
-            # Redis restarted empty under this worker: read this batch again, and rebuild
-            # every partition whose committed offset Redis no longer covers.
-            log.error("Redis lost data under this worker (%s): checking every partition it owns", exc)
-            for tp, messages in fetched.items():
-                consumer.seek(tp, messages[0].offset)
-            await self._check_state(consumer.assignment())
-            return
-        # A rebuild does not commit below what was committed before: a crash resumes it.
-        with self.stage("commit"):
-            await self._commit(consumer, {tp: o for tp, o in done.items() if o > self.silent_until.get(tp, -1)})
-        for tp in [tp for tp, until in self.silent_until.items() if done.get(tp, -1) >= until]:
-            del self.silent_until[tp]
-            log.warning("partition %s-%d rebuilt from Kafka", tp.topic, tp.partition)
+        landing: Landing = self._settle
+        for records, quiet in ((silent, True), (live, False)):
+            if records:
+                landing = await self.handle(records, quiet, landing)
+        self._under_way = _UnderWay(landing, {tp: messages[-1].offset + 1 for tp, messages in fetched.items()},
+                                    {tp: messages[0].offset for tp, messages in fetched.items()})
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         owned = consumer.assignment()

@@ -3,26 +3,28 @@
 Transport-free: the faust agents hand it raw records and send what it returns. The order
 that keeps Redis exactly-once in effect is: compute, send alerts and dead letters (ids are
 deterministic, so a resend after a crash is a duplicate the queue can drop), write state
-with the offsets in it, and only then let the consumer commit.
+with the offsets in it, and only then let the consumer commit. The worker leaves the write
+under way (`start`) while it decodes the next batch, which reads no state before the write has
+landed (`Writing.landed`): Redis runs the script on its core while this one decodes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Sequence, TypeVar
 
-import msgspec
 import numpy as np
 from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts, levels_with_score
 from stream_app.connect.retries import retry_forever
 from stream_app.contracts.attributes import columns as attribute_columns
-from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
+from stream_app.contracts.events import DeadLetter
 from stream_app.errors import InvalidEvent, NotReady
 from stream_app.features.baselines import Baselines
 from stream_app.features.baselines import increments as baseline_increments
@@ -39,61 +41,24 @@ from stream_app.rules.in_state import evaluate_rules, remember_streaks
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings
 from stream_app.windows.apply import Envelope, apply, erase_first
-from stream_app.windows.book import Book, gather
+from stream_app.windows.book import gather
 from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import Windows
-from stream_app.windows.store import WindowStore, Write
+from stream_app.windows.store import WindowStore
 from stream_app.worker.event_clock import EventClock
+from stream_app.worker.output import BatchOutput, RawRecord, newest_offsets, sending
 
-__all__ = ["RawRecord", "BatchOutput", "BatchProcessor"]
+__all__ = ["Admitted", "RawRecord", "BatchOutput", "BatchProcessor", "Sender", "Writing"]
 
 log = logging.getLogger(__name__)
-
-
-class RawRecord(msgspec.Struct, frozen=True, gc=False):
-    """A record as the consumer read it (a struct: one is made per event, cheaply). A null
-    value is a tombstone: on the customers topic, a request to erase the customer."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass
-class BatchOutput:
-    alerts: list[Alert] = field(default_factory=list)
-    deadletters: list[DeadLetter] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
-    churn_events: list[ChurnEvent] = field(default_factory=list)
-    won_back: list[WonBack] = field(default_factory=list)
-    erased: list[str] = field(default_factory=list)  # customers erased in this batch (tombstones on customers)
-    partitions: dict[str, int] = field(default_factory=dict)  # customer -> the input partition they came from
-    cooled: int = 0  # alerts the cooldown held back
-    writes: dict[str, Write] = field(default_factory=dict)
-    renew: set[str] = field(default_factory=set)  # customers whose state's expiry starts again (`Windows.renewed`)
-    report: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> report counter increments
-    book: Book = field(default_factory=dict)  # customer -> their calls with off-net numbers (windows/book.py)
-    applied: int = 0
-    replayed: int = 0
-    duplicates: int = 0
-
-    def merge(self, other: "BatchOutput") -> None:
-        """Add the output of a disjoint set of customers."""
-        for name in ("alerts", "deadletters", "snapshots", "churn_events", "won_back", "erased"):
-            getattr(self, name).extend(getattr(other, name))
-        for name in ("writes", "renew", "report", "book", "partitions"):
-            setattr(self, name, getattr(self, name) | getattr(other, name))
-        self.cooled += other.cooled
-        self.applied += other.applied
-        self.replayed += other.replayed
-        self.duplicates += other.duplicates
 
 
 #: Sends a batch's outputs; may return offsets to record with its state, as applied offsets
 #: (where the alerts it sent went: `alerts/ledger.py`).
 Sender = Callable[[BatchOutput], Awaitable[dict[tuple[str, int], int] | None]]
+#: A batch's records decoded and checked, each as (customer, envelope), with the output its refused
+#: ones went to (`BatchProcessor.admit`).
+Admitted = tuple[BatchOutput, list[tuple[str, Envelope]]]
 R = TypeVar("R")
 
 
@@ -144,11 +109,21 @@ class BatchProcessor:
             decoded.append((event.customer_id, envelope))
         return decoded
 
-    async def prepare(self, records: Sequence[RawRecord]) -> BatchOutput:
-        """Everything a batch produces, without writing anything yet."""
-        out, stage = BatchOutput(), self.metrics.stage
+    def admit(self, records: Sequence[RawRecord]) -> Admitted:
+        """A batch's records decoded and checked (the decode stage), which reads no state: done
+        while the batch before's write lands (`worker/runtime.py`)."""
+        self._read_to = max(self.event_clock.topic_seen.values(), default=0)
+        out = BatchOutput()
+        with self.metrics.stage("decode"):
+            return out, self.decode(records, out)
+
+    async def prepare(self, records: Sequence[RawRecord], admitted: Admitted | None = None) -> BatchOutput:
+        """Everything a batch produces, without writing anything yet; `admitted`: its records as
+        `admit` read them, if it did."""
+        out, decoded = admitted or (BatchOutput(), None)
+        stage = self.metrics.stage
         with stage("decode"):
-            decoded = self.decode(records, out)
+            decoded = self.decode(records, out) if decoded is None else decoded
             customers = list(dict.fromkeys(c for c, _ in decoded))
         if not customers:
             return out
@@ -271,49 +246,57 @@ class BatchProcessor:
         nothing that another writer moved on is caught by the write's compare-and-set, and
         prepared again. `silent`: a rebuild of records whose outputs were sent
         before the state was lost (`worker/consumer.py`), which writes the state and sends nothing."""
-        started, stage = time.perf_counter(), self.metrics.stage
-        applied = _newest_offsets(records)
-        self._read_to = max(self.event_clock.topic_seen.values(), default=0)
-        pending = list(records)
-        for _attempt in range(10):
-            out = await self.isolated(pending)
+        return await (await self.start(records, send, silent)).landed()
+
+    async def start(self, records: Sequence[RawRecord], send: Sender, silent: bool = False,
+                    admitted: Admitted | None = None) -> Writing:
+        """`run` up to the state's write, which is left under way: `Writing.landed` waits for it
+        (and for whatever its conflicts need). `admitted`: the records as `admit` read them."""
+        if admitted is None:
+            self._read_to = max(self.event_clock.topic_seen.values(), default=0)
+        batch = _Batch(records, send, silent, time.perf_counter(), newest_offsets(records))
+        return await self._attempt(batch, list(records), 0, admitted)
+
+    async def _attempt(self, batch: _Batch, pending: list[RawRecord], tried: int,
+                       admitted: Admitted | None = None) -> Writing:
+        stage = self.metrics.stage
+        for attempt in range(tried, 10):
+            out = await self.isolated(pending, admitted)
+            admitted = None
             with stage("check"):
-                sending = _sending(out)
-                stale = await self._redis("check", lambda: self.store.stale(sending))
+                checked = sending(out)
+                stale = await self._redis("check", lambda: self.store.stale(checked))
             if stale:
                 self.metrics.redis_conflicts.inc(len(stale))
                 continue  # read again: the stored offsets skip what the other writer applied
             with stage("send"):
-                marks = None if silent else await send(out)
-            if not silent:
+                marks = None if batch.silent else await batch.send(out)
+            if not batch.silent:
                 for _ in out.alerts:
-                    self.metrics.arrival_to_alert.observe(time.perf_counter() - started)
-            done = applied | (marks or {})
+                    self.metrics.arrival_to_alert.observe(time.perf_counter() - batch.started)
+            done = batch.applied | (marks or {})
             with stage("write"):
-                writes, report, book, renew = out.writes, out.report, out.book, out.renew
-                conflicts = await self._redis("save", lambda: self.store.save(writes, report, done, book, renew))
-            self._count(out)
-            if not conflicts:
-                break
-            self.metrics.redis_conflicts.inc(len(conflicts))
-            lost = set(conflicts)
-            pending = [r for r in pending if self.edge.customer_of(r) in lost]
-        else:
-            raise NotReady("customers' states kept changing under this worker: another worker owns them")
-        # Counted once the batch went through: a batch tried again (`runtime.until_done`) is one batch.
-        for topic, n in Counter(rec.topic for rec in records).items():
-            self.metrics.events.labels(topic).inc(n)
-        self.metrics.batch_size.observe(len(records))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return out
+                save = self.store.save
+                task = asyncio.ensure_future(self._redis("save", lambda: save(out.writes, out.report, done, out.book,
+                                                                              out.renew)))
+                await asyncio.sleep(0)  # its arguments packed and on their way now, timed as the write
+            return Writing(self, batch, pending, out, task, attempt)
+        raise NotReady("customers' states kept changing under this worker: another worker owns them")
 
-    async def isolated(self, records: Sequence[RawRecord]) -> BatchOutput:
+    def _landed(self, batch: _Batch) -> None:
+        # Counted once the batch went through: a batch tried again (`runtime.until_done`) is one batch.
+        for topic, n in Counter(rec.topic for rec in batch.records).items():
+            self.metrics.events.labels(topic).inc(n)
+        self.metrics.batch_size.observe(len(batch.records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+
+    async def isolated(self, records: Sequence[RawRecord], admitted: Admitted | None = None) -> BatchOutput:
         """`prepare`, but if it raises, the batch is split by customer until the customers whose
         records make it raise are found: their records go to dead letter, the others go on.
         Every stage is per customer, so halves give what the whole would have. Redis errors and
         `NotReady` (a newer release's state, loops that cannot compile) are not theirs: raised."""
         try:
-            return await self.prepare(records)
+            return await self.prepare(records, admitted)
         except (RedisError, NotReady):
             raise
         except Exception as exc:  # noqa: BLE001 - isolate the customer, keep the service
@@ -375,26 +358,42 @@ class BatchProcessor:
             log.info("customer erased", extra={"customer": self.log_ids(customer)})
 
 
-def _sending(out: BatchOutput) -> dict[str, Write]:
-    """The writes of the customers a batch sends something of (alerts, snapshots, churn events,
-    returns, erasures, dead letters): the ones the check before sending must find unmoved. A
-    customer with nothing to send that another writer moved on is caught by the write's own
-    compare-and-set and prepared again, before anything of theirs is sent."""
-    named = {a.customer_id for a in out.alerts} | {s.customer_id for s in out.snapshots}
-    named |= {c.customer_id for c in out.churn_events} | {b.customer_id for b in out.won_back}
-    named |= {d.key for d in out.deadletters if d.key is not None} | set(out.erased)
-    return {c: out.writes[c] for c in named if c in out.writes}
-
-
-def _newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
-    """The newest offset of each input partition in a batch: what Redis will have applied."""
-    out: dict[tuple[str, int], int] = {}
-    for r in records:  # a comparison, not max(): this runs once per record
-        if r.offset > out.get(key := (r.topic, r.partition), -1):
-            out[key] = r.offset
-    return out
-
-
 def _unexpected(exc: Exception) -> InvalidEvent:
     """A record that raised something no check foresaw: refused, with what it raised."""
     return InvalidEvent("unreadable", None, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class _Batch:
+    records: Sequence[RawRecord]
+    send: Sender
+    silent: bool
+    started: float  # perf_counter
+    applied: dict[tuple[str, int], int]  # `newest_offsets`
+
+
+@dataclass
+class Writing:
+    """A batch whose outputs are sent and whose state's write is under way (`BatchProcessor.start`)."""
+
+    processor: BatchProcessor
+    batch: _Batch
+    pending: list[RawRecord]  # the records of the attempt being written
+    out: BatchOutput
+    task: asyncio.Future[list[str]]  # the customers the write refused
+    attempt: int
+
+    async def landed(self) -> BatchOutput:
+        """Wait for the write. Customers it refused, another writer moved on since they were read:
+        their records are prepared, checked, sent and written again, and waited for."""
+        p = self.processor
+        with p.metrics.stage("write"):
+            conflicts = await self.task
+        p._count(self.out)
+        if not conflicts:
+            p._landed(self.batch)
+            return self.out
+        p.metrics.redis_conflicts.inc(len(conflicts))
+        lost = set(conflicts)
+        pending = [r for r in self.pending if p.edge.customer_of(r) in lost]
+        return await (await p._attempt(self.batch, pending, self.attempt + 1)).landed()

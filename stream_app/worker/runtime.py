@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import msgspec
@@ -24,9 +25,9 @@ from stream_app.model.registry import ScorerSource
 from stream_app.rules.pack import Ruleset
 from stream_app.settings import Settings, Topics
 from stream_app.windows.store import StateLost, WindowStore
-from stream_app.worker.consumer import Rebuild
+from stream_app.worker.consumer import Landing, Rebuild
 from stream_app.worker.endpoints import Health
-from stream_app.worker.pipeline import BatchOutput, BatchProcessor, RawRecord
+from stream_app.worker.pipeline import Admitted, BatchOutput, BatchProcessor, RawRecord, Writing
 
 __all__ = ["Emitter", "Worker", "until_done"]
 
@@ -82,6 +83,36 @@ class Worker:
         """One batch, tried until it goes through (`until_done`)."""
         await until_done(lambda: self.processor.run(records, self.send, silent), self.health, self.metrics,
                          self.settings.redis_retry_max_s)
+
+    async def begin(self, records: list[RawRecord], silent: bool, previous: Landing) -> Landing:
+        """One batch, tried until its outputs are sent and its state's write is under way; what
+        waits for that write is returned. The records are decoded while the batch before's write
+        lands (Redis runs it meanwhile, on a core of its own); `previous` waits for that, before
+        this batch reads a state the write may change."""
+        admitted: Admitted | None = self.processor.admit(records)
+        await previous()
+        writing: list[Writing] = []
+
+        async def attempt() -> None:
+            nonlocal admitted
+            first, admitted = admitted, None  # the first attempt only: a failed one may have changed its output
+            writing.append(await self.processor.start(records, self.send, silent, first))
+
+        await until_done(attempt, self.health, self.metrics, self.settings.redis_retry_max_s)
+        return partial(self._land, writing[-1], records, silent)
+
+    async def _land(self, writing: Writing, records: list[RawRecord], silent: bool) -> None:
+        """Wait for a batch's write; if it fails, the batch is tried again until it goes through,
+        as one that failed before its write is."""
+        under_way = [writing]
+
+        async def attempt() -> None:
+            if under_way:
+                await under_way.pop().landed()
+            else:
+                await self.processor.run(records, self.send, silent)
+
+        await until_done(attempt, self.health, self.metrics, self.settings.redis_retry_max_s)
 
     async def send(self, out: BatchOutput) -> dict[tuple[str, int], int]:
         """Send a batch's outputs and wait for the broker to have them, before the state (and so the
