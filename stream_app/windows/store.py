@@ -18,93 +18,18 @@ from typing import Any, Collection, Protocol, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from stream_app.contracts import keys
 from stream_app.errors import ChurnwatchError
 from stream_app.settings import Settings
-from stream_app.windows.book import BOOK_LUA, Book, Entry, book_lines
+from stream_app.windows.book import Book, Entry, book_lines
 from stream_app.windows.book import add as book_add
+from stream_app.windows.scripts import CAS, CLUSTER_CAS, CLUSTER_STALE, STALE
 from stream_app.windows.state import RENEWAL_SLACK_S, SEQ_OFFSET, stored_seq
 
 __all__ = ["Applied", "StateLost", "Write", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "state_ttl_s"]
-
-# keys: state keys. argv[1]: TTL in ms, argv[2]: where the 8-byte write counter starts (1-based),
-# argv[3]: the report counters' hash, argv[4]: their increments as lines "<key index>\t<field>\t<delta>",
-# argv[5]: the hash of applied offsets, argv[6]: the batch's newest offset per input partition as
-# lines "<topic>|<partition>\t<offset>\t<1 if this writer has recorded that partition here before>";
-# argv[7..10]: the off-net book's lines, its hashes' name without the month, the hash of its months and
-# their TTL in ms (`windows/book.py`); argv[11]: a byte per key, 1 if its expiry starts again at
-# argv[1] (`renew`), 0 if it keeps the one it has; from argv[12], per key, two arguments: the write
-# counter's bytes as read and the new state (which carries the next counter). Two arguments a key,
-# not one for the batch: Redis makes each argument a Lua string, and one of a megabyte costs it
-# about 0.6 us a key more than the same bytes as a thousand arguments. A customer's increments are
-# added only if their state was written: both count once. Applied offsets only grow. If one this
-# writer recorded is gone, Redis lost data since: nothing is written, and {-1} says so.
-_CAS_FUNCTION = BOOK_LUA + """
-local function cas(keys, argv)
-  local ttl, at, report, applied = argv[1], tonumber(argv[2]), argv[3], argv[5]
-  for field, _, known in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t(%d)\\n') do
-    if known == '1' and redis.call('HEXISTS', applied, field) == 0 then return {-1} end
-  end
-  local conflicts, refused = {}, {}
-  for i, key in ipairs(keys) do
-    local seq = redis.call('GETRANGE', key, at - 1, at + 6)
-    local renew = seq == '' or string.byte(argv[11], i) == 1  -- a key not there has no expiry to keep
-    if seq == '' then seq = string.rep('\\0', 8) end
-    if seq == argv[10 + 2 * i] then
-      if renew then
-        redis.call('SET', key, argv[11 + 2 * i], 'PX', ttl)
-      else
-        redis.call('SET', key, argv[11 + 2 * i], 'KEEPTTL')
-      end
-    else
-      conflicts[#conflicts + 1] = i - 1
-      refused[i - 1] = true
-    end
-  end
-  for i, field, delta in string.gmatch(argv[4], '(%d+)\\t([^\\t\\n]+)\\t(-?%d+)\\n') do
-    if not refused[tonumber(i)] then redis.call('HINCRBY', report, field, delta) end
-  end
-  if argv[7] ~= '' then add_to_book(keys, argv[7], argv[8], argv[9], argv[10], refused) end
-  for field, offset in string.gmatch(argv[6], '([^\\t\\n]+)\\t(%d+)\\t%d\\n') do
-    local known = redis.call('HGET', applied, field)
-    if not known or tonumber(known) < tonumber(offset) then redis.call('HSET', applied, field, offset) end
-  end
-  return conflicts
-end
-"""
-# keys: state keys. argv[1]: where the write counter starts (1-based), argv[2]: the hash of applied
-# offsets, argv[3]: the partitions this writer recorded there, as lines "<topic>|<partition>";
-# argv[4]: per key, one after another, the counter's bytes as read (`_counted`). Returns the indices of
-# the keys whose counter has moved since they were read, or {-1} if a recorded partition is gone.
-_STALE_FUNCTION = """
-local function stale(keys, argv)
-  local at, applied, expected, out, pos = tonumber(argv[1]), argv[2], argv[4], {}, 1
-  for field in string.gmatch(argv[3], '([^\\n]+)\\n') do
-    if redis.call('HEXISTS', applied, field) == 0 then return {-1} end
-  end
-  for i, key in ipairs(keys) do
-    local n = string.byte(expected, pos)
-    local seq = redis.call('GETRANGE', key, at - 1, at + 6)
-    if seq == '' then seq = string.rep('\\0', 8) end
-    if seq ~= string.sub(expected, pos + 1, pos + n) then out[#out + 1] = i - 1 end
-    pos = pos + 1 + n
-  end
-  return out
-end
-"""
-# On a cluster the keys of one call share a node, not a slot. Redis refuses declared keys of
-# several slots, so they travel in ARGV, counted by ARGV[1] (Redis 7 reads the flag). The
-# report hashes of a call are ones whose slot that node serves (`_report_key`).
-_CROSS_SLOT = """
-local n, keys, rest = tonumber(ARGV[1]), {}, {}
-for i = 1, n do keys[i] = ARGV[i + 1] end
-for i = n + 2, #ARGV do rest[#rest + 1] = ARGV[i] end
-"""
-_CAS = _CAS_FUNCTION + "return cas(KEYS, ARGV)"
-_CLUSTER_CAS = "#!lua flags=allow-cross-slot-keys\n" + _CAS_FUNCTION + _CROSS_SLOT + "return cas(keys, rest)"
-_STALE = _STALE_FUNCTION + "return stale(KEYS, ARGV)"
-_CLUSTER_STALE = "#!lua flags=allow-cross-slot-keys\n" + _STALE_FUNCTION + _CROSS_SLOT + "return stale(keys, rest)"
 
 #: What a batch writes per customer: the write counter's bytes as it read them, and the new state.
 Write = tuple[bytes, bytes]
@@ -144,13 +69,14 @@ class WindowStore(Protocol):
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None,
-                   renew: Collection[str] | None = None) -> list[str]:
+                   renew: Collection[str] | None = None, sent: asyncio.Event | None = None) -> list[str]:
         """Write each state whose stored counter is still the one read, add the report increments
         and the off-net book's calls of the customers written, and raise the applied offsets
         (`applied`), all at once; return the customers that conflicted. `StateLost` if an applied
         offset this store recorded before is gone: then nothing is written. The states of `renew`
         (None: all), and any written where there was none, expire the store's time to live after
-        this write; the others keep the expiry they had."""
+        this write; the others keep the expiry they had. `sent` is set once the write is on its
+        way, all of it: from then on the store runs it, and the caller may go on meanwhile."""
         ...
 
     async def applied(self) -> Applied:
@@ -193,7 +119,9 @@ class MemoryWindowStore:
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None,
-                   renew: Collection[str] | None = None) -> list[str]:
+                   renew: Collection[str] | None = None, sent: asyncio.Event | None = None) -> list[str]:
+        if sent is not None:
+            sent.set()
         if any(where in self._recorded and where not in self.offsets for where in applied or {}):
             self._recorded.clear()
             raise StateLost("an applied offset recorded before is gone")
@@ -240,8 +168,8 @@ class RedisWindowStore:
         self.cluster = isinstance(client, RedisCluster)
         self.ttl_ms = ttl_s * 1000
         self.book_ttl_ms = book_ttl_s * 1000
-        self._cas = client.register_script(_CAS)
-        self._stale = client.register_script(_STALE)
+        self._cas = client.register_script(CAS)
+        self._stale = client.register_script(STALE)
         self._slots_known = False
         self._report_shards: dict[str, int] = {}  # cluster node -> a report shard whose hashes it serves
         self._recorded: set[tuple[int, tuple[str, int]]] = set()  # (shard, input partition) this store recorded
@@ -268,10 +196,8 @@ class RedisWindowStore:
             return []
         if not self.cluster:
             group = list(writes)
-            async with self.client.pipeline(transaction=False) as pipe:
-                await self._stale(keys=[keys.customer_state(c) for c in group],
-                                  args=self._stale_argv(group, writes, 0), client=pipe)
-                [found] = await pipe.execute()
+            found = await self._evalsha(self._stale, [keys.customer_state(c) for c in group],
+                                        self._stale_argv(group, writes, 0))
             return self._conflicts([(0, group, found)], {})
         groups = await self._by_node(writes)
         # Every node this store recorded offsets on, whether or not it holds a customer to check.
@@ -283,7 +209,7 @@ class RedisWindowStore:
                 groups.append((node, []))
         shards = [self._report_shard(node) for node, _ in groups]
         replies = await asyncio.gather(*(
-            self.client.execute_command("EVAL", _CLUSTER_STALE, 0, len(group),
+            self.client.execute_command("EVAL", CLUSTER_STALE, 0, len(group),
                                         *(keys.customer_state(c) for c in group),
                                         *self._stale_argv(group, writes, shard), target_nodes=node)
             for shard, (node, group) in zip(shards, groups)))
@@ -295,26 +221,27 @@ class RedisWindowStore:
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None,
-                   renew: Collection[str] | None = None) -> list[str]:
+                   renew: Collection[str] | None = None, sent: asyncio.Event | None = None) -> list[str]:
         if not writes and not applied:
+            if sent is not None:
+                sent.set()
             return []
         report, applied, book = report or {}, applied or {}, book or {}
         renew = writes.keys() if renew is None else renew
         if not self.cluster:
             group = list(writes)
-            async with self.client.pipeline(transaction=False) as pipe:
-                # A Script queues EVALSHA on the pipeline and reloads itself if Redis lost it.
-                await self._cas(keys=[keys.customer_state(c) for c in group],
-                                args=self._argv(group, writes, report, 0, applied, book, renew), client=pipe)
-                [conflicts] = await pipe.execute()
+            conflicts = await self._evalsha(self._cas, [keys.customer_state(c) for c in group],
+                                            self._argv(group, writes, report, 0, applied, book, renew), sent)
             return self._conflicts([(0, group, conflicts)], applied)
         # Each node keeps the applied offsets of the batches that wrote to it; a batch that
         # wrote nothing (all dead letters) records them on the node of the first report hash.
         groups = await self._by_node(writes) or [(self.client.get_node_from_key(keys.report(0)), [])]
         shards = [self._report_shard(node) for node, _ in groups]
         # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
+        if sent is not None:  # one call a node, each sent as the client goes
+            sent.set()
         replies = await asyncio.gather(*(
-            self.client.execute_command("EVAL", _CLUSTER_CAS, 0, len(group),
+            self.client.execute_command("EVAL", CLUSTER_CAS, 0, len(group),
                                         *(keys.customer_state(c) for c in group),
                                         *self._argv(group, writes, report, shard, applied, book, renew),
                                         target_nodes=node)
@@ -374,6 +301,25 @@ class RedisWindowStore:
         return [self.ttl_ms, SEQ_OFFSET + 1, keys.report(shard), lines, keys.applied(shard), marks,
                 book_lines(group, book), keys.offnet_book(shard, ""), keys.offnet_months(shard), self.book_ttl_ms,
                 bytes(c in renew for c in group), *chain.from_iterable(map(writes.__getitem__, group))]
+
+    async def _evalsha(self, script: AsyncScript, names: list[str], args: list[bytes | int | str],
+                       sent: asyncio.Event | None = None) -> Any:
+        """The script's reply, run by its digest on a connection of its own; `sent` is set once the
+        call is all on its way (a pipeline would send it and wait for the reply in one step). A
+        Redis that does not know the script (restarted since) is sent its text."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_command("EVALSHA", script.sha, len(names), *names, *args)
+            if sent is not None:
+                sent.set()
+            try:
+                return await conn.read_response()
+            except NoScriptError:
+                await conn.send_command("EVAL", script.script, len(names), *names, *args)
+                return await conn.read_response()
+        finally:
+            await pool.release(conn)
 
     def _report_shard(self, node: Any) -> int:
         """A report shard whose hashes' slot `node` serves, so its script may write them."""

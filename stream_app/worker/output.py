@@ -3,16 +3,20 @@ and which of its customers must be found unmoved before anything of theirs is se
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import msgspec
 
 from stream_app.contracts.events import Alert, ChurnEvent, DeadLetter, Snapshot, WonBack
+from stream_app.metrics import Metrics, region_label
 from stream_app.windows.book import Book
 from stream_app.windows.store import Write
 
-__all__ = ["BatchOutput", "RawRecord", "newest_offsets", "sending"]
+__all__ = ["BatchOutput", "RawRecord", "newest_offsets", "observe", "sending"]
+
+log = logging.getLogger(__name__)
 
 
 class RawRecord(msgspec.Struct, frozen=True, gc=False):
@@ -74,3 +78,31 @@ def newest_offsets(records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
         if r.offset > out.get(key := (r.topic, r.partition), -1):
             out[key] = r.offset
     return out
+
+
+def observe(out: BatchOutput, metrics: Metrics, log_ids: Callable[[str], str], regions: frozenset[str]) -> None:
+    """A batch's outputs counted in the metrics and logged, once its state is written (customers
+    logged as `log_ids` names them, regions as the metrics name them)."""
+    for d in out.deadletters:
+        metrics.deadletters.labels(d.reason).inc()
+        log.info("dead letter", extra={"topic": d.topic, "partition": d.partition, "offset": d.offset,
+                                       "reason": d.reason, "field": d.field,
+                                       "customer": log_ids(d.key) if d.key else None})
+    for a in out.alerts:
+        metrics.alerts.labels(a.level, region_label(a.region, regions)).inc()
+        if a.holdout:
+            metrics.suppressed.labels("holdout").inc()
+        log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": log_ids(a.customer_id),
+                                 "score": a.score, "reason_code": a.reason_code, "holdout": a.holdout})
+        metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
+    metrics.suppressed.labels("cooldown").inc(out.cooled)
+    metrics.snapshots.inc(len(out.snapshots))
+    for c in out.churn_events:
+        metrics.churned.labels(c.kind, region_label(c.region, regions)).inc()
+    for b in out.won_back:
+        metrics.won_back.labels(region_label(b.region, regions)).inc()
+    metrics.replayed.inc(out.replayed)
+    metrics.duplicates.inc(out.duplicates)
+    metrics.erased.inc(len(out.erased))
+    for customer in out.erased:
+        log.info("customer erased", extra={"customer": log_ids(customer)})

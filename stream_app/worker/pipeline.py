@@ -31,7 +31,7 @@ from stream_app.features.baselines import increments as baseline_increments
 from stream_app.features.derive import derive
 from stream_app.ingest.admission import Edge, Erasure
 from stream_app.ingest.deadletters import dead_letter
-from stream_app.metrics import Metrics, region_label
+from stream_app.metrics import Metrics
 from stream_app.model.observations import churn_events, snapshot_days, snapshots, won_back
 from stream_app.model.scoring import Scorer, feature_digest, model_features, model_inputs, monthly_pending
 from stream_app.privacy import Pseudonyms
@@ -46,7 +46,7 @@ from stream_app.windows.lifecycle import Moves
 from stream_app.windows.state import Windows
 from stream_app.windows.store import WindowStore
 from stream_app.worker.event_clock import EventClock
-from stream_app.worker.output import BatchOutput, RawRecord, newest_offsets, sending
+from stream_app.worker.output import BatchOutput, RawRecord, newest_offsets, observe, sending
 
 __all__ = ["Admitted", "RawRecord", "BatchOutput", "BatchProcessor", "Sender", "Writing"]
 
@@ -82,7 +82,7 @@ class BatchProcessor:
         # Read once: the model's attribute columns, the features a snapshot's `x` holds, the regions named.
         self._attribute_columns = attribute_columns(settings.attributes)
         self._digest = feature_digest(model_features(settings.attributes))
-        self._regions = settings.metric_regions
+        self.regions = settings.metric_regions  # as the metrics name them
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.edge = Edge(settings, self.clock if wall_clock_bound else None)
         self.event_clock = EventClock(settings.zone)
@@ -205,7 +205,7 @@ class BatchProcessor:
             out.won_back = won_back(w, features, moves.returns, s.zone)
             w.mark_revenue_churn(reported)
             out.report, tails = report_increments(w, rows, before, out.churn_events, moves, s.zone, s.cohort,
-                                                  s.late_grace_days, self._regions)
+                                                  s.late_grace_days, self.regions)
             w.keep_tails(tails)
             if picks:  # each snapshot adds its customer to the day's segment histograms, written with the state
                 defined = [name for name, _ in ruleset.segments]
@@ -276,10 +276,10 @@ class BatchProcessor:
                     self.metrics.arrival_to_alert.observe(time.perf_counter() - batch.started)
             done = batch.applied | (marks or {})
             with stage("write"):
-                save = self.store.save
+                sent, save = asyncio.Event(), self.store.save
                 task = asyncio.ensure_future(self._redis("save", lambda: save(out.writes, out.report, done, out.book,
-                                                                              out.renew)))
-                await asyncio.sleep(0)  # its arguments packed and on their way now, timed as the write
+                                                                              out.renew, sent)))
+                await _either(task, sent)  # on its way, all of it: Redis runs it while the worker goes on
             return Writing(self, batch, pending, out, task, attempt)
         raise NotReady("customers' states kept changing under this worker: another worker owns them")
 
@@ -332,30 +332,14 @@ class BatchProcessor:
         self.metrics.redis_up.set(1)
         return result
 
-    def _count(self, out: BatchOutput) -> None:
-        for d in out.deadletters:
-            self.metrics.deadletters.labels(d.reason).inc()
-            log.info("dead letter", extra={"topic": d.topic, "partition": d.partition, "offset": d.offset,
-                                           "reason": d.reason, "field": d.field,
-                                           "customer": self.log_ids(d.key) if d.key else None})
-        for a in out.alerts:
-            self.metrics.alerts.labels(a.level, region_label(a.region, self._regions)).inc()
-            if a.holdout:
-                self.metrics.suppressed.labels("holdout").inc()
-            log.info("alert", extra={"alert_id": a.alert_id, "level": a.level, "customer": self.log_ids(a.customer_id),
-                                     "score": a.score, "reason_code": a.reason_code, "holdout": a.holdout})
-            self.metrics.event_to_alert.observe(max(0.0, (a.created_at - a.event_time).total_seconds()))
-        self.metrics.suppressed.labels("cooldown").inc(out.cooled)
-        self.metrics.snapshots.inc(len(out.snapshots))
-        for c in out.churn_events:
-            self.metrics.churned.labels(c.kind, region_label(c.region, self._regions)).inc()
-        for b in out.won_back:
-            self.metrics.won_back.labels(region_label(b.region, self._regions)).inc()
-        self.metrics.replayed.inc(out.replayed)
-        self.metrics.duplicates.inc(out.duplicates)
-        self.metrics.erased.inc(len(out.erased))
-        for customer in out.erased:
-            log.info("customer erased", extra={"customer": self.log_ids(customer)})
+
+async def _either(task: asyncio.Future, event: asyncio.Event) -> None:
+    """Until the task is done or the event set, whichever comes first."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _unexpected(exc: Exception) -> InvalidEvent:
@@ -389,7 +373,7 @@ class Writing:
         p = self.processor
         with p.metrics.stage("write"):
             conflicts = await self.task
-        p._count(self.out)
+        observe(self.out, p.metrics, p.log_ids, p.regions)
         if not conflicts:
             p._landed(self.batch)
             return self.out

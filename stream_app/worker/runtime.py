@@ -174,7 +174,9 @@ class Worker:
         self.metrics.ready.set(int(self.health()[0]))  # for dashboards, which cannot probe /readyz
 
     async def refresh_model(self, lock: asyncio.Lock) -> None:
-        # Between batches: the lock keeps a batch from seeing two model versions.
+        # Between batches: the lock keeps a batch from seeing two model versions. (A batch whose write
+        # is still under way may be prepared again after this, on a conflict or a failed write: that
+        # attempt sees the new model throughout.)
         self._connected()
         async with lock:
             try:

@@ -1,6 +1,7 @@
 """The WindowStore contract, against a real redis-server and the in-memory store."""
 
 import asyncio
+import time
 from typing import Callable
 
 import pytest
@@ -382,3 +383,46 @@ def test_the_scripts_book_holds_what_the_in_memory_book_holds(redis_url: str) ->
             assert sorted(got.acquaintances) == sorted(entry.acquaintances)
     reader.close()
     assert {sketch_bit(c) // 32 for c in customers} == set(range(8))
+
+
+def test_a_redis_that_forgot_the_scripts_is_sent_them_again(redis_url: str) -> None:
+    # A restarted Redis knows no script: the store sends the text, once, where the digest failed.
+    async def go() -> None:
+        store = RedisWindowStore(connect_redis(redis_url), ttl_s=3600)
+        await store.save({"a1234": (seq(0), state("a1234", 1, 1))})
+        await store.client.script_flush()
+        assert await store.stale({"a1234": (seq(1), b"")}) == []
+        await store.client.script_flush()
+        assert await store.save({"a1234": (seq(1), state("a1234", 2, 3))}, None, {("cdr", 0): 7}) == []
+        assert await store.load(["a1234"]) == [state("a1234", 2, 3)] and await store.applied() == {("cdr", 0): 7}
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_write_is_all_on_its_way_to_redis_once_it_says_so(redis_url: str) -> None:
+    # The worker goes on with the next batch, without yielding to the event loop for a while, once
+    # `sent` is set: Redis must then have every byte of the write, or it waits for that batch.
+    # 10 MB, more than the socket's send buffer grows to (4 MB at most by default on Linux).
+    customers = [f"86139{i:08d}" for i in range(10_000)]
+    writes = {c: (seq(0), state(c, 1, 1) + bytes(1000)) for c in customers}
+    watcher = connect_redis_sync(redis_url)
+
+    async def go() -> bool:
+        store = RedisWindowStore(connect_redis(redis_url), ttl_s=3600)
+        await store.save({"a1234": (seq(0), state("a1234", 1, 1))})  # connected, the script loaded
+        sent = asyncio.Event()
+        task = asyncio.create_task(store.save(writes, sent=sent))
+        await sent.wait()
+        landed = False
+        for _ in range(200):  # the event loop held: nothing more of the write can leave this process
+            if watcher.exists(keys.customer_state(customers[-1])):
+                landed = True
+                break
+            time.sleep(0.05)
+        assert await task == []
+        await store.close()
+        return landed
+
+    assert asyncio.run(go())
+    watcher.close()

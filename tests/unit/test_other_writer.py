@@ -39,9 +39,9 @@ class Contested(MemoryWindowStore):
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None,
                    applied: Applied | None = None, book: Book | None = None,
-                   renew: Collection[str] | None = None) -> list[str]:
+                   renew: Collection[str] | None = None, sent: asyncio.Event | None = None) -> list[str]:
         await self._other_writer("write")
-        return await super().save(writes, report, applied, book, renew)
+        return await super().save(writes, report, applied, book, renew, sent)
 
 
 def worker(store: MemoryWindowStore, rules: Ruleset = RULES) -> BatchProcessor:

@@ -488,9 +488,10 @@ class _Renewals(MemoryWindowStore):
         self.renewed: list[set[str]] = []
 
     async def save(self, writes: dict[str, Write], report: Increments | None = None, applied: Applied | None = None,
-                   book: Book | None = None, renew: Collection[str] | None = None) -> list[str]:
+                   book: Book | None = None, renew: Collection[str] | None = None,
+                   sent: asyncio.Event | None = None) -> list[str]:
         self.renewed.append(set(writes if renew is None else renew))
-        return await super().save(writes, report, applied, book, renew)
+        return await super().save(writes, report, applied, book, renew, sent)
 
 
 def test_a_state_s_expiry_starts_again_with_its_customer_s_first_write_of_a_new_day() -> None:

@@ -33,13 +33,16 @@ class HeldStore(MemoryWindowStore):
         return await super().load(customers)
 
     async def save(self, writes: dict[str, Write], report: dict | None = None, applied: dict | None = None,
-                   book: dict | None = None, renew: Collection[str] | None = None) -> list[str]:
+                   book: dict | None = None, renew: Collection[str] | None = None,
+                   sent: asyncio.Event | None = None) -> list[str]:
         self.calls.append("write")
+        if sent is not None:
+            sent.set()
         await self.open.wait()
         if self.failures:
             self.failures -= 1
             raise RuntimeError("the write's reply was lost")
-        conflicts = await super().save(writes, report, applied, book, renew)
+        conflicts = await super().save(writes, report, applied, book, renew, sent)
         self.calls.append("landed")
         return conflicts
 
