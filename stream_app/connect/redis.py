@@ -35,9 +35,17 @@ def pack_command(*args: Any) -> list[bytes]:
 class _PackedInC:
     """A connection whose commands `pack_command` packs. What hiredis does not take as redis-py
     would (a bytearray, an int subclass, strings in another encoding than UTF-8) is packed, or
-    refused, by redis-py itself, as before."""
+    refused, by redis-py itself, as before. A command is handed whole to the socket before its
+    sender goes on: asyncio's `drain` returns once what waits to be sent is below the buffer's low
+    mark, 16 KiB by default, and a batch's write (megabytes) must all reach Redis while the
+    worker decodes the next batch without yielding to the event loop (`windows/store.py`)."""
 
     encoder: Any
+    _writer: Any
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[misc]
+        self._writer.transport.set_write_buffer_limits(high=0)
 
     def pack_command(self, *args: Any) -> list[bytes]:
         encoder = self.encoder
