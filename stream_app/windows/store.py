@@ -238,8 +238,8 @@ class RedisWindowStore:
         groups = await self._by_node(writes) or [(self.client.get_node_from_key(keys.report(0)), [])]
         shards = [self._report_shard(node) for node, _ in groups]
         # Redis Cluster refuses scripts in pipelines: one EVAL per node, all under way at once.
-        if sent is not None:  # one call a node, each sent as the client goes
-            sent.set()
+        # One call a node, each sent in a task of its own: `sent` is left unset, and the caller
+        # waits for the whole write.
         replies = await asyncio.gather(*(
             self.client.execute_command("EVAL", CLUSTER_CAS, 0, len(group),
                                         *(keys.customer_state(c) for c in group),

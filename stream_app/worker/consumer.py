@@ -142,6 +142,7 @@ class BatchConsumer:
         self.silent_until: dict[TopicPartition, int] = {}  # partitions being rebuilt
         self._rewound: set[TopicPartition] = set()  # since the last fetch began: its batch is read again
         self._under_way: _UnderWay | None = None  # the batch whose write is under way, not yet committed
+        self._stopped = asyncio.Event()  # set once a stop has waited what it waits for the last write
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -177,6 +178,7 @@ class BatchConsumer:
             except asyncio.TimeoutError:
                 log.warning("the last batch's write did not land in %.0f s: left uncommitted", _LAND_ON_STOP_S)
             finally:
+                self._stopped.set()  # a rebalance waiting for that write stops waiting too
                 await consumer.stop()
 
     async def _stop_cleanly(self) -> None:
@@ -186,12 +188,24 @@ class BatchConsumer:
     async def _give_up(self) -> None:
         """Let the write under way land and commit its batch, before partitions go (under the batch
         lock). If Redis lost data meanwhile, nothing is committed: whoever owns the partitions next
-        finds Redis behind the group's offsets and rebuilds."""
+        finds Redis behind the group's offsets and rebuilds. A worker that stops waits for it only
+        so long (`_LAND_ON_STOP_S`); its batch is then left uncommitted, and read again."""
+        settle, stopped = asyncio.ensure_future(self._settle()), asyncio.ensure_future(self._stopped.wait())
         try:
-            await self._settle()
-        except StateLost as exc:
+            await asyncio.wait((settle, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not settle.done():  # stopping, or this wait was cancelled: the write itself goes on
+                settle.cancel()
+                await asyncio.wait((settle,))
+        if settle.cancelled():
             self._under_way = None
-            log.error("Redis lost data under this worker (%s): its last batch is left uncommitted", exc)
+            log.warning("stopped before the last batch's write landed: left uncommitted, to be read again")
+        elif isinstance(settle.exception(), StateLost):
+            self._under_way = None
+            log.error("Redis lost data under this worker (%s): its last batch is left uncommitted", settle.exception())
+        elif settle.exception() is not None:
+            raise settle.exception()  # type: ignore[misc]
 
     async def _settle(self) -> None:
         """Wait for the batch whose write is under way to land, then commit it."""
@@ -252,7 +266,8 @@ class BatchConsumer:
                 self._read_again(consumer, fetched)
                 return
             first = {tp: messages[0].offset for tp, messages in fetched.items()}
-            await self._guarded(consumer, first, self._handle(fetched))
+            if not await self._guarded(consumer, first, self._handle(fetched)):
+                return
         # A backlog shows at once, not at the next health check, which a fast catch-up can miss.
         done = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
         highs = {tp: consumer.highwater(tp) for tp in done}
@@ -267,12 +282,13 @@ class BatchConsumer:
                 consumer.seek(tp, messages[0].offset)
 
     async def _guarded(self, consumer: AIOKafkaConsumer, first: dict[TopicPartition, int],
-                       step: Awaitable[None]) -> None:
-        """`step`, but if Redis restarted empty under this worker, the batch under way and the one
-        fetched (starting at `first`) are read again, and every partition it owns is checked: those
-        whose committed offset Redis no longer covers are rebuilt."""
+                       step: Awaitable[None]) -> bool:
+        """`step`, and True; but if Redis restarted empty under this worker, the batch under way and
+        the one fetched (starting at `first`) are read again, and every partition it owns is
+        checked: those whose committed offset Redis no longer covers are rebuilt (False)."""
         try:
             await step
+            return True
         except StateLost as exc:
             log.error("Redis lost data under this worker (%s): checking every partition it owns", exc)
             under_way, self._under_way = self._under_way, None
@@ -282,6 +298,7 @@ class BatchConsumer:
                 if tp not in first:
                     consumer.seek(tp, offset)
             await self._check_state(consumer.assignment())
+            return False
 
     async def _handle(self, fetched: dict[TopicPartition, list]) -> None:
         """Process a fetched batch (its records below a rebuild's end silently) up to its write,

@@ -279,6 +279,7 @@ class BatchProcessor:
                 sent, save = asyncio.Event(), self.store.save
                 task = asyncio.ensure_future(self._redis("save", lambda: save(out.writes, out.report, done, out.book,
                                                                               out.renew, sent)))
+                task.add_done_callback(_retrieved)
                 await _either(task, sent)  # on its way, all of it: Redis runs it while the worker goes on
             return Writing(self, batch, pending, out, task, attempt)
         raise NotReady("customers' states kept changing under this worker: another worker owns them")
@@ -342,6 +343,12 @@ async def _either(task: asyncio.Future, event: asyncio.Event) -> None:
         waiter.cancel()
 
 
+def _retrieved(task: asyncio.Future) -> None:
+    """A write no one waits for any more (the worker stopped) fails quietly: its batch is read again."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _unexpected(exc: Exception) -> InvalidEvent:
     """A record that raised something no check foresaw: refused, with what it raised."""
     return InvalidEvent("unreadable", None, f"{type(exc).__name__}: {exc}")
@@ -372,7 +379,8 @@ class Writing:
         their records are prepared, checked, sent and written again, and waited for."""
         p = self.processor
         with p.metrics.stage("write"):
-            conflicts = await self.task
+            # Shielded: a worker stopping while it waits here still lets the write land (`BatchConsumer.run`).
+            conflicts = await asyncio.shield(self.task)
         observe(self.out, p.metrics, p.log_ids, p.regions)
         if not conflicts:
             p._landed(self.batch)

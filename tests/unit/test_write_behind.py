@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Collection
+from types import SimpleNamespace
+from typing import Any, Collection
 
 import msgspec
+import pytest
+from aiokafka import TopicPartition
 
 from stream_app.contracts.events import Alert
-from stream_app.windows.store import MemoryWindowStore, Write
+from stream_app.windows.store import MemoryWindowStore, StateLost, Write
+from stream_app.worker import consumer
+from stream_app.worker.consumer import BatchConsumer
 from stream_app.worker.runtime import Worker
 from tests.unit.test_worker import ListEmitter, decliners, worker
 
@@ -130,3 +135,145 @@ def test_a_write_that_fails_after_the_next_batch_was_decoded_is_tried_again_befo
     expected, sequential = _one_after_another(3)
     assert store.data == expected.data and store.offsets == expected.offsets and store.report == expected.report
     assert _alerts(emitter) == _alerts(sequential)
+
+
+# The consumer around it: a stand-in for aiokafka's consumer, whose `stop` waits for a rebalance's
+# callback under way, as aiokafka's does (its coordinator's close awaits the coordination task).
+
+
+def _fetches(n: int) -> list[dict[TopicPartition, list]]:
+    out = []
+    for batch in _batches(n):
+        fetched: dict[TopicPartition, list] = {}
+        for r in batch:
+            fetched.setdefault(TopicPartition(r.topic, r.partition), []).append(
+                SimpleNamespace(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value))
+        out.append(fetched)
+    return out
+
+
+class Kafka:
+    def __init__(self, fetches: list[dict]) -> None:
+        self.fetches = list(fetches)
+        self.owned = {tp for f in fetches for tp in f}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.listener: Any = None
+        self.rebalance: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        return None
+
+    def subscribe(self, topics: Any, listener: Any) -> None:
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        if self.fetches:
+            await asyncio.sleep(0)
+            return self.fetches.pop(0)
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    async def commit(self, offsets: dict) -> None:
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    async def stop(self) -> None:
+        if self.rebalance is not None:
+            await self.rebalance
+
+
+def _consumer(store: MemoryWindowStore, kafka: Kafka) -> BatchConsumer:
+    w = worker(ListEmitter(), store)
+    c = BatchConsumer(w.settings, w.begin, asyncio.Lock(), store.applied)
+    c._consumer = lambda: kafka  # type: ignore[method-assign,assignment,return-value]
+    return c
+
+
+def test_a_worker_stopped_while_a_write_is_under_way_lets_it_land_and_commits_its_batch() -> None:
+    async def go() -> tuple[HeldStore, Kafka]:
+        store, kafka = HeldStore(), Kafka(_fetches(2))
+        c = _consumer(store, kafka)
+        run = asyncio.create_task(c.run())
+        while kafka.fetches or c._under_way is None:  # the first write held, the second batch waiting for it
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        run.cancel()
+        await asyncio.sleep(0.05)
+        store.open.set()  # Redis answers after the stop began
+        await asyncio.gather(run, return_exceptions=True)
+        return store, kafka
+
+    store, kafka = asyncio.run(go())
+    assert store.calls == ["load", "write", "landed"]
+    assert kafka.commits == [{tp: ms[-1].offset + 1 for tp, ms in _fetches(2)[0].items()}]
+
+
+def test_a_worker_stopped_in_a_rebalance_while_redis_refuses_its_write_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Out of memory: an infrastructure failure, tried again and again. The rebalance waits for the
+    # write, the stop waits for it only so long, and the batch is left uncommitted.
+    monkeypatch.setattr(consumer, "_LAND_ON_STOP_S", 1.0)
+
+    async def go() -> tuple[bool, Kafka]:
+        store, kafka = HeldStore(failures=10**6), Kafka(_fetches(1))
+        store.open.set()
+        c = _consumer(store, kafka)
+        run = asyncio.create_task(c.run())
+        while "write" not in store.calls:
+            await asyncio.sleep(0.01)
+        kafka.rebalance = asyncio.create_task(kafka.listener.on_partitions_revoked(set(kafka.owned)))
+        await asyncio.sleep(0.1)
+        run.cancel()
+        done, _ = await asyncio.wait({run}, timeout=10)
+        store.failures = 0
+        await asyncio.gather(run, kafka.rebalance, return_exceptions=True)
+        return bool(done), kafka
+
+    stopped, kafka = asyncio.run(go())
+    assert stopped and kafka.commits == []
+
+
+def test_redis_lost_while_the_next_batch_waits_for_the_write_reads_both_batches_again() -> None:
+    @dataclass
+    class Lost(HeldStore):
+        async def save(self, writes: dict[str, Write], report: dict | None = None, applied: dict | None = None,
+                       book: dict | None = None, renew: Collection[str] | None = None,
+                       sent: asyncio.Event | None = None) -> list[str]:
+            self.calls.append("write")
+            if sent is not None:
+                sent.set()
+            await self.open.wait()
+            raise StateLost("an applied offset recorded before is gone")
+
+    async def go() -> tuple[Lost, Kafka]:
+        store, kafka = Lost(), Kafka(_fetches(2))
+        c = _consumer(store, kafka)
+        run = asyncio.create_task(c.run())
+        while kafka.fetches or c._under_way is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        store.open.set()
+        while not kafka.seeks:
+            await asyncio.sleep(0.01)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        return store, kafka
+
+    store, kafka = asyncio.run(go())
+    first: dict[TopicPartition, int] = {}
+    for fetched in _fetches(2):
+        for tp, messages in fetched.items():
+            first.setdefault(tp, messages[0].offset)
+    assert kafka.commits == [] and store.calls == ["load", "write"]
+    assert dict(kafka.seeks[:len(first)]) == first  # each partition from the first batch's first offset
