@@ -24,11 +24,13 @@ from tests.unit.test_worker import ListEmitter, decliners, worker
 @dataclass
 class HeldStore(MemoryWindowStore):
     """Keeps each write until `open` is set, and logs what it is asked, in order; fails the first
-    `failures` writes, after doing nothing, with an error no retry of Redis's covers."""
+    `failures` writes, after doing nothing, with an error no retry of Redis's covers, or with
+    `failure` if one is given."""
 
     open: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[str] = field(default_factory=list)
     failures: int = 0
+    failure: Exception | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -46,7 +48,7 @@ class HeldStore(MemoryWindowStore):
         await self.open.wait()
         if self.failures:
             self.failures -= 1
-            raise RuntimeError("the write's reply was lost")
+            raise self.failure or RuntimeError("the write's reply was lost")
         conflicts = await super().save(writes, report, applied, book, renew, sent)
         self.calls.append("landed")
         return conflicts
@@ -245,19 +247,9 @@ def test_a_worker_stopped_in_a_rebalance_while_redis_refuses_its_write_stops(mon
 
 
 def test_redis_lost_while_the_next_batch_waits_for_the_write_reads_both_batches_again() -> None:
-    @dataclass
-    class Lost(HeldStore):
-        async def save(self, writes: dict[str, Write], report: dict | None = None, applied: dict | None = None,
-                       book: dict | None = None, renew: Collection[str] | None = None,
-                       sent: asyncio.Event | None = None) -> list[str]:
-            self.calls.append("write")
-            if sent is not None:
-                sent.set()
-            await self.open.wait()
-            raise StateLost("an applied offset recorded before is gone")
-
-    async def go() -> tuple[Lost, Kafka]:
-        store, kafka = Lost(), Kafka(_fetches(2))
+    async def go() -> tuple[HeldStore, Kafka]:
+        lost = StateLost("an applied offset recorded before is gone")
+        store, kafka = HeldStore(failures=1, failure=lost), Kafka(_fetches(2))
         c = _consumer(store, kafka)
         run = asyncio.create_task(c.run())
         while kafka.fetches or c._under_way is None:
