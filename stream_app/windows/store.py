@@ -76,7 +76,9 @@ class WindowStore(Protocol):
         offset this store recorded before is gone: then nothing is written. The states of `renew`
         (None: all), and any written where there was none, expire the store's time to live after
         this write; the others keep the expiry they had. `sent` is set once the write is on its
-        way, all of it: from then on the store runs it, and the caller may go on meanwhile."""
+        way, all of it: from then on the store runs it, and the caller may go on meanwhile. A
+        store that cannot tell (a cluster's, whose calls go out node by node) leaves it unset,
+        and the caller waits for the write to end."""
         ...
 
     async def applied(self) -> Applied:
