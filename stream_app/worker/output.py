@@ -1,5 +1,6 @@
 """What a batch is and what it produces: its records, its outputs to send, the state it writes,
-and which of its customers must be found unmoved before anything of theirs is sent."""
+which of its customers must be found unmoved before anything of theirs is sent, and its outputs
+counted and logged once its state is written."""
 
 from __future__ import annotations
 
