@@ -1,6 +1,9 @@
 """A batch's state write left under way while the next batch is decoded (`Worker.begin`): the next
 batch reads no state before that write has landed, a write that fails is tried again before
-anything after it, and the outcome is the outcome of one batch after the other."""
+anything after it, and the outcome is the outcome of one batch after the other. Around it, the
+consumer (`BatchConsumer`) commits a batch once its write has landed, lets it land when it stops
+or gives partitions up without ever hanging on it, and reads both batches again if Redis lost
+data (its commits on a real broker: tests/integration/test_ingest.py)."""
 
 from __future__ import annotations
 
@@ -155,6 +158,8 @@ def _fetches(n: int) -> list[dict[TopicPartition, list]]:
 
 
 class Kafka:
+    """What `BatchConsumer` asks of aiokafka's consumer: batches to fetch, and commits and seeks kept."""
+
     def __init__(self, fetches: list[dict]) -> None:
         self.fetches = list(fetches)
         self.owned = {tp for f in fetches for tp in f}
