@@ -27,7 +27,7 @@ import asyncio
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -43,6 +43,7 @@ from stream_app.worker.pipeline import RawRecord
 __all__ = ["BatchConsumer", "Handler", "Landing", "Rebuild", "rebuilds"]
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # How long a stopping worker waits for its last write to land. Past it the batch is left
 # uncommitted: read again by the next owner, its state's offsets skip what landed.
@@ -190,22 +191,29 @@ class BatchConsumer:
         lock). If Redis lost data meanwhile, nothing is committed: whoever owns the partitions next
         finds Redis behind the group's offsets and rebuilds. A worker that stops waits for it only
         so long (`_LAND_ON_STOP_S`); its batch is then left uncommitted, and read again."""
-        settle, stopped = asyncio.ensure_future(self._settle()), asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait((settle, stopped), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not settle.done():  # stopping, or this wait was cancelled: the write itself goes on
-                settle.cancel()
-                await asyncio.wait((settle,))
+        settle = await self._unless_stopped(self._settle())
         if settle.cancelled():
             self._under_way = None
-            log.warning("stopped before the last batch's write landed: left uncommitted, to be read again")
+            log.warning("stopped before the last batch was committed: it is read again, its offsets skip what landed")
         elif isinstance(settle.exception(), StateLost):
             self._under_way = None
             log.error("Redis lost data under this worker (%s): its last batch is left uncommitted", settle.exception())
         elif settle.exception() is not None:
             raise settle.exception()  # type: ignore[misc]
+
+    async def _unless_stopped(self, step: Awaitable[R]) -> asyncio.Future[R]:
+        """`step` run until it ends, or until a stop has waited what it waits (then cancelled: the
+        write under way goes on, shielded); done either way. Rebalance callbacks run in aiokafka's
+        coordination task, which the consumer's stop waits for: they must not outlast it."""
+        task, stopped = asyncio.ensure_future(step), asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():  # stopping, or this wait was cancelled
+                task.cancel()
+                await asyncio.wait((task,))
+        return task
 
     async def _settle(self) -> None:
         """Wait for the batch whose write is under way to land, then commit it."""
@@ -234,7 +242,11 @@ class BatchConsumer:
         if not assigned:
             return
         committed = {tp: await consumer.committed(tp) for tp in assigned}
-        applied = await retry_forever("redis applied offsets", self.applied, self.settings.redis_retry_max_s)
+        read = await self._unless_stopped(retry_forever("redis applied offsets", self.applied,
+                                                        self.settings.redis_retry_max_s))
+        if read.cancelled():  # stopping while Redis is away: the next owner checks them
+            return
+        applied = read.result()
         if self.on_state is not None:
             await self.on_state({tp.partition for tp in assigned}, applied)
         found = rebuilds(assigned, committed, applied)

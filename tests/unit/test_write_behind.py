@@ -201,9 +201,9 @@ class Kafka:
             await self.rebalance
 
 
-def _consumer(store: MemoryWindowStore, kafka: Kafka) -> BatchConsumer:
+def _consumer(store: MemoryWindowStore, kafka: Kafka, applied: Any = None) -> BatchConsumer:
     w = worker(ListEmitter(), store)
-    c = BatchConsumer(w.settings, w.begin, asyncio.Lock(), store.applied)
+    c = BatchConsumer(w.settings, w.begin, asyncio.Lock(), applied or store.applied)
     c._consumer = lambda: kafka  # type: ignore[method-assign,assignment,return-value]
     return c
 
@@ -244,6 +244,40 @@ def test_a_worker_stopped_in_a_rebalance_while_redis_refuses_its_write_stops(mon
         run.cancel()
         done, _ = await asyncio.wait({run}, timeout=10)
         store.failures = 0
+        await asyncio.gather(run, kafka.rebalance, return_exceptions=True)
+        return bool(done), kafka
+
+    stopped, kafka = asyncio.run(go())
+    assert stopped and kafka.commits == []
+
+
+def test_a_worker_stopped_in_a_rebalance_that_gives_its_partitions_back_while_redis_is_away_stops(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiokafka's stop waits for its coordination task, which revokes, rejoins and assigns: the
+    # assignment's check of what Redis applied must not wait for Redis past the stop either.
+    monkeypatch.setattr(consumer, "_LAND_ON_STOP_S", 1.0)
+
+    async def away() -> dict:
+        raise ConnectionError("Redis is away")
+
+    async def go() -> tuple[bool, Kafka]:
+        store, kafka = HeldStore(), Kafka(_fetches(1))  # the write never lands
+        c = _consumer(store, kafka, away)
+        run = asyncio.create_task(c.run())
+        while kafka.fetches or c._under_way is None:
+            await asyncio.sleep(0.01)
+
+        async def rebalance() -> None:
+            await kafka.listener.on_partitions_revoked(set(kafka.owned))
+            await kafka.listener.on_partitions_assigned(set(kafka.owned))
+
+        kafka.rebalance = asyncio.create_task(rebalance())
+        await asyncio.sleep(0.1)
+        run.cancel()
+        done, _ = await asyncio.wait({run}, timeout=10)
+        store.open.set()
+        for task in (run, kafka.rebalance):
+            task.cancel()
         await asyncio.gather(run, kafka.rebalance, return_exceptions=True)
         return bool(done), kafka
 
