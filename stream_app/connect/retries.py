@@ -1,4 +1,5 @@
-"""Waiting out Redis outages: the worker's batches stop, and retry, until Redis is back."""
+"""Waiting out Redis outages: the worker's batches stop, and retry, until Redis is back; and
+waiting on a call only until something else happens first (its write sent, the worker stopping)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["TRANSIENT", "retry_forever"]
+__all__ = ["TRANSIENT", "first_of", "retry_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +42,12 @@ async def retry_forever(
                 on_error(exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
+
+
+async def first_of(task: asyncio.Future, event: asyncio.Event) -> None:
+    """Until the task is done or the event set, whichever comes first; the task goes on either way."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

@@ -35,7 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from stream_app.connect.kafka import client_options
-from stream_app.connect.retries import retry_forever
+from stream_app.connect.retries import first_of, retry_forever
 from stream_app.settings import Settings
 from stream_app.windows.store import StateLost
 from stream_app.worker.pipeline import RawRecord
@@ -205,11 +205,10 @@ class BatchConsumer:
         """`step` run until it ends, or until a stop has waited what it waits (then cancelled: the
         write under way goes on, shielded); done either way. Rebalance callbacks run in aiokafka's
         coordination task, which the consumer's stop waits for: they must not outlast it."""
-        task, stopped = asyncio.ensure_future(step), asyncio.ensure_future(self._stopped.wait())
+        task = asyncio.ensure_future(step)
         try:
-            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+            await first_of(task, self._stopped)
         finally:
-            stopped.cancel()
             if not task.done():  # stopping, or this wait was cancelled
                 task.cancel()
                 await asyncio.wait((task,))
@@ -303,12 +302,12 @@ class BatchConsumer:
             return True
         except StateLost as exc:
             log.error("Redis lost data under this worker (%s): checking every partition it owns", exc)
-            under_way, self._under_way = self._under_way, None
+            rewind = dict(self._under_way.first) if self._under_way else {}
+            self._under_way = None
             for tp, offset in first.items():
-                consumer.seek(tp, min(offset, under_way.first.get(tp, offset)) if under_way else offset)
-            for tp, offset in under_way.first.items() if under_way else ():
-                if tp not in first:
-                    consumer.seek(tp, offset)
+                rewind[tp] = min(offset, rewind.get(tp, offset))
+            for tp, offset in rewind.items():
+                consumer.seek(tp, offset)
             await self._check_state(consumer.assignment())
             return False
 

@@ -22,7 +22,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from stream_app.alerts.build import AlertPolicy, ModelView, build_alerts, levels_with_score
-from stream_app.connect.retries import retry_forever
+from stream_app.connect.retries import first_of, retry_forever
 from stream_app.contracts.attributes import columns as attribute_columns
 from stream_app.contracts.events import DeadLetter
 from stream_app.errors import InvalidEvent, NotReady
@@ -252,9 +252,9 @@ class BatchProcessor:
                     admitted: Admitted | None = None) -> Writing:
         """`run` up to the state's write, which is left under way: `Writing.landed` waits for it
         (and for whatever its conflicts need). `admitted`: the records as `admit` read them."""
-        if admitted is None:
-            self._read_to = max(self.event_clock.topic_seen.values(), default=0)
-        batch = _Batch(records, send, silent, time.perf_counter(), newest_offsets(records))
+        started = time.perf_counter()
+        admitted = admitted if admitted is not None else self.admit(records)
+        batch = _Batch(records, send, silent, started, newest_offsets(records))
         return await self._attempt(batch, list(records), 0, admitted)
 
     async def _attempt(self, batch: _Batch, pending: list[RawRecord], tried: int,
@@ -280,7 +280,7 @@ class BatchProcessor:
                 task = asyncio.ensure_future(self._redis("save", lambda: save(out.writes, out.report, done, out.book,
                                                                               out.renew, sent)))
                 task.add_done_callback(_retrieved)
-                await _either(task, sent)  # on its way, all of it: Redis runs it while the worker goes on
+                await first_of(task, sent)  # on its way, all of it: Redis runs it while the worker goes on
             return Writing(self, batch, pending, out, task, attempt)
         raise NotReady("customers' states kept changing under this worker: another worker owns them")
 
@@ -332,15 +332,6 @@ class BatchProcessor:
         result = await retry_forever(f"redis {what}", timed, self.settings.redis_retry_max_s, failed)
         self.metrics.redis_up.set(1)
         return result
-
-
-async def _either(task: asyncio.Future, event: asyncio.Event) -> None:
-    """Until the task is done or the event set, whichever comes first."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
 
 
 def _retrieved(task: asyncio.Future) -> None:
