@@ -105,11 +105,13 @@ _M_BLOCKS = (("m_counts", _M_COUNTS), ("m_minutes", _M_MINUTES), ("m_rare_minute
 EXIT_KINDS = ("", "disconnect", "port_out")
 _KEPT_ON_ERASURE = ("version", "seq", "part", "offset", "newest")
 
-class StateTail(msgspec.Struct, array_like=True, frozen=True):
+class StateTail(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """What does not fit a fixed record, kept after it: the profile's text fields, the streaks
     of rules with `for` (rule key -> (evaluations in a row, period of the last)), the
     snapshot cohorts the reports follow the customer in, and the latest call outcome. New
-    fields go last, with defaults: a tail written before them still decodes."""
+    fields go last, with defaults: a tail written before them still decodes. Out of the cycle
+    collector's sight (`gc=False`): a batch loads and replaces thousands, and their fields, plain
+    values and maps of them, can never lead back to one."""
 
     plan: str = ""
     region: str = ""

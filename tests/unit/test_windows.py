@@ -1,3 +1,4 @@
+import gc
 import random
 from datetime import date, datetime
 from hashlib import blake2b
@@ -148,6 +149,16 @@ def test_state_round_trips_through_its_encoding() -> None:
     np.testing.assert_array_equal(again.daily, w.daily)
     assert again.rec.tobytes() == w.rec.tobytes()
     assert int(again.rec["seq"][0]) == 1 and again.rec["offset"][0, 0] == 0
+
+
+def test_tails_as_read_and_as_remembered_are_out_of_the_cycle_collectors_sight() -> None:
+    # A batch reads and replaces thousands: each one tracked made the collector run more often and longer.
+    w = fresh()
+    apply(w, [(0, env(cdr(CUST, "2026-03-01T10:00:00+08:00"), 0))], SH, 3)
+    [(_, blob)] = w.dump([0])
+    again = Windows.load([CUST], [blob])
+    assert w.text[0] is not None and again.text[0] is not None
+    assert not gc.is_tracked(w.text[0]) and not gc.is_tracked(again.text[0])
 
 
 def test_a_batch_of_states_is_stored_without_their_zero_bytes_and_read_back_whole() -> None:
