@@ -145,6 +145,8 @@ class Edge:
                     Input.OUTCOMES: decode_outcome}
         self._decoders = {inputs[topic]: decode for topic, decode in decoders.items()}
         self.pseudonyms = Pseudonyms.of(settings)
+        # Read once, not per record: `admit` runs for every event.
+        self._max_bytes, self._pseudonymous = settings.max_record_bytes, self.pseudonyms.enabled
         # Outcomes name the customer as their alert did: already a pseudonym.
         self._numbered = {inputs[t] for t in Input if t != Input.OUTCOMES}
 
@@ -165,27 +167,28 @@ class Edge:
         """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
         every check, and its time in unix seconds (0 for an erasure); `InvalidEvent` otherwise.
         `latest`: `bounds.latest()`, once per batch."""
-        size = len(rec.value or b"") + len(rec.key or b"")
-        if size > self.settings.max_record_bytes:
-            raise InvalidEvent("too_large", None, f"{size} bytes; at most {self.settings.max_record_bytes} "
+        key, value = rec.key, rec.value
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if size > self._max_bytes:
+            raise InvalidEvent("too_large", None, f"{size} bytes; at most {self._max_bytes} "
                                                   "(CHURNWATCH_MAX_RECORD_BYTES)")
-        if rec.key is None:
+        if key is None:
             raise InvalidEvent("missing_key", "key", "topics are keyed by customer id; got no key")
-        customer = rec.key.decode("utf-8", "replace")
-        if rec.value is None:
+        customer = key.decode("utf-8", "replace")
+        if value is None:
             if rec.topic != self.settings.topics.customers:
                 raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
             if not _CUSTOMER_ID.match(customer):
                 raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
             return Erasure(self.customer_of(rec)), 0  # type: ignore[arg-type]
-        event = self._decoders[rec.topic](rec.value)
+        event = self._decoders[rec.topic](value)
         if customer != event.customer_id:
             raise InvalidEvent("key_mismatch", "customer_id",
                                f"got {event.customer_id!r} under key {customer[:80]!r}; topics are keyed by customer")
         seconds = self.bounds.check(event, latest)
         if isinstance(event, Profile) and event.attributes:
             event = msgspec.structs.replace(event, attributes=self._attributes(event))
-        if self.pseudonyms.enabled and rec.topic in self._numbered:
+        if self._pseudonymous and rec.topic in self._numbered:
             event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
             if isinstance(event, Profile) and event.previous_customer_id:
                 event = msgspec.structs.replace(event, previous_customer_id=self.pseudonyms(event.previous_customer_id))

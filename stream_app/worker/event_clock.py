@@ -3,6 +3,7 @@ and up to which day a partition's exits are known."""
 
 from __future__ import annotations
 
+from typing import Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -27,13 +28,14 @@ class EventClock:
         # the labeller may trust that every exit of a partition has been reported.
         self.topic_seen: dict[tuple[int, int], int] = {}
 
-    def advance(self, w: Windows, decoded: list[tuple[str, Envelope]], row: dict[str, int]) -> np.ndarray:
-        """Move the clocks on with a batch's events (applied to `w`); the day each of its customers
-        is judged as of: their partition's newest day, or their own if it is newer."""
-        envs = [env for _, env in decoded]
+    def advance(self, w: Windows, batch: Sequence[tuple[int, Envelope]]) -> np.ndarray:
+        """Move the clocks on with a batch's events, (row of `w`, envelope) as applied to it; the
+        day each of its customers is judged as of: their partition's newest day, or their own if
+        it is newer."""
+        rows, envs = zip(*batch) if batch else ((), ())
         parts = np.array([env.partition for env in envs], np.int64)
         partition = np.zeros(len(w.customers), np.int64)
-        partition[[row[c] for c, _ in decoded]] = parts  # the last one wins
+        partition[np.array(rows, np.int64)] = parts  # the last one wins
         topic = np.array([env.topic for env in envs], np.int64)
         ts = np.array([env.ts for env in envs], np.int64)
         clocked = np.isin(topic, list(CLOCKED))

@@ -92,12 +92,13 @@ class BatchProcessor:
 
     def decode(self, records: Sequence[RawRecord], out: BatchOutput) -> list[tuple[str, Envelope]]:
         """Each record as (customer, envelope); a record refused for any reason goes to dead letter."""
-        decoded = []
+        decoded: list[tuple[str, Envelope]] = []
         now = self.clock()
         latest = self.edge.bounds.latest(self._read_to)
+        admit, topic_index, add = self.edge.admit, self.edge.topic_index, decoded.append  # once per batch, not per record
         for rec in records:
             try:
-                event, seconds = self.edge.admit(rec, latest)
+                event, seconds = admit(rec, latest)
             except InvalidEvent as err:
                 out.deadletters.append(self._dead_letter(rec, err, now))
                 continue
@@ -105,8 +106,7 @@ class BatchProcessor:
                 log.warning("a record raised %s while it was read", type(exc).__name__, exc_info=True)
                 out.deadletters.append(self._dead_letter(rec, _unexpected(exc), now))
                 continue
-            envelope = Envelope(self.edge.topic_index[rec.topic], rec.partition, rec.offset, event, seconds)
-            decoded.append((event.customer_id, envelope))
+            add((event.customer_id, Envelope(topic_index[rec.topic], rec.partition, rec.offset, event, seconds)))
         return decoded
 
     def admit(self, records: Sequence[RawRecord]) -> Admitted:
@@ -124,7 +124,10 @@ class BatchProcessor:
         stage = self.metrics.stage
         with stage("decode"):
             decoded = self.decode(records, out) if decoded is None else decoded
-            customers = list(dict.fromkeys(c for c, _ in decoded))
+            # The events as (row, envelope), the rows numbering the customers as first seen: one pass.
+            row: dict[str, int] = {}
+            batch = [(row.setdefault(c, len(row)), env) for c, env in decoded]
+            customers = list(row)
         if not customers:
             return out
         out.partitions = {c: env.partition for c, env in decoded}
@@ -134,15 +137,14 @@ class BatchProcessor:
         if w.quarantined:
             await self._quarantine(w, raws)
         with stage("apply"):
-            row = {c: i for i, c in enumerate(customers)}
-            out.erased = erase_first(w, [(row[c], env) for c, env in decoded if isinstance(env.event, Erasure)])
+            out.erased = erase_first(w, [(r, env) for r, env in batch if isinstance(env.event, Erasure)])
             before = Before.of(w, self.settings.zone, self.settings.late_grace_days)
-            result = apply(w, [(row[c], env) for c, env in decoded], self.settings.zone, self.settings.late_grace_days)
+            result = apply(w, batch, self.settings.zone, self.settings.late_grace_days)
             out.applied, out.replayed, out.duplicates = result.applied, result.replayed, result.duplicates
             if self.settings.competitor_days:
                 out.book = gather(customers, result.offnet, self.edge.pseudonyms)
             self._refused(records, result.refused, out)
-            now_day = self.event_clock.advance(w, decoded, row)
+            now_day = self.event_clock.advance(w, batch)
         changed = sorted(result.changed)
         # An erased customer sends nothing in the batch that erased them; events after the
         # tombstone are kept, and judged with their next batch.
