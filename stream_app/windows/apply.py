@@ -16,7 +16,6 @@ import itertools
 import logging
 import zlib
 from dataclasses import dataclass, field
-from hashlib import blake2b as _id_digest
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
@@ -30,12 +29,12 @@ from stream_app.contracts.inputs import Input
 from stream_app.errors import InvalidEvent
 from stream_app.ingest.admission import Envelope, Erasure, Event
 from stream_app.windows import columns
+from stream_app.windows.id_memory import digest_of
 from stream_app.windows.lifecycle import Moves, before_return, first_profile, forget_before, record_move
 from stream_app.windows.scratch import KINDS, Scratch
 from stream_app.windows.state import (
     CONTACT_BITS,
     COUNTERS,
-    ID_DIGEST,
     LAST_SEEN_KINDS,
     N_DAYS,
     N_MONTHS,
@@ -181,7 +180,7 @@ def _one_by_one(w: Windows, s: Scratch, rows: _Rows, result: ApplyResult, batch:
     # inline, roughly halve its cost. (A `try` costs nothing in Python 3.11 until it catches.)
     part, offset, newest_day, last_seen, remember, back = s.part, s.offset, s.newest, s.last_seen, s.remember, s.back
     changed, cdrs, contacts, offnet = result.changed, rows.cdrs, rows.contacts, rows.offnet
-    crc32, digest, kind_index, cdr_kind = zlib.crc32, _id_digest, _KIND_INDEX, _CDR_KIND
+    crc32, digest, kind_index, cdr_kind = zlib.crc32, digest_of, _KIND_INDEX, _CDR_KIND
     refused_at = []
     for k in positions:
         cust, env = batch[k]
@@ -210,7 +209,7 @@ def _one_by_one(w: Windows, s: Scratch, rows: _Rows, result: ApplyResult, batch:
                 result.refused.append((env, before_return(back[cust])))
                 refused_at.append(k)
                 continue
-            if not remember(cust, t, day, digest(e.event_id.encode(), digest_size=ID_DIGEST).digest()):
+            if not remember(cust, t, day, digest(e.event_id)):
                 result.duplicates += 1
                 continue
             if day > newest:

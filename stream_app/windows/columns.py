@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
@@ -38,7 +37,7 @@ from stream_app.ingest.admission import Envelope
 from stream_app.windows import id_memory
 from stream_app.windows.lifecycle import before_return
 from stream_app.windows.scratch import KINDS
-from stream_app.windows.state import ID_DIGEST, LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows
+from stream_app.windows.state import LAST_SEEN_KINDS, N_TOPICS, StateTail, Windows
 
 __all__ = ["Planned", "plan"]
 
@@ -103,7 +102,7 @@ def plan(w: Windows, batch: Sequence[tuple[int, Envelope]], zone: ZoneInfo, grac
                                           f"grace is {grace_days}") if late[k] else before_return(int(back[k])))
         out.refused.append((out.positions[k], why))
     checked = np.nonzero(fresh & ~late & ~early)[0]
-    digests = [blake2b(events[k].event_id.encode(), digest_size=ID_DIGEST).digest() for k in checked.tolist()]
+    digests = id_memory.digests([events[k].event_id for k in checked.tolist()])
     group = day[checked] * N_TOPICS + topic[checked]
     memories = w.id_memories()
     resent = id_memory.resent(memories, rows[checked], group, digests)

@@ -20,19 +20,41 @@ cut short are read as far as they hold whole groups.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from hashlib import blake2b
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from stream_app.windows.jit import compiled
 
-__all__ = ["ID_DIGEST", "as_bytes", "grouped", "resent", "remembered"]
+__all__ = ["ID_DIGEST", "as_bytes", "digest_of", "digests", "grouped", "resent", "remembered"]
 
 #: Bytes of an event id's digest: two ids of one customer within the grace window collide with
 #: odds of about 2^-48 per pair.
 ID_DIGEST = 6
 _HEAD = struct.Struct("<IH")  # a group's key and count
 _MOST = 0xFFFF  # ids a group's count can say
+#: Copied for each id: the same digest as `blake2b(id, digest_size=ID_DIGEST)` in less than half
+#: the time, the constructor's keywords read once.
+_FRESH = blake2b(digest_size=ID_DIGEST)
+
+
+def digest_of(event_id: str) -> bytes:
+    """An event id as the memory keeps it: the BLAKE2b digest of its UTF-8 bytes, `ID_DIGEST` long.
+    Stored states hold these: a new way to make them must give the same bytes."""
+    h = _FRESH.copy()
+    h.update(event_id.encode())
+    return h.digest()
+
+
+def digests(event_ids: Iterable[str]) -> list[bytes]:
+    """`digest_of` each id, in a loop of its own: a batch's CDRs go through it."""
+    out, fresh = [], _FRESH.copy
+    for event_id in event_ids:
+        h = fresh()
+        h.update(event_id.encode())
+        out.append(h.digest())
+    return out
 
 
 def as_bytes(groups: dict[int, bytes]) -> bytes:

@@ -2,13 +2,22 @@ import random
 
 import numpy as np
 
-from stream_app.windows.id_memory import ID_DIGEST, as_bytes, grouped, remembered, resent
+from stream_app.windows.id_memory import ID_DIGEST, as_bytes, digest_of, digests, grouped, remembered, resent
 
 TOPICS = 5
 
 
 def digest(k: int) -> bytes:
     return k.to_bytes(ID_DIGEST, "little")
+
+
+def test_an_event_ids_digest_is_the_one_states_already_hold() -> None:
+    # BLAKE2b of the id's UTF-8 bytes, 6 bytes long: a resend after an upgrade must match what the
+    # release before remembered, so the bytes are pinned, not recomputed the same way.
+    ids = ["sim-3-1262629", "évènement-1", ""]
+    pinned = [bytes.fromhex(h) for h in ("125a24a1c7ca", "ec64b4cefe4e", "ddd9c40767f9")]
+    assert [digest_of(i) for i in ids] == pinned
+    assert digests(ids) == pinned and digests([]) == []
 
 
 def test_a_map_of_ids_and_its_bytes_convert_both_ways_and_a_large_group_goes_on_in_another() -> None:
