@@ -95,7 +95,8 @@ class BatchProcessor:
         decoded: list[tuple[str, Envelope]] = []
         now = self.clock()
         latest = self.edge.bounds.latest(self._read_to)
-        admit, topic_index, add = self.edge.admit, self.edge.topic_index, decoded.append  # once per batch, not per record
+        # Looked up once per batch, not once per record.
+        admit, topic_index, add = self.edge.admit, self.edge.topic_index, decoded.append
         for rec in records:
             try:
                 event, seconds = admit(rec, latest)
