@@ -193,9 +193,11 @@ def simulate(customers: int, days: int, seed: int, monthly_churn: float, warmup_
 @click.option("--latency-seconds", default=30.0, show_default=True, help="length of the latency phase")
 @click.option("--load", default=0.5, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
               help="the latency phase's rate, as a share of the worker's measured rate (its headroom)")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="the latency phase's rate in events/s, instead of --load: builds compared at the same rate")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON summary line")
 def bench(events: int, customers: int, no_broker: bool, days: int, latency_seconds: float, load: float,
-          as_json: bool) -> None:
+          rate: float | None, as_json: bool) -> None:
     """Measure the worker against the bare-consumer ceiling, latency, memory, rules and model cost.
 
     Uses KAFKA_BOOTSTRAP and REDIS_URL if set (fresh topics; point REDIS_URL at a scratch
@@ -210,10 +212,10 @@ def bench(events: int, customers: int, no_broker: bool, days: int, latency_secon
         from stream_app.tools.bench_stream import bench_stream
 
         result = asdict(bench_stream(settings, events, customers, lambda line: click.echo(line, err=True),
-                                     latency_seconds, load))
+                                     latency_seconds, load, fixed_rate=rate))
     result["rules"], result["rules_us_per_customer"] = bench_rules(settings)
-    result["model_score_us_per_customer"], result["model_learn_us_per_label"], result["boosted_score_us_per_customer"], \
-        result["boosted_refit_s"] = bench_model(settings)
+    (result["model_score_us_per_customer"], result["model_learn_us_per_label"],
+     result["boosted_score_us_per_customer"], result["boosted_refit_s"]) = bench_model(settings)
     tables = ("stages", "latency_stages")
     for name, value in result.items():
         if name not in tables:

@@ -9,7 +9,8 @@ after the other on the same events, then event-to-alert latency at a share of th
    first, so that the measured events are an ordinary day's: each customer's first event of a
    day takes the snapshot of the day before, as in the held-back day. Its sustained rate is read
    from its own events counter, from the end of the warm-up to the last measured event.
-4. Latency: the held-back day at a share of that rate (`load`), as simulated, each alert matched
+4. Latency: the held-back day at a share of that rate (`load`), or at a fixed rate (`fixed_rate`,
+   which compares builds at the same rate however fast each is), as simulated, each alert matched
    to the send time of the event that made it (`tools/bench_latency.py`).
 5. Redis bytes per customer (`MEMORY USAGE` sampled) and the worker's peak RSS.
 """
@@ -74,6 +75,12 @@ class StreamBench:
     latency_events: int
     latency_rate: float  # events/s sent in the latency phase ...
     latency_load: float  # ... as a share of the worker's measured rate
+    # What the latency phase asked of the worker: its events a batch (fewer than a busy worker's, so
+    # each batch's own round trips weigh more an event), snapshots an event (the held day's first
+    # events take the day before's) and the cores it kept busy.
+    latency_batch_events: float | None
+    latency_snapshots_per_event: float | None
+    latency_worker_cores: float | None
     redis_bytes_per_customer: float
     id_memory_bytes_per_customer: float  # of the bytes above: the event ids of the grace window
     rss_bytes: int | None
@@ -96,9 +103,11 @@ class StreamBench:
 
 
 def bench_stream(settings: Settings, events: int, customers: int, show: Callable[[str], None],
-                 latency_s: float = 30.0, load: float = 0.5, seed: int = 3) -> StreamBench:
+                 latency_s: float = 30.0, load: float = 0.5, seed: int = 3,
+                 fixed_rate: float | None = None) -> StreamBench:
     """Run the phases above against the configured broker and Redis, or embedded ones. `load`:
-    the latency phase's rate as a share of the worker's measured rate."""
+    the latency phase's rate as a share of the worker's measured rate; `fixed_rate` (events/s), if
+    given, replaces it."""
     traffic = _traffic(events, customers, seed, settings.event_time_floor)
     warmup, history = traffic.warmup, traffic.measured
     run = f"bench-{os.getpid()}-{int(time.time())}"
@@ -138,9 +147,10 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         show(f"worker, everything on: {rate:,.0f} events/s")
         _read_up_to(port, worker, total + len(traffic.rest), workdir / "worker.log")
         add_probe_rule(rules, worker.pid, port)
-        paced = traffic.held[:int(rate * load * latency_s)]
+        sending = fixed_rate or rate * load
+        paced = traffic.held[:int(sending * latency_s)]
         before = Look.after_a_fetch(port, worker.pid)
-        latencies, alerts_total, sent = asyncio.run(paced_latencies(kafka, topics, paced, rate * load, port))
+        latencies, alerts_total, sent = asyncio.run(paced_latencies(kafka, topics, paced, sending, port))
         phase = Look.of(port, worker.pid).since(before)
         rss = _peak_rss(worker.pid)
         per_customer, id_bytes = _redis_bytes(url, settings.redis_cluster, [r.key.decode() for r in history], seed)
@@ -154,7 +164,10 @@ def bench_stream(settings: Settings, events: int, customers: int, show: Callable
         ceiling_events_per_s=round(ceiling), ceiling_librdkafka_events_per_s=round(librdkafka),
         events_per_s=round(rate), ratio=round(rate / ceiling, 3), p50_latency_s=None if p50 is None else round(p50, 3),
         p99_latency_s=None if p99 is None else round(p99, 3), latency_alerts=len(latencies), latency_events=sent,
-        latency_rate=round(rate * load), latency_load=load, redis_bytes_per_customer=per_customer,
+        latency_rate=round(sending), latency_load=round(sending / rate, 3),
+        latency_batch_events=round(phase.events / phase.batches, 1) if phase.batches else None,
+        latency_snapshots_per_event=round(phase.snapshots / phase.events, 4) if phase.events else None,
+        latency_worker_cores=phase.cores(), redis_bytes_per_customer=per_customer,
         id_memory_bytes_per_customer=id_bytes,
         rss_bytes=rss, alerts=alerts_total, offnet_numbers=numbers,
         offnet_bytes_per_number=round(book_bytes / max(numbers, 1), 1),

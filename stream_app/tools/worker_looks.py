@@ -16,13 +16,15 @@ __all__ = ["Look"]
 @dataclass
 class Look:
     """The worker's counters at one look, or their change over a span (`since`): its events, stage
-    seconds, CPU time (None off Linux) and snapshots sent, and the CPU time of the servers beside it."""
+    seconds, CPU time (None off Linux), snapshots sent and batches that landed, and the CPU time of
+    the servers beside it."""
 
     clock: float  # monotonic seconds; of a span, the seconds it lasted
     events: int
     stages: dict[str, float]  # seconds per stage of its batches (churnwatch_stage_seconds_total)
     cpu_s: float | None
     snapshots: float
+    batches: float
     servers_cpu_s: dict[str, float | None] = field(default_factory=dict)  # by name, as `of` was given them
 
     @classmethod
@@ -32,6 +34,7 @@ class Look:
         samples = scrape(port)
         return cls(time.monotonic(), events_consumed(samples), _stage_seconds(samples), _cpu_seconds(pid),
                    samples.get("churnwatch_snapshots_total", 0.0),
+                   samples.get("churnwatch_batch_size_events_count", 0.0),
                    {name: _cpu_seconds(server) for name, server in (servers or {}).items()})
 
     @classmethod
@@ -48,7 +51,7 @@ class Look:
         """What the worker did from `first` to this look."""
         return Look(self.clock - first.clock, self.events - first.events,
                     {k: v - first.stages.get(k, 0.0) for k, v in self.stages.items()}, _spent(self.cpu_s, first.cpu_s),
-                    self.snapshots - first.snapshots,
+                    self.snapshots - first.snapshots, self.batches - first.batches,
                     {k: _spent(v, first.servers_cpu_s.get(k)) for k, v in self.servers_cpu_s.items()})
 
     def cores(self, server: str | None = None) -> float | None:

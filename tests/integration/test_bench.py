@@ -31,12 +31,14 @@ def test_bench_reports_state_figures_as_a_json_last_line(redis_url: str, monkeyp
     assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0, abs=0.01)
 
 
+# The latency phase at a share of the worker's rate, or at a fixed rate that compares builds alike.
+@pytest.mark.parametrize("pace", [["--load", "0.7"], ["--rate", "900"]], ids=["load", "rate"])
 def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
-        tansu_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tansu_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch, pace: list[str]) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP", tansu_bootstrap)
     monkeypatch.setenv("REDIS_URL", redis_url)
     result = CliRunner().invoke(main, ["bench", "--events", "20000", "--customers", "2000", "--latency-seconds", "5",
-                                       "--load", "0.7", "--json"])
+                                       *pace, "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["events"] == 20000 and figures["customers"] == 2000
@@ -52,9 +54,17 @@ def test_bench_runs_the_ceiling_and_the_real_worker_on_the_same_events(
     assert figures["events_per_core_s"] == pytest.approx(figures["events_per_s"] / figures["worker_cores"], rel=0.05)
     assert figures["ratio"] == pytest.approx(figures["events_per_s"] / figures["ceiling_events_per_s"], abs=1e-3)
     assert figures["latency_events"] > 0 and figures["rss_bytes"] > 10 * 2**20
-    # The latency phase sends at the share of the measured rate asked for.
-    assert figures["latency_load"] == 0.7
-    assert figures["latency_rate"] == pytest.approx(0.7 * figures["events_per_s"], abs=1)
+    # The latency phase sends at the share of the measured rate asked for, or at the rate asked for.
+    if pace[0] == "--load":
+        assert figures["latency_load"] == 0.7
+        assert figures["latency_rate"] == pytest.approx(0.7 * figures["events_per_s"], abs=1)
+    else:
+        assert figures["latency_rate"] == 900 and figures["latency_events"] == 900 * 5
+        assert figures["latency_load"] == pytest.approx(900 / figures["events_per_s"], abs=1e-3)
+    # What that rate asked of the worker: batches of at most the configured size, each customer's
+    # first event of the held day taking a snapshot, and the worker's own core busy below its all.
+    assert 1 <= figures["latency_batch_events"] <= 4000
+    assert 0.05 < figures["latency_snapshots_per_event"] <= 1 and 0 < figures["latency_worker_cores"] < 1.5
     assert 100 < figures["redis_bytes_per_customer"] < STATE.itemsize and figures["offnet_numbers"] > 0
     # The worker's own stage clocks over the measured span (read from its metrics), each with the rate
     # it alone would allow over the ceiling.
