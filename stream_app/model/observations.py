@@ -34,12 +34,15 @@ def snapshot_days(w: Windows, rows: list[int], day_before: np.ndarray, every_day
     day the daily buckets no longer hold (a batch that spans their length, or a customer back after
     as long): its month's count would mix in the days that came after it."""
     picks, days = [], []
-    at = np.asarray(rows, np.int64)
-    moved = at[(day_before[at] > 0) & (w.day0[at] > day_before[at])]  # in a batch of hours, the few whose day moved
-    for i in moved.tolist():
-        now = int(w.day0[i])
-        active = [int(day_before[i])] + [d for d in range(int(day_before[i]) + 1, now)
-                                         if now - d < N_DAYS and w.daily[i, now - d].any()]
+    at, day0 = np.asarray(rows, np.int64), w.day0
+    moved = at[(day_before[at] > 0) & (day0[at] > day_before[at])]  # in a batch of hours, the few whose day moved
+    for i, before, now in zip(moved.tolist(), day_before[moved].tolist(), day0[moved].tolist()):
+        if now == before + 1:  # most often the day after: no day between to look up
+            if before // every_days < now // every_days:
+                picks.append(i)
+                days.append(before)
+            continue
+        active = [before] + [d for d in range(before + 1, now) if now - d < N_DAYS and w.daily[i, now - d].any()]
         ends = active[1:] + [now]
         if now - active[0] >= N_DAYS:
             active, ends = active[1:], ends[1:]

@@ -185,6 +185,24 @@ def test_no_snapshot_is_taken_of_a_day_the_daily_buckets_no_longer_hold() -> Non
         assert rows == [r for r in (0, 1, 2) for _ in held] and when.tolist() == held * 3, days
 
 
+def test_the_next_day_snapshots_the_day_before_once_its_period_is_over() -> None:
+    """The usual case: customers back the day after. Daily, that day is snapshotted; every seven
+    days, only the last day of its seven (day numbers are ordinals, 0001-01-01 day 1, a Monday: the
+    sevens run Sunday to Saturday)."""
+    for gone in range(1, 8):
+        evening_day = LAST + timedelta(days=gone)
+        evening = windows(pace, last=evening_day)
+        w = evening.subset([0, 1, 2])
+        morning = evening_day + timedelta(days=1)
+        apply(w, [(row, envelope(0, 0, 10**6 + row, decode_cdr(cdr(c, f"{morning.isoformat()}T08:00:00+08:00"))))
+                  for row, c in enumerate([STEADY, DECLINER, DIPPER])], SH, 3)
+        assert snapshot_days(w, [0, 1, 2], evening.day0, 1)[0] == [0, 1, 2]
+        assert snapshot_days(w, [2, 0], evening.day0, 1)[1].tolist() == [evening_day.toordinal()] * 2
+        rows, when = snapshot_days(w, [0, 1, 2], evening.day0, 7)
+        saturday = evening_day.weekday() == 5
+        assert rows == ([0, 1, 2] if saturday else []) and when.tolist() == [evening_day.toordinal()] * len(rows)
+
+
 def test_judged_long_after_their_last_day_the_days_before_come_from_the_months() -> None:
     """Weeks after a customer's last call the daily buckets reach none of the days judged; the months
     give the minutes of the days that had any, and none to the quiet days after them."""
