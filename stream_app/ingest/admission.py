@@ -100,7 +100,7 @@ class Bounds:
         bounds. Compared as seconds: comparing two aware datetimes of different zones costs more
         than a conversion (each side's UTC offset is looked up), and apply needs the seconds."""
         ts: datetime = event.ts  # type: ignore[attr-defined]
-        seconds = ts.timestamp()
+        seconds = unix_seconds(ts)
         if seconds < self.floor_s:
             raise InvalidEvent("out_of_range", "ts", f"got {ts.isoformat()}; event times start at "
                                                      f"{self.floor.date().isoformat()} (CHURNWATCH_EVENT_TIME_FLOOR)")
@@ -117,6 +117,24 @@ class Bounds:
                                                              f"{local.date().isoformat()}; expected the month of the "
                                                              "event or one either side")
         return int(seconds)
+
+
+#: The Unix epoch in each fixed UTC offset met so far (at most one per minute of offset: a bounded map).
+_EPOCHS: dict[timezone, datetime] = {}
+_SECOND = timedelta(seconds=1)
+
+
+def unix_seconds(ts: datetime) -> float:
+    """An aware time in Unix seconds, as `ts.timestamp()`. Decoded times carry a fixed offset, one
+    object per offset; the difference from the epoch expressed in that same object skips the two
+    UTC offsets `timestamp` looks up, which cost about 0.2 us of its 0.45 for every event."""
+    tz = ts.tzinfo
+    if type(tz) is not timezone:  # a zone with summer time: its offset moves, ask it
+        return ts.timestamp()
+    epoch = _EPOCHS.get(tz)
+    if epoch is None:
+        epoch = _EPOCHS[tz] = datetime(1970, 1, 1, tzinfo=timezone.utc).astimezone(tz)
+    return (ts - epoch) / _SECOND
 
 
 class Record(Protocol):
