@@ -119,7 +119,8 @@ class Bounds:
         return int(seconds)
 
 
-#: The Unix epoch in each fixed UTC offset met so far (at most one per minute of offset: a bounded map).
+#: The Unix epoch in each fixed UTC offset met so far: offsets on the wire are whole minutes within a day,
+#: so the map holds at most 2,879.
 _EPOCHS: dict[timezone, datetime] = {}
 _SECOND = timedelta(seconds=1)
 
