@@ -153,9 +153,12 @@ def gather(customers: Sequence[str], rows: Iterable[tuple[int, int, str, str, in
     is found under the pseudonym they had with us). Only here: the contact bitmaps count peers by
     their number as it came, which a key set or changed mid-month must not double."""
     out: Book = {}
+    named: dict[str, str] = {}  # competitor -> as written: a few names, thousands of calls
     for row, month, competitor, peer, tenths in rows:
         mine = out.setdefault(customers[row], {})
-        key = (month_label(month), f"{_UNSAFE.sub('_', competitor)}|{_UNSAFE.sub('_', pseudonym(peer))}")
+        if (name := named.get(competitor)) is None:
+            name = named[competitor] = _UNSAFE.sub("_", competitor)
+        key = (month_label(month), f"{name}|{_UNSAFE.sub('_', pseudonym(peer))}")
         calls, total = mine.get(key, (0, 0))
         mine[key] = (calls + 1, total + tenths)
     return out
