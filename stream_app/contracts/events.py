@@ -1,7 +1,7 @@
 """Wire contracts: the events churnwatch consumes and emits, JSON on the wire.
 
-Each contract is a msgspec struct, so one pass decodes and validates; `json_schema`
-writes the same contract as JSON Schema for producers (see `stream_app/contracts/schemas/`).
+Each contract is a msgspec struct, so one pass decodes and validates (the customer ids' pattern
+is checked just after it); `json_schema` writes the same contract as JSON Schema for producers (see `stream_app/contracts/schemas/`).
 
 >>> decode_cdr(b'{"event_id":"e1","customer_id":"8613800000001","ts":"2026-03-01T10:00:00+08:00",'
 ...            b'"kind":"voice","direction":"MO","duration_s":60}').duration_s
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Callable, Literal, TypeVar, get_args
+from typing import Annotated, Callable, Literal, TypeVar, get_args, get_type_hints
 
 import msgspec
 from msgspec import Meta, Struct
@@ -30,7 +30,10 @@ __all__ = [
 ]
 
 CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_-]{5,64}$"
-CustomerId = Annotated[str, Meta(pattern=CUSTOMER_ID_PATTERN, description="MSISDN or its pseudonym")]
+#: The pattern is the schema's; decoding checks it after msgspec (`_decoder`), whose own check of
+#: a pattern calls Python's `re` for each value and cost about 0.55 us of a CDR's 1.0 us decode.
+CustomerId = Annotated[str, Meta(description="MSISDN or its pseudonym",
+                                 extra_json_schema={"pattern": CUSTOMER_ID_PATTERN})]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
 Money = Annotated[float, Meta(ge=0, le=1e7, description="yuan")]
@@ -296,17 +299,39 @@ _AT = re.compile(r" - at `\$\.?([^`]*)`")
 
 
 def _decoder(kind: type[T]) -> Callable[[bytes], T]:
+    """The decoder of an input contract; each has a `customer_id`."""
     decoder = msgspec.json.Decoder(kind)
+    ids = tuple(name for name, hint in get_type_hints(kind, include_extras=True).items()
+                if CustomerId in (hint, *get_args(hint)))
+    others = ids != ("customer_id",)
 
     def decode(raw: bytes) -> T:
         try:
-            return decoder.decode(raw)
+            event = decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise InvalidEvent("invalid_field", _field_of(str(exc)), str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidEvent("not_json", None, str(exc)) from None
+        # Inline, as it runs for every event: most ids are letters and digits, which two string
+        # methods tell in a tenth of the pattern's time; the pattern judges the rest.
+        customer = event.customer_id  # type: ignore[attr-defined]
+        if others or not (customer.isalnum() and customer.isascii() and 5 <= len(customer) <= 64):
+            _check_ids(event, ids)
+        return event
 
     return decode
+
+
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+
+
+def _check_ids(event: object, names: tuple[str, ...]) -> None:
+    """`InvalidEvent` naming the first of the fields `names` whose id does not match `CUSTOMER_ID_PATTERN`."""
+    for name in names:
+        value = getattr(event, name)
+        if value is not None and _CUSTOMER_ID.match(value) is None:
+            raise InvalidEvent("invalid_field", name, f"Expected `str` matching regex {CUSTOMER_ID_PATTERN!r}"
+                                                      f" - at `$.{name}`")
 
 
 def _field_of(message: str) -> str | None:

@@ -72,3 +72,24 @@ def test_schema_rejects_what_the_decoder_rejects() -> None:
     schema = json.loads((SCHEMAS / "cdr.schema.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(msgspec.json.decode(cdr("8613800000001", TS, duration_s=-1)), schema)
+
+
+@pytest.mark.parametrize(("customer", "ok"), [
+    ("8613800000001", True), ("p_Ab-9_xYz", True), ("A" * 64, True), ("12345", True),
+    ("1234", False), ("A" * 65, False), ("86138{00}001", False), ("8613800000 01", False),
+    ("861380000000\u0661", False),  # an Arabic-Indic digit: a digit to `str.isalnum`, not to the pattern
+    ("861380000000\u00e9", False), ("", False),
+])
+def test_customer_ids_are_checked_against_the_pattern(customer: str, ok: bool) -> None:
+    raw = cdr(customer, TS)
+    profile = msgspec.json.encode({"event_id": "p", "customer_id": "8613800000001", "ts": TS,
+                                   "activation_date": "2025-01-01", "plan": "basic", "region": "north",
+                                   "previous_customer_id": customer})
+    if ok:
+        assert decode_cdr(raw).customer_id == customer
+        assert decode_profile(profile).previous_customer_id == customer
+        return
+    for decode, field in ((decode_cdr, "customer_id"), (decode_profile, "previous_customer_id")):
+        with pytest.raises(InvalidEvent) as err:
+            decode(raw if decode is decode_cdr else profile)
+        assert (err.value.reason, err.value.field) == ("invalid_field", field)
