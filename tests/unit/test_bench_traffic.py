@@ -7,7 +7,7 @@ from stream_app.errors import ConfigError
 from stream_app.offline.delivery import in_time_order
 from stream_app.offline.simulator import SimConfig, SimRecord, Simulator
 from stream_app.tools.bench_latency import _stamp
-from stream_app.tools.bench_stream import LAST_DAY, _traffic
+from stream_app.tools.bench_stream import LAST_DAY, _traffic, next_look_s
 from tests.factories import cdr
 
 
@@ -43,3 +43,17 @@ def test_the_latency_phase_matches_alerts_by_customer_and_event_second_and_skips
     assert _stamp(call) == ("c1", int(datetime(2026, 3, 12, 0, 0, 1, tzinfo=timezone.utc).timestamp()))
     assert _stamp(SimRecord("customers", b"c1", None, 3)) is None
     assert _stamp(SimRecord("customers", b"c1", b'{"customer_id": "c1"}', 3)) is None
+
+
+def test_looks_at_the_counter_come_seldom_far_from_the_mark_and_often_near_it() -> None:
+    assert next_look_s(10_000, 0.0) == 0.2  # no rate yet
+    assert next_look_s(1_000_000, 20_000.0) == 2.0  # 50 s left: the longest wait
+    assert next_look_s(20_000, 20_000.0) == 0.5  # half the second left
+    assert next_look_s(100, 20_000.0) == 0.02  # the shortest wait near the mark
+    # Looks a worker at a steady rate meets on its way to the mark: few, and the last one on time.
+    left, rate, looks, late = 600_000, 20_000.0, 0, 0.0
+    while left > 0:
+        wait = next_look_s(left, rate)
+        looks, left = looks + 1, left - wait * rate
+        late = -left / rate
+    assert looks < 30 and late <= 0.02  # five a second would be 150 looks over the 30 s
