@@ -166,6 +166,7 @@ class Edge:
         self.pseudonyms = Pseudonyms.of(settings)
         # Read once, not per record: `admit` runs for every event.
         self._max_bytes, self._pseudonymous = settings.max_record_bytes, self.pseudonyms.enabled
+        self._cdrs, self._floor_s = inputs[Input.CDR], self.bounds.floor_s
         # Outcomes name the customer as their alert did: already a pseudonym.
         self._numbered = {inputs[t] for t in Input if t != Input.OUTCOMES}
 
@@ -186,6 +187,24 @@ class Edge:
         """The record's event, under the pseudonym if ids are pseudonymous, once it has passed
         every check, and its time in unix seconds (0 for an erasure); `InvalidEvent` otherwise.
         `latest`: `bounds.latest()`, once per batch."""
+        key, value = rec.key, rec.value
+        # Most records are CDRs that pass: their checks inline, in this one frame (0.5 us an event
+        # less than the calls below). Whatever is not plainly passing takes every check in turn.
+        if (rec.topic == self._cdrs and key is not None and value is not None
+                and len(key) + len(value) <= self._max_bytes):
+            event = decode_cdr(value)
+            ts = event.ts
+            epoch = _EPOCHS.get(ts.tzinfo)  # type: ignore[arg-type]
+            if epoch is not None and key.decode("utf-8", "replace") == event.customer_id:
+                seconds = (ts - epoch) / _SECOND
+                if self._floor_s <= seconds <= latest:
+                    if self._pseudonymous:
+                        event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
+                    return event, int(seconds)
+        return self._checked(rec, latest)
+
+    def _checked(self, rec: Record, latest: float) -> tuple[Event, int]:
+        """`admit`, every check in turn: the one that fails says why."""
         key, value = rec.key, rec.value
         size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
         if size > self._max_bytes:
