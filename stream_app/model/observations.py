@@ -56,16 +56,14 @@ def snapshots(sub: Windows, x: np.ndarray, features: dict[str, np.ndarray], rule
               days: np.ndarray, scorer: Scorer | None, exits_known: list[int], digest: int = 0) -> list[Snapshot]:
     """The snapshots of `sub` (from `snapshot_days`), but not of those already gone: after an exit
     or in revenue churn there is nothing left to predict. `digest`: which features `x` holds."""
-    out = []
-    score = features["churn_score"]
-    for k, customer in enumerate(sub.customers):
-        if features["exited"][k] or features["revenue_churn"][k]:
-            continue
-        s = float(score[k])
-        out.append(Snapshot(customer, int(days[k]), x[k].tolist(), None if np.isnan(s) else round(s, 6),
-                            scorer.version if scorer else None, int(rules.level[k]), float(rules.score[k]),
-                            exits_known[k], digest))
-    return out
+    version = scorer.version if scorer else None
+    kept = np.nonzero(~(features["exited"].astype(bool) | features["revenue_churn"].astype(bool)))[0]
+    # Whole columns to lists once: a numpy scalar read per field and snapshot cost more than the rest.
+    scores = [None if s != s else round(s, 6) for s in features["churn_score"][kept].tolist()]  # s != s: NaN
+    columns = zip(kept.tolist(), days[kept].tolist(), x[kept].tolist(), scores, rules.level[kept].tolist(),
+                  rules.score[kept].astype(float).tolist())
+    return [Snapshot(sub.customers[k], day, xs, s, version, level, rules_score, exits_known[k], digest)
+            for k, day, xs, s, level, rules_score in columns]
 
 
 def churn_events(w: Windows, features: dict[str, np.ndarray], rows: list[int], moves: Moves,
