@@ -1,7 +1,8 @@
 """Wire contracts: the events churnwatch consumes and emits, JSON on the wire.
 
 Each contract is a msgspec struct, so one pass decodes and validates (the customer ids' pattern
-is checked just after it); `json_schema` writes the same contract as JSON Schema for producers (see `stream_app/contracts/schemas/`).
+is checked just after it); `json_schema` writes the same contract as JSON Schema for producers
+(see `stream_app/contracts/schemas/`).
 
 >>> decode_cdr(b'{"event_id":"e1","customer_id":"8613800000001","ts":"2026-03-01T10:00:00+08:00",'
 ...            b'"kind":"voice","direction":"MO","duration_s":60}').duration_s

@@ -301,15 +301,17 @@ def _read_up_to(port: int, worker, expected: int, log: Path, timeout_s: float = 
     metrics on its core: looked at five times a second, that was about 2% of its time, so the
     looks come as seldom as the rate read so far allows (`next_look_s`)."""
     deadline = time.monotonic() + timeout_s
-    before: tuple[float, int] | None = None  # (when, events) of the look before
+    # (when, events) of the first look that found events read: the rate is read from there, over a
+    # span long enough to hold many batches (each adds its events to the counter at once when it lands).
+    start: tuple[float, int] | None = None
     while (seen := consumed(port)) < expected:
         if worker.poll() is not None:
             raise NotReady(f"the worker stopped:\n{log.read_text()[-3000:]}")
         now = time.monotonic()
         if now > deadline:
             raise TimeoutError(f"the worker consumed {seen:,} of {expected:,} events in {timeout_s:.0f} s")
-        rate = (seen - before[1]) / (now - before[0]) if before else 0.0
-        before = (now, seen)
+        start = start or ((now, seen) if seen else None)
+        rate = (seen - start[1]) / (now - start[0]) if start and now > start[0] else 0.0
         time.sleep(next_look_s(expected - seen, rate))
 
 
