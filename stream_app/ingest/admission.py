@@ -16,7 +16,6 @@ keeps them representable even where the wall-clock check is off (replays of reco
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol, Union
@@ -27,7 +26,6 @@ import msgspec
 from stream_app.contracts.attributes import AttributeRefused, admit
 from stream_app.contracts.calendar import month_index
 from stream_app.contracts.events import (
-    CUSTOMER_ID_PATTERN,
     Billing,
     Cdr,
     Outcome,
@@ -36,6 +34,7 @@ from stream_app.contracts.events import (
     decode_cdr,
     decode_outcome,
     decode_profile,
+    is_customer_id,
 )
 from stream_app.contracts.inputs import Input
 from stream_app.errors import InvalidEvent
@@ -146,9 +145,6 @@ class Record(Protocol):
     value: bytes | None
 
 
-_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
-
-
 class Edge:
     """Every check a worker makes of an input record, and the customer it is kept under.
     `now`: the wall clock; None in a replay of recordings (see `Bounds`)."""
@@ -188,15 +184,13 @@ class Edge:
         every check, and its time in unix seconds (0 for an erasure); `InvalidEvent` otherwise.
         `latest`: `bounds.latest()`, once per batch."""
         key, value = rec.key, rec.value
-        # Most records are CDRs that pass: their checks inline, in this one frame (0.5 us an event
-        # less than the calls below). Whatever is not plainly passing takes every check in turn.
+        # Most records are CDRs that pass: their checks here, without the calls of the general path
+        # below (0.4 us an event less). Whatever is not plainly passing takes every check in turn.
         if (rec.topic == self._cdrs and key is not None and value is not None
                 and len(key) + len(value) <= self._max_bytes):
             event = decode_cdr(value)
-            ts = event.ts
-            epoch = _EPOCHS.get(ts.tzinfo)  # type: ignore[arg-type]
-            if epoch is not None and key.decode("utf-8", "replace") == event.customer_id:
-                seconds = (ts - epoch) / _SECOND
+            if key.decode("utf-8", "replace") == event.customer_id:
+                seconds = unix_seconds(event.ts)
                 if self._floor_s <= seconds <= latest:
                     if self._pseudonymous:
                         event = msgspec.structs.replace(event, customer_id=self.pseudonyms(event.customer_id))
@@ -216,7 +210,7 @@ class Edge:
         if value is None:
             if rec.topic != self.settings.topics.customers:
                 raise InvalidEvent("tombstone", None, "a null value; only the customers topic takes one (erasure)")
-            if not _CUSTOMER_ID.match(customer):
+            if not is_customer_id(customer):
                 raise InvalidEvent("invalid_field", "key", f"got {customer[:80]!r}; expected a customer id")
             return Erasure(self.customer_of(rec)), 0  # type: ignore[arg-type]
         event = self._decoders[rec.topic](value)

@@ -29,13 +29,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from stream_app.contracts.attributes import AttributeRefused, admit
-from stream_app.contracts.events import CUSTOMER_ID_PATTERN
+from stream_app.contracts.events import is_customer_id
 from stream_app.offline.mapping import MONEY, LabelRule, Mapping, MappingError, load_mapping, next_month
 from stream_app.offline.monthly_records import month_records
 
 __all__ = ["Mapping", "MappingError", "MonthlyRow", "load_mapping", "read_rows", "monthly_events", "next_month"]
 
-_ID = re.compile(CUSTOMER_ID_PATTERN)
 DEFAULT_TENURE_DAYS = 365  # a customer's age on the network before the first month, where the data has none
 
 
@@ -114,7 +113,7 @@ class _Ids:
         self.lines += 1
         m = self.mapping
         cid = m.id_prefix + (record[m.id_column] if m.id_column else f"row{self.lines:07d}")
-        if not _ID.match(cid):
+        if not is_customer_id(cid):
             self.bad.append(cid)
         return cid
 
